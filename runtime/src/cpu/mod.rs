@@ -1,0 +1,67 @@
+//! The CPU backend: capability detection, the GEMM driver over per-ISA micro-kernels, and one module
+//! per op family. Everything here runs inside a prepared [`crate::Session`] and allocates nothing.
+pub mod caps;
+pub mod gemm;
+pub mod kernels;
+pub mod ops;
+#[cfg(feature = "std")]
+pub mod pool;
+
+/// Runs data-parallel work on the session's threads (or inline without std).
+pub struct Par<'a> {
+    #[cfg(feature = "std")]
+    pub(crate) pool: Option<&'a pool::Pool>,
+    #[cfg(not(feature = "std"))]
+    pub(crate) _p: core::marker::PhantomData<&'a ()>,
+}
+
+impl Par<'_> {
+    /// A single-threaded runner.
+    pub fn single() -> Par<'static> {
+        Par {
+            #[cfg(feature = "std")]
+            pool: None,
+            #[cfg(not(feature = "std"))]
+            _p: core::marker::PhantomData,
+        }
+    }
+
+    /// Number of threads `run` uses.
+    pub fn threads(&self) -> usize {
+        #[cfg(feature = "std")]
+        if let Some(p) = self.pool {
+            return p.threads();
+        }
+        1
+    }
+
+    /// Calls `f(t)` for each thread index `t` in `0..threads()`, in parallel.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        #[cfg(feature = "std")]
+        if let Some(p) = self.pool {
+            p.broadcast(f);
+            return;
+        }
+        f(0)
+    }
+}
+
+/// The range of `0..n` that thread `t` of `threads` takes.
+pub fn share(n: usize, t: usize, threads: usize) -> core::ops::Range<usize> {
+    (n * t / threads)..(n * (t + 1) / threads)
+}
+
+/// A raw pointer that may cross threads: each thread writes a disjoint part of the data behind it.
+#[derive(Clone, Copy)]
+pub struct SyncPtr(pub *mut f32);
+// SAFETY: users only write disjoint ranges from different threads (documented at each use).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the raw field).
+    #[inline]
+    pub fn get(&self) -> *mut f32 {
+        self.0
+    }
+}

@@ -1,0 +1,239 @@
+//! Conv (dense and grouped: packed GEMM over an implicit im2col; depthwise: direct) and ConvTranspose
+//! (GEMM into columns, then col2im).
+use super::{View, ViewMut};
+use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue, Im2col};
+use crate::cpu::kernels::Gemm;
+use crate::cpu::{share, Par, SyncPtr};
+use crate::ir::{Conv2d, Unary};
+use alloc::vec::Vec;
+
+/// Conv weights prepared at session creation.
+pub enum ConvPrep {
+    /// Weights packed in MR panels, one block per group.
+    Dense {
+        /// Packed weights, group after group.
+        packed: Vec<f32>,
+        /// Floats per group block.
+        group_stride: usize,
+    },
+    /// One input and one output channel per group: direct loops over the raw weights.
+    Depthwise,
+}
+
+/// Prepares conv weights `w[M][C/g][kh][kw]`.
+pub fn prepare(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep {
+    let groups = geom.groups as usize;
+    let (m, cg) = (wshape[0], wshape[1]);
+    if cg == 1 && m == groups {
+        return ConvPrep::Depthwise;
+    }
+    let mg = m / groups;
+    let k = cg * wshape[2] * wshape[3];
+    let mut packed = Vec::new();
+    let mut group_stride = 0;
+    for gi in 0..groups {
+        let block = gemm::pack_a(g, mg, k, |i, p| w[(gi * mg + i) * k + p]);
+        group_stride = block.len();
+        packed.extend_from_slice(&block);
+    }
+    ConvPrep::Dense { packed, group_stride }
+}
+
+/// Scratch floats a conv needs.
+pub fn scratch(g: &Gemm, prep: &ConvPrep, x: &[usize], y: &[usize], wshape: &[usize], threads: usize) -> usize {
+    match prep {
+        ConvPrep::Depthwise => 0,
+        ConvPrep::Dense { .. } => {
+            let groups = x[1] / wshape[1];
+            let k = wshape[1] * wshape[2] * wshape[3];
+            gemm::scratch_floats(g, y[1] / groups, y[2] * y[3], k, true, false, threads)
+        }
+    }
+}
+
+/// Runs a convolution.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    g: &Gemm,
+    par: &Par,
+    geom: &Conv2d,
+    act: Option<Unary>,
+    prep: &ConvPrep,
+    x: View,
+    w: View,
+    bias: Option<&[f32]>,
+    y: ViewMut,
+    scratch: &mut [f32],
+) {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
+    let groups = geom.groups as usize;
+    let (cg, mg) = (c / groups, m / groups);
+    let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
+    match prep {
+        ConvPrep::Dense { packed, group_stride } => {
+            for b in 0..n {
+                for gi in 0..groups {
+                    let xs = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
+                    let ys = &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
+                    let ic = Im2col {
+                        x: xs,
+                        c: cg,
+                        hw: [h, wd],
+                        k: [kh, kw],
+                        s: [geom.strides[0] as usize, geom.strides[1] as usize],
+                        d: [geom.dilations[0] as usize, geom.dilations[1] as usize],
+                        pad: [geom.pads[0] as usize, geom.pads[1] as usize],
+                        out: [oh, ow],
+                    };
+                    let epi = Epilogue { row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]), col_bias: None, act };
+                    let a = &packed[gi * group_stride..(gi + 1) * group_stride];
+                    gemm::gemm(g, par, (mg, oh * ow, cg * kh * kw), ASrc::Packed(a), BSrc::Im2col(ic), ys, oh * ow, epi, scratch);
+                }
+            }
+        }
+        ConvPrep::Depthwise => depthwise(par, geom, act, x, w.data, bias, y),
+    }
+}
+
+/// Direct depthwise convolution: threads split the (image, channel) planes.
+fn depthwise(par: &Par, geom: &Conv2d, act: Option<Unary>, x: View, w: &[f32], bias: Option<&[f32]>, y: ViewMut) {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (oh, ow) = (y.shape[2], y.shape[3]);
+    let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
+    let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
+    let (dh, dw) = (geom.dilations[0] as usize, geom.dilations[1] as usize);
+    let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+    let planes = n * c;
+    let yp = SyncPtr(y.data.as_mut_ptr());
+    let threads = par.threads();
+    par.run(&|t| {
+        for plane in share(planes, t, threads) {
+            let ch = plane % c;
+            let src = &x.data[plane * h * wd..(plane + 1) * h * wd];
+            // SAFETY: each plane's output is written by exactly one thread.
+            let dst = unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
+            let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
+            let b0 = bias.map_or(0.0, |b| b[ch]);
+            for oy in 0..oh {
+                let row = &mut dst[oy * ow..(oy + 1) * ow];
+                row.iter_mut().for_each(|v| *v = b0);
+                for ky in 0..kh {
+                    let iy = (oy * sh) as isize - pt + (ky * dh) as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let irow = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                    for kx in 0..kw {
+                        let wv = wk[ky * kw + kx];
+                        let off = (kx * dw) as isize - pl; // ix = ox*sw + off
+                        let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
+                        let hi_ix = wd as isize - 1 - off; // ox*sw <= hi_ix
+                        if hi_ix < 0 {
+                            continue;
+                        }
+                        let hi = (hi_ix as usize / sw + 1).min(ow);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = (lo * sw) as isize + off;
+                        if sw == 1 {
+                            let s = &irow[start as usize..start as usize + (hi - lo)];
+                            row[lo..hi].iter_mut().zip(s).for_each(|(o, i)| *o += wv * i);
+                        } else {
+                            for (j, o) in row[lo..hi].iter_mut().enumerate() {
+                                *o += wv * irow[start as usize + j * sw];
+                            }
+                        }
+                    }
+                }
+                if let Some(a) = act {
+                    gemm::apply_act(row, a);
+                }
+            }
+        }
+    });
+}
+
+/// ConvTranspose weights `w[C][M/g][kh][kw]` packed as A = Wᵀ per group: rows (m, ky, kx), cols c.
+pub fn prepare_transposed(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep {
+    let groups = geom.groups as usize;
+    let (c, mg, kh, kw) = (wshape[0], wshape[1], wshape[2], wshape[3]);
+    let cg = c / groups;
+    let rows = mg * kh * kw;
+    let mut packed = Vec::new();
+    let mut group_stride = 0;
+    for gi in 0..groups {
+        let block = gemm::pack_a(g, rows, cg, |r, ci| w[(gi * cg + ci) * rows + r]);
+        group_stride = block.len();
+        packed.extend_from_slice(&block);
+    }
+    ConvPrep::Dense { packed, group_stride }
+}
+
+/// Scratch floats a transposed conv needs: the column matrix plus the GEMM's own.
+pub fn scratch_transposed(g: &Gemm, x: &[usize], wshape: &[usize], groups: usize, threads: usize) -> usize {
+    let rows = wshape[1] * wshape[2] * wshape[3];
+    let hw = x[2] * x[3];
+    rows * hw + gemm::scratch_floats(g, rows, hw, x[1] / groups, true, false, threads)
+}
+
+/// Runs a transposed convolution.
+#[allow(clippy::too_many_arguments)]
+pub fn run_transposed(
+    g: &Gemm,
+    par: &Par,
+    geom: &Conv2d,
+    act: Option<Unary>,
+    prep: &ConvPrep,
+    x: View,
+    wshape: &[usize],
+    bias: Option<&[f32]>,
+    y: ViewMut,
+    scratch: &mut [f32],
+) {
+    let ConvPrep::Dense { packed, group_stride } = prep else { return };
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
+    let groups = geom.groups as usize;
+    let (cg, mg, kh, kw) = (c / groups, wshape[1], wshape[2], wshape[3]);
+    let rows = mg * kh * kw;
+    let hw = h * wd;
+    let (cols, rest) = scratch.split_at_mut(rows * hw);
+    let (sh, sw) = (geom.strides[0] as isize, geom.strides[1] as isize);
+    let (dh, dw) = (geom.dilations[0] as isize, geom.dilations[1] as isize);
+    let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+    for b in 0..n {
+        for gi in 0..groups {
+            let xs = &x.data[(b * c + gi * cg) * hw..(b * c + (gi + 1) * cg) * hw];
+            let a = &packed[gi * group_stride..(gi + 1) * group_stride];
+            gemm::gemm(g, par, (rows, hw, cg), ASrc::Packed(a), BSrc::Strided(xs, hw, 1), cols, hw, Epilogue::default(), rest);
+            for mi in 0..mg {
+                let och = gi * mg + mi;
+                let out = &mut y.data[(b * m + och) * oh * ow..(b * m + och + 1) * oh * ow];
+                out.iter_mut().for_each(|v| *v = bias.map_or(0.0, |bb| bb[och]));
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];
+                        for iy in 0..h {
+                            let oy = iy as isize * sh - pt + ky as isize * dh;
+                            if oy < 0 || oy >= oh as isize {
+                                continue;
+                            }
+                            let orow = &mut out[oy as usize * ow..(oy as usize + 1) * ow];
+                            for ix in 0..wd {
+                                let ox = ix as isize * sw - pl + kx as isize * dw;
+                                if ox >= 0 && ox < ow as isize {
+                                    orow[ox as usize] += col[iy * wd + ix];
+                                }
+                            }
+                        }
+                    }
+                }
+                if let Some(a) = act {
+                    gemm::apply_act(out, a);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Element-wise ops: binary with numpy broadcasting, unary functions, per-channel affine.
+use super::{broadcast_strides, View, ViewMut};
+use crate::cpu::gemm::apply_act;
+use crate::ir::{BinOp, Unary};
+
+#[inline]
+fn bin_loop(op: BinOp, out: &mut [f32], a: &[f32], sa: usize, b: &[f32], sb: usize) {
+    // the three stride patterns of the innermost axis get their own loops so they vectorize
+    macro_rules! go {
+        ($f:expr) => {
+            match (sa, sb) {
+                (1, 1) => out.iter_mut().zip(a).zip(b).for_each(|((o, &x), &y)| *o = $f(x, y)),
+                (1, 0) => {
+                    let y = b[0];
+                    out.iter_mut().zip(a).for_each(|(o, &x)| *o = $f(x, y))
+                }
+                (0, 1) => {
+                    let x = a[0];
+                    out.iter_mut().zip(b).for_each(|(o, &y)| *o = $f(x, y))
+                }
+                _ => {
+                    let v = $f(a[0], b[0]);
+                    out.iter_mut().for_each(|o| *o = v)
+                }
+            }
+        };
+    }
+    match op {
+        BinOp::Add => go!(|x: f32, y: f32| x + y),
+        BinOp::Sub => go!(|x: f32, y: f32| x - y),
+        BinOp::Mul => go!(|x: f32, y: f32| x * y),
+        BinOp::Div => go!(|x: f32, y: f32| x / y),
+        other => go!(|x: f32, y: f32| other.apply(x, y)),
+    }
+}
+
+/// `y = act(a op b)` with broadcasting.
+pub fn binary(op: BinOp, act: Option<Unary>, a: View, b: View, y: ViewMut) {
+    let r = y.shape.len();
+    let mut sa = [0usize; 8];
+    let mut sb = [0usize; 8];
+    let inner = if r == 0 { 1 } else { y.shape[r - 1] };
+    broadcast_strides(a.shape, y.shape, 1, &mut sa);
+    broadcast_strides(b.shape, y.shape, 1, &mut sb);
+    let (ia, ib) = if r == 0 { (0, 0) } else { (sa[r - 1], sb[r - 1]) };
+    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let mut idx = [0usize; 8];
+    for o in 0..outer {
+        let (mut oa, mut ob) = (0, 0);
+        for d in 0..r.saturating_sub(1) {
+            oa += idx[d] * sa[d];
+            ob += idx[d] * sb[d];
+        }
+        let out = &mut y.data[o * inner..(o + 1) * inner];
+        let la = if ia == 0 { 1 } else { inner };
+        let lb = if ib == 0 { 1 } else { inner };
+        bin_loop(op, out, &a.data[oa..oa + la], ia, &b.data[ob..ob + lb], ib);
+        if let Some(f) = act {
+            apply_act(out, f);
+        }
+        for d in (0..r.saturating_sub(1)).rev() {
+            idx[d] += 1;
+            if idx[d] < y.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// `y = f(x)`.
+pub fn unary(f: Unary, x: View, y: ViewMut) {
+    y.data.copy_from_slice(x.data);
+    apply_act(y.data, f);
+}
+
+/// `y = act(x·scale[c] + shift[c])` along axis 1.
+pub fn channel_affine(act: Option<Unary>, x: View, scale: &[f32], shift: &[f32], y: ViewMut) {
+    let c = x.shape[1];
+    let inner: usize = x.shape[2..].iter().product();
+    for (p, (o, i)) in y.data.chunks_exact_mut(inner.max(1)).zip(x.data.chunks_exact(inner.max(1))).enumerate() {
+        let (s, b) = (scale[p % c], shift[p % c]);
+        o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + b);
+        if let Some(f) = act {
+            apply_act(o, f);
+        }
+    }
+}

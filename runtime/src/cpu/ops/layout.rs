@@ -1,0 +1,195 @@
+//! Data-movement ops: concat, split, transpose, and the axis-separable gather that implements Slice,
+//! Pad (all modes) and nearest Resize from per-axis index maps built at session creation.
+use super::{View, ViewMut};
+use crate::ir::{CoordMode, NearestMode, PadMode};
+use alloc::vec::Vec;
+
+/// Per-axis source offsets (element index × source stride); negative means "fill".
+pub struct GatherMaps {
+    /// One map per output axis.
+    pub maps: Vec<Vec<isize>>,
+    /// Value for filled cells.
+    pub fill: f32,
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = alloc::vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Maps for a strided slice.
+pub fn slice_maps(x: &[usize], y: &[usize], starts: &[i64], steps: &[i64]) -> GatherMaps {
+    let st = strides(x);
+    let maps = (0..x.len()).map(|d| (0..y[d]).map(|i| (starts[d] + i as i64 * steps[d]) as isize * st[d] as isize).collect()).collect();
+    GatherMaps { maps, fill: 0.0 }
+}
+
+/// Maps for padding (positive) or cropping (negative) in any mode.
+pub fn pad_maps(x: &[usize], y: &[usize], pads: &[i64], mode: PadMode) -> GatherMaps {
+    let st = strides(x);
+    let r = x.len();
+    let maps = (0..r)
+        .map(|d| {
+            let n = x[d] as i64;
+            (0..y[d])
+                .map(|i| {
+                    let mut s = i as i64 - pads[d];
+                    match mode {
+                        PadMode::Constant(_) => {}
+                        PadMode::Edge => s = s.clamp(0, n - 1),
+                        PadMode::Reflect => {
+                            if n == 1 {
+                                s = 0;
+                            } else {
+                                let period = 2 * (n - 1);
+                                s = s.rem_euclid(period);
+                                if s >= n {
+                                    s = period - s;
+                                }
+                            }
+                        }
+                    }
+                    if s < 0 || s >= n {
+                        -1
+                    } else {
+                        s as isize * st[d] as isize
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let fill = if let PadMode::Constant(v) = mode { v } else { 0.0 };
+    GatherMaps { maps, fill }
+}
+
+/// Source coordinate of output index `o` under a coordinate transformation.
+pub fn source_coord(coord: CoordMode, o: usize, in_len: usize, out_len: usize, scale: f32) -> f32 {
+    let o = o as f32;
+    match coord {
+        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
+        CoordMode::PytorchHalfPixel => {
+            if out_len > 1 {
+                (o + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
+        }
+        CoordMode::Asymmetric => o / scale,
+        CoordMode::AlignCorners => {
+            if out_len == 1 {
+                0.0
+            } else {
+                o * (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+            }
+        }
+        CoordMode::TfHalfPixelForNearest => (o + 0.5) / scale,
+    }
+}
+
+/// Maps for nearest-neighbour resize.
+pub fn nearest_maps(x: &[usize], y: &[usize], scales: &[f32], coord: CoordMode, mode: NearestMode) -> GatherMaps {
+    let st = strides(x);
+    let maps = (0..x.len())
+        .map(|d| {
+            (0..y[d])
+                .map(|o| {
+                    let c = source_coord(coord, o, x[d], y[d], scales[d]);
+                    let i = match mode {
+                        NearestMode::RoundPreferFloor => libm::ceilf(c - 0.5),
+                        NearestMode::RoundPreferCeil => libm::floorf(c + 0.5),
+                        NearestMode::Floor => libm::floorf(c),
+                        NearestMode::Ceil => libm::ceilf(c),
+                    };
+                    (i.clamp(0.0, (x[d] - 1) as f32) as isize) * st[d] as isize
+                })
+                .collect()
+        })
+        .collect();
+    GatherMaps { maps, fill: 0.0 }
+}
+
+/// `y[i0,..,in] = x[Σ maps_d[i_d]]`, or `fill` where any map is negative.
+pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
+    let r = y.shape.len();
+    if r == 0 {
+        y.data[0] = x.data[0];
+        return;
+    }
+    let inner = y.shape[r - 1];
+    let last = &g.maps[r - 1];
+    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let mut idx = [0usize; 8];
+    for o in 0..outer {
+        let mut base = 0isize;
+        let mut filled = false;
+        for d in 0..r - 1 {
+            let m = g.maps[d][idx[d]];
+            filled |= m < 0;
+            base += m;
+        }
+        let out = &mut y.data[o * inner..(o + 1) * inner];
+        if filled {
+            out.iter_mut().for_each(|v| *v = g.fill);
+        } else {
+            for (v, &m) in out.iter_mut().zip(last) {
+                *v = if m < 0 { g.fill } else { x.data[(base + m) as usize] };
+            }
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < y.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Axis permutation.
+pub fn transpose(perm: &[u32], x: View, y: ViewMut) {
+    let r = y.shape.len();
+    if r == 0 {
+        y.data.copy_from_slice(x.data);
+        return;
+    }
+    let xs = strides(x.shape);
+    let mut s = [0usize; 8];
+    for d in 0..r {
+        s[d] = xs[perm[d] as usize];
+    }
+    let inner = y.shape[r - 1];
+    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let mut idx = [0usize; 8];
+    for o in 0..outer {
+        let base: usize = (0..r - 1).map(|d| idx[d] * s[d]).sum();
+        let out = &mut y.data[o * inner..(o + 1) * inner];
+        let sl = s[r - 1];
+        for (j, v) in out.iter_mut().enumerate() {
+            *v = x.data[base + j * sl];
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < y.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Concatenation along `axis`.
+pub fn concat(axis: usize, xs: &[View], y: ViewMut) {
+    let outer: usize = y.shape[..axis].iter().product();
+    let inner: usize = y.shape[axis + 1..].iter().product();
+    let mut off = 0;
+    for o in 0..outer {
+        for x in xs {
+            let n = x.shape[axis] * inner;
+            y.data[off..off + n].copy_from_slice(&x.data[o * n..(o + 1) * n]);
+            off += n;
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! numpy-style batched MatMul (+ bias along the last axis, + activation) on the GEMM driver.
+use super::{broadcast_strides, View, ViewMut};
+use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
+use crate::cpu::kernels::Gemm;
+use crate::cpu::Par;
+use crate::ir::Unary;
+use alloc::vec::Vec;
+
+/// Packs a constant 2-D right operand once (the common Gemm/Linear case).
+pub fn prepare(g: &Gemm, b: &[f32], bshape: &[usize]) -> Option<Vec<f32>> {
+    if bshape.len() != 2 {
+        return None;
+    }
+    let (k, n) = (bshape[0], bshape[1]);
+    Some(gemm::pack_b(g, k, n, |p, j| b[p * n + j]))
+}
+
+/// Scratch floats for one batch item (batches run one after another).
+pub fn scratch(g: &Gemm, a: &[usize], b: &[usize], b_packed: bool, threads: usize) -> usize {
+    let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
+    let n = b[b.len() - 1];
+    gemm::scratch_floats(g, m, n, k, false, b_packed, threads)
+}
+
+/// Runs the product.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    g: &Gemm,
+    par: &Par,
+    act: Option<Unary>,
+    packed_b: Option<&[f32]>,
+    a: View,
+    b: View,
+    bias: Option<&[f32]>,
+    y: ViewMut,
+    scratch: &mut [f32],
+) {
+    let (ar, br, yr) = (a.shape.len(), b.shape.len(), y.shape.len());
+    let (m, k, n) = (a.shape[ar - 2], a.shape[ar - 1], b.shape[br - 1]);
+    let batch_shape = &y.shape[..yr - 2];
+    let batches: usize = batch_shape.iter().product();
+    let mut sa = [0usize; 8];
+    let mut sb = [0usize; 8];
+    broadcast_strides(&a.shape[..ar - 2], batch_shape, m * k, &mut sa);
+    broadcast_strides(&b.shape[..br - 2], batch_shape, k * n, &mut sb);
+    let epi = Epilogue { row_bias: None, col_bias: bias, act };
+    let mut idx = [0usize; 8];
+    let nb = batch_shape.len();
+    for bi in 0..batches {
+        let (mut oa, mut ob) = (0, 0);
+        for d in 0..nb {
+            oa += idx[d] * sa[d];
+            ob += idx[d] * sb[d];
+        }
+        let asrc = ASrc::Strided(&a.data[oa..oa + m * k], k, 1);
+        let bsrc = match packed_b {
+            Some(p) => BSrc::Packed(p),
+            None => BSrc::Strided(&b.data[ob..ob + k * n], n, 1),
+        };
+        gemm::gemm(g, par, (m, n, k), asrc, bsrc, &mut y.data[bi * m * n..(bi + 1) * m * n], n, epi, scratch);
+        for d in (0..nb).rev() {
+            idx[d] += 1;
+            if idx[d] < batch_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}

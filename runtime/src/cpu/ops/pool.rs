@@ -1,0 +1,67 @@
+//! Max/average pooling over 2-D windows and global pooling.
+use super::{View, ViewMut};
+use crate::ir::{Pool2d, PoolKind};
+
+/// 2-D pooling, NCHW.
+pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
+    let (h, w) = (x.shape[2], x.shape[3]);
+    let (oh, ow) = (y.shape[2], y.shape[3]);
+    let (kh, kw) = (p.kernel[0] as isize, p.kernel[1] as isize);
+    let (sh, sw) = (p.strides[0] as isize, p.strides[1] as isize);
+    let (dh, dw) = (p.dilations[0] as isize, p.dilations[1] as isize);
+    let (pt, pl) = (p.pads[0] as isize, p.pads[1] as isize);
+    for (src, dst) in x.data.chunks_exact(h * w).zip(y.data.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh as isize {
+            for ox in 0..ow as isize {
+                let (y0, x0) = (oy * sh - pt, ox * sw - pl);
+                let mut acc = match p.kind {
+                    PoolKind::Max => f32::NEG_INFINITY,
+                    PoolKind::Avg { .. } => 0.0,
+                };
+                let mut count = 0usize;
+                let mut padded = 0usize;
+                for ky in 0..kh {
+                    let iy = y0 + ky * dh;
+                    for kx in 0..kw {
+                        let ix = x0 + kx * dw;
+                        if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
+                            // cells beyond the declared padding (ceil mode) never count
+                            if iy >= -pt && iy < h as isize + (p.pads[2] - p.ceil_extra[0]) as isize && ix >= -pl && ix < w as isize + (p.pads[3] - p.ceil_extra[1]) as isize {
+                                padded += 1;
+                            }
+                            continue;
+                        }
+                        let v = src[iy as usize * w + ix as usize];
+                        match p.kind {
+                            PoolKind::Max => acc = acc.max(v),
+                            PoolKind::Avg { .. } => acc += v,
+                        }
+                        count += 1;
+                    }
+                }
+                dst[oy as usize * ow + ox as usize] = match p.kind {
+                    PoolKind::Max => acc,
+                    PoolKind::Avg { count_include_pad } => {
+                        let div = if count_include_pad { count + padded } else { count };
+                        if div == 0 {
+                            0.0
+                        } else {
+                            acc / div as f32
+                        }
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Global pooling over axes 2.. .
+pub fn global(kind: PoolKind, x: View, y: ViewMut) {
+    let inner: usize = x.shape[2..].iter().product();
+    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
+        *o = match kind {
+            PoolKind::Max => src.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+            PoolKind::Avg { .. } => src.iter().sum::<f32>() / inner as f32,
+        };
+    }
+}

@@ -1,0 +1,545 @@
+//! The intermediate representation shared by the tool (which produces it) and the runtime (which validates
+//! and runs it): a graph of tensors and nodes in execution order, with static shapes.
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+pub mod quant;
+pub mod shape;
+
+pub use quant::QParams;
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DType {
+    /// 32-bit IEEE float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// Signed 8-bit integer (quantized).
+    I8,
+    /// Unsigned 8-bit integer (quantized).
+    U8,
+    /// Signed 32-bit integer (quantized bias, indices).
+    I32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
+            DType::I8 | DType::U8 => 1,
+        }
+    }
+}
+
+/// A byte range inside the artifact's weight blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRange {
+    /// Offset from the start of the weight blob; a multiple of 64.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A tensor of the graph: a graph input, an intermediate activation, a graph output, or a constant whose
+/// bytes live in the weight blob.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tensor {
+    /// The name from the source model (used in errors and for the CLI's output files).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Static shape.
+    pub shape: Vec<u32>,
+    /// For constants: where the little-endian bytes are in the weight blob. `None` for activations.
+    pub data: Option<BlobRange>,
+    /// Quantization parameters of an integer tensor.
+    pub quant: Option<QParams>,
+}
+
+impl Tensor {
+    /// The shape as `usize` dims.
+    pub fn dims(&self) -> Vec<usize> {
+        self.shape.iter().map(|&d| d as usize).collect()
+    }
+    /// Number of elements (saturating; the loader rejects tensors whose byte size overflows).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d as usize))
+    }
+    /// Size in bytes (saturating).
+    pub fn byte_len(&self) -> usize {
+        self.numel().saturating_mul(self.dtype.size())
+    }
+    /// Whether the tensor is a constant (weights).
+    pub fn is_const(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
+/// One operation in execution order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Name from the source model (or made up by a pass), used in errors and logs.
+    pub name: String,
+    /// What it computes.
+    pub op: Op,
+    /// Tensor indices it reads.
+    pub inputs: Vec<u32>,
+    /// Tensor indices it writes.
+    pub outputs: Vec<u32>,
+}
+
+/// The whole model graph. Nodes are stored in execution order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    /// All tensors; nodes refer to them by index.
+    pub tensors: Vec<Tensor>,
+    /// Nodes in execution order.
+    pub nodes: Vec<Node>,
+    /// Graph inputs (tensor indices), in the source model's order.
+    pub inputs: Vec<u32>,
+    /// Graph outputs (tensor indices), in the source model's order.
+    pub outputs: Vec<u32>,
+}
+
+/// An element-wise function of one value. Any of them can also be fused into the producer's epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Unary {
+    /// max(x, 0)
+    Relu,
+    /// min(max(x, lo), hi)
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+    /// max(0, min(1, alpha·x + beta))
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// x · max(0, min(1, x/6 + 1/2))
+    HardSwish,
+    /// x if x ≥ 0 else alpha·x
+    LeakyRelu {
+        /// Negative slope.
+        alpha: f32,
+    },
+    /// Gauss error function.
+    Erf,
+    /// Square root.
+    Sqrt,
+    /// e^x
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// |x|
+    Abs,
+    /// -x
+    Neg,
+    /// 1/x
+    Reciprocal,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+}
+
+impl Unary {
+    /// Applies the function to one value (the scalar reference for every backend).
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Relu => x.max(0.0),
+            Unary::Clip { min, max } => x.max(min).min(max),
+            Unary::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Unary::Erf => libm::erff(x),
+            Unary::Sqrt => libm::sqrtf(x),
+            Unary::Exp => libm::expf(x),
+            Unary::Log => libm::logf(x),
+            Unary::Tanh => libm::tanhf(x),
+            Unary::Abs => libm::fabsf(x),
+            Unary::Neg => -x,
+            Unary::Reciprocal => 1.0 / x,
+            Unary::Floor => libm::floorf(x),
+            Unary::Ceil => libm::ceilf(x),
+        }
+    }
+}
+
+/// A two-operand element-wise operation with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinOp {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a · b
+    Mul,
+    /// a / b
+    Div,
+    /// a ^ b
+    Pow,
+    /// max(a, b)
+    Max,
+    /// min(a, b)
+    Min,
+}
+
+impl BinOp {
+    /// Applies the operation (the scalar reference).
+    #[inline]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinOp::Add => a + b,
+            BinOp::Sub => a - b,
+            BinOp::Mul => a * b,
+            BinOp::Div => a / b,
+            BinOp::Pow => libm::powf(a, b),
+            BinOp::Max => a.max(b),
+            BinOp::Min => a.min(b),
+        }
+    }
+}
+
+/// Geometry of a 2-D convolution over NCHW data (also used by ConvTranspose).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2d {
+    /// Kernel height and width.
+    pub kernel: [u32; 2],
+    /// Strides (h, w).
+    pub strides: [u32; 2],
+    /// Dilations (h, w).
+    pub dilations: [u32; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [u32; 4],
+    /// Channel groups (groups == channels is depthwise).
+    pub groups: u32,
+    /// ConvTranspose only: extra output rows/cols at the bottom/right.
+    pub output_padding: [u32; 2],
+}
+
+/// Kind of a pooling window reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolKind {
+    /// Maximum over the window (padding never wins).
+    Max,
+    /// Average over the window.
+    Avg {
+        /// Whether padded cells count in the divisor.
+        count_include_pad: bool,
+    },
+}
+
+/// A 2-D pooling window over NCHW data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2d {
+    /// Reduction.
+    pub kind: PoolKind,
+    /// Window height and width.
+    pub kernel: [u32; 2],
+    /// Strides (h, w).
+    pub strides: [u32; 2],
+    /// Dilations (h, w).
+    pub dilations: [u32; 2],
+    /// Padding: top, left, bottom, right. `ceil_mode` is already folded into bottom/right at import.
+    pub pads: [u32; 4],
+    /// The part of the bottom/right padding that only `ceil_mode` added (never counted by averages).
+    pub ceil_extra: [u32; 2],
+}
+
+/// How an output coordinate maps back to an input coordinate in [`Op::Resize`] (ONNX's
+/// `coordinate_transformation_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordMode {
+    /// (x + 0.5) / scale - 0.5
+    HalfPixel,
+    /// Like half_pixel but 0 when the output length is 1.
+    PytorchHalfPixel,
+    /// x / scale
+    Asymmetric,
+    /// x · (in - 1) / (out - 1)
+    AlignCorners,
+    /// (x + 0.5) / scale (the old TensorFlow nearest rule)
+    TfHalfPixelForNearest,
+}
+
+/// Interpolation of [`Op::Resize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResizeMode {
+    /// Nearest neighbour with ONNX's `nearest_mode`.
+    Nearest(NearestMode),
+    /// Bilinear over the last two axes.
+    Linear,
+}
+
+/// ONNX's `nearest_mode`: how a fractional source coordinate becomes an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NearestMode {
+    /// Round, halves down.
+    RoundPreferFloor,
+    /// Round, halves up.
+    RoundPreferCeil,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+}
+
+/// Padding mode of [`Op::Pad`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PadMode {
+    /// Fill with a constant.
+    Constant(f32),
+    /// Mirror without repeating the edge.
+    Reflect,
+    /// Repeat the edge.
+    Edge,
+}
+
+/// A reduction of [`Op::Reduce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReduceOp {
+    /// Arithmetic mean.
+    Mean,
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+}
+
+/// The closed set of operations. Shapes are static; every op's output shape follows from its inputs by
+/// [`shape::infer`], which the loader re-runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// 2-D convolution, NCHW. Inputs: x `[N,C,H,W]`, weight `[M, C/groups, kh, kw]` (constant), optional
+    /// bias `[M]` (constant). `act` is applied to the output (fused).
+    Conv {
+        /// Geometry.
+        geom: Conv2d,
+        /// Fused activation.
+        act: Option<Unary>,
+    },
+    /// 2-D transposed convolution, NCHW. Inputs: x, weight `[C, M/groups, kh, kw]` (constant), optional bias.
+    ConvTranspose {
+        /// Geometry.
+        geom: Conv2d,
+        /// Fused activation.
+        act: Option<Unary>,
+    },
+    /// numpy `matmul` (batch dims broadcast), then an optional bias added along the last axis, then `act`.
+    MatMul {
+        /// Fused activation.
+        act: Option<Unary>,
+    },
+    /// Element-wise binary op with numpy broadcasting, then `act`.
+    Binary {
+        /// The operation.
+        op: BinOp,
+        /// Fused activation.
+        act: Option<Unary>,
+    },
+    /// Element-wise unary function.
+    Unary(Unary),
+    /// Per-channel `x·scale[c] + shift[c]` along axis 1 (inference BatchNormalization).
+    /// Inputs: x, scale `[C]`, shift `[C]` (constants).
+    ChannelAffine {
+        /// Fused activation.
+        act: Option<Unary>,
+    },
+    /// 2-D pooling.
+    Pool(Pool2d),
+    /// Pool over all spatial positions (axes 2..), keeping them as size 1.
+    GlobalPool(PoolKind),
+    /// Resize the last axes (nearest on any axes, linear on the last two).
+    Resize {
+        /// Interpolation.
+        mode: ResizeMode,
+        /// Coordinate transformation.
+        coord: CoordMode,
+        /// Scale per axis (output / input, as ONNX defines it when scales are given).
+        scales: Vec<f32>,
+    },
+    /// Join along `axis`.
+    Concat {
+        /// Axis.
+        axis: u32,
+    },
+    /// Cut along `axis` into the outputs' sizes.
+    Split {
+        /// Axis.
+        axis: u32,
+    },
+    /// Strided slice with one (start, step) per axis; the output shape gives the counts.
+    Slice {
+        /// Start index per axis (already clamped into range).
+        starts: Vec<i64>,
+        /// Step per axis (non-zero).
+        steps: Vec<i64>,
+    },
+    /// Pad (positive) or crop (negative) each axis: `pads` is all begins then all ends.
+    Pad {
+        /// Begins then ends, one per axis each.
+        pads: Vec<i64>,
+        /// Fill mode.
+        mode: PadMode,
+    },
+    /// Same data, new shape (Reshape/Flatten/Squeeze/Unsqueeze).
+    Reshape,
+    /// Axis permutation.
+    Transpose {
+        /// Output axis i is input axis perm\[i\].
+        perm: Vec<u32>,
+    },
+    /// Softmax along `axis`.
+    Softmax {
+        /// Axis.
+        axis: u32,
+    },
+    /// Reduce over `axes`; the output keeps them as size 1 when `keepdims`.
+    Reduce {
+        /// Reduction.
+        op: ReduceOp,
+        /// Sorted, unique axes.
+        axes: Vec<u32>,
+        /// Whether reduced axes stay as size 1.
+        keepdims: bool,
+    },
+}
+
+impl Op {
+    /// A short name for logs, histograms and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv { geom, .. } if geom.groups > 1 => "ConvGrouped",
+            Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::MatMul { .. } => "MatMul",
+            Op::Binary { op, .. } => match op {
+                BinOp::Add => "Add",
+                BinOp::Sub => "Sub",
+                BinOp::Mul => "Mul",
+                BinOp::Div => "Div",
+                BinOp::Pow => "Pow",
+                BinOp::Max => "Max",
+                BinOp::Min => "Min",
+            },
+            Op::Unary(u) => match u {
+                Unary::Relu => "Relu",
+                Unary::Clip { .. } => "Clip",
+                Unary::Sigmoid => "Sigmoid",
+                Unary::HardSigmoid { .. } => "HardSigmoid",
+                Unary::HardSwish => "HardSwish",
+                Unary::LeakyRelu { .. } => "LeakyRelu",
+                Unary::Erf => "Erf",
+                Unary::Sqrt => "Sqrt",
+                Unary::Exp => "Exp",
+                Unary::Log => "Log",
+                Unary::Tanh => "Tanh",
+                Unary::Abs => "Abs",
+                Unary::Neg => "Neg",
+                Unary::Reciprocal => "Reciprocal",
+                Unary::Floor => "Floor",
+                Unary::Ceil => "Ceil",
+            },
+            Op::ChannelAffine { .. } => "ChannelAffine",
+            Op::Pool(p) => match p.kind {
+                PoolKind::Max => "MaxPool",
+                PoolKind::Avg { .. } => "AveragePool",
+            },
+            Op::GlobalPool(PoolKind::Max) => "GlobalMaxPool",
+            Op::GlobalPool(_) => "GlobalAveragePool",
+            Op::Resize { .. } => "Resize",
+            Op::Concat { .. } => "Concat",
+            Op::Split { .. } => "Split",
+            Op::Slice { .. } => "Slice",
+            Op::Pad { .. } => "Pad",
+            Op::Reshape => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Softmax { .. } => "Softmax",
+            Op::Reduce { .. } => "Reduce",
+        }
+    }
+
+    /// The fused activation slot of ops that have one.
+    pub fn act_mut(&mut self) -> Option<&mut Option<Unary>> {
+        match self {
+            Op::Conv { act, .. }
+            | Op::ConvTranspose { act, .. }
+            | Op::MatMul { act }
+            | Op::Binary { act, .. }
+            | Op::ChannelAffine { act } => Some(act),
+            _ => None,
+        }
+    }
+}
+
+impl Graph {
+    /// Multiply-accumulate count of one run (Conv, ConvTranspose, MatMul), for reports.
+    pub fn macs(&self) -> u64 {
+        let mut total = 0u64;
+        for n in &self.nodes {
+            let t = |i: usize| n.inputs.get(i).and_then(|&t| self.tensors.get(t as usize));
+            let out = n.outputs.first().and_then(|&t| self.tensors.get(t as usize));
+            let (Some(x), Some(w), Some(y)) = (t(0), t(1), out) else { continue };
+            total = total.saturating_add(match &n.op {
+                Op::Conv { .. } => {
+                    // every output element takes (C/groups)·kh·kw MACs = weight numel / M
+                    let per = w.numel() as u64 / (w.shape.first().copied().unwrap_or(1).max(1) as u64);
+                    y.numel() as u64 * per
+                }
+                Op::ConvTranspose { .. } => x.numel() as u64 * (w.numel() as u64 / w.shape[0].max(1) as u64),
+                Op::MatMul { .. } => {
+                    let k = x.shape.last().copied().unwrap_or(1) as u64;
+                    y.numel() as u64 * k
+                }
+                _ => 0,
+            });
+        }
+        total
+    }
+
+    /// Number of constant parameters (elements of constant tensors).
+    pub fn param_count(&self) -> u64 {
+        self.tensors.iter().filter(|t| t.is_const()).map(|t| t.numel() as u64).sum()
+    }
+
+    /// Bytes of constant data.
+    pub fn weight_bytes(&self) -> u64 {
+        self.tensors.iter().filter(|t| t.is_const()).map(|t| t.byte_len() as u64).sum()
+    }
+
+    /// Op histogram: (op name, count), sorted by name.
+    pub fn op_histogram(&self) -> Vec<(&'static str, usize)> {
+        let mut h: Vec<(&'static str, usize)> = Vec::new();
+        for n in &self.nodes {
+            match h.iter_mut().find(|(k, _)| *k == n.op.name()) {
+                Some(e) => e.1 += 1,
+                None => h.push((n.op.name(), 1)),
+            }
+        }
+        h.sort();
+        h
+    }
+}

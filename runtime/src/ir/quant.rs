@@ -1,0 +1,120 @@
+//! Quantization parameters and the fixed-point requantization rule of tern's integer scheme
+//! (see `shared/design.md`): a real multiplier M = s_in·s_w / s_out in (0, 1) is stored as a 32-bit
+//! multiplier `m` (Q31) and a right shift `n`, and `requantize(acc) = round_half_away(acc · m / 2^(31+n))`.
+//! Every backend uses exactly this integer arithmetic, so all of them produce identical integers.
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Quantization of an integer tensor: `real = scale · (q - zero_point)`, per tensor or per channel on `axis`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QParams {
+    /// One scale (per tensor) or one per channel along `axis`.
+    pub scale: Vec<f32>,
+    /// One zero point (per tensor) or one per channel along `axis`.
+    pub zero_point: Vec<i32>,
+    /// The channel axis for per-channel parameters.
+    pub axis: Option<u32>,
+}
+
+/// A real multiplier encoded for integer-only requantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedMultiplier {
+    /// Q31 mantissa in [2^30, 2^31) (or 0 for a zero multiplier).
+    pub mult: i32,
+    /// Total right shift after the Q31 product (may be negative for multipliers ≥ 1).
+    pub shift: i32,
+}
+
+impl FixedMultiplier {
+    /// Encodes a non-negative real multiplier; `None` if it is not finite, negative, or out of range.
+    pub fn from_real(real: f64) -> Option<Self> {
+        if !real.is_finite() || real < 0.0 {
+            return None;
+        }
+        if real == 0.0 {
+            return Some(FixedMultiplier { mult: 0, shift: 0 });
+        }
+        // real = frac · 2^exp with frac in [0.5, 1)
+        let mut exp = 0i32;
+        let mut frac = real;
+        while frac >= 1.0 {
+            frac /= 2.0;
+            exp += 1;
+        }
+        while frac < 0.5 {
+            frac *= 2.0;
+            exp -= 1;
+        }
+        let mut q = libm::round(frac * (1u64 << 31) as f64) as i64;
+        if q == 1i64 << 31 {
+            q /= 2;
+            exp += 1;
+        }
+        let shift = -exp;
+        if !(-31..=62).contains(&shift) {
+            return None;
+        }
+        Some(FixedMultiplier { mult: q as i32, shift })
+    }
+
+    /// `round_half_away_from_zero(acc · mult / 2^(31 + shift))`, exactly, in 64-bit integers.
+    #[inline]
+    pub fn apply(self, acc: i32) -> i32 {
+        let prod = acc as i64 * self.mult as i64;
+        let total = 31 + self.shift;
+        let r = if total <= 0 {
+            prod << (-total)
+        } else {
+            let half = 1i64 << (total - 1);
+            if prod >= 0 {
+                (prod + half) >> total
+            } else {
+                -((-prod + half) >> total)
+            }
+        };
+        r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_multiplier_matches_f64_rounding() {
+        // Independent reference: the f64 product rounded half away from zero. With a Q31 mantissa the
+        // encoded multiplier differs from the real one by < 2^-31 relative, so results agree whenever
+        // the exact product is not within that margin of a .5 boundary; those cases are skipped.
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..20_000 {
+            let real = (next() as f64 / u32::MAX as f64) * 0.999 + 1e-6;
+            let fm = FixedMultiplier::from_real(real).unwrap();
+            assert!(fm.mult >= 1 << 30, "{real} -> {fm:?}");
+            let acc = (next() as i32) >> (next() % 20);
+            let exact = acc as f64 * real;
+            let frac = exact.abs().fract();
+            if (frac - 0.5).abs() < 1e-6 * exact.abs().max(1.0) {
+                continue;
+            }
+            let want = libm::round(exact) as i32; // round() is half away from zero
+            assert_eq!(fm.apply(acc), want, "acc {acc} real {real}");
+        }
+    }
+
+    #[test]
+    fn fixed_multiplier_edges() {
+        assert_eq!(FixedMultiplier::from_real(0.0).unwrap().apply(12345), 0);
+        assert!(FixedMultiplier::from_real(-1.0).is_none());
+        assert!(FixedMultiplier::from_real(f64::NAN).is_none());
+        let half = FixedMultiplier::from_real(0.5).unwrap();
+        assert_eq!(half.apply(3), 2); // 1.5 -> 2
+        assert_eq!(half.apply(-3), -2); // -1.5 -> -2
+        assert_eq!(FixedMultiplier::from_real(2.0).unwrap().apply(7), 14);
+    }
+}

@@ -1,0 +1,205 @@
+//! A loaded, fully validated model. It borrows its weights from the artifact bytes (no copy), so it works
+//! from a `&'static [u8]` in flash or an mmap as well as from a `Vec<u8>`.
+use crate::artifact::{self, WEIGHT_ALIGN};
+use crate::error::Result;
+use crate::ir::{shape, DType, Graph, Op, Tensor};
+use crate::plan::{self, MemoryPlan};
+use crate::{bail, err};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// A validated model. `Send + Sync`: share one between threads, one [`crate::Session`] per thread.
+#[derive(Debug)]
+pub struct Model<'a> {
+    /// The graph (nodes in execution order).
+    pub graph: Graph,
+    /// The arena plan (checked).
+    pub plan: MemoryPlan,
+    /// Key/value metadata written by the tool.
+    pub metadata: Vec<(String, String)>,
+    /// Format version of the artifact.
+    pub format_version: u32,
+    weights: &'a [u8],
+}
+
+impl<'a> Model<'a> {
+    /// Decodes and validates an artifact. Any inconsistency gives an error naming what is wrong; no bytes
+    /// make this panic.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
+        let d = artifact::decode(bytes)?;
+        let m = Model {
+            graph: d.meta.graph,
+            plan: d.meta.plan,
+            metadata: d.meta.metadata,
+            format_version: d.version,
+            weights: d.weights,
+        };
+        validate(&m.graph, m.weights.len())?;
+        plan::check(&m.graph, &m.plan)?;
+        Ok(m)
+    }
+
+    /// The raw little-endian bytes of constant tensor `t` (empty for non-constants).
+    pub fn const_bytes(&self, t: usize) -> &'a [u8] {
+        match self.graph.tensors.get(t).and_then(|t| t.data) {
+            // ranges were validated against the blob in `validate`
+            Some(r) => self.weights.get(r.offset as usize..(r.offset + r.len) as usize).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    /// A metadata value by key.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Graph input tensors, in order.
+    pub fn inputs(&self) -> impl Iterator<Item = &Tensor> {
+        self.graph.inputs.iter().map(|&i| &self.graph.tensors[i as usize])
+    }
+
+    /// Graph output tensors, in order.
+    pub fn outputs(&self) -> impl Iterator<Item = &Tensor> {
+        self.graph.outputs.iter().map(|&i| &self.graph.tensors[i as usize])
+    }
+}
+
+fn tensor_name(g: &Graph, i: u32) -> &str {
+    g.tensors.get(i as usize).map(|t| t.name.as_str()).unwrap_or("?")
+}
+
+/// Checks a graph for internal consistency: every index in range, every tensor defined once before use,
+/// constants inside the weight blob with the right length, and every node's output shapes equal to what
+/// the shape rules compute from its inputs. Used by the loader and by the tool after each pass.
+pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
+    let nt = g.tensors.len();
+    for (i, t) in g.tensors.iter().enumerate() {
+        let mut n = 1usize;
+        for &d in &t.shape {
+            n = n
+                .checked_mul(d as usize)
+                .filter(|&n| n <= shape::MAX_ELEMS)
+                .ok_or_else(|| err!(TooLarge, "tensor {i} \"{}\" has absurd shape {:?}", t.name, t.shape))?;
+        }
+        if t.shape.len() > 8 {
+            bail!(Unsupported, "tensor {i} \"{}\" has rank {} (max 8)", t.name, t.shape.len());
+        }
+        if let Some(r) = t.data {
+            let end = r.offset.checked_add(r.len);
+            if r.offset % WEIGHT_ALIGN as u64 != 0 || end.is_none_or(|e| e > weight_len as u64) {
+                bail!(
+                    Invalid,
+                    "constant {i} \"{}\" at blob offset {} length {} is outside the {weight_len}-byte weight blob or unaligned",
+                    t.name,
+                    r.offset,
+                    r.len
+                );
+            }
+            if r.len != (n * t.dtype.size()) as u64 {
+                bail!(Invalid, "constant {i} \"{}\" has {} bytes, its shape {:?} needs {}", t.name, r.len, t.shape, n * t.dtype.size());
+            }
+        }
+        if let Some(q) = &t.quant {
+            let ch = match q.axis {
+                None => 1,
+                Some(a) => *t.shape.get(a as usize).ok_or_else(|| err!(Invalid, "tensor {i} \"{}\": quant axis {a} out of range", t.name))? as usize,
+            };
+            if q.scale.len() != ch || q.zero_point.len() != ch || q.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                bail!(Invalid, "tensor {i} \"{}\": quantization parameters do not match {ch} channel(s)", t.name);
+            }
+        }
+    }
+    // 0 = undefined, 1 = defined
+    let mut defined = vec![false; nt];
+    for (k, &i) in g.inputs.iter().enumerate() {
+        let t = g.tensors.get(i as usize).ok_or_else(|| err!(Invalid, "graph input {k} refers to tensor {i}, there are {nt}"))?;
+        if t.is_const() || defined[i as usize] {
+            bail!(Invalid, "graph input {k} \"{}\" is a constant or listed twice", t.name);
+        }
+        defined[i as usize] = true;
+    }
+    for (i, t) in g.tensors.iter().enumerate() {
+        if t.is_const() {
+            defined[i] = true;
+        }
+    }
+    let mut in_shapes: Vec<Vec<usize>> = Vec::new();
+    let mut out_shapes: Vec<Vec<usize>> = Vec::new();
+    for (ni, n) in g.nodes.iter().enumerate() {
+        let at = |msg: String| err!(Invalid, "node {ni} \"{}\" ({}): {msg}", n.name, n.op.name());
+        in_shapes.clear();
+        out_shapes.clear();
+        for (k, &i) in n.inputs.iter().enumerate() {
+            match defined.get(i as usize) {
+                None => return Err(at(alloc::format!("input {k} refers to tensor {i}, there are {nt}"))),
+                Some(false) => {
+                    return Err(at(alloc::format!(
+                        "input {k} \"{}\" is used before any node computes it (execution order)",
+                        tensor_name(g, i)
+                    )))
+                }
+                Some(true) => in_shapes.push(g.tensors[i as usize].dims()),
+            }
+        }
+        if n.outputs.is_empty() {
+            return Err(at("has no outputs".into()));
+        }
+        for (k, &o) in n.outputs.iter().enumerate() {
+            match defined.get(o as usize) {
+                None => return Err(at(alloc::format!("output {k} refers to tensor {o}, there are {nt}"))),
+                Some(true) => {
+                    return Err(at(alloc::format!(
+                        "output {k} \"{}\" is already defined (a constant, an input, or an earlier node's output)",
+                        tensor_name(g, o)
+                    )))
+                }
+                Some(false) => out_shapes.push(g.tensors[o as usize].dims()),
+            }
+        }
+        for &o in &n.outputs {
+            defined[o as usize] = true;
+        }
+        for &t in n.inputs.iter().chain(&n.outputs) {
+            let t = &g.tensors[t as usize];
+            if t.dtype != DType::F32 {
+                return Err(err!(
+                    Unsupported,
+                    "node {ni} \"{}\" ({}): tensor \"{}\" is {:?}; this runtime version runs f32 graphs",
+                    n.name,
+                    n.op.name(),
+                    t.name,
+                    t.dtype
+                ));
+            }
+        }
+        let consts: &[usize] = match &n.op {
+            Op::Conv { .. } | Op::ConvTranspose { .. } => &[1, 2],
+            Op::ChannelAffine { .. } => &[1, 2],
+            _ => &[],
+        };
+        for &c in consts {
+            if let Some(&t) = n.inputs.get(c) {
+                if !g.tensors[t as usize].is_const() {
+                    return Err(at(alloc::format!("input {c} \"{}\" must be a constant", tensor_name(g, t))));
+                }
+            }
+        }
+        let ins: Vec<&[usize]> = in_shapes.iter().map(|s| s.as_slice()).collect();
+        let decl: Vec<&[usize]> = out_shapes.iter().map(|s| s.as_slice()).collect();
+        let inferred = shape::infer(&n.op, &ins, &decl).map_err(|m| at(alloc::format!("{m} (input shapes {ins:?})")))?;
+        if inferred.len() != decl.len() || inferred.iter().zip(&decl).any(|(a, b)| a.as_slice() != *b) {
+            return Err(at(alloc::format!("declared output shapes {decl:?}, but the inputs {ins:?} give {inferred:?}")));
+        }
+    }
+    if g.outputs.is_empty() {
+        bail!(Invalid, "the graph has no outputs");
+    }
+    for (k, &o) in g.outputs.iter().enumerate() {
+        match defined.get(o as usize) {
+            Some(true) if !g.tensors[o as usize].is_const() => {}
+            _ => bail!(Invalid, "graph output {k} (tensor {o} \"{}\") is never computed", tensor_name(g, o)),
+        }
+    }
+    Ok(())
+}

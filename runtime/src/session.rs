@@ -1,0 +1,292 @@
+//! Sessions: a model prepared for running (weights packed, arena sized, threads started). After
+//! [`Session::new`], [`Session::run_into`] allocates nothing.
+use crate::cpu::caps::{self, Isa};
+use crate::cpu::kernels::{self, Gemm};
+use crate::cpu::ops::{self, Prepared, View, ViewMut};
+use crate::cpu::Par;
+use crate::error::Result;
+use crate::ir::DType;
+use crate::model::Model;
+use crate::{bail, err};
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Most inputs or outputs one node may have (node views live on the stack during `run`).
+pub const MAX_NODE_IO: usize = 64;
+
+/// Options for a session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Threads that split each op's output (1 = the caller only). Ignored without `std`.
+    pub threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { threads: 1 }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+enum Arena<'m> {
+    Owned(Vec<Line>),
+    Borrowed(&'m mut [u8]),
+}
+
+enum Const<'m> {
+    Borrowed(&'m [f32]),
+    Owned(Vec<f32>),
+}
+
+impl Const<'_> {
+    fn data(&self) -> &[f32] {
+        match self {
+            Const::Borrowed(s) => s,
+            Const::Owned(v) => v,
+        }
+    }
+}
+
+/// A model ready to run on the CPU. One per thread; the [`Model`] is shared.
+pub struct Session<'m> {
+    model: &'m Model<'m>,
+    gemm: Gemm,
+    isa: Isa,
+    consts: Vec<Option<Const<'m>>>,
+    shapes: Vec<Vec<usize>>,
+    prepared: Vec<Prepared>,
+    arena: Arena<'m>,
+    scratch: Vec<f32>,
+    packed_bytes: usize,
+    #[cfg(feature = "std")]
+    pool: Option<crate::cpu::pool::Pool>,
+}
+
+fn f32s(bytes: &[u8]) -> Const<'_> {
+    if (bytes.as_ptr() as usize) % core::mem::align_of::<f32>() == 0 {
+        // SAFETY: aligned for f32, length rounded down to whole floats, every bit pattern is a valid f32,
+        // and the bytes are little-endian like the target (big-endian builds are refused in lib.rs).
+        Const::Borrowed(unsafe { core::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) })
+    } else {
+        Const::Owned(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+impl<'m> Session<'m> {
+    /// Prepares `model` with an arena the session allocates.
+    pub fn new(model: &'m Model<'m>, options: SessionOptions) -> Result<Self> {
+        Self::build(model, options, None)
+    }
+
+    /// Prepares `model` to run in a caller-provided arena (firmware: a static buffer). The arena needs
+    /// [`Session::arena_bytes_needed`] bytes.
+    pub fn with_arena(model: &'m Model<'m>, options: SessionOptions, arena: &'m mut [u8]) -> Result<Self> {
+        Self::build(model, options, Some(arena))
+    }
+
+    /// Bytes a caller arena must have for `model` (planned activations plus 64 for alignment).
+    pub fn arena_bytes_needed(model: &Model) -> usize {
+        model.plan.arena_bytes as usize + 64
+    }
+
+    fn build(model: &'m Model<'m>, options: SessionOptions, arena: Option<&'m mut [u8]>) -> Result<Self> {
+        let g = &model.graph;
+        let isa = caps::detect();
+        let gemm = kernels::gemm_for(isa);
+        let threads = if cfg!(feature = "std") { options.threads.max(1) } else { 1 };
+        let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
+        let mut consts: Vec<Option<Const<'m>>> = Vec::with_capacity(g.tensors.len());
+        for (i, t) in g.tensors.iter().enumerate() {
+            consts.push(if t.is_const() && t.dtype == DType::F32 { Some(f32s(model.const_bytes(i))) } else { None });
+        }
+        let mut prepared = Vec::with_capacity(g.nodes.len());
+        let mut scratch = 0usize;
+        let mut packed_bytes = 0usize;
+        for (ni, n) in g.nodes.iter().enumerate() {
+            if n.inputs.len() > MAX_NODE_IO || n.outputs.len() > MAX_NODE_IO {
+                bail!(Unsupported, "node {ni} \"{}\" has more than {MAX_NODE_IO} inputs or outputs", n.name);
+            }
+            let ins: Vec<&[usize]> = n.inputs.iter().map(|&t| shapes[t as usize].as_slice()).collect();
+            let outs: Vec<&[usize]> = n.outputs.iter().map(|&t| shapes[t as usize].as_slice()).collect();
+            let cs: Vec<Option<&[f32]>> = n.inputs.iter().map(|&t| consts[t as usize].as_ref().map(|c| c.data())).collect();
+            let p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
+            packed_bytes += match &p {
+                Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. }) => packed.len() * 4,
+                Prepared::MatMul(Some(b)) => b.len() * 4,
+                _ => 0,
+            };
+            scratch = scratch.max(ops::scratch(&gemm, &n.op, &p, &ins, &outs, threads));
+            prepared.push(p);
+        }
+        let arena = match arena {
+            None => Arena::Owned(vec![Line([0; 64]); (model.plan.arena_bytes as usize).div_ceil(64)]),
+            Some(a) => {
+                if a.len() < Self::arena_bytes_needed(model) {
+                    bail!(Argument, "caller arena has {} bytes, the model needs {}", a.len(), Self::arena_bytes_needed(model));
+                }
+                Arena::Borrowed(a)
+            }
+        };
+        #[cfg(feature = "std")]
+        let pool = if threads > 1 {
+            Some(crate::cpu::pool::Pool::new(threads).map_err(|e| err!(Argument, "cannot start {threads} threads: {e}"))?)
+        } else {
+            None
+        };
+        log::debug!("session: {} path, kernel {}, {threads} thread(s), scratch {} B", isa.name(), gemm.name, scratch * 4);
+        Ok(Session {
+            model,
+            gemm,
+            isa,
+            consts,
+            shapes,
+            prepared,
+            arena,
+            scratch: vec![0.0; scratch],
+            packed_bytes,
+            #[cfg(feature = "std")]
+            pool,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model<'m> {
+        self.model
+    }
+
+    /// The kernel path in use (`scalar`, `avx2`, `neon`).
+    pub fn isa(&self) -> &'static str {
+        self.isa.name()
+    }
+
+    /// Bytes `run` works in: the planned activation arena plus the per-op scratch.
+    pub fn arena_bytes(&self) -> usize {
+        self.model.plan.arena_bytes as usize + self.scratch.len() * 4
+    }
+
+    /// Bytes of weights repacked for the kernels at session creation.
+    pub fn packed_weight_bytes(&self) -> usize {
+        self.packed_bytes
+    }
+
+    /// Threads in use.
+    pub fn threads(&self) -> usize {
+        #[cfg(feature = "std")]
+        if let Some(p) = &self.pool {
+            return p.threads();
+        }
+        1
+    }
+
+    fn arena_base(&mut self) -> *mut u8 {
+        match &mut self.arena {
+            Arena::Owned(v) => v.as_mut_ptr() as *mut u8,
+            Arena::Borrowed(a) => {
+                let p = a.as_mut_ptr();
+                // SAFETY: the arena was checked to have 64 spare bytes for this alignment.
+                unsafe { p.add(p.align_offset(64)) }
+            }
+        }
+    }
+
+    /// Runs the model: `inputs[i]` is graph input i (row-major f32, exactly its element count), and
+    /// `outputs[i]` receives graph output i. Allocates nothing.
+    pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
+        let model = self.model;
+        let g = &model.graph;
+        if inputs.len() != g.inputs.len() || outputs.len() != g.outputs.len() {
+            bail!(
+                Argument,
+                "the model takes {} input(s) and gives {} output(s); got {} and {}",
+                g.inputs.len(),
+                g.outputs.len(),
+                inputs.len(),
+                outputs.len()
+            );
+        }
+        for (k, (&t, x)) in g.inputs.iter().zip(inputs).enumerate() {
+            let tt = &g.tensors[t as usize];
+            if x.len() != tt.numel() {
+                bail!(Argument, "input {k} \"{}\": expected shape {:?} ({} values), given {} values", tt.name, tt.shape, tt.numel(), x.len());
+            }
+        }
+        for (k, (&t, y)) in g.outputs.iter().zip(outputs.iter()).enumerate() {
+            let tt = &g.tensors[t as usize];
+            if y.len() != tt.numel() {
+                bail!(Argument, "output {k} \"{}\": expected shape {:?} ({} values), buffer has {}", tt.name, tt.shape, tt.numel(), y.len());
+            }
+        }
+        let base = self.arena_base();
+        let offsets = &model.plan.offsets;
+        // SAFETY: the loader proved every activation's [offset, offset+bytes) lies inside the arena, is
+        // 64-byte aligned, and does not overlap any tensor live at the same step; so a node's input views
+        // never alias its output views.
+        let tensor = |t: u32| -> *mut f32 { unsafe { base.add(offsets[t as usize] as usize) as *mut f32 } };
+        for (&t, x) in g.inputs.iter().zip(inputs) {
+            unsafe { core::slice::from_raw_parts_mut(tensor(t), x.len()) }.copy_from_slice(x);
+        }
+        #[cfg(feature = "std")]
+        let par = Par { pool: self.pool.as_ref() };
+        #[cfg(not(feature = "std"))]
+        let par = Par::single();
+        let empty: &[usize] = &[];
+        for (n, prep) in g.nodes.iter().zip(&self.prepared) {
+            let mut ins = [View { data: &[], shape: empty }; MAX_NODE_IO];
+            for (v, &t) in ins.iter_mut().zip(&n.inputs) {
+                let shape = self.shapes[t as usize].as_slice();
+                let data = match &self.consts[t as usize] {
+                    Some(c) => c.data(),
+                    // SAFETY: see above.
+                    None => unsafe { core::slice::from_raw_parts(tensor(t), g.tensors[t as usize].numel()) },
+                };
+                *v = View { data, shape };
+            }
+            let mut outs: [ViewMut; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut { data: &mut [], shape: empty });
+            for (v, &t) in outs.iter_mut().zip(&n.outputs) {
+                let shape = self.shapes[t as usize].as_slice();
+                // SAFETY: see above; outputs of one node are distinct live tensors, hence disjoint.
+                let data = unsafe { core::slice::from_raw_parts_mut(tensor(t), g.tensors[t as usize].numel()) };
+                *v = ViewMut { data, shape };
+            }
+            ops::exec(&self.gemm, &par, &n.op, prep, &ins[..n.inputs.len()], &mut outs[..n.outputs.len()], &mut self.scratch);
+        }
+        for (&t, y) in g.outputs.iter().zip(outputs.iter_mut()) {
+            // SAFETY: see above.
+            y.copy_from_slice(unsafe { core::slice::from_raw_parts(tensor(t), y.len()) });
+        }
+        Ok(())
+    }
+
+    /// Runs the model on ndarray inputs (any layout) and returns new output arrays.
+    #[cfg(feature = "std")]
+    pub fn run(&mut self, inputs: &[ndarray::ArrayViewD<f32>]) -> Result<Vec<ndarray::ArrayD<f32>>> {
+        let g = &self.model.graph;
+        if inputs.len() != g.inputs.len() {
+            bail!(Argument, "the model takes {} input(s), got {}", g.inputs.len(), inputs.len());
+        }
+        let mut owned: Vec<std::borrow::Cow<[f32]>> = Vec::with_capacity(inputs.len());
+        for (k, (x, t)) in inputs.iter().zip(self.model.inputs()).enumerate() {
+            if x.shape() != t.dims().as_slice() {
+                bail!(Argument, "input {k} \"{}\": expected shape {:?}, given {:?}", t.name, t.shape, x.shape());
+            }
+            owned.push(match x.as_slice() {
+                Some(s) => std::borrow::Cow::Borrowed(s),
+                None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+            });
+        }
+        let ins: Vec<&[f32]> = owned.iter().map(|c| c.as_ref()).collect();
+        let mut outs: Vec<ndarray::ArrayD<f32>> =
+            self.model.outputs().map(|t| ndarray::ArrayD::zeros(ndarray::IxDyn(&t.dims()))).collect();
+        {
+            let mut views: Vec<&mut [f32]> = Vec::with_capacity(outs.len());
+            for o in outs.iter_mut() {
+                views.push(o.as_slice_mut().ok_or_else(|| err!(Argument, "output array is not contiguous"))?);
+            }
+            self.run_into(&ins, &mut views)?;
+        }
+        Ok(outs)
+    }
+}
