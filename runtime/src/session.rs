@@ -7,7 +7,7 @@ use crate::cpu::Par;
 use crate::error::Result;
 use crate::ir::DType;
 use crate::model::Model;
-use crate::{bail, err};
+use crate::bail;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -132,7 +132,7 @@ impl<'m> Session<'m> {
         };
         #[cfg(feature = "std")]
         let pool = if threads > 1 {
-            Some(crate::cpu::pool::Pool::new(threads).map_err(|e| err!(Argument, "cannot start {threads} threads: {e}"))?)
+            Some(crate::cpu::pool::Pool::new(threads).map_err(|e| crate::err!(Argument, "cannot start {threads} threads: {e}"))?)
         } else {
             None
         };
@@ -283,7 +283,7 @@ impl<'m> Session<'m> {
         {
             let mut views: Vec<&mut [f32]> = Vec::with_capacity(outs.len());
             for o in outs.iter_mut() {
-                views.push(o.as_slice_mut().ok_or_else(|| err!(Argument, "output array is not contiguous"))?);
+                views.push(o.as_slice_mut().ok_or_else(|| crate::err!(Argument, "output array is not contiguous"))?);
             }
             self.run_into(&ins, &mut views)?;
         }

@@ -1,0 +1,94 @@
+//! `tern bench <model.tern> [--threads N] [--runs N] [--warmup N] [--json]`
+use super::{load_model, peak_rss_bytes, read_file};
+use anyhow::Result;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .tern artifact.
+    pub model: PathBuf,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seeded uniform values in [-1, 1) (a fixed LCG, so every tool and test sees the same inputs).
+pub fn seeded(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median, min, max of timings in ms.
+pub fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let n = ms.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let med = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
+    (med, ms[0], ms[n - 1])
+}
+
+/// Runs the subcommand.
+pub fn main(a: Args) -> Result<()> {
+    let bytes = read_file(&a.model)?;
+    let model = load_model(&a.model, &bytes)?;
+    let mut session = tern::Session::new(&model, tern::SessionOptions { threads: a.threads })?;
+    let inputs: Vec<Vec<f32>> = model.inputs().enumerate().map(|(i, t)| seeded(t.numel(), i as u64)).collect();
+    let mut outputs: Vec<Vec<f32>> = model.outputs().map(|t| vec![0.0; t.numel()]).collect();
+    let ins: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    for _ in 0..a.warmup {
+        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        session.run_into(&ins, &mut outs)?;
+    }
+    let mut ms = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs.max(1) {
+        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let t = Instant::now();
+        session.run_into(&ins, &mut outs)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (median, min, max) = stats(&mut ms);
+    let rss = peak_rss_bytes().unwrap_or(0);
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": a.model.display().to_string(),
+                "median_ms": median, "min_ms": min, "max_ms": max,
+                "runs": ms.len(), "warmup": a.warmup, "threads": session.threads(),
+                "arena_bytes": session.arena_bytes(), "packed_weight_bytes": session.packed_weight_bytes(),
+                "peak_rss_bytes": rss, "isa": session.isa(), "backend": "cpu",
+                "artifact_bytes": bytes.len(),
+            })
+        );
+    } else {
+        println!(
+            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs, {} thread(s), {} path; arena {} B, peak RSS {:.1} MB",
+            a.model.display(),
+            ms.len(),
+            session.threads(),
+            session.isa(),
+            session.arena_bytes(),
+            rss as f64 / 1e6
+        );
+    }
+    Ok(())
+}

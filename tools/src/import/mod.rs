@@ -1,0 +1,918 @@
+//! ONNX import: tract-onnx parses the protobuf (and decodes tensors, including external data); tern fixes
+//! the input shapes, folds the constant (shape) subgraphs on the host, infers every shape with the
+//! runtime's own rules, and lowers each ONNX node to tern's closed op set. Every unsupported op is
+//! collected so one error lists them all.
+pub mod value;
+
+use crate::graph::ToolGraph;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tern::ir::{BinOp, Conv2d, CoordMode, NearestMode, Op, PadMode, Pool2d, PoolKind, ReduceOp, ResizeMode, Unary};
+use tract_onnx::pb::{self, NodeProto};
+use tract_onnx::prelude::Framework;
+use value::{axis, HostTensor};
+
+/// A user-fixed input shape (`--input-shape NAME=1x3x48x192`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputShape {
+    /// Graph input name.
+    pub name: String,
+    /// Dims.
+    pub dims: Vec<usize>,
+}
+
+impl std::str::FromStr for InputShape {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, dims) = s.rsplit_once('=').ok_or_else(|| anyhow!("expected NAME=DIMS like input=1x3x224x224, got \"{s}\""))?;
+        let dims = dims
+            .split(['x', ','])
+            .map(|d| d.trim().parse::<usize>().map_err(|_| anyhow!("bad dim \"{d}\" in \"{s}\"")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InputShape { name: name.to_string(), dims })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Val {
+    Const(HostTensor),
+    T(u32),
+    /// Output of an unsupported node: consumers are skipped so only root causes are reported.
+    Poison,
+}
+
+struct Importer {
+    g: ToolGraph,
+    env: HashMap<String, Val>,
+    opset: i64,
+    unsupported: BTreeMap<String, Vec<String>>,
+}
+
+/// Loads an ONNX file and lowers it (see the module docs).
+pub fn import(path: &Path, shapes: &[InputShape]) -> Result<ToolGraph> {
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_path(path).map_err(|e| anyhow!("{}: cannot parse as ONNX: {e}", path.display()))?;
+    let dir = path.parent().and_then(|p| p.to_str()).map(|s| if s.is_empty() { "." } else { s });
+    import_proto(&proto, dir, shapes).with_context(|| format!("importing {}", path.display()))
+}
+
+fn dims_of(vi: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
+    use pb::tensor_shape_proto::dimension::Value as D;
+    use pb::type_proto::Value as T;
+    let Some(T::TensorType(t)) = vi.r#type.as_ref()?.value.as_ref() else { return None };
+    let dims = t
+        .shape
+        .as_ref()
+        .map(|s| s.dim.iter().map(|d| match d.value { Some(D::DimValue(v)) if v > 0 => Some(v as usize), _ => None }).collect())
+        .unwrap_or_default();
+    Some((t.elem_type, dims))
+}
+
+/// Lowers a parsed model. `dir` resolves external tensor data.
+pub fn import_proto(proto: &pb::ModelProto, dir: Option<&str>, shapes: &[InputShape]) -> Result<ToolGraph> {
+    let graph = proto.graph.as_ref().ok_or_else(|| anyhow!("the model has no graph"))?;
+    let opset = proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(13, |o| o.version);
+    let mut im = Importer { g: ToolGraph::default(), env: HashMap::new(), opset, unsupported: BTreeMap::new() };
+    for t in &graph.initializer {
+        let v = HostTensor::from_tract(&value::load_with(t, dir)?).with_context(|| format!("initializer \"{}\"", t.name))?;
+        im.env.insert(t.name.clone(), Val::Const(v));
+    }
+    for s in shapes {
+        if !graph.input.iter().any(|i| i.name == s.name) {
+            let names: Vec<&str> = graph.input.iter().filter(|i| !im.env.contains_key(&i.name)).map(|i| i.name.as_str()).collect();
+            bail!("--input-shape names \"{}\", but the model's inputs are {names:?}", s.name);
+        }
+    }
+    for vi in &graph.input {
+        if im.env.contains_key(&vi.name) {
+            continue; // an initializer listed as input (old exporters)
+        }
+        let (elem, dims) = dims_of(vi).ok_or_else(|| anyhow!("input \"{}\" is not a tensor", vi.name))?;
+        if ![1, 10, 11, 16].contains(&elem) {
+            bail!("input \"{}\" has element type {elem}; tern takes float inputs", vi.name);
+        }
+        let fixed: Vec<usize> = match shapes.iter().find(|s| s.name == vi.name) {
+            Some(s) => {
+                if !dims.is_empty() && s.dims.len() != dims.len() {
+                    bail!("--input-shape {}: rank {} but the model declares rank {}", s.name, s.dims.len(), dims.len());
+                }
+                for (i, (&want, have)) in s.dims.iter().zip(&dims).enumerate() {
+                    if let Some(h) = have {
+                        if *h != want {
+                            bail!("--input-shape {}: dim {i} is {want} but the model fixes it to {h}", s.name);
+                        }
+                    }
+                }
+                s.dims.clone()
+            }
+            None => {
+                if dims.iter().any(|d| d.is_none()) {
+                    log::warn!("input \"{}\" has symbolic dims {dims:?}; using 1 for them (set --input-shape {}=...)", vi.name, vi.name);
+                }
+                dims.iter().map(|d| d.unwrap_or(1)).collect()
+            }
+        };
+        let id = im.g.add_tensor(&vi.name, &fixed);
+        im.g.graph.inputs.push(id);
+        im.env.insert(vi.name.clone(), Val::T(id));
+    }
+    for (i, node) in graph.node.iter().enumerate() {
+        let name = if node.name.is_empty() { format!("{}_{i}", node.op_type) } else { node.name.clone() };
+        im.node(node, &name)?;
+    }
+    if !im.unsupported.is_empty() {
+        let total: usize = im.unsupported.values().map(|v| v.len()).sum();
+        let mut msg = format!("{total} node(s) use ops tern does not support:\n");
+        for (op, nodes) in &im.unsupported {
+            let shown: Vec<&str> = nodes.iter().take(8).map(|s| s.as_str()).collect();
+            let more = if nodes.len() > 8 { format!(", ... ({} more)", nodes.len() - 8) } else { String::new() };
+            msg += &format!("  {op} ×{}: {}{more}\n", nodes.len(), shown.join(", "));
+        }
+        bail!(msg.trim_end().to_string());
+    }
+    for vi in &graph.output {
+        match im.env.get(&vi.name) {
+            Some(Val::T(t)) => {
+                let t = *t;
+                if im.g.graph.outputs.contains(&t) || im.g.graph.inputs.contains(&t) {
+                    // the same tensor listed twice, or an input passed through: give the output its own copy
+                    let shape = im.g.shape(t);
+                    let ids = im.g.emit(&vi.name, Op::Reshape, vec![t], &[vi.name.clone()], Some(vec![shape]))?;
+                    im.g.graph.outputs.push(ids[0]);
+                } else {
+                    im.g.graph.tensors[t as usize].name = vi.name.clone();
+                    im.g.graph.outputs.push(t);
+                }
+            }
+            Some(Val::Const(c)) => {
+                bail!("output \"{}\" is a constant (shape {:?}) for the fixed input shapes; nothing to run", vi.name, c.shape())
+            }
+            _ => bail!("output \"{}\" is not computed by any node", vi.name),
+        }
+    }
+    im.g.validate()?;
+    Ok(im.g)
+}
+
+fn f32_of(t: &HostTensor) -> Vec<f32> {
+    t.floats()
+}
+
+impl Importer {
+    fn unsupported(&mut self, what: String, name: &str) {
+        self.unsupported.entry(what).or_default().push(name.to_string());
+    }
+
+    fn t(&mut self, v: &Val, name: &str) -> u32 {
+        match v {
+            Val::T(t) => *t,
+            Val::Const(c) => {
+                let shape = c.shape().to_vec();
+                self.g.add_const(name, &shape, f32_of(c))
+            }
+            Val::Poison => u32::MAX,
+        }
+    }
+
+    fn shape(&self, v: &Val) -> Vec<usize> {
+        match v {
+            Val::T(t) => self.g.shape(*t),
+            Val::Const(c) => c.shape().to_vec(),
+            Val::Poison => vec![],
+        }
+    }
+
+    fn node(&mut self, node: &NodeProto, name: &str) -> Result<()> {
+        let ins: Vec<Option<Val>> = node
+            .input
+            .iter()
+            .map(|n| if n.is_empty() { Ok(None) } else { self.env.get(n).cloned().map(Some).ok_or_else(|| anyhow!("node \"{name}\" ({}): input \"{n}\" is not defined", node.op_type)) })
+            .collect::<Result<_>>()?;
+        let poison = |im: &mut Importer| {
+            for o in &node.output {
+                im.env.insert(o.clone(), Val::Poison);
+            }
+        };
+        if ins.iter().flatten().any(|v| matches!(v, Val::Poison)) {
+            poison(self);
+            return Ok(());
+        }
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            self.unsupported(format!("{}::{}", node.domain, node.op_type), name);
+            poison(self);
+            return Ok(());
+        }
+        // Shape of a tensor is known once input shapes are fixed
+        if node.op_type == "Shape" {
+            if let Some(Some(v)) = ins.first() {
+                let s: Vec<i64> = self.shape(v).iter().map(|&d| d as i64).collect();
+                let r = s.len() as i64;
+                let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                let start = clampi(node.get_attr_opt::<i64>("start")?.unwrap_or(0));
+                let end = clampi(node.get_attr_opt::<i64>("end")?.unwrap_or(r));
+                let s = s[start..end.max(start)].to_vec();
+                let n = s.len();
+                self.env.insert(node.output[0].clone(), Val::Const(HostTensor::I(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), s)?)));
+                return Ok(());
+            }
+        }
+        let consts: Vec<Option<HostTensor>> =
+            ins.iter().map(|v| match v { Some(Val::Const(c)) => Some(c.clone()), _ => None }).collect();
+        let all_const = ins.iter().all(|v| !matches!(v, Some(Val::T(_))));
+        if all_const {
+            if let Some(r) = value::fold(node, &consts, self.opset) {
+                let outs = r.with_context(|| format!("node \"{name}\" ({}): folding constants", node.op_type))?;
+                for (o, v) in node.output.iter().zip(outs) {
+                    self.env.insert(o.clone(), Val::Const(v));
+                }
+                return Ok(());
+            }
+        }
+        match self.lower(node, name, &ins)? {
+            Some(outs) => {
+                for (o, v) in node.output.iter().zip(outs) {
+                    if !o.is_empty() {
+                        self.env.insert(o.clone(), v);
+                    }
+                }
+            }
+            None => poison(self),
+        }
+        Ok(())
+    }
+
+    /// Lowers one node; `Ok(None)` when it is unsupported (recorded for the final report).
+    fn lower(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Option<Vec<Val>>> {
+        let op = node.op_type.as_str();
+        let ctx = |e: anyhow::Error| e.context(format!("node \"{name}\" ({op})"));
+        match self.lower_inner(node, name, ins) {
+            Ok(Lowered::Done(v)) => Ok(Some(v)),
+            Ok(Lowered::Unsupported(what)) => {
+                self.unsupported(what, name);
+                Ok(None)
+            }
+            Err(e) => Err(ctx(e)),
+        }
+    }
+
+    fn out_name(node: &NodeProto, k: usize) -> String {
+        node.output.get(k).cloned().unwrap_or_default()
+    }
+
+    fn emit1(&mut self, node: &NodeProto, name: &str, op: Op, inputs: Vec<u32>, declared: Option<Vec<usize>>) -> Result<Val> {
+        let ids = self.g.emit(name, op, inputs, &[Self::out_name(node, 0)], declared.map(|d| vec![d]))?;
+        Ok(Val::T(ids[0]))
+    }
+
+    fn reshape(&mut self, name: &str, x: u32, shape: Vec<usize>, out: &str) -> Result<u32> {
+        Ok(self.g.emit(name, Op::Reshape, vec![x], &[out.to_string()], Some(vec![shape]))?[0])
+    }
+
+    fn lower_inner(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+        use Lowered::*;
+        let op = node.op_type.as_str();
+        let ai = |n: &str, d: i64| -> Result<i64> { Ok(node.get_attr_opt::<i64>(n)?.unwrap_or(d)) };
+        let af = |n: &str, d: f32| -> Result<f32> { Ok(node.get_attr_opt::<f32>(n)?.unwrap_or(d)) };
+        let astr = |n: &str, d: &str| -> Result<String> { Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string()) };
+        let avec = |n: &str| -> Result<Option<Vec<i64>>> { Ok(node.get_attr_opt_vec::<i64>(n)?) };
+        let input = |i: usize| -> Result<&Val> { ins.get(i).and_then(|v| v.as_ref()).ok_or_else(|| anyhow!("missing input {i}")) };
+        let konst = |i: usize| -> Option<&HostTensor> { match ins.get(i) { Some(Some(Val::Const(c))) => Some(c), _ => None } };
+        let out0 = Self::out_name(node, 0);
+        let unary = |u: Unary| -> Option<Unary> { Some(u) };
+        let un = match op {
+            "Relu" => unary(Unary::Relu),
+            "Sigmoid" => unary(Unary::Sigmoid),
+            "HardSigmoid" => unary(Unary::HardSigmoid { alpha: af("alpha", 0.2)?, beta: af("beta", 0.5)? }),
+            "HardSwish" => unary(Unary::HardSwish),
+            "LeakyRelu" => unary(Unary::LeakyRelu { alpha: af("alpha", 0.01)? }),
+            "Erf" => unary(Unary::Erf),
+            "Sqrt" => unary(Unary::Sqrt),
+            "Exp" => unary(Unary::Exp),
+            "Log" => unary(Unary::Log),
+            "Tanh" => unary(Unary::Tanh),
+            "Abs" => unary(Unary::Abs),
+            "Neg" => unary(Unary::Neg),
+            "Reciprocal" => unary(Unary::Reciprocal),
+            "Floor" => unary(Unary::Floor),
+            "Ceil" => unary(Unary::Ceil),
+            "Clip" => {
+                let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
+                if self.opset < 11 {
+                    lo = af("min", lo)?;
+                    hi = af("max", hi)?;
+                } else {
+                    for (i, v) in [(1, &mut lo), (2, &mut hi)] {
+                        match ins.get(i) {
+                            Some(Some(Val::Const(c))) => *v = c.floats().first().copied().unwrap_or(*v),
+                            Some(Some(_)) => return Ok(Unsupported("Clip(non-constant bounds)".into())),
+                            _ => {}
+                        }
+                    }
+                }
+                unary(Unary::Clip { min: lo, max: hi })
+            }
+            _ => None,
+        };
+        if let Some(u) = un {
+            let x = self.t(input(0)?, name);
+            return Ok(Done(vec![self.emit1(node, name, Op::Unary(u), vec![x], None)?]));
+        }
+        let bin = match op {
+            "Add" | "Sum" => Some(BinOp::Add),
+            "Sub" => Some(BinOp::Sub),
+            "Mul" => Some(BinOp::Mul),
+            "Div" => Some(BinOp::Div),
+            "Pow" => Some(BinOp::Pow),
+            "Max" => Some(BinOp::Max),
+            "Min" => Some(BinOp::Min),
+            _ => None,
+        };
+        if let Some(b) = bin {
+            let vals: Vec<&Val> = ins.iter().flatten().collect();
+            if vals.is_empty() {
+                bail!("no inputs");
+            }
+            let mut acc = self.t(vals[0], &format!("{name}/a"));
+            if vals.len() == 1 {
+                return Ok(Done(vec![self.emit1(node, name, Op::Reshape, vec![acc], Some(self.g.shape(acc)))?]));
+            }
+            for (k, v) in vals.iter().enumerate().skip(1) {
+                let rhs = self.t(v, &format!("{name}/b{k}"));
+                let last = k == vals.len() - 1;
+                let oname = if last { out0.clone() } else { format!("{name}/{k}") };
+                acc = self.g.emit(name, Op::Binary { op: b, act: None }, vec![acc, rhs], &[oname], None)?[0];
+            }
+            return Ok(Done(vec![Val::T(acc)]));
+        }
+        Ok(Done(match op {
+            "Identity" | "Dropout" => {
+                if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) && op == "Dropout" {
+                    return Ok(Unsupported("Dropout(mask output)".into()));
+                }
+                vec![input(0)?.clone()]
+            }
+            "Cast" => {
+                let to = ai("to", 1)?;
+                if ![1, 10, 11, 16].contains(&to) {
+                    return Ok(Unsupported(format!("Cast(to={to})")));
+                }
+                vec![input(0)?.clone()]
+            }
+            "Conv" => return self.conv(node, name, ins, false),
+            "ConvTranspose" => return self.conv(node, name, ins, true),
+            "Gemm" => {
+                let (a, b) = (input(0)?.clone(), input(1)?.clone());
+                let (ta, tb) = (ai("transA", 0)? != 0, ai("transB", 0)? != 0);
+                let (alpha, beta) = (af("alpha", 1.0)?, af("beta", 1.0)?);
+                let mut at = self.t(&a, &format!("{name}/A"));
+                if ta {
+                    at = self.g.emit(name, Op::Transpose { perm: vec![1, 0] }, vec![at], &[format!("{name}/At")], None)?[0];
+                }
+                let bt = match konst(1) {
+                    Some(c) => {
+                        let mut m = c.f32();
+                        if m.ndim() != 2 {
+                            bail!("B must be 2-D, has shape {:?}", m.shape());
+                        }
+                        if tb {
+                            m = m.t().as_standard_layout().into_owned().into_dyn();
+                        }
+                        if alpha != 1.0 {
+                            m.mapv_inplace(|v| v * alpha);
+                        }
+                        let s = m.shape().to_vec();
+                        self.g.add_const(&format!("{name}/B"), &s, m.iter().copied().collect())
+                    }
+                    None => {
+                        let mut bt = self.t(&b, &format!("{name}/B"));
+                        if tb {
+                            bt = self.g.emit(name, Op::Transpose { perm: vec![1, 0] }, vec![bt], &[format!("{name}/Bt")], None)?[0];
+                        }
+                        if alpha != 1.0 {
+                            let s = self.g.add_const(&format!("{name}/alpha"), &[], vec![alpha]);
+                            bt = self.g.emit(name, Op::Binary { op: BinOp::Mul, act: None }, vec![bt, s], &[format!("{name}/aB")], None)?[0];
+                        }
+                        bt
+                    }
+                };
+                let n = self.g.shape(bt)[1];
+                let m = self.g.shape(at)[0];
+                let mut inputs = vec![at, bt];
+                let mut post_add = None;
+                match ins.get(2).and_then(|v| v.as_ref()) {
+                    None => {}
+                    Some(Val::Const(c)) if c.shape().iter().product::<usize>() == n && c.shape().last().copied().unwrap_or(1) == n => {
+                        let v: Vec<f32> = c.floats().iter().map(|x| x * beta).collect();
+                        inputs.push(self.g.add_const(&format!("{name}/bias"), &[n], v));
+                    }
+                    Some(Val::Const(c)) if c.shape().iter().product::<usize>() == 1 => {
+                        let v = c.floats()[0] * beta;
+                        inputs.push(self.g.add_const(&format!("{name}/bias"), &[n], vec![v; n]));
+                    }
+                    Some(v) => {
+                        let mut ct = self.t(v, &format!("{name}/C"));
+                        if beta != 1.0 {
+                            let s = self.g.add_const(&format!("{name}/beta"), &[], vec![beta]);
+                            ct = self.g.emit(name, Op::Binary { op: BinOp::Mul, act: None }, vec![ct, s], &[format!("{name}/bC")], None)?[0];
+                        }
+                        post_add = Some(ct);
+                    }
+                }
+                let _ = m;
+                match post_add {
+                    None => vec![self.emit1(node, name, Op::MatMul { act: None }, inputs, None)?],
+                    Some(ct) => {
+                        let y = self.g.emit(name, Op::MatMul { act: None }, inputs, &[format!("{name}/AB")], None)?[0];
+                        vec![self.emit1(node, name, Op::Binary { op: BinOp::Add, act: None }, vec![y, ct], None)?]
+                    }
+                }
+            }
+            "MatMul" => {
+                let (a, b) = (input(0)?.clone(), input(1)?.clone());
+                let (sa, sb) = (self.shape(&a), self.shape(&b));
+                let mut at = self.t(&a, &format!("{name}/A"));
+                let mut bt = self.t(&b, &format!("{name}/B"));
+                let (va, vb) = (sa.len() == 1, sb.len() == 1);
+                if va {
+                    at = self.reshape(name, at, vec![1, sa[0]], &format!("{name}/A2"))?;
+                }
+                if vb {
+                    bt = self.reshape(name, bt, vec![sb[0], 1], &format!("{name}/B2"))?;
+                }
+                if va || vb {
+                    let y = self.g.emit(name, Op::MatMul { act: None }, vec![at, bt], &[format!("{name}/Y2")], None)?[0];
+                    let mut s = self.g.shape(y);
+                    let r = s.len();
+                    if vb {
+                        s.remove(r - 1);
+                    }
+                    if va {
+                        s.remove(s.len() - if vb { 1 } else { 2 });
+                    }
+                    vec![Val::T(self.reshape(name, y, s, &out0)?)]
+                } else {
+                    vec![self.emit1(node, name, Op::MatMul { act: None }, vec![at, bt], None)?]
+                }
+            }
+            "BatchNormalization" => {
+                if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                    return Ok(Unsupported("BatchNormalization(training outputs)".into()));
+                }
+                let eps = af("epsilon", 1e-5)?;
+                let (Some(sc), Some(b), Some(mean), Some(var)) = (konst(1), konst(2), konst(3), konst(4)) else {
+                    return Ok(Unsupported("BatchNormalization(non-constant parameters)".into()));
+                };
+                let (sc, b, mean, var) = (sc.floats(), b.floats(), mean.floats(), var.floats());
+                let c = sc.len();
+                // s = γ/√(σ²+ε), t = β − μ·s, in f64 so the folding adds no error of its own
+                let s: Vec<f32> = (0..c).map(|i| (sc[i] as f64 / (var[i] as f64 + eps as f64).sqrt()) as f32).collect();
+                let t: Vec<f32> = (0..c).map(|i| (b[i] as f64 - mean[i] as f64 * s[i] as f64) as f32).collect();
+                let x = self.t(input(0)?, name);
+                let si = self.g.add_const(&format!("{name}/scale"), &[c], s);
+                let ti = self.g.add_const(&format!("{name}/shift"), &[c], t);
+                vec![self.emit1(node, name, Op::ChannelAffine { act: None }, vec![x, si, ti], None)?]
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let kind = if op == "GlobalMaxPool" { PoolKind::Max } else { PoolKind::Avg { count_include_pad: false } };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::GlobalPool(kind), vec![x], None)?]
+            }
+            "MaxPool" | "AveragePool" => {
+                if node.output.len() > 1 && !node.output[1].is_empty() {
+                    return Ok(Unsupported(format!("{op}(indices output)")));
+                }
+                let xs = self.shape(input(0)?);
+                if xs.len() != 4 {
+                    return Ok(Unsupported(format!("{op}({}-D)", xs.len().saturating_sub(2))));
+                }
+                let k = avec("kernel_shape")?.ok_or_else(|| anyhow!("no kernel_shape"))?;
+                let s = avec("strides")?.unwrap_or(vec![1, 1]);
+                let d = avec("dilations")?.unwrap_or(vec![1, 1]);
+                let kind = if op == "MaxPool" { PoolKind::Max } else { PoolKind::Avg { count_include_pad: ai("count_include_pad", 0)? != 0 } };
+                if matches!(kind, PoolKind::Avg { .. }) && d.iter().any(|&v| v != 1) {
+                    return Ok(Unsupported("AveragePool(dilations)".into()));
+                }
+                let pads = resolve_pads(&astr("auto_pad", "NOTSET")?, avec("pads")?, &xs[2..], &k, &s, &d)?;
+                let ceil = ai("ceil_mode", 0)? != 0;
+                let mut p = [pads[0] as u32, pads[1] as u32, pads[2] as u32, pads[3] as u32];
+                let mut extra = [0u32; 2];
+                if ceil {
+                    for a in 0..2 {
+                        let eff = d[a] * (k[a] - 1) + 1;
+                        let span = xs[2 + a] as i64 + pads[a] + pads[a + 2] - eff;
+                        let mut out = (span + s[a] - 1).div_euclid(s[a]) + 1;
+                        // the last window must start inside the input or its left padding
+                        if (out - 1) * s[a] >= xs[2 + a] as i64 + pads[a] {
+                            out -= 1;
+                        }
+                        let need = (out - 1) * s[a] + eff - (xs[2 + a] as i64 + pads[a] + pads[a + 2]);
+                        if need > 0 {
+                            extra[a] = need as u32;
+                            p[a + 2] += need as u32;
+                        }
+                    }
+                }
+                let pool = Pool2d {
+                    kind,
+                    kernel: [k[0] as u32, k[1] as u32],
+                    strides: [s[0] as u32, s[1] as u32],
+                    dilations: [d[0] as u32, d[1] as u32],
+                    pads: p,
+                    ceil_extra: extra,
+                };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::Pool(pool), vec![x], None)?]
+            }
+            "Resize" | "Upsample" => return self.resize(node, name, ins),
+            "Concat" => {
+                let vals: Vec<Val> = ins.iter().flatten().cloned().collect();
+                let r = self.shape(&vals[0]).len();
+                let a = axis(ai("axis", 0)?, r)?;
+                let mut ts = Vec::new();
+                for (k, v) in vals.iter().enumerate() {
+                    if self.shape(v)[a] > 0 {
+                        ts.push(self.t(v, &format!("{name}/in{k}")));
+                    }
+                }
+                vec![self.emit1(node, name, Op::Concat { axis: a as u32 }, ts, None)?]
+            }
+            "Split" => {
+                let xs = self.shape(input(0)?);
+                let a = axis(ai("axis", 0)?, xs.len())?;
+                let n_out = node.output.len();
+                let sizes: Vec<usize> = match (avec("split")?, konst(1)) {
+                    (Some(s), _) => s.iter().map(|&v| v as usize).collect(),
+                    (None, Some(c)) => c.ints().iter().map(|&v| v as usize).collect(),
+                    (None, None) => {
+                        if matches!(ins.get(1), Some(Some(_))) {
+                            return Ok(Unsupported("Split(non-constant split)".into()));
+                        }
+                        let n = node.get_attr_opt::<i64>("num_outputs")?.map_or(n_out, |v| v as usize);
+                        let chunk = xs[a].div_ceil(n.max(1));
+                        (0..n).map(|i| chunk.min(xs[a].saturating_sub(i * chunk))).collect()
+                    }
+                };
+                let declared: Vec<Vec<usize>> = sizes.iter().map(|&s| { let mut d = xs.clone(); d[a] = s; d }).collect();
+                let x = self.t(input(0)?, name);
+                let names: Vec<String> = (0..sizes.len()).map(|k| { let o = Self::out_name(node, k); if o.is_empty() { format!("{name}/out{k}") } else { o } }).collect();
+                let ids = self.g.emit(name, Op::Split { axis: a as u32 }, vec![x], &names, Some(declared))?;
+                ids.into_iter().map(Val::T).collect()
+            }
+            "Slice" => {
+                let xs = self.shape(input(0)?);
+                let (st, en, axes, steps) = if self.opset < 10 {
+                    (avec("starts")?.unwrap_or_default(), avec("ends")?.unwrap_or_default(), avec("axes")?, None)
+                } else {
+                    let need = |i: usize| -> Option<Option<Vec<i64>>> {
+                        match ins.get(i) {
+                            Some(Some(Val::Const(c))) => Some(Some(c.ints())),
+                            Some(Some(_)) => None,
+                            _ => Some(None),
+                        }
+                    };
+                    let (Some(Some(st)), Some(Some(en)), Some(ax), Some(sp)) = (need(1), need(2), need(3), need(4)) else {
+                        return Ok(Unsupported("Slice(non-constant starts/ends/axes/steps)".into()));
+                    };
+                    (st, en, ax, sp)
+                };
+                let spec = value::slice_spec(&xs, &st, &en, axes.as_deref(), steps.as_deref())?;
+                let x = self.t(input(0)?, name);
+                let starts = spec.starts.clone();
+                vec![self.emit1(node, name, Op::Slice { starts, steps: spec.steps }, vec![x], Some(spec.shape))?]
+            }
+            "Pad" => {
+                let xs = self.shape(input(0)?);
+                let r = xs.len();
+                let mode = astr("mode", "constant")?;
+                let (pads, value) = if self.opset < 11 {
+                    (avec("pads")?.unwrap_or_default(), af("value", 0.0)?)
+                } else {
+                    let Some(p) = konst(1) else { return Ok(Unsupported("Pad(non-constant pads)".into())) };
+                    let v = match ins.get(2) {
+                        Some(Some(Val::Const(c))) => c.floats().first().copied().unwrap_or(0.0),
+                        Some(Some(_)) => return Ok(Unsupported("Pad(non-constant value)".into())),
+                        _ => 0.0,
+                    };
+                    let mut pads = p.ints();
+                    if let Some(ax) = konst(3) {
+                        let ax: Vec<usize> = ax.ints().iter().map(|&a| axis(a, r)).collect::<Result<_>>()?;
+                        let mut full = vec![0i64; 2 * r];
+                        for (i, &a) in ax.iter().enumerate() {
+                            full[a] = pads[i];
+                            full[a + r] = pads[i + ax.len()];
+                        }
+                        pads = full;
+                    }
+                    (pads, v)
+                };
+                let mode = match mode.as_str() {
+                    "constant" => PadMode::Constant(value),
+                    "reflect" => PadMode::Reflect,
+                    "edge" => PadMode::Edge,
+                    m => return Ok(Unsupported(format!("Pad(mode={m})"))),
+                };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::Pad { pads, mode }, vec![x], None)?]
+            }
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+                let xs = self.shape(input(0)?);
+                let target = match op {
+                    "Reshape" => {
+                        let Some(s) = konst(1) else { return Ok(Unsupported("Reshape(non-constant shape)".into())) };
+                        value::reshape_target(&xs, &s.ints(), ai("allowzero", 0)? != 0)?
+                    }
+                    "Flatten" => {
+                        let a = axis(ai("axis", 1)?, xs.len() + 1)?;
+                        vec![xs[..a].iter().product(), xs[a..].iter().product()]
+                    }
+                    _ => {
+                        let axes = match avec("axes")? {
+                            Some(a) => Some(a),
+                            None => match ins.get(1) {
+                                Some(Some(Val::Const(c))) => Some(c.ints()),
+                                Some(Some(_)) => return Ok(Unsupported(format!("{op}(non-constant axes)"))),
+                                _ => None,
+                            },
+                        };
+                        if op == "Squeeze" {
+                            value::squeeze_shape(&xs, axes.as_deref())?
+                        } else {
+                            value::unsqueeze_shape(&xs, &axes.ok_or_else(|| anyhow!("no axes"))?)?
+                        }
+                    }
+                };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::Reshape, vec![x], Some(target))?]
+            }
+            "Transpose" => {
+                let r = self.shape(input(0)?).len();
+                let perm: Vec<u32> = match avec("perm")? {
+                    Some(p) => p.iter().map(|&a| axis(a, r).map(|v| v as u32)).collect::<Result<_>>()?,
+                    None => (0..r as u32).rev().collect(),
+                };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::Transpose { perm }, vec![x], None)?]
+            }
+            "Softmax" => {
+                let xs = self.shape(input(0)?);
+                let r = xs.len();
+                let a = axis(ai("axis", if self.opset >= 13 { -1 } else { 1 })?, r)?;
+                let x = self.t(input(0)?, name);
+                if self.opset >= 13 || a == r - 1 {
+                    vec![self.emit1(node, name, Op::Softmax { axis: a as u32 }, vec![x], None)?]
+                } else {
+                    // opset < 13 normalizes over all axes from `axis` on: flatten them, softmax, restore
+                    let flat = vec![xs[..a].iter().product(), xs[a..].iter().product()];
+                    let f = self.reshape(name, x, flat, &format!("{name}/flat"))?;
+                    let s = self.g.emit(name, Op::Softmax { axis: 1 }, vec![f], &[format!("{name}/sm")], None)?[0];
+                    vec![Val::T(self.reshape(name, s, xs, &out0)?)]
+                }
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+                let rop = match op {
+                    "ReduceMean" => ReduceOp::Mean,
+                    "ReduceSum" => ReduceOp::Sum,
+                    "ReduceMax" => ReduceOp::Max,
+                    _ => ReduceOp::Min,
+                };
+                let xs = self.shape(input(0)?);
+                let axes = match avec("axes")? {
+                    Some(a) => Some(a),
+                    None => match ins.get(1) {
+                        Some(Some(Val::Const(c))) => Some(c.ints()),
+                        Some(Some(_)) => return Ok(Unsupported(format!("{op}(non-constant axes)"))),
+                        _ => None,
+                    },
+                };
+                let keep = ai("keepdims", 1)? != 0;
+                let axes: Vec<u32> = match axes {
+                    Some(a) if !a.is_empty() => {
+                        let mut v: Vec<u32> = a.iter().map(|&x| axis(x, xs.len()).map(|v| v as u32)).collect::<Result<_>>()?;
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    }
+                    _ if ai("noop_with_empty_axes", 0)? != 0 => {
+                        return Ok(Done(vec![input(0)?.clone()]));
+                    }
+                    _ => (0..xs.len() as u32).collect(),
+                };
+                let x = self.t(input(0)?, name);
+                vec![self.emit1(node, name, Op::Reduce { op: rop, axes, keepdims: keep }, vec![x], None)?]
+            }
+            "Expand" => {
+                let Some(s) = konst(1) else { return Ok(Unsupported("Expand(non-constant shape)".into())) };
+                let target: Vec<usize> = s.ints().iter().map(|&d| d.max(0) as usize).collect();
+                let xs = self.shape(input(0)?);
+                let out = value::broadcast(&xs, &target)?;
+                let x = self.t(input(0)?, name);
+                let zeros = self.g.add_const(&format!("{name}/zeros"), &out, vec![0.0; out.iter().product()]);
+                vec![self.emit1(node, name, Op::Binary { op: BinOp::Add, act: None }, vec![x, zeros], None)?]
+            }
+            other => return Ok(Unsupported(other.to_string())),
+        }))
+    }
+
+    fn conv(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>], transposed: bool) -> Result<Lowered> {
+        let op = if transposed { "ConvTranspose" } else { "Conv" };
+        let x = ins.first().and_then(|v| v.clone()).ok_or_else(|| anyhow!("missing input"))?;
+        let Some(Some(Val::Const(w))) = ins.get(1) else { return Ok(Lowered::Unsupported(format!("{op}(non-constant weights)"))) };
+        let bias = match ins.get(2) {
+            Some(Some(Val::Const(b))) => Some(b.floats()),
+            Some(Some(_)) => return Ok(Lowered::Unsupported(format!("{op}(non-constant bias)"))),
+            _ => None,
+        };
+        let mut xs = self.shape(&x);
+        let mut ws = w.shape().to_vec();
+        let one_d = xs.len() == 3;
+        if !(xs.len() == 4 || one_d) {
+            return Ok(Lowered::Unsupported(format!("{op}({}-D)", xs.len().saturating_sub(2))));
+        }
+        let getv = |n: &str| -> Result<Option<Vec<i64>>> { Ok(node.get_attr_opt_vec::<i64>(n)?) };
+        let lift = |v: Option<Vec<i64>>, fill: i64| -> Option<Vec<i64>> {
+            v.map(|v| if one_d { let mut o = vec![fill]; o.extend(v); o } else { v })
+        };
+        let mut k = lift(getv("kernel_shape")?, 1).unwrap_or_else(|| ws[2..].iter().map(|&d| d as i64).collect());
+        let s = lift(getv("strides")?, 1).unwrap_or(vec![1, 1]);
+        let d = lift(getv("dilations")?, 1).unwrap_or(vec![1, 1]);
+        let pads_attr = getv("pads")?.map(|p| if one_d { vec![0, p[0], 0, p[1]] } else { p });
+        let group = node.get_attr_opt::<i64>("group")?.unwrap_or(1);
+        let auto_pad = node.get_attr_opt::<&str>("auto_pad")?.unwrap_or("NOTSET").to_string();
+        let mut xt = self.t(&x, name);
+        if one_d {
+            xs.insert(2, 1);
+            ws.insert(2, 1);
+            xt = self.reshape(name, xt, xs.clone(), &format!("{name}/x2d"))?;
+            if k.len() == 1 {
+                k.insert(0, 1);
+            }
+        }
+        let wt = self.g.add_const(&format!("{name}/W"), &ws, w.floats());
+        let mut inputs = vec![xt, wt];
+        if let Some(b) = bias {
+            let n = b.len();
+            inputs.push(self.g.add_const(&format!("{name}/B"), &[n], b));
+        }
+        let mut output_padding = [0u32; 2];
+        let pads: Vec<i64> = if transposed {
+            let op_attr = lift(getv("output_padding")?, 0).unwrap_or(vec![0, 0]);
+            let out_shape = lift(getv("output_shape")?, 1);
+            let mut pads = pads_attr.clone().unwrap_or(vec![0; 4]);
+            let mut outp = [op_attr[0], op_attr[1]];
+            if out_shape.is_some() || auto_pad.starts_with("SAME") {
+                for a in 0..2 {
+                    let full = s[a] * (xs[2 + a] as i64 - 1) + op_attr[a] + (k[a] - 1) * d[a] + 1;
+                    let target = match &out_shape {
+                        Some(o) => o[o.len() - 2 + a],
+                        None => xs[2 + a] as i64 * s[a],
+                    };
+                    let total = full - target;
+                    if total < 0 {
+                        // a larger requested output is reached with output_padding
+                        outp[a] += -total;
+                        pads[a] = 0;
+                        pads[a + 2] = 0;
+                    } else if auto_pad == "SAME_UPPER" {
+                        pads[a] = total / 2;
+                        pads[a + 2] = total - total / 2;
+                    } else {
+                        pads[a] = total - total / 2;
+                        pads[a + 2] = total / 2;
+                    }
+                }
+            }
+            output_padding = [outp[0] as u32, outp[1] as u32];
+            pads
+        } else {
+            resolve_pads(&auto_pad, pads_attr, &xs[2..], &k, &s, &d)?
+        };
+        if pads.iter().chain(&k).chain(&s).chain(&d).any(|&v| v < 0) || group < 1 {
+            bail!("negative pads/kernel/strides/dilations or group < 1");
+        }
+        let geom = Conv2d {
+            kernel: [k[0] as u32, k[1] as u32],
+            strides: [s[0] as u32, s[1] as u32],
+            dilations: [d[0] as u32, d[1] as u32],
+            pads: [pads[0] as u32, pads[1] as u32, pads[2] as u32, pads[3] as u32],
+            groups: group as u32,
+            output_padding,
+        };
+        let op = if transposed { Op::ConvTranspose { geom, act: None } } else { Op::Conv { geom, act: None } };
+        let out0 = Self::out_name(node, 0);
+        if one_d {
+            let y = self.g.emit(name, op, inputs, &[format!("{name}/y2d")], None)?[0];
+            let mut ys = self.g.shape(y);
+            ys.remove(2);
+            Ok(Lowered::Done(vec![Val::T(self.reshape(name, y, ys, &out0)?)]))
+        } else {
+            Ok(Lowered::Done(vec![Val::T(self.g.emit(name, op, inputs, &[out0], None)?[0])]))
+        }
+    }
+
+    fn resize(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+        let x = ins.first().and_then(|v| v.clone()).ok_or_else(|| anyhow!("missing input"))?;
+        let xs = self.shape(&x);
+        let r = xs.len();
+        let attr = |n: &str, d: &str| -> Result<String> { Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string()) };
+        let mode = attr("mode", "nearest")?;
+        if node.get_attr_opt::<i64>("antialias")?.unwrap_or(0) != 0 {
+            return Ok(Lowered::Unsupported("Resize(antialias)".into()));
+        }
+        if attr("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+            return Ok(Lowered::Unsupported("Resize(keep_aspect_ratio_policy)".into()));
+        }
+        let (scales_in, sizes_in) = if node.op_type == "Upsample" || self.opset < 11 {
+            (ins.get(1).cloned().flatten(), None)
+        } else {
+            (ins.get(2).cloned().flatten(), ins.get(3).cloned().flatten())
+        };
+        let as_const = |v: Option<Val>| -> Result<Option<HostTensor>, ()> {
+            match v {
+                Some(Val::Const(c)) if c.shape().iter().product::<usize>() > 0 => Ok(Some(c)),
+                Some(Val::Const(_)) | None => Ok(None),
+                Some(_) => Err(()),
+            }
+        };
+        let (Ok(scales_c), Ok(sizes_c)) = (as_const(scales_in), as_const(sizes_in)) else {
+            return Ok(Lowered::Unsupported("Resize(non-constant scales/sizes)".into()));
+        };
+        let axes: Vec<usize> = match node.get_attr_opt_vec::<i64>("axes")? {
+            Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_>>()?,
+            None => (0..r).collect(),
+        };
+        let mut scales = vec![1f32; r];
+        let mut out = xs.clone();
+        if let Some(sz) = sizes_c {
+            for (i, &a) in axes.iter().enumerate() {
+                out[a] = sz.ints()[i] as usize;
+                scales[a] = out[a] as f32 / xs[a] as f32;
+            }
+        } else if let Some(sc) = scales_c {
+            for (i, &a) in axes.iter().enumerate() {
+                scales[a] = sc.floats()[i];
+                out[a] = (xs[a] as f32 * scales[a]).floor() as usize;
+            }
+        } else {
+            bail!("neither scales nor sizes given");
+        }
+        let coord = match attr("coordinate_transformation_mode", if node.op_type == "Upsample" || self.opset < 11 { "asymmetric" } else { "half_pixel" })?.as_str() {
+            "half_pixel" => CoordMode::HalfPixel,
+            "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+            "asymmetric" => CoordMode::Asymmetric,
+            "align_corners" => CoordMode::AlignCorners,
+            "tf_half_pixel_for_nearest" => CoordMode::TfHalfPixelForNearest,
+            m => return Ok(Lowered::Unsupported(format!("Resize(coordinate_transformation_mode={m})"))),
+        };
+        let rmode = match mode.as_str() {
+            "nearest" => ResizeMode::Nearest(match attr("nearest_mode", if self.opset < 11 { "floor" } else { "round_prefer_floor" })?.as_str() {
+                "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                "floor" => NearestMode::Floor,
+                "ceil" => NearestMode::Ceil,
+                m => return Ok(Lowered::Unsupported(format!("Resize(nearest_mode={m})"))),
+            }),
+            "linear" | "bilinear" => {
+                if (0..r.saturating_sub(2)).any(|a| out[a] != xs[a]) {
+                    return Ok(Lowered::Unsupported("Resize(linear beyond the last two axes)".into()));
+                }
+                ResizeMode::Linear
+            }
+            m => return Ok(Lowered::Unsupported(format!("Resize(mode={m})"))),
+        };
+        let xt = self.t(&x, name);
+        Ok(Lowered::Done(vec![self.emit1(node, name, Op::Resize { mode: rmode, coord, scales }, vec![xt], Some(out))?]))
+    }
+}
+
+enum Lowered {
+    Done(Vec<Val>),
+    Unsupported(String),
+}
+
+/// Explicit pads (top, left, bottom, right) from ONNX `auto_pad` / `pads` for a 2-D window.
+fn resolve_pads(auto_pad: &str, pads: Option<Vec<i64>>, input: &[usize], k: &[i64], s: &[i64], d: &[i64]) -> Result<Vec<i64>> {
+    Ok(match auto_pad {
+        "NOTSET" => {
+            let p = pads.unwrap_or(vec![0; 4]);
+            if p.len() != 4 {
+                bail!("pads {p:?}: expected 4 values");
+            }
+            p
+        }
+        "VALID" => vec![0; 4],
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let mut p = vec![0; 4];
+            for a in 0..2 {
+                let n = input[a] as i64;
+                let out = (n + s[a] - 1) / s[a];
+                let total = ((out - 1) * s[a] + (k[a] - 1) * d[a] + 1 - n).max(0);
+                let (lo, hi) = if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                p[a] = lo;
+                p[a + 2] = hi;
+            }
+            p
+        }
+        other => bail!("unknown auto_pad \"{other}\""),
+    })
+}
