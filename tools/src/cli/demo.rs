@@ -36,7 +36,8 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
     let art = out_dir.join("digits.tern");
 
     let t = Instant::now();
-    let bytes = crate::compress_float(&onnx, &[])?;
+    let shape = crate::import::InputShape { name: "input".into(), dims: vec![1, features] };
+    let bytes = crate::compress_float(&onnx, &[shape])?;
     crate::export::write_atomic(&art, &bytes)?;
     let compress_ms = t.elapsed().as_secs_f64() * 1e3;
     let model = tern::Model::from_bytes(&bytes)?;

@@ -42,6 +42,17 @@ enum Val {
     Poison,
 }
 
+/// ONNX op types the importer lowers or folds (some only with constant parameters; see `lower_inner`).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Dropout", "Equal", "Erf", "Exp", "Expand", "Flatten",
+    "Floor", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish",
+    "Identity", "LeakyRelu", "Less", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow",
+    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize",
+    "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Transpose",
+    "Unsqueeze", "Upsample", "Where",
+];
+
 struct Importer {
     g: ToolGraph,
     env: HashMap<String, Val>,
@@ -195,6 +206,11 @@ impl Importer {
             }
         };
         if ins.iter().flatten().any(|v| matches!(v, Val::Poison)) {
+            // downstream of an unsupported node: still report this node if its op is unknown too
+            if !SUPPORTED_OPS.contains(&node.op_type.as_str()) || (!node.domain.is_empty() && node.domain != "ai.onnx") {
+                let what = if node.domain.is_empty() { node.op_type.clone() } else { format!("{}::{}", node.domain, node.op_type) };
+                self.unsupported(what, name);
+            }
             poison(self);
             return Ok(());
         }

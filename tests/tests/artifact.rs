@@ -1,0 +1,200 @@
+//! Hostile artifacts: every corruption gives `Err`, never a panic, and a valid one round-trips.
+use tern::artifact::{self, ArtifactMeta};
+use tern::ir::{Conv2d, Op, Unary};
+use tern::{ErrorKind, Model};
+use tern_tools::graph::ToolGraph;
+
+/// input [1,3,8,8] → Conv(3x3, pad 1)+Relu → GlobalAveragePool → Reshape [1,4]
+fn small() -> ToolGraph {
+    let mut g = ToolGraph::default();
+    let x = g.add_tensor("x", &[1, 3, 8, 8]);
+    g.graph.inputs.push(x);
+    let w = g.add_const("w", &[4, 3, 3, 3], (0..108).map(|i| (i as f32 * 0.37).sin()).collect());
+    let b = g.add_const("b", &[4], vec![0.1, -0.2, 0.3, 0.0]);
+    let geom = Conv2d { kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 1, 1, 1], groups: 1, output_padding: [0, 0] };
+    let c = g.emit("conv", Op::Conv { geom, act: Some(Unary::Relu) }, vec![x, w, b], &["c".into()], None).unwrap()[0];
+    let p = g.emit("gap", Op::GlobalPool(tern::ir::PoolKind::Avg { count_include_pad: false }), vec![c], &["p".into()], None).unwrap()[0];
+    let y = g.emit("flat", Op::Reshape, vec![p], &["y".into()], Some(vec![vec![1, 4]])).unwrap()[0];
+    g.graph.outputs.push(y);
+    g
+}
+
+fn bytes() -> Vec<u8> {
+    tern_tools::export::to_bytes(&small(), vec![("k".into(), "v".into())]).unwrap()
+}
+
+/// Re-encodes a modified structure with a valid checksum, so the structural checks (not the CRC) must
+/// catch the fault.
+fn reencode(b: &[u8], f: impl FnOnce(&mut ArtifactMeta)) -> Vec<u8> {
+    let d = artifact::decode(b).unwrap();
+    let mut meta = d.meta.clone();
+    f(&mut meta);
+    artifact::encode(&meta, d.weights).unwrap()
+}
+
+fn run(m: &Model, x: &[f32]) -> Vec<f32> {
+    let mut s = tern::Session::new(m, Default::default()).unwrap();
+    let mut y = vec![0.0; 4];
+    s.run_into(&[x], &mut [&mut y]).unwrap();
+    y
+}
+
+#[test]
+fn round_trip_and_reference_values() {
+    let b = bytes();
+    let m = Model::from_bytes(&b).unwrap();
+    assert_eq!(m.format_version, 1);
+    assert_eq!(m.meta("k"), Some("v"));
+    let g = small();
+    assert_eq!(m.graph, {
+        let d = artifact::decode(&b).unwrap();
+        assert_eq!(d.weights_offset % 64, 0);
+        d.meta.graph
+    });
+    assert_eq!(m.graph.nodes, g.graph.nodes);
+    // float64 reference of the same computation
+    let x: Vec<f32> = (0..192).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+    let w = g.konst(1).unwrap();
+    let bias = [0.1f64, -0.2, 0.3, 0.0];
+    for (m_ch, got) in run(&m, &x).iter().enumerate() {
+        let mut sum = 0f64;
+        for oy in 0..8i64 {
+            for ox in 0..8i64 {
+                let mut acc = bias[m_ch];
+                for c in 0..3 {
+                    for ky in 0..3i64 {
+                        for kx in 0..3i64 {
+                            let (iy, ix) = (oy + ky - 1, ox + kx - 1);
+                            if (0..8).contains(&iy) && (0..8).contains(&ix) {
+                                acc += x[(c * 64 + iy * 8 + ix) as usize] as f64 * w[((m_ch * 3 + c as usize) * 9) + (ky * 3 + kx) as usize] as f64;
+                            }
+                        }
+                    }
+                }
+                sum += acc.max(0.0);
+            }
+        }
+        let want = sum / 64.0;
+        assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "channel {m_ch}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let b = bytes();
+    for len in 0..b.len() {
+        assert!(Model::from_bytes(&b[..len]).is_err(), "truncated to {len} bytes loaded");
+    }
+}
+
+#[test]
+fn random_byte_flips_are_errors_or_valid() {
+    let b = bytes();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _ in 0..3000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut c = b.clone();
+        let i = (seed % c.len() as u64) as usize;
+        c[i] ^= 1 << ((seed >> 32) % 8);
+        // the checksum catches single flips
+        let e = Model::from_bytes(&c).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Format | ErrorKind::Version), "{e}");
+    }
+}
+
+#[test]
+fn structural_corruption_with_valid_checksum_never_panics() {
+    // flip bytes of the graph section, then fix the checksum, so decode/validate see garbage structure
+    let b = bytes();
+    let d = artifact::decode(&b).unwrap();
+    let graph_len = postcard::to_allocvec(&d.meta).unwrap().len();
+    let mut seed = 12345u64;
+    for _ in 0..3000 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut c = b.clone();
+        let i = 64 + (seed >> 33) as usize % graph_len;
+        c[i] = (seed >> 17) as u8;
+        let n = c.len();
+        let crc = crc32fast::hash(&c[..n - 4]);
+        c[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        if let Ok(m) = Model::from_bytes(&c) {
+            // a mutation that still validates must still run
+            let x = vec![0.5f32; 192];
+            let mut s = tern::Session::new(&m, Default::default()).unwrap();
+            let ins: Vec<Vec<f32>> = m.inputs().map(|t| vec![0.5; t.numel()]).collect();
+            let ins: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+            let mut outs: Vec<Vec<f32>> = m.outputs().map(|t| vec![0.0; t.numel()]).collect();
+            let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            s.run_into(&ins, &mut o).unwrap();
+            let _ = x;
+        }
+    }
+}
+
+#[test]
+fn wrong_magic_and_newer_version() {
+    let mut b = bytes();
+    b[0] = b'X';
+    assert_eq!(Model::from_bytes(&b).unwrap_err().kind, ErrorKind::Format);
+    let mut b = bytes();
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Version);
+    assert!(e.context.contains("made by format 2"), "{e}");
+    assert_eq!(Model::from_bytes(b"").unwrap_err().kind, ErrorKind::Format);
+}
+
+#[test]
+fn absurd_dims() {
+    let b = reencode(&bytes(), |m| m.graph.tensors[0].shape = vec![u32::MAX, u32::MAX, 3, 3]);
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
+    assert!(e.context.contains("\"x\""), "{e}");
+    let b = reencode(&bytes(), |m| m.graph.tensors[0].shape = vec![1, 3, 9, 8]);
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("conv"), "names the node: {e}");
+}
+
+#[test]
+fn offsets_out_of_range() {
+    let b = reencode(&bytes(), |m| {
+        let t = m.graph.tensors.iter_mut().find(|t| t.name == "w").unwrap();
+        t.data.as_mut().unwrap().offset = 1 << 40;
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("\"w\"") && e.context.contains("weight blob"), "{e}");
+    let b = reencode(&bytes(), |m| m.graph.nodes[0].inputs[0] = 999);
+    assert!(Model::from_bytes(&b).unwrap_err().context.contains("999"));
+    let b = reencode(&bytes(), |m| m.plan.offsets[0] = m.plan.arena_bytes);
+    assert_eq!(Model::from_bytes(&b).unwrap_err().kind, ErrorKind::Invalid);
+    // a section pointing past the end
+    let mut b = bytes();
+    b[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(Model::from_bytes(&b).is_err());
+}
+
+#[test]
+fn overlapping_plan_and_bad_order() {
+    let b = reencode(&bytes(), |m| {
+        // put the conv output on top of the input: both live at step 0
+        let c = m.graph.tensors.iter().position(|t| t.name == "c").unwrap();
+        m.plan.offsets[c] = m.plan.offsets[0];
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("overlaps"), "{e}");
+    let b = reencode(&bytes(), |m| m.graph.nodes.swap(0, 1));
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("before any node computes it"), "{e}");
+}
+
+#[test]
+fn wrong_input_length_names_the_input() {
+    let b = bytes();
+    let m = Model::from_bytes(&b).unwrap();
+    let mut s = tern::Session::new(&m, Default::default()).unwrap();
+    let mut y = vec![0.0; 4];
+    let e = s.run_into(&[&[0.0; 10]], &mut [&mut y]).unwrap_err();
+    assert!(e.context.contains("\"x\"") && e.context.contains("[1, 3, 8, 8]"), "{e}");
+}
