@@ -178,9 +178,9 @@ fn offsets_out_of_range() {
 #[test]
 fn overlapping_plan_and_bad_order() {
     let b = reencode(&bytes(), |m| {
-        // put the conv output on top of the input: both live at step 0
+        // put the (smaller) input on top of the conv output: both live at step 0
         let c = m.graph.tensors.iter().position(|t| t.name == "c").unwrap();
-        m.plan.offsets[c] = m.plan.offsets[0];
+        m.plan.offsets[0] = m.plan.offsets[c];
     });
     let e = Model::from_bytes(&b).unwrap_err();
     assert!(e.context.contains("overlaps"), "{e}");

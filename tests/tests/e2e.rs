@@ -4,7 +4,11 @@ use tern::{Model, Session, SessionOptions};
 use tern_tests::{model, rel_l2};
 use tern_tools::reference::Reference;
 
-fn compare(onnx: &str, shape: &[usize], inputs: &[ArrayD<f32>], threads: usize) {
+/// `tol` is the relative L2 bound vs tract. 1e-5 for digits and cls. For det it is 3e-4: its output is a
+/// sigmoid probability map that is ~0 almost everywhere, which makes relative L2 ill-conditioned; measured on
+/// det320_eval[0]: tract vs ONNX Runtime 1.3e-4, ORT optimized vs unoptimized 1.1e-5, tern vs ORT 3.2e-5,
+/// tern vs tract 1.3e-4. The binary text map (threshold 0.3) must also agree to ≥ 99.9% of pixels.
+fn compare(onnx: &str, shape: &[usize], inputs: &[ArrayD<f32>], threads: usize, tol: f64) {
     let path = model(onnx);
     let spec = format!("x={}", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"));
     let bytes = tern_tools::compress_float(&path, &[spec.parse().unwrap()]).unwrap();
@@ -19,7 +23,10 @@ fn compare(onnx: &str, shape: &[usize], inputs: &[ArrayD<f32>], threads: usize) 
             assert_eq!(g.shape(), w.shape(), "{onnx} output {k} shape");
             let e = rel_l2(g.as_slice().unwrap(), w.as_standard_layout().as_slice().unwrap());
             println!("{onnx} sample {i} output {k} {:?}: rel L2 {e:.2e}", g.shape());
-            assert!(e <= 1e-5, "{onnx} sample {i} output {k}: rel L2 {e:.3e} > 1e-5");
+            assert!(e <= tol, "{onnx} sample {i} output {k}: rel L2 {e:.3e} > {tol:e}");
+            let (gs, ws) = (g.as_slice().unwrap(), w.as_standard_layout().to_owned());
+            let same = gs.iter().zip(ws.iter()).filter(|(a, b)| (**a > 0.3) == (**b > 0.3)).count();
+            assert!(same as f64 >= 0.999 * gs.len() as f64, "{onnx} sample {i}: binary maps differ on {} pixels", gs.len() - same);
         }
     }
 }
@@ -57,15 +64,15 @@ fn digits_matches_tract_and_keeps_accuracy() {
 
 #[test]
 fn pp_ocr_cls_matches_tract() {
-    compare("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", &[1, 3, 48, 192], &samples("cls_eval.npy", 6), 1);
+    compare("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", &[1, 3, 48, 192], &samples("cls_eval.npy", 6), 1, 1e-5);
 }
 
 #[test]
 fn pp_ocr_cls_two_threads_matches_tract() {
-    compare("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", &[1, 3, 48, 192], &samples("cls_eval.npy", 2), 2);
+    compare("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", &[1, 3, 48, 192], &samples("cls_eval.npy", 2), 2, 1e-5);
 }
 
 #[test]
 fn pp_ocr_det_matches_tract() {
-    compare("cache/ch_PP-OCRv4_det_infer.onnx", &[1, 3, 320, 320], &samples("det320_eval.npy", 2), 2);
+    compare("cache/ch_PP-OCRv4_det_infer.onnx", &[1, 3, 320, 320], &samples("det320_eval.npy", 3), 2, 3e-4);
 }

@@ -363,6 +363,12 @@ impl Importer {
         }
         Ok(Done(match op {
             "Identity" | "Dropout" => {
+                if op == "Dropout" && konst(2).is_some_and(|t| t.ints().first().copied().unwrap_or(0) != 0) {
+                    return Ok(Unsupported("Dropout(training_mode)".into()));
+                }
+                if op == "Dropout" && matches!(ins.get(2), Some(Some(Val::T(_)))) {
+                    return Ok(Unsupported("Dropout(non-constant training_mode)".into()));
+                }
                 if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) && op == "Dropout" {
                     return Ok(Unsupported("Dropout(mask output)".into()));
                 }
@@ -639,7 +645,7 @@ impl Importer {
                         value::reshape_target(&xs, &s.ints(), ai("allowzero", 0)? != 0)?
                     }
                     "Flatten" => {
-                        let a = axis(ai("axis", 1)?, xs.len() + 1)?;
+                        let a = value::flatten_axis(ai("axis", 1)?, xs.len())?;
                         vec![xs[..a].iter().product(), xs[a..].iter().product()]
                     }
                     _ => {

@@ -106,6 +106,15 @@ pub fn axis(a: i64, rank: usize) -> Result<usize> {
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
 }
 
+/// Flatten's axis: in `-rank..=rank`, negative counts from the end.
+pub fn flatten_axis(a: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    if a < -r || a > r {
+        bail!("flatten axis {a} out of range for rank {rank}");
+    }
+    Ok(if a < 0 { (a + r) as usize } else { a as usize })
+}
+
 /// Result of normalizing ONNX Slice parameters for one tensor.
 pub struct SliceSpec {
     /// Start per axis.
@@ -166,8 +175,8 @@ pub fn gather(data: &HostTensor, idx: &HostTensor, ax: usize) -> Result<HostTens
     shape.extend_from_slice(idx.shape());
     shape.extend_from_slice(&data.shape()[ax + 1..]);
     Ok(match data {
-        HostTensor::F(a) => HostTensor::F(a.select(Axis(ax), &ids).into_shape_with_order(IxDyn(&shape))?),
-        HostTensor::I(a) => HostTensor::I(a.select(Axis(ax), &ids).into_shape_with_order(IxDyn(&shape))?),
+        HostTensor::F(a) => HostTensor::F(a.select(Axis(ax), &ids).as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape))?),
+        HostTensor::I(a) => HostTensor::I(a.select(Axis(ax), &ids).as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape))?),
     })
 }
 
@@ -293,7 +302,7 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             }
             "Flatten" => {
                 let s = x()?.shape();
-                let a = axis(node.get_attr_opt::<i64>("axis")?.unwrap_or(1), s.len() + 1)?;
+                let a = flatten_axis(node.get_attr_opt::<i64>("axis")?.unwrap_or(1), s.len())?;
                 reshape(x()?, &[s[..a].iter().product(), s[a..].iter().product()])?
             }
             "Concat" => {

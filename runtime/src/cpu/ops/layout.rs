@@ -79,10 +79,12 @@ pub fn source_coord(coord: CoordMode, o: usize, in_len: usize, out_len: usize, s
         }
         CoordMode::Asymmetric => o / scale,
         CoordMode::AlignCorners => {
-            if out_len == 1 {
+            // ONNX uses the unrounded resized length in·scale here (it equals out_len when sizes are given)
+            let resized = in_len as f32 * scale;
+            if out_len == 1 || resized <= 1.0 {
                 0.0
             } else {
-                o * (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+                o * (in_len as f32 - 1.0) / (resized - 1.0)
             }
         }
         CoordMode::TfHalfPixelForNearest => (o + 0.5) / scale,

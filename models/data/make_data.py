@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Makes real input sets for the PP-OCR models as .npy, into models/data/out/ (git-ignored).
+
+    python3 models/data/make_data.py
+
+Sources: crops of scikit-image's bundled sample images (skimage.data, offline) and text lines/paragraphs
+rendered with DejaVu Sans (Debian's fonts-dejavu-core). Calibration and evaluation sets are disjoint: they
+come from different images, different crop positions and different rendered strings. Deterministic (seeded).
+
+  cls_calib.npy  (32, 3, 48, 192)   cls_eval.npy   (96, 3, 48, 192)    text lines, half of eval rotated 180°
+  det320_calib.npy (16, 3, 320, 320) det320_eval.npy (16, 3, 320, 320) det736_eval.npy (4, 3, 736, 736)
+Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
+"""
+import os
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "out")
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+WORDS = (
+    "edge runtime quantize tensor model board camera signal frame vision latency memory kernel neon "
+    "invoice total amount date receipt street station exit open closed price coffee milk bread number "
+    "2026 11 22 42 3.14 100% A-17 B42 No.7 km/h 09:30 tern pi jetson orin arm cortex"
+).split()
+
+
+def font(size):
+    if not os.path.exists(FONT):
+        sys.exit(f"make_data.py: {FONT} not found: apt-get install -y fonts-dejavu-core")
+    return ImageFont.truetype(FONT, size)
+
+
+def sample_images(names):
+    from skimage import data
+
+    out = []
+    for n in names:
+        a = getattr(data, n)()
+        if a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        if a.ndim == 2:
+            a = np.stack([a] * 3, -1)
+        out.append(a[..., :3])
+    return out
+
+
+def crop(img, rng, min_frac=0.3):
+    h, w = img.shape[:2]
+    ch = int(h * rng.uniform(min_frac, 1.0))
+    cw = int(w * rng.uniform(min_frac, 1.0))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return img[y : y + ch, x : x + cw]
+
+
+def text_line(rng, words):
+    n = int(rng.integers(2, 6))
+    s = " ".join(rng.choice(words, n))
+    f = font(int(rng.integers(22, 40)))
+    bbox = f.getbbox(s)
+    w, h = bbox[2] + 16, bbox[3] + 12
+    bg = tuple(int(v) for v in rng.integers(170, 256, 3))
+    fg = tuple(int(v) for v in rng.integers(0, 90, 3))
+    im = Image.new("RGB", (w, h), bg)
+    ImageDraw.Draw(im).text((8, 6), s, font=f, fill=fg)
+    return np.asarray(im)
+
+
+def cls_input(img):
+    """PaddleOCR cls preprocessing: resize to height 48 keeping aspect (width ≤ 192), pad right with 0."""
+    h, w = img.shape[:2]
+    nw = min(192, max(1, int(np.ceil(48 * w / h))))
+    a = np.asarray(Image.fromarray(img).resize((nw, 48), Image.BILINEAR), np.float32) / 255.0
+    a = (a - 0.5) / 0.5
+    out = np.zeros((3, 48, 192), np.float32)
+    out[:, :, :nw] = a.transpose(2, 0, 1)
+    return out
+
+
+def paragraph(rng, words, size):
+    bg = tuple(int(v) for v in rng.integers(150, 256, 3))
+    im = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(im)
+    y = int(rng.integers(5, 30))
+    while y < size - 30:
+        f = font(int(rng.integers(14, 36)))
+        s = " ".join(rng.choice(words, int(rng.integers(1, 6))))
+        d.text((int(rng.integers(5, size // 3)), y), s, font=f, fill=tuple(int(v) for v in rng.integers(0, 100, 3)))
+        y += int(f.size * rng.uniform(1.3, 2.5))
+    return np.asarray(im)
+
+
+def det_input(img, size):
+    a = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), np.float32) / 255.0
+    return ((a - MEAN) / STD).transpose(2, 0, 1).astype(np.float32)
+
+
+def det_set(rng, images, words, size, n):
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            img = crop(images[(i // 2) % len(images)], rng)
+        else:
+            img = paragraph(rng, words, size)
+        if i % 4 == 1:  # text pasted onto a photo crop
+            base = np.asarray(Image.fromarray(crop(images[i % len(images)], rng)).resize((size, size)))
+            txt = paragraph(rng, words, size)
+            mask = (txt.mean(-1, keepdims=True) < 110)
+            img = np.where(mask, txt, base)
+        out.append(det_input(np.ascontiguousarray(img), size))
+    return np.stack(out)
+
+
+def cls_set(rng, images, words, n, rotate_every):
+    out = []
+    for i in range(n):
+        if i % 3 == 2:
+            img = crop(images[i % len(images)], rng, 0.1)
+            h, w = img.shape[:2]
+            img = img[: max(8, min(h, w // 4))]  # a wide strip, like a text-line crop
+        else:
+            img = text_line(rng, words)
+        if rotate_every and i % rotate_every == 0:
+            img = img[::-1, ::-1]
+        out.append(cls_input(np.ascontiguousarray(img)))
+    return np.stack(out)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    calib_imgs = sample_images(["page", "astronaut", "coffee", "camera", "rocket", "coins"])
+    eval_imgs = sample_images(["text", "chelsea", "immunohistochemistry", "moon", "hubble_deep_field", "clock", "cell"])
+    half = len(WORDS) // 2
+    calib_words, eval_words = np.array(WORDS[:half]), np.array(WORDS[half:])
+    sets = {
+        "cls_calib": cls_set(np.random.default_rng(1), calib_imgs, calib_words, 32, 2),
+        "cls_eval": cls_set(np.random.default_rng(2), eval_imgs, eval_words, 96, 2),
+        "det320_calib": det_set(np.random.default_rng(3), calib_imgs, calib_words, 320, 16),
+        "det320_eval": det_set(np.random.default_rng(4), eval_imgs, eval_words, 320, 16),
+        "det736_eval": det_set(np.random.default_rng(5), eval_imgs, eval_words, 736, 4),
+    }
+    for k, v in sets.items():
+        assert np.isfinite(v).all()
+        tmp = os.path.join(OUT, f".{k}.tmp.npy")
+        np.save(tmp, v.astype(np.float32))
+        os.replace(tmp, os.path.join(OUT, f"{k}.npy"))
+        print(f"{k}: {v.shape}")
+
+
+if __name__ == "__main__":
+    main()
