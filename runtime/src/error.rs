@@ -36,7 +36,10 @@ pub type Result<T> = core::result::Result<T, Error>;
 impl Error {
     /// Makes an error of `kind` with the given context message.
     pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into() }
+        Error {
+            kind,
+            context: context.into(),
+        }
     }
 }
 

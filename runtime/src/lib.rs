@@ -16,7 +16,9 @@
 extern crate alloc;
 
 #[cfg(target_endian = "big")]
-compile_error!("tern artifacts are little-endian and read in place; big-endian targets are not supported");
+compile_error!(
+    "tern artifacts are little-endian and read in place; big-endian targets are not supported"
+);
 
 pub mod artifact;
 pub mod cpu;

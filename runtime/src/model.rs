@@ -44,29 +44,44 @@ impl<'a> Model<'a> {
     pub fn const_bytes(&self, t: usize) -> &'a [u8] {
         match self.graph.tensors.get(t).and_then(|t| t.data) {
             // ranges were validated against the blob in `validate`
-            Some(r) => self.weights.get(r.offset as usize..(r.offset + r.len) as usize).unwrap_or(&[]),
+            Some(r) => self
+                .weights
+                .get(r.offset as usize..(r.offset + r.len) as usize)
+                .unwrap_or(&[]),
             None => &[],
         }
     }
 
     /// A metadata value by key.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Graph input tensors, in order.
     pub fn inputs(&self) -> impl Iterator<Item = &Tensor> {
-        self.graph.inputs.iter().map(|&i| &self.graph.tensors[i as usize])
+        self.graph
+            .inputs
+            .iter()
+            .map(|&i| &self.graph.tensors[i as usize])
     }
 
     /// Graph output tensors, in order.
     pub fn outputs(&self) -> impl Iterator<Item = &Tensor> {
-        self.graph.outputs.iter().map(|&i| &self.graph.tensors[i as usize])
+        self.graph
+            .outputs
+            .iter()
+            .map(|&i| &self.graph.tensors[i as usize])
     }
 }
 
 fn tensor_name(g: &Graph, i: u32) -> &str {
-    g.tensors.get(i as usize).map(|t| t.name.as_str()).unwrap_or("?")
+    g.tensors
+        .get(i as usize)
+        .map(|t| t.name.as_str())
+        .unwrap_or("?")
 }
 
 /// Checks a graph for internal consistency: every index in range, every tensor defined once before use,
@@ -80,10 +95,22 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             n = n
                 .checked_mul(d as usize)
                 .filter(|&n| n <= shape::MAX_ELEMS)
-                .ok_or_else(|| err!(TooLarge, "tensor {i} \"{}\" has absurd shape {:?}", t.name, t.shape))?;
+                .ok_or_else(|| {
+                    err!(
+                        TooLarge,
+                        "tensor {i} \"{}\" has absurd shape {:?}",
+                        t.name,
+                        t.shape
+                    )
+                })?;
         }
         if t.shape.len() > 8 {
-            bail!(Unsupported, "tensor {i} \"{}\" has rank {} (max 8)", t.name, t.shape.len());
+            bail!(
+                Unsupported,
+                "tensor {i} \"{}\" has rank {} (max 8)",
+                t.name,
+                t.shape.len()
+            );
         }
         if let Some(r) = t.data {
             let end = r.offset.checked_add(r.len);
@@ -97,25 +124,54 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
                 );
             }
             if r.len != (n * t.dtype.size()) as u64 {
-                bail!(Invalid, "constant {i} \"{}\" has {} bytes, its shape {:?} needs {}", t.name, r.len, t.shape, n * t.dtype.size());
+                bail!(
+                    Invalid,
+                    "constant {i} \"{}\" has {} bytes, its shape {:?} needs {}",
+                    t.name,
+                    r.len,
+                    t.shape,
+                    n * t.dtype.size()
+                );
             }
         }
         if let Some(q) = &t.quant {
             let ch = match q.axis {
                 None => 1,
-                Some(a) => *t.shape.get(a as usize).ok_or_else(|| err!(Invalid, "tensor {i} \"{}\": quant axis {a} out of range", t.name))? as usize,
+                Some(a) => *t.shape.get(a as usize).ok_or_else(|| {
+                    err!(
+                        Invalid,
+                        "tensor {i} \"{}\": quant axis {a} out of range",
+                        t.name
+                    )
+                })? as usize,
             };
-            if q.scale.len() != ch || q.zero_point.len() != ch || q.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                bail!(Invalid, "tensor {i} \"{}\": quantization parameters do not match {ch} channel(s)", t.name);
+            if q.scale.len() != ch
+                || q.zero_point.len() != ch
+                || q.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            {
+                bail!(
+                    Invalid,
+                    "tensor {i} \"{}\": quantization parameters do not match {ch} channel(s)",
+                    t.name
+                );
             }
         }
     }
     // 0 = undefined, 1 = defined
     let mut defined = vec![false; nt];
     for (k, &i) in g.inputs.iter().enumerate() {
-        let t = g.tensors.get(i as usize).ok_or_else(|| err!(Invalid, "graph input {k} refers to tensor {i}, there are {nt}"))?;
+        let t = g.tensors.get(i as usize).ok_or_else(|| {
+            err!(
+                Invalid,
+                "graph input {k} refers to tensor {i}, there are {nt}"
+            )
+        })?;
         if t.is_const() || defined[i as usize] {
-            bail!(Invalid, "graph input {k} \"{}\" is a constant or listed twice", t.name);
+            bail!(
+                Invalid,
+                "graph input {k} \"{}\" is a constant or listed twice",
+                t.name
+            );
         }
         defined[i as usize] = true;
     }
@@ -132,7 +188,11 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         out_shapes.clear();
         for (k, &i) in n.inputs.iter().enumerate() {
             match defined.get(i as usize) {
-                None => return Err(at(alloc::format!("input {k} refers to tensor {i}, there are {nt}"))),
+                None => {
+                    return Err(at(alloc::format!(
+                        "input {k} refers to tensor {i}, there are {nt}"
+                    )))
+                }
                 Some(false) => {
                     return Err(at(alloc::format!(
                         "input {k} \"{}\" is used before any node computes it (execution order)",
@@ -181,15 +241,23 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         for &c in consts {
             if let Some(&t) = n.inputs.get(c) {
                 if !g.tensors[t as usize].is_const() {
-                    return Err(at(alloc::format!("input {c} \"{}\" must be a constant", tensor_name(g, t))));
+                    return Err(at(alloc::format!(
+                        "input {c} \"{}\" must be a constant",
+                        tensor_name(g, t)
+                    )));
                 }
             }
         }
         let ins: Vec<&[usize]> = in_shapes.iter().map(|s| s.as_slice()).collect();
         let decl: Vec<&[usize]> = out_shapes.iter().map(|s| s.as_slice()).collect();
-        let inferred = shape::infer(&n.op, &ins, &decl).map_err(|m| at(alloc::format!("{m} (input shapes {ins:?})")))?;
-        if inferred.len() != decl.len() || inferred.iter().zip(&decl).any(|(a, b)| a.as_slice() != *b) {
-            return Err(at(alloc::format!("declared output shapes {decl:?}, but the inputs {ins:?} give {inferred:?}")));
+        let inferred = shape::infer(&n.op, &ins, &decl)
+            .map_err(|m| at(alloc::format!("{m} (input shapes {ins:?})")))?;
+        if inferred.len() != decl.len()
+            || inferred.iter().zip(&decl).any(|(a, b)| a.as_slice() != *b)
+        {
+            return Err(at(alloc::format!(
+                "declared output shapes {decl:?}, but the inputs {ins:?} give {inferred:?}"
+            )));
         }
     }
     if g.outputs.is_empty() {
@@ -198,7 +266,11 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
     for (k, &o) in g.outputs.iter().enumerate() {
         match defined.get(o as usize) {
             Some(true) if !g.tensors[o as usize].is_const() => {}
-            _ => bail!(Invalid, "graph output {k} (tensor {o} \"{}\") is never computed", tensor_name(g, o)),
+            _ => bail!(
+                Invalid,
+                "graph output {k} (tensor {o} \"{}\") is never computed",
+                tensor_name(g, o)
+            ),
         }
     }
     Ok(())

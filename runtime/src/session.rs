@@ -1,5 +1,6 @@
 //! Sessions: a model prepared for running (weights packed, arena sized, threads started). After
 //! [`Session::new`], [`Session::run_into`] allocates nothing.
+use crate::bail;
 use crate::cpu::caps::{self, Isa};
 use crate::cpu::kernels::{self, Gemm};
 use crate::cpu::ops::{self, Prepared, View, ViewMut};
@@ -7,7 +8,6 @@ use crate::cpu::Par;
 use crate::error::Result;
 use crate::ir::DType;
 use crate::model::Model;
-use crate::bail;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -66,12 +66,19 @@ pub struct Session<'m> {
 }
 
 fn f32s(bytes: &[u8]) -> Const<'_> {
-    if (bytes.as_ptr() as usize) % core::mem::align_of::<f32>() == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<f32>()) {
         // SAFETY: aligned for f32, length rounded down to whole floats, every bit pattern is a valid f32,
         // and the bytes are little-endian like the target (big-endian builds are refused in lib.rs).
-        Const::Borrowed(unsafe { core::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) })
+        Const::Borrowed(unsafe {
+            core::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4)
+        })
     } else {
-        Const::Owned(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Const::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     }
 }
 
@@ -83,7 +90,11 @@ impl<'m> Session<'m> {
 
     /// Prepares `model` to run in a caller-provided arena (firmware: a static buffer). The arena needs
     /// [`Session::arena_bytes_needed`] bytes.
-    pub fn with_arena(model: &'m Model<'m>, options: SessionOptions, arena: &'m mut [u8]) -> Result<Self> {
+    pub fn with_arena(
+        model: &'m Model<'m>,
+        options: SessionOptions,
+        arena: &'m mut [u8],
+    ) -> Result<Self> {
         Self::build(model, options, Some(arena))
     }
 
@@ -92,26 +103,54 @@ impl<'m> Session<'m> {
         model.plan.arena_bytes as usize + 64
     }
 
-    fn build(model: &'m Model<'m>, options: SessionOptions, arena: Option<&'m mut [u8]>) -> Result<Self> {
+    fn build(
+        model: &'m Model<'m>,
+        options: SessionOptions,
+        arena: Option<&'m mut [u8]>,
+    ) -> Result<Self> {
         let g = &model.graph;
         let isa = caps::detect();
         let gemm = kernels::gemm_for(isa);
-        let threads = if cfg!(feature = "std") { options.threads.max(1) } else { 1 };
+        let threads = if cfg!(feature = "std") {
+            options.threads.max(1)
+        } else {
+            1
+        };
         let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
         let mut consts: Vec<Option<Const<'m>>> = Vec::with_capacity(g.tensors.len());
         for (i, t) in g.tensors.iter().enumerate() {
-            consts.push(if t.is_const() && t.dtype == DType::F32 { Some(f32s(model.const_bytes(i))) } else { None });
+            consts.push(if t.is_const() && t.dtype == DType::F32 {
+                Some(f32s(model.const_bytes(i)))
+            } else {
+                None
+            });
         }
         let mut prepared = Vec::with_capacity(g.nodes.len());
         let mut scratch = 0usize;
         let mut packed_bytes = 0usize;
         for (ni, n) in g.nodes.iter().enumerate() {
             if n.inputs.len() > MAX_NODE_IO || n.outputs.len() > MAX_NODE_IO {
-                bail!(Unsupported, "node {ni} \"{}\" has more than {MAX_NODE_IO} inputs or outputs", n.name);
+                bail!(
+                    Unsupported,
+                    "node {ni} \"{}\" has more than {MAX_NODE_IO} inputs or outputs",
+                    n.name
+                );
             }
-            let ins: Vec<&[usize]> = n.inputs.iter().map(|&t| shapes[t as usize].as_slice()).collect();
-            let outs: Vec<&[usize]> = n.outputs.iter().map(|&t| shapes[t as usize].as_slice()).collect();
-            let cs: Vec<Option<&[f32]>> = n.inputs.iter().map(|&t| consts[t as usize].as_ref().map(|c| c.data())).collect();
+            let ins: Vec<&[usize]> = n
+                .inputs
+                .iter()
+                .map(|&t| shapes[t as usize].as_slice())
+                .collect();
+            let outs: Vec<&[usize]> = n
+                .outputs
+                .iter()
+                .map(|&t| shapes[t as usize].as_slice())
+                .collect();
+            let cs: Vec<Option<&[f32]>> = n
+                .inputs
+                .iter()
+                .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
+                .collect();
             let p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
             packed_bytes += match &p {
                 Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. }) => packed.len() * 4,
@@ -122,21 +161,37 @@ impl<'m> Session<'m> {
             prepared.push(p);
         }
         let arena = match arena {
-            None => Arena::Owned(vec![Line([0; 64]); (model.plan.arena_bytes as usize).div_ceil(64)]),
+            None => Arena::Owned(vec![
+                Line([0; 64]);
+                (model.plan.arena_bytes as usize).div_ceil(64)
+            ]),
             Some(a) => {
                 if a.len() < Self::arena_bytes_needed(model) {
-                    bail!(Argument, "caller arena has {} bytes, the model needs {}", a.len(), Self::arena_bytes_needed(model));
+                    bail!(
+                        Argument,
+                        "caller arena has {} bytes, the model needs {}",
+                        a.len(),
+                        Self::arena_bytes_needed(model)
+                    );
                 }
                 Arena::Borrowed(a)
             }
         };
         #[cfg(feature = "std")]
         let pool = if threads > 1 {
-            Some(crate::cpu::pool::Pool::new(threads).map_err(|e| crate::err!(Argument, "cannot start {threads} threads: {e}"))?)
+            Some(
+                crate::cpu::pool::Pool::new(threads)
+                    .map_err(|e| crate::err!(Argument, "cannot start {threads} threads: {e}"))?,
+            )
         } else {
             None
         };
-        log::debug!("session: {} path, kernel {}, {threads} thread(s), scratch {} B", isa.name(), gemm.name, scratch * 4);
+        log::debug!(
+            "session: {} path, kernel {}, {threads} thread(s), scratch {} B",
+            isa.name(),
+            gemm.name,
+            scratch * 4
+        );
         Ok(Session {
             model,
             gemm,
@@ -210,13 +265,27 @@ impl<'m> Session<'m> {
         for (k, (&t, x)) in g.inputs.iter().zip(inputs).enumerate() {
             let tt = &g.tensors[t as usize];
             if x.len() != tt.numel() {
-                bail!(Argument, "input {k} \"{}\": expected shape {:?} ({} values), given {} values", tt.name, tt.shape, tt.numel(), x.len());
+                bail!(
+                    Argument,
+                    "input {k} \"{}\": expected shape {:?} ({} values), given {} values",
+                    tt.name,
+                    tt.shape,
+                    tt.numel(),
+                    x.len()
+                );
             }
         }
         for (k, (&t, y)) in g.outputs.iter().zip(outputs.iter()).enumerate() {
             let tt = &g.tensors[t as usize];
             if y.len() != tt.numel() {
-                bail!(Argument, "output {k} \"{}\": expected shape {:?} ({} values), buffer has {}", tt.name, tt.shape, tt.numel(), y.len());
+                bail!(
+                    Argument,
+                    "output {k} \"{}\": expected shape {:?} ({} values), buffer has {}",
+                    tt.name,
+                    tt.shape,
+                    tt.numel(),
+                    y.len()
+                );
             }
         }
         let base = self.arena_base();
@@ -224,34 +293,55 @@ impl<'m> Session<'m> {
         // SAFETY: the loader proved every activation's [offset, offset+bytes) lies inside the arena, is
         // 64-byte aligned, and does not overlap any tensor live at the same step; so a node's input views
         // never alias its output views.
-        let tensor = |t: u32| -> *mut f32 { unsafe { base.add(offsets[t as usize] as usize) as *mut f32 } };
+        let tensor =
+            |t: u32| -> *mut f32 { unsafe { base.add(offsets[t as usize] as usize) as *mut f32 } };
         for (&t, x) in g.inputs.iter().zip(inputs) {
             unsafe { core::slice::from_raw_parts_mut(tensor(t), x.len()) }.copy_from_slice(x);
         }
         #[cfg(feature = "std")]
-        let par = Par { pool: self.pool.as_ref() };
+        let par = Par {
+            pool: self.pool.as_ref(),
+        };
         #[cfg(not(feature = "std"))]
         let par = Par::single();
         let empty: &[usize] = &[];
         for (n, prep) in g.nodes.iter().zip(&self.prepared) {
-            let mut ins = [View { data: &[], shape: empty }; MAX_NODE_IO];
+            let mut ins = [View {
+                data: &[],
+                shape: empty,
+            }; MAX_NODE_IO];
             for (v, &t) in ins.iter_mut().zip(&n.inputs) {
                 let shape = self.shapes[t as usize].as_slice();
                 let data = match &self.consts[t as usize] {
                     Some(c) => c.data(),
                     // SAFETY: see above.
-                    None => unsafe { core::slice::from_raw_parts(tensor(t), g.tensors[t as usize].numel()) },
+                    None => unsafe {
+                        core::slice::from_raw_parts(tensor(t), g.tensors[t as usize].numel())
+                    },
                 };
                 *v = View { data, shape };
             }
-            let mut outs: [ViewMut; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut { data: &mut [], shape: empty });
+            let mut outs: [ViewMut; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut {
+                data: &mut [],
+                shape: empty,
+            });
             for (v, &t) in outs.iter_mut().zip(&n.outputs) {
                 let shape = self.shapes[t as usize].as_slice();
                 // SAFETY: see above; outputs of one node are distinct live tensors, hence disjoint.
-                let data = unsafe { core::slice::from_raw_parts_mut(tensor(t), g.tensors[t as usize].numel()) };
+                let data = unsafe {
+                    core::slice::from_raw_parts_mut(tensor(t), g.tensors[t as usize].numel())
+                };
                 *v = ViewMut { data, shape };
             }
-            ops::exec(&self.gemm, &par, &n.op, prep, &ins[..n.inputs.len()], &mut outs[..n.outputs.len()], &mut self.scratch);
+            ops::exec(
+                &self.gemm,
+                &par,
+                &n.op,
+                prep,
+                &ins[..n.inputs.len()],
+                &mut outs[..n.outputs.len()],
+                &mut self.scratch,
+            );
         }
         for (&t, y) in g.outputs.iter().zip(outputs.iter_mut()) {
             // SAFETY: see above.
@@ -262,15 +352,29 @@ impl<'m> Session<'m> {
 
     /// Runs the model on ndarray inputs (any layout) and returns new output arrays.
     #[cfg(feature = "std")]
-    pub fn run(&mut self, inputs: &[ndarray::ArrayViewD<f32>]) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    pub fn run(
+        &mut self,
+        inputs: &[ndarray::ArrayViewD<f32>],
+    ) -> Result<Vec<ndarray::ArrayD<f32>>> {
         let g = &self.model.graph;
         if inputs.len() != g.inputs.len() {
-            bail!(Argument, "the model takes {} input(s), got {}", g.inputs.len(), inputs.len());
+            bail!(
+                Argument,
+                "the model takes {} input(s), got {}",
+                g.inputs.len(),
+                inputs.len()
+            );
         }
         let mut owned: Vec<std::borrow::Cow<[f32]>> = Vec::with_capacity(inputs.len());
         for (k, (x, t)) in inputs.iter().zip(self.model.inputs()).enumerate() {
             if x.shape() != t.dims().as_slice() {
-                bail!(Argument, "input {k} \"{}\": expected shape {:?}, given {:?}", t.name, t.shape, x.shape());
+                bail!(
+                    Argument,
+                    "input {k} \"{}\": expected shape {:?}, given {:?}",
+                    t.name,
+                    t.shape,
+                    x.shape()
+                );
             }
             owned.push(match x.as_slice() {
                 Some(s) => std::borrow::Cow::Borrowed(s),
@@ -278,12 +382,18 @@ impl<'m> Session<'m> {
             });
         }
         let ins: Vec<&[f32]> = owned.iter().map(|c| c.as_ref()).collect();
-        let mut outs: Vec<ndarray::ArrayD<f32>> =
-            self.model.outputs().map(|t| ndarray::ArrayD::zeros(ndarray::IxDyn(&t.dims()))).collect();
+        let mut outs: Vec<ndarray::ArrayD<f32>> = self
+            .model
+            .outputs()
+            .map(|t| ndarray::ArrayD::zeros(ndarray::IxDyn(&t.dims())))
+            .collect();
         {
             let mut views: Vec<&mut [f32]> = Vec::with_capacity(outs.len());
             for o in outs.iter_mut() {
-                views.push(o.as_slice_mut().ok_or_else(|| crate::err!(Argument, "output array is not contiguous"))?);
+                views.push(
+                    o.as_slice_mut()
+                        .ok_or_else(|| crate::err!(Argument, "output array is not contiguous"))?,
+                );
             }
             self.run_into(&ins, &mut views)?;
         }

@@ -9,12 +9,52 @@ fn small() -> ToolGraph {
     let mut g = ToolGraph::default();
     let x = g.add_tensor("x", &[1, 3, 8, 8]);
     g.graph.inputs.push(x);
-    let w = g.add_const("w", &[4, 3, 3, 3], (0..108).map(|i| (i as f32 * 0.37).sin()).collect());
+    let w = g.add_const(
+        "w",
+        &[4, 3, 3, 3],
+        (0..108).map(|i| (i as f32 * 0.37).sin()).collect(),
+    );
     let b = g.add_const("b", &[4], vec![0.1, -0.2, 0.3, 0.0]);
-    let geom = Conv2d { kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 1, 1, 1], groups: 1, output_padding: [0, 0] };
-    let c = g.emit("conv", Op::Conv { geom, act: Some(Unary::Relu) }, vec![x, w, b], &["c".into()], None).unwrap()[0];
-    let p = g.emit("gap", Op::GlobalPool(tern::ir::PoolKind::Avg { count_include_pad: false }), vec![c], &["p".into()], None).unwrap()[0];
-    let y = g.emit("flat", Op::Reshape, vec![p], &["y".into()], Some(vec![vec![1, 4]])).unwrap()[0];
+    let geom = Conv2d {
+        kernel: [3, 3],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [1, 1, 1, 1],
+        groups: 1,
+        output_padding: [0, 0],
+    };
+    let c = g
+        .emit(
+            "conv",
+            Op::Conv {
+                geom,
+                act: Some(Unary::Relu),
+            },
+            vec![x, w, b],
+            &["c".into()],
+            None,
+        )
+        .unwrap()[0];
+    let p = g
+        .emit(
+            "gap",
+            Op::GlobalPool(tern::ir::PoolKind::Avg {
+                count_include_pad: false,
+            }),
+            vec![c],
+            &["p".into()],
+            None,
+        )
+        .unwrap()[0];
+    let y = g
+        .emit(
+            "flat",
+            Op::Reshape,
+            vec![p],
+            &["y".into()],
+            Some(vec![vec![1, 4]]),
+        )
+        .unwrap()[0];
     g.graph.outputs.push(y);
     g
 }
@@ -53,7 +93,9 @@ fn round_trip_and_reference_values() {
     });
     assert_eq!(m.graph.nodes, g.graph.nodes);
     // float64 reference of the same computation
-    let x: Vec<f32> = (0..192).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+    let x: Vec<f32> = (0..192)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+        .collect();
     let w = g.konst(1).unwrap();
     let bias = [0.1f64, -0.2, 0.3, 0.0];
     for (m_ch, got) in run(&m, &x).iter().enumerate() {
@@ -66,7 +108,9 @@ fn round_trip_and_reference_values() {
                         for kx in 0..3i64 {
                             let (iy, ix) = (oy + ky - 1, ox + kx - 1);
                             if (0..8).contains(&iy) && (0..8).contains(&ix) {
-                                acc += x[(c * 64 + iy * 8 + ix) as usize] as f64 * w[((m_ch * 3 + c as usize) * 9) + (ky * 3 + kx) as usize] as f64;
+                                acc += x[(c * 64 + iy * 8 + ix) as usize] as f64
+                                    * w[((m_ch * 3 + c as usize) * 9) + (ky * 3 + kx) as usize]
+                                        as f64;
                             }
                         }
                     }
@@ -75,7 +119,10 @@ fn round_trip_and_reference_values() {
             }
         }
         let want = sum / 64.0;
-        assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "channel {m_ch}: {got} vs {want}");
+        assert!(
+            (*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "channel {m_ch}: {got} vs {want}"
+        );
     }
 }
 
@@ -83,7 +130,10 @@ fn round_trip_and_reference_values() {
 fn every_truncation_is_an_error() {
     let b = bytes();
     for len in 0..b.len() {
-        assert!(Model::from_bytes(&b[..len]).is_err(), "truncated to {len} bytes loaded");
+        assert!(
+            Model::from_bytes(&b[..len]).is_err(),
+            "truncated to {len} bytes loaded"
+        );
     }
 }
 
@@ -100,7 +150,10 @@ fn random_byte_flips_are_errors_or_valid() {
         c[i] ^= 1 << ((seed >> 32) % 8);
         // the checksum catches single flips
         let e = Model::from_bytes(&c).unwrap_err();
-        assert!(matches!(e.kind, ErrorKind::Format | ErrorKind::Version), "{e}");
+        assert!(
+            matches!(e.kind, ErrorKind::Format | ErrorKind::Version),
+            "{e}"
+        );
     }
 }
 
@@ -112,7 +165,9 @@ fn structural_corruption_with_valid_checksum_never_panics() {
     let graph_len = postcard::to_allocvec(&d.meta).unwrap().len();
     let mut seed = 12345u64;
     for _ in 0..3000 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut c = b.clone();
         let i = 64 + (seed >> 33) as usize % graph_len;
         c[i] = (seed >> 17) as u8;
@@ -148,7 +203,9 @@ fn wrong_magic_and_newer_version() {
 
 #[test]
 fn absurd_dims() {
-    let b = reencode(&bytes(), |m| m.graph.tensors[0].shape = vec![u32::MAX, u32::MAX, 3, 3]);
+    let b = reencode(&bytes(), |m| {
+        m.graph.tensors[0].shape = vec![u32::MAX, u32::MAX, 3, 3]
+    });
     let e = Model::from_bytes(&b).unwrap_err();
     assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
     assert!(e.context.contains("\"x\""), "{e}");
@@ -164,7 +221,10 @@ fn offsets_out_of_range() {
         t.data.as_mut().unwrap().offset = 1 << 40;
     });
     let e = Model::from_bytes(&b).unwrap_err();
-    assert!(e.context.contains("\"w\"") && e.context.contains("weight blob"), "{e}");
+    assert!(
+        e.context.contains("\"w\"") && e.context.contains("weight blob"),
+        "{e}"
+    );
     let b = reencode(&bytes(), |m| m.graph.nodes[0].inputs[0] = 999);
     assert!(Model::from_bytes(&b).unwrap_err().context.contains("999"));
     let b = reencode(&bytes(), |m| m.plan.offsets[0] = m.plan.arena_bytes);
@@ -196,5 +256,8 @@ fn wrong_input_length_names_the_input() {
     let mut s = tern::Session::new(&m, Default::default()).unwrap();
     let mut y = vec![0.0; 4];
     let e = s.run_into(&[&[0.0; 10]], &mut [&mut y]).unwrap_err();
-    assert!(e.context.contains("\"x\"") && e.context.contains("[1, 3, 8, 8]"), "{e}");
+    assert!(
+        e.context.contains("\"x\"") && e.context.contains("[1, 3, 8, 8]"),
+        "{e}"
+    );
 }

@@ -18,8 +18,16 @@ fn ensure_cases(dir: &Path) {
         return;
     }
     let script = tern_tests::root().join("tests/conformance/gen_cases.py");
-    let st = std::process::Command::new("python3").arg(&script).arg(dir).status().expect("running python3");
-    assert!(st.success(), "{} failed (needs `pip install onnx==1.23.2`)", script.display());
+    let st = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .expect("running python3");
+    assert!(
+        st.success(),
+        "{} failed (needs `pip install onnx==1.23.2`)",
+        script.display()
+    );
 }
 
 fn read_pb(p: &Path) -> tract_onnx::pb::TensorProto {
@@ -32,11 +40,18 @@ fn read_pb(p: &Path) -> tract_onnx::pb::TensorProto {
 fn run_case(dir: &Path) -> Result<(), String> {
     use tract_onnx::prelude::Framework;
     let onnx = tract_onnx::onnx();
-    let mut proto = onnx.proto_model_for_path(dir.join("model.onnx")).map_err(|e| format!("parse: {e}"))?;
+    let mut proto = onnx
+        .proto_model_for_path(dir.join("model.onnx"))
+        .map_err(|e| format!("parse: {e}"))?;
     let data = dir.join("test_data_set_0");
     let graph = proto.graph.as_mut().ok_or("no graph")?;
     let inits: BTreeSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let inputs: Vec<String> = graph.input.iter().map(|i| i.name.clone()).filter(|n| !inits.contains(n)).collect();
+    let inputs: Vec<String> = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !inits.contains(n))
+        .collect();
     if inputs.is_empty() {
         return Err("no runtime input".into());
     }
@@ -44,26 +59,41 @@ fn run_case(dir: &Path) -> Result<(), String> {
     for (j, name) in inputs.iter().enumerate() {
         let mut t = read_pb(&data.join(format!("input_{j}.pb")));
         if j == 0 {
-            first = Some(HostTensor::from_tract(&load(&t).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?);
+            first = Some(
+                HostTensor::from_tract(&load(&t).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?,
+            );
         } else {
             t.name = name.clone();
             graph.initializer.push(t);
         }
     }
     let x = first.unwrap();
-    let HostTensor::F(x) = x else { return Err("first input is not float".into()) };
-    let shape = tern_tools::import::InputShape { name: inputs[0].clone(), dims: x.shape().to_vec() };
-    let g = tern_tools::import::import_proto(&proto, dir.to_str(), &[shape]).map_err(|e| format!("{e:#}"))?;
+    let HostTensor::F(x) = x else {
+        return Err("first input is not float".into());
+    };
+    let shape = tern_tools::import::InputShape {
+        name: inputs[0].clone(),
+        dims: x.shape().to_vec(),
+    };
+    let g = tern_tools::import::import_proto(&proto, dir.to_str(), &[shape])
+        .map_err(|e| format!("{e:#}"))?;
     let bytes = tern_tools::export::to_bytes(&g, vec![]).map_err(|e| format!("{e:#}"))?;
     let m = tern::Model::from_bytes(&bytes).map_err(|e| e.to_string())?;
     let mut s = tern::Session::new(&m, Default::default()).map_err(|e| e.to_string())?;
     let outs = s.run(&[x.view()]).map_err(|e| e.to_string())?;
     for (k, got) in outs.iter().enumerate() {
-        let want = HostTensor::from_tract(&load(&read_pb(&data.join(format!("output_{k}.pb")))).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?
-            .f32();
+        let want = HostTensor::from_tract(
+            &load(&read_pb(&data.join(format!("output_{k}.pb")))).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?
+        .f32();
         if got.shape() != want.shape() {
-            return Err(format!("output {k}: shape {:?}, expected {:?}", got.shape(), want.shape()));
+            return Err(format!(
+                "output {k}: shape {:?}, expected {:?}",
+                got.shape(),
+                want.shape()
+            ));
         }
         for (i, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
             let ok = (a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
@@ -79,9 +109,20 @@ fn run_case(dir: &Path) -> Result<(), String> {
 fn onnx_node_conformance() {
     let dir = cache_dir();
     ensure_cases(&dir);
-    let manifest = std::fs::read_to_string(tern_tests::root().join("tests/conformance/onnx_node.txt")).unwrap();
-    let must: BTreeSet<&str> = manifest.lines().map(|l| l.split('#').next().unwrap().trim()).filter(|l| !l.is_empty()).collect();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("model.onnx").exists()).collect();
+    let manifest =
+        std::fs::read_to_string(tern_tests::root().join("tests/conformance/onnx_node.txt"))
+            .unwrap();
+    let must: BTreeSet<&str> = manifest
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
     cases.sort();
     let (mut pass, mut failed_listed) = (Vec::new(), Vec::new());
     let verbose = std::env::var("TERN_CONFORMANCE_VERBOSE").is_ok();
@@ -100,11 +141,24 @@ fn onnx_node_conformance() {
         }
     }
     for m in &must {
-        assert!(cases.iter().any(|c| c.file_name().unwrap() == *m), "manifest lists {m}, which is not a generated case");
+        assert!(
+            cases.iter().any(|c| c.file_name().unwrap() == *m),
+            "manifest lists {m}, which is not a generated case"
+        );
     }
     if let Ok(p) = std::env::var("TERN_CONFORMANCE_WRITE") {
         std::fs::write(p, pass.join("\n") + "\n").unwrap();
     }
-    println!("ONNX node conformance: {} of {} node tests pass ({} listed in the manifest)", pass.len(), cases.len(), must.len());
-    assert!(failed_listed.is_empty(), "{} manifest case(s) fail:\n{}", failed_listed.len(), failed_listed.join("\n"));
+    println!(
+        "ONNX node conformance: {} of {} node tests pass ({} listed in the manifest)",
+        pass.len(),
+        cases.len(),
+        must.len()
+    );
+    assert!(
+        failed_listed.is_empty(),
+        "{} manifest case(s) fail:\n{}",
+        failed_listed.len(),
+        failed_listed.join("\n")
+    );
 }

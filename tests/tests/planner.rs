@@ -25,9 +25,26 @@ static A: Counting = Counting;
 fn models() -> Vec<(String, Vec<u8>)> {
     let s = |v: &str| v.parse().unwrap();
     vec![
-        ("digits".into(), tern_tools::compress_float(&model("digits/digits.onnx"), &[]).unwrap()),
-        ("cls".into(), tern_tools::compress_float(&model("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx"), &[s("x=1x3x48x192")]).unwrap()),
-        ("det".into(), tern_tools::compress_float(&model("cache/ch_PP-OCRv4_det_infer.onnx"), &[s("x=1x3x320x320")]).unwrap()),
+        (
+            "digits".into(),
+            tern_tools::compress_float(&model("digits/digits.onnx"), &[]).unwrap(),
+        ),
+        (
+            "cls".into(),
+            tern_tools::compress_float(
+                &model("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+                &[s("x=1x3x48x192")],
+            )
+            .unwrap(),
+        ),
+        (
+            "det".into(),
+            tern_tools::compress_float(
+                &model("cache/ch_PP-OCRv4_det_infer.onnx"),
+                &[s("x=1x3x320x320")],
+            )
+            .unwrap(),
+        ),
     ]
 }
 
@@ -37,10 +54,24 @@ fn plans_are_sound_tight_and_used() {
         let m = Model::from_bytes(&bytes).unwrap();
         // the loader already ran plan::check; check it again explicitly and bound the arena
         tern::plan::check(&m.graph, &m.plan).unwrap();
-        let sum: u64 = m.graph.tensors.iter().filter(|t| !t.is_const()).map(|t| (t.byte_len() as u64).div_ceil(64) * 64).sum();
-        assert!(m.plan.arena_bytes <= sum, "{name}: arena {} > sum of tensors {sum}", m.plan.arena_bytes);
+        let sum: u64 = m
+            .graph
+            .tensors
+            .iter()
+            .filter(|t| !t.is_const())
+            .map(|t| (t.byte_len() as u64).div_ceil(64) * 64)
+            .sum();
+        assert!(
+            m.plan.arena_bytes <= sum,
+            "{name}: arena {} > sum of tensors {sum}",
+            m.plan.arena_bytes
+        );
         assert!(m.plan.arena_bytes > 0);
-        println!("{name}: arena {} B, sum of activations {sum} B ({:.1}%)", m.plan.arena_bytes, 100.0 * m.plan.arena_bytes as f64 / sum as f64);
+        println!(
+            "{name}: arena {} B, sum of activations {sum} B ({:.1}%)",
+            m.plan.arena_bytes,
+            100.0 * m.plan.arena_bytes as f64 / sum as f64
+        );
         // a caller arena of exactly the reported size runs; one byte less is refused
         let need = Session::arena_bytes_needed(&m);
         let mut short = vec![0u8; need - 1];
@@ -78,7 +109,11 @@ fn run_into_allocates_nothing() {
             let r = s.run_into(&ins, &mut o);
             ARMED.store(false, Ordering::SeqCst);
             r.unwrap();
-            assert_eq!(COUNT.load(Ordering::SeqCst), 0, "{name} with {threads} thread(s) allocated during run_into");
+            assert_eq!(
+                COUNT.load(Ordering::SeqCst),
+                0,
+                "{name} with {threads} thread(s) allocated during run_into"
+            );
         }
     }
 }

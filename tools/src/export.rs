@@ -19,13 +19,21 @@ pub fn to_bytes(g: &ToolGraph, metadata: Vec<(String, String)>) -> Result<Vec<u8
             for v in d {
                 blob.extend_from_slice(&v.to_le_bytes());
             }
-            t.data = Some(BlobRange { offset: off as u64, len: (d.len() * 4) as u64 });
+            t.data = Some(BlobRange {
+                offset: off as u64,
+                len: (d.len() * 4) as u64,
+            });
         }
     }
     let plan = tern::plan::plan(&graph);
-    let meta = ArtifactMeta { graph, plan, metadata };
+    let meta = ArtifactMeta {
+        graph,
+        plan,
+        metadata,
+    };
     let bytes = artifact::encode(&meta, &blob).map_err(|e| anyhow!("{e}"))?;
-    tern::Model::from_bytes(&bytes).map_err(|e| anyhow!("internal error: the runtime rejects the artifact we made: {e}"))?;
+    tern::Model::from_bytes(&bytes)
+        .map_err(|e| anyhow!("internal error: the runtime rejects the artifact we made: {e}"))?;
     Ok(bytes)
 }
 
@@ -40,8 +48,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
     tmp.as_file().sync_all().context("fsync")?;
-    tmp.persist(path).map_err(|e| anyhow!("cannot rename into {}: {}", path.display(), e.error))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot rename into {}: {}", path.display(), e.error))?;
     Ok(())
 }

@@ -36,7 +36,10 @@ impl ToolGraph {
     /// Makes tensor `i` a constant with `values` (length must match its shape).
     pub fn set_const(&mut self, i: u32, values: Vec<f32>) {
         let t = &mut self.graph.tensors[i as usize];
-        t.data = Some(BlobRange { offset: 0, len: (values.len() * 4) as u64 });
+        t.data = Some(BlobRange {
+            offset: 0,
+            len: (values.len() * 4) as u64,
+        });
         self.data[i as usize] = Some(values);
     }
 
@@ -52,7 +55,14 @@ impl ToolGraph {
 
     /// Appends a node whose output shapes follow from the runtime's shape rules (or `declared`, for ops
     /// whose output shape is a parameter); returns the output tensor ids.
-    pub fn emit(&mut self, name: &str, op: Op, inputs: Vec<u32>, outs: &[String], declared: Option<Vec<Vec<usize>>>) -> Result<Vec<u32>> {
+    pub fn emit(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<u32>,
+        outs: &[String],
+        declared: Option<Vec<Vec<usize>>>,
+    ) -> Result<Vec<u32>> {
         let ins: Vec<Vec<usize>> = inputs.iter().map(|&i| self.shape(i)).collect();
         let ins_ref: Vec<&[usize]> = ins.iter().map(|s| s.as_slice()).collect();
         let decl = declared.unwrap_or_default();
@@ -60,16 +70,31 @@ impl ToolGraph {
         let shapes = tern::ir::shape::infer(&op, &ins_ref, &decl_ref)
             .map_err(|e| anyhow!("node \"{name}\" ({}): {e}; input shapes {ins:?}", op.name()))?;
         if shapes.len() != outs.len() {
-            return Err(anyhow!("node \"{name}\" ({}): {} outputs named, {} computed", op.name(), outs.len(), shapes.len()));
+            return Err(anyhow!(
+                "node \"{name}\" ({}): {} outputs named, {} computed",
+                op.name(),
+                outs.len(),
+                shapes.len()
+            ));
         }
-        let ids: Vec<u32> = outs.iter().zip(&shapes).map(|(n, s)| self.add_tensor(n, s)).collect();
-        self.graph.nodes.push(Node { name: name.to_string(), op, inputs, outputs: ids.clone() });
+        let ids: Vec<u32> = outs
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| self.add_tensor(n, s))
+            .collect();
+        self.graph.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            inputs,
+            outputs: ids.clone(),
+        });
         Ok(ids)
     }
 
     /// Checks the graph with the runtime's own validator (the same checks the loader runs).
     pub fn validate(&self) -> Result<()> {
-        tern::model::validate(&self.graph, usize::MAX).map_err(|e| anyhow!("internal error, invalid graph: {e}"))
+        tern::model::validate(&self.graph, usize::MAX)
+            .map_err(|e| anyhow!("internal error, invalid graph: {e}"))
     }
 
     /// Consumers of each tensor: (node index, input slot).

@@ -15,7 +15,13 @@ use std::path::Path;
 /// ONNX file → optimized float graph (import, fold_bn, fuse_act, prune), ready for export.
 pub fn compile_float(onnx: &Path, shapes: &[import::InputShape]) -> Result<graph::ToolGraph> {
     let mut g = import::import(onnx, shapes)?;
-    log::info!("imported {}: {} nodes, {} tensors, {} MACs", onnx.display(), g.graph.nodes.len(), g.graph.tensors.len(), g.graph.macs());
+    log::info!(
+        "imported {}: {} nodes, {} tensors, {} MACs",
+        onnx.display(),
+        g.graph.nodes.len(),
+        g.graph.tensors.len(),
+        g.graph.macs()
+    );
     passes::run_all(&mut g, &passes::float_pipeline())?;
     Ok(g)
 }
@@ -24,9 +30,20 @@ pub fn compile_float(onnx: &Path, shapes: &[import::InputShape]) -> Result<graph
 pub fn compress_float(onnx: &Path, shapes: &[import::InputShape]) -> Result<Vec<u8>> {
     let g = compile_float(onnx, shapes)?;
     let meta = vec![
-        ("producer".to_string(), format!("tern-tools {}", env!("CARGO_PKG_VERSION"))),
-        ("source".to_string(), onnx.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-        ("passes".to_string(), "import,fold_bn,fuse_act,prune,plan".to_string()),
+        (
+            "producer".to_string(),
+            format!("tern-tools {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "source".to_string(),
+            onnx.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "passes".to_string(),
+            "import,fold_bn,fuse_act,prune,plan".to_string(),
+        ),
     ];
     export::to_bytes(&g, meta)
 }

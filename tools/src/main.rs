@@ -9,7 +9,11 @@ fn main() {
         (false, 1) => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new().filter_level(level).format_timestamp(None).format_target(false).init();
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
     if let Err(e) = tern_tools::cli::main(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -15,7 +15,10 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 
 /// Largest |a − b|.
 pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max)
 }
 
 /// Index of the largest value (first on ties).

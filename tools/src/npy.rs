@@ -22,18 +22,28 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
         return Ok(a.iter().copied().collect());
     }
-    let a: ArrayD<i32> = ndarray_npy::read_npy(path).map_err(|e| anyhow!("{}: not an int64/int32 .npy array: {e}", path.display()))?;
+    let a: ArrayD<i32> = ndarray_npy::read_npy(path)
+        .map_err(|e| anyhow!("{}: not an int64/int32 .npy array: {e}", path.display()))?;
     Ok(a.iter().map(|&v| v as i64).collect())
 }
 
 /// Writes an f32 array atomically.
 pub fn write_f32(path: &Path, a: &ArrayD<f32>) -> Result<()> {
     let mut buf = Vec::new();
-    ndarray_npy::WriteNpyExt::write_npy(a, &mut buf).map_err(|e| anyhow!("encoding {}: {e}", path.display()))?;
+    ndarray_npy::WriteNpyExt::write_npy(a, &mut buf)
+        .map_err(|e| anyhow!("encoding {}: {e}", path.display()))?;
     crate::export::write_atomic(path, &buf)
 }
 
 /// A file name for an output: every character outside `[A-Za-z0-9._-]` becomes `_`.
 pub fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

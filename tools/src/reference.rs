@@ -31,8 +31,14 @@ impl Reference {
 
     /// Runs on f32 inputs; returns f32 outputs.
     pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
-        let ins: TVec<TValue> = inputs.iter().map(|a| a.clone().into_tensor().into()).collect();
-        let outs = self.plan.run(ins).map_err(|e| anyhow!("tract run failed: {e:?}"))?;
+        let ins: TVec<TValue> = inputs
+            .iter()
+            .map(|a| a.clone().into_tensor().into())
+            .collect();
+        let outs = self
+            .plan
+            .run(ins)
+            .map_err(|e| anyhow!("tract run failed: {e:?}"))?;
         outs.iter()
             .map(|t| {
                 let t = t.cast_to::<f32>().context("tract output to f32")?;

@@ -8,13 +8,22 @@ fn tern() -> Command {
 
 fn digits() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits/digits.onnx");
-    assert!(p.exists(), "{} missing: run python3 models/digits/make.py", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run python3 models/digits/make.py",
+        p.display()
+    );
     p
 }
 
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
-    assert!(o.status.success(), "{:?} failed: {}", c, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}",
+        c,
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -35,38 +44,84 @@ fn compress_inspect_run_bench() {
     let art = d.path().join("digits.tern");
     ok(tern().args(["compress"]).arg(digits()).arg("-o").arg(&art));
     // inspect: both kinds, JSON fields
-    let j: serde_json::Value = serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
     assert_eq!(j["format"], "tern");
     assert_eq!(j["format_version"], 1);
     assert_eq!(j["inputs"][0]["shape"], serde_json::json!([1, 64]));
     assert_eq!(j["outputs"][0]["shape"], serde_json::json!([1, 10]));
     // 64·512 + 512·256 + 256·10 MACs, and the same number of weights plus biases
     assert_eq!(j["macs"], 64 * 512 + 512 * 256 + 256 * 10);
-    assert_eq!(j["params"], 64 * 512 + 512 * 256 + 256 * 10 + 512 + 256 + 10);
+    assert_eq!(
+        j["params"],
+        64 * 512 + 512 * 256 + 256 * 10 + 512 + 256 + 10
+    );
     assert!(j["arena_bytes"].as_u64().unwrap() > 0);
-    let jo: serde_json::Value = serde_json::from_str(&ok(tern().arg("inspect").arg(digits()).arg("--json"))).unwrap();
+    let jo: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(digits()).arg("--json"))).unwrap();
     assert_eq!(jo["format"], "onnx");
     assert_eq!(jo["macs"], j["macs"]);
     // run with NAME=FILE and with a bare FILE
     let x = d.path().join("x.npy");
-    write_npy(&x, &[1, 64], (0..64).map(|i| (i % 17) as f32 / 16.0).collect());
+    write_npy(
+        &x,
+        &[1, 64],
+        (0..64).map(|i| (i % 17) as f32 / 16.0).collect(),
+    );
     let name = j["inputs"][0]["name"].as_str().unwrap().to_string();
     let out = d.path().join("out");
-    ok(tern().arg("run").arg(&art).arg("--input").arg(format!("{name}={}", x.display())).arg("--output-dir").arg(&out));
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(format!("{name}={}", x.display()))
+        .arg("--output-dir")
+        .arg(&out));
     let oname = j["outputs"][0]["name"].as_str().unwrap();
     let file = out.join(format!("{}.npy", tern_tools::npy::sanitize(oname)));
     let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&file).unwrap();
     assert_eq!(y.shape(), &[1, 10]);
-    assert!((y.sum() - 1.0).abs() < 1e-4, "softmax probabilities sum to 1");
-    ok(tern().arg("run").arg(&art).arg("--input").arg(&x).arg("--output-dir").arg(d.path().join("out2")));
+    assert!(
+        (y.sum() - 1.0).abs() < 1e-4,
+        "softmax probabilities sum to 1"
+    );
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output-dir")
+        .arg(d.path().join("out2")));
     // wrong shape: names the input, the expected and the given shape
     let bad = d.path().join("bad.npy");
     write_npy(&bad, &[1, 63], vec![0.0; 63]);
-    let e = fails(tern().arg("run").arg(&art).arg("--input").arg(&bad).arg("--output-dir").arg(&out));
-    assert!(e.contains(&name) && e.contains("[1, 64]") && e.contains("[1, 63]"), "{e}");
+    let e = fails(
+        tern()
+            .arg("run")
+            .arg(&art)
+            .arg("--input")
+            .arg(&bad)
+            .arg("--output-dir")
+            .arg(&out),
+    );
+    assert!(
+        e.contains(&name) && e.contains("[1, 64]") && e.contains("[1, 63]"),
+        "{e}"
+    );
     // bench JSON fields
-    let b: serde_json::Value = serde_json::from_str(&ok(tern().args(["bench", "--runs", "3", "--warmup", "1", "--json"]).arg(&art))).unwrap();
-    for k in ["median_ms", "min_ms", "max_ms", "runs", "threads", "arena_bytes", "peak_rss_bytes"] {
+    let b: serde_json::Value = serde_json::from_str(&ok(tern()
+        .args(["bench", "--runs", "3", "--warmup", "1", "--json"])
+        .arg(&art)))
+    .unwrap();
+    for k in [
+        "median_ms",
+        "min_ms",
+        "max_ms",
+        "runs",
+        "threads",
+        "arena_bytes",
+        "peak_rss_bytes",
+    ] {
         assert!(b.get(k).is_some(), "bench --json lacks {k}: {b}");
     }
     assert_eq!(b["runs"], 3);
@@ -76,19 +131,50 @@ fn compress_inspect_run_bench() {
 fn failures_are_clean() {
     let d = tempfile::tempdir().unwrap();
     // not an artifact
-    let e = fails(tern().arg("run").arg(digits()).arg("--input").arg("x.npy").arg("--output-dir").arg(d.path()));
+    let e = fails(
+        tern()
+            .arg("run")
+            .arg(digits())
+            .arg("--input")
+            .arg("x.npy")
+            .arg("--output-dir")
+            .arg(d.path()),
+    );
     assert!(e.contains("digits.onnx") && e.contains("TERN"), "{e}");
     // a failed compress leaves no file behind (bad input shape name)
     let art = d.path().join("never.tern");
-    let e = fails(tern().arg("compress").arg(digits()).arg("-o").arg(&art).args(["--input-shape", "nope=1x64"]));
+    let e = fails(
+        tern()
+            .arg("compress")
+            .arg(digits())
+            .arg("-o")
+            .arg(&art)
+            .args(["--input-shape", "nope=1x64"]),
+    );
     assert!(e.contains("nope"), "{e}");
     assert!(!art.exists());
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "no temporary files left");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "no temporary files left"
+    );
     // an unsupported model lists every unsupported op with node names and counts
     let m = d.path().join("unsupported.onnx");
     std::fs::write(&m, include_bytes!("data/unsupported.onnx")).unwrap();
-    let e = fails(tern().arg("compress").arg(&m).arg("-o").arg(d.path().join("u.tern")));
-    assert!(e.contains("LpNormalization ×2") && e.contains("ln_a") && e.contains("ln_b") && e.contains("Hardmax ×1"), "{e}");
+    let e = fails(
+        tern()
+            .arg("compress")
+            .arg(&m)
+            .arg("-o")
+            .arg(d.path().join("u.tern")),
+    );
+    assert!(
+        e.contains("LpNormalization ×2")
+            && e.contains("ln_a")
+            && e.contains("ln_b")
+            && e.contains("Hardmax ×1"),
+        "{e}"
+    );
     for c in ["inspect", "compress", "run", "bench", "demo"] {
         ok(tern().arg(c).arg("--help"));
     }

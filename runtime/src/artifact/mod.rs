@@ -60,7 +60,8 @@ pub struct Decoded<'a> {
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off.checked_add(4)?).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(off..off.checked_add(4)?)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     let s = b.get(off..off.checked_add(8)?)?;
@@ -71,7 +72,8 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 
 /// Serializes an artifact. `weights` is the blob the graph's [`crate::ir::BlobRange`]s point into.
 pub fn encode(meta: &ArtifactMeta, weights: &[u8]) -> Result<Vec<u8>> {
-    let graph_bytes = postcard::to_allocvec(meta).map_err(|e| err!(Format, "cannot encode graph: {e}"))?;
+    let graph_bytes =
+        postcard::to_allocvec(meta).map_err(|e| err!(Format, "cannot encode graph: {e}"))?;
     let n = 2usize;
     let graph_off = HEADER + n * ENTRY;
     let weights_off = (graph_off + graph_bytes.len()).div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN;
@@ -80,7 +82,10 @@ pub fn encode(meta: &ArtifactMeta, weights: &[u8]) -> Result<Vec<u8>> {
     out[0..4].copy_from_slice(&MAGIC);
     out[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     out[8..12].copy_from_slice(&(n as u32).to_le_bytes());
-    let entries = [(SECTION_GRAPH, graph_off, graph_bytes.len()), (SECTION_WEIGHTS, weights_off, weights.len())];
+    let entries = [
+        (SECTION_GRAPH, graph_off, graph_bytes.len()),
+        (SECTION_WEIGHTS, weights_off, weights.len()),
+    ];
     for (i, (kind, off, len)) in entries.iter().enumerate() {
         let e = HEADER + i * ENTRY;
         out[e..e + 4].copy_from_slice(&kind.to_le_bytes());
@@ -98,22 +103,32 @@ pub fn encode(meta: &ArtifactMeta, weights: &[u8]) -> Result<Vec<u8>> {
 /// graph's consistency is checked by [`crate::Model::from_bytes`].
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
-        bail!(Format, "bad magic: the file does not start with \"TERN\" (is it an ONNX model or truncated?)");
+        bail!(
+            Format,
+            "bad magic: the file does not start with \"TERN\" (is it an ONNX model or truncated?)"
+        );
     }
-    let version = u32_at(bytes, 4).ok_or_else(|| err!(Format, "truncated header ({} bytes)", bytes.len()))?;
+    let version =
+        u32_at(bytes, 4).ok_or_else(|| err!(Format, "truncated header ({} bytes)", bytes.len()))?;
     if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         bail!(
             Version,
             "artifact made by format {version}, this runtime reads {MIN_FORMAT_VERSION}..={FORMAT_VERSION}; rebuild it with a matching `tern compress`"
         );
     }
-    let n = u32_at(bytes, 8).ok_or_else(|| err!(Format, "truncated header ({} bytes)", bytes.len()))?;
+    let n =
+        u32_at(bytes, 8).ok_or_else(|| err!(Format, "truncated header ({} bytes)", bytes.len()))?;
     if n > MAX_SECTIONS {
         bail!(Format, "section count {n} exceeds {MAX_SECTIONS}");
     }
     let table_end = HEADER + n as usize * ENTRY;
     if bytes.len() < table_end + 4 {
-        bail!(Format, "truncated: {} bytes, the section table alone needs {}", bytes.len(), table_end + 4);
+        bail!(
+            Format,
+            "truncated: {} bytes, the section table alone needs {}",
+            bytes.len(),
+            table_end + 4
+        );
     }
     let body = bytes.len() - 4;
     let stored = u32_at(bytes, body).unwrap_or(0);
@@ -128,7 +143,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
         let kind = u32_at(bytes, e).unwrap_or(0);
         let off = u64_at(bytes, e + 8).unwrap_or(u64::MAX);
         let len = u64_at(bytes, e + 16).unwrap_or(u64::MAX);
-        let end = off.checked_add(len).filter(|&end| off >= table_end as u64 && end <= body as u64);
+        let end = off
+            .checked_add(len)
+            .filter(|&end| off >= table_end as u64 && end <= body as u64);
         let Some(end) = end else {
             bail!(Format, "section {i} (kind {kind}) at offset {off} length {len} lies outside the file body (0..{body})");
         };
@@ -136,8 +153,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
         match kind {
             SECTION_GRAPH if graph.is_none() => graph = Some(range),
             SECTION_WEIGHTS if weights.is_none() => {
-                if off as usize % WEIGHT_ALIGN != 0 {
-                    bail!(Format, "weight section offset {off} is not {WEIGHT_ALIGN}-byte aligned");
+                if !(off as usize).is_multiple_of(WEIGHT_ALIGN) {
+                    bail!(
+                        Format,
+                        "weight section offset {off} is not {WEIGHT_ALIGN}-byte aligned"
+                    );
                 }
                 weights = Some(range)
             }
@@ -147,7 +167,17 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
     }
     let graph = graph.ok_or_else(|| err!(Format, "no graph section"))?;
     let weights = weights.ok_or_else(|| err!(Format, "no weight section"))?;
-    let meta: ArtifactMeta = postcard::from_bytes(&bytes[graph.clone()])
-        .map_err(|e| err!(Format, "graph section (offset {}) does not decode: {e}", graph.start))?;
-    Ok(Decoded { version, meta, weights: &bytes[weights.clone()], weights_offset: weights.start })
+    let meta: ArtifactMeta = postcard::from_bytes(&bytes[graph.clone()]).map_err(|e| {
+        err!(
+            Format,
+            "graph section (offset {}) does not decode: {e}",
+            graph.start
+        )
+    })?;
+    Ok(Decoded {
+        version,
+        meta,
+        weights: &bytes[weights.clone()],
+        weights_offset: weights.start,
+    })
 }

@@ -95,9 +95,25 @@ fn chunk_cols(g: &Gemm, k: usize, n: usize) -> usize {
 }
 
 /// Scratch floats [`gemm`] needs for this problem with `threads` threads.
-pub fn scratch_floats(g: &Gemm, m: usize, n: usize, k: usize, a_packed: bool, b_packed: bool, threads: usize) -> usize {
-    let a = if a_packed { 0 } else { m.div_ceil(g.mr) * g.mr * k };
-    let b = if b_packed { 0 } else { threads * chunk_cols(g, k, n) * k };
+pub fn scratch_floats(
+    g: &Gemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_packed: bool,
+    b_packed: bool,
+    threads: usize,
+) -> usize {
+    let a = if a_packed {
+        0
+    } else {
+        m.div_ceil(g.mr) * g.mr * k
+    };
+    let b = if b_packed {
+        0
+    } else {
+        threads * chunk_cols(g, k, n) * k
+    };
     a + b
 }
 
@@ -106,7 +122,11 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
     match *b {
         BSrc::Packed(_) => {}
         BSrc::Strided(src, rs, cs) => {
-            for (pj, panel) in dst.chunks_exact_mut(k * nr).take(cols.div_ceil(nr)).enumerate() {
+            for (pj, panel) in dst
+                .chunks_exact_mut(k * nr)
+                .take(cols.div_ceil(nr))
+                .enumerate()
+            {
                 let jb = j0 + pj * nr;
                 let w = nr.min(j0 + cols - jb);
                 for p in 0..k {
@@ -127,7 +147,11 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
             let [kh, kw] = ic.k;
             let ow = ic.out[1];
             let pointwise = kh == 1 && kw == 1 && ic.s == [1, 1] && ic.pad == [0, 0];
-            for (pj, panel) in dst.chunks_exact_mut(k * nr).take(cols.div_ceil(nr)).enumerate() {
+            for (pj, panel) in dst
+                .chunks_exact_mut(k * nr)
+                .take(cols.div_ceil(nr))
+                .enumerate()
+            {
                 let jb = j0 + pj * nr;
                 let wdt = nr.min(j0 + cols - jb);
                 if pointwise {
@@ -156,7 +180,12 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                             let row = &mut panel[p * nr..p * nr + nr];
                             for c in 0..nr {
                                 let (iy, ix) = (ys[c] + dy, xs[c] + dx);
-                                row[c] = if c < wdt && iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                row[c] = if c < wdt
+                                    && iy >= 0
+                                    && (iy as usize) < h
+                                    && ix >= 0
+                                    && (ix as usize) < w
+                                {
                                     plane[iy as usize * w + ix as usize]
                                 } else {
                                     0.0
@@ -212,17 +241,25 @@ pub fn gemm(
     let nc = chunk_cols(g, k, n);
     let chunks = n.div_ceil(nc);
     let split_cols = chunks >= threads || m_panels < threads;
-    let per_thread = if matches!(b, BSrc::Packed(_)) { 0 } else { nc * k };
+    let per_thread = if matches!(b, BSrc::Packed(_)) {
+        0
+    } else {
+        nc * k
+    };
     let bufs = SyncPtr(rest.as_mut_ptr());
     let cptr = SyncPtr(c.as_mut_ptr());
     let work = |t: usize| {
-        let (chunk_range, panel_range) =
-            if split_cols { (share(chunks, t, threads), 0..m_panels) } else { (0..chunks, share(m_panels, t, threads)) };
+        let (chunk_range, panel_range) = if split_cols {
+            (share(chunks, t, threads), 0..m_panels)
+        } else {
+            (0..chunks, share(m_panels, t, threads))
+        };
         if chunk_range.is_empty() || panel_range.is_empty() {
             return;
         }
         // SAFETY: each thread uses its own `per_thread` slice of scratch (sized by scratch_floats).
-        let buf = unsafe { core::slice::from_raw_parts_mut(bufs.get().add(t * per_thread), per_thread) };
+        let buf =
+            unsafe { core::slice::from_raw_parts_mut(bufs.get().add(t * per_thread), per_thread) };
         for ch in chunk_range {
             let j0 = ch * nc;
             let cols = nc.min(n - j0);
@@ -243,14 +280,30 @@ pub fn gemm(
                     // SAFETY: panels hold k*mr / k*nr floats; rows i0..i0+rows, cols jb..jb+w of C are in
                     // bounds (asserted above) and owned by this thread (disjoint chunk or panel ranges).
                     unsafe {
-                        (g.kernel)(k, ap.as_ptr(), bp[pj * k * nr..].as_ptr(), cptr.get().add(i0 * ldc + jb), ldc, rows, w, false)
+                        (g.kernel)(
+                            k,
+                            ap.as_ptr(),
+                            bp[pj * k * nr..].as_ptr(),
+                            cptr.get().add(i0 * ldc + jb),
+                            ldc,
+                            rows,
+                            w,
+                            false,
+                        )
                     };
                 }
                 if epi.row_bias.is_some() || epi.col_bias.is_some() || epi.act.is_some() {
                     for i in i0..i0 + rows {
                         // SAFETY: same rows/cols as written just above, owned by this thread.
-                        let row = unsafe { core::slice::from_raw_parts_mut(cptr.get().add(i * ldc + j0), cols) };
-                        apply_epilogue(row, epi.row_bias.map(|b| b[i]), epi.col_bias.map(|b| &b[j0..j0 + cols]), epi.act);
+                        let row = unsafe {
+                            core::slice::from_raw_parts_mut(cptr.get().add(i * ldc + j0), cols)
+                        };
+                        apply_epilogue(
+                            row,
+                            epi.row_bias.map(|b| b[i]),
+                            epi.col_bias.map(|b| &b[j0..j0 + cols]),
+                            epi.act,
+                        );
                     }
                 }
             }
@@ -261,7 +314,12 @@ pub fn gemm(
 
 /// Adds a scalar bias and/or a bias vector, then applies the activation, in place.
 #[inline]
-pub fn apply_epilogue(row: &mut [f32], bias: Option<f32>, col_bias: Option<&[f32]>, act: Option<Unary>) {
+pub fn apply_epilogue(
+    row: &mut [f32],
+    bias: Option<f32>,
+    col_bias: Option<&[f32]>,
+    act: Option<Unary>,
+) {
     if let Some(b) = bias {
         row.iter_mut().for_each(|v| *v += b);
     }
@@ -279,8 +337,12 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
     match act {
         Unary::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
         Unary::Clip { min, max } => row.iter_mut().for_each(|v| *v = v.max(min).min(max)),
-        Unary::HardSwish => row.iter_mut().for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
-        Unary::HardSigmoid { alpha, beta } => row.iter_mut().for_each(|v| *v = (alpha * *v + beta).clamp(0.0, 1.0)),
+        Unary::HardSwish => row
+            .iter_mut()
+            .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
+        Unary::HardSigmoid { alpha, beta } => row
+            .iter_mut()
+            .for_each(|v| *v = (alpha * *v + beta).clamp(0.0, 1.0)),
         a => row.iter_mut().for_each(|v| *v = a.apply(*v)),
     }
 }

@@ -31,7 +31,12 @@ impl Pool {
     /// Starts `threads - 1` workers (the caller is thread 0).
     pub fn new(threads: usize) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { generation: 0, job: None, pending: 0, shutdown: false }),
+            state: Mutex::new(State {
+                generation: 0,
+                job: None,
+                pending: 0,
+                shutdown: false,
+            }),
             wake: Condvar::new(),
             done: Condvar::new(),
         });
@@ -58,7 +63,9 @@ impl Pool {
             return;
         }
         // SAFETY: we erase the lifetime, and do not return before every worker has finished with `f`.
-        let job: Job = unsafe { core::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f) };
+        let job: Job = unsafe {
+            core::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+        };
         {
             let mut st = lock(&self.shared.state);
             st.job = Some(job);

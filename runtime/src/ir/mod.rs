@@ -67,7 +67,9 @@ impl Tensor {
     }
     /// Number of elements (saturating; the loader rejects tensors whose byte size overflows).
     pub fn numel(&self) -> usize {
-        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d as usize))
+        self.shape
+            .iter()
+            .fold(1usize, |a, &d| a.saturating_mul(d as usize))
     }
     /// Size in bytes (saturating).
     pub fn byte_len(&self) -> usize {
@@ -501,15 +503,23 @@ impl Graph {
         let mut total = 0u64;
         for n in &self.nodes {
             let t = |i: usize| n.inputs.get(i).and_then(|&t| self.tensors.get(t as usize));
-            let out = n.outputs.first().and_then(|&t| self.tensors.get(t as usize));
-            let (Some(x), Some(w), Some(y)) = (t(0), t(1), out) else { continue };
+            let out = n
+                .outputs
+                .first()
+                .and_then(|&t| self.tensors.get(t as usize));
+            let (Some(x), Some(w), Some(y)) = (t(0), t(1), out) else {
+                continue;
+            };
             total = total.saturating_add(match &n.op {
                 Op::Conv { .. } => {
                     // every output element takes (C/groups)·kh·kw MACs = weight numel / M
-                    let per = w.numel() as u64 / (w.shape.first().copied().unwrap_or(1).max(1) as u64);
+                    let per =
+                        w.numel() as u64 / (w.shape.first().copied().unwrap_or(1).max(1) as u64);
                     y.numel() as u64 * per
                 }
-                Op::ConvTranspose { .. } => x.numel() as u64 * (w.numel() as u64 / w.shape[0].max(1) as u64),
+                Op::ConvTranspose { .. } => {
+                    x.numel() as u64 * (w.numel() as u64 / w.shape[0].max(1) as u64)
+                }
                 Op::MatMul { .. } => {
                     let k = x.shape.last().copied().unwrap_or(1) as u64;
                     y.numel() as u64 * k
@@ -522,12 +532,20 @@ impl Graph {
 
     /// Number of constant parameters (elements of constant tensors).
     pub fn param_count(&self) -> u64 {
-        self.tensors.iter().filter(|t| t.is_const()).map(|t| t.numel() as u64).sum()
+        self.tensors
+            .iter()
+            .filter(|t| t.is_const())
+            .map(|t| t.numel() as u64)
+            .sum()
     }
 
     /// Bytes of constant data.
     pub fn weight_bytes(&self) -> u64 {
-        self.tensors.iter().filter(|t| t.is_const()).map(|t| t.byte_len() as u64).sum()
+        self.tensors
+            .iter()
+            .filter(|t| t.is_const())
+            .map(|t| t.byte_len() as u64)
+            .sum()
     }
 
     /// Op histogram: (op name, count), sorted by name.

@@ -54,7 +54,10 @@ impl FixedMultiplier {
         if !(-31..=62).contains(&shift) {
             return None;
         }
-        Some(FixedMultiplier { mult: q as i32, shift })
+        Some(FixedMultiplier {
+            mult: q as i32,
+            shift,
+        })
     }
 
     /// `round_half_away_from_zero(acc · mult / 2^(31 + shift))`, exactly, in 64-bit integers.

@@ -30,8 +30,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -44,14 +52,25 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
 }
 
 /// Output length of a window op along one axis (pads already include ceil-mode extra).
-pub fn window_out(input: usize, k: usize, stride: usize, dil: usize, pad_lo: usize, pad_hi: usize) -> R<usize> {
+pub fn window_out(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pad_lo: usize,
+    pad_hi: usize,
+) -> R<usize> {
     if k == 0 || stride == 0 || dil == 0 {
-        return Err(format!("kernel {k}, stride {stride} and dilation {dil} must be positive"));
+        return Err(format!(
+            "kernel {k}, stride {stride} and dilation {dil} must be positive"
+        ));
     }
     let eff = dil * (k - 1) + 1;
     let padded = input + pad_lo + pad_hi;
     if padded < eff {
-        return Err(format!("window {eff} (kernel {k}, dilation {dil}) exceeds padded input {padded}"));
+        return Err(format!(
+            "window {eff} (kernel {k}, dilation {dil}) exceeds padded input {padded}"
+        ));
     }
     Ok((padded - eff) / stride + 1)
 }
@@ -59,7 +78,10 @@ pub fn window_out(input: usize, k: usize, stride: usize, dil: usize, pad_lo: usi
 fn numel(s: &[usize]) -> R<usize> {
     let mut n = 1usize;
     for &d in s {
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMS).ok_or_else(|| format!("shape {s:?} is too large"))?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMS)
+            .ok_or_else(|| format!("shape {s:?} is too large"))?;
     }
     Ok(n)
 }
@@ -83,19 +105,27 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             let groups = g.groups as usize;
             let transposed = matches!(op, Op::ConvTranspose { .. });
             if groups == 0 || x[1] % groups != 0 {
-                return Err(format!("{} input channels do not split into {groups} groups", x[1]));
+                return Err(format!(
+                    "{} input channels do not split into {groups} groups",
+                    x[1]
+                ));
             }
             if [w[2], w[3]] != [g.kernel[0] as usize, g.kernel[1] as usize] {
                 return Err(format!("weight {w:?} does not match kernel {:?}", g.kernel));
             }
             let m = if transposed {
                 if w[0] != x[1] {
-                    return Err(format!("weight {w:?} wants {} input channels, input has {}", w[0], x[1]));
+                    return Err(format!(
+                        "weight {w:?} wants {} input channels, input has {}",
+                        w[0], x[1]
+                    ));
                 }
                 w[1] * groups
             } else {
                 if w[1] * groups != x[1] || w[0] % groups != 0 {
-                    return Err(format!("weight {w:?} does not fit input {x:?} with {groups} groups"));
+                    return Err(format!(
+                        "weight {w:?} does not fit input {x:?} with {groups} groups"
+                    ));
                 }
                 w[0]
             };
@@ -106,12 +136,21 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             let mut out = vec![x[0], m, 0, 0];
             for a in 0..2 {
-                let (k, s, d) = (g.kernel[a] as usize, g.strides[a] as usize, g.dilations[a] as usize);
+                let (k, s, d) = (
+                    g.kernel[a] as usize,
+                    g.strides[a] as usize,
+                    g.dilations[a] as usize,
+                );
                 let (lo, hi) = (g.pads[a] as usize, g.pads[a + 2] as usize);
                 out[2 + a] = if transposed {
-                    let full = (x[2 + a].max(1) - 1) * s + d * (k.max(1) - 1) + 1 + g.output_padding[a] as usize;
+                    let full = (x[2 + a].max(1) - 1) * s
+                        + d * (k.max(1) - 1)
+                        + 1
+                        + g.output_padding[a] as usize;
                     if k == 0 || s == 0 || d == 0 || full < lo + hi + 1 {
-                        return Err(format!("transposed conv axis {a}: output would be empty or negative"));
+                        return Err(format!(
+                            "transposed conv axis {a}: output would be empty or negative"
+                        ));
                     }
                     full - lo - hi
                 } else {
@@ -124,7 +163,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             want_inputs(inputs, 2, 3)?;
             let (a, b) = (inputs[0], inputs[1]);
             if a.len() < 2 || b.len() < 2 {
-                return Err(format!("matmul operands need rank ≥ 2 (import promotes vectors), have {a:?} and {b:?}"));
+                return Err(format!(
+                    "matmul operands need rank ≥ 2 (import promotes vectors), have {a:?} and {b:?}"
+                ));
             }
             let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
             let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
@@ -157,7 +198,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             for p in &inputs[1..] {
                 if *p != [x[1]] {
-                    return Err(format!("per-channel parameter shape {p:?}, expected [{}]", x[1]));
+                    return Err(format!(
+                        "per-channel parameter shape {p:?}, expected [{}]",
+                        x[1]
+                    ));
                 }
             }
             one(x.to_vec())
@@ -167,7 +211,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             let x = inputs[0];
             want_rank(x, 4, "input")?;
             if p.ceil_extra[0] > p.pads[2] || p.ceil_extra[1] > p.pads[3] {
-                return Err(format!("ceil-mode padding {:?} exceeds pads {:?}", p.ceil_extra, p.pads));
+                return Err(format!(
+                    "ceil-mode padding {:?} exceeds pads {:?}",
+                    p.ceil_extra, p.pads
+                ));
             }
             if let PoolKind::Avg { .. } = p.kind {
                 if p.dilations != [1, 1] {
@@ -185,7 +232,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                     p.pads[a + 2] as usize,
                 )?;
                 if p.pads[a] >= p.kernel[a] || p.pads[a + 2] >= p.kernel[a] + p.strides[a] {
-                    return Err(format!("pads {:?} too large for kernel {:?}", p.pads, p.kernel));
+                    return Err(format!(
+                        "pads {:?} too large for kernel {:?}",
+                        p.pads, p.kernel
+                    ));
                 }
             }
             one(out)
@@ -203,9 +253,14 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         Op::Resize { mode, scales, .. } => {
             want_inputs(inputs, 1, 1)?;
             let x = inputs[0];
-            let [y] = declared else { return Err("resize has one output".into()) };
+            let [y] = declared else {
+                return Err("resize has one output".into());
+            };
             if scales.len() != x.len() || y.len() != x.len() {
-                return Err(format!("scales {scales:?} / output {y:?} do not match input rank {}", x.len()));
+                return Err(format!(
+                    "scales {scales:?} / output {y:?} do not match input rank {}",
+                    x.len()
+                ));
             }
             for i in 0..x.len() {
                 let s = scales[i];
@@ -214,10 +269,14 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                 }
                 let exact = x[i] as f64 * s as f64;
                 if (exact - y[i] as f64).abs() >= 1.0 || y[i] == 0 {
-                    return Err(format!("output {y:?} does not follow from input {x:?} and scales {scales:?}"));
+                    return Err(format!(
+                        "output {y:?} does not follow from input {x:?} and scales {scales:?}"
+                    ));
                 }
                 if *mode == super::ResizeMode::Linear && i + 2 < x.len() && y[i] != x[i] {
-                    return Err(format!("linear resize only along the last two axes, axis {i} changes"));
+                    return Err(format!(
+                        "linear resize only along the last two axes, axis {i} changes"
+                    ));
                 }
             }
             one(y.to_vec())
@@ -263,7 +322,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         Op::Slice { starts, steps } => {
             want_inputs(inputs, 1, 1)?;
             let x = inputs[0];
-            let [y] = declared else { return Err("slice has one output".into()) };
+            let [y] = declared else {
+                return Err("slice has one output".into());
+            };
             if starts.len() != x.len() || steps.len() != x.len() || y.len() != x.len() {
                 return Err(format!("starts/steps/output rank do not match input {x:?}"));
             }
@@ -276,7 +337,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                 if n > 0 {
                     let last = s + (n - 1) * st;
                     if s < 0 || s >= dim || last < 0 || last >= dim {
-                        return Err(format!("slice axis {i}: start {s} step {st} count {n} leaves 0..{dim}"));
+                        return Err(format!(
+                            "slice axis {i}: start {s} step {st} count {n} leaves 0..{dim}"
+                        ));
                     }
                 }
             }
@@ -287,18 +350,29 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             let x = inputs[0];
             let r = x.len();
             if pads.len() != 2 * r {
-                return Err(format!("pads {pads:?} need {} values for input {x:?}", 2 * r));
+                return Err(format!(
+                    "pads {pads:?} need {} values for input {x:?}",
+                    2 * r
+                ));
             }
             let mut out = Vec::with_capacity(r);
             for i in 0..r {
                 let d = x[i] as i64 + pads[i] + pads[i + r];
-                if d < 0 || pads[i].abs() > MAX_ELEMS as i64 || pads[i + r].abs() > MAX_ELEMS as i64 {
+                if d < 0 || pads[i].abs() > MAX_ELEMS as i64 || pads[i + r].abs() > MAX_ELEMS as i64
+                {
                     return Err(format!("pads {pads:?} make axis {i} of {x:?} negative"));
                 }
-                if !matches!(mode, super::PadMode::Constant(_)) && (pads[i] > 0 || pads[i + r] > 0) {
-                    let lim = if matches!(mode, super::PadMode::Reflect) { x[i] as i64 - 1 } else { x[i] as i64 };
+                if !matches!(mode, super::PadMode::Constant(_)) && (pads[i] > 0 || pads[i + r] > 0)
+                {
+                    let lim = if matches!(mode, super::PadMode::Reflect) {
+                        x[i] as i64 - 1
+                    } else {
+                        x[i] as i64
+                    };
                     if x[i] == 0 || pads[i] > lim || pads[i + r] > lim {
-                        return Err(format!("pads {pads:?} too large for {mode:?} on axis {i} of {x:?}"));
+                        return Err(format!(
+                            "pads {pads:?} too large for {mode:?} on axis {i} of {x:?}"
+                        ));
                     }
                 }
                 out.push(d as usize);
@@ -307,7 +381,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         }
         Op::Reshape => {
             want_inputs(inputs, 1, 1)?;
-            let [y] = declared else { return Err("reshape has one output".into()) };
+            let [y] = declared else {
+                return Err("reshape has one output".into());
+            };
             if numel(y)? != numel(inputs[0])? {
                 return Err(format!("cannot reshape {:?} into {y:?}", inputs[0]));
             }
@@ -339,8 +415,11 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         Op::Reduce { axes, keepdims, .. } => {
             want_inputs(inputs, 1, 1)?;
             let x = inputs[0];
-            if axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a as usize >= x.len()) {
-                return Err(format!("axes {axes:?} must be sorted, unique and < rank of {x:?}"));
+            if axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a as usize >= x.len())
+            {
+                return Err(format!(
+                    "axes {axes:?} must be sorted, unique and < rank of {x:?}"
+                ));
             }
             let mut out = Vec::new();
             for (i, &d) in x.iter().enumerate() {

@@ -52,7 +52,10 @@ pub fn lifetimes(g: &Graph) -> Vec<Option<Lifetime>> {
         for &o in &n.outputs {
             if let Some(l) = lt.get_mut(o as usize) {
                 if l.is_none() {
-                    *l = Some(Lifetime { first: step, last: step });
+                    *l = Some(Lifetime {
+                        first: step,
+                        last: step,
+                    });
                 }
             }
         }
@@ -88,9 +91,15 @@ pub fn plan(g: &Graph) -> MemoryPlan {
     let mut placed: Vec<(u64, u64, Lifetime)> = Vec::new(); // (offset, size, lifetime)
     let mut arena = 0u64;
     for i in order {
-        let (size, life) = (aligned_size(g.tensors[i].byte_len()), lt[i].unwrap_or(Lifetime { first: 0, last: 0 }));
-        let mut busy: Vec<(u64, u64)> =
-            placed.iter().filter(|p| p.2.overlaps(&life)).map(|p| (p.0, p.0 + p.1)).collect();
+        let (size, life) = (
+            aligned_size(g.tensors[i].byte_len()),
+            lt[i].unwrap_or(Lifetime { first: 0, last: 0 }),
+        );
+        let mut busy: Vec<(u64, u64)> = placed
+            .iter()
+            .filter(|p| p.2.overlaps(&life))
+            .map(|p| (p.0, p.0 + p.1))
+            .collect();
         busy.sort_unstable();
         let mut off = 0u64;
         for (s, e) in busy {
@@ -103,14 +112,22 @@ pub fn plan(g: &Graph) -> MemoryPlan {
         arena = arena.max(off + size);
         placed.push((off, size, life));
     }
-    MemoryPlan { arena_bytes: arena, offsets }
+    MemoryPlan {
+        arena_bytes: arena,
+        offsets,
+    }
 }
 
 /// Proves the plan sound for `g`: every activation has an aligned range inside the arena, constants have
 /// none, and no two tensors with overlapping lifetimes share a byte.
 pub fn check(g: &Graph, p: &MemoryPlan) -> Result<()> {
     if p.offsets.len() != g.tensors.len() {
-        bail!(Invalid, "memory plan has {} offsets for {} tensors", p.offsets.len(), g.tensors.len());
+        bail!(
+            Invalid,
+            "memory plan has {} offsets for {} tensors",
+            p.offsets.len(),
+            g.tensors.len()
+        );
     }
     let lt = lifetimes(g);
     let mut live: Vec<(u64, u64, Lifetime, usize)> = Vec::new();
@@ -122,12 +139,18 @@ pub fn check(g: &Graph, p: &MemoryPlan) -> Result<()> {
                     continue;
                 }
                 if t.is_const() && off != NOT_IN_ARENA {
-                    bail!(Invalid, "memory plan places constant tensor {i} \"{}\" in the arena", t.name);
+                    bail!(
+                        Invalid,
+                        "memory plan places constant tensor {i} \"{}\" in the arena",
+                        t.name
+                    );
                 }
             }
             Some(l) => {
                 let size = t.byte_len() as u64;
-                let end = off.checked_add(size).ok_or_else(|| err!(Invalid, "tensor {i} offset overflows"))?;
+                let end = off
+                    .checked_add(size)
+                    .ok_or_else(|| err!(Invalid, "tensor {i} offset overflows"))?;
                 if off % ALIGN != 0 || end > p.arena_bytes {
                     bail!(
                         Invalid,

@@ -26,10 +26,14 @@ pub struct Args {
 
 /// Seeded uniform values in [-1, 1) (a fixed LCG, so every tool and test sees the same inputs).
 pub fn seeded(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -42,7 +46,11 @@ pub fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
     if n == 0 {
         return (0.0, 0.0, 0.0);
     }
-    let med = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
+    let med = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
     (med, ms[0], ms[n - 1])
 }
 
@@ -51,7 +59,11 @@ pub fn main(a: Args) -> Result<()> {
     let bytes = read_file(&a.model)?;
     let model = load_model(&a.model, &bytes)?;
     let mut session = tern::Session::new(&model, tern::SessionOptions { threads: a.threads })?;
-    let inputs: Vec<Vec<f32>> = model.inputs().enumerate().map(|(i, t)| seeded(t.numel(), i as u64)).collect();
+    let inputs: Vec<Vec<f32>> = model
+        .inputs()
+        .enumerate()
+        .map(|(i, t)| seeded(t.numel(), i as u64))
+        .collect();
     let mut outputs: Vec<Vec<f32>> = model.outputs().map(|t| vec![0.0; t.numel()]).collect();
     let ins: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     for _ in 0..a.warmup {

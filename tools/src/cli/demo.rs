@@ -20,23 +20,39 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn main(a: Args, quiet: bool) -> Result<()> {
-    let dir = a.models.unwrap_or_else(super::default_models_dir).join("digits");
+    let dir = a
+        .models
+        .unwrap_or_else(super::default_models_dir)
+        .join("digits");
     let onnx = dir.join("digits.onnx");
     if !onnx.exists() {
-        bail!("{} not found (run `python3 models/digits/make.py` to make it)", onnx.display());
+        bail!(
+            "{} not found (run `python3 models/digits/make.py` to make it)",
+            onnx.display()
+        );
     }
     let x = crate::npy::read_f32(&dir.join("X_test.npy"))?;
     let y = crate::npy::read_labels(&dir.join("y_test.npy"))?;
     if x.ndim() != 2 || x.shape()[0] != y.len() {
-        bail!("X_test {:?} and y_test ({}) do not match", x.shape(), y.len());
+        bail!(
+            "X_test {:?} and y_test ({}) do not match",
+            x.shape(),
+            y.len()
+        );
     }
     let features = x.shape()[1];
-    let out_dir = a.out_dir.unwrap_or_else(|| std::env::temp_dir().join("tern-demo"));
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let out_dir = a
+        .out_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("tern-demo"));
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let art = out_dir.join("digits.tern");
 
     let t = Instant::now();
-    let shape = crate::import::InputShape { name: "input".into(), dims: vec![1, features] };
+    let shape = crate::import::InputShape {
+        name: "input".into(),
+        dims: vec![1, features],
+    };
     let bytes = crate::compress_float(&onnx, &[shape])?;
     crate::export::write_atomic(&art, &bytes)?;
     let compress_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -69,12 +85,33 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
     let (med_tern, ..) = stats(&mut t_tern);
     let onnx_bytes = std::fs::metadata(&onnx)?.len();
     if !quiet {
-        println!("tern demo: digits MLP (64 -> 512 -> 256 -> 10), {n} test samples, batch 1, 1 thread");
-        println!("  compressed {} -> {} in {compress_ms:.0} ms", onnx.display(), art.display());
+        println!(
+            "tern demo: digits MLP (64 -> 512 -> 256 -> 10), {n} test samples, batch 1, 1 thread"
+        );
+        println!(
+            "  compressed {} -> {} in {compress_ms:.0} ms",
+            onnx.display(),
+            art.display()
+        );
         println!();
-        println!("  {:<22} {:>12} {:>10} {:>16}", "", "size", "accuracy", "latency median");
-        println!("  {:<22} {:>9.1} KB {:>10.4} {:>13.4} ms", "ONNX (tract)", onnx_bytes as f64 / 1e3, ok_ref as f64 / n as f64, med_ref);
-        println!("  {:<22} {:>9.1} KB {:>10.4} {:>13.4} ms", "tern artifact (f32)", bytes.len() as f64 / 1e3, ok_tern as f64 / n as f64, med_tern);
+        println!(
+            "  {:<22} {:>12} {:>10} {:>16}",
+            "", "size", "accuracy", "latency median"
+        );
+        println!(
+            "  {:<22} {:>9.1} KB {:>10.4} {:>13.4} ms",
+            "ONNX (tract)",
+            onnx_bytes as f64 / 1e3,
+            ok_ref as f64 / n as f64,
+            med_ref
+        );
+        println!(
+            "  {:<22} {:>9.1} KB {:>10.4} {:>13.4} ms",
+            "tern artifact (f32)",
+            bytes.len() as f64 / 1e3,
+            ok_tern as f64 / n as f64,
+            med_tern
+        );
         println!();
         println!(
             "  size {:.2}x, speed {:.2}x vs tract; predictions agree on {agree}/{n}; max |diff| {worst:.2e}",

@@ -33,21 +33,23 @@ pub fn main(a: Args) -> Result<()> {
     let mut out = serde_json::Map::new();
     out.insert("file".into(), json!(a.model.display().to_string()));
     out.insert("file_bytes".into(), json!(bytes.len()));
-    let g: Graph;
-    if is_tern(&bytes) {
+    let g: Graph = if is_tern(&bytes) {
         let m = load_model(&a.model, &bytes)?;
         out.insert("format".into(), json!("tern"));
         out.insert("format_version".into(), json!(m.format_version));
         out.insert("arena_bytes".into(), json!(m.plan.arena_bytes));
-        out.insert("metadata".into(), json!(m.metadata.iter().cloned().collect::<BTreeMap<_, _>>()));
-        g = m.graph;
+        out.insert(
+            "metadata".into(),
+            json!(m.metadata.iter().cloned().collect::<BTreeMap<_, _>>()),
+        );
+        m.graph
     } else {
         let tg = crate::import::import(&a.model, &a.shapes.input_shape)?;
         out.insert("format".into(), json!("onnx"));
         let plan = tern::plan::plan(&tg.graph);
         out.insert("arena_bytes".into(), json!(plan.arena_bytes));
-        g = tg.graph;
-    }
+        tg.graph
+    };
     out.insert("inputs".into(), io(&g, &g.inputs));
     out.insert("outputs".into(), io(&g, &g.outputs));
     let hist: BTreeMap<&str, usize> = g.op_histogram().into_iter().collect();
@@ -60,7 +62,12 @@ pub fn main(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
         return Ok(());
     }
-    println!("{} ({}, {} bytes)", a.model.display(), out["format"].as_str().unwrap_or(""), bytes.len());
+    println!(
+        "{} ({}, {} bytes)",
+        a.model.display(),
+        out["format"].as_str().unwrap_or(""),
+        bytes.len()
+    );
     if let Some(v) = out.get("format_version") {
         println!("  format version  {v}");
     }

@@ -85,5 +85,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// The bundled models directory (`models/` of the source tree).
 pub fn default_models_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("models")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("models")
 }

@@ -26,9 +26,16 @@ pub fn main(a: Args) -> Result<()> {
     let names: Vec<String> = model.inputs().map(|t| t.name.clone()).collect();
     let mut files: Vec<Option<PathBuf>> = vec![None; names.len()];
     for spec in &a.inputs {
-        let (idx, file) = match spec.split_once('=').and_then(|(n, f)| names.iter().position(|x| x == n).map(|i| (i, f))) {
+        let (idx, file) = match spec
+            .split_once('=')
+            .and_then(|(n, f)| names.iter().position(|x| x == n).map(|i| (i, f)))
+        {
             Some((i, f)) => (i, PathBuf::from(f)),
-            None if names.len() == 1 && !spec.contains('=') || names.len() == 1 && std::path::Path::new(spec).exists() => (0, PathBuf::from(spec)),
+            None if names.len() == 1 && !spec.contains('=')
+                || names.len() == 1 && std::path::Path::new(spec).exists() =>
+            {
+                (0, PathBuf::from(spec))
+            }
             None => bail!("--input {spec}: expected NAME=FILE.npy with NAME one of {names:?}"),
         };
         if files[idx].replace(file).is_some() {
@@ -37,19 +44,29 @@ pub fn main(a: Args) -> Result<()> {
     }
     let mut arrays = Vec::new();
     for ((f, t), name) in files.iter().zip(model.inputs()).zip(&names) {
-        let f = f.as_ref().ok_or_else(|| anyhow!("missing --input {name}=FILE.npy"))?;
+        let f = f
+            .as_ref()
+            .ok_or_else(|| anyhow!("missing --input {name}=FILE.npy"))?;
         let arr = crate::npy::read_f32(f)?;
         if arr.shape() != t.dims().as_slice() {
-            bail!("input \"{name}\" ({}): expected shape {:?}, given {:?}", f.display(), t.shape, arr.shape());
+            bail!(
+                "input \"{name}\" ({}): expected shape {:?}, given {:?}",
+                f.display(),
+                t.shape,
+                arr.shape()
+            );
         }
         arrays.push(arr);
     }
     let mut session = tern::Session::new(&model, tern::SessionOptions { threads: a.threads })?;
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
     let outs = session.run(&views)?;
-    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("cannot create {}", a.output_dir.display()))?;
+    std::fs::create_dir_all(&a.output_dir)
+        .with_context(|| format!("cannot create {}", a.output_dir.display()))?;
     for (o, t) in outs.iter().zip(model.outputs()) {
-        let path = a.output_dir.join(format!("{}.npy", crate::npy::sanitize(&t.name)));
+        let path = a
+            .output_dir
+            .join(format!("{}.npy", crate::npy::sanitize(&t.name)));
         crate::npy::write_f32(&path, o)?;
         log::info!("wrote {}", path.display());
     }

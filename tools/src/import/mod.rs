@@ -8,7 +8,10 @@ use crate::graph::ToolGraph;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tern::ir::{BinOp, Conv2d, CoordMode, NearestMode, Op, PadMode, Pool2d, PoolKind, ReduceOp, ResizeMode, Unary};
+use tern::ir::{
+    BinOp, Conv2d, CoordMode, NearestMode, Op, PadMode, Pool2d, PoolKind, ReduceOp, ResizeMode,
+    Unary,
+};
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::prelude::Framework;
 use value::{axis, HostTensor};
@@ -25,12 +28,21 @@ pub struct InputShape {
 impl std::str::FromStr for InputShape {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let (name, dims) = s.rsplit_once('=').ok_or_else(|| anyhow!("expected NAME=DIMS like input=1x3x224x224, got \"{s}\""))?;
+        let (name, dims) = s
+            .rsplit_once('=')
+            .ok_or_else(|| anyhow!("expected NAME=DIMS like input=1x3x224x224, got \"{s}\""))?;
         let dims = dims
             .split(['x', ','])
-            .map(|d| d.trim().parse::<usize>().map_err(|_| anyhow!("bad dim \"{d}\" in \"{s}\"")))
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .map_err(|_| anyhow!("bad dim \"{d}\" in \"{s}\""))
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(InputShape { name: name.to_string(), dims })
+        Ok(InputShape {
+            name: name.to_string(),
+            dims,
+        })
     }
 }
 
@@ -44,13 +56,69 @@ enum Val {
 
 /// ONNX op types the importer lowers or folds (some only with constant parameters; see `lower_inner`).
 pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Dropout", "Equal", "Erf", "Exp", "Expand", "Flatten",
-    "Floor", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish",
-    "Identity", "LeakyRelu", "Less", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow",
-    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize",
-    "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Transpose",
-    "Unsqueeze", "Upsample", "Where",
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "Less",
+    "Log",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Pad",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+    "Where",
 ];
 
 struct Importer {
@@ -63,55 +131,107 @@ struct Importer {
 /// Loads an ONNX file and lowers it (see the module docs).
 pub fn import(path: &Path, shapes: &[InputShape]) -> Result<ToolGraph> {
     let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_path(path).map_err(|e| anyhow!("{}: cannot parse as ONNX: {e}", path.display()))?;
-    let dir = path.parent().and_then(|p| p.to_str()).map(|s| if s.is_empty() { "." } else { s });
+    let proto = onnx
+        .proto_model_for_path(path)
+        .map_err(|e| anyhow!("{}: cannot parse as ONNX: {e}", path.display()))?;
+    let dir = path
+        .parent()
+        .and_then(|p| p.to_str())
+        .map(|s| if s.is_empty() { "." } else { s });
     import_proto(&proto, dir, shapes).with_context(|| format!("importing {}", path.display()))
 }
 
 fn dims_of(vi: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
     use pb::tensor_shape_proto::dimension::Value as D;
     use pb::type_proto::Value as T;
-    let Some(T::TensorType(t)) = vi.r#type.as_ref()?.value.as_ref() else { return None };
+    let Some(T::TensorType(t)) = vi.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
     let dims = t
         .shape
         .as_ref()
-        .map(|s| s.dim.iter().map(|d| match d.value { Some(D::DimValue(v)) if v > 0 => Some(v as usize), _ => None }).collect())
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(D::DimValue(v)) if v > 0 => Some(v as usize),
+                    _ => None,
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Some((t.elem_type, dims))
 }
 
 /// Lowers a parsed model. `dir` resolves external tensor data.
-pub fn import_proto(proto: &pb::ModelProto, dir: Option<&str>, shapes: &[InputShape]) -> Result<ToolGraph> {
-    let graph = proto.graph.as_ref().ok_or_else(|| anyhow!("the model has no graph"))?;
-    let opset = proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(13, |o| o.version);
-    let mut im = Importer { g: ToolGraph::default(), env: HashMap::new(), opset, unsupported: BTreeMap::new() };
+pub fn import_proto(
+    proto: &pb::ModelProto,
+    dir: Option<&str>,
+    shapes: &[InputShape],
+) -> Result<ToolGraph> {
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow!("the model has no graph"))?;
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(13, |o| o.version);
+    let mut im = Importer {
+        g: ToolGraph::default(),
+        env: HashMap::new(),
+        opset,
+        unsupported: BTreeMap::new(),
+    };
     for t in &graph.initializer {
-        let v = HostTensor::from_tract(&value::load_with(t, dir)?).with_context(|| format!("initializer \"{}\"", t.name))?;
+        let v = HostTensor::from_tract(&value::load_with(t, dir)?)
+            .with_context(|| format!("initializer \"{}\"", t.name))?;
         im.env.insert(t.name.clone(), Val::Const(v));
     }
     for s in shapes {
         if !graph.input.iter().any(|i| i.name == s.name) {
-            let names: Vec<&str> = graph.input.iter().filter(|i| !im.env.contains_key(&i.name)).map(|i| i.name.as_str()).collect();
-            bail!("--input-shape names \"{}\", but the model's inputs are {names:?}", s.name);
+            let names: Vec<&str> = graph
+                .input
+                .iter()
+                .filter(|i| !im.env.contains_key(&i.name))
+                .map(|i| i.name.as_str())
+                .collect();
+            bail!(
+                "--input-shape names \"{}\", but the model's inputs are {names:?}",
+                s.name
+            );
         }
     }
     for vi in &graph.input {
         if im.env.contains_key(&vi.name) {
             continue; // an initializer listed as input (old exporters)
         }
-        let (elem, dims) = dims_of(vi).ok_or_else(|| anyhow!("input \"{}\" is not a tensor", vi.name))?;
+        let (elem, dims) =
+            dims_of(vi).ok_or_else(|| anyhow!("input \"{}\" is not a tensor", vi.name))?;
         if ![1, 10, 11, 16].contains(&elem) {
-            bail!("input \"{}\" has element type {elem}; tern takes float inputs", vi.name);
+            bail!(
+                "input \"{}\" has element type {elem}; tern takes float inputs",
+                vi.name
+            );
         }
         let fixed: Vec<usize> = match shapes.iter().find(|s| s.name == vi.name) {
             Some(s) => {
                 if !dims.is_empty() && s.dims.len() != dims.len() {
-                    bail!("--input-shape {}: rank {} but the model declares rank {}", s.name, s.dims.len(), dims.len());
+                    bail!(
+                        "--input-shape {}: rank {} but the model declares rank {}",
+                        s.name,
+                        s.dims.len(),
+                        dims.len()
+                    );
                 }
                 for (i, (&want, have)) in s.dims.iter().zip(&dims).enumerate() {
                     if let Some(h) = have {
                         if *h != want {
-                            bail!("--input-shape {}: dim {i} is {want} but the model fixes it to {h}", s.name);
+                            bail!(
+                                "--input-shape {}: dim {i} is {want} but the model fixes it to {h}",
+                                s.name
+                            );
                         }
                     }
                 }
@@ -129,7 +249,11 @@ pub fn import_proto(proto: &pb::ModelProto, dir: Option<&str>, shapes: &[InputSh
         im.env.insert(vi.name.clone(), Val::T(id));
     }
     for (i, node) in graph.node.iter().enumerate() {
-        let name = if node.name.is_empty() { format!("{}_{i}", node.op_type) } else { node.name.clone() };
+        let name = if node.name.is_empty() {
+            format!("{}_{i}", node.op_type)
+        } else {
+            node.name.clone()
+        };
         im.node(node, &name)?;
     }
     if !im.unsupported.is_empty() {
@@ -137,7 +261,11 @@ pub fn import_proto(proto: &pb::ModelProto, dir: Option<&str>, shapes: &[InputSh
         let mut msg = format!("{total} node(s) use ops tern does not support:\n");
         for (op, nodes) in &im.unsupported {
             let shown: Vec<&str> = nodes.iter().take(8).map(|s| s.as_str()).collect();
-            let more = if nodes.len() > 8 { format!(", ... ({} more)", nodes.len() - 8) } else { String::new() };
+            let more = if nodes.len() > 8 {
+                format!(", ... ({} more)", nodes.len() - 8)
+            } else {
+                String::new()
+            };
             msg += &format!("  {op} ×{}: {}{more}\n", nodes.len(), shown.join(", "));
         }
         bail!(msg.trim_end().to_string());
@@ -149,7 +277,13 @@ pub fn import_proto(proto: &pb::ModelProto, dir: Option<&str>, shapes: &[InputSh
                 if im.g.graph.outputs.contains(&t) || im.g.graph.inputs.contains(&t) {
                     // the same tensor listed twice, or an input passed through: give the output its own copy
                     let shape = im.g.shape(t);
-                    let ids = im.g.emit(&vi.name, Op::Reshape, vec![t], &[vi.name.clone()], Some(vec![shape]))?;
+                    let ids = im.g.emit(
+                        &vi.name,
+                        Op::Reshape,
+                        vec![t],
+                        std::slice::from_ref(&vi.name),
+                        Some(vec![shape]),
+                    )?;
                     im.g.graph.outputs.push(ids[0]);
                 } else {
                     im.g.graph.tensors[t as usize].name = vi.name.clone();
@@ -172,7 +306,10 @@ fn f32_of(t: &HostTensor) -> Vec<f32> {
 
 impl Importer {
     fn unsupported(&mut self, what: String, name: &str) {
-        self.unsupported.entry(what).or_default().push(name.to_string());
+        self.unsupported
+            .entry(what)
+            .or_default()
+            .push(name.to_string());
     }
 
     fn t(&mut self, v: &Val, name: &str) -> u32 {
@@ -198,7 +335,18 @@ impl Importer {
         let ins: Vec<Option<Val>> = node
             .input
             .iter()
-            .map(|n| if n.is_empty() { Ok(None) } else { self.env.get(n).cloned().map(Some).ok_or_else(|| anyhow!("node \"{name}\" ({}): input \"{n}\" is not defined", node.op_type)) })
+            .map(|n| {
+                if n.is_empty() {
+                    Ok(None)
+                } else {
+                    self.env.get(n).cloned().map(Some).ok_or_else(|| {
+                        anyhow!(
+                            "node \"{name}\" ({}): input \"{n}\" is not defined",
+                            node.op_type
+                        )
+                    })
+                }
+            })
             .collect::<Result<_>>()?;
         let poison = |im: &mut Importer| {
             for o in &node.output {
@@ -207,8 +355,14 @@ impl Importer {
         };
         if ins.iter().flatten().any(|v| matches!(v, Val::Poison)) {
             // downstream of an unsupported node: still report this node if its op is unknown too
-            if !SUPPORTED_OPS.contains(&node.op_type.as_str()) || (!node.domain.is_empty() && node.domain != "ai.onnx") {
-                let what = if node.domain.is_empty() { node.op_type.clone() } else { format!("{}::{}", node.domain, node.op_type) };
+            if !SUPPORTED_OPS.contains(&node.op_type.as_str())
+                || (!node.domain.is_empty() && node.domain != "ai.onnx")
+            {
+                let what = if node.domain.is_empty() {
+                    node.op_type.clone()
+                } else {
+                    format!("{}::{}", node.domain, node.op_type)
+                };
                 self.unsupported(what, name);
             }
             poison(self);
@@ -229,16 +383,29 @@ impl Importer {
                 let end = clampi(node.get_attr_opt::<i64>("end")?.unwrap_or(r));
                 let s = s[start..end.max(start)].to_vec();
                 let n = s.len();
-                self.env.insert(node.output[0].clone(), Val::Const(HostTensor::I(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), s)?)));
+                self.env.insert(
+                    node.output[0].clone(),
+                    Val::Const(HostTensor::I(ndarray::ArrayD::from_shape_vec(
+                        ndarray::IxDyn(&[n]),
+                        s,
+                    )?)),
+                );
                 return Ok(());
             }
         }
-        let consts: Vec<Option<HostTensor>> =
-            ins.iter().map(|v| match v { Some(Val::Const(c)) => Some(c.clone()), _ => None }).collect();
+        let consts: Vec<Option<HostTensor>> = ins
+            .iter()
+            .map(|v| match v {
+                Some(Val::Const(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
         let all_const = ins.iter().all(|v| !matches!(v, Some(Val::T(_))));
         if all_const {
             if let Some(r) = value::fold(node, &consts, self.opset) {
-                let outs = r.with_context(|| format!("node \"{name}\" ({}): folding constants", node.op_type))?;
+                let outs = r.with_context(|| {
+                    format!("node \"{name}\" ({}): folding constants", node.op_type)
+                })?;
                 for (o, v) in node.output.iter().zip(outs) {
                     self.env.insert(o.clone(), Val::Const(v));
                 }
@@ -259,7 +426,12 @@ impl Importer {
     }
 
     /// Lowers one node; `Ok(None)` when it is unsupported (recorded for the final report).
-    fn lower(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Option<Vec<Val>>> {
+    fn lower(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        ins: &[Option<Val>],
+    ) -> Result<Option<Vec<Val>>> {
         let op = node.op_type.as_str();
         let ctx = |e: anyhow::Error| e.context(format!("node \"{name}\" ({op})"));
         match self.lower_inner(node, name, ins) {
@@ -276,32 +448,72 @@ impl Importer {
         node.output.get(k).cloned().unwrap_or_default()
     }
 
-    fn emit1(&mut self, node: &NodeProto, name: &str, op: Op, inputs: Vec<u32>, declared: Option<Vec<usize>>) -> Result<Val> {
-        let ids = self.g.emit(name, op, inputs, &[Self::out_name(node, 0)], declared.map(|d| vec![d]))?;
+    fn emit1(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        op: Op,
+        inputs: Vec<u32>,
+        declared: Option<Vec<usize>>,
+    ) -> Result<Val> {
+        let ids = self.g.emit(
+            name,
+            op,
+            inputs,
+            &[Self::out_name(node, 0)],
+            declared.map(|d| vec![d]),
+        )?;
         Ok(Val::T(ids[0]))
     }
 
     fn reshape(&mut self, name: &str, x: u32, shape: Vec<usize>, out: &str) -> Result<u32> {
-        Ok(self.g.emit(name, Op::Reshape, vec![x], &[out.to_string()], Some(vec![shape]))?[0])
+        Ok(self.g.emit(
+            name,
+            Op::Reshape,
+            vec![x],
+            &[out.to_string()],
+            Some(vec![shape]),
+        )?[0])
     }
 
-    fn lower_inner(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+    fn lower_inner(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        ins: &[Option<Val>],
+    ) -> Result<Lowered> {
         use Lowered::*;
         let op = node.op_type.as_str();
         let ai = |n: &str, d: i64| -> Result<i64> { Ok(node.get_attr_opt::<i64>(n)?.unwrap_or(d)) };
         let af = |n: &str, d: f32| -> Result<f32> { Ok(node.get_attr_opt::<f32>(n)?.unwrap_or(d)) };
-        let astr = |n: &str, d: &str| -> Result<String> { Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string()) };
-        let avec = |n: &str| -> Result<Option<Vec<i64>>> { Ok(node.get_attr_opt_vec::<i64>(n)?) };
-        let input = |i: usize| -> Result<&Val> { ins.get(i).and_then(|v| v.as_ref()).ok_or_else(|| anyhow!("missing input {i}")) };
-        let konst = |i: usize| -> Option<&HostTensor> { match ins.get(i) { Some(Some(Val::Const(c))) => Some(c), _ => None } };
+        let astr = |n: &str, d: &str| -> Result<String> {
+            Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string())
+        };
+        let avec = |n: &str| -> Result<Option<Vec<i64>>> { node.get_attr_opt_vec::<i64>(n) };
+        let input = |i: usize| -> Result<&Val> {
+            ins.get(i)
+                .and_then(|v| v.as_ref())
+                .ok_or_else(|| anyhow!("missing input {i}"))
+        };
+        let konst = |i: usize| -> Option<&HostTensor> {
+            match ins.get(i) {
+                Some(Some(Val::Const(c))) => Some(c),
+                _ => None,
+            }
+        };
         let out0 = Self::out_name(node, 0);
         let unary = |u: Unary| -> Option<Unary> { Some(u) };
         let un = match op {
             "Relu" => unary(Unary::Relu),
             "Sigmoid" => unary(Unary::Sigmoid),
-            "HardSigmoid" => unary(Unary::HardSigmoid { alpha: af("alpha", 0.2)?, beta: af("beta", 0.5)? }),
+            "HardSigmoid" => unary(Unary::HardSigmoid {
+                alpha: af("alpha", 0.2)?,
+                beta: af("beta", 0.5)?,
+            }),
             "HardSwish" => unary(Unary::HardSwish),
-            "LeakyRelu" => unary(Unary::LeakyRelu { alpha: af("alpha", 0.01)? }),
+            "LeakyRelu" => unary(Unary::LeakyRelu {
+                alpha: af("alpha", 0.01)?,
+            }),
             "Erf" => unary(Unary::Erf),
             "Sqrt" => unary(Unary::Sqrt),
             "Exp" => unary(Unary::Exp),
@@ -320,8 +532,12 @@ impl Importer {
                 } else {
                     for (i, v) in [(1, &mut lo), (2, &mut hi)] {
                         match ins.get(i) {
-                            Some(Some(Val::Const(c))) => *v = c.floats().first().copied().unwrap_or(*v),
-                            Some(Some(_)) => return Ok(Unsupported("Clip(non-constant bounds)".into())),
+                            Some(Some(Val::Const(c))) => {
+                                *v = c.floats().first().copied().unwrap_or(*v)
+                            }
+                            Some(Some(_)) => {
+                                return Ok(Unsupported("Clip(non-constant bounds)".into()))
+                            }
                             _ => {}
                         }
                     }
@@ -332,7 +548,13 @@ impl Importer {
         };
         if let Some(u) = un {
             let x = self.t(input(0)?, name);
-            return Ok(Done(vec![self.emit1(node, name, Op::Unary(u), vec![x], None)?]));
+            return Ok(Done(vec![self.emit1(
+                node,
+                name,
+                Op::Unary(u),
+                vec![x],
+                None,
+            )?]));
         }
         let bin = match op {
             "Add" | "Sum" => Some(BinOp::Add),
@@ -351,25 +573,46 @@ impl Importer {
             }
             let mut acc = self.t(vals[0], &format!("{name}/a"));
             if vals.len() == 1 {
-                return Ok(Done(vec![self.emit1(node, name, Op::Reshape, vec![acc], Some(self.g.shape(acc)))?]));
+                return Ok(Done(vec![self.emit1(
+                    node,
+                    name,
+                    Op::Reshape,
+                    vec![acc],
+                    Some(self.g.shape(acc)),
+                )?]));
             }
             for (k, v) in vals.iter().enumerate().skip(1) {
                 let rhs = self.t(v, &format!("{name}/b{k}"));
                 let last = k == vals.len() - 1;
-                let oname = if last { out0.clone() } else { format!("{name}/{k}") };
-                acc = self.g.emit(name, Op::Binary { op: b, act: None }, vec![acc, rhs], &[oname], None)?[0];
+                let oname = if last {
+                    out0.clone()
+                } else {
+                    format!("{name}/{k}")
+                };
+                acc = self.g.emit(
+                    name,
+                    Op::Binary { op: b, act: None },
+                    vec![acc, rhs],
+                    &[oname],
+                    None,
+                )?[0];
             }
             return Ok(Done(vec![Val::T(acc)]));
         }
         Ok(Done(match op {
             "Identity" | "Dropout" => {
-                if op == "Dropout" && konst(2).is_some_and(|t| t.ints().first().copied().unwrap_or(0) != 0) {
+                if op == "Dropout"
+                    && konst(2).is_some_and(|t| t.ints().first().copied().unwrap_or(0) != 0)
+                {
                     return Ok(Unsupported("Dropout(training_mode)".into()));
                 }
                 if op == "Dropout" && matches!(ins.get(2), Some(Some(Val::T(_)))) {
                     return Ok(Unsupported("Dropout(non-constant training_mode)".into()));
                 }
-                if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) && op == "Dropout" {
+                if node.output.len() > 1
+                    && node.output[1..].iter().any(|o| !o.is_empty())
+                    && op == "Dropout"
+                {
                     return Ok(Unsupported("Dropout(mask output)".into()));
                 }
                 vec![input(0)?.clone()]
@@ -389,7 +632,13 @@ impl Importer {
                 let (alpha, beta) = (af("alpha", 1.0)?, af("beta", 1.0)?);
                 let mut at = self.t(&a, &format!("{name}/A"));
                 if ta {
-                    at = self.g.emit(name, Op::Transpose { perm: vec![1, 0] }, vec![at], &[format!("{name}/At")], None)?[0];
+                    at = self.g.emit(
+                        name,
+                        Op::Transpose { perm: vec![1, 0] },
+                        vec![at],
+                        &[format!("{name}/At")],
+                        None,
+                    )?[0];
                 }
                 let bt = match konst(1) {
                     Some(c) => {
@@ -404,16 +653,32 @@ impl Importer {
                             m.mapv_inplace(|v| v * alpha);
                         }
                         let s = m.shape().to_vec();
-                        self.g.add_const(&format!("{name}/B"), &s, m.iter().copied().collect())
+                        self.g
+                            .add_const(&format!("{name}/B"), &s, m.iter().copied().collect())
                     }
                     None => {
                         let mut bt = self.t(&b, &format!("{name}/B"));
                         if tb {
-                            bt = self.g.emit(name, Op::Transpose { perm: vec![1, 0] }, vec![bt], &[format!("{name}/Bt")], None)?[0];
+                            bt = self.g.emit(
+                                name,
+                                Op::Transpose { perm: vec![1, 0] },
+                                vec![bt],
+                                &[format!("{name}/Bt")],
+                                None,
+                            )?[0];
                         }
                         if alpha != 1.0 {
                             let s = self.g.add_const(&format!("{name}/alpha"), &[], vec![alpha]);
-                            bt = self.g.emit(name, Op::Binary { op: BinOp::Mul, act: None }, vec![bt, s], &[format!("{name}/aB")], None)?[0];
+                            bt = self.g.emit(
+                                name,
+                                Op::Binary {
+                                    op: BinOp::Mul,
+                                    act: None,
+                                },
+                                vec![bt, s],
+                                &[format!("{name}/aB")],
+                                None,
+                            )?[0];
                         }
                         bt
                     }
@@ -424,7 +689,10 @@ impl Importer {
                 let mut post_add = None;
                 match ins.get(2).and_then(|v| v.as_ref()) {
                     None => {}
-                    Some(Val::Const(c)) if c.shape().iter().product::<usize>() == n && c.shape().last().copied().unwrap_or(1) == n => {
+                    Some(Val::Const(c))
+                        if c.shape().iter().product::<usize>() == n
+                            && c.shape().last().copied().unwrap_or(1) == n =>
+                    {
                         let v: Vec<f32> = c.floats().iter().map(|x| x * beta).collect();
                         inputs.push(self.g.add_const(&format!("{name}/bias"), &[n], v));
                     }
@@ -436,7 +704,16 @@ impl Importer {
                         let mut ct = self.t(v, &format!("{name}/C"));
                         if beta != 1.0 {
                             let s = self.g.add_const(&format!("{name}/beta"), &[], vec![beta]);
-                            ct = self.g.emit(name, Op::Binary { op: BinOp::Mul, act: None }, vec![ct, s], &[format!("{name}/bC")], None)?[0];
+                            ct = self.g.emit(
+                                name,
+                                Op::Binary {
+                                    op: BinOp::Mul,
+                                    act: None,
+                                },
+                                vec![ct, s],
+                                &[format!("{name}/bC")],
+                                None,
+                            )?[0];
                         }
                         post_add = Some(ct);
                     }
@@ -445,8 +722,23 @@ impl Importer {
                 match post_add {
                     None => vec![self.emit1(node, name, Op::MatMul { act: None }, inputs, None)?],
                     Some(ct) => {
-                        let y = self.g.emit(name, Op::MatMul { act: None }, inputs, &[format!("{name}/AB")], None)?[0];
-                        vec![self.emit1(node, name, Op::Binary { op: BinOp::Add, act: None }, vec![y, ct], None)?]
+                        let y = self.g.emit(
+                            name,
+                            Op::MatMul { act: None },
+                            inputs,
+                            &[format!("{name}/AB")],
+                            None,
+                        )?[0];
+                        vec![self.emit1(
+                            node,
+                            name,
+                            Op::Binary {
+                                op: BinOp::Add,
+                                act: None,
+                            },
+                            vec![y, ct],
+                            None,
+                        )?]
                     }
                 }
             }
@@ -463,7 +755,13 @@ impl Importer {
                     bt = self.reshape(name, bt, vec![sb[0], 1], &format!("{name}/B2"))?;
                 }
                 if va || vb {
-                    let y = self.g.emit(name, Op::MatMul { act: None }, vec![at, bt], &[format!("{name}/Y2")], None)?[0];
+                    let y = self.g.emit(
+                        name,
+                        Op::MatMul { act: None },
+                        vec![at, bt],
+                        &[format!("{name}/Y2")],
+                        None,
+                    )?[0];
                     let mut s = self.g.shape(y);
                     let r = s.len();
                     if vb {
@@ -482,21 +780,41 @@ impl Importer {
                     return Ok(Unsupported("BatchNormalization(training outputs)".into()));
                 }
                 let eps = af("epsilon", 1e-5)?;
-                let (Some(sc), Some(b), Some(mean), Some(var)) = (konst(1), konst(2), konst(3), konst(4)) else {
-                    return Ok(Unsupported("BatchNormalization(non-constant parameters)".into()));
+                let (Some(sc), Some(b), Some(mean), Some(var)) =
+                    (konst(1), konst(2), konst(3), konst(4))
+                else {
+                    return Ok(Unsupported(
+                        "BatchNormalization(non-constant parameters)".into(),
+                    ));
                 };
                 let (sc, b, mean, var) = (sc.floats(), b.floats(), mean.floats(), var.floats());
                 let c = sc.len();
                 // s = γ/√(σ²+ε), t = β − μ·s, in f64 so the folding adds no error of its own
-                let s: Vec<f32> = (0..c).map(|i| (sc[i] as f64 / (var[i] as f64 + eps as f64).sqrt()) as f32).collect();
-                let t: Vec<f32> = (0..c).map(|i| (b[i] as f64 - mean[i] as f64 * s[i] as f64) as f32).collect();
+                let s: Vec<f32> = (0..c)
+                    .map(|i| (sc[i] as f64 / (var[i] as f64 + eps as f64).sqrt()) as f32)
+                    .collect();
+                let t: Vec<f32> = (0..c)
+                    .map(|i| (b[i] as f64 - mean[i] as f64 * s[i] as f64) as f32)
+                    .collect();
                 let x = self.t(input(0)?, name);
                 let si = self.g.add_const(&format!("{name}/scale"), &[c], s);
                 let ti = self.g.add_const(&format!("{name}/shift"), &[c], t);
-                vec![self.emit1(node, name, Op::ChannelAffine { act: None }, vec![x, si, ti], None)?]
+                vec![self.emit1(
+                    node,
+                    name,
+                    Op::ChannelAffine { act: None },
+                    vec![x, si, ti],
+                    None,
+                )?]
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
-                let kind = if op == "GlobalMaxPool" { PoolKind::Max } else { PoolKind::Avg { count_include_pad: false } };
+                let kind = if op == "GlobalMaxPool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg {
+                        count_include_pad: false,
+                    }
+                };
                 let x = self.t(input(0)?, name);
                 vec![self.emit1(node, name, Op::GlobalPool(kind), vec![x], None)?]
             }
@@ -506,18 +824,39 @@ impl Importer {
                 }
                 let xs = self.shape(input(0)?);
                 if xs.len() != 4 {
-                    return Ok(Unsupported(format!("{op}({}-D)", xs.len().saturating_sub(2))));
+                    return Ok(Unsupported(format!(
+                        "{op}({}-D)",
+                        xs.len().saturating_sub(2)
+                    )));
                 }
                 let k = avec("kernel_shape")?.ok_or_else(|| anyhow!("no kernel_shape"))?;
                 let s = avec("strides")?.unwrap_or(vec![1, 1]);
                 let d = avec("dilations")?.unwrap_or(vec![1, 1]);
-                let kind = if op == "MaxPool" { PoolKind::Max } else { PoolKind::Avg { count_include_pad: ai("count_include_pad", 0)? != 0 } };
+                let kind = if op == "MaxPool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg {
+                        count_include_pad: ai("count_include_pad", 0)? != 0,
+                    }
+                };
                 if matches!(kind, PoolKind::Avg { .. }) && d.iter().any(|&v| v != 1) {
                     return Ok(Unsupported("AveragePool(dilations)".into()));
                 }
-                let pads = resolve_pads(&astr("auto_pad", "NOTSET")?, avec("pads")?, &xs[2..], &k, &s, &d)?;
+                let pads = resolve_pads(
+                    &astr("auto_pad", "NOTSET")?,
+                    avec("pads")?,
+                    &xs[2..],
+                    &k,
+                    &s,
+                    &d,
+                )?;
                 let ceil = ai("ceil_mode", 0)? != 0;
-                let mut p = [pads[0] as u32, pads[1] as u32, pads[2] as u32, pads[3] as u32];
+                let mut p = [
+                    pads[0] as u32,
+                    pads[1] as u32,
+                    pads[2] as u32,
+                    pads[3] as u32,
+                ];
                 let mut extra = [0u32; 2];
                 if ceil {
                     for a in 0..2 {
@@ -528,7 +867,8 @@ impl Importer {
                         if (out - 1) * s[a] >= xs[2 + a] as i64 + pads[a] {
                             out -= 1;
                         }
-                        let need = (out - 1) * s[a] + eff - (xs[2 + a] as i64 + pads[a] + pads[a + 2]);
+                        let need =
+                            (out - 1) * s[a] + eff - (xs[2 + a] as i64 + pads[a] + pads[a + 2]);
                         if need > 0 {
                             extra[a] = need as u32;
                             p[a + 2] += need as u32;
@@ -570,21 +910,52 @@ impl Importer {
                         if matches!(ins.get(1), Some(Some(_))) {
                             return Ok(Unsupported("Split(non-constant split)".into()));
                         }
-                        let n = node.get_attr_opt::<i64>("num_outputs")?.map_or(n_out, |v| v as usize);
+                        let n = node
+                            .get_attr_opt::<i64>("num_outputs")?
+                            .map_or(n_out, |v| v as usize);
                         let chunk = xs[a].div_ceil(n.max(1));
-                        (0..n).map(|i| chunk.min(xs[a].saturating_sub(i * chunk))).collect()
+                        (0..n)
+                            .map(|i| chunk.min(xs[a].saturating_sub(i * chunk)))
+                            .collect()
                     }
                 };
-                let declared: Vec<Vec<usize>> = sizes.iter().map(|&s| { let mut d = xs.clone(); d[a] = s; d }).collect();
+                let declared: Vec<Vec<usize>> = sizes
+                    .iter()
+                    .map(|&s| {
+                        let mut d = xs.clone();
+                        d[a] = s;
+                        d
+                    })
+                    .collect();
                 let x = self.t(input(0)?, name);
-                let names: Vec<String> = (0..sizes.len()).map(|k| { let o = Self::out_name(node, k); if o.is_empty() { format!("{name}/out{k}") } else { o } }).collect();
-                let ids = self.g.emit(name, Op::Split { axis: a as u32 }, vec![x], &names, Some(declared))?;
+                let names: Vec<String> = (0..sizes.len())
+                    .map(|k| {
+                        let o = Self::out_name(node, k);
+                        if o.is_empty() {
+                            format!("{name}/out{k}")
+                        } else {
+                            o
+                        }
+                    })
+                    .collect();
+                let ids = self.g.emit(
+                    name,
+                    Op::Split { axis: a as u32 },
+                    vec![x],
+                    &names,
+                    Some(declared),
+                )?;
                 ids.into_iter().map(Val::T).collect()
             }
             "Slice" => {
                 let xs = self.shape(input(0)?);
                 let (st, en, axes, steps) = if self.opset < 10 {
-                    (avec("starts")?.unwrap_or_default(), avec("ends")?.unwrap_or_default(), avec("axes")?, None)
+                    (
+                        avec("starts")?.unwrap_or_default(),
+                        avec("ends")?.unwrap_or_default(),
+                        avec("axes")?,
+                        None,
+                    )
                 } else {
                     let need = |i: usize| -> Option<Option<Vec<i64>>> {
                         match ins.get(i) {
@@ -593,15 +964,28 @@ impl Importer {
                             _ => Some(None),
                         }
                     };
-                    let (Some(Some(st)), Some(Some(en)), Some(ax), Some(sp)) = (need(1), need(2), need(3), need(4)) else {
-                        return Ok(Unsupported("Slice(non-constant starts/ends/axes/steps)".into()));
+                    let (Some(Some(st)), Some(Some(en)), Some(ax), Some(sp)) =
+                        (need(1), need(2), need(3), need(4))
+                    else {
+                        return Ok(Unsupported(
+                            "Slice(non-constant starts/ends/axes/steps)".into(),
+                        ));
                     };
                     (st, en, ax, sp)
                 };
                 let spec = value::slice_spec(&xs, &st, &en, axes.as_deref(), steps.as_deref())?;
                 let x = self.t(input(0)?, name);
                 let starts = spec.starts.clone();
-                vec![self.emit1(node, name, Op::Slice { starts, steps: spec.steps }, vec![x], Some(spec.shape))?]
+                vec![self.emit1(
+                    node,
+                    name,
+                    Op::Slice {
+                        starts,
+                        steps: spec.steps,
+                    },
+                    vec![x],
+                    Some(spec.shape),
+                )?]
             }
             "Pad" => {
                 let xs = self.shape(input(0)?);
@@ -610,7 +994,9 @@ impl Importer {
                 let (pads, value) = if self.opset < 11 {
                     (avec("pads")?.unwrap_or_default(), af("value", 0.0)?)
                 } else {
-                    let Some(p) = konst(1) else { return Ok(Unsupported("Pad(non-constant pads)".into())) };
+                    let Some(p) = konst(1) else {
+                        return Ok(Unsupported("Pad(non-constant pads)".into()));
+                    };
                     let v = match ins.get(2) {
                         Some(Some(Val::Const(c))) => c.floats().first().copied().unwrap_or(0.0),
                         Some(Some(_)) => return Ok(Unsupported("Pad(non-constant value)".into())),
@@ -618,7 +1004,11 @@ impl Importer {
                     };
                     let mut pads = p.ints();
                     if let Some(ax) = konst(3) {
-                        let ax: Vec<usize> = ax.ints().iter().map(|&a| axis(a, r)).collect::<Result<_>>()?;
+                        let ax: Vec<usize> = ax
+                            .ints()
+                            .iter()
+                            .map(|&a| axis(a, r))
+                            .collect::<Result<_>>()?;
                         let mut full = vec![0i64; 2 * r];
                         for (i, &a) in ax.iter().enumerate() {
                             full[a] = pads[i];
@@ -641,7 +1031,9 @@ impl Importer {
                 let xs = self.shape(input(0)?);
                 let target = match op {
                     "Reshape" => {
-                        let Some(s) = konst(1) else { return Ok(Unsupported("Reshape(non-constant shape)".into())) };
+                        let Some(s) = konst(1) else {
+                            return Ok(Unsupported("Reshape(non-constant shape)".into()));
+                        };
                         value::reshape_target(&xs, &s.ints(), ai("allowzero", 0)? != 0)?
                     }
                     "Flatten" => {
@@ -653,7 +1045,9 @@ impl Importer {
                             Some(a) => Some(a),
                             None => match ins.get(1) {
                                 Some(Some(Val::Const(c))) => Some(c.ints()),
-                                Some(Some(_)) => return Ok(Unsupported(format!("{op}(non-constant axes)"))),
+                                Some(Some(_)) => {
+                                    return Ok(Unsupported(format!("{op}(non-constant axes)")))
+                                }
                                 _ => None,
                             },
                         };
@@ -670,7 +1064,10 @@ impl Importer {
             "Transpose" => {
                 let r = self.shape(input(0)?).len();
                 let perm: Vec<u32> = match avec("perm")? {
-                    Some(p) => p.iter().map(|&a| axis(a, r).map(|v| v as u32)).collect::<Result<_>>()?,
+                    Some(p) => p
+                        .iter()
+                        .map(|&a| axis(a, r).map(|v| v as u32))
+                        .collect::<Result<_>>()?,
                     None => (0..r as u32).rev().collect(),
                 };
                 let x = self.t(input(0)?, name);
@@ -687,7 +1084,13 @@ impl Importer {
                     // opset < 13 normalizes over all axes from `axis` on: flatten them, softmax, restore
                     let flat = vec![xs[..a].iter().product(), xs[a..].iter().product()];
                     let f = self.reshape(name, x, flat, &format!("{name}/flat"))?;
-                    let s = self.g.emit(name, Op::Softmax { axis: 1 }, vec![f], &[format!("{name}/sm")], None)?[0];
+                    let s = self.g.emit(
+                        name,
+                        Op::Softmax { axis: 1 },
+                        vec![f],
+                        &[format!("{name}/sm")],
+                        None,
+                    )?[0];
                     vec![Val::T(self.reshape(name, s, xs, &out0)?)]
                 }
             }
@@ -703,14 +1106,19 @@ impl Importer {
                     Some(a) => Some(a),
                     None => match ins.get(1) {
                         Some(Some(Val::Const(c))) => Some(c.ints()),
-                        Some(Some(_)) => return Ok(Unsupported(format!("{op}(non-constant axes)"))),
+                        Some(Some(_)) => {
+                            return Ok(Unsupported(format!("{op}(non-constant axes)")))
+                        }
                         _ => None,
                     },
                 };
                 let keep = ai("keepdims", 1)? != 0;
                 let axes: Vec<u32> = match axes {
                     Some(a) if !a.is_empty() => {
-                        let mut v: Vec<u32> = a.iter().map(|&x| axis(x, xs.len()).map(|v| v as u32)).collect::<Result<_>>()?;
+                        let mut v: Vec<u32> = a
+                            .iter()
+                            .map(|&x| axis(x, xs.len()).map(|v| v as u32))
+                            .collect::<Result<_>>()?;
                         v.sort_unstable();
                         v.dedup();
                         v
@@ -721,25 +1129,61 @@ impl Importer {
                     _ => (0..xs.len() as u32).collect(),
                 };
                 let x = self.t(input(0)?, name);
-                vec![self.emit1(node, name, Op::Reduce { op: rop, axes, keepdims: keep }, vec![x], None)?]
+                vec![self.emit1(
+                    node,
+                    name,
+                    Op::Reduce {
+                        op: rop,
+                        axes,
+                        keepdims: keep,
+                    },
+                    vec![x],
+                    None,
+                )?]
             }
             "Expand" => {
-                let Some(s) = konst(1) else { return Ok(Unsupported("Expand(non-constant shape)".into())) };
+                let Some(s) = konst(1) else {
+                    return Ok(Unsupported("Expand(non-constant shape)".into()));
+                };
                 let target: Vec<usize> = s.ints().iter().map(|&d| d.max(0) as usize).collect();
                 let xs = self.shape(input(0)?);
                 let out = value::broadcast(&xs, &target)?;
                 let x = self.t(input(0)?, name);
-                let zeros = self.g.add_const(&format!("{name}/zeros"), &out, vec![0.0; out.iter().product()]);
-                vec![self.emit1(node, name, Op::Binary { op: BinOp::Add, act: None }, vec![x, zeros], None)?]
+                let zeros = self.g.add_const(
+                    &format!("{name}/zeros"),
+                    &out,
+                    vec![0.0; out.iter().product()],
+                );
+                vec![self.emit1(
+                    node,
+                    name,
+                    Op::Binary {
+                        op: BinOp::Add,
+                        act: None,
+                    },
+                    vec![x, zeros],
+                    None,
+                )?]
             }
             other => return Ok(Unsupported(other.to_string())),
         }))
     }
 
-    fn conv(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>], transposed: bool) -> Result<Lowered> {
+    fn conv(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        ins: &[Option<Val>],
+        transposed: bool,
+    ) -> Result<Lowered> {
         let op = if transposed { "ConvTranspose" } else { "Conv" };
-        let x = ins.first().and_then(|v| v.clone()).ok_or_else(|| anyhow!("missing input"))?;
-        let Some(Some(Val::Const(w))) = ins.get(1) else { return Ok(Lowered::Unsupported(format!("{op}(non-constant weights)"))) };
+        let x = ins
+            .first()
+            .and_then(|v| v.clone())
+            .ok_or_else(|| anyhow!("missing input"))?;
+        let Some(Some(Val::Const(w))) = ins.get(1) else {
+            return Ok(Lowered::Unsupported(format!("{op}(non-constant weights)")));
+        };
         let bias = match ins.get(2) {
             Some(Some(Val::Const(b))) => Some(b.floats()),
             Some(Some(_)) => return Ok(Lowered::Unsupported(format!("{op}(non-constant bias)"))),
@@ -749,18 +1193,33 @@ impl Importer {
         let mut ws = w.shape().to_vec();
         let one_d = xs.len() == 3;
         if !(xs.len() == 4 || one_d) {
-            return Ok(Lowered::Unsupported(format!("{op}({}-D)", xs.len().saturating_sub(2))));
+            return Ok(Lowered::Unsupported(format!(
+                "{op}({}-D)",
+                xs.len().saturating_sub(2)
+            )));
         }
-        let getv = |n: &str| -> Result<Option<Vec<i64>>> { Ok(node.get_attr_opt_vec::<i64>(n)?) };
+        let getv = |n: &str| -> Result<Option<Vec<i64>>> { node.get_attr_opt_vec::<i64>(n) };
         let lift = |v: Option<Vec<i64>>, fill: i64| -> Option<Vec<i64>> {
-            v.map(|v| if one_d { let mut o = vec![fill]; o.extend(v); o } else { v })
+            v.map(|v| {
+                if one_d {
+                    let mut o = vec![fill];
+                    o.extend(v);
+                    o
+                } else {
+                    v
+                }
+            })
         };
-        let mut k = lift(getv("kernel_shape")?, 1).unwrap_or_else(|| ws[2..].iter().map(|&d| d as i64).collect());
+        let mut k = lift(getv("kernel_shape")?, 1)
+            .unwrap_or_else(|| ws[2..].iter().map(|&d| d as i64).collect());
         let s = lift(getv("strides")?, 1).unwrap_or(vec![1, 1]);
         let d = lift(getv("dilations")?, 1).unwrap_or(vec![1, 1]);
         let pads_attr = getv("pads")?.map(|p| if one_d { vec![0, p[0], 0, p[1]] } else { p });
         let group = node.get_attr_opt::<i64>("group")?.unwrap_or(1);
-        let auto_pad = node.get_attr_opt::<&str>("auto_pad")?.unwrap_or("NOTSET").to_string();
+        let auto_pad = node
+            .get_attr_opt::<&str>("auto_pad")?
+            .unwrap_or("NOTSET")
+            .to_string();
         let mut xt = self.t(&x, name);
         if one_d {
             xs.insert(2, 1);
@@ -816,33 +1275,55 @@ impl Importer {
             kernel: [k[0] as u32, k[1] as u32],
             strides: [s[0] as u32, s[1] as u32],
             dilations: [d[0] as u32, d[1] as u32],
-            pads: [pads[0] as u32, pads[1] as u32, pads[2] as u32, pads[3] as u32],
+            pads: [
+                pads[0] as u32,
+                pads[1] as u32,
+                pads[2] as u32,
+                pads[3] as u32,
+            ],
             groups: group as u32,
             output_padding,
         };
-        let op = if transposed { Op::ConvTranspose { geom, act: None } } else { Op::Conv { geom, act: None } };
+        let op = if transposed {
+            Op::ConvTranspose { geom, act: None }
+        } else {
+            Op::Conv { geom, act: None }
+        };
         let out0 = Self::out_name(node, 0);
         if one_d {
-            let y = self.g.emit(name, op, inputs, &[format!("{name}/y2d")], None)?[0];
+            let y = self
+                .g
+                .emit(name, op, inputs, &[format!("{name}/y2d")], None)?[0];
             let mut ys = self.g.shape(y);
             ys.remove(2);
-            Ok(Lowered::Done(vec![Val::T(self.reshape(name, y, ys, &out0)?)]))
+            Ok(Lowered::Done(vec![Val::T(
+                self.reshape(name, y, ys, &out0)?,
+            )]))
         } else {
-            Ok(Lowered::Done(vec![Val::T(self.g.emit(name, op, inputs, &[out0], None)?[0])]))
+            Ok(Lowered::Done(vec![Val::T(
+                self.g.emit(name, op, inputs, &[out0], None)?[0],
+            )]))
         }
     }
 
     fn resize(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
-        let x = ins.first().and_then(|v| v.clone()).ok_or_else(|| anyhow!("missing input"))?;
+        let x = ins
+            .first()
+            .and_then(|v| v.clone())
+            .ok_or_else(|| anyhow!("missing input"))?;
         let xs = self.shape(&x);
         let r = xs.len();
-        let attr = |n: &str, d: &str| -> Result<String> { Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string()) };
+        let attr = |n: &str, d: &str| -> Result<String> {
+            Ok(node.get_attr_opt::<&str>(n)?.unwrap_or(d).to_string())
+        };
         let mode = attr("mode", "nearest")?;
         if node.get_attr_opt::<i64>("antialias")?.unwrap_or(0) != 0 {
             return Ok(Lowered::Unsupported("Resize(antialias)".into()));
         }
         if attr("keep_aspect_ratio_policy", "stretch")? != "stretch" {
-            return Ok(Lowered::Unsupported("Resize(keep_aspect_ratio_policy)".into()));
+            return Ok(Lowered::Unsupported(
+                "Resize(keep_aspect_ratio_policy)".into(),
+            ));
         }
         let (scales_in, sizes_in) = if node.op_type == "Upsample" || self.opset < 11 {
             (ins.get(1).cloned().flatten(), None)
@@ -857,7 +1338,9 @@ impl Importer {
             }
         };
         let (Ok(scales_c), Ok(sizes_c)) = (as_const(scales_in), as_const(sizes_in)) else {
-            return Ok(Lowered::Unsupported("Resize(non-constant scales/sizes)".into()));
+            return Ok(Lowered::Unsupported(
+                "Resize(non-constant scales/sizes)".into(),
+            ));
         };
         let axes: Vec<usize> = match node.get_attr_opt_vec::<i64>("axes")? {
             Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_>>()?,
@@ -878,32 +1361,68 @@ impl Importer {
         } else {
             bail!("neither scales nor sizes given");
         }
-        let coord = match attr("coordinate_transformation_mode", if node.op_type == "Upsample" || self.opset < 11 { "asymmetric" } else { "half_pixel" })?.as_str() {
+        let coord = match attr(
+            "coordinate_transformation_mode",
+            if node.op_type == "Upsample" || self.opset < 11 {
+                "asymmetric"
+            } else {
+                "half_pixel"
+            },
+        )?
+        .as_str()
+        {
             "half_pixel" => CoordMode::HalfPixel,
             "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
             "asymmetric" => CoordMode::Asymmetric,
             "align_corners" => CoordMode::AlignCorners,
             "tf_half_pixel_for_nearest" => CoordMode::TfHalfPixelForNearest,
-            m => return Ok(Lowered::Unsupported(format!("Resize(coordinate_transformation_mode={m})"))),
+            m => {
+                return Ok(Lowered::Unsupported(format!(
+                    "Resize(coordinate_transformation_mode={m})"
+                )))
+            }
         };
         let rmode = match mode.as_str() {
-            "nearest" => ResizeMode::Nearest(match attr("nearest_mode", if self.opset < 11 { "floor" } else { "round_prefer_floor" })?.as_str() {
-                "round_prefer_floor" => NearestMode::RoundPreferFloor,
-                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-                "floor" => NearestMode::Floor,
-                "ceil" => NearestMode::Ceil,
-                m => return Ok(Lowered::Unsupported(format!("Resize(nearest_mode={m})"))),
-            }),
+            "nearest" => ResizeMode::Nearest(
+                match attr(
+                    "nearest_mode",
+                    if self.opset < 11 {
+                        "floor"
+                    } else {
+                        "round_prefer_floor"
+                    },
+                )?
+                .as_str()
+                {
+                    "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                    "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                    "floor" => NearestMode::Floor,
+                    "ceil" => NearestMode::Ceil,
+                    m => return Ok(Lowered::Unsupported(format!("Resize(nearest_mode={m})"))),
+                },
+            ),
             "linear" | "bilinear" => {
                 if (0..r.saturating_sub(2)).any(|a| out[a] != xs[a]) {
-                    return Ok(Lowered::Unsupported("Resize(linear beyond the last two axes)".into()));
+                    return Ok(Lowered::Unsupported(
+                        "Resize(linear beyond the last two axes)".into(),
+                    ));
                 }
                 ResizeMode::Linear
             }
             m => return Ok(Lowered::Unsupported(format!("Resize(mode={m})"))),
         };
         let xt = self.t(&x, name);
-        Ok(Lowered::Done(vec![self.emit1(node, name, Op::Resize { mode: rmode, coord, scales }, vec![xt], Some(out))?]))
+        Ok(Lowered::Done(vec![self.emit1(
+            node,
+            name,
+            Op::Resize {
+                mode: rmode,
+                coord,
+                scales,
+            },
+            vec![xt],
+            Some(out),
+        )?]))
     }
 }
 
@@ -913,7 +1432,14 @@ enum Lowered {
 }
 
 /// Explicit pads (top, left, bottom, right) from ONNX `auto_pad` / `pads` for a 2-D window.
-fn resolve_pads(auto_pad: &str, pads: Option<Vec<i64>>, input: &[usize], k: &[i64], s: &[i64], d: &[i64]) -> Result<Vec<i64>> {
+fn resolve_pads(
+    auto_pad: &str,
+    pads: Option<Vec<i64>>,
+    input: &[usize],
+    k: &[i64],
+    s: &[i64],
+    d: &[i64],
+) -> Result<Vec<i64>> {
     Ok(match auto_pad {
         "NOTSET" => {
             let p = pads.unwrap_or(vec![0; 4]);
@@ -929,7 +1455,11 @@ fn resolve_pads(auto_pad: &str, pads: Option<Vec<i64>>, input: &[usize], k: &[i6
                 let n = input[a] as i64;
                 let out = (n + s[a] - 1) / s[a];
                 let total = ((out - 1) * s[a] + (k[a] - 1) * d[a] + 1 - n).max(0);
-                let (lo, hi) = if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                let (lo, hi) = if auto_pad == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
                 p[a] = lo;
                 p[a + 2] = hi;
             }

@@ -14,7 +14,8 @@ pub fn load(t: &tract_onnx::pb::TensorProto) -> Result<TractTensor> {
 pub fn load_with(t: &tract_onnx::pb::TensorProto, dir: Option<&str>) -> Result<TractTensor> {
     static ONNX: std::sync::OnceLock<tract_onnx::Onnx> = std::sync::OnceLock::new();
     let onnx = ONNX.get_or_init(tract_onnx::onnx);
-    tract_onnx::tensor::load_tensor(&*onnx.provider, t, dir).map_err(|e| anyhow!("tensor \"{}\": {e}", t.name))
+    tract_onnx::tensor::load_tensor(&*onnx.provider, t, dir)
+        .map_err(|e| anyhow!("tensor \"{}\": {e}", t.name))
 }
 
 /// A constant known at import time.
@@ -82,16 +83,27 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     tern::ir::shape::broadcast(a, b).map_err(|e| anyhow!(e))
 }
 
-fn binary(a: &HostTensor, b: &HostTensor, f: impl Fn(f32, f32) -> f32, g: impl Fn(i64, i64) -> i64) -> Result<HostTensor> {
+fn binary(
+    a: &HostTensor,
+    b: &HostTensor,
+    f: impl Fn(f32, f32) -> f32,
+    g: impl Fn(i64, i64) -> i64,
+) -> Result<HostTensor> {
     let shape = broadcast(a.shape(), b.shape())?;
     Ok(match (a, b) {
         (HostTensor::I(x), HostTensor::I(y)) => {
-            let (x, y) = (x.broadcast(IxDyn(&shape)).unwrap(), y.broadcast(IxDyn(&shape)).unwrap());
+            let (x, y) = (
+                x.broadcast(IxDyn(&shape)).unwrap(),
+                y.broadcast(IxDyn(&shape)).unwrap(),
+            );
             HostTensor::I(Zip::from(&x).and(&y).map_collect(|&p, &q| g(p, q)))
         }
         _ => {
             let (x, y) = (a.f32(), b.f32());
-            let (x, y) = (x.broadcast(IxDyn(&shape)).unwrap(), y.broadcast(IxDyn(&shape)).unwrap());
+            let (x, y) = (
+                x.broadcast(IxDyn(&shape)).unwrap(),
+                y.broadcast(IxDyn(&shape)).unwrap(),
+            );
             HostTensor::F(Zip::from(&x).and(&y).map_collect(|&p, &q| f(p, q)))
         }
     })
@@ -126,9 +138,19 @@ pub struct SliceSpec {
 }
 
 /// ONNX Slice semantics (clamping, negative indices and steps) → start/step/count per axis.
-pub fn slice_spec(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> Result<SliceSpec> {
+pub fn slice_spec(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<SliceSpec> {
     let r = shape.len();
-    let mut out = SliceSpec { starts: vec![0; r], steps: vec![1; r], shape: shape.to_vec() };
+    let mut out = SliceSpec {
+        starts: vec![0; r],
+        steps: vec![1; r],
+        shape: shape.to_vec(),
+    };
     if starts.len() != ends.len() {
         bail!("starts {starts:?} and ends {ends:?} differ in length");
     }
@@ -140,7 +162,10 @@ pub fn slice_spec(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[
         }
         let dim = shape[a] as i64;
         let norm = |v: i64| if v < 0 { v + dim } else { v };
-        let (mut s, mut e) = (norm(starts[i].clamp(-(i64::MAX / 2), i64::MAX / 2)), norm(ends[i].clamp(-(i64::MAX / 2), i64::MAX / 2)));
+        let (mut s, mut e) = (
+            norm(starts[i].clamp(-(i64::MAX / 2), i64::MAX / 2)),
+            norm(ends[i].clamp(-(i64::MAX / 2), i64::MAX / 2)),
+        );
         if step > 0 {
             s = s.clamp(0, dim);
             e = e.clamp(0, dim);
@@ -148,7 +173,11 @@ pub fn slice_spec(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[
             s = s.clamp(-1, dim - 1);
             e = e.clamp(-1, dim - 1);
         }
-        let count = if step > 0 { (e - s + step - 1).div_euclid(step).max(0) } else { (s - e + (-step) - 1).div_euclid(-step).max(0) };
+        let count = if step > 0 {
+            (e - s + step - 1).div_euclid(step).max(0)
+        } else {
+            (s - e + (-step) - 1).div_euclid(-step).max(0)
+        };
         out.starts[a] = if count > 0 { s } else { 0 };
         out.steps[a] = step;
         out.shape[a] = count as usize;
@@ -175,15 +204,33 @@ pub fn gather(data: &HostTensor, idx: &HostTensor, ax: usize) -> Result<HostTens
     shape.extend_from_slice(idx.shape());
     shape.extend_from_slice(&data.shape()[ax + 1..]);
     Ok(match data {
-        HostTensor::F(a) => HostTensor::F(a.select(Axis(ax), &ids).as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape))?),
-        HostTensor::I(a) => HostTensor::I(a.select(Axis(ax), &ids).as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape))?),
+        HostTensor::F(a) => HostTensor::F(
+            a.select(Axis(ax), &ids)
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&shape))?,
+        ),
+        HostTensor::I(a) => HostTensor::I(
+            a.select(Axis(ax), &ids)
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&shape))?,
+        ),
     })
 }
 
 fn reshape(x: &HostTensor, shape: &[usize]) -> Result<HostTensor> {
     Ok(match x {
-        HostTensor::F(a) => HostTensor::F(a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape))?),
-        HostTensor::I(a) => HostTensor::I(a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape))?),
+        HostTensor::F(a) => HostTensor::F(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))?,
+        ),
+        HostTensor::I(a) => HostTensor::I(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))?,
+        ),
     })
 }
 
@@ -198,14 +245,18 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
                 infer = Some(i);
                 out.push(1)
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| anyhow!("reshape 0 at {i} beyond input rank"))?),
+            0 if !allowzero => out.push(
+                *input
+                    .get(i)
+                    .ok_or_else(|| anyhow!("reshape 0 at {i} beyond input rank"))?,
+            ),
             d if d >= 0 => out.push(d as usize),
             _ => bail!("bad reshape target {spec:?}"),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             bail!("cannot infer -1 reshaping {input:?} to {spec:?}");
         }
         out[i] = total / known;
@@ -227,7 +278,10 @@ pub fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
         if ax.contains(&i) {
             out.push(1)
         } else {
-            out.push(*it.next().ok_or_else(|| anyhow!("bad unsqueeze axes {axes:?}"))?)
+            out.push(
+                *it.next()
+                    .ok_or_else(|| anyhow!("bad unsqueeze axes {axes:?}"))?,
+            )
         }
     }
     Ok(out)
@@ -236,7 +290,10 @@ pub fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
 /// Output shape of Squeeze (no axes: every 1).
 pub fn squeeze_shape(input: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>> {
     let ax: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&a| axis(a, input.len())).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| axis(a, input.len()))
+            .collect::<Result<_>>()?,
         None => (0..input.len()).filter(|&i| input[i] == 1).collect(),
     };
     for &a in &ax {
@@ -244,17 +301,29 @@ pub fn squeeze_shape(input: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>
             bail!("cannot squeeze axis {a} of {input:?}");
         }
     }
-    Ok(input.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect())
+    Ok(input
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !ax.contains(i))
+        .map(|(_, &d)| d)
+        .collect())
 }
 
 /// Input `i` of a node, if present and constant.
 pub type Ins<'a> = &'a [Option<HostTensor>];
 
 fn req<'a>(ins: Ins<'a>, i: usize) -> Result<&'a HostTensor> {
-    ins.get(i).and_then(|x| x.as_ref()).ok_or_else(|| anyhow!("missing input {i}"))
+    ins.get(i)
+        .and_then(|x| x.as_ref())
+        .ok_or_else(|| anyhow!("missing input {i}"))
 }
 
-fn ints_attr_or_input(node: &NodeProto, ins: Ins, name: &str, i: usize) -> Result<Option<Vec<i64>>> {
+fn ints_attr_or_input(
+    node: &NodeProto,
+    ins: Ins,
+    name: &str,
+    i: usize,
+) -> Result<Option<Vec<i64>>> {
     if let Some(v) = node.get_attr_opt_vec::<i64>(name)? {
         return Ok(Some(v));
     }
@@ -285,11 +354,15 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             }
             "Gather" => {
                 let d = x()?;
-                let a = axis(node.get_attr_opt::<i64>("axis")?.unwrap_or(0), d.shape().len())?;
+                let a = axis(
+                    node.get_attr_opt::<i64>("axis")?.unwrap_or(0),
+                    d.shape().len(),
+                )?;
                 gather(d, req(ins, 1)?, a)?
             }
             "Unsqueeze" => {
-                let axes = ints_attr_or_input(node, ins, "axes", 1)?.ok_or_else(|| anyhow!("no axes"))?;
+                let axes =
+                    ints_attr_or_input(node, ins, "axes", 1)?.ok_or_else(|| anyhow!("no axes"))?;
                 reshape(x()?, &unsqueeze_shape(x()?.shape(), &axes)?)?
             }
             "Squeeze" => {
@@ -298,7 +371,10 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             }
             "Reshape" => {
                 let allow = node.get_attr_opt::<i64>("allowzero")?.unwrap_or(0) != 0;
-                reshape(x()?, &reshape_target(x()?.shape(), &req(ins, 1)?.ints(), allow)?)?
+                reshape(
+                    x()?,
+                    &reshape_target(x()?.shape(), &req(ins, 1)?.ints(), allow)?,
+                )?
             }
             "Flatten" => {
                 let s = x()?.shape();
@@ -325,19 +401,56 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
                 let spec = slice_spec(x()?.shape(), &st, &en, axes.as_deref(), steps.as_deref())?;
                 let mut cur = x()?.clone();
                 for a in 0..spec.shape.len() {
-                    let idx: Vec<i64> = (0..spec.shape[a] as i64).map(|i| spec.starts[a] + i * spec.steps[a]).collect();
-                    cur = gather(&cur, &HostTensor::I(ArrayD::from_shape_vec(IxDyn(&[idx.len()]), idx)?), a)?;
+                    let idx: Vec<i64> = (0..spec.shape[a] as i64)
+                        .map(|i| spec.starts[a] + i * spec.steps[a])
+                        .collect();
+                    cur = gather(
+                        &cur,
+                        &HostTensor::I(ArrayD::from_shape_vec(IxDyn(&[idx.len()]), idx)?),
+                        a,
+                    )?;
                 }
                 cur
             }
             "Add" => binary(x()?, req(ins, 1)?, |a, b| a + b, |a, b| a.wrapping_add(b))?,
             "Sub" => binary(x()?, req(ins, 1)?, |a, b| a - b, |a, b| a.wrapping_sub(b))?,
             "Mul" => binary(x()?, req(ins, 1)?, |a, b| a * b, |a, b| a.wrapping_mul(b))?,
-            "Div" => binary(x()?, req(ins, 1)?, |a, b| a / b, |a, b| if b == 0 { 0 } else { a / b })?,
-            "Pow" => binary(x()?, req(ins, 1)?, libm::powf, |a, b| a.pow(b.clamp(0, 63) as u32))?,
-            "Equal" => HostTensor::I(binary(x()?, req(ins, 1)?, |a, b| (a == b) as i32 as f32, |a, b| (a == b) as i64)?.i64()),
-            "Less" => HostTensor::I(binary(x()?, req(ins, 1)?, |a, b| (a < b) as i32 as f32, |a, b| (a < b) as i64)?.i64()),
-            "Greater" => HostTensor::I(binary(x()?, req(ins, 1)?, |a, b| (a > b) as i32 as f32, |a, b| (a > b) as i64)?.i64()),
+            "Div" => binary(
+                x()?,
+                req(ins, 1)?,
+                |a, b| a / b,
+                |a, b| if b == 0 { 0 } else { a / b },
+            )?,
+            "Pow" => binary(x()?, req(ins, 1)?, libm::powf, |a, b| {
+                a.pow(b.clamp(0, 63) as u32)
+            })?,
+            "Equal" => HostTensor::I(
+                binary(
+                    x()?,
+                    req(ins, 1)?,
+                    |a, b| (a == b) as i32 as f32,
+                    |a, b| (a == b) as i64,
+                )?
+                .i64(),
+            ),
+            "Less" => HostTensor::I(
+                binary(
+                    x()?,
+                    req(ins, 1)?,
+                    |a, b| (a < b) as i32 as f32,
+                    |a, b| (a < b) as i64,
+                )?
+                .i64(),
+            ),
+            "Greater" => HostTensor::I(
+                binary(
+                    x()?,
+                    req(ins, 1)?,
+                    |a, b| (a > b) as i32 as f32,
+                    |a, b| (a > b) as i64,
+                )?
+                .i64(),
+            ),
             "Max" if ins.len() == 2 => binary(x()?, req(ins, 1)?, f32::max, i64::max)?,
             "Min" if ins.len() == 2 => binary(x()?, req(ins, 1)?, f32::min, i64::min)?,
             "Neg" => x()?.map_unary(|v| -v, |v| -v),
@@ -349,16 +462,37 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             "Where" => {
                 let (c, a, b) = (x()?.i64(), req(ins, 1)?, req(ins, 2)?);
                 let shape = broadcast(&broadcast(c.shape(), a.shape())?, b.shape())?;
-                let c = c.broadcast(IxDyn(&shape)).ok_or_else(|| anyhow!("where broadcast"))?.to_owned();
+                let c = c
+                    .broadcast(IxDyn(&shape))
+                    .ok_or_else(|| anyhow!("where broadcast"))?
+                    .to_owned();
                 match (a, b) {
                     (HostTensor::I(p), HostTensor::I(q)) => {
-                        let (p, q) = (p.broadcast(IxDyn(&shape)).unwrap(), q.broadcast(IxDyn(&shape)).unwrap());
-                        HostTensor::I(Zip::from(&c).and(&p).and(&q).map_collect(|&c, &p, &q| if c != 0 { p } else { q }))
+                        let (p, q) = (
+                            p.broadcast(IxDyn(&shape)).unwrap(),
+                            q.broadcast(IxDyn(&shape)).unwrap(),
+                        );
+                        HostTensor::I(Zip::from(&c).and(&p).and(&q).map_collect(|&c, &p, &q| {
+                            if c != 0 {
+                                p
+                            } else {
+                                q
+                            }
+                        }))
                     }
                     _ => {
                         let (p, q) = (a.f32(), b.f32());
-                        let (p, q) = (p.broadcast(IxDyn(&shape)).unwrap(), q.broadcast(IxDyn(&shape)).unwrap());
-                        HostTensor::F(Zip::from(&c).and(&p).and(&q).map_collect(|&c, &p, &q| if c != 0 { p } else { q }))
+                        let (p, q) = (
+                            p.broadcast(IxDyn(&shape)).unwrap(),
+                            q.broadcast(IxDyn(&shape)).unwrap(),
+                        );
+                        HostTensor::F(Zip::from(&c).and(&p).and(&q).map_collect(|&c, &p, &q| {
+                            if c != 0 {
+                                p
+                            } else {
+                                q
+                            }
+                        }))
                     }
                 }
             }
@@ -368,8 +502,14 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
                     Some(t) => {
                         let v = HostTensor::from_tract(&load(t)?)?;
                         match v {
-                            HostTensor::F(a) => HostTensor::F(ArrayD::from_elem(IxDyn(&shape), a.iter().next().copied().unwrap_or(0.0))),
-                            HostTensor::I(a) => HostTensor::I(ArrayD::from_elem(IxDyn(&shape), a.iter().next().copied().unwrap_or(0))),
+                            HostTensor::F(a) => HostTensor::F(ArrayD::from_elem(
+                                IxDyn(&shape),
+                                a.iter().next().copied().unwrap_or(0.0),
+                            )),
+                            HostTensor::I(a) => HostTensor::I(ArrayD::from_elem(
+                                IxDyn(&shape),
+                                a.iter().next().copied().unwrap_or(0),
+                            )),
                         }
                     }
                     None => HostTensor::F(ArrayD::zeros(IxDyn(&shape))),
@@ -377,25 +517,47 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             }
             "Range" => match (x()?, req(ins, 1)?, req(ins, 2)?) {
                 (HostTensor::I(s), HostTensor::I(l), HostTensor::I(d)) => {
-                    let (s, l, d) = (s.iter().next().copied().unwrap_or(0), l.iter().next().copied().unwrap_or(0), d.iter().next().copied().unwrap_or(1));
+                    let (s, l, d) = (
+                        s.iter().next().copied().unwrap_or(0),
+                        l.iter().next().copied().unwrap_or(0),
+                        d.iter().next().copied().unwrap_or(1),
+                    );
                     if d == 0 {
                         bail!("range delta 0");
                     }
                     let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-                    HostTensor::I(ArrayD::from_shape_vec(IxDyn(&[n]), (0..n as i64).map(|i| s + i * d).collect())?)
+                    HostTensor::I(ArrayD::from_shape_vec(
+                        IxDyn(&[n]),
+                        (0..n as i64).map(|i| s + i * d).collect(),
+                    )?)
                 }
                 (s, l, d) => {
                     let (s, l, d) = (s.floats()[0], l.floats()[0], d.floats()[0]);
                     let n = ((l - s) / d).ceil().max(0.0) as usize;
-                    HostTensor::F(ArrayD::from_shape_vec(IxDyn(&[n]), (0..n).map(|i| s + i as f32 * d).collect())?)
+                    HostTensor::F(ArrayD::from_shape_vec(
+                        IxDyn(&[n]),
+                        (0..n).map(|i| s + i as f32 * d).collect(),
+                    )?)
                 }
             },
             "Expand" => {
-                let target: Vec<usize> = req(ins, 1)?.ints().iter().map(|&d| d.max(0) as usize).collect();
+                let target: Vec<usize> = req(ins, 1)?
+                    .ints()
+                    .iter()
+                    .map(|&d| d.max(0) as usize)
+                    .collect();
                 let shape = broadcast(x()?.shape(), &target)?;
                 match x()? {
-                    HostTensor::F(a) => HostTensor::F(a.broadcast(IxDyn(&shape)).ok_or_else(|| anyhow!("expand"))?.to_owned()),
-                    HostTensor::I(a) => HostTensor::I(a.broadcast(IxDyn(&shape)).ok_or_else(|| anyhow!("expand"))?.to_owned()),
+                    HostTensor::F(a) => HostTensor::F(
+                        a.broadcast(IxDyn(&shape))
+                            .ok_or_else(|| anyhow!("expand"))?
+                            .to_owned(),
+                    ),
+                    HostTensor::I(a) => HostTensor::I(
+                        a.broadcast(IxDyn(&shape))
+                            .ok_or_else(|| anyhow!("expand"))?
+                            .to_owned(),
+                    ),
                 }
             }
             "Transpose" => {
@@ -405,8 +567,18 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
                     None => (0..r).rev().collect(),
                 };
                 match x()? {
-                    HostTensor::F(a) => HostTensor::F(a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()),
-                    HostTensor::I(a) => HostTensor::I(a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()),
+                    HostTensor::F(a) => HostTensor::F(
+                        a.clone()
+                            .permuted_axes(IxDyn(&perm))
+                            .as_standard_layout()
+                            .into_owned(),
+                    ),
+                    HostTensor::I(a) => HostTensor::I(
+                        a.clone()
+                            .permuted_axes(IxDyn(&perm))
+                            .as_standard_layout()
+                            .into_owned(),
+                    ),
                 }
             }
             "Constant" => constant_value(node)?,

@@ -56,7 +56,9 @@ fn sole_consumer(g: &ToolGraph, cons: &[Vec<(usize, usize)>], t: u32) -> Option<
 fn fold_into(g: &mut ToolGraph, p: usize, scale: Option<&[f32]>, shift: &[f32]) -> bool {
     let node = g.graph.nodes[p].clone();
     let wt = node.inputs[1];
-    let Some(w) = g.konst(wt).map(|w| w.to_vec()) else { return false };
+    let Some(w) = g.konst(wt).map(|w| w.to_vec()) else {
+        return false;
+    };
     let ws = g.shape(wt);
     let (m, wnew): (usize, Vec<f32>) = match &node.op {
         Op::Conv { act: None, .. } => {
@@ -103,10 +105,21 @@ fn fold_into(g: &mut ToolGraph, p: usize, scale: Option<&[f32]>, shift: &[f32]) 
     if shift.len() != m || scale.is_some_and(|s| s.len() != m) {
         return false;
     }
-    let old_bias: Vec<f32> = node.inputs.get(2).and_then(|&b| g.konst(b)).map(|b| b.to_vec()).unwrap_or(vec![0.0; m]);
-    let bias: Vec<f32> = (0..m).map(|i| old_bias[i] * scale.map_or(1.0, |s| s[i]) + shift[i]).collect();
+    let old_bias: Vec<f32> = node
+        .inputs
+        .get(2)
+        .and_then(|&b| g.konst(b))
+        .map(|b| b.to_vec())
+        .unwrap_or(vec![0.0; m]);
+    let bias: Vec<f32> = (0..m)
+        .map(|i| old_bias[i] * scale.map_or(1.0, |s| s[i]) + shift[i])
+        .collect();
     let name = g.graph.nodes[p].name.clone();
-    let nw = if scale.is_some() { g.add_const(&format!("{name}/W_folded"), &ws, wnew) } else { wt };
+    let nw = if scale.is_some() {
+        g.add_const(&format!("{name}/W_folded"), &ws, wnew)
+    } else {
+        wt
+    };
     let nb = g.add_const(&format!("{name}/B_folded"), &[m], bias);
     let n = &mut g.graph.nodes[p];
     n.inputs = vec![n.inputs[0], nw, nb];
@@ -125,21 +138,39 @@ impl Pass for FoldBn {
             let node = g.graph.nodes[i].clone();
             let (x, scale, shift): (u32, Option<Vec<f32>>, Vec<f32>) = match &node.op {
                 Op::ChannelAffine { act: None } => {
-                    let (Some(s), Some(t)) = (g.konst(node.inputs[1]), g.konst(node.inputs[2])) else { continue };
+                    let (Some(s), Some(t)) = (g.konst(node.inputs[1]), g.konst(node.inputs[2]))
+                    else {
+                        continue;
+                    };
                     (node.inputs[0], Some(s.to_vec()), t.to_vec())
                 }
-                Op::Binary { op: BinOp::Add, act: None } => {
+                Op::Binary {
+                    op: BinOp::Add,
+                    act: None,
+                } => {
                     // x + c where c holds one value per output channel
                     let (a, b) = (node.inputs[0], node.inputs[1]);
-                    let (x, c) = if g.konst(b).is_some() { (a, b) } else if g.konst(a).is_some() { (b, a) } else { continue };
+                    let (x, c) = if g.konst(b).is_some() {
+                        (a, b)
+                    } else if g.konst(a).is_some() {
+                        (b, a)
+                    } else {
+                        continue;
+                    };
                     let (xs, cs) = (g.shape(x), g.shape(c));
                     if g.shape(node.outputs[0]) != xs {
                         continue;
                     }
                     let numel: usize = cs.iter().product();
-                    let per_channel_conv = xs.len() == 4 && cs.len() >= 3 && numel == xs[1] && cs[cs.len() - 3] == xs[1];
-                    let per_col = xs.len() >= 2 && numel == xs[xs.len() - 1] && cs.last() == xs.last();
-                    let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else { continue };
+                    let per_channel_conv = xs.len() == 4
+                        && cs.len() >= 3
+                        && numel == xs[1]
+                        && cs[cs.len() - 3] == xs[1];
+                    let per_col =
+                        xs.len() >= 2 && numel == xs[xs.len() - 1] && cs.last() == xs.last();
+                    let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                        continue;
+                    };
                     let ok = match &g.graph.nodes[p].op {
                         Op::Conv { .. } | Op::ConvTranspose { .. } => per_channel_conv,
                         Op::MatMul { .. } => per_col,
@@ -152,21 +183,34 @@ impl Pass for FoldBn {
                 }
                 _ => continue,
             };
-            if matches!(node.op, Op::ChannelAffine { .. }) && g.shape(x).len() != 4 && g.shape(x).len() != 2 {
+            if matches!(node.op, Op::ChannelAffine { .. })
+                && g.shape(x).len() != 4
+                && g.shape(x).len() != 2
+            {
                 continue;
             }
-            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else { continue };
+            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                continue;
+            };
             if dead[p] || sole_consumer(g, &cons, x) != Some(i) {
                 continue;
             }
-            if matches!(g.graph.nodes[p].op, Op::MatMul { .. }) && matches!(node.op, Op::ChannelAffine { .. }) && g.shape(x).len() != 2 {
+            if matches!(g.graph.nodes[p].op, Op::MatMul { .. })
+                && matches!(node.op, Op::ChannelAffine { .. })
+                && g.shape(x).len() != 2
+            {
                 continue;
             }
             if fold_into(g, p, scale.as_deref(), &shift) {
                 g.graph.nodes[p].outputs = node.outputs.clone();
                 dead[i] = true;
                 changes += 1;
-                log::debug!("fold_bn: folded {} \"{}\" into \"{}\"", node.op.name(), node.name, g.graph.nodes[p].name);
+                log::debug!(
+                    "fold_bn: folded {} \"{}\" into \"{}\"",
+                    node.op.name(),
+                    node.name,
+                    g.graph.nodes[p].name
+                );
             }
         }
         move_dead_last(g, &dead);
@@ -188,13 +232,17 @@ impl Pass for FuseAct {
         let mut dead = vec![false; g.graph.nodes.len()];
         let mut changes = 0;
         for i in 0..g.graph.nodes.len() {
-            let Op::Unary(f) = g.graph.nodes[i].op else { continue };
+            let Op::Unary(f) = g.graph.nodes[i].op else {
+                continue;
+            };
             let x = g.graph.nodes[i].inputs[0];
             let cons = g.consumers();
             if sole_consumer(g, &cons, x) != Some(i) {
                 continue;
             }
-            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else { continue };
+            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                continue;
+            };
             if dead[p] || g.graph.nodes[p].outputs.len() != 1 {
                 continue;
             }
@@ -205,7 +253,11 @@ impl Pass for FuseAct {
                 pn.outputs = outs;
                 dead[i] = true;
                 changes += 1;
-                log::debug!("fuse_act: {} into \"{}\"", g.graph.nodes[i].op.name(), g.graph.nodes[p].name);
+                log::debug!(
+                    "fuse_act: {} into \"{}\"",
+                    g.graph.nodes[i].op.name(),
+                    g.graph.nodes[p].name
+                );
             }
         }
         g.compact(&dead);
@@ -230,7 +282,11 @@ impl Pass for Prune {
                 }
             } else {
                 dead[i] = true;
-                log::debug!("prune: dropping unused node \"{}\" ({})", n.name, n.op.name());
+                log::debug!(
+                    "prune: dropping unused node \"{}\" ({})",
+                    n.name,
+                    n.op.name()
+                );
             }
         }
         let (t0, changes) = (g.graph.tensors.len(), dead.iter().filter(|&&d| d).count());

@@ -1,11 +1,11 @@
 //! f32 GEMM micro-kernels. Each computes one MR×NR tile `C (+)= A_panel · B_panel` from packed panels:
 //! an A panel holds, for each k, MR consecutive rows' values; a B panel holds, for each k, NR consecutive
 //! columns' values. The scalar kernel is the reference; SIMD kernels must agree with it (tests below).
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
-#[cfg(target_arch = "aarch64")]
-pub mod neon;
 
 use super::caps::Isa;
 
@@ -15,7 +15,16 @@ use super::caps::Isa;
 /// # Safety
 /// `a` must hold `k*MR` floats, `b` `k*NR` floats, and `c` must be valid for rows `0..m` of `n` floats
 /// with row stride `ldc`.
-pub type MicroKernel = unsafe fn(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, m: usize, n: usize, acc: bool);
+pub type MicroKernel = unsafe fn(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+);
 
 /// A micro-kernel and its tile shape.
 #[derive(Clone, Copy)]
@@ -34,10 +43,25 @@ pub struct Gemm {
 pub fn gemm_for(isa: Isa) -> Gemm {
     match isa {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Isa::Avx2 => Gemm { mr: x86::MR, nr: x86::NR, kernel: x86::sgemm_6x16, name: "avx2_sgemm_6x16" },
+        Isa::Avx2 => Gemm {
+            mr: x86::MR,
+            nr: x86::NR,
+            kernel: x86::sgemm_6x16,
+            name: "avx2_sgemm_6x16",
+        },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Gemm { mr: neon::MR, nr: neon::NR, kernel: neon::sgemm_8x8, name: "neon_sgemm_8x8" },
-        _ => Gemm { mr: scalar::MR, nr: scalar::NR, kernel: scalar::sgemm_4x8, name: "scalar_sgemm_4x8" },
+        Isa::Neon => Gemm {
+            mr: neon::MR,
+            nr: neon::NR,
+            kernel: neon::sgemm_8x8,
+            name: "neon_sgemm_8x8",
+        },
+        _ => Gemm {
+            mr: scalar::MR,
+            nr: scalar::NR,
+            kernel: scalar::sgemm_4x8,
+            name: "scalar_sgemm_4x8",
+        },
     }
 }
 
@@ -68,19 +92,31 @@ mod tests {
                         let ldc = g.nr + 3;
                         let init = rnd(g.mr * ldc, &mut seed);
                         let mut c = init.clone();
-                        unsafe { (g.kernel)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, m, n, acc) };
+                        unsafe {
+                            (g.kernel)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, m, n, acc)
+                        };
                         for r in 0..g.mr {
                             for j in 0..ldc {
                                 let got = c[r * ldc + j];
                                 if r < m && j < n {
-                                    let mut s: f64 = if acc { init[r * ldc + j] as f64 } else { 0.0 };
+                                    let mut s: f64 =
+                                        if acc { init[r * ldc + j] as f64 } else { 0.0 };
                                     for p in 0..k {
                                         s += a[p * g.mr + r] as f64 * b[p * g.nr + j] as f64;
                                     }
                                     let tol = 1e-5 * (k as f64).sqrt() * (1.0 + s.abs());
-                                    assert!((got as f64 - s).abs() <= tol, "{} k{k} m{m} n{n}: {got} vs {s}", g.name);
+                                    assert!(
+                                        (got as f64 - s).abs() <= tol,
+                                        "{} k{k} m{m} n{n}: {got} vs {s}",
+                                        g.name
+                                    );
                                 } else {
-                                    assert_eq!(got, init[r * ldc + j], "{} wrote outside the tile", g.name);
+                                    assert_eq!(
+                                        got,
+                                        init[r * ldc + j],
+                                        "{} wrote outside the tile",
+                                        g.name
+                                    );
                                 }
                             }
                         }
@@ -119,11 +155,33 @@ mod tests {
         let mut c1 = vec![0.0; mr * nr];
         let mut c2 = vec![0.0; mr * nr];
         unsafe {
-            (g.kernel)(k, pack(&a, g.mr, wa).as_ptr(), pack(&b, g.nr, wb).as_ptr(), c1.as_mut_ptr(), nr, mr, nr, false);
-            (s.kernel)(k, pack(&a, s.mr, wa).as_ptr(), pack(&b, s.nr, wb).as_ptr(), c2.as_mut_ptr(), nr, mr, nr, false);
+            (g.kernel)(
+                k,
+                pack(&a, g.mr, wa).as_ptr(),
+                pack(&b, g.nr, wb).as_ptr(),
+                c1.as_mut_ptr(),
+                nr,
+                mr,
+                nr,
+                false,
+            );
+            (s.kernel)(
+                k,
+                pack(&a, s.mr, wa).as_ptr(),
+                pack(&b, s.nr, wb).as_ptr(),
+                c2.as_mut_ptr(),
+                nr,
+                mr,
+                nr,
+                false,
+            );
         }
         for (x, y) in c1.iter().zip(&c2) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{} {x} vs scalar {y}", g.name);
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{} {x} vs scalar {y}",
+                g.name
+            );
         }
     }
 }

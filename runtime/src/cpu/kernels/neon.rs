@@ -7,7 +7,16 @@ pub const MR: usize = 8;
 pub const NR: usize = 8;
 
 #[inline(always)]
-unsafe fn tile<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, n: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    n: usize,
+    acc: bool,
+) {
     // SAFETY (whole fn): packed panels hold k*MR and k*NR floats; rows < R and cols < n of c are valid.
     unsafe {
         let mut lo = [vdupq_n_f32(0.0); R];
@@ -47,7 +56,17 @@ unsafe fn tile<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f
 ///
 /// # Safety
 /// As [`super::MicroKernel`].
-pub unsafe fn sgemm_8x8(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, m: usize, n: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)] // the MicroKernel contract
+pub unsafe fn sgemm_8x8(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
     // SAFETY: forwarded contract.
     unsafe {
         match m {

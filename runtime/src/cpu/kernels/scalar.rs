@@ -8,7 +8,17 @@ pub const NR: usize = 8;
 ///
 /// # Safety
 /// As [`super::MicroKernel`].
-pub unsafe fn sgemm_4x8(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, m: usize, n: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)] // the MicroKernel contract
+pub unsafe fn sgemm_4x8(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
     let mut t = [[0f32; NR]; MR];
     for p in 0..k {
         // SAFETY: the caller guarantees k*MR and k*NR floats behind a and b.

@@ -7,7 +7,15 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, n: usize, acc: bool) {
+unsafe fn tile<const R: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    n: usize,
+    acc: bool,
+) {
     let mut lo = [_mm256_setzero_ps(); R];
     let mut hi = [_mm256_setzero_ps(); R];
     for p in 0..k {
@@ -56,7 +64,17 @@ unsafe fn tile<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f
 ///
 /// # Safety
 /// As [`super::MicroKernel`], plus the CPU must support AVX2 and FMA.
-pub unsafe fn sgemm_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, m: usize, n: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)] // the MicroKernel contract
+pub unsafe fn sgemm_6x16(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
     // SAFETY: forwarded contract; R = m rows are valid.
     unsafe {
         match m {

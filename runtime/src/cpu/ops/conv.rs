@@ -36,11 +36,21 @@ pub fn prepare(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep
         group_stride = block.len();
         packed.extend_from_slice(&block);
     }
-    ConvPrep::Dense { packed, group_stride }
+    ConvPrep::Dense {
+        packed,
+        group_stride,
+    }
 }
 
 /// Scratch floats a conv needs.
-pub fn scratch(g: &Gemm, prep: &ConvPrep, x: &[usize], y: &[usize], wshape: &[usize], threads: usize) -> usize {
+pub fn scratch(
+    g: &Gemm,
+    prep: &ConvPrep,
+    x: &[usize],
+    y: &[usize],
+    wshape: &[usize],
+    threads: usize,
+) -> usize {
     match prep {
         ConvPrep::Depthwise => 0,
         ConvPrep::Dense { .. } => {
@@ -71,11 +81,15 @@ pub fn run(
     let (cg, mg) = (c / groups, m / groups);
     let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
     match prep {
-        ConvPrep::Dense { packed, group_stride } => {
+        ConvPrep::Dense {
+            packed,
+            group_stride,
+        } => {
             for b in 0..n {
                 for gi in 0..groups {
                     let xs = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
-                    let ys = &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
+                    let ys =
+                        &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
                     let ic = Im2col {
                         x: xs,
                         c: cg,
@@ -86,9 +100,23 @@ pub fn run(
                         pad: [geom.pads[0] as usize, geom.pads[1] as usize],
                         out: [oh, ow],
                     };
-                    let epi = Epilogue { row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]), col_bias: None, act };
+                    let epi = Epilogue {
+                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
+                        col_bias: None,
+                        act,
+                    };
                     let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    gemm::gemm(g, par, (mg, oh * ow, cg * kh * kw), ASrc::Packed(a), BSrc::Im2col(ic), ys, oh * ow, epi, scratch);
+                    gemm::gemm(
+                        g,
+                        par,
+                        (mg, oh * ow, cg * kh * kw),
+                        ASrc::Packed(a),
+                        BSrc::Im2col(ic),
+                        ys,
+                        oh * ow,
+                        epi,
+                        scratch,
+                    );
                 }
             }
         }
@@ -97,7 +125,15 @@ pub fn run(
 }
 
 /// Direct depthwise convolution: threads split the (image, channel) planes.
-fn depthwise(par: &Par, geom: &Conv2d, act: Option<Unary>, x: View, w: &[f32], bias: Option<&[f32]>, y: ViewMut) {
+fn depthwise(
+    par: &Par,
+    geom: &Conv2d,
+    act: Option<Unary>,
+    x: View,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: ViewMut,
+) {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (oh, ow) = (y.shape[2], y.shape[3]);
     let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
@@ -112,7 +148,8 @@ fn depthwise(par: &Par, geom: &Conv2d, act: Option<Unary>, x: View, w: &[f32], b
             let ch = plane % c;
             let src = &x.data[plane * h * wd..(plane + 1) * h * wd];
             // SAFETY: each plane's output is written by exactly one thread.
-            let dst = unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
+            let dst =
+                unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
             let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
             let b0 = bias.map_or(0.0, |b| b[ch]);
             for oy in 0..oh {
@@ -127,7 +164,11 @@ fn depthwise(par: &Par, geom: &Conv2d, act: Option<Unary>, x: View, w: &[f32], b
                     for kx in 0..kw {
                         let wv = wk[ky * kw + kx];
                         let off = (kx * dw) as isize - pl; // ix = ox*sw + off
-                        let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
+                        let lo = if off >= 0 {
+                            0
+                        } else {
+                            ((-off) as usize).div_ceil(sw)
+                        };
                         let hi_ix = wd as isize - 1 - off; // ox*sw <= hi_ix
                         if hi_ix < 0 {
                             continue;
@@ -139,7 +180,10 @@ fn depthwise(par: &Par, geom: &Conv2d, act: Option<Unary>, x: View, w: &[f32], b
                         let start = (lo * sw) as isize + off;
                         if sw == 1 {
                             let s = &irow[start as usize..start as usize + (hi - lo)];
-                            row[lo..hi].iter_mut().zip(s).for_each(|(o, i)| *o += wv * i);
+                            row[lo..hi]
+                                .iter_mut()
+                                .zip(s)
+                                .for_each(|(o, i)| *o += wv * i);
                         } else {
                             for (j, o) in row[lo..hi].iter_mut().enumerate() {
                                 *o += wv * irow[start as usize + j * sw];
@@ -168,11 +212,20 @@ pub fn prepare_transposed(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) 
         group_stride = block.len();
         packed.extend_from_slice(&block);
     }
-    ConvPrep::Dense { packed, group_stride }
+    ConvPrep::Dense {
+        packed,
+        group_stride,
+    }
 }
 
 /// Scratch floats a transposed conv needs: the column matrix plus the GEMM's own.
-pub fn scratch_transposed(g: &Gemm, x: &[usize], wshape: &[usize], groups: usize, threads: usize) -> usize {
+pub fn scratch_transposed(
+    g: &Gemm,
+    x: &[usize],
+    wshape: &[usize],
+    groups: usize,
+    threads: usize,
+) -> usize {
     let rows = wshape[1] * wshape[2] * wshape[3];
     let hw = x[2] * x[3];
     rows * hw + gemm::scratch_floats(g, rows, hw, x[1] / groups, true, false, threads)
@@ -192,7 +245,13 @@ pub fn run_transposed(
     y: ViewMut,
     scratch: &mut [f32],
 ) {
-    let ConvPrep::Dense { packed, group_stride } = prep else { return };
+    let ConvPrep::Dense {
+        packed,
+        group_stride,
+    } = prep
+    else {
+        return;
+    };
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (m, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
     let groups = geom.groups as usize;
@@ -207,11 +266,22 @@ pub fn run_transposed(
         for gi in 0..groups {
             let xs = &x.data[(b * c + gi * cg) * hw..(b * c + (gi + 1) * cg) * hw];
             let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-            gemm::gemm(g, par, (rows, hw, cg), ASrc::Packed(a), BSrc::Strided(xs, hw, 1), cols, hw, Epilogue::default(), rest);
+            gemm::gemm(
+                g,
+                par,
+                (rows, hw, cg),
+                ASrc::Packed(a),
+                BSrc::Strided(xs, hw, 1),
+                cols,
+                hw,
+                Epilogue::default(),
+                rest,
+            );
             for mi in 0..mg {
                 let och = gi * mg + mi;
                 let out = &mut y.data[(b * m + och) * oh * ow..(b * m + och + 1) * oh * ow];
-                out.iter_mut().for_each(|v| *v = bias.map_or(0.0, |bb| bb[och]));
+                out.iter_mut()
+                    .for_each(|v| *v = bias.map_or(0.0, |bb| bb[och]));
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];

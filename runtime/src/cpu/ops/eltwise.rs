@@ -9,7 +9,11 @@ fn bin_loop(op: BinOp, out: &mut [f32], a: &[f32], sa: usize, b: &[f32], sb: usi
     macro_rules! go {
         ($f:expr) => {
             match (sa, sb) {
-                (1, 1) => out.iter_mut().zip(a).zip(b).for_each(|((o, &x), &y)| *o = $f(x, y)),
+                (1, 1) => out
+                    .iter_mut()
+                    .zip(a)
+                    .zip(b)
+                    .for_each(|((o, &x), &y)| *o = $f(x, y)),
                 (1, 0) => {
                     let y = b[0];
                     out.iter_mut().zip(a).for_each(|(o, &x)| *o = $f(x, y))
@@ -42,8 +46,12 @@ pub fn binary(op: BinOp, act: Option<Unary>, a: View, b: View, y: ViewMut) {
     let inner = if r == 0 { 1 } else { y.shape[r - 1] };
     broadcast_strides(a.shape, y.shape, 1, &mut sa);
     broadcast_strides(b.shape, y.shape, 1, &mut sb);
-    let (ia, ib) = if r == 0 { (0, 0) } else { (sa[r - 1], sb[r - 1]) };
-    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let (ia, ib) = if r == 0 {
+        (0, 0)
+    } else {
+        (sa[r - 1], sb[r - 1])
+    };
+    let outer = y.data.len().checked_div(inner).unwrap_or(0);
     let mut idx = [0usize; 8];
     for o in 0..outer {
         let (mut oa, mut ob) = (0, 0);
@@ -78,7 +86,12 @@ pub fn unary(f: Unary, x: View, y: ViewMut) {
 pub fn channel_affine(act: Option<Unary>, x: View, scale: &[f32], shift: &[f32], y: ViewMut) {
     let c = x.shape[1];
     let inner: usize = x.shape[2..].iter().product();
-    for (p, (o, i)) in y.data.chunks_exact_mut(inner.max(1)).zip(x.data.chunks_exact(inner.max(1))).enumerate() {
+    for (p, (o, i)) in y
+        .data
+        .chunks_exact_mut(inner.max(1))
+        .zip(x.data.chunks_exact(inner.max(1)))
+        .enumerate()
+    {
         let (s, b) = (scale[p % c], shift[p % c]);
         o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + b);
         if let Some(f) = act {

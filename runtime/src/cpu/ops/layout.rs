@@ -23,7 +23,13 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 /// Maps for a strided slice.
 pub fn slice_maps(x: &[usize], y: &[usize], starts: &[i64], steps: &[i64]) -> GatherMaps {
     let st = strides(x);
-    let maps = (0..x.len()).map(|d| (0..y[d]).map(|i| (starts[d] + i as i64 * steps[d]) as isize * st[d] as isize).collect()).collect();
+    let maps = (0..x.len())
+        .map(|d| {
+            (0..y[d])
+                .map(|i| (starts[d] + i as i64 * steps[d]) as isize * st[d] as isize)
+                .collect()
+        })
+        .collect();
     GatherMaps { maps, fill: 0.0 }
 }
 
@@ -61,7 +67,11 @@ pub fn pad_maps(x: &[usize], y: &[usize], pads: &[i64], mode: PadMode) -> Gather
                 .collect()
         })
         .collect();
-    let fill = if let PadMode::Constant(v) = mode { v } else { 0.0 };
+    let fill = if let PadMode::Constant(v) = mode {
+        v
+    } else {
+        0.0
+    };
     GatherMaps { maps, fill }
 }
 
@@ -92,7 +102,13 @@ pub fn source_coord(coord: CoordMode, o: usize, in_len: usize, out_len: usize, s
 }
 
 /// Maps for nearest-neighbour resize.
-pub fn nearest_maps(x: &[usize], y: &[usize], scales: &[f32], coord: CoordMode, mode: NearestMode) -> GatherMaps {
+pub fn nearest_maps(
+    x: &[usize],
+    y: &[usize],
+    scales: &[f32],
+    coord: CoordMode,
+    mode: NearestMode,
+) -> GatherMaps {
     let st = strides(x);
     let maps = (0..x.len())
         .map(|d| {
@@ -122,13 +138,13 @@ pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
     }
     let inner = y.shape[r - 1];
     let last = &g.maps[r - 1];
-    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let outer = y.data.len().checked_div(inner).unwrap_or(0);
     let mut idx = [0usize; 8];
     for o in 0..outer {
         let mut base = 0isize;
         let mut filled = false;
-        for d in 0..r - 1 {
-            let m = g.maps[d][idx[d]];
+        for (map, &i) in g.maps[..r - 1].iter().zip(&idx) {
+            let m = map[i];
             filled |= m < 0;
             base += m;
         }
@@ -137,7 +153,11 @@ pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
             out.iter_mut().for_each(|v| *v = g.fill);
         } else {
             for (v, &m) in out.iter_mut().zip(last) {
-                *v = if m < 0 { g.fill } else { x.data[(base + m) as usize] };
+                *v = if m < 0 {
+                    g.fill
+                } else {
+                    x.data[(base + m) as usize]
+                };
             }
         }
         for d in (0..r - 1).rev() {
@@ -163,7 +183,7 @@ pub fn transpose(perm: &[u32], x: View, y: ViewMut) {
         s[d] = xs[perm[d] as usize];
     }
     let inner = y.shape[r - 1];
-    let outer = if inner == 0 { 0 } else { y.data.len() / inner };
+    let outer = y.data.len().checked_div(inner).unwrap_or(0);
     let mut idx = [0usize; 8];
     for o in 0..outer {
         let base: usize = (0..r - 1).map(|d| idx[d] * s[d]).sum();

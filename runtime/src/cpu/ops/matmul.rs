@@ -43,7 +43,11 @@ pub fn run(
     let mut sb = [0usize; 8];
     broadcast_strides(&a.shape[..ar - 2], batch_shape, m * k, &mut sa);
     broadcast_strides(&b.shape[..br - 2], batch_shape, k * n, &mut sb);
-    let epi = Epilogue { row_bias: None, col_bias: bias, act };
+    let epi = Epilogue {
+        row_bias: None,
+        col_bias: bias,
+        act,
+    };
     let mut idx = [0usize; 8];
     let nb = batch_shape.len();
     for bi in 0..batches {
@@ -57,7 +61,17 @@ pub fn run(
             Some(p) => BSrc::Packed(p),
             None => BSrc::Strided(&b.data[ob..ob + k * n], n, 1),
         };
-        gemm::gemm(g, par, (m, n, k), asrc, bsrc, &mut y.data[bi * m * n..(bi + 1) * m * n], n, epi, scratch);
+        gemm::gemm(
+            g,
+            par,
+            (m, n, k),
+            asrc,
+            bsrc,
+            &mut y.data[bi * m * n..(bi + 1) * m * n],
+            n,
+            epi,
+            scratch,
+        );
         for d in (0..nb).rev() {
             idx[d] += 1;
             if idx[d] < batch_shape[d] {

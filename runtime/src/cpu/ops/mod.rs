@@ -60,7 +60,13 @@ pub enum Prepared {
 }
 
 /// Builds the node's prepared state; `consts[i]` is input i's data when it is a constant.
-pub fn prepare(g: &Gemm, op: &Op, ins: &[&[usize]], outs: &[&[usize]], consts: &[Option<&[f32]>]) -> Prepared {
+pub fn prepare(
+    g: &Gemm,
+    op: &Op,
+    ins: &[&[usize]],
+    outs: &[&[usize]],
+    consts: &[Option<&[f32]>],
+) -> Prepared {
     let c = |i: usize| consts.get(i).copied().flatten();
     match op {
         Op::Conv { geom, .. } => match c(1) {
@@ -72,52 +78,114 @@ pub fn prepare(g: &Gemm, op: &Op, ins: &[&[usize]], outs: &[&[usize]], consts: &
             None => Prepared::None,
         },
         Op::MatMul { .. } => Prepared::MatMul(c(1).and_then(|b| matmul::prepare(g, b, ins[1]))),
-        Op::Slice { starts, steps } => Prepared::Gather(layout::slice_maps(ins[0], outs[0], starts, steps)),
-        Op::Pad { pads, mode } => Prepared::Gather(layout::pad_maps(ins[0], outs[0], pads, *mode)),
-        Op::Resize { mode: ResizeMode::Nearest(nm), coord, scales } => {
-            Prepared::Gather(layout::nearest_maps(ins[0], outs[0], scales, *coord, *nm))
+        Op::Slice { starts, steps } => {
+            Prepared::Gather(layout::slice_maps(ins[0], outs[0], starts, steps))
         }
-        Op::Resize { mode: ResizeMode::Linear, coord, scales } => Prepared::Linear(resize::prepare(*coord, ins[0], outs[0], scales)),
+        Op::Pad { pads, mode } => Prepared::Gather(layout::pad_maps(ins[0], outs[0], pads, *mode)),
+        Op::Resize {
+            mode: ResizeMode::Nearest(nm),
+            coord,
+            scales,
+        } => Prepared::Gather(layout::nearest_maps(ins[0], outs[0], scales, *coord, *nm)),
+        Op::Resize {
+            mode: ResizeMode::Linear,
+            coord,
+            scales,
+        } => Prepared::Linear(resize::prepare(*coord, ins[0], outs[0], scales)),
         _ => Prepared::None,
     }
 }
 
 /// Scratch floats the node needs at run time with `threads` threads.
-pub fn scratch(g: &Gemm, op: &Op, prep: &Prepared, ins: &[&[usize]], outs: &[&[usize]], threads: usize) -> usize {
+pub fn scratch(
+    g: &Gemm,
+    op: &Op,
+    prep: &Prepared,
+    ins: &[&[usize]],
+    outs: &[&[usize]],
+    threads: usize,
+) -> usize {
     match (op, prep) {
-        (Op::Conv { .. }, Prepared::Conv(p)) => conv::scratch(g, p, ins[0], outs[0], ins[1], threads),
-        (Op::ConvTranspose { geom, .. }, _) => conv::scratch_transposed(g, ins[0], ins[1], geom.groups as usize, threads),
-        (Op::MatMul { .. }, Prepared::MatMul(p)) => matmul::scratch(g, ins[0], ins[1], p.is_some(), threads),
+        (Op::Conv { .. }, Prepared::Conv(p)) => {
+            conv::scratch(g, p, ins[0], outs[0], ins[1], threads)
+        }
+        (Op::ConvTranspose { geom, .. }, _) => {
+            conv::scratch_transposed(g, ins[0], ins[1], geom.groups as usize, threads)
+        }
+        (Op::MatMul { .. }, Prepared::MatMul(p)) => {
+            matmul::scratch(g, ins[0], ins[1], p.is_some(), threads)
+        }
         _ => 0,
     }
 }
 
 /// Runs one node. Shapes were validated at load; the arena plan guarantees outputs do not alias inputs.
 #[allow(clippy::too_many_arguments)]
-pub fn exec(g: &Gemm, par: &Par, op: &Op, prep: &Prepared, ins: &[View], outs: &mut [ViewMut], scratch: &mut [f32]) {
-    let Some((y, rest)) = outs.split_first_mut() else { return };
-    let y = ViewMut { data: &mut *y.data, shape: y.shape };
+pub fn exec(
+    g: &Gemm,
+    par: &Par,
+    op: &Op,
+    prep: &Prepared,
+    ins: &[View],
+    outs: &mut [ViewMut],
+    scratch: &mut [f32],
+) {
+    let Some((y, rest)) = outs.split_first_mut() else {
+        return;
+    };
+    let y = ViewMut {
+        data: &mut *y.data,
+        shape: y.shape,
+    };
     match (op, prep) {
-        (Op::Conv { geom, act }, Prepared::Conv(p)) => {
-            conv::run(g, par, geom, *act, p, ins[0], ins[1], ins.get(2).map(|b| b.data), y, scratch)
-        }
-        (Op::ConvTranspose { geom, act }, Prepared::Conv(p)) => {
-            conv::run_transposed(g, par, geom, *act, p, ins[0], ins[1].shape, ins.get(2).map(|b| b.data), y, scratch)
-        }
-        (Op::MatMul { act }, Prepared::MatMul(p)) => {
-            matmul::run(g, par, *act, p.as_deref(), ins[0], ins[1], ins.get(2).map(|b| b.data), y, scratch)
-        }
+        (Op::Conv { geom, act }, Prepared::Conv(p)) => conv::run(
+            g,
+            par,
+            geom,
+            *act,
+            p,
+            ins[0],
+            ins[1],
+            ins.get(2).map(|b| b.data),
+            y,
+            scratch,
+        ),
+        (Op::ConvTranspose { geom, act }, Prepared::Conv(p)) => conv::run_transposed(
+            g,
+            par,
+            geom,
+            *act,
+            p,
+            ins[0],
+            ins[1].shape,
+            ins.get(2).map(|b| b.data),
+            y,
+            scratch,
+        ),
+        (Op::MatMul { act }, Prepared::MatMul(p)) => matmul::run(
+            g,
+            par,
+            *act,
+            p.as_deref(),
+            ins[0],
+            ins[1],
+            ins.get(2).map(|b| b.data),
+            y,
+            scratch,
+        ),
         (Op::Binary { op, act }, _) => eltwise::binary(*op, *act, ins[0], ins[1], y),
         (Op::Unary(f), _) => eltwise::unary(*f, ins[0], y),
-        (Op::ChannelAffine { act }, _) => eltwise::channel_affine(*act, ins[0], ins[1].data, ins[2].data, y),
+        (Op::ChannelAffine { act }, _) => {
+            eltwise::channel_affine(*act, ins[0], ins[1].data, ins[2].data, y)
+        }
         (Op::Pool(p), _) => pool::pool2d(p, ins[0], y),
         (Op::GlobalPool(k), _) => pool::global(*k, ins[0], y),
-        (Op::Resize { .. } | Op::Slice { .. } | Op::Pad { .. }, Prepared::Gather(m)) => layout::gather(m, ins[0], y),
+        (Op::Resize { .. } | Op::Slice { .. } | Op::Pad { .. }, Prepared::Gather(m)) => {
+            layout::gather(m, ins[0], y)
+        }
         (Op::Resize { .. }, Prepared::Linear(t)) => resize::linear(t, ins[0], y),
         (Op::Concat { axis }, _) => layout::concat(*axis as usize, ins, y),
-        (Op::Split { axis }, _) => {
-            split_into(*axis as usize, ins[0], y, rest)
-        }
+        (Op::Split { axis }, _) => split_into(*axis as usize, ins[0], y, rest),
         (Op::Reshape, _) => y.data.copy_from_slice(ins[0].data),
         (Op::Transpose { perm }, _) => layout::transpose(perm, ins[0], y),
         (Op::Softmax { axis }, _) => reduce::softmax(*axis as usize, ins[0], y),

@@ -10,7 +10,11 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
     let (sh, sw) = (p.strides[0] as isize, p.strides[1] as isize);
     let (dh, dw) = (p.dilations[0] as isize, p.dilations[1] as isize);
     let (pt, pl) = (p.pads[0] as isize, p.pads[1] as isize);
-    for (src, dst) in x.data.chunks_exact(h * w).zip(y.data.chunks_exact_mut(oh * ow)) {
+    for (src, dst) in x
+        .data
+        .chunks_exact(h * w)
+        .zip(y.data.chunks_exact_mut(oh * ow))
+    {
         for oy in 0..oh as isize {
             for ox in 0..ow as isize {
                 let (y0, x0) = (oy * sh - pt, ox * sw - pl);
@@ -26,7 +30,11 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
                         let ix = x0 + kx * dw;
                         if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
                             // cells beyond the declared padding (ceil mode) never count
-                            if iy >= -pt && iy < h as isize + (p.pads[2] - p.ceil_extra[0]) as isize && ix >= -pl && ix < w as isize + (p.pads[3] - p.ceil_extra[1]) as isize {
+                            if iy >= -pt
+                                && iy < h as isize + (p.pads[2] - p.ceil_extra[0]) as isize
+                                && ix >= -pl
+                                && ix < w as isize + (p.pads[3] - p.ceil_extra[1]) as isize
+                            {
                                 padded += 1;
                             }
                             continue;
@@ -42,7 +50,11 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
                 dst[oy as usize * ow + ox as usize] = match p.kind {
                     PoolKind::Max => acc,
                     PoolKind::Avg { count_include_pad } => {
-                        let div = if count_include_pad { count + padded } else { count };
+                        let div = if count_include_pad {
+                            count + padded
+                        } else {
+                            count
+                        };
                         if div == 0 {
                             0.0
                         } else {

@@ -26,7 +26,10 @@ fn taps(coord: CoordMode, in_len: usize, out_len: usize, scale: f32) -> Vec<(usi
 /// Builds the taps for input shape `x`, output shape `y`.
 pub fn prepare(coord: CoordMode, x: &[usize], y: &[usize], scales: &[f32]) -> Taps {
     let r = x.len();
-    Taps { y: taps(coord, x[r - 2], y[r - 2], scales[r - 2]), x: taps(coord, x[r - 1], y[r - 1], scales[r - 1]) }
+    Taps {
+        y: taps(coord, x[r - 2], y[r - 2], scales[r - 2]),
+        x: taps(coord, x[r - 1], y[r - 1], scales[r - 1]),
+    }
 }
 
 /// Bilinear interpolation of every plane.
@@ -34,7 +37,11 @@ pub fn linear(t: &Taps, x: View, y: ViewMut) {
     let r = x.shape.len();
     let (h, w) = (x.shape[r - 2], x.shape[r - 1]);
     let (oh, ow) = (y.shape[r - 2], y.shape[r - 1]);
-    for (src, dst) in x.data.chunks_exact(h * w).zip(y.data.chunks_exact_mut(oh * ow)) {
+    for (src, dst) in x
+        .data
+        .chunks_exact(h * w)
+        .zip(y.data.chunks_exact_mut(oh * ow))
+    {
         for (oy, &(y0, y1, fy)) in t.y.iter().enumerate() {
             let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
             for (o, &(x0, x1, fx)) in dst[oy * ow..(oy + 1) * ow].iter_mut().zip(&t.x) {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every tern test on a fresh Debian 12 x86-64 machine: installs what the tests need (apt packages,
+# rustup targets, pip packages), makes the model inputs, then runs the lanes:
+#   fmt + clippy, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build,
+#   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod).
+# The target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/tern-target) so repeated
+# runs on one machine are warm.
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern-target}"
+export TERN_ONNX_NODE_DIR="${TERN_ONNX_NODE_DIR:-$HOME/.cache/tern-onnx-node}"
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+step "setup: apt packages, rustup targets"
+bash scripts/lanes.sh install
+if ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed"; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core >/dev/null
+fi
+eval "$(bash scripts/lanes.sh env)"
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+step "setup: python packages"
+py_missing=()
+for spec in "onnx==1.23.2:onnx" "numpy:numpy" "scikit-learn:sklearn" "skl2onnx:skl2onnx" "onnxruntime:onnxruntime" "scikit-image:skimage" "pillow:PIL"; do
+  python3 -c "import ${spec#*:}" 2>/dev/null || py_missing+=("${spec%%:*}")
+done
+[ ${#py_missing[@]} -eq 0 ] || python3 -m pip install -q "${py_missing[@]}"
+
+step "models and data"
+bash models/fetch.sh
+python3 models/data/make_data.py >/dev/null
+python3 tests/conformance/gen_cases.py "$TERN_ONNX_NODE_DIR"
+
+step "fmt + clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "host tests"
+cargo test --workspace -q 2>&1 | grep -vE '^\s*$' | tail -n 60
+cargo test -p tern-tests --test conformance -q -- --nocapture 2>&1 | grep "ONNX node conformance"
+TERN_CPU=scalar cargo test -p tern -q
+
+step "no_std: thumbv7em-none-eabihf"
+cargo build -p tern --no-default-features --target thumbv7em-none-eabihf -q
+
+step "aarch64 under qemu: cortex-a72 (Pi 4) and cortex-a76 (Pi 5)"
+QEMU_CPU=cortex-a72 cargo test -p tern --target aarch64-unknown-linux-gnu -q
+QEMU_CPU=cortex-a76 cargo test -p tern --target aarch64-unknown-linux-gnu -q
+
+step "all tests passed"
