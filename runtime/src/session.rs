@@ -63,6 +63,9 @@ pub struct Session<'m> {
     packed_bytes: usize,
     #[cfg(feature = "std")]
     pool: Option<crate::cpu::pool::Pool>,
+    /// Accumulated nanoseconds per node while profiling is on.
+    #[cfg(feature = "std")]
+    profile: Option<Vec<u64>>,
 }
 
 fn f32s(bytes: &[u8]) -> Const<'_> {
@@ -204,6 +207,8 @@ impl<'m> Session<'m> {
             packed_bytes,
             #[cfg(feature = "std")]
             pool,
+            #[cfg(feature = "std")]
+            profile: None,
         })
     }
 
@@ -225,6 +230,22 @@ impl<'m> Session<'m> {
     /// Bytes of weights repacked for the kernels at session creation.
     pub fn packed_weight_bytes(&self) -> usize {
         self.packed_bytes
+    }
+
+    /// Turns per-node timing on (allocates the table now, not in `run`) or off.
+    #[cfg(feature = "std")]
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = if on {
+            Some(vec![0; self.model.graph.nodes.len()])
+        } else {
+            None
+        };
+    }
+
+    /// Accumulated nanoseconds per node (execution order) since profiling was turned on.
+    #[cfg(feature = "std")]
+    pub fn profile(&self) -> Option<&[u64]> {
+        self.profile.as_deref()
     }
 
     /// Threads in use.
@@ -305,7 +326,7 @@ impl<'m> Session<'m> {
         #[cfg(not(feature = "std"))]
         let par = Par::single();
         let empty: &[usize] = &[];
-        for (n, prep) in g.nodes.iter().zip(&self.prepared) {
+        for (ni, (n, prep)) in g.nodes.iter().zip(&self.prepared).enumerate() {
             let mut ins = [View {
                 data: &[],
                 shape: empty,
@@ -333,6 +354,8 @@ impl<'m> Session<'m> {
                 };
                 *v = ViewMut { data, shape };
             }
+            #[cfg(feature = "std")]
+            let t0 = self.profile.as_ref().map(|_| std::time::Instant::now());
             ops::exec(
                 &self.gemm,
                 &par,
@@ -342,6 +365,10 @@ impl<'m> Session<'m> {
                 &mut outs[..n.outputs.len()],
                 &mut self.scratch,
             );
+            #[cfg(feature = "std")]
+            if let (Some(t0), Some(p)) = (t0, self.profile.as_mut()) {
+                p[ni] += t0.elapsed().as_nanos() as u64;
+            }
         }
         for (&t, y) in g.outputs.iter().zip(outputs.iter_mut()) {
             // SAFETY: see above.

@@ -42,7 +42,7 @@ pub fn compress_float(onnx: &Path, shapes: &[import::InputShape]) -> Result<Vec<
         ),
         (
             "passes".to_string(),
-            "import,fold_bn,fuse_act,prune,plan".to_string(),
+            "import,fold_bn,fuse_hswish,fuse_act,prune,plan".to_string(),
         ),
     ];
     export::to_bytes(&g, meta)

@@ -22,6 +22,9 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also time every node and print a per-op-type table (slowest first).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Seeded uniform values in [-1, 1) (a fixed LCG, so every tool and test sees the same inputs).
@@ -70,6 +73,7 @@ pub fn main(a: Args) -> Result<()> {
         let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
         session.run_into(&ins, &mut outs)?;
     }
+    session.set_profiling(a.profile);
     let mut ms = Vec::with_capacity(a.runs);
     for _ in 0..a.runs.max(1) {
         let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
@@ -79,6 +83,32 @@ pub fn main(a: Args) -> Result<()> {
     }
     let (median, min, max) = stats(&mut ms);
     let rss = peak_rss_bytes().unwrap_or(0);
+    if let Some(p) = session.profile() {
+        let mut by_op: Vec<(&str, u64, usize)> = Vec::new();
+        for (n, &t) in model.graph.nodes.iter().zip(p) {
+            match by_op.iter_mut().find(|e| e.0 == n.op.name()) {
+                Some(e) => {
+                    e.1 += t;
+                    e.2 += 1
+                }
+                None => by_op.push((n.op.name(), t, 1)),
+            }
+        }
+        by_op.sort_by_key(|e| std::cmp::Reverse(e.1));
+        let total: u64 = p.iter().sum::<u64>().max(1);
+        let runs = ms.len().max(1) as f64;
+        eprintln!(
+            "{:<20} {:>6} {:>10} {:>7}",
+            "op", "nodes", "ms/run", "share"
+        );
+        for (op, t, c) in by_op {
+            eprintln!(
+                "{op:<20} {c:>6} {:>10.3} {:>6.1}%",
+                t as f64 / 1e6 / runs,
+                100.0 * t as f64 / total as f64
+            );
+        }
+    }
     if a.json {
         println!(
             "{}",

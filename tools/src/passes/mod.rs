@@ -19,10 +19,19 @@ pub struct FoldBn;
 pub struct FuseAct;
 /// Drops nodes whose results nothing uses, and unreferenced tensors.
 pub struct Prune;
+/// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
+/// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
+/// into the producer: four passes over the tensor become none.
+pub struct FuseHardSwish;
 
 /// The float pipeline of `tern compress`, in order.
 pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(FoldBn), Box::new(FuseAct), Box::new(Prune)]
+    vec![
+        Box::new(FoldBn),
+        Box::new(FuseHardSwish),
+        Box::new(FuseAct),
+        Box::new(Prune),
+    ]
 }
 
 /// Runs passes in order, logging each one's effect and validating after each.
@@ -292,6 +301,123 @@ impl Pass for Prune {
         let (t0, changes) = (g.graph.tensors.len(), dead.iter().filter(|&&d| d).count());
         g.compact(&dead);
         log::debug!("prune: tensors {t0} -> {}", g.graph.tensors.len());
+        Ok(changes)
+    }
+}
+
+/// The scalar value of a constant with one element.
+fn scalar(g: &ToolGraph, t: u32) -> Option<f32> {
+    match g.konst(t) {
+        Some([v]) => Some(*v),
+        _ => None,
+    }
+}
+
+impl Pass for FuseHardSwish {
+    fn name(&self) -> &'static str {
+        "fuse_hswish"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        let producer =
+            |g: &ToolGraph, t: u32| g.graph.nodes.iter().position(|n| n.outputs.contains(&t));
+        for i in 0..g.graph.nodes.len() {
+            let cons = g.consumers();
+            let n = g.graph.nodes[i].clone();
+            // the final node: Div(m, 6) or Mul(m, 1/6), or Mul(x, hardsigmoid(x))
+            let (m, mut chain): (u32, Vec<usize>) = match n.op {
+                Op::Binary {
+                    op: BinOp::Div,
+                    act: None,
+                } if scalar(g, n.inputs[1]).is_some_and(|v| v == 6.0) => (n.inputs[0], vec![]),
+                Op::Binary {
+                    op: BinOp::Mul,
+                    act: None,
+                } if scalar(g, n.inputs[1]).is_some_and(|v| (v - 1.0 / 6.0).abs() < 1e-7) => {
+                    (n.inputs[0], vec![])
+                }
+                Op::Binary {
+                    op: BinOp::Mul,
+                    act: None,
+                } => (n.outputs[0], vec![]),
+                _ => continue,
+            };
+            let (mul_idx, x, gate) = if m == n.outputs[0] {
+                (i, n.inputs[0], n.inputs[1])
+            } else {
+                let Some(p) = producer(g, m) else { continue };
+                if dead[p] || sole_consumer(g, &cons, m) != Some(i) {
+                    continue;
+                }
+                let pn = &g.graph.nodes[p];
+                if !matches!(
+                    pn.op,
+                    Op::Binary {
+                        op: BinOp::Mul,
+                        act: None
+                    }
+                ) {
+                    continue;
+                }
+                chain.push(p);
+                (p, pn.inputs[0], pn.inputs[1])
+            };
+            // the gate is one of the two Mul inputs; try both orders
+            let mut matched = None;
+            for (x, gate) in [(x, gate), (gate, x)] {
+                let Some(gp) = producer(g, gate) else {
+                    continue;
+                };
+                if dead[gp] || sole_consumer(g, &cons, gate) != Some(mul_idx) {
+                    continue;
+                }
+                let gn = &g.graph.nodes[gp];
+                match gn.op {
+                    Op::Unary(tern::ir::Unary::HardSigmoid { alpha, beta })
+                        if (alpha - 1.0 / 6.0).abs() < 1e-6
+                            && beta == 0.5
+                            && gn.inputs[0] == x
+                            && m == n.outputs[0] =>
+                    {
+                        matched = Some((x, vec![gp]));
+                    }
+                    Op::Unary(tern::ir::Unary::Clip { min, max })
+                        if min == 0.0 && max == 6.0 && m != n.outputs[0] =>
+                    {
+                        let a = gn.inputs[0];
+                        let Some(ap) = producer(g, a) else { continue };
+                        let an = &g.graph.nodes[ap];
+                        let adds_three = matches!(
+                            an.op,
+                            Op::Binary {
+                                op: BinOp::Add,
+                                act: None
+                            }
+                        ) && ((an.inputs[0] == x
+                            && scalar(g, an.inputs[1]) == Some(3.0))
+                            || (an.inputs[1] == x && scalar(g, an.inputs[0]) == Some(3.0)));
+                        if adds_three && !dead[ap] && sole_consumer(g, &cons, a) == Some(gp) {
+                            matched = Some((x, vec![gp, ap]));
+                        }
+                    }
+                    _ => {}
+                }
+                if matched.is_some() {
+                    break;
+                }
+            }
+            let Some((x, more)) = matched else { continue };
+            chain.extend(more);
+            for &c in &chain {
+                dead[c] = true;
+            }
+            let last = &mut g.graph.nodes[i];
+            last.op = Op::Unary(tern::ir::Unary::HardSwish);
+            last.inputs = vec![x];
+            changes += 1;
+        }
+        g.compact(&dead);
         Ok(changes)
     }
 }
