@@ -162,7 +162,48 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                     }
                     continue;
                 }
-                // output coordinates of the panel's columns, shifted to input space
+                let (oy0, ox0) = (jb / ow, jb % ow);
+                if ox0 + wdt <= ow {
+                    // all columns of the panel lie on one output row: each (c, ky, kx) row of the panel is
+                    // a strided run of one input row (contiguous for stride 1), clipped at the borders
+                    let iy0 = (oy0 * ic.s[0]) as isize - ic.pad[0] as isize;
+                    let ix0 = (ox0 * ic.s[1]) as isize - ic.pad[1] as isize;
+                    let sx = ic.s[1] as isize;
+                    let mut p = 0;
+                    for ch in 0..ic.c {
+                        let plane = &ic.x[ch * h * w..(ch + 1) * h * w];
+                        for ky in 0..kh {
+                            let iy = iy0 + (ky * ic.d[0]) as isize;
+                            for kx in 0..kw {
+                                let row = &mut panel[p * nr..p * nr + nr];
+                                p += 1;
+                                if iy < 0 || iy >= h as isize {
+                                    row.iter_mut().for_each(|v| *v = 0.0);
+                                    continue;
+                                }
+                                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                                let x0 = ix0 + (kx * ic.d[1]) as isize;
+                                let last = x0 + (wdt as isize - 1) * sx;
+                                if sx == 1 && x0 >= 0 && last < w as isize {
+                                    row[..wdt]
+                                        .copy_from_slice(&src[x0 as usize..x0 as usize + wdt]);
+                                } else {
+                                    for (c, v) in row[..wdt].iter_mut().enumerate() {
+                                        let ix = x0 + c as isize * sx;
+                                        *v = if ix >= 0 && ix < w as isize {
+                                            src[ix as usize]
+                                        } else {
+                                            0.0
+                                        };
+                                    }
+                                }
+                                row[wdt..].iter_mut().for_each(|v| *v = 0.0);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                // general case: the panel wraps to the next output row
                 let mut ys = [0isize; 64];
                 let mut xs = [0isize; 64];
                 for c in 0..wdt {

@@ -500,34 +500,35 @@ impl Op {
 impl Graph {
     /// Multiply-accumulate count of one run (Conv, ConvTranspose, MatMul), for reports.
     pub fn macs(&self) -> u64 {
-        let mut total = 0u64;
-        for n in &self.nodes {
-            let t = |i: usize| n.inputs.get(i).and_then(|&t| self.tensors.get(t as usize));
-            let out = n
-                .outputs
-                .first()
-                .and_then(|&t| self.tensors.get(t as usize));
-            let (Some(x), Some(w), Some(y)) = (t(0), t(1), out) else {
-                continue;
-            };
-            total = total.saturating_add(match &n.op {
-                Op::Conv { .. } => {
-                    // every output element takes (C/groups)·kh·kw MACs = weight numel / M
-                    let per =
-                        w.numel() as u64 / (w.shape.first().copied().unwrap_or(1).max(1) as u64);
-                    y.numel() as u64 * per
-                }
-                Op::ConvTranspose { .. } => {
-                    x.numel() as u64 * (w.numel() as u64 / w.shape[0].max(1) as u64)
-                }
-                Op::MatMul { .. } => {
-                    let k = x.shape.last().copied().unwrap_or(1) as u64;
-                    y.numel() as u64 * k
-                }
-                _ => 0,
-            });
+        (0..self.nodes.len())
+            .map(|i| self.node_macs(i))
+            .fold(0u64, |a, b| a.saturating_add(b))
+    }
+
+    /// Multiply-accumulates of node `i` (0 for ops without a product).
+    pub fn node_macs(&self, i: usize) -> u64 {
+        let Some(n) = self.nodes.get(i) else { return 0 };
+        let t = |i: usize| n.inputs.get(i).and_then(|&t| self.tensors.get(t as usize));
+        let out = n
+            .outputs
+            .first()
+            .and_then(|&t| self.tensors.get(t as usize));
+        let (Some(x), Some(w), Some(y)) = (t(0), t(1), out) else {
+            return 0;
+        };
+        match &n.op {
+            // every output element takes (C/groups)·kh·kw MACs = weight numel / M
+            Op::Conv { .. } => {
+                y.numel() as u64
+                    * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
+            }
+            Op::ConvTranspose { .. } => {
+                x.numel() as u64
+                    * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
+            }
+            Op::MatMul { .. } => y.numel() as u64 * x.shape.last().copied().unwrap_or(1) as u64,
+            _ => 0,
         }
-        total
     }
 
     /// Number of constant parameters (elements of constant tensors).

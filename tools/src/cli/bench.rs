@@ -108,6 +108,23 @@ pub fn main(a: Args) -> Result<()> {
                 100.0 * t as f64 / total as f64
             );
         }
+        let mut nodes: Vec<usize> = (0..p.len()).collect();
+        nodes.sort_by_key(|&i| std::cmp::Reverse(p[i]));
+        eprintln!(
+            "\nslowest nodes:\n{:<36} {:<14} {:>22} {:>9} {:>8}",
+            "node", "op", "output", "ms/run", "GMAC/s"
+        );
+        for &i in nodes.iter().take(15) {
+            let n = &model.graph.nodes[i];
+            let ms = p[i] as f64 / 1e6 / runs;
+            let out = format!("{:?}", model.graph.tensors[n.outputs[0] as usize].shape);
+            let gmacs = model.graph.node_macs(i) as f64 / (ms * 1e6);
+            let name: String = n.name.chars().take(36).collect();
+            eprintln!(
+                "{name:<36} {:<14} {out:>22} {ms:>9.3} {gmacs:>8.2}",
+                n.op.name()
+            );
+        }
     }
     if a.json {
         println!(
