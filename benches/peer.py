@@ -17,7 +17,11 @@ import sys
 import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+def target_dir():
+    """Cargo's target directory (honours CARGO_TARGET_DIR and cargo config)."""
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["target_directory"]
+
 MODELS = {
     "digits": ("models/digits/digits.onnx", "input", [1, 64]),
     "cls": ("models/cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", [1, 3, 48, 192]),
@@ -98,8 +102,9 @@ def main():
         p, shape, t, runs = a.ort_worker
         ort_worker(p, [int(d) for d in shape.split("x")], int(t), int(runs), a.warmup)
         return
-    tern = os.path.join(TARGET, "release", "tern")
-    tract = os.path.join(TARGET, "release", "tract-bench")
+    target = target_dir()
+    tern = os.path.join(target, "release", "tern")
+    tract = os.path.join(target, "release", "tract-bench")
     if not (os.path.exists(tern) and os.path.exists(tract)):
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "tern-tools", "-p", "tern-benches"], cwd=ROOT, check=True)
     ort_missing = ensure_ort()
@@ -137,10 +142,13 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, dims, t, tr, tc, oc, asz, osz in rows:
         om = oc.get("median_ms")
+        tern_ms, tract_ms = tr["median_ms"], tc["median_ms"]
+        ort_ms = "%.3f" % om if om else "n/a"
+        vs_ort = "%.2f" % (tern_ms / om) if om else "n/a"
+        ort_rss = "%.1f" % (oc["peak_rss_bytes"] / 1e6) if om else "n/a"
         print(
-            f"| {name} | {dims} | {t} | {tr['median_ms']:.3f} | {tc['median_ms']:.3f} | {f'{om:.3f}' if om else 'n/a'} | "
-            f"{tr['median_ms'] / tc['median_ms']:.2f} | {f'{tr['median_ms'] / om:.2f}' if om else 'n/a'} | "
-            f"{tr['peak_rss_bytes'] / 1e6:.1f} | {tc['peak_rss_bytes'] / 1e6:.1f} | {f'{oc['peak_rss_bytes'] / 1e6:.1f}' if om else 'n/a'} | {asz} / {osz} |"
+            f"| {name} | {dims} | {t} | {tern_ms:.3f} | {tract_ms:.3f} | {ort_ms} | {tern_ms / tract_ms:.2f} | {vs_ort} | "
+            f"{tr['peak_rss_bytes'] / 1e6:.1f} | {tc['peak_rss_bytes'] / 1e6:.1f} | {ort_rss} | {asz} / {osz} |"
         )
     if ort_missing:
         print(f"\nORT: {ort_missing}")

@@ -275,3 +275,13 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// A model is shared between threads (one session each).
+    #[test]
+    fn model_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Model<'static>>();
+    }
+}

@@ -124,11 +124,14 @@ fn onnx_node_conformance() {
         .filter(|p| p.join("model.onnx").exists())
         .collect();
     cases.sort();
-    let (mut pass, mut failed_listed) = (Vec::new(), Vec::new());
+    let (mut pass, mut failed_listed, mut panicked) = (Vec::new(), Vec::new(), Vec::new());
     let verbose = std::env::var("TERN_CONFORMANCE_VERBOSE").is_ok();
     for c in &cases {
         let name = c.file_name().unwrap().to_string_lossy().to_string();
-        let r = std::panic::catch_unwind(|| run_case(c)).unwrap_or_else(|_| Err("panicked".into()));
+        let r = std::panic::catch_unwind(|| run_case(c)).unwrap_or_else(|_| {
+            panicked.push(name.clone());
+            Err("panicked".into())
+        });
         match r {
             Ok(()) => pass.push(name),
             Err(e) => {

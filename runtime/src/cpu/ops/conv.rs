@@ -45,6 +45,7 @@ pub fn prepare(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep
 /// Scratch floats a conv needs.
 pub fn scratch(
     g: &Gemm,
+    geom: &Conv2d,
     prep: &ConvPrep,
     x: &[usize],
     y: &[usize],
@@ -52,7 +53,7 @@ pub fn scratch(
     threads: usize,
 ) -> usize {
     match prep {
-        ConvPrep::Depthwise => 0,
+        ConvPrep::Depthwise => threads * depthwise_scratch(geom, x, y),
         ConvPrep::Dense { .. } => {
             let groups = x[1] / wshape[1];
             let k = wshape[1] * wshape[2] * wshape[3];
@@ -120,11 +121,24 @@ pub fn run(
                 }
             }
         }
-        ConvPrep::Depthwise => depthwise(par, geom, act, x, w.data, bias, y),
+        ConvPrep::Depthwise => depthwise(par, geom, act, x, w.data, bias, y, scratch),
     }
 }
 
-/// Direct depthwise convolution: threads split the (image, channel) planes.
+/// Floats of per-thread scratch the depthwise kernel uses: the zero-padded input split into stride
+/// phases, plus one output plane at the phase width.
+fn depthwise_scratch(geom: &Conv2d, x: &[usize], y: &[usize]) -> usize {
+    let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
+    let hp = x[2] + (geom.pads[0] + geom.pads[2]) as usize;
+    let wp = x[3] + (geom.pads[1] + geom.pads[3]) as usize;
+    let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
+    sh * sw * hs * ws + (geom.kernel[1] * geom.dilations[1]) as usize + 8 + y[2] * ws
+}
+
+/// Depthwise convolution: each plane is copied once into a zero-padded buffer split into stride phases,
+/// so every kernel tap becomes one long unit-stride multiply-add over the whole output plane (no border
+/// tests, vectorized; columns past the output width are computed and dropped). Threads split the planes.
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     par: &Par,
     geom: &Conv2d,
@@ -133,64 +147,73 @@ fn depthwise(
     w: &[f32],
     bias: Option<&[f32]>,
     y: ViewMut,
+    scratch: &mut [f32],
 ) {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (oh, ow) = (y.shape[2], y.shape[3]);
     let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
     let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
     let (dh, dw) = (geom.dilations[0] as usize, geom.dilations[1] as usize);
-    let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+    let (pt, pl) = (geom.pads[0] as usize, geom.pads[1] as usize);
+    let hp = h + pt + geom.pads[2] as usize;
+    let wp = wd + pl + geom.pads[3] as usize;
+    let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
+    let phase_len = hs * ws;
+    let in_len = sh * sw * phase_len + kw * dw + 8;
+    let per = depthwise_scratch(geom, x.shape, y.shape);
     let planes = n * c;
-    let yp = SyncPtr(y.data.as_mut_ptr());
     let threads = par.threads();
+    let yp = SyncPtr(y.data.as_mut_ptr());
+    let sp = SyncPtr(scratch.as_mut_ptr());
     par.run(&|t| {
+        // SAFETY: thread t owns scratch[t*per..(t+1)*per] (sized for `threads` by `scratch`).
+        let buf = unsafe { core::slice::from_raw_parts_mut(sp.get().add(t * per), per) };
+        let (ph, acc) = buf.split_at_mut(in_len);
+        let acc = &mut acc[..oh * ws];
         for plane in share(planes, t, threads) {
             let ch = plane % c;
             let src = &x.data[plane * h * wd..(plane + 1) * h * wd];
-            // SAFETY: each plane's output is written by exactly one thread.
-            let dst =
-                unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
-            let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
-            let b0 = bias.map_or(0.0, |b| b[ch]);
-            for oy in 0..oh {
-                let row = &mut dst[oy * ow..(oy + 1) * ow];
-                row.iter_mut().for_each(|v| *v = b0);
-                for ky in 0..kh {
-                    let iy = (oy * sh) as isize - pt + (ky * dh) as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let irow = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                    for kx in 0..kw {
-                        let wv = wk[ky * kw + kx];
-                        let off = (kx * dw) as isize - pl; // ix = ox*sw + off
-                        let lo = if off >= 0 {
-                            0
-                        } else {
-                            ((-off) as usize).div_ceil(sw)
-                        };
-                        let hi_ix = wd as isize - 1 - off; // ox*sw <= hi_ix
-                        if hi_ix < 0 {
-                            continue;
-                        }
-                        let hi = (hi_ix as usize / sw + 1).min(ow);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let start = (lo * sw) as isize + off;
-                        if sw == 1 {
-                            let s = &irow[start as usize..start as usize + (hi - lo)];
-                            row[lo..hi]
-                                .iter_mut()
-                                .zip(s)
-                                .for_each(|(o, i)| *o += wv * i);
-                        } else {
-                            for (j, o) in row[lo..hi].iter_mut().enumerate() {
-                                *o += wv * irow[start as usize + j * sw];
-                            }
+            ph.iter_mut().for_each(|v| *v = 0.0);
+            for iy in 0..h {
+                let py = iy + pt;
+                let row = &src[iy * wd..(iy + 1) * wd];
+                if sw == 1 {
+                    let o = (py % sh) * phase_len + (py / sh) * ws + pl;
+                    ph[o..o + wd].copy_from_slice(row);
+                } else {
+                    // de-interleave the row into its sw column phases (running quotient/remainder: no division)
+                    let base = (py % sh) * sw * phase_len + (py / sh) * ws;
+                    let (mut q, mut r) = (pl / sw, pl % sw);
+                    for &v in row {
+                        ph[base + r * phase_len + q] = v;
+                        r += 1;
+                        if r == sw {
+                            r = 0;
+                            q += 1;
                         }
                     }
                 }
+            }
+            let b0 = bias.map_or(0.0, |b| b[ch]);
+            acc.iter_mut().for_each(|v| *v = b0);
+            let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
+            for ky in 0..kh {
+                let (oy, ry) = ((ky * dh) / sh, (ky * dh) % sh);
+                for kx in 0..kw {
+                    let (ox, rx) = ((kx * dw) / sw, (kx * dw) % sw);
+                    let start = (ry * sw + rx) * phase_len + oy * ws + ox;
+                    let wv = wk[ky * kw + kx];
+                    acc.iter_mut()
+                        .zip(&ph[start..start + oh * ws])
+                        .for_each(|(o, &i)| *o += wv * i);
+                }
+            }
+            // SAFETY: each plane's output is written by exactly one thread.
+            let dst =
+                unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
+            for oy in 0..oh {
+                let row = &mut dst[oy * ow..(oy + 1) * ow];
+                row.copy_from_slice(&acc[oy * ws..oy * ws + ow]);
                 if let Some(a) = act {
                     gemm::apply_act(row, a);
                 }

@@ -1,6 +1,7 @@
 //! Element-wise ops: binary with numpy broadcasting, unary functions, per-channel affine.
 use super::{broadcast_strides, View, ViewMut};
 use crate::cpu::gemm::apply_act;
+use crate::cpu::{share, Par, SyncPtr};
 use crate::ir::{BinOp, Unary};
 
 #[inline]
@@ -38,8 +39,11 @@ fn bin_loop(op: BinOp, out: &mut [f32], a: &[f32], sa: usize, b: &[f32], sb: usi
     }
 }
 
-/// `y = act(a op b)` with broadcasting.
-pub fn binary(op: BinOp, act: Option<Unary>, a: View, b: View, y: ViewMut) {
+/// Below this many output elements an op runs on one thread (waking the others costs more).
+const PAR_MIN: usize = 1 << 14;
+
+/// `y = act(a op b)` with broadcasting; threads split the rows of the innermost axis.
+pub fn binary(par: &Par, op: BinOp, act: Option<Unary>, a: View, b: View, y: ViewMut) {
     let r = y.shape.len();
     let mut sa = [0usize; 8];
     let mut sb = [0usize; 8];
@@ -52,27 +56,55 @@ pub fn binary(op: BinOp, act: Option<Unary>, a: View, b: View, y: ViewMut) {
         (sa[r - 1], sb[r - 1])
     };
     let outer = y.data.len().checked_div(inner).unwrap_or(0);
-    let mut idx = [0usize; 8];
-    for o in 0..outer {
-        let (mut oa, mut ob) = (0, 0);
-        for d in 0..r.saturating_sub(1) {
-            oa += idx[d] * sa[d];
-            ob += idx[d] * sb[d];
-        }
-        let out = &mut y.data[o * inner..(o + 1) * inner];
-        let la = if ia == 0 { 1 } else { inner };
-        let lb = if ib == 0 { 1 } else { inner };
-        bin_loop(op, out, &a.data[oa..oa + la], ia, &b.data[ob..ob + lb], ib);
-        if let Some(f) = act {
-            apply_act(out, f);
-        }
+    if outer == 0 {
+        return; // an empty tensor
+    }
+    let yp = SyncPtr(y.data.as_mut_ptr());
+    let threads = if y.data.len() >= PAR_MIN {
+        par.threads()
+    } else {
+        1
+    };
+    let work = |t: usize| {
+        let rows = share(outer, t, threads);
+        // the multi-index of the first row of this share
+        let mut idx = [0usize; 8];
+        let mut rem = rows.start;
         for d in (0..r.saturating_sub(1)).rev() {
-            idx[d] += 1;
-            if idx[d] < y.shape[d] {
-                break;
-            }
-            idx[d] = 0;
+            idx[d] = rem % y.shape[d];
+            rem /= y.shape[d];
         }
+        for o in rows {
+            let (mut oa, mut ob) = (0, 0);
+            for d in 0..r.saturating_sub(1) {
+                oa += idx[d] * sa[d];
+                ob += idx[d] * sb[d];
+            }
+            // SAFETY: rows are split disjointly between threads.
+            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(o * inner), inner) };
+            let la = if ia == 0 { 1 } else { inner };
+            let lb = if ib == 0 { 1 } else { inner };
+            bin_loop(op, out, &a.data[oa..oa + la], ia, &b.data[ob..ob + lb], ib);
+            if let Some(f) = act {
+                apply_act(out, f);
+            }
+            for d in (0..r.saturating_sub(1)).rev() {
+                idx[d] += 1;
+                if idx[d] < y.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    };
+    if threads > 1 {
+        par.run(&|t| {
+            if t < threads {
+                work(t)
+            }
+        });
+    } else {
+        work(0);
     }
 }
 

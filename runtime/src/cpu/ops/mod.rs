@@ -106,8 +106,8 @@ pub fn scratch(
     threads: usize,
 ) -> usize {
     match (op, prep) {
-        (Op::Conv { .. }, Prepared::Conv(p)) => {
-            conv::scratch(g, p, ins[0], outs[0], ins[1], threads)
+        (Op::Conv { geom, .. }, Prepared::Conv(p)) => {
+            conv::scratch(g, geom, p, ins[0], outs[0], ins[1], threads)
         }
         (Op::ConvTranspose { geom, .. }, _) => {
             conv::scratch_transposed(g, ins[0], ins[1], geom.groups as usize, threads)
@@ -173,7 +173,7 @@ pub fn exec(
             y,
             scratch,
         ),
-        (Op::Binary { op, act }, _) => eltwise::binary(*op, *act, ins[0], ins[1], y),
+        (Op::Binary { op, act }, _) => eltwise::binary(par, *op, *act, ins[0], ins[1], y),
         (Op::Unary(f), _) => eltwise::unary(*f, ins[0], y),
         (Op::ChannelAffine { act }, _) => {
             eltwise::channel_affine(*act, ins[0], ins[1].data, ins[2].data, y)
