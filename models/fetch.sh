@@ -1,44 +1,77 @@
 #!/usr/bin/env bash
 # Fetches the real PP-OCR models tern is tested and benchmarked on, from the rapidocr-onnxruntime 1.4.4
-# wheel on PyPI (Apache-2.0; originally PaddleOCR), into models/cache/ (git-ignored).
+# wheel on PyPI (Apache-2.0; originally PaddleOCR), into models/cache/ (git-ignored):
+#   ch_ppocr_mobile_v2.0_cls_infer.onnx   text direction classifier (0°/180°)
+#   ch_PP-OCRv4_det_infer.onnx            text detector (DBNet)
+# Usage (from any directory):
 #   bash models/fetch.sh
-# Idempotent and checksummed: files already present with the right sha256 are kept; nothing half-written
-# is ever left in models/cache/ (extract to a temp file, verify, then rename).
+# Idempotent and checksummed: when both files are present with the right sha256 it does nothing (exit 0).
+# Otherwise it downloads the wheel with pip into a temp dir, extracts the missing files there, checks their
+# sha256 and only then moves them into models/cache/ (copy to a hidden temp name beside the target, then
+# rename), so no partial or unverified file is ever left under a model's name. A checksum mismatch is an
+# error naming the file (exit 1). Needs python3 with pip, and network access to PyPI.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="$here/cache"
 wheel_spec="rapidocr-onnxruntime==1.4.4"
+member_dir="rapidocr_onnxruntime/models"
 declare -A SHA=(
   [ch_ppocr_mobile_v2.0_cls_infer.onnx]=e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c
   [ch_PP-OCRv4_det_infer.onnx]=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9
 )
-ok() { [ -f "$cache/$1" ] && [ "$(sha256sum "$cache/$1" | cut -d' ' -f1)" = "${SHA[$1]}" ]; }
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+ok() { [ -f "$cache/$1" ] && [ "$(sha_of "$cache/$1")" = "${SHA[$1]}" ]; }
+
 missing=()
-for f in "${!SHA[@]}"; do ok "$f" || missing+=("$f"); done
-[ ${#missing[@]} -eq 0 ] && exit 0
+for f in "${!SHA[@]}"; do
+  ok "$f" || missing+=("$f")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
 mkdir -p "$cache"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-echo "fetch.sh: downloading $wheel_spec for ${missing[*]}" >&2
-python3 -m pip download -q --no-deps "$wheel_spec" -d "$tmp" >&2
-python3 - "$tmp" "$cache" "${missing[@]}" <<'PY'
-import glob, hashlib, os, sys, zipfile
-tmp, cache, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
+tmp="$(mktemp -d)"
+staged=()
+cleanup() {
+  rm -rf "$tmp"
+  for s in "${staged[@]+"${staged[@]}"}"; do rm -f "$s"; done
+}
+trap cleanup EXIT
+
+echo "fetch.sh: downloading $wheel_spec from PyPI for: ${missing[*]}" >&2
+python3 -m pip download -q --no-deps --disable-pip-version-check "$wheel_spec" -d "$tmp/wheel" >&2
+
+# Extract the wanted members into the temp dir (python's zipfile: unzip may be absent).
+python3 - "$tmp/wheel" "$tmp/x" "$member_dir" "${missing[@]}" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel_dir, out, member_dir, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+whls = glob.glob(os.path.join(wheel_dir, "*.whl"))
+if len(whls) != 1:
+    sys.exit(f"fetch.sh: expected one wheel in {wheel_dir}, found {whls}")
+os.makedirs(out, exist_ok=True)
+with zipfile.ZipFile(whls[0]) as z:
     for name in names:
-        member = "rapidocr_onnxruntime/models/" + name
-        part = os.path.join(cache, "." + name + ".part")
-        with z.open(member) as src, open(part, "wb") as dst:
-            dst.write(src.read())
-        os.replace(part, os.path.join(cache, name + ".unverified"))
+        try:
+            src = z.open(f"{member_dir}/{name}")
+        except KeyError:
+            sys.exit(f"fetch.sh: {name} is not in {os.path.basename(whls[0])}")
+        with src, open(os.path.join(out, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
 PY
+
 for f in "${missing[@]}"; do
-  got="$(sha256sum "$cache/$f.unverified" | cut -d' ' -f1)"
+  got="$(sha_of "$tmp/x/$f")"
   if [ "$got" != "${SHA[$f]}" ]; then
-    rm -f "$cache/$f.unverified"
-    echo "fetch.sh: checksum mismatch for $f: got $got, expected ${SHA[$f]}" >&2
+    echo "fetch.sh: checksum mismatch for $f: got sha256 $got, expected ${SHA[$f]}; nothing written for it" >&2
     exit 1
   fi
-  mv "$cache/$f.unverified" "$cache/$f"
+done
+for f in "${missing[@]}"; do
+  part="$cache/.$f.part.$$"
+  staged+=("$part")
+  cp "$tmp/x/$f" "$part"
+  mv -f "$part" "$cache/$f"
   echo "fetch.sh: $cache/$f ok" >&2
 done
