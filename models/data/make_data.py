@@ -9,6 +9,7 @@ come from different images, different crop positions and different rendered stri
 
   cls_calib.npy  (32, 3, 48, 192)   cls_eval.npy   (96, 3, 48, 192)    text lines, half of eval rotated 180°
   det320_calib.npy (16, 3, 320, 320) det320_eval.npy (16, 3, 320, 320) det736_eval.npy (4, 3, 736, 736)
+  rec_eval.npy (8, 3, 48, 320)       rendered text lines for the PP-OCRv4 recognizer
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -69,6 +70,16 @@ def text_line(rng, words):
     im = Image.new("RGB", (w, h), bg)
     ImageDraw.Draw(im).text((8, 6), s, font=f, fill=fg)
     return np.asarray(im)
+
+
+def rec_input(img, width=320):
+    """PaddleOCR rec preprocessing: height 48 keeping aspect (width ≤ 320), (x/255 − 0.5)/0.5, pad right."""
+    h, w = img.shape[:2]
+    nw = min(width, max(1, int(np.ceil(48 * w / h))))
+    a = np.asarray(Image.fromarray(img).resize((nw, 48), Image.BILINEAR), np.float32) / 255.0
+    out = np.zeros((3, 48, width), np.float32)
+    out[:, :, :nw] = ((a - 0.5) / 0.5).transpose(2, 0, 1)
+    return out
 
 
 def cls_input(img):
@@ -143,6 +154,7 @@ def main():
         "det320_calib": det_set(np.random.default_rng(3), calib_imgs, calib_words, 320, 16),
         "det320_eval": det_set(np.random.default_rng(4), eval_imgs, eval_words, 320, 16),
         "det736_eval": det_set(np.random.default_rng(5), eval_imgs, eval_words, 736, 4),
+        "rec_eval": np.stack([rec_input(text_line(np.random.default_rng(100 + i), eval_words)) for i in range(8)]),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()
