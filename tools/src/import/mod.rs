@@ -141,6 +141,14 @@ pub fn import(path: &Path, shapes: &[InputShape]) -> Result<ToolGraph> {
     import_proto(&proto, dir, shapes).with_context(|| format!("importing {}", path.display()))
 }
 
+/// Lowers an ONNX model given as bytes (no external data).
+pub fn import_bytes(bytes: &[u8], shapes: &[InputShape]) -> Result<ToolGraph> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| anyhow!("cannot parse as ONNX: {e}"))?;
+    import_proto(&proto, None, shapes)
+}
+
 fn dims_of(vi: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
     use pb::tensor_shape_proto::dimension::Value as D;
     use pb::type_proto::Value as T;
@@ -842,6 +850,7 @@ impl Importer {
                 if matches!(kind, PoolKind::Avg { .. }) && d.iter().any(|&v| v != 1) {
                     return Ok(Unsupported("AveragePool(dilations)".into()));
                 }
+                check_window(&k, &s, &d)?;
                 let pads = resolve_pads(
                     &astr("auto_pad", "NOTSET")?,
                     avec("pads")?,
@@ -1009,6 +1018,9 @@ impl Importer {
                             .iter()
                             .map(|&a| axis(a, r))
                             .collect::<Result<_>>()?;
+                        if pads.len() != 2 * ax.len() {
+                            bail!("pads {pads:?} do not match axes {ax:?}");
+                        }
                         let mut full = vec![0i64; 2 * r];
                         for (i, &a) in ax.iter().enumerate() {
                             full[a] = pads[i];
@@ -1148,6 +1160,7 @@ impl Importer {
                 let target: Vec<usize> = s.ints().iter().map(|&d| d.max(0) as usize).collect();
                 let xs = self.shape(input(0)?);
                 let out = value::broadcast(&xs, &target)?;
+                value::check_numel(&out)?;
                 let x = self.t(input(0)?, name);
                 let zeros = self.g.add_const(
                     &format!("{name}/zeros"),
@@ -1236,6 +1249,7 @@ impl Importer {
             inputs.push(self.g.add_const(&format!("{name}/B"), &[n], b));
         }
         let mut output_padding = [0u32; 2];
+        check_window(&k, &s, &d)?;
         let pads: Vec<i64> = if transposed {
             let op_attr = lift(getv("output_padding")?, 0).unwrap_or(vec![0, 0]);
             let out_shape = lift(getv("output_shape")?, 1);
@@ -1348,6 +1362,20 @@ impl Importer {
         };
         let mut scales = vec![1f32; r];
         let mut out = xs.clone();
+        for (what, t) in [("sizes", &sizes_c), ("scales", &scales_c)] {
+            if let Some(t) = t {
+                if t.shape().iter().product::<usize>() != axes.len() {
+                    bail!(
+                        "{what} has {} values for {} axes",
+                        t.shape().iter().product::<usize>(),
+                        axes.len()
+                    );
+                }
+            }
+        }
+        if xs.contains(&0) {
+            bail!("cannot resize an empty tensor {xs:?}");
+        }
         if let Some(sz) = sizes_c {
             for (i, &a) in axes.iter().enumerate() {
                 out[a] = sz.ints()[i] as usize;
@@ -1432,6 +1460,16 @@ enum Lowered {
 }
 
 /// Explicit pads (top, left, bottom, right) from ONNX `auto_pad` / `pads` for a 2-D window.
+/// Checks 2-D window attributes: two positive values each for kernel, strides and dilations.
+fn check_window(k: &[i64], s: &[i64], d: &[i64]) -> Result<()> {
+    for (name, v) in [("kernel_shape", k), ("strides", s), ("dilations", d)] {
+        if v.len() != 2 || v.iter().any(|&x| x <= 0 || x > 1 << 20) {
+            bail!("{name} {v:?}: expected two positive values (2-D)");
+        }
+    }
+    Ok(())
+}
+
 fn resolve_pads(
     auto_pad: &str,
     pads: Option<Vec<i64>>,

@@ -78,6 +78,18 @@ impl HostTensor {
     }
 }
 
+/// Refuses shapes whose element count exceeds what the runtime accepts (before anything is allocated).
+pub fn check_numel(shape: &[usize]) -> Result<()> {
+    let mut n = 1usize;
+    for &d in shape {
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= tern::ir::shape::MAX_ELEMS)
+            .ok_or_else(|| anyhow!("shape {shape:?} is too large"))?;
+    }
+    Ok(())
+}
+
 /// numpy broadcasting of two shapes (the runtime's rule).
 pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     tern::ir::shape::broadcast(a, b).map_err(|e| anyhow!(e))
@@ -151,8 +163,13 @@ pub fn slice_spec(
         steps: vec![1; r],
         shape: shape.to_vec(),
     };
-    if starts.len() != ends.len() {
-        bail!("starts {starts:?} and ends {ends:?} differ in length");
+    if starts.len() != ends.len()
+        || axes.is_some_and(|a| a.len() != starts.len())
+        || steps.is_some_and(|s| s.len() != starts.len())
+    {
+        bail!(
+            "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        );
     }
     for i in 0..starts.len() {
         let a = axis(axes.map_or(i as i64, |ax| ax[i]), r)?;
@@ -498,6 +515,7 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
             }
             "ConstantOfShape" => {
                 let shape: Vec<usize> = x()?.ints().iter().map(|&d| d.max(0) as usize).collect();
+                check_numel(&shape)?;
                 match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("value")? {
                     Some(t) => {
                         let v = HostTensor::from_tract(&load(t)?)?;
@@ -525,14 +543,27 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
                     if d == 0 {
                         bail!("range delta 0");
                     }
-                    let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                    let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+                    if n > tern::ir::shape::MAX_ELEMS as f64 {
+                        bail!("range of {n} elements is too large");
+                    }
+                    let n = n as usize;
                     HostTensor::I(ArrayD::from_shape_vec(
                         IxDyn(&[n]),
                         (0..n as i64).map(|i| s + i * d).collect(),
                     )?)
                 }
                 (s, l, d) => {
-                    let (s, l, d) = (s.floats()[0], l.floats()[0], d.floats()[0]);
+                    let first = |t: &HostTensor| {
+                        t.floats()
+                            .first()
+                            .copied()
+                            .ok_or_else(|| anyhow!("empty range bound"))
+                    };
+                    let (s, l, d) = (first(s)?, first(l)?, first(d)?);
+                    if d == 0.0 || !((l - s) / d).is_finite() || ((l - s) / d) > 1e9 {
+                        bail!("bad range {s}..{l} step {d}");
+                    }
                     let n = ((l - s) / d).ceil().max(0.0) as usize;
                     HostTensor::F(ArrayD::from_shape_vec(
                         IxDyn(&[n]),
@@ -547,6 +578,7 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
                     .map(|&d| d.max(0) as usize)
                     .collect();
                 let shape = broadcast(x()?.shape(), &target)?;
+                check_numel(&shape)?;
                 match x()? {
                     HostTensor::F(a) => HostTensor::F(
                         a.broadcast(IxDyn(&shape))
