@@ -327,6 +327,8 @@ impl<'m> Session<'m> {
         let par = Par::single();
         let empty: &[usize] = &[];
         for (ni, (n, prep)) in g.nodes.iter().zip(&self.prepared).enumerate() {
+            #[cfg(not(feature = "std"))]
+            let _ = ni; // only the profiler uses the index
             let mut ins = [View {
                 data: &[],
                 shape: empty,

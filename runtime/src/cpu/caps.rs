@@ -9,6 +9,8 @@ pub enum Isa {
     Avx2,
     /// aarch64 Advanced SIMD.
     Neon,
+    /// aarch64 Advanced SIMD with the dot-product extension (SDOT; Pi 5, Jetson Orin).
+    Dotprod,
 }
 
 impl Isa {
@@ -18,6 +20,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
         }
     }
 }
@@ -30,6 +33,12 @@ pub fn best() -> Isa {
             return Isa::Avx2;
         }
     }
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return Isa::Dotprod;
+        }
+    }
     #[cfg(target_arch = "aarch64")]
     {
         return Isa::Neon;
@@ -38,15 +47,31 @@ pub fn best() -> Isa {
     Isa::Scalar
 }
 
-/// [`best`], lowered by the `TERN_CPU` environment variable (`scalar`) where std is available.
+/// Every path this CPU can run, lowest first (tests compare each against the scalar oracle).
+pub fn available() -> alloc::vec::Vec<Isa> {
+    let mut v = alloc::vec![Isa::Scalar];
+    match best() {
+        Isa::Scalar => {}
+        Isa::Dotprod => v.extend([Isa::Neon, Isa::Dotprod]),
+        other => v.push(other),
+    }
+    v
+}
+
+/// [`best`], lowered by the `TERN_CPU` environment variable where std is available: `scalar` everywhere,
+/// `neon` on a dotprod CPU (the Pi 4 path on a Pi 5).
 pub fn detect() -> Isa {
+    let best = best();
     #[cfg(feature = "std")]
     {
         if let Ok(v) = std::env::var("TERN_CPU") {
             if v.eq_ignore_ascii_case("scalar") {
                 return Isa::Scalar;
             }
+            if v.eq_ignore_ascii_case("neon") && best == Isa::Dotprod {
+                return Isa::Neon;
+            }
         }
     }
-    best()
+    best
 }

@@ -81,3 +81,64 @@ pub unsafe fn sgemm_8x8(
         }
     }
 }
+
+/// int8 micro-kernel for cores without dotprod (Pi 4): `smull` i8×i8 → i16 products, `sadalp` pairwise
+/// accumulate into i32 (exact: |−128·−128| fits i16), 4 rows × 8 columns, 16 accumulators.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`].
+pub unsafe fn qgemm_4x8_smlal(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+    unsafe {
+        let mut t = [[vdupq_n_s32(0); 4]; 4];
+        for blk in 0..kb {
+            let b0 = vld1q_s8(b.add(blk * 32));
+            let b1 = vld1q_s8(b.add(blk * 32 + 16));
+            let ap = a.add(blk * 16);
+            for r in 0..4 {
+                let av = vreinterpretq_s8_s32(vdupq_n_s32(
+                    (ap.add(r * 4) as *const i32).read_unaligned(),
+                ));
+                t[r][0] = vpadalq_s16(t[r][0], vmull_s8(vget_low_s8(b0), vget_low_s8(av)));
+                t[r][1] = vpadalq_s16(t[r][1], vmull_high_s8(b0, av));
+                t[r][2] = vpadalq_s16(t[r][2], vmull_s8(vget_low_s8(b1), vget_low_s8(av)));
+                t[r][3] = vpadalq_s16(t[r][3], vmull_high_s8(b1, av));
+            }
+        }
+        for r in 0..4 {
+            vst1q_s32(acc[r].as_mut_ptr(), vpaddq_s32(t[r][0], t[r][1]));
+            vst1q_s32(acc[r].as_mut_ptr().add(4), vpaddq_s32(t[r][2], t[r][3]));
+        }
+    }
+}
+
+/// int8 micro-kernel with SDOT (Pi 5, Jetson Orin): each `sdot` adds four 4-byte dot products,
+/// 4 rows × 8 columns, 8 accumulators. `vdotq_s32` is unstable on stable Rust, hence inline asm.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`], plus the CPU must have the dotprod extension.
+#[target_feature(enable = "dotprod")]
+pub unsafe fn qgemm_4x8_sdot(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+    unsafe {
+        let mut t = [[vdupq_n_s32(0); 2]; 4];
+        for blk in 0..kb {
+            let b0 = vld1q_s8(b.add(blk * 32));
+            let b1 = vld1q_s8(b.add(blk * 32 + 16));
+            let ap = a.add(blk * 16);
+            for r in 0..4 {
+                let av = vreinterpretq_s8_s32(vdupq_n_s32(
+                    (ap.add(r * 4) as *const i32).read_unaligned(),
+                ));
+                core::arch::asm!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
+                    acc = inout(vreg) t[r][0], b = in(vreg) b0, a = in(vreg) av, options(pure, nomem, nostack));
+                core::arch::asm!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
+                    acc = inout(vreg) t[r][1], b = in(vreg) b1, a = in(vreg) av, options(pure, nomem, nostack));
+            }
+        }
+        for r in 0..4 {
+            vst1q_s32(acc[r].as_mut_ptr(), t[r][0]);
+            vst1q_s32(acc[r].as_mut_ptr().add(4), t[r][1]);
+        }
+    }
+}

@@ -87,3 +87,35 @@ pub unsafe fn sgemm_6x16(
         }
     }
 }
+
+/// int8 micro-kernel, 4 rows × 8 columns: bytes sign-extended to i16 and multiplied pairwise into i32 with
+/// `vpmaddwd` (exact). `vpmaddubsw` is avoided on purpose: it saturates its i16 pair sums, so u8×i8 data
+/// near the range ends would give wrong integers.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`], plus the CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn qgemm_4x8_avx2(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+    unsafe {
+        let mut lo = [_mm256_setzero_si256(); 4];
+        let mut hi = [_mm256_setzero_si256(); 4];
+        for blk in 0..kb {
+            let bp = b.add(blk * 32);
+            let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp as *const __m128i));
+            let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(16) as *const __m128i));
+            let ap = a.add(blk * 16);
+            for r in 0..4 {
+                let four = (ap.add(r * 4) as *const i32).read_unaligned();
+                let a16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(four));
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(b_lo, a16));
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a16));
+            }
+        }
+        for r in 0..4 {
+            // pairs → columns [c0 c1 c4 c5 | c2 c3 c6 c7] → reorder the 64-bit lanes to c0..c7
+            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
+            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, s);
+        }
+    }
+}
