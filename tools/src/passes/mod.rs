@@ -12,8 +12,9 @@ pub trait Pass {
     fn run(&self, g: &mut ToolGraph) -> Result<usize>;
 }
 
-/// Folds per-channel affine ops (inference BatchNormalization) and constant bias additions into the
-/// preceding Conv / ConvTranspose / MatMul's weights and bias.
+/// Folds per-channel affine ops (inference BatchNormalization) and constant per-channel or scalar
+/// additions and multiplications (biases, PP-LCNetV3's learnable affine) into the preceding
+/// Conv / ConvTranspose / MatMul's weights and bias.
 pub struct FoldBn;
 /// Fuses element-wise activations into their producer's epilogue.
 pub struct FuseAct;
@@ -154,10 +155,10 @@ impl Pass for FoldBn {
                     (node.inputs[0], Some(s.to_vec()), t.to_vec())
                 }
                 Op::Binary {
-                    op: BinOp::Add,
+                    op: op @ (BinOp::Add | BinOp::Mul),
                     act: None,
                 } => {
-                    // x + c where c holds one value per output channel
+                    // x + c or x · c where c is one value, or one value per output channel
                     let (a, b) = (node.inputs[0], node.inputs[1]);
                     let (x, c) = if g.konst(b).is_some() {
                         (a, b)
@@ -171,24 +172,33 @@ impl Pass for FoldBn {
                         continue;
                     }
                     let numel: usize = cs.iter().product();
-                    let per_channel_conv = xs.len() == 4
-                        && cs.len() >= 3
-                        && numel == xs[1]
-                        && cs[cs.len() - 3] == xs[1];
-                    let per_col =
-                        xs.len() >= 2 && numel == xs[xs.len() - 1] && cs.last() == xs.last();
                     let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
                         continue;
                     };
-                    let ok = match &g.graph.nodes[p].op {
-                        Op::Conv { .. } | Op::ConvTranspose { .. } => per_channel_conv,
-                        Op::MatMul { .. } => per_col,
-                        _ => false,
+                    let m = match &g.graph.nodes[p].op {
+                        Op::Conv { .. } | Op::ConvTranspose { .. } if xs.len() == 4 => xs[1],
+                        Op::MatMul { .. } if xs.len() >= 2 => xs[xs.len() - 1],
+                        _ => continue,
                     };
-                    if !ok {
-                        continue;
+                    let per_channel = match &g.graph.nodes[p].op {
+                        Op::MatMul { .. } => numel == m && cs.last() == Some(&m),
+                        _ => {
+                            numel == m
+                                && cs.len() >= 3
+                                && cs[cs.len() - 3] == m
+                                && cs[cs.len() - 2..] == [1, 1]
+                        }
+                    };
+                    let vals: Vec<f32> = match g.konst(c) {
+                        Some(v) if numel == 1 => vec![v[0]; m],
+                        Some(v) if per_channel => v.to_vec(),
+                        _ => continue,
+                    };
+                    if *op == BinOp::Mul {
+                        (x, Some(vals), vec![0.0; m])
+                    } else {
+                        (x, None, vals)
                     }
-                    (x, None, g.konst(c).map(|c| c.to_vec()).unwrap_or_default())
                 }
                 _ => continue,
             };
