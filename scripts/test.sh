@@ -11,11 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern-target}"
 export TERN_ONNX_NODE_DIR="${TERN_ONNX_NODE_DIR:-$HOME/.cache/tern-onnx-node}"
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
-step "setup: apt packages, rustup targets"
+step "setup: apt packages (lavapipe, cross gcc, qemu-user, fonts), rustup targets"
 bash scripts/lanes.sh install
-if ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed"; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core >/dev/null
-fi
 eval "$(bash scripts/lanes.sh env)"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
