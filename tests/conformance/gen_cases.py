@@ -160,9 +160,27 @@ def skip_reason(case) -> str | None:
     return None
 
 
+def remove_stale(out: str) -> None:
+    """Removes `OUT.tmp-<pid>` / `OUT.old-<pid>` left by killed runs (whose process is gone)."""
+    parent, base = os.path.split(out)
+    for e in os.listdir(parent):
+        for tag in (".tmp-", ".old-"):
+            if e.startswith(base + tag) and e[len(base + tag):].isdigit():
+                pid = int(e[len(base + tag):])
+                try:
+                    os.kill(pid, 0)
+                    alive = pid != os.getpid()
+                except ProcessLookupError:
+                    alive = False
+                except PermissionError:
+                    alive = True
+                if not alive:
+                    shutil.rmtree(os.path.join(parent, e), ignore_errors=True)
+
+
 def main() -> int:
     if len(sys.argv) != 2:
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        print("usage: python3 tests/conformance/gen_cases.py OUT_DIR", file=sys.stderr)
         return 2
     from importlib.metadata import version
 
@@ -180,6 +198,7 @@ def main() -> int:
 
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
+    remove_stale(out)
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

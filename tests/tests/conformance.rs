@@ -14,9 +14,7 @@ fn cache_dir() -> PathBuf {
 }
 
 fn ensure_cases(dir: &Path) {
-    if dir.join(".complete").exists() {
-        return;
-    }
+    // the script checks its own stamp (onnx version, format) and returns in ~0.1 s when the cache is current
     let script = tern_tests::root().join("tests/conformance/gen_cases.py");
     let st = std::process::Command::new("python3")
         .arg(&script)

@@ -8,6 +8,7 @@ pub mod import;
 pub mod metrics;
 pub mod npy;
 pub mod passes;
+pub mod quant;
 pub mod reference;
 
 use anyhow::Result;
