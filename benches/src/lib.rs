@@ -1,5 +1,7 @@
 //! Benchmark support: the sample models and seeded inputs shared by the criterion benches and the peer
 //! harness (`benches/peer.py`, which adds ONNX Runtime and measures each engine in its own process).
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 /// A benchmarked model: name, ONNX path, input shape.

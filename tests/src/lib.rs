@@ -1,5 +1,7 @@
 //! Shared helpers for tern's cross-crate tests: paths to the sample models and data, and comparison
 //! against tract.
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 /// The repository root.

@@ -11,6 +11,7 @@ pub struct Args {
     /// Where to write the artifact (written atomically).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Fixed input shapes.
     #[command(flatten)]
     pub shapes: ShapeArgs,
 }

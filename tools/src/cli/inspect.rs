@@ -11,6 +11,7 @@ use tern::ir::Graph;
 pub struct Args {
     /// An .onnx or .tern file (told apart by content).
     pub model: PathBuf,
+    /// Fixed input shapes.
     #[command(flatten)]
     pub shapes: ShapeArgs,
     /// Print one JSON object.
