@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod pool;
+pub mod qconv;
 pub mod qgemm;
 
 /// Runs data-parallel work on the session's threads (or inline without std).

@@ -1,0 +1,290 @@
+//! int8 convolution (issue 3, not yet wired into the IR): weights int8 symmetric per output channel,
+//! activations int8 asymmetric per tensor, bias int32 at scale s_in·s_w, requantization by the fixed-point
+//! multiplier. The input is unrolled (im2col) into int8 B panels whose padding is the input zero point (the
+//! real value 0), and the shared [`super::qgemm`] kernels compute each group's product.
+use super::qgemm::{self, QGemm, Requant};
+use crate::ir::quant::FixedMultiplier;
+use crate::ir::Conv2d;
+use alloc::vec::Vec;
+
+/// A quantized convolution prepared once: packed weights and per-channel integer epilogue parameters.
+pub struct QConv {
+    geom: Conv2d,
+    /// Weight shape `[M, C/groups, kh, kw]`.
+    wshape: [usize; 4],
+    packed: Vec<i8>,
+    group_stride: usize,
+    bias: Vec<i32>,
+    mult: Vec<FixedMultiplier>,
+    zp_in: i32,
+    zp_out: i32,
+}
+
+/// Symmetric per-output-channel int8 weights: `w ≈ scale[m]·q`, q in [−127, 127].
+pub fn quantize_weights(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / m.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(m);
+    for ch in w.chunks(per.max(1)).take(m) {
+        let amax = ch.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            ch.iter()
+                .map(|v| libm::roundf(v / s).clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+impl QConv {
+    /// Prepares from int8 weights with per-channel scales, an optional float bias, and the input/output
+    /// (scale, zero point). `None` if a multiplier cannot be encoded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        geom: Conv2d,
+        w: &[i8],
+        wshape: [usize; 4],
+        w_scales: &[f32],
+        bias: Option<&[f32]>,
+        (s_in, zp_in): (f32, i32),
+        (s_out, zp_out): (f32, i32),
+    ) -> Option<QConv> {
+        let (m, groups) = (wshape[0], geom.groups as usize);
+        let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
+        let mut packed = Vec::new();
+        let mut group_stride = 0;
+        for g in 0..groups {
+            let block = qgemm::pack_a(mg, k, |i, p| w[(g * mg + i) * k + p]);
+            group_stride = block.len();
+            packed.extend_from_slice(&block);
+        }
+        let acc_scale: Vec<f64> = w_scales.iter().map(|&sw| s_in as f64 * sw as f64).collect();
+        let bias_q: Vec<i32> = (0..m)
+            .map(|i| {
+                bias.map_or(0, |b| {
+                    libm::round(b[i] as f64 / acc_scale[i]).clamp(i32::MIN as f64, i32::MAX as f64)
+                        as i32
+                })
+            })
+            .collect();
+        let bias = qgemm::fold_zero_point(&bias_q, w, k, zp_in);
+        let mult = acc_scale
+            .iter()
+            .map(|&a| FixedMultiplier::from_real(a / s_out as f64))
+            .collect::<Option<Vec<_>>>()?;
+        Some(QConv {
+            geom,
+            wshape,
+            packed,
+            group_stride,
+            bias,
+            mult,
+            zp_in,
+            zp_out,
+        })
+    }
+
+    /// Scratch bytes for input `[N, C, H, W]` and output spatial size `oh×ow`.
+    pub fn scratch_bytes(&self, oh: usize, ow: usize) -> usize {
+        let k = self.wshape[1] * self.wshape[2] * self.wshape[3];
+        (oh * ow).div_ceil(qgemm::QNR) * qgemm::k_blocks(k) * qgemm::QNR * 4
+    }
+
+    /// Runs on int8 NCHW `x` (shape `xs`) into `y` (shape `ys`), clamping to `[lo, hi]` (the fused
+    /// activation in the output's integer domain).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        g: &QGemm,
+        x: &[i8],
+        xs: [usize; 4],
+        y: &mut [i8],
+        ys: [usize; 4],
+        lo: i32,
+        hi: i32,
+        scratch: &mut [i8],
+    ) {
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let (m, oh, ow) = (ys[1], ys[2], ys[3]);
+        let groups = self.geom.groups as usize;
+        let (cg, mg) = (c / groups, m / groups);
+        let [_, _, kh, kw] = self.wshape;
+        let k = cg * kh * kw;
+        let kb = qgemm::k_blocks(k);
+        let (sh, sw) = (self.geom.strides[0] as isize, self.geom.strides[1] as isize);
+        let (dh, dw) = (
+            self.geom.dilations[0] as isize,
+            self.geom.dilations[1] as isize,
+        );
+        let (pt, pl) = (self.geom.pads[0] as isize, self.geom.pads[1] as isize);
+        let pad = self.zp_in.clamp(-128, 127) as i8;
+        let npix = oh * ow;
+        for b in 0..n {
+            for gi in 0..groups {
+                // im2col into B panels: panel[kb][col][4], padding = the input zero point
+                let bp = &mut scratch[..npix.div_ceil(qgemm::QNR) * kb * qgemm::QNR * 4];
+                bp.iter_mut().for_each(|v| *v = 0);
+                for p in 0..k {
+                    let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
+                    let plane = &x[((b * c) + gi * cg + ch) * h * w..][..h * w];
+                    for j in 0..npix {
+                        let (oy, ox) = ((j / ow) as isize, (j % ow) as isize);
+                        let (iy, ix) = (
+                            oy * sh - pt + ky as isize * dh,
+                            ox * sw - pl + kx as isize * dw,
+                        );
+                        let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            plane[iy as usize * w + ix as usize]
+                        } else {
+                            pad
+                        };
+                        bp[(((j / qgemm::QNR) * kb + p / 4) * qgemm::QNR + j % qgemm::QNR) * 4
+                            + p % 4] = v;
+                    }
+                }
+                let rq = Requant {
+                    bias: &self.bias[gi * mg..(gi + 1) * mg],
+                    mult: &self.mult[gi * mg..(gi + 1) * mg],
+                    zp_out: self.zp_out,
+                    lo,
+                    hi,
+                };
+                let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
+                let out = &mut y[(b * m + gi * mg) * npix..(b * m + (gi + 1) * mg) * npix];
+                qgemm::qgemm(g, (mg, npix, k), a, bp, out, npix, &rq);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::caps;
+    use alloc::vec;
+
+    fn floats(n: usize, seed: &mut u64, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                lo + (hi - lo) * ((*seed >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect()
+    }
+
+    /// The int8 conv equals an independent integer reference exactly (every kernel path), and stays within
+    /// one output step of the float convolution of the dequantized operands.
+    #[test]
+    fn qconv_is_exact_and_close_to_float() {
+        let mut seed = 9;
+        for &(c, m, groups, k, s, p, h, w) in &[
+            (
+                3usize, 8usize, 1usize, 3usize, 1usize, 1usize, 9usize, 11usize,
+            ),
+            (8, 8, 8, 3, 2, 1, 10, 7),
+            (6, 9, 3, 1, 1, 0, 5, 13),
+            (5, 7, 1, 5, 2, 2, 12, 12),
+        ] {
+            let geom = Conv2d {
+                kernel: [k as u32; 2],
+                strides: [s as u32; 2],
+                dilations: [1, 1],
+                pads: [p as u32; 4],
+                groups: groups as u32,
+                output_padding: [0, 0],
+            };
+            let (cg, mg) = (c / groups, m / groups);
+            let wf = floats(m * cg * k * k, &mut seed, -0.5, 0.5);
+            let bf = floats(m, &mut seed, -1.0, 1.0);
+            let (wq, ws) = quantize_weights(&wf, m);
+            let xf = floats(c * h * w, &mut seed, -1.0, 3.0);
+            let (s_in, zp_in) = (4.0f32 / 255.0, -128 + 64); // range [-1, 3)
+            let xq: Vec<i8> = xf
+                .iter()
+                .map(|v| (libm::roundf(v / s_in) as i32 + zp_in).clamp(-128, 127) as i8)
+                .collect();
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let (s_out, zp_out) = (0.05f32, 3);
+            let q = QConv::new(
+                geom.clone(),
+                &wq,
+                [m, cg, k, k],
+                &ws,
+                Some(&bf),
+                (s_in, zp_in),
+                (s_out, zp_out),
+            )
+            .unwrap();
+            // independent integer reference, straight from the definition
+            let mut want = vec![0i8; m * oh * ow];
+            let mut real = vec![0f64; m * oh * ow];
+            for mo in 0..m {
+                let gi = mo / mg;
+                let acc_scale = s_in as f64 * ws[mo] as f64;
+                let bq = libm::round(bf[mo] as f64 / acc_scale) as i32;
+                let mult = FixedMultiplier::from_real(acc_scale / s_out as f64).unwrap();
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bq;
+                        let mut r = bf[mo] as f64;
+                        for ci in 0..cg {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (
+                                        (oy * s + ky) as isize - p as isize,
+                                        (ox * s + kx) as isize - p as isize,
+                                    );
+                                    let wv = wq[((mo * cg + ci) * k + ky) * k + kx] as i32;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        let xv = xq
+                                            [((gi * cg + ci) * h + iy as usize) * w + ix as usize]
+                                            as i32;
+                                        acc += wv * (xv - zp_in);
+                                        r += wv as f64
+                                            * ws[mo] as f64
+                                            * (xv - zp_in) as f64
+                                            * s_in as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let i = (mo * oh + oy) * ow + ox;
+                        want[i] = (mult.apply(acc) + zp_out).clamp(-128, 127) as i8;
+                        real[i] = r;
+                    }
+                }
+            }
+            for isa in caps::available() {
+                let g = qgemm::qgemm_for(isa);
+                let mut y = vec![0i8; m * oh * ow];
+                let mut scratch = vec![0i8; q.scratch_bytes(oh, ow)];
+                q.run(
+                    &g,
+                    &xq,
+                    [1, c, h, w],
+                    &mut y,
+                    [1, m, oh, ow],
+                    -128,
+                    127,
+                    &mut scratch,
+                );
+                assert_eq!(y, want, "{} c{c} m{m} g{groups} k{k} s{s}", g.name);
+            }
+            for (i, (&yq, &r)) in want.iter().zip(&real).enumerate() {
+                let deq = (yq as i32 - zp_out) as f64 * s_out as f64;
+                let clipped = r.clamp(
+                    (-128 - zp_out) as f64 * s_out as f64,
+                    (127 - zp_out) as f64 * s_out as f64,
+                );
+                assert!(
+                    (deq - clipped).abs() <= s_out as f64 * 0.5 + 1e-3,
+                    "[{i}] {deq} vs float {r}"
+                );
+            }
+        }
+    }
+}
