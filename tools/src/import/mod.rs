@@ -474,6 +474,32 @@ impl Importer {
         Ok(Val::T(ids[0]))
     }
 
+    /// `x` with its two axes swapped, as a new node output `{name}/{suffix}`.
+    fn transpose2d(&mut self, name: &str, x: u32, suffix: &str) -> Result<u32> {
+        let out = format!("{name}/{suffix}");
+        Ok(self.g.emit(
+            name,
+            Op::Transpose { perm: vec![1, 0] },
+            vec![x],
+            &[out],
+            None,
+        )?[0])
+    }
+
+    /// `x · factor`, as a new node output `{name}/{suffix}`.
+    fn scale(&mut self, name: &str, x: u32, factor: f32, suffix: &str) -> Result<u32> {
+        let f = self
+            .g
+            .add_const(&format!("{name}/{suffix}_factor"), &[], vec![factor]);
+        let op = Op::Binary {
+            op: BinOp::Mul,
+            act: None,
+        };
+        Ok(self
+            .g
+            .emit(name, op, vec![x, f], &[format!("{name}/{suffix}")], None)?[0])
+    }
+
     fn reshape(&mut self, name: &str, x: u32, shape: Vec<usize>, out: &str) -> Result<u32> {
         Ok(self.g.emit(
             name,
@@ -640,13 +666,7 @@ impl Importer {
                 let (alpha, beta) = (af("alpha", 1.0)?, af("beta", 1.0)?);
                 let mut at = self.t(&a, &format!("{name}/A"));
                 if ta {
-                    at = self.g.emit(
-                        name,
-                        Op::Transpose { perm: vec![1, 0] },
-                        vec![at],
-                        &[format!("{name}/At")],
-                        None,
-                    )?[0];
+                    at = self.transpose2d(name, at, "At")?;
                 }
                 let bt = match konst(1) {
                     Some(c) => {
@@ -667,32 +687,15 @@ impl Importer {
                     None => {
                         let mut bt = self.t(&b, &format!("{name}/B"));
                         if tb {
-                            bt = self.g.emit(
-                                name,
-                                Op::Transpose { perm: vec![1, 0] },
-                                vec![bt],
-                                &[format!("{name}/Bt")],
-                                None,
-                            )?[0];
+                            bt = self.transpose2d(name, bt, "Bt")?;
                         }
                         if alpha != 1.0 {
-                            let s = self.g.add_const(&format!("{name}/alpha"), &[], vec![alpha]);
-                            bt = self.g.emit(
-                                name,
-                                Op::Binary {
-                                    op: BinOp::Mul,
-                                    act: None,
-                                },
-                                vec![bt, s],
-                                &[format!("{name}/aB")],
-                                None,
-                            )?[0];
+                            bt = self.scale(name, bt, alpha, "aB")?;
                         }
                         bt
                     }
                 };
                 let n = self.g.shape(bt)[1];
-                let m = self.g.shape(at)[0];
                 let mut inputs = vec![at, bt];
                 let mut post_add = None;
                 match ins.get(2).and_then(|v| v.as_ref()) {
@@ -711,22 +714,11 @@ impl Importer {
                     Some(v) => {
                         let mut ct = self.t(v, &format!("{name}/C"));
                         if beta != 1.0 {
-                            let s = self.g.add_const(&format!("{name}/beta"), &[], vec![beta]);
-                            ct = self.g.emit(
-                                name,
-                                Op::Binary {
-                                    op: BinOp::Mul,
-                                    act: None,
-                                },
-                                vec![ct, s],
-                                &[format!("{name}/bC")],
-                                None,
-                            )?[0];
+                            ct = self.scale(name, ct, beta, "bC")?;
                         }
                         post_add = Some(ct);
                     }
                 }
-                let _ = m;
                 match post_add {
                     None => vec![self.emit1(node, name, Op::MatMul { act: None }, inputs, None)?],
                     Some(ct) => {
