@@ -20,6 +20,9 @@ pub struct FoldBn;
 pub struct FuseAct;
 /// Drops nodes whose results nothing uses, and unreferenced tensors.
 pub struct Prune;
+/// Turns `x·a + b` with constant scalar or per-channel `a`, `b` (NCHW) into one ChannelAffine pass over the
+/// data instead of two (PP-LCNetV3's learnable affine after an activation, which cannot fold into a conv).
+pub struct FuseAffine;
 /// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
 /// into the producer: four passes over the tensor become none.
@@ -30,6 +33,7 @@ pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FoldBn),
         Box::new(FuseHardSwish),
+        Box::new(FuseAffine),
         Box::new(FuseAct),
         Box::new(Prune),
     ]
@@ -425,6 +429,86 @@ impl Pass for FuseHardSwish {
             let last = &mut g.graph.nodes[i];
             last.op = Op::Unary(tern::ir::Unary::HardSwish);
             last.inputs = vec![x];
+            changes += 1;
+        }
+        g.compact(&dead);
+        Ok(changes)
+    }
+}
+
+/// Per-channel values of a constant that is a scalar or `[C,1,1]`/`[1,C,1,1]` against an NCHW tensor.
+fn channel_values(g: &ToolGraph, c: u32, channels: usize) -> Option<Vec<f32>> {
+    let v = g.konst(c)?;
+    let cs = g.shape(c);
+    if v.len() == 1 {
+        return Some(vec![v[0]; channels]);
+    }
+    let ok = v.len() == channels
+        && cs.len() >= 3
+        && cs[cs.len() - 3] == channels
+        && cs[cs.len() - 2..] == [1, 1];
+    ok.then(|| v.to_vec())
+}
+
+impl Pass for FuseAffine {
+    fn name(&self) -> &'static str {
+        "fuse_affine"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        for i in 0..g.graph.nodes.len() {
+            let n = g.graph.nodes[i].clone();
+            if !matches!(
+                n.op,
+                Op::Binary {
+                    op: BinOp::Add,
+                    act: None
+                }
+            ) {
+                continue;
+            }
+            let (y, b) = if g.konst(n.inputs[1]).is_some() {
+                (n.inputs[0], n.inputs[1])
+            } else {
+                (n.inputs[1], n.inputs[0])
+            };
+            let cons = g.consumers();
+            let Some(p) = g.graph.nodes.iter().position(|m| m.outputs.contains(&y)) else {
+                continue;
+            };
+            let pn = g.graph.nodes[p].clone();
+            if dead[p]
+                || sole_consumer(g, &cons, y) != Some(i)
+                || !matches!(
+                    pn.op,
+                    Op::Binary {
+                        op: BinOp::Mul,
+                        act: None
+                    }
+                )
+            {
+                continue;
+            }
+            let (x, a) = if g.konst(pn.inputs[1]).is_some() {
+                (pn.inputs[0], pn.inputs[1])
+            } else {
+                (pn.inputs[1], pn.inputs[0])
+            };
+            let xs = g.shape(x);
+            if g.konst(x).is_some() || xs.len() != 4 || g.shape(n.outputs[0]) != xs {
+                continue;
+            }
+            let (Some(av), Some(bv)) = (channel_values(g, a, xs[1]), channel_values(g, b, xs[1]))
+            else {
+                continue;
+            };
+            let si = g.add_const(&format!("{}/scale", n.name), &[xs[1]], av);
+            let ti = g.add_const(&format!("{}/shift", n.name), &[xs[1]], bv);
+            let node = &mut g.graph.nodes[i];
+            node.op = Op::ChannelAffine { act: None };
+            node.inputs = vec![x, si, ti];
+            dead[p] = true;
             changes += 1;
         }
         g.compact(&dead);
