@@ -236,15 +236,11 @@ impl Pass for FoldBn {
                 );
             }
         }
-        move_dead_last(g, &dead);
+        // a producer that took over a later node's output keeps its place in the order, which stays valid
+        // because that output's consumers all come after the removed node
+        g.compact(&dead);
         Ok(changes)
     }
-}
-
-/// Removes dead nodes; a producer that took over a later node's output keeps its place in the order,
-/// which stays valid because the output's consumers all come after the removed node.
-fn move_dead_last(g: &mut ToolGraph, dead: &[bool]) {
-    g.compact(dead);
 }
 
 impl Pass for FuseAct {
