@@ -179,3 +179,79 @@ fn failures_are_clean() {
         ok(tern().arg(c).arg("--help"));
     }
 }
+
+/// `tern compress` + `tern run` through the binary on the PP-OCR models, outputs compared with tract.
+#[test]
+fn cli_compress_run_pp_ocr_matches_tract() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // (model, input shape, eval set, rel L2 bound: see tests/tests/e2e.rs for why det's is 3e-4)
+    for (file, dims, set, tol) in [
+        (
+            "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            [1usize, 3, 48, 192],
+            "cls_eval.npy",
+            1e-5,
+        ),
+        (
+            "ch_PP-OCRv4_det_infer.onnx",
+            [1, 3, 320, 320],
+            "det320_eval.npy",
+            3e-4,
+        ),
+    ] {
+        let onnx = root.join("models/cache").join(file);
+        assert!(
+            onnx.exists(),
+            "{} missing: run bash models/fetch.sh",
+            onnx.display()
+        );
+        let data = root.join("models/data/out").join(set);
+        assert!(
+            data.exists(),
+            "{} missing: run python3 models/data/make_data.py",
+            data.display()
+        );
+        let d = tempfile::tempdir().unwrap();
+        let art = d.path().join("m.tern");
+        let spec = format!("x={}x{}x{}x{}", dims[0], dims[1], dims[2], dims[3]);
+        ok(tern()
+            .arg("compress")
+            .arg(&onnx)
+            .arg("-o")
+            .arg(&art)
+            .args(["--input-shape", &spec]));
+        let all = tern_tools::npy::read_f32(&data).unwrap();
+        let x = all
+            .index_axis(ndarray::Axis(0), 0)
+            .to_owned()
+            .insert_axis(ndarray::Axis(0))
+            .into_dyn();
+        let xf = d.path().join("x.npy");
+        ndarray_npy::write_npy(&xf, &x).unwrap();
+        let out = d.path().join("out");
+        ok(tern()
+            .arg("run")
+            .arg(&art)
+            .arg("--input")
+            .arg(format!("x={}", xf.display()))
+            .arg("--output-dir")
+            .arg(&out)
+            .args(["--threads", "2"]));
+        let want = tern_tools::reference::Reference::load(&onnx, &[dims.to_vec()])
+            .unwrap()
+            .run(&[x])
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), want.len(), "{file}: one .npy per output");
+        let got: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&files[0]).unwrap();
+        assert_eq!(got.shape(), want[0].shape());
+        let e = tern_tools::metrics::rel_l2(
+            got.as_slice().unwrap(),
+            want[0].as_standard_layout().as_slice().unwrap(),
+        );
+        assert!(e <= tol, "{file}: rel L2 {e:.3e} > {tol:e}");
+    }
+}
