@@ -114,20 +114,47 @@ pub fn unary(f: Unary, x: View, y: ViewMut) {
     apply_act(y.data, f);
 }
 
-/// `y = act(x·scale[c] + shift[c])` along axis 1.
-pub fn channel_affine(act: Option<Unary>, x: View, scale: &[f32], shift: &[f32], y: ViewMut) {
+/// `y = act(x·scale[c] + shift[c])` along axis 1; threads split the (image, channel) planes.
+pub fn channel_affine(
+    par: &Par,
+    act: Option<Unary>,
+    x: View,
+    scale: &[f32],
+    shift: &[f32],
+    y: ViewMut,
+) {
     let c = x.shape[1];
     let inner: usize = x.shape[2..].iter().product();
-    for (p, (o, i)) in y
-        .data
-        .chunks_exact_mut(inner.max(1))
-        .zip(x.data.chunks_exact(inner.max(1)))
-        .enumerate()
-    {
-        let (s, b) = (scale[p % c], shift[p % c]);
-        o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + b);
-        if let Some(f) = act {
-            apply_act(o, f);
+    if c == 0 || inner == 0 {
+        return;
+    }
+    let planes = x.data.len() / inner;
+    let threads = if y.data.len() >= PAR_MIN {
+        par.threads()
+    } else {
+        1
+    };
+    let yp = SyncPtr(y.data.as_mut_ptr());
+    let work = |t: usize| {
+        for p in share(planes, t, threads) {
+            // SAFETY: planes are split disjointly between threads.
+            let o = unsafe { core::slice::from_raw_parts_mut(yp.get().add(p * inner), inner) };
+            let (s, b) = (scale[p % c], shift[p % c]);
+            o.iter_mut()
+                .zip(&x.data[p * inner..(p + 1) * inner])
+                .for_each(|(o, &v)| *o = v * s + b);
+            if let Some(f) = act {
+                apply_act(o, f);
+            }
         }
+    };
+    if threads > 1 {
+        par.run(&|t| {
+            if t < threads {
+                work(t)
+            }
+        });
+    } else {
+        work(0);
     }
 }

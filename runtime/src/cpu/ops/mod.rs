@@ -176,7 +176,7 @@ pub fn exec(
         (Op::Binary { op, act }, _) => eltwise::binary(par, *op, *act, ins[0], ins[1], y),
         (Op::Unary(f), _) => eltwise::unary(*f, ins[0], y),
         (Op::ChannelAffine { act }, _) => {
-            eltwise::channel_affine(*act, ins[0], ins[1].data, ins[2].data, y)
+            eltwise::channel_affine(par, *act, ins[0], ins[1].data, ins[2].data, y)
         }
         (Op::Pool(p), _) => pool::pool2d(p, ins[0], y),
         (Op::GlobalPool(k), _) => pool::global(*k, ins[0], y),
