@@ -37,6 +37,20 @@ impl Par<'_> {
         1
     }
 
+    /// Calls `f(t)` for `t` in `0..threads` (at most `threads()`), in parallel; inline when `threads` is 1.
+    /// For work too small to pay for waking every thread.
+    pub fn run_on(&self, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+        if threads <= 1 {
+            f(0)
+        } else {
+            self.run(&|t| {
+                if t < threads {
+                    f(t)
+                }
+            })
+        }
+    }
+
     /// Calls `f(t)` for each thread index `t` in `0..threads()`, in parallel.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         #[cfg(feature = "std")]

@@ -1045,15 +1045,8 @@ impl Importer {
                         vec![xs[..a].iter().product(), xs[a..].iter().product()]
                     }
                     _ => {
-                        let axes = match avec("axes")? {
-                            Some(a) => Some(a),
-                            None => match ins.get(1) {
-                                Some(Some(Val::Const(c))) => Some(c.ints()),
-                                Some(Some(_)) => {
-                                    return Ok(Unsupported(format!("{op}(non-constant axes)")))
-                                }
-                                _ => None,
-                            },
+                        let Some(axes) = attr_or_const_ints(node, ins, "axes", 1)? else {
+                            return Ok(Unsupported(format!("{op}(non-constant axes)")));
                         };
                         if op == "Squeeze" {
                             value::squeeze_shape(&xs, axes.as_deref())?
@@ -1106,15 +1099,8 @@ impl Importer {
                     _ => ReduceOp::Min,
                 };
                 let xs = self.shape(input(0)?);
-                let axes = match avec("axes")? {
-                    Some(a) => Some(a),
-                    None => match ins.get(1) {
-                        Some(Some(Val::Const(c))) => Some(c.ints()),
-                        Some(Some(_)) => {
-                            return Ok(Unsupported(format!("{op}(non-constant axes)")))
-                        }
-                        _ => None,
-                    },
+                let Some(axes) = attr_or_const_ints(node, ins, "axes", 1)? else {
+                    return Ok(Unsupported(format!("{op}(non-constant axes)")));
                 };
                 let keep = ai("keepdims", 1)? != 0;
                 let axes: Vec<u32> = match axes {
@@ -1444,6 +1430,24 @@ impl Importer {
             Some(out),
         )?]))
     }
+}
+
+/// An int list given as attribute `attr` (older opsets) or as constant input `idx` (newer ones):
+/// `Some(None)` when absent, `None` when the input is computed at run time.
+fn attr_or_const_ints(
+    node: &NodeProto,
+    ins: &[Option<Val>],
+    attr: &str,
+    idx: usize,
+) -> Result<Option<Option<Vec<i64>>>> {
+    if let Some(a) = node.get_attr_opt_vec::<i64>(attr)? {
+        return Ok(Some(Some(a)));
+    }
+    Ok(match ins.get(idx) {
+        Some(Some(Val::Const(c))) => Some(Some(c.ints())),
+        Some(Some(_)) => None,
+        _ => Some(None),
+    })
 }
 
 enum Lowered {

@@ -130,6 +130,42 @@ pub fn run(
     }
 }
 
+/// The sizes both depthwise forms work with.
+struct Dw {
+    n: usize,
+    c: usize,
+    h: usize,
+    wd: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+}
+
+impl Dw {
+    fn new(geom: &Conv2d, x: &[usize], y: &[usize]) -> Dw {
+        let u = |v: u32| v as usize;
+        Dw {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            wd: x[3],
+            oh: y[2],
+            ow: y[3],
+            kh: u(geom.kernel[0]),
+            kw: u(geom.kernel[1]),
+            sh: u(geom.strides[0]),
+            sw: u(geom.strides[1]),
+            dh: u(geom.dilations[0]),
+            dw: u(geom.dilations[1]),
+        }
+    }
+}
+
 /// Direct depthwise convolution over output rows (cheaper setup for small planes): threads split
 /// the (image, channel) planes.
 fn depthwise_rows(
@@ -141,11 +177,21 @@ fn depthwise_rows(
     bias: Option<&[f32]>,
     y: ViewMut,
 ) {
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (oh, ow) = (y.shape[2], y.shape[3]);
-    let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
-    let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
-    let (dh, dw) = (geom.dilations[0] as usize, geom.dilations[1] as usize);
+    let Dw {
+        n,
+        c,
+        h,
+        wd,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        ..
+    } = Dw::new(geom, x.shape, y.shape);
     let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
     let planes = n * c;
     let yp = SyncPtr(y.data.as_mut_ptr());
@@ -230,11 +276,20 @@ fn depthwise(
     y: ViewMut,
     scratch: &mut [f32],
 ) {
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (oh, ow) = (y.shape[2], y.shape[3]);
-    let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
-    let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
-    let (dh, dw) = (geom.dilations[0] as usize, geom.dilations[1] as usize);
+    let Dw {
+        n,
+        c,
+        h,
+        wd,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+    } = Dw::new(geom, x.shape, y.shape);
     let (pt, pl) = (geom.pads[0] as usize, geom.pads[1] as usize);
     let hp = h + pt + geom.pads[2] as usize;
     let wp = wd + pl + geom.pads[3] as usize;

@@ -97,15 +97,7 @@ pub fn binary(par: &Par, op: BinOp, act: Option<Unary>, a: View, b: View, y: Vie
             }
         }
     };
-    if threads > 1 {
-        par.run(&|t| {
-            if t < threads {
-                work(t)
-            }
-        });
-    } else {
-        work(0);
-    }
+    par.run_on(threads, &work);
 }
 
 /// `y = f(x)`.
@@ -148,13 +140,5 @@ pub fn channel_affine(
             }
         }
     };
-    if threads > 1 {
-        par.run(&|t| {
-            if t < threads {
-                work(t)
-            }
-        });
-    } else {
-        work(0);
-    }
+    par.run_on(threads, &work);
 }
