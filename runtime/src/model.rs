@@ -2,7 +2,7 @@
 //! from a `&'static [u8]` in flash or an mmap as well as from a `Vec<u8>`.
 use crate::artifact::{self, WEIGHT_ALIGN};
 use crate::error::Result;
-use crate::ir::{shape, DType, Graph, Op, Tensor};
+use crate::ir::{shape, BinOp, DType, Graph, Op, Pool2d, PoolKind, ResizeMode, Tensor};
 use crate::plan::{self, MemoryPlan};
 use crate::{bail, err};
 use alloc::string::String;
@@ -220,22 +220,11 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         for &o in &n.outputs {
             defined[o as usize] = true;
         }
-        for &t in n.inputs.iter().chain(&n.outputs) {
-            let t = &g.tensors[t as usize];
-            if t.dtype != DType::F32 {
-                return Err(err!(
-                    Unsupported,
-                    "node {ni} \"{}\" ({}): tensor \"{}\" is {:?}; this runtime version runs f32 graphs",
-                    n.name,
-                    n.op.name(),
-                    t.name,
-                    t.dtype
-                ));
-            }
-        }
+        check_types(g, n).map_err(at)?;
         let consts: &[usize] = match &n.op {
             Op::Conv { .. } | Op::ConvTranspose { .. } => &[1, 2],
-            Op::ChannelAffine { .. } => &[1, 2],
+            Op::ChannelAffine { .. } | Op::QConv { .. } | Op::QMatMul { .. } => &[1, 2],
+            Op::QLut => &[1],
             _ => &[],
         };
         for &c in consts {
@@ -263,6 +252,16 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
     if g.outputs.is_empty() {
         bail!(Invalid, "the graph has no outputs");
     }
+    for &t in g.inputs.iter().chain(&g.outputs) {
+        if let Some(tt) = g.tensors.get(t as usize).filter(|t| t.dtype != DType::F32) {
+            bail!(
+                Unsupported,
+                "graph input/output \"{}\" is {:?}; sessions take and give f32 (the tool puts Quantize/Dequantize at the edges)",
+                tt.name,
+                tt.dtype
+            );
+        }
+    }
     for (k, &o) in g.outputs.iter().enumerate() {
         match defined.get(o as usize) {
             Some(true) if !g.tensors[o as usize].is_const() => {}
@@ -271,6 +270,174 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
                 "graph output {k} (tensor {o} \"{}\") is never computed",
                 tensor_name(g, o)
             ),
+        }
+    }
+    Ok(())
+}
+
+/// Per-tensor int8 parameters `(scale, zero point)` of tensor `t`, or a message naming it.
+fn per_tensor(g: &Graph, t: u32) -> core::result::Result<(f32, i32), String> {
+    let tt = &g.tensors[t as usize];
+    match (&tt.dtype, &tt.quant) {
+        (DType::I8, Some(q)) if q.axis.is_none() && q.zero_point[0] >= -128 && q.zero_point[0] <= 127 => {
+            Ok((q.scale[0], q.zero_point[0]))
+        }
+        _ => Err(alloc::format!(
+            "tensor \"{}\" must be int8 with one scale and a zero point in [-128, 127] (is {:?}, {:?})",
+            tt.name, tt.dtype, tt.quant
+        )),
+    }
+}
+
+/// Which element types and quantization parameters each op accepts. Integer ops also need their
+/// requantization multipliers to be encodable.
+fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), String> {
+    use crate::ir::quant::FixedMultiplier;
+    let dt = |t: u32| g.tensors[t as usize].dtype;
+    let name = |t: u32| g.tensors[t as usize].name.as_str();
+    let all = |want: DType| -> core::result::Result<(), String> {
+        for &t in n.inputs.iter().chain(&n.outputs) {
+            if dt(t) != want {
+                return Err(alloc::format!(
+                    "tensor \"{}\" is {:?}, this op needs {want:?}",
+                    name(t),
+                    dt(t)
+                ));
+            }
+        }
+        Ok(())
+    };
+    let mult = |real: f64, what: &str| -> core::result::Result<(), String> {
+        // the same encoder the kernels use, so a session never meets a multiplier it cannot build
+        FixedMultiplier::from_real(real).map(|_| ()).ok_or_else(|| {
+            alloc::format!("{what} multiplier {real:e} cannot be encoded in 32-bit fixed point")
+        })
+    };
+    let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
+    match &n.op {
+        Op::Quantize => {
+            all_of(&[x], DType::F32, g)?;
+            per_tensor(g, y).map(|_| ())
+        }
+        Op::Dequantize => {
+            all_of(&[Some(y)], DType::F32, g)?;
+            per_tensor(g, x.unwrap_or(y)).map(|_| ())
+        }
+        Op::QConv { lo, hi, .. } | Op::QMatMul { lo, hi } => {
+            let (sx, _) = per_tensor(g, n.inputs[0])?;
+            let (sy, _) = per_tensor(g, y)?;
+            let w = &g.tensors[n.inputs[1] as usize];
+            let axis = if matches!(n.op, Op::QConv { .. }) {
+                0
+            } else {
+                1
+            };
+            let ch = w.shape[axis] as usize;
+            let q = w.quant.as_ref().filter(|q| {
+                w.dtype == DType::I8
+                    && q.zero_point.iter().all(|&z| z == 0)
+                    && (q.axis == Some(axis as u32) || (q.axis.is_none() && axis == 1))
+            });
+            let Some(q) = q else {
+                return Err(alloc::format!(
+                    "weight \"{}\" must be int8, symmetric (zero point 0), per channel on axis {axis}",
+                    w.name
+                ));
+            };
+            for k in 0..ch {
+                let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
+                mult(sx as f64 * sw as f64 / sy as f64, "output")?;
+            }
+            if let Some(&b) = n.inputs.get(2) {
+                if dt(b) != DType::I32 {
+                    return Err(alloc::format!("bias \"{}\" must be int32", name(b)));
+                }
+            }
+            if lo > hi {
+                return Err(alloc::format!("clamp [{lo}, {hi}] is empty"));
+            }
+            Ok(())
+        }
+        Op::QBinary { op, lo, hi } => {
+            let (sa, _) = per_tensor(g, n.inputs[0])?;
+            let (sb, _) = per_tensor(g, n.inputs[1])?;
+            let (sy, _) = per_tensor(g, y)?;
+            match op {
+                BinOp::Add | BinOp::Sub => {
+                    mult(sa as f64 / sy as f64, "left")?;
+                    mult(sb as f64 / sy as f64, "right")?;
+                }
+                BinOp::Mul => mult(sa as f64 * sb as f64 / sy as f64, "product")?,
+                _ => return Err(alloc::format!("{op:?} has no integer form")),
+            }
+            if lo > hi {
+                return Err(alloc::format!("clamp [{lo}, {hi}] is empty"));
+            }
+            Ok(())
+        }
+        Op::QLut => {
+            per_tensor(g, n.inputs[0])?;
+            per_tensor(g, y)?;
+            if dt(n.inputs[1]) != DType::I8 {
+                return Err(alloc::format!(
+                    "table \"{}\" must be int8",
+                    name(n.inputs[1])
+                ));
+            }
+            Ok(())
+        }
+        // data movement and pooling run on either type; on int8 the output keeps the input's
+        // parameters, except where the kernel rescales (Concat, average pooling)
+        Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Reshape
+        | Op::Transpose { .. }
+        | Op::Resize {
+            mode: ResizeMode::Nearest(_),
+            ..
+        } if dt(y) == DType::I8 => {
+            let (sy, _) = per_tensor(g, y)?;
+            for &o in &n.outputs[1..] {
+                per_tensor(g, o)?;
+            }
+            let rescales = matches!(
+                n.op,
+                Op::Concat { .. }
+                    | Op::Pool(Pool2d {
+                        kind: PoolKind::Avg { .. },
+                        ..
+                    })
+                    | Op::GlobalPool(PoolKind::Avg { .. })
+            );
+            for &i in &n.inputs {
+                let (sx, zx) = per_tensor(g, i)?;
+                if rescales {
+                    mult(sx as f64 / sy as f64, "rescale")?;
+                } else if n.outputs.iter().any(|&o| per_tensor(g, o) != Ok((sx, zx))) {
+                    return Err(alloc::format!(
+                        "int8 output must keep the input's scale and zero point ({sx}, {zx})"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => all(DType::F32),
+    }
+}
+
+fn all_of(ts: &[Option<u32>], want: DType, g: &Graph) -> core::result::Result<(), String> {
+    for t in ts.iter().flatten() {
+        let tt = &g.tensors[*t as usize];
+        if tt.dtype != want {
+            return Err(alloc::format!(
+                "tensor \"{}\" is {:?}, expected {want:?}",
+                tt.name,
+                tt.dtype
+            ));
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 use crate::bail;
 use crate::cpu::caps::{self, Isa};
 use crate::cpu::kernels::{self, Gemm};
-use crate::cpu::ops::{self, Prepared, View, ViewMut};
+use crate::cpu::ops::{self, quant, Prepared, View, ViewMut};
+use crate::cpu::qgemm::{self, QGemm};
 use crate::cpu::Par;
 use crate::error::Result;
 use crate::ir::DType;
@@ -50,10 +51,20 @@ impl Const<'_> {
     }
 }
 
+/// A tensor's values as a node computed them (see [`Session::run_observed`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Values<'a> {
+    /// A float tensor.
+    F32(&'a [f32]),
+    /// An int8 tensor (its quantization parameters are on the graph's tensor).
+    I8(&'a [i8]),
+}
+
 /// A model ready to run on the CPU. One per thread; the [`Model`] is shared.
 pub struct Session<'m> {
     model: &'m Model<'m>,
     gemm: Gemm,
+    qgemm: QGemm,
     isa: Isa,
     consts: Vec<Option<Const<'m>>>,
     shapes: Vec<Vec<usize>>,
@@ -114,6 +125,7 @@ impl<'m> Session<'m> {
         let g = &model.graph;
         let isa = caps::detect();
         let gemm = kernels::gemm_for(isa);
+        let qgemm = qgemm::qgemm_for(isa);
         let threads = if cfg!(feature = "std") {
             options.threads.max(1)
         } else {
@@ -138,6 +150,16 @@ impl<'m> Session<'m> {
                     "node {ni} \"{}\" has more than {MAX_NODE_IO} inputs or outputs",
                     n.name
                 );
+            }
+            if quant::is_integer(model, n) {
+                let p = quant::prepare(model, n, &shapes);
+                let (xs, ys) = (
+                    &shapes[n.inputs[0] as usize],
+                    &shapes[n.outputs[0] as usize],
+                );
+                scratch = scratch.max(quant::scratch_bytes(&p, xs, ys, threads).div_ceil(4));
+                prepared.push(Prepared::Quant(p));
+                continue;
             }
             let ins: Vec<&[usize]> = n
                 .inputs
@@ -190,14 +212,16 @@ impl<'m> Session<'m> {
             None
         };
         log::debug!(
-            "session: {} path, kernel {}, {threads} thread(s), scratch {} B",
+            "session: {} path, kernels {} / {}, {threads} thread(s), scratch {} B",
             isa.name(),
             gemm.name,
+            qgemm.name,
             scratch * 4
         );
         Ok(Session {
             model,
             gemm,
+            qgemm,
             isa,
             consts,
             shapes,
@@ -271,6 +295,17 @@ impl<'m> Session<'m> {
     /// Runs the model: `inputs[i]` is graph input i (row-major f32, exactly its element count), and
     /// `outputs[i]` receives graph output i. Allocates nothing.
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
+        self.run_observed(inputs, outputs, None)
+    }
+
+    /// [`Session::run_into`] that also shows every node output, as computed, to `observe(node index,
+    /// output tensor index, values)` (calibration and per-layer error analysis).
+    pub fn run_observed(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        mut observe: Option<&mut dyn FnMut(usize, u32, Values)>,
+    ) -> Result<()> {
         let model = self.model;
         let g = &model.graph;
         if inputs.len() != g.inputs.len() || outputs.len() != g.outputs.len() {
@@ -327,49 +362,124 @@ impl<'m> Session<'m> {
         let par = Par::single();
         let empty: &[usize] = &[];
         for (ni, (n, prep)) in g.nodes.iter().zip(&self.prepared).enumerate() {
-            #[cfg(not(feature = "std"))]
-            let _ = ni; // only the profiler uses the index
             let mut ins = [View {
                 data: &[],
                 shape: empty,
             }; MAX_NODE_IO];
-            for (v, &t) in ins.iter_mut().zip(&n.inputs) {
+            let mut qins = [View::<i8> {
+                data: &[],
+                shape: empty,
+            }; MAX_NODE_IO];
+            for (k, &t) in n.inputs.iter().enumerate() {
                 let shape = self.shapes[t as usize].as_slice();
-                let data = match &self.consts[t as usize] {
-                    Some(c) => c.data(),
+                let tt = &g.tensors[t as usize];
+                match (tt.dtype, &self.consts[t as usize]) {
+                    (DType::F32, Some(c)) => {
+                        ins[k] = View {
+                            data: c.data(),
+                            shape,
+                        }
+                    }
                     // SAFETY: see above.
-                    None => unsafe {
-                        core::slice::from_raw_parts(tensor(t), g.tensors[t as usize].numel())
-                    },
-                };
-                *v = View { data, shape };
+                    (DType::F32, None) => {
+                        ins[k] = View {
+                            data: unsafe { core::slice::from_raw_parts(tensor(t), tt.numel()) },
+                            shape,
+                        }
+                    }
+                    (DType::I8, _) if tt.is_const() => {
+                        qins[k] = View {
+                            data: quant::i8s(model.const_bytes(t as usize)),
+                            shape,
+                        }
+                    }
+                    // SAFETY: see above.
+                    (DType::I8, _) => {
+                        qins[k] = View {
+                            data: unsafe {
+                                core::slice::from_raw_parts(tensor(t) as *const i8, tt.numel())
+                            },
+                            shape,
+                        }
+                    }
+                    // int32 constants (biases) were consumed at preparation
+                    _ => {}
+                }
             }
             let mut outs: [ViewMut; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut {
                 data: &mut [],
                 shape: empty,
             });
-            for (v, &t) in outs.iter_mut().zip(&n.outputs) {
+            let mut qouts: [ViewMut<i8>; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut {
+                data: &mut [],
+                shape: empty,
+            });
+            for (k, &t) in n.outputs.iter().enumerate() {
                 let shape = self.shapes[t as usize].as_slice();
+                let tt = &g.tensors[t as usize];
                 // SAFETY: see above; outputs of one node are distinct live tensors, hence disjoint.
-                let data = unsafe {
-                    core::slice::from_raw_parts_mut(tensor(t), g.tensors[t as usize].numel())
-                };
-                *v = ViewMut { data, shape };
+                if tt.dtype == DType::I8 {
+                    let data = unsafe {
+                        core::slice::from_raw_parts_mut(tensor(t) as *mut i8, tt.numel())
+                    };
+                    qouts[k] = ViewMut { data, shape };
+                } else {
+                    let data = unsafe { core::slice::from_raw_parts_mut(tensor(t), tt.numel()) };
+                    outs[k] = ViewMut { data, shape };
+                }
             }
             #[cfg(feature = "std")]
             let t0 = self.profile.as_ref().map(|_| std::time::Instant::now());
-            ops::exec(
-                &self.gemm,
-                &par,
-                &n.op,
-                prep,
-                &ins[..n.inputs.len()],
-                &mut outs[..n.outputs.len()],
-                &mut self.scratch,
-            );
+            let (ni_, no_) = (n.inputs.len(), n.outputs.len());
+            match prep {
+                Prepared::Quant(qp) => {
+                    // SAFETY: the f32 scratch viewed as bytes (same allocation, byte alignment).
+                    let bytes = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            self.scratch.as_mut_ptr() as *mut u8,
+                            self.scratch.len() * 4,
+                        )
+                    };
+                    quant::exec(
+                        &self.qgemm,
+                        &par,
+                        &n.op,
+                        qp,
+                        &ins[..ni_],
+                        &qins[..ni_],
+                        &mut outs[..no_],
+                        &mut qouts[..no_],
+                        bytes,
+                    )
+                }
+                _ => ops::exec(
+                    &self.gemm,
+                    &par,
+                    &n.op,
+                    prep,
+                    &ins[..ni_],
+                    &mut outs[..no_],
+                    &mut self.scratch,
+                ),
+            }
             #[cfg(feature = "std")]
             if let (Some(t0), Some(p)) = (t0, self.profile.as_mut()) {
                 p[ni] += t0.elapsed().as_nanos() as u64;
+            }
+            if let Some(f) = observe.as_mut() {
+                for &t in &n.outputs {
+                    let len = g.tensors[t as usize].numel();
+                    // SAFETY: see above; the node has finished writing its outputs.
+                    let v = unsafe {
+                        match g.tensors[t as usize].dtype {
+                            DType::I8 => {
+                                Values::I8(core::slice::from_raw_parts(tensor(t) as *const i8, len))
+                            }
+                            _ => Values::F32(core::slice::from_raw_parts(tensor(t), len)),
+                        }
+                    };
+                    f(ni, t, v);
+                }
             }
         }
         for (&t, y) in g.outputs.iter().zip(outputs.iter_mut()) {

@@ -68,16 +68,21 @@ pub fn share(n: usize, t: usize, threads: usize) -> core::ops::Range<usize> {
 }
 
 /// A raw pointer that may cross threads: each thread writes a disjoint part of the data behind it.
-#[derive(Clone, Copy)]
-pub struct SyncPtr(pub *mut f32);
+pub struct SyncPtr<T = f32>(pub *mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
 // SAFETY: users only write disjoint ranges from different threads (documented at each use).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-impl SyncPtr {
+impl<T> SyncPtr<T> {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the raw field).
     #[inline]
-    pub fn get(&self) -> *mut f32 {
+    pub fn get(&self) -> *mut T {
         self.0
     }
 }

@@ -3,6 +3,7 @@
 //! multiplier. The input is unrolled (im2col) into int8 B panels whose padding is the input zero point (the
 //! real value 0), and the shared [`super::qgemm`] kernels compute each group's product.
 use super::qgemm::{self, QGemm, Requant};
+use super::{share, Par, SyncPtr};
 use crate::ir::quant::FixedMultiplier;
 use crate::ir::Conv2d;
 use alloc::vec::Vec;
@@ -14,7 +15,10 @@ pub struct QConv {
     wshape: [usize; 4],
     packed: Vec<i8>,
     group_stride: usize,
+    /// Bias with `−zp_in·Σw` folded in (the GEMM path pads with zp_in, so the fold is exact).
     bias: Vec<i32>,
+    /// The bias as given (the depthwise path subtracts zp_in per valid tap instead).
+    bias_raw: Vec<i32>,
     mult: Vec<FixedMultiplier>,
     zp_in: i32,
     zp_out: i32,
@@ -38,15 +42,15 @@ pub fn quantize_weights(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
 }
 
 impl QConv {
-    /// Prepares from int8 weights with per-channel scales, an optional float bias, and the input/output
-    /// (scale, zero point). `None` if a multiplier cannot be encoded.
+    /// Prepares from int8 weights with per-channel scales, an optional int32 bias (at scale s_in·s_w), and
+    /// the input/output (scale, zero point). `None` if a multiplier cannot be encoded.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         geom: Conv2d,
         w: &[i8],
         wshape: [usize; 4],
         w_scales: &[f32],
-        bias: Option<&[f32]>,
+        bias: Option<&[i32]>,
         (s_in, zp_in): (f32, i32),
         (s_out, zp_out): (f32, i32),
     ) -> Option<QConv> {
@@ -60,15 +64,9 @@ impl QConv {
             packed.extend_from_slice(&block);
         }
         let acc_scale: Vec<f64> = w_scales.iter().map(|&sw| s_in as f64 * sw as f64).collect();
-        let bias_q: Vec<i32> = (0..m)
-            .map(|i| {
-                bias.map_or(0, |b| {
-                    libm::round(b[i] as f64 / acc_scale[i]).clamp(i32::MIN as f64, i32::MAX as f64)
-                        as i32
-                })
-            })
-            .collect();
+        let bias_q: Vec<i32> = (0..m).map(|i| bias.map_or(0, |b| b[i])).collect();
         let bias = qgemm::fold_zero_point(&bias_q, w, k, zp_in);
+        let bias_raw = bias_q;
         let mult = acc_scale
             .iter()
             .map(|&a| FixedMultiplier::from_real(a / s_out as f64))
@@ -79,24 +77,34 @@ impl QConv {
             packed,
             group_stride,
             bias,
+            bias_raw,
             mult,
             zp_in,
             zp_out,
         })
     }
 
-    /// Scratch bytes for input `[N, C, H, W]` and output spatial size `oh×ow`.
-    pub fn scratch_bytes(&self, oh: usize, ow: usize) -> usize {
+    fn is_depthwise(&self) -> bool {
+        // one input and one output channel per group: a direct kernel, not a 1-row GEMM
+        self.wshape[1] == 1 && self.wshape[0] == self.geom.groups as usize
+    }
+
+    /// Scratch bytes for output spatial size `oh×ow` with `threads` threads.
+    pub fn scratch_bytes(&self, oh: usize, ow: usize, threads: usize) -> usize {
+        if self.is_depthwise() {
+            return oh * ow * 4 * threads + 64 * threads;
+        }
         let k = self.wshape[1] * self.wshape[2] * self.wshape[3];
         (oh * ow).div_ceil(qgemm::QNR) * qgemm::k_blocks(k) * qgemm::QNR * 4
     }
 
     /// Runs on int8 NCHW `x` (shape `xs`) into `y` (shape `ys`), clamping to `[lo, hi]` (the fused
-    /// activation in the output's integer domain).
+    /// activation in the output's integers). Threads split the im2col panels, then the output channels.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         g: &QGemm,
+        par: &Par,
         x: &[i8],
         xs: [usize; 4],
         y: &mut [i8],
@@ -105,6 +113,9 @@ impl QConv {
         hi: i32,
         scratch: &mut [i8],
     ) {
+        if self.is_depthwise() {
+            return self.run_depthwise(par, x, xs, y, ys, lo, hi, scratch);
+        }
         let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let (m, oh, ow) = (ys[1], ys[2], ys[3]);
         let groups = self.geom.groups as usize;
@@ -120,41 +131,174 @@ impl QConv {
         let (pt, pl) = (self.geom.pads[0] as isize, self.geom.pads[1] as isize);
         let pad = self.zp_in.clamp(-128, 127) as i8;
         let npix = oh * ow;
+        let npanels = npix.div_ceil(qgemm::QNR);
+        let panel = kb * qgemm::QNR * 4;
+        let threads = par.threads();
+        let bp = &mut scratch[..npanels * panel];
+        let bptr = SyncPtr(bp.as_mut_ptr());
         for b in 0..n {
             for gi in 0..groups {
-                // im2col into B panels: panel[kb][col][4], padding = the input zero point
-                let bp = &mut scratch[..npix.div_ceil(qgemm::QNR) * kb * qgemm::QNR * 4];
-                bp.iter_mut().for_each(|v| *v = 0);
-                for p in 0..k {
-                    let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
-                    let plane = &x[((b * c) + gi * cg + ch) * h * w..][..h * w];
-                    for j in 0..npix {
-                        let (oy, ox) = ((j / ow) as isize, (j % ow) as isize);
-                        let (iy, ix) = (
-                            oy * sh - pt + ky as isize * dh,
-                            ox * sw - pl + kx as isize * dw,
-                        );
-                        let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            plane[iy as usize * w + ix as usize]
-                        } else {
-                            pad
-                        };
-                        bp[(((j / qgemm::QNR) * kb + p / 4) * qgemm::QNR + j % qgemm::QNR) * 4
-                            + p % 4] = v;
+                let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
+                // im2col into B panels (`panel[kb][col][4]`), padding = the input zero point
+                par.run(&|t| {
+                    let r = share(npanels, t, threads);
+                    // SAFETY: each thread fills its own panels.
+                    let mine = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            bptr.get().add(r.start * panel),
+                            r.len() * panel,
+                        )
+                    };
+                    mine.fill(0);
+                    let j0 = r.start * qgemm::QNR;
+                    let j1 = (r.end * qgemm::QNR).min(npix);
+                    for p in 0..k {
+                        let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
+                        let plane = &chans[ch * h * w..(ch + 1) * h * w];
+                        let (oy0, ox0) = (j0 / ow, j0 % ow);
+                        let (mut oy, mut ox) = (oy0 as isize, ox0 as isize);
+                        let off = (p / 4) * qgemm::QNR * 4 + p % 4;
+                        for j in j0..j1 {
+                            let (iy, ix) = (
+                                oy * sh - pt + ky as isize * dh,
+                                ox * sw - pl + kx as isize * dw,
+                            );
+                            let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                            {
+                                plane[iy as usize * w + ix as usize]
+                            } else {
+                                pad
+                            };
+                            let jl = j - j0;
+                            mine[(jl / qgemm::QNR) * panel + off + (jl % qgemm::QNR) * 4] = v;
+                            ox += 1;
+                            if ox == ow as isize {
+                                ox = 0;
+                                oy += 1;
+                            }
+                        }
                     }
-                }
-                let rq = Requant {
-                    bias: &self.bias[gi * mg..(gi + 1) * mg],
-                    mult: &self.mult[gi * mg..(gi + 1) * mg],
-                    zp_out: self.zp_out,
-                    lo,
-                    hi,
-                };
+                });
                 let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
                 let out = &mut y[(b * m + gi * mg) * npix..(b * m + (gi + 1) * mg) * npix];
-                qgemm::qgemm(g, (mg, npix, k), a, bp, out, npix, &rq);
+                let optr = SyncPtr(out.as_mut_ptr());
+                let bp = &*bp;
+                let rpanels = mg.div_ceil(qgemm::QMR);
+                par.run(&|t| {
+                    let r = share(rpanels, t, threads);
+                    let rows = (r.start * qgemm::QMR)..(r.end * qgemm::QMR).min(mg);
+                    if rows.is_empty() {
+                        return;
+                    }
+                    let rq = Requant {
+                        bias: &self.bias[gi * mg + rows.start..gi * mg + rows.end],
+                        mult: &self.mult[gi * mg + rows.start..gi * mg + rows.end],
+                        zp_out: self.zp_out,
+                        lo,
+                        hi,
+                    };
+                    // SAFETY: threads own disjoint row ranges of the output.
+                    let c = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            optr.get().add(rows.start * npix),
+                            rows.len() * npix,
+                        )
+                    };
+                    let ap = &a[r.start * kb * qgemm::QMR * 4..];
+                    qgemm::qgemm(g, (rows.len(), npix, k), ap, bp, c, npix, &rq);
+                });
             }
         }
+    }
+
+    /// Depthwise: per channel, accumulate `w·(x − zp_in)` over the valid taps into an i32 plane (the inner
+    /// loop runs along a row, so it vectorizes), then requantize. Threads split the channels.
+    #[allow(clippy::too_many_arguments)]
+    fn run_depthwise(
+        &self,
+        par: &Par,
+        x: &[i8],
+        xs: [usize; 4],
+        y: &mut [i8],
+        ys: [usize; 4],
+        lo: i32,
+        hi: i32,
+        scratch: &mut [i8],
+    ) {
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let (oh, ow) = (ys[2], ys[3]);
+        let [_, _, kh, kw] = self.wshape;
+        let (sh, sw) = (self.geom.strides[0] as usize, self.geom.strides[1] as usize);
+        let (dh, dw) = (
+            self.geom.dilations[0] as usize,
+            self.geom.dilations[1] as usize,
+        );
+        let (pt, pl) = (self.geom.pads[0] as usize, self.geom.pads[1] as usize);
+        let threads = par.threads();
+        let npix = oh * ow;
+        let per = npix * 4 + 64;
+        let sptr = SyncPtr(scratch.as_mut_ptr());
+        let yptr = SyncPtr(y.as_mut_ptr());
+        // tap t of channel ch: row 0 of group ch's packed panel (`panel[kb][row][4]`)
+        let wk = |ch: usize, t: usize| -> i32 {
+            self.packed[ch * self.group_stride + (t / 4) * qgemm::QMR * 4 + t % 4] as i32
+        };
+        let planes = n * c;
+        par.run(&|t| {
+            // SAFETY: each thread uses its own scratch slot and writes its own channels.
+            let raw = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * per), per) };
+            let off = raw.as_ptr().align_offset(4);
+            let acc: &mut [i32] = unsafe {
+                core::slice::from_raw_parts_mut(raw.as_mut_ptr().add(off) as *mut i32, npix)
+            };
+            for pl_i in share(planes, t, threads) {
+                let ch = pl_i % c;
+                let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
+                acc.fill(0);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = wk(ch, ky * kw + kx);
+                        // valid output columns: 0 <= ox*sw + kx*dw - pl < w
+                        let ox0 = (pl.saturating_sub(kx * dw)).div_ceil(sw);
+                        let ox1 = if w + pl > kx * dw {
+                            ((w + pl - kx * dw - 1) / sw + 1).min(ow)
+                        } else {
+                            0
+                        };
+                        if ox0 >= ox1 {
+                            continue;
+                        }
+                        for oy in 0..oh {
+                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                            if iy < 0 || iy as usize >= h {
+                                continue;
+                            }
+                            let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                            let a = &mut acc[oy * ow + ox0..oy * ow + ox1];
+                            let zp = self.zp_in;
+                            let start = ox0 * sw + kx * dw - pl;
+                            if sw == 1 {
+                                for (o, &v) in a.iter_mut().zip(&row[start..]) {
+                                    *o += wv * (v as i32 - zp);
+                                }
+                            } else {
+                                for (i, o) in a.iter_mut().enumerate() {
+                                    *o += wv * (row[start + i * sw] as i32 - zp);
+                                }
+                            }
+                        }
+                    }
+                }
+                let (bias, m) = (self.bias_raw[ch], self.mult[ch]);
+                // SAFETY: plane pl_i belongs to this thread.
+                let out =
+                    unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
+                for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                    *o = (m.apply(a.saturating_add(bias)).saturating_add(self.zp_out)).clamp(lo, hi)
+                        as i8;
+                }
+            }
+        });
     }
 }
 
@@ -162,6 +306,7 @@ impl QConv {
 mod tests {
     use super::*;
     use crate::cpu::caps;
+    use crate::ir::quant::quantize_bias;
     use alloc::vec;
 
     fn floats(n: usize, seed: &mut u64, lo: f32, hi: f32) -> Vec<f32> {
@@ -185,6 +330,8 @@ mod tests {
                 3usize, 8usize, 1usize, 3usize, 1usize, 1usize, 9usize, 11usize,
             ),
             (8, 8, 8, 3, 2, 1, 10, 7),
+            (5, 5, 5, 5, 1, 2, 9, 60),
+            (4, 4, 4, 3, 1, 1, 3, 2),
             (6, 9, 3, 1, 1, 0, 5, 13),
             (5, 7, 1, 5, 2, 2, 12, 12),
         ] {
@@ -208,12 +355,15 @@ mod tests {
                 .collect();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let (s_out, zp_out) = (0.05f32, 3);
+            let bq: Vec<i32> = (0..m)
+                .map(|mo| quantize_bias(bf[mo], s_in as f64 * ws[mo] as f64))
+                .collect();
             let q = QConv::new(
                 geom.clone(),
                 &wq,
                 [m, cg, k, k],
                 &ws,
-                Some(&bf),
+                Some(&bq),
                 (s_in, zp_in),
                 (s_out, zp_out),
             )
@@ -224,7 +374,7 @@ mod tests {
             for mo in 0..m {
                 let gi = mo / mg;
                 let acc_scale = s_in as f64 * ws[mo] as f64;
-                let bq = libm::round(bf[mo] as f64 / acc_scale) as i32;
+                let bq = libm::round(bf[mo] as f64 / acc_scale) as i32; // independent of quantize_bias
                 let mult = FixedMultiplier::from_real(acc_scale / s_out as f64).unwrap();
                 for oy in 0..oh {
                     for ox in 0..ow {
@@ -258,12 +408,19 @@ mod tests {
                     }
                 }
             }
-            for isa in caps::available() {
+            let pool = crate::cpu::pool::Pool::new(2).unwrap();
+            for (isa, threads) in caps::available().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
                 let g = qgemm::qgemm_for(isa);
+                let par = if threads == 1 {
+                    Par::single()
+                } else {
+                    Par { pool: Some(&pool) }
+                };
                 let mut y = vec![0i8; m * oh * ow];
-                let mut scratch = vec![0i8; q.scratch_bytes(oh, ow)];
+                let mut scratch = vec![0i8; q.scratch_bytes(oh, ow, threads)];
                 q.run(
                     &g,
+                    &par,
                     &xq,
                     [1, c, h, w],
                     &mut y,
@@ -272,7 +429,11 @@ mod tests {
                     127,
                     &mut scratch,
                 );
-                assert_eq!(y, want, "{} c{c} m{m} g{groups} k{k} s{s}", g.name);
+                assert_eq!(
+                    y, want,
+                    "{} {threads}t c{c} m{m} g{groups} k{k} s{s}",
+                    g.name
+                );
             }
             for (i, (&yq, &r)) in want.iter().zip(&real).enumerate() {
                 let deq = (yq as i32 - zp_out) as f64 * s_out as f64;

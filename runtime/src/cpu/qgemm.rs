@@ -102,8 +102,21 @@ pub fn pack_a(m: usize, k: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
 
 /// Packs `k×n` values `get(p, j)` into B panels.
 pub fn pack_b(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
+    let mut out = vec![0i8; n.div_ceil(QNR) * k_blocks(k) * QNR * 4];
+    pack_b_into(&mut out, k, n, get);
+    out
+}
+
+/// [`pack_b`] into a caller buffer (at run time, without allocating); returns the packed part.
+pub fn pack_b_into(
+    out: &mut [i8],
+    k: usize,
+    n: usize,
+    get: impl Fn(usize, usize) -> i8,
+) -> &mut [i8] {
     let kb = k_blocks(k);
-    let mut out = vec![0i8; n.div_ceil(QNR) * kb * QNR * 4];
+    let out = &mut out[..n.div_ceil(QNR) * kb * QNR * 4];
+    out.fill(0);
     for j in 0..n {
         let (pj, c) = (j / QNR, j % QNR);
         for p in 0..k {

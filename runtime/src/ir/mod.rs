@@ -428,6 +428,44 @@ pub enum Op {
         /// Whether reduced axes stay as size 1.
         keepdims: bool,
     },
+    /// f32 → int8 with the output tensor's per-tensor parameters: `q = clamp(round_half_even(x / s) + zp)`
+    /// (ONNX QuantizeLinear).
+    Quantize,
+    /// int8 → f32 with the input tensor's per-tensor parameters: `x = s · (q − zp)`.
+    Dequantize,
+    /// Integer convolution. Inputs: x (int8, per tensor), weight `[M, C/groups, kh, kw]` (int8 constant,
+    /// symmetric, per output channel on axis 0), optional bias `[M]` (int32 constant at scale s_x·s_w[m]).
+    /// The output (int8, per tensor) is requantized by the fixed-point multiplier s_x·s_w[m] / s_y and
+    /// clamped to `[lo, hi]` (a fused Relu/Clip in the output's integers).
+    QConv {
+        /// Geometry.
+        geom: Conv2d,
+        /// Lowest output integer.
+        lo: i8,
+        /// Highest output integer.
+        hi: i8,
+    },
+    /// Integer `x · W + bias`: x `[.., K]` int8, W `[K, N]` int8 constant (symmetric, per tensor or per
+    /// column on axis 1), optional bias `[N]` int32 at scale s_x·s_w; requantized and clamped like QConv.
+    QMatMul {
+        /// Lowest output integer.
+        lo: i8,
+        /// Highest output integer.
+        hi: i8,
+    },
+    /// Integer Add, Sub or Mul with numpy broadcasting: both inputs are rescaled to the output's scale
+    /// with fixed-point multipliers; clamped to `[lo, hi]`.
+    QBinary {
+        /// Add, Sub or Mul.
+        op: BinOp,
+        /// Lowest output integer.
+        lo: i8,
+        /// Highest output integer.
+        hi: i8,
+    },
+    /// Element-wise function by lookup: inputs x (int8) and a 256-entry int8 table (constant) indexed by
+    /// `x + 128`.
+    QLut,
 }
 
 impl Op {
@@ -481,6 +519,18 @@ impl Op {
             Op::Transpose { .. } => "Transpose",
             Op::Softmax { .. } => "Softmax",
             Op::Reduce { .. } => "Reduce",
+            Op::Quantize => "Quantize",
+            Op::Dequantize => "Dequantize",
+            Op::QConv { geom, .. } if geom.groups > 1 => "QConvGrouped",
+            Op::QConv { .. } => "QConv",
+            Op::QMatMul { .. } => "QMatMul",
+            Op::QBinary { op, .. } => match op {
+                BinOp::Add => "QAdd",
+                BinOp::Sub => "QSub",
+                BinOp::Mul => "QMul",
+                _ => "QBinary",
+            },
+            Op::QLut => "QLut",
         }
     }
 
@@ -518,7 +568,7 @@ impl Graph {
         };
         match &n.op {
             // every output element takes (C/groups)·kh·kw MACs = weight numel / M
-            Op::Conv { .. } => {
+            Op::Conv { .. } | Op::QConv { .. } => {
                 y.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }
@@ -526,7 +576,9 @@ impl Graph {
                 x.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }
-            Op::MatMul { .. } => y.numel() as u64 * x.shape.last().copied().unwrap_or(1) as u64,
+            Op::MatMul { .. } | Op::QMatMul { .. } => {
+                y.numel() as u64 * x.shape.last().copied().unwrap_or(1) as u64
+            }
             _ => 0,
         }
     }

@@ -79,6 +79,23 @@ impl FixedMultiplier {
     }
 }
 
+/// A float bias in accumulator units `s_x·s_w` (int32, rounded half away from zero, saturated).
+pub fn quantize_bias(b: f32, acc_scale: f64) -> i32 {
+    libm::round(b as f64 / acc_scale).clamp(i32::MIN as f64, i32::MAX as f64) as i32
+}
+
+/// `round_half_even(x / scale) + zp`, saturated to int8: ONNX QuantizeLinear, the float → int8 boundary.
+#[inline]
+pub fn quantize_f32(x: f32, scale: f32, zp: i32) -> i8 {
+    (libm::rintf(x / scale) + zp as f32).clamp(-128.0, 127.0) as i8
+}
+
+/// `scale · (q − zp)`: ONNX DequantizeLinear.
+#[inline]
+pub fn dequantize_i8(q: i8, scale: f32, zp: i32) -> f32 {
+    (q as i32 - zp) as f32 * scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,7 +97,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         Ok(vec![s])
     };
     match op {
-        Op::Conv { geom: g, .. } | Op::ConvTranspose { geom: g, .. } => {
+        Op::Conv { geom: g, .. }
+        | Op::ConvTranspose { geom: g, .. }
+        | Op::QConv { geom: g, .. } => {
             want_inputs(inputs, 2, 3)?;
             let (x, w) = (inputs[0], inputs[1]);
             want_rank(x, 4, "input")?;
@@ -159,9 +161,12 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             one(out)
         }
-        Op::MatMul { .. } => {
+        Op::MatMul { .. } | Op::QMatMul { .. } => {
             want_inputs(inputs, 2, 3)?;
             let (a, b) = (inputs[0], inputs[1]);
+            if matches!(op, Op::QMatMul { .. }) && b.len() != 2 {
+                return Err(format!("integer matmul weight {b:?} must be [K, N]"));
+            }
             if a.len() < 2 || b.len() < 2 {
                 return Err(format!(
                     "matmul operands need rank ≥ 2 (import promotes vectors), have {a:?} and {b:?}"
@@ -182,12 +187,22 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             one(out)
         }
-        Op::Binary { .. } => {
+        Op::Binary { .. } | Op::QBinary { .. } => {
             want_inputs(inputs, 2, 2)?;
             one(broadcast(inputs[0], inputs[1])?)
         }
-        Op::Unary(_) => {
+        Op::Unary(_) | Op::Quantize | Op::Dequantize => {
             want_inputs(inputs, 1, 1)?;
+            one(inputs[0].to_vec())
+        }
+        Op::QLut => {
+            want_inputs(inputs, 2, 2)?;
+            if inputs[1] != [256] {
+                return Err(format!(
+                    "lookup table shape {:?}, expected [256]",
+                    inputs[1]
+                ));
+            }
             one(inputs[0].to_vec())
         }
         Op::ChannelAffine { .. } => {

@@ -130,7 +130,7 @@ pub fn nearest_maps(
 }
 
 /// `y[i0,..,in] = x[Σ maps_d[i_d]]`, or `fill` where any map is negative.
-pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
+pub fn gather<T: Copy>(g: &GatherMaps, fill: T, x: View<T>, y: ViewMut<T>) {
     let r = y.shape.len();
     if r == 0 {
         y.data[0] = x.data[0];
@@ -150,11 +150,11 @@ pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
         }
         let out = &mut y.data[o * inner..(o + 1) * inner];
         if filled {
-            out.iter_mut().for_each(|v| *v = g.fill);
+            out.iter_mut().for_each(|v| *v = fill);
         } else {
             for (v, &m) in out.iter_mut().zip(last) {
                 *v = if m < 0 {
-                    g.fill
+                    fill
                 } else {
                     x.data[(base + m) as usize]
                 };
@@ -171,7 +171,7 @@ pub fn gather(g: &GatherMaps, x: View, y: ViewMut) {
 }
 
 /// Axis permutation.
-pub fn transpose(perm: &[u32], x: View, y: ViewMut) {
+pub fn transpose<T: Copy>(perm: &[u32], x: View<T>, y: ViewMut<T>) {
     let r = y.shape.len();
     if r == 0 {
         y.data.copy_from_slice(x.data);
@@ -202,15 +202,21 @@ pub fn transpose(perm: &[u32], x: View, y: ViewMut) {
     }
 }
 
-/// Concatenation along `axis`.
-pub fn concat(axis: usize, xs: &[View], y: ViewMut) {
+/// Concatenation along `axis`; `copy(k, src, dst)` moves one run of input `k` (a plain copy, or a rescale
+/// for int8 inputs whose parameters differ from the output's).
+pub fn concat<T: Copy>(
+    axis: usize,
+    xs: &[View<T>],
+    y: ViewMut<T>,
+    copy: impl Fn(usize, &[T], &mut [T]),
+) {
     let outer: usize = y.shape[..axis].iter().product();
     let inner: usize = y.shape[axis + 1..].iter().product();
     let mut off = 0;
     for o in 0..outer {
-        for x in xs {
+        for (k, x) in xs.iter().enumerate() {
             let n = x.shape[axis] * inner;
-            y.data[off..off + n].copy_from_slice(&x.data[o * n..(o + 1) * n]);
+            copy(k, &x.data[o * n..(o + 1) * n], &mut y.data[off..off + n]);
             off += n;
         }
     }

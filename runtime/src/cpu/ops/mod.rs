@@ -4,6 +4,7 @@ pub mod eltwise;
 pub mod layout;
 pub mod matmul;
 pub mod pool;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 
@@ -12,19 +13,25 @@ use super::Par;
 use crate::ir::{Op, ResizeMode};
 use alloc::vec::Vec;
 
-/// A read-only tensor: data and shape.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
+/// A read-only tensor: data and shape (f32 unless said otherwise).
+pub struct View<'a, T = f32> {
     /// Elements, row-major.
-    pub data: &'a [f32],
+    pub data: &'a [T],
     /// Shape.
     pub shape: &'a [usize],
 }
 
+impl<T> Clone for View<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for View<'_, T> {}
+
 /// A writable tensor: data and shape.
-pub struct ViewMut<'a> {
+pub struct ViewMut<'a, T = f32> {
     /// Elements, row-major.
-    pub data: &'a mut [f32],
+    pub data: &'a mut [T],
     /// Shape.
     pub shape: &'a [usize],
 }
@@ -57,6 +64,8 @@ pub enum Prepared {
     Gather(layout::GatherMaps),
     /// Bilinear taps.
     Linear(resize::Taps),
+    /// An integer node (or a float/int8 boundary).
+    Quant(quant::QPrep),
 }
 
 /// Builds the node's prepared state; `consts[i]` is input i's data when it is a constant.
@@ -181,10 +190,12 @@ pub fn exec(
         (Op::Pool(p), _) => pool::pool2d(p, ins[0], y),
         (Op::GlobalPool(k), _) => pool::global(*k, ins[0], y),
         (Op::Resize { .. } | Op::Slice { .. } | Op::Pad { .. }, Prepared::Gather(m)) => {
-            layout::gather(m, ins[0], y)
+            layout::gather(m, m.fill, ins[0], y)
         }
         (Op::Resize { .. }, Prepared::Linear(t)) => resize::linear(t, ins[0], y),
-        (Op::Concat { axis }, _) => layout::concat(*axis as usize, ins, y),
+        (Op::Concat { axis }, _) => {
+            layout::concat(*axis as usize, ins, y, |_, s, d| d.copy_from_slice(s))
+        }
         (Op::Split { axis }, _) => split_into(*axis as usize, ins[0], y, rest),
         (Op::Reshape, _) => y.data.copy_from_slice(ins[0].data),
         (Op::Transpose { perm }, _) => layout::transpose(perm, ins[0], y),
@@ -195,7 +206,8 @@ pub fn exec(
     }
 }
 
-fn split_into(axis: usize, x: View, first: ViewMut, rest: &mut [ViewMut]) {
+/// Cuts `x` along `axis` into `first` and `rest` (any element type).
+pub fn split_into<T: Copy>(axis: usize, x: View<T>, first: ViewMut<T>, rest: &mut [ViewMut<T>]) {
     let outer: usize = x.shape[..axis].iter().product();
     let inner: usize = x.shape[axis + 1..].iter().product();
     let mut off = 0;

@@ -4,6 +4,40 @@ use crate::ir::{Pool2d, PoolKind};
 
 /// 2-D pooling, NCHW.
 pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
+    match p.kind {
+        PoolKind::Max => windows(p, x, y, f32::NEG_INFINITY, f32::max, |a, _| a),
+        PoolKind::Avg { count_include_pad } => windows(
+            p,
+            x,
+            y,
+            0.0,
+            |a, v| a + v,
+            |a, (count, padded)| {
+                let div = if count_include_pad {
+                    count + padded
+                } else {
+                    count
+                };
+                if div == 0 {
+                    0.0
+                } else {
+                    a / div as f32
+                }
+            },
+        ),
+    }
+}
+
+/// The window walk shared by every pooling kernel (any element type): folds each window's cells with
+/// `step` from `init`, then `finish(acc, (cells inside, cells in the declared padding))` gives the output.
+pub fn windows<T: Copy, A: Copy>(
+    p: &Pool2d,
+    x: View<T>,
+    y: ViewMut<T>,
+    init: A,
+    step: impl Fn(A, T) -> A,
+    finish: impl Fn(A, (usize, usize)) -> T,
+) {
     let (h, w) = (x.shape[2], x.shape[3]);
     let (oh, ow) = (y.shape[2], y.shape[3]);
     let (kh, kw) = (p.kernel[0] as isize, p.kernel[1] as isize);
@@ -18,10 +52,7 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
         for oy in 0..oh as isize {
             for ox in 0..ow as isize {
                 let (y0, x0) = (oy * sh - pt, ox * sw - pl);
-                let mut acc = match p.kind {
-                    PoolKind::Max => f32::NEG_INFINITY,
-                    PoolKind::Avg { .. } => 0.0,
-                };
+                let mut acc = init;
                 let mut count = 0usize;
                 let mut padded = 0usize;
                 for ky in 0..kh {
@@ -39,29 +70,11 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
                             }
                             continue;
                         }
-                        let v = src[iy as usize * w + ix as usize];
-                        match p.kind {
-                            PoolKind::Max => acc = acc.max(v),
-                            PoolKind::Avg { .. } => acc += v,
-                        }
+                        acc = step(acc, src[iy as usize * w + ix as usize]);
                         count += 1;
                     }
                 }
-                dst[oy as usize * ow + ox as usize] = match p.kind {
-                    PoolKind::Max => acc,
-                    PoolKind::Avg { count_include_pad } => {
-                        let div = if count_include_pad {
-                            count + padded
-                        } else {
-                            count
-                        };
-                        if div == 0 {
-                            0.0
-                        } else {
-                            acc / div as f32
-                        }
-                    }
-                };
+                dst[oy as usize * ow + ox as usize] = finish(acc, (count, padded));
             }
         }
     }

@@ -1,0 +1,495 @@
+//! The integer engine: int8 ops and the float/int8 boundaries. Every op here is integer arithmetic from
+//! its int8 inputs to its int8 output (requantization by [`FixedMultiplier`], round half away from zero),
+//! so every backend that follows these definitions produces the same integers.
+use super::{broadcast_strides, layout, pool, split_into, View, ViewMut};
+use crate::cpu::qconv::QConv;
+use crate::cpu::qgemm::{self, QGemm, Requant};
+use crate::cpu::{share, Par};
+use crate::ir::quant::{dequantize_i8, quantize_f32, FixedMultiplier};
+use crate::ir::{BinOp, DType, Node, Op, PadMode, Pool2d, PoolKind, ResizeMode};
+use crate::model::Model;
+use alloc::vec::Vec;
+
+/// `y = zy + M·(x − zx)`: one int8 value moved to another tensor's parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Rescale {
+    m: FixedMultiplier,
+    zx: i32,
+    zy: i32,
+}
+
+impl Rescale {
+    fn new((sx, zx): (f32, i32), (sy, zy): (f32, i32)) -> Rescale {
+        Rescale {
+            m: mult(sx as f64 / sy as f64),
+            zx,
+            zy,
+        }
+    }
+    /// The rescaled value.
+    #[inline]
+    pub fn apply(&self, q: i8) -> i8 {
+        (self.m.apply(q as i32 - self.zx) + self.zy).clamp(-128, 127) as i8
+    }
+}
+
+/// Integer Add/Sub/Mul: both operands are moved to the output scale in 16 extra fraction bits, summed,
+/// then rounded (Add/Sub); or their product is requantized once (Mul).
+#[derive(Clone, Copy, Debug)]
+pub struct QBin {
+    op: BinOp,
+    za: i32,
+    zb: i32,
+    zy: i32,
+    ma: FixedMultiplier,
+    mb: FixedMultiplier,
+    lo: i32,
+    hi: i32,
+}
+
+/// Fraction bits the operands of an integer Add keep before the final rounding.
+const ADD_FRAC: u32 = 16;
+
+impl QBin {
+    /// The scalar definition of the op on one pair.
+    #[inline]
+    pub fn apply(&self, a: i8, b: i8) -> i8 {
+        let (da, db) = (a as i32 - self.za, b as i32 - self.zb);
+        let v = match self.op {
+            BinOp::Mul => self.ma.apply(da * db),
+            _ => {
+                let ta = self.ma.apply(da << ADD_FRAC) as i64;
+                let tb = self.mb.apply(db << ADD_FRAC) as i64;
+                let s = if self.op == BinOp::Sub {
+                    ta - tb
+                } else {
+                    ta + tb
+                };
+                let half = 1i64 << (ADD_FRAC - 1);
+                let r = if s >= 0 {
+                    (s + half) >> ADD_FRAC
+                } else {
+                    -((-s + half) >> ADD_FRAC)
+                };
+                r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+            }
+        };
+        v.saturating_add(self.zy).clamp(self.lo, self.hi) as i8
+    }
+}
+
+/// An integer matmul prepared once: W^T packed as the A operand, folded bias and multipliers per column.
+pub struct QMat {
+    a: Vec<i8>,
+    bias: Vec<i32>,
+    mult: Vec<FixedMultiplier>,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    k: usize,
+    n: usize,
+}
+
+/// Per-node integer state built at session creation.
+pub enum QPrep {
+    /// f32 → int8 with (scale, zero point).
+    Quantize(f32, i32),
+    /// int8 → f32 with (scale, zero point).
+    Dequantize(f32, i32),
+    /// Integer convolution and its output clamp.
+    Conv(QConv, i32, i32),
+    /// Integer matmul.
+    MatMul(QMat),
+    /// Integer element-wise binary op.
+    Binary(QBin),
+    /// 256-entry table indexed by `x + 128`.
+    Lut([i8; 256]),
+    /// Per input: the rescale to the output's parameters, `None` where they already agree.
+    Concat(Vec<Option<Rescale>>),
+    /// Average pooling: input/output zero points and the multiplier for every possible divisor.
+    Avg(i32, i32, Vec<FixedMultiplier>),
+    /// Max pooling, global max, Reshape, Transpose, Split: values move unchanged.
+    Move,
+    /// Slice, Pad, nearest Resize: index maps and the int8 fill value.
+    Gather(layout::GatherMaps, i8),
+}
+
+fn mult(real: f64) -> FixedMultiplier {
+    // the loader proved every multiplier of a valid model encodable
+    FixedMultiplier::from_real(real).unwrap_or(FixedMultiplier { mult: 0, shift: 0 })
+}
+
+fn params(model: &Model, t: u32) -> (f32, i32) {
+    let q = model.graph.tensors[t as usize].quant.as_ref();
+    q.map_or((1.0, 0), |q| (q.scale[0], q.zero_point[0]))
+}
+
+/// The bytes of an int8 constant as `i8`.
+pub fn i8s(bytes: &[u8]) -> &[i8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { core::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) }
+}
+
+fn i32s(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Whether node `n` runs on the integer engine.
+pub fn is_integer(model: &Model, n: &Node) -> bool {
+    matches!(
+        n.op,
+        Op::Quantize
+            | Op::Dequantize
+            | Op::QConv { .. }
+            | Op::QMatMul { .. }
+            | Op::QBinary { .. }
+            | Op::QLut
+    ) || model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
+}
+
+/// Prepares an integer node (the loader validated types, parameters and multipliers).
+pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
+    let g = &model.graph;
+    let (x, y) = (n.inputs[0], n.outputs[0]);
+    let shape = |t: u32| shapes[t as usize].as_slice();
+    match &n.op {
+        Op::Quantize => {
+            let (s, z) = params(model, y);
+            QPrep::Quantize(s, z)
+        }
+        Op::Dequantize => {
+            let (s, z) = params(model, x);
+            QPrep::Dequantize(s, z)
+        }
+        Op::QConv { geom, lo, hi } => {
+            let w = &g.tensors[n.inputs[1] as usize];
+            let ws = w.quant.as_ref().map_or(&[][..], |q| &q.scale);
+            let ws: Vec<f32> = (0..w.shape[0] as usize)
+                .map(|m| ws[if ws.len() == 1 { 0 } else { m }])
+                .collect();
+            let bias = n
+                .inputs
+                .get(2)
+                .map(|&b| i32s(model.const_bytes(b as usize)));
+            let s = shape(n.inputs[1]);
+            let conv = QConv::new(
+                geom.clone(),
+                i8s(model.const_bytes(n.inputs[1] as usize)),
+                [s[0], s[1], s[2], s[3]],
+                &ws,
+                bias.as_deref(),
+                params(model, x),
+                params(model, y),
+            );
+            match conv {
+                Some(c) => QPrep::Conv(c, *lo as i32, *hi as i32),
+                None => QPrep::Move, // unreachable for a validated model
+            }
+        }
+        Op::QMatMul { lo, hi } => {
+            let wt = &g.tensors[n.inputs[1] as usize];
+            let (k, nn) = (wt.shape[0] as usize, wt.shape[1] as usize);
+            let w = i8s(model.const_bytes(n.inputs[1] as usize));
+            let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale);
+            let (sx, zx) = params(model, x);
+            let (sy, zy) = params(model, y);
+            let bias: Vec<i32> = match n.inputs.get(2) {
+                Some(&b) => i32s(model.const_bytes(b as usize)),
+                None => alloc::vec![0; nn],
+            };
+            let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
+            QPrep::MatMul(QMat {
+                a: qgemm::pack_a(nn, k, |i, p| wt_rows[i * k + p]),
+                bias: qgemm::fold_zero_point(&bias, &wt_rows, k, zx),
+                mult: (0..nn)
+                    .map(|j| {
+                        let sw = ws[if ws.len() == 1 { 0 } else { j }];
+                        mult(sx as f64 * sw as f64 / sy as f64)
+                    })
+                    .collect(),
+                zy,
+                lo: *lo as i32,
+                hi: *hi as i32,
+                k,
+                n: nn,
+            })
+        }
+        Op::QBinary { op, lo, hi } => {
+            let (sa, za) = params(model, x);
+            let (sb, zb) = params(model, n.inputs[1]);
+            let (sy, zy) = params(model, y);
+            let (ma, mb) = if *op == BinOp::Mul {
+                (mult(sa as f64 * sb as f64 / sy as f64), mult(0.0))
+            } else {
+                (mult(sa as f64 / sy as f64), mult(sb as f64 / sy as f64))
+            };
+            QPrep::Binary(QBin {
+                op: *op,
+                za,
+                zb,
+                zy,
+                ma,
+                mb,
+                lo: *lo as i32,
+                hi: *hi as i32,
+            })
+        }
+        Op::QLut => {
+            let mut t = [0i8; 256];
+            t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
+            QPrep::Lut(t)
+        }
+        Op::Concat { .. } => {
+            let py = params(model, y);
+            QPrep::Concat(
+                n.inputs
+                    .iter()
+                    .map(|&i| {
+                        let px = params(model, i);
+                        (px != py).then(|| Rescale::new(px, py))
+                    })
+                    .collect(),
+            )
+        }
+        Op::Pool(Pool2d {
+            kind: PoolKind::Avg { .. },
+            kernel,
+            ..
+        }) => avg_prep(model, x, y, (kernel[0] * kernel[1]) as usize),
+        Op::GlobalPool(PoolKind::Avg { .. }) => {
+            avg_prep(model, x, y, shape(x)[2..].iter().product())
+        }
+        Op::Slice { starts, steps } => {
+            QPrep::Gather(layout::slice_maps(shape(x), shape(y), starts, steps), 0)
+        }
+        Op::Pad { pads, mode } => {
+            let (s, z) = params(model, x);
+            let fill = match mode {
+                PadMode::Constant(c) => quantize_f32(*c, s, z),
+                _ => 0,
+            };
+            QPrep::Gather(layout::pad_maps(shape(x), shape(y), pads, *mode), fill)
+        }
+        Op::Resize {
+            mode: ResizeMode::Nearest(nm),
+            coord,
+            scales,
+        } => QPrep::Gather(
+            layout::nearest_maps(shape(x), shape(y), scales, *coord, *nm),
+            0,
+        ),
+        _ => QPrep::Move,
+    }
+}
+
+fn avg_prep(model: &Model, x: u32, y: u32, max_div: usize) -> QPrep {
+    let (sx, zx) = params(model, x);
+    let (sy, zy) = params(model, y);
+    let mults = (0..=max_div)
+        .map(|d| mult(sx as f64 / (sy as f64 * d.max(1) as f64)))
+        .collect();
+    QPrep::Avg(zx, zy, mults)
+}
+
+/// Scratch bytes an integer node needs with `threads` threads.
+pub fn scratch_bytes(prep: &QPrep, xs: &[usize], ys: &[usize], threads: usize) -> usize {
+    match prep {
+        QPrep::Conv(c, ..) => c.scratch_bytes(ys[2], ys[3], threads),
+        QPrep::MatMul(m) => {
+            let rows = xs.iter().product::<usize>() / m.k.max(1);
+            rows.div_ceil(qgemm::QNR) * qgemm::k_blocks(m.k) * qgemm::QNR * 4 + rows * m.n
+        }
+        _ => 0,
+    }
+}
+
+/// Runs an integer node. `fins`/`qins` hold the f32 and int8 views of the inputs (each input is in the
+/// one its type selects; the other is empty), likewise the outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn exec(
+    qg: &QGemm,
+    par: &Par,
+    op: &Op,
+    prep: &QPrep,
+    fins: &[View],
+    qins: &[View<i8>],
+    fouts: &mut [ViewMut],
+    qouts: &mut [ViewMut<i8>],
+    scratch: &mut [u8],
+) {
+    let scratch = i8s_mut(scratch);
+    match prep {
+        QPrep::Quantize(s, z) => {
+            let y = &mut qouts[0];
+            for (o, &v) in y.data.iter_mut().zip(fins[0].data) {
+                *o = quantize_f32(v, *s, *z);
+            }
+        }
+        QPrep::Dequantize(s, z) => {
+            for (o, &q) in fouts[0].data.iter_mut().zip(qins[0].data) {
+                *o = dequantize_i8(q, *s, *z);
+            }
+        }
+        QPrep::Conv(c, lo, hi) => {
+            let (x, y) = (qins[0], &mut qouts[0]);
+            let xs = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+            let ys = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
+            c.run(qg, par, x.data, xs, y.data, ys, *lo, *hi, scratch);
+        }
+        QPrep::MatMul(m) => qmatmul(qg, m, qins[0], &mut qouts[0], scratch),
+        QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
+        QPrep::Lut(t) => {
+            for (o, &v) in qouts[0].data.iter_mut().zip(qins[0].data) {
+                *o = t[(v as i32 + 128) as usize];
+            }
+        }
+        QPrep::Concat(r) => {
+            let Op::Concat { axis } = op else { return };
+            let y = reborrow(&mut qouts[0]);
+            layout::concat(*axis as usize, qins, y, |k, s, d| match r[k] {
+                None => d.copy_from_slice(s),
+                Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
+            });
+        }
+        QPrep::Avg(zx, zy, mults) => {
+            let (x, y) = (qins[0], reborrow(&mut qouts[0]));
+            let out = |sum: i32, div: usize| {
+                (mults[div.min(mults.len() - 1)].apply(sum) + zy).clamp(-128, 127) as i8
+            };
+            match op {
+                Op::Pool(p) => {
+                    let incl = matches!(
+                        p.kind,
+                        PoolKind::Avg {
+                            count_include_pad: true
+                        }
+                    );
+                    pool::windows(
+                        p,
+                        x,
+                        y,
+                        0i32,
+                        |a, v| a + (v as i32 - zx),
+                        |a, (count, padded)| {
+                            let div = if incl { count + padded } else { count };
+                            if div == 0 {
+                                *zy as i8
+                            } else {
+                                out(a, div)
+                            }
+                        },
+                    )
+                }
+                _ => {
+                    let inner: usize = x.shape[2..].iter().product();
+                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
+                        *o = out(src.iter().map(|&v| v as i32 - zx).sum(), inner);
+                    }
+                }
+            }
+        }
+        QPrep::Gather(m, fill) => layout::gather(m, *fill, qins[0], reborrow(&mut qouts[0])),
+        QPrep::Move => {
+            let (first, rest) = qouts.split_at_mut(1);
+            let (x, y) = (qins[0], reborrow(&mut first[0]));
+            match op {
+                Op::Pool(p) => pool::windows(p, x, y, i8::MIN, |a, v| a.max(v), |a, _| a),
+                Op::GlobalPool(_) => {
+                    let inner: usize = x.shape[2..].iter().product();
+                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
+                        *o = src.iter().copied().max().unwrap_or(i8::MIN);
+                    }
+                }
+                Op::Transpose { perm } => layout::transpose(perm, x, y),
+                Op::Split { axis } => split_into(*axis as usize, x, y, rest),
+                _ => y.data.copy_from_slice(x.data),
+            }
+        }
+    }
+}
+
+fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
+    ViewMut {
+        data: &mut *v.data,
+        shape: v.shape,
+    }
+}
+
+fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) }
+}
+
+fn qmatmul(qg: &QGemm, m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
+    let rows = x.data.len() / m.k.max(1);
+    let bp_len = rows.div_ceil(qgemm::QNR) * qgemm::k_blocks(m.k) * qgemm::QNR * 4;
+    let (bp, tmp) = scratch.split_at_mut(bp_len);
+    let k = m.k;
+    let packed = qgemm::pack_b_into(bp, k, rows, |p, j| x.data[j * k + p]);
+    let rq = Requant {
+        bias: &m.bias,
+        mult: &m.mult,
+        zp_out: m.zy,
+        lo: m.lo,
+        hi: m.hi,
+    };
+    // the kernel computes W^T·x^T (N × rows); the output wants rows × N
+    qgemm::qgemm(
+        qg,
+        (m.n, rows, k),
+        &m.a,
+        packed,
+        &mut tmp[..m.n * rows],
+        rows,
+        &rq,
+    );
+    for (j, row) in y.data.chunks_exact_mut(m.n).enumerate() {
+        for (c, o) in row.iter_mut().enumerate() {
+            *o = tmp[c * rows + j];
+        }
+    }
+}
+
+/// Below this many outputs an element-wise op runs on one thread.
+const PAR_MIN: usize = 1 << 14;
+
+fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>) {
+    let len = y.data.len();
+    if xa.shape == y.shape && xb.shape == y.shape {
+        // the common case (residual adds): one flat loop, split between threads
+        let threads = if len >= PAR_MIN { par.threads() } else { 1 };
+        let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+        par.run_on(threads, &|t| {
+            let r = share(len, t, threads);
+            // SAFETY: threads write disjoint ranges of the output.
+            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
+            for ((o, &p), &q) in out.iter_mut().zip(&xa.data[r.clone()]).zip(&xb.data[r]) {
+                *o = b.apply(p, q);
+            }
+        });
+        return;
+    }
+    let r = y.shape.len();
+    let (mut sa, mut sb) = ([0usize; 8], [0usize; 8]);
+    broadcast_strides(xa.shape, y.shape, 1, &mut sa);
+    broadcast_strides(xb.shape, y.shape, 1, &mut sb);
+    let mut idx = [0usize; 8];
+    for o in y.data.iter_mut() {
+        let (mut ia, mut ib) = (0, 0);
+        for d in 0..r {
+            ia += idx[d] * sa[d];
+            ib += idx[d] * sb[d];
+        }
+        *o = b.apply(xa.data[ia], xb.data[ib]);
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < y.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
