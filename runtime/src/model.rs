@@ -1,6 +1,6 @@
 //! A loaded, fully validated model. It borrows its weights from the artifact bytes (no copy), so it works
 //! from a `&'static [u8]` in flash or an mmap as well as from a `Vec<u8>`.
-use crate::artifact::{self, WEIGHT_ALIGN};
+use crate::artifact;
 use crate::error::Result;
 use crate::ir::{shape, BinOp, DType, Graph, Op, Pool2d, PoolKind, ResizeMode, Tensor};
 use crate::plan::{self, MemoryPlan};
@@ -114,7 +114,9 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         }
         if let Some(r) = t.data {
             let end = r.offset.checked_add(r.len);
-            if r.offset % WEIGHT_ALIGN as u64 != 0 || end.is_none_or(|e| e > weight_len as u64) {
+            if r.offset % artifact::const_align(t.dtype) as u64 != 0
+                || end.is_none_or(|e| e > weight_len as u64)
+            {
                 bail!(
                     Invalid,
                     "constant {i} \"{}\" at blob offset {} length {} is outside the {weight_len}-byte weight blob or unaligned",

@@ -5,25 +5,31 @@ use crate::graph::ToolGraph;
 use anyhow::{anyhow, Context, Result};
 use std::io::Write;
 use std::path::Path;
-use tern::artifact::{self, ArtifactMeta, WEIGHT_ALIGN};
+use tern::artifact::{self, ArtifactMeta};
 use tern::ir::BlobRange;
 
 /// Builds the artifact bytes for a graph.
 pub fn to_bytes(g: &ToolGraph, metadata: Vec<(String, String)>) -> Result<Vec<u8>> {
     let mut graph = g.graph.clone();
     let mut blob: Vec<u8> = Vec::new();
-    for (t, data) in graph.tensors.iter_mut().zip(&g.data) {
-        if let Some(d) = data {
-            let off = blob.len().div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN;
-            blob.resize(off, 0);
-            for v in d {
-                blob.extend_from_slice(&v.to_le_bytes());
-            }
-            t.data = Some(BlobRange {
-                offset: off as u64,
-                len: (d.len() * 4) as u64,
-            });
+    for ((t, data), bytes) in graph.tensors.iter_mut().zip(&g.data).zip(&g.bytes) {
+        if data.is_none() && bytes.is_none() {
+            continue;
         }
+        let align = artifact::const_align(t.dtype);
+        let off = blob.len().div_ceil(align) * align;
+        blob.resize(off, 0);
+        match (data, bytes) {
+            (Some(d), _) => d
+                .iter()
+                .for_each(|v| blob.extend_from_slice(&v.to_le_bytes())),
+            (None, Some(b)) => blob.extend_from_slice(b),
+            (None, None) => {}
+        }
+        t.data = Some(BlobRange {
+            offset: off as u64,
+            len: (blob.len() - off) as u64,
+        });
     }
     let plan = tern::plan::plan(&graph);
     let meta = ArtifactMeta {

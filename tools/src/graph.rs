@@ -8,8 +8,10 @@ use tern::ir::{BlobRange, DType, Graph, Node, Op, Tensor};
 pub struct ToolGraph {
     /// Structure; constants carry a placeholder blob range until export.
     pub graph: Graph,
-    /// Constant data per tensor (f32), `None` for activations.
+    /// Constant data per tensor (f32), `None` for activations and integer constants.
     pub data: Vec<Option<Vec<f32>>>,
+    /// Little-endian bytes of integer constants (int8 weights and tables, int32 biases).
+    pub bytes: Vec<Option<Vec<u8>>>,
 }
 
 impl ToolGraph {
@@ -23,7 +25,29 @@ impl ToolGraph {
             quant: None,
         });
         self.data.push(None);
+        self.bytes.push(None);
         (self.graph.tensors.len() - 1) as u32
+    }
+
+    /// Adds an integer constant (`bytes` little-endian, length matching shape and type).
+    pub fn add_int_const(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        quant: Option<tern::ir::QParams>,
+        bytes: Vec<u8>,
+    ) -> u32 {
+        let i = self.add_tensor(name, shape);
+        let t = &mut self.graph.tensors[i as usize];
+        t.dtype = dtype;
+        t.quant = quant;
+        t.data = Some(BlobRange {
+            offset: 0,
+            len: bytes.len() as u64,
+        });
+        self.bytes[i as usize] = Some(bytes);
+        i
     }
 
     /// Adds a constant tensor.
@@ -129,15 +153,18 @@ impl ToolGraph {
         let mut map = vec![u32::MAX; g.tensors.len()];
         let mut tensors = Vec::new();
         let mut data = Vec::new();
+        let mut bytes = Vec::new();
         for (i, t) in g.tensors.drain(..).enumerate() {
             if used[i] {
                 map[i] = tensors.len() as u32;
                 tensors.push(t);
                 data.push(self.data[i].take());
+                bytes.push(self.bytes[i].take());
             }
         }
         g.tensors = tensors;
         self.data = data;
+        self.bytes = bytes;
         let re = |v: &mut Vec<u32>| v.iter_mut().for_each(|t| *t = map[*t as usize]);
         re(&mut g.inputs);
         re(&mut g.outputs);

@@ -29,8 +29,18 @@ pub const MIN_FORMAT_VERSION: u32 = 1;
 pub const SECTION_GRAPH: u32 = 1;
 /// Section kind: the weight blob.
 pub const SECTION_WEIGHTS: u32 = 2;
-/// Alignment of the weight blob within the file, and of every constant within the blob.
+/// Alignment of the weight blob within the file, and of every float constant within the blob.
 pub const WEIGHT_ALIGN: usize = 64;
+
+/// Alignment of a constant of type `dtype` inside the weight blob: float data is read in place by SIMD
+/// kernels (a cache line); integer constants are repacked or copied at session creation, so their own
+/// element size is enough (small int8 tables and biases would otherwise pad a quantized model by 10%+).
+pub fn const_align(dtype: crate::ir::DType) -> usize {
+    match dtype {
+        crate::ir::DType::F32 | crate::ir::DType::F16 => WEIGHT_ALIGN,
+        d => d.size(),
+    }
+}
 const MAX_SECTIONS: u32 = 64;
 const HEADER: usize = 16;
 const ENTRY: usize = 24;

@@ -31,7 +31,9 @@ pub fn quantize_weights(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
     let mut scales = Vec::with_capacity(m);
     for ch in w.chunks(per.max(1)).take(m) {
         let amax = ch.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        // a channel of (near-)zero weights (dead after BatchNorm folding) becomes exact zeros: its
+        // scale would make the requantization multiplier unencodable and it contributes nothing
+        let s = if amax > 1e-20 { amax / 127.0 } else { 1.0 };
         scales.push(s);
         q.extend(
             ch.iter()
@@ -289,14 +291,17 @@ impl QConv {
                         }
                     }
                 }
-                let (bias, m) = (self.bias_raw[ch], self.mult[ch]);
+                let rq = Requant {
+                    bias: &self.bias_raw,
+                    mult: &self.mult,
+                    zp_out: self.zp_out,
+                    lo,
+                    hi,
+                };
                 // SAFETY: plane pl_i belongs to this thread.
                 let out =
                     unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
-                for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                    *o = (m.apply(a.saturating_add(bias)).saturating_add(self.zp_out)).clamp(lo, hi)
-                        as i8;
-                }
+                rq.row(ch, acc, out);
             }
         });
     }

@@ -150,6 +150,17 @@ impl Requant<'_> {
             .saturating_add(self.zp_out);
         v.clamp(self.lo, self.hi) as i8
     }
+
+    /// [`Requant::apply`] over a run of row `r` (the same integers; clamping before adding the zero point
+    /// is equivalent and keeps the loop free of data-dependent branches, so it vectorizes).
+    #[inline]
+    pub fn row(&self, r: usize, acc: &[i32], out: &mut [i8]) {
+        let (b, m, z) = (self.bias[r], self.mult[r], self.zp_out);
+        let (lo, hi) = (self.lo - z, self.hi - z);
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = (m.apply(a.saturating_add(b)).clamp(lo, hi) + z) as i8;
+        }
+    }
 }
 
 /// Folds the input zero point into per-row biases: `bias_r − zp_in·Σ_k w[r][k]`.
@@ -182,11 +193,10 @@ pub fn qgemm(
         for pj in 0..n.div_ceil(QNR) {
             // SAFETY: panel bounds asserted above.
             unsafe { (g.kernel)(kb, ap.as_ptr(), b[pj * kb * QNR * 4..].as_ptr(), &mut acc) };
+            let cols = (n - pj * QNR).min(QNR);
             for (r, row) in acc.iter().enumerate().take(m - pi * QMR) {
                 let i = pi * QMR + r;
-                for (cc, &v) in row.iter().enumerate().take(n - pj * QNR) {
-                    c[i * ldc + pj * QNR + cc] = rq.apply(i, v);
-                }
+                rq.row(i, &row[..cols], &mut c[i * ldc + pj * QNR..][..cols]);
             }
         }
     }

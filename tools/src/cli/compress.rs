@@ -1,6 +1,8 @@
-//! `tern compress <model.onnx> -o <out.tern> [--input-shape ...]`
+//! `tern compress <model.onnx> -o <out.tern> [--input-shape ...] [--int8 --calib PATH [--calib-method M]
+//! [--calib-samples N]]`
 use super::ShapeArgs;
-use anyhow::Result;
+use crate::quant::calib::Method;
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 /// Arguments.
@@ -14,11 +16,39 @@ pub struct Args {
     /// Fixed input shapes.
     #[command(flatten)]
     pub shapes: ShapeArgs,
+    /// Quantize to int8 (needs --calib).
+    #[arg(long)]
+    pub int8: bool,
+    /// Calibration samples: a .npy of shape (N, *input shape), or a directory with one .npy per sample
+    /// (a multi-input model: one subdirectory per input name).
+    #[arg(long, value_name = "PATH")]
+    pub calib: Option<PathBuf>,
+    /// How observed activations become int8 ranges: minmax, percentile (99.99%), mse, entropy.
+    #[arg(long, default_value = "percentile", value_name = "METHOD")]
+    pub calib_method: Method,
+    /// Use at most N calibration samples.
+    #[arg(long, value_name = "N")]
+    pub calib_samples: Option<usize>,
 }
 
 /// Runs the subcommand.
 pub fn main(a: Args, quiet: bool) -> Result<()> {
-    let bytes = crate::compress_float(&a.model, &a.shapes.input_shape)?;
+    let bytes = match (a.int8, &a.calib) {
+        (false, None) => crate::compress_float(&a.model, &a.shapes.input_shape)?,
+        (false, Some(_)) => bail!("--calib is only used with --int8"),
+        (true, None) => bail!("--int8 needs calibration samples: --calib FILE.npy or DIR"),
+        (true, Some(calib)) => {
+            let c = crate::quant::CompressInt8 {
+                calib,
+                samples: a.calib_samples,
+                opts: crate::quant::Int8Options {
+                    method: a.calib_method,
+                },
+                progress: !quiet,
+            };
+            crate::quant::compress_int8(&a.model, &a.shapes.input_shape, &c)?.0
+        }
+    };
     crate::export::write_atomic(&a.output, &bytes)?;
     if !quiet {
         let onnx = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);

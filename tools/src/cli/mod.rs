@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod compress;
 pub mod demo;
+pub mod eval;
 pub mod inspect;
 pub mod run;
 
@@ -36,6 +37,8 @@ pub enum Cmd {
     Run(run::Args),
     /// Time a .tern artifact on seeded random inputs.
     Bench(bench::Args),
+    /// Compare an artifact with its float ONNX model: accuracy, agreement, error per output and per layer.
+    Eval(eval::Args),
     /// The main job on the bundled model: compress it, run it, compare size/accuracy/latency with the ONNX model.
     Demo(demo::Args),
 }
@@ -48,6 +51,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Run(a) => run::main(a),
         Cmd::Bench(a) => bench::main(a),
         Cmd::Demo(a) => demo::main(a, cli.quiet),
+        Cmd::Eval(a) => eval::main(a),
     }
 }
 

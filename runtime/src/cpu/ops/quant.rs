@@ -457,39 +457,68 @@ fn qmatmul(qg: &QGemm, m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut
 const PAR_MIN: usize = 1 << 14;
 
 fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>) {
-    let len = y.data.len();
-    if xa.shape == y.shape && xb.shape == y.shape {
-        // the common case (residual adds): one flat loop, split between threads
-        let threads = if len >= PAR_MIN { par.threads() } else { 1 };
-        let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
-        par.run_on(threads, &|t| {
-            let r = share(len, t, threads);
-            // SAFETY: threads write disjoint ranges of the output.
-            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
-            for ((o, &p), &q) in out.iter_mut().zip(&xa.data[r.clone()]).zip(&xb.data[r]) {
-                *o = b.apply(p, q);
-            }
-        });
-        return;
-    }
     let r = y.shape.len();
     let (mut sa, mut sb) = ([0usize; 8], [0usize; 8]);
     broadcast_strides(xa.shape, y.shape, 1, &mut sa);
     broadcast_strides(xb.shape, y.shape, 1, &mut sb);
-    let mut idx = [0usize; 8];
-    for o in y.data.iter_mut() {
-        let (mut ia, mut ib) = (0, 0);
-        for d in 0..r {
-            ia += idx[d] * sa[d];
-            ib += idx[d] * sb[d];
+    // rows of the innermost axis; each operand either runs along a row (stride 1) or repeats one value
+    let inner = if r == 0 { 1 } else { y.shape[r - 1] };
+    let (ia, ib) = if r == 0 {
+        (0, 0)
+    } else {
+        (sa[r - 1], sb[r - 1])
+    };
+    let outer = y.data.len().checked_div(inner).unwrap_or(0);
+    let threads = if y.data.len() >= PAR_MIN {
+        par.threads()
+    } else {
+        1
+    };
+    let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+    let shape = y.shape;
+    par.run_on(threads, &|t| {
+        let rows = share(outer, t, threads);
+        let mut idx = [0usize; 8];
+        let mut rem = rows.start;
+        for d in (0..r.saturating_sub(1)).rev() {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
         }
-        *o = b.apply(xa.data[ia], xb.data[ib]);
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < y.shape[d] {
-                break;
+        for o in rows {
+            let (mut oa, mut ob) = (0, 0);
+            for d in 0..r.saturating_sub(1) {
+                oa += idx[d] * sa[d];
+                ob += idx[d] * sb[d];
             }
-            idx[d] = 0;
+            // SAFETY: threads write disjoint rows of the output.
+            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(o * inner), inner) };
+            match (ia, ib) {
+                (1, 1) => out
+                    .iter_mut()
+                    .zip(&xa.data[oa..oa + inner])
+                    .zip(&xb.data[ob..ob + inner])
+                    .for_each(|((v, &p), &q)| *v = b.apply(p, q)),
+                (1, _) => {
+                    let q = xb.data[ob];
+                    out.iter_mut()
+                        .zip(&xa.data[oa..oa + inner])
+                        .for_each(|(v, &p)| *v = b.apply(p, q))
+                }
+                (_, 1) => {
+                    let p = xa.data[oa];
+                    out.iter_mut()
+                        .zip(&xb.data[ob..ob + inner])
+                        .for_each(|(v, &q)| *v = b.apply(p, q))
+                }
+                _ => out.fill(b.apply(xa.data[oa], xb.data[ob])),
+            }
+            for d in (0..r.saturating_sub(1)).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
         }
-    }
+    });
 }

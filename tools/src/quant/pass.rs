@@ -1,0 +1,448 @@
+//! The quantize pass: a calibrated float graph becomes an integer graph. Every node with an integer kernel
+//! runs on int8 tensors; the rest run in f32 between Dequantize/Quantize nodes, inserted once per tensor
+//! (so adjacent float nodes form one island and data is not converted back and forth).
+//!
+//! Scheme (`shared/design.md`): weights int8 symmetric per output channel, activations int8 asymmetric per
+//! tensor from the calibrated range, biases int32 at scale s_x·s_w, Relu/Clip fused into the producer's
+//! clamp, other element-wise functions as 256-entry tables. Data movement and max pooling keep their
+//! input's parameters (they only move values); Concat and average pooling rescale to their own.
+use super::calib::{asymmetric_i8, Method, Observer};
+use crate::graph::ToolGraph;
+use anyhow::{anyhow, Result};
+use tern::cpu::qconv::quantize_weights;
+use tern::ir::quant::{dequantize_i8, quantize_bias, quantize_f32, QParams};
+use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, ResizeMode, Unary};
+
+/// What the pass produced besides the graph.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Nodes (of the float graph) that run on the integer engine.
+    pub int_nodes: usize,
+    /// Names of nodes that stay in float, because they have no integer kernel or were kept by request.
+    pub float_nodes: Vec<String>,
+    /// Dequantize/Quantize nodes inserted at island borders.
+    pub conversions: usize,
+}
+
+/// Whether node `n` of `g` has an integer form (independent of calibration).
+pub fn has_int_kernel(g: &ToolGraph, n: &tern::ir::Node) -> bool {
+    let konst = |k: usize| n.inputs.get(k).is_some_and(|&t| g.konst(t).is_some());
+    let clamp =
+        |a: &Option<Unary>| matches!(a, None | Some(Unary::Relu) | Some(Unary::Clip { .. }));
+    match &n.op {
+        Op::Conv { act, .. } => konst(1) && clamp(act) && n.inputs.get(2).is_none_or(|_| konst(2)),
+        Op::ChannelAffine { act } => clamp(act) && g.shape(n.inputs[0]).len() == 4,
+        Op::MatMul { act } => {
+            konst(1)
+                && g.shape(n.inputs[1]).len() == 2
+                && clamp(act)
+                && n.inputs.get(2).is_none_or(|_| konst(2))
+        }
+        Op::Binary { op, act } => {
+            matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul)
+                && clamp(act)
+                && !(konst(0) && konst(1))
+        }
+        Op::Unary(_)
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Reshape
+        | Op::Transpose { .. }
+        | Op::Resize {
+            mode: ResizeMode::Nearest(_),
+            ..
+        } => !konst(0),
+        _ => false,
+    }
+}
+
+/// The integer clamp of a fused activation in an output's integers.
+fn clamp_of(act: Option<Unary>, q: &QParams) -> (i8, i8) {
+    let (s, z) = (q.scale[0], q.zero_point[0]);
+    match act {
+        Some(Unary::Relu) => (quantize_f32(0.0, s, z), 127),
+        Some(Unary::Clip { min, max }) => (quantize_f32(min, s, z), quantize_f32(max, s, z)),
+        _ => (-128, 127),
+    }
+}
+
+fn i8_bytes(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+struct Builder<'a> {
+    fg: &'a ToolGraph,
+    qg: ToolGraph,
+    /// Per float-graph tensor: its f32 and its int8 tensor in the new graph, once made.
+    fmap: Vec<Option<u32>>,
+    qmap: Vec<Option<u32>>,
+    /// Activation parameters per float-graph tensor (calibrated, or inherited by data movement).
+    params: Vec<Option<QParams>>,
+    conversions: usize,
+}
+
+impl Builder<'_> {
+    fn name(&self, t: u32) -> String {
+        self.fg.graph.tensors[t as usize].name.clone()
+    }
+
+    /// Emits a node whose single output is int8 with `q`.
+    fn emit_q(&mut self, name: &str, op: Op, inputs: Vec<u32>, t: u32, q: QParams) -> Result<u32> {
+        let shape = self.fg.shape(t);
+        let out = self
+            .qg
+            .emit(name, op, inputs, &[self.name(t)], Some(vec![shape]))?[0];
+        let tt = &mut self.qg.graph.tensors[out as usize];
+        tt.dtype = DType::I8;
+        tt.quant = Some(q.clone());
+        self.qmap[t as usize] = Some(out);
+        self.params[t as usize] = Some(q);
+        Ok(out)
+    }
+
+    fn param(&self, t: u32) -> Result<QParams> {
+        self.params[t as usize].clone().ok_or_else(|| {
+            anyhow!(
+                "tensor \"{}\" was never observed during calibration",
+                self.name(t)
+            )
+        })
+    }
+
+    /// The int8 form of float-graph tensor `t`, quantizing it if it only exists in f32.
+    fn get_q(&mut self, t: u32) -> Result<u32> {
+        if let Some(q) = self.qmap[t as usize] {
+            return Ok(q);
+        }
+        if let Some(c) = self.fg.konst(t) {
+            let (lo, hi) = c
+                .iter()
+                .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            let q = asymmetric_i8(lo, hi);
+            let data: Vec<i8> = c
+                .iter()
+                .map(|&v| quantize_f32(v, q.scale[0], q.zero_point[0]))
+                .collect();
+            let shape = self.fg.shape(t);
+            let id =
+                self.qg
+                    .add_int_const(&self.name(t), &shape, DType::I8, Some(q), i8_bytes(&data));
+            self.qmap[t as usize] = Some(id);
+            return Ok(id);
+        }
+        let f = self.get_f(t)?;
+        let q = self.param(t)?;
+        self.conversions += 1;
+        let name = format!("{}/quantize", self.name(t));
+        self.emit_q(&name, Op::Quantize, vec![f], t, q)
+    }
+
+    /// The f32 form of float-graph tensor `t`, dequantizing it if it only exists in int8.
+    fn get_f(&mut self, t: u32) -> Result<u32> {
+        if let Some(f) = self.fmap[t as usize] {
+            return Ok(f);
+        }
+        if let Some(c) = self.fg.konst(t) {
+            let id = self
+                .qg
+                .add_const(&self.name(t), &self.fg.shape(t), c.to_vec());
+            self.fmap[t as usize] = Some(id);
+            return Ok(id);
+        }
+        let q = self.qmap[t as usize].ok_or_else(|| {
+            anyhow!(
+                "internal error: tensor \"{}\" used before it is computed",
+                self.name(t)
+            )
+        })?;
+        self.conversions += 1;
+        let shape = self.fg.shape(t);
+        let name = format!("{}/dequantize", self.name(t));
+        let f = self.qg.emit(
+            &name,
+            Op::Dequantize,
+            vec![q],
+            &[self.name(t)],
+            Some(vec![shape]),
+        )?[0];
+        self.fmap[t as usize] = Some(f);
+        Ok(f)
+    }
+
+    /// Weights `w` (`m` output channels along `axis` 0 or the last axis of a `[K, N]` matrix) as int8
+    /// symmetric per channel, and the bias (if any) in accumulator units.
+    #[allow(clippy::too_many_arguments)]
+    fn weights(
+        &mut self,
+        node: &str,
+        w: &[f32],
+        wshape: &[usize],
+        per_column: bool,
+        bias: Option<&[f32]>,
+        sx: f32,
+    ) -> (u32, Option<u32>) {
+        let m = if per_column { wshape[1] } else { wshape[0] };
+        let (q, scales) = if per_column {
+            // quantize the transpose row by row, then put the values back in [K, N] order
+            let k = wshape[0];
+            let wt: Vec<f32> = (0..m * k).map(|i| w[(i % k) * m + i / k]).collect();
+            let (qt, s) = quantize_weights(&wt, m);
+            ((0..k * m).map(|i| qt[(i % m) * k + i / m]).collect(), s)
+        } else {
+            quantize_weights(w, m)
+        };
+        let wq = QParams {
+            scale: scales.clone(),
+            zero_point: vec![0; m],
+            axis: Some(if per_column { 1 } else { 0 }),
+        };
+        let wid = self.qg.add_int_const(
+            &format!("{node}/W_int8"),
+            wshape,
+            DType::I8,
+            Some(wq),
+            i8_bytes(&q),
+        );
+        let bid = bias.map(|b| {
+            let bq: Vec<i32> = (0..m)
+                .map(|i| quantize_bias(b[i], sx as f64 * scales[i] as f64))
+                .collect();
+            self.qg.add_int_const(
+                &format!("{node}/B_int32"),
+                &[m],
+                DType::I32,
+                None,
+                i32_bytes(&bq),
+            )
+        });
+        (wid, bid)
+    }
+}
+
+/// Quantizes `fg` (the calibrated float graph: folded, not yet act-fused) with ranges from `obs` (indexed
+/// by `fg`'s tensors). Nodes with `keep_float[i]` stay in float.
+pub fn quantize(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    method: Method,
+    keep_float: &[bool],
+) -> Result<(ToolGraph, Report)> {
+    let nt = fg.graph.tensors.len();
+    let mut b = Builder {
+        fg,
+        qg: ToolGraph::default(),
+        fmap: vec![None; nt],
+        qmap: vec![None; nt],
+        params: obs
+            .iter()
+            .map(|o| {
+                o.as_ref().filter(|o| o.count() > 0).map(|o| {
+                    let (lo, hi) = o.range(method);
+                    asymmetric_i8(lo, hi)
+                })
+            })
+            .collect(),
+        conversions: 0,
+    };
+    for &i in &fg.graph.inputs {
+        let t = &fg.graph.tensors[i as usize];
+        let id = b.qg.add_tensor(&t.name, &t.dims());
+        b.qg.graph.inputs.push(id);
+        b.fmap[i as usize] = Some(id);
+    }
+    let nodes = &fg.graph.nodes;
+    let is_int: Vec<bool> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| !keep_float.get(i).copied().unwrap_or(false) && has_int_kernel(fg, n))
+        .collect();
+    // Relu/Clip right after an integer producer becomes that producer's clamp
+    let cons = fg.consumers();
+    let mut fused_act: Vec<Option<usize>> = vec![None; nodes.len()];
+    let mut absorbed = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let Op::Unary(Unary::Relu | Unary::Clip { .. }) = n.op else {
+            continue;
+        };
+        let x = n.inputs[0];
+        let Some(p) = nodes.iter().position(|p| p.outputs.contains(&x)) else {
+            continue;
+        };
+        let fusable = matches!(
+            nodes[p].op,
+            Op::Conv { act: None, .. }
+                | Op::ChannelAffine { act: None }
+                | Op::MatMul { act: None }
+                | Op::Binary { act: None, .. }
+        );
+        if fusable
+            && is_int[p]
+            && is_int[i]
+            && cons[x as usize].len() == 1
+            && !fg.graph.outputs.contains(&x)
+        {
+            fused_act[p] = Some(i);
+            absorbed[i] = true;
+        }
+    }
+    let mut report = Report::default();
+    for (ni, n) in nodes.iter().enumerate() {
+        if absorbed[ni] {
+            continue;
+        }
+        if !is_int[ni] {
+            let ins = n
+                .inputs
+                .iter()
+                .map(|&t| b.get_f(t))
+                .collect::<Result<Vec<_>>>()?;
+            let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
+            let shapes = n.outputs.iter().map(|&t| fg.shape(t)).collect();
+            let outs =
+                b.qg.emit(&n.name, n.op.clone(), ins, &names, Some(shapes))?;
+            for (&t, &o) in n.outputs.iter().zip(&outs) {
+                b.fmap[t as usize] = Some(o);
+            }
+            report.float_nodes.push(n.name.clone());
+            continue;
+        }
+        report.int_nodes += 1;
+        // the tensor this node finally writes (the fused activation's output if there is one)
+        let (out, act) = match fused_act[ni] {
+            Some(a) => (nodes[a].outputs[0], Some(&nodes[a].op)),
+            None => (n.outputs[0], None),
+        };
+        let act = match (act, n.op.clone().act_mut().and_then(|a| *a)) {
+            (Some(Op::Unary(u)), _) => Some(*u),
+            (_, own) => own,
+        };
+        match &n.op {
+            Op::Conv { geom, .. } => {
+                let x = b.get_q(n.inputs[0])?;
+                let sx = b.param(n.inputs[0])?.scale[0];
+                let w = fg.konst(n.inputs[1]).unwrap_or_default();
+                let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
+                let (wid, bid) = b.weights(&n.name, w, &fg.shape(n.inputs[1]), false, bias, sx);
+                let q = b.param(out)?;
+                let (lo, hi) = clamp_of(act, &q);
+                let mut ins = vec![x, wid];
+                ins.extend(bid);
+                let op = Op::QConv {
+                    geom: geom.clone(),
+                    lo,
+                    hi,
+                };
+                b.emit_q(&n.name, op, ins, out, q)?;
+            }
+            Op::ChannelAffine { .. } => {
+                // x·scale[c] + shift[c] is a 1×1 depthwise convolution
+                let c = fg.shape(n.inputs[0])[1];
+                let x = b.get_q(n.inputs[0])?;
+                let sx = b.param(n.inputs[0])?.scale[0];
+                let scale = fg.konst(n.inputs[1]).unwrap_or_default().to_vec();
+                let shift = fg.konst(n.inputs[2]).unwrap_or_default().to_vec();
+                let (wid, bid) = b.weights(&n.name, &scale, &[c, 1, 1, 1], false, Some(&shift), sx);
+                let q = b.param(out)?;
+                let (lo, hi) = clamp_of(act, &q);
+                let geom = Conv2d {
+                    kernel: [1, 1],
+                    strides: [1, 1],
+                    dilations: [1, 1],
+                    pads: [0; 4],
+                    groups: c as u32,
+                    output_padding: [0, 0],
+                };
+                let mut ins = vec![x, wid];
+                ins.extend(bid);
+                b.emit_q(&n.name, Op::QConv { geom, lo, hi }, ins, out, q)?;
+            }
+            Op::MatMul { .. } => {
+                let x = b.get_q(n.inputs[0])?;
+                let sx = b.param(n.inputs[0])?.scale[0];
+                let w = fg.konst(n.inputs[1]).unwrap_or_default();
+                let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
+                let (wid, bid) = b.weights(&n.name, w, &fg.shape(n.inputs[1]), true, bias, sx);
+                let q = b.param(out)?;
+                let (lo, hi) = clamp_of(act, &q);
+                let mut ins = vec![x, wid];
+                ins.extend(bid);
+                b.emit_q(&n.name, Op::QMatMul { lo, hi }, ins, out, q)?;
+            }
+            Op::Binary { op, .. } => {
+                let (xa, xb) = (b.get_q(n.inputs[0])?, b.get_q(n.inputs[1])?);
+                let q = b.param(out)?;
+                let (lo, hi) = clamp_of(act, &q);
+                b.emit_q(
+                    &n.name,
+                    Op::QBinary { op: *op, lo, hi },
+                    vec![xa, xb],
+                    out,
+                    q,
+                )?;
+            }
+            Op::Unary(f) => {
+                let x = b.get_q(n.inputs[0])?;
+                let qi = b.param(n.inputs[0])?;
+                let q = b.param(out)?;
+                let table: Vec<i8> = (-128i32..128)
+                    .map(|v| {
+                        let r = f.apply(dequantize_i8(v as i8, qi.scale[0], qi.zero_point[0]));
+                        quantize_f32(r, q.scale[0], q.zero_point[0])
+                    })
+                    .collect();
+                let tid = b.qg.add_int_const(
+                    &format!("{}/table", n.name),
+                    &[256],
+                    DType::I8,
+                    None,
+                    i8_bytes(&table),
+                );
+                b.emit_q(&n.name, Op::QLut, vec![x, tid], out, q)?;
+            }
+            Op::Concat { .. }
+            | Op::Pool(tern::ir::Pool2d {
+                kind: PoolKind::Avg { .. },
+                ..
+            })
+            | Op::GlobalPool(PoolKind::Avg { .. }) => {
+                let ins = n
+                    .inputs
+                    .iter()
+                    .map(|&t| b.get_q(t))
+                    .collect::<Result<Vec<_>>>()?;
+                let q = b.param(out)?;
+                b.emit_q(&n.name, n.op.clone(), ins, out, q)?;
+            }
+            _ => {
+                // data movement and max pooling: the outputs keep the input's parameters
+                let x = b.get_q(n.inputs[0])?;
+                let q = b.param(n.inputs[0])?;
+                let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
+                let shapes = n.outputs.iter().map(|&t| fg.shape(t)).collect();
+                let outs =
+                    b.qg.emit(&n.name, n.op.clone(), vec![x], &names, Some(shapes))?;
+                for (&t, &o) in n.outputs.iter().zip(&outs) {
+                    let tt = &mut b.qg.graph.tensors[o as usize];
+                    tt.dtype = DType::I8;
+                    tt.quant = Some(q.clone());
+                    b.qmap[t as usize] = Some(o);
+                    b.params[t as usize] = Some(q.clone());
+                }
+            }
+        }
+    }
+    for &o in &fg.graph.outputs {
+        let f = b.get_f(o)?;
+        b.qg.graph.outputs.push(f);
+    }
+    report.conversions = b.conversions;
+    Ok((b.qg, report))
+}
