@@ -1,7 +1,13 @@
 //! An artifact written on the x86-64 host (by `tests/tests/fixtures.rs`: PP-OCR cls, real input, output
 //! computed by tract on the host) must give the same outputs on every target — run here under qemu for
-//! aarch64 too. It also pins format v1: this runtime must keep reading it.
+//! aarch64 too. It also pins format v1: this runtime must keep reading it. The int8 artifact must give
+//! the same integers, to the bit, on every kernel path (scalar, AVX2, NEON, SDOT) and thread count.
+use tern::session::Values;
 use tern::{Model, Session, SessionOptions};
+
+static INT8: &[u8] = include_bytes!("data/cls_int8.tern");
+/// FNV-1a over every int8 tensor the int8 artifact computes, in execution order, then the output bits.
+static INT8_DIGEST: &str = include_str!("data/cls_int8.digest");
 
 static ARTIFACT: &[u8] = include_bytes!("data/cls.tern");
 static INPUT: &[u8] = include_bytes!("data/cls_input.f32");
@@ -34,5 +40,50 @@ fn host_artifact_gives_host_outputs() {
             s.isa()
         );
         assert!(rel <= 1e-5, "rel L2 {rel}");
+    }
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= b as u64;
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+#[test]
+fn int8_artifact_is_bit_identical_on_every_path() {
+    let m = Model::from_bytes(INT8).expect("the committed int8 artifact loads");
+    let x = floats(INPUT);
+    let mut digests = Vec::new();
+    for threads in [1, 2] {
+        let mut s = Session::new(&m, SessionOptions { threads }).unwrap();
+        let mut y = vec![0f32; 2];
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut tensors = 0;
+        let mut f = |_: usize, _: u32, v: Values| {
+            if let Values::I8(q) = v {
+                fnv(&mut h, &q.iter().map(|&b| b as u8).collect::<Vec<u8>>());
+                tensors += 1;
+            }
+        };
+        s.run_observed(&[&x], &mut [&mut y], Some(&mut f)).unwrap();
+        fnv(
+            &mut h,
+            &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+        );
+        println!(
+            "{} path, {threads} thread(s): {tensors} int8 tensors, digest {h:016x}, output {y:?}",
+            s.isa()
+        );
+        assert!(tensors > 100);
+        digests.push(format!("{h:016x}"));
+    }
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cls_int8.digest");
+        std::fs::write(p, &digests[0]).unwrap();
+        return;
+    }
+    for d in &digests {
+        assert_eq!(d, INT8_DIGEST.trim(), "int8 results differ from the host's");
     }
 }

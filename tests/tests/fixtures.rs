@@ -18,6 +18,20 @@ fn host_artifact_fixture() {
     if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
         let art = tern_tools::compress_float(&onnx, &["x=1x3x48x192".parse().unwrap()]).unwrap();
         std::fs::write(dir.join("cls.tern"), art).unwrap();
+        // the int8 artifact whose every integer tensor runtime/tests/host_artifact.rs checks on each path
+        // (rerun that test with TERN_REGEN_FIXTURES=1 afterwards to record the digest)
+        let c = tern_tools::quant::CompressInt8 {
+            calib: &root().join("models/data/out/cls_calib.npy"),
+            samples: None,
+            opts: tern_tools::quant::Int8Options {
+                method: tern_tools::quant::calib::Method::Percentile(99.99),
+            },
+            progress: false,
+        };
+        let (art8, _) =
+            tern_tools::quant::compress_int8(&onnx, &["x=1x3x48x192".parse().unwrap()], &c)
+                .unwrap();
+        std::fs::write(dir.join("cls_int8.tern"), art8).unwrap();
         std::fs::write(dir.join("cls_input.f32"), bytes_of(x0.as_slice().unwrap())).unwrap();
         std::fs::write(
             dir.join("cls_expected.f32"),

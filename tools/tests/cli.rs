@@ -47,7 +47,7 @@ fn compress_inspect_run_bench() {
     let j: serde_json::Value =
         serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
     assert_eq!(j["format"], "tern");
-    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["format_version"], 2);
     assert_eq!(j["inputs"][0]["shape"], serde_json::json!([1, 64]));
     assert_eq!(j["outputs"][0]["shape"], serde_json::json!([1, 10]));
     // 64·512 + 512·256 + 256·10 MACs, and the same number of weights plus biases
@@ -254,4 +254,118 @@ fn cli_compress_run_pp_ocr_matches_tract() {
         );
         assert!(e <= tol, "{file}: rel L2 {e:.3e} > {tol:e}");
     }
+}
+
+fn digits_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/digits")
+        .join(name)
+}
+
+#[test]
+fn compress_int8_and_eval_digits() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("digits8.tern");
+    ok(tern()
+        .args(["compress", "-q"])
+        .arg(digits())
+        .arg("-o")
+        .arg(&art)
+        .arg("--int8")
+        .arg("--calib")
+        .arg(digits_data("X_train.npy"))
+        .args(["--calib-samples", "64"]));
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
+    assert_eq!(j["format_version"], 2);
+    let e: serde_json::Value = serde_json::from_str(&ok(tern()
+        .arg("eval")
+        .arg(digits())
+        .arg(&art)
+        .arg("--data")
+        .arg(digits_data("X_test.npy"))
+        .arg("--labels")
+        .arg(digits_data("y_test.npy"))
+        .arg("--json")))
+    .unwrap();
+    // accuracies are measured against the labels; the float one is tract running the ONNX file
+    let (af, at) = (
+        e["accuracy_float"].as_f64().unwrap(),
+        e["accuracy_tern"].as_f64().unwrap(),
+    );
+    assert!(af > 0.97, "float accuracy {af}");
+    assert!(af - at <= 0.003, "int8 accuracy {at} vs float {af}");
+    assert!(
+        e["size_ratio"].as_f64().unwrap() >= 3.8,
+        "{}",
+        e["size_ratio"]
+    );
+    let o = &e["outputs"][0];
+    assert!(o["top1_agreement"].as_f64().unwrap() >= 0.99, "{o}");
+    assert!(o["cosine"].as_f64().unwrap() > 0.999, "{o}");
+    let layers = e["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "three int8 matmuls: {layers:?}");
+    let share: f64 = layers
+        .iter()
+        .map(|l| l["error_share"].as_f64().unwrap())
+        .sum();
+    assert!((share - 1.0).abs() < 1e-9, "shares sum to 1: {share}");
+    assert!(layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 30.0));
+}
+
+#[test]
+fn int8_calibration_errors_name_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("x.tern");
+    let run = |calib: &Path| {
+        fails(
+            tern()
+                .arg("compress")
+                .arg(digits())
+                .arg("-o")
+                .arg(&art)
+                .arg("--int8")
+                .arg("--calib")
+                .arg(calib),
+        )
+    };
+    let bad = d.path().join("wrong_shape.npy");
+    write_npy(&bad, &[4, 63], vec![0.0; 4 * 63]);
+    let e = run(&bad);
+    assert!(e.contains("wrong_shape.npy") && e.contains("63"), "{e}");
+    let nan = d.path().join("nan.npy");
+    let mut v = vec![0.5f32; 3 * 64];
+    v[70] = f32::NAN;
+    write_npy(&nan, &[3, 64], v);
+    let e = run(&nan);
+    assert!(e.contains("nan.npy") && e.contains("sample 1"), "{e}");
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(run(&empty).contains("no samples"));
+    let e = fails(
+        tern()
+            .arg("compress")
+            .arg(digits())
+            .arg("-o")
+            .arg(&art)
+            .arg("--int8"),
+    );
+    assert!(e.contains("--calib"), "{e}");
+    assert!(!art.exists(), "no output written on failure");
+    // few samples: it works, with a warning
+    let few = d.path().join("few.npy");
+    write_npy(&few, &[4, 64], (0..256).map(|i| (i % 17) as f32).collect());
+    let o = tern()
+        .arg("compress")
+        .arg(digits())
+        .arg("-o")
+        .arg(&art)
+        .arg("--int8")
+        .arg("--calib")
+        .arg(&few)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("only 4 calibration sample"), "{err}");
 }

@@ -144,6 +144,9 @@ impl QConv {
                 // im2col into B panels (`panel[kb][col][4]`), padding = the input zero point
                 par.run(&|t| {
                     let r = share(npanels, t, threads);
+                    if r.is_empty() {
+                        return; // fewer panels than threads
+                    }
                     // SAFETY: each thread fills its own panels.
                     let mine = unsafe {
                         core::slice::from_raw_parts_mut(
@@ -154,30 +157,44 @@ impl QConv {
                     mine.fill(0);
                     let j0 = r.start * qgemm::QNR;
                     let j1 = (r.end * qgemm::QNR).min(npix);
+                    let at = |jl: usize| (jl / qgemm::QNR) * panel + (jl % qgemm::QNR) * 4;
                     for p in 0..k {
                         let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
                         let plane = &chans[ch * h * w..(ch + 1) * h * w];
-                        let (oy0, ox0) = (j0 / ow, j0 % ow);
-                        let (mut oy, mut ox) = (oy0 as isize, ox0 as isize);
                         let off = (p / 4) * qgemm::QNR * 4 + p % 4;
-                        for j in j0..j1 {
-                            let (iy, ix) = (
-                                oy * sh - pt + ky as isize * dh,
-                                ox * sw - pl + kx as isize * dw,
-                            );
-                            let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
-                            {
-                                plane[iy as usize * w + ix as usize]
+                        let dst = &mut mine[off..];
+                        // valid output columns for this tap: 0 <= ox*sw + kx*dw - pl < w
+                        let kxd = kx as isize * dw;
+                        let oxa = ((pl - kxd).max(0) as usize).div_ceil(sw as usize).min(ow);
+                        let oxb = if w as isize + pl > kxd {
+                            (((w as isize + pl - kxd - 1) / sw) as usize + 1).min(ow)
+                        } else {
+                            0
+                        }
+                        .max(oxa);
+                        let mut j = j0;
+                        while j < j1 {
+                            let (oy, ox0) = (j / ow, j % ow);
+                            let ox1 = (ow).min(ox0 + (j1 - j));
+                            let iy = oy as isize * sh - pt + ky as isize * dh;
+                            // local column of ox is (j - j0) + (ox - ox0)
+                            let base = j - j0;
+                            if iy < 0 || iy >= h as isize {
+                                for ox in ox0..ox1 {
+                                    dst[at(base + ox - ox0)] = pad;
+                                }
                             } else {
-                                pad
-                            };
-                            let jl = j - j0;
-                            mine[(jl / qgemm::QNR) * panel + off + (jl % qgemm::QNR) * 4] = v;
-                            ox += 1;
-                            if ox == ow as isize {
-                                ox = 0;
-                                oy += 1;
+                                let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                                let (va, vb) = (oxa.clamp(ox0, ox1), oxb.clamp(ox0, ox1));
+                                for ox in (ox0..va).chain(vb..ox1) {
+                                    dst[at(base + ox - ox0)] = pad;
+                                }
+                                let first = (va as isize * sw + kxd - pl) as usize;
+                                for (i, ox) in (va..vb).enumerate() {
+                                    dst[at(base + ox - ox0)] = row[first + i * sw as usize];
+                                }
                             }
+                            j += ox1 - ox0;
                         }
                     }
                 });
@@ -284,8 +301,8 @@ impl QConv {
                                     *o += wv * (v as i32 - zp);
                                 }
                             } else {
-                                for (i, o) in a.iter_mut().enumerate() {
-                                    *o += wv * (row[start + i * sw] as i32 - zp);
+                                for (o, &v) in a.iter_mut().zip(row[start..].iter().step_by(sw)) {
+                                    *o += wv * (v as i32 - zp);
                                 }
                             }
                         }
@@ -337,6 +354,7 @@ mod tests {
             (8, 8, 8, 3, 2, 1, 10, 7),
             (5, 5, 5, 5, 1, 2, 9, 60),
             (4, 4, 4, 3, 1, 1, 3, 2),
+            (6, 5, 1, 3, 2, 1, 3, 3),
             (6, 9, 3, 1, 1, 0, 5, 13),
             (5, 7, 1, 5, 2, 2, 12, 12),
         ] {

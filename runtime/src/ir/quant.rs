@@ -84,7 +84,11 @@ pub fn quantize_bias(b: f32, acc_scale: f64) -> i32 {
 /// `round_half_even(x / scale) + zp`, saturated to int8: ONNX QuantizeLinear, the float → int8 boundary.
 #[inline]
 pub fn quantize_f32(x: f32, scale: f32, zp: i32) -> i8 {
-    (libm::rintf(x / scale) + zp as f32).clamp(-128.0, 127.0) as i8
+    // adding and subtracting 1.5·2^23 rounds half to even in f32 arithmetic for |v| < 2^22 (a vectorizable
+    // rint); values beyond ±256 saturate anyway, and NaN stays NaN and becomes 0
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x / scale).clamp(-256.0, 256.0);
+    ((v + MAGIC) - MAGIC + zp as f32).clamp(-128.0, 127.0) as i8
 }
 
 /// `scale · (q − zp)`: ONNX DequantizeLinear.
@@ -121,6 +125,29 @@ mod tests {
             }
             let want = libm::round(exact) as i32; // round() is half away from zero
             assert_eq!(fm.apply(acc), want, "acc {acc} real {real}");
+        }
+    }
+
+    #[test]
+    fn quantize_rounds_half_to_even_like_onnx() {
+        for (x, want) in [
+            (0.5f32, 0i8),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (126.5, 126),
+            (1e9, 127),
+            (-1e9, -128),
+        ] {
+            assert_eq!(quantize_f32(x, 1.0, 0), want, "{x}");
+        }
+        assert_eq!(quantize_f32(f32::NAN, 1.0, 3), 0);
+        // against libm's rint on a dense grid
+        for i in -40_000..40_000 {
+            let x = i as f32 * 0.00731;
+            let want = (libm::rintf(x / 0.05) + 7.0).clamp(-128.0, 127.0) as i8;
+            assert_eq!(quantize_f32(x, 0.05, 7), want, "{x}");
         }
     }
 

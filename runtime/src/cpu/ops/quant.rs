@@ -10,39 +10,41 @@ use crate::ir::{BinOp, DType, Node, Op, PadMode, Pool2d, PoolKind, ResizeMode};
 use crate::model::Model;
 use alloc::vec::Vec;
 
-/// `y = zy + M·(x − zx)`: one int8 value moved to another tensor's parameters.
-#[derive(Clone, Copy, Debug)]
+/// `y = zy + M·(x − zx)`: int8 values moved to another tensor's parameters. An int8 input has 256
+/// values, so the rule is tabulated once (the same integers, one load per element).
+#[derive(Clone, Debug)]
 pub struct Rescale {
-    m: FixedMultiplier,
-    zx: i32,
-    zy: i32,
+    table: [i8; 256],
 }
 
 impl Rescale {
     fn new((sx, zx): (f32, i32), (sy, zy): (f32, i32)) -> Rescale {
-        Rescale {
-            m: mult(sx as f64 / sy as f64),
-            zx,
-            zy,
+        let m = mult(sx as f64 / sy as f64);
+        let mut table = [0i8; 256];
+        for (i, t) in table.iter_mut().enumerate() {
+            *t = (m.apply(i as i32 - 128 - zx) + zy).clamp(-128, 127) as i8;
         }
+        Rescale { table }
     }
     /// The rescaled value.
     #[inline]
     pub fn apply(&self, q: i8) -> i8 {
-        (self.m.apply(q as i32 - self.zx) + self.zy).clamp(-128, 127) as i8
+        self.table[(q as i32 + 128) as usize]
     }
 }
 
-/// Integer Add/Sub/Mul: both operands are moved to the output scale in 16 extra fraction bits, summed,
-/// then rounded (Add/Sub); or their product is requantized once (Mul).
-#[derive(Clone, Copy, Debug)]
+/// Integer Add/Sub/Mul. Add/Sub: each operand is moved to the output scale with 16 extra fraction bits
+/// (`round(M_a·(a − za)·2^16)`, tabulated per operand value), the two are summed and rounded half away
+/// from zero. Mul: the product `(a − za)(b − zb)` is requantized once by `M = s_a·s_b / s_y`.
+#[derive(Clone, Debug)]
 pub struct QBin {
     op: BinOp,
     za: i32,
     zb: i32,
     zy: i32,
-    ma: FixedMultiplier,
-    mb: FixedMultiplier,
+    m: FixedMultiplier,
+    ta: [i32; 256],
+    tb: [i32; 256],
     lo: i32,
     hi: i32,
 }
@@ -51,26 +53,53 @@ pub struct QBin {
 const ADD_FRAC: u32 = 16;
 
 impl QBin {
+    fn new(
+        op: BinOp,
+        (sa, za): (f32, i32),
+        (sb, zb): (f32, i32),
+        (sy, zy): (f32, i32),
+        lo: i32,
+        hi: i32,
+    ) -> QBin {
+        let (mut ta, mut tb) = ([0i32; 256], [0i32; 256]);
+        let m = if op == BinOp::Mul {
+            mult(sa as f64 * sb as f64 / sy as f64)
+        } else {
+            let (ma, mb) = (mult(sa as f64 / sy as f64), mult(sb as f64 / sy as f64));
+            for i in 0..256 {
+                let v = i as i32 - 128;
+                ta[i] = ma.apply((v - za) << ADD_FRAC);
+                tb[i] = mb.apply((v - zb) << ADD_FRAC);
+            }
+            mult(0.0)
+        };
+        QBin {
+            op,
+            za,
+            zb,
+            zy,
+            m,
+            ta,
+            tb,
+            lo,
+            hi,
+        }
+    }
+
     /// The scalar definition of the op on one pair.
     #[inline]
     pub fn apply(&self, a: i8, b: i8) -> i8 {
-        let (da, db) = (a as i32 - self.za, b as i32 - self.zb);
         let v = match self.op {
-            BinOp::Mul => self.ma.apply(da * db),
+            BinOp::Mul => self.m.apply((a as i32 - self.za) * (b as i32 - self.zb)),
             _ => {
-                let ta = self.ma.apply(da << ADD_FRAC) as i64;
-                let tb = self.mb.apply(db << ADD_FRAC) as i64;
+                let ta = self.ta[(a as i32 + 128) as usize] as i64;
+                let tb = self.tb[(b as i32 + 128) as usize] as i64;
                 let s = if self.op == BinOp::Sub {
                     ta - tb
                 } else {
                     ta + tb
                 };
-                let half = 1i64 << (ADD_FRAC - 1);
-                let r = if s >= 0 {
-                    (s + half) >> ADD_FRAC
-                } else {
-                    -((-s + half) >> ADD_FRAC)
-                };
+                let r = (s + (1i64 << (ADD_FRAC - 1)) - (s < 0) as i64) >> ADD_FRAC;
                 r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
             }
         };
@@ -217,26 +246,14 @@ pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
                 n: nn,
             })
         }
-        Op::QBinary { op, lo, hi } => {
-            let (sa, za) = params(model, x);
-            let (sb, zb) = params(model, n.inputs[1]);
-            let (sy, zy) = params(model, y);
-            let (ma, mb) = if *op == BinOp::Mul {
-                (mult(sa as f64 * sb as f64 / sy as f64), mult(0.0))
-            } else {
-                (mult(sa as f64 / sy as f64), mult(sb as f64 / sy as f64))
-            };
-            QPrep::Binary(QBin {
-                op: *op,
-                za,
-                zb,
-                zy,
-                ma,
-                mb,
-                lo: *lo as i32,
-                hi: *hi as i32,
-            })
-        }
+        Op::QBinary { op, lo, hi } => QPrep::Binary(QBin::new(
+            *op,
+            params(model, x),
+            params(model, n.inputs[1]),
+            params(model, y),
+            *lo as i32,
+            *hi as i32,
+        )),
         Op::QLut => {
             let mut t = [0i8; 256];
             t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
@@ -349,7 +366,7 @@ pub fn exec(
         QPrep::Concat(r) => {
             let Op::Concat { axis } = op else { return };
             let y = reborrow(&mut qouts[0]);
-            layout::concat(*axis as usize, qins, y, |k, s, d| match r[k] {
+            layout::concat(*axis as usize, qins, y, |k, s, d| match &r[k] {
                 None => d.copy_from_slice(s),
                 Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
             });
@@ -521,4 +538,114 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::caps;
+    use alloc::vec;
+
+    /// Add, Sub, Mul on every pair of int8 values stay within one output step of the float64 result of the
+    /// dequantized operands (exact except where that result lies within 2^-16 of a rounding boundary).
+    #[test]
+    fn integer_binary_ops_follow_float64() {
+        let (pa, pb, py) = ((0.031f32, -7), (0.0123f32, 20), (0.047f32, 3));
+        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul] {
+            let py = if op == BinOp::Mul { (0.09f32, -40) } else { py };
+            let b = QBin::new(op, pa, pb, py, -128, 127);
+            let mut off = 0;
+            for a in -128i32..128 {
+                for c in -128i32..128 {
+                    let (x, y) = (
+                        (a - pa.1) as f64 * pa.0 as f64,
+                        (c - pb.1) as f64 * pb.0 as f64,
+                    );
+                    let r = match op {
+                        BinOp::Add => x + y,
+                        BinOp::Sub => x - y,
+                        _ => x * y,
+                    };
+                    let want = (libm::round(r / py.0 as f64) as i32 + py.1).clamp(-128, 127);
+                    let got = b.apply(a as i8, c as i8) as i32;
+                    assert!((got - want).abs() <= 1, "{op:?} {a} {c}: {got} vs {want}");
+                    off += (got != want) as usize;
+                }
+            }
+            assert!(off < 65536 / 500, "{op:?}: {off} off by one");
+        }
+    }
+
+    #[test]
+    fn rescale_follows_float64() {
+        let r = Rescale::new((0.02, 5), (0.035, -11));
+        for q in -128i32..128 {
+            let want = (libm::round((q - 5) as f64 * 0.02f32 as f64 / 0.035f32 as f64) as i32 - 11)
+                .clamp(-128, 127);
+            assert_eq!(r.apply(q as i8) as i32, want, "{q}");
+        }
+    }
+
+    /// The integer matmul equals an integer reference exactly on every kernel path (rows and columns with
+    /// tails), per-column weight scales included.
+    #[test]
+    fn integer_matmul_is_exact() {
+        let (rows, k, n) = (5usize, 37usize, 11usize);
+        let x: Vec<i8> = (0..rows * k)
+            .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
+            .collect();
+        let w: Vec<i8> = (0..k * n)
+            .map(|i| ((i * 91 + 5) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let ws: Vec<f32> = (0..n).map(|j| 0.001 + j as f32 * 0.0002).collect();
+        let bias: Vec<i32> = (0..n as i32).map(|j| j * 300 - 1000).collect();
+        let ((sx, zx), (sy, zy)) = ((0.05f32, -9), (0.07f32, 4));
+        let wt: Vec<i8> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+        let mults: Vec<FixedMultiplier> = ws
+            .iter()
+            .map(|&s| mult(sx as f64 * s as f64 / sy as f64))
+            .collect();
+        let m = QMat {
+            a: qgemm::pack_a(n, k, |i, p| wt[i * k + p]),
+            bias: qgemm::fold_zero_point(&bias, &wt, k, zx),
+            mult: mults.clone(),
+            zy,
+            lo: -100,
+            hi: 127,
+            k,
+            n,
+        };
+        let mut want = vec![0i8; rows * n];
+        for r in 0..rows {
+            for j in 0..n {
+                let acc: i32 = (0..k)
+                    .map(|p| (x[r * k + p] as i32 - zx) * w[p * n + j] as i32)
+                    .sum();
+                want[r * n + j] = (mults[j].apply(acc + bias[j]) + zy).clamp(-100, 127) as i8;
+            }
+        }
+        for isa in caps::available() {
+            let g = qgemm::qgemm_for(isa);
+            let mut y = vec![0i8; rows * n];
+            let mut scratch = vec![0i8; 4096];
+            let shape = [rows, k];
+            let yshape = [rows, n];
+            let mut yv = ViewMut {
+                data: &mut y,
+                shape: &yshape,
+            };
+            qmatmul(
+                &g,
+                &m,
+                View {
+                    data: &x,
+                    shape: &shape,
+                },
+                &mut yv,
+                &mut scratch,
+            );
+            assert_eq!(y, want, "{}", g.name);
+        }
+    }
 }
