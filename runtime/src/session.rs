@@ -60,6 +60,9 @@ pub enum Values<'a> {
     I8(&'a [i8]),
 }
 
+/// The callback of [`Session::run_observed`]: (node index, output tensor index, values).
+pub type Observe<'a> = &'a mut dyn FnMut(usize, u32, Values);
+
 /// A model ready to run on the CPU. One per thread; the [`Model`] is shared.
 pub struct Session<'m> {
     model: &'m Model<'m>,
@@ -304,7 +307,7 @@ impl<'m> Session<'m> {
         &mut self,
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
-        mut observe: Option<&mut dyn FnMut(usize, u32, Values)>,
+        mut observe: Option<Observe>,
     ) -> Result<()> {
         let model = self.model;
         let g = &model.graph;

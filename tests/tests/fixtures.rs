@@ -25,6 +25,7 @@ fn host_artifact_fixture() {
             samples: None,
             opts: tern_tools::quant::Int8Options {
                 method: tern_tools::quant::calib::Method::Percentile(99.99),
+                max_error: None,
             },
             progress: false,
         };

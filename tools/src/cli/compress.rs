@@ -29,6 +29,10 @@ pub struct Args {
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,
+    /// Accuracy-aware mixed precision: keep the most sensitive layers in float until the outputs' relative
+    /// L2 error vs the float model (on the calibration samples) is at most this, e.g. 0.02.
+    #[arg(long, value_name = "REL_L2")]
+    pub max_error: Option<f64>,
 }
 
 /// Runs the subcommand.
@@ -43,6 +47,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 samples: a.calib_samples,
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,
+                    max_error: a.max_error,
                 },
                 progress: !quiet,
             };

@@ -78,6 +78,111 @@ pub fn calibrate(
 pub struct Int8Options {
     /// How observed distributions become ranges.
     pub method: Method,
+    /// Keep the most sensitive layers in float until the outputs' relative L2 error vs float (on the
+    /// calibration samples) is at most this.
+    pub max_error: Option<f64>,
+}
+
+/// Outputs of `g` on `samples` (per sample, per output).
+fn outputs(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<Vec<f32>>>> {
+    let bytes = crate::export::to_bytes(g, vec![])?;
+    let model = tern::Model::from_bytes(&bytes).map_err(|e| anyhow!("{e}"))?;
+    let mut sess = tern::Session::new(
+        &model,
+        tern::SessionOptions {
+            threads: host_threads(),
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    samples
+        .iter()
+        .map(|s| {
+            let mut outs: Vec<Vec<f32>> = model.outputs().map(|t| vec![0.0; t.numel()]).collect();
+            let ins: Vec<&[f32]> = s.iter().map(|v| v.as_slice()).collect();
+            let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            sess.run_into(&ins, &mut o).map_err(|e| anyhow!("{e}"))?;
+            Ok(outs)
+        })
+        .collect()
+}
+
+/// The worst output's relative L2 error of `got` vs `want`, over all samples.
+fn output_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
+    let n_out = want.first().map_or(0, |w| w.len());
+    (0..n_out)
+        .map(|k| {
+            let (mut num, mut den) = (0f64, 0f64);
+            for (g, w) in got.iter().zip(want) {
+                for (&a, &b) in g[k].iter().zip(&w[k]) {
+                    num += (a as f64 - b as f64).powi(2);
+                    den += (b as f64).powi(2);
+                }
+            }
+            (num / den.max(f64::MIN_POSITIVE)).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Mixed precision: measures each integer node's sensitivity (the output error when only it is quantized),
+/// then keeps the most sensitive ones in float — the shortest such prefix that meets `max_error`, found by
+/// bisection. Returns the float mask and the error reached.
+pub fn search_float_nodes(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    opts: &Int8Options,
+    samples: &[Vec<Vec<f32>>],
+    max_error: f64,
+) -> Result<(Vec<bool>, f64)> {
+    let nn = fg.graph.nodes.len();
+    let want = outputs(fg, samples)?;
+    let err_with = |keep: &[bool]| -> Result<f64> {
+        let (qg, _) = quantize_graph(fg, obs, opts, keep)?;
+        Ok(output_error(&outputs(&qg, samples)?, &want))
+    };
+    let none = vec![false; nn];
+    let e0 = err_with(&none)?;
+    if e0 <= max_error {
+        return Ok((none, e0));
+    }
+    let candidates: Vec<usize> = (0..nn)
+        .filter(|&i| pass::has_int_kernel(fg, &fg.graph.nodes[i]))
+        .collect();
+    let mut sens = Vec::new();
+    for &i in &candidates {
+        let mut keep = vec![true; nn];
+        keep[i] = false;
+        sens.push((err_with(&keep)?, i));
+    }
+    sens.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mask = |k: usize| {
+        let mut keep = vec![false; nn];
+        sens.iter().take(k).for_each(|&(_, i)| keep[i] = true);
+        keep
+    };
+    let (mut lo, mut hi) = (0usize, sens.len());
+    let all = mask(hi);
+    let e_all = err_with(&all)?;
+    let mut best = (all, e_all);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let e = err_with(&mask(mid))?;
+        log::info!(
+            "mixed precision: {mid} most sensitive node(s) in float -> output error {e:.3e}"
+        );
+        if e <= max_error {
+            best = (mask(mid), e);
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if best.1 > max_error {
+        log::warn!(
+            "--max-error {max_error}: even with every sensitive node in float the error is {:.3e}",
+            best.1
+        );
+    }
+    Ok(best)
 }
 
 /// The float graph `fg` (from [`compile_for_quant`]) calibrated by `obs` → the integer graph, act-fused
@@ -138,14 +243,23 @@ pub fn compress_int8(
     bar.set_message("calibrating");
     let obs = calibrate(&fg, &samples, || bar.inc(1))?;
     bar.finish_and_clear();
-    let (qg, report) = quantize_graph(&fg, &obs, &c.opts, &[])?;
+    let (keep, reached) = match c.opts.max_error {
+        Some(me) => {
+            // the search runs on at most 16 samples: each step is a full quantize-and-run
+            let sub = &samples[..samples.len().min(16)];
+            let (k, e) = search_float_nodes(&fg, &obs, &c.opts, sub, me)?;
+            (k, Some(e))
+        }
+        None => (vec![], None),
+    };
+    let (qg, report) = quantize_graph(&fg, &obs, &c.opts, &keep)?;
     log::info!(
         "quantize: {} integer node(s), {} float node(s), {} conversion(s)",
         report.int_nodes,
         report.float_nodes.len(),
         report.conversions
     );
-    let meta = vec![
+    let mut meta = vec![
         (
             "producer".to_string(),
             format!("tern-tools {}", env!("CARGO_PKG_VERSION")),
@@ -166,5 +280,13 @@ pub fn compress_int8(
         ("quant.calib_samples".to_string(), samples.len().to_string()),
         ("quant.float_nodes".to_string(), report.float_nodes.join(",")),
     ];
+    if let (Some(me), Some(e)) = (c.opts.max_error, reached) {
+        meta.push(("quant.max_error".to_string(), me.to_string()));
+        meta.push(("quant.error_on_calibration".to_string(), format!("{e:.4e}")));
+        meta.push((
+            "quant.kept_float_by_search".to_string(),
+            keep.iter().filter(|&&k| k).count().to_string(),
+        ));
+    }
     Ok((crate::export::to_bytes(&qg, meta)?, report))
 }

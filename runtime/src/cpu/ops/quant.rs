@@ -130,9 +130,9 @@ pub enum QPrep {
     /// Integer matmul.
     MatMul(QMat),
     /// Integer element-wise binary op.
-    Binary(QBin),
+    Binary(alloc::boxed::Box<QBin>),
     /// 256-entry table indexed by `x + 128`.
-    Lut([i8; 256]),
+    Lut(alloc::boxed::Box<[i8; 256]>),
     /// Per input: the rescale to the output's parameters, `None` where they already agree.
     Concat(Vec<Option<Rescale>>),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
@@ -246,18 +246,18 @@ pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
                 n: nn,
             })
         }
-        Op::QBinary { op, lo, hi } => QPrep::Binary(QBin::new(
+        Op::QBinary { op, lo, hi } => QPrep::Binary(alloc::boxed::Box::new(QBin::new(
             *op,
             params(model, x),
             params(model, n.inputs[1]),
             params(model, y),
             *lo as i32,
             *hi as i32,
-        )),
+        ))),
         Op::QLut => {
             let mut t = [0i8; 256];
             t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
-            QPrep::Lut(t)
+            QPrep::Lut(alloc::boxed::Box::new(t))
         }
         Op::Concat { .. } => {
             let py = params(model, y);
