@@ -83,7 +83,7 @@ fn run(m: &Model, x: &[f32]) -> Vec<f32> {
 fn round_trip_and_reference_values() {
     let b = bytes();
     let m = Model::from_bytes(&b).unwrap();
-    assert_eq!(m.format_version, 1);
+    assert_eq!(m.format_version, artifact::FORMAT_VERSION);
     assert_eq!(m.meta("k"), Some("v"));
     let g = small();
     assert_eq!(m.graph, {
@@ -194,10 +194,14 @@ fn wrong_magic_and_newer_version() {
     b[0] = b'X';
     assert_eq!(Model::from_bytes(&b).unwrap_err().kind, ErrorKind::Format);
     let mut b = bytes();
-    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let newer = artifact::FORMAT_VERSION + 1;
+    b[4..8].copy_from_slice(&newer.to_le_bytes());
     let e = Model::from_bytes(&b).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Version);
-    assert!(e.context.contains("made by format 2"), "{e}");
+    assert!(
+        e.context.contains(&format!("made by format {newer}")),
+        "{e}"
+    );
     assert_eq!(Model::from_bytes(b"").unwrap_err().kind, ErrorKind::Format);
 }
 
@@ -260,4 +264,96 @@ fn wrong_input_length_names_the_input() {
         e.context.contains("\"x\"") && e.context.contains("[1, 3, 8, 8]"),
         "{e}"
     );
+}
+
+fn int8_bytes() -> Vec<u8> {
+    std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int8.tern")).unwrap()
+}
+
+fn runs(m: &Model) {
+    let mut s = tern::Session::new(m, Default::default()).unwrap();
+    let ins: Vec<Vec<f32>> = m.inputs().map(|t| vec![0.5; t.numel()]).collect();
+    let ins: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+    let mut outs: Vec<Vec<f32>> = m.outputs().map(|t| vec![0.0; t.numel()]).collect();
+    let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    s.run_into(&ins, &mut o).unwrap();
+}
+
+#[test]
+fn int8_structural_corruption_never_panics() {
+    let b = int8_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let graph_len = postcard::to_allocvec(&d.meta).unwrap().len();
+    let mut seed = 777u64;
+    let mut valid = 0;
+    for _ in 0..1500 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut c = b.clone();
+        let i = 64 + (seed >> 33) as usize % graph_len;
+        c[i] = (seed >> 17) as u8;
+        let n = c.len();
+        let crc = crc32fast::hash(&c[..n - 4]);
+        c[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        if let Ok(m) = Model::from_bytes(&c) {
+            runs(&m);
+            valid += 1;
+        }
+    }
+    println!("{valid} of 1500 mutated int8 artifacts still valid (and ran)");
+}
+
+#[test]
+fn bad_quantization_parameters_name_the_tensor() {
+    let b = int8_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let g = &d.meta.graph;
+    let qconv = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, tern::ir::Op::QConv { .. }))
+        .unwrap();
+    let y = g.nodes[qconv].outputs[0] as usize;
+    let w = g.nodes[qconv].inputs[1] as usize;
+    type Mutate = Box<dyn Fn(&mut ArtifactMeta)>;
+    let cases: Vec<(Mutate, &str)> = vec![
+        (
+            Box::new(move |m| m.graph.tensors[y].quant.as_mut().unwrap().scale[0] = f32::NAN),
+            "quantization parameters",
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[y].quant.as_mut().unwrap().zero_point[0] = 300),
+            "zero point",
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[y].quant.as_mut().unwrap().scale[0] = 1e30),
+            "cannot be encoded",
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[w].quant.as_mut().unwrap().zero_point[0] = 3),
+            "symmetric",
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[y].dtype = tern::ir::DType::F32),
+            "int8",
+        ),
+        (
+            Box::new(move |m| {
+                if let tern::ir::Op::QConv { lo, hi, .. } = &mut m.graph.nodes[qconv].op {
+                    (*lo, *hi) = (5, 4);
+                }
+            }),
+            "clamp",
+        ),
+    ];
+    for (f, want) in cases {
+        let c = reencode(&b, f);
+        let e = Model::from_bytes(&c).unwrap_err().to_string();
+        assert!(e.contains(want), "expected \"{want}\" in: {e}");
+        assert!(
+            e.contains(&g.nodes[qconv].name) || e.contains(&g.tensors[y].name),
+            "names the node or tensor: {e}"
+        );
+    }
 }

@@ -66,10 +66,13 @@ impl FixedMultiplier {
         let prod = acc as i64 * self.mult as i64;
         let total = 31 + self.shift;
         let r = if total <= 0 {
-            prod << (-total)
+            // a multiplier ≥ 1 (rare; loop-invariant): widen so the shift cannot overflow, then saturate
+            ((prod as i128) << (-total)).clamp(i32::MIN as i128, i32::MAX as i128) as i64
+        } else if total >= 63 {
+            0 // |prod| < 2^62, so the quotient rounds to 0
         } else {
             // floor((p + half − [p < 0]) / 2^total) is round-half-away-from-zero for both signs, without
-            // a data-dependent branch (so loops over a row vectorize; the branch above is loop-invariant)
+            // a data-dependent branch (so loops over a row vectorize; the branches here are loop-invariant)
             (prod + (1i64 << (total - 1)) - (prod < 0) as i64) >> total
         };
         r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
@@ -160,5 +163,17 @@ mod tests {
         assert_eq!(half.apply(3), 2); // 1.5 -> 2
         assert_eq!(half.apply(-3), -2); // -1.5 -> -2
         assert_eq!(FixedMultiplier::from_real(2.0).unwrap().apply(7), 14);
+        // extreme shifts saturate or vanish instead of overflowing
+        let big = FixedMultiplier {
+            mult: i32::MAX,
+            shift: -31,
+        };
+        assert_eq!(big.apply(i32::MAX), i32::MAX);
+        assert_eq!(big.apply(i32::MIN), i32::MIN);
+        let tiny = FixedMultiplier {
+            mult: i32::MAX,
+            shift: 62,
+        };
+        assert_eq!(tiny.apply(i32::MAX), 0);
     }
 }
