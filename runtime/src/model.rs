@@ -37,7 +37,34 @@ impl<'a> Model<'a> {
         };
         validate(&m.graph, m.weights.len())?;
         plan::check(&m.graph, &m.plan)?;
+        m.check_int_biases()?;
         Ok(m)
+    }
+
+    /// Integer biases inside ±[`QMAX_BIAS`](crate::cpu::qgemm::QMAX_BIAS): then no kernel path's i32
+    /// arithmetic can saturate, so every path gives the same integers.
+    fn check_int_biases(&self) -> Result<()> {
+        use crate::cpu::qgemm::QMAX_BIAS;
+        for n in &self.graph.nodes {
+            if !matches!(n.op, Op::QConv { .. } | Op::QMatMul { .. }) {
+                continue;
+            }
+            let Some(&b) = n.inputs.get(2) else { continue };
+            let bytes = self.const_bytes(b as usize);
+            if let Some(v) = bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .find(|v| !(-QMAX_BIAS..=QMAX_BIAS).contains(v))
+            {
+                bail!(
+                    Invalid,
+                    "node \"{}\": bias \"{}\" holds {v}, outside ±2^30 (the integer kernels' bound)",
+                    n.name,
+                    self.graph.tensors[b as usize].name
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The raw little-endian bytes of constant tensor `t` (empty for non-constants).
@@ -335,6 +362,19 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
                 1
             };
             let ch = w.shape[axis] as usize;
+            // the reduction depth: C/groups·kh·kw for conv, the rows of W for matmul
+            let depth: u64 = if axis == 0 {
+                w.shape[1..].iter().map(|&d| d as u64).product()
+            } else {
+                w.shape[0] as u64
+            };
+            if depth > crate::cpu::qgemm::QMAX_K as u64 {
+                return Err(alloc::format!(
+                    "weight \"{}\": reduction depth {depth} exceeds the integer kernels' {}",
+                    w.name,
+                    crate::cpu::qgemm::QMAX_K
+                ));
+            }
             let q = w.quant.as_ref().filter(|q| {
                 w.dtype == DType::I8
                     && q.zero_point.iter().all(|&z| z == 0)

@@ -155,7 +155,7 @@ impl<'m> Session<'m> {
                 );
             }
             if quant::is_integer(model, n) {
-                let p = quant::prepare(model, n, &shapes);
+                let p = quant::prepare(&qgemm, model, n, &shapes);
                 let (xs, ys) = (
                     &shapes[n.inputs[0] as usize],
                     &shapes[n.outputs[0] as usize],
@@ -244,9 +244,14 @@ impl<'m> Session<'m> {
         self.model
     }
 
-    /// The kernel path in use (`scalar`, `avx2`, `neon`).
+    /// The kernel path in use (`scalar`, `avx2`, `avxvnni`, `neon`, `dotprod`).
     pub fn isa(&self) -> &'static str {
         self.isa.name()
+    }
+
+    /// The GEMM micro-kernels in use, f32 and int8 (isa_op_tile names, for logs and benches).
+    pub fn kernels(&self) -> (&'static str, &'static str) {
+        (self.gemm.name, self.qgemm.name)
     }
 
     /// Bytes `run` works in: the planned activation arena plus the per-op scratch.
@@ -444,7 +449,6 @@ impl<'m> Session<'m> {
                         )
                     };
                     quant::exec(
-                        &self.qgemm,
                         &par,
                         &n.op,
                         qp,

@@ -1,12 +1,14 @@
 //! CPU capability detection, done once per session. `TERN_CPU=scalar` (env, std builds) forces the
 //! portable reference path so every path can be tested and compared on one machine.
-/// The instruction-set path the f32 kernels take.
+/// The instruction-set path the kernels take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// Portable Rust: the reference oracle.
     Scalar,
     /// x86-64 with AVX2 and FMA.
     Avx2,
+    /// x86-64 with AVX2, FMA and AVX-VNNI (`vpdpbusd` for int8; f32 as AVX2).
+    AvxVnni,
     /// aarch64 Advanced SIMD.
     Neon,
     /// aarch64 Advanced SIMD with the dot-product extension (SDOT; Pi 5, Jetson Orin).
@@ -19,6 +21,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Neon => "neon",
             Isa::Dotprod => "dotprod",
         }
@@ -30,6 +33,9 @@ pub fn best() -> Isa {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avxvnni") {
+                return Isa::AvxVnni;
+            }
             return Isa::Avx2;
         }
     }
@@ -53,13 +59,14 @@ pub fn available() -> alloc::vec::Vec<Isa> {
     match best() {
         Isa::Scalar => {}
         Isa::Dotprod => v.extend([Isa::Neon, Isa::Dotprod]),
+        Isa::AvxVnni => v.extend([Isa::Avx2, Isa::AvxVnni]),
         other => v.push(other),
     }
     v
 }
 
 /// [`best`], lowered by the `TERN_CPU` environment variable where std is available: `scalar` everywhere,
-/// `neon` on a dotprod CPU (the Pi 4 path on a Pi 5).
+/// `neon` on a dotprod CPU (the Pi 4 path on a Pi 5), `avx2` on an AVX-VNNI CPU.
 pub fn detect() -> Isa {
     let best = best();
     #[cfg(feature = "std")]
@@ -70,6 +77,9 @@ pub fn detect() -> Isa {
             }
             if v.eq_ignore_ascii_case("neon") && best == Isa::Dotprod {
                 return Isa::Neon;
+            }
+            if v.eq_ignore_ascii_case("avx2") && best == Isa::AvxVnni {
+                return Isa::Avx2;
             }
         }
     }

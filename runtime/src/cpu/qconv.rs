@@ -10,11 +10,15 @@ use alloc::vec::Vec;
 
 /// A quantized convolution prepared once: packed weights and per-channel integer epilogue parameters.
 pub struct QConv {
+    /// The kernel the weights are packed for.
+    g: QGemm,
     geom: Conv2d,
     /// Weight shape `[M, C/groups, kh, kw]`.
     wshape: [usize; 4],
     packed: Vec<i8>,
     group_stride: usize,
+    /// Depthwise weights, `[channel][tap]` widened once (the direct path reads them per tap).
+    dw: Vec<i32>,
     /// Bias with `−zp_in·Σw` folded in (the GEMM path pads with zp_in, so the fold is exact).
     bias: Vec<i32>,
     /// The bias as given (the depthwise path subtracts zp_in per valid tap instead).
@@ -48,6 +52,7 @@ impl QConv {
     /// the input/output (scale, zero point). `None` if a multiplier cannot be encoded.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        g: &QGemm,
         geom: Conv2d,
         w: &[i8],
         wshape: [usize; 4],
@@ -60,20 +65,27 @@ impl QConv {
         let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
         let mut packed = Vec::new();
         let mut group_stride = 0;
-        for g in 0..groups {
-            let block = qgemm::pack_a(mg, k, |i, p| w[(g * mg + i) * k + p]);
+        for gi in 0..groups {
+            let block = g.pack_a(mg, k, |i, p| w[(gi * mg + i) * k + p]);
             group_stride = block.len();
             packed.extend_from_slice(&block);
         }
         let acc_scale: Vec<f64> = w_scales.iter().map(|&sw| s_in as f64 * sw as f64).collect();
         let bias_q: Vec<i32> = (0..m).map(|i| bias.map_or(0, |b| b[i])).collect();
-        let bias = qgemm::fold_zero_point(&bias_q, w, k, zp_in);
+        let bias = g.fold_bias(&bias_q, w, k, zp_in);
         let bias_raw = bias_q;
         let mult = acc_scale
             .iter()
             .map(|&a| FixedMultiplier::from_real(a / s_out as f64))
             .collect::<Option<Vec<_>>>()?;
+        let dw = if wshape[1] == 1 && wshape[0] == groups {
+            w.iter().map(|&v| v as i32).collect()
+        } else {
+            Vec::new()
+        };
         Some(QConv {
+            g: *g,
+            dw,
             geom,
             wshape,
             packed,
@@ -91,21 +103,32 @@ impl QConv {
         self.wshape[1] == 1 && self.wshape[0] == self.geom.groups as usize
     }
 
+    /// Output columns (pixels) per block: the unrolled block (K × cols bytes, plus its packed copy) stays
+    /// in a core's L2 while every row panel of the weights passes over it; at least one block per thread.
+    fn block_cols(&self, k: usize, npix: usize, threads: usize) -> usize {
+        let nr = self.g.nr;
+        let fit = ((96 * 1024) / k.max(1)).clamp(64, 4096);
+        let per_thread = npix.div_ceil(threads.max(1));
+        fit.min(per_thread).div_ceil(nr).max(1) * nr
+    }
+
     /// Scratch bytes for output spatial size `oh×ow` with `threads` threads.
     pub fn scratch_bytes(&self, oh: usize, ow: usize, threads: usize) -> usize {
         if self.is_depthwise() {
             return oh * ow * 4 * threads + 64 * threads;
         }
         let k = self.wshape[1] * self.wshape[2] * self.wshape[3];
-        (oh * ow).div_ceil(qgemm::QNR) * qgemm::k_blocks(k) * qgemm::QNR * 4
+        let cols = self.block_cols(k, oh * ow, threads);
+        (k * cols + self.g.b_len(k, cols)) * threads
     }
 
     /// Runs on int8 NCHW `x` (shape `xs`) into `y` (shape `ys`), clamping to `[lo, hi]` (the fused
-    /// activation in the output's integers). Threads split the im2col panels, then the output channels.
+    /// activation in the output's integers). Threads split the output pixels in cache-sized column blocks:
+    /// each unrolls its block (im2col with row runs; a 1×1 stride-1 conv reads the input rows directly),
+    /// interleaves it into B panels and runs every weight row panel over it.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
-        g: &QGemm,
         par: &Par,
         x: &[i8],
         xs: [usize; 4],
@@ -124,114 +147,133 @@ impl QConv {
         let (cg, mg) = (c / groups, m / groups);
         let [_, _, kh, kw] = self.wshape;
         let k = cg * kh * kw;
-        let kb = qgemm::k_blocks(k);
-        let (sh, sw) = (self.geom.strides[0] as isize, self.geom.strides[1] as isize);
-        let (dh, dw) = (
-            self.geom.dilations[0] as isize,
-            self.geom.dilations[1] as isize,
-        );
-        let (pt, pl) = (self.geom.pads[0] as isize, self.geom.pads[1] as isize);
+        let g = &self.g;
+        let geom = &self.geom;
+        let direct = kh == 1
+            && kw == 1
+            && geom.strides == [1, 1]
+            && geom.pads.iter().all(|&p| p == 0)
+            && (oh, ow) == (h, w);
         let pad = self.zp_in.clamp(-128, 127) as i8;
         let npix = oh * ow;
-        let npanels = npix.div_ceil(qgemm::QNR);
-        let panel = kb * qgemm::QNR * 4;
         let threads = par.threads();
-        let bp = &mut scratch[..npanels * panel];
-        let bptr = SyncPtr(bp.as_mut_ptr());
+        let cols = self.block_cols(k, npix, threads);
+        let nblocks = npix.div_ceil(cols);
+        let per = k * cols + g.b_len(k, cols);
+        let sptr = SyncPtr(scratch.as_mut_ptr());
+        let yptr = SyncPtr(y.as_mut_ptr());
         for b in 0..n {
             for gi in 0..groups {
                 let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
-                // im2col into B panels (`panel[kb][col][4]`), padding = the input zero point
-                par.run(&|t| {
-                    let r = share(npanels, t, threads);
-                    if r.is_empty() {
-                        return; // fewer panels than threads
-                    }
-                    // SAFETY: each thread fills its own panels.
-                    let mine = unsafe {
-                        core::slice::from_raw_parts_mut(
-                            bptr.get().add(r.start * panel),
-                            r.len() * panel,
-                        )
-                    };
-                    mine.fill(0);
-                    let j0 = r.start * qgemm::QNR;
-                    let j1 = (r.end * qgemm::QNR).min(npix);
-                    let at = |jl: usize| (jl / qgemm::QNR) * panel + (jl % qgemm::QNR) * 4;
-                    for p in 0..k {
-                        let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
-                        let plane = &chans[ch * h * w..(ch + 1) * h * w];
-                        let off = (p / 4) * qgemm::QNR * 4 + p % 4;
-                        let dst = &mut mine[off..];
-                        // valid output columns for this tap: 0 <= ox*sw + kx*dw - pl < w
-                        let kxd = kx as isize * dw;
-                        let oxa = ((pl - kxd).max(0) as usize).div_ceil(sw as usize).min(ow);
-                        let oxb = if w as isize + pl > kxd {
-                            (((w as isize + pl - kxd - 1) / sw) as usize + 1).min(ow)
-                        } else {
-                            0
-                        }
-                        .max(oxa);
-                        let mut j = j0;
-                        while j < j1 {
-                            let (oy, ox0) = (j / ow, j % ow);
-                            let ox1 = (ow).min(ox0 + (j1 - j));
-                            let iy = oy as isize * sh - pt + ky as isize * dh;
-                            // local column of ox is (j - j0) + (ox - ox0)
-                            let base = j - j0;
-                            if iy < 0 || iy >= h as isize {
-                                for ox in ox0..ox1 {
-                                    dst[at(base + ox - ox0)] = pad;
-                                }
-                            } else {
-                                let row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                                let (va, vb) = (oxa.clamp(ox0, ox1), oxb.clamp(ox0, ox1));
-                                for ox in (ox0..va).chain(vb..ox1) {
-                                    dst[at(base + ox - ox0)] = pad;
-                                }
-                                let first = (va as isize * sw + kxd - pl) as usize;
-                                for (i, ox) in (va..vb).enumerate() {
-                                    dst[at(base + ox - ox0)] = row[first + i * sw as usize];
-                                }
-                            }
-                            j += ox1 - ox0;
-                        }
-                    }
-                });
                 let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
-                let out = &mut y[(b * m + gi * mg) * npix..(b * m + (gi + 1) * mg) * npix];
-                let optr = SyncPtr(out.as_mut_ptr());
-                let bp = &*bp;
-                let rpanels = mg.div_ceil(qgemm::QMR);
+                let rq = Requant {
+                    bias: &self.bias[gi * mg..(gi + 1) * mg],
+                    mult: &self.mult[gi * mg..(gi + 1) * mg],
+                    zp_out: self.zp_out,
+                    lo,
+                    hi,
+                };
                 par.run(&|t| {
-                    let r = share(rpanels, t, threads);
-                    let rows = (r.start * qgemm::QMR)..(r.end * qgemm::QMR).min(mg);
-                    if rows.is_empty() {
-                        return;
+                    // SAFETY: each thread uses its own scratch slot.
+                    let mine =
+                        unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * per), per) };
+                    let (plain, packed) = mine.split_at_mut(k * cols);
+                    for blk in share(nblocks, t, threads) {
+                        let j0 = blk * cols;
+                        let nc = cols.min(npix - j0);
+                        let bp = if direct {
+                            pack_rows(
+                                g,
+                                k,
+                                nc,
+                                |p| &chans[p * npix + j0..p * npix + j0 + nc],
+                                packed,
+                            )
+                        } else {
+                            self.unroll(chans, (h, w), (oh, ow), j0, nc, pad, plain);
+                            let plain = &*plain;
+                            pack_rows(g, k, nc, |p| &plain[p * nc..(p + 1) * nc], packed)
+                        };
+                        // SAFETY: this thread owns columns j0..j0+nc of every output row of the group.
+                        unsafe {
+                            qgemm::qgemm_ptr(
+                                g,
+                                (mg, nc, k),
+                                a,
+                                bp,
+                                yptr.get().add((b * m + gi * mg) * npix + j0),
+                                npix,
+                                &rq,
+                            )
+                        };
                     }
-                    let rq = Requant {
-                        bias: &self.bias[gi * mg + rows.start..gi * mg + rows.end],
-                        mult: &self.mult[gi * mg + rows.start..gi * mg + rows.end],
-                        zp_out: self.zp_out,
-                        lo,
-                        hi,
-                    };
-                    // SAFETY: threads own disjoint row ranges of the output.
-                    let c = unsafe {
-                        core::slice::from_raw_parts_mut(
-                            optr.get().add(rows.start * npix),
-                            rows.len() * npix,
-                        )
-                    };
-                    let ap = &a[r.start * kb * qgemm::QMR * 4..];
-                    qgemm::qgemm(g, (rows.len(), npix, k), ap, bp, c, npix, &rq);
                 });
             }
         }
     }
 
+    /// im2col for output pixels `j0..j0+nc` of one group: row p = (channel, ky, kx) of `plain` holds the
+    /// input value each pixel sees through tap p, the input zero point where the tap falls in the padding.
+    #[allow(clippy::too_many_arguments)]
+    fn unroll(
+        &self,
+        chans: &[i8],
+        (h, w): (usize, usize),
+        (_oh, ow): (usize, usize),
+        j0: usize,
+        nc: usize,
+        pad: i8,
+        plain: &mut [i8],
+    ) {
+        let [_, cg, kh, kw] = self.wshape;
+        let geom = &self.geom;
+        let (sh, sw) = (geom.strides[0] as isize, geom.strides[1] as isize);
+        let (dh, dw) = (geom.dilations[0] as isize, geom.dilations[1] as isize);
+        let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+        for p in 0..cg * kh * kw {
+            let (ch, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
+            let plane = &chans[ch * h * w..(ch + 1) * h * w];
+            let dst = &mut plain[p * nc..(p + 1) * nc];
+            // valid output columns for this tap: 0 <= ox*sw + kx*dw - pl < w
+            let kxd = kx as isize * dw;
+            let oxa = ((pl - kxd).max(0) as usize).div_ceil(sw as usize).min(ow);
+            let oxb = if w as isize + pl > kxd {
+                (((w as isize + pl - kxd - 1) / sw) as usize + 1).min(ow)
+            } else {
+                0
+            }
+            .max(oxa);
+            let mut j = j0;
+            while j < j0 + nc {
+                let (oy, ox0) = (j / ow, j % ow);
+                let ox1 = ow.min(ox0 + (j0 + nc - j));
+                let iy = oy as isize * sh - pt + ky as isize * dh;
+                let seg = &mut dst[j - j0..j - j0 + (ox1 - ox0)];
+                if iy < 0 || iy >= h as isize {
+                    seg.fill(pad);
+                } else {
+                    let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    let (va, vb) = (oxa.clamp(ox0, ox1), oxb.clamp(ox0, ox1));
+                    seg[..va - ox0].fill(pad);
+                    seg[vb - ox0..].fill(pad);
+                    let first = (va as isize * sw + kxd - pl) as usize;
+                    let valid = &mut seg[va - ox0..vb - ox0];
+                    if sw == 1 {
+                        valid.copy_from_slice(&row[first..first + valid.len()]);
+                    } else {
+                        for (i, v) in valid.iter_mut().enumerate() {
+                            *v = row[first + i * sw as usize];
+                        }
+                    }
+                }
+                j += ox1 - ox0;
+            }
+        }
+    }
+
     /// Depthwise: per channel, accumulate `w·(x − zp_in)` over the valid taps into an i32 plane (the inner
-    /// loop runs along a row, so it vectorizes), then requantize. Threads split the channels.
+    /// loop runs along a row, so it vectorizes: compiled for AVX2 where present), then requantize with the
+    /// kernel path's vector epilogue. Threads split the channels.
     #[allow(clippy::too_many_arguments)]
     fn run_depthwise(
         &self,
@@ -247,22 +289,35 @@ impl QConv {
         let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let (oh, ow) = (ys[2], ys[3]);
         let [_, _, kh, kw] = self.wshape;
-        let (sh, sw) = (self.geom.strides[0] as usize, self.geom.strides[1] as usize);
-        let (dh, dw) = (
-            self.geom.dilations[0] as usize,
-            self.geom.dilations[1] as usize,
-        );
-        let (pt, pl) = (self.geom.pads[0] as usize, self.geom.pads[1] as usize);
+        let gm = DwGeom {
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh: self.geom.strides[0] as usize,
+            sw: self.geom.strides[1] as usize,
+            dh: self.geom.dilations[0] as usize,
+            dw: self.geom.dilations[1] as usize,
+            pt: self.geom.pads[0] as usize,
+            pl: self.geom.pads[1] as usize,
+            zp: self.zp_in,
+        };
         let threads = par.threads();
         let npix = oh * ow;
         let per = npix * 4 + 64;
         let sptr = SyncPtr(scratch.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
-        // tap t of channel ch: row 0 of group ch's packed panel (`panel[kb][row][4]`)
-        let wk = |ch: usize, t: usize| -> i32 {
-            self.packed[ch * self.group_stride + (t / 4) * qgemm::QMR * 4 + t % 4] as i32
-        };
+        let taps = kh * kw;
         let planes = n * c;
+        let rq = Requant {
+            bias: &self.bias_raw,
+            mult: &self.mult,
+            zp_out: self.zp_out,
+            lo,
+            hi,
+        };
         par.run(&|t| {
             // SAFETY: each thread uses its own scratch slot and writes its own channels.
             let raw = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * per), per) };
@@ -273,54 +328,190 @@ impl QConv {
             for pl_i in share(planes, t, threads) {
                 let ch = pl_i % c;
                 let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
-                acc.fill(0);
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = wk(ch, ky * kw + kx);
-                        // valid output columns: 0 <= ox*sw + kx*dw - pl < w
-                        let ox0 = (pl.saturating_sub(kx * dw)).div_ceil(sw);
-                        let ox1 = if w + pl > kx * dw {
-                            ((w + pl - kx * dw - 1) / sw + 1).min(ow)
-                        } else {
-                            0
-                        };
-                        if ox0 >= ox1 {
-                            continue;
-                        }
-                        for oy in 0..oh {
-                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                            if iy < 0 || iy as usize >= h {
-                                continue;
-                            }
-                            let row = &src[iy as usize * w..(iy as usize + 1) * w];
-                            let a = &mut acc[oy * ow + ox0..oy * ow + ox1];
-                            let zp = self.zp_in;
-                            let start = ox0 * sw + kx * dw - pl;
-                            if sw == 1 {
-                                for (o, &v) in a.iter_mut().zip(&row[start..]) {
-                                    *o += wv * (v as i32 - zp);
-                                }
-                            } else {
-                                for (o, &v) in a.iter_mut().zip(row[start..].iter().step_by(sw)) {
-                                    *o += wv * (v as i32 - zp);
-                                }
-                            }
-                        }
-                    }
-                }
-                let rq = Requant {
-                    bias: &self.bias_raw,
-                    mult: &self.mult,
-                    zp_out: self.zp_out,
-                    lo,
-                    hi,
-                };
+                let wts = &self.dw[ch * taps..(ch + 1) * taps];
+                dw_plane(self.g.isa, src, wts, acc, &gm);
                 // SAFETY: plane pl_i belongs to this thread.
                 let out =
                     unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
-                rq.row(ch, acc, out);
+                qgemm::requant_row(self.g.isa, &rq, ch, acc, out);
             }
         });
+    }
+}
+
+/// A depthwise plane's geometry.
+struct DwGeom {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pt: usize,
+    pl: usize,
+    zp: i32,
+}
+
+/// `acc = Σ_taps w·(x − zp)` over one plane, compiled for the widest vectors the path has.
+fn dw_plane(isa: crate::cpu::caps::Isa, src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(
+        isa,
+        crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+    ) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
+            dw_plane_body(src, wts, acc, gm)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        return unsafe { avx2(src, wts, acc, gm) };
+    }
+    let _ = isa;
+    dw_plane_body(src, wts, acc, gm)
+}
+
+#[inline(always)]
+fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
+    let &DwGeom {
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        pt,
+        pl,
+        zp,
+    } = gm;
+    acc.fill(0);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let wv = wts[ky * kw + kx];
+            // valid output columns: 0 <= ox*sw + kx*dw - pl < w
+            let ox0 = (pl.saturating_sub(kx * dw)).div_ceil(sw);
+            let ox1 = if w + pl > kx * dw {
+                ((w + pl - kx * dw - 1) / sw + 1).min(ow)
+            } else {
+                0
+            };
+            if ox0 >= ox1 {
+                continue;
+            }
+            for oy in 0..oh {
+                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                if iy < 0 || iy as usize >= h {
+                    continue;
+                }
+                let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                let a = &mut acc[oy * ow + ox0..oy * ow + ox1];
+                let start = ox0 * sw + kx * dw - pl;
+                if sw == 1 {
+                    for (o, &v) in a.iter_mut().zip(&row[start..]) {
+                        *o += wv * (v as i32 - zp);
+                    }
+                } else {
+                    for (o, &v) in a.iter_mut().zip(row[start..].iter().step_by(sw)) {
+                        *o += wv * (v as i32 - zp);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Interleaves `k` rows of `nc` bytes (`row(p)`) into B panels for `g` (`panel[kb][col][4]`, zero padded):
+/// four rows at a time, sixteen columns at a time with byte unpacks (x86) or `st4` (aarch64).
+fn pack_rows<'a, 'o>(
+    g: &QGemm,
+    k: usize,
+    nc: usize,
+    row: impl Fn(usize) -> &'a [i8],
+    out: &'o mut [i8],
+) -> &'o [i8] {
+    static ZEROS: [i8; 4096] = [0; 4096];
+    let (kb, nr) = (qgemm::k_blocks(k), g.nr);
+    let out = &mut out[..g.b_len(k, nc)];
+    let panel = kb * nr * 4;
+    let full16 = nc / 16 * 16;
+    for blk in 0..kb {
+        let r: [&[i8]; 4] = core::array::from_fn(|q| {
+            let p = blk * 4 + q;
+            if p < k {
+                row(p)
+            } else {
+                &ZEROS[..nc]
+            }
+        });
+        let mut j = 0;
+        while j < full16 {
+            let mut quad = [0i8; 64];
+            interleave16([&r[0][j..], &r[1][j..], &r[2][j..], &r[3][j..]], &mut quad);
+            // 16 columns: one panel of 16 or two of 8
+            for half in 0..16 / nr {
+                let jj = j + half * nr;
+                let dst = (jj / nr) * panel + blk * nr * 4;
+                out[dst..dst + nr * 4].copy_from_slice(&quad[half * nr * 4..(half + 1) * nr * 4]);
+            }
+            j += 16;
+        }
+        while j < nc.div_ceil(nr) * nr {
+            let dst = (j / nr) * panel + blk * nr * 4 + (j % nr) * 4;
+            let v = |q: usize| if j < nc { r[q][j] } else { 0 };
+            out[dst..dst + 4].copy_from_slice(&[v(0), v(1), v(2), v(3)]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// `out[4c + q] = r[q][c]` for 16 columns.
+#[inline(always)]
+fn interleave16(r: [&[i8]; 4], out: &mut [i8; 64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        assert!(r.iter().all(|x| x.len() >= 16));
+        // SAFETY: SSE2 is part of x86-64; 16 bytes readable per row (asserted), 64 writable.
+        unsafe {
+            let l = |x: &[i8]| _mm_loadu_si128(x.as_ptr() as *const __m128i);
+            let (r0, r1, r2, r3) = (l(r[0]), l(r[1]), l(r[2]), l(r[3]));
+            let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+            let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+            let o = out.as_mut_ptr() as *mut __m128i;
+            _mm_storeu_si128(o, _mm_unpacklo_epi16(a, c));
+            _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(a, c));
+            _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(b, d));
+            _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(b, d));
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use core::arch::aarch64::*;
+        assert!(r.iter().all(|x| x.len() >= 16));
+        // SAFETY: NEON is part of aarch64; 16 bytes readable per row (asserted), 64 writable.
+        unsafe {
+            let v = int8x16x4_t(
+                vld1q_s8(r[0].as_ptr()),
+                vld1q_s8(r[1].as_ptr()),
+                vld1q_s8(r[2].as_ptr()),
+                vld1q_s8(r[3].as_ptr()),
+            );
+            vst4q_s8(out.as_mut_ptr(), v);
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    for c in 0..16 {
+        for q in 0..4 {
+            out[4 * c + q] = r[q][c];
+        }
     }
 }
 
@@ -381,16 +572,7 @@ mod tests {
             let bq: Vec<i32> = (0..m)
                 .map(|mo| quantize_bias(bf[mo], s_in as f64 * ws[mo] as f64))
                 .collect();
-            let q = QConv::new(
-                geom.clone(),
-                &wq,
-                [m, cg, k, k],
-                &ws,
-                Some(&bq),
-                (s_in, zp_in),
-                (s_out, zp_out),
-            )
-            .unwrap();
+
             // independent integer reference, straight from the definition
             let mut want = vec![0i8; m * oh * ow];
             let mut real = vec![0f64; m * oh * ow];
@@ -440,9 +622,19 @@ mod tests {
                     Par { pool: Some(&pool) }
                 };
                 let mut y = vec![0i8; m * oh * ow];
+                let q = QConv::new(
+                    &g,
+                    geom.clone(),
+                    &wq,
+                    [m, cg, k, k],
+                    &ws,
+                    Some(&bq),
+                    (s_in, zp_in),
+                    (s_out, zp_out),
+                )
+                .unwrap();
                 let mut scratch = vec![0i8; q.scratch_bytes(oh, ow, threads)];
                 q.run(
-                    &g,
                     &par,
                     &xq,
                     [1, c, h, w],

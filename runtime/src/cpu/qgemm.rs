@@ -1,32 +1,55 @@
 //! int8 GEMM: `C_i8 = requant(A_i8 · B_i8 + bias_i32)` with tern's integer scheme (`ir::quant`).
 //!
-//! One packing for every instruction-set path, so the same packed bytes feed the scalar oracle and every
-//! SIMD kernel: A (weights, M×K) in panels of [`QMR`] rows and B (activations, K×N) in panels of [`QNR`]
-//! columns, both in k-blocks of 4 (`panel[kb][row][0..4]`, k zero-padded to a multiple of 4). A micro-kernel
-//! produces the exact i32 tile `Σ_k a·b`; the epilogue adds the bias, requantizes with the per-row
-//! fixed-point multiplier (round half away from zero), adds the output zero point and clamps — the same
-//! integer arithmetic on every path, so results are bit-identical.
+//! One packing scheme for every instruction-set path: A (weights, M×K) in panels of `mr` rows and B
+//! (activations, K×N) in panels of `nr` columns, both in k-blocks of 4 (`panel[kb][row][0..4]`, k
+//! zero-padded to a multiple of 4); each kernel names its (mr, nr). A micro-kernel computes the exact i32
+//! tile `Σ_k a·b` in registers and applies the epilogue there: add the bias, requantize with the per-row
+//! fixed-point multiplier (round half away from zero), clamp, add the output zero point, narrow to int8 and
+//! store. The integers are those of [`Requant::apply`] on every path, so results are bit-identical.
 use super::caps::Isa;
 use crate::ir::quant::FixedMultiplier;
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Tile rows (A panel height).
-pub const QMR: usize = 4;
-/// Tile columns (B panel width).
-pub const QNR: usize = 8;
-/// Largest K: 127·128·K must fit in i32.
-pub const QMAX_K: usize = 1 << 16;
+/// Largest K: every intermediate sum of every path stays inside i32 (the VNNI path sums (x+128)·w, up to
+/// 255·127 per product; 255·127·2^15 < 2^31). The loader rejects deeper integer products.
+pub const QMAX_K: usize = 1 << 15;
+/// Largest |bias| the loader accepts: with K ≤ [`QMAX_K`], `Σ x·w + bias − zp·Σ w` never leaves i32 on any
+/// path, so no path ever saturates and all give the same integers.
+pub const QMAX_BIAS: i32 = 1 << 30;
+/// Largest tile any kernel uses (rows, columns): the size of the generic epilogue buffer.
+const MAX_MR: usize = 8;
+const MAX_NR: usize = 16;
 
-/// An int8 micro-kernel: `acc[r][c] = Σ_{k} a[k][r]·b[k][c]` over `kb` k-blocks of 4.
+/// An int8 micro-kernel with its epilogue: for the `m×n` corner of one MR×NR tile,
+/// `c[r·ldc + j] = rq(r, Σ_k a[k][r]·b[k][j])` over `kb` k-blocks of 4, where `rq` holds the tile's rows.
 ///
 /// # Safety
-/// `a` must hold `kb·QMR·4` bytes and `b` `kb·QNR·4` bytes, packed as described in the module docs.
-pub type QKernel = unsafe fn(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; QNR]; QMR]);
+/// `a` must hold `kb·mr·4` bytes and `b` `kb·nr·4` bytes, packed for this kernel's (mr, nr) as the module
+/// docs say; `c` must be valid for rows `0..m` of `n` bytes with stride `ldc`; `rq` must have ≥ m rows.
+pub type QKernel = unsafe fn(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+);
 
-/// A micro-kernel and its name (isa_op_tile).
+/// A micro-kernel, its tile shape and its name (isa_op_tile).
 #[derive(Clone, Copy)]
 pub struct QGemm {
+    /// The instruction-set path (for the companion kernels: vector epilogue, depthwise).
+    pub isa: Isa,
+    /// Tile rows (A panel height).
+    pub mr: usize,
+    /// Tile columns (B panel width).
+    pub nr: usize,
+    /// Added to every activation byte by the kernel before multiplying (128 where the instruction wants
+    /// unsigned activations, e.g. `vpdpbusd`); [`QGemm::fold_bias`] takes it back out through the bias.
+    pub x_offset: i32,
     /// The kernel.
     pub kernel: QKernel,
     /// Name for logs and benches.
@@ -38,47 +61,121 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
     match isa {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::Avx2 => QGemm {
+            isa,
+            mr: 4,
+            nr: 8,
+            x_offset: 0,
             kernel: super::kernels::x86::qgemm_4x8_avx2,
             name: "avx2_qgemm_i8_4x8_madd",
         },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::AvxVnni => QGemm {
+            isa,
+            mr: 6,
+            nr: 16,
+            x_offset: 128,
+            kernel: super::kernels::x86::qgemm_6x16_vnni,
+            name: "avxvnni_qgemm_u8i8_6x16_dpbusd",
+        },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => QGemm {
+            isa,
+            mr: 4,
+            nr: 8,
+            x_offset: 0,
             kernel: super::kernels::neon::qgemm_4x8_smlal,
             name: "neon_qgemm_i8_4x8_smlal",
         },
         #[cfg(target_arch = "aarch64")]
         Isa::Dotprod => QGemm {
-            kernel: super::kernels::neon::qgemm_4x8_sdot,
-            name: "neon_qgemm_i8_4x8_sdot",
+            isa,
+            mr: 8,
+            nr: 8,
+            x_offset: 0,
+            kernel: super::kernels::neon::qgemm_8x8_sdot,
+            name: "neon_qgemm_i8_8x8_sdot",
         },
         _ => QGemm {
+            isa: Isa::Scalar,
+            mr: 4,
+            nr: 8,
+            x_offset: 0,
             kernel: qgemm_4x8_scalar,
             name: "scalar_qgemm_i8_4x8",
         },
     }
 }
 
-/// The scalar oracle.
+/// The exact i32 tile `Σ_k a·b` of packed panels (the scalar oracle's inner product, also used by the SIMD
+/// kernels' tests).
 ///
 /// # Safety
-/// As [`QKernel`].
-pub unsafe fn qgemm_4x8_scalar(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; QNR]; QMR]) {
-    *acc = [[0; QNR]; QMR];
+/// `a` holds `kb·mr·4` and `b` `kb·nr·4` bytes.
+unsafe fn tile_scalar(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    mr: usize,
+    nr: usize,
+) -> [[i32; MAX_NR]; MAX_MR] {
+    let mut acc = [[0i32; MAX_NR]; MAX_MR];
     for blk in 0..kb {
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (c, v) in row.iter_mut().enumerate() {
+        for (r, row) in acc.iter_mut().enumerate().take(mr) {
+            for (c, v) in row.iter_mut().enumerate().take(nr) {
                 for q in 0..4 {
                     // SAFETY: in bounds of the packed panels per the contract.
                     let (x, y) = unsafe {
                         (
-                            *a.add((blk * QMR + r) * 4 + q),
-                            *b.add((blk * QNR + c) * 4 + q),
+                            *a.add((blk * mr + r) * 4 + q),
+                            *b.add((blk * nr + c) * 4 + q),
                         )
                     };
                     *v += x as i32 * y as i32;
                 }
             }
         }
+    }
+    acc
+}
+
+/// The scalar epilogue over an i32 tile: `c[r][j] = rq.apply(r, acc[r][j])` for the `m×n` corner.
+///
+/// # Safety
+/// `c` valid for rows `0..m` of `n` bytes with stride `ldc`.
+unsafe fn store_tile(
+    acc: &[[i32; MAX_NR]; MAX_MR],
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    for (r, row) in acc.iter().enumerate().take(m) {
+        // SAFETY: row r < m, n bytes, per the contract.
+        let out = unsafe { core::slice::from_raw_parts_mut(c.add(r * ldc), n) };
+        rq.row(r, &row[..n], out);
+    }
+}
+
+/// The scalar oracle (4×8).
+///
+/// # Safety
+/// As [`QKernel`].
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_4x8_scalar(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let acc = tile_scalar(kb, a, b, 4, 8);
+        store_tile(&acc, c, ldc, m, n, rq);
     }
 }
 
@@ -87,49 +184,78 @@ pub fn k_blocks(k: usize) -> usize {
     k.div_ceil(4)
 }
 
-/// Packs `m×k` values `get(i, p)` into A panels.
-pub fn pack_a(m: usize, k: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
-    let kb = k_blocks(k);
-    let mut out = vec![0i8; m.div_ceil(QMR) * kb * QMR * 4];
-    for i in 0..m {
-        let (pi, r) = (i / QMR, i % QMR);
-        for p in 0..k {
-            out[((pi * kb + p / 4) * QMR + r) * 4 + p % 4] = get(i, p);
-        }
+impl QGemm {
+    /// Bytes of packed A for `m×k`.
+    pub fn a_len(&self, m: usize, k: usize) -> usize {
+        m.div_ceil(self.mr) * k_blocks(k) * self.mr * 4
     }
-    out
-}
 
-/// Packs `k×n` values `get(p, j)` into B panels.
-pub fn pack_b(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
-    let mut out = vec![0i8; n.div_ceil(QNR) * k_blocks(k) * QNR * 4];
-    pack_b_into(&mut out, k, n, get);
-    out
-}
-
-/// [`pack_b`] into a caller buffer (at run time, without allocating); returns the packed part.
-pub fn pack_b_into(
-    out: &mut [i8],
-    k: usize,
-    n: usize,
-    get: impl Fn(usize, usize) -> i8,
-) -> &mut [i8] {
-    let kb = k_blocks(k);
-    let out = &mut out[..n.div_ceil(QNR) * kb * QNR * 4];
-    out.fill(0);
-    for j in 0..n {
-        let (pj, c) = (j / QNR, j % QNR);
-        for p in 0..k {
-            out[((pj * kb + p / 4) * QNR + c) * 4 + p % 4] = get(p, j);
-        }
+    /// Bytes of packed B for `k×n`.
+    pub fn b_len(&self, k: usize, n: usize) -> usize {
+        n.div_ceil(self.nr) * k_blocks(k) * self.nr * 4
     }
-    out
+
+    /// Packs `m×k` values `get(i, p)` into A panels (`panel[kb][row][0..4]`, zero-padded).
+    pub fn pack_a(&self, m: usize, k: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
+        let (kb, mr) = (k_blocks(k), self.mr);
+        let mut out = vec![0i8; self.a_len(m, k)];
+        for i in 0..m {
+            let (pi, r) = (i / mr, i % mr);
+            for p in 0..k {
+                out[((pi * kb + p / 4) * mr + r) * 4 + p % 4] = get(i, p);
+            }
+        }
+        out
+    }
+
+    /// Packs `k×n` values `get(p, j)` into B panels in a caller buffer (at run time, without allocating);
+    /// returns the packed part. Padding is zero (the kernel contract: padded k adds nothing because A's
+    /// padding is zero too).
+    pub fn pack_b_into<'o>(
+        &self,
+        out: &'o mut [i8],
+        k: usize,
+        n: usize,
+        get: impl Fn(usize, usize) -> i8,
+    ) -> &'o mut [i8] {
+        let (kb, nr) = (k_blocks(k), self.nr);
+        let out = &mut out[..self.b_len(k, n)];
+        out.fill(0);
+        for j in 0..n {
+            let (pj, c) = (j / nr, j % nr);
+            for p in 0..k {
+                out[((pj * kb + p / 4) * nr + c) * 4 + p % 4] = get(p, j);
+            }
+        }
+        out
+    }
+
+    /// [`QGemm::pack_b_into`] into a new vector.
+    pub fn pack_b(&self, k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<i8> {
+        let mut out = vec![0i8; self.b_len(k, n)];
+        self.pack_b_into(&mut out, k, n, get);
+        out
+    }
+
+    /// Folds the input zero point (and this kernel's activation offset) into per-row biases:
+    /// `bias_r − (zp_in + x_offset)·Σ_k w[r][k]`, in i64 then saturated (the loader's bounds keep it exact).
+    pub fn fold_bias(&self, bias: &[i32], w: &[i8], k: usize, zp_in: i32) -> Vec<i32> {
+        let zp = (zp_in + self.x_offset) as i64;
+        bias.iter()
+            .enumerate()
+            .map(|(r, &b)| {
+                let s: i64 = w[r * k..(r + 1) * k].iter().map(|&x| x as i64).sum();
+                (b as i64 - zp * s).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+            })
+            .collect()
+    }
 }
 
 /// What turns the i32 tile into int8 outputs.
 #[derive(Clone, Copy)]
 pub struct Requant<'a> {
-    /// Per output row: the bias in accumulator units, with `−zp_in·Σ_k w` already folded in.
+    /// Per output row: the bias in accumulator units, with `−zp_in·Σ_k w` already folded in
+    /// ([`QGemm::fold_bias`]).
     pub bias: &'a [i32],
     /// Per output row: the real multiplier s_in·s_w / s_out.
     pub mult: &'a [FixedMultiplier],
@@ -141,7 +267,7 @@ pub struct Requant<'a> {
     pub hi: i32,
 }
 
-impl Requant<'_> {
+impl<'a> Requant<'a> {
     /// The epilogue for one accumulator value of row `r` (the scalar definition every path follows).
     #[inline]
     pub fn apply(&self, r: usize, acc: i32) -> i8 {
@@ -161,18 +287,24 @@ impl Requant<'_> {
             *o = (m.apply(a.saturating_add(b)).clamp(lo, hi) + z) as i8;
         }
     }
+
+    /// The same parameters from row `r0` on (a tile's view).
+    #[inline]
+    pub fn from_row(&self, r0: usize) -> Requant<'a> {
+        Requant {
+            bias: &self.bias[r0..],
+            mult: &self.mult[r0..],
+            ..*self
+        }
+    }
 }
 
-/// Folds the input zero point into per-row biases: `bias_r − zp_in·Σ_k w[r][k]`.
-pub fn fold_zero_point(bias: &[i32], w: &[i8], k: usize, zp_in: i32) -> Vec<i32> {
-    bias.iter()
-        .enumerate()
-        .map(|(r, &b)| b - zp_in * w[r * k..(r + 1) * k].iter().map(|&x| x as i32).sum::<i32>())
-        .collect()
-}
+/// Column block: B panels covering this many columns are reused across every A panel while they sit in
+/// cache (≈ K·NC bytes; 256 columns of K = 1152 is 288 KiB, inside a core's L2).
+const NC: usize = 256;
 
 /// `C = requant(A·B)` for packed A (`m×k`) and packed B (`k×n`); `c` row-major with row stride `ldc`.
-/// Single-threaded; the conv/matmul ops split work over column ranges of B.
+/// Single-threaded; the conv/matmul ops split the work.
 #[allow(clippy::too_many_arguments)]
 pub fn qgemm(
     g: &QGemm,
@@ -183,22 +315,80 @@ pub fn qgemm(
     ldc: usize,
     rq: &Requant,
 ) {
-    assert!(k <= QMAX_K, "int8 GEMM depth {k} exceeds {QMAX_K}");
-    let kb = k_blocks(k);
-    assert!(a.len() >= m.div_ceil(QMR) * kb * QMR * 4 && b.len() >= n.div_ceil(QNR) * kb * QNR * 4);
     assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
-    let mut acc = [[0i32; QNR]; QMR];
-    for pi in 0..m.div_ceil(QMR) {
-        let ap = &a[pi * kb * QMR * 4..];
-        for pj in 0..n.div_ceil(QNR) {
-            // SAFETY: panel bounds asserted above.
-            unsafe { (g.kernel)(kb, ap.as_ptr(), b[pj * kb * QNR * 4..].as_ptr(), &mut acc) };
-            let cols = (n - pj * QNR).min(QNR);
-            for (r, row) in acc.iter().enumerate().take(m - pi * QMR) {
-                let i = pi * QMR + r;
-                rq.row(i, &row[..cols], &mut c[i * ldc + pj * QNR..][..cols]);
+    // SAFETY: the output extent is asserted above.
+    unsafe { qgemm_ptr(g, (m, n, k), a, b, c.as_mut_ptr(), ldc, rq) }
+}
+
+/// [`qgemm`] into a raw output (threads writing disjoint columns of the same rows).
+///
+/// # Safety
+/// `c` must be valid for rows `0..m` of `n` bytes with stride `ldc`, and no other thread may touch them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn qgemm_ptr(
+    g: &QGemm,
+    (m, n, k): (usize, usize, usize),
+    a: &[i8],
+    b: &[i8],
+    c: *mut i8,
+    ldc: usize,
+    rq: &Requant,
+) {
+    assert!(k <= QMAX_K, "int8 GEMM depth {k} exceeds {QMAX_K}");
+    let (kb, mr, nr) = (k_blocks(k), g.mr, g.nr);
+    assert!(a.len() >= g.a_len(m, k) && b.len() >= g.b_len(k, n));
+    assert!(rq.bias.len() >= m && rq.mult.len() >= m);
+    let nc = NC.div_ceil(nr) * nr;
+    for j0 in (0..n).step_by(nc) {
+        for pi in 0..m.div_ceil(mr) {
+            let ap = &a[pi * kb * mr * 4..];
+            let rows = (m - pi * mr).min(mr);
+            let trq = rq.from_row(pi * mr);
+            for pj in j0 / nr..(n.min(j0 + nc)).div_ceil(nr) {
+                let cols = (n - pj * nr).min(nr);
+                // SAFETY: panel bounds asserted above; the output extent is the caller's contract.
+                unsafe {
+                    (g.kernel)(
+                        kb,
+                        ap.as_ptr(),
+                        b[pj * kb * nr * 4..].as_ptr(),
+                        c.add(pi * mr * ldc + pj * nr),
+                        ldc,
+                        rows,
+                        cols,
+                        &trq,
+                    )
+                };
             }
         }
+    }
+}
+
+/// [`Requant::row`] on the path's vector epilogue (the same integers).
+pub fn requant_row(isa: Isa, rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]) {
+    match isa {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        Isa::Avx2 | Isa::AvxVnni => unsafe {
+            super::kernels::x86::requant_row_avx2(rq, r, acc, out)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of aarch64.
+        Isa::Neon | Isa::Dotprod => unsafe {
+            super::kernels::neon::requant_row_neon(rq, r, acc, out)
+        },
+        _ => rq.row(r, acc, out),
+    }
+}
+
+/// `y[j] = rq(j, Σ_p w[j][p]·(x[p] + x_offset))` for one activation row (matrix-vector: no packing, one pass
+/// over the weights, `w` row-major `n×k`). The bias must be folded for `x_offset` = 0.
+pub fn qgemv(w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    let k = x.len();
+    for (j, (row, o)) in w.chunks_exact(k).zip(y.iter_mut()).enumerate() {
+        // i8·i8 products summed in i32 are exact for k ≤ QMAX_K; the loop vectorizes (pmaddwd)
+        let dot: i32 = row.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum();
+        *o = rq.apply(j, dot);
     }
 }
 
@@ -233,6 +423,10 @@ mod tests {
             (8, 16, 64),
             (13, 21, 300),
             (4, 8, 4099),
+            (6, 16, 8),
+            (7, 17, 9),
+            (12, 33, 40),
+            (9, 300, 27),
         ] {
             for extreme in [false, true] {
                 let w: Vec<i8> = if extreme {
@@ -245,13 +439,17 @@ mod tests {
                 } else {
                     bytes(k * n, &mut seed, -128)
                 };
-                let (ap, bp) = (
-                    pack_a(m, k, |i, p| w[i * k + p]),
-                    pack_b(k, n, |p, j| x[p * n + j]),
-                );
                 let bias: Vec<i32> = (0..m as i32).map(|i| i * 1000 - 3000).collect();
+                // row 2 has a multiplier ≥ 1 and row 3 a tiny one: the vector epilogues' fallbacks
                 let mult: Vec<FixedMultiplier> = (0..m)
-                    .map(|i| FixedMultiplier::from_real(0.0007 + i as f64 * 0.0003).unwrap())
+                    .map(|i| {
+                        let real = match i {
+                            2 => 1.5,
+                            3 => 3e-12,
+                            _ => 0.0007 + i as f64 * 0.0003,
+                        };
+                        FixedMultiplier::from_real(real).unwrap()
+                    })
                     .collect();
                 let rq = Requant {
                     bias: &bias,
@@ -272,9 +470,35 @@ mod tests {
                 }
                 for &isa in &paths {
                     let g = qgemm_for(isa);
-                    let mut got = vec![0i8; m * n];
-                    qgemm(&g, (m, n, k), &ap, &bp, &mut got, n, &rq);
-                    assert_eq!(got, want, "{} m{m} n{n} k{k} extreme {extreme}", g.name);
+                    let (ap, bp) = (
+                        g.pack_a(m, k, |i, p| w[i * k + p]),
+                        g.pack_b(k, n, |p, j| x[p * n + j]),
+                    );
+                    let folded = g.fold_bias(&bias, &w, k, 0);
+                    let krq = Requant {
+                        bias: &folded,
+                        ..rq
+                    };
+                    // a wider output row (ldc > n) must keep the bytes between rows
+                    let ldc = n + 3;
+                    let mut got = vec![77i8; m * ldc];
+                    qgemm(&g, (m, n, k), &ap, &bp, &mut got, ldc, &krq);
+                    for i in 0..m {
+                        assert_eq!(
+                            &got[i * ldc..i * ldc + n],
+                            &want[i * n..(i + 1) * n],
+                            "{} m{m} n{n} k{k} extreme {extreme} row {i}",
+                            g.name
+                        );
+                        assert!(got[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 77));
+                    }
+                }
+                if m >= 1 {
+                    let mut gv = vec![0i8; m];
+                    let col: Vec<i8> = (0..k).map(|p| x[p * n]).collect();
+                    qgemv(&w, &col, &mut gv, &rq);
+                    let want_col: Vec<i8> = (0..m).map(|i| want[i * n]).collect();
+                    assert_eq!(gv, want_col, "gemv m{m} k{k}");
                 }
             }
         }
@@ -291,7 +515,7 @@ mod tests {
         let mut seed = 5;
         let w = bytes(2 * k, &mut seed, -127);
         let x = bytes(k, &mut seed, -128);
-        let b = fold_zero_point(&[10, -20], &w, k, zp);
+        let b = qgemm_for(Isa::Scalar).fold_bias(&[10, -20], &w, k, zp);
         for r in 0..2 {
             let shifted: i32 = (0..k)
                 .map(|p| w[r * k + p] as i32 * (x[p] as i32 - zp))

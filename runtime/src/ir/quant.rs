@@ -79,9 +79,11 @@ impl FixedMultiplier {
     }
 }
 
-/// A float bias in accumulator units `s_x·s_w` (int32, rounded half away from zero, saturated).
+/// A float bias in accumulator units `s_x·s_w` (int32, rounded half away from zero, saturated to ±2^30,
+/// the bound the loader accepts; calibrated scales put real biases many orders of magnitude below it).
 pub fn quantize_bias(b: f32, acc_scale: f64) -> i32 {
-    libm::round(b as f64 / acc_scale).clamp(i32::MIN as f64, i32::MAX as f64) as i32
+    const MAX: f64 = (1u32 << 30) as f64;
+    libm::round(b as f64 / acc_scale).clamp(-MAX, MAX) as i32
 }
 
 /// `round_half_even(x / scale) + zp`, saturated to int8: ONNX QuantizeLinear, the float → int8 boundary.

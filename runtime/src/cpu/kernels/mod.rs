@@ -43,14 +43,15 @@ pub struct Gemm {
 pub fn gemm_for(isa: Isa) -> Gemm {
     match isa {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Isa::Avx2 => Gemm {
+        Isa::Avx2 | Isa::AvxVnni => Gemm {
             mr: x86::MR,
             nr: x86::NR,
             kernel: x86::sgemm_6x16,
             name: "avx2_sgemm_6x16",
         },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Gemm {
+        // the f32 kernel needs no dotprod: a Pi 5 runs the same NEON kernel as a Pi 4
+        Isa::Neon | Isa::Dotprod => Gemm {
             mr: neon::MR,
             nr: neon::NR,
             kernel: neon::sgemm_8x8,

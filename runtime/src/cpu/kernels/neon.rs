@@ -82,13 +82,76 @@ pub unsafe fn sgemm_8x8(
     }
 }
 
+use crate::cpu::qgemm::Requant;
+
+/// [`Requant::row`] on 4 accumulators of row `r`, bit for bit: saturating bias add (`sqadd`), the exact
+/// 64-bit product (`smull`), round half away from zero (add half, subtract 1 for negatives), arithmetic
+/// shift (`sshl` by a negative count), saturating narrow, clamp, zero point. Only for shifts 0..=31 (total
+/// 31..=62), like the x86 epilogue; other rows take the scalar one.
+#[inline(always)]
+unsafe fn requant4(acc: int32x4_t, rq: &Requant, r: usize) -> int32x4_t {
+    // SAFETY: plain register arithmetic.
+    unsafe {
+        let fm = rq.mult[r];
+        let total = 31 + fm.shift as i64;
+        let s = vqaddq_s32(acc, vdupq_n_s32(rq.bias[r]));
+        let m = vdup_n_s32(fm.mult);
+        let (round, sh) = (vdupq_n_s64(1i64 << (total - 1)), vdupq_n_s64(-total));
+        let lo = vmull_s32(vget_low_s32(s), m);
+        let hi = vmull_high_s32(s, vdupq_n_s32(fm.mult));
+        let lo = vshlq_s64(vaddq_s64(vaddq_s64(lo, round), vshrq_n_s64::<63>(lo)), sh);
+        let hi = vshlq_s64(vaddq_s64(vaddq_s64(hi, round), vshrq_n_s64::<63>(hi)), sh);
+        let v = vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
+        let z = rq.zp_out;
+        let v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(rq.lo - z)), vdupq_n_s32(rq.hi - z));
+        vaddq_s32(v, vdupq_n_s32(z))
+    }
+}
+
+/// Stores row `r` (8 accumulators as two vectors): `n` ≤ 8 bytes at `dst`.
+#[inline(always)]
+unsafe fn store_row8(v: [int32x4_t; 2], rq: &Requant, r: usize, dst: *mut i8, n: usize) {
+    // SAFETY (whole fn): dst valid for n bytes.
+    unsafe {
+        let mut bytes = [0i8; 8];
+        if (0..=31).contains(&rq.mult[r].shift) {
+            let w = vcombine_s16(
+                vqmovn_s32(requant4(v[0], rq, r)),
+                vqmovn_s32(requant4(v[1], rq, r)),
+            );
+            let b = vqmovn_s16(w);
+            if n == 8 {
+                vst1_s8(dst, b);
+                return;
+            }
+            vst1_s8(bytes.as_mut_ptr(), b);
+        } else {
+            let mut wide = [0i32; 8];
+            vst1q_s32(wide.as_mut_ptr(), v[0]);
+            vst1q_s32(wide.as_mut_ptr().add(4), v[1]);
+            rq.row(r, &wide[..n], &mut bytes[..n]);
+        }
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
+    }
+}
+
 /// int8 micro-kernel for cores without dotprod (Pi 4): `smull` i8×i8 → i16 products, `sadalp` pairwise
-/// accumulate into i32 (exact: |−128·−128| fits i16), 4 rows × 8 columns, 16 accumulators.
+/// accumulate into i32 (exact: |−128·−128| fits i16), 4 rows × 8 columns, 16 accumulators, fused epilogue.
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`].
-pub unsafe fn qgemm_4x8_smlal(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
-    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_4x8_smlal(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B); c rows < m valid.
     unsafe {
         let mut t = [[vdupq_n_s32(0); 4]; 4];
         for blk in 0..kb {
@@ -105,40 +168,87 @@ pub unsafe fn qgemm_4x8_smlal(kb: usize, a: *const i8, b: *const i8, acc: &mut [
                 t[r][3] = vpadalq_s16(t[r][3], vmull_high_s8(b1, av));
             }
         }
-        for r in 0..4 {
-            vst1q_s32(acc[r].as_mut_ptr(), vpaddq_s32(t[r][0], t[r][1]));
-            vst1q_s32(acc[r].as_mut_ptr().add(4), vpaddq_s32(t[r][2], t[r][3]));
+        for r in 0..m {
+            let v = [vpaddq_s32(t[r][0], t[r][1]), vpaddq_s32(t[r][2], t[r][3])];
+            store_row8(v, rq, r, c.add(r * ldc), n);
         }
     }
 }
 
-/// int8 micro-kernel with SDOT (Pi 5, Jetson Orin): each `sdot` adds four 4-byte dot products,
-/// 4 rows × 8 columns, 8 accumulators. `vdotq_s32` is unstable on stable Rust, hence inline asm.
+/// int8 micro-kernel with SDOT (Pi 5, Jetson Orin): 8 rows × 8 columns, 16 accumulators; each by-element
+/// `sdot` adds four 4-byte dot products (one row's 4 weights against 4 columns), 16 MACs per instruction.
+/// `vdotq_s32` is unstable on stable Rust, hence inline asm. Fused epilogue.
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`], plus the CPU must have the dotprod extension.
 #[target_feature(enable = "dotprod")]
-pub unsafe fn qgemm_4x8_sdot(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
-    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_8x8_sdot(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    macro_rules! dot {
+        ($acc:expr, $b:expr, $a:expr, $lane:literal) => {
+            core::arch::asm!(concat!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.4b[", $lane, "]"),
+                acc = inout(vreg) $acc, b = in(vreg) $b, a = in(vreg) $a, options(pure, nomem, nostack))
+        };
+    }
+    // SAFETY (whole fn): packed panels hold kb·32 bytes (A) and kb·32 bytes (B); c rows < m valid.
     unsafe {
-        let mut t = [[vdupq_n_s32(0); 2]; 4];
+        let mut t = [[vdupq_n_s32(0); 2]; 8];
         for blk in 0..kb {
             let b0 = vld1q_s8(b.add(blk * 32));
             let b1 = vld1q_s8(b.add(blk * 32 + 16));
-            let ap = a.add(blk * 16);
-            for r in 0..4 {
-                let av = vreinterpretq_s8_s32(vdupq_n_s32(
-                    (ap.add(r * 4) as *const i32).read_unaligned(),
-                ));
-                core::arch::asm!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
-                    acc = inout(vreg) t[r][0], b = in(vreg) b0, a = in(vreg) av, options(pure, nomem, nostack));
-                core::arch::asm!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
-                    acc = inout(vreg) t[r][1], b = in(vreg) b1, a = in(vreg) av, options(pure, nomem, nostack));
-            }
+            let a0 = vld1q_s8(a.add(blk * 32));
+            let a1 = vld1q_s8(a.add(blk * 32 + 16));
+            dot!(t[0][0], b0, a0, "0");
+            dot!(t[0][1], b1, a0, "0");
+            dot!(t[1][0], b0, a0, "1");
+            dot!(t[1][1], b1, a0, "1");
+            dot!(t[2][0], b0, a0, "2");
+            dot!(t[2][1], b1, a0, "2");
+            dot!(t[3][0], b0, a0, "3");
+            dot!(t[3][1], b1, a0, "3");
+            dot!(t[4][0], b0, a1, "0");
+            dot!(t[4][1], b1, a1, "0");
+            dot!(t[5][0], b0, a1, "1");
+            dot!(t[5][1], b1, a1, "1");
+            dot!(t[6][0], b0, a1, "2");
+            dot!(t[6][1], b1, a1, "2");
+            dot!(t[7][0], b0, a1, "3");
+            dot!(t[7][1], b1, a1, "3");
         }
-        for r in 0..4 {
-            vst1q_s32(acc[r].as_mut_ptr(), t[r][0]);
-            vst1q_s32(acc[r].as_mut_ptr().add(4), t[r][1]);
+        for (r, v) in t.iter().enumerate().take(m) {
+            store_row8(*v, rq, r, c.add(r * ldc), n);
         }
     }
+}
+
+/// [`Requant::row`] with the NEON epilogue, 8 values at a time (scalar tail and fallback rows).
+///
+/// # Safety
+/// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
+pub unsafe fn requant_row_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]) {
+    let n = acc.len().min(out.len());
+    let mut i = 0;
+    if (0..=31).contains(&rq.mult[r].shift) {
+        while i + 8 <= n {
+            // SAFETY: 8 values in bounds of both slices.
+            unsafe {
+                let v = [
+                    vld1q_s32(acc.as_ptr().add(i)),
+                    vld1q_s32(acc.as_ptr().add(i + 4)),
+                ];
+                store_row8(v, rq, r, out.as_mut_ptr().add(i), 8);
+            }
+            i += 8;
+        }
+    }
+    rq.row(r, &acc[i..n], &mut out[i..n]);
 }

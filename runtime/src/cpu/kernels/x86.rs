@@ -88,15 +88,142 @@ pub unsafe fn sgemm_6x16(
     }
 }
 
+use crate::cpu::qgemm::Requant;
+use crate::ir::quant::FixedMultiplier;
+
+/// One output row's requantization constants, broadcast once per tile row.
+struct RowRq {
+    bias: __m256i,
+    mult: __m256i,
+    round: __m256i,
+    left: __m128i,
+    right: __m128i,
+    lo: __m256i,
+    hi: __m256i,
+    zp: __m256i,
+}
+
+/// The vector epilogue covers shifts 0..=31 (total right shift 31..=62: every multiplier below 1 down to
+/// 2^-32); other rows take the scalar epilogue.
+#[inline(always)]
+fn vec_ok(fm: FixedMultiplier) -> bool {
+    (0..=31).contains(&fm.shift)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_rq(rq: &Requant, r: usize) -> RowRq {
+    let (fm, z) = (rq.mult[r], rq.zp_out);
+    let total = 31 + fm.shift;
+    RowRq {
+        bias: _mm256_set1_epi32(rq.bias[r]),
+        mult: _mm256_set1_epi32(fm.mult),
+        round: _mm256_set1_epi64x(1i64 << (total - 1)),
+        left: _mm_cvtsi32_si128((total == 31) as i32),
+        right: _mm_cvtsi32_si128((total - 32).max(0)),
+        lo: _mm256_set1_epi32(rq.lo - z),
+        hi: _mm256_set1_epi32(rq.hi - z),
+        zp: _mm256_set1_epi32(z),
+    }
+}
+
+/// [`Requant::row`] on 8 accumulators of one row, bit for bit: saturating bias add, the 32×32→64
+/// product in even/odd lanes, round half away from zero (add half, subtract 1 for negatives), then the
+/// arithmetic shift as "high dword of (q << left)" followed by a 32-bit shift by `right` (AVX2 has no
+/// 64-bit arithmetic shift), clamp, zero point.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn requant8(acc: __m256i, p: &RowRq) -> __m256i {
+    let sum = _mm256_add_epi32(acc, p.bias);
+    let ovf = _mm256_and_si256(_mm256_xor_si256(sum, acc), _mm256_xor_si256(sum, p.bias));
+    let sat = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
+    let s = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(sum),
+        _mm256_castsi256_ps(sat),
+        _mm256_castsi256_ps(ovf),
+    ));
+    let zero = _mm256_setzero_si256();
+    let pe = _mm256_mul_epi32(s, p.mult);
+    let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(s), p.mult);
+    let qe = _mm256_add_epi64(_mm256_add_epi64(pe, p.round), _mm256_cmpgt_epi64(zero, pe));
+    let qo = _mm256_add_epi64(_mm256_add_epi64(po, p.round), _mm256_cmpgt_epi64(zero, po));
+    let (qe, qo) = (_mm256_sll_epi64(qe, p.left), _mm256_sll_epi64(qo, p.left));
+    let r = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(qe), qo);
+    let r = _mm256_sra_epi32(r, p.right);
+    _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, p.lo), p.hi), p.zp)
+}
+
+/// Stores row `r` of a tile held as `V` vectors of 8 accumulators: `n` bytes at `dst`.
+///
+/// # Safety
+/// `dst` valid for `n` ≤ 8·V bytes; AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_row<const V: usize>(
+    acc: &[__m256i; V],
+    rq: &Requant,
+    r: usize,
+    dst: *mut i8,
+    n: usize,
+) {
+    let mut bytes = [0i8; 16];
+    if vec_ok(rq.mult[r]) {
+        let p = row_rq(rq, r);
+        let v0 = requant8(acc[0], &p);
+        let b = if V == 2 {
+            let v1 = requant8(acc[1], &p);
+            let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+            _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
+        } else {
+            let w = _mm_packs_epi32(
+                _mm256_castsi256_si128(v0),
+                _mm256_extracti128_si256::<1>(v0),
+            );
+            _mm_packs_epi16(w, w)
+        };
+        if n == 16 {
+            // SAFETY: 16 bytes valid at dst.
+            unsafe { _mm_storeu_si128(dst as *mut __m128i, b) };
+            return;
+        }
+        if n == 8 {
+            // SAFETY: 8 bytes valid at dst.
+            unsafe { _mm_storel_epi64(dst as *mut __m128i, b) };
+            return;
+        }
+        // SAFETY: bytes holds 16.
+        unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, b) };
+    } else {
+        let mut wide = [0i32; 16];
+        for (i, v) in acc.iter().enumerate() {
+            // SAFETY: wide holds 8·V ≤ 16 values.
+            unsafe { _mm256_storeu_si256(wide.as_mut_ptr().add(8 * i) as *mut __m256i, *v) };
+        }
+        rq.row(r, &wide[..n], &mut bytes[..n]);
+    }
+    // SAFETY: n bytes valid at dst.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
+}
+
 /// int8 micro-kernel, 4 rows × 8 columns: bytes sign-extended to i16 and multiplied pairwise into i32 with
 /// `vpmaddwd` (exact). `vpmaddubsw` is avoided on purpose: it saturates its i16 pair sums, so u8×i8 data
-/// near the range ends would give wrong integers.
+/// near the range ends would give wrong integers. Fused vector epilogue.
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`], plus the CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn qgemm_4x8_avx2(kb: usize, a: *const i8, b: *const i8, acc: &mut [[i32; 8]; 4]) {
-    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B) per the contract.
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_4x8_avx2(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B); c rows < m valid.
     unsafe {
         let mut lo = [_mm256_setzero_si256(); 4];
         let mut hi = [_mm256_setzero_si256(); 4];
@@ -112,10 +239,105 @@ pub unsafe fn qgemm_4x8_avx2(kb: usize, a: *const i8, b: *const i8, acc: &mut [[
                 hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a16));
             }
         }
-        for r in 0..4 {
+        for r in 0..m {
             // pairs → columns [c0 c1 c4 c5 | c2 c3 c6 c7] → reorder the 64-bit lanes to c0..c7
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
-            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, s);
+            store_row::<1>(&[s], rq, r, c.add(r * ldc), n);
         }
     }
+}
+
+/// AVX-VNNI tile: R rows × 16 columns, 2R accumulators. `vpdpbusd` multiplies unsigned by signed bytes and
+/// adds each group of four products into i32 without intermediate saturation (exact), so activations are
+/// offset to unsigned (x + 128, a sign-bit flip) and the offset comes back out through the folded bias.
+#[inline]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn vnni_tile<const R: usize>(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·24 bytes (A) and kb·64 bytes (B); c rows < R valid.
+    unsafe {
+        let flip = _mm256_set1_epi8(-128);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for blk in 0..kb {
+            let bp = b.add(blk * 64);
+            let b0 = _mm256_xor_si256(_mm256_loadu_si256(bp as *const __m256i), flip);
+            let b1 = _mm256_xor_si256(_mm256_loadu_si256(bp.add(32) as *const __m256i), flip);
+            let ap = a.add(blk * 24);
+            for (r, t) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32((ap.add(r * 4) as *const i32).read_unaligned());
+                t[0] = _mm256_dpbusd_avx_epi32(t[0], b0, av);
+                t[1] = _mm256_dpbusd_avx_epi32(t[1], b1, av);
+            }
+        }
+        for (r, t) in acc.iter().enumerate() {
+            store_row::<2>(t, rq, r, c.add(r * ldc), n);
+        }
+    }
+}
+
+/// int8 micro-kernel for AVX-VNNI CPUs (Zen 4, Alder Lake and later): 6 rows × 16 columns with
+/// `vpdpbusd` (16 MACs per instruction per 128 bits), fused vector epilogue. `x_offset` = 128.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`], plus the CPU must support AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_6x16_vnni(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
+    unsafe {
+        match m {
+            1 => vnni_tile::<1>(kb, a, b, c, ldc, n, rq),
+            2 => vnni_tile::<2>(kb, a, b, c, ldc, n, rq),
+            3 => vnni_tile::<3>(kb, a, b, c, ldc, n, rq),
+            4 => vnni_tile::<4>(kb, a, b, c, ldc, n, rq),
+            5 => vnni_tile::<5>(kb, a, b, c, ldc, n, rq),
+            _ => vnni_tile::<6>(kb, a, b, c, ldc, n, rq),
+        }
+    }
+}
+
+/// [`Requant::row`] with the AVX2 epilogue, 8 values at a time (scalar tail and fallback rows).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn requant_row_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]) {
+    let n = acc.len().min(out.len());
+    let mut i = 0;
+    if vec_ok(rq.mult[r]) {
+        let p = row_rq(rq, r);
+        while i + 8 <= n {
+            // SAFETY: 8 values in bounds of both slices.
+            unsafe {
+                let v = requant8(
+                    _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                    &p,
+                );
+                let w =
+                    _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                _mm_storel_epi64(
+                    out.as_mut_ptr().add(i) as *mut __m128i,
+                    _mm_packs_epi16(w, w),
+                );
+            }
+            i += 8;
+        }
+    }
+    rq.row(r, &acc[i..n], &mut out[i..n]);
 }

@@ -109,8 +109,16 @@ impl QBin {
 
 /// An integer matmul prepared once: W^T packed as the A operand, folded bias and multipliers per column.
 pub struct QMat {
+    /// The kernel `a` is packed for.
+    g: QGemm,
+    /// W^T packed as A panels (the GEMM path: rows = output columns).
     a: Vec<i8>,
+    /// W^T row-major `n×k` (the matrix-vector path for a few activation rows).
+    wt: Vec<i8>,
+    /// Bias folded for the GEMM kernel's activation offset.
     bias: Vec<i32>,
+    /// Bias folded for no offset (the matrix-vector path).
+    bias_gemv: Vec<i32>,
     mult: Vec<FixedMultiplier>,
     zy: i32,
     lo: i32,
@@ -126,7 +134,7 @@ pub enum QPrep {
     /// int8 → f32 with (scale, zero point).
     Dequantize(f32, i32),
     /// Integer convolution and its output clamp.
-    Conv(QConv, i32, i32),
+    Conv(alloc::boxed::Box<QConv>, i32, i32),
     /// Integer matmul.
     MatMul(QMat),
     /// Integer element-wise binary op.
@@ -180,7 +188,7 @@ pub fn is_integer(model: &Model, n: &Node) -> bool {
 }
 
 /// Prepares an integer node (the loader validated types, parameters and multipliers).
-pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
+pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
     let g = &model.graph;
     let (x, y) = (n.inputs[0], n.outputs[0]);
     let shape = |t: u32| shapes[t as usize].as_slice();
@@ -205,6 +213,7 @@ pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
                 .map(|&b| i32s(model.const_bytes(b as usize)));
             let s = shape(n.inputs[1]);
             let conv = QConv::new(
+                qg,
                 geom.clone(),
                 i8s(model.const_bytes(n.inputs[1] as usize)),
                 [s[0], s[1], s[2], s[3]],
@@ -214,7 +223,7 @@ pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
                 params(model, y),
             );
             match conv {
-                Some(c) => QPrep::Conv(c, *lo as i32, *hi as i32),
+                Some(c) => QPrep::Conv(alloc::boxed::Box::new(c), *lo as i32, *hi as i32),
                 None => QPrep::Move, // unreachable for a validated model
             }
         }
@@ -231,8 +240,12 @@ pub fn prepare(model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QPrep {
             };
             let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
             QPrep::MatMul(QMat {
-                a: qgemm::pack_a(nn, k, |i, p| wt_rows[i * k + p]),
-                bias: qgemm::fold_zero_point(&bias, &wt_rows, k, zx),
+                g: *qg,
+                a: qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]),
+                bias: qg.fold_bias(&bias, &wt_rows, k, zx),
+                bias_gemv: qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar)
+                    .fold_bias(&bias, &wt_rows, k, zx),
+                wt: wt_rows,
                 mult: (0..nn)
                     .map(|j| {
                         let sw = ws[if ws.len() == 1 { 0 } else { j }];
@@ -317,7 +330,7 @@ pub fn scratch_bytes(prep: &QPrep, xs: &[usize], ys: &[usize], threads: usize) -
         QPrep::Conv(c, ..) => c.scratch_bytes(ys[2], ys[3], threads),
         QPrep::MatMul(m) => {
             let rows = xs.iter().product::<usize>() / m.k.max(1);
-            rows.div_ceil(qgemm::QNR) * qgemm::k_blocks(m.k) * qgemm::QNR * 4 + rows * m.n
+            m.g.b_len(m.k, rows) + rows * m.n
         }
         _ => 0,
     }
@@ -327,7 +340,6 @@ pub fn scratch_bytes(prep: &QPrep, xs: &[usize], ys: &[usize], threads: usize) -
 /// one its type selects; the other is empty), likewise the outputs.
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
-    qg: &QGemm,
     par: &Par,
     op: &Op,
     prep: &QPrep,
@@ -354,9 +366,9 @@ pub fn exec(
             let (x, y) = (qins[0], &mut qouts[0]);
             let xs = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
             let ys = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
-            c.run(qg, par, x.data, xs, y.data, ys, *lo, *hi, scratch);
+            c.run(par, x.data, xs, y.data, ys, *lo, *hi, scratch);
         }
-        QPrep::MatMul(m) => qmatmul(qg, m, qins[0], &mut qouts[0], scratch),
+        QPrep::MatMul(m) => qmatmul(m, qins[0], &mut qouts[0], scratch),
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
         QPrep::Lut(t) => {
             for (o, &v) in qouts[0].data.iter_mut().zip(qins[0].data) {
@@ -440,12 +452,25 @@ fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) }
 }
 
-fn qmatmul(qg: &QGemm, m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
+fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
     let rows = x.data.len() / m.k.max(1);
-    let bp_len = rows.div_ceil(qgemm::QNR) * qgemm::k_blocks(m.k) * qgemm::QNR * 4;
-    let (bp, tmp) = scratch.split_at_mut(bp_len);
     let k = m.k;
-    let packed = qgemm::pack_b_into(bp, k, rows, |p, j| x.data[j * k + p]);
+    if rows < m.g.mr {
+        // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
+        let rq = Requant {
+            bias: &m.bias_gemv,
+            mult: &m.mult,
+            zp_out: m.zy,
+            lo: m.lo,
+            hi: m.hi,
+        };
+        for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
+            qgemm::qgemv(&m.wt, xr, yr, &rq);
+        }
+        return;
+    }
+    let (bp, tmp) = scratch.split_at_mut(m.g.b_len(k, rows));
+    let packed = m.g.pack_b_into(bp, k, rows, |p, j| x.data[j * k + p]);
     let rq = Requant {
         bias: &m.bias,
         mult: &m.mult,
@@ -455,7 +480,7 @@ fn qmatmul(qg: &QGemm, m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut
     };
     // the kernel computes W^T·x^T (N × rows); the output wants rows × N
     qgemm::qgemm(
-        qg,
+        &m.g,
         (m.n, rows, k),
         &m.a,
         packed,
@@ -469,6 +494,10 @@ fn qmatmul(qg: &QGemm, m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut
         }
     }
 }
+
+/// Where one operand stays fixed for more than this many consecutive outputs, the op runs through a
+/// 256-entry table of it with that operand (built once per value).
+const TABLE_MIN: usize = 512;
 
 /// Below this many outputs an element-wise op runs on one thread.
 const PAR_MIN: usize = 1 << 14;
@@ -486,6 +515,18 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
         (sa[r - 1], sb[r - 1])
     };
     let outer = y.data.len().checked_div(inner).unwrap_or(0);
+    // how many consecutive outputs share one value of a broadcast operand (an SE gate: H·W)
+    let run = |st: &[usize; 8]| -> usize {
+        let mut n = 1;
+        for d in (0..r).rev() {
+            if st[d] != 0 {
+                break;
+            }
+            n *= y.shape[d];
+        }
+        n
+    };
+    let (run_a, run_b) = (run(&sa), run(&sb));
     let threads = if y.data.len() >= PAR_MIN {
         par.threads()
     } else {
@@ -496,6 +537,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
     par.run_on(threads, &|t| {
         let rows = share(outer, t, threads);
         let mut idx = [0usize; 8];
+        let (mut cached, mut table) = (None, [0i8; 256]);
         let mut rem = rows.start;
         for d in (0..r.saturating_sub(1)).rev() {
             idx[d] = rem % shape[d];
@@ -515,6 +557,30 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                     .zip(&xa.data[oa..oa + inner])
                     .zip(&xb.data[ob..ob + inner])
                     .for_each(|((v, &p), &q)| *v = b.apply(p, q)),
+                // one operand fixed along the row (a per-channel scale, an SE gate): on long rows a
+                // 256-entry table of the op with that operand is cheaper than the arithmetic per element
+                (1, _) if run_b > TABLE_MIN => {
+                    let q = xb.data[ob];
+                    if cached != Some(q as i32) {
+                        cached = Some(q as i32);
+                        table = core::array::from_fn(|i| b.apply((i as i32 - 128) as i8, q));
+                    }
+                    let t = &table;
+                    out.iter_mut()
+                        .zip(&xa.data[oa..oa + inner])
+                        .for_each(|(v, &p)| *v = t[(p as i32 + 128) as usize])
+                }
+                (_, 1) if run_a > TABLE_MIN => {
+                    let p = xa.data[oa];
+                    if cached != Some(p as i32) {
+                        cached = Some(p as i32);
+                        table = core::array::from_fn(|i| b.apply(p, (i as i32 - 128) as i8));
+                    }
+                    let t = &table;
+                    out.iter_mut()
+                        .zip(&xb.data[ob..ob + inner])
+                        .for_each(|(v, &q)| *v = t[(q as i32 + 128) as usize])
+                }
                 (1, _) => {
                     let q = xb.data[ob];
                     out.iter_mut()
@@ -576,6 +642,56 @@ mod tests {
         }
     }
 
+    /// A broadcast operand (an SE gate) takes the table path on long runs: the same integers as `apply`.
+    #[test]
+    fn broadcast_binary_equals_apply() {
+        let b = QBin::new(
+            BinOp::Mul,
+            (0.031, -7),
+            (0.0123, 20),
+            (0.09, -40),
+            -128,
+            127,
+        );
+        let (c, h, w) = (3usize, 20usize, 40usize);
+        let big: Vec<i8> = (0..c * h * w)
+            .map(|i| ((i * 97 + 13) % 256) as u8 as i8)
+            .collect();
+        let gate: Vec<i8> = vec![-128, 5, 127];
+        let (sb, sg) = ([1, c, h, w], [1, c, 1, 1]);
+        for gate_first in [false, true] {
+            let mut y = vec![0i8; c * h * w];
+            let mut yv = ViewMut {
+                data: &mut y,
+                shape: &sb,
+            };
+            let (vb, vg) = (
+                View {
+                    data: &big,
+                    shape: &sb,
+                },
+                View {
+                    data: &gate,
+                    shape: &sg,
+                },
+            );
+            if gate_first {
+                qbinary(&Par::single(), &b, vg, vb, &mut yv);
+            } else {
+                qbinary(&Par::single(), &b, vb, vg, &mut yv);
+            }
+            for (i, &v) in y.iter().enumerate() {
+                let (p, q) = (big[i], gate[i / (h * w)]);
+                let want = if gate_first {
+                    b.apply(q, p)
+                } else {
+                    b.apply(p, q)
+                };
+                assert_eq!(v, want, "[{i}] gate first {gate_first}");
+            }
+        }
+    }
+
     #[test]
     fn rescale_follows_float64() {
         let r = Rescale::new((0.02, 5), (0.035, -11));
@@ -590,62 +706,66 @@ mod tests {
     /// tails), per-column weight scales included.
     #[test]
     fn integer_matmul_is_exact() {
-        let (rows, k, n) = (5usize, 37usize, 11usize);
-        let x: Vec<i8> = (0..rows * k)
-            .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
-            .collect();
-        let w: Vec<i8> = (0..k * n)
-            .map(|i| ((i * 91 + 5) % 255) as i32 - 127)
-            .map(|v| v as i8)
-            .collect();
-        let ws: Vec<f32> = (0..n).map(|j| 0.001 + j as f32 * 0.0002).collect();
-        let bias: Vec<i32> = (0..n as i32).map(|j| j * 300 - 1000).collect();
-        let ((sx, zx), (sy, zy)) = ((0.05f32, -9), (0.07f32, 4));
-        let wt: Vec<i8> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
-        let mults: Vec<FixedMultiplier> = ws
-            .iter()
-            .map(|&s| mult(sx as f64 * s as f64 / sy as f64))
-            .collect();
-        let m = QMat {
-            a: qgemm::pack_a(n, k, |i, p| wt[i * k + p]),
-            bias: qgemm::fold_zero_point(&bias, &wt, k, zx),
-            mult: mults.clone(),
-            zy,
-            lo: -100,
-            hi: 127,
-            k,
-            n,
-        };
-        let mut want = vec![0i8; rows * n];
-        for r in 0..rows {
-            for j in 0..n {
-                let acc: i32 = (0..k)
-                    .map(|p| (x[r * k + p] as i32 - zx) * w[p * n + j] as i32)
-                    .sum();
-                want[r * n + j] = (mults[j].apply(acc + bias[j]) + zy).clamp(-100, 127) as i8;
+        for rows in [1usize, 5, 13] {
+            let (k, n) = (37usize, 11usize);
+            let x: Vec<i8> = (0..rows * k)
+                .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
+                .collect();
+            let w: Vec<i8> = (0..k * n)
+                .map(|i| ((i * 91 + 5) % 255) as i32 - 127)
+                .map(|v| v as i8)
+                .collect();
+            let ws: Vec<f32> = (0..n).map(|j| 0.001 + j as f32 * 0.0002).collect();
+            let bias: Vec<i32> = (0..n as i32).map(|j| j * 300 - 1000).collect();
+            let ((sx, zx), (sy, zy)) = ((0.05f32, -9), (0.07f32, 4));
+            let wt: Vec<i8> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let mults: Vec<FixedMultiplier> = ws
+                .iter()
+                .map(|&s| mult(sx as f64 * s as f64 / sy as f64))
+                .collect();
+            let mut want = vec![0i8; rows * n];
+            for r in 0..rows {
+                for j in 0..n {
+                    let acc: i32 = (0..k)
+                        .map(|p| (x[r * k + p] as i32 - zx) * w[p * n + j] as i32)
+                        .sum();
+                    want[r * n + j] = (mults[j].apply(acc + bias[j]) + zy).clamp(-100, 127) as i8;
+                }
             }
-        }
-        for isa in caps::available() {
-            let g = qgemm::qgemm_for(isa);
-            let mut y = vec![0i8; rows * n];
-            let mut scratch = vec![0i8; 4096];
-            let shape = [rows, k];
-            let yshape = [rows, n];
-            let mut yv = ViewMut {
-                data: &mut y,
-                shape: &yshape,
-            };
-            qmatmul(
-                &g,
-                &m,
-                View {
-                    data: &x,
-                    shape: &shape,
-                },
-                &mut yv,
-                &mut scratch,
-            );
-            assert_eq!(y, want, "{}", g.name);
+            for isa in caps::available() {
+                let g = qgemm::qgemm_for(isa);
+                let m = QMat {
+                    g,
+                    a: g.pack_a(n, k, |i, p| wt[i * k + p]),
+                    bias: g.fold_bias(&bias, &wt, k, zx),
+                    bias_gemv: qgemm::qgemm_for(caps::Isa::Scalar).fold_bias(&bias, &wt, k, zx),
+                    wt: wt.clone(),
+                    mult: mults.clone(),
+                    zy,
+                    lo: -100,
+                    hi: 127,
+                    k,
+                    n,
+                };
+                let mut y = vec![0i8; rows * n];
+                let mut scratch = vec![0i8; 4096];
+                let shape = [rows, k];
+                let yshape = [rows, n];
+                let mut yv = ViewMut {
+                    data: &mut y,
+                    shape: &yshape,
+                };
+                qmatmul(
+                    &m,
+                    View {
+                        data: &x,
+                        shape: &shape,
+                    },
+                    &mut yv,
+                    &mut scratch,
+                );
+                assert_eq!(y, want, "{} rows {rows}", g.name);
+            }
         }
     }
 }
