@@ -19,6 +19,9 @@ pub struct QConv {
     group_stride: usize,
     /// Depthwise weights, `[channel][tap]` widened once (the direct path reads them per tap).
     dw: Vec<i32>,
+    /// A per-channel scale (1×1 depthwise, stride 1, no padding: a folded affine) as one 256-entry table
+    /// per channel, built for the clamp in `tables.0`.
+    tables: ((i32, i32), Vec<i8>),
     /// Bias with `−zp_in·Σw` folded in (the GEMM path pads with zp_in, so the fold is exact).
     bias: Vec<i32>,
     /// The bias as given (the depthwise path subtracts zp_in per valid tap instead).
@@ -86,6 +89,7 @@ impl QConv {
         Some(QConv {
             g: *g,
             dw,
+            tables: ((0, 0), Vec::new()),
             geom,
             wshape,
             packed,
@@ -115,7 +119,8 @@ impl QConv {
     /// Scratch bytes for output spatial size `oh×ow` with `threads` threads.
     pub fn scratch_bytes(&self, oh: usize, ow: usize, threads: usize) -> usize {
         if self.is_depthwise() {
-            return oh * ow * 4 * threads + 64 * threads;
+            let gm = self.dw_geom(0, 0, oh, ow);
+            return gm.scratch_bytes() * threads;
         }
         let k = self.wshape[1] * self.wshape[2] * self.wshape[3];
         let cols = self.block_cols(k, oh * ow, threads);
@@ -138,6 +143,28 @@ impl QConv {
         hi: i32,
         scratch: &mut [i8],
     ) {
+        if !self.tables.1.is_empty() && self.tables.0 == (lo, hi) && xs[2..] == ys[2..] {
+            let (c, npix) = (xs[1], xs[2] * xs[3]);
+            let yptr = SyncPtr(y.as_mut_ptr());
+            let planes = xs[0] * c;
+            let threads = if planes * npix >= 1 << 14 {
+                par.threads()
+            } else {
+                1
+            };
+            par.run_on(threads, &|t| {
+                for p in share(planes, t, threads) {
+                    let tab = &self.tables.1[(p % c) * 256..(p % c + 1) * 256];
+                    // SAFETY: plane p belongs to this thread.
+                    let out =
+                        unsafe { core::slice::from_raw_parts_mut(yptr.get().add(p * npix), npix) };
+                    for (o, &v) in out.iter_mut().zip(&x[p * npix..(p + 1) * npix]) {
+                        *o = tab[(v as i32 + 128) as usize];
+                    }
+                }
+            });
+            return;
+        }
         if self.is_depthwise() {
             return self.run_depthwise(par, x, xs, y, ys, lo, hi, scratch);
         }
@@ -271,6 +298,53 @@ impl QConv {
         }
     }
 
+    /// For a per-channel affine (1×1 depthwise, stride 1, no padding): tabulates each channel's output for
+    /// all 256 inputs with clamp `[lo, hi]` (the same integers as the arithmetic path, by construction);
+    /// `run` then looks them up.
+    pub fn build_tables(&mut self, lo: i32, hi: i32) {
+        let g = &self.geom;
+        if !(self.is_depthwise()
+            && self.wshape[2] == 1
+            && self.wshape[3] == 1
+            && g.strides == [1, 1]
+            && g.pads.iter().all(|&p| p == 0))
+        {
+            return;
+        }
+        let rq = Requant {
+            bias: &self.bias_raw,
+            mult: &self.mult,
+            zp_out: self.zp_out,
+            lo,
+            hi,
+        };
+        let (dw, zp) = (&self.dw, self.zp_in);
+        let mut t = Vec::with_capacity(self.wshape[0] * 256);
+        for (ch, &wc) in dw.iter().enumerate() {
+            t.extend((-128i32..128).map(|v| rq.apply(ch, wc * (v - zp))));
+        }
+        self.tables = ((lo, hi), t);
+    }
+
+    fn dw_geom(&self, h: usize, w: usize, oh: usize, ow: usize) -> DwGeom {
+        let [_, _, kh, kw] = self.wshape;
+        DwGeom {
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh: self.geom.strides[0] as usize,
+            sw: self.geom.strides[1] as usize,
+            dh: self.geom.dilations[0] as usize,
+            dw: self.geom.dilations[1] as usize,
+            pt: self.geom.pads[0] as usize,
+            pl: self.geom.pads[1] as usize,
+            zp: self.zp_in,
+        }
+    }
+
     /// Depthwise: per channel, accumulate `w·(x − zp_in)` over the valid taps into an i32 plane (the inner
     /// loop runs along a row, so it vectorizes: compiled for AVX2 where present), then requantize with the
     /// kernel path's vector epilogue. Threads split the channels.
@@ -289,24 +363,11 @@ impl QConv {
         let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let (oh, ow) = (ys[2], ys[3]);
         let [_, _, kh, kw] = self.wshape;
-        let gm = DwGeom {
-            h,
-            w,
-            oh,
-            ow,
-            kh,
-            kw,
-            sh: self.geom.strides[0] as usize,
-            sw: self.geom.strides[1] as usize,
-            dh: self.geom.dilations[0] as usize,
-            dw: self.geom.dilations[1] as usize,
-            pt: self.geom.pads[0] as usize,
-            pl: self.geom.pads[1] as usize,
-            zp: self.zp_in,
-        };
+        let gm = self.dw_geom(h, w, oh, ow);
+        let _ = (kh, kw);
         let threads = par.threads();
         let npix = oh * ow;
-        let per = npix * 4 + 64;
+        let per = gm.scratch_bytes();
         let sptr = SyncPtr(scratch.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
         let taps = kh * kw;
@@ -322,18 +383,28 @@ impl QConv {
             // SAFETY: each thread uses its own scratch slot and writes its own channels.
             let raw = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * per), per) };
             let off = raw.as_ptr().align_offset(4);
-            let acc: &mut [i32] = unsafe {
-                core::slice::from_raw_parts_mut(raw.as_mut_ptr().add(off) as *mut i32, npix)
+            let (na, np) = gm.lens();
+            // SAFETY: the slot holds 4-aligned room for na i32 then np i16 (scratch_bytes).
+            let (acc, pp) = unsafe {
+                let base = raw.as_mut_ptr().add(off);
+                (
+                    core::slice::from_raw_parts_mut(base as *mut i32, na),
+                    core::slice::from_raw_parts_mut(base.add(na * 4) as *mut i16, np),
+                )
             };
             for pl_i in share(planes, t, threads) {
                 let ch = pl_i % c;
                 let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
                 let wts = &self.dw[ch * taps..(ch + 1) * taps];
-                dw_plane(self.g.isa, src, wts, acc, &gm);
+                dw_plane(self.g.isa, src, wts, acc, pp, &gm);
                 // SAFETY: plane pl_i belongs to this thread.
                 let out =
                     unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
-                qgemm::requant_row(self.g.isa, &rq, ch, acc, out);
+                let stride = gm.acc_stride();
+                for oy in 0..oh {
+                    let a = &acc[oy * stride..oy * stride + ow];
+                    qgemm::requant_row(self.g.isa, &rq, ch, a, &mut out[oy * ow..(oy + 1) * ow]);
+                }
             }
         });
     }
@@ -356,26 +427,67 @@ struct DwGeom {
     zp: i32,
 }
 
+impl DwGeom {
+    /// Rows of the padded plane the taps read, and the width of one column phase (with room for the
+    /// widest tap offset).
+    fn padded(&self) -> (usize, usize) {
+        let hn = (self.oh.max(1) - 1) * self.sh + (self.kh - 1) * self.dh + 1;
+        let wq = self.ow + (self.kw - 1) * self.dw / self.sw + 1;
+        (hn, wq)
+    }
+
+    /// Row stride of the accumulator plane: with a row stride of 1 every tap is one long run over all
+    /// output rows (the padding columns in between are computed and dropped).
+    fn acc_stride(&self) -> usize {
+        if self.sh == 1 {
+            self.padded().1
+        } else {
+            self.ow
+        }
+    }
+
+    /// (i32 accumulators, i16 padded-plane values) per thread.
+    fn lens(&self) -> (usize, usize) {
+        let (hn, wq) = self.padded();
+        (self.oh * self.acc_stride(), self.sw * hn * wq + wq)
+    }
+
+    fn scratch_bytes(&self) -> usize {
+        let (na, np) = self.lens();
+        na * 4 + np * 2 + 64
+    }
+}
+
 /// `acc = Σ_taps w·(x − zp)` over one plane, compiled for the widest vectors the path has.
-fn dw_plane(isa: crate::cpu::caps::Isa, src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
+fn dw_plane(
+    isa: crate::cpu::caps::Isa,
+    src: &[i8],
+    wts: &[i32],
+    acc: &mut [i32],
+    pp: &mut [i16],
+    gm: &DwGeom,
+) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(
         isa,
         crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
     ) {
         #[target_feature(enable = "avx2")]
-        fn avx2(src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
-            dw_plane_body(src, wts, acc, gm)
+        fn avx2(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &DwGeom) {
+            dw_plane_body(src, wts, acc, pp, gm)
         }
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        return unsafe { avx2(src, wts, acc, gm) };
+        return unsafe { avx2(src, wts, acc, pp, gm) };
     }
     let _ = isa;
-    dw_plane_body(src, wts, acc, gm)
+    dw_plane_body(src, wts, acc, pp, gm)
 }
 
+/// The padded plane `x − zp` (zero in the padding, so taps need no bounds logic) is split into `sw` column
+/// phases, so every tap reads a contiguous run: tap (ky, kx) of output (oy, ox) reads phase
+/// `(kx·dw) % sw`, row `oy·sh + ky·dh`, column `ox + (kx·dw) / sw`.
 #[inline(always)]
-fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
+fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &DwGeom) {
     let &DwGeom {
         h,
         w,
@@ -391,36 +503,51 @@ fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], gm: &DwGeom) {
         pl,
         zp,
     } = gm;
-    acc.fill(0);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = wts[ky * kw + kx];
-            // valid output columns: 0 <= ox*sw + kx*dw - pl < w
-            let ox0 = (pl.saturating_sub(kx * dw)).div_ceil(sw);
-            let ox1 = if w + pl > kx * dw {
-                ((w + pl - kx * dw - 1) / sw + 1).min(ow)
-            } else {
-                0
-            };
-            if ox0 >= ox1 {
+    let (hn, wq) = gm.padded();
+    for q in 0..sw {
+        for yy in 0..hn {
+            let row = &mut pp[(q * hn + yy) * wq..(q * hn + yy + 1) * wq];
+            let iy = yy as isize - pt as isize;
+            if iy < 0 || iy >= h as isize {
+                row.fill(0);
                 continue;
             }
-            for oy in 0..oh {
-                let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                if iy < 0 || iy as usize >= h {
-                    continue;
+            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+            // column i holds input x = i·sw + q − pl where 0 ≤ x < w
+            let ia = (pl.saturating_sub(q)).div_ceil(sw).min(wq);
+            let ib = if w + pl > q {
+                ((w + pl - q - 1) / sw + 1).min(wq)
+            } else {
+                0
+            }
+            .max(ia);
+            row[..ia].fill(0);
+            row[ib..].fill(0);
+            let x0 = ia * sw + q - pl;
+            if sw == 1 {
+                for (o, &v) in row[ia..ib].iter_mut().zip(&srow[x0..]) {
+                    *o = v as i16 - zp as i16;
                 }
-                let row = &src[iy as usize * w..(iy as usize + 1) * w];
-                let a = &mut acc[oy * ow + ox0..oy * ow + ox1];
-                let start = ox0 * sw + kx * dw - pl;
-                if sw == 1 {
-                    for (o, &v) in a.iter_mut().zip(&row[start..]) {
-                        *o += wv * (v as i32 - zp);
-                    }
-                } else {
-                    for (o, &v) in a.iter_mut().zip(row[start..].iter().step_by(sw)) {
-                        *o += wv * (v as i32 - zp);
-                    }
+            } else {
+                for (o, &v) in row[ia..ib].iter_mut().zip(srow[x0..].iter().step_by(sw)) {
+                    *o = v as i16 - zp as i16;
+                }
+            }
+        }
+    }
+    let stride = gm.acc_stride();
+    let rows = if sh == 1 { 1 } else { oh };
+    let len = if sh == 1 { oh * stride } else { ow };
+    for oy in 0..rows {
+        let a = &mut acc[oy * stride..oy * stride + len];
+        a.fill(0);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let wv = wts[ky * kw + kx];
+                let (q, o) = ((kx * dw) % sw, (kx * dw) / sw);
+                let base = (q * hn + oy * sh + ky * dh) * wq + o;
+                for (d, &v) in a.iter_mut().zip(&pp[base..base + len]) {
+                    *d += wv * v as i32;
                 }
             }
         }
@@ -452,13 +579,25 @@ fn pack_rows<'a, 'o>(
         });
         let mut j = 0;
         while j < full16 {
-            let mut quad = [0i8; 64];
-            interleave16([&r[0][j..], &r[1][j..], &r[2][j..], &r[3][j..]], &mut quad);
-            // 16 columns: one panel of 16 or two of 8
-            for half in 0..16 / nr {
-                let jj = j + half * nr;
-                let dst = (jj / nr) * panel + blk * nr * 4;
-                out[dst..dst + nr * 4].copy_from_slice(&quad[half * nr * 4..(half + 1) * nr * 4]);
+            let rows = [&r[0][j..], &r[1][j..], &r[2][j..], &r[3][j..]];
+            // 16 columns: one panel of 16 (interleaved in place) or two of 8 (fixed-size copies)
+            if nr == 16 {
+                let dst = (j / 16) * panel + blk * 64;
+                let quad: &mut [i8; 64] = (&mut out[dst..dst + 64]).try_into().unwrap();
+                interleave16(rows, quad);
+            } else {
+                let mut quad = [0i8; 64];
+                interleave16(rows, &mut quad);
+                for half in 0..16 / nr {
+                    let jj = j + half * nr;
+                    let dst = (jj / nr) * panel + blk * nr * 4;
+                    if nr == 8 {
+                        out[dst..dst + 32].copy_from_slice(&quad[half * 32..half * 32 + 32]);
+                    } else {
+                        out[dst..dst + nr * 4]
+                            .copy_from_slice(&quad[half * nr * 4..(half + 1) * nr * 4]);
+                    }
+                }
             }
             j += 16;
         }
@@ -548,6 +687,10 @@ mod tests {
             (6, 5, 1, 3, 2, 1, 3, 3),
             (6, 9, 3, 1, 1, 0, 5, 13),
             (5, 7, 1, 5, 2, 2, 12, 12),
+            (6, 6, 6, 1, 1, 0, 7, 40),
+            (16, 24, 1, 1, 1, 0, 20, 30),
+            (7, 7, 7, 3, 2, 1, 21, 50),
+            (12, 20, 1, 3, 1, 1, 17, 41),
         ] {
             let geom = Conv2d {
                 kernel: [k as u32; 2],
@@ -622,7 +765,7 @@ mod tests {
                     Par { pool: Some(&pool) }
                 };
                 let mut y = vec![0i8; m * oh * ow];
-                let q = QConv::new(
+                let mut q = QConv::new(
                     &g,
                     geom.clone(),
                     &wq,
@@ -633,6 +776,10 @@ mod tests {
                     (s_out, zp_out),
                 )
                 .unwrap();
+                if threads == 2 {
+                    // the table path of a per-channel affine (a no-op for other shapes)
+                    q.build_tables(-128, 127);
+                }
                 let mut scratch = vec![0i8; q.scratch_bytes(oh, ow, threads)];
                 q.run(
                     &par,

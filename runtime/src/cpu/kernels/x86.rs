@@ -341,3 +341,62 @@ pub unsafe fn requant_row_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut [i
     }
     rq.row(r, &acc[i..n], &mut out[i..n]);
 }
+
+/// Integer Add/Sub through the operands' rescale tables (`ops::quant::QBin`), 8 pairs at a time:
+/// gather both table entries, add (or subtract), round half away from zero off the 16 fraction bits, add
+/// the output zero point, clamp. Exact when the tables' sums fit i32 (the caller checks). Returns how
+/// many leading elements it wrote (the rest is the caller's scalar tail).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn qadd_avx2(
+    ta: &[i32; 256],
+    tb: &[i32; 256],
+    sub: bool,
+    (zy, lo, hi): (i32, i32, i32),
+    a: &[i8],
+    b: &[i8],
+    out: &mut [i8],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    let (off, half) = (_mm256_set1_epi32(128), _mm256_set1_epi32(1 << 15));
+    let (vlo, vhi, vz) = (
+        _mm256_set1_epi32(lo - zy),
+        _mm256_set1_epi32(hi - zy),
+        _mm256_set1_epi32(zy),
+    );
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: 8 bytes in bounds of a, b and out; gather indices are in 0..256.
+        unsafe {
+            let ia = _mm256_add_epi32(
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i)),
+                off,
+            );
+            let ib = _mm256_add_epi32(
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(i) as *const __m128i)),
+                off,
+            );
+            let va = _mm256_i32gather_epi32::<4>(ta.as_ptr(), ia);
+            let vb = _mm256_i32gather_epi32::<4>(tb.as_ptr(), ib);
+            let s = if sub {
+                _mm256_sub_epi32(va, vb)
+            } else {
+                _mm256_add_epi32(va, vb)
+            };
+            let r = _mm256_srai_epi32::<16>(_mm256_add_epi32(
+                _mm256_add_epi32(s, half),
+                _mm256_srai_epi32::<31>(s),
+            ));
+            let v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, vlo), vhi), vz);
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_storel_epi64(
+                out.as_mut_ptr().add(i) as *mut __m128i,
+                _mm_packs_epi16(w, w),
+            );
+        }
+        i += 8;
+    }
+    i
+}

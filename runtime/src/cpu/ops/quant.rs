@@ -47,6 +47,8 @@ pub struct QBin {
     tb: [i32; 256],
     lo: i32,
     hi: i32,
+    /// The SIMD path for Add/Sub, where the table sums provably stay inside i32.
+    simd: Option<crate::cpu::caps::Isa>,
 }
 
 /// Fraction bits the operands of an integer Add keep before the final rounding.
@@ -74,6 +76,7 @@ impl QBin {
             mult(0.0)
         };
         QBin {
+            simd: None,
             op,
             za,
             zb,
@@ -83,6 +86,43 @@ impl QBin {
             tb,
             lo,
             hi,
+        }
+    }
+
+    /// Enables the instruction-set path `isa` for Add/Sub where it has one and the sums fit i32.
+    fn with_isa(mut self, isa: crate::cpu::caps::Isa) -> QBin {
+        let fits = self.op != BinOp::Mul && {
+            let amax =
+                |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
+            amax(&self.ta) + amax(&self.tb) + (1 << ADD_FRAC) < i32::MAX as u64
+        };
+        self.simd = fits.then_some(isa);
+        self
+    }
+
+    /// `out[i] = apply(a[i], b[i])`, vectorized where the path allows.
+    fn apply_rows(&self, a: &[i8], b: &[i8], out: &mut [i8]) {
+        let mut done = 0;
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if matches!(
+            self.simd,
+            Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
+        ) {
+            // SAFETY: AVX2 path selected only on AVX2 CPUs; the tables' sums fit i32 (with_isa).
+            done = unsafe {
+                crate::cpu::kernels::x86::qadd_avx2(
+                    &self.ta,
+                    &self.tb,
+                    self.op == BinOp::Sub,
+                    (self.zy, self.lo, self.hi),
+                    a,
+                    b,
+                    out,
+                )
+            };
+        }
+        for ((o, &p), &q) in out[done..].iter_mut().zip(&a[done..]).zip(&b[done..]) {
+            *o = self.apply(p, q);
         }
     }
 
@@ -129,8 +169,8 @@ pub struct QMat {
 
 /// Per-node integer state built at session creation.
 pub enum QPrep {
-    /// f32 → int8 with (scale, zero point).
-    Quantize(f32, i32),
+    /// f32 → int8 with (scale, zero point) on a kernel path.
+    Quantize(f32, i32, crate::cpu::caps::Isa),
     /// int8 → f32 with (scale, zero point).
     Dequantize(f32, i32),
     /// Integer convolution and its output clamp.
@@ -195,7 +235,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
     match &n.op {
         Op::Quantize => {
             let (s, z) = params(model, y);
-            QPrep::Quantize(s, z)
+            QPrep::Quantize(s, z, qg.isa)
         }
         Op::Dequantize => {
             let (s, z) = params(model, x);
@@ -223,7 +263,10 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 params(model, y),
             );
             match conv {
-                Some(c) => QPrep::Conv(alloc::boxed::Box::new(c), *lo as i32, *hi as i32),
+                Some(mut c) => {
+                    c.build_tables(*lo as i32, *hi as i32);
+                    QPrep::Conv(alloc::boxed::Box::new(c), *lo as i32, *hi as i32)
+                }
                 None => QPrep::Move, // unreachable for a validated model
             }
         }
@@ -259,14 +302,17 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 n: nn,
             })
         }
-        Op::QBinary { op, lo, hi } => QPrep::Binary(alloc::boxed::Box::new(QBin::new(
-            *op,
-            params(model, x),
-            params(model, n.inputs[1]),
-            params(model, y),
-            *lo as i32,
-            *hi as i32,
-        ))),
+        Op::QBinary { op, lo, hi } => QPrep::Binary(alloc::boxed::Box::new(
+            QBin::new(
+                *op,
+                params(model, x),
+                params(model, n.inputs[1]),
+                params(model, y),
+                *lo as i32,
+                *hi as i32,
+            )
+            .with_isa(qg.isa),
+        )),
         Op::QLut => {
             let mut t = [0i8; 256];
             t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
@@ -351,12 +397,7 @@ pub fn exec(
 ) {
     let scratch = i8s_mut(scratch);
     match prep {
-        QPrep::Quantize(s, z) => {
-            let y = &mut qouts[0];
-            for (o, &v) in y.data.iter_mut().zip(fins[0].data) {
-                *o = quantize_f32(v, *s, *z);
-            }
-        }
+        QPrep::Quantize(s, z, isa) => quantize_slice(*isa, fins[0].data, *s, *z, qouts[0].data),
         QPrep::Dequantize(s, z) => {
             for (o, &q) in fouts[0].data.iter_mut().zip(qins[0].data) {
                 *o = dequantize_i8(q, *s, *z);
@@ -495,6 +536,30 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
     }
 }
 
+/// ONNX QuantizeLinear over a slice, compiled for AVX2 where the path has it (8-wide division).
+fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut [i8]) {
+    #[inline(always)]
+    fn body(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = quantize_f32(v, s, z);
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(
+        isa,
+        crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+    ) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
+            body(x, s, z, y)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        return unsafe { avx2(x, s, z, y) };
+    }
+    let _ = isa;
+    body(x, s, z, y)
+}
+
 /// Where one operand stays fixed for more than this many consecutive outputs, the op runs through a
 /// 256-entry table of it with that operand (built once per value).
 const TABLE_MIN: usize = 512;
@@ -552,11 +617,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
             // SAFETY: threads write disjoint rows of the output.
             let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(o * inner), inner) };
             match (ia, ib) {
-                (1, 1) => out
-                    .iter_mut()
-                    .zip(&xa.data[oa..oa + inner])
-                    .zip(&xb.data[ob..ob + inner])
-                    .for_each(|((v, &p), &q)| *v = b.apply(p, q)),
+                (1, 1) => b.apply_rows(&xa.data[oa..oa + inner], &xb.data[ob..ob + inner], out),
                 // one operand fixed along the row (a per-channel scale, an SE gate): on long rows a
                 // 256-entry table of the op with that operand is cheaper than the arithmetic per element
                 (1, _) if run_b > TABLE_MIN => {
@@ -639,6 +700,18 @@ mod tests {
                 }
             }
             assert!(off < 65536 / 500, "{op:?}: {off} off by one");
+            // every path's row kernel equals the scalar definition on all 65536 pairs
+            let (xa, xb): (Vec<i8>, Vec<i8>) = (0..65536)
+                .map(|i| ((i / 256) as u8 as i8, (i % 256) as u8 as i8))
+                .unzip();
+            for isa in caps::available() {
+                let v = QBin::new(op, pa, pb, py, -100, 120).with_isa(isa);
+                let mut got = vec![0i8; 65536 + 3];
+                v.apply_rows(&xa, &xb, &mut got[..65536]);
+                for i in 0..65536 {
+                    assert_eq!(got[i], v.apply(xa[i], xb[i]), "{op:?} {isa:?} [{i}]");
+                }
+            }
         }
     }
 
