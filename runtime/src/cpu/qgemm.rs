@@ -381,15 +381,30 @@ pub fn requant_row(isa: Isa, rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]
     }
 }
 
-/// `y[j] = rq(j, Σ_p w[j][p]·(x[p] + x_offset))` for one activation row (matrix-vector: no packing, one pass
-/// over the weights, `w` row-major `n×k`). The bias must be folded for `x_offset` = 0.
-pub fn qgemv(w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
-    let k = x.len();
-    for (j, (row, o)) in w.chunks_exact(k).zip(y.iter_mut()).enumerate() {
-        // i8·i8 products summed in i32 are exact for k ≤ QMAX_K; the loop vectorizes (pmaddwd)
-        let dot: i32 = row.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum();
-        *o = rq.apply(j, dot);
+/// `y[j] = rq(j, Σ_p w[j][p]·x[p])` for one activation row (matrix-vector: no packing, one pass over the
+/// weights, `w` row-major `n×k`; the bias folded for no activation offset), compiled for AVX2 where the
+/// path has it.
+pub fn qgemv(isa: Isa, w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    #[inline(always)]
+    fn body(w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+        let k = x.len();
+        for (j, (row, o)) in w.chunks_exact(k).zip(y.iter_mut()).enumerate() {
+            // i8·i8 products summed in i32 are exact for k ≤ QMAX_K; the loop vectorizes (pmaddwd)
+            let dot: i32 = row.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum();
+            *o = rq.apply(j, dot);
+        }
     }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+            body(w, x, y, rq)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        return unsafe { avx2(w, x, y, rq) };
+    }
+    let _ = isa;
+    body(w, x, y, rq)
 }
 
 #[cfg(test)]
@@ -496,7 +511,7 @@ mod tests {
                 if m >= 1 {
                     let mut gv = vec![0i8; m];
                     let col: Vec<i8> = (0..k).map(|p| x[p * n]).collect();
-                    qgemv(&w, &col, &mut gv, &rq);
+                    qgemv(crate::cpu::caps::best(), &w, &col, &mut gv, &rq);
                     let want_col: Vec<i8> = (0..m).map(|i| want[i * n]).collect();
                     assert_eq!(gv, want_col, "gemv m{m} k{k}");
                 }

@@ -506,7 +506,7 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
             hi: m.hi,
         };
         for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
-            qgemm::qgemv(&m.wt, xr, yr, &rq);
+            qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq);
         }
         return;
     }
