@@ -21,7 +21,7 @@ fn host_artifact_fixture() {
         // the int8 artifact whose every integer tensor runtime/tests/host_artifact.rs checks on each path
         // (rerun that test with TERN_REGEN_FIXTURES=1 afterwards to record the digest)
         let c = tern_tools::quant::CompressInt8 {
-            calib: &root().join("models/data/out/cls_calib.npy"),
+            calib: Some(&root().join("models/data/out/cls_calib.npy")),
             samples: None,
             opts: tern_tools::quant::Int8Options {
                 method: tern_tools::quant::calib::Method::Percentile(99.99),

@@ -16,7 +16,7 @@ pub struct Args {
     /// Fixed input shapes.
     #[command(flatten)]
     pub shapes: ShapeArgs,
-    /// Quantize to int8 (needs --calib).
+    /// Quantize to int8 (needs --calib, unless the model is quantized already: QDQ or QLinear*/*Integer ops keep their parameters).
     #[arg(long)]
     pub int8: bool,
     /// Calibration samples: a .npy of shape (N, *input shape), or a directory with one .npy per sample
@@ -40,10 +40,9 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
     let bytes = match (a.int8, &a.calib) {
         (false, None) => crate::compress_float(&a.model, &a.shapes.input_shape)?,
         (false, Some(_)) => bail!("--calib is only used with --int8"),
-        (true, None) => bail!("--int8 needs calibration samples: --calib FILE.npy or DIR"),
-        (true, Some(calib)) => {
+        (true, calib) => {
             let c = crate::quant::CompressInt8 {
-                calib,
+                calib: calib.as_deref(),
                 samples: a.calib_samples,
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,

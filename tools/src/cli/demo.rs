@@ -88,7 +88,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
     // the int8 artifact, calibrated on 64 training samples (disjoint from the test set)
     let art8 = out_dir.join("digits_int8.tern");
     let c = crate::quant::CompressInt8 {
-        calib: &dir.join("X_train.npy"),
+        calib: Some(&dir.join("X_train.npy")),
         samples: Some(64),
         opts: crate::quant::Int8Options {
             method: crate::quant::calib::Method::Percentile(99.99),

@@ -67,9 +67,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "ConvTranspose",
+    "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Equal",
     "Erf",
     "Exp",
@@ -88,6 +91,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Less",
     "Log",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Min",
@@ -96,6 +100,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Not",
     "Pad",
     "Pow",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     "Range",
     "Reciprocal",
     "ReduceMax",
@@ -126,7 +133,46 @@ struct Importer {
     env: HashMap<String, Val>,
     opset: i64,
     unsupported: BTreeMap<String, Vec<String>>,
+    /// ONNX element type of initializers and Constant outputs (a zero point's type says whether the
+    /// quantized tensor is uint8 or int8).
+    elem: HashMap<String, i32>,
+    /// Quantized (uint8/int8) ONNX values: each is represented by the float tensor it quantizes.
+    qnames: HashMap<String, QInfo>,
 }
+
+/// How an imported int8/uint8 ONNX value relates to the float tensor that stands for it:
+/// `q = round(f / scale) + zero_point` in the original element type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct QInfo {
+    scale: f32,
+    zero_point: i64,
+    unsigned: bool,
+}
+
+impl QInfo {
+    /// tern's int8 parameters (uint8 values are int8 values + 128 at the same scale).
+    fn params(&self) -> tern::ir::QParams {
+        tern::ir::QParams {
+            scale: vec![self.scale],
+            zero_point: vec![(self.zero_point - if self.unsigned { 128 } else { 0 }) as i32],
+            axis: None,
+        }
+    }
+}
+
+/// ONNX ops that only move or select values: a quantized input gives an output quantized the same way.
+const QUANT_TRANSPARENT: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "MaxPool",
+    "GlobalMaxPool",
+    "Identity",
+    "Slice",
+    "Split",
+];
 
 /// Loads an ONNX file and lowers it (see the module docs).
 pub fn import(path: &Path, shapes: &[InputShape]) -> Result<ToolGraph> {
@@ -191,8 +237,11 @@ pub fn import_proto(
         env: HashMap::new(),
         opset,
         unsupported: BTreeMap::new(),
+        elem: HashMap::new(),
+        qnames: HashMap::new(),
     };
     for t in &graph.initializer {
+        im.elem.insert(t.name.clone(), t.data_type);
         let v = HostTensor::from_tract(&value::load_with(t, dir)?)
             .with_context(|| format!("initializer \"{}\"", t.name))?;
         im.env.insert(t.name.clone(), Val::Const(v));
@@ -420,11 +469,29 @@ impl Importer {
                 return Ok(());
             }
         }
+        if node.op_type == "Constant" {
+            if let Some(t) = node
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref())
+            {
+                self.elem.insert(node.output[0].clone(), t.data_type);
+            }
+        }
         match self.lower(node, name, &ins)? {
             Some(outs) => {
                 for (o, v) in node.output.iter().zip(outs) {
                     if !o.is_empty() {
                         self.env.insert(o.clone(), v);
+                    }
+                }
+                if QUANT_TRANSPARENT.contains(&node.op_type.as_str()) {
+                    if let Some(info) = node.input.first().and_then(|i| self.qnames.get(i)).copied()
+                    {
+                        for o in &node.output {
+                            self.qnames.insert(o.clone(), info);
+                        }
                     }
                 }
             }
@@ -442,7 +509,12 @@ impl Importer {
     ) -> Result<Option<Vec<Val>>> {
         let op = node.op_type.as_str();
         let ctx = |e: anyhow::Error| e.context(format!("node \"{name}\" ({op})"));
-        match self.lower_inner(node, name, ins) {
+        let r = match self.lower_quant(node, name, ins) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => self.lower_inner(node, name, ins),
+            Err(e) => Err(e),
+        };
+        match r {
             Ok(Lowered::Done(v)) => Ok(Some(v)),
             Ok(Lowered::Unsupported(what)) => {
                 self.unsupported(what, name);
@@ -508,6 +580,265 @@ impl Importer {
             &[out.to_string()],
             Some(vec![shape]),
         )?[0])
+    }
+
+    /// The int8/uint8 activation parameters given by inputs `scale_i` (a one-element scale) and `zp_i` (a
+    /// one-element zero point, optional: then uint8 zero). `None` for per-axis or non-constant parameters.
+    fn qinfo(
+        &self,
+        node: &NodeProto,
+        ins: &[Option<Val>],
+        scale_i: usize,
+        zp_i: usize,
+    ) -> Option<QInfo> {
+        let konst = |i: usize| match ins.get(i) {
+            Some(Some(Val::Const(c))) => Some(c),
+            _ => None,
+        };
+        let s = konst(scale_i)?.floats();
+        if s.len() != 1 || !(s[0].is_finite() && s[0] > 0.0) {
+            return None;
+        }
+        let zname = node.input.get(zp_i).filter(|n| !n.is_empty());
+        let (zero_point, unsigned) = match zname {
+            None => (0, true), // ONNX: no zero point means uint8 with zero point 0
+            Some(n) => {
+                let z = konst(zp_i)?.ints();
+                if z.len() != 1 {
+                    return None;
+                }
+                // element type 2 is uint8, 3 int8
+                let unsigned = match self.elem.get(n) {
+                    Some(&t) => t == 2,
+                    None => z[0] > 127,
+                };
+                (z[0], unsigned)
+            }
+        };
+        Some(QInfo {
+            scale: s[0],
+            zero_point,
+            unsigned,
+        })
+    }
+
+    /// Records `info` as the fixed int8 parameters of float tensor `t` (what the quantize pass uses instead
+    /// of a calibrated range).
+    fn fix_params(&mut self, t: u32, info: &QInfo) {
+        let tt = &mut self.g.graph.tensors[t as usize];
+        if tt.quant.is_none() {
+            tt.quant = Some(info.params());
+        }
+    }
+
+    /// `node` as `op` on new inputs (the float form of a quantized op).
+    fn as_float(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        op: &str,
+        ins: &[Option<Val>],
+    ) -> Result<Lowered> {
+        let mut n = node.clone();
+        n.op_type = op.to_string();
+        n.input = (0..ins.len()).map(|i| format!("{name}/in{i}")).collect();
+        n.output.truncate(1);
+        self.lower_inner(&n, name, ins)
+    }
+
+    /// Quantized ONNX (QDQ and operator form, static and dynamic): every quantized value is represented by
+    /// the float tensor it quantizes, whose int8 parameters are recorded on it; quantized operators become
+    /// their float op on dequantized constants. The quantize pass then rebuilds the integer graph with those
+    /// parameters (no calibration needed). `Ok(None)`: not a quantization op.
+    fn lower_quant(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        ins: &[Option<Val>],
+    ) -> Result<Option<Lowered>> {
+        use Lowered::*;
+        let op = node.op_type.as_str();
+        if !matches!(
+            op,
+            "QuantizeLinear"
+                | "DequantizeLinear"
+                | "DynamicQuantizeLinear"
+                | "MatMulInteger"
+                | "ConvInteger"
+                | "QLinearConv"
+                | "QLinearMatMul"
+        ) {
+            return Ok(None);
+        }
+        let konst = |i: usize| -> Option<HostTensor> {
+            match ins.get(i) {
+                Some(Some(Val::Const(c))) => Some(c.clone()),
+                _ => None,
+            }
+        };
+        let float_of = |i: usize| -> Option<u32> {
+            match ins.get(i) {
+                Some(Some(Val::T(t))) => Some(*t),
+                _ => None,
+            }
+        };
+        let in_name = |i: usize| node.input.get(i).cloned().unwrap_or_default();
+        let out0 = Self::out_name(node, 0);
+        // the quantized input `i` (with its scale and zero point at `si`, `zi` when the op restates them)
+        let qin = |im: &Importer,
+                   i: usize,
+                   si: Option<usize>,
+                   zi: Option<usize>|
+         -> Option<(u32, QInfo)> {
+            let t = float_of(i)?;
+            let info = *im.qnames.get(&in_name(i))?;
+            if let Some(si) = si {
+                let stated = im.qinfo(node, ins, si, zi.unwrap_or(usize::MAX))?;
+                if (stated.scale, stated.zero_point) != (info.scale, info.zero_point) {
+                    return None;
+                }
+            } else if let Some(zi) = zi {
+                let z = konst(zi).map_or(0, |z| z.ints().first().copied().unwrap_or(0));
+                if z != info.zero_point {
+                    return None;
+                }
+            }
+            Some((t, info))
+        };
+        Ok(Some(match op {
+            "QuantizeLinear" => {
+                let Some(info) = self.qinfo(node, ins, 1, 2) else {
+                    return Ok(Some(Unsupported(
+                        "QuantizeLinear(per-axis or non-constant parameters)".into(),
+                    )));
+                };
+                if let Some(c) = konst(0) {
+                    // a constant quantized on the host (fake-quantized weights): round half to even, saturate
+                    let (lo, hi) = if info.unsigned {
+                        (0.0, 255.0)
+                    } else {
+                        (-128.0, 127.0)
+                    };
+                    let q = c.f32().mapv(|v| {
+                        ((v / info.scale).round_ties_even() + info.zero_point as f32).clamp(lo, hi)
+                            as i64
+                    });
+                    return Ok(Some(Done(vec![Val::Const(HostTensor::I(q))])));
+                }
+                let Some(x) = float_of(0) else {
+                    return Ok(Some(Unsupported("QuantizeLinear(unknown input)".into())));
+                };
+                self.fix_params(x, &info);
+                self.qnames.insert(out0, info);
+                Done(vec![Val::T(x)])
+            }
+            "DequantizeLinear" => match qin(self, 0, None, None) {
+                Some((x, info)) => {
+                    let same = self
+                        .qinfo(node, ins, 1, 2)
+                        .is_some_and(|d| (d.scale, d.zero_point) == (info.scale, info.zero_point));
+                    if !same {
+                        return Ok(Some(Unsupported(
+                            "DequantizeLinear(parameters differ from the tensor's QuantizeLinear)"
+                                .into(),
+                        )));
+                    }
+                    Done(vec![Val::T(x)])
+                }
+                None => Unsupported(
+                    "DequantizeLinear(of a value that is not quantized in the model)".into(),
+                ),
+            },
+            "DynamicQuantizeLinear" => {
+                // run-time scales have no static form: the value stays float (scale 1, zero point 0), so
+                // the integer ops below compute the float product and `tern compress --int8 --calib`
+                // quantizes it statically
+                let Some(x) = float_of(0) else {
+                    return Ok(Some(Unsupported(
+                        "DynamicQuantizeLinear(unknown input)".into(),
+                    )));
+                };
+                let info = QInfo {
+                    scale: 1.0,
+                    zero_point: 0,
+                    unsigned: true,
+                };
+                self.qnames.insert(out0, info);
+                let one = HostTensor::F(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), 1.0));
+                let zero = HostTensor::I(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), 0));
+                Done(vec![Val::T(x), Val::Const(one), Val::Const(zero)])
+            }
+            "MatMulInteger" | "ConvInteger" => {
+                let conv = op == "ConvInteger";
+                let Some((x, info)) = qin(self, 0, None, Some(2)) else {
+                    return Ok(Some(Unsupported(format!(
+                        "{op}(input not quantized in the model, or zero point differs)"
+                    ))));
+                };
+                let Some(w) = konst(1) else {
+                    return Ok(Some(Unsupported(format!("{op}(non-constant weights)"))));
+                };
+                // Σ (q_x − zp_x)(w − zp_w) = Σ (x / s_x)(w − zp_w): the float op on (w − zp_w) / s_x
+                let zp_w = konst(3);
+                let n = zp_w
+                    .as_ref()
+                    .map_or(1, |z| z.shape().iter().product::<usize>());
+                let dims: &[usize] = if n > 1 { &[n] } else { &[] };
+                let inv = HostTensor::F(ndarray::ArrayD::from_elem(
+                    ndarray::IxDyn(dims),
+                    1.0 / info.scale,
+                ));
+                // a per-channel zero point lies on axis 0 of conv weights, on the last axis of a matmul's B
+                let wf = value::dequantize(&w, &inv, zp_w.as_ref(), if conv { 0 } else { -1 })?;
+                let new_ins = vec![Some(Val::T(x)), Some(Val::Const(wf))];
+                self.as_float(node, name, if conv { "Conv" } else { "MatMul" }, &new_ins)?
+            }
+            "QLinearConv" | "QLinearMatMul" => {
+                let conv = op == "QLinearConv";
+                let Some((x, _)) = qin(self, 0, Some(1), Some(2)) else {
+                    return Ok(Some(Unsupported(format!(
+                        "{op}(input not quantized as stated)"
+                    ))));
+                };
+                let (Some(w), Some(ws)) = (konst(3), konst(4)) else {
+                    return Ok(Some(Unsupported(format!("{op}(non-constant weights)"))));
+                };
+                let Some(yinfo) = self.qinfo(node, ins, 6, 7) else {
+                    return Ok(Some(Unsupported(format!(
+                        "{op}(per-axis or non-constant output parameters)"
+                    ))));
+                };
+                let sx = konst(1).map_or(1.0, |s| s.floats()[0]);
+                let wf = value::dequantize(&w, &ws, konst(5).as_ref(), if conv { 0 } else { -1 })?;
+                let mut new_ins = vec![Some(Val::T(x)), Some(Val::Const(wf))];
+                if conv {
+                    if let Some(b) = konst(8) {
+                        // int32 bias at scale s_x · s_w[m]
+                        let wsv = ws.floats();
+                        let bf: Vec<f32> = b
+                            .ints()
+                            .iter()
+                            .enumerate()
+                            .map(|(m, &v)| v as f32 * sx * wsv[if wsv.len() == 1 { 0 } else { m }])
+                            .collect();
+                        let n = bf.len();
+                        new_ins.push(Some(Val::Const(HostTensor::F(
+                            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), bf)?,
+                        ))));
+                    }
+                }
+                let r =
+                    self.as_float(node, name, if conv { "Conv" } else { "MatMul" }, &new_ins)?;
+                if let Done(v) = &r {
+                    if let Some(Val::T(y)) = v.first() {
+                        self.fix_params(*y, &yinfo);
+                        self.qnames.insert(out0, yinfo);
+                    }
+                }
+                r
+            }
+            _ => unreachable!("checked above"),
+        }))
     }
 
     fn lower_inner(

@@ -347,6 +347,44 @@ fn ints_attr_or_input(
     Ok(ins.get(i).and_then(|x| x.as_ref()).map(|t| t.ints()))
 }
 
+/// ONNX DequantizeLinear on host values: `(x − zp) · scale`, per tensor (scalar or one-element scale and
+/// zero point) or per slice along `axis` (1-D scale and zero point of that axis' length).
+pub fn dequantize(
+    x: &HostTensor,
+    scale: &HostTensor,
+    zp: Option<&HostTensor>,
+    ax: i64,
+) -> Result<HostTensor> {
+    let xv = x.f32();
+    let rank = xv.ndim();
+    let sv = scale.floats();
+    let zv: Vec<f32> = zp.map_or_else(|| vec![0.0; sv.len()], |z| z.floats());
+    if zv.len() != sv.len() {
+        bail!(
+            "zero point has {} values but scale has {}",
+            zv.len(),
+            sv.len()
+        );
+    }
+    if sv.len() == 1 {
+        return Ok(HostTensor::F(xv.mapv(|v| (v - zv[0]) * sv[0])));
+    }
+    let a = axis(ax, rank)?;
+    if xv.shape()[a] != sv.len() {
+        bail!(
+            "per-axis scale has {} values but axis {a} of {:?} has {}",
+            sv.len(),
+            xv.shape(),
+            xv.shape()[a]
+        );
+    }
+    let mut out = xv;
+    for (i, mut lane) in out.axis_iter_mut(ndarray::Axis(a)).enumerate() {
+        lane.mapv_inplace(|v| (v - zv[i]) * sv[i]);
+    }
+    Ok(HostTensor::F(out))
+}
+
 /// Evaluates `node` on constant inputs. `None` when this op is not folded on the host (the importer then
 /// lowers it to a runtime node).
 pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTensor>>> {
@@ -358,6 +396,12 @@ pub fn fold(node: &NodeProto, ins: Ins, opset: i64) -> Option<Result<Vec<HostTen
         let x = || req(ins, 0);
         Ok(vec![match node.op_type.as_str() {
             "Identity" | "Dropout" => x()?.clone(),
+            "DequantizeLinear" => dequantize(
+                x()?,
+                req(ins, 1)?,
+                ins.get(2).and_then(|z| z.as_ref()),
+                node.get_attr_opt::<i64>("axis")?.unwrap_or(1),
+            )?,
             "Cast" => {
                 let to = node.get_attr::<i64>("to")?;
                 // 1 float, 10 float16, 11 double, 16 bfloat16

@@ -218,6 +218,10 @@ impl Pass for FoldBn {
             if dead[p] || sole_consumer(g, &cons, x) != Some(i) {
                 continue;
             }
+            if g.graph.tensors[x as usize].quant.is_some() {
+                // an imported quantized model rounds `x` to int8 before this op: keep them apart
+                continue;
+            }
             if matches!(g.graph.nodes[p].op, Op::MatMul { .. })
                 && matches!(node.op, Op::ChannelAffine { .. })
                 && g.shape(x).len() != 2

@@ -204,8 +204,9 @@ pub fn quantize_graph(
 /// Everything `tern compress --int8` needs besides the model.
 #[derive(Clone, Debug)]
 pub struct CompressInt8<'a> {
-    /// Calibration samples: a `.npy` or a directory (see [`data`]).
-    pub calib: &'a Path,
+    /// Calibration samples: a `.npy` or a directory (see [`data`]); `None` for a model quantized already
+    /// (QDQ or operator form), whose own parameters are used.
+    pub calib: Option<&'a Path>,
     /// Use at most this many samples.
     pub samples: Option<usize>,
     /// Quantization options.
@@ -227,22 +228,45 @@ pub fn compress_int8(
         .iter()
         .map(|&t| (fg.graph.tensors[t as usize].name.clone(), fg.shape(t)))
         .collect();
-    let samples = data::load(c.calib, &specs, c.samples)?;
-    if samples.len() < 16 {
+    let fixed = fg
+        .graph
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == tern::ir::DType::F32 && t.quant.is_some())
+        .count();
+    if fixed > 0 {
+        log::info!("the model is quantized already: its parameters for {fixed} tensor(s) are kept");
+    }
+    let samples = match c.calib {
+        Some(calib) => data::load(calib, &specs, c.samples)?,
+        None if fixed > 0 => vec![],
+        None => anyhow::bail!(
+            "--int8 needs calibration samples (--calib FILE.npy or DIR): {} is a float model",
+            onnx.display()
+        ),
+    };
+    if let (Some(calib), true) = (c.calib, samples.len() < 16) {
         log::warn!(
             "only {} calibration sample(s) in {}: ranges from fewer than 16 samples are often too narrow for real inputs",
             samples.len(),
-            c.calib.display()
+            calib.display()
         );
     }
-    let bar = if c.progress {
+    let bar = if c.progress && !samples.is_empty() {
         indicatif::ProgressBar::new(samples.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
     bar.set_message("calibrating");
-    let obs = calibrate(&fg, &samples, || bar.inc(1))?;
+    let obs = if samples.is_empty() {
+        vec![]
+    } else {
+        calibrate(&fg, &samples, || bar.inc(1))?
+    };
     bar.finish_and_clear();
+    if c.opts.max_error.is_some() && samples.is_empty() {
+        anyhow::bail!("--max-error measures the error on calibration samples: give --calib");
+    }
     let (keep, reached) = match c.opts.max_error {
         Some(me) => {
             // the search runs on at most 16 samples: each step is a full quantize-and-run
@@ -276,7 +300,15 @@ pub fn compress_int8(
                 .to_string(),
         ),
         ("quant.scheme".to_string(), "int8: weights symmetric per channel, activations asymmetric per tensor, int32 bias, Q31 fixed-point requantization".to_string()),
-        ("quant.method".to_string(), format!("{:?}", c.opts.method).to_lowercase()),
+        (
+            "quant.method".to_string(),
+            if samples.is_empty() {
+                "model".to_string()
+            } else {
+                format!("{:?}", c.opts.method).to_lowercase()
+            },
+        ),
+        ("quant.model_params".to_string(), fixed.to_string()),
         ("quant.calib_samples".to_string(), samples.len().to_string()),
         ("quant.float_nodes".to_string(), report.float_nodes.join(",")),
     ];

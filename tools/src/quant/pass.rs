@@ -241,13 +241,20 @@ pub fn quantize(
         qg: ToolGraph::default(),
         fmap: vec![None; nt],
         qmap: vec![None; nt],
-        params: obs
-            .iter()
-            .map(|o| {
-                o.as_ref().filter(|o| o.count() > 0).map(|o| {
-                    let (lo, hi) = o.range(method);
-                    asymmetric_i8(lo, hi)
-                })
+        // parameters an imported quantized model fixed (on its float tensors) win over calibration
+        params: (0..nt)
+            .map(|i| {
+                let t = &fg.graph.tensors[i];
+                if t.dtype == DType::F32 && t.quant.is_some() {
+                    return t.quant.clone();
+                }
+                obs.get(i)
+                    .and_then(|o| o.as_ref())
+                    .filter(|o| o.count() > 0)
+                    .map(|o| {
+                        let (lo, hi) = o.range(method);
+                        asymmetric_i8(lo, hi)
+                    })
             })
             .collect(),
         conversions: 0,
@@ -291,6 +298,75 @@ pub fn quantize(
         {
             fused_act[p] = Some(i);
             absorbed[i] = true;
+        }
+    }
+    // A node runs on integers only where every parameter it needs exists (always after calibration; in an
+    // imported quantized model, where the model quantized the tensors): data movement passes its input's
+    // parameters on, everything else needs its activation inputs' and its output's.
+    let moves = |op: &Op| {
+        !matches!(
+            op,
+            Op::Conv { .. }
+                | Op::ChannelAffine { .. }
+                | Op::MatMul { .. }
+                | Op::Binary { .. }
+                | Op::Unary(_)
+                | Op::Concat { .. }
+                | Op::Pool(tern::ir::Pool2d {
+                    kind: PoolKind::Avg { .. },
+                    ..
+                })
+                | Op::GlobalPool(PoolKind::Avg { .. })
+        )
+    };
+    let mut is_int = is_int;
+    for (i, n) in nodes.iter().enumerate() {
+        if absorbed[i] || !is_int[i] {
+            continue;
+        }
+        let has = |b: &Builder, t: u32| b.params[t as usize].is_some();
+        let act_ins: Vec<u32> = if moves(&n.op) {
+            vec![n.inputs[0]]
+        } else {
+            n.inputs
+                .iter()
+                .copied()
+                .filter(|&t| fg.konst(t).is_none())
+                .collect()
+        };
+        if let Some(a) = fused_act[i] {
+            // a fused Relu/Clip whose output the model left unquantized clamps in its producer's parameters
+            let (own, fused) = (n.outputs[0], nodes[a].outputs[0]);
+            if !has(&b, fused) && has(&b, own) {
+                b.params[fused as usize] = b.params[own as usize].clone();
+            }
+        }
+        let out = fused_act[i].map_or(n.outputs[0], |a| nodes[a].outputs[0]);
+        let ready = act_ins.iter().all(|&t| has(&b, t)) && (moves(&n.op) || has(&b, out));
+        if !ready {
+            log::debug!(
+                "quantize: \"{}\" stays float: {} has no int8 parameters",
+                n.name,
+                act_ins
+                    .iter()
+                    .chain([&out])
+                    .find(|&&t| !has(&b, t))
+                    .map_or(String::new(), |&t| format!("\"{}\"", b.name(t)))
+            );
+            is_int[i] = false;
+            if let Some(a) = fused_act[i].take() {
+                absorbed[a] = false;
+                let ax = nodes[a].inputs[0];
+                is_int[a] = is_int[a] && has(&b, ax) && has(&b, nodes[a].outputs[0]);
+            }
+            continue;
+        }
+        if moves(&n.op) {
+            if let Some(q) = b.params[n.inputs[0] as usize].clone() {
+                for &o in &n.outputs {
+                    b.params[o as usize].get_or_insert_with(|| q.clone());
+                }
+            }
         }
     }
     let mut report = Report::default();
@@ -427,14 +503,59 @@ pub fn quantize(
                 let q = b.param(n.inputs[0])?;
                 let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
                 let shapes = n.outputs.iter().map(|&t| fg.shape(t)).collect();
+                // where the model quantizes a moved tensor with its own parameters, the moved values are
+                // rescaled to them by a table (what DequantizeLinear → op → QuantizeLinear computes)
+                let fixed: Vec<Option<QParams>> = n
+                    .outputs
+                    .iter()
+                    .map(|&t| {
+                        fg.graph.tensors[t as usize]
+                            .quant
+                            .clone()
+                            .filter(|f| *f != q)
+                    })
+                    .collect();
+                let names: Vec<String> = names
+                    .iter()
+                    .zip(&fixed)
+                    .map(|(nm, f)| {
+                        if f.is_some() {
+                            format!("{nm}/moved")
+                        } else {
+                            nm.clone()
+                        }
+                    })
+                    .collect();
                 let outs =
                     b.qg.emit(&n.name, n.op.clone(), vec![x], &names, Some(shapes))?;
-                for (&t, &o) in n.outputs.iter().zip(&outs) {
+                for ((&t, &o), f) in n.outputs.iter().zip(&outs).zip(fixed) {
                     let tt = &mut b.qg.graph.tensors[o as usize];
                     tt.dtype = DType::I8;
                     tt.quant = Some(q.clone());
                     b.qmap[t as usize] = Some(o);
                     b.params[t as usize] = Some(q.clone());
+                    if let Some(f) = f {
+                        let table: Vec<i8> = (-128i32..128)
+                            .map(|v| {
+                                let r = dequantize_i8(v as i8, q.scale[0], q.zero_point[0]);
+                                quantize_f32(r, f.scale[0], f.zero_point[0])
+                            })
+                            .collect();
+                        let tid = b.qg.add_int_const(
+                            &format!("{}/requantize_table", b.name(t)),
+                            &[256],
+                            DType::I8,
+                            None,
+                            i8_bytes(&table),
+                        );
+                        b.emit_q(
+                            &format!("{}/requantize", n.name),
+                            Op::QLut,
+                            vec![o, tid],
+                            t,
+                            f,
+                        )?;
+                    }
                 }
             }
         }

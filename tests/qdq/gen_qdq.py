@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Makes quantized ONNX test models with ONNX Runtime's own quantizer, and ORT's outputs on them.
+
+    python3 tests/qdq/gen_qdq.py OUT_DIR
+
+A small seeded float CNN (Conv+Relu, depthwise Conv+Relu, MaxPool, 1x1 Conv, residual Add, Sigmoid gate,
+GlobalAveragePool, MatMul) is quantized by `onnxruntime.quantization` in four ways, one directory each:
+
+  qdq_s8s8_channel   quantize_static, QDQ, int8 activations and weights, per-channel weights
+  qdq_u8s8_tensor    quantize_static, QDQ, uint8 activations, int8 per-tensor weights
+  qoperator_u8s8     quantize_static, QOperator form (QLinearConv, QLinearMatMul), uint8 activations
+  dynamic_u8         quantize_dynamic (DynamicQuantizeLinear, ConvInteger, MatMulInteger)
+
+Each directory holds model.onnx, float.onnx (the float model), calib.npy (16 samples, the calibration set
+both ORT and tern use), inputs.npy (8 evaluation samples), ort.npy (ORT's outputs on the quantized model),
+float.npy (ORT's outputs on the float model) and case.json (the output's quantization step where static).
+Deterministic; skipped when OUT_DIR/stamp matches this script's version.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+VERSION = "qdq-2"
+
+
+def float_model(path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(42)
+
+    def w(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [
+        w("w1", 8, 3, 3, 3), w("b1", 8, scale=0.1),
+        w("w2", 8, 1, 3, 3), w("b2", 8, scale=0.1),
+        w("w3", 8, 8, 1, 1), w("b3", 8, scale=0.1),
+        w("w4", 8, 8, 1, 1), w("b4", 8, scale=0.1),
+        w("fc", 8, 10), w("fcb", 10, scale=0.1),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8, name="dw"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        helper.make_node("Conv", ["p", "w3", "b3"], ["c3"], name="pw"),
+        helper.make_node("Add", ["c3", "p"], ["a"], name="residual"),
+        helper.make_node("Conv", ["a", "w4", "b4"], ["c4"], name="gate_conv"),
+        helper.make_node("Sigmoid", ["c4"], ["s"], name="gate"),
+        helper.make_node("Mul", ["a", "s"], ["m"], name="gated"),
+        helper.make_node("GlobalAveragePool", ["m"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "fc"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "fcb"], ["y"], name="fc_bias"),
+    ]
+    g = helper.make_graph(
+        nodes, "qdq_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def out_step(path):
+    """Scale of the DequantizeLinear (or QLinear op) that produces the graph output, if any."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits]
+    return float(np.asarray(inits[dq[-1].input[1]]).reshape(-1)[0]) if dq else None
+
+
+def main():
+    out = sys.argv[1]
+    stamp = os.path.join(out, "stamp")
+    if os.path.exists(stamp) and open(stamp).read() == VERSION:
+        return
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(7)
+    calib = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    inputs = rng.uniform(-1, 1, (8, 1, 3, 16, 16)).astype(np.float32)
+    fpath = os.path.join(out, "float.onnx")
+    float_model(fpath)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": c} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    def run(path):
+        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return np.stack([s.run(None, {"x": x})[0] for x in inputs])
+
+    fref = run(fpath)
+    cases = {
+        "qdq_s8s8_channel": dict(quant_format=QuantFormat.QDQ, per_channel=True,
+                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8),
+        "qdq_u8s8_tensor": dict(quant_format=QuantFormat.QDQ, per_channel=False,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8),
+        "qoperator_u8s8": dict(quant_format=QuantFormat.QOperator, per_channel=True,
+                               activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                               op_types_to_quantize=["Conv", "MatMul"]),
+    }
+    for name, kw in cases.items():
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        mpath = os.path.join(d, "model.onnx")
+        quantize_static(fpath, mpath, Reader(), **kw)
+        np.save(os.path.join(d, "ort.npy"), run(mpath))
+        json.dump({"static": True, "out_step": out_step(mpath)}, open(os.path.join(d, "case.json"), "w"))
+    d = os.path.join(out, "dynamic_u8")
+    os.makedirs(d, exist_ok=True)
+    mpath = os.path.join(d, "model.onnx")
+    quantize_dynamic(fpath, mpath, op_types_to_quantize=["Conv", "MatMul"], weight_type=QuantType.QUInt8)
+    np.save(os.path.join(d, "ort.npy"), run(mpath))
+    json.dump({"static": False, "out_step": None}, open(os.path.join(d, "case.json"), "w"))
+    for name in list(cases) + ["dynamic_u8"]:
+        d = os.path.join(out, name)
+        np.save(os.path.join(d, "calib.npy"), calib[:, 0])
+        np.save(os.path.join(d, "inputs.npy"), inputs[:, 0])
+        np.save(os.path.join(d, "float.npy"), fref)
+    open(stamp, "w").write(VERSION)
+    print(f"gen_qdq: {len(cases) + 1} quantized models in {out}")
+
+
+if __name__ == "__main__":
+    main()

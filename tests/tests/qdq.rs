@@ -1,0 +1,149 @@
+//! Models quantized by ONNX Runtime's own quantizer (`tests/qdq/gen_qdq.py`: QDQ with int8 and uint8
+//! activations, per-channel and per-tensor weights, the QOperator form with QLinearConv/QLinearMatMul,
+//! and dynamic quantization with ConvInteger/MatMulInteger) import into tern's integer ops. The reference
+//! is ORT's output on the same quantized model: tern must stay within one quantization step of the
+//! model's output (rounding differs: ORT requantizes in float, tern in Q31 fixed point).
+use ndarray::{ArrayD, Axis};
+use ndarray_npy::read_npy;
+use std::path::{Path, PathBuf};
+use tern::{Model, Session, SessionOptions};
+use tern_tools::quant::{calib::Method, compress_int8, CompressInt8, Int8Options};
+
+fn cache_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("TERN_QDQ_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    PathBuf::from(home).join(".cache/tern-qdq")
+}
+
+fn ensure_cases() -> PathBuf {
+    let dir = cache_dir();
+    let script = tern_tests::root().join("tests/qdq/gen_qdq.py");
+    let st = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .status()
+        .expect("running python3");
+    assert!(
+        st.success(),
+        "{} failed (needs `pip install onnx onnxruntime`)",
+        script.display()
+    );
+    dir
+}
+
+/// tern's outputs for every evaluation sample of case `d`, from artifact bytes.
+fn run_tern(bytes: &[u8], d: &Path) -> Vec<Vec<f32>> {
+    let model = Model::from_bytes(bytes).unwrap();
+    let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+    let xs: ArrayD<f32> = read_npy(d.join("inputs.npy")).unwrap();
+    xs.axis_iter(Axis(0))
+        .map(|x| {
+            let x: Vec<f32> = x.iter().copied().collect();
+            let mut y = vec![0f32; 10];
+            s.run_into(&[&x], &mut [&mut y]).unwrap();
+            y
+        })
+        .collect()
+}
+
+fn reference(d: &Path, file: &str) -> Vec<Vec<f32>> {
+    let r: ArrayD<f32> = read_npy(d.join(file)).unwrap();
+    r.axis_iter(Axis(0))
+        .map(|v| v.iter().copied().collect())
+        .collect()
+}
+
+fn int8(d: &Path, calib: bool) -> Vec<u8> {
+    let cpath = d.join("calib.npy");
+    let c = CompressInt8 {
+        calib: calib.then_some(cpath.as_path()),
+        samples: None,
+        opts: Int8Options {
+            method: Method::Percentile(99.99),
+            max_error: None,
+        },
+        progress: false,
+    };
+    compress_int8(&d.join("model.onnx"), &[], &c)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", d.display()))
+        .0
+}
+
+fn count_int_ops(bytes: &[u8]) -> usize {
+    let m = Model::from_bytes(bytes).unwrap();
+    m.graph
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.op,
+                tern::ir::Op::QConv { .. } | tern::ir::Op::QMatMul { .. }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn ort_quantized_models_match_ort_within_one_step() {
+    let dir = ensure_cases();
+    for case in ["qdq_s8s8_channel", "qdq_u8s8_tensor", "qoperator_u8s8"] {
+        let d = dir.join(case);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        let step = meta["out_step"].as_f64().unwrap() as f32;
+        // no --calib: the model's own parameters
+        let bytes = int8(&d, false);
+        let ints = count_int_ops(&bytes);
+        assert!(
+            ints >= 4,
+            "{case}: only {ints} integer conv/matmul ops: the model's quantization was not kept"
+        );
+        let (got, want) = (run_tern(&bytes, &d), reference(&d, "ort.npy"));
+        let mut worst = 0f32;
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                worst = worst.max((a - b).abs() / step);
+            }
+        }
+        println!(
+            "{case}: {ints} integer conv/matmul, worst |tern - ORT| = {worst:.3} output steps"
+        );
+        assert!(
+            worst <= 1.0 + 1e-3,
+            "{case}: tern differs from ORT by {worst} quantization steps"
+        );
+    }
+}
+
+#[test]
+fn dynamic_quantized_model_imports_exactly_and_quantizes() {
+    let d = ensure_cases().join("dynamic_u8");
+    // float import: DynamicQuantizeLinear stays float, ConvInteger/MatMulInteger become the float ops on
+    // dequantized weights: the result is the model with quantized weights and float activations
+    let fbytes = tern_tools::compress_float(&d.join("model.onnx"), &[]).unwrap();
+    let (f, want) = (run_tern(&fbytes, &d), reference(&d, "float.npy"));
+    let rel = |got: &[Vec<f32>]| {
+        let (mut num, mut den) = (0f64, 0f64);
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                num += (*a as f64 - *b as f64).powi(2);
+                den += (*b as f64).powi(2);
+            }
+        }
+        (num / den).sqrt()
+    };
+    let rf = rel(&f);
+    // uint8 weights: each weight moves by at most half a step of its tensor's scale
+    assert!(
+        rf < 0.05,
+        "float import of the dynamic model: rel L2 {rf} vs the float model"
+    );
+    // then tern's static int8 from calibration samples
+    let bytes = int8(&d, true);
+    assert!(count_int_ops(&bytes) >= 4);
+    let ri = rel(&run_tern(&bytes, &d));
+    println!("dynamic model: float import rel L2 {rf:.4}, tern int8 rel L2 {ri:.4} vs float");
+    assert!(ri < 0.1, "tern int8 of the dynamic model: rel L2 {ri}");
+}
