@@ -147,3 +147,99 @@ fn dynamic_quantized_model_imports_exactly_and_quantizes() {
     println!("dynamic model: float import rel L2 {rf:.4}, tern int8 rel L2 {ri:.4} vs float");
     assert!(ri < 0.1, "tern int8 of the dynamic model: rel L2 {ri}");
 }
+
+/// ORT's outputs for `model` (ONNX bytes) on the rows of `inputs` (an .npy path).
+fn run_ort(model: &[u8], inputs: &Path) -> Vec<Vec<f32>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, o) = (dir.path().join("m.onnx"), dir.path().join("o.npy"));
+    std::fs::write(&m, model).unwrap();
+    let script = tern_tests::root().join("tests/qdq/run_ort.py");
+    let st = std::process::Command::new("python3")
+        .args([
+            script.as_os_str(),
+            m.as_os_str(),
+            inputs.as_os_str(),
+            o.as_os_str(),
+        ])
+        .status()
+        .expect("running python3");
+    assert!(st.success(), "{} failed", script.display());
+    let r: ArrayD<f32> = read_npy(&o).unwrap();
+    r.axis_iter(Axis(0))
+        .map(|v| v.iter().copied().collect())
+        .collect()
+}
+
+/// The quantization step of the last int8 tensor dequantized on the way to the output (the output's own
+/// step, or that of the logits before a float tail such as Softmax, which does not widen differences).
+fn output_step(bytes: &[u8]) -> f32 {
+    let m = Model::from_bytes(bytes).unwrap();
+    let n = m
+        .graph
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| matches!(n.op, tern::ir::Op::Dequantize))
+        .expect("an int8 model dequantizes somewhere");
+    m.graph.tensors[n.inputs[0] as usize]
+        .quant
+        .as_ref()
+        .unwrap()
+        .scale[0]
+}
+
+/// `tern export --onnx-qdq`: ORT runs the exported model and gives tern's outputs within one step, on the
+/// test CNN (quantized by tern from its float model) and on the committed PP-OCR cls int8 fixture.
+#[test]
+fn exported_qdq_runs_on_ort_like_tern() {
+    let d = ensure_cases().join("qdq_s8s8_channel");
+    let tmp = tempfile::tempdir().unwrap();
+    // the test CNN, quantized by tern from the float model
+    let c = CompressInt8 {
+        calib: Some(&d.join("calib.npy")),
+        samples: None,
+        opts: Int8Options {
+            method: Method::Percentile(99.99),
+            max_error: None,
+        },
+        progress: false,
+    };
+    let net = compress_int8(&cache_dir().join("float.onnx"), &[], &c)
+        .unwrap()
+        .0;
+    let cls = std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int8.tern")).unwrap();
+    let cls_inputs = tmp.path().join("cls.npy");
+    {
+        // four evaluation images, stored as (N, 3, 48, 192)
+        let all: ArrayD<f32> = read_npy(tern_tests::model("data/out/cls_eval.npy")).unwrap();
+        let four = all
+            .slice_axis(Axis(0), ndarray::Slice::from(0..4))
+            .to_owned();
+        ndarray_npy::write_npy(&cls_inputs, &four).unwrap();
+    }
+    for (name, bytes, inputs, width) in [
+        ("test CNN", &net, d.join("inputs.npy"), 10usize),
+        ("PP-OCR cls", &cls, cls_inputs, 2),
+    ] {
+        let onnx = tern_tools::onnx_export::to_onnx(&Model::from_bytes(bytes).unwrap()).unwrap();
+        let want = run_ort(&onnx, &inputs);
+        let model = Model::from_bytes(bytes).unwrap();
+        let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+        let xs: ArrayD<f32> = read_npy(&inputs).unwrap();
+        let step = output_step(bytes);
+        let mut worst = 0f32;
+        for (x, w) in xs.axis_iter(Axis(0)).zip(&want) {
+            let x: Vec<f32> = x.iter().copied().collect();
+            let mut y = vec![0f32; width];
+            s.run_into(&[&x], &mut [&mut y]).unwrap();
+            for (a, b) in y.iter().zip(w) {
+                worst = worst.max((a - b).abs() / step);
+            }
+        }
+        println!("{name}: exported QDQ on ORT vs tern: worst {worst:.3} output steps");
+        assert!(
+            worst <= 1.0 + 1e-3,
+            "{name}: ORT on the export differs by {worst} steps"
+        );
+    }
+}

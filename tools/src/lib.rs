@@ -9,6 +9,7 @@ pub mod graph;
 pub mod import;
 pub mod metrics;
 pub mod npy;
+pub mod onnx_export;
 pub mod passes;
 pub mod quant;
 pub mod reference;

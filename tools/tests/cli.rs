@@ -313,6 +313,57 @@ fn compress_int8_and_eval_digits() {
     assert!(layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 30.0));
 }
 
+/// `tern export --onnx-qdq`, then `tern compress --int8` of that QDQ model without --calib (its own
+/// parameters): the CLI contract of issue 3 part 2, and bad input named.
+#[test]
+fn export_onnx_qdq_and_reimport() {
+    let d = tempfile::tempdir().unwrap();
+    let (art, qdq, back) = (
+        d.path().join("digits8.tern"),
+        d.path().join("digits8.onnx"),
+        d.path().join("back.tern"),
+    );
+    ok(tern()
+        .args(["compress", "-q"])
+        .arg(digits())
+        .arg("-o")
+        .arg(&art)
+        .arg("--int8")
+        .arg("--calib")
+        .arg(digits_data("X_train.npy"))
+        .args(["--calib-samples", "64"]));
+    let out = ok(tern().arg("export").arg(&art).arg("--onnx-qdq").arg(&qdq));
+    assert!(out.contains("QDQ"), "{out}");
+    // a quantized ONNX model needs no calibration: its parameters are used
+    ok(tern()
+        .args(["compress", "-q"])
+        .arg(&qdq)
+        .arg("-o")
+        .arg(&back)
+        .arg("--int8"));
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&back).arg("--json"))).unwrap();
+    assert_eq!(j["ops"]["QMatMul"], 3, "{}", j["ops"]);
+    // a float model still needs --calib, and the error says so
+    let e = fails(
+        tern()
+            .args(["compress", "-q"])
+            .arg(digits())
+            .arg("-o")
+            .arg(d.path().join("x.tern"))
+            .arg("--int8"),
+    );
+    assert!(e.contains("--calib") && e.contains("float model"), "{e}");
+    let e = fails(
+        tern()
+            .arg("export")
+            .arg(d.path().join("missing.tern"))
+            .arg("--onnx-qdq")
+            .arg(&qdq),
+    );
+    assert!(e.contains("missing.tern"), "{e}");
+}
+
 #[test]
 fn int8_calibration_errors_name_the_file() {
     let d = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod compress;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod run;
 
@@ -39,6 +40,8 @@ pub enum Cmd {
     Bench(bench::Args),
     /// Compare an artifact with its float ONNX model: accuracy, agreement, error per output and per layer.
     Eval(eval::Args),
+    /// Write a .tern artifact in another format (`--onnx-qdq OUT.onnx`: ONNX with QDQ quantization).
+    Export(export::Args),
     /// The main job on the bundled model: compress it, run it, compare size/accuracy/latency with the ONNX model.
     Demo(demo::Args),
 }
@@ -52,6 +55,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => bench::main(a),
         Cmd::Demo(a) => demo::main(a, cli.quiet),
         Cmd::Eval(a) => eval::main(a),
+        Cmd::Export(a) => export::main(a, cli.quiet),
     }
 }
 

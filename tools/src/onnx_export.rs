@@ -1,0 +1,726 @@
+//! `.tern` → ONNX with QDQ quantization (`tern export --onnx-qdq`): the same graph and the same int8
+//! parameters, in the form ONNX Runtime and other QDQ consumers run. Every integer op becomes
+//! DequantizeLinear on its int8 inputs → the float op → QuantizeLinear to its output's parameters (the
+//! fused clamp as a Clip on the exact grid bounds); int8 weights stay int8 initializers with per-channel
+//! DequantizeLinear; int32 biases dequantize at s_x·s_w. A lookup table becomes Cast → Add 128 → Gather on
+//! the int8 table. Float ops map to their ONNX ops (opset 17).
+use anyhow::{anyhow, bail, Result};
+use prost::Message;
+use std::collections::HashMap;
+use tern::ir::{
+    BinOp, CoordMode, DType, NearestMode, Node, Op, PadMode, PoolKind, QParams, ReduceOp,
+    ResizeMode, Unary,
+};
+use tract_onnx::pb::{
+    self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
+    TensorProto, ValueInfoProto,
+};
+
+const OPSET: i64 = 17;
+
+fn attr_i(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn attr_f(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+fn attr_is(name: &str, v: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v,
+        ..Default::default()
+    }
+}
+
+fn attr_s(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, elem: DataType, dims: &[u32]) -> ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Writer<'m> {
+    model: &'m tern::Model<'m>,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    /// ONNX value name of each tern tensor.
+    names: Vec<String>,
+    /// Float (dequantized) value of each int8 tensor, once made.
+    deq: HashMap<u32, String>,
+    fresh: usize,
+}
+
+impl Writer<'_> {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.fresh += 1;
+        format!("{hint}#{}", self.fresh)
+    }
+
+    fn init(&mut self, hint: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(TensorProto {
+            name: name.clone(),
+            data_type: dt as i32,
+            dims: dims.to_vec(),
+            raw_data: raw,
+            ..Default::default()
+        });
+        name
+    }
+
+    fn f32s(&mut self, hint: &str, dims: &[i64], v: &[f32]) -> String {
+        let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.init(hint, DataType::Float, dims, raw)
+    }
+
+    fn i64s(&mut self, hint: &str, v: &[i64]) -> String {
+        let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.init(hint, DataType::Int64, &[v.len() as i64], raw)
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        ins: Vec<String>,
+        outs: Vec<String>,
+        attrs: Vec<AttributeProto>,
+    ) {
+        // node names must be unique: one tern node becomes several ONNX nodes
+        let name = self.fresh(name);
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name,
+            input: ins,
+            output: outs,
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
+    /// A one-node op with a fresh float output.
+    fn op1(
+        &mut self,
+        op: &str,
+        name: &str,
+        ins: Vec<String>,
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        let out = self.fresh(&format!("{name}/{op}"));
+        self.node(op, name, ins, vec![out.clone()], attrs);
+        out
+    }
+
+    fn tensor(&self, t: u32) -> &tern::ir::Tensor {
+        &self.model.graph.tensors[t as usize]
+    }
+
+    /// Scale and zero point initializers of per-tensor parameters.
+    fn qparams(&mut self, hint: &str, q: &QParams) -> (String, String) {
+        let s = self.f32s(&format!("{hint}/scale"), &[], &q.scale[..1]);
+        let z = self.init(
+            &format!("{hint}/zero_point"),
+            DataType::Int8,
+            &[],
+            vec![q.zero_point[0] as i8 as u8],
+        );
+        (s, z)
+    }
+
+    fn q_of(&self, t: u32) -> Result<QParams> {
+        self.tensor(t).quant.clone().ok_or_else(|| {
+            anyhow!(
+                "tensor \"{}\" has no quantization parameters",
+                self.tensor(t).name
+            )
+        })
+    }
+
+    /// The float value of tensor `t`: itself for f32, a DequantizeLinear of it for int8.
+    fn f(&mut self, t: u32) -> Result<String> {
+        if self.tensor(t).dtype != DType::I8 {
+            return Ok(self.names[t as usize].clone());
+        }
+        if let Some(v) = self.deq.get(&t) {
+            return Ok(v.clone());
+        }
+        let name = self.names[t as usize].clone();
+        let q = self.q_of(t)?;
+        let (s, z) = self.qparams(&name, &q);
+        let out = self.op1(
+            "DequantizeLinear",
+            &format!("{name}/dq"),
+            vec![name.clone(), s, z],
+            vec![],
+        );
+        self.deq.insert(t, out.clone());
+        Ok(out)
+    }
+
+    /// QuantizeLinear of float value `v` into int8 tensor `t` (after a Clip to `[lo, hi]` in its ints).
+    fn q_into(&mut self, v: String, t: u32, clamp: Option<(i8, i8)>, name: &str) -> Result<()> {
+        let q = self.q_of(t)?;
+        let (s, z) = (q.scale[0], q.zero_point[0]);
+        let mut v = v;
+        if let Some((lo, hi)) = clamp.filter(|&(lo, hi)| lo > -128 || hi < 127) {
+            let lo = self.f32s(
+                &format!("{name}/clip_lo"),
+                &[],
+                &[(lo as i32 - z) as f32 * s],
+            );
+            let hi = self.f32s(
+                &format!("{name}/clip_hi"),
+                &[],
+                &[(hi as i32 - z) as f32 * s],
+            );
+            v = self.op1("Clip", name, vec![v, lo, hi], vec![]);
+        }
+        let (si, zi) = self.qparams(name, &q);
+        let out = self.names[t as usize].clone();
+        self.node(
+            "QuantizeLinear",
+            &format!("{name}/q"),
+            vec![v, si, zi],
+            vec![out],
+            vec![],
+        );
+        Ok(())
+    }
+
+    /// An int8 weight with its DequantizeLinear (per channel along `axis`, or per tensor).
+    fn weight(&mut self, t: u32, axis: i64) -> Result<String> {
+        let q = self.q_of(t)?;
+        let name = self.names[t as usize].clone();
+        let n = q.scale.len();
+        let dims: Vec<i64> = if n > 1 { vec![n as i64] } else { vec![] };
+        let s = self.f32s(&format!("{name}/scale"), &dims, &q.scale);
+        let z = self.init(
+            &format!("{name}/zero_point"),
+            DataType::Int8,
+            &dims,
+            vec![0u8; n],
+        );
+        let attrs = if n > 1 {
+            vec![attr_i("axis", axis)]
+        } else {
+            vec![]
+        };
+        Ok(self.op1(
+            "DequantizeLinear",
+            &format!("{name}/dq"),
+            vec![name, s, z],
+            attrs,
+        ))
+    }
+
+    /// An int32 bias at scale `s_x · s_w[m]`, dequantized.
+    fn bias(&mut self, t: u32, sx: f32, w: &QParams) -> Result<String> {
+        let name = self.names[t as usize].clone();
+        let m = self.tensor(t).shape[0] as usize;
+        let scales: Vec<f32> = (0..m)
+            .map(|i| sx * w.scale[if w.scale.len() == 1 { 0 } else { i }])
+            .collect();
+        let s = self.f32s(&format!("{name}/scale"), &[m as i64], &scales);
+        let z = self.init(
+            &format!("{name}/zero_point"),
+            DataType::Int32,
+            &[m as i64],
+            vec![0u8; 4 * m],
+        );
+        Ok(self.op1(
+            "DequantizeLinear",
+            &format!("{name}/dq"),
+            vec![name, s, z],
+            vec![attr_i("axis", 0)],
+        ))
+    }
+
+    fn act(&mut self, v: String, act: Option<Unary>, name: &str) -> Result<String> {
+        match act {
+            None => Ok(v),
+            Some(u) => self.unary(v, u, name),
+        }
+    }
+
+    fn unary(&mut self, v: String, u: Unary, name: &str) -> Result<String> {
+        Ok(match u {
+            Unary::Relu => self.op1("Relu", name, vec![v], vec![]),
+            Unary::Clip { min, max } => {
+                let lo = self.f32s(&format!("{name}/min"), &[], &[min]);
+                let hi = self.f32s(&format!("{name}/max"), &[], &[max]);
+                self.op1("Clip", name, vec![v, lo, hi], vec![])
+            }
+            Unary::Sigmoid => self.op1("Sigmoid", name, vec![v], vec![]),
+            Unary::HardSigmoid { alpha, beta } => self.op1(
+                "HardSigmoid",
+                name,
+                vec![v],
+                vec![attr_f("alpha", alpha), attr_f("beta", beta)],
+            ),
+            Unary::HardSwish => self.op1("HardSwish", name, vec![v], vec![]),
+            Unary::LeakyRelu { alpha } => {
+                self.op1("LeakyRelu", name, vec![v], vec![attr_f("alpha", alpha)])
+            }
+            Unary::Erf => self.op1("Erf", name, vec![v], vec![]),
+            Unary::Sqrt => self.op1("Sqrt", name, vec![v], vec![]),
+            Unary::Exp => self.op1("Exp", name, vec![v], vec![]),
+            Unary::Log => self.op1("Log", name, vec![v], vec![]),
+            Unary::Tanh => self.op1("Tanh", name, vec![v], vec![]),
+            Unary::Abs => self.op1("Abs", name, vec![v], vec![]),
+            Unary::Neg => self.op1("Neg", name, vec![v], vec![]),
+            Unary::Reciprocal => self.op1("Reciprocal", name, vec![v], vec![]),
+            Unary::Floor => self.op1("Floor", name, vec![v], vec![]),
+            Unary::Ceil => self.op1("Ceil", name, vec![v], vec![]),
+        })
+    }
+
+    fn conv_attrs(g: &tern::ir::Conv2d, transposed: bool) -> Vec<AttributeProto> {
+        let mut a = vec![
+            attr_is("kernel_shape", g.kernel.iter().map(|&v| v as i64).collect()),
+            attr_is("strides", g.strides.iter().map(|&v| v as i64).collect()),
+            attr_is("dilations", g.dilations.iter().map(|&v| v as i64).collect()),
+            attr_is("pads", g.pads.iter().map(|&v| v as i64).collect()),
+            attr_i("group", g.groups as i64),
+        ];
+        if transposed {
+            a.push(attr_is(
+                "output_padding",
+                g.output_padding.iter().map(|&v| v as i64).collect(),
+            ));
+        }
+        a
+    }
+
+    /// The float op of `n` on float inputs `ins`; returns its float outputs.
+    fn float_op(&mut self, n: &Node, ins: Vec<String>) -> Result<Vec<String>> {
+        let name = n.name.as_str();
+        let model = self.model;
+        let g = &model.graph;
+        let out_shape = |k: usize| g.tensors[n.outputs[k] as usize].shape.clone();
+        let in_shape = |k: usize| g.tensors[n.inputs[k] as usize].shape.clone();
+        let one = |w: &mut Self,
+                   op: &str,
+                   ins: Vec<String>,
+                   attrs: Vec<AttributeProto>|
+         -> Result<Vec<String>> { Ok(vec![w.op1(op, name, ins, attrs)]) };
+        match &n.op {
+            Op::Conv { geom, act } | Op::ConvTranspose { geom, act } => {
+                let tr = matches!(n.op, Op::ConvTranspose { .. });
+                let op = if tr { "ConvTranspose" } else { "Conv" };
+                let v = self.op1(op, name, ins, Self::conv_attrs(geom, tr));
+                Ok(vec![self.act(v, *act, name)?])
+            }
+            Op::MatMul { act } => {
+                let mut v = self.op1("MatMul", name, ins[..2].to_vec(), vec![]);
+                if let Some(b) = ins.get(2) {
+                    v = self.op1("Add", name, vec![v, b.clone()], vec![]);
+                }
+                Ok(vec![self.act(v, *act, name)?])
+            }
+            Op::Binary { op, act } => {
+                let o = match op {
+                    BinOp::Add => "Add",
+                    BinOp::Sub => "Sub",
+                    BinOp::Mul => "Mul",
+                    BinOp::Div => "Div",
+                    BinOp::Pow => "Pow",
+                    BinOp::Max => "Max",
+                    BinOp::Min => "Min",
+                };
+                let v = self.op1(o, name, ins, vec![]);
+                Ok(vec![self.act(v, *act, name)?])
+            }
+            Op::Unary(u) => Ok(vec![self.unary(ins[0].clone(), *u, name)?]),
+            Op::ChannelAffine { act } => {
+                // per-channel along axis 1: reshape the [C] constants to broadcast
+                let xs = in_shape(0);
+                let c = xs[1] as i64;
+                let mut dims = vec![1i64; xs.len()];
+                dims[1] = c;
+                let shape = self.i64s(&format!("{name}/shape"), &dims);
+                let s = self.op1("Reshape", name, vec![ins[1].clone(), shape.clone()], vec![]);
+                let t = self.op1("Reshape", name, vec![ins[2].clone(), shape], vec![]);
+                let v = self.op1("Mul", name, vec![ins[0].clone(), s], vec![]);
+                let v = self.op1("Add", name, vec![v, t], vec![]);
+                Ok(vec![self.act(v, *act, name)?])
+            }
+            Op::Pool(p) => {
+                let mut pads: Vec<i64> = p.pads.iter().map(|&v| v as i64).collect();
+                pads[2] += p.ceil_extra[0] as i64;
+                pads[3] += p.ceil_extra[1] as i64;
+                let mut attrs = vec![
+                    attr_is("kernel_shape", p.kernel.iter().map(|&v| v as i64).collect()),
+                    attr_is("strides", p.strides.iter().map(|&v| v as i64).collect()),
+                    attr_is("pads", pads),
+                ];
+                let op = match p.kind {
+                    PoolKind::Max => {
+                        attrs.push(attr_is(
+                            "dilations",
+                            p.dilations.iter().map(|&v| v as i64).collect(),
+                        ));
+                        "MaxPool"
+                    }
+                    PoolKind::Avg { count_include_pad } => {
+                        if p.dilations != [1, 1] {
+                            bail!("node \"{name}\": dilated average pooling has no opset-{OPSET} form");
+                        }
+                        attrs.push(attr_i("count_include_pad", count_include_pad as i64));
+                        "AveragePool"
+                    }
+                };
+                one(self, op, ins, attrs)
+            }
+            Op::GlobalPool(k) => {
+                let op = if matches!(k, PoolKind::Max) {
+                    "GlobalMaxPool"
+                } else {
+                    "GlobalAveragePool"
+                };
+                one(self, op, ins, vec![])
+            }
+            Op::Resize {
+                mode,
+                coord,
+                scales,
+            } => {
+                let sc = self.f32s(&format!("{name}/scales"), &[scales.len() as i64], scales);
+                let coord = match coord {
+                    CoordMode::HalfPixel => "half_pixel",
+                    CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
+                    CoordMode::Asymmetric => "asymmetric",
+                    CoordMode::AlignCorners => "align_corners",
+                    CoordMode::TfHalfPixelForNearest => "tf_half_pixel_for_nearest",
+                };
+                let mut attrs = vec![attr_s("coordinate_transformation_mode", coord)];
+                match mode {
+                    ResizeMode::Nearest(nm) => {
+                        attrs.push(attr_s("mode", "nearest"));
+                        attrs.push(attr_s(
+                            "nearest_mode",
+                            match nm {
+                                NearestMode::RoundPreferFloor => "round_prefer_floor",
+                                NearestMode::RoundPreferCeil => "round_prefer_ceil",
+                                NearestMode::Floor => "floor",
+                                NearestMode::Ceil => "ceil",
+                            },
+                        ));
+                    }
+                    ResizeMode::Linear => attrs.push(attr_s("mode", "linear")),
+                }
+                one(
+                    self,
+                    "Resize",
+                    vec![ins[0].clone(), String::new(), sc],
+                    attrs,
+                )
+            }
+            Op::Concat { axis } => one(self, "Concat", ins, vec![attr_i("axis", *axis as i64)]),
+            Op::Split { axis } => {
+                let sizes: Vec<i64> = (0..n.outputs.len())
+                    .map(|k| out_shape(k)[*axis as usize] as i64)
+                    .collect();
+                let sp = self.i64s(&format!("{name}/split"), &sizes);
+                let outs: Vec<String> = (0..n.outputs.len())
+                    .map(|k| self.fresh(&format!("{name}/split{k}")))
+                    .collect();
+                self.node(
+                    "Split",
+                    name,
+                    vec![ins[0].clone(), sp],
+                    outs.clone(),
+                    vec![attr_i("axis", *axis as i64)],
+                );
+                Ok(outs)
+            }
+            Op::Slice { starts, steps } => {
+                let os = out_shape(0);
+                let ends: Vec<i64> = starts
+                    .iter()
+                    .zip(steps)
+                    .zip(&os)
+                    .map(|((&s, &st), &c)| {
+                        let e = s + st * c as i64;
+                        if st < 0 && e < 0 {
+                            i64::MIN
+                        } else {
+                            e
+                        }
+                    })
+                    .collect();
+                let axes: Vec<i64> = (0..starts.len() as i64).collect();
+                let (a, b, c, d) = (
+                    self.i64s(&format!("{name}/starts"), starts),
+                    self.i64s(&format!("{name}/ends"), &ends),
+                    self.i64s(&format!("{name}/axes"), &axes),
+                    self.i64s(&format!("{name}/steps"), steps),
+                );
+                one(self, "Slice", vec![ins[0].clone(), a, b, c, d], vec![])
+            }
+            Op::Pad { pads, mode } => {
+                let p = self.i64s(&format!("{name}/pads"), pads);
+                let (m, v) = match mode {
+                    PadMode::Constant(v) => ("constant", *v),
+                    PadMode::Reflect => ("reflect", 0.0),
+                    PadMode::Edge => ("edge", 0.0),
+                };
+                let cv = self.f32s(&format!("{name}/value"), &[], &[v]);
+                one(
+                    self,
+                    "Pad",
+                    vec![ins[0].clone(), p, cv],
+                    vec![attr_s("mode", m)],
+                )
+            }
+            Op::Reshape => {
+                let dims: Vec<i64> = out_shape(0).iter().map(|&d| d as i64).collect();
+                let s = self.i64s(&format!("{name}/shape"), &dims);
+                one(self, "Reshape", vec![ins[0].clone(), s], vec![])
+            }
+            Op::Transpose { perm } => one(
+                self,
+                "Transpose",
+                ins,
+                vec![attr_is("perm", perm.iter().map(|&v| v as i64).collect())],
+            ),
+            Op::Softmax { axis } => one(self, "Softmax", ins, vec![attr_i("axis", *axis as i64)]),
+            Op::Reduce { op, axes, keepdims } => {
+                let o = match op {
+                    ReduceOp::Mean => "ReduceMean",
+                    ReduceOp::Sum => "ReduceSum",
+                    ReduceOp::Max => "ReduceMax",
+                    ReduceOp::Min => "ReduceMin",
+                };
+                let ax: Vec<i64> = axes.iter().map(|&v| v as i64).collect();
+                let kd = attr_i("keepdims", *keepdims as i64);
+                if *op == ReduceOp::Sum {
+                    // ReduceSum takes its axes as an input from opset 13 on
+                    let a = self.i64s(&format!("{name}/axes"), &ax);
+                    one(self, o, vec![ins[0].clone(), a], vec![kd])
+                } else {
+                    one(self, o, ins, vec![attr_is("axes", ax), kd])
+                }
+            }
+            other => bail!(
+                "node \"{name}\": {} has no float form here (integer ops are handled separately)",
+                other.name()
+            ),
+        }
+    }
+
+    fn emit(&mut self, n: &Node) -> Result<()> {
+        let name = n.name.clone();
+        let out0 = n.outputs[0];
+        match &n.op {
+            Op::Quantize => {
+                let x = self.f(n.inputs[0])?;
+                self.q_into(x, out0, None, &name)
+            }
+            Op::Dequantize => {
+                let x = self.f(n.inputs[0])?;
+                let out = self.names[out0 as usize].clone();
+                self.node("Identity", &name, vec![x], vec![out], vec![]);
+                Ok(())
+            }
+            Op::QConv { geom, lo, hi } => {
+                let x = self.f(n.inputs[0])?;
+                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let wq = self.q_of(n.inputs[1])?;
+                let w = self.weight(n.inputs[1], 0)?;
+                let mut ins = vec![x, w];
+                if let Some(&b) = n.inputs.get(2) {
+                    ins.push(self.bias(b, sx, &wq)?);
+                }
+                let v = self.op1("Conv", &name, ins, Self::conv_attrs(geom, false));
+                self.q_into(v, out0, Some((*lo, *hi)), &name)
+            }
+            Op::QMatMul { lo, hi } => {
+                let x = self.f(n.inputs[0])?;
+                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let wq = self.q_of(n.inputs[1])?;
+                let w = self.weight(n.inputs[1], 1)?;
+                let mut v = self.op1("MatMul", &name, vec![x, w], vec![]);
+                if let Some(&b) = n.inputs.get(2) {
+                    let b = self.bias(b, sx, &wq)?;
+                    v = self.op1("Add", &name, vec![v, b], vec![]);
+                }
+                self.q_into(v, out0, Some((*lo, *hi)), &name)
+            }
+            Op::QBinary { op, lo, hi } => {
+                let (a, b) = (self.f(n.inputs[0])?, self.f(n.inputs[1])?);
+                let o = match op {
+                    BinOp::Add => "Add",
+                    BinOp::Sub => "Sub",
+                    _ => "Mul",
+                };
+                let v = self.op1(o, &name, vec![a, b], vec![]);
+                self.q_into(v, out0, Some((*lo, *hi)), &name)
+            }
+            Op::QLut => {
+                let x = self.names[n.inputs[0] as usize].clone();
+                let table = self.names[n.inputs[1] as usize].clone();
+                let i = self.op1(
+                    "Cast",
+                    &name,
+                    vec![x],
+                    vec![attr_i("to", DataType::Int32 as i64)],
+                );
+                let c = self.init(
+                    &format!("{name}/offset"),
+                    DataType::Int32,
+                    &[],
+                    128i32.to_le_bytes().to_vec(),
+                );
+                let idx = self.op1("Add", &name, vec![i, c], vec![]);
+                let out = self.names[out0 as usize].clone();
+                self.node(
+                    "Gather",
+                    &name,
+                    vec![table, idx],
+                    vec![out],
+                    vec![attr_i("axis", 0)],
+                );
+                Ok(())
+            }
+            _ => {
+                // float ops, and data movement / pooling on int8: through float, quantized back to each
+                // output's own parameters (exact for pure data movement: same grid both ways)
+                let ins = n
+                    .inputs
+                    .iter()
+                    .map(|&t| self.f(t))
+                    .collect::<Result<Vec<_>>>()?;
+                let outs = self.float_op(n, ins)?;
+                for (k, v) in outs.into_iter().enumerate() {
+                    let t = n.outputs[k];
+                    if self.tensor(t).dtype == DType::I8 {
+                        self.q_into(v, t, None, &format!("{name}/out{k}"))?;
+                    } else {
+                        let out = self.names[t as usize].clone();
+                        self.node(
+                            "Identity",
+                            &format!("{name}/out{k}"),
+                            vec![v],
+                            vec![out],
+                            vec![],
+                        );
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Encodes `model` as a QDQ ONNX model (opset 17).
+pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
+    let g = &model.graph;
+    let io: Vec<u32> = g.inputs.iter().chain(&g.outputs).copied().collect();
+    let names = g
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if io.contains(&(i as u32)) {
+                t.name.clone()
+            } else {
+                format!("{}#t{i}", t.name)
+            }
+        })
+        .collect();
+    let mut w = Writer {
+        model,
+        nodes: vec![],
+        inits: vec![],
+        names,
+        deq: HashMap::new(),
+        fresh: 0,
+    };
+    for (i, t) in g.tensors.iter().enumerate() {
+        if t.data.is_none() {
+            continue;
+        }
+        let dt = match t.dtype {
+            DType::F32 => DataType::Float,
+            DType::I8 => DataType::Int8,
+            DType::I32 => DataType::Int32,
+            other => bail!(
+                "constant \"{}\" of type {other:?} cannot be exported",
+                t.name
+            ),
+        };
+        w.inits.push(TensorProto {
+            name: w.names[i].clone(),
+            data_type: dt as i32,
+            dims: t.shape.iter().map(|&d| d as i64).collect(),
+            raw_data: model.const_bytes(i).to_vec(),
+            ..Default::default()
+        });
+    }
+    for n in &g.nodes {
+        w.emit(n)
+            .map_err(|e| e.context(format!("exporting node \"{}\" ({})", n.name, n.op.name())))?;
+    }
+    let vi = |t: u32| {
+        let tt = &g.tensors[t as usize];
+        value_info(&tt.name, DataType::Float, &tt.shape)
+    };
+    let graph = pb::GraphProto {
+        name: "tern".into(),
+        node: w.nodes,
+        initializer: w.inits,
+        input: g.inputs.iter().map(|&t| vi(t)).collect(),
+        output: g.outputs.iter().map(|&t| vi(t)).collect(),
+        ..Default::default()
+    };
+    let m = pb::ModelProto {
+        ir_version: 8,
+        producer_name: "tern".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    Ok(m.encode_to_vec())
+}
