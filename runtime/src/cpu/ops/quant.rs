@@ -102,14 +102,21 @@ impl QBin {
 
     /// `out[i] = apply(a[i], b[i])`, vectorized where the path allows.
     fn apply_rows(&self, a: &[i8], b: &[i8], out: &mut [i8]) {
-        let mut done = 0;
+        let done = self.apply_rows_simd(a, b, out);
+        for ((o, &p), &q) in out[done..].iter_mut().zip(&a[done..]).zip(&b[done..]) {
+            *o = self.apply(p, q);
+        }
+    }
+
+    /// The SIMD prefix of [`QBin::apply_rows`]; returns how many elements it wrote.
+    fn apply_rows_simd(&self, a: &[i8], b: &[i8], out: &mut [i8]) -> usize {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(
             self.simd,
             Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
         ) {
             // SAFETY: AVX2 path selected only on AVX2 CPUs; the tables' sums fit i32 (with_isa).
-            done = unsafe {
+            return unsafe {
                 crate::cpu::kernels::x86::qadd_avx2(
                     &self.ta,
                     &self.tb,
@@ -121,9 +128,8 @@ impl QBin {
                 )
             };
         }
-        for ((o, &p), &q) in out[done..].iter_mut().zip(&a[done..]).zip(&b[done..]) {
-            *o = self.apply(p, q);
-        }
+        let _ = (a, b, out);
+        0
     }
 
     /// The scalar definition of the op on one pair.
