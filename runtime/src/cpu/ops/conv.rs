@@ -436,33 +436,44 @@ pub fn run_transposed(
                 Epilogue::default(),
                 rest,
             );
-            for mi in 0..mg {
-                let och = gi * mg + mi;
-                let out = &mut y.data[(b * m + och) * oh * ow..(b * m + och + 1) * oh * ow];
-                out.iter_mut()
-                    .for_each(|v| *v = bias.map_or(0.0, |bb| bb[och]));
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];
-                        for iy in 0..h {
-                            let oy = iy as isize * sh - pt + ky as isize * dh;
-                            if oy < 0 || oy >= oh as isize {
-                                continue;
-                            }
-                            let orow = &mut out[oy as usize * ow..(oy as usize + 1) * ow];
-                            for ix in 0..wd {
-                                let ox = ix as isize * sw - pl + kx as isize * dw;
-                                if ox >= 0 && ox < ow as isize {
-                                    orow[ox as usize] += col[iy * wd + ix];
+            // col2im: threads take disjoint output channels
+            let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+            let cols = &*cols;
+            par.run(&|t| {
+                for mi in crate::cpu::share(mg, t, par.threads()) {
+                    let och = gi * mg + mi;
+                    // SAFETY: output plane `och` belongs to this thread.
+                    let out = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            yp.get().add((b * m + och) * oh * ow),
+                            oh * ow,
+                        )
+                    };
+                    out.iter_mut()
+                        .for_each(|v| *v = bias.map_or(0.0, |bb| bb[och]));
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];
+                            for iy in 0..h {
+                                let oy = iy as isize * sh - pt + ky as isize * dh;
+                                if oy < 0 || oy >= oh as isize {
+                                    continue;
+                                }
+                                let orow = &mut out[oy as usize * ow..(oy as usize + 1) * ow];
+                                for ix in 0..wd {
+                                    let ox = ix as isize * sw - pl + kx as isize * dw;
+                                    if ox >= 0 && ox < ow as isize {
+                                        orow[ox as usize] += col[iy * wd + ix];
+                                    }
                                 }
                             }
                         }
                     }
+                    if let Some(a) = act {
+                        gemm::apply_act(out, a);
+                    }
                 }
-                if let Some(a) = act {
-                    gemm::apply_act(out, a);
-                }
-            }
+            });
         }
     }
 }

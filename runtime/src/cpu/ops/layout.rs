@@ -1,6 +1,7 @@
 //! Data-movement ops: concat, split, transpose, and the axis-separable gather that implements Slice,
 //! Pad (all modes) and nearest Resize from per-axis index maps built at session creation.
 use super::{View, ViewMut};
+use crate::cpu::Par;
 use crate::ir::{CoordMode, NearestMode, PadMode};
 use alloc::vec::Vec;
 
@@ -129,8 +130,14 @@ pub fn nearest_maps(
     GatherMaps { maps, fill: 0.0 }
 }
 
-/// `y[i0,..,in] = x[Σ maps_d[i_d]]`, or `fill` where any map is negative.
-pub fn gather<T: Copy>(g: &GatherMaps, fill: T, x: View<T>, y: ViewMut<T>) {
+/// `y[i0,..,in] = x[Σ maps_d[i_d]]`, or `fill` where any map is negative. Threads split the rows.
+pub fn gather<T: Copy + Send + Sync>(
+    par: &Par,
+    g: &GatherMaps,
+    fill: T,
+    x: View<T>,
+    y: ViewMut<T>,
+) {
     let r = y.shape.len();
     if r == 0 {
         y.data[0] = x.data[0];
@@ -139,35 +146,51 @@ pub fn gather<T: Copy>(g: &GatherMaps, fill: T, x: View<T>, y: ViewMut<T>) {
     let inner = y.shape[r - 1];
     let last = &g.maps[r - 1];
     let outer = y.data.len().checked_div(inner).unwrap_or(0);
-    let mut idx = [0usize; 8];
-    for o in 0..outer {
-        let mut base = 0isize;
-        let mut filled = false;
-        for (map, &i) in g.maps[..r - 1].iter().zip(&idx) {
-            let m = map[i];
-            filled |= m < 0;
-            base += m;
-        }
-        let out = &mut y.data[o * inner..(o + 1) * inner];
-        if filled {
-            out.iter_mut().for_each(|v| *v = fill);
-        } else {
-            for (v, &m) in out.iter_mut().zip(last) {
-                *v = if m < 0 {
-                    fill
-                } else {
-                    x.data[(base + m) as usize]
-                };
-            }
-        }
+    let threads = if y.data.len() >= 1 << 15 {
+        par.threads()
+    } else {
+        1
+    };
+    let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+    let shape = y.shape;
+    par.run_on(threads, &|t| {
+        let rows = crate::cpu::share(outer, t, threads);
+        let mut idx = [0usize; 8];
+        let mut rem = rows.start;
         for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < y.shape[d] {
-                break;
-            }
-            idx[d] = 0;
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
         }
-    }
+        for o in rows {
+            let mut base = 0isize;
+            let mut filled = false;
+            for (map, &i) in g.maps[..r - 1].iter().zip(&idx) {
+                let m = map[i];
+                filled |= m < 0;
+                base += m;
+            }
+            // SAFETY: threads write disjoint rows.
+            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(o * inner), inner) };
+            if filled {
+                out.iter_mut().for_each(|v| *v = fill);
+            } else {
+                for (v, &m) in out.iter_mut().zip(last) {
+                    *v = if m < 0 {
+                        fill
+                    } else {
+                        x.data[(base + m) as usize]
+                    };
+                }
+            }
+            for d in (0..r - 1).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    });
 }
 
 /// Axis permutation.

@@ -190,7 +190,7 @@ pub fn exec(
         (Op::Pool(p), _) => pool::pool2d(p, ins[0], y),
         (Op::GlobalPool(k), _) => pool::global(*k, ins[0], y),
         (Op::Resize { .. } | Op::Slice { .. } | Op::Pad { .. }, Prepared::Gather(m)) => {
-            layout::gather(m, m.fill, ins[0], y)
+            layout::gather(par, m, m.fill, ins[0], y)
         }
         (Op::Resize { .. }, Prepared::Linear(t)) => resize::linear(t, ins[0], y),
         (Op::Concat { axis }, _) => {

@@ -403,12 +403,14 @@ pub fn exec(
 ) {
     let scratch = i8s_mut(scratch);
     match prep {
-        QPrep::Quantize(s, z, isa) => quantize_slice(*isa, fins[0].data, *s, *z, qouts[0].data),
-        QPrep::Dequantize(s, z) => {
-            for (o, &q) in fouts[0].data.iter_mut().zip(qins[0].data) {
+        QPrep::Quantize(s, z, isa) => par_zip(par, fins[0].data, qouts[0].data, &|x, y| {
+            quantize_slice(*isa, x, *s, *z, y)
+        }),
+        QPrep::Dequantize(s, z) => par_zip(par, qins[0].data, fouts[0].data, &|x, y| {
+            for (o, &q) in y.iter_mut().zip(x) {
                 *o = dequantize_i8(q, *s, *z);
             }
-        }
+        }),
         QPrep::Conv(c, lo, hi) => {
             let (x, y) = (qins[0], &mut qouts[0]);
             let xs = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
@@ -417,11 +419,11 @@ pub fn exec(
         }
         QPrep::MatMul(m) => qmatmul(m, qins[0], &mut qouts[0], scratch),
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
-        QPrep::Lut(t) => {
-            for (o, &v) in qouts[0].data.iter_mut().zip(qins[0].data) {
+        QPrep::Lut(t) => par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
+            for (o, &v) in y.iter_mut().zip(x) {
                 *o = t[(v as i32 + 128) as usize];
             }
-        }
+        }),
         QPrep::Concat(r) => {
             let Op::Concat { axis } = op else { return };
             let y = reborrow(&mut qouts[0]);
@@ -467,7 +469,7 @@ pub fn exec(
                 }
             }
         }
-        QPrep::Gather(m, fill) => layout::gather(m, *fill, qins[0], reborrow(&mut qouts[0])),
+        QPrep::Gather(m, fill) => layout::gather(par, m, *fill, qins[0], reborrow(&mut qouts[0])),
         QPrep::Move => {
             let (first, rest) = qouts.split_at_mut(1);
             let (x, y) = (qins[0], reborrow(&mut first[0]));
@@ -564,6 +566,19 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
     }
     let _ = isa;
     body(x, s, z, y)
+}
+
+/// `f(x_part, y_part)` over matching element ranges of `x` and `y`, split across the threads when large.
+fn par_zip<A: Sync, B: Send>(par: &Par, x: &[A], y: &mut [B], f: &(dyn Fn(&[A], &mut [B]) + Sync)) {
+    let n = x.len().min(y.len());
+    let threads = if n >= PAR_MIN { par.threads() } else { 1 };
+    let yp = crate::cpu::SyncPtr(y.as_mut_ptr());
+    par.run_on(threads, &|t| {
+        let r = share(n, t, threads);
+        // SAFETY: threads take disjoint ranges of y.
+        let part = unsafe { core::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
+        f(&x[r.start..r.end], part);
+    });
 }
 
 /// Where one operand stays fixed for more than this many consecutive outputs, the op runs through a
