@@ -504,6 +504,73 @@ fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &
         zp,
     } = gm;
     let (hn, wq) = gm.padded();
+    if sw == 2 && 2 * wq <= DEINTERLEAVE_MAX {
+        // stride 2: one contiguous padded row, then split into even/odd columns (both loops vectorize)
+        let mut tmp = [0i16; DEINTERLEAVE_MAX];
+        let tmp = &mut tmp[..2 * wq];
+        for yy in 0..hn {
+            let iy = yy as isize - pt as isize;
+            let (r0, r1) = (yy * wq, (hn + yy) * wq);
+            if iy < 0 || iy >= h as isize {
+                pp[r0..r0 + wq].fill(0);
+                pp[r1..r1 + wq].fill(0);
+                continue;
+            }
+            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+            tmp.fill(0);
+            let start = pl.min(2 * wq);
+            let n = w.min(2 * wq - start);
+            for (o, &v) in tmp[start..start + n].iter_mut().zip(srow) {
+                *o = v as i16 - zp as i16;
+            }
+            let (even, odd) = pp[r0..r1 + wq].split_at_mut(r1 - r0);
+            for ((e, o), pair) in even[..wq]
+                .iter_mut()
+                .zip(&mut odd[..wq])
+                .zip(tmp.chunks_exact(2))
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+        }
+    } else {
+        build_phases(src, pp, gm);
+    }
+    let stride = gm.acc_stride();
+    let rows = if sh == 1 { 1 } else { oh };
+    let len = if sh == 1 { oh * stride } else { ow };
+    for oy in 0..rows {
+        let a = &mut acc[oy * stride..oy * stride + len];
+        a.fill(0);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let wv = wts[ky * kw + kx];
+                let (q, o) = ((kx * dw) % sw, (kx * dw) / sw);
+                let base = (q * hn + oy * sh + ky * dh) * wq + o;
+                for (d, &v) in a.iter_mut().zip(&pp[base..base + len]) {
+                    *d += wv * v as i32;
+                }
+            }
+        }
+    }
+}
+
+/// Longest padded row (two stride-2 phases) the stride-2 fast path keeps on the stack.
+const DEINTERLEAVE_MAX: usize = 4096;
+
+/// The general phase split of [`dw_plane_body`]: column i of phase q holds padded column i·sw + q.
+#[inline(always)]
+fn build_phases(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
+    let &DwGeom {
+        h,
+        w,
+        sw,
+        pt,
+        pl,
+        zp,
+        ..
+    } = gm;
+    let (hn, wq) = gm.padded();
     for q in 0..sw {
         for yy in 0..hn {
             let row = &mut pp[(q * hn + yy) * wq..(q * hn + yy + 1) * wq];
@@ -531,23 +598,6 @@ fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &
             } else {
                 for (o, &v) in row[ia..ib].iter_mut().zip(srow[x0..].iter().step_by(sw)) {
                     *o = v as i16 - zp as i16;
-                }
-            }
-        }
-    }
-    let stride = gm.acc_stride();
-    let rows = if sh == 1 { 1 } else { oh };
-    let len = if sh == 1 { oh * stride } else { ow };
-    for oy in 0..rows {
-        let a = &mut acc[oy * stride..oy * stride + len];
-        a.fill(0);
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let wv = wts[ky * kw + kx];
-                let (q, o) = ((kx * dw) % sw, (kx * dw) / sw);
-                let base = (q * hn + oy * sh + ky * dh) * wq + o;
-                for (d, &v) in a.iter_mut().zip(&pp[base..base + len]) {
-                    *d += wv * v as i32;
                 }
             }
         }
