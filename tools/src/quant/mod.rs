@@ -123,6 +123,54 @@ fn output_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The output head stays in float: an integer-capable node that produces a graph output, directly or
+/// through ops that run in float anyway or only move data (Softmax, Reshape, Transpose), keeps float
+/// precision when it is cheap to — an element-wise function, or a Conv/MatMul holding at most 0.5 % of
+/// the model's weights. Its output then keeps float resolution instead of being rounded to 256 levels just
+/// before it is read (what decides a classifier's top-1 between near-tied classes, or a map's threshold).
+pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
+    let g = &fg.graph;
+    let total: usize = g
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fg.konst(*i as u32).is_some())
+        .map(|(_, t)| t.dims().iter().product::<usize>())
+        .sum();
+    let producer = |t: u32| g.nodes.iter().position(|n| n.outputs.contains(&t));
+    let mut keep = vec![false; g.nodes.len()];
+    let mut seen = vec![false; g.tensors.len()];
+    let mut frontier: Vec<u32> = g.outputs.clone();
+    while let Some(t) = frontier.pop() {
+        if std::mem::replace(&mut seen[t as usize], true) {
+            continue;
+        }
+        let Some(p) = producer(t) else { continue };
+        let n = &g.nodes[p];
+        let transparent = matches!(
+            n.op,
+            tern::ir::Op::Softmax { .. } | tern::ir::Op::Reshape | tern::ir::Op::Transpose { .. }
+        );
+        if transparent {
+            frontier.extend(n.inputs.iter().copied().filter(|&i| fg.konst(i).is_none()));
+            continue;
+        }
+        if !pass::has_int_kernel(fg, n) {
+            continue;
+        }
+        let small = match &n.op {
+            tern::ir::Op::Unary(_) => true,
+            tern::ir::Op::Conv { .. } | tern::ir::Op::MatMul { .. } => {
+                let w: usize = fg.shape(n.inputs[1]).iter().product();
+                w * 200 <= total
+            }
+            _ => false,
+        };
+        keep[p] = small;
+    }
+    keep
+}
+
 /// Mixed precision: measures each integer node's sensitivity (the output error when only it is quantized),
 /// then keeps the most sensitive ones in float — the shortest such prefix that meets `max_error`, found by
 /// bisection. Returns the float mask and the error reached.
@@ -267,15 +315,21 @@ pub fn compress_int8(
     if c.opts.max_error.is_some() && samples.is_empty() {
         anyhow::bail!("--max-error measures the error on calibration samples: give --calib");
     }
-    let (keep, reached) = match c.opts.max_error {
+    let (mut keep, reached) = match c.opts.max_error {
         Some(me) => {
             // the search runs on at most 16 samples: each step is a full quantize-and-run
             let sub = &samples[..samples.len().min(16)];
             let (k, e) = search_float_nodes(&fg, &obs, &c.opts, sub, me)?;
             (k, Some(e))
         }
-        None => (vec![], None),
+        None => (vec![false; fg.graph.nodes.len()], None),
     };
+    if fixed == 0 {
+        // (a model quantized already keeps its own choice of what is int8)
+        for (k, h) in keep.iter_mut().zip(float_head(&fg)) {
+            *k |= h;
+        }
+    }
     let (qg, report) = quantize_graph(&fg, &obs, &c.opts, &keep)?;
     log::info!(
         "quantize: {} integer node(s), {} float node(s), {} conversion(s)",

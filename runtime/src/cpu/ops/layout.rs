@@ -143,6 +143,9 @@ pub fn gather<T: Copy + Send + Sync>(
         y.data[0] = x.data[0];
         return;
     }
+    if y.data.is_empty() {
+        return; // a zero-sized axis: nothing to write (and no index arithmetic on it)
+    }
     let inner = y.shape[r - 1];
     let last = &g.maps[r - 1];
     let outer = y.data.len().checked_div(inner).unwrap_or(0);

@@ -589,6 +589,9 @@ const TABLE_MIN: usize = 512;
 const PAR_MIN: usize = 1 << 14;
 
 fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>) {
+    if y.data.is_empty() {
+        return; // a zero-sized axis: nothing to write (and no index arithmetic on it)
+    }
     let r = y.shape.len();
     let (mut sa, mut sb) = ([0usize; 8], [0usize; 8]);
     broadcast_strides(xa.shape, y.shape, 1, &mut sa);
