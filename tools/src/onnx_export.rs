@@ -383,14 +383,18 @@ impl Writer<'_> {
                 Ok(vec![self.act(v, *act, name)?])
             }
             Op::Pool(p) => {
+                // tern's end pads include the extra cells of ceil mode; ONNX states them as ceil_mode
                 let mut pads: Vec<i64> = p.pads.iter().map(|&v| v as i64).collect();
-                pads[2] += p.ceil_extra[0] as i64;
-                pads[3] += p.ceil_extra[1] as i64;
+                pads[2] -= p.ceil_extra[0] as i64;
+                pads[3] -= p.ceil_extra[1] as i64;
                 let mut attrs = vec![
                     attr_is("kernel_shape", p.kernel.iter().map(|&v| v as i64).collect()),
                     attr_is("strides", p.strides.iter().map(|&v| v as i64).collect()),
                     attr_is("pads", pads),
                 ];
+                if p.ceil_extra != [0, 0] {
+                    attrs.push(attr_i("ceil_mode", 1));
+                }
                 let op = match p.kind {
                     PoolKind::Max => {
                         attrs.push(attr_is(
