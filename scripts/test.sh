@@ -33,6 +33,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 
 step "host tests"
+export TERN_GPU_REQUIRED=1  # GPU tests run on lavapipe here and must not skip
 cargo test --workspace -q 2>&1 | grep -vE '^\s*$' | tail -n 60
 cargo test -p tern-tests --test conformance -q -- --nocapture 2>&1 | grep "ONNX node conformance"
 TERN_CPU=scalar cargo test -p tern -q

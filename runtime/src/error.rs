@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A size computation overflowed or exceeds the limits of this runtime.
     TooLarge,
+    /// An accelerator failed: a shader that did not build, a lost or hung device, a failed readback.
+    Device,
 }
 
 /// A runtime error: its kind plus a human-readable context naming the node, tensor or offset at fault.
@@ -52,6 +54,7 @@ impl fmt::Display for Error {
             ErrorKind::Argument => "bad argument",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::TooLarge => "too large",
+            ErrorKind::Device => "device error",
         };
         write!(f, "{k}: {}", self.context)
     }

@@ -23,6 +23,8 @@ compile_error!(
 pub mod artifact;
 pub mod cpu;
 pub mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod ir;
 pub mod model;
 pub mod plan;

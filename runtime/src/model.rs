@@ -20,7 +20,7 @@ pub struct Model<'a> {
     pub metadata: Vec<(String, String)>,
     /// Format version of the artifact.
     pub format_version: u32,
-    weights: &'a [u8],
+    pub(crate) weights: &'a [u8],
 }
 
 impl<'a> Model<'a> {

@@ -316,42 +316,7 @@ impl<'m> Session<'m> {
     ) -> Result<()> {
         let model = self.model;
         let g = &model.graph;
-        if inputs.len() != g.inputs.len() || outputs.len() != g.outputs.len() {
-            bail!(
-                Argument,
-                "the model takes {} input(s) and gives {} output(s); got {} and {}",
-                g.inputs.len(),
-                g.outputs.len(),
-                inputs.len(),
-                outputs.len()
-            );
-        }
-        for (k, (&t, x)) in g.inputs.iter().zip(inputs).enumerate() {
-            let tt = &g.tensors[t as usize];
-            if x.len() != tt.numel() {
-                bail!(
-                    Argument,
-                    "input {k} \"{}\": expected shape {:?} ({} values), given {} values",
-                    tt.name,
-                    tt.shape,
-                    tt.numel(),
-                    x.len()
-                );
-            }
-        }
-        for (k, (&t, y)) in g.outputs.iter().zip(outputs.iter()).enumerate() {
-            let tt = &g.tensors[t as usize];
-            if y.len() != tt.numel() {
-                bail!(
-                    Argument,
-                    "output {k} \"{}\": expected shape {:?} ({} values), buffer has {}",
-                    tt.name,
-                    tt.shape,
-                    tt.numel(),
-                    y.len()
-                );
-            }
-        }
+        check_io(g, inputs, outputs)?;
         let base = self.arena_base();
         let offsets = &model.plan.offsets;
         // SAFETY: the loader proved every activation's [offset, offset+bytes) lies inside the arena, is
@@ -545,4 +510,50 @@ impl<'m> Session<'m> {
         }
         Ok(outs)
     }
+}
+
+/// Checks that `inputs` and `outputs` match the graph's inputs and outputs in count and length; the error
+/// names the tensor at fault.
+pub(crate) fn check_io(
+    g: &crate::ir::Graph,
+    inputs: &[&[f32]],
+    outputs: &[&mut [f32]],
+) -> Result<()> {
+    if inputs.len() != g.inputs.len() || outputs.len() != g.outputs.len() {
+        bail!(
+            Argument,
+            "the model takes {} input(s) and gives {} output(s); got {} and {}",
+            g.inputs.len(),
+            g.outputs.len(),
+            inputs.len(),
+            outputs.len()
+        );
+    }
+    for (k, (&t, x)) in g.inputs.iter().zip(inputs).enumerate() {
+        let tt = &g.tensors[t as usize];
+        if x.len() != tt.numel() {
+            bail!(
+                Argument,
+                "input {k} \"{}\": expected shape {:?} ({} values), given {} values",
+                tt.name,
+                tt.shape,
+                tt.numel(),
+                x.len()
+            );
+        }
+    }
+    for (k, (&t, y)) in g.outputs.iter().zip(outputs.iter()).enumerate() {
+        let tt = &g.tensors[t as usize];
+        if y.len() != tt.numel() {
+            bail!(
+                Argument,
+                "output {k} \"{}\": expected shape {:?} ({} values), buffer has {}",
+                tt.name,
+                tt.shape,
+                tt.numel(),
+                y.len()
+            );
+        }
+    }
+    Ok(())
 }

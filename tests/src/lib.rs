@@ -24,3 +24,34 @@ pub fn model(rel: &str) -> PathBuf {
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     tern_tools::metrics::rel_l2(a, b)
 }
+
+/// The GPU the tests run on (lavapipe in CI), opened once. `None` with a printed reason where there is no
+/// adapter (e.g. under qemu); with `TERN_GPU_REQUIRED=1` (the CI host lane) a missing GPU fails instead.
+pub fn gpu() -> Option<&'static tern::gpu::Gpu> {
+    static GPU: std::sync::OnceLock<Option<tern::gpu::Gpu>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        match tern::gpu::Gpu::new(&tern::gpu::GpuOptions {
+            allow_cpu_adapter: true,
+        }) {
+            Ok(g) => {
+                println!("GPU tests on {}", g.describe());
+                Some(g)
+            }
+            Err(e) => {
+                assert!(
+                    std::env::var_os("TERN_GPU_REQUIRED").is_none(),
+                    "TERN_GPU_REQUIRED is set but no GPU adapter opens: {e}"
+                );
+                println!("GPU tests skipped: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// Whether GPU and CPU values agree for f32 kernels: 1e-5 relative, with a 1e-6 absolute floor (NaN and
+/// infinities must match exactly).
+pub fn gpu_close(gpu: f32, cpu: f32) -> bool {
+    gpu == cpu || (gpu.is_nan() && cpu.is_nan()) || (gpu - cpu).abs() <= 1e-6 + 1e-5 * cpu.abs()
+}

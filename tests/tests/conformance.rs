@@ -80,6 +80,12 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let m = tern::Model::from_bytes(&bytes).map_err(|e| e.to_string())?;
     let mut s = tern::Session::new(&m, Default::default()).map_err(|e| e.to_string())?;
     let outs = s.run(&[x.view()]).map_err(|e| e.to_string())?;
+    gpu_check(
+        &dir.file_name().unwrap_or_default().to_string_lossy(),
+        &m,
+        x.as_slice().unwrap_or(&[]),
+        &outs,
+    );
     for (k, got) in outs.iter().enumerate() {
         let want = HostTensor::from_tract(
             &load(&read_pb(&data.join(format!("output_{k}.pb")))).map_err(|e| e.to_string())?,
@@ -101,6 +107,47 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Cases run on the GPU too (every node having a GPU kernel), and those whose GPU outputs differ from the
+/// CPU's.
+static GPU_RUNS: std::sync::Mutex<(usize, Vec<String>)> = std::sync::Mutex::new((0, Vec::new()));
+
+/// Runs a case's model on the GPU, when one is open and has a kernel for every node, and records whether
+/// its outputs equal the CPU's (`tern_tests::gpu_close`).
+fn gpu_check(name: &str, m: &tern::Model, x: &[f32], cpu: &[ndarray::ArrayD<f32>]) {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    if m.graph
+        .nodes
+        .iter()
+        .any(|n| tern::gpu::kernel_for(m, n).is_err())
+    {
+        return;
+    }
+    let mut outs: Vec<Vec<f32>> = cpu.iter().map(|o| vec![0f32; o.len()]).collect();
+    let r = tern::gpu::GpuSession::new(m, gpu).and_then(|mut s| {
+        let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        s.run_into(&[x], &mut o)
+    });
+    let mut runs = GPU_RUNS.lock().unwrap();
+    runs.0 += 1;
+    match r {
+        Err(e) => runs.1.push(format!("{name}: {e}")),
+        Ok(()) => {
+            for (k, (g, c)) in outs.iter().zip(cpu).enumerate() {
+                if let Some((i, (a, b))) = g
+                    .iter()
+                    .zip(c.iter())
+                    .enumerate()
+                    .find(|(_, (a, b))| !tern_tests::gpu_close(**a, **b))
+                {
+                    runs.1
+                        .push(format!("{name}: output {k}[{i}]: GPU {a} vs CPU {b}"));
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -162,4 +209,18 @@ fn onnx_node_conformance() {
         failed_listed.len(),
         failed_listed.join("\n")
     );
+    if tern_tests::gpu().is_some() {
+        let runs = GPU_RUNS.lock().unwrap();
+        println!(
+            "ONNX node conformance on the GPU: {} of the passing cases run there, {} differ from the CPU",
+            runs.0,
+            runs.1.len()
+        );
+        assert!(
+            runs.1.is_empty(),
+            "GPU differs from CPU:\n{}",
+            runs.1.join("\n")
+        );
+        assert!(runs.0 >= 100, "only {} cases ran on the GPU", runs.0);
+    }
 }

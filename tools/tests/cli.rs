@@ -364,6 +364,65 @@ fn export_onnx_qdq_and_reimport() {
     assert!(e.contains("missing.tern"), "{e}");
 }
 
+/// `--backend auto` runs where it can (the GPU when an adapter opens, lavapipe allowed here) and gives
+/// the CPU's outputs; `bench --json` says which backend ran.
+#[test]
+fn backend_auto_runs_and_agrees_with_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("digits.tern");
+    ok(tern()
+        .args(["compress", "-q"])
+        .arg(digits())
+        .arg("-o")
+        .arg(&art));
+    let x = d.path().join("x.npy");
+    write_npy(&x, &[1, 64], (0..64).map(|i| (i % 17) as f32).collect());
+    let (cpu, auto) = (d.path().join("cpu"), d.path().join("auto"));
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output-dir")
+        .arg(&cpu));
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output-dir")
+        .arg(&auto)
+        .args(["--backend", "auto", "--gpu-allow-cpu-adapter"]));
+    let read = |dir: &Path| -> Vec<f32> {
+        let f = std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(f).unwrap();
+        a.iter().copied().collect()
+    };
+    for (a, b) in read(&cpu).iter().zip(read(&auto)) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&ok(tern().arg("bench").arg(&art).args([
+        "--backend",
+        "auto",
+        "--gpu-allow-cpu-adapter",
+        "--runs",
+        "2",
+        "--json",
+    ])))
+    .unwrap();
+    let b = j["backend"].as_str().unwrap();
+    assert!(b == "gpu" || b == "cpu", "{j}");
+    assert!(
+        j["prepare_ms"].as_f64().is_some() && j["first_run_ms"].as_f64().is_some(),
+        "{j}"
+    );
+}
+
 #[test]
 fn int8_calibration_errors_name_the_file() {
     let d = tempfile::tempdir().unwrap();

@@ -22,9 +22,12 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Also time every node and print a per-op-type table (slowest first).
+    /// Also time every node and print a per-op-type table (slowest first; CPU backend).
     #[arg(long)]
     pub profile: bool,
+    /// Backend selection.
+    #[command(flatten)]
+    pub backend: super::engine::BackendArgs,
 }
 
 /// Seeded uniform values in [-1, 1) (a fixed LCG, so every tool and test sees the same inputs).
@@ -61,6 +64,10 @@ pub fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
 pub fn main(a: Args) -> Result<()> {
     let bytes = read_file(&a.model)?;
     let model = load_model(&a.model, &bytes)?;
+    let gpu = super::engine::open_gpu(&a.backend)?;
+    if gpu.is_some() || a.backend.backend != super::engine::Backend::Cpu {
+        return gpu_bench(&a, &model, bytes.len(), gpu.as_ref());
+    }
     let mut session = tern::Session::new(&model, tern::SessionOptions { threads: a.threads })?;
     let inputs: Vec<Vec<f32>> = model
         .inputs()
@@ -146,6 +153,68 @@ pub fn main(a: Args) -> Result<()> {
             session.threads(),
             session.isa(),
             session.arena_bytes(),
+            rss as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// `bench --backend gpu|auto`: preparation (weight upload and pipeline builds), the first run and the
+/// steady state, timed separately (users ask why the GPU looks slow: usually it is the first two).
+fn gpu_bench(
+    a: &Args,
+    model: &tern::Model,
+    artifact_bytes: usize,
+    gpu: Option<&tern::gpu::Gpu>,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut engine = super::engine::open(&a.backend, model, gpu, a.threads)?;
+    let prepare_ms = t.elapsed().as_secs_f64() * 1e3;
+    let inputs: Vec<Vec<f32>> = model
+        .inputs()
+        .enumerate()
+        .map(|(i, t)| seeded(t.numel(), i as u64))
+        .collect();
+    let mut outputs: Vec<Vec<f32>> = model.outputs().map(|t| vec![0.0; t.numel()]).collect();
+    let ins: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let mut run = |engine: &mut super::engine::Engine| -> Result<f64> {
+        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let t = Instant::now();
+        engine.run_into(&ins, &mut outs)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let first_ms = run(&mut engine)?;
+    for _ in 1..a.warmup {
+        run(&mut engine)?;
+    }
+    let mut ms = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs.max(1) {
+        ms.push(run(&mut engine)?);
+    }
+    let (median, min, max) = stats(&mut ms);
+    let rss = peak_rss_bytes().unwrap_or(0);
+    let backend = engine.name();
+    let device = match (backend, gpu) {
+        ("gpu", Some(g)) => g.describe(),
+        _ => "cpu".to_string(),
+    };
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": a.model.display().to_string(),
+                "median_ms": median, "min_ms": min, "max_ms": max,
+                "runs": ms.len(), "warmup": a.warmup, "threads": a.threads,
+                "peak_rss_bytes": rss, "backend": backend, "device": device,
+                "prepare_ms": prepare_ms, "first_run_ms": first_ms,
+                "artifact_bytes": artifact_bytes,
+            })
+        );
+    } else {
+        println!(
+            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs on {backend} ({device}); prepare (upload + pipelines) {prepare_ms:.1} ms, first run {first_ms:.3} ms; peak RSS {:.1} MB",
+            a.model.display(),
+            ms.len(),
             rss as f64 / 1e6
         );
     }

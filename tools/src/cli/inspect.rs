@@ -17,6 +17,9 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// `gpu`: also list which nodes of a .tern have a GPU kernel (and why not, for the others).
+    #[arg(long, value_enum)]
+    pub backend: Option<super::engine::Backend>,
 }
 
 fn io(g: &Graph, ids: &[u32]) -> Value {
@@ -34,8 +37,14 @@ pub fn main(a: Args) -> Result<()> {
     let mut out = serde_json::Map::new();
     out.insert("file".into(), json!(a.model.display().to_string()));
     out.insert("file_bytes".into(), json!(bytes.len()));
+    let mut placement: Vec<(String, &'static str, Result<&'static str, String>)> = Vec::new();
     let g: Graph = if is_tern(&bytes) {
         let m = load_model(&a.model, &bytes)?;
+        if a.backend.is_some_and(|b| b != super::engine::Backend::Cpu) {
+            for n in &m.graph.nodes {
+                placement.push((n.name.clone(), n.op.name(), tern::gpu::kernel_for(&m, n)));
+            }
+        }
         out.insert("format".into(), json!("tern"));
         out.insert("format_version".into(), json!(m.format_version));
         out.insert("arena_bytes".into(), json!(m.plan.arena_bytes));
@@ -59,6 +68,20 @@ pub fn main(a: Args) -> Result<()> {
     out.insert("params".into(), json!(g.param_count()));
     out.insert("macs".into(), json!(g.macs()));
     out.insert("weight_bytes".into(), json!(g.weight_bytes()));
+    if !placement.is_empty() {
+        let on_gpu = placement.iter().filter(|p| p.2.is_ok()).count();
+        out.insert("gpu_nodes".into(), json!(on_gpu));
+        out.insert(
+            "placement".into(),
+            json!(placement
+                .iter()
+                .map(|(n, op, k)| match k {
+                    Ok(shader) => json!({"node": n, "op": op, "backend": "gpu", "kernel": shader}),
+                    Err(why) => json!({"node": n, "op": op, "backend": "none", "reason": why}),
+                })
+                .collect::<Vec<_>>()),
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
         return Ok(());
@@ -86,6 +109,23 @@ pub fn main(a: Args) -> Result<()> {
     println!("  ops:");
     for (op, n) in g.op_histogram() {
         println!("    {op:<20} {n}");
+    }
+    if !placement.is_empty() {
+        let on_gpu = placement.iter().filter(|p| p.2.is_ok()).count();
+        println!(
+            "  gpu             {on_gpu} of {} nodes have a GPU kernel{}",
+            placement.len(),
+            if on_gpu == placement.len() {
+                " (the whole model runs on the GPU)"
+            } else {
+                "; the others keep the model on the CPU:"
+            }
+        );
+        for (n, op, k) in &placement {
+            if let Err(why) = k {
+                println!("    {n:<32} {op:<16} {why}");
+            }
+        }
     }
     if let Some(Value::Object(md)) = out.get("metadata") {
         for (k, v) in md {

@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod compress;
 pub mod demo;
+pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod inspect;

@@ -17,6 +17,9 @@ pub struct Args {
     /// Threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Backend selection.
+    #[command(flatten)]
+    pub backend: super::engine::BackendArgs,
 }
 
 /// Runs the subcommand.
@@ -58,9 +61,21 @@ pub fn main(a: Args) -> Result<()> {
         }
         arrays.push(arr);
     }
-    let mut session = tern::Session::new(&model, tern::SessionOptions { threads: a.threads })?;
-    let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    let outs = session.run(&views)?;
+    let gpu = super::engine::open_gpu(&a.backend)?;
+    let mut engine = super::engine::open(&a.backend, &model, gpu.as_ref(), a.threads)?;
+    log::info!("running on {}", engine.name());
+    let flat: Vec<Vec<f32>> = arrays.iter().map(|a| a.iter().copied().collect()).collect();
+    let ins: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
+    let mut bufs: Vec<Vec<f32>> = model.outputs().map(|t| vec![0.0; t.numel()]).collect();
+    {
+        let mut o: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        engine.run_into(&ins, &mut o)?;
+    }
+    let outs: Vec<ndarray::ArrayD<f32>> = bufs
+        .into_iter()
+        .zip(model.outputs())
+        .map(|(v, t)| ndarray::ArrayD::from_shape_vec(t.dims(), v))
+        .collect::<std::result::Result<_, _>>()?;
     std::fs::create_dir_all(&a.output_dir)
         .with_context(|| format!("cannot create {}", a.output_dir.display()))?;
     for (o, t) in outs.iter().zip(model.outputs()) {

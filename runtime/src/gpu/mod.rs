@@ -1,0 +1,955 @@
+//! The GPU backend (feature `gpu`): the same artifacts on Vulkan GPUs through wgpu, tested on lavapipe.
+//!
+//! ```text
+//! Gpu::new(opts)            adapter choice (a real GPU first; a CPU adapter only when asked), device, queue
+//! GpuSession::new(&model)   weights uploaded once; one arena buffer laid out by the memory plan; one
+//!                           pipeline per shader; every node's dispatch recorded with its parameters
+//! session.run_into(..)      inputs written, one command buffer, only the outputs read back
+//! ```
+//! Every node gets one dispatch. A node without a GPU kernel is an error naming it (`GpuSession::new`);
+//! [`kernel_for`] tells which nodes run on the GPU (`tern inspect --backend gpu`).
+use crate::error::Result;
+use crate::ir::{BinOp, Node, Op, PoolKind, Unary};
+use crate::{bail, Model};
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to pick the adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Accept a CPU adapter (lavapipe, llvmpipe) when no real GPU exists. Also accepted when the
+    /// environment selects the backend or adapter (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`).
+    pub allow_cpu_adapter: bool,
+}
+
+/// An opened GPU: the device tern runs on.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    /// Validation or out-of-memory errors reported outside an error scope (wgpu would panic by default).
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+fn env_selects_adapter() -> bool {
+    std::env::var_os("WGPU_BACKEND").is_some() || std::env::var_os("WGPU_ADAPTER_NAME").is_some()
+}
+
+impl Gpu {
+    /// Opens the best adapter: discrete, then integrated, then virtual GPUs; a CPU adapter only when
+    /// `opts.allow_cpu_adapter` or the environment selects one. An error says what was found.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let name_filter = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .map(|s| s.to_lowercase());
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let cpu_ok = opts.allow_cpu_adapter || env_selects_adapter();
+        let mut found: Vec<String> = Vec::new();
+        let mut best: Option<(usize, wgpu::Adapter)> = None;
+        for a in adapters {
+            let info = a.get_info();
+            found.push(alloc::format!(
+                "{} ({:?}, {:?})",
+                info.name,
+                info.backend,
+                info.device_type
+            ));
+            if info.device_type == wgpu::DeviceType::Cpu && !cpu_ok {
+                continue;
+            }
+            if let Some(f) = &name_filter {
+                if !info.name.to_lowercase().contains(f.as_str()) {
+                    continue;
+                }
+            }
+            let r = rank(info.device_type);
+            if best.as_ref().is_none_or(|(b, _)| r < *b) {
+                best = Some((r, a));
+            }
+        }
+        let Some((_, adapter)) = best else {
+            bail!(
+                Unsupported,
+                "no usable GPU adapter (found: {}){}",
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                },
+                if cpu_ok {
+                    ""
+                } else {
+                    "; a CPU adapter such as lavapipe is used only when asked (GpuOptions::allow_cpu_adapter, `tern --gpu-allow-cpu-adapter`) or selected by WGPU_BACKEND"
+                }
+            );
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tern"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            crate::err!(
+                Unsupported,
+                "GPU \"{}\": cannot open a device: {e}",
+                info.name
+            )
+        })?;
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("GPU error: {e}");
+            if let Ok(mut s) = sink.lock() {
+                s.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        log::info!(
+            "GPU: {} ({:?}, {:?}, driver {} {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            errors,
+        })
+    }
+
+    /// "name (backend, type, driver)" for logs and tool output.
+    pub fn describe(&self) -> String {
+        alloc::format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe).
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    fn take_error(&self) -> Option<String> {
+        self.errors.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+/// The shader that runs node `n` on the GPU, or why there is none.
+pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str, String> {
+    let g = &model.graph;
+    let f32_only = n
+        .inputs
+        .iter()
+        .chain(&n.outputs)
+        .all(|&t| g.tensors[t as usize].dtype == crate::DType::F32);
+    if !f32_only {
+        return Err("integer tensors (the int8 GPU kernels are not written yet)".into());
+    }
+    let rank_ok = n
+        .inputs
+        .iter()
+        .chain(&n.outputs)
+        .all(|&t| g.tensors[t as usize].shape.len() <= MAX_RANK);
+    if !rank_ok {
+        return Err(alloc::format!("rank above {MAX_RANK}"));
+    }
+    Ok(match &n.op {
+        Op::Binary { .. } | Op::Unary(_) => "eltwise",
+        Op::ChannelAffine { .. } => "affine",
+        Op::MatMul { .. } => {
+            let (a, b) = (
+                &g.tensors[n.inputs[0] as usize].shape,
+                &g.tensors[n.inputs[1] as usize].shape,
+            );
+            let batch = |s: &[u32]| s[..s.len() - 2].iter().product::<u32>();
+            if a.len() < 2 || b.len() < 2 || !(b.len() == 2 || batch(a) == batch(b)) {
+                return Err("MatMul with broadcast batch dimensions".into());
+            }
+            "matmul"
+        }
+        Op::Conv { .. } => "conv",
+        Op::ConvTranspose { .. } => "conv_transpose",
+        Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Resize {
+            mode: crate::ir::ResizeMode::Nearest(_),
+            ..
+        } => "gather",
+        Op::Pool(_) => "pool",
+        Op::GlobalPool(_) => "global_pool",
+        Op::Softmax { .. } => "softmax",
+        Op::Reshape | Op::Concat { .. } | Op::Split { .. } => "copy",
+        Op::Transpose { .. } => "transpose",
+        other => return Err(alloc::format!("{} has no GPU kernel yet", other.name())),
+    })
+}
+
+const MAX_RANK: usize = 6;
+
+const SHADERS: &[(&str, &str)] = &[
+    ("eltwise", include_str!("shaders/eltwise.wgsl")),
+    ("affine", include_str!("shaders/affine.wgsl")),
+    ("matmul", include_str!("shaders/matmul.wgsl")),
+    ("conv", include_str!("shaders/conv.wgsl")),
+    ("pool", include_str!("shaders/pool.wgsl")),
+    ("global_pool", include_str!("shaders/global_pool.wgsl")),
+    ("softmax", include_str!("shaders/softmax.wgsl")),
+    ("copy", include_str!("shaders/copy.wgsl")),
+    ("transpose", include_str!("shaders/transpose.wgsl")),
+    ("gather", include_str!("shaders/gather.wgsl")),
+    (
+        "conv_transpose",
+        include_str!("shaders/conv_transpose.wgsl"),
+    ),
+];
+const COMMON: &str = include_str!("shaders/common.wgsl");
+
+/// Codes of [`Unary`] in `common.wgsl`'s `unary()` (0 = identity), with its two float parameters.
+fn unary_code(u: Option<Unary>) -> (u32, f32, f32) {
+    match u {
+        None => (0, 0.0, 0.0),
+        Some(u) => match u {
+            Unary::Relu => (1, 0.0, 0.0),
+            Unary::Clip { min, max } => (2, min, max),
+            Unary::Sigmoid => (3, 0.0, 0.0),
+            Unary::HardSigmoid { alpha, beta } => (4, alpha, beta),
+            Unary::HardSwish => (5, 0.0, 0.0),
+            Unary::LeakyRelu { alpha } => (6, alpha, 0.0),
+            Unary::Erf => (7, 0.0, 0.0),
+            Unary::Sqrt => (8, 0.0, 0.0),
+            Unary::Exp => (9, 0.0, 0.0),
+            Unary::Log => (10, 0.0, 0.0),
+            Unary::Tanh => (11, 0.0, 0.0),
+            Unary::Abs => (12, 0.0, 0.0),
+            Unary::Neg => (13, 0.0, 0.0),
+            Unary::Reciprocal => (14, 0.0, 0.0),
+            Unary::Floor => (15, 0.0, 0.0),
+            Unary::Ceil => (16, 0.0, 0.0),
+        },
+    }
+}
+
+/// One recorded dispatch.
+struct Step {
+    shader: &'static str,
+    params: Vec<u32>,
+    /// Invocations (64 per workgroup).
+    threads: u32,
+}
+
+/// A model prepared on a GPU: weights resident, pipelines built, every dispatch recorded.
+pub struct GpuSession<'m> {
+    model: &'m Model<'m>,
+    gpu: &'m Gpu,
+    arena: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    steps: Vec<(usize, wgpu::BindGroup, u32)>,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    /// (arena byte offset, bytes) of each output, and its place in the readback buffer.
+    outputs: Vec<(u64, u64, u64)>,
+    /// Keeps the buffers the bind groups reference alive.
+    _keep: (wgpu::Buffer, wgpu::Buffer),
+}
+
+fn f(v: f32) -> u32 {
+    v.to_bits()
+}
+
+/// Row-major strides of `dims`, with 0 for broadcast axes against `out` (right-aligned).
+fn bcast_strides(dims: &[u32], out: &[u32]) -> [u32; MAX_RANK] {
+    let mut s = [0u32; MAX_RANK];
+    let off = out.len() - dims.len();
+    let mut acc = 1u32;
+    for k in (0..dims.len()).rev() {
+        s[off + k] = if dims[k] == 1 { 0 } else { acc };
+        acc *= dims[k];
+    }
+    s
+}
+
+impl<'m> GpuSession<'m> {
+    /// Prepares `model` on `gpu`: every node must have a GPU kernel ([`kernel_for`]).
+    pub fn new(model: &'m Model<'m>, gpu: &'m Gpu) -> Result<GpuSession<'m>> {
+        let g = &model.graph;
+        let plan = &model.plan;
+        let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
+        let konst = |t: u32| g.tensors[t as usize].data.map(|r| (r.offset / 4) as u32);
+        // an operand: (source: 0 arena / 1 weights, word offset)
+        let src = |t: u32| match konst(t) {
+            Some(w) => (1u32, w),
+            None => (0u32, word(t)),
+        };
+        let shape = |t: u32| g.tensors[t as usize].shape.clone();
+        let mut steps: Vec<Step> = Vec::new();
+        for (ni, n) in g.nodes.iter().enumerate() {
+            let kernel = kernel_for(model, n).map_err(|why| {
+                crate::err!(
+                    Unsupported,
+                    "node {ni} \"{}\" ({}) cannot run on the GPU: {why}",
+                    n.name,
+                    n.op.name()
+                )
+            })?;
+            let out = n.outputs[0];
+            let os = shape(out);
+            let numel = |s: &[u32]| s.iter().product::<u32>();
+            match &n.op {
+                Op::Binary { op, act } => {
+                    let (code, a, b) = unary_code(*act);
+                    let bop = match op {
+                        BinOp::Add => 0,
+                        BinOp::Sub => 1,
+                        BinOp::Mul => 2,
+                        BinOp::Div => 3,
+                        BinOp::Pow => 4,
+                        BinOp::Max => 5,
+                        BinOp::Min => 6,
+                    };
+                    let (sa, oa) = src(n.inputs[0]);
+                    let (sb, ob) = src(n.inputs[1]);
+                    let mut p = vec![
+                        numel(&os),
+                        os.len() as u32,
+                        bop,
+                        code,
+                        f(a),
+                        f(b),
+                        sa,
+                        oa,
+                        sb,
+                        ob,
+                        word(out),
+                    ];
+                    let mut dims = [1u32; MAX_RANK];
+                    dims[..os.len()].copy_from_slice(&os);
+                    p.extend(dims);
+                    p.extend(bcast_strides(&shape(n.inputs[0]), &os));
+                    p.extend(bcast_strides(&shape(n.inputs[1]), &os));
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: p,
+                    });
+                }
+                Op::Unary(u) => {
+                    let (code, a, b) = unary_code(Some(*u));
+                    let (sa, oa) = src(n.inputs[0]);
+                    let mut p = vec![
+                        numel(&os),
+                        os.len() as u32,
+                        99,
+                        code,
+                        f(a),
+                        f(b),
+                        sa,
+                        oa,
+                        0,
+                        0,
+                        word(out),
+                    ];
+                    let mut dims = [1u32; MAX_RANK];
+                    dims[..os.len()].copy_from_slice(&os);
+                    p.extend(dims);
+                    p.extend(bcast_strides(&shape(n.inputs[0]), &os));
+                    p.extend([0u32; MAX_RANK]);
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: p,
+                    });
+                }
+                Op::ChannelAffine { act } => {
+                    let (code, a, b) = unary_code(*act);
+                    let xs = shape(n.inputs[0]);
+                    let inner: u32 = xs[2..].iter().product();
+                    let (Some(sc), Some(sh)) = (konst(n.inputs[1]), konst(n.inputs[2])) else {
+                        bail!(
+                            Unsupported,
+                            "node \"{}\": ChannelAffine with non-constant parameters",
+                            n.name
+                        );
+                    };
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: vec![
+                            numel(&os),
+                            xs[1],
+                            inner.max(1),
+                            code,
+                            f(a),
+                            f(b),
+                            word(n.inputs[0]),
+                            sc,
+                            sh,
+                            word(out),
+                        ],
+                    });
+                }
+                Op::MatMul { act } => {
+                    let (code, a, b) = unary_code(*act);
+                    let (sa_, sb_) = (shape(n.inputs[0]), shape(n.inputs[1]));
+                    let (m, k) = (sa_[sa_.len() - 2], sa_[sa_.len() - 1]);
+                    let nn = sb_[sb_.len() - 1];
+                    let batch = numel(&os) / (m * nn).max(1);
+                    let (srca, offa) = src(n.inputs[0]);
+                    let (srcb, offb) = src(n.inputs[1]);
+                    let bstride_b = if sb_.len() == 2 { 0 } else { k * nn };
+                    let (has_bias, boff) = match n.inputs.get(2) {
+                        Some(&t) => (1, konst(t).unwrap_or(0)),
+                        None => (0, 0),
+                    };
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: vec![
+                            m,
+                            nn,
+                            k,
+                            batch,
+                            srca,
+                            offa,
+                            m * k,
+                            srcb,
+                            offb,
+                            bstride_b,
+                            word(out),
+                            has_bias,
+                            boff,
+                            code,
+                            f(a),
+                            f(b),
+                        ],
+                    });
+                }
+                Op::Conv { geom, act } | Op::ConvTranspose { geom, act } => {
+                    let (code, a, b) = unary_code(*act);
+                    let xs = shape(n.inputs[0]);
+                    let Some(w) = konst(n.inputs[1]) else {
+                        bail!(
+                            Unsupported,
+                            "node \"{}\": Conv with non-constant weights",
+                            n.name
+                        );
+                    };
+                    let (has_bias, boff) = match n.inputs.get(2) {
+                        Some(&t) => (1, konst(t).unwrap_or(0)),
+                        None => (0, 0),
+                    };
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: vec![
+                            xs[0],
+                            xs[1],
+                            xs[2],
+                            xs[3],
+                            os[1],
+                            os[2],
+                            os[3],
+                            geom.kernel[0],
+                            geom.kernel[1],
+                            geom.strides[0],
+                            geom.strides[1],
+                            geom.dilations[0],
+                            geom.dilations[1],
+                            geom.pads[0],
+                            geom.pads[1],
+                            geom.groups,
+                            word(n.inputs[0]),
+                            w,
+                            has_bias,
+                            boff,
+                            word(out),
+                            code,
+                            f(a),
+                            f(b),
+                        ],
+                    });
+                }
+                Op::Pool(pl) => {
+                    let xs = shape(n.inputs[0]);
+                    let kind = match pl.kind {
+                        PoolKind::Max => 0,
+                        PoolKind::Avg {
+                            count_include_pad: false,
+                        } => 1,
+                        PoolKind::Avg {
+                            count_include_pad: true,
+                        } => 2,
+                    };
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: vec![
+                            xs[0] * xs[1],
+                            xs[2],
+                            xs[3],
+                            os[2],
+                            os[3],
+                            pl.kernel[0],
+                            pl.kernel[1],
+                            pl.strides[0],
+                            pl.strides[1],
+                            pl.dilations[0],
+                            pl.dilations[1],
+                            pl.pads[0],
+                            pl.pads[1],
+                            kind,
+                            word(n.inputs[0]),
+                            word(out),
+                            pl.pads[2] - pl.ceil_extra[0],
+                            pl.pads[3] - pl.ceil_extra[1],
+                        ],
+                    });
+                }
+                Op::GlobalPool(kind) => {
+                    let xs = shape(n.inputs[0]);
+                    let planes = xs[0] * xs[1];
+                    let inner: u32 = xs[2..].iter().product();
+                    let k = u32::from(!matches!(kind, PoolKind::Max));
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: planes,
+                        params: vec![planes, inner.max(1), k, word(n.inputs[0]), word(out)],
+                    });
+                }
+                Op::Softmax { axis } => {
+                    let ax = *axis as usize;
+                    let len = os[ax];
+                    let inner: u32 = os[ax + 1..].iter().product();
+                    let rows = numel(&os) / len.max(1);
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: rows,
+                        params: vec![rows, len, inner.max(1), word(n.inputs[0]), word(out)],
+                    });
+                }
+                Op::Reshape => {
+                    let len = numel(&os);
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: len,
+                        params: vec![
+                            len,
+                            len.max(1),
+                            src(n.inputs[0]).1,
+                            0,
+                            word(out),
+                            0,
+                            src(n.inputs[0]).0,
+                        ],
+                    });
+                }
+                Op::Concat { axis } => {
+                    let ax = *axis as usize;
+                    let inner: u32 = os[ax + 1..].iter().product();
+                    let outer: u32 = os[..ax].iter().product();
+                    let mut pos = 0u32;
+                    for &t in &n.inputs {
+                        let s = shape(t);
+                        let len = s[ax] * inner;
+                        let (sx, ox) = src(t);
+                        steps.push(Step {
+                            shader: kernel,
+                            threads: outer * len,
+                            params: vec![
+                                outer * len,
+                                len.max(1),
+                                ox,
+                                len,
+                                word(out) + pos,
+                                os[ax] * inner,
+                                sx,
+                            ],
+                        });
+                        pos += len;
+                    }
+                }
+                Op::Split { axis } => {
+                    let ax = *axis as usize;
+                    let xs = shape(n.inputs[0]);
+                    let inner: u32 = xs[ax + 1..].iter().product();
+                    let outer: u32 = xs[..ax].iter().product();
+                    let mut pos = 0u32;
+                    for &t in &n.outputs {
+                        let s = shape(t);
+                        let len = s[ax] * inner;
+                        steps.push(Step {
+                            shader: kernel,
+                            threads: outer * len,
+                            params: vec![
+                                outer * len,
+                                len.max(1),
+                                src(n.inputs[0]).1 + pos,
+                                xs[ax] * inner,
+                                word(t),
+                                len,
+                                src(n.inputs[0]).0,
+                            ],
+                        });
+                        pos += len;
+                    }
+                }
+                Op::Transpose { perm } => {
+                    let xs = shape(n.inputs[0]);
+                    let mut st = [0u32; MAX_RANK];
+                    let mut acc = 1u32;
+                    let mut in_strides = [0u32; MAX_RANK];
+                    for d in (0..xs.len()).rev() {
+                        in_strides[d] = acc;
+                        acc *= xs[d];
+                    }
+                    for (d, &pd) in perm.iter().enumerate() {
+                        st[d] = in_strides[pd as usize];
+                    }
+                    let mut dims = [1u32; MAX_RANK];
+                    dims[..os.len()].copy_from_slice(&os);
+                    let mut p = vec![numel(&os), os.len() as u32, word(n.inputs[0]), word(out)];
+                    p.extend(dims);
+                    p.extend(st);
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: p,
+                    });
+                }
+                Op::Slice { .. } | Op::Pad { .. } | Op::Resize { .. } => {
+                    let xs: Vec<usize> = shape(n.inputs[0]).iter().map(|&d| d as usize).collect();
+                    let ys: Vec<usize> = os.iter().map(|&d| d as usize).collect();
+                    // the CPU's own index maps, so both backends read the same elements
+                    let maps = match &n.op {
+                        Op::Slice { starts, steps } => {
+                            crate::cpu::ops::layout::slice_maps(&xs, &ys, starts, steps)
+                        }
+                        Op::Pad { pads, mode } => {
+                            crate::cpu::ops::layout::pad_maps(&xs, &ys, pads, *mode)
+                        }
+                        Op::Resize {
+                            mode: crate::ir::ResizeMode::Nearest(nm),
+                            coord,
+                            scales,
+                        } => crate::cpu::ops::layout::nearest_maps(&xs, &ys, scales, *coord, *nm),
+                        _ => unreachable!("kernel_for accepted it"),
+                    };
+                    let (sx, ox) = src(n.inputs[0]);
+                    let mut p = vec![numel(&os), os.len() as u32, ox, word(out), f(maps.fill), sx];
+                    let mut dims = [1u32; MAX_RANK];
+                    dims[..os.len()].copy_from_slice(&os);
+                    p.extend(dims);
+                    let mut start = (p.len() + MAX_RANK) as u32;
+                    let mut starts = [0u32; MAX_RANK];
+                    for (d, m) in maps.maps.iter().enumerate() {
+                        starts[d] = start;
+                        start += m.len() as u32;
+                    }
+                    p.extend(starts);
+                    for m in &maps.maps {
+                        p.extend(m.iter().map(|&v| v as i32 as u32));
+                    }
+                    steps.push(Step {
+                        shader: kernel,
+                        threads: numel(&os),
+                        params: p,
+                    });
+                }
+                _ => unreachable!("kernel_for accepted it"),
+            }
+        }
+        Self::build(model, gpu, steps)
+    }
+
+    fn build(model: &'m Model<'m>, gpu: &'m Gpu, steps: Vec<Step>) -> Result<GpuSession<'m>> {
+        use wgpu::util::DeviceExt;
+        let dev = &gpu.device;
+        let g = &model.graph;
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        let arena_bytes = model.plan.arena_bytes.max(4).div_ceil(4) * 4;
+        let blob = model.weights;
+        let weight_bytes = (blob.len().max(4) as u64).div_ceil(4) * 4;
+        for (what, bytes) in [("activation arena", arena_bytes), ("weights", weight_bytes)] {
+            if bytes > limit || bytes > gpu.limits.max_buffer_size {
+                bail!(
+                    TooLarge,
+                    "the model's {what} needs {bytes} bytes; GPU \"{}\" binds at most {limit}",
+                    gpu.info.name
+                );
+            }
+        }
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let arena = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tern arena"),
+            size: arena_bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut wdata = blob.to_vec();
+        wdata.resize(weight_bytes as usize, 0);
+        let weights = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tern weights"),
+            contents: &wdata,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize).max(4);
+        // each dispatch's parameters at an aligned offset (headers are short; gather maps are long)
+        let mut slots: Vec<(usize, usize)> = Vec::with_capacity(steps.len());
+        let mut pbytes: Vec<u8> = Vec::new();
+        for s in &steps {
+            let at = pbytes.len().div_ceil(align) * align;
+            pbytes.resize(at, 0);
+            pbytes.extend(s.params.iter().flat_map(|w| w.to_le_bytes()));
+            if s.params.is_empty() {
+                pbytes.extend([0u8; 4]);
+            }
+            slots.push((at, pbytes.len() - at));
+        }
+        if pbytes.is_empty() {
+            pbytes.resize(4, 0);
+        }
+        if pbytes.len() as u64 > limit {
+            bail!(
+                TooLarge,
+                "the model's dispatch parameters need {} bytes; GPU binds at most {limit}",
+                pbytes.len()
+            );
+        }
+        let params = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tern params"),
+            contents: &pbytes,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let mut outputs = Vec::new();
+        let mut rb = 0u64;
+        for &t in &g.outputs {
+            let bytes = g.tensors[t as usize].numel() as u64 * 4;
+            outputs.push((model.plan.offsets[t as usize], bytes, rb));
+            rb += bytes.div_ceil(4) * 4;
+        }
+        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tern readback"),
+            size: rb.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            bail!(
+                TooLarge,
+                "GPU \"{}\": out of memory preparing the model: {e}",
+                gpu.info.name
+            );
+        }
+        let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("tern"),
+            entries: &[entry(0, false), entry(1, true), entry(2, true)],
+        });
+        let playout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("tern"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        // pipelines are built here, never in run
+        let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut pipelines = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for s in &steps {
+            if index.contains_key(s.shader) {
+                continue;
+            }
+            let body = SHADERS
+                .iter()
+                .find(|(n, _)| *n == s.shader)
+                .map(|(_, b)| *b)
+                .unwrap_or("");
+            let src = alloc::format!("{COMMON}\n{body}");
+            let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(s.shader),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+            let pl = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(s.shader),
+                layout: Some(&playout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            index.insert(s.shader, pipelines.len());
+            pipelines.push(pl);
+        }
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            bail!(
+                Device,
+                "GPU \"{}\": a shader failed to build: {e}",
+                gpu.info.name
+            );
+        }
+        let mut recorded = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: arena.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: weights.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &params,
+                            offset: slots[i].0 as u64,
+                            size: core::num::NonZeroU64::new(slots[i].1 as u64),
+                        }),
+                    },
+                ],
+            });
+            recorded.push((index[s.shader], bind, s.threads));
+        }
+        log::debug!(
+            "GPU session: {} dispatch(es), {} pipeline(s), arena {arena_bytes} B, weights {weight_bytes} B",
+            recorded.len(),
+            pipelines.len()
+        );
+        Ok(GpuSession {
+            model,
+            gpu,
+            arena,
+            readback,
+            steps: recorded,
+            pipelines,
+            outputs,
+            _keep: (weights, params),
+        })
+    }
+
+    /// Dispatches recorded per run (one per node; Concat and Split one per part).
+    pub fn dispatches(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs the model: inputs written to the arena, one command buffer, outputs read back.
+    pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
+        let g = &self.model.graph;
+        crate::session::check_io(g, inputs, outputs)?;
+        let gpu = self.gpu;
+        for (&t, x) in g.inputs.iter().zip(inputs) {
+            let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+            gpu.queue
+                .write_buffer(&self.arena, self.model.plan.offsets[t as usize], &bytes);
+        }
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tern run"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("tern"),
+                timestamp_writes: None,
+            });
+            for (pl, bind, threads) in &self.steps {
+                let groups = threads.div_ceil(64).max(1);
+                let x = groups.min(65535);
+                let y = groups.div_ceil(x);
+                pass.set_pipeline(&self.pipelines[*pl]);
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        for &(off, bytes, rb) in &self.outputs {
+            let n = bytes.div_ceil(4) * 4;
+            enc.copy_buffer_to_buffer(&self.arena, off, &self.readback, rb, n);
+        }
+        gpu.queue.submit([enc.finish()]);
+        let done = Arc::new(Mutex::new(None));
+        let d2 = done.clone();
+        self.readback.map_async(wgpu::MapMode::Read, .., move |r| {
+            if let Ok(mut d) = d2.lock() {
+                *d = Some(r);
+            }
+        });
+        // a lost or hung device must give an error, not a hang
+        let polled = gpu.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(Duration::from_secs(120)),
+        });
+        if let Some(e) = gpu.take_error() {
+            bail!(Device, "GPU \"{}\": {e}", gpu.info.name);
+        }
+        if let Err(e) = polled {
+            bail!(
+                Device,
+                "GPU \"{}\": the run did not finish: {e}",
+                gpu.info.name
+            );
+        }
+        match done.lock().ok().and_then(|mut d| d.take()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => bail!(
+                Device,
+                "GPU \"{}\": reading the outputs back failed: {e}",
+                gpu.info.name
+            ),
+            None => bail!(
+                Device,
+                "GPU \"{}\": the outputs were never mapped",
+                gpu.info.name
+            ),
+        }
+        {
+            let view = self
+                .readback
+                .get_mapped_range(..)
+                .map_err(|e| crate::err!(Device, "GPU readback: {e}"))?;
+            for ((_, bytes, rb), y) in self.outputs.iter().zip(outputs.iter_mut()) {
+                let src = &view[*rb as usize..(*rb + *bytes) as usize];
+                for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+        }
+        self.readback.unmap();
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+// 2-D transposed convolution NCHW (groups, strides, dilations, pads) with bias and a fused activation,
+// gathered per output: input pixel iy contributes to oy = iy*sh - pt + ky*dh. Weights [C, M/groups, kh, kw].
+// p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
+//    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear(gid, nwg);
+    let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
+    let kh = p[7]; let kw = p[8]; let sh = i32(p[9]); let sw = i32(p[10]);
+    if (i >= p[0] * m * oh * ow) {
+        return;
+    }
+    let ox = i32(i % ow);
+    let oy = i32((i / ow) % oh);
+    let mo = (i / (ow * oh)) % m;
+    let b = i / (ow * oh * m);
+    let cg = c / p[15];
+    let mg = m / p[15];
+    let g = mo / mg;
+    let ml = mo % mg;
+    var acc = 0.0;
+    for (var ci = 0u; ci < cg; ci++) {
+        let ch = g * cg + ci;
+        let xbase = p[16] + (b * c + ch) * h * w;
+        let wbase = p[17] + (ch * mg + ml) * kh * kw;
+        for (var ky = 0u; ky < kh; ky++) {
+            let ty = oy + i32(p[13]) - i32(ky * p[11]);
+            if (ty < 0 || ty % sh != 0 || ty / sh >= i32(h)) {
+                continue;
+            }
+            let iy = u32(ty / sh);
+            for (var kx = 0u; kx < kw; kx++) {
+                let tx = ox + i32(p[14]) - i32(kx * p[12]);
+                if (tx < 0 || tx % sw != 0 || tx / sw >= i32(w)) {
+                    continue;
+                }
+                acc += arena[xbase + iy * w + u32(tx / sw)] * weights[wbase + ky * kw + kx];
+            }
+        }
+    }
+    if (p[18] != 0u) {
+        acc += weights[p[19] + mo];
+    }
+    arena[p[20] + i] = unary(acc, p[21], pf(22u), pf(23u));
+}
