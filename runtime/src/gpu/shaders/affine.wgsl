@@ -7,6 +7,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let c = (i / p[2]) % p[1];
-    let v = arena[p[6] + i] * weights[p[7] + c] + weights[p[8] + c];
-    arena[p[9] + i] = unary(v, p[3], pf(4u), pf(5u));
+    let v = ld(p[6] + i) * wt(p[7] + c) + wt(p[8] + c);
+    st(p[9] + i, unary(v, p[3], pf(4u), pf(5u)));
 }

@@ -1,11 +1,24 @@
 // Shared by every tern shader: the three bindings and small helpers. The host concatenates this file in
 // front of each op's shader.
-//   arena:   the session's activations, laid out by the artifact's memory plan (f32 words)
-//   weights: the artifact's weight blob, uploaded once (f32 constants at their blob offsets)
+//   arena:   the session's activations, laid out by the artifact's memory plan (32-bit words: an f32, or
+//            four int8 values, little-endian)
+//   weights: the artifact's weight blob, uploaded once (constants at their blob offsets), same words
 //   p:       this dispatch's parameters (u32 words; floats as bit patterns)
-@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(0) var<storage, read_write> arena: array<u32>;
+@group(0) @binding(1) var<storage, read> weights: array<u32>;
 @group(0) @binding(2) var<storage, read> p: array<u32>;
+
+fn ld(i: u32) -> f32 {
+    return bitcast<f32>(arena[i]);
+}
+
+fn st(i: u32, v: f32) {
+    arena[i] = bitcast<u32>(v);
+}
+
+fn wt(i: u32) -> f32 {
+    return bitcast<f32>(weights[i]);
+}
 
 const WG: u32 = 64u;
 
@@ -21,9 +34,9 @@ fn linear(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // operand source: 0 = arena, 1 = weights
 fn rd(src: u32, i: u32) -> f32 {
     if (src == 0u) {
-        return arena[i];
+        return ld(i);
     }
-    return weights[i];
+    return wt(i);
 }
 
 // erf to ~1.5e-7 absolute (Abramowitz & Stegun 7.1.26); WGSL has no erf

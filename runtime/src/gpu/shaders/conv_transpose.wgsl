@@ -34,12 +34,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 if (tx < 0 || tx % sw != 0 || tx / sw >= i32(w)) {
                     continue;
                 }
-                acc += arena[xbase + iy * w + u32(tx / sw)] * weights[wbase + ky * kw + kx];
+                acc += ld(xbase + iy * w + u32(tx / sw)) * wt(wbase + ky * kw + kx);
             }
         }
     }
     if (p[18] != 0u) {
-        acc += weights[p[19] + mo];
+        acc += wt(p[19] + mo);
     }
-    arena[p[20] + i] = unary(acc, p[21], pf(22u), pf(23u));
+    st(p[20] + i, unary(acc, p[21], pf(22u), pf(23u)));
 }

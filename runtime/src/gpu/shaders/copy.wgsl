@@ -10,5 +10,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let o = i / p[1];
     let j = i % p[1];
-    arena[p[4] + o * p[5] + j] = rd(p[6], p[2] + o * p[3] + j);
+    st(p[4] + o * p[5] + j, rd(p[6], p[2] + o * p[3] + j));
 }

@@ -42,5 +42,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             default: { v = min(v, b); }
         }
     }
-    arena[p[10] + i] = unary(v, p[3], pf(4u), pf(5u));
+    st(p[10] + i, unary(v, p[3], pf(4u), pf(5u)));
 }

@@ -21,8 +21,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         src += m;
     }
     if (fill) {
-        arena[p[3] + i] = pf(4u);
+        st(p[3] + i, pf(4u));
     } else {
-        arena[p[3] + i] = rd(p[5], p[2] + u32(src));
+        st(p[3] + i, rd(p[5], p[2] + u32(src)));
     }
 }

@@ -10,11 +10,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = p[3] + i * n;
     var acc = select(0.0, neg_inf(), p[2] == 0u);
     for (var j = 0u; j < n; j++) {
-        let v = arena[base + j];
+        let v = ld(base + j);
         acc = select(acc + v, max(acc, v), p[2] == 0u);
     }
     if (p[2] != 0u) {
         acc = acc / f32(n);
     }
-    arena[p[4] + i] = acc;
+    st(p[4] + i, acc);
 }

@@ -27,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         acc += rd(p[4], a0 + q) * rd(p[7], b0 + q * n);
     }
     if (p[11] != 0u) {
-        acc += weights[p[12] + c];
+        acc += wt(p[12] + c);
     }
-    arena[p[10] + i] = unary(acc, p[13], pf(14u), pf(15u));
+    st(p[10] + i, unary(acc, p[13], pf(14u), pf(15u)));
 }

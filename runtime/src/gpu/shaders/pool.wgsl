@@ -30,7 +30,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 }
                 continue;
             }
-            let v = arena[base + u32(iy * w + ix)];
+            let v = ld(base + u32(iy * w + ix));
             if (kind == 0u) {
                 acc = max(acc, v);
                 seen_any = true;
@@ -47,5 +47,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let div = select(count, count + padded, kind == 2u);
         out = select(acc / f32(div), 0.0, div == 0u);
     }
-    arena[p[15] + i] = out;
+    st(p[15] + i, out);
 }

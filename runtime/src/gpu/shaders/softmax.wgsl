@@ -11,15 +11,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = (r / inner) * len * inner + r % inner;
     var mx = neg_inf();
     for (var j = 0u; j < len; j++) {
-        mx = max(mx, arena[p[3] + base + j * inner]);
+        mx = max(mx, ld(p[3] + base + j * inner));
     }
     var sum = 0.0;
     for (var j = 0u; j < len; j++) {
-        let e = exp(arena[p[3] + base + j * inner] - mx);
-        arena[p[4] + base + j * inner] = e;
+        let e = exp(ld(p[3] + base + j * inner) - mx);
+        st(p[4] + base + j * inner, e);
         sum += e;
     }
     for (var j = 0u; j < len; j++) {
-        arena[p[4] + base + j * inner] = arena[p[4] + base + j * inner] / sum;
+        st(p[4] + base + j * inner, ld(p[4] + base + j * inner) / sum);
     }
 }

@@ -15,5 +15,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         rem = rem / p[4u + k];
         src += c * p[10u + k];
     }
-    arena[p[3] + i] = arena[p[2] + src];
+    st(p[3] + i, ld(p[2] + src));
 }
