@@ -26,9 +26,9 @@ pub struct QConv {
     bias: Vec<i32>,
     /// The bias as given (the depthwise path subtracts zp_in per valid tap instead).
     bias_raw: Vec<i32>,
-    mult: Vec<FixedMultiplier>,
-    zp_in: i32,
-    zp_out: i32,
+    pub(crate) mult: Vec<FixedMultiplier>,
+    pub(crate) zp_in: i32,
+    pub(crate) zp_out: i32,
 }
 
 /// Symmetric per-output-channel int8 weights: `w ≈ scale[m]·q`, q in [−127, 127].

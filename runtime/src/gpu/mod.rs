@@ -162,14 +162,6 @@ impl Gpu {
 /// The shader that runs node `n` on the GPU, or why there is none.
 pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str, String> {
     let g = &model.graph;
-    let f32_only = n
-        .inputs
-        .iter()
-        .chain(&n.outputs)
-        .all(|&t| g.tensors[t as usize].dtype == crate::DType::F32);
-    if !f32_only {
-        return Err("integer tensors (the int8 GPU kernels are not written yet)".into());
-    }
     let rank_ok = n
         .inputs
         .iter()
@@ -177,6 +169,36 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
         .all(|&t| g.tensors[t as usize].shape.len() <= MAX_RANK);
     if !rank_ok {
         return Err(alloc::format!("rank above {MAX_RANK}"));
+    }
+    if crate::cpu::ops::quant::is_integer(model, n) {
+        return Ok(match &n.op {
+            Op::Quantize | Op::Dequantize | Op::QLut => "q_convert",
+            Op::QConv { .. } => "q_conv",
+            Op::QMatMul { .. } => {
+                if g.tensors[n.outputs[0] as usize].shape.len() != 2 {
+                    return Err("int8 MatMul on more than 2 dims".into());
+                }
+                "q_matmul"
+            }
+            Op::QBinary { .. } => "q_binary",
+            Op::Pool(_) | Op::GlobalPool(_) => "q_pool",
+            Op::Concat { .. } => "q_concat",
+            Op::Reshape => "copy",
+            Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Transpose { .. }
+            | Op::Split { .. }
+            | Op::Resize {
+                mode: crate::ir::ResizeMode::Nearest(_),
+                ..
+            } => "q_move",
+            other => {
+                return Err(alloc::format!(
+                    "int8 {} has no GPU kernel yet",
+                    other.name()
+                ))
+            }
+        });
     }
     Ok(match &n.op {
         Op::Binary { .. } | Op::Unary(_) => "eltwise",
@@ -226,6 +248,13 @@ const SHADERS: &[(&str, &str)] = &[
         "conv_transpose",
         include_str!("shaders/conv_transpose.wgsl"),
     ),
+    ("q_conv", include_str!("shaders/q_conv.wgsl")),
+    ("q_matmul", include_str!("shaders/q_matmul.wgsl")),
+    ("q_binary", include_str!("shaders/q_binary.wgsl")),
+    ("q_convert", include_str!("shaders/q_convert.wgsl")),
+    ("q_move", include_str!("shaders/q_move.wgsl")),
+    ("q_concat", include_str!("shaders/q_concat.wgsl")),
+    ("q_pool", include_str!("shaders/q_pool.wgsl")),
 ];
 const COMMON: &str = include_str!("shaders/common.wgsl");
 
@@ -272,8 +301,21 @@ pub struct GpuSession<'m> {
     pipelines: Vec<wgpu::ComputePipeline>,
     /// (arena byte offset, bytes) of each output, and its place in the readback buffer.
     outputs: Vec<(u64, u64, u64)>,
+    /// Graph inputs quantized on the host while they are uploaded (exactly the CPU's QuantizeLinear).
+    host_quantize: Vec<HostQuantize>,
+    /// The dispatches of each node.
+    node_steps: Vec<core::ops::Range<usize>>,
     /// Keeps the buffers the bind groups reference alive.
     _keep: (wgpu::Buffer, wgpu::Buffer),
+}
+
+/// A Quantize node on a graph input, done on the host during upload: (graph input index, output tensor,
+/// scale, zero point).
+struct HostQuantize {
+    input: usize,
+    out: u32,
+    scale: f32,
+    zp: i32,
 }
 
 fn f(v: f32) -> u32 {
@@ -292,6 +334,384 @@ fn bcast_strides(dims: &[u32], out: &[u32]) -> [u32; MAX_RANK] {
     s
 }
 
+fn fm(m: crate::ir::quant::FixedMultiplier) -> [u32; 2] {
+    [m.mult as u32, m.shift as u32]
+}
+
+/// The dispatches of an integer node, from the CPU's own prepared state (multipliers, tables, index maps),
+/// so both backends compute the same integers.
+fn int8_steps(
+    model: &Model,
+    n: &Node,
+    kernel: &'static str,
+    shapes: &[Vec<usize>],
+    steps: &mut Vec<Step>,
+    host: &mut Vec<HostQuantize>,
+) -> Result<()> {
+    use crate::cpu::ops::quant::QPrep;
+    let g = &model.graph;
+    let plan = &model.plan;
+    let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
+    let byte = |t: u32| -> (u32, u32) {
+        match g.tensors[t as usize].data {
+            Some(r) => (1, r.offset as u32),
+            None => (0, plan.offsets[t as usize] as u32),
+        }
+    };
+    let shape = |t: u32| g.tensors[t as usize].shape.clone();
+    let numel = |t: u32| g.tensors[t as usize].numel() as u32;
+    let qp = |t: u32| {
+        let q = g.tensors[t as usize].quant.as_ref();
+        q.map_or((1.0f32, 0i32), |q| (q.scale[0], q.zero_point[0]))
+    };
+    let scalar = crate::cpu::qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar);
+    let prep = crate::cpu::ops::quant::prepare(&scalar, model, n, shapes);
+    let (x, out) = (n.inputs[0], n.outputs[0]);
+    let four = |e: u32| e.div_ceil(4);
+    let mut push = |params: Vec<u32>, threads: u32| {
+        steps.push(Step {
+            shader: kernel,
+            params,
+            threads,
+        })
+    };
+    match (&n.op, &prep) {
+        (Op::Quantize, _) => {
+            let (s, z) = qp(out);
+            if let Some(k) = g.inputs.iter().position(|&i| i == x) {
+                host.push(HostQuantize {
+                    input: k,
+                    out,
+                    scale: s,
+                    zp: z,
+                });
+                return Ok(());
+            }
+            push(
+                vec![0, numel(out), word(x), word(out), f(s), z as u32],
+                four(numel(out)),
+            );
+        }
+        (Op::Dequantize, _) => {
+            let (s, z) = qp(x);
+            push(
+                vec![1, numel(x), word(x), word(out), f(s), z as u32],
+                four(numel(x)),
+            );
+        }
+        (Op::QLut, QPrep::Lut(t)) => {
+            let mut p = vec![2, numel(x), word(x), word(out), 0, 0];
+            p.extend(t.iter().map(|&v| v as i32 as u32));
+            push(p, four(numel(x)));
+        }
+        (Op::QConv { geom, .. }, QPrep::Conv(c, lo, hi)) => {
+            let xs = shape(x);
+            let os = shape(out);
+            let (has_bias, boff) = match n.inputs.get(2) {
+                Some(&b) => (1, byte(b).1 / 4),
+                None => (0, 0),
+            };
+            let mut p = vec![
+                xs[0],
+                xs[1],
+                xs[2],
+                xs[3],
+                os[1],
+                os[2],
+                os[3],
+                geom.kernel[0],
+                geom.kernel[1],
+                geom.strides[0],
+                geom.strides[1],
+                geom.dilations[0],
+                geom.dilations[1],
+                geom.pads[0],
+                geom.pads[1],
+                geom.groups,
+                byte(x).1,
+                byte(n.inputs[1]).1,
+                has_bias,
+                boff,
+                word(out),
+                c.zp_in as u32,
+                c.zp_out as u32,
+                *lo as u32,
+                *hi as u32,
+                26,
+            ];
+            p.extend(c.mult.iter().flat_map(|&m| fm(m)));
+            push(p, four(numel(out)));
+        }
+        (Op::QMatMul { .. }, QPrep::MatMul(m)) => {
+            let xs = shape(x);
+            let ws = shape(n.inputs[1]);
+            let rows = numel(x) / xs[xs.len() - 1].max(1);
+            let (has_bias, boff) = match n.inputs.get(2) {
+                Some(&b) => (1, byte(b).1 / 4),
+                None => (0, 0),
+            };
+            let per_col = u32::from(m.mult.len() > 1);
+            let mut p = vec![
+                rows,
+                ws[0],
+                ws[1],
+                byte(x).1,
+                byte(n.inputs[1]).1,
+                has_bias,
+                boff,
+                word(out),
+                qp(x).1 as u32,
+                m.zy as u32,
+                m.lo as u32,
+                m.hi as u32,
+                14,
+                per_col,
+            ];
+            p.extend(m.mult.iter().flat_map(|&v| fm(v)));
+            push(p, four(numel(out)));
+        }
+        (Op::QBinary { .. }, QPrep::Binary(b)) => {
+            let os = shape(out);
+            let op = match b.op {
+                BinOp::Add => 0,
+                BinOp::Sub => 1,
+                _ => 2,
+            };
+            if op < 2 {
+                let amax =
+                    |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
+                if amax(&b.ta) + amax(&b.tb) + (1 << 16) >= i32::MAX as u64 {
+                    bail!(
+                        Unsupported,
+                        "node \"{}\": int8 Add whose rescale tables overflow 32 bits",
+                        n.name
+                    );
+                }
+            }
+            let (sa, oa) = byte(n.inputs[0]);
+            let (sb, ob) = byte(n.inputs[1]);
+            let mut p = vec![
+                numel(out),
+                os.len() as u32,
+                op,
+                sa,
+                oa,
+                sb,
+                ob,
+                word(out),
+                b.zy as u32,
+                b.lo as u32,
+                b.hi as u32,
+                b.za as u32,
+                b.zb as u32,
+                b.m.mult as u32,
+                b.m.shift as u32,
+            ];
+            let mut dims = [1u32; MAX_RANK];
+            dims[..os.len()].copy_from_slice(&os);
+            p.extend(dims);
+            p.extend(bcast_strides(&shape(n.inputs[0]), &os));
+            p.extend(bcast_strides(&shape(n.inputs[1]), &os));
+            p.extend(b.ta.iter().map(|&v| v as u32));
+            p.extend(b.tb.iter().map(|&v| v as u32));
+            push(p, four(numel(out)));
+        }
+        (Op::Pool(_) | Op::GlobalPool(_), _) => {
+            let xs = shape(x);
+            let os = shape(out);
+            let (zx, zy, mults, kind) = match &prep {
+                QPrep::Avg(zx, zy, m) => {
+                    let incl = matches!(
+                        n.op,
+                        Op::Pool(crate::ir::Pool2d {
+                            kind: PoolKind::Avg {
+                                count_include_pad: true
+                            },
+                            ..
+                        })
+                    );
+                    (*zx, *zy, m.clone(), 1 + u32::from(incl))
+                }
+                _ => (0, 0, Vec::new(), 0),
+            };
+            let (h, w) = (xs[2], xs[3..].iter().product::<u32>());
+            let mut p = match &n.op {
+                Op::Pool(pl) => vec![
+                    xs[0] * xs[1],
+                    xs[2],
+                    xs[3],
+                    os[2],
+                    os[3],
+                    pl.kernel[0],
+                    pl.kernel[1],
+                    pl.strides[0],
+                    pl.strides[1],
+                    pl.dilations[0],
+                    pl.dilations[1],
+                    pl.pads[0],
+                    pl.pads[1],
+                    kind,
+                    byte(x).1,
+                    word(out),
+                    pl.pads[2] - pl.ceil_extra[0],
+                    pl.pads[3] - pl.ceil_extra[1],
+                ],
+                // global: one window over the plane (H x rest)
+                _ => vec![
+                    xs[0] * xs[1],
+                    h,
+                    w,
+                    1,
+                    1,
+                    h,
+                    w,
+                    1,
+                    1,
+                    1,
+                    1,
+                    0,
+                    0,
+                    kind,
+                    byte(x).1,
+                    word(out),
+                    0,
+                    0,
+                ],
+            };
+            p.extend([zx as u32, zy as u32, mults.len().max(1) as u32]);
+            if mults.is_empty() {
+                p.extend([0, 0]);
+            }
+            p.extend(mults.iter().flat_map(|&m| fm(m)));
+            push(p, four(numel(out)));
+        }
+        (Op::Concat { axis }, QPrep::Concat(r)) => {
+            let os = shape(out);
+            let ax = *axis as usize;
+            let inner: u32 = os[ax + 1..].iter().product();
+            let mut p = vec![numel(out), os[ax] * inner, word(out), n.inputs.len() as u32];
+            let header = p.len() + 5 * n.inputs.len();
+            let mut tables: Vec<u32> = Vec::new();
+            let mut pos = 0u32;
+            for (k, &t) in n.inputs.iter().enumerate() {
+                if byte(t).0 != 0 {
+                    bail!(
+                        Unsupported,
+                        "node \"{}\": int8 Concat of a constant",
+                        n.name
+                    );
+                }
+                let len = shape(t)[ax] * inner;
+                let tab = match &r[k] {
+                    Some(rs) => {
+                        let at = (header + tables.len()) as u32;
+                        tables.extend(rs.table.iter().map(|&v| v as i32 as u32));
+                        at
+                    }
+                    None => 0,
+                };
+                p.extend([pos, len, byte(t).1, tab, 0]);
+                pos += len;
+            }
+            p.extend(tables);
+            push(p, four(numel(out)));
+        }
+        (Op::Reshape, _) => {
+            let words = four(numel(out));
+            let (sx, ox) = byte(x);
+            if ox % 4 != 0 {
+                bail!(
+                    Unsupported,
+                    "node \"{}\": int8 Reshape of an unaligned constant",
+                    n.name
+                );
+            }
+            push(
+                vec![words, words.max(1), ox / 4, 0, word(out), 0, sx],
+                words,
+            );
+        }
+        (
+            Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Resize { .. }
+            | Op::Transpose { .. }
+            | Op::Split { .. },
+            _,
+        ) => {
+            let xs: Vec<usize> = shape(x).iter().map(|&d| d as usize).collect();
+            for &o in &n.outputs {
+                let ys: Vec<usize> = shape(o).iter().map(|&d| d as usize).collect();
+                let (maps, fill) = match (&n.op, &prep) {
+                    (_, QPrep::Gather(m, fill)) => (m.maps.clone(), *fill as i32),
+                    (Op::Transpose { perm }, _) => {
+                        let mut st = vec![1isize; xs.len()];
+                        for d in (0..xs.len().saturating_sub(1)).rev() {
+                            st[d] = st[d + 1] * xs[d + 1] as isize;
+                        }
+                        let maps = perm
+                            .iter()
+                            .zip(&ys)
+                            .map(|(&pd, &yd)| {
+                                (0..yd).map(|i| i as isize * st[pd as usize]).collect()
+                            })
+                            .collect();
+                        (maps, 0)
+                    }
+                    (Op::Split { axis }, _) => {
+                        // output k is the slice of the axis after the previous outputs
+                        let ax = *axis as usize;
+                        let before: usize = n
+                            .outputs
+                            .iter()
+                            .take_while(|&&t| t != o)
+                            .map(|&t| shape(t)[ax] as usize)
+                            .sum();
+                        let mut starts = vec![0i64; xs.len()];
+                        starts[ax] = before as i64;
+                        let steps1 = vec![1i64; xs.len()];
+                        (
+                            crate::cpu::ops::layout::slice_maps(&xs, &ys, &starts, &steps1).maps,
+                            0,
+                        )
+                    }
+                    _ => bail!(
+                        Unsupported,
+                        "node \"{}\": int8 {} without index maps",
+                        n.name,
+                        n.op.name()
+                    ),
+                };
+                let (sx, ox) = byte(x);
+                let mut p = vec![numel(o), ys.len() as u32, sx, ox, word(o), fill as u32];
+                let mut dims = [1u32; MAX_RANK];
+                for (d, &v) in ys.iter().enumerate() {
+                    dims[d] = v as u32;
+                }
+                p.extend(dims);
+                let mut start = (p.len() + MAX_RANK) as u32;
+                let mut starts = [0u32; MAX_RANK];
+                for (d, m) in maps.iter().enumerate() {
+                    starts[d] = start;
+                    start += m.len() as u32;
+                }
+                p.extend(starts);
+                for m in &maps {
+                    p.extend(m.iter().map(|&v| v as i32 as u32));
+                }
+                push(p, four(numel(o)));
+            }
+        }
+        _ => bail!(
+            Unsupported,
+            "node \"{}\": int8 {} has no GPU kernel",
+            n.name,
+            n.op.name()
+        ),
+    }
+    Ok(())
+}
+
 impl<'m> GpuSession<'m> {
     /// Prepares `model` on `gpu`: every node must have a GPU kernel ([`kernel_for`]).
     pub fn new(model: &'m Model<'m>, gpu: &'m Gpu) -> Result<GpuSession<'m>> {
@@ -305,8 +725,12 @@ impl<'m> GpuSession<'m> {
             None => (0u32, word(t)),
         };
         let shape = |t: u32| g.tensors[t as usize].shape.clone();
+        let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
         let mut steps: Vec<Step> = Vec::new();
+        let mut host_quantize: Vec<HostQuantize> = Vec::new();
+        let mut node_steps: Vec<core::ops::Range<usize>> = Vec::with_capacity(g.nodes.len());
         for (ni, n) in g.nodes.iter().enumerate() {
+            let first = steps.len();
             let kernel = kernel_for(model, n).map_err(|why| {
                 crate::err!(
                     Unsupported,
@@ -318,6 +742,11 @@ impl<'m> GpuSession<'m> {
             let out = n.outputs[0];
             let os = shape(out);
             let numel = |s: &[u32]| s.iter().product::<u32>();
+            if crate::cpu::ops::quant::is_integer(model, n) {
+                int8_steps(model, n, kernel, &shapes, &mut steps, &mut host_quantize)?;
+                node_steps.push(first..steps.len());
+                continue;
+            }
             match &n.op {
                 Op::Binary { op, act } => {
                     let (code, a, b) = unary_code(*act);
@@ -680,8 +1109,12 @@ impl<'m> GpuSession<'m> {
                 }
                 _ => unreachable!("kernel_for accepted it"),
             }
+            node_steps.push(first..steps.len());
         }
-        Self::build(model, gpu, steps)
+        let mut sess = Self::build(model, gpu, steps)?;
+        sess.host_quantize = host_quantize;
+        sess.node_steps = node_steps;
+        Ok(sess)
     }
 
     fn build(model: &'m Model<'m>, gpu: &'m Gpu, steps: Vec<Step>) -> Result<GpuSession<'m>> {
@@ -752,9 +1185,24 @@ impl<'m> GpuSession<'m> {
             outputs.push((model.plan.offsets[t as usize], bytes, rb));
             rb += bytes.div_ceil(4) * 4;
         }
+        // large enough for any node's outputs too (run_observed reads them one node at a time)
+        let per_node = g
+            .nodes
+            .iter()
+            .map(|n| {
+                n.outputs
+                    .iter()
+                    .map(|&t| {
+                        let tt = &g.tensors[t as usize];
+                        ((tt.numel() * tt.dtype.size()) as u64).div_ceil(4) * 4
+                    })
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0);
         let readback = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tern readback"),
-            size: rb.max(4),
+            size: rb.max(per_node).max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -792,16 +1240,27 @@ impl<'m> GpuSession<'m> {
             if index.contains_key(s.shader) {
                 continue;
             }
-            let body = SHADERS
+            let Some(body) = SHADERS
                 .iter()
                 .find(|(n, _)| *n == s.shader)
                 .map(|(_, b)| *b)
-                .unwrap_or("");
+            else {
+                bail!(Device, "no shader named {}", s.shader);
+            };
             let src = alloc::format!("{COMMON}\n{body}");
+            let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(s.shader),
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                bail!(
+                    Device,
+                    "GPU \"{}\": shader {} does not compile: {e}",
+                    gpu.info.name,
+                    s.shader
+                );
+            }
             let pl = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(s.shader),
                 layout: Some(&playout),
@@ -859,6 +1318,8 @@ impl<'m> GpuSession<'m> {
             steps: recorded,
             pipelines,
             outputs,
+            host_quantize: Vec::new(),
+            node_steps: Vec::new(),
             _keep: (weights, params),
         })
     }
@@ -872,11 +1333,86 @@ impl<'m> GpuSession<'m> {
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
         let g = &self.model.graph;
         crate::session::check_io(g, inputs, outputs)?;
+        self.upload(inputs);
+        let all = 0..self.steps.len();
+        let copies: Vec<(u64, u64, u64)> = self.outputs.clone();
+        let bytes = self.submit_and_read(all, &copies)?;
+        for ((_, n, rb), y) in self.outputs.iter().zip(outputs.iter_mut()) {
+            let src = &bytes[*rb as usize..(*rb + *n) as usize];
+            for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`GpuSession::run_into`] one node at a time, showing every node output's bytes (f32 or int8, as
+    /// stored) to `observe(node index, tensor index, bytes)` as computed: for tests that compare every
+    /// tensor with the CPU's. One submission and readback per node: slow, never for production runs.
+    pub fn run_observed(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        observe: &mut dyn FnMut(usize, u32, &[u8]),
+    ) -> Result<()> {
+        let g = &self.model.graph;
+        crate::session::check_io(g, inputs, outputs)?;
+        self.upload(inputs);
+        for (ni, n) in g.nodes.iter().enumerate() {
+            let mut copies = Vec::new();
+            let mut at = 0u64;
+            for &t in &n.outputs {
+                let tt = &g.tensors[t as usize];
+                let bytes = (tt.numel() * tt.dtype.size()) as u64;
+                copies.push((self.model.plan.offsets[t as usize], bytes, at));
+                at += bytes.div_ceil(4) * 4;
+            }
+            let range = self.node_steps[ni].clone();
+            let data = self.submit_and_read(range, &copies)?;
+            for (&t, &(_, bytes, rb)) in n.outputs.iter().zip(&copies) {
+                observe(ni, t, &data[rb as usize..(rb + bytes) as usize]);
+            }
+        }
+        self.run_into(inputs, outputs)
+    }
+
+    fn upload(&self, inputs: &[&[f32]]) {
+        let g = &self.model.graph;
         let gpu = self.gpu;
         for (&t, x) in g.inputs.iter().zip(inputs) {
             let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
             gpu.queue
                 .write_buffer(&self.arena, self.model.plan.offsets[t as usize], &bytes);
+        }
+        for h in &self.host_quantize {
+            let mut bytes: Vec<u8> = inputs[h.input]
+                .iter()
+                .map(|&v| crate::ir::quant::quantize_f32(v, h.scale, h.zp) as u8)
+                .collect();
+            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+            gpu.queue
+                .write_buffer(&self.arena, self.model.plan.offsets[h.out as usize], &bytes);
+        }
+    }
+
+    /// Records dispatches `range`, copies `(arena offset, bytes, readback offset)` to the readback buffer,
+    /// submits, waits (with a timeout: a lost device gives an error, not a hang) and returns the bytes.
+    fn submit_and_read(
+        &self,
+        range: core::ops::Range<usize>,
+        copies: &[(u64, u64, u64)],
+    ) -> Result<Vec<u8>> {
+        let gpu = self.gpu;
+        let total: u64 = copies
+            .iter()
+            .map(|c| c.2 + c.1.div_ceil(4) * 4)
+            .max()
+            .unwrap_or(0);
+        if total > self.readback.size() {
+            bail!(
+                Device,
+                "GPU readback of {total} bytes exceeds the session's buffer"
+            );
         }
         let mut enc = gpu
             .device
@@ -888,7 +1424,7 @@ impl<'m> GpuSession<'m> {
                 label: Some("tern"),
                 timestamp_writes: None,
             });
-            for (pl, bind, threads) in &self.steps {
+            for (pl, bind, threads) in &self.steps[range] {
                 let groups = threads.div_ceil(64).max(1);
                 let x = groups.min(65535);
                 let y = groups.div_ceil(x);
@@ -897,9 +1433,8 @@ impl<'m> GpuSession<'m> {
                 pass.dispatch_workgroups(x, y, 1);
             }
         }
-        for &(off, bytes, rb) in &self.outputs {
-            let n = bytes.div_ceil(4) * 4;
-            enc.copy_buffer_to_buffer(&self.arena, off, &self.readback, rb, n);
+        for &(off, bytes, rb) in copies {
+            enc.copy_buffer_to_buffer(&self.arena, off, &self.readback, rb, bytes.div_ceil(4) * 4);
         }
         gpu.queue.submit([enc.finish()]);
         let done = Arc::new(Mutex::new(None));
@@ -909,7 +1444,6 @@ impl<'m> GpuSession<'m> {
                 *d = Some(r);
             }
         });
-        // a lost or hung device must give an error, not a hang
         let polled = gpu.device.poll(wgpu::PollType::Wait {
             submission_index: None,
             timeout: Some(Duration::from_secs(120)),
@@ -928,28 +1462,23 @@ impl<'m> GpuSession<'m> {
             Some(Ok(())) => {}
             Some(Err(e)) => bail!(
                 Device,
-                "GPU \"{}\": reading the outputs back failed: {e}",
+                "GPU \"{}\": reading back failed: {e}",
                 gpu.info.name
             ),
             None => bail!(
                 Device,
-                "GPU \"{}\": the outputs were never mapped",
+                "GPU \"{}\": the readback was never mapped",
                 gpu.info.name
             ),
         }
-        {
+        let out = {
             let view = self
                 .readback
                 .get_mapped_range(..)
                 .map_err(|e| crate::err!(Device, "GPU readback: {e}"))?;
-            for ((_, bytes, rb), y) in self.outputs.iter().zip(outputs.iter_mut()) {
-                let src = &view[*rb as usize..(*rb + *bytes) as usize];
-                for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-        }
+            view[..total as usize].to_vec()
+        };
         self.readback.unmap();
-        Ok(())
+        Ok(out)
     }
 }

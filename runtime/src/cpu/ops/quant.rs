@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 /// values, so the rule is tabulated once (the same integers, one load per element).
 #[derive(Clone, Debug)]
 pub struct Rescale {
-    table: [i8; 256],
+    pub(crate) table: [i8; 256],
 }
 
 impl Rescale {
@@ -38,15 +38,15 @@ impl Rescale {
 /// from zero. Mul: the product `(a − za)(b − zb)` is requantized once by `M = s_a·s_b / s_y`.
 #[derive(Clone, Debug)]
 pub struct QBin {
-    op: BinOp,
-    za: i32,
-    zb: i32,
-    zy: i32,
-    m: FixedMultiplier,
-    ta: [i32; 256],
-    tb: [i32; 256],
-    lo: i32,
-    hi: i32,
+    pub(crate) op: BinOp,
+    pub(crate) za: i32,
+    pub(crate) zb: i32,
+    pub(crate) zy: i32,
+    pub(crate) m: FixedMultiplier,
+    pub(crate) ta: [i32; 256],
+    pub(crate) tb: [i32; 256],
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
     /// The SIMD path for Add/Sub, where the table sums provably stay inside i32.
     simd: Option<crate::cpu::caps::Isa>,
 }
@@ -165,10 +165,10 @@ pub struct QMat {
     bias: Vec<i32>,
     /// Bias folded for no offset (the matrix-vector path).
     bias_gemv: Vec<i32>,
-    mult: Vec<FixedMultiplier>,
-    zy: i32,
-    lo: i32,
-    hi: i32,
+    pub(crate) mult: Vec<FixedMultiplier>,
+    pub(crate) zy: i32,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
     k: usize,
     n: usize,
 }

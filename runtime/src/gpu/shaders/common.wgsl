@@ -72,3 +72,125 @@ fn unary(v: f32, code: u32, a: f32, b: f32) -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
+
+// ---- int8: four values per 32-bit word, little-endian ----
+
+// int8 element j of a tensor that starts at word w0 (sign-extended)
+fn ld8(w0: u32, j: u32) -> i32 {
+    return extractBits(bitcast<i32>(arena[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
+}
+
+fn wt8(w0: u32, j: u32) -> i32 {
+    return extractBits(bitcast<i32>(weights[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
+}
+
+fn rd8(src: u32, w0: u32, j: u32) -> i32 {
+    if (src == 0u) {
+        return ld8(w0, j);
+    }
+    return wt8(w0, j);
+}
+
+fn pack4(v: vec4<i32>) -> u32 {
+    let b = vec4<u32>(bitcast<vec4<u32>>(v) & vec4<u32>(0xffu));
+    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// `a + b` saturated to i32 (the CPU's saturating_add)
+fn sat_add(a: i32, b: i32) -> i32 {
+    let s = a + b;
+    if (((s ^ a) & (s ^ b)) < 0) {
+        return select(2147483647, -2147483648, a < 0);
+    }
+    return s;
+}
+
+// ir::quant::FixedMultiplier::apply, exactly: round_half_away(acc * mult / 2^(31 + shift)), saturated,
+// with the 64-bit product built from 16-bit limbs (WGSL has no 64-bit integers)
+fn fm_apply(acc: i32, mult: i32, shift: i32) -> i32 {
+    let total = 31 + shift;
+    if (total >= 63) {
+        return 0;
+    }
+    let neg = acc < 0;
+    let ua = select(bitcast<u32>(acc), ~bitcast<u32>(acc) + 1u, neg);
+    let um = bitcast<u32>(mult);
+    let a0 = ua & 0xffffu;
+    let a1 = ua >> 16u;
+    let b0 = um & 0xffffu;
+    let b1 = um >> 16u;
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let p11 = a1 * b1;
+    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    var lo = (p00 & 0xffffu) | (mid << 16u);
+    var hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+    if (neg) {
+        lo = ~lo + 1u;
+        hi = ~hi + select(0u, 1u, lo == 0u);
+    }
+    let prod_neg = bitcast<i32>(hi) < 0;
+    if (total <= 0) {
+        // a multiplier >= 1: shift left, saturate
+        let s = u32(-total);
+        let sl = bitcast<i32>(lo);
+        if (bitcast<i32>(hi) == (sl >> 31u) && s < 32u) {
+            let v = sl << s;
+            if ((v >> s) == sl) {
+                return v;
+            }
+        }
+        if (lo == 0u && hi == 0u) {
+            return 0;
+        }
+        return select(2147483647, -2147483648, prod_neg);
+    }
+    // + 2^(total-1) - [prod < 0], then an arithmetic shift right by total
+    let t1 = u32(total - 1);
+    var rlo = 0u;
+    var rhi = 0u;
+    if (t1 < 32u) {
+        rlo = 1u << t1;
+    } else {
+        rhi = 1u << (t1 - 32u);
+    }
+    var flo = lo + rlo;
+    var fhi = hi + rhi + select(0u, 1u, flo < lo);
+    if (prod_neg) {
+        fhi = fhi - select(0u, 1u, flo == 0u);
+        flo = flo - 1u;
+    }
+    let t = u32(total);
+    if (t >= 32u) {
+        return bitcast<i32>(fhi) >> (t - 32u);
+    }
+    let low = bitcast<i32>((flo >> t) | (fhi << (32u - t)));
+    let high = bitcast<i32>(fhi) >> t;
+    if (high == (low >> 31u)) {
+        return low;
+    }
+    return select(2147483647, -2147483648, high < 0);
+}
+
+// the CPU's Requant::apply: saturating bias add, fixed-point multiply, zero point, clamp
+fn requant(acc: i32, bias: i32, mult: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i32 {
+    let v = fm_apply(sat_add(acc, bias), mult, shift);
+    return clamp(sat_add(v, zp), lo, hi);
+}
+
+// int8 element at byte b of the arena / of the weights (int8 constants are byte-aligned in the blob)
+fn ld8b(b: u32) -> i32 {
+    return extractBits(bitcast<i32>(arena[b >> 2u]), (b & 3u) * 8u, 8u);
+}
+
+fn wt8b(b: u32) -> i32 {
+    return extractBits(bitcast<i32>(weights[b >> 2u]), (b & 3u) * 8u, 8u);
+}
+
+fn rd8b(src: u32, b: u32) -> i32 {
+    if (src == 0u) {
+        return ld8b(b);
+    }
+    return wt8b(b);
+}

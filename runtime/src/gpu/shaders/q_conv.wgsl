@@ -1,0 +1,58 @@
+// int8 convolution NCHW (groups, strides, dilations, pads), the CPU's integers exactly:
+// acc = sum w * (x - zp_in) over valid taps, then requant(acc, bias[m], mult[m], shift[m], zp_out, lo, hi).
+// Four outputs (one word) per invocation.
+// p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
+//    16 x byte off, 17 w byte off (weights), 18 has bias, 19 bias word off, 20 out word off, 21 zp_in,
+//    22 zp_out, 23 lo, 24 hi, 25 (mult, shift) list start in p
+fn one(e: u32) -> i32 {
+    let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
+    let kh = p[7]; let kw = p[8];
+    let ox = e % ow;
+    let oy = (e / ow) % oh;
+    let mo = (e / (ow * oh)) % m;
+    let b = e / (ow * oh * m);
+    let cg = c / p[15];
+    let mg = m / p[15];
+    let g = mo / mg;
+    let zp = bitcast<i32>(p[21]);
+    var acc = 0;
+    for (var ci = 0u; ci < cg; ci++) {
+        let xbase = p[16] + ((b * c + g * cg + ci) * h) * w;
+        let wbase = p[17] + (mo * cg + ci) * kh * kw;
+        for (var ky = 0u; ky < kh; ky++) {
+            let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
+            if (iy < 0 || iy >= i32(h)) {
+                continue;
+            }
+            for (var kx = 0u; kx < kw; kx++) {
+                let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
+                if (ix < 0 || ix >= i32(w)) {
+                    continue;
+                }
+                acc += wt8b(wbase + ky * kw + kx) * (ld8b(xbase + u32(iy) * w + u32(ix)) - zp);
+            }
+        }
+    }
+    var bias = 0;
+    if (p[18] != 0u) {
+        bias = bitcast<i32>(weights[p[19] + mo]);
+    }
+    let q = p[25] + 2u * mo;
+    return requant(acc, bias, bitcast<i32>(p[q]), bitcast<i32>(p[q + 1u]), bitcast<i32>(p[22]), bitcast<i32>(p[23]), bitcast<i32>(p[24]));
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear(gid, nwg);
+    let n = p[0] * p[4] * p[5] * p[6];
+    if (4u * i >= n) {
+        return;
+    }
+    var v = vec4<i32>(0);
+    for (var q = 0u; q < 4u; q++) {
+        if (4u * i + q < n) {
+            v[q] = one(4u * i + q);
+        }
+    }
+    arena[p[20] + i] = pack4(v);
+}
