@@ -32,6 +32,7 @@ pub fn gpu() -> Option<&'static tern::gpu::Gpu> {
     GPU.get_or_init(|| {
         match tern::gpu::Gpu::new(&tern::gpu::GpuOptions {
             allow_cpu_adapter: true,
+            ..Default::default()
         }) {
             Ok(g) => {
                 println!("GPU tests on {}", g.describe());

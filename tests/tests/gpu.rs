@@ -79,7 +79,25 @@ fn int8_tensors_are_bit_identical_to_the_cpu() {
     if tern_tests::gpu().is_none() {
         return;
     }
-    let gpu = tern_tests::gpu().unwrap();
+    let emulated = tern::gpu::Gpu::new(&tern::gpu::GpuOptions {
+        allow_cpu_adapter: true,
+        emulate_dot4: true,
+    })
+    .unwrap();
+    for gpu in [tern_tests::gpu().unwrap(), &emulated] {
+        println!(
+            "int8 dot products: {}",
+            if gpu.native_dot4() {
+                "dot4I8Packed"
+            } else {
+                "shifts and masks"
+            }
+        );
+        int8_on(gpu);
+    }
+}
+
+fn int8_on(gpu: &tern::gpu::Gpu) {
     let cls = std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int8.tern")).unwrap();
     let c = tern_tools::quant::CompressInt8 {
         calib: Some(&tern_tests::model("digits/X_train.npy")),

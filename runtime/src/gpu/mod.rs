@@ -24,6 +24,9 @@ pub struct GpuOptions {
     /// Accept a CPU adapter (lavapipe, llvmpipe) when no real GPU exists. Also accepted when the
     /// environment selects the backend or adapter (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`).
     pub allow_cpu_adapter: bool,
+    /// Compute packed int8 dot products with shifts and masks even where the WGSL implementation has
+    /// `dot4I8Packed` (tests run both forms; they give the same integers).
+    pub emulate_dot4: bool,
 }
 
 /// An opened GPU: the device tern runs on.
@@ -34,6 +37,8 @@ pub struct Gpu {
     limits: wgpu::Limits,
     /// Validation or out-of-memory errors reported outside an error scope (wgpu would panic by default).
     errors: Arc<Mutex<Option<String>>>,
+    /// Whether shaders use WGSL's `dot4I8Packed` (else shifts and masks).
+    dot4: bool,
 }
 
 fn env_selects_adapter() -> bool {
@@ -47,6 +52,10 @@ impl Gpu {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let dot4 = !opts.emulate_dot4
+            && instance
+                .wgsl_language_features()
+                .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         let name_filter = std::env::var("WGPU_ADAPTER_NAME")
             .ok()
             .map(|s| s.to_lowercase());
@@ -134,6 +143,7 @@ impl Gpu {
             info,
             limits,
             errors,
+            dot4,
         })
     }
 
@@ -147,6 +157,11 @@ impl Gpu {
             self.info.driver,
             self.info.driver_info
         )
+    }
+
+    /// Whether int8 dot products use WGSL's native `dot4I8Packed` (else the shift-and-mask form).
+    pub fn native_dot4(&self) -> bool {
+        self.dot4
     }
 
     /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe).
@@ -257,6 +272,10 @@ const SHADERS: &[(&str, &str)] = &[
     ("q_pool", include_str!("shaders/q_pool.wgsl")),
 ];
 const COMMON: &str = include_str!("shaders/common.wgsl");
+/// Sum of the four int8 products of two packed words, WGSL's builtin.
+const DOT4_NATIVE: &str = "fn dot4(a: u32, b: u32) -> i32 {\n    return dot4I8Packed(a, b);\n}\n";
+/// The same with shifts and masks, for implementations without the language feature.
+const DOT4_EMULATED: &str = "fn dot4(a: u32, b: u32) -> i32 {\n    var s = 0;\n    for (var i = 0u; i < 4u; i++) {\n        let sh = 24u - 8u * i;\n        s += (bitcast<i32>(a << sh) >> 24u) * (bitcast<i32>(b << sh) >> 24u);\n    }\n    return s;\n}\n";
 
 /// Codes of [`Unary`] in `common.wgsl`'s `unary()` (0 = identity), with its two float parameters.
 fn unary_code(u: Option<Unary>) -> (u32, f32, f32) {
@@ -347,8 +366,11 @@ fn int8_steps(
     shapes: &[Vec<usize>],
     steps: &mut Vec<Step>,
     host: &mut Vec<HostQuantize>,
+    extra: &mut Vec<u32>,
 ) -> Result<()> {
     use crate::cpu::ops::quant::QPrep;
+    // words appended after the artifact's blob in the weights buffer (repacked weights, folded biases)
+    let base = (model.weights.len().div_ceil(4)) as u32;
     let g = &model.graph;
     let plan = &model.plan;
     let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
@@ -411,6 +433,46 @@ fn int8_steps(
                 Some(&b) => (1, byte(b).1 / 4),
                 None => (0, 0),
             };
+            // weights [M, C/g, kh, kw] repacked per tap, four input channels per word; and per tap the
+            // weight sum (for the zero point of the valid taps)
+            let ws = shape(n.inputs[1]);
+            let (mm, cg, kh, kw) = (
+                ws[0] as usize,
+                ws[1] as usize,
+                ws[2] as usize,
+                ws[3] as usize,
+            );
+            let w = crate::cpu::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+            let cw = cg.div_ceil(4);
+            let packed_at = base + extra.len() as u32;
+            for mo in 0..mm {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        for q in 0..cw {
+                            let b = |t: usize| {
+                                let ci = 4 * q + t;
+                                if ci < cg {
+                                    w[((mo * cg + ci) * kh + ky) * kw + kx] as u8 as u32
+                                } else {
+                                    0
+                                }
+                            };
+                            extra.push(b(0) | (b(1) << 8) | (b(2) << 16) | (b(3) << 24));
+                        }
+                    }
+                }
+            }
+            let sums_at = base + extra.len() as u32;
+            for mo in 0..mm {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let s: i32 = (0..cg)
+                            .map(|ci| w[((mo * cg + ci) * kh + ky) * kw + kx] as i32)
+                            .sum();
+                        extra.push(s as u32);
+                    }
+                }
+            }
             let mut p = vec![
                 xs[0],
                 xs[1],
@@ -429,7 +491,7 @@ fn int8_steps(
                 geom.pads[1],
                 geom.groups,
                 byte(x).1,
-                byte(n.inputs[1]).1,
+                packed_at,
                 has_bias,
                 boff,
                 word(out),
@@ -437,7 +499,8 @@ fn int8_steps(
                 c.zp_out as u32,
                 *lo as u32,
                 *hi as u32,
-                26,
+                27,
+                sums_at,
             ];
             p.extend(c.mult.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
@@ -445,27 +508,58 @@ fn int8_steps(
         (Op::QMatMul { .. }, QPrep::MatMul(m)) => {
             let xs = shape(x);
             let ws = shape(n.inputs[1]);
+            let (k, nn) = (ws[0] as usize, ws[1] as usize);
             let rows = numel(x) / xs[xs.len() - 1].max(1);
-            let (has_bias, boff) = match n.inputs.get(2) {
-                Some(&b) => (1, byte(b).1 / 4),
-                None => (0, 0),
+            let w = crate::cpu::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+            let zp = qp(x).1 as i64;
+            let bias: Vec<i64> = match n.inputs.get(2) {
+                Some(&b) => model
+                    .const_bytes(b as usize)
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                    .collect(),
+                None => vec![0; nn],
             };
+            // W^T packed four k per word, zero-padded; then the bias with -zp_in * sum_k w folded in
+            let kw = k.div_ceil(4);
+            let packed_at = base + extra.len() as u32;
+            for j in 0..nn {
+                for q in 0..kw {
+                    let b = |t: usize| {
+                        let kk = 4 * q + t;
+                        if kk < k {
+                            w[kk * nn + j] as u8 as u32
+                        } else {
+                            0
+                        }
+                    };
+                    extra.push(b(0) | (b(1) << 8) | (b(2) << 16) | (b(3) << 24));
+                }
+            }
+            let bias_at = base + extra.len() as u32;
+            for (j, &bj) in bias.iter().enumerate() {
+                let colsum: i64 = (0..k).map(|kk| w[kk * nn + j] as i64).sum();
+                extra
+                    .push((bj - zp * colsum).clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32);
+            }
             let per_col = u32::from(m.mult.len() > 1);
             let mut p = vec![
                 rows,
-                ws[0],
-                ws[1],
+                k as u32,
+                nn as u32,
                 byte(x).1,
-                byte(n.inputs[1]).1,
-                has_bias,
-                boff,
+                0,
+                0,
+                bias_at,
                 word(out),
-                qp(x).1 as u32,
+                0,
                 m.zy as u32,
                 m.lo as u32,
                 m.hi as u32,
-                14,
+                16,
                 per_col,
+                packed_at,
+                kw as u32,
             ];
             p.extend(m.mult.iter().flat_map(|&v| fm(v)));
             push(p, four(numel(out)));
@@ -728,6 +822,7 @@ impl<'m> GpuSession<'m> {
         let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
         let mut steps: Vec<Step> = Vec::new();
         let mut host_quantize: Vec<HostQuantize> = Vec::new();
+        let mut extra: Vec<u32> = Vec::new();
         let mut node_steps: Vec<core::ops::Range<usize>> = Vec::with_capacity(g.nodes.len());
         for (ni, n) in g.nodes.iter().enumerate() {
             let first = steps.len();
@@ -743,7 +838,15 @@ impl<'m> GpuSession<'m> {
             let os = shape(out);
             let numel = |s: &[u32]| s.iter().product::<u32>();
             if crate::cpu::ops::quant::is_integer(model, n) {
-                int8_steps(model, n, kernel, &shapes, &mut steps, &mut host_quantize)?;
+                int8_steps(
+                    model,
+                    n,
+                    kernel,
+                    &shapes,
+                    &mut steps,
+                    &mut host_quantize,
+                    &mut extra,
+                )?;
                 node_steps.push(first..steps.len());
                 continue;
             }
@@ -1111,20 +1214,26 @@ impl<'m> GpuSession<'m> {
             }
             node_steps.push(first..steps.len());
         }
-        let mut sess = Self::build(model, gpu, steps)?;
+        let mut sess = Self::build(model, gpu, steps, &extra)?;
         sess.host_quantize = host_quantize;
         sess.node_steps = node_steps;
         Ok(sess)
     }
 
-    fn build(model: &'m Model<'m>, gpu: &'m Gpu, steps: Vec<Step>) -> Result<GpuSession<'m>> {
+    fn build(
+        model: &'m Model<'m>,
+        gpu: &'m Gpu,
+        steps: Vec<Step>,
+        extra: &[u32],
+    ) -> Result<GpuSession<'m>> {
         use wgpu::util::DeviceExt;
         let dev = &gpu.device;
         let g = &model.graph;
         let limit = gpu.limits.max_storage_buffer_binding_size;
         let arena_bytes = model.plan.arena_bytes.max(4).div_ceil(4) * 4;
         let blob = model.weights;
-        let weight_bytes = (blob.len().max(4) as u64).div_ceil(4) * 4;
+        // the blob, padded to whole words, then the repacked extras (their offsets assume exactly this)
+        let weight_bytes = ((blob.len().div_ceil(4) + extra.len()).max(1) * 4) as u64;
         for (what, bytes) in [("activation arena", arena_bytes), ("weights", weight_bytes)] {
             if bytes > limit || bytes > gpu.limits.max_buffer_size {
                 bail!(
@@ -1144,6 +1253,8 @@ impl<'m> GpuSession<'m> {
             mapped_at_creation: false,
         });
         let mut wdata = blob.to_vec();
+        wdata.resize(blob.len().div_ceil(4) * 4, 0);
+        wdata.extend(extra.iter().flat_map(|w| w.to_le_bytes()));
         wdata.resize(weight_bytes as usize, 0);
         let weights = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("tern weights"),
@@ -1247,7 +1358,14 @@ impl<'m> GpuSession<'m> {
             else {
                 bail!(Device, "no shader named {}", s.shader);
             };
-            let src = alloc::format!("{COMMON}\n{body}");
+            // `requires` must open the module; the two dot-product forms give the same integers
+            let src = if gpu.dot4 {
+                alloc::format!(
+                    "requires packed_4x8_integer_dot_product;\n{COMMON}\n{DOT4_NATIVE}\n{body}"
+                )
+            } else {
+                alloc::format!("{COMMON}\n{DOT4_EMULATED}\n{body}")
+            };
             let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(s.shader),

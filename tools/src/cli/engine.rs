@@ -59,6 +59,7 @@ pub fn open_gpu(a: &BackendArgs) -> Result<Option<tern::gpu::Gpu>> {
     }
     let opts = tern::gpu::GpuOptions {
         allow_cpu_adapter: a.gpu_allow_cpu_adapter,
+        ..Default::default()
     };
     match tern::gpu::Gpu::new(&opts) {
         Ok(g) => {

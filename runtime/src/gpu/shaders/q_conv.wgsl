@@ -1,9 +1,12 @@
 // int8 convolution NCHW (groups, strides, dilations, pads), the CPU's integers exactly:
 // acc = sum w * (x - zp_in) over valid taps, then requant(acc, bias[m], mult[m], shift[m], zp_out, lo, hi).
+// Weights come repacked per tap with four input channels per word (zero-padded), so each tap is packed dot
+// products (`dot4`: WGSL's dot4I8Packed or its shift-and-mask twin) minus zp_in times the tap's weight sum.
 // Four outputs (one word) per invocation.
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
-//    16 x byte off, 17 w byte off (weights), 18 has bias, 19 bias word off, 20 out word off, 21 zp_in,
-//    22 zp_out, 23 lo, 24 hi, 25 (mult, shift) list start in p
+//    16 x byte off, 17 packed weights word off ([M][kh][kw][ceil(C/groups/4)]), 18 has bias, 19 bias word
+//    off, 20 out word off, 21 zp_in, 22 zp_out, 23 lo, 24 hi, 25 (mult, shift) list start in p, 26 tap weight
+//    sums word off ([M][kh][kw])
 fn one(e: u32) -> i32 {
     let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
     let kh = p[7]; let kw = p[8];
@@ -14,23 +17,34 @@ fn one(e: u32) -> i32 {
     let cg = c / p[15];
     let mg = m / p[15];
     let g = mo / mg;
+    let cw = (cg + 3u) / 4u;
     let zp = bitcast<i32>(p[21]);
+    let plane = h * w;
+    let xb = p[16] + (b * c + g * cg) * plane;
     var acc = 0;
-    for (var ci = 0u; ci < cg; ci++) {
-        let xbase = p[16] + ((b * c + g * cg + ci) * h) * w;
-        let wbase = p[17] + (mo * cg + ci) * kh * kw;
-        for (var ky = 0u; ky < kh; ky++) {
-            let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
-            if (iy < 0 || iy >= i32(h)) {
+    for (var ky = 0u; ky < kh; ky++) {
+        let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
+        if (iy < 0 || iy >= i32(h)) {
+            continue;
+        }
+        for (var kx = 0u; kx < kw; kx++) {
+            let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
+            if (ix < 0 || ix >= i32(w)) {
                 continue;
             }
-            for (var kx = 0u; kx < kw; kx++) {
-                let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
-                if (ix < 0 || ix >= i32(w)) {
-                    continue;
+            let tap = (mo * kh + ky) * kw + kx;
+            let at = xb + u32(iy) * w + u32(ix);
+            for (var q = 0u; q < cw; q++) {
+                var v = vec4<i32>(0);
+                for (var t = 0u; t < 4u; t++) {
+                    let ci = 4u * q + t;
+                    if (ci < cg) {
+                        v[t] = ld8b(at + ci * plane);
+                    }
                 }
-                acc += wt8b(wbase + ky * kw + kx) * (ld8b(xbase + u32(iy) * w + u32(ix)) - zp);
+                acc += dot4(pack4(v), weights[p[17] + tap * cw + q]);
             }
+            acc -= zp * bitcast<i32>(weights[p[26] + tap]);
         }
     }
     var bias = 0;
