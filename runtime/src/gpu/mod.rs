@@ -227,9 +227,23 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
             if a.len() < 2 || b.len() < 2 || !(b.len() == 2 || batch(a) == batch(b)) {
                 return Err("MatMul with broadcast batch dimensions".into());
             }
-            "matmul"
+            // the tiled kernel for real matrices; a few rows (batch-1 dense layers) go direct
+            if a[a.len() - 2] < 4 {
+                "matmul"
+            } else {
+                "matmul_tiled"
+            }
         }
-        Op::Conv { .. } => "conv",
+        Op::Conv { geom, .. } => {
+            let w = &g.tensors[n.inputs[1] as usize].shape;
+            let groups = geom.groups;
+            // depthwise (one input and one output channel per group) has no GEMM to tile
+            if w[1] == 1 && w[0] == groups {
+                "conv"
+            } else {
+                "conv_tiled"
+            }
+        }
         Op::ConvTranspose { .. } => "conv_transpose",
         Op::Slice { .. }
         | Op::Pad { .. }
@@ -263,6 +277,8 @@ const SHADERS: &[(&str, &str)] = &[
         "conv_transpose",
         include_str!("shaders/conv_transpose.wgsl"),
     ),
+    ("conv_tiled", include_str!("shaders/conv_tiled.wgsl")),
+    ("matmul_tiled", include_str!("shaders/matmul_tiled.wgsl")),
     ("q_conv", include_str!("shaders/q_conv.wgsl")),
     ("q_matmul", include_str!("shaders/q_matmul.wgsl")),
     ("q_binary", include_str!("shaders/q_binary.wgsl")),
@@ -306,8 +322,10 @@ fn unary_code(u: Option<Unary>) -> (u32, f32, f32) {
 struct Step {
     shader: &'static str,
     params: Vec<u32>,
-    /// Invocations (64 per workgroup).
+    /// Invocations (64 per workgroup), for the 1-D shaders.
     threads: u32,
+    /// Explicit workgroup counts, for the tiled shaders.
+    groups: Option<[u32; 3]>,
 }
 
 /// A model prepared on a GPU: weights resident, pipelines built, every dispatch recorded.
@@ -316,7 +334,7 @@ pub struct GpuSession<'m> {
     gpu: &'m Gpu,
     arena: wgpu::Buffer,
     readback: wgpu::Buffer,
-    steps: Vec<(usize, wgpu::BindGroup, u32)>,
+    steps: Vec<(usize, wgpu::BindGroup, u32, Option<[u32; 3]>)>,
     pipelines: Vec<wgpu::ComputePipeline>,
     /// (arena byte offset, bytes) of each output, and its place in the readback buffer.
     outputs: Vec<(u64, u64, u64)>,
@@ -393,6 +411,7 @@ fn int8_steps(
     let mut push = |params: Vec<u32>, threads: u32| {
         steps.push(Step {
             shader: kernel,
+            groups: None,
             params,
             threads,
         })
@@ -884,6 +903,7 @@ impl<'m> GpuSession<'m> {
                     p.extend(bcast_strides(&shape(n.inputs[1]), &os));
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: p,
                     });
@@ -911,6 +931,7 @@ impl<'m> GpuSession<'m> {
                     p.extend([0u32; MAX_RANK]);
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: p,
                     });
@@ -928,6 +949,7 @@ impl<'m> GpuSession<'m> {
                     };
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: vec![
                             numel(&os),
@@ -958,6 +980,8 @@ impl<'m> GpuSession<'m> {
                     };
                     steps.push(Step {
                         shader: kernel,
+                        groups: (kernel == "matmul_tiled")
+                            .then(|| [nn.div_ceil(16), m.div_ceil(16), batch]),
                         threads: numel(&os),
                         params: vec![
                             m,
@@ -995,6 +1019,11 @@ impl<'m> GpuSession<'m> {
                     };
                     steps.push(Step {
                         shader: kernel,
+                        groups: (kernel == "conv_tiled").then(|| {
+                            let npix = os[2] * os[3];
+                            let mg = os[1] / geom.groups;
+                            [npix.div_ceil(16), mg.div_ceil(16), xs[0] * geom.groups]
+                        }),
                         threads: numel(&os),
                         params: vec![
                             xs[0],
@@ -1037,6 +1066,7 @@ impl<'m> GpuSession<'m> {
                     };
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: vec![
                             xs[0] * xs[1],
@@ -1067,6 +1097,7 @@ impl<'m> GpuSession<'m> {
                     let k = u32::from(!matches!(kind, PoolKind::Max));
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: planes,
                         params: vec![planes, inner.max(1), k, word(n.inputs[0]), word(out)],
                     });
@@ -1078,6 +1109,7 @@ impl<'m> GpuSession<'m> {
                     let rows = numel(&os) / len.max(1);
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: rows,
                         params: vec![rows, len, inner.max(1), word(n.inputs[0]), word(out)],
                     });
@@ -1086,6 +1118,7 @@ impl<'m> GpuSession<'m> {
                     let len = numel(&os);
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: len,
                         params: vec![
                             len,
@@ -1109,6 +1142,7 @@ impl<'m> GpuSession<'m> {
                         let (sx, ox) = src(t);
                         steps.push(Step {
                             shader: kernel,
+                            groups: None,
                             threads: outer * len,
                             params: vec![
                                 outer * len,
@@ -1134,6 +1168,7 @@ impl<'m> GpuSession<'m> {
                         let len = s[ax] * inner;
                         steps.push(Step {
                             shader: kernel,
+                            groups: None,
                             threads: outer * len,
                             params: vec![
                                 outer * len,
@@ -1167,6 +1202,7 @@ impl<'m> GpuSession<'m> {
                     p.extend(st);
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: p,
                     });
@@ -1206,6 +1242,7 @@ impl<'m> GpuSession<'m> {
                     }
                     steps.push(Step {
                         shader: kernel,
+                        groups: None,
                         threads: numel(&os),
                         params: p,
                     });
@@ -1397,6 +1434,19 @@ impl<'m> GpuSession<'m> {
                 gpu.info.name
             );
         }
+        let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
+        if let Some(s) = steps
+            .iter()
+            .find(|s| s.groups.is_some_and(|g| g.iter().any(|&d| d > max_groups)))
+        {
+            bail!(
+                TooLarge,
+                "a {} dispatch needs {:?} workgroups; GPU \"{}\" allows {max_groups} per dimension",
+                s.shader,
+                s.groups.unwrap_or_default(),
+                gpu.info.name
+            );
+        }
         let mut recorded = Vec::new();
         for (i, s) in steps.iter().enumerate() {
             let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -1421,7 +1471,7 @@ impl<'m> GpuSession<'m> {
                     },
                 ],
             });
-            recorded.push((index[s.shader], bind, s.threads));
+            recorded.push((index[s.shader], bind, s.threads, s.groups));
         }
         log::debug!(
             "GPU session: {} dispatch(es), {} pipeline(s), arena {arena_bytes} B, weights {weight_bytes} B",
@@ -1542,13 +1592,15 @@ impl<'m> GpuSession<'m> {
                 label: Some("tern"),
                 timestamp_writes: None,
             });
-            for (pl, bind, threads) in &self.steps[range] {
-                let groups = threads.div_ceil(64).max(1);
-                let x = groups.min(65535);
-                let y = groups.div_ceil(x);
+            for (pl, bind, threads, groups) in &self.steps[range] {
+                let [x, y, z] = groups.unwrap_or_else(|| {
+                    let n = threads.div_ceil(64).max(1);
+                    let x = n.min(65535);
+                    [x, n.div_ceil(x), 1]
+                });
                 pass.set_pipeline(&self.pipelines[*pl]);
                 pass.set_bind_group(0, bind, &[]);
-                pass.dispatch_workgroups(x, y, 1);
+                pass.dispatch_workgroups(x, y, z);
             }
         }
         for &(off, bytes, rb) in copies {
