@@ -312,11 +312,42 @@ impl<'m> Session<'m> {
         &mut self,
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
-        mut observe: Option<Observe>,
+        observe: Option<Observe>,
     ) -> Result<()> {
+        check_io(&self.model.graph, inputs, outputs)?;
+        let n = self.model.graph.nodes.len();
+        self.run_inner(Some(inputs), Some(outputs), 0..n, observe);
+        Ok(())
+    }
+
+    /// Runs nodes `nodes` on whatever the arena holds (the GPU backend's fallback for nodes without a GPU
+    /// kernel: it writes their inputs with [`Session::tensor_bytes`] first and reads their outputs after).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn run_nodes(&mut self, nodes: core::ops::Range<usize>) {
+        self.run_inner(None, None, nodes, None);
+    }
+
+    /// The arena bytes of activation tensor `t` (its planned place).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn tensor_bytes(&mut self, t: u32) -> &mut [u8] {
+        let model = self.model;
+        let tt = &model.graph.tensors[t as usize];
+        let len = tt.numel() * tt.dtype.size();
+        let off = model.plan.offsets[t as usize] as usize;
+        let base = self.arena_base();
+        // SAFETY: the loader proved the tensor's planned range lies inside the arena.
+        unsafe { core::slice::from_raw_parts_mut(base.add(off), len) }
+    }
+
+    fn run_inner(
+        &mut self,
+        inputs: Option<&[&[f32]]>,
+        outputs: Option<&mut [&mut [f32]]>,
+        nodes: core::ops::Range<usize>,
+        mut observe: Option<Observe>,
+    ) {
         let model = self.model;
         let g = &model.graph;
-        check_io(g, inputs, outputs)?;
         let base = self.arena_base();
         let offsets = &model.plan.offsets;
         // SAFETY: the loader proved every activation's [offset, offset+bytes) lies inside the arena, is
@@ -324,7 +355,7 @@ impl<'m> Session<'m> {
         // never alias its output views.
         let tensor =
             |t: u32| -> *mut f32 { unsafe { base.add(offsets[t as usize] as usize) as *mut f32 } };
-        for (&t, x) in g.inputs.iter().zip(inputs) {
+        for (&t, x) in g.inputs.iter().zip(inputs.unwrap_or(&[])) {
             unsafe { core::slice::from_raw_parts_mut(tensor(t), x.len()) }.copy_from_slice(x);
         }
         #[cfg(feature = "std")]
@@ -334,7 +365,14 @@ impl<'m> Session<'m> {
         #[cfg(not(feature = "std"))]
         let par = Par::single();
         let empty: &[usize] = &[];
-        for (ni, (n, prep)) in g.nodes.iter().zip(&self.prepared).enumerate() {
+        for (ni, (n, prep)) in g
+            .nodes
+            .iter()
+            .zip(&self.prepared)
+            .enumerate()
+            .take(nodes.end)
+            .skip(nodes.start)
+        {
             let mut ins = [View {
                 data: &[],
                 shape: empty,
@@ -454,11 +492,10 @@ impl<'m> Session<'m> {
                 }
             }
         }
-        for (&t, y) in g.outputs.iter().zip(outputs.iter_mut()) {
+        for (&t, y) in g.outputs.iter().zip(outputs.unwrap_or(&mut [])) {
             // SAFETY: see above.
             y.copy_from_slice(unsafe { core::slice::from_raw_parts(tensor(t), y.len()) });
         }
-        Ok(())
     }
 
     /// Runs the model on ndarray inputs (any layout) and returns new output arrays.

@@ -109,20 +109,43 @@ fn run_case(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Cases run on the GPU too (every node having a GPU kernel), and those whose GPU outputs differ from the
-/// CPU's.
-static GPU_RUNS: std::sync::Mutex<(usize, Vec<String>)> = std::sync::Mutex::new((0, Vec::new()));
+/// Cases run on the GPU too, those whose GPU outputs differ from the CPU's, and how many of them had nodes
+/// without a GPU kernel (run by the CPU fallback).
+static GPU_RUNS: std::sync::Mutex<(usize, Vec<String>, usize)> =
+    std::sync::Mutex::new((0, Vec::new(), 0));
 
 /// Runs a case's model on the GPU, when one is open and has a kernel for every node, and records whether
 /// its outputs equal the CPU's (`tern_tests::gpu_close`).
 fn gpu_check(name: &str, m: &tern::Model, x: &[f32], cpu: &[ndarray::ArrayD<f32>]) {
     let Some(gpu) = tern_tests::gpu() else { return };
-    if m.graph
+    let missing = m
+        .graph
         .nodes
         .iter()
-        .any(|n| tern::gpu::kernel_for(m, n).is_err())
-    {
-        return;
+        .filter(|n| tern::gpu::kernel_for(m, n).is_err())
+        .count();
+    if missing > 0 {
+        // strict: an error naming the node; otherwise those nodes fall back to the CPU (checked below)
+        let strict = tern::gpu::GpuSessionOptions {
+            strict: true,
+            ..Default::default()
+        };
+        match tern::gpu::GpuSession::with_options(m, gpu, &strict) {
+            Err(e)
+                if e.kind == tern::ErrorKind::Unsupported
+                    && e.context.contains("cannot run on the GPU") => {}
+            Err(e) => GPU_RUNS
+                .lock()
+                .unwrap()
+                .1
+                .push(format!("{name}: strict: {e}")),
+            Ok(_) => GPU_RUNS
+                .lock()
+                .unwrap()
+                .1
+                .push(format!("{name}: strict accepted a missing kernel")),
+        }
+        GPU_RUNS.lock().unwrap().2 += 1;
     }
     let mut outs: Vec<Vec<f32>> = cpu.iter().map(|o| vec![0f32; o.len()]).collect();
     let r = tern::gpu::GpuSession::new(m, gpu).and_then(|mut s| {
@@ -212,9 +235,15 @@ fn onnx_node_conformance() {
     if tern_tests::gpu().is_some() {
         let runs = GPU_RUNS.lock().unwrap();
         println!(
-            "ONNX node conformance on the GPU: {} of the passing cases run there, {} differ from the CPU",
+            "ONNX node conformance on the GPU: {} of the passing cases run there ({} with CPU fallback nodes), {} differ from the CPU",
             runs.0,
+            runs.2,
             runs.1.len()
+        );
+        assert!(
+            runs.2 >= 20,
+            "only {} cases exercised the CPU fallback",
+            runs.2
         );
         assert!(
             runs.1.is_empty(),

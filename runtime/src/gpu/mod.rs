@@ -318,6 +318,24 @@ fn unary_code(u: Option<Unary>) -> (u32, f32, f32) {
     }
 }
 
+/// Options of a [`GpuSession`].
+#[derive(Clone, Debug)]
+pub struct GpuSessionOptions {
+    /// A node without a GPU kernel is an error (else it runs on the CPU, with its tensors moved).
+    pub strict: bool,
+    /// Threads of the CPU engine for fallback nodes.
+    pub threads: usize,
+}
+
+impl Default for GpuSessionOptions {
+    fn default() -> Self {
+        GpuSessionOptions {
+            strict: false,
+            threads: 1,
+        }
+    }
+}
+
 /// One recorded dispatch.
 struct Step {
     shader: &'static str,
@@ -342,6 +360,11 @@ pub struct GpuSession<'m> {
     host_quantize: Vec<HostQuantize>,
     /// The dispatches of each node.
     node_steps: Vec<core::ops::Range<usize>>,
+    /// Nodes without a GPU kernel, run by `cpu` (ascending).
+    cpu_nodes: Vec<usize>,
+    cpu: Option<crate::Session<'m>>,
+    /// Bytes a run moves between GPU and CPU for the fallback nodes.
+    transfer_bytes: usize,
     /// Keeps the buffers the bind groups reference alive.
     _keep: (wgpu::Buffer, wgpu::Buffer),
 }
@@ -828,6 +851,16 @@ fn int8_steps(
 impl<'m> GpuSession<'m> {
     /// Prepares `model` on `gpu`: every node must have a GPU kernel ([`kernel_for`]).
     pub fn new(model: &'m Model<'m>, gpu: &'m Gpu) -> Result<GpuSession<'m>> {
+        Self::with_options(model, gpu, &GpuSessionOptions::default())
+    }
+
+    /// [`GpuSession::new`] with options: `strict` makes a node without a GPU kernel an error instead of a
+    /// CPU fallback.
+    pub fn with_options(
+        model: &'m Model<'m>,
+        gpu: &'m Gpu,
+        opts: &GpuSessionOptions,
+    ) -> Result<GpuSession<'m>> {
         let g = &model.graph;
         let plan = &model.plan;
         let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
@@ -843,16 +876,28 @@ impl<'m> GpuSession<'m> {
         let mut host_quantize: Vec<HostQuantize> = Vec::new();
         let mut extra: Vec<u32> = Vec::new();
         let mut node_steps: Vec<core::ops::Range<usize>> = Vec::with_capacity(g.nodes.len());
+        let mut cpu_nodes: Vec<usize> = Vec::new();
         for (ni, n) in g.nodes.iter().enumerate() {
             let first = steps.len();
-            let kernel = kernel_for(model, n).map_err(|why| {
-                crate::err!(
+            let kernel = match kernel_for(model, n) {
+                Ok(k) => k,
+                Err(why) if !opts.strict => {
+                    log::warn!(
+                        "node {ni} \"{}\" ({}) runs on the CPU: {why}",
+                        n.name,
+                        n.op.name()
+                    );
+                    cpu_nodes.push(ni);
+                    node_steps.push(first..first);
+                    continue;
+                }
+                Err(why) => bail!(
                     Unsupported,
                     "node {ni} \"{}\" ({}) cannot run on the GPU: {why}",
                     n.name,
                     n.op.name()
-                )
-            })?;
+                ),
+            };
             let out = n.outputs[0];
             let os = shape(out);
             let numel = |s: &[u32]| s.iter().product::<u32>();
@@ -1254,6 +1299,27 @@ impl<'m> GpuSession<'m> {
         let mut sess = Self::build(model, gpu, steps, &extra)?;
         sess.host_quantize = host_quantize;
         sess.node_steps = node_steps;
+        if !cpu_nodes.is_empty() {
+            // the CPU engine for the nodes without a GPU kernel: same plan, so tensors keep their offsets
+            sess.cpu = Some(crate::Session::new(
+                model,
+                crate::SessionOptions {
+                    threads: opts.threads.max(1),
+                },
+            )?);
+            let moved: usize = cpu_nodes
+                .iter()
+                .flat_map(|&ni| g.nodes[ni].inputs.iter().chain(&g.nodes[ni].outputs))
+                .filter(|&&t| g.tensors[t as usize].data.is_none())
+                .map(|&t| g.tensors[t as usize].numel() * g.tensors[t as usize].dtype.size())
+                .sum();
+            log::warn!(
+                "{} node(s) run on the CPU: each run moves {moved} bytes between GPU and CPU",
+                cpu_nodes.len()
+            );
+            sess.transfer_bytes = moved;
+        }
+        sess.cpu_nodes = cpu_nodes;
         Ok(sess)
     }
 
@@ -1340,6 +1406,7 @@ impl<'m> GpuSession<'m> {
             .map(|n| {
                 n.outputs
                     .iter()
+                    .chain(&n.inputs)
                     .map(|&t| {
                         let tt = &g.tensors[t as usize];
                         ((tt.numel() * tt.dtype.size()) as u64).div_ceil(4) * 4
@@ -1488,6 +1555,9 @@ impl<'m> GpuSession<'m> {
             outputs,
             host_quantize: Vec::new(),
             node_steps: Vec::new(),
+            cpu_nodes: Vec::new(),
+            cpu: None,
+            transfer_bytes: 0,
             _keep: (weights, params),
         })
     }
@@ -1497,14 +1567,29 @@ impl<'m> GpuSession<'m> {
         self.steps.len()
     }
 
-    /// Runs the model: inputs written to the arena, one command buffer, outputs read back.
+    /// Dispatches recorded per run (one per node; Concat and Split one per part).
+    pub fn dispatch_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Nodes that run on the CPU (no GPU kernel), and the bytes a run moves between GPU and CPU for them.
+    pub fn fallback(&self) -> (&[usize], usize) {
+        (&self.cpu_nodes, self.transfer_bytes)
+    }
+
+    /// Runs the model: inputs written to the arena, one command buffer (split only around CPU fallback
+    /// nodes), outputs read back.
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
         let g = &self.model.graph;
         crate::session::check_io(g, inputs, outputs)?;
         self.upload(inputs);
-        let all = 0..self.steps.len();
+        let mut start = 0usize;
+        for k in 0..self.cpu_nodes.len() {
+            let ni = self.cpu_nodes[k];
+            start = self.cpu_node(ni, start)?;
+        }
         let copies: Vec<(u64, u64, u64)> = self.outputs.clone();
-        let bytes = self.submit_and_read(all, &copies)?;
+        let bytes = self.submit_and_read(start..self.steps.len(), &copies)?;
         for ((_, n, rb), y) in self.outputs.iter().zip(outputs.iter_mut()) {
             let src = &bytes[*rb as usize..(*rb + *n) as usize];
             for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
@@ -1512,6 +1597,47 @@ impl<'m> GpuSession<'m> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the pending GPU dispatches `start..` up to CPU node `ni`, moves its inputs to the CPU engine,
+    /// runs it there and writes its outputs back; returns where the GPU dispatches continue.
+    fn cpu_node(&mut self, ni: usize, start: usize) -> Result<usize> {
+        let model = self.model;
+        let g = &model.graph;
+        let n = &g.nodes[ni];
+        let end = self.node_steps[ni].start;
+        let mut copies = Vec::new();
+        let mut at = 0u64;
+        let ins: Vec<u32> = n
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&t| g.tensors[t as usize].data.is_none())
+            .collect();
+        for &t in &ins {
+            let tt = &g.tensors[t as usize];
+            let bytes = (tt.numel() * tt.dtype.size()) as u64;
+            copies.push((model.plan.offsets[t as usize], bytes, at));
+            at += bytes.div_ceil(4) * 4;
+        }
+        let data = self.submit_and_read(start..end, &copies)?;
+        let cpu = self
+            .cpu
+            .as_mut()
+            .ok_or_else(|| crate::err!(Device, "no CPU engine for fallback node {ni}"))?;
+        for (&t, &(_, bytes, rb)) in ins.iter().zip(&copies) {
+            cpu.tensor_bytes(t)
+                .copy_from_slice(&data[rb as usize..(rb + bytes) as usize]);
+        }
+        cpu.run_nodes(ni..ni + 1);
+        for &t in &n.outputs {
+            let mut b = cpu.tensor_bytes(t).to_vec();
+            b.resize(b.len().div_ceil(4) * 4, 0);
+            self.gpu
+                .queue
+                .write_buffer(&self.arena, model.plan.offsets[t as usize], &b);
+        }
+        Ok(end)
     }
 
     /// [`GpuSession::run_into`] one node at a time, showing every node output's bytes (f32 or int8, as
@@ -1527,6 +1653,10 @@ impl<'m> GpuSession<'m> {
         crate::session::check_io(g, inputs, outputs)?;
         self.upload(inputs);
         for (ni, n) in g.nodes.iter().enumerate() {
+            let range = self.node_steps[ni].clone();
+            if self.cpu_nodes.contains(&ni) {
+                self.cpu_node(ni, range.start)?;
+            }
             let mut copies = Vec::new();
             let mut at = 0u64;
             for &t in &n.outputs {
@@ -1535,7 +1665,6 @@ impl<'m> GpuSession<'m> {
                 copies.push((self.model.plan.offsets[t as usize], bytes, at));
                 at += bytes.div_ceil(4) * 4;
             }
-            let range = self.node_steps[ni].clone();
             let data = self.submit_and_read(range, &copies)?;
             for (&t, &(_, bytes, rb)) in n.outputs.iter().zip(&copies) {
                 observe(ni, t, &data[rb as usize..(rb + bytes) as usize]);

@@ -198,6 +198,10 @@ fn gpu_bench(
         ("gpu", Some(g)) => g.describe(),
         _ => "cpu".to_string(),
     };
+    let (fallback_nodes, moved) = match &engine {
+        super::engine::Engine::Gpu(s) => (s.fallback().0.len(), s.fallback().1),
+        _ => (0, 0),
+    };
     if a.json {
         println!(
             "{}",
@@ -208,11 +212,12 @@ fn gpu_bench(
                 "peak_rss_bytes": rss, "backend": backend, "device": device,
                 "prepare_ms": prepare_ms, "first_run_ms": first_ms,
                 "artifact_bytes": artifact_bytes,
+                "cpu_fallback_nodes": fallback_nodes, "fallback_bytes_per_run": moved,
             })
         );
     } else {
         println!(
-            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs on {backend} ({device}); prepare (upload + pipelines) {prepare_ms:.1} ms, first run {first_ms:.3} ms; peak RSS {:.1} MB",
+            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs on {backend} ({device}); prepare (upload + pipelines) {prepare_ms:.1} ms, first run {first_ms:.3} ms; {fallback_nodes} node(s) on the CPU fallback ({moved} B/run); peak RSS {:.1} MB",
             a.model.display(),
             ms.len(),
             rss as f64 / 1e6

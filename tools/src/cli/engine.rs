@@ -24,14 +24,17 @@ pub struct BackendArgs {
     /// Accept a CPU Vulkan adapter (lavapipe/llvmpipe) as the GPU; also implied by WGPU_BACKEND.
     #[arg(long)]
     pub gpu_allow_cpu_adapter: bool,
+    /// On the GPU, a node without a GPU kernel is an error (else it runs on the CPU, its tensors moved).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// A ready engine.
 pub enum Engine<'m> {
     /// CPU session.
-    Cpu(tern::Session<'m>),
+    Cpu(Box<tern::Session<'m>>),
     /// GPU session.
-    Gpu(tern::gpu::GpuSession<'m>),
+    Gpu(Box<tern::gpu::GpuSession<'m>>),
 }
 
 impl Engine<'_> {
@@ -82,16 +85,29 @@ pub fn open<'m>(
     threads: usize,
 ) -> Result<Engine<'m>> {
     if let Some(g) = gpu {
-        match tern::gpu::GpuSession::new(model, g) {
-            Ok(s) => return Ok(Engine::Gpu(s)),
+        let opts = tern::gpu::GpuSessionOptions {
+            strict: a.strict,
+            threads,
+        };
+        match tern::gpu::GpuSession::with_options(model, g, &opts) {
+            Ok(s) => {
+                let (nodes, bytes) = s.fallback();
+                if !nodes.is_empty() {
+                    log::warn!(
+                        "{} node(s) without a GPU kernel run on the CPU ({bytes} bytes moved per run; --strict makes this an error)",
+                        nodes.len()
+                    );
+                }
+                return Ok(Engine::Gpu(Box::new(s)));
+            }
             Err(e) if a.backend == Backend::Auto => {
                 log::warn!("--backend auto: running on the CPU: {e}")
             }
             Err(e) => bail!("--backend gpu: {e}"),
         }
     }
-    Ok(Engine::Cpu(tern::Session::new(
+    Ok(Engine::Cpu(Box::new(tern::Session::new(
         model,
         tern::SessionOptions { threads },
-    )?))
+    )?)))
 }

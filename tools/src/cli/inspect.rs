@@ -77,7 +77,7 @@ pub fn main(a: Args) -> Result<()> {
                 .iter()
                 .map(|(n, op, k)| match k {
                     Ok(shader) => json!({"node": n, "op": op, "backend": "gpu", "kernel": shader}),
-                    Err(why) => json!({"node": n, "op": op, "backend": "none", "reason": why}),
+                    Err(why) => json!({"node": n, "op": op, "backend": "cpu", "reason": why}),
                 })
                 .collect::<Vec<_>>()),
         );
@@ -118,7 +118,7 @@ pub fn main(a: Args) -> Result<()> {
             if on_gpu == placement.len() {
                 " (the whole model runs on the GPU)"
             } else {
-                "; the others keep the model on the CPU:"
+                "; the others run on the CPU fallback (`--strict` makes them errors):"
             }
         );
         for (n, op, k) in &placement {
