@@ -108,9 +108,11 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // timestamps for per-node profiles, where the adapter has them
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tern"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -1671,6 +1673,120 @@ impl<'m> GpuSession<'m> {
             }
         }
         self.run_into(inputs, outputs)
+    }
+
+    /// One run timed per node with GPU timestamp queries (each node in its own compute pass; CPU
+    /// fallback nodes timed on the host): nanoseconds per node, or `None` when the adapter has no
+    /// timestamp queries.
+    pub fn profile_run(&mut self, inputs: &[&[f32]]) -> Result<Option<Vec<u64>>> {
+        let gpu = self.gpu;
+        if !gpu
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Ok(None);
+        }
+        let g = &self.model.graph;
+        let nn = g.nodes.len();
+        let fake: Vec<Vec<f32>> = self.model.outputs().map(|t| vec![0.0; t.numel()]).collect();
+        let mut outs: Vec<&mut [f32]> = Vec::new();
+        let mut fake = fake;
+        for v in fake.iter_mut() {
+            outs.push(v.as_mut_slice());
+        }
+        crate::session::check_io(g, inputs, &outs)?;
+        self.upload(inputs);
+        let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("tern profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: (2 * nn).max(2) as u32,
+        });
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tern profile resolve"),
+            size: (16 * nn).max(16) as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tern profile read"),
+            size: (16 * nn).max(16) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut host_ns = vec![0u64; nn];
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tern profile"),
+            });
+        for ni in 0..nn {
+            if self.cpu_nodes.contains(&ni) {
+                gpu.queue.submit([enc.finish()]);
+                let t0 = std::time::Instant::now();
+                let start = self.node_steps[ni].start;
+                self.cpu_node(ni, start)?;
+                host_ns[ni] = t0.elapsed().as_nanos() as u64;
+                enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("tern profile"),
+                    });
+                continue;
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &qs,
+                    beginning_of_pass_write_index: Some(2 * ni as u32),
+                    end_of_pass_write_index: Some(2 * ni as u32 + 1),
+                }),
+            });
+            for (pl, bind, threads, groups) in &self.steps[self.node_steps[ni].clone()] {
+                let [x, y, z] = groups.unwrap_or_else(|| {
+                    let n = threads.div_ceil(64).max(1);
+                    let x = n.min(65535);
+                    [x, n.div_ceil(x), 1]
+                });
+                pass.set_pipeline(&self.pipelines[*pl]);
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        enc.resolve_query_set(&qs, 0..(2 * nn) as u32, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, (16 * nn) as u64);
+        gpu.queue.submit([enc.finish()]);
+        read.map_async(wgpu::MapMode::Read, .., |_| {});
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(Duration::from_secs(120)),
+            })
+            .map_err(|e| crate::err!(Device, "GPU profile run did not finish: {e}"))?;
+        if let Some(e) = gpu.take_error() {
+            bail!(Device, "GPU \"{}\": {e}", gpu.info.name);
+        }
+        let period = gpu.queue.get_timestamp_period() as f64;
+        let ticks: Vec<u64> = {
+            let v = read
+                .get_mapped_range(..)
+                .map_err(|e| crate::err!(Device, "GPU profile readback: {e}"))?;
+            v.chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        };
+        read.unmap();
+        Ok(Some(
+            (0..nn)
+                .map(|ni| {
+                    if self.cpu_nodes.contains(&ni) {
+                        host_ns[ni]
+                    } else {
+                        (ticks[2 * ni + 1].saturating_sub(ticks[2 * ni]) as f64 * period) as u64
+                    }
+                })
+                .collect(),
+        ))
     }
 
     fn upload(&self, inputs: &[&[f32]]) {

@@ -91,47 +91,7 @@ pub fn main(a: Args) -> Result<()> {
     let (median, min, max) = stats(&mut ms);
     let rss = peak_rss_bytes().unwrap_or(0);
     if let Some(p) = session.profile() {
-        let mut by_op: Vec<(&str, u64, usize)> = Vec::new();
-        for (n, &t) in model.graph.nodes.iter().zip(p) {
-            match by_op.iter_mut().find(|e| e.0 == n.op.name()) {
-                Some(e) => {
-                    e.1 += t;
-                    e.2 += 1
-                }
-                None => by_op.push((n.op.name(), t, 1)),
-            }
-        }
-        by_op.sort_by_key(|e| std::cmp::Reverse(e.1));
-        let total: u64 = p.iter().sum::<u64>().max(1);
-        let runs = ms.len().max(1) as f64;
-        eprintln!(
-            "{:<20} {:>6} {:>10} {:>7}",
-            "op", "nodes", "ms/run", "share"
-        );
-        for (op, t, c) in by_op {
-            eprintln!(
-                "{op:<20} {c:>6} {:>10.3} {:>6.1}%",
-                t as f64 / 1e6 / runs,
-                100.0 * t as f64 / total as f64
-            );
-        }
-        let mut nodes: Vec<usize> = (0..p.len()).collect();
-        nodes.sort_by_key(|&i| std::cmp::Reverse(p[i]));
-        eprintln!(
-            "\nslowest nodes:\n{:<36} {:<14} {:>22} {:>9} {:>8}",
-            "node", "op", "output", "ms/run", "GMAC/s"
-        );
-        for &i in nodes.iter().take(15) {
-            let n = &model.graph.nodes[i];
-            let ms = p[i] as f64 / 1e6 / runs;
-            let out = format!("{:?}", model.graph.tensors[n.outputs[0] as usize].shape);
-            let gmacs = model.graph.node_macs(i) as f64 / (ms * 1e6);
-            let name: String = n.name.chars().take(36).collect();
-            eprintln!(
-                "{name:<36} {:<14} {out:>22} {ms:>9.3} {gmacs:>8.2}",
-                n.op.name()
-            );
-        }
+        print_profile(&model, p, ms.len());
     }
     if a.json {
         println!(
@@ -192,6 +152,24 @@ fn gpu_bench(
         ms.push(run(&mut engine)?);
     }
     let (median, min, max) = stats(&mut ms);
+    if a.profile {
+        if let super::engine::Engine::Gpu(s) = &mut engine {
+            let mut total = vec![0u64; model.graph.nodes.len()];
+            let mut got = false;
+            for _ in 0..a.runs.max(1) {
+                if let Some(p) = s.profile_run(&ins)? {
+                    total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
+                    got = true;
+                }
+            }
+            if got {
+                eprintln!("GPU timestamps per node (each node in its own compute pass):");
+                print_profile(model, &total, a.runs.max(1));
+            } else {
+                eprintln!("--profile: this GPU has no timestamp queries");
+            }
+        }
+    }
     let rss = peak_rss_bytes().unwrap_or(0);
     let backend = engine.name();
     let device = match (backend, gpu) {
@@ -224,4 +202,49 @@ fn gpu_bench(
         );
     }
     Ok(())
+}
+
+/// The per-op-type and slowest-node tables of a profile (`p[i]`: nanoseconds of node i over `runs` runs).
+fn print_profile(model: &tern::Model, p: &[u64], runs: usize) {
+    let mut by_op: Vec<(&str, u64, usize)> = Vec::new();
+    for (n, &t) in model.graph.nodes.iter().zip(p) {
+        match by_op.iter_mut().find(|e| e.0 == n.op.name()) {
+            Some(e) => {
+                e.1 += t;
+                e.2 += 1
+            }
+            None => by_op.push((n.op.name(), t, 1)),
+        }
+    }
+    by_op.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let total: u64 = p.iter().sum::<u64>().max(1);
+    let runs = runs.max(1) as f64;
+    eprintln!(
+        "{:<20} {:>6} {:>10} {:>7}",
+        "op", "nodes", "ms/run", "share"
+    );
+    for (op, t, c) in by_op {
+        eprintln!(
+            "{op:<20} {c:>6} {:>10.3} {:>6.1}%",
+            t as f64 / 1e6 / runs,
+            100.0 * t as f64 / total as f64
+        );
+    }
+    let mut nodes: Vec<usize> = (0..p.len()).collect();
+    nodes.sort_by_key(|&i| std::cmp::Reverse(p[i]));
+    eprintln!(
+        "\nslowest nodes:\n{:<36} {:<14} {:>22} {:>9} {:>8}",
+        "node", "op", "output", "ms/run", "GMAC/s"
+    );
+    for &i in nodes.iter().take(15) {
+        let n = &model.graph.nodes[i];
+        let ms = p[i] as f64 / 1e6 / runs;
+        let out = format!("{:?}", model.graph.tensors[n.outputs[0] as usize].shape);
+        let gmacs = model.graph.node_macs(i) as f64 / (ms * 1e6);
+        let name: String = n.name.chars().take(36).collect();
+        eprintln!(
+            "{name:<36} {:<14} {out:>22} {ms:>9.3} {gmacs:>8.2}",
+            n.op.name()
+        );
+    }
 }
