@@ -1678,6 +1678,7 @@ impl<'m> GpuSession<'m> {
     /// One run timed per node with GPU timestamp queries (each node in its own compute pass; CPU
     /// fallback nodes timed on the host): nanoseconds per node, or `None` when the adapter has no
     /// timestamp queries.
+    #[allow(clippy::needless_range_loop)] // ni indexes nodes, steps, timestamps and the fallback set
     pub fn profile_run(&mut self, inputs: &[&[f32]]) -> Result<Option<Vec<u64>>> {
         let gpu = self.gpu;
         if !gpu
