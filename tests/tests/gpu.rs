@@ -15,6 +15,9 @@ fn compare(bytes: &[u8], xs: &ArrayD<f32>, samples: usize) -> (f64, usize) {
     let model = Model::from_bytes(bytes).unwrap();
     let mut cpu = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
     let mut g = GpuSession::new(&model, gpu).unwrap();
+    // the whole model on the GPU, at most one dispatch per node
+    assert!(g.fallback().0.is_empty());
+    assert!(g.dispatch_count() <= model.graph.nodes.len());
     let n_out: usize = model.outputs().next().unwrap().numel();
     let (mut worst, mut bad) = (0f64, 0usize);
     for x in xs.axis_iter(Axis(0)).take(samples) {

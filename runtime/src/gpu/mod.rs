@@ -256,7 +256,8 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
         Op::Pool(_) => "pool",
         Op::GlobalPool(_) => "global_pool",
         Op::Softmax { .. } => "softmax",
-        Op::Reshape | Op::Concat { .. } | Op::Split { .. } => "copy",
+        Op::Reshape => "copy",
+        Op::Concat { .. } | Op::Split { .. } => "concat",
         Op::Transpose { .. } => "transpose",
         other => return Err(alloc::format!("{} has no GPU kernel yet", other.name())),
     })
@@ -280,6 +281,7 @@ const SHADERS: &[(&str, &str)] = &[
         include_str!("shaders/conv_transpose.wgsl"),
     ),
     ("conv_tiled", include_str!("shaders/conv_tiled.wgsl")),
+    ("concat", include_str!("shaders/concat.wgsl")),
     ("matmul_tiled", include_str!("shaders/matmul_tiled.wgsl")),
     ("q_conv", include_str!("shaders/q_conv.wgsl")),
     ("q_matmul", include_str!("shaders/q_matmul.wgsl")),
@@ -1178,57 +1180,34 @@ impl<'m> GpuSession<'m> {
                         ],
                     });
                 }
-                Op::Concat { axis } => {
+                Op::Concat { axis } | Op::Split { axis } => {
+                    // one dispatch: the whole tensor (Concat's output, Split's input) against its parts
+                    let split = matches!(n.op, Op::Split { .. });
                     let ax = *axis as usize;
-                    let inner: u32 = os[ax + 1..].iter().product();
-                    let outer: u32 = os[..ax].iter().product();
+                    let whole = if split { n.inputs[0] } else { out };
+                    let ws = shape(whole);
+                    let inner: u32 = ws[ax + 1..].iter().product();
+                    let parts: &[u32] = if split { &n.outputs } else { &n.inputs };
+                    let mut p = vec![
+                        numel(&ws),
+                        ws[ax] * inner,
+                        src(whole).1,
+                        parts.len() as u32,
+                        u32::from(split),
+                    ];
                     let mut pos = 0u32;
-                    for &t in &n.inputs {
-                        let s = shape(t);
-                        let len = s[ax] * inner;
+                    for &t in parts {
+                        let len = shape(t)[ax] * inner;
                         let (sx, ox) = src(t);
-                        steps.push(Step {
-                            shader: kernel,
-                            groups: None,
-                            threads: outer * len,
-                            params: vec![
-                                outer * len,
-                                len.max(1),
-                                ox,
-                                len,
-                                word(out) + pos,
-                                os[ax] * inner,
-                                sx,
-                            ],
-                        });
+                        p.extend([pos, len, ox, sx]);
                         pos += len;
                     }
-                }
-                Op::Split { axis } => {
-                    let ax = *axis as usize;
-                    let xs = shape(n.inputs[0]);
-                    let inner: u32 = xs[ax + 1..].iter().product();
-                    let outer: u32 = xs[..ax].iter().product();
-                    let mut pos = 0u32;
-                    for &t in &n.outputs {
-                        let s = shape(t);
-                        let len = s[ax] * inner;
-                        steps.push(Step {
-                            shader: kernel,
-                            groups: None,
-                            threads: outer * len,
-                            params: vec![
-                                outer * len,
-                                len.max(1),
-                                src(n.inputs[0]).1 + pos,
-                                xs[ax] * inner,
-                                word(t),
-                                len,
-                                src(n.inputs[0]).0,
-                            ],
-                        });
-                        pos += len;
-                    }
+                    steps.push(Step {
+                        shader: kernel,
+                        groups: None,
+                        threads: numel(&ws),
+                        params: p,
+                    });
                 }
                 Op::Transpose { perm } => {
                     let xs = shape(n.inputs[0]);
