@@ -26,6 +26,8 @@ fn host_artifact_fixture() {
             opts: tern_tools::quant::Int8Options {
                 method: tern_tools::quant::calib::Method::Percentile(99.99),
                 max_error: None,
+                max_drop: None,
+                labels: None,
             },
             progress: false,
         };

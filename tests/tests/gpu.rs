@@ -108,6 +108,8 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
         opts: tern_tools::quant::Int8Options {
             method: tern_tools::quant::calib::Method::Percentile(99.99),
             max_error: None,
+            max_drop: None,
+            labels: None,
         },
         progress: false,
     };
@@ -171,6 +173,8 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
         opts: tern_tools::quant::Int8Options {
             method: tern_tools::quant::calib::Method::Percentile(99.99),
             max_error: None,
+            max_drop: None,
+            labels: None,
         },
         progress: false,
     };

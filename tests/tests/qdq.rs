@@ -63,6 +63,8 @@ fn int8(d: &Path, calib: bool) -> Vec<u8> {
         opts: Int8Options {
             method: Method::Percentile(99.99),
             max_error: None,
+            max_drop: None,
+            labels: None,
         },
         progress: false,
     };
@@ -201,6 +203,8 @@ fn exported_qdq_runs_on_ort_like_tern() {
         opts: Int8Options {
             method: Method::Percentile(99.99),
             max_error: None,
+            max_drop: None,
+            labels: None,
         },
         progress: false,
     };

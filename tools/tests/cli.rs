@@ -423,6 +423,60 @@ fn backend_auto_runs_and_agrees_with_cpu() {
     );
 }
 
+/// `--max-drop` with `--calib-labels`: the accuracy target on labelled calibration samples decides which
+/// layers stay float; an unreachable target keeps every sensitive layer in float (the artifact then holds
+/// float nodes, recorded in its metadata); a missing label file is named.
+#[test]
+fn max_drop_with_labels() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a.tern"), d.path().join("b.tern"));
+    let base = |out: &Path, drop: &str| {
+        let mut c = tern();
+        c.args(["compress", "-q"])
+            .arg(digits())
+            .arg("-o")
+            .arg(out)
+            .arg("--int8")
+            .arg("--calib")
+            .arg(digits_data("X_train.npy"))
+            .args([
+                "--calib-samples",
+                "128",
+                &format!("--max-drop={drop}"),
+                "--calib-labels",
+            ])
+            .arg(digits_data("y_train.npy"));
+        c
+    };
+    ok(&mut base(&a, "0.5"));
+    let ja: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&a).arg("--json"))).unwrap();
+    let drop: f64 = ja["metadata"]["quant.drop_on_calibration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(drop <= 0.5, "{ja}");
+    // a target no quantization meets: every sensitive layer stays float
+    ok(&mut base(&b, "-1"));
+    let jb: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&b).arg("--json"))).unwrap();
+    assert_eq!(jb["ops"]["MatMul"], 3, "{}", jb["ops"]);
+    let e = fails(
+        tern()
+            .args(["compress", "-q"])
+            .arg(digits())
+            .arg("-o")
+            .arg(d.path().join("c.tern"))
+            .arg("--int8")
+            .arg("--calib")
+            .arg(digits_data("X_train.npy"))
+            .args(["--max-drop", "0.5", "--calib-labels"])
+            .arg(d.path().join("nope.npy")),
+    );
+    assert!(e.contains("nope.npy"), "{e}");
+}
+
 #[test]
 fn int8_calibration_errors_name_the_file() {
     let d = tempfile::tempdir().unwrap();

@@ -33,6 +33,14 @@ pub struct Args {
     /// L2 error vs the float model (on the calibration samples) is at most this, e.g. 0.02.
     #[arg(long, value_name = "REL_L2")]
     pub max_error: Option<f64>,
+    /// Accuracy-aware mixed precision: keep the most sensitive layers in float until the top-1 accuracy on
+    /// the labelled calibration samples is at most this many points below the float model's (needs
+    /// --calib-labels), e.g. 0.5.
+    #[arg(long, value_name = "POINTS")]
+    pub max_drop: Option<f64>,
+    /// Class labels of the calibration samples (a .npy of N integers, in sample order), for --max-drop.
+    #[arg(long, value_name = "FILE.npy")]
+    pub calib_labels: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -47,6 +55,11 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,
                     max_error: a.max_error,
+                    max_drop: a.max_drop,
+                    labels: match &a.calib_labels {
+                        Some(f) => Some(crate::quant::data::load_labels(f)?),
+                        None => None,
+                    },
                 },
                 progress: !quiet,
             };

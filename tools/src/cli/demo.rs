@@ -93,6 +93,8 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
         opts: crate::quant::Int8Options {
             method: crate::quant::calib::Method::Percentile(99.99),
             max_error: None,
+            max_drop: None,
+            labels: None,
         },
         progress: false,
     };

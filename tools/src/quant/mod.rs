@@ -81,6 +81,11 @@ pub struct Int8Options {
     /// Keep the most sensitive layers in float until the outputs' relative L2 error vs float (on the
     /// calibration samples) is at most this.
     pub max_error: Option<f64>,
+    /// Keep the most sensitive layers in float until the top-1 accuracy on the labelled calibration
+    /// samples is at most this many points below the float model's.
+    pub max_drop: Option<f64>,
+    /// Class labels of the calibration samples (for `max_drop`), one per sample.
+    pub labels: Option<Vec<i64>>,
 }
 
 /// Outputs of `g` on `samples` (per sample, per output).
@@ -181,11 +186,71 @@ pub fn search_float_nodes(
     samples: &[Vec<Vec<f32>>],
     max_error: f64,
 ) -> Result<(Vec<bool>, f64)> {
-    let nn = fg.graph.nodes.len();
     let want = outputs(fg, samples)?;
+    search_with(fg, obs, opts, samples, max_error, &|got| {
+        output_error(got, &want)
+    })
+}
+
+/// Top-1 accuracy (fraction) of the first output's argmax against `labels`.
+fn accuracy(outs: &[Vec<Vec<f32>>], labels: &[i64]) -> f64 {
+    let hit = outs
+        .iter()
+        .zip(labels)
+        .filter(|(o, &l)| {
+            let v = &o[0];
+            let arg = v
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+                    if x > b.1 {
+                        (i, x)
+                    } else {
+                        b
+                    }
+                })
+                .0;
+            arg as i64 == l
+        })
+        .count();
+    hit as f64 / labels.len().max(1) as f64
+}
+
+/// [`search_float_nodes`] for an accuracy target: the drop in top-1 accuracy points on the labelled
+/// samples vs the float model must be at most `max_drop`.
+pub fn search_float_nodes_for_drop(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    opts: &Int8Options,
+    samples: &[Vec<Vec<f32>>],
+    labels: &[i64],
+    max_drop: f64,
+) -> Result<(Vec<bool>, f64)> {
+    let float_acc = accuracy(&outputs(fg, samples)?, labels);
+    log::info!(
+        "mixed precision: float top-1 accuracy on {} labelled calibration samples {:.4}",
+        labels.len(),
+        float_acc
+    );
+    search_with(fg, obs, opts, samples, max_drop, &|got| {
+        (float_acc - accuracy(got, labels)) * 100.0
+    })
+}
+
+/// The search shared by the error and accuracy targets: `metric(quantized outputs)` must be at most
+/// `target`.
+fn search_with(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    opts: &Int8Options,
+    samples: &[Vec<Vec<f32>>],
+    max_error: f64,
+    metric: &dyn Fn(&[Vec<Vec<f32>>]) -> f64,
+) -> Result<(Vec<bool>, f64)> {
+    let nn = fg.graph.nodes.len();
     let err_with = |keep: &[bool]| -> Result<f64> {
         let (qg, _) = quantize_graph(fg, obs, opts, keep)?;
-        Ok(output_error(&outputs(&qg, samples)?, &want))
+        Ok(metric(&outputs(&qg, samples)?))
     };
     let none = vec![false; nn];
     let e0 = err_with(&none)?;
@@ -324,6 +389,27 @@ pub fn compress_int8(
         }
         None => (vec![false; fg.graph.nodes.len()], None),
     };
+    let mut drop_reached = None;
+    if let Some(md) = c.opts.max_drop {
+        let labels = c.opts.labels.as_deref().ok_or_else(|| {
+            anyhow!("--max-drop needs the calibration samples' labels (--calib-labels)")
+        })?;
+        if labels.len() < samples.len() {
+            anyhow::bail!(
+                "--calib-labels has {} labels for {} calibration samples",
+                labels.len(),
+                samples.len()
+            );
+        }
+        // accuracy needs more samples than an error estimate: up to 256
+        let n = samples.len().min(256);
+        let (k, d) =
+            search_float_nodes_for_drop(&fg, &obs, &c.opts, &samples[..n], &labels[..n], md)?;
+        for (a, b) in keep.iter_mut().zip(k) {
+            *a |= b;
+        }
+        drop_reached = Some(d);
+    }
     if fixed == 0 {
         // (a model quantized already keeps its own choice of what is int8)
         for (k, h) in keep.iter_mut().zip(float_head(&fg)) {
@@ -366,6 +452,10 @@ pub fn compress_int8(
         ("quant.calib_samples".to_string(), samples.len().to_string()),
         ("quant.float_nodes".to_string(), report.float_nodes.join(",")),
     ];
+    if let (Some(md), Some(d)) = (c.opts.max_drop, drop_reached) {
+        meta.push(("quant.max_drop".to_string(), md.to_string()));
+        meta.push(("quant.drop_on_calibration".to_string(), format!("{d:.3}")));
+    }
     if let (Some(me), Some(e)) = (c.opts.max_error, reached) {
         meta.push(("quant.max_error".to_string(), me.to_string()));
         meta.push(("quant.error_on_calibration".to_string(), format!("{e:.4e}")));
