@@ -192,6 +192,9 @@ pub fn search_float_nodes(
     })
 }
 
+/// Model outputs per sample, per output.
+type PerSample = [Vec<Vec<f32>>];
+
 /// Top-1 accuracy (fraction) of the first output's argmax against `labels`.
 fn accuracy(outs: &[Vec<Vec<f32>>], labels: &[i64]) -> f64 {
     let hit = outs
@@ -245,7 +248,7 @@ fn search_with(
     opts: &Int8Options,
     samples: &[Vec<Vec<f32>>],
     max_error: f64,
-    metric: &dyn Fn(&[Vec<Vec<f32>>]) -> f64,
+    metric: &dyn Fn(&PerSample) -> f64,
 ) -> Result<(Vec<bool>, f64)> {
     let nn = fg.graph.nodes.len();
     let err_with = |keep: &[bool]| -> Result<f64> {
