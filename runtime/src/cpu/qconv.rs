@@ -116,13 +116,35 @@ impl QConv {
         fit.min(per_thread).div_ceil(nr).max(1) * nr
     }
 
-    /// Scratch bytes for output spatial size `oh×ow` with `threads` threads.
-    pub fn scratch_bytes(&self, oh: usize, ow: usize, threads: usize) -> usize {
+    /// The padded-width form of a stride-1 convolution with a window (3×3, ...): the input of a group is
+    /// padded once (zero point in the padding) and the output is computed `wp` columns wide, so every
+    /// im2col row is a contiguous run of the padded input and the unrolled copy disappears; the
+    /// `wp − ow` extra columns per row are computed and dropped. `(hp, wp)` when it applies.
+    fn shifted(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let g = &self.geom;
+        let window = self.wshape[2] > 1 || self.wshape[3] > 1;
+        (window && g.strides == [1, 1]).then(|| {
+            (
+                h + (g.pads[0] + g.pads[2]) as usize,
+                w + (g.pads[1] + g.pads[3]) as usize,
+            )
+        })
+    }
+
+    /// Scratch bytes for input `xs` (NCHW) and output spatial size `oh×ow` with `threads` threads.
+    pub fn scratch_bytes(&self, xs: [usize; 4], oh: usize, ow: usize, threads: usize) -> usize {
         if self.is_depthwise() {
             let gm = self.dw_geom(0, 0, oh, ow);
             return gm.scratch_bytes() * threads;
         }
-        let k = self.wshape[1] * self.wshape[2] * self.wshape[3];
+        let [_, cg, kh, kw] = self.wshape;
+        let k = cg * kh * kw;
+        if let Some((hp, wp)) = self.shifted(xs[2], xs[3]) {
+            let mg = self.wshape[0] / self.geom.groups as usize;
+            let cols = self.block_cols(k, oh * wp, threads);
+            let slack = (kw - 1) * self.geom.dilations[1] as usize;
+            return cg * hp * wp + slack + (self.g.b_len(k, cols) + mg * cols) * threads;
+        }
         let cols = self.block_cols(k, oh * ow, threads);
         (k * cols + self.g.b_len(k, cols)) * threads
     }
@@ -184,6 +206,9 @@ impl QConv {
         let pad = self.zp_in.clamp(-128, 127) as i8;
         let npix = oh * ow;
         let threads = par.threads();
+        if let Some((hp, wp)) = self.shifted(h, w) {
+            return self.run_shifted(par, x, xs, y, ys, (hp, wp), (lo, hi), scratch);
+        }
         let cols = self.block_cols(k, npix, threads);
         let nblocks = npix.div_ceil(cols);
         let per = k * cols + g.b_len(k, cols);
@@ -233,6 +258,119 @@ impl QConv {
                                 &rq,
                             )
                         };
+                    }
+                });
+            }
+        }
+    }
+
+    /// [`QConv::run`] in the padded-width form ([`QConv::shifted`]).
+    #[allow(clippy::too_many_arguments)]
+    fn run_shifted(
+        &self,
+        par: &Par,
+        x: &[i8],
+        xs: [usize; 4],
+        y: &mut [i8],
+        ys: [usize; 4],
+        (hp, wp): (usize, usize),
+        (lo, hi): (i32, i32),
+        scratch: &mut [i8],
+    ) {
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let (m, oh, ow) = (ys[1], ys[2], ys[3]);
+        let groups = self.geom.groups as usize;
+        let (cg, mg) = (c / groups, m / groups);
+        let [_, _, kh, kw] = self.wshape;
+        let k = cg * kh * kw;
+        let g = &self.g;
+        let (dh, dw) = (
+            self.geom.dilations[0] as usize,
+            self.geom.dilations[1] as usize,
+        );
+        let (pt, pl) = (self.geom.pads[0] as usize, self.geom.pads[1] as usize);
+        let pad = self.zp_in.clamp(-128, 127) as i8;
+        let threads = par.threads();
+        let (npix, wide) = (oh * ow, oh * wp);
+        let cols = self.block_cols(k, wide, threads);
+        let nblocks = wide.div_ceil(cols);
+        let plane = hp * wp;
+        let slack = (kw - 1) * dw;
+        let (padded, rest) = scratch.split_at_mut(cg * plane + slack);
+        let per = g.b_len(k, cols) + mg * cols;
+        let rptr = SyncPtr(rest.as_mut_ptr());
+        let yptr = SyncPtr(y.as_mut_ptr());
+        for b in 0..n {
+            for gi in 0..groups {
+                let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
+                // the padded input of this group, channels split over the threads
+                let pptr = SyncPtr(padded.as_mut_ptr());
+                par.run(&|t| {
+                    for ch in share(cg, t, threads) {
+                        // SAFETY: channel ch's padded plane belongs to this thread.
+                        let dst = unsafe {
+                            core::slice::from_raw_parts_mut(pptr.get().add(ch * plane), plane)
+                        };
+                        dst.fill(pad);
+                        let src = &chans[ch * h * w..(ch + 1) * h * w];
+                        for (iy, row) in src.chunks_exact(w).enumerate() {
+                            dst[(iy + pt) * wp + pl..(iy + pt) * wp + pl + w].copy_from_slice(row);
+                        }
+                    }
+                });
+                padded[cg * plane..].fill(pad);
+                let padded = &*padded;
+                let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
+                let rq = Requant {
+                    bias: &self.bias[gi * mg..(gi + 1) * mg],
+                    mult: &self.mult[gi * mg..(gi + 1) * mg],
+                    zp_out: self.zp_out,
+                    lo,
+                    hi,
+                };
+                par.run(&|t| {
+                    // SAFETY: each thread uses its own scratch slot.
+                    let mine =
+                        unsafe { core::slice::from_raw_parts_mut(rptr.get().add(t * per), per) };
+                    let (packed, tile) = mine.split_at_mut(g.b_len(k, cols));
+                    for blk in share(nblocks, t, threads) {
+                        let j0 = blk * cols;
+                        let nc = cols.min(wide - j0);
+                        // im2col row (ci, ky, kx) is the padded input shifted by the tap
+                        let bp = pack_rows(
+                            g,
+                            k,
+                            nc,
+                            |p| {
+                                let (ci, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
+                                let at = ci * plane + ky * dh * wp + kx * dw + j0;
+                                &padded[at..at + nc]
+                            },
+                            packed,
+                        );
+                        qgemm::qgemm(g, (mg, nc, k), a, bp, &mut tile[..mg * nc], nc, &rq);
+                        // keep the columns inside the output; this thread owns pixels j0..j0+nc
+                        for r in 0..mg {
+                            let src = &tile[r * nc..(r + 1) * nc];
+                            let base = (b * m + gi * mg + r) * npix;
+                            let mut j = j0;
+                            while j < j0 + nc {
+                                let (oy, ox) = (j / wp, j % wp);
+                                let run = (wp - ox).min(j0 + nc - j);
+                                if ox < ow {
+                                    let len = run.min(ow - ox);
+                                    // SAFETY: pixels (oy, ox..ox+len) of row r belong to this thread.
+                                    let dst = unsafe {
+                                        core::slice::from_raw_parts_mut(
+                                            yptr.get().add(base + oy * ow + ox),
+                                            len,
+                                        )
+                                    };
+                                    dst.copy_from_slice(&src[j - j0..j - j0 + len]);
+                                }
+                                j += run;
+                            }
+                        }
                     }
                 });
             }
@@ -830,7 +968,7 @@ mod tests {
                     // the table path of a per-channel affine (a no-op for other shapes)
                     q.build_tables(-128, 127);
                 }
-                let mut scratch = vec![0i8; q.scratch_bytes(oh, ow, threads)];
+                let mut scratch = vec![0i8; q.scratch_bytes([1, c, h, w], oh, ow, threads)];
                 q.run(
                     &par,
                     &xq,

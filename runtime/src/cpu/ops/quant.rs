@@ -379,7 +379,7 @@ fn avg_prep(model: &Model, x: u32, y: u32, max_div: usize) -> QPrep {
 /// Scratch bytes an integer node needs with `threads` threads.
 pub fn scratch_bytes(prep: &QPrep, xs: &[usize], ys: &[usize], threads: usize) -> usize {
     match prep {
-        QPrep::Conv(c, ..) => c.scratch_bytes(ys[2], ys[3], threads),
+        QPrep::Conv(c, ..) => c.scratch_bytes([xs[0], xs[1], xs[2], xs[3]], ys[2], ys[3], threads),
         QPrep::MatMul(m) => {
             let rows = xs.iter().product::<usize>() / m.k.max(1);
             m.g.b_len(m.k, rows) + rows * m.n
