@@ -46,7 +46,10 @@ impl<'a> Model<'a> {
     fn check_int_biases(&self) -> Result<()> {
         use crate::cpu::qgemm::QMAX_BIAS;
         for n in &self.graph.nodes {
-            if !matches!(n.op, Op::QConv { .. } | Op::QMatMul { .. }) {
+            if !matches!(
+                n.op,
+                Op::QConv { .. } | Op::QMatMul { .. } | Op::QConvTranspose { .. }
+            ) {
                 continue;
             }
             let Some(&b) = n.inputs.get(2) else { continue };
@@ -252,7 +255,10 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         check_types(g, n).map_err(at)?;
         let consts: &[usize] = match &n.op {
             Op::Conv { .. } | Op::ConvTranspose { .. } => &[1, 2],
-            Op::ChannelAffine { .. } | Op::QConv { .. } | Op::QMatMul { .. } => &[1, 2],
+            Op::ChannelAffine { .. }
+            | Op::QConv { .. }
+            | Op::QMatMul { .. }
+            | Op::QConvTranspose { .. } => &[1, 2],
             Op::QLut => &[1],
             _ => &[],
         };
@@ -352,10 +358,22 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             all_of(&[Some(y)], DType::F32, g)?;
             per_tensor(g, x.unwrap_or(y)).map(|_| ())
         }
-        Op::QConv { lo, hi, .. } | Op::QMatMul { lo, hi } => {
+        Op::QConv { lo, hi, .. } | Op::QMatMul { lo, hi } | Op::QConvTranspose { lo, hi, .. } => {
             let (sx, _) = per_tensor(g, n.inputs[0])?;
             let (sy, _) = per_tensor(g, y)?;
             let w = &g.tensors[n.inputs[1] as usize];
+            if let Op::QConvTranspose { geom, .. } = &n.op {
+                let plain = geom.kernel == geom.strides
+                    && geom.pads == [0; 4]
+                    && geom.dilations == [1, 1]
+                    && geom.groups == 1
+                    && geom.output_padding == [0, 0];
+                if !plain {
+                    return Err(alloc::format!(
+                        "int8 ConvTranspose needs kernel = stride, no padding, dilation 1, one group (got {geom:?})"
+                    ));
+                }
+            }
             let axis = if matches!(n.op, Op::QConv { .. }) {
                 0
             } else {

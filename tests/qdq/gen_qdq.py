@@ -4,7 +4,7 @@
     python3 tests/qdq/gen_qdq.py OUT_DIR
 
 A small seeded float CNN (Conv+Relu, depthwise Conv+Relu, MaxPool, 1x1 Conv, residual Add, Sigmoid gate,
-GlobalAveragePool, MatMul) is quantized by `onnxruntime.quantization` in four ways, one directory each:
+2x2 stride-2 ConvTranspose+Relu, GlobalAveragePool, MatMul) is quantized by `onnxruntime.quantization` in four ways, one directory each:
 
   qdq_s8s8_channel   quantize_static, QDQ, int8 activations and weights, per-channel weights
   qdq_u8s8_tensor    quantize_static, QDQ, uint8 activations, int8 per-tensor weights
@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-VERSION = "qdq-2"
+VERSION = "qdq-3"
 
 
 def float_model(path):
@@ -39,6 +39,7 @@ def float_model(path):
         w("w2", 8, 1, 3, 3), w("b2", 8, scale=0.1),
         w("w3", 8, 8, 1, 1), w("b3", 8, scale=0.1),
         w("w4", 8, 8, 1, 1), w("b4", 8, scale=0.1),
+        w("w5", 8, 8, 2, 2), w("b5", 8, scale=0.1),
         w("fc", 8, 10), w("fcb", 10, scale=0.1),
     ]
     nodes = [
@@ -52,7 +53,10 @@ def float_model(path):
         helper.make_node("Conv", ["a", "w4", "b4"], ["c4"], name="gate_conv"),
         helper.make_node("Sigmoid", ["c4"], ["s"], name="gate"),
         helper.make_node("Mul", ["a", "s"], ["m"], name="gated"),
-        helper.make_node("GlobalAveragePool", ["m"], ["g"], name="gap"),
+        helper.make_node("ConvTranspose", ["m", "w5", "b5"], ["u"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="up"),
+        helper.make_node("Relu", ["u"], ["ur"], name="relu_up"),
+        helper.make_node("GlobalAveragePool", ["ur"], ["g"], name="gap"),
         helper.make_node("Flatten", ["g"], ["f"], name="flat"),
         helper.make_node("MatMul", ["f", "fc"], ["mm"], name="fc"),
         helper.make_node("Add", ["mm", "fcb"], ["y"], name="fc_bias"),

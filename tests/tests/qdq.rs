@@ -18,11 +18,18 @@ fn cache_dir() -> PathBuf {
 }
 
 fn ensure_cases() -> PathBuf {
+    // the tests of this file run in parallel: generate once
+    static ONCE: std::sync::Once = std::sync::Once::new();
     let dir = cache_dir();
+    ONCE.call_once(|| generate(&dir));
+    dir
+}
+
+fn generate(dir: &Path) {
     let script = tern_tests::root().join("tests/qdq/gen_qdq.py");
     let st = std::process::Command::new("python3")
         .arg(&script)
-        .arg(&dir)
+        .arg(dir)
         .status()
         .expect("running python3");
     assert!(
@@ -30,7 +37,6 @@ fn ensure_cases() -> PathBuf {
         "{} failed (needs `pip install onnx onnxruntime`)",
         script.display()
     );
-    dir
 }
 
 /// tern's outputs for every evaluation sample of case `d`, from artifact bytes.

@@ -576,6 +576,18 @@ impl Writer<'_> {
                 let v = self.op1("Conv", &name, ins, Self::conv_attrs(geom, false));
                 self.q_into(v, out0, Some((*lo, *hi)), &name)
             }
+            Op::QConvTranspose { geom, lo, hi } => {
+                let x = self.f(n.inputs[0])?;
+                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let wq = self.q_of(n.inputs[1])?;
+                let w = self.weight(n.inputs[1], 1)?;
+                let mut ins = vec![x, w];
+                if let Some(&b) = n.inputs.get(2) {
+                    ins.push(self.bias(b, sx, &wq)?);
+                }
+                let v = self.op1("ConvTranspose", &name, ins, Self::conv_attrs(geom, true));
+                self.q_into(v, out0, Some((*lo, *hi)), &name)
+            }
             Op::QMatMul { lo, hi } => {
                 let x = self.f(n.inputs[0])?;
                 let sx = self.q_of(n.inputs[0])?.scale[0];

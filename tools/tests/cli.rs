@@ -47,7 +47,7 @@ fn compress_inspect_run_bench() {
     let j: serde_json::Value =
         serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
     assert_eq!(j["format"], "tern");
-    assert_eq!(j["format_version"], 2);
+    assert_eq!(j["format_version"], 3);
     assert_eq!(j["inputs"][0]["shape"], serde_json::json!([1, 64]));
     assert_eq!(j["outputs"][0]["shape"], serde_json::json!([1, 10]));
     // 64·512 + 512·256 + 256·10 MACs, and the same number of weights plus biases
@@ -277,7 +277,7 @@ fn compress_int8_and_eval_digits() {
         .args(["--calib-samples", "64"]));
     let j: serde_json::Value =
         serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
-    assert_eq!(j["format_version"], 2);
+    assert_eq!(j["format_version"], 3);
     let e: serde_json::Value = serde_json::from_str(&ok(tern()
         .arg("eval")
         .arg(digits())

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"TERN";
-/// The format version this runtime writes (2 added the integer ops and int8/int32 tensors; 1 is f32 only).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this runtime writes (3 added `QConvTranspose`; 2 the integer ops and int8/int32
+/// tensors; 1 is f32 only).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this runtime reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Section kind: the postcard-encoded [`ArtifactMeta`].

@@ -466,6 +466,17 @@ pub enum Op {
     /// Element-wise function by lookup: inputs x (int8) and a 256-entry int8 table (constant) indexed by
     /// `x + 128`.
     QLut,
+    /// Integer transposed convolution whose kernel equals its stride (no padding, dilation 1, one group):
+    /// every output pixel takes exactly one tap, so it is requantized like [`Op::QConv`]. Inputs: x (int8),
+    /// weight `[C, M, kh, kw]` (int8, symmetric per output channel on axis 1), optional bias `[M]` (int32).
+    QConvTranspose {
+        /// Window geometry (kernel = strides).
+        geom: Conv2d,
+        /// Lowest output integer.
+        lo: i8,
+        /// Highest output integer.
+        hi: i8,
+    },
 }
 
 impl Op {
@@ -531,6 +542,7 @@ impl Op {
                 _ => "QBinary",
             },
             Op::QLut => "QLut",
+            Op::QConvTranspose { .. } => "QConvTranspose",
         }
     }
 
@@ -572,7 +584,7 @@ impl Graph {
                 y.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }
-            Op::ConvTranspose { .. } => {
+            Op::ConvTranspose { .. } | Op::QConvTranspose { .. } => {
                 x.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }

@@ -99,13 +99,14 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
     match op {
         Op::Conv { geom: g, .. }
         | Op::ConvTranspose { geom: g, .. }
+        | Op::QConvTranspose { geom: g, .. }
         | Op::QConv { geom: g, .. } => {
             want_inputs(inputs, 2, 3)?;
             let (x, w) = (inputs[0], inputs[1]);
             want_rank(x, 4, "input")?;
             want_rank(w, 4, "weight")?;
             let groups = g.groups as usize;
-            let transposed = matches!(op, Op::ConvTranspose { .. });
+            let transposed = matches!(op, Op::ConvTranspose { .. } | Op::QConvTranspose { .. });
             if groups == 0 || x[1] % groups != 0 {
                 return Err(format!(
                     "{} input channels do not split into {groups} groups",

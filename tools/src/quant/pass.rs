@@ -31,6 +31,17 @@ pub fn has_int_kernel(g: &ToolGraph, n: &tern::ir::Node) -> bool {
         |a: &Option<Unary>| matches!(a, None | Some(Unary::Relu) | Some(Unary::Clip { .. }));
     match &n.op {
         Op::Conv { act, .. } => konst(1) && clamp(act) && n.inputs.get(2).is_none_or(|_| konst(2)),
+        // kernel = stride without padding: each output pixel takes one tap (the runtime's QConvTranspose)
+        Op::ConvTranspose { geom, act } => {
+            konst(1)
+                && clamp(act)
+                && n.inputs.get(2).is_none_or(|_| konst(2))
+                && geom.kernel == geom.strides
+                && geom.pads == [0; 4]
+                && geom.dilations == [1, 1]
+                && geom.groups == 1
+                && geom.output_padding == [0, 0]
+        }
         Op::ChannelAffine { act } => clamp(act) && g.shape(n.inputs[0]).len() == 4,
         Op::MatMul { act } => {
             konst(1)
@@ -67,6 +78,36 @@ fn clamp_of(act: Option<Unary>, q: &QParams) -> (i8, i8) {
         Some(Unary::Relu) => (quantize_f32(0.0, s, z), 127),
         Some(Unary::Clip { min, max }) => (quantize_f32(min, s, z), quantize_f32(max, s, z)),
         _ => (-128, 127),
+    }
+}
+
+/// The per-tensor int8 step of weights that already lie on one (a model quantized per tensor, e.g. by
+/// ONNX Runtime's default `quantize_static`): keeping it keeps the model's integers. `None` for ordinary
+/// float weights.
+fn tensor_grid(w: &[f32]) -> Option<f32> {
+    let amax = w.iter().fold(0f32, |a, v| a.max(v.abs()));
+    if amax <= 0.0 || w.len() < 2 {
+        return None;
+    }
+    let s = amax / 127.0;
+    w.iter()
+        .all(|&v| {
+            let q = v / s;
+            (q - q.round()).abs() <= 1e-3
+        })
+        .then_some(s)
+}
+
+/// Int8 weights per channel (rows of `m`), or on the tensor's own grid when it has one.
+fn quantize_rows(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
+    match tensor_grid(w) {
+        Some(s) => (
+            w.iter()
+                .map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8)
+                .collect(),
+            vec![s; m],
+        ),
+        None => quantize_weights(w, m),
     }
 }
 
@@ -194,10 +235,10 @@ impl Builder<'_> {
             // quantize the transpose row by row, then put the values back in [K, N] order
             let k = wshape[0];
             let wt: Vec<f32> = (0..m * k).map(|i| w[(i % k) * m + i / k]).collect();
-            let (qt, s) = quantize_weights(&wt, m);
+            let (qt, s) = quantize_rows(&wt, m);
             ((0..k * m).map(|i| qt[(i % m) * k + i / m]).collect(), s)
         } else {
-            quantize_weights(w, m)
+            quantize_rows(w, m)
         };
         let wq = QParams {
             scale: scales.clone(),
@@ -286,6 +327,7 @@ pub fn quantize(
         let fusable = matches!(
             nodes[p].op,
             Op::Conv { act: None, .. }
+                | Op::ConvTranspose { act: None, .. }
                 | Op::ChannelAffine { act: None }
                 | Op::MatMul { act: None }
                 | Op::Binary { act: None, .. }
@@ -307,6 +349,7 @@ pub fn quantize(
         !matches!(
             op,
             Op::Conv { .. }
+                | Op::ConvTranspose { .. }
                 | Op::ChannelAffine { .. }
                 | Op::MatMul { .. }
                 | Op::Binary { .. }
@@ -412,6 +455,62 @@ pub fn quantize(
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
                 let op = Op::QConv {
+                    geom: geom.clone(),
+                    lo,
+                    hi,
+                };
+                b.emit_q(&n.name, op, ins, out, q)?;
+            }
+            Op::ConvTranspose { geom, .. } => {
+                let x = b.get_q(n.inputs[0])?;
+                let sx = b.param(n.inputs[0])?.scale[0];
+                let w = fg.konst(n.inputs[1]).unwrap_or_default();
+                let ws = fg.shape(n.inputs[1]);
+                let (c, m, kk) = (ws[0], ws[1], ws[2] * ws[3]);
+                // per output channel (axis 1): quantize the [M, C·kh·kw] view, then put it back
+                let wt: Vec<f32> = (0..m * c * kk)
+                    .map(|i| {
+                        let (mo, rest) = (i / (c * kk), i % (c * kk));
+                        let (ci, t) = (rest / kk, rest % kk);
+                        w[(ci * m + mo) * kk + t]
+                    })
+                    .collect();
+                let (qt, scales) = quantize_rows(&wt, m);
+                let mut q = vec![0i8; w.len()];
+                for (i, &v) in qt.iter().enumerate() {
+                    let (mo, rest) = (i / (c * kk), i % (c * kk));
+                    let (ci, t) = (rest / kk, rest % kk);
+                    q[(ci * m + mo) * kk + t] = v;
+                }
+                let wq = QParams {
+                    scale: scales.clone(),
+                    zero_point: vec![0; m],
+                    axis: Some(1),
+                };
+                let wid = b.qg.add_int_const(
+                    &format!("{}/W_int8", n.name),
+                    &ws,
+                    DType::I8,
+                    Some(wq),
+                    i8_bytes(&q),
+                );
+                let bid = n.inputs.get(2).and_then(|&t| fg.konst(t)).map(|bias| {
+                    let bq: Vec<i32> = (0..m)
+                        .map(|i| quantize_bias(bias[i], sx as f64 * scales[i] as f64))
+                        .collect();
+                    b.qg.add_int_const(
+                        &format!("{}/B_int32", n.name),
+                        &[m],
+                        DType::I32,
+                        None,
+                        i32_bytes(&bq),
+                    )
+                });
+                let q = b.param(out)?;
+                let (lo, hi) = clamp_of(act, &q);
+                let mut ins = vec![x, wid];
+                ins.extend(bid);
+                let op = Op::QConvTranspose {
                     geom: geom.clone(),
                     lo,
                     hi,

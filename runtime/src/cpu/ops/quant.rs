@@ -183,6 +183,9 @@ pub enum QPrep {
     Conv(alloc::boxed::Box<QConv>, i32, i32),
     /// Integer matmul.
     MatMul(QMat),
+    /// Integer transposed convolution with kernel = stride: a 1×1 convolution to (channel, ky, kx) rows,
+    /// then each row scattered to its strided output positions; with (lo, hi, kh, kw).
+    ConvT(alloc::boxed::Box<QConv>, i32, i32, usize, usize),
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
     /// 256-entry table indexed by `x + 128`.
@@ -230,6 +233,7 @@ pub fn is_integer(model: &Model, n: &Node) -> bool {
             | Op::QMatMul { .. }
             | Op::QBinary { .. }
             | Op::QLut
+            | Op::QConvTranspose { .. }
     ) || model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
 }
 
@@ -272,6 +276,53 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 Some(mut c) => {
                     c.build_tables(*lo as i32, *hi as i32);
                     QPrep::Conv(alloc::boxed::Box::new(c), *lo as i32, *hi as i32)
+                }
+                None => QPrep::Move, // unreachable for a validated model
+            }
+        }
+        Op::QConvTranspose { geom, lo, hi } => {
+            let wt = &g.tensors[n.inputs[1] as usize];
+            let s = shape(n.inputs[1]);
+            let (c, m, kh, kw) = (s[0], s[1], s[2], s[3]);
+            let w = i8s(model.const_bytes(n.inputs[1] as usize));
+            let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale);
+            let rows = m * kh * kw;
+            // row (mo, ky, kx) of the 1×1 conv holds w[., mo, ky, kx]
+            let wr: Vec<i8> = (0..rows * c)
+                .map(|i| {
+                    let (r, ci) = (i / c, i % c);
+                    let (mo, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                    w[((ci * m + mo) * kh + ky) * kw + kx]
+                })
+                .collect();
+            let scales: Vec<f32> = (0..rows)
+                .map(|r| ws[if ws.len() == 1 { 0 } else { r / (kh * kw) }])
+                .collect();
+            let bias: Option<Vec<i32>> = n.inputs.get(2).map(|&b| {
+                let b = i32s(model.const_bytes(b as usize));
+                (0..rows).map(|r| b[r / (kh * kw)]).collect()
+            });
+            let one = crate::ir::Conv2d {
+                kernel: [1, 1],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [0; 4],
+                groups: 1,
+                output_padding: [0, 0],
+            };
+            let _ = geom;
+            match QConv::new(
+                qg,
+                one,
+                &wr,
+                [rows, c, 1, 1],
+                &scales,
+                bias.as_deref(),
+                params(model, x),
+                params(model, y),
+            ) {
+                Some(cv) => {
+                    QPrep::ConvT(alloc::boxed::Box::new(cv), *lo as i32, *hi as i32, kh, kw)
                 }
                 None => QPrep::Move, // unreachable for a validated model
             }
@@ -380,6 +431,12 @@ fn avg_prep(model: &Model, x: u32, y: u32, max_div: usize) -> QPrep {
 pub fn scratch_bytes(prep: &QPrep, xs: &[usize], ys: &[usize], threads: usize) -> usize {
     match prep {
         QPrep::Conv(c, ..) => c.scratch_bytes([xs[0], xs[1], xs[2], xs[3]], ys[2], ys[3], threads),
+        QPrep::ConvT(c, _, _, kh, kw) => {
+            // the (channel, ky, kx) rows, then the 1×1 conv's own scratch
+            let rows = ys[1] * kh * kw;
+            xs[0] * rows * xs[2] * xs[3]
+                + c.scratch_bytes([xs[0], xs[1], xs[2], xs[3]], xs[2], xs[3], threads)
+        }
         QPrep::MatMul(m) => {
             let rows = xs.iter().product::<usize>() / m.k.max(1);
             m.g.b_len(m.k, rows) + rows * m.n
@@ -418,6 +475,40 @@ pub fn exec(
             c.run(par, x.data, xs, y.data, ys, *lo, *hi, scratch);
         }
         QPrep::MatMul(m) => qmatmul(m, qins[0], &mut qouts[0], scratch),
+        QPrep::ConvT(c, lo, hi, kh, kw) => {
+            let (x, y) = (qins[0], &mut qouts[0]);
+            let (n, ci, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+            let m = y.shape[1];
+            let rows = m * kh * kw;
+            let (tmp, rest) = scratch.split_at_mut(n * rows * h * w);
+            c.run(
+                par,
+                x.data,
+                [n, ci, h, w],
+                tmp,
+                [n, rows, h, w],
+                *lo,
+                *hi,
+                rest,
+            );
+            // scatter: row (mo, ky, kx), input pixel (iy, ix) -> output (iy·kh + ky, ix·kw + kx)
+            let (oh, ow) = (h * kh, w * kw);
+            for b in 0..n {
+                for (r, src) in tmp[b * rows * h * w..(b + 1) * rows * h * w]
+                    .chunks_exact(h * w)
+                    .enumerate()
+                {
+                    let (mo, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                    let plane = &mut y.data[(b * m + mo) * oh * ow..(b * m + mo + 1) * oh * ow];
+                    for (iy, row) in src.chunks_exact(w).enumerate() {
+                        let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
+                        for (o, &v) in orow[kx..].iter_mut().step_by(*kw).zip(row) {
+                            *o = v;
+                        }
+                    }
+                }
+            }
+        }
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
         QPrep::Lut(t) => par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
             for (o, &v) in y.iter_mut().zip(x) {
