@@ -191,6 +191,7 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
         return Ok(match &n.op {
             Op::Quantize | Op::Dequantize | Op::QLut => "q_convert",
             Op::QConv { .. } => "q_conv",
+            Op::QConvTranspose { .. } => "q_conv_transpose",
             Op::QMatMul { .. } => {
                 if g.tensors[n.outputs[0] as usize].shape.len() != 2 {
                     return Err("int8 MatMul on more than 2 dims".into());
@@ -284,6 +285,10 @@ const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("shaders/concat.wgsl")),
     ("matmul_tiled", include_str!("shaders/matmul_tiled.wgsl")),
     ("q_conv", include_str!("shaders/q_conv.wgsl")),
+    (
+        "q_conv_transpose",
+        include_str!("shaders/q_conv_transpose.wgsl"),
+    ),
     ("q_matmul", include_str!("shaders/q_matmul.wgsl")),
     ("q_binary", include_str!("shaders/q_binary.wgsl")),
     ("q_convert", include_str!("shaders/q_convert.wgsl")),
@@ -547,6 +552,35 @@ fn int8_steps(
                 *hi as u32,
                 27,
                 sums_at,
+            ];
+            p.extend(c.mult.iter().flat_map(|&m| fm(m)));
+            push(p, four(numel(out)));
+        }
+        (Op::QConvTranspose { .. }, QPrep::ConvT(c, lo, hi, kh, kw)) => {
+            let xs = shape(x);
+            let os = shape(out);
+            let (has_bias, boff) = match n.inputs.get(2) {
+                Some(&b) => (1, byte(b).1 / 4),
+                None => (0, 0),
+            };
+            let mut p = vec![
+                xs[0],
+                xs[1],
+                xs[2],
+                xs[3],
+                os[1],
+                *kh as u32,
+                *kw as u32,
+                byte(x).1,
+                byte(n.inputs[1]).1,
+                has_bias,
+                boff,
+                word(out),
+                c.zp_in as u32,
+                c.zp_out as u32,
+                *lo as u32,
+                *hi as u32,
+                17,
             ];
             p.extend(c.mult.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
