@@ -116,17 +116,22 @@ impl QConv {
         fit.min(per_thread).div_ceil(nr).max(1) * nr
     }
 
-    /// The padded-width form of a stride-1 convolution with a window (3×3, ...): the input of a group is
-    /// padded once (zero point in the padding) and the output is computed `wp` columns wide, so every
-    /// im2col row is a contiguous run of the padded input and the unrolled copy disappears; the
-    /// `wp − ow` extra columns per row are computed and dropped. `(hp, wp)` when it applies.
+    /// The phase form of a convolution with a window or a stride: the group's input is padded once (zero
+    /// point in the padding) and split into `sh·sw` stride phases (phase (py, px) holds padded rows
+    /// `py, py+sh, ...` and columns `px, px+sw, ...`), and the output is computed `wq` columns wide, so
+    /// every im2col row is one contiguous run of a phase: tap (ky, kx) of output (oy, ox) reads phase
+    /// `(ky·dh % sh, kx·dw % sw)` at `(oy + ky·dh / sh)·wq + ox + kx·dw / sw`. No unrolled copy; the
+    /// `wq − ow` extra columns per row are computed and dropped. Returns (phase rows, phase width), each
+    /// phase with one spare row for the dropped columns' reads.
     fn shifted(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let g = &self.geom;
         let window = self.wshape[2] > 1 || self.wshape[3] > 1;
-        (window && g.strides == [1, 1]).then(|| {
+        (window || g.strides != [1, 1]).then(|| {
+            let hp = h + (g.pads[0] + g.pads[2]) as usize;
+            let wp = w + (g.pads[1] + g.pads[3]) as usize;
             (
-                h + (g.pads[0] + g.pads[2]) as usize,
-                w + (g.pads[1] + g.pads[3]) as usize,
+                hp.div_ceil(g.strides[0] as usize) + 1,
+                wp.div_ceil(g.strides[1] as usize),
             )
         })
     }
@@ -139,11 +144,12 @@ impl QConv {
         }
         let [_, cg, kh, kw] = self.wshape;
         let k = cg * kh * kw;
-        if let Some((hp, wp)) = self.shifted(xs[2], xs[3]) {
+        if let Some((hq, wq)) = self.shifted(xs[2], xs[3]) {
             let mg = self.wshape[0] / self.geom.groups as usize;
-            let cols = self.block_cols(k, oh * wp, threads);
-            let slack = (kw - 1) * self.geom.dilations[1] as usize;
-            return cg * hp * wp + slack + (self.g.b_len(k, cols) + mg * cols) * threads;
+            let cols = self.block_cols(k, oh * wq, threads);
+            let phases = (self.geom.strides[0] * self.geom.strides[1]) as usize;
+            let slack = (kw - 1) * self.geom.dilations[1] as usize + 1;
+            return cg * phases * hq * wq + slack + (self.g.b_len(k, cols) + mg * cols) * threads;
         }
         let cols = self.block_cols(k, oh * ow, threads);
         (k * cols + self.g.b_len(k, cols)) * threads
@@ -264,7 +270,7 @@ impl QConv {
         }
     }
 
-    /// [`QConv::run`] in the padded-width form ([`QConv::shifted`]).
+    /// [`QConv::run`] in the phase form ([`QConv::shifted`]).
     #[allow(clippy::too_many_arguments)]
     fn run_shifted(
         &self,
@@ -273,7 +279,7 @@ impl QConv {
         xs: [usize; 4],
         y: &mut [i8],
         ys: [usize; 4],
-        (hp, wp): (usize, usize),
+        (hq, wq): (usize, usize),
         (lo, hi): (i32, i32),
         scratch: &mut [i8],
     ) {
@@ -284,42 +290,61 @@ impl QConv {
         let [_, _, kh, kw] = self.wshape;
         let k = cg * kh * kw;
         let g = &self.g;
-        let (dh, dw) = (
-            self.geom.dilations[0] as usize,
-            self.geom.dilations[1] as usize,
-        );
-        let (pt, pl) = (self.geom.pads[0] as usize, self.geom.pads[1] as usize);
+        let geom = &self.geom;
+        let (sh, sw) = (geom.strides[0] as usize, geom.strides[1] as usize);
+        let (dh, dw) = (geom.dilations[0] as usize, geom.dilations[1] as usize);
+        let (pt, pl) = (geom.pads[0] as usize, geom.pads[1] as usize);
         let pad = self.zp_in.clamp(-128, 127) as i8;
         let threads = par.threads();
-        let (npix, wide) = (oh * ow, oh * wp);
+        let (npix, wide) = (oh * ow, oh * wq);
         let cols = self.block_cols(k, wide, threads);
         let nblocks = wide.div_ceil(cols);
-        let plane = hp * wp;
-        let slack = (kw - 1) * dw;
-        let (padded, rest) = scratch.split_at_mut(cg * plane + slack);
+        let phase = hq * wq;
+        let per_ch = sh * sw * phase;
+        // stride 1: one phase, and no division per im2col row
+        let unit = sh == 1 && sw == 1;
+        let slack = (kw - 1) * dw + 1;
+        let (phases, rest) = scratch.split_at_mut(cg * per_ch + slack);
         let per = g.b_len(k, cols) + mg * cols;
         let rptr = SyncPtr(rest.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
         for b in 0..n {
             for gi in 0..groups {
                 let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
-                // the padded input of this group, channels split over the threads
-                let pptr = SyncPtr(padded.as_mut_ptr());
+                // the padded input of this group split into stride phases, channels over the threads
+                let pptr = SyncPtr(phases.as_mut_ptr());
                 par.run(&|t| {
                     for ch in share(cg, t, threads) {
-                        // SAFETY: channel ch's padded plane belongs to this thread.
+                        // SAFETY: channel ch's phases belong to this thread.
                         let dst = unsafe {
-                            core::slice::from_raw_parts_mut(pptr.get().add(ch * plane), plane)
+                            core::slice::from_raw_parts_mut(pptr.get().add(ch * per_ch), per_ch)
                         };
                         dst.fill(pad);
                         let src = &chans[ch * h * w..(ch + 1) * h * w];
                         for (iy, row) in src.chunks_exact(w).enumerate() {
-                            dst[(iy + pt) * wp + pl..(iy + pt) * wp + pl + w].copy_from_slice(row);
+                            let r = iy + pt;
+                            let (py, rr) = (r % sh, r / sh);
+                            for px in 0..sw {
+                                // phase column cc is padded column cc·sw + px, input column that − pl
+                                let at = ((py * sw + px) * hq + rr) * wq;
+                                let c0 = pl.saturating_sub(px).div_ceil(sw).min(wq);
+                                let c1 = (pl + w).saturating_sub(px).div_ceil(sw).clamp(c0, wq);
+                                let out = &mut dst[at + c0..at + c1];
+                                let x0 = c0 * sw + px - pl;
+                                if sw == 1 {
+                                    out.copy_from_slice(&row[x0..x0 + out.len()]);
+                                } else {
+                                    for (v, &s) in out.iter_mut().zip(row[x0..].iter().step_by(sw))
+                                    {
+                                        *v = s;
+                                    }
+                                }
+                            }
                         }
                     }
                 });
-                padded[cg * plane..].fill(pad);
-                let padded = &*padded;
+                phases[cg * per_ch..].fill(pad);
+                let phases = &*phases;
                 let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
                 let rq = Requant {
                     bias: &self.bias[gi * mg..(gi + 1) * mg],
@@ -336,15 +361,21 @@ impl QConv {
                     for blk in share(nblocks, t, threads) {
                         let j0 = blk * cols;
                         let nc = cols.min(wide - j0);
-                        // im2col row (ci, ky, kx) is the padded input shifted by the tap
+                        // im2col row (ci, ky, kx) is a run of the tap's phase
                         let bp = pack_rows(
                             g,
                             k,
                             nc,
                             |p| {
                                 let (ci, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
-                                let at = ci * plane + ky * dh * wp + kx * dw + j0;
-                                &padded[at..at + nc]
+                                let at = if unit {
+                                    ci * per_ch + ky * dh * wq + kx * dw + j0
+                                } else {
+                                    let (py, ry) = ((ky * dh) % sh, (ky * dh) / sh);
+                                    let (px, cx) = ((kx * dw) % sw, (kx * dw) / sw);
+                                    ci * per_ch + (py * sw + px) * phase + ry * wq + cx + j0
+                                };
+                                &phases[at..at + nc]
                             },
                             packed,
                         );
@@ -355,8 +386,8 @@ impl QConv {
                             let base = (b * m + gi * mg + r) * npix;
                             let mut j = j0;
                             while j < j0 + nc {
-                                let (oy, ox) = (j / wp, j % wp);
-                                let run = (wp - ox).min(j0 + nc - j);
+                                let (oy, ox) = (j / wq, j % wq);
+                                let run = (wq - ox).min(j0 + nc - j);
                                 if ox < ow {
                                     let len = run.min(ow - ox);
                                     // SAFETY: pixels (oy, ox..ox+len) of row r belong to this thread.
@@ -879,6 +910,8 @@ mod tests {
             (16, 24, 1, 1, 1, 0, 20, 30),
             (7, 7, 7, 3, 2, 1, 21, 50),
             (12, 20, 1, 3, 1, 1, 17, 41),
+            (8, 12, 1, 1, 2, 0, 9, 10),
+            (9, 16, 1, 3, 2, 1, 33, 35),
         ] {
             let geom = Conv2d {
                 kernel: [k as u32; 2],
