@@ -49,6 +49,8 @@ pub struct QBin {
     pub(crate) hi: i32,
     /// The SIMD path for Add/Sub, where the table sums provably stay inside i32.
     simd: Option<crate::cpu::caps::Isa>,
+    /// The kernel path (Mul's products requantize through its vector epilogue).
+    isa: crate::cpu::caps::Isa,
 }
 
 /// Fraction bits the operands of an integer Add keep before the final rounding.
@@ -77,6 +79,7 @@ impl QBin {
         };
         QBin {
             simd: None,
+            isa: crate::cpu::caps::Isa::Scalar,
             op,
             za,
             zb,
@@ -91,6 +94,7 @@ impl QBin {
 
     /// Enables the instruction-set path `isa` for Add/Sub where it has one and the sums fit i32.
     fn with_isa(mut self, isa: crate::cpu::caps::Isa) -> QBin {
+        self.isa = isa;
         let fits = self.op != BinOp::Mul && {
             let amax =
                 |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
@@ -98,6 +102,26 @@ impl QBin {
         };
         self.simd = fits.then_some(isa);
         self
+    }
+
+    /// Mul with operand `b` fixed along the row: the integer products, then the path's vector requant
+    /// (the same integers as [`QBin::apply`]: `m.apply(product) + zy`, clamped).
+    fn mul_rows(&self, a: &[i8], b: i8, out: &mut [i8]) {
+        let rq = crate::cpu::qgemm::Requant {
+            bias: &[0],
+            mult: core::slice::from_ref(&self.m),
+            zp_out: self.zy,
+            lo: self.lo,
+            hi: self.hi,
+        };
+        let qb = b as i32 - self.zb;
+        let mut acc = [0i32; 256];
+        for (src, dst) in a.chunks(256).zip(out.chunks_mut(256)) {
+            for (o, &v) in acc.iter_mut().zip(src) {
+                *o = (v as i32 - self.za) * qb;
+            }
+            crate::cpu::qgemm::requant_row(self.isa, &rq, 0, &acc[..src.len()], dst);
+        }
     }
 
     /// `out[i] = apply(a[i], b[i])`, vectorized where the path allows.
@@ -130,6 +154,15 @@ impl QBin {
         }
         let _ = (a, b, out);
         0
+    }
+
+    /// Mul with its operands' zero points exchanged (for the fixed-left-operand case).
+    fn swapped(&self) -> QBin {
+        QBin {
+            za: self.zb,
+            zb: self.za,
+            ..*self
+        }
     }
 
     /// The scalar definition of the op on one pair.
@@ -757,6 +790,14 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                         .zip(&xb.data[ob..ob + inner])
                         .for_each(|(v, &q)| *v = t[(q as i32 + 128) as usize])
                 }
+                (1, _) if b.op == BinOp::Mul => {
+                    b.mul_rows(&xa.data[oa..oa + inner], xb.data[ob], out)
+                }
+                // Mul commutes (the products are the same integers)
+                (_, 1) if b.op == BinOp::Mul => {
+                    b.swapped()
+                        .mul_rows(&xb.data[ob..ob + inner], xa.data[oa], out)
+                }
                 (1, _) => {
                     let q = xb.data[ob];
                     out.iter_mut()
@@ -833,6 +874,13 @@ mod tests {
     /// A broadcast operand (an SE gate) takes the table path on long runs: the same integers as `apply`.
     #[test]
     fn broadcast_binary_equals_apply() {
+        // long runs take the table, short ones the vector requant of the products
+        for (h, w) in [(20usize, 40usize), (2, 30)] {
+            broadcast_case(h, w);
+        }
+    }
+
+    fn broadcast_case(h: usize, w: usize) {
         let b = QBin::new(
             BinOp::Mul,
             (0.031, -7),
@@ -840,8 +888,9 @@ mod tests {
             (0.09, -40),
             -128,
             127,
-        );
-        let (c, h, w) = (3usize, 20usize, 40usize);
+        )
+        .with_isa(caps::best());
+        let c = 3usize;
         let big: Vec<i8> = (0..c * h * w)
             .map(|i| ((i * 97 + 13) % 256) as u8 as i8)
             .collect();
