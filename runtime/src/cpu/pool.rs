@@ -18,6 +18,8 @@ struct Shared {
     generation: AtomicU64,
     pending: AtomicUsize,
     shutdown: AtomicBool,
+    /// A worker's job panicked (the panic is re-raised on the caller once every worker is done).
+    panicked: AtomicBool,
     /// Written by `broadcast` before the generation bump (Release), read by workers after seeing it (Acquire).
     job: UnsafeCell<Option<Job>>,
     lock: Mutex<()>,
@@ -43,6 +45,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
             job: UnsafeCell::new(None),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -90,7 +93,19 @@ impl Pool {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        f(0);
+        // the caller's share must not unwind past the workers still using `f`: catch, wait, re-raise
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        self.wait();
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::AcqRel) {
+            panic!("a tern worker thread panicked (its message is above)");
+        }
+    }
+
+    fn wait(&self) {
+        let s = &*self.shared;
         for _ in 0..SPIN {
             if s.pending.load(Ordering::Acquire) == 0 {
                 return;
@@ -129,7 +144,12 @@ fn worker(s: &Shared, id: usize) {
         seen = s.generation.load(Ordering::Acquire);
         // SAFETY: set before the generation bump we observed with Acquire; alive until pending hits 0.
         if let Some(job) = unsafe { *s.job.get() } {
-            unsafe { (*job)(id) };
+            // a panicking job must still count as done, or the caller would wait forever
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*job)(id) }));
+            if r.is_err() {
+                s.panicked.store(true, Ordering::Release);
+            }
         }
         if s.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,5 +168,31 @@ impl Drop for Pool {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in any thread's share reaches the caller as a panic (no deadlock), and the pool still works.
+    #[test]
+    fn worker_panic_propagates_without_deadlock() {
+        let pool = Pool::new(2).unwrap();
+        for bad in [0usize, 1] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.broadcast(&|t| {
+                    if t == bad {
+                        panic!("test panic in thread {t}");
+                    }
+                })
+            }));
+            assert!(r.is_err(), "thread {bad}'s panic was lost");
+        }
+        let hits = AtomicUsize::new(0);
+        pool.broadcast(&|_| {
+            hits.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 2);
     }
 }
