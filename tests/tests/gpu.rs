@@ -223,6 +223,65 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     assert_eq!(same, want.len());
 }
 
+/// The f16-weights variant (weights stored as halves on the GPU, f32 arithmetic) within its stated
+/// tolerance of the CPU's f32 outputs on PP-OCR cls and det320.
+#[test]
+fn f16_weights_stay_within_tolerance() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let opts = tern::gpu::GpuSessionOptions {
+        f16_weights: true,
+        ..Default::default()
+    };
+    for (name, onnx, dims, data) in [
+        (
+            "cls",
+            "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            vec![1, 3, 48, 192],
+            "data/out/cls_eval.npy",
+        ),
+        (
+            "det320",
+            "cache/ch_PP-OCRv4_det_infer.onnx",
+            vec![1, 3, 320, 320],
+            "data/out/det320_eval.npy",
+        ),
+    ] {
+        let bytes = tern_tools::compress_float(
+            &tern_tests::model(onnx),
+            &[InputShape {
+                name: "x".into(),
+                dims,
+            }],
+        )
+        .unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
+        let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
+        let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
+        let x: ArrayD<f32> = read_npy(tern_tests::model(data)).unwrap();
+        let x: Vec<f32> = x.index_axis(Axis(0), 0).iter().copied().collect();
+        let n = m.outputs().next().unwrap().numel();
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        cpu.run_into(&[&x], &mut [&mut a]).unwrap();
+        g.run_into(&[&x], &mut [&mut b]).unwrap();
+        let rel = tern_tests::rel_l2(&b, &a);
+        let (mut inter, mut union) = (0usize, 0usize);
+        for (p, q) in a.iter().zip(&b) {
+            inter += (*p > 0.3 && *q > 0.3) as usize;
+            union += (*p > 0.3 || *q > 0.3) as usize;
+        }
+        let iou = inter as f64 / union.max(1) as f64;
+        println!(
+            "{name} f32 with f16 weights on the GPU: rel L2 {rel:.2e}, map IoU {iou:.4} vs the CPU"
+        );
+        // the stated tolerance (GpuSessionOptions::f16_weights); a zero error would mean f16 went unused
+        let tol = if name == "cls" { 1e-3 } else { 1e-1 };
+        assert!(rel < tol && rel > 0.0, "{name}: rel L2 {rel}");
+        if name == "det320" {
+            assert!(iou > 0.98, "det320 map IoU {iou}");
+        }
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     let Some(gpu) = tern_tests::gpu() else { return };

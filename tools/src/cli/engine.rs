@@ -27,6 +27,9 @@ pub struct BackendArgs {
     /// On the GPU, a node without a GPU kernel is an error (else it runs on the CPU, its tensors moved).
     #[arg(long)]
     pub strict: bool,
+    /// On the GPU, keep f32 weights as f16 (half the weight memory; outputs within ~1e-2 relative).
+    #[arg(long)]
+    pub gpu_f16_weights: bool,
 }
 
 /// A ready engine.
@@ -88,6 +91,7 @@ pub fn open<'m>(
         let opts = tern::gpu::GpuSessionOptions {
             strict: a.strict,
             threads,
+            f16_weights: a.gpu_f16_weights,
         };
         match tern::gpu::GpuSession::with_options(model, g, &opts) {
             Ok(s) => {

@@ -7,6 +7,8 @@
 @group(0) @binding(0) var<storage, read_write> arena: array<u32>;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;
 @group(0) @binding(2) var<storage, read> p: array<u32>;
+//   weights16: the weight tensors a session keeps as f16 (two halves per word)
+@group(0) @binding(3) var<storage, read> weights16: array<u32>;
 
 fn ld(i: u32) -> f32 {
     return bitcast<f32>(arena[i]);
@@ -18,6 +20,14 @@ fn st(i: u32, v: f32) {
 
 fn wt(i: u32) -> f32 {
     return bitcast<f32>(weights[i]);
+}
+
+// a weight read: index i of the f16 copy when `half` (this dispatch's flag), else of the f32 blob
+fn wgt(i: u32, half: u32) -> f32 {
+    if (half != 0u) {
+        return unpack2x16float(weights16[i >> 1u])[i & 1u];
+    }
+    return wt(i);
 }
 
 const WG: u32 = 64u;

@@ -1,7 +1,8 @@
 // 2-D convolution NCHW (groups, strides, dilations, pads) with bias and a fused activation, direct form:
 // one output per invocation.
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
-//    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b
+//    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b, 24 weights
+//    in the f16 copy
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear(gid, nwg);
@@ -31,7 +32,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 if (ix < 0 || ix >= i32(w)) {
                     continue;
                 }
-                acc += ld(xbase + u32(iy) * w + u32(ix)) * wt(wbase + ky * kw + kx);
+                acc += ld(xbase + u32(iy) * w + u32(ix)) * wgt(wbase + ky * kw + kx, p[24]);
             }
         }
     }

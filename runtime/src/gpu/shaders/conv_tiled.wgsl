@@ -1,7 +1,7 @@
 // 2-D convolution NCHW as an implicit GEMM per group: out[m][pix] = sum_k W[m][k] * X[k][pix] with
 // k = (ci, ky, kx) and X the unrolled input (zero in the padding), computed in 16x16 output tiles whose
 // operands pass through workgroup memory 16 k at a time. Workgroups: (pixel tiles, channel tiles, N*groups).
-// p: same as conv.wgsl
+// p: same as conv.wgsl (24: weights in the f16 copy)
 var<workgroup> wa: array<array<f32, 16>, 16>;
 var<workgroup> xb: array<array<f32, 16>, 16>;
 
@@ -24,7 +24,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let kk = k0 + lid.x;
         var wv = 0.0;
         if (row < mg && kk < k) {
-            wv = wt(p[17] + (g * mg + row) * k + kk);
+            wv = wgt(p[17] + (g * mg + row) * k + kk, p[24]);
         }
         wa[lid.y][lid.x] = wv;
         // input tile: row (lid.y) = k, col (lid.x) = pixel

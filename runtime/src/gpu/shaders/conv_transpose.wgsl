@@ -1,7 +1,8 @@
 // 2-D transposed convolution NCHW (groups, strides, dilations, pads) with bias and a fused activation,
 // gathered per output: input pixel iy contributes to oy = iy*sh - pt + ky*dh. Weights [C, M/groups, kh, kw].
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
-//    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b
+//    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b, 24 weights
+//    in the f16 copy
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear(gid, nwg);
@@ -34,7 +35,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 if (tx < 0 || tx % sw != 0 || tx / sw >= i32(w)) {
                     continue;
                 }
-                acc += ld(xbase + iy * w + u32(tx / sw)) * wt(wbase + ky * kw + kx);
+                acc += ld(xbase + iy * w + u32(tx / sw)) * wgt(wbase + ky * kw + kx, p[24]);
             }
         }
     }

@@ -1,6 +1,6 @@
 // Batched C = A (M x K) * B (K x N) (+ bias) with a fused activation, in 16x16 output tiles whose operands
 // pass through workgroup memory 16 k at a time. Workgroups: (column tiles, row tiles, batch).
-// p: same as matmul.wgsl
+// p: same as matmul.wgsl (16: B in the f16 copy)
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 
@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let kb = k0 + lid.y;
         var bv = 0.0;
         if (kb < k && col < n) {
-            bv = rd(p[7], b0 + kb * n + col);
+            bv = rdw(b0 + kb * n + col);
         }
         tb[lid.y][lid.x] = bv;
         workgroupBarrier();
@@ -40,4 +40,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         st(p[10] + bi * m * n + row * n + col, unary(acc, p[13], pf(14u), pf(15u)));
     }
+}
+
+// operand B: the f16 copy, the f32 weights, or the arena
+fn rdw(i: u32) -> f32 {
+    if (p[7] == 1u) {
+        return wgt(i, p[16]);
+    }
+    return ld(i);
 }
