@@ -409,6 +409,85 @@ fn bcast_strides(dims: &[u32], out: &[u32]) -> [u32; MAX_RANK] {
     s
 }
 
+/// `dims` padded to [`MAX_RANK`] with ones (the shaders' fixed-size shape header).
+fn dims6(dims: &[u32]) -> [u32; MAX_RANK] {
+    let mut d = [1u32; MAX_RANK];
+    d[..dims.len()].copy_from_slice(dims);
+    d
+}
+
+/// Appends the output dims, each axis' map start (a word index into `p`) and the maps themselves: the
+/// tail of the gather shaders' parameters.
+fn push_maps(p: &mut Vec<u32>, dims: &[u32], maps: &[Vec<isize>]) {
+    p.extend(dims6(dims));
+    let mut start = (p.len() + MAX_RANK) as u32;
+    let mut starts = [0u32; MAX_RANK];
+    for (d, m) in maps.iter().enumerate() {
+        starts[d] = start;
+        start += m.len() as u32;
+    }
+    p.extend(starts);
+    for m in maps {
+        p.extend(m.iter().map(|&v| v as i32 as u32));
+    }
+}
+
+/// The 18 words that open the pool shaders' parameters: planes, input and output size, window, strides,
+/// dilations, top/left pads, kind, input and output offsets, and the real bottom/right pads (the
+/// ceil-mode extra cells are not padding).
+fn pool_header(
+    xs: &[u32],
+    os: &[u32],
+    pl: &crate::ir::Pool2d,
+    kind: u32,
+    x: u32,
+    out: u32,
+) -> Vec<u32> {
+    vec![
+        xs[0] * xs[1],
+        xs[2],
+        xs[3],
+        os[2],
+        os[3],
+        pl.kernel[0],
+        pl.kernel[1],
+        pl.strides[0],
+        pl.strides[1],
+        pl.dilations[0],
+        pl.dilations[1],
+        pl.pads[0],
+        pl.pads[1],
+        kind,
+        x,
+        out,
+        pl.pads[2] - pl.ceil_extra[0],
+        pl.pads[3] - pl.ceil_extra[1],
+    ]
+}
+
+/// The 16 geometry words that open the conv shaders' parameters (input NCHW, output M/OH/OW, window,
+/// strides, dilations, top/left pads, groups).
+fn conv_header(xs: &[u32], os: &[u32], g: &crate::ir::Conv2d) -> Vec<u32> {
+    vec![
+        xs[0],
+        xs[1],
+        xs[2],
+        xs[3],
+        os[1],
+        os[2],
+        os[3],
+        g.kernel[0],
+        g.kernel[1],
+        g.strides[0],
+        g.strides[1],
+        g.dilations[0],
+        g.dilations[1],
+        g.pads[0],
+        g.pads[1],
+        g.groups,
+    ]
+}
+
 fn fm(m: crate::ir::quant::FixedMultiplier) -> [u32; 2] {
     [m.mult as u32, m.shift as u32]
 }
@@ -530,23 +609,8 @@ fn int8_steps(
                     }
                 }
             }
-            let mut p = vec![
-                xs[0],
-                xs[1],
-                xs[2],
-                xs[3],
-                os[1],
-                os[2],
-                os[3],
-                geom.kernel[0],
-                geom.kernel[1],
-                geom.strides[0],
-                geom.strides[1],
-                geom.dilations[0],
-                geom.dilations[1],
-                geom.pads[0],
-                geom.pads[1],
-                geom.groups,
+            let mut p = conv_header(&xs, &os, geom);
+            p.extend([
                 byte(x).1,
                 packed_at,
                 has_bias,
@@ -558,7 +622,7 @@ fn int8_steps(
                 *hi as u32,
                 27,
                 sums_at,
-            ];
+            ]);
             p.extend(c.mult.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
         }
@@ -687,9 +751,7 @@ fn int8_steps(
                 b.m.mult as u32,
                 b.m.shift as u32,
             ];
-            let mut dims = [1u32; MAX_RANK];
-            dims[..os.len()].copy_from_slice(&os);
-            p.extend(dims);
+            p.extend(dims6(&os));
             p.extend(bcast_strides(&shape(n.inputs[0]), &os));
             p.extend(bcast_strides(&shape(n.inputs[1]), &os));
             p.extend(b.ta.iter().map(|&v| v as u32));
@@ -716,26 +778,7 @@ fn int8_steps(
             };
             let (h, w) = (xs[2], xs[3..].iter().product::<u32>());
             let mut p = match &n.op {
-                Op::Pool(pl) => vec![
-                    xs[0] * xs[1],
-                    xs[2],
-                    xs[3],
-                    os[2],
-                    os[3],
-                    pl.kernel[0],
-                    pl.kernel[1],
-                    pl.strides[0],
-                    pl.strides[1],
-                    pl.dilations[0],
-                    pl.dilations[1],
-                    pl.pads[0],
-                    pl.pads[1],
-                    kind,
-                    byte(x).1,
-                    word(out),
-                    pl.pads[2] - pl.ceil_extra[0],
-                    pl.pads[3] - pl.ceil_extra[1],
-                ],
+                Op::Pool(pl) => pool_header(&xs, &os, pl, kind, byte(x).1, word(out)),
                 // global: one window over the plane (H x rest)
                 _ => vec![
                     xs[0] * xs[1],
@@ -864,21 +907,8 @@ fn int8_steps(
                 };
                 let (sx, ox) = byte(x);
                 let mut p = vec![numel(o), ys.len() as u32, sx, ox, word(o), fill as u32];
-                let mut dims = [1u32; MAX_RANK];
-                for (d, &v) in ys.iter().enumerate() {
-                    dims[d] = v as u32;
-                }
-                p.extend(dims);
-                let mut start = (p.len() + MAX_RANK) as u32;
-                let mut starts = [0u32; MAX_RANK];
-                for (d, m) in maps.iter().enumerate() {
-                    starts[d] = start;
-                    start += m.len() as u32;
-                }
-                p.extend(starts);
-                for m in &maps {
-                    p.extend(m.iter().map(|&v| v as i32 as u32));
-                }
+                let yd: Vec<u32> = ys.iter().map(|&v| v as u32).collect();
+                push_maps(&mut p, &yd, &maps);
                 push(p, four(numel(o)));
             }
         }
@@ -1007,9 +1037,7 @@ impl<'m> GpuSession<'m> {
                         ob,
                         word(out),
                     ];
-                    let mut dims = [1u32; MAX_RANK];
-                    dims[..os.len()].copy_from_slice(&os);
-                    p.extend(dims);
+                    p.extend(dims6(&os));
                     p.extend(bcast_strides(&shape(n.inputs[0]), &os));
                     p.extend(bcast_strides(&shape(n.inputs[1]), &os));
                     steps.push(Step {
@@ -1035,9 +1063,7 @@ impl<'m> GpuSession<'m> {
                         0,
                         word(out),
                     ];
-                    let mut dims = [1u32; MAX_RANK];
-                    dims[..os.len()].copy_from_slice(&os);
-                    p.extend(dims);
+                    p.extend(dims6(&os));
                     p.extend(bcast_strides(&shape(n.inputs[0]), &os));
                     p.extend([0u32; MAX_RANK]);
                     steps.push(Step {
@@ -1129,6 +1155,18 @@ impl<'m> GpuSession<'m> {
                         Some(&t) => (1, konst(t).unwrap_or(0)),
                         None => (0, 0),
                     };
+                    let mut p = conv_header(&xs, &os, geom);
+                    p.extend([
+                        word(n.inputs[0]),
+                        half_of(n.inputs[1], &mut halves).unwrap_or(w),
+                        has_bias,
+                        boff,
+                        word(out),
+                        code,
+                        f(a),
+                        f(b),
+                        u32::from(half_of(n.inputs[1], &mut Vec::new()).is_some()),
+                    ]);
                     steps.push(Step {
                         shader: kernel,
                         groups: (kernel == "conv_tiled").then(|| {
@@ -1137,33 +1175,7 @@ impl<'m> GpuSession<'m> {
                             [npix.div_ceil(16), mg.div_ceil(16), xs[0] * geom.groups]
                         }),
                         threads: numel(&os),
-                        params: vec![
-                            xs[0],
-                            xs[1],
-                            xs[2],
-                            xs[3],
-                            os[1],
-                            os[2],
-                            os[3],
-                            geom.kernel[0],
-                            geom.kernel[1],
-                            geom.strides[0],
-                            geom.strides[1],
-                            geom.dilations[0],
-                            geom.dilations[1],
-                            geom.pads[0],
-                            geom.pads[1],
-                            geom.groups,
-                            word(n.inputs[0]),
-                            half_of(n.inputs[1], &mut halves).unwrap_or(w),
-                            has_bias,
-                            boff,
-                            word(out),
-                            code,
-                            f(a),
-                            f(b),
-                            u32::from(half_of(n.inputs[1], &mut Vec::new()).is_some()),
-                        ],
+                        params: p,
                     });
                 }
                 Op::Pool(pl) => {
@@ -1181,26 +1193,7 @@ impl<'m> GpuSession<'m> {
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
-                        params: vec![
-                            xs[0] * xs[1],
-                            xs[2],
-                            xs[3],
-                            os[2],
-                            os[3],
-                            pl.kernel[0],
-                            pl.kernel[1],
-                            pl.strides[0],
-                            pl.strides[1],
-                            pl.dilations[0],
-                            pl.dilations[1],
-                            pl.pads[0],
-                            pl.pads[1],
-                            kind,
-                            word(n.inputs[0]),
-                            word(out),
-                            pl.pads[2] - pl.ceil_extra[0],
-                            pl.pads[3] - pl.ceil_extra[1],
-                        ],
+                        params: pool_header(&xs, &os, pl, kind, word(n.inputs[0]), word(out)),
                     });
                 }
                 Op::GlobalPool(kind) => {
@@ -1317,19 +1310,7 @@ impl<'m> GpuSession<'m> {
                     };
                     let (sx, ox) = src(n.inputs[0]);
                     let mut p = vec![numel(&os), os.len() as u32, ox, word(out), f(maps.fill), sx];
-                    let mut dims = [1u32; MAX_RANK];
-                    dims[..os.len()].copy_from_slice(&os);
-                    p.extend(dims);
-                    let mut start = (p.len() + MAX_RANK) as u32;
-                    let mut starts = [0u32; MAX_RANK];
-                    for (d, m) in maps.maps.iter().enumerate() {
-                        starts[d] = start;
-                        start += m.len() as u32;
-                    }
-                    p.extend(starts);
-                    for m in &maps.maps {
-                        p.extend(m.iter().map(|&v| v as i32 as u32));
-                    }
+                    push_maps(&mut p, &os, &maps.maps);
                     steps.push(Step {
                         shader: kernel,
                         groups: None,
