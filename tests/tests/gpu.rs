@@ -293,3 +293,30 @@ fn bad_inputs_are_errors_not_panics() {
     assert_eq!(e.kind, tern::ErrorKind::Argument);
     assert!(e.context.contains("input 0"), "{e}");
 }
+
+/// A model larger than the GPU can bind is refused at session creation with an error that names what does
+/// not fit (never a panic or a device loss mid-run).
+#[test]
+fn oversized_models_are_refused_with_a_clear_error() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let bytes = tern_tools::compress_float(
+        &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
+        &[InputShape {
+            name: "x".into(),
+            dims: vec![1, 3, 4096, 4096],
+        }],
+    )
+    .unwrap();
+    let m = Model::from_bytes(&bytes).unwrap();
+    match GpuSession::new(&m, gpu) {
+        Err(e) => {
+            assert_eq!(e.kind, tern::ErrorKind::TooLarge, "{e}");
+            assert!(
+                e.context.contains("arena") && e.context.contains("bytes"),
+                "{e}"
+            );
+            println!("refused: {e}");
+        }
+        Ok(_) => println!("this GPU binds the 4096x4096 det arena; nothing to refuse"),
+    }
+}
