@@ -400,3 +400,83 @@ pub unsafe fn qadd_avx2(
     }
     i
 }
+
+/// `FixedMultiplier::apply` on 8 lanes for shifts 0..=31 (the core of [`requant8`], without bias and
+/// clamp): even/odd 32×32→64 products, round half away from zero, arithmetic shift through the high dword.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fm_apply8(x: __m256i, fm: FixedMultiplier) -> __m256i {
+    let total = 31 + fm.shift;
+    let mult = _mm256_set1_epi32(fm.mult);
+    let round = _mm256_set1_epi64x(1i64 << (total - 1));
+    let (left, right) = (
+        _mm_cvtsi32_si128((total == 31) as i32),
+        _mm_cvtsi32_si128((total - 32).max(0)),
+    );
+    let zero = _mm256_setzero_si256();
+    let pe = _mm256_mul_epi32(x, mult);
+    let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), mult);
+    let qe = _mm256_add_epi64(_mm256_add_epi64(pe, round), _mm256_cmpgt_epi64(zero, pe));
+    let qo = _mm256_add_epi64(_mm256_add_epi64(po, round), _mm256_cmpgt_epi64(zero, po));
+    let (qe, qo) = (_mm256_sll_epi64(qe, left), _mm256_sll_epi64(qo, left));
+    let r = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(qe), qo);
+    _mm256_sra_epi32(r, right)
+}
+
+/// Integer Add/Sub computed instead of looked up: each operand's table entry is
+/// `m.apply((v − z) << 16)` (`ops::quant::QBin`), evaluated 8 lanes at a time with [`fm_apply8`] (no
+/// gathers), then summed and rounded like [`qadd_avx2`]. Both multipliers must have shifts 0..=31 and the
+/// sums fit i32 (the caller checks). Returns how many leading elements it wrote.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn qadd_arith_avx2(
+    (ma, za): (FixedMultiplier, i32),
+    (mb, zb): (FixedMultiplier, i32),
+    sub: bool,
+    (zy, lo, hi): (i32, i32, i32),
+    a: &[i8],
+    b: &[i8],
+    out: &mut [i8],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    let (vza, vzb, half) = (
+        _mm256_set1_epi32(za),
+        _mm256_set1_epi32(zb),
+        _mm256_set1_epi32(1 << 15),
+    );
+    let (vlo, vhi, vz) = (
+        _mm256_set1_epi32(lo - zy),
+        _mm256_set1_epi32(hi - zy),
+        _mm256_set1_epi32(zy),
+    );
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: 8 bytes in bounds of a, b and out.
+        unsafe {
+            let xa = _mm256_cvtepi8_epi32(_mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i));
+            let xb = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(i) as *const __m128i));
+            let va = fm_apply8(_mm256_slli_epi32::<16>(_mm256_sub_epi32(xa, vza)), ma);
+            let vb = fm_apply8(_mm256_slli_epi32::<16>(_mm256_sub_epi32(xb, vzb)), mb);
+            let s = if sub {
+                _mm256_sub_epi32(va, vb)
+            } else {
+                _mm256_add_epi32(va, vb)
+            };
+            let r = _mm256_srai_epi32::<16>(_mm256_add_epi32(
+                _mm256_add_epi32(s, half),
+                _mm256_srai_epi32::<31>(s),
+            ));
+            let v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, vlo), vhi), vz);
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_storel_epi64(
+                out.as_mut_ptr().add(i) as *mut __m128i,
+                _mm_packs_epi16(w, w),
+            );
+        }
+        i += 8;
+    }
+    i
+}

@@ -43,6 +43,9 @@ pub struct QBin {
     pub(crate) zb: i32,
     pub(crate) zy: i32,
     pub(crate) m: FixedMultiplier,
+    /// Add/Sub: each operand's multiplier to the output scale (the tables are `m.apply((v − z) << 16)`).
+    ma: FixedMultiplier,
+    mb: FixedMultiplier,
     pub(crate) ta: [i32; 256],
     pub(crate) tb: [i32; 256],
     pub(crate) lo: i32,
@@ -66,10 +69,10 @@ impl QBin {
         hi: i32,
     ) -> QBin {
         let (mut ta, mut tb) = ([0i32; 256], [0i32; 256]);
+        let (ma, mb) = (mult(sa as f64 / sy as f64), mult(sb as f64 / sy as f64));
         let m = if op == BinOp::Mul {
             mult(sa as f64 * sb as f64 / sy as f64)
         } else {
-            let (ma, mb) = (mult(sa as f64 / sy as f64), mult(sb as f64 / sy as f64));
             for i in 0..256 {
                 let v = i as i32 - 128;
                 ta[i] = ma.apply((v - za) << ADD_FRAC);
@@ -80,6 +83,8 @@ impl QBin {
         QBin {
             simd: None,
             isa: crate::cpu::caps::Isa::Scalar,
+            ma,
+            mb,
             op,
             za,
             zb,
@@ -139,6 +144,21 @@ impl QBin {
             self.simd,
             Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
         ) {
+            let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
+            if vec(self.ma) && vec(self.mb) {
+                // SAFETY: AVX2 path selected only on AVX2 CPUs; the sums fit i32 (with_isa).
+                return unsafe {
+                    crate::cpu::kernels::x86::qadd_arith_avx2(
+                        (self.ma, self.za),
+                        (self.mb, self.zb),
+                        self.op == BinOp::Sub,
+                        (self.zy, self.lo, self.hi),
+                        a,
+                        b,
+                        out,
+                    )
+                };
+            }
             // SAFETY: AVX2 path selected only on AVX2 CPUs; the tables' sums fit i32 (with_isa).
             return unsafe {
                 crate::cpu::kernels::x86::qadd_avx2(
