@@ -1,5 +1,5 @@
 //! `tern-tools`: the host side of tern — ONNX import, compression passes, export to `.tern`, and the
-//! `tern` CLI (inspect, compress, run, bench, demo). See `shared/design.md` for the data flow.
+//! `tern` CLI (inspect, compress, run, bench, eval, export, demo). See `shared/design.md` for the data flow.
 #![warn(missing_docs)]
 
 pub mod boards;
