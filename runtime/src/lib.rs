@@ -1,7 +1,8 @@
 //! # tern — the on-device runtime
 //!
 //! tern loads a `.tern` artifact (made by the `tern` tool from an ONNX model), validates every byte of it,
-//! and runs it on the CPU (or, with the `gpu` feature, on a GPU through wgpu) from one pre-planned arena. Data flow and module map: `shared/design.md`.
+//! and runs it on the CPU (or, with the `gpu` feature, on a GPU through wgpu) from one pre-planned arena.
+//! Data flow and module map: `shared/design.md`.
 //!
 //! ```text
 //! bytes ──artifact::decode+validate──▶ Model (borrows the weights in place)

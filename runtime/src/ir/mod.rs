@@ -434,8 +434,8 @@ pub enum Op {
     /// int8 → f32 with the input tensor's per-tensor parameters: `x = s · (q − zp)`.
     Dequantize,
     /// Integer convolution. Inputs: x (int8, per tensor), weight `[M, C/groups, kh, kw]` (int8 constant,
-    /// symmetric, per output channel on axis 0), optional bias `[M]` (int32 constant at scale s_x·s_w[m]).
-    /// The output (int8, per tensor) is requantized by the fixed-point multiplier s_x·s_w[m] / s_y and
+    /// symmetric, per output channel on axis 0), optional bias `[M]` (int32 constant at scale `s_x·s_w[m]`).
+    /// The output (int8, per tensor) is requantized by the fixed-point multiplier `s_x·s_w[m] / s_y` and
     /// clamped to `[lo, hi]` (a fused Relu/Clip in the output's integers).
     QConv {
         /// Geometry.

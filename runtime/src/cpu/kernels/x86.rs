@@ -424,7 +424,7 @@ fn fm_apply8(x: __m256i, fm: FixedMultiplier) -> __m256i {
 }
 
 /// Integer Add/Sub computed instead of looked up: each operand's table entry is
-/// `m.apply((v − z) << 16)` (`ops::quant::QBin`), evaluated 8 lanes at a time with [`fm_apply8`] (no
+/// `m.apply((v − z) << 16)` (`ops::quant::QBin`), evaluated 8 lanes at a time with `fm_apply8` (no
 /// gathers), then summed and rounded like [`qadd_avx2`]. Both multipliers must have shifts 0..=31 and the
 /// sums fit i32 (the caller checks). Returns how many leading elements it wrote.
 ///
