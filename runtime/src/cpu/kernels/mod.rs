@@ -29,6 +29,8 @@ pub type MicroKernel = unsafe fn(
 /// A micro-kernel and its tile shape.
 #[derive(Clone, Copy)]
 pub struct Gemm {
+    /// The instruction-set path (for companion kernels such as the matrix-vector product).
+    pub isa: Isa,
     /// Rows of the tile (A panel width).
     pub mr: usize,
     /// Columns of the tile (B panel width).
@@ -44,6 +46,7 @@ pub fn gemm_for(isa: Isa) -> Gemm {
     match isa {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::Avx2 | Isa::AvxVnni => Gemm {
+            isa,
             mr: x86::MR,
             nr: x86::NR,
             kernel: x86::sgemm_6x16,
@@ -52,12 +55,14 @@ pub fn gemm_for(isa: Isa) -> Gemm {
         #[cfg(target_arch = "aarch64")]
         // the f32 kernel needs no dotprod: a Pi 5 runs the same NEON kernel as a Pi 4
         Isa::Neon | Isa::Dotprod => Gemm {
+            isa,
             mr: neon::MR,
             nr: neon::NR,
             kernel: neon::sgemm_8x8,
             name: "neon_sgemm_8x8",
         },
         _ => Gemm {
+            isa: Isa::Scalar,
             mr: scalar::MR,
             nr: scalar::NR,
             kernel: scalar::sgemm_4x8,

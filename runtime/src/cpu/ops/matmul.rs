@@ -39,6 +39,11 @@ pub fn run(
     let (m, k, n) = (a.shape[ar - 2], a.shape[ar - 1], b.shape[br - 1]);
     let batch_shape = &y.shape[..yr - 2];
     let batches: usize = batch_shape.iter().product();
+    if m == 1 && batches == 1 && br == 2 {
+        // one row (a batch-1 dense layer): stream W once, no packing
+        gemv(g.isa, &a.data[..k], &b.data[..k * n], y.data, bias, act);
+        return;
+    }
     let mut sa = [0usize; 8];
     let mut sb = [0usize; 8];
     broadcast_strides(&a.shape[..ar - 2], batch_shape, m * k, &mut sa);
@@ -79,5 +84,51 @@ pub fn run(
             }
             idx[d] = 0;
         }
+    }
+}
+
+/// `y = act(x · W + bias)` for one row `x` and row-major `W` (`k×n`): one pass over W, each row added to the
+/// accumulator (vectorizes along n), compiled for AVX2+FMA where the path has it.
+fn gemv(
+    isa: crate::cpu::caps::Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    bias: Option<&[f32]>,
+    act: Option<Unary>,
+) {
+    #[inline(always)]
+    fn body(x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>) {
+        let n = y.len();
+        match bias {
+            Some(b) => y.copy_from_slice(&b[..n]),
+            None => y.fill(0.0),
+        }
+        for (&xv, row) in x.iter().zip(w.chunks_exact(n)) {
+            for (o, &wv) in y.iter_mut().zip(row) {
+                *o += xv * wv;
+            }
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(
+        isa,
+        crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+    ) {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>) {
+            body(x, w, y, bias)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU with AVX2 and FMA.
+        unsafe { avx2(x, w, y, bias) };
+        if let Some(a) = act {
+            gemm::apply_act(y, a);
+        }
+        return;
+    }
+    let _ = isa;
+    body(x, w, y, bias);
+    if let Some(a) = act {
+        gemm::apply_act(y, a);
     }
 }
