@@ -480,3 +480,94 @@ pub unsafe fn qadd_arith_avx2(
     }
     i
 }
+
+/// [`Requant::apply`] for consecutive *rows* `r0..r0+n` (one accumulator each, each row its own bias and
+/// multiplier: a matrix-vector product's outputs), 8 at a time with per-lane multipliers and shifts; a
+/// chunk with a shift outside 0..=31 takes the scalar rule. The same integers as `apply`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn requant_rows_avx2(rq: &Requant, r0: usize, acc: &[i32], out: &mut [i8]) {
+    let n = acc.len().min(out.len());
+    let (lo, hi, z) = (
+        _mm256_set1_epi32(rq.lo - rq.zp_out),
+        _mm256_set1_epi32(rq.hi - rq.zp_out),
+        _mm256_set1_epi32(rq.zp_out),
+    );
+    let zero = _mm256_setzero_si256();
+    let low32 = _mm256_set1_epi64x(0xffff_ffff);
+    let mut i = 0;
+    while i + 8 <= n {
+        let fm = &rq.mult[r0 + i..r0 + i + 8];
+        if fm.iter().all(|m| vec_ok(*m)) {
+            let mut mv = [0i32; 8];
+            let mut tv = [0i32; 8];
+            for (l, m) in fm.iter().enumerate() {
+                mv[l] = m.mult;
+                tv[l] = 31 + m.shift;
+            }
+            // SAFETY: 8 values in bounds of acc, bias and out.
+            unsafe {
+                let acc8 = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);
+                let bias = _mm256_loadu_si256(rq.bias.as_ptr().add(r0 + i) as *const __m256i);
+                let mult = _mm256_loadu_si256(mv.as_ptr() as *const __m256i);
+                let total = _mm256_loadu_si256(tv.as_ptr() as *const __m256i);
+                // saturating acc + bias
+                let sum = _mm256_add_epi32(acc8, bias);
+                let ovf =
+                    _mm256_and_si256(_mm256_xor_si256(sum, acc8), _mm256_xor_si256(sum, bias));
+                let sat =
+                    _mm256_xor_si256(_mm256_srai_epi32::<31>(acc8), _mm256_set1_epi32(i32::MAX));
+                let s = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(sum),
+                    _mm256_castsi256_ps(sat),
+                    _mm256_castsi256_ps(ovf),
+                ));
+                // per-lane totals for the even and the odd lanes, as 64-bit counts
+                let (te, to) = (
+                    _mm256_and_si256(total, low32),
+                    _mm256_srli_epi64::<32>(total),
+                );
+                let one = _mm256_set1_epi64x(1);
+                let round = |t: __m256i| _mm256_sllv_epi64(one, _mm256_sub_epi64(t, one));
+                let pe = _mm256_mul_epi32(s, mult);
+                let po =
+                    _mm256_mul_epi32(_mm256_srli_epi64::<32>(s), _mm256_srli_epi64::<32>(mult));
+                let qe = _mm256_add_epi64(
+                    _mm256_add_epi64(pe, round(te)),
+                    _mm256_cmpgt_epi64(zero, pe),
+                );
+                let qo = _mm256_add_epi64(
+                    _mm256_add_epi64(po, round(to)),
+                    _mm256_cmpgt_epi64(zero, po),
+                );
+                // q >> total: the high dword of (q << left) with left = [total == 31], then >> (total − 32)
+                let thirty_one = _mm256_set1_epi64x(31);
+                let left = |t: __m256i| _mm256_and_si256(_mm256_cmpeq_epi64(t, thirty_one), one);
+                let (qe, qo) = (
+                    _mm256_sllv_epi64(qe, left(te)),
+                    _mm256_sllv_epi64(qo, left(to)),
+                );
+                let r = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(qe), qo);
+                let right = _mm256_max_epi32(_mm256_sub_epi32(total, _mm256_set1_epi32(32)), zero);
+                let r = _mm256_srav_epi32(r, right);
+                let v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo), hi), z);
+                let w =
+                    _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                _mm_storel_epi64(
+                    out.as_mut_ptr().add(i) as *mut __m128i,
+                    _mm_packs_epi16(w, w),
+                );
+            }
+        } else {
+            for l in i..i + 8 {
+                out[l] = rq.apply(r0 + l, acc[l]);
+            }
+        }
+        i += 8;
+    }
+    for l in i..n {
+        out[l] = rq.apply(r0 + l, acc[l]);
+    }
+}
