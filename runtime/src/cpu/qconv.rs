@@ -561,19 +561,15 @@ impl QConv {
                     core::slice::from_raw_parts_mut(base.add(na * 4) as *mut i16, np),
                 )
             };
+            let mut ops: DwOps = [(0, 0, 0); DW_MAX_PAIRS];
             for pl_i in share(planes, t, threads) {
                 let ch = pl_i % c;
                 let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
                 let wts = &self.dw[ch * taps..(ch + 1) * taps];
-                dw_plane(self.g.isa, src, wts, acc, pp, &gm);
                 // SAFETY: plane pl_i belongs to this thread.
                 let out =
                     unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
-                let stride = gm.acc_stride();
-                for oy in 0..oh {
-                    let a = &acc[oy * stride..oy * stride + ow];
-                    qgemm::requant_row(self.g.isa, &rq, ch, a, &mut out[oy * ow..(oy + 1) * ow]);
-                }
+                dw_plane(self.g.isa, src, wts, (&rq, ch, out), acc, pp, &gm, &mut ops);
             }
         });
     }
@@ -618,7 +614,8 @@ impl DwGeom {
     /// (i32 accumulators, i16 padded-plane values) per thread.
     fn lens(&self) -> (usize, usize) {
         let (hn, wq) = self.padded();
-        (self.oh * self.acc_stride(), self.sw * hn * wq + wq)
+        // + 16: the vector kernel's read slack past the last row
+        (self.oh * self.acc_stride(), self.sw * hn * wq + wq + 16)
     }
 
     fn scratch_bytes(&self) -> usize {
@@ -627,14 +624,18 @@ impl DwGeom {
     }
 }
 
-/// `acc = Σ_taps w·(x − zp)` over one plane, compiled for the widest vectors the path has.
+/// One depthwise plane: `acc = Σ_taps w·(x − zp)`, requantized with row `ch` of `rq` into `out` (`oh×ow`),
+/// compiled for the widest vectors the path has.
+#[allow(clippy::too_many_arguments)]
 fn dw_plane(
     isa: crate::cpu::caps::Isa,
     src: &[i8],
     wts: &[i32],
+    (rq, ch, out): (&Requant, usize, &mut [i8]),
     acc: &mut [i32],
     pp: &mut [i16],
     gm: &DwGeom,
+    ops: &mut DwOps,
 ) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(
@@ -642,24 +643,72 @@ fn dw_plane(
         crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
     ) {
         #[target_feature(enable = "avx2")]
-        fn avx2(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &DwGeom) {
-            dw_plane_body(src, wts, acc, pp, gm)
+        #[allow(clippy::too_many_arguments)]
+        fn avx2(
+            src: &[i8],
+            wts: &[i32],
+            (rq, ch, out): (&Requant, usize, &mut [i8]),
+            acc: &mut [i32],
+            pp: &mut [i16],
+            gm: &DwGeom,
+            ops: &mut DwOps,
+        ) -> bool {
+            build_plane(src, pp, gm);
+            dw_rows_avx2(wts, (rq, ch, out), pp, gm, ops) || {
+                dw_accumulate(wts, acc, pp, gm);
+                false
+            }
         }
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        return unsafe { avx2(src, wts, acc, pp, gm) };
+        if !unsafe { avx2(src, wts, (rq, ch, &mut *out), acc, pp, gm, ops) } {
+            dw_requant(isa, (rq, ch, out), acc, gm);
+        }
+        return;
     }
-    let _ = isa;
-    dw_plane_body(src, wts, acc, pp, gm)
+    let _ = ops;
+    build_plane(src, pp, gm);
+    dw_accumulate(wts, acc, pp, gm);
+    dw_requant(isa, (rq, ch, out), acc, gm);
 }
 
-/// The padded plane `x − zp` (zero in the padding, so taps need no bounds logic) is split into `sw` column
-/// phases, so every tap reads a contiguous run: tap (ky, kx) of output (oy, ox) reads phase
-/// `(kx·dw) % sw`, row `oy·sh + ky·dh`, column `ox + (kx·dw) / sw`.
+/// Requantizes the accumulator plane row by row with the path's epilogue.
+fn dw_requant(
+    isa: crate::cpu::caps::Isa,
+    (rq, ch, out): (&Requant, usize, &mut [i8]),
+    acc: &[i32],
+    gm: &DwGeom,
+) {
+    let (stride, ow) = (gm.acc_stride(), gm.ow);
+    for oy in 0..gm.oh {
+        let a = &acc[oy * stride..oy * stride + ow];
+        qgemm::requant_row(isa, rq, ch, a, &mut out[oy * ow..(oy + 1) * ow]);
+    }
+}
+
+/// Most tap pairs per output row the vector depthwise kernel takes (a 11×11 window); larger windows use
+/// the portable loop.
+const DW_MAX_PAIRS: usize = 66;
+
+/// One output row's tap pairs for the vector depthwise kernel, `(w_a | w_b << 16, off_a, off_b)`: a
+/// per-thread buffer filled once per row (kept out of the per-plane call: zeroing it there cost more
+/// than the taps on small maps).
+type DwOps = [(i32, usize, usize); DW_MAX_PAIRS];
+
+/// The AVX2 depthwise plane: per output row, the taps whose input row is inside the image (taps on
+/// vertical padding read zeros: skipped), paired for `vpmaddwd`, requantized in registers. `false`
+/// (nothing written) when the window has more pairs than [`DW_MAX_PAIRS`] or the plane lacks the
+/// 16-value read slack.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[inline(always)]
-fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &DwGeom) {
+fn dw_rows_avx2(
+    wts: &[i32],
+    (rq, ch, out): (&Requant, usize, &mut [i8]),
+    pp: &[i16],
+    gm: &DwGeom,
+    ops: &mut DwOps,
+) -> bool {
     let &DwGeom {
         h,
-        w,
         oh,
         ow,
         kh,
@@ -669,11 +718,56 @@ fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &
         dh,
         dw,
         pt,
-        pl,
-        zp,
+        ..
     } = gm;
     let (hn, wq) = gm.padded();
-    if sw == 2 && 2 * wq <= DEINTERLEAVE_MAX {
+    let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(16);
+    if kh * kw.div_ceil(2) > DW_MAX_PAIRS || reach > pp.len() {
+        return false;
+    }
+    for oy in 0..oh {
+        let mut n = 0;
+        for ky in 0..kh {
+            let r = oy * sh + ky * dh;
+            if r < pt || r >= pt + h {
+                continue;
+            }
+            let tap = |kx: usize| ((kx * dw) % sw * hn + r) * wq + (kx * dw) / sw;
+            for kx in (0..kw).step_by(2) {
+                let (wa, oa) = (wts[ky * kw + kx], tap(kx));
+                let (wb, ob) = if kx + 1 < kw {
+                    (wts[ky * kw + kx + 1], tap(kx + 1))
+                } else {
+                    (0, oa)
+                };
+                ops[n] = (((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32, oa, ob);
+                n += 1;
+            }
+        }
+        // SAFETY: AVX2 is enabled by the caller; every read ends below `reach` ≤ pp.len().
+        unsafe {
+            crate::cpu::kernels::x86::dw_row_avx2(
+                pp,
+                &ops[..n],
+                rq,
+                ch,
+                &mut out[oy * ow..(oy + 1) * ow],
+            )
+        };
+    }
+    true
+}
+
+/// The padded plane `x − zp` (zero in the padding, so taps need no bounds logic) is split into `sw` column
+/// phases, so every tap reads a contiguous run: tap (ky, kx) of output (oy, ox) reads phase
+/// `(kx·dw) % sw`, row `oy·sh + ky·dh`, column `ox + (kx·dw) / sw`.
+#[inline(always)]
+fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
+    let &DwGeom {
+        h, w, pt, pl, zp, ..
+    } = gm;
+    let (hn, wq) = gm.padded();
+    if gm.sw == 2 && 2 * wq <= DEINTERLEAVE_MAX {
         // stride 2: one contiguous padded row, then split into even/odd columns (both loops vectorize)
         let mut tmp = [0i16; DEINTERLEAVE_MAX];
         let tmp = &mut tmp[..2 * wq];
@@ -705,6 +799,24 @@ fn dw_plane_body(src: &[i8], wts: &[i32], acc: &mut [i32], pp: &mut [i16], gm: &
     } else {
         build_phases(src, pp, gm);
     }
+}
+
+/// The portable accumulation over a built plane (the oracle for the vector kernels): with a row stride
+/// of 1, every tap is one long run over all output rows.
+#[inline(always)]
+fn dw_accumulate(wts: &[i32], acc: &mut [i32], pp: &[i16], gm: &DwGeom) {
+    let &DwGeom {
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        ..
+    } = gm;
+    let (hn, wq) = gm.padded();
     let stride = gm.acc_stride();
     let rows = if sh == 1 { 1 } else { oh };
     let len = if sh == 1 { oh * stride } else { ow };
@@ -889,6 +1001,92 @@ mod tests {
                 lo + (hi - lo) * ((*seed >> 40) as f32 / (1u64 << 24) as f32)
             })
             .collect()
+    }
+
+    /// Every depthwise path's int8 outputs equal the portable loop's over windows, strides, dilations,
+    /// paddings and widths with 16-column tails (vertical padding taps skipped by the vector kernel).
+    #[test]
+    fn depthwise_paths_equal_the_portable_loop() {
+        let mut seed = 5;
+        let mut cases = 0;
+        for &(h, w) in &[(2usize, 96usize), (3, 17), (9, 33), (1, 5), (6, 40)] {
+            for &(kh, kw) in &[(3usize, 3usize), (5, 5), (1, 7), (3, 1)] {
+                for &(sh, sw) in &[(1usize, 1usize), (2, 1), (2, 2), (1, 3)] {
+                    for &(dh, dw) in &[(1usize, 1usize), (2, 2)] {
+                        let (pt, pl) = ((kh - 1) * dh / 2, (kw - 1) * dw / 2);
+                        let (eh, ew) = (h + 2 * pt, w + 2 * pl);
+                        if eh < (kh - 1) * dh + 1 || ew < (kw - 1) * dw + 1 {
+                            continue;
+                        }
+                        let oh = (eh - (kh - 1) * dh - 1) / sh + 1;
+                        let ow = (ew - (kw - 1) * dw - 1) / sw + 1;
+                        let gm = DwGeom {
+                            h,
+                            w,
+                            oh,
+                            ow,
+                            kh,
+                            kw,
+                            sh,
+                            sw,
+                            dh,
+                            dw,
+                            pt,
+                            pl,
+                            zp: -7,
+                        };
+                        let src: Vec<i8> = floats(h * w, &mut seed, -128.0, 127.9)
+                            .iter()
+                            .map(|&v| v as i8)
+                            .collect();
+                        // the extremes included: |w·(x − zp)| pairs at their largest
+                        let mut wts: Vec<i32> = floats(kh * kw, &mut seed, -128.0, 127.9)
+                            .iter()
+                            .map(|&v| v as i32)
+                            .collect();
+                        wts[0] = -128;
+                        let (na, np) = gm.lens();
+                        // a multiplier that keeps sums of a few taps in range, and one bias per case
+                        let mult = [FixedMultiplier::from_real(1.0 / (700.0 * kh as f64)).unwrap()];
+                        let bias = [(h as i32 - 4) * 1111];
+                        let rq = Requant {
+                            bias: &bias,
+                            mult: &mult,
+                            zp_out: 5,
+                            lo: -128,
+                            hi: 127,
+                        };
+                        let run = |isa| {
+                            let (mut acc, mut pp) = (vec![0i32; na], vec![0i16; np]);
+                            let mut out = vec![0i8; oh * ow];
+                            let mut ops: DwOps = [(0, 0, 0); DW_MAX_PAIRS];
+                            dw_plane(
+                                isa,
+                                &src,
+                                &wts,
+                                (&rq, 0, &mut out),
+                                &mut acc,
+                                &mut pp,
+                                &gm,
+                                &mut ops,
+                            );
+                            out
+                        };
+                        let want = run(caps::Isa::Scalar);
+                        for isa in caps::available() {
+                            assert_eq!(
+                                run(isa),
+                                want,
+                                "{} h{h} w{w} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw}",
+                                isa.name()
+                            );
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 100, "{cases}");
     }
 
     /// The int8 conv equals an independent integer reference exactly (every kernel path), and stays within

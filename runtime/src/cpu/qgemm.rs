@@ -571,6 +571,59 @@ mod tests {
         }
     }
 
+    /// The row requantization of every path (the epilogue the GEMM tiles, depthwise and Mul share) equals
+    /// the scalar rule on accumulators at the i32 extremes with biases that saturate the sum, for every
+    /// shift and with tails.
+    #[test]
+    fn row_requant_equals_scalar_rule_at_the_extremes() {
+        let mut seed = 31u64;
+        let n = 45;
+        let bias = [
+            0,
+            1,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            i32::MAX - 3,
+            i32::MIN + 3,
+            123456,
+            -98765,
+        ];
+        let mult: Vec<FixedMultiplier> = (0..40)
+            .map(|i| FixedMultiplier::from_real(0.97 / (1u64 << (i % 36)) as f64 + 1e-13).unwrap())
+            .collect();
+        let mut acc: Vec<i32> = (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 32) as i32
+            })
+            .collect();
+        acc[..6].copy_from_slice(&[i32::MAX, i32::MIN, i32::MAX - 1, i32::MIN + 1, 0, -1]);
+        let mut rows = 0;
+        for &b in &bias {
+            for (r, _) in mult.iter().enumerate() {
+                let biases = vec![b; mult.len()];
+                let rq = Requant {
+                    bias: &biases,
+                    mult: &mult,
+                    zp_out: -3,
+                    lo: -128,
+                    hi: 100,
+                };
+                let want: Vec<i8> = acc.iter().map(|&a| rq.apply(r, a)).collect();
+                for isa in caps::available() {
+                    let mut got = vec![0i8; n];
+                    requant_row(isa, &rq, r, &acc, &mut got);
+                    assert_eq!(got, want, "{isa:?} bias {b} row {r}");
+                }
+                rows += 1;
+            }
+        }
+        assert_eq!(rows, bias.len() * mult.len());
+    }
+
     #[test]
     fn zero_point_folding_matches_shifted_inputs() {
         // Σ w·(x − zp) == Σ w·x − zp·Σ w, exactly

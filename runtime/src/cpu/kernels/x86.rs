@@ -94,6 +94,9 @@ use crate::ir::quant::FixedMultiplier;
 /// One output row's requantization constants, broadcast once per tile row.
 struct RowRq {
     bias: __m256i,
+    // acc clamped to [sat_lo, sat_hi] before adding the bias: the saturating add in two instructions
+    sat_lo: __m256i,
+    sat_hi: __m256i,
     mult: __m256i,
     round: __m256i,
     left: __m128i,
@@ -115,8 +118,17 @@ fn vec_ok(fm: FixedMultiplier) -> bool {
 fn row_rq(rq: &Requant, r: usize) -> RowRq {
     let (fm, z) = (rq.mult[r], rq.zp_out);
     let total = 31 + fm.shift;
+    let b = rq.bias[r];
+    // acc + b stays in i32 exactly when acc ∈ [MIN − b, MAX − b] (one side is vacuous for each sign of b)
+    let (sat_lo, sat_hi) = if b >= 0 {
+        (i32::MIN, i32::MAX - b)
+    } else {
+        (i32::MIN - b, i32::MAX)
+    };
     RowRq {
-        bias: _mm256_set1_epi32(rq.bias[r]),
+        bias: _mm256_set1_epi32(b),
+        sat_lo: _mm256_set1_epi32(sat_lo),
+        sat_hi: _mm256_set1_epi32(sat_hi),
         mult: _mm256_set1_epi32(fm.mult),
         round: _mm256_set1_epi64x(1i64 << (total - 1)),
         left: _mm_cvtsi32_si128((total == 31) as i32),
@@ -127,21 +139,18 @@ fn row_rq(rq: &Requant, r: usize) -> RowRq {
     }
 }
 
-/// [`Requant::row`] on 8 accumulators of one row, bit for bit: saturating bias add, the 32×32→64
+/// [`Requant::row`] on 8 accumulators of one row, bit for bit: saturating bias add (as a clamp of the
+/// accumulator to the range where the sum cannot wrap), the 32×32→64
 /// product in even/odd lanes, round half away from zero (add half, subtract 1 for negatives), then the
 /// arithmetic shift as "high dword of (q << left)" followed by a 32-bit shift by `right` (AVX2 has no
 /// 64-bit arithmetic shift), clamp, zero point.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn requant8(acc: __m256i, p: &RowRq) -> __m256i {
-    let sum = _mm256_add_epi32(acc, p.bias);
-    let ovf = _mm256_and_si256(_mm256_xor_si256(sum, acc), _mm256_xor_si256(sum, p.bias));
-    let sat = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
-    let s = _mm256_castps_si256(_mm256_blendv_ps(
-        _mm256_castsi256_ps(sum),
-        _mm256_castsi256_ps(sat),
-        _mm256_castsi256_ps(ovf),
-    ));
+    let s = _mm256_add_epi32(
+        _mm256_min_epi32(_mm256_max_epi32(acc, p.sat_lo), p.sat_hi),
+        p.bias,
+    );
     let zero = _mm256_setzero_si256();
     let pe = _mm256_mul_epi32(s, p.mult);
     let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(s), p.mult);
@@ -166,43 +175,52 @@ unsafe fn store_row<const V: usize>(
     dst: *mut i8,
     n: usize,
 ) {
-    let mut bytes = [0i8; 16];
     if vec_ok(rq.mult[r]) {
-        let p = row_rq(rq, r);
-        let v0 = requant8(acc[0], &p);
-        let b = if V == 2 {
-            let v1 = requant8(acc[1], &p);
-            let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
-            _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
-        } else {
-            let w = _mm_packs_epi32(
-                _mm256_castsi256_si128(v0),
-                _mm256_extracti128_si256::<1>(v0),
-            );
-            _mm_packs_epi16(w, w)
-        };
-        if n == 16 {
-            // SAFETY: 16 bytes valid at dst.
-            unsafe { _mm_storeu_si128(dst as *mut __m128i, b) };
-            return;
-        }
-        if n == 8 {
-            // SAFETY: 8 bytes valid at dst.
-            unsafe { _mm_storel_epi64(dst as *mut __m128i, b) };
-            return;
-        }
-        // SAFETY: bytes holds 16.
-        unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, b) };
+        // SAFETY: forwarded contract.
+        unsafe { store_rq::<V>(acc, &row_rq(rq, r), dst, n) };
     } else {
         let mut wide = [0i32; 16];
+        let mut bytes = [0i8; 16];
         for (i, v) in acc.iter().enumerate() {
             // SAFETY: wide holds 8·V ≤ 16 values.
             unsafe { _mm256_storeu_si256(wide.as_mut_ptr().add(8 * i) as *mut __m256i, *v) };
         }
         rq.row(r, &wide[..n], &mut bytes[..n]);
+        // SAFETY: n bytes valid at dst.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
     }
-    // SAFETY: n bytes valid at dst.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
+}
+
+/// [`store_row`] with the row's constants already broadcast (hoisted out of a loop over the row).
+///
+/// # Safety
+/// `dst` valid for `n` ≤ 8·V bytes; AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_rq<const V: usize>(acc: &[__m256i; V], p: &RowRq, dst: *mut i8, n: usize) {
+    let v0 = requant8(acc[0], p);
+    let b = if V == 2 {
+        let v1 = requant8(acc[1], p);
+        let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+        _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
+    } else {
+        let w = _mm_packs_epi32(
+            _mm256_castsi256_si128(v0),
+            _mm256_extracti128_si256::<1>(v0),
+        );
+        _mm_packs_epi16(w, w)
+    };
+    // SAFETY (all stores): n bytes valid at dst.
+    if n == 16 {
+        unsafe { _mm_storeu_si128(dst as *mut __m128i, b) };
+    } else if n == 8 {
+        unsafe { _mm_storel_epi64(dst as *mut __m128i, b) };
+    } else {
+        let mut bytes = [0i8; 16];
+        // SAFETY: bytes holds 16.
+        unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, b) };
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
+    }
 }
 
 /// int8 micro-kernel, 4 rows × 8 columns: bytes sign-extended to i16 and multiplied pairwise into i32 with
@@ -569,5 +587,63 @@ pub unsafe fn requant_rows_avx2(rq: &Requant, r0: usize, acc: &[i32], out: &mut 
     }
     for l in i..n {
         out[l] = rq.apply(r0 + l, acc[l]);
+    }
+}
+
+/// 16 depthwise outputs from column `x0` over an i16 plane (`ops`: `(w_a | w_b << 16, off_a, off_b)` per
+/// tap pair, offsets into the plane of the taps' first input), in column order: two taps per `vpmaddwd`
+/// (products ≤ 2·255·128 cannot overflow), accumulators in registers across all taps; exact integers.
+///
+/// # Safety
+/// AVX2; 16 values readable at every `p + off + x0`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dw_block(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__m256i; 2] {
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for &(wp, oa, ob) in ops {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let a = _mm256_loadu_si256(p.add(oa + x0) as *const __m256i);
+            let b = _mm256_loadu_si256(p.add(ob + x0) as *const __m256i);
+            let w = _mm256_set1_epi32(wp);
+            // per 128-bit lane: unpacklo pairs columns 0-3 (lane 0) / 8-11 (lane 1), unpackhi 4-7 / 12-15
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+        }
+    }
+    [
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    ]
+}
+
+/// One output row of a depthwise convolution ([`dw_block`] across it), requantized in registers with row
+/// `r` of `rq` (the GEMM tiles' epilogue) straight into `out`.
+///
+/// # Safety
+/// The CPU must support AVX2; every `off + out.len().next_multiple_of(16)` ≤ `pp.len()` (the caller
+/// checks).
+#[target_feature(enable = "avx2")]
+pub unsafe fn dw_row_avx2(
+    pp: &[i16],
+    ops: &[(i32, usize, usize)],
+    rq: &Requant,
+    r: usize,
+    out: &mut [i8],
+) {
+    let ow = out.len();
+    let p = vec_ok(rq.mult[r]).then(|| row_rq(rq, r));
+    let mut x0 = 0;
+    while x0 < ow {
+        // SAFETY: reads in bounds by the caller's contract; min(16, ow − x0) bytes written at out[x0..].
+        unsafe {
+            let v = dw_block(pp.as_ptr(), ops, x0);
+            let (dst, n) = (out.as_mut_ptr().add(x0), (ow - x0).min(16));
+            match &p {
+                Some(p) => store_rq::<2>(&v, p, dst, n),
+                None => store_row::<2>(&v, rq, r, dst, n),
+            }
+        }
+        x0 += 16;
     }
 }
