@@ -557,7 +557,7 @@ fn int8_steps(
                 four(numel(x)),
             );
         }
-        (Op::QLut, QPrep::Lut(t)) => {
+        (Op::QLut, QPrep::Lut(t, _)) => {
             let mut p = vec![2, numel(x), word(x), word(out), 0, 0];
             p.extend(t.iter().map(|&v| v as i32 as u32));
             push(p, four(numel(x)));

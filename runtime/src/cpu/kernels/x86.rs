@@ -647,3 +647,104 @@ pub unsafe fn dw_row_avx2(
         x0 += 16;
     }
 }
+
+/// Whether this CPU has the AVX-512 byte permutes the table lookups use (Zen 4+, Ice Lake+).
+pub fn has_vbmi() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vbmi")
+}
+
+/// `y[i] = t[x[i] + 128]` (an int8 lookup table), 64 bytes at a time: two `vpermt2b` look up the
+/// table's lower and upper 128 entries by the index's low 7 bits, and the index's top bit picks one.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VBMI ([`has_vbmi`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub unsafe fn lut_vbmi(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
+    let n = x.len().min(y.len());
+    // SAFETY (whole fn): the table holds 256 bytes; loads and stores are masked to n.
+    unsafe {
+        let tp = t.as_ptr();
+        let q: [__m512i; 4] =
+            core::array::from_fn(|i| _mm512_loadu_si512(tp.add(64 * i) as *const __m512i));
+        let flip = _mm512_set1_epi8(-128);
+        let mut i = 0;
+        while i < n {
+            let m: __mmask64 = if n - i >= 64 {
+                !0
+            } else {
+                (1u64 << (n - i)) - 1
+            };
+            let idx = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x.as_ptr().add(i)), flip);
+            let lo = _mm512_permutex2var_epi8(q[0], idx, q[1]);
+            let hi = _mm512_permutex2var_epi8(q[2], idx, q[3]);
+            let r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);
+            _mm512_mask_storeu_epi8(y.as_mut_ptr().add(i), m, r);
+            i += 64;
+        }
+    }
+}
+
+/// `out[i] = rq(r, (a[i] − za)·qb)`: an int8 row times one integer (a broadcast Mul), the products
+/// formed in registers and requantized there, 8 at a time. Exact: |products| ≤ 255·255.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn scale_row_avx2(
+    rq: &Requant,
+    r: usize,
+    (a, za, qb): (&[i8], i32, i32),
+    out: &mut [i8],
+) {
+    let n = a.len().min(out.len());
+    let mut i = 0;
+    if vec_ok(rq.mult[r]) {
+        let p = row_rq(rq, r);
+        let (z, b) = (_mm256_set1_epi32(za), _mm256_set1_epi32(qb));
+        while i + 8 <= n {
+            // SAFETY: 8 bytes in bounds of both slices.
+            unsafe {
+                let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i));
+                let prod = _mm256_mullo_epi32(_mm256_sub_epi32(v, z), b);
+                store_rq::<1>(&[prod], &p, out.as_mut_ptr().add(i), 8);
+            }
+            i += 8;
+        }
+    }
+    for (o, &v) in out[i..n].iter_mut().zip(&a[i..n]) {
+        *o = rq.apply(r, (v as i32 - za) * qb);
+    }
+}
+
+/// [`crate::ir::quant::quantize_f32`] on 8 lanes at a time, the same f32 operations in the same order
+/// (divide, clamp to ±256, round half to even by the 1.5·2^23 trick, add the zero point, clamp to int8;
+/// NaN gives 0 like the scalar cast). Returns how many leading elements it wrote.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize_avx2(x: &[f32], s: f32, z: i32, y: &mut [i8]) -> usize {
+    let n = x.len().min(y.len());
+    let (sv, zv) = (_mm256_set1_ps(s), _mm256_set1_ps(z as f32));
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm256_set1_ps(-256.0), _mm256_set1_ps(256.0));
+    let (qlo, qhi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: 8 values in bounds of both slices.
+        unsafe {
+            let v = _mm256_div_ps(_mm256_loadu_ps(x.as_ptr().add(i)), sv);
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+            let c = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            let r = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(c, magic), magic), zv);
+            let r = _mm256_andnot_ps(nan, _mm256_min_ps(_mm256_max_ps(r, qlo), qhi));
+            let q = _mm256_cvttps_epi32(r);
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            _mm_storel_epi64(y.as_mut_ptr().add(i) as *mut __m128i, _mm_packs_epi16(w, w));
+        }
+        i += 8;
+    }
+    i
+}

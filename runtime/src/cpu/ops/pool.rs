@@ -5,7 +5,7 @@ use crate::ir::{Pool2d, PoolKind};
 /// 2-D pooling, NCHW.
 pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
     match p.kind {
-        PoolKind::Max => windows(p, x, y, f32::NEG_INFINITY, f32::max, |a, _| a),
+        PoolKind::Max => max_pool(p, x, y, f32::NEG_INFINITY, f32::max),
         PoolKind::Avg { count_include_pad } => windows(
             p,
             x,
@@ -25,6 +25,46 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
                 }
             },
         ),
+    }
+}
+
+/// Widest row the separable max path keeps on the stack.
+const SEPARABLE_MAX_W: usize = 4096;
+
+/// Max pooling (any element type, `max` its maximum): where every window is whole (no padding, no
+/// dilation) the kernel's rows are folded first (straight runs that vectorize), then the columns of
+/// that one row (max is associative and exact, so the values equal the window walk's); otherwise
+/// [`windows`].
+pub fn max_pool<T: Copy>(p: &Pool2d, x: View<T>, y: ViewMut<T>, min: T, max: impl Fn(T, T) -> T) {
+    let (h, w) = (x.shape[2], x.shape[3]);
+    let (oh, ow) = (y.shape[2], y.shape[3]);
+    let whole = p.pads == [0; 4] && p.ceil_extra == [0; 2] && p.dilations == [1, 1];
+    if !whole || w > SEPARABLE_MAX_W || h == 0 || w == 0 {
+        return windows(p, x, y, min, max, |a, _| a);
+    }
+    let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
+    let (sh, sw) = (p.strides[0] as usize, p.strides[1] as usize);
+    let mut row = [min; SEPARABLE_MAX_W];
+    let row = &mut row[..w];
+    for (src, dst) in x
+        .data
+        .chunks_exact(h * w)
+        .zip(y.data.chunks_exact_mut(oh * ow))
+    {
+        for (oy, drow) in dst.chunks_exact_mut(ow).enumerate() {
+            row.fill(min);
+            for ky in 0..kh {
+                let r = (oy * sh + ky) * w;
+                for (a, &v) in row.iter_mut().zip(&src[r..r + w]) {
+                    *a = max(*a, v);
+                }
+            }
+            for (ox, d) in drow.iter_mut().enumerate() {
+                *d = row[ox * sw..ox * sw + kw]
+                    .iter()
+                    .fold(min, |a, &c| max(a, c));
+            }
+        }
     }
 }
 

@@ -120,6 +120,16 @@ impl QBin {
             hi: self.hi,
         };
         let qb = b as i32 - self.zb;
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if matches!(
+            self.isa,
+            crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+        ) {
+            // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+            return unsafe {
+                crate::cpu::kernels::x86::scale_row_avx2(&rq, 0, (a, self.za, qb), out)
+            };
+        }
         let mut acc = [0i32; 256];
         for (src, dst) in a.chunks(256).zip(out.chunks_mut(256)) {
             for (o, &v) in acc.iter_mut().zip(src) {
@@ -241,8 +251,8 @@ pub enum QPrep {
     ConvT(alloc::boxed::Box<QConv>, i32, i32, usize, usize),
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
-    /// 256-entry table indexed by `x + 128`.
-    Lut(alloc::boxed::Box<[i8; 256]>),
+    /// 256-entry table indexed by `x + 128`; whether to look it up with AVX-512 byte permutes.
+    Lut(alloc::boxed::Box<[i8; 256]>, bool),
     /// Per input: the rescale to the output's parameters, `None` where they already agree.
     Concat(Vec<Option<Rescale>>),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
@@ -426,7 +436,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
         Op::QLut => {
             let mut t = [0i8; 256];
             t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
-            QPrep::Lut(alloc::boxed::Box::new(t))
+            QPrep::Lut(alloc::boxed::Box::new(t), lut_vbmi(qg.isa))
         }
         Op::Concat { .. } => {
             let py = params(model, y);
@@ -563,7 +573,13 @@ pub fn exec(
             }
         }
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
-        QPrep::Lut(t) => par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
+        QPrep::Lut(t, vbmi) => par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if *vbmi {
+                // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
+                return unsafe { crate::cpu::kernels::x86::lut_vbmi(t, x, y) };
+            }
+            let _ = vbmi;
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = t[(v as i32 + 128) as usize];
             }
@@ -618,7 +634,7 @@ pub fn exec(
             let (first, rest) = qouts.split_at_mut(1);
             let (x, y) = (qins[0], reborrow(&mut first[0]));
             match op {
-                Op::Pool(p) => pool::windows(p, x, y, i8::MIN, |a, v| a.max(v), |a, _| a),
+                Op::Pool(p) => pool::max_pool(p, x, y, i8::MIN, |a: i8, v| a.max(v)),
                 Op::GlobalPool(_) => {
                     let inner: usize = x.shape[2..].iter().product();
                     for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
@@ -689,6 +705,22 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
 }
 
 /// ONNX QuantizeLinear over a slice, compiled for AVX2 where the path has it (8-wide division).
+/// Whether table lookups run on AVX-512 VBMI: on the CPU's own best x86 path when it has VBMI (a forced
+/// lower path, `TERN_CPU=avx2` on such a CPU, keeps the plain loop so that path stays testable).
+fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        isa == crate::cpu::caps::best()
+            && isa != crate::cpu::caps::Isa::Scalar
+            && crate::cpu::kernels::x86::has_vbmi()
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
 fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut [i8]) {
     #[inline(always)]
     fn body(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
@@ -701,12 +733,9 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
         isa,
         crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
     ) {
-        #[target_feature(enable = "avx2")]
-        fn avx2(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
-            body(x, s, z, y)
-        }
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        return unsafe { avx2(x, s, z, y) };
+        let done = unsafe { crate::cpu::kernels::x86::quantize_avx2(x, s, z, y) };
+        return body(&x[done..], s, z, &mut y[done..]);
     }
     let _ = isa;
     body(x, s, z, y)
@@ -886,6 +915,67 @@ mod tests {
                 v.apply_rows(&xa, &xb, &mut got[..65536]);
                 for i in 0..65536 {
                     assert_eq!(got[i], v.apply(xa[i], xb[i]), "{op:?} {isa:?} [{i}]");
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 table lookup (where the CPU has it) equals indexing the table, for every index and
+    /// every tail length.
+    #[test]
+    fn vector_table_lookup_equals_indexing() {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            if !crate::cpu::kernels::x86::has_vbmi() {
+                std::println!("no AVX-512 VBMI on this CPU: the plain lookup is the only path");
+                return;
+            }
+            let t: [i8; 256] =
+                core::array::from_fn(|i| (i as u8).wrapping_mul(167).wrapping_add(11) as i8);
+            let x: Vec<i8> = (0..700)
+                .map(|i| ((i * 37 + i / 3) % 256) as u8 as i8)
+                .collect();
+            for n in (0..200).chain([255, 256, 257, 640, 700]) {
+                let mut got = vec![0i8; n];
+                // SAFETY: VBMI checked above.
+                unsafe { crate::cpu::kernels::x86::lut_vbmi(&t, &x[..n], &mut got) };
+                let want: Vec<i8> = x[..n]
+                    .iter()
+                    .map(|&v| t[(v as i32 + 128) as usize])
+                    .collect();
+                assert_eq!(got, want, "n {n}");
+            }
+        }
+    }
+
+    /// Every path's float-to-int8 quantization equals the scalar rule on ties, range ends, infinities
+    /// and NaN, with tails.
+    #[test]
+    fn quantize_paths_equal_the_scalar_rule() {
+        let mut x: Vec<f32> = (-700..700).map(|i| i as f32 * 0.25).collect();
+        x.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e30,
+            -1e30,
+            f32::MIN_POSITIVE,
+            2.5,
+            -2.5,
+            3.5,
+            126.5,
+            127.5,
+            -128.5,
+            -129.5,
+        ]);
+        for &(s, z) in &[(1.0f32, 0), (0.5, -3), (0.037, 17), (3.0, -128)] {
+            let want: Vec<i8> = x.iter().map(|&v| quantize_f32(v, s, z)).collect();
+            for isa in caps::available() {
+                for n in [x.len(), x.len() - 3, 7] {
+                    let mut got = vec![0i8; n];
+                    quantize_slice(isa, &x[..n], s, z, &mut got);
+                    assert_eq!(got, want[..n], "{isa:?} s {s} z {z} n {n}");
                 }
             }
         }
