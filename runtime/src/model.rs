@@ -1,5 +1,6 @@
 //! A loaded, fully validated model. It borrows its weights from the artifact bytes (no copy), so it works
-//! from a `&'static [u8]` in flash or an mmap as well as from a `Vec<u8>`.
+//! from a `&'static [u8]` in flash or an mmap as well as from a `Vec<u8>`; only weights stored deflated
+//! (format 4) are inflated into a buffer the model owns.
 use crate::artifact;
 use crate::error::Result;
 use crate::ir::{shape, BinOp, DType, Graph, Op, Pool2d, PoolKind, ResizeMode, Tensor};
@@ -20,7 +21,7 @@ pub struct Model<'a> {
     pub metadata: Vec<(String, String)>,
     /// Format version of the artifact.
     pub format_version: u32,
-    pub(crate) weights: &'a [u8],
+    pub(crate) weights: alloc::borrow::Cow<'a, [u8]>,
 }
 
 impl<'a> Model<'a> {
@@ -71,7 +72,7 @@ impl<'a> Model<'a> {
     }
 
     /// The raw little-endian bytes of constant tensor `t` (empty for non-constants).
-    pub fn const_bytes(&self, t: usize) -> &'a [u8] {
+    pub fn const_bytes(&self, t: usize) -> &[u8] {
         match self.graph.tensors.get(t).and_then(|t| t.data) {
             // ranges were validated against the blob in `validate`
             Some(r) => self
@@ -80,6 +81,12 @@ impl<'a> Model<'a> {
                 .unwrap_or(&[]),
             None => &[],
         }
+    }
+
+    /// Whether the weights are read in place from the artifact bytes (`false`: they were stored deflated
+    /// and inflated at load).
+    pub fn weights_in_place(&self) -> bool {
+        matches!(self.weights, alloc::borrow::Cow::Borrowed(_))
     }
 
     /// A metadata value by key.

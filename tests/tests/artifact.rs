@@ -69,7 +69,7 @@ fn reencode(b: &[u8], f: impl FnOnce(&mut ArtifactMeta)) -> Vec<u8> {
     let d = artifact::decode(b).unwrap();
     let mut meta = d.meta.clone();
     f(&mut meta);
-    artifact::encode(&meta, d.weights).unwrap()
+    artifact::encode(&meta, &d.weights).unwrap()
 }
 
 fn run(m: &Model, x: &[f32]) -> Vec<f32> {
@@ -356,4 +356,62 @@ fn bad_quantization_parameters_name_the_tensor() {
             "names the node or tensor: {e}"
         );
     }
+}
+
+/// Format 4: deflated weights load to the same model and the same outputs as weights in place; a
+/// damaged deflate stream (under a valid checksum) is a Format error naming the section; the deflated
+/// kinds mean nothing to an older version's reader (skipped, so the file lacks its sections).
+#[test]
+fn deflated_sections() {
+    let plain = bytes();
+    let d = artifact::decode(&plain).unwrap();
+    assert!(matches!(d.weights, std::borrow::Cow::Borrowed(_)));
+    let opts = artifact::EncodeOptions {
+        deflate_weights: true,
+    };
+    let packed = artifact::encode_with(&d.meta, &d.weights, opts).unwrap();
+    let dp = artifact::decode(&packed).unwrap();
+    assert!(matches!(dp.weights, std::borrow::Cow::Owned(_)));
+    assert_eq!(&dp.weights[..], &d.weights[..]);
+    let (m, mp) = (
+        Model::from_bytes(&plain).unwrap(),
+        Model::from_bytes(&packed).unwrap(),
+    );
+    let x: Vec<f32> = (0..192).map(|i| (i % 11) as f32 / 7.0 - 0.6).collect();
+    assert_eq!(run(&m, &x), run(&mp, &x));
+
+    // damage the weight stream's first bytes, then fix the checksum so only the inflater can object
+    let entry = |b: &[u8], i: usize| {
+        let e = 16 + i * 24;
+        let kind = u32::from_le_bytes(b[e..e + 4].try_into().unwrap());
+        let off = u64::from_le_bytes(b[e + 8..e + 16].try_into().unwrap()) as usize;
+        (kind, off)
+    };
+    let (kind, off) = entry(&packed, 1);
+    assert_eq!(kind, artifact::SECTION_WEIGHTS_DEFLATE);
+    let recrc = |b: &mut Vec<u8>| {
+        let n = b.len() - 4;
+        let c = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+    };
+    let mut bad = packed.clone();
+    for v in &mut bad[off + 8..off + 16] {
+        *v = 0xff;
+    }
+    recrc(&mut bad);
+    let e = Model::from_bytes(&bad).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Format, "{e}");
+    assert!(e.context.contains("weight section"), "{e}");
+    // a length field that disagrees with the stream
+    let mut bad = packed.clone();
+    bad[off] ^= 1;
+    recrc(&mut bad);
+    let e = Model::from_bytes(&bad).unwrap_err();
+    assert!(e.context.contains("weight section"), "{e}");
+    // the same bytes claiming format 3: the deflated kinds are unknown there
+    let mut old = packed.clone();
+    old[4..8].copy_from_slice(&3u32.to_le_bytes());
+    recrc(&mut old);
+    let e = Model::from_bytes(&old).unwrap_err();
+    assert!(e.context.contains("no graph section"), "{e}");
 }

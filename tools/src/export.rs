@@ -8,8 +8,17 @@ use std::path::Path;
 use tern::artifact::{self, ArtifactMeta};
 use tern::ir::BlobRange;
 
-/// Builds the artifact bytes for a graph.
+/// Builds the artifact bytes for a graph (weights stored in place).
 pub fn to_bytes(g: &ToolGraph, metadata: Vec<(String, String)>) -> Result<Vec<u8>> {
+    to_bytes_with(g, metadata, artifact::EncodeOptions::default())
+}
+
+/// [`to_bytes`] with a choice of section storage.
+pub fn to_bytes_with(
+    g: &ToolGraph,
+    metadata: Vec<(String, String)>,
+    opts: artifact::EncodeOptions,
+) -> Result<Vec<u8>> {
     let mut graph = g.graph.clone();
     let mut blob: Vec<u8> = Vec::new();
     for ((t, data), bytes) in graph.tensors.iter_mut().zip(&g.data).zip(&g.bytes) {
@@ -37,10 +46,19 @@ pub fn to_bytes(g: &ToolGraph, metadata: Vec<(String, String)>) -> Result<Vec<u8
         plan,
         metadata,
     };
-    let bytes = artifact::encode(&meta, &blob).map_err(|e| anyhow!("{e}"))?;
+    let bytes = artifact::encode_with(&meta, &blob, opts).map_err(|e| anyhow!("{e}"))?;
     tern::Model::from_bytes(&bytes)
         .map_err(|e| anyhow!("internal error: the runtime rejects the artifact we made: {e}"))?;
     Ok(bytes)
+}
+
+/// The same artifact with its sections stored as `opts` says (e.g. weights back in place).
+pub fn restore(bytes: &[u8], opts: artifact::EncodeOptions) -> Result<Vec<u8>> {
+    let d = artifact::decode(bytes).map_err(|e| anyhow!("{e}"))?;
+    let out = artifact::encode_with(&d.meta, &d.weights, opts).map_err(|e| anyhow!("{e}"))?;
+    tern::Model::from_bytes(&out)
+        .map_err(|e| anyhow!("internal error: the runtime rejects the artifact we made: {e}"))?;
+    Ok(out)
 }
 
 /// Writes `bytes` to `path` atomically.

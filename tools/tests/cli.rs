@@ -47,7 +47,7 @@ fn compress_inspect_run_bench() {
     let j: serde_json::Value =
         serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
     assert_eq!(j["format"], "tern");
-    assert_eq!(j["format_version"], 3);
+    assert_eq!(j["format_version"], tern::artifact::FORMAT_VERSION);
     assert_eq!(j["inputs"][0]["shape"], serde_json::json!([1, 64]));
     assert_eq!(j["outputs"][0]["shape"], serde_json::json!([1, 10]));
     // 64·512 + 512·256 + 256·10 MACs, and the same number of weights plus biases
@@ -277,7 +277,32 @@ fn compress_int8_and_eval_digits() {
         .args(["--calib-samples", "64"]));
     let j: serde_json::Value =
         serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
-    assert_eq!(j["format_version"], 3);
+    assert_eq!(j["format_version"], tern::artifact::FORMAT_VERSION);
+    assert_eq!(j["weights_stored"], "deflated");
+    // --plain-weights: the same model with its weights in place (bigger, identical integers)
+    let plain = d.path().join("digits8_plain.tern");
+    ok(tern()
+        .args(["compress", "-q"])
+        .arg(digits())
+        .arg("-o")
+        .arg(&plain)
+        .arg("--int8")
+        .arg("--calib")
+        .arg(digits_data("X_train.npy"))
+        .args(["--calib-samples", "64", "--plain-weights"]));
+    let jp: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&plain).arg("--json"))).unwrap();
+    assert_eq!(jp["weights_stored"], "in place");
+    assert!(
+        jp["file_bytes"].as_u64() > j["file_bytes"].as_u64(),
+        "{jp} vs {j}"
+    );
+    let (a, b) = (std::fs::read(&art).unwrap(), std::fs::read(&plain).unwrap());
+    let (ma, mb) = (
+        tern::Model::from_bytes(&a).unwrap(),
+        tern::Model::from_bytes(&b).unwrap(),
+    );
+    assert_eq!(ma.graph, mb.graph);
     let e: serde_json::Value = serde_json::from_str(&ok(tern()
         .arg("eval")
         .arg(digits())

@@ -6,14 +6,21 @@
 //! 8   u32 section count     n ≤ MAX_SECTIONS
 //! 12  u32 reserved          0
 //! 16  n × { u32 kind, u32 reserved, u64 offset, u64 len }
-//! ..  sections              GRAPH: postcard(ArtifactMeta); WEIGHTS: 64-byte aligned blob read in place
+//! ..  sections              GRAPH: postcard(ArtifactMeta); WEIGHTS: 64-byte aligned blob read in place;
+//!                           from version 4 either may instead be stored deflated (GRAPH_DEFLATE,
+//!                           WEIGHTS_DEFLATE: u64 inflated length, then a raw deflate stream)
 //! end u32 crc32             of every byte before it
 //! ```
 //! All integers little-endian. Unknown section kinds are skipped (room to grow within a version).
+//!
+//! Deflated weights trade reading in place (flash, mmap) for size: the loader inflates them into one
+//! owned buffer. The tool deflates int8 artifacts' weights (their kernels repack the weights at session
+//! creation anyway) and keeps float weights plain.
 use crate::error::Result;
 use crate::ir::Graph;
 use crate::plan::MemoryPlan;
 use crate::{bail, err};
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -21,15 +28,22 @@ use serde::{Deserialize, Serialize};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"TERN";
-/// The format version this runtime writes (3 added `QConvTranspose`; 2 the integer ops and int8/int32
-/// tensors; 1 is f32 only).
-pub const FORMAT_VERSION: u32 = 3;
+/// The format version this runtime writes (4 added deflated sections; 3 `QConvTranspose`; 2 the integer
+/// ops and int8/int32 tensors; 1 is f32 only).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this runtime reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Section kind: the postcard-encoded [`ArtifactMeta`].
 pub const SECTION_GRAPH: u32 = 1;
 /// Section kind: the weight blob.
 pub const SECTION_WEIGHTS: u32 = 2;
+/// Section kind (version 4+): [`SECTION_GRAPH`] deflated.
+pub const SECTION_GRAPH_DEFLATE: u32 = 3;
+/// Section kind (version 4+): [`SECTION_WEIGHTS`] deflated.
+pub const SECTION_WEIGHTS_DEFLATE: u32 = 4;
+/// Largest inflated section the loader accepts (a bound against a corrupt length field, far above any
+/// edge model).
+pub const MAX_INFLATED: u64 = 1 << 32;
 /// Alignment of the weight blob within the file, and of every float constant within the blob.
 pub const WEIGHT_ALIGN: usize = 64;
 
@@ -57,17 +71,62 @@ pub struct ArtifactMeta {
     pub metadata: Vec<(String, String)>,
 }
 
-/// A decoded (not yet validated) artifact: the structure plus the weight blob borrowed from the bytes.
+/// A decoded (not yet validated) artifact: the structure plus the weight blob, borrowed from the bytes
+/// (or inflated, when stored deflated).
 #[derive(Debug)]
 pub struct Decoded<'a> {
     /// Format version found in the header.
     pub version: u32,
     /// The structure.
     pub meta: ArtifactMeta,
-    /// The weight blob, in place.
-    pub weights: &'a [u8],
-    /// Offset of the weight blob from the start of the artifact bytes.
+    /// The weight blob: in place, or inflated from a [`SECTION_WEIGHTS_DEFLATE`] section.
+    pub weights: Cow<'a, [u8]>,
+    /// Offset of the weight section from the start of the artifact bytes.
     pub weights_offset: usize,
+}
+
+/// How [`encode_with`] stores the sections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Deflate the weight blob (the loader then inflates it instead of reading it in place).
+    pub deflate_weights: bool,
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 16);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(data, 9));
+    out
+}
+
+/// Inflates a deflated section (`u64` length, then the stream), checking the length both ways.
+fn inflate(sec: &[u8], what: &str, off: usize) -> Result<Vec<u8>> {
+    let len = u64_at(sec, 0).ok_or_else(|| {
+        err!(
+            Format,
+            "{what} section (offset {off}) is shorter than its length field"
+        )
+    })?;
+    if len > MAX_INFLATED {
+        bail!(Format, "{what} section (offset {off}) claims {len} inflated bytes, above the {MAX_INFLATED} limit");
+    }
+    let out = miniz_oxide::inflate::decompress_to_vec_with_limit(&sec[8..], len as usize).map_err(
+        |e| {
+            err!(
+                Format,
+                "{what} section (offset {off}) does not inflate: {:?}",
+                e.status
+            )
+        },
+    )?;
+    if out.len() as u64 != len {
+        bail!(
+            Format,
+            "{what} section (offset {off}) inflates to {} bytes, its header says {len}",
+            out.len()
+        );
+    }
+    Ok(out)
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
@@ -81,10 +140,24 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(a))
 }
 
-/// Serializes an artifact. `weights` is the blob the graph's [`crate::ir::BlobRange`]s point into.
+/// Serializes an artifact with the graph deflated and the weights in place. `weights` is the blob the
+/// graph's [`crate::ir::BlobRange`]s point into.
 pub fn encode(meta: &ArtifactMeta, weights: &[u8]) -> Result<Vec<u8>> {
-    let graph_bytes =
-        postcard::to_allocvec(meta).map_err(|e| err!(Format, "cannot encode graph: {e}"))?;
+    encode_with(meta, weights, EncodeOptions::default())
+}
+
+/// [`encode`] with a choice of how the weights are stored.
+pub fn encode_with(meta: &ArtifactMeta, weights: &[u8], opts: EncodeOptions) -> Result<Vec<u8>> {
+    let graph_bytes = deflate(
+        &postcard::to_allocvec(meta).map_err(|e| err!(Format, "cannot encode graph: {e}"))?,
+    );
+    let packed;
+    let (weights_kind, weights) = if opts.deflate_weights {
+        packed = deflate(weights);
+        (SECTION_WEIGHTS_DEFLATE, &packed[..])
+    } else {
+        (SECTION_WEIGHTS, weights)
+    };
     let n = 2usize;
     let graph_off = HEADER + n * ENTRY;
     let weights_off = (graph_off + graph_bytes.len()).div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN;
@@ -94,8 +167,8 @@ pub fn encode(meta: &ArtifactMeta, weights: &[u8]) -> Result<Vec<u8>> {
     out[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     out[8..12].copy_from_slice(&(n as u32).to_le_bytes());
     let entries = [
-        (SECTION_GRAPH, graph_off, graph_bytes.len()),
-        (SECTION_WEIGHTS, weights_off, weights.len()),
+        (SECTION_GRAPH_DEFLATE, graph_off, graph_bytes.len()),
+        (weights_kind, weights_off, weights.len()),
     ];
     for (i, (kind, off, len)) in entries.iter().enumerate() {
         let e = HEADER + i * ENTRY;
@@ -161,34 +234,55 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
             bail!(Format, "section {i} (kind {kind}) at offset {off} length {len} lies outside the file body (0..{body})");
         };
         let range = off as usize..end as usize;
+        let deflated = matches!(kind, SECTION_GRAPH_DEFLATE | SECTION_WEIGHTS_DEFLATE);
+        if deflated && version < 4 {
+            // a kind this version did not define: skipped like any unknown kind
+            continue;
+        }
         match kind {
-            SECTION_GRAPH if graph.is_none() => graph = Some(range),
-            SECTION_WEIGHTS if weights.is_none() => {
-                if !(off as usize).is_multiple_of(WEIGHT_ALIGN) {
+            SECTION_GRAPH | SECTION_GRAPH_DEFLATE if graph.is_none() => {
+                graph = Some((range, deflated))
+            }
+            SECTION_WEIGHTS | SECTION_WEIGHTS_DEFLATE if weights.is_none() => {
+                if !deflated && !(off as usize).is_multiple_of(WEIGHT_ALIGN) {
                     bail!(
                         Format,
                         "weight section offset {off} is not {WEIGHT_ALIGN}-byte aligned"
                     );
                 }
-                weights = Some(range)
+                weights = Some((range, deflated))
             }
-            SECTION_GRAPH | SECTION_WEIGHTS => bail!(Format, "duplicate section kind {kind}"),
+            SECTION_GRAPH | SECTION_WEIGHTS | SECTION_GRAPH_DEFLATE | SECTION_WEIGHTS_DEFLATE => {
+                bail!(Format, "duplicate section kind {kind}")
+            }
             _ => {}
         }
     }
-    let graph = graph.ok_or_else(|| err!(Format, "no graph section"))?;
-    let weights = weights.ok_or_else(|| err!(Format, "no weight section"))?;
-    let meta: ArtifactMeta = postcard::from_bytes(&bytes[graph.clone()]).map_err(|e| {
+    let (graph, graph_deflated) = graph.ok_or_else(|| err!(Format, "no graph section"))?;
+    let (weights, weights_deflated) = weights.ok_or_else(|| err!(Format, "no weight section"))?;
+    let inflated;
+    let graph_bytes = if graph_deflated {
+        inflated = inflate(&bytes[graph.clone()], "graph", graph.start)?;
+        &inflated[..]
+    } else {
+        &bytes[graph.clone()]
+    };
+    let meta: ArtifactMeta = postcard::from_bytes(graph_bytes).map_err(|e| {
         err!(
             Format,
             "graph section (offset {}) does not decode: {e}",
             graph.start
         )
     })?;
+    let blob = if weights_deflated {
+        Cow::Owned(inflate(&bytes[weights.clone()], "weight", weights.start)?)
+    } else {
+        Cow::Borrowed(&bytes[weights.clone()])
+    };
     Ok(Decoded {
         version,
         meta,
-        weights: &bytes[weights.clone()],
+        weights: blob,
         weights_offset: weights.start,
     })
 }

@@ -1361,7 +1361,7 @@ impl<'m> GpuSession<'m> {
         let g = &model.graph;
         let limit = gpu.limits.max_storage_buffer_binding_size;
         let arena_bytes = model.plan.arena_bytes.max(4).div_ceil(4) * 4;
-        let blob = model.weights;
+        let blob: &[u8] = &model.weights;
         // the blob, padded to whole words, then the repacked extras (their offsets assume exactly this)
         let weight_bytes = ((blob.len().div_ceil(4) + extra.len()).max(1) * 4) as u64;
         for (what, bytes) in [("activation arena", arena_bytes), ("weights", weight_bytes)] {

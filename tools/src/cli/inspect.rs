@@ -47,6 +47,14 @@ pub fn main(a: Args) -> Result<()> {
         }
         out.insert("format".into(), json!("tern"));
         out.insert("format_version".into(), json!(m.format_version));
+        out.insert(
+            "weights_stored".into(),
+            json!(if m.weights_in_place() {
+                "in place"
+            } else {
+                "deflated"
+            }),
+        );
         out.insert("arena_bytes".into(), json!(m.plan.arena_bytes));
         out.insert(
             "metadata".into(),
@@ -94,6 +102,9 @@ pub fn main(a: Args) -> Result<()> {
     );
     if let Some(v) = out.get("format_version") {
         println!("  format version  {v}");
+    }
+    if let Some(v) = out.get("weights_stored").and_then(|v| v.as_str()) {
+        println!("  weights stored  {v}");
     }
     for (k, ids) in [("input ", &g.inputs), ("output", &g.outputs)] {
         for &i in ids.iter() {

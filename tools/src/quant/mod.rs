@@ -467,5 +467,10 @@ pub fn compress_int8(
             keep.iter().filter(|&&k| k).count().to_string(),
         ));
     }
-    Ok((crate::export::to_bytes(&qg, meta)?, report))
+    // int8 weights are repacked at session creation anyway, so reading them in place saves nothing:
+    // store them deflated (`tern compress --plain-weights` undoes it for flash/mmap use)
+    let opts = tern::artifact::EncodeOptions {
+        deflate_weights: true,
+    };
+    Ok((crate::export::to_bytes_with(&qg, meta, opts)?, report))
 }

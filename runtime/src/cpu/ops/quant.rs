@@ -43,8 +43,11 @@ pub struct QBin {
     pub(crate) zb: i32,
     pub(crate) zy: i32,
     pub(crate) m: FixedMultiplier,
-    /// Add/Sub: each operand's multiplier to the output scale (the tables are `m.apply((v − z) << 16)`).
+    /// Add/Sub: each operand's multiplier to the output scale (the tables are `m.apply((v − z) << 16)`);
+    /// read by the AVX2 path, which computes instead of looking up.
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
     ma: FixedMultiplier,
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
     mb: FixedMultiplier,
     pub(crate) ta: [i32; 256],
     pub(crate) tb: [i32; 256],
