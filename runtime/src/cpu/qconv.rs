@@ -725,30 +725,43 @@ fn dw_rows_avx2(
     if kh * kw.div_ceil(2) > DW_MAX_PAIRS || reach > pp.len() {
         return false;
     }
-    for oy in 0..oh {
-        let mut n = 0;
-        for ky in 0..kh {
-            let r = oy * sh + ky * dh;
-            if r < pt || r >= pt + h {
-                continue;
-            }
-            let tap = |kx: usize| ((kx * dw) % sw * hn + r) * wq + (kx * dw) / sw;
-            for kx in (0..kw).step_by(2) {
-                let (wa, oa) = (wts[ky * kw + kx], tap(kx));
-                let (wb, ob) = if kx + 1 < kw {
-                    (wts[ky * kw + kx + 1], tap(kx + 1))
-                } else {
-                    (0, oa)
-                };
-                ops[n] = (((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32, oa, ob);
-                n += 1;
-            }
+    // the taps of output row 0, grouped by kernel row (`npr` pairs each); row oy reads the same offsets
+    // from oy·sh rows further down, so only the range of kernel rows inside the image changes per row
+    let npr = kw.div_ceil(2);
+    let tap = |ky: usize, kx: usize| ((kx * dw) % sw * hn + ky * dh) * wq + (kx * dw) / sw;
+    for ky in 0..kh {
+        for (j, kx) in (0..kw).step_by(2).enumerate() {
+            let (wa, oa) = (wts[ky * kw + kx], tap(ky, kx));
+            let (wb, ob) = if kx + 1 < kw {
+                (wts[ky * kw + kx + 1], tap(ky, kx + 1))
+            } else {
+                (0, oa)
+            };
+            ops[ky * npr + j] = (((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32, oa, ob);
         }
+    }
+    for oy in 0..oh {
+        let inside = |ky: &usize| (pt..pt + h).contains(&(oy * sh + ky * dh));
+        let Some(lo) = (0..kh).find(inside) else {
+            // every tap on padding: the bias alone
+            // SAFETY: AVX2 is enabled by the caller; no taps, nothing read.
+            unsafe {
+                crate::cpu::kernels::x86::dw_row_avx2(
+                    pp,
+                    &[],
+                    rq,
+                    ch,
+                    &mut out[oy * ow..(oy + 1) * ow],
+                )
+            };
+            continue;
+        };
+        let hi = (lo..kh).take_while(|ky| inside(ky)).last().unwrap_or(lo);
         // SAFETY: AVX2 is enabled by the caller; every read ends below `reach` ≤ pp.len().
         unsafe {
             crate::cpu::kernels::x86::dw_row_avx2(
-                pp,
-                &ops[..n],
+                &pp[oy * sh * wq..],
+                &ops[lo * npr..(hi + 1) * npr],
                 rq,
                 ch,
                 &mut out[oy * ow..(oy + 1) * ow],
