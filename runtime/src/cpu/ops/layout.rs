@@ -156,6 +156,10 @@ pub fn gather<T: Copy + Send + Sync>(
     };
     let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
     let shape = y.shape;
+    // the last axis reads consecutive sources, each `f` times (a copy for f = 1, nearest upsampling for
+    // f = 2, 3, ...): a run, not a gather
+    let run =
+        (1..=inner.min(8)).find(|&f| last.iter().enumerate().all(|(i, &m)| m == (i / f) as isize));
     par.run_on(threads, &|t| {
         let rows = crate::cpu::share(outer, t, threads);
         let mut idx = [0usize; 8];
@@ -164,6 +168,8 @@ pub fn gather<T: Copy + Send + Sync>(
             idx[d] = rem % shape[d];
             rem /= shape[d];
         }
+        let first = rows.start;
+        let mut prev = None;
         for o in rows {
             let mut base = 0isize;
             let mut filled = false;
@@ -174,8 +180,25 @@ pub fn gather<T: Copy + Send + Sync>(
             }
             // SAFETY: threads write disjoint rows.
             let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(o * inner), inner) };
-            if filled {
+            let key = (!filled).then_some(base);
+            if o > first && key.is_some() && key == prev {
+                // the same source row as the row just written (this thread's): copy it
+                // SAFETY: row o − 1 was written by this thread and does not overlap row o.
+                let before = unsafe {
+                    core::slice::from_raw_parts(yp.get().add((o - 1) * inner) as *const T, inner)
+                };
+                out.copy_from_slice(before);
+            } else if filled {
                 out.iter_mut().for_each(|v| *v = fill);
+            } else if let Some(f) = run {
+                let src = &x.data[base as usize..base as usize + inner.div_ceil(f)];
+                if f == 1 {
+                    out.copy_from_slice(src);
+                } else {
+                    for (o, &v) in out.chunks_mut(f).zip(src) {
+                        o.fill(v);
+                    }
+                }
             } else {
                 for (v, &m) in out.iter_mut().zip(last) {
                     *v = if m < 0 {
@@ -185,6 +208,7 @@ pub fn gather<T: Copy + Send + Sync>(
                     };
                 }
             }
+            prev = key;
             for d in (0..r - 1).rev() {
                 idx[d] += 1;
                 if idx[d] < shape[d] {
