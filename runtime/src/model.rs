@@ -337,18 +337,6 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
     use crate::ir::quant::FixedMultiplier;
     let dt = |t: u32| g.tensors[t as usize].dtype;
     let name = |t: u32| g.tensors[t as usize].name.as_str();
-    let all = |want: DType| -> core::result::Result<(), String> {
-        for &t in n.inputs.iter().chain(&n.outputs) {
-            if dt(t) != want {
-                return Err(alloc::format!(
-                    "tensor \"{}\" is {:?}, this op needs {want:?}",
-                    name(t),
-                    dt(t)
-                ));
-            }
-        }
-        Ok(())
-    };
     let mult = |real: f64, what: &str| -> core::result::Result<(), String> {
         // the same encoder the kernels use, so a session never meets a multiplier it cannot build
         FixedMultiplier::from_real(real).map(|_| ()).ok_or_else(|| {
@@ -492,7 +480,21 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             }
             Ok(())
         }
-        _ => all(DType::F32),
+        _ => {
+            // float ops; a constant may be stored as f16 (a float layer of an int8 artifact: half the
+            // bytes, widened at session creation)
+            for &t in n.inputs.iter().chain(&n.outputs) {
+                let tt = &g.tensors[t as usize];
+                if tt.dtype != DType::F32 && !(tt.dtype == DType::F16 && tt.is_const()) {
+                    return Err(alloc::format!(
+                        "tensor \"{}\" is {:?}, this op needs F32 (or an F16 constant)",
+                        tt.name,
+                        tt.dtype
+                    ));
+                }
+            }
+            Ok(())
+        }
     }
 }
 

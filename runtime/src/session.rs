@@ -82,6 +82,14 @@ pub struct Session<'m> {
     profile: Option<Vec<u64>>,
 }
 
+/// Little-endian f16 bytes as f32 values (exact: every f16 is an f32).
+pub(crate) fn widen_f16(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect()
+}
+
 fn f32s(bytes: &[u8]) -> Const<'_> {
     if (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<f32>()) {
         // SAFETY: aligned for f32, length rounded down to whole floats, every bit pattern is a valid f32,
@@ -137,10 +145,10 @@ impl<'m> Session<'m> {
         let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
         let mut consts: Vec<Option<Const<'m>>> = Vec::with_capacity(g.tensors.len());
         for (i, t) in g.tensors.iter().enumerate() {
-            consts.push(if t.is_const() && t.dtype == DType::F32 {
-                Some(f32s(model.const_bytes(i)))
-            } else {
-                None
+            consts.push(match (t.is_const(), t.dtype) {
+                (true, DType::F32) => Some(f32s(model.const_bytes(i))),
+                (true, DType::F16) => Some(Const::Owned(widen_f16(model.const_bytes(i)))),
+                _ => None,
             });
         }
         let mut prepared = Vec::with_capacity(g.nodes.len());
@@ -385,7 +393,8 @@ impl<'m> Session<'m> {
                 let shape = self.shapes[t as usize].as_slice();
                 let tt = &g.tensors[t as usize];
                 match (tt.dtype, &self.consts[t as usize]) {
-                    (DType::F32, Some(c)) => {
+                    // f32 constants, and f16 ones widened at creation
+                    (DType::F32 | DType::F16, Some(c)) => {
                         ins[k] = View {
                             data: c.data(),
                             shape,

@@ -97,33 +97,81 @@ fn round_trip_and_reference_values() {
         .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
         .collect();
     let w = g.konst(1).unwrap();
-    let bias = [0.1f64, -0.2, 0.3, 0.0];
-    for (m_ch, got) in run(&m, &x).iter().enumerate() {
-        let mut sum = 0f64;
-        for oy in 0..8i64 {
-            for ox in 0..8i64 {
-                let mut acc = bias[m_ch];
-                for c in 0..3 {
-                    for ky in 0..3i64 {
-                        for kx in 0..3i64 {
-                            let (iy, ix) = (oy + ky - 1, ox + kx - 1);
-                            if (0..8).contains(&iy) && (0..8).contains(&ix) {
-                                acc += x[(c * 64 + iy * 8 + ix) as usize] as f64
-                                    * w[((m_ch * 3 + c as usize) * 9) + (ky * 3 + kx) as usize]
-                                        as f64;
-                            }
-                        }
-                    }
-                }
-                sum += acc.max(0.0);
-            }
-        }
-        let want = sum / 64.0;
+    for (m_ch, (got, want)) in run(&m, &x).iter().zip(reference(&x, w)).enumerate() {
         assert!(
             (*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
             "channel {m_ch}: {got} vs {want}"
         );
     }
+}
+
+/// float64 reference of `small()`: conv (bias, relu) then the global average, per channel.
+fn reference(x: &[f32], w: &[f32]) -> Vec<f64> {
+    let bias = [0.1f64, -0.2, 0.3, 0.0];
+    (0..4)
+        .map(|m_ch| {
+            let mut sum = 0f64;
+            for oy in 0..8i64 {
+                for ox in 0..8i64 {
+                    let mut acc = bias[m_ch];
+                    for c in 0..3 {
+                        for ky in 0..3i64 {
+                            for kx in 0..3i64 {
+                                let (iy, ix) = (oy + ky - 1, ox + kx - 1);
+                                if (0..8).contains(&iy) && (0..8).contains(&ix) {
+                                    acc += x[(c * 64 + iy * 8 + ix) as usize] as f64
+                                        * w[((m_ch * 3 + c as usize) * 9) + (ky * 3 + kx) as usize]
+                                            as f64;
+                                }
+                            }
+                        }
+                    }
+                    sum += acc.max(0.0);
+                }
+            }
+            sum / 64.0
+        })
+        .collect()
+}
+
+/// A float layer's weights stored as f16 (format 4: the float layers of int8 artifacts) load widened
+/// and compute what the f16 values define; an f16 activation is refused, naming the tensor.
+#[test]
+fn f16_weights_of_a_float_layer() {
+    let b = bytes();
+    let d = artifact::decode(&b).unwrap();
+    let mut meta = d.meta.clone();
+    let w: Vec<f32> = small().konst(1).unwrap().to_vec();
+    let halves: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let mut blob = d.weights.to_vec();
+    let off = blob.len().div_ceil(64) * 64;
+    blob.resize(off, 0);
+    blob.extend(halves.iter().flat_map(|h| h.to_le_bytes()));
+    let t = &mut meta.graph.tensors[1];
+    assert_eq!(t.name, "w");
+    t.dtype = tern::ir::DType::F16;
+    t.data = Some(tern::ir::BlobRange {
+        offset: off as u64,
+        len: (halves.len() * 2) as u64,
+    });
+    let packed = artifact::encode(&meta, &blob).unwrap();
+    let m = Model::from_bytes(&packed).unwrap();
+    let x: Vec<f32> = (0..192)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+        .collect();
+    let wh: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+    assert_ne!(wh, w, "the test needs weights f16 rounds");
+    for (got, want) in run(&m, &x).iter().zip(reference(&x, &wh)) {
+        assert!(
+            (*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "{got} vs {want}"
+        );
+    }
+    // an f16 tensor that is not a constant is not a float op's input
+    let mut bad = meta.clone();
+    bad.graph.tensors[3].dtype = tern::ir::DType::F16;
+    let e = Model::from_bytes(&artifact::encode(&bad, &blob).unwrap()).unwrap_err();
+    assert!(e.context.contains("\"c\""), "{e}");
 }
 
 #[test]

@@ -695,7 +695,7 @@ pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
             continue;
         }
         let dt = match t.dtype {
-            DType::F32 => DataType::Float,
+            DType::F32 | DType::F16 => DataType::Float,
             DType::I8 => DataType::Int8,
             DType::I32 => DataType::Int32,
             other => bail!(
@@ -707,7 +707,20 @@ pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
             name: w.names[i].clone(),
             data_type: dt as i32,
             dims: t.shape.iter().map(|&d| d as i64).collect(),
-            raw_data: model.const_bytes(i).to_vec(),
+            raw_data: if t.dtype == DType::F16 {
+                // exported widened: the float op that reads it takes float
+                model
+                    .const_bytes(i)
+                    .chunks_exact(2)
+                    .flat_map(|c| {
+                        half::f16::from_le_bytes([c[0], c[1]])
+                            .to_f32()
+                            .to_le_bytes()
+                    })
+                    .collect()
+            } else {
+                model.const_bytes(i).to_vec()
+            },
             ..Default::default()
         });
     }

@@ -938,7 +938,30 @@ impl<'m> GpuSession<'m> {
         let g = &model.graph;
         let plan = &model.plan;
         let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
-        let konst = |t: u32| g.tensors[t as usize].data.map(|r| (r.offset / 4) as u32);
+        // f16 constants (float layers of an int8 artifact) are widened into the extras: the shaders
+        // read f32 words
+        let mut extra: Vec<u32> = Vec::new();
+        let base = model.weights.len().div_ceil(4) as u32;
+        let widened: Vec<Option<u32>> = g
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (t.dtype == crate::DType::F16 && t.data.is_some()).then(|| {
+                    let at = base + extra.len() as u32;
+                    extra.extend(
+                        crate::session::widen_f16(model.const_bytes(i))
+                            .iter()
+                            .map(|v| v.to_bits()),
+                    );
+                    at
+                })
+            })
+            .collect();
+        let konst = |t: u32| {
+            widened[t as usize]
+                .or_else(|| g.tensors[t as usize].data.map(|r| (r.offset / 4) as u32))
+        };
         // an operand: (source: 0 arena / 1 weights, word offset)
         let src = |t: u32| match konst(t) {
             Some(w) => (1u32, w),
@@ -970,7 +993,6 @@ impl<'m> GpuSession<'m> {
         };
         let mut steps: Vec<Step> = Vec::new();
         let mut host_quantize: Vec<HostQuantize> = Vec::new();
-        let mut extra: Vec<u32> = Vec::new();
         let mut node_steps: Vec<core::ops::Range<usize>> = Vec::with_capacity(g.nodes.len());
         let mut cpu_nodes: Vec<usize> = Vec::new();
         for (ni, n) in g.nodes.iter().enumerate() {

@@ -448,10 +448,32 @@ pub fn quantize(
             continue;
         }
         if !is_int[ni] {
+            // a float layer's weights (Conv/ConvTranspose/MatMul) are stored as f16 where they fit: the
+            // layer stays float where it counts, the activations, at half the weight bytes
+            let weighted = matches!(
+                n.op,
+                Op::Conv { .. } | Op::ConvTranspose { .. } | Op::MatMul { .. }
+            );
             let ins = n
                 .inputs
                 .iter()
-                .map(|&t| b.get_f(t))
+                .enumerate()
+                .map(|(k, &t)| match (weighted && k == 1, fg.konst(t)) {
+                    (true, Some(w)) if w.iter().all(|v| v.abs() <= 65504.0) => {
+                        let halves: Vec<u8> = w
+                            .iter()
+                            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                            .collect();
+                        Ok(b.qg.add_int_const(
+                            &format!("{}_f16", b.name(t)),
+                            &fg.shape(t),
+                            DType::F16,
+                            None,
+                            halves,
+                        ))
+                    }
+                    _ => b.get_f(t),
+                })
                 .collect::<Result<Vec<_>>>()?;
             let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
             let shapes = n.outputs.iter().map(|&t| fg.shape(t)).collect();

@@ -123,10 +123,13 @@ pub fn run(
         }
         // long unit-stride output rows vectorize well as they are; otherwise the phase-plane form wins
         // (measured on PP-OCR cls and det: per-layer 2x either way)
-        ConvPrep::Depthwise if geom.strides[1] == 1 && y.shape[3] >= 48 => {
+        // (with a vector row kernel the phase-plane form is used everywhere)
+        ConvPrep::Depthwise
+            if geom.strides[1] == 1 && y.shape[3] >= 48 && !dw_vector_path(g.isa) =>
+        {
             depthwise_rows(par, geom, act, x, w.data, bias, y)
         }
-        ConvPrep::Depthwise => depthwise(par, geom, act, x, w.data, bias, y, scratch),
+        ConvPrep::Depthwise => depthwise(g.isa, par, geom, act, x, w.data, bias, y, scratch),
     }
 }
 
@@ -252,6 +255,59 @@ fn depthwise_rows(
     });
 }
 
+/// Whether `isa` has the register-blocked depthwise row kernel.
+fn dw_vector_path(isa: crate::cpu::caps::Isa) -> bool {
+    cfg!(all(feature = "std", target_arch = "x86_64"))
+        && matches!(
+            isa,
+            crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+        )
+}
+
+/// Most taps the vector depthwise row kernel takes (an 8×8 window); larger windows use the portable loop.
+const DW_MAX_TAPS: usize = 64;
+
+/// The depthwise plane over the built phases `ph`, row by row with every tap's products summed in
+/// registers (the long-run loop below streams the whole accumulator plane once per tap: on large
+/// planes that is cache traffic, not arithmetic). `false` where the path has no such kernel.
+fn dw_rows_vector(
+    isa: crate::cpu::caps::Isa,
+    (ph, hs, ws): (&[f32], usize, usize),
+    wk: &[f32],
+    b0: f32,
+    d: &Dw,
+    dst: &mut [f32],
+) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if dw_vector_path(isa) && d.kh * d.kw <= DW_MAX_TAPS {
+        let phase_len = hs * ws;
+        let mut taps = [(0f32, 0usize); DW_MAX_TAPS];
+        let mut reach = 0;
+        for ky in 0..d.kh {
+            let (oy, ry) = ((ky * d.dh) / d.sh, (ky * d.dh) % d.sh);
+            for kx in 0..d.kw {
+                let (ox, rx) = ((kx * d.dw) / d.sw, (kx * d.dw) % d.sw);
+                let off = (ry * d.sw + rx) * phase_len + oy * ws + ox;
+                taps[ky * d.kw + kx] = (wk[ky * d.kw + kx], off);
+                reach = reach.max(off);
+            }
+        }
+        let taps = &taps[..d.kh * d.kw];
+        if (d.oh - 1) * ws + reach + d.ow.next_multiple_of(16) > ph.len() {
+            return false;
+        }
+        for (oy, row) in dst.chunks_exact_mut(d.ow).enumerate() {
+            // SAFETY: AVX2+FMA (the path); every read ends within ph (checked above).
+            unsafe {
+                crate::cpu::kernels::x86::dw_row_f32(ph.as_ptr().add(oy * ws), taps, b0, row)
+            };
+        }
+        return true;
+    }
+    let _ = (isa, ph, hs, ws, wk, b0, d, dst);
+    false
+}
+
 /// Floats of per-thread scratch the depthwise kernel uses: the zero-padded input split into stride
 /// phases, plus one output plane at the phase width.
 fn depthwise_scratch(geom: &Conv2d, x: &[usize], y: &[usize]) -> usize {
@@ -259,7 +315,8 @@ fn depthwise_scratch(geom: &Conv2d, x: &[usize], y: &[usize]) -> usize {
     let hp = x[2] + (geom.pads[0] + geom.pads[2]) as usize;
     let wp = x[3] + (geom.pads[1] + geom.pads[3]) as usize;
     let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
-    sh * sw * hs * ws + (geom.kernel[1] * geom.dilations[1]) as usize + 8 + y[2] * ws
+    // + 24: 8 floats of slack for the long-run loop, 16 more for the vector row kernel's last block
+    sh * sw * hs * ws + (geom.kernel[1] * geom.dilations[1]) as usize + 24 + y[2] * ws
 }
 
 /// Depthwise convolution: each plane is copied once into a zero-padded buffer split into stride phases,
@@ -267,6 +324,7 @@ fn depthwise_scratch(geom: &Conv2d, x: &[usize], y: &[usize]) -> usize {
 /// tests, vectorized; columns past the output width are computed and dropped). Threads split the planes.
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
+    isa: crate::cpu::caps::Isa,
     par: &Par,
     geom: &Conv2d,
     act: Option<Unary>,
@@ -290,12 +348,13 @@ fn depthwise(
         dh,
         dw,
     } = Dw::new(geom, x.shape, y.shape);
+    let d = Dw::new(geom, x.shape, y.shape);
     let (pt, pl) = (geom.pads[0] as usize, geom.pads[1] as usize);
     let hp = h + pt + geom.pads[2] as usize;
     let wp = wd + pl + geom.pads[3] as usize;
     let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
     let phase_len = hs * ws;
-    let in_len = sh * sw * phase_len + kw * dw + 8;
+    let in_len = sh * sw * phase_len + kw * dw + 24;
     let per = depthwise_scratch(geom, x.shape, y.shape);
     let planes = n * c;
     let threads = par.threads();
@@ -316,6 +375,25 @@ fn depthwise(
                 if sw == 1 {
                     let o = (py % sh) * phase_len + (py / sh) * ws + pl;
                     ph[o..o + wd].copy_from_slice(row);
+                } else if sw == 2 {
+                    // even and odd input columns go to the two column phases (padded column pl + ix):
+                    // pairs, so the split vectorizes
+                    let base = (py % sh) * 2 * phase_len + (py / sh) * ws;
+                    let (p0, p1) = ph[base..].split_at_mut(phase_len);
+                    let (even, odd) = if pl % 2 == 0 {
+                        (&mut p0[pl / 2..], &mut p1[pl / 2..])
+                    } else {
+                        (&mut p1[pl / 2..], &mut p0[pl.div_ceil(2)..])
+                    };
+                    for ((e, o), pair) in
+                        even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2))
+                    {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if wd % 2 == 1 {
+                        even[wd / 2] = row[wd - 1];
+                    }
                 } else {
                     // de-interleave the row into its sw column phases (running quotient/remainder: no division)
                     let base = (py % sh) * sw * phase_len + (py / sh) * ws;
@@ -331,8 +409,17 @@ fn depthwise(
                 }
             }
             let b0 = bias.map_or(0.0, |b| b[ch]);
-            acc.iter_mut().for_each(|v| *v = b0);
             let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
+            // SAFETY: each plane's output is written by exactly one thread.
+            let dst =
+                unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
+            if dw_rows_vector(isa, (ph, hs, ws), wk, b0, &d, dst) {
+                if let Some(a) = act {
+                    gemm::apply_act(dst, a);
+                }
+                continue;
+            }
+            acc.iter_mut().for_each(|v| *v = b0);
             for ky in 0..kh {
                 let (oy, ry) = ((ky * dh) / sh, (ky * dh) % sh);
                 for kx in 0..kw {
@@ -344,9 +431,6 @@ fn depthwise(
                         .for_each(|(o, &i)| *o += wv * i);
                 }
             }
-            // SAFETY: each plane's output is written by exactly one thread.
-            let dst =
-                unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
             for oy in 0..oh {
                 let row = &mut dst[oy * ow..(oy + 1) * ow];
                 row.copy_from_slice(&acc[oy * ws..oy * ws + ow]);
@@ -475,5 +559,101 @@ pub fn run_transposed(
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{caps, kernels};
+    use alloc::vec;
+
+    /// Every path's f32 depthwise convolution equals the scalar path's within f32 rounding (the vector
+    /// kernel fuses multiply and add), over strides, dilations, paddings, windows and 16-column tails.
+    #[test]
+    fn depthwise_paths_agree() {
+        let mut seed = 3u64;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        let mut cases = 0;
+        for &(h, w) in &[(7usize, 37usize), (2, 96), (16, 16), (33, 50)] {
+            for &(k, s, d, p) in &[
+                (3usize, 1usize, 1usize, 1usize),
+                (3, 2, 1, 1),
+                (5, 1, 1, 2),
+                (5, 2, 1, 2),
+                (3, 1, 2, 2),
+                (3, 3, 1, 0),
+            ] {
+                let (eh, ew) = (h + 2 * p, w + 2 * p);
+                if eh < (k - 1) * d + 1 || ew < (k - 1) * d + 1 {
+                    continue;
+                }
+                let (oh, ow) = (
+                    (eh - (k - 1) * d - 1) / s + 1,
+                    (ew - (k - 1) * d - 1) / s + 1,
+                );
+                let c = 5;
+                let geom = Conv2d {
+                    kernel: [k as u32; 2],
+                    strides: [s as u32; 2],
+                    dilations: [d as u32; 2],
+                    pads: [p as u32; 4],
+                    groups: c as u32,
+                    output_padding: [0, 0],
+                };
+                let (xs, ws, ys) = ([1, c, h, w], [c, 1, k, k], [1, c, oh, ow]);
+                let (x, wt, b) = (rnd(c * h * w), rnd(c * k * k), rnd(c));
+                let run_on = |isa| {
+                    let g = kernels::gemm_for(isa);
+                    let prep = prepare(&g, &geom, &wt, &ws);
+                    let mut scratch =
+                        vec![0f32; super::scratch(&g, &geom, &prep, &xs, &ys, &ws, 1)];
+                    let mut y = vec![0f32; c * oh * ow];
+                    run(
+                        &g,
+                        &Par::single(),
+                        &geom,
+                        Some(Unary::Relu),
+                        &prep,
+                        View {
+                            data: &x,
+                            shape: &xs,
+                        },
+                        View {
+                            data: &wt,
+                            shape: &ws,
+                        },
+                        Some(&b),
+                        ViewMut {
+                            data: &mut y,
+                            shape: &ys,
+                        },
+                        &mut scratch,
+                    );
+                    y
+                };
+                let want = run_on(caps::Isa::Scalar);
+                for isa in caps::available() {
+                    let got = run_on(isa);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{isa:?} h{h} w{w} k{k} s{s} d{d} [{i}]: {a} vs {b}"
+                        );
+                    }
+                }
+                cases += 1;
+            }
+        }
+        assert!(cases >= 20, "{cases}");
     }
 }
