@@ -788,3 +788,67 @@ pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &
         x0 += 16;
     }
 }
+
+/// `e^x` on 8 lanes: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is exact), a degree-6
+/// polynomial for e^r (Cephes' single-precision coefficients), and 2^n through the exponent bits. Within
+/// 2 ulp of the correctly rounded result for x in [−87.3, 88.7]; beyond, 0 and +inf.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.33654)),
+        _mm256_set1_ps(88.72284),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(core::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let r2 = _mm256_mul_ps(r, r);
+    let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+    // 2^n: n + 127 in the exponent field (n ∈ [−126, 128]; 2^128 overflows to +inf as it should,
+    // through the multiply below by 2^127 twice)
+    let ni = _mm256_cvtps_epi32(n);
+    let half = _mm256_srai_epi32::<1>(ni);
+    let pow = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            k,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)))
+}
+
+/// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time ([`exp8`], an exact division); NaN stays NaN.
+/// Returns how many leading elements it wrote.
+///
+/// # Safety
+/// AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn sigmoid_avx2(v: &mut [f32]) -> usize {
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= v.len() {
+        // SAFETY: 8 floats in bounds.
+        unsafe {
+            let x = _mm256_loadu_ps(v.as_ptr().add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
+            _mm256_storeu_ps(v.as_mut_ptr().add(i), _mm256_blendv_ps(s, x, nan));
+        }
+        i += 8;
+    }
+    i
+}
