@@ -852,3 +852,95 @@ pub unsafe fn sigmoid_avx2(v: &mut [f32]) -> usize {
     }
     i
 }
+
+/// Whether this CPU has the AVX-512 subset the 16-lane integer paths use (F and BW).
+pub fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+}
+
+/// `FixedMultiplier::apply` on 16 lanes (shifts 0..=31): even/odd 32×32→64 products, round half away
+/// from zero, and AVX-512's 64-bit arithmetic shift (no high-dword detour as in [`fm_apply8`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn fm_apply16(x: __m512i, fm: FixedMultiplier) -> __m512i {
+    let total = 31 + fm.shift;
+    let mult = _mm512_set1_epi32(fm.mult);
+    let round = _mm512_set1_epi64(1i64 << (total - 1));
+    let cnt = _mm_cvtsi32_si128(total);
+    let q = |p: __m512i| {
+        _mm512_sra_epi64(
+            _mm512_add_epi64(_mm512_add_epi64(p, round), _mm512_srai_epi64::<63>(p)),
+            cnt,
+        )
+    };
+    let qe = q(_mm512_mul_epi32(x, mult));
+    let qo = q(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), mult));
+    _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64::<32>(qo))
+}
+
+/// [`qadd_arith_avx2`] 16 lanes at a time on AVX-512 (the AVX2 loop takes the rest): the same integers.
+/// Returns how many leading elements it wrote.
+///
+/// # Safety
+/// AVX-512 F and BW ([`has_avx512`]) and AVX2; both multipliers with shifts 0..=31 and sums that fit i32
+/// (the caller checks).
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn qadd_arith_avx512(
+    (ma, za): (FixedMultiplier, i32),
+    (mb, zb): (FixedMultiplier, i32),
+    sub: bool,
+    (zy, lo, hi): (i32, i32, i32),
+    a: &[i8],
+    b: &[i8],
+    out: &mut [i8],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    let (vza, vzb, half) = (
+        _mm512_set1_epi32(za),
+        _mm512_set1_epi32(zb),
+        _mm512_set1_epi32(1 << 15),
+    );
+    let (vlo, vhi, vz) = (
+        _mm512_set1_epi32(lo - zy),
+        _mm512_set1_epi32(hi - zy),
+        _mm512_set1_epi32(zy),
+    );
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: 16 bytes in bounds of a, b and out.
+        unsafe {
+            let xa = _mm512_cvtepi8_epi32(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+            let xb = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            let va = fm_apply16(_mm512_slli_epi32::<16>(_mm512_sub_epi32(xa, vza)), ma);
+            let vb = fm_apply16(_mm512_slli_epi32::<16>(_mm512_sub_epi32(xb, vzb)), mb);
+            let s = if sub {
+                _mm512_sub_epi32(va, vb)
+            } else {
+                _mm512_add_epi32(va, vb)
+            };
+            let r = _mm512_srai_epi32::<16>(_mm512_add_epi32(
+                _mm512_add_epi32(s, half),
+                _mm512_srai_epi32::<31>(s),
+            ));
+            let v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, vlo), vhi), vz);
+            _mm_storeu_si128(
+                out.as_mut_ptr().add(i) as *mut __m128i,
+                _mm512_cvtsepi32_epi8(v),
+            );
+        }
+        i += 16;
+    }
+    // SAFETY: forwarded contract (AVX2 is enabled here).
+    i + unsafe {
+        qadd_arith_avx2(
+            (ma, za),
+            (mb, zb),
+            sub,
+            (zy, lo, hi),
+            &a[i..n],
+            &b[i..n],
+            &mut out[i..n],
+        )
+    }
+}

@@ -55,6 +55,8 @@ pub struct QBin {
     pub(crate) hi: i32,
     /// The SIMD path for Add/Sub, where the table sums provably stay inside i32.
     simd: Option<crate::cpu::caps::Isa>,
+    /// Add/Sub 16 lanes at a time on AVX-512 (the CPU's own best path only; see [`wide_path`]).
+    avx512: bool,
     /// The kernel path (Mul's products requantize through its vector epilogue).
     isa: crate::cpu::caps::Isa,
 }
@@ -85,6 +87,7 @@ impl QBin {
         };
         QBin {
             simd: None,
+            avx512: false,
             isa: crate::cpu::caps::Isa::Scalar,
             ma,
             mb,
@@ -109,6 +112,7 @@ impl QBin {
             amax(&self.ta) + amax(&self.tb) + (1 << ADD_FRAC) < i32::MAX as u64
         };
         self.simd = fits.then_some(isa);
+        self.avx512 = fits && wide_path(isa);
         self
     }
 
@@ -158,6 +162,20 @@ impl QBin {
             Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
         ) {
             let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
+            if vec(self.ma) && vec(self.mb) && self.avx512 {
+                // SAFETY: `avx512` is set only where the CPU has it (with_isa); the sums fit i32.
+                return unsafe {
+                    crate::cpu::kernels::x86::qadd_arith_avx512(
+                        (self.ma, self.za),
+                        (self.mb, self.zb),
+                        self.op == BinOp::Sub,
+                        (self.zy, self.lo, self.hi),
+                        a,
+                        b,
+                        out,
+                    )
+                };
+            }
             if vec(self.ma) && vec(self.mb) {
                 // SAFETY: AVX2 path selected only on AVX2 CPUs; the sums fit i32 (with_isa).
                 return unsafe {
@@ -708,6 +726,22 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
 }
 
 /// ONNX QuantizeLinear over a slice, compiled for AVX2 where the path has it (8-wide division).
+/// Whether 16-lane AVX-512 integer loops run: on the CPU's own best x86 path when it has AVX-512 F/BW (a
+/// forced lower path, `TERN_CPU=avx2`, keeps the AVX2 loops so that path stays testable).
+fn wide_path(isa: crate::cpu::caps::Isa) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        isa == crate::cpu::caps::best()
+            && isa != crate::cpu::caps::Isa::Scalar
+            && crate::cpu::kernels::x86::has_avx512()
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
 /// Whether table lookups run on AVX-512 VBMI: on the CPU's own best x86 path when it has VBMI (a forced
 /// lower path, `TERN_CPU=avx2` on such a CPU, keeps the plain loop so that path stays testable).
 fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
