@@ -74,7 +74,12 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 6,
             nr: 16,
             x_offset: 128,
-            kernel: super::kernels::x86::qgemm_6x16_vnni,
+            // the AVX-512 epilogue where the CPU's own best path has it (TERN_CPU=avx2 lowers past both)
+            kernel: if super::kernels::x86::has_avx512() {
+                super::kernels::x86::qgemm_6x16_vnni512
+            } else {
+                super::kernels::x86::qgemm_6x16_vnni
+            },
             name: "avxvnni_qgemm_u8i8_6x16_dpbusd",
         },
         #[cfg(target_arch = "aarch64")]
@@ -493,8 +498,18 @@ mod tests {
                         want[i * n + j] = rq.apply(i, dot as i32);
                     }
                 }
-                for &isa in &paths {
-                    let g = qgemm_for(isa);
+                // every path's kernel, plus the VNNI kernel with the AVX2 epilogue where the AVX-512
+                // one replaced it (the kernel of VNNI CPUs without AVX-512)
+                let mut kernels: Vec<QGemm> = paths.iter().map(|&isa| qgemm_for(isa)).collect();
+                #[cfg(all(feature = "std", target_arch = "x86_64"))]
+                if paths.contains(&Isa::AvxVnni) {
+                    kernels.push(QGemm {
+                        kernel: super::super::kernels::x86::qgemm_6x16_vnni,
+                        name: "avxvnni_qgemm_u8i8_6x16_dpbusd (AVX2 epilogue)",
+                        ..qgemm_for(Isa::AvxVnni)
+                    });
+                }
+                for g in kernels {
                     let (ap, bp) = (
                         g.pack_a(m, k, |i, p| w[i * k + p]),
                         g.pack_b(k, n, |p, j| x[p * n + j]),

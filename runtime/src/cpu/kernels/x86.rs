@@ -944,3 +944,139 @@ pub unsafe fn qadd_arith_avx512(
         )
     }
 }
+
+/// A row's requantization constants for the 16-lane AVX-512 epilogue.
+struct RowRq512 {
+    bias: __m512i,
+    sat_lo: __m512i,
+    sat_hi: __m512i,
+    mult: __m512i,
+    round: __m512i,
+    cnt: __m128i,
+    lo: __m512i,
+    hi: __m512i,
+    zp: __m512i,
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn row_rq512(rq: &Requant, r: usize) -> RowRq512 {
+    let (fm, z, b) = (rq.mult[r], rq.zp_out, rq.bias[r]);
+    let total = 31 + fm.shift;
+    // acc + b stays in i32 exactly when acc ∈ [MIN − b, MAX − b] (as in `row_rq`)
+    let (sat_lo, sat_hi) = if b >= 0 {
+        (i32::MIN, i32::MAX - b)
+    } else {
+        (i32::MIN - b, i32::MAX)
+    };
+    RowRq512 {
+        bias: _mm512_set1_epi32(b),
+        sat_lo: _mm512_set1_epi32(sat_lo),
+        sat_hi: _mm512_set1_epi32(sat_hi),
+        mult: _mm512_set1_epi32(fm.mult),
+        round: _mm512_set1_epi64(1i64 << (total - 1)),
+        cnt: _mm_cvtsi32_si128(total),
+        lo: _mm512_set1_epi32(rq.lo - z),
+        hi: _mm512_set1_epi32(rq.hi - z),
+        zp: _mm512_set1_epi32(z),
+    }
+}
+
+/// [`requant8`] on 16 accumulators with AVX-512's 64-bit arithmetic shift: the same integers.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn requant16(acc: __m512i, p: &RowRq512) -> __m512i {
+    let s = _mm512_add_epi32(
+        _mm512_min_epi32(_mm512_max_epi32(acc, p.sat_lo), p.sat_hi),
+        p.bias,
+    );
+    let q = |x: __m512i| {
+        _mm512_sra_epi64(
+            _mm512_add_epi64(_mm512_add_epi64(x, p.round), _mm512_srai_epi64::<63>(x)),
+            p.cnt,
+        )
+    };
+    let qe = q(_mm512_mul_epi32(s, p.mult));
+    let qo = q(_mm512_mul_epi32(_mm512_srli_epi64::<32>(s), p.mult));
+    let r = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64::<32>(qo));
+    _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, p.lo), p.hi), p.zp)
+}
+
+/// [`vnni_tile`] with the 16-lane AVX-512 epilogue (one `requant16` per row instead of two `requant8`
+/// and the packing shuffles).
+#[inline]
+#[target_feature(enable = "avx2,avxvnni,avx512f,avx512bw")]
+unsafe fn vnni_tile512<const R: usize>(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·24 bytes (A) and kb·64 bytes (B); c rows < R valid.
+    unsafe {
+        let flip = _mm256_set1_epi8(-128);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for blk in 0..kb {
+            let bp = b.add(blk * 64);
+            let b0 = _mm256_xor_si256(_mm256_loadu_si256(bp as *const __m256i), flip);
+            let b1 = _mm256_xor_si256(_mm256_loadu_si256(bp.add(32) as *const __m256i), flip);
+            let ap = a.add(blk * 24);
+            for (r, t) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32((ap.add(r * 4) as *const i32).read_unaligned());
+                t[0] = _mm256_dpbusd_avx_epi32(t[0], b0, av);
+                t[1] = _mm256_dpbusd_avx_epi32(t[1], b1, av);
+            }
+        }
+        for (r, t) in acc.iter().enumerate() {
+            let dst = c.add(r * ldc);
+            if !vec_ok(rq.mult[r]) {
+                store_row::<2>(t, rq, r, dst, n);
+                continue;
+            }
+            let v = requant16(
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t[0]), t[1]),
+                &row_rq512(rq, r),
+            );
+            let bytes = _mm512_cvtsepi32_epi8(v);
+            if n == 16 {
+                _mm_storeu_si128(dst as *mut __m128i, bytes);
+            } else {
+                let mut buf = [0i8; 16];
+                _mm_storeu_si128(buf.as_mut_ptr() as *mut __m128i, bytes);
+                core::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n);
+            }
+        }
+    }
+}
+
+/// [`qgemm_6x16_vnni`] with the AVX-512 epilogue, for VNNI CPUs that also have AVX-512 F/BW.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`], plus AVX2, AVX-VNNI and AVX-512 F/BW.
+#[target_feature(enable = "avx2,avxvnni,avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_6x16_vnni512(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
+    unsafe {
+        match m {
+            1 => vnni_tile512::<1>(kb, a, b, c, ldc, n, rq),
+            2 => vnni_tile512::<2>(kb, a, b, c, ldc, n, rq),
+            3 => vnni_tile512::<3>(kb, a, b, c, ldc, n, rq),
+            4 => vnni_tile512::<4>(kb, a, b, c, ldc, n, rq),
+            5 => vnni_tile512::<5>(kb, a, b, c, ldc, n, rq),
+            _ => vnni_tile512::<6>(kb, a, b, c, ldc, n, rq),
+        }
+    }
+}
