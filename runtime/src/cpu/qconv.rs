@@ -652,15 +652,18 @@ fn dw_plane(
             pp: &mut [i16],
             gm: &DwGeom,
             ops: &mut DwOps,
+            wide: bool,
         ) -> bool {
             build_plane(src, pp, gm);
-            dw_rows_avx2(wts, (rq, ch, out), pp, gm, ops) || {
+            dw_rows_avx2(wts, (rq, ch, out), pp, gm, ops, wide) || {
                 dw_accumulate(wts, acc, pp, gm);
                 false
             }
         }
+        // the AVX-512 epilogue exactly where the GEMM has it (the VNNI path of an AVX-512 CPU)
+        let wide = isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512();
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        if !unsafe { avx2(src, wts, (rq, ch, &mut *out), acc, pp, gm, ops) } {
+        if !unsafe { avx2(src, wts, (rq, ch, &mut *out), acc, pp, gm, ops, wide) } {
             dw_requant(isa, (rq, ch, out), acc, gm);
         }
         return;
@@ -706,6 +709,7 @@ fn dw_rows_avx2(
     pp: &[i16],
     gm: &DwGeom,
     ops: &mut DwOps,
+    wide: bool,
 ) -> bool {
     let &DwGeom {
         h,
@@ -752,6 +756,7 @@ fn dw_rows_avx2(
                     rq,
                     ch,
                     &mut out[oy * ow..(oy + 1) * ow],
+                    wide,
                 )
             };
             continue;
@@ -765,6 +770,7 @@ fn dw_rows_avx2(
                 rq,
                 ch,
                 &mut out[oy * ow..(oy + 1) * ow],
+                wide,
             )
         };
     }
@@ -1061,7 +1067,12 @@ mod tests {
                         let (na, np) = gm.lens();
                         // a multiplier that keeps sums of a few taps in range, and one bias per case
                         let mult = [FixedMultiplier::from_real(1.0 / (700.0 * kh as f64)).unwrap()];
-                        let bias = [(h as i32 - 4) * 1111];
+                        // the i32 ends on two plane heights: the saturating bias add of every epilogue
+                        let bias = [match h {
+                            1 => i32::MAX - 3,
+                            3 => i32::MIN + 3,
+                            _ => (h as i32 - 4) * 1111,
+                        }];
                         let rq = Requant {
                             bias: &bias,
                             mult: &mult,

@@ -618,11 +618,11 @@ unsafe fn dw_block(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__
 }
 
 /// One output row of a depthwise convolution ([`dw_block`] across it), requantized in registers with row
-/// `r` of `rq` (the GEMM tiles' epilogue) straight into `out`.
+/// `r` of `rq` (the GEMM tiles' epilogue; the AVX-512 one when `wide`) straight into `out`.
 ///
 /// # Safety
-/// The CPU must support AVX2; every `off + out.len().next_multiple_of(16)` ≤ `pp.len()` (the caller
-/// checks).
+/// The CPU must support AVX2 (and AVX-512 F/BW when `wide`); every `off + out.len().next_multiple_of(16)`
+/// ≤ `pp.len()` (the caller checks).
 #[target_feature(enable = "avx2")]
 pub unsafe fn dw_row_avx2(
     pp: &[i16],
@@ -630,8 +630,13 @@ pub unsafe fn dw_row_avx2(
     rq: &Requant,
     r: usize,
     out: &mut [i8],
+    wide: bool,
 ) {
     let ow = out.len();
+    if wide && vec_ok(rq.mult[r]) {
+        // SAFETY: `wide` only where the CPU has AVX-512 F/BW (the caller's contract).
+        return unsafe { dw_row512(pp, ops, &row_rq512(rq, r), out) };
+    }
     let p = vec_ok(rq.mult[r]).then(|| row_rq(rq, r));
     let mut x0 = 0;
     while x0 < ow {
@@ -1078,5 +1083,34 @@ pub unsafe fn qgemm_6x16_vnni512(
             5 => vnni_tile512::<5>(kb, a, b, c, ldc, n, rq),
             _ => vnni_tile512::<6>(kb, a, b, c, ldc, n, rq),
         }
+    }
+}
+
+/// [`dw_row_avx2`]'s loop with the 16-lane AVX-512 epilogue.
+///
+/// # Safety
+/// AVX2 and AVX-512 F/BW; the reads as in [`dw_row_avx2`].
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn dw_row512(pp: &[i16], ops: &[(i32, usize, usize)], p: &RowRq512, out: &mut [i8]) {
+    let ow = out.len();
+    let mut x0 = 0;
+    while x0 < ow {
+        // SAFETY: reads in bounds by the caller's contract; min(16, ow − x0) bytes written at out[x0..].
+        unsafe {
+            let v = dw_block(pp.as_ptr(), ops, x0);
+            let bytes = _mm512_cvtsepi32_epi8(requant16(
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]),
+                p,
+            ));
+            let n = (ow - x0).min(16);
+            if n == 16 {
+                _mm_storeu_si128(out.as_mut_ptr().add(x0) as *mut __m128i, bytes);
+            } else {
+                let mut buf = [0i8; 16];
+                _mm_storeu_si128(buf.as_mut_ptr() as *mut __m128i, bytes);
+                out[x0..].copy_from_slice(&buf[..n]);
+            }
+        }
+        x0 += 16;
     }
 }
