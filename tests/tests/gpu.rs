@@ -320,3 +320,30 @@ fn oversized_models_are_refused_with_a_clear_error() {
         Ok(_) => println!("this GPU binds the 4096x4096 det arena; nothing to refuse"),
     }
 }
+
+/// A lost device (here released under a live session, as a driver reset would) makes the next runs fail
+/// with a Device error that names the GPU: no hang, no panic. Its own `Gpu`, not the shared one.
+#[test]
+fn a_lost_device_is_an_error_not_a_hang() {
+    if tern_tests::gpu().is_none() {
+        return;
+    }
+    let gpu = tern::gpu::Gpu::new(&tern::gpu::GpuOptions {
+        allow_cpu_adapter: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let digits = tern_tools::compress_float(&tern_tests::model("digits/digits.onnx"), &[]).unwrap();
+    let m = Model::from_bytes(&digits).unwrap();
+    let mut s = GpuSession::new(&m, &gpu).unwrap();
+    let x = vec![0.5f32; 64];
+    let mut y = vec![0f32; 10];
+    s.run_into(&[&x], &mut [&mut y]).unwrap();
+    gpu.release();
+    for _ in 0..2 {
+        let e = s.run_into(&[&x], &mut [&mut y]).unwrap_err();
+        assert_eq!(e.kind, tern::ErrorKind::Device, "{e}");
+        assert!(e.context.contains("lost"), "{e}");
+        println!("after release: {e}");
+    }
+}

@@ -37,6 +37,8 @@ pub struct Gpu {
     limits: wgpu::Limits,
     /// Validation or out-of-memory errors reported outside an error scope (wgpu would panic by default).
     errors: Arc<Mutex<Option<String>>>,
+    /// Set by wgpu's device-lost callback: why the device went away.
+    lost: Arc<Mutex<Option<String>>>,
     /// Whether shaders use WGSL's `dot4I8Packed` (else shifts and masks).
     dot4: bool,
 }
@@ -131,6 +133,17 @@ impl Gpu {
                 s.get_or_insert_with(|| e.to_string());
             }
         }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            log::error!("GPU device lost ({reason:?}): {msg}");
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!(
+                    "the device was lost ({reason:?}{}{msg})",
+                    if msg.is_empty() { "" } else { ": " }
+                ));
+            }
+        });
         log::info!(
             "GPU: {} ({:?}, {:?}, driver {} {})",
             info.name,
@@ -145,6 +158,7 @@ impl Gpu {
             info,
             limits,
             errors,
+            lost,
             dot4,
         })
     }
@@ -173,6 +187,18 @@ impl Gpu {
 
     fn take_error(&self) -> Option<String> {
         self.errors.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Why the device was lost, once it has been.
+    fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Releases the device now, as a driver reset or an unplugged GPU would: every later run of a
+    /// session on it fails with [`crate::ErrorKind::Device`] (never a hang or a panic). For an app that
+    /// must give the GPU up before its sessions go away, and to test the device-lost path.
+    pub fn release(&self) {
+        self.device.destroy();
     }
 }
 
@@ -1881,6 +1907,9 @@ impl<'m> GpuSession<'m> {
         copies: &[(u64, u64, u64)],
     ) -> Result<Vec<u8>> {
         let gpu = self.gpu;
+        if let Some(why) = gpu.lost() {
+            bail!(Device, "GPU \"{}\": {why}", gpu.info.name);
+        }
         let total: u64 = copies
             .iter()
             .map(|c| c.2 + c.1.div_ceil(4) * 4)
@@ -1928,6 +1957,9 @@ impl<'m> GpuSession<'m> {
             submission_index: None,
             timeout: Some(Duration::from_secs(120)),
         });
+        if let Some(why) = gpu.lost() {
+            bail!(Device, "GPU \"{}\": {why}", gpu.info.name);
+        }
         if let Some(e) = gpu.take_error() {
             bail!(Device, "GPU \"{}\": {e}", gpu.info.name);
         }
