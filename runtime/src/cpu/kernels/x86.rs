@@ -1114,3 +1114,37 @@ unsafe fn dw_row512(pp: &[i16], ops: &[(i32, usize, usize)], p: &RowRq512, out: 
         x0 += 16;
     }
 }
+
+/// `out[i] = rq(0, (a[i] − za)·(b[i] − zb))`: an element-wise int8 Mul, the products formed and
+/// requantized in registers, 8 at a time (exact: |products| ≤ 255·255). Returns how many leading elements
+/// it wrote (none when row 0's multiplier has no vector form).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn mul_rows_avx2(
+    rq: &Requant,
+    (za, zb): (i32, i32),
+    a: &[i8],
+    b: &[i8],
+    out: &mut [i8],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    if !vec_ok(rq.mult[0]) {
+        return 0;
+    }
+    let p = row_rq(rq, 0);
+    let (vza, vzb) = (_mm256_set1_epi32(za), _mm256_set1_epi32(zb));
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: 8 bytes in bounds of a, b and out.
+        unsafe {
+            let xa = _mm256_cvtepi8_epi32(_mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i));
+            let xb = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(i) as *const __m128i));
+            let prod = _mm256_mullo_epi32(_mm256_sub_epi32(xa, vza), _mm256_sub_epi32(xb, vzb));
+            store_rq::<1>(&[prod], &p, out.as_mut_ptr().add(i), 8);
+        }
+        i += 8;
+    }
+    i
+}

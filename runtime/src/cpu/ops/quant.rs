@@ -157,6 +157,25 @@ impl QBin {
     /// The SIMD prefix of [`QBin::apply_rows`]; returns how many elements it wrote.
     fn apply_rows_simd(&self, a: &[i8], b: &[i8], out: &mut [i8]) -> usize {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if self.op == BinOp::Mul
+            && matches!(
+                self.isa,
+                crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+            )
+        {
+            let rq = crate::cpu::qgemm::Requant {
+                bias: &[0],
+                mult: core::slice::from_ref(&self.m),
+                zp_out: self.zy,
+                lo: self.lo,
+                hi: self.hi,
+            };
+            // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+            return unsafe {
+                crate::cpu::kernels::x86::mul_rows_avx2(&rq, (self.za, self.zb), a, b, out)
+            };
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(
             self.simd,
             Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
@@ -826,6 +845,13 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
         n
     };
     let (run_a, run_b) = (run(&sa), run(&sb));
+    // a Mul by one value per row has a vector form (products requantized in registers) that beats the
+    // table on the AVX2 paths, however long the run
+    let vmul = b.op == BinOp::Mul
+        && matches!(
+            b.isa,
+            crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+        );
     let threads = if y.data.len() >= PAR_MIN {
         par.threads()
     } else {
@@ -854,7 +880,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                 (1, 1) => b.apply_rows(&xa.data[oa..oa + inner], &xb.data[ob..ob + inner], out),
                 // one operand fixed along the row (a per-channel scale, an SE gate): on long rows a
                 // 256-entry table of the op with that operand is cheaper than the arithmetic per element
-                (1, _) if run_b > TABLE_MIN => {
+                (1, _) if run_b > TABLE_MIN && !vmul => {
                     let q = xb.data[ob];
                     if cached != Some(q as i32) {
                         cached = Some(q as i32);
@@ -865,7 +891,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                         .zip(&xa.data[oa..oa + inner])
                         .for_each(|(v, &p)| *v = t[(p as i32 + 128) as usize])
                 }
-                (_, 1) if run_a > TABLE_MIN => {
+                (_, 1) if run_a > TABLE_MIN && !vmul => {
                     let p = xa.data[oa];
                     if cached != Some(p as i32) {
                         cached = Some(p as i32);
