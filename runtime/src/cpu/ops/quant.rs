@@ -744,15 +744,12 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
     }
 }
 
-/// ONNX QuantizeLinear over a slice, compiled for AVX2 where the path has it (8-wide division).
-/// Whether 16-lane AVX-512 integer loops run: on the CPU's own best x86 path when it has AVX-512 F/BW (a
-/// forced lower path, `TERN_CPU=avx2`, keeps the AVX2 loops so that path stays testable).
+/// Whether 16-lane AVX-512 integer loops run: the AVX-VNNI path on a CPU that also has AVX-512 F/BW (like
+/// the GEMM's epilogue; `TERN_CPU=avx2` keeps the AVX2 loops, so that path stays testable here).
 fn wide_path(isa: crate::cpu::caps::Isa) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        isa == crate::cpu::caps::best()
-            && isa != crate::cpu::caps::Isa::Scalar
-            && crate::cpu::kernels::x86::has_avx512()
+        isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512()
     }
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     {
@@ -761,14 +758,12 @@ fn wide_path(isa: crate::cpu::caps::Isa) -> bool {
     }
 }
 
-/// Whether table lookups run on AVX-512 VBMI: on the CPU's own best x86 path when it has VBMI (a forced
-/// lower path, `TERN_CPU=avx2` on such a CPU, keeps the plain loop so that path stays testable).
+/// Whether table lookups run on AVX-512 VBMI: the AVX-VNNI path on a CPU that also has VBMI
+/// (`TERN_CPU=avx2` keeps the plain loop, so that path stays testable here).
 fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        isa == crate::cpu::caps::best()
-            && isa != crate::cpu::caps::Isa::Scalar
-            && crate::cpu::kernels::x86::has_vbmi()
+        isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_vbmi()
     }
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     {
@@ -777,6 +772,7 @@ fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
     }
 }
 
+/// ONNX QuantizeLinear over a slice, with the explicit AVX2 loop where the path has it (8-wide division).
 fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut [i8]) {
     #[inline(always)]
     fn body(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
