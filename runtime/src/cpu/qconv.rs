@@ -871,6 +871,22 @@ fn build_phases(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
         ..
     } = gm;
     let (hn, wq) = gm.padded();
+    if sw == 1 {
+        // one phase: zero it in one go (small per-row fills are memset calls), then convert the rows
+        pp[..hn * wq].fill(0);
+        for (iy, srow) in src.chunks_exact(w).enumerate() {
+            let yy = iy + pt;
+            if yy >= hn || pl >= wq {
+                break;
+            }
+            let n = w.min(wq - pl);
+            let row = &mut pp[yy * wq + pl..yy * wq + pl + n];
+            for (o, &v) in row.iter_mut().zip(srow) {
+                *o = v as i16 - zp as i16;
+            }
+        }
+        return;
+    }
     for q in 0..sw {
         for yy in 0..hn {
             let row = &mut pp[(q * hn + yy) * wq..(q * hn + yy + 1) * wq];

@@ -192,11 +192,15 @@ pub fn gather<T: Copy + Send + Sync>(
                 out.iter_mut().for_each(|v| *v = fill);
             } else if let Some(f) = run {
                 let src = &x.data[base as usize..base as usize + inner.div_ceil(f)];
-                if f == 1 {
-                    out.copy_from_slice(src);
-                } else {
-                    for (o, &v) in out.chunks_mut(f).zip(src) {
-                        o.fill(v);
+                match f {
+                    1 => out.copy_from_slice(src),
+                    2 => repeat::<T, 2>(out, src),
+                    3 => repeat::<T, 3>(out, src),
+                    4 => repeat::<T, 4>(out, src),
+                    _ => {
+                        for (o, &v) in out.chunks_mut(f).zip(src) {
+                            o.fill(v);
+                        }
                     }
                 }
             } else {
@@ -218,6 +222,20 @@ pub fn gather<T: Copy + Send + Sync>(
             }
         }
     });
+}
+
+/// `out[i] = src[i / F]`: whole groups as fixed-size stores (a `fill` per group would be a memset call
+/// per 2–4 elements), then the partial last group.
+#[inline]
+fn repeat<T: Copy, const F: usize>(out: &mut [T], src: &[T]) {
+    let whole = out.len() / F * F;
+    let (body, tail) = out.split_at_mut(whole);
+    for (o, &v) in body.chunks_exact_mut(F).zip(src) {
+        o.copy_from_slice(&[v; F]);
+    }
+    if let Some(&v) = src.get(whole / F) {
+        tail.iter_mut().for_each(|o| *o = v);
+    }
 }
 
 /// Axis permutation.
