@@ -617,6 +617,27 @@ unsafe fn dw_block(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__
     ]
 }
 
+/// [`dw_block`] for a row's last ≤ 8 columns: 8 outputs in column order, half the work (the tail of a
+/// narrow plane, e.g. 20 columns, would otherwise compute 16 to keep 4).
+///
+/// # Safety
+/// AVX2; 8 values readable at every `p + off + x0`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dw_block8(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> __m256i {
+    let mut acc = _mm256_setzero_si256();
+    for &(wp, oa, ob) in ops {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let a = _mm_loadu_si128(p.add(oa + x0) as *const __m128i);
+            let b = _mm_loadu_si128(p.add(ob + x0) as *const __m128i);
+            let pairs = _mm256_set_m128i(_mm_unpackhi_epi16(a, b), _mm_unpacklo_epi16(a, b));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi32(wp)));
+        }
+    }
+    acc
+}
+
 /// One output row of a depthwise convolution ([`dw_block`] across it), requantized in registers with row
 /// `r` of `rq` (the GEMM tiles' epilogue; the AVX-512 one when `wide`) straight into `out`.
 ///
@@ -642,11 +663,19 @@ pub unsafe fn dw_row_avx2(
     while x0 < ow {
         // SAFETY: reads in bounds by the caller's contract; min(16, ow − x0) bytes written at out[x0..].
         unsafe {
-            let v = dw_block(pp.as_ptr(), ops, x0);
             let (dst, n) = (out.as_mut_ptr().add(x0), (ow - x0).min(16));
-            match &p {
-                Some(p) => store_rq::<2>(&v, p, dst, n),
-                None => store_row::<2>(&v, rq, r, dst, n),
+            if n <= 8 {
+                let v = [dw_block8(pp.as_ptr(), ops, x0)];
+                match &p {
+                    Some(p) => store_rq::<1>(&v, p, dst, n),
+                    None => store_row::<1>(&v, rq, r, dst, n),
+                }
+            } else {
+                let v = dw_block(pp.as_ptr(), ops, x0);
+                match &p {
+                    Some(p) => store_rq::<2>(&v, p, dst, n),
+                    None => store_row::<2>(&v, rq, r, dst, n),
+                }
             }
         }
         x0 += 16;
@@ -1097,12 +1126,16 @@ unsafe fn dw_row512(pp: &[i16], ops: &[(i32, usize, usize)], p: &RowRq512, out: 
     while x0 < ow {
         // SAFETY: reads in bounds by the caller's contract; min(16, ow − x0) bytes written at out[x0..].
         unsafe {
-            let v = dw_block(pp.as_ptr(), ops, x0);
+            let n = (ow - x0).min(16);
+            let v = if n <= 8 {
+                [dw_block8(pp.as_ptr(), ops, x0), _mm256_setzero_si256()]
+            } else {
+                dw_block(pp.as_ptr(), ops, x0)
+            };
             let bytes = _mm512_cvtsepi32_epi8(requant16(
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]),
                 p,
             ));
-            let n = (ow - x0).min(16);
             if n == 16 {
                 _mm_storeu_si128(out.as_mut_ptr().add(x0) as *mut __m128i, bytes);
             } else {
