@@ -596,6 +596,39 @@ pub fn exec(
             );
             // scatter: row (mo, ky, kx), input pixel (iy, ix) -> output (iy·kh + ky, ix·kw + kx)
             let (oh, ow) = (h * kh, w * kw);
+            if *kw == 2 {
+                // the two kx rows of one (mo, ky) interleave into each output row (vectorizes);
+                // threads split the output planes
+                let (planes, tmp) = (n * m, &*tmp);
+                let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+                let threads = if planes * oh * ow >= PAR_MIN {
+                    par.threads()
+                } else {
+                    1
+                };
+                par.run_on(threads, &|t| {
+                    for p in share(planes, t, threads) {
+                        let (b, mo) = (p / m, p % m);
+                        // SAFETY: plane p belongs to this thread.
+                        let plane = unsafe {
+                            core::slice::from_raw_parts_mut(yp.get().add(p * oh * ow), oh * ow)
+                        };
+                        for ky in 0..*kh {
+                            let r0 = (b * rows + (mo * kh + ky) * 2) * h * w;
+                            let (s0, s1) = (&tmp[r0..r0 + h * w], &tmp[r0 + h * w..r0 + 2 * h * w]);
+                            for iy in 0..h {
+                                let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
+                                let (a, c) = (&s0[iy * w..(iy + 1) * w], &s1[iy * w..(iy + 1) * w]);
+                                for ((o, &va), &vc) in orow.chunks_exact_mut(2).zip(a).zip(c) {
+                                    o[0] = va;
+                                    o[1] = vc;
+                                }
+                            }
+                        }
+                    }
+                });
+                return;
+            }
             for b in 0..n {
                 for (r, src) in tmp[b * rows * h * w..(b + 1) * rows * h * w]
                     .chunks_exact(h * w)
