@@ -834,7 +834,7 @@ fn int8_steps(
             p.extend(mults.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
         }
-        (Op::Concat { axis }, QPrep::Concat(r)) => {
+        (Op::Concat { axis }, QPrep::Concat(r, _)) => {
             let os = shape(out);
             let ax = *axis as usize;
             let inner: u32 = os[ax + 1..].iter().product();

@@ -294,7 +294,7 @@ pub enum QPrep {
     /// 256-entry table indexed by `x + 128`; whether to look it up with AVX-512 byte permutes.
     Lut(alloc::boxed::Box<[i8; 256]>, bool),
     /// Per input: the rescale to the output's parameters, `None` where they already agree.
-    Concat(Vec<Option<Rescale>>),
+    Concat(Vec<Option<Rescale>>, bool),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
     Avg(i32, i32, Vec<FixedMultiplier>),
     /// Max pooling, global max, Reshape, Transpose, Split: values move unchanged.
@@ -488,6 +488,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                         (px != py).then(|| Rescale::new(px, py))
                     })
                     .collect(),
+                lut_vbmi(qg.isa),
             )
         }
         Op::Pool(Pool2d {
@@ -657,12 +658,20 @@ pub fn exec(
                 *o = t[(v as i32 + 128) as usize];
             }
         }),
-        QPrep::Concat(r) => {
+        QPrep::Concat(r, vbmi) => {
             let Op::Concat { axis } = op else { return };
             let y = reborrow(&mut qouts[0]);
             layout::concat(*axis as usize, qins, y, |k, s, d| match &r[k] {
                 None => d.copy_from_slice(s),
-                Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
+                Some(rs) => {
+                    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+                    if *vbmi {
+                        // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi).
+                        return unsafe { crate::cpu::kernels::x86::lut_vbmi(&rs.table, s, d) };
+                    }
+                    let _ = vbmi;
+                    d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v))
+                }
             });
         }
         QPrep::Avg(zx, zy, mults) => {
@@ -695,10 +704,29 @@ pub fn exec(
                     )
                 }
                 _ => {
-                    let inner: usize = x.shape[2..].iter().product();
-                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
-                        *o = out(src.iter().map(|&v| v as i32 - zx).sum(), inner);
-                    }
+                    // one sum per (image, channel) plane; i32 lanes so the sum vectorizes, threads split
+                    // the planes of large maps
+                    let inner: usize = x.shape[2..].iter().product::<usize>().max(1);
+                    let planes = y.data.len();
+                    let threads = if x.data.len() >= PAR_MIN {
+                        par.threads()
+                    } else {
+                        1
+                    };
+                    let yp = crate::cpu::SyncPtr(y.data.as_mut_ptr());
+                    par.run_on(threads, &|t| {
+                        for p in share(planes, t, threads) {
+                            let src = &x.data[p * inner..(p + 1) * inner];
+                            // Σ(v − zx) as Σv − zx·n: the same i32 arithmetic (wrapping, as the release
+                            // build of the per-element form wrapped on absurdly large planes)
+                            let sum = src
+                                .iter()
+                                .fold(0i32, |a, &v| a.wrapping_add(v as i32))
+                                .wrapping_sub(zx.wrapping_mul(inner as i32));
+                            // SAFETY: output element p belongs to this thread.
+                            unsafe { *yp.get().add(p) = out(sum, inner) };
+                        }
+                    });
                 }
             }
         }
