@@ -253,3 +253,94 @@ fn exported_qdq_runs_on_ort_like_tern() {
         );
     }
 }
+
+/// Outputs (per sample, flattened) of the artifact `bytes` on the samples of `xs`.
+fn run_all(bytes: &[u8], xs: &ArrayD<f32>) -> Vec<Vec<f32>> {
+    let model = Model::from_bytes(bytes).unwrap();
+    let width: usize = model.outputs().map(|t| t.numel()).sum();
+    let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+    xs.axis_iter(Axis(0))
+        .map(|x| {
+            let x: Vec<f32> = x.iter().copied().collect();
+            let mut y = vec![0f32; width];
+            s.run_into(&[&x], &mut [&mut y]).unwrap();
+            y
+        })
+        .collect()
+}
+
+/// `--calib-method auto` (the default) keeps the candidate whose int8 outputs are closest to the float
+/// model's on the calibration samples: its artifact computes exactly what the explicitly chosen method's
+/// does, and no other candidate's artifact is closer to the float outputs (float64 relative L2, computed
+/// here from the float artifact).
+#[test]
+fn calib_method_auto_keeps_the_closest_candidate() {
+    let d = ensure_cases().join("qdq_s8s8_channel");
+    let onnx = cache_dir().join("float.onnx");
+    let calib = d.join("calib.npy");
+    let xs: ArrayD<f32> = read_npy(&calib).unwrap();
+    let float = tern_tools::compress_float(&onnx, &[]).unwrap();
+    let want = run_all(&float, &xs);
+    let quant = |method| {
+        let c = CompressInt8 {
+            calib: Some(&calib),
+            samples: None,
+            opts: Int8Options {
+                method,
+                max_error: None,
+                max_drop: None,
+                labels: None,
+            },
+            progress: false,
+        };
+        compress_int8(&onnx, &[], &c).unwrap().0
+    };
+    let err = |bytes: &[u8]| {
+        let (mut num, mut den) = (0f64, 0f64);
+        for (g, w) in run_all(bytes, &xs).iter().zip(&want) {
+            for (&a, &b) in g.iter().zip(w) {
+                num += (a as f64 - b as f64).powi(2);
+                den += (b as f64).powi(2);
+            }
+        }
+        (num / den).sqrt()
+    };
+    let auto = quant(Method::Auto);
+    let model = Model::from_bytes(&auto).unwrap();
+    let get = |k: &str| {
+        model
+            .meta(k)
+            .unwrap_or_else(|| panic!("metadata {k} missing"))
+            .to_string()
+    };
+    let chosen = get("quant.method");
+    assert!(
+        get("quant.method_choice").contains(&format!("{chosen}=")),
+        "the choice record names every candidate"
+    );
+    let mut errs = Vec::new();
+    for m in tern_tools::quant::calib::AUTO_CANDIDATES {
+        let name = format!("{m:?}").to_lowercase();
+        let bytes = quant(m);
+        let e = err(&bytes);
+        println!("{name}: output rel-L2 {e:.5}");
+        if name == chosen {
+            assert_eq!(
+                run_all(&auto, &xs),
+                run_all(&bytes, &xs),
+                "auto's artifact is {name}'s"
+            );
+        }
+        errs.push((name, e));
+    }
+    let best = errs.iter().map(|e| e.1).fold(f64::MAX, f64::min);
+    let mine = errs
+        .iter()
+        .find(|e| e.0 == chosen)
+        .expect("chosen is a candidate")
+        .1;
+    assert!(
+        mine <= best * (1.0 + 1e-9),
+        "auto chose {chosen} ({mine}) but the candidates score {errs:?}"
+    );
+}

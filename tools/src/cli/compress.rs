@@ -23,8 +23,10 @@ pub struct Args {
     /// (a multi-input model: one subdirectory per input name).
     #[arg(long, value_name = "PATH")]
     pub calib: Option<PathBuf>,
-    /// How observed activations become int8 ranges: minmax, percentile (99.99%), mse, entropy.
-    #[arg(long, default_value = "percentile", value_name = "METHOD")]
+    /// How observed activations become int8 ranges: auto (per model, whichever of percentile, minmax and
+    /// mse brings the outputs closest to float on the calibration samples), minmax, percentile (99.99%),
+    /// mse, entropy.
+    #[arg(long, default_value = "auto", value_name = "METHOD")]
     pub calib_method: Method,
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]

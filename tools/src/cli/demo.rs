@@ -91,7 +91,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
         calib: Some(&dir.join("X_train.npy")),
         samples: Some(64),
         opts: crate::quant::Int8Options {
-            method: crate::quant::calib::Method::Percentile(99.99),
+            method: crate::quant::calib::Method::Auto,
             max_error: None,
             max_drop: None,
             labels: None,

@@ -21,7 +21,13 @@ pub enum Method {
     /// The clip threshold minimizing the KL divergence between the clipped and quantized distributions
     /// (the TensorRT method).
     Entropy,
+    /// Per model: whichever of [`AUTO_CANDIDATES`] brings the int8 outputs closest to float on the
+    /// calibration samples (resolved before quantizing; as a range rule it is percentile).
+    Auto,
 }
+
+/// The methods [`Method::Auto`] chooses from (entropy is left out: it collapses on sigmoid maps).
+pub const AUTO_CANDIDATES: [Method; 3] = [Method::Percentile(99.99), Method::MinMax, Method::Mse];
 
 impl std::str::FromStr for Method {
     type Err = String;
@@ -31,8 +37,9 @@ impl std::str::FromStr for Method {
             "percentile" => Ok(Method::Percentile(99.99)),
             "mse" => Ok(Method::Mse),
             "entropy" => Ok(Method::Entropy),
+            "auto" => Ok(Method::Auto),
             o => Err(format!(
-                "unknown calibration method \"{o}\" (minmax, percentile, mse, entropy)"
+                "unknown calibration method \"{o}\" (auto, minmax, percentile, mse, entropy)"
             )),
         }
     }
@@ -134,6 +141,7 @@ impl Observer {
         let (mn, mx) = (self.min as f64, self.max as f64);
         let (lo, hi) = match method {
             Method::MinMax => (mn, mx),
+            Method::Auto => return self.range(AUTO_CANDIDATES[0]),
             Method::Percentile(p) => {
                 let tail = (1.0 - p / 100.0).max(0.0) / 2.0 * self.count as f64;
                 let (mut acc, mut lo_b, mut hi_b) = (0.0, 0, BINS - 1);

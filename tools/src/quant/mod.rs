@@ -243,6 +243,43 @@ pub fn search_float_nodes_for_drop(
 /// Samples the sensitivity ranking runs on.
 const RANK_SAMPLES: usize = 4;
 
+/// Samples the `auto` calibration method compares its candidates on.
+const AUTO_SAMPLES: usize = 32;
+
+/// `--calib-method auto`: quantizes with every candidate method (output head in float, as compress
+/// keeps it) and returns the one whose outputs are closest to float (worst output's relative L2 on up to
+/// [`AUTO_SAMPLES`] calibration samples), with every candidate's error for the metadata.
+fn choose_method(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    opts: &Int8Options,
+    samples: &[Vec<Vec<f32>>],
+) -> Result<(calib::Method, String)> {
+    let sub = &samples[..samples.len().min(AUTO_SAMPLES)];
+    let want = outputs(fg, sub)?;
+    let keep = float_head(fg);
+    let mut best: Option<(f64, calib::Method)> = None;
+    let mut report = Vec::new();
+    for m in calib::AUTO_CANDIDATES {
+        let o = Int8Options {
+            method: m,
+            ..opts.clone()
+        };
+        let (qg, _) = quantize_graph(fg, obs, &o, &keep)?;
+        let e = output_error(&outputs(&qg, sub)?, &want);
+        log::info!(
+            "calibration method {m:?}: output error {e:.4e} on {} sample(s)",
+            sub.len()
+        );
+        report.push(format!("{}={e:.4e}", format!("{m:?}").to_lowercase()));
+        if best.is_none_or(|(b, _)| e < b) {
+            best = Some((e, m));
+        }
+    }
+    let (_, m) = best.expect("AUTO_CANDIDATES is not empty");
+    Ok((m, report.join(",")))
+}
+
 /// The search shared by the error and accuracy targets: `metric(quantized outputs)` must be at most
 /// `target`.
 fn search_with(
@@ -392,6 +429,19 @@ pub fn compress_int8(
     if c.opts.max_error.is_some() && samples.is_empty() {
         anyhow::bail!("--max-error measures the error on calibration samples: give --calib");
     }
+    let mut opts = c.opts.clone();
+    let mut auto_errors = None;
+    if opts.method == calib::Method::Auto && !samples.is_empty() {
+        let (m, errs) = choose_method(&fg, &obs, &opts, &samples)?;
+        opts.method = m;
+        auto_errors = Some(errs);
+    }
+    let c = &CompressInt8 {
+        calib: c.calib,
+        samples: c.samples,
+        opts,
+        progress: c.progress,
+    };
     let (mut keep, reached) = match c.opts.max_error {
         Some(me) => {
             // the search runs on at most 16 samples: each step is a full quantize-and-run
@@ -464,6 +514,9 @@ pub fn compress_int8(
         ("quant.calib_samples".to_string(), samples.len().to_string()),
         ("quant.float_nodes".to_string(), report.float_nodes.join(",")),
     ];
+    if let Some(errs) = auto_errors {
+        meta.push(("quant.method_choice".to_string(), errs));
+    }
     if let (Some(md), Some(d)) = (c.opts.max_drop, drop_reached) {
         meta.push(("quant.max_drop".to_string(), md.to_string()));
         meta.push(("quant.drop_on_calibration".to_string(), format!("{d:.3}")));
