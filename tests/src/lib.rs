@@ -56,3 +56,14 @@ pub fn gpu() -> Option<&'static tern::gpu::Gpu> {
 pub fn gpu_close(gpu: f32, cpu: f32) -> bool {
     gpu == cpu || (gpu.is_nan() && cpu.is_nan()) || (gpu - cpu).abs() <= 1e-6 + 1e-5 * cpu.abs()
 }
+
+/// The tolerance of one op with f16 activations (`GpuSessionOptions::f16_activations`): the CPU's f32
+/// result rounded to f16 (2^-11 relative, so 2^-10 leaves room for the f32 kernels' own 1e-5), with
+/// f16's subnormal spacing near zero, and values beyond f16's range saturated to ±65504.
+pub fn f16_close(gpu: f32, cpu: f32) -> bool {
+    const MAX: f32 = 65504.0;
+    if cpu.is_finite() && cpu.abs() > MAX {
+        return gpu == MAX.copysign(cpu);
+    }
+    gpu_close(gpu, cpu) || (gpu - cpu).abs() <= 1e-7 + cpu.abs() / 1024.0
+}

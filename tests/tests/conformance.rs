@@ -152,6 +152,9 @@ fn gpu_check(name: &str, m: &tern::Model, x: &[f32], cpu: &[ndarray::ArrayD<f32>
         let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
         s.run_into(&[x], &mut o)
     });
+    if gpu.has_f16() {
+        f16_check(name, m, gpu, x, cpu.len());
+    }
     let mut runs = GPU_RUNS.lock().unwrap();
     runs.0 += 1;
     match r {
@@ -166,6 +169,67 @@ fn gpu_check(name: &str, m: &tern::Model, x: &[f32], cpu: &[ndarray::ArrayD<f32>
                 {
                     runs.1
                         .push(format!("{name}: output {k}[{i}]: GPU {a} vs CPU {b}"));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Cases run with f16 activations on the GPU, and those outside the stated tolerance.
+static F16_RUNS: std::sync::Mutex<(usize, Vec<String>)> = std::sync::Mutex::new((0, Vec::new()));
+
+/// The f16-activation variant of a case: the input rounded to f16 (as the upload does), the CPU's f32
+/// result on that input as the oracle, and every GPU output within `tern_tests::f16_close` of it (the
+/// f32 result rounded to f16 once per op).
+fn f16_check(name: &str, m: &tern::Model, gpu: &tern::gpu::Gpu, x: &[f32], n_out: usize) {
+    let xr: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let mut want: Vec<Vec<f32>> = m.outputs().map(|t| vec![0f32; t.numel()]).collect();
+    let mut got = want.clone();
+    let r = tern::Session::new(m, Default::default()).and_then(|mut s| {
+        let mut o: Vec<&mut [f32]> = want.iter_mut().map(|v| v.as_mut_slice()).collect();
+        s.run_into(&[&xr], &mut o)
+    });
+    if r.is_err() || want.len() != n_out {
+        return; // the f32 check reports CPU failures
+    }
+    let opts = tern::gpu::GpuSessionOptions {
+        f16_activations: true,
+        ..Default::default()
+    };
+    let r = tern::gpu::GpuSession::with_options(m, gpu, &opts).and_then(|mut s| {
+        if !s.f16_activations() {
+            return Err(tern::Error::new(
+                tern::ErrorKind::Unsupported,
+                "a float model kept f32 activations",
+            ));
+        }
+        let mut o: Vec<&mut [f32]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+        s.run_into(&[&xr], &mut o)
+    });
+    let mut runs = F16_RUNS.lock().unwrap();
+    runs.0 += 1;
+    match r {
+        Err(e) => runs.1.push(format!("{name}: {e}")),
+        Ok(()) => {
+            // one op: its output rounded to f16 once. A chain of ops (the `_expanded` cases) rounds
+            // every intermediate tensor too, which cancellation (a variance, a softmax's sum) can
+            // magnify relative to an element: there 2^-7 of the output's largest magnitude.
+            let single = m.graph.nodes.len() == 1;
+            for (k, (g, c)) in got.iter().zip(&want).enumerate() {
+                let scale = c
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .fold(0f32, |s, v| s.max(v.abs()));
+                if let Some((i, (a, b))) = g.iter().zip(c).enumerate().find(|(_, (a, b))| {
+                    if single {
+                        !tern_tests::f16_close(**a, **b)
+                    } else {
+                        !(tern_tests::f16_close(**a, **b) || (*a - *b).abs() <= scale / 128.0)
+                    }
+                }) {
+                    runs.1
+                        .push(format!("{name}: output {k}[{i}]: GPU f16 {a} vs CPU {b}"));
                     break;
                 }
             }
@@ -251,5 +315,23 @@ fn onnx_node_conformance() {
             runs.1.join("\n")
         );
         assert!(runs.0 >= 100, "only {} cases ran on the GPU", runs.0);
+        let f16 = F16_RUNS.lock().unwrap();
+        println!(
+            "with f16 activations: {} cases, {} outside the tolerance",
+            f16.0,
+            f16.1.len()
+        );
+        if tern_tests::gpu().is_some_and(|g| g.has_f16()) {
+            assert!(
+                f16.0 >= 100,
+                "only {} cases ran with f16 activations",
+                f16.0
+            );
+        }
+        assert!(
+            f16.1.is_empty(),
+            "GPU with f16 activations outside the tolerance:\n{}",
+            f16.1.join("\n")
+        );
     }
 }

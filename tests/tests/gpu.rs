@@ -347,3 +347,107 @@ fn a_lost_device_is_an_error_not_a_hang() {
         println!("after release: {e}");
     }
 }
+
+/// f16 activations (`GpuSessionOptions::f16_activations`: activations stored as f16, f32 arithmetic)
+/// within their stated tolerance of the CPU's f32 outputs on whole models, same decisions (digits and
+/// cls top-1, det's text map); an int8 artifact keeps f32 for its float layers and its integers.
+#[test]
+fn f16_activations_stay_within_tolerance() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    if !gpu.has_f16() {
+        println!("skipped: the adapter has no SHADER_F16");
+        return;
+    }
+    let opts = tern::gpu::GpuSessionOptions {
+        f16_activations: true,
+        ..Default::default()
+    };
+    for (name, onnx, dims, data, samples) in [
+        (
+            "digits",
+            "digits/digits.onnx",
+            vec![],
+            "digits/X_test.npy",
+            64,
+        ),
+        (
+            "cls",
+            "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            vec![1, 3, 48, 192],
+            "data/out/cls_eval.npy",
+            8,
+        ),
+        (
+            "det320",
+            "cache/ch_PP-OCRv4_det_infer.onnx",
+            vec![1, 3, 320, 320],
+            "data/out/det320_eval.npy",
+            2,
+        ),
+    ] {
+        let shapes: Vec<InputShape> = if dims.is_empty() {
+            vec![]
+        } else {
+            vec![InputShape {
+                name: "x".into(),
+                dims,
+            }]
+        };
+        let bytes = tern_tools::compress_float(&tern_tests::model(onnx), &shapes).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
+        let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
+        let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
+        assert!(g.f16_activations() && g.fallback().0.is_empty());
+        let xs: ArrayD<f32> = read_npy(tern_tests::model(data)).unwrap();
+        let n = m.outputs().next().unwrap().numel();
+        let (mut rel, mut agree, mut inter, mut union) = (0f64, 0usize, 0usize, 0usize);
+        for x in xs.axis_iter(Axis(0)).take(samples) {
+            let x: Vec<f32> = x.iter().copied().collect();
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            cpu.run_into(&[&x], &mut [&mut a]).unwrap();
+            g.run_into(&[&x], &mut [&mut b]).unwrap();
+            rel = rel.max(tern_tests::rel_l2(&b, &a));
+            let top = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .max_by(|p, q| p.1.total_cmp(q.1))
+                    .unwrap()
+                    .0
+            };
+            agree += (top(&a) == top(&b)) as usize;
+            for (p, q) in a.iter().zip(&b) {
+                inter += (*p > 0.3 && *q > 0.3) as usize;
+                union += (*p > 0.3 || *q > 0.3) as usize;
+            }
+        }
+        let iou = inter as f64 / union.max(1) as f64;
+        println!(
+            "{name} f32 with f16 activations on the GPU: worst rel L2 {rel:.2e}, {} vs the CPU",
+            if name == "det320" {
+                format!("text-map IoU {iou:.4}")
+            } else {
+                format!("top-1 {agree}/{samples}")
+            }
+        );
+        // the stated tolerance; a zero error would mean f16 went unused
+        let tol = if name == "det320" { 1e-1 } else { 2e-3 };
+        assert!(rel < tol && rel > 0.0, "{name}: rel L2 {rel}");
+        if name == "det320" {
+            assert!(iou > 0.99, "det320 map IoU {iou}");
+        } else {
+            assert_eq!(agree, samples, "{name}: top-1 changed");
+        }
+    }
+    // an int8 artifact: f16 activations do not apply, its integers stay the CPU's
+    let q = std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int8.tern")).unwrap();
+    let m = Model::from_bytes(&q).unwrap();
+    let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
+    assert!(!g.f16_activations());
+    let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
+    let xs: ArrayD<f32> = read_npy(tern_tests::model("data/out/cls_eval.npy")).unwrap();
+    let x: Vec<f32> = xs.index_axis(Axis(0), 0).iter().copied().collect();
+    let (mut a, mut b) = (vec![0f32; 2], vec![0f32; 2]);
+    cpu.run_into(&[&x], &mut [&mut a]).unwrap();
+    g.run_into(&[&x], &mut [&mut b]).unwrap();
+    assert!(a.iter().zip(&b).all(|(p, q)| tern_tests::gpu_close(*q, *p)));
+}

@@ -41,6 +41,8 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// Whether shaders use WGSL's `dot4I8Packed` (else shifts and masks).
     dot4: bool,
+    /// Whether the device was opened with SHADER_F16 (f16 activations possible).
+    f16: bool,
 }
 
 fn env_selects_adapter() -> bool {
@@ -110,8 +112,9 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // timestamps for per-node profiles, where the adapter has them
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // timestamps for per-node profiles and f16 for f16 activations, where the adapter has them
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tern"),
             required_features: features,
@@ -160,6 +163,7 @@ impl Gpu {
             errors,
             lost,
             dot4,
+            f16: features.contains(wgpu::Features::SHADER_F16),
         })
     }
 
@@ -178,6 +182,11 @@ impl Gpu {
     /// Whether int8 dot products use WGSL's native `dot4I8Packed` (else the shift-and-mask form).
     pub fn native_dot4(&self) -> bool {
         self.dot4
+    }
+
+    /// Whether the device has WGSL `f16` (SHADER_F16), which [`GpuSessionOptions::f16_activations`] needs.
+    pub fn has_f16(&self) -> bool {
+        self.f16
     }
 
     /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe).
@@ -200,6 +209,38 @@ impl Gpu {
     pub fn release(&self) {
         self.device.destroy();
     }
+}
+
+/// (arena byte offset, bytes) where the GPU stores activation `t`: the plan's place, or with f16
+/// activations (`half`) the halves at the plan's word offset.
+fn stored_span(model: &Model, half: bool, t: u32) -> (u64, u64) {
+    let tt = &model.graph.tensors[t as usize];
+    let off = model.plan.offsets[t as usize];
+    if half {
+        (off / 2, tt.numel() as u64 * 2)
+    } else {
+        (off, (tt.numel() * tt.dtype.size()) as u64)
+    }
+}
+
+/// Little-endian f16 values widened into f32 bytes (`dst` holds twice as many bytes).
+fn widen_halves(src: &[u8], dst: &mut [u8]) {
+    for (h, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(4)) {
+        d.copy_from_slice(
+            &half::f16::from_le_bytes([h[0], h[1]])
+                .to_f32()
+                .to_le_bytes(),
+        );
+    }
+}
+
+/// f32 bytes narrowed to little-endian f16 values (round to nearest even).
+fn narrow_f32s(src: &[u8]) -> Vec<u8> {
+    src.chunks_exact(4)
+        .flat_map(|c| {
+            half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+        })
+        .collect()
 }
 
 /// The shader that runs node `n` on the GPU, or why there is none.
@@ -323,6 +364,10 @@ const SHADERS: &[(&str, &str)] = &[
     ("q_pool", include_str!("shaders/q_pool.wgsl")),
 ];
 const COMMON: &str = include_str!("shaders/common.wgsl");
+/// The arena as 32-bit words (f32 and packed int8 activations).
+const ARENA32: &str = include_str!("shaders/arena32.wgsl");
+/// The arena as f16 (float artifacts with [`GpuSessionOptions::f16_activations`]).
+const ARENA16: &str = include_str!("shaders/arena16.wgsl");
 /// Sum of the four int8 products of two packed words, WGSL's builtin.
 const DOT4_NATIVE: &str = "fn dot4(a: u32, b: u32) -> i32 {\n    return dot4I8Packed(a, b);\n}\n";
 /// The same with shifts and masks, for implementations without the language feature.
@@ -365,6 +410,15 @@ pub struct GpuSessionOptions {
     /// det320's probability map within 1e-1 relative L2 of the f32 run (the difference sits in the
     /// low-probability background; the text map at p > 0.3 is unchanged, IoU 1.0).
     pub f16_weights: bool,
+    /// Store the activations of a float artifact as f16 (half the arena and half the activation
+    /// bandwidth); every op still computes in f32 from the stored halves, so each op's output is its f32
+    /// result rounded to f16: within 2^-11 relative (values beyond f16's range saturate to ±65504). Inputs
+    /// are rounded to f16 on upload and outputs widened on readback. Needs an adapter with SHADER_F16
+    /// ([`Gpu::has_f16`]; else an error). An int8 artifact keeps f32 for its float layers (logged).
+    /// Measured on the sample models (tests/tests/gpu.rs): digits and PP-OCR cls outputs within 1e-3
+    /// relative L2 of the f32 run, same top-1; det320's probability map within 1e-1 (4e-2 measured, in the
+    /// low-probability background; text map at p > 0.3 IoU 0.999).
+    pub f16_activations: bool,
 }
 
 impl Default for GpuSessionOptions {
@@ -373,6 +427,7 @@ impl Default for GpuSessionOptions {
             strict: false,
             threads: 1,
             f16_weights: false,
+            f16_activations: false,
         }
     }
 }
@@ -406,6 +461,8 @@ pub struct GpuSession<'m> {
     cpu: Option<crate::Session<'m>>,
     /// Bytes a run moves between GPU and CPU for the fallback nodes.
     transfer_bytes: usize,
+    /// Float activations stored as f16 (`GpuSessionOptions::f16_activations`).
+    half: bool,
     /// Keeps the buffers the bind groups reference alive.
     _keep: (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer),
 }
@@ -963,6 +1020,29 @@ impl<'m> GpuSession<'m> {
     ) -> Result<GpuSession<'m>> {
         let g = &model.graph;
         let plan = &model.plan;
+        let half = opts.f16_activations && {
+            if !gpu.f16 {
+                bail!(
+                    Unsupported,
+                    "f16 activations: GPU \"{}\" has no f16 shader support (SHADER_F16)",
+                    gpu.info.name
+                );
+            }
+            // f16 storage is for float tensors: an int8 artifact's arena holds packed int8 words
+            let float_only = g
+                .nodes
+                .iter()
+                .all(|n| !crate::cpu::ops::quant::is_integer(model, n))
+                && g.tensors
+                    .iter()
+                    .all(|t| t.data.is_some() || t.dtype == crate::DType::F32);
+            if !float_only {
+                log::warn!(
+                    "f16 activations apply to float artifacts: this one keeps f32 activations"
+                );
+            }
+            float_only
+        };
         let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
         // f16 constants (float layers of an int8 artifact) are widened into the extras: the shaders
         // read f32 words
@@ -1370,7 +1450,7 @@ impl<'m> GpuSession<'m> {
             }
             node_steps.push(first..steps.len());
         }
-        let mut sess = Self::build(model, gpu, steps, &extra, &halves)?;
+        let mut sess = Self::build(model, gpu, steps, &extra, &halves, half)?;
         sess.host_quantize = host_quantize;
         sess.node_steps = node_steps;
         if !cpu_nodes.is_empty() {
@@ -1403,12 +1483,21 @@ impl<'m> GpuSession<'m> {
         steps: Vec<Step>,
         extra: &[u32],
         halves: &[u16],
+        half: bool,
     ) -> Result<GpuSession<'m>> {
         use wgpu::util::DeviceExt;
         let dev = &gpu.device;
         let g = &model.graph;
         let limit = gpu.limits.max_storage_buffer_binding_size;
-        let arena_bytes = model.plan.arena_bytes.max(4).div_ceil(4) * 4;
+        // f16 activations: the plan's word offsets index halves, so half the bytes hold the same layout
+        let arena_bytes = if half {
+            model.plan.arena_bytes.div_ceil(2)
+        } else {
+            model.plan.arena_bytes
+        }
+        .max(4)
+        .div_ceil(4)
+            * 4;
         let blob: &[u8] = &model.weights;
         // the blob, padded to whole words, then the repacked extras (their offsets assume exactly this)
         let weight_bytes = ((blob.len().div_ceil(4) + extra.len()).max(1) * 4) as u64;
@@ -1478,8 +1567,8 @@ impl<'m> GpuSession<'m> {
         let mut outputs = Vec::new();
         let mut rb = 0u64;
         for &t in &g.outputs {
-            let bytes = g.tensors[t as usize].numel() as u64 * 4;
-            outputs.push((model.plan.offsets[t as usize], bytes, rb));
+            let (off, bytes) = stored_span(model, half, t);
+            outputs.push((off, bytes, rb));
             rb += bytes.div_ceil(4) * 4;
         }
         // large enough for any node's outputs too (run_observed reads them one node at a time)
@@ -1550,13 +1639,19 @@ impl<'m> GpuSession<'m> {
             else {
                 bail!(Device, "no shader named {}", s.shader);
             };
-            // `requires` must open the module; the two dot-product forms give the same integers
+            // directives (`enable`, `requires`) must open the module; the two dot-product forms give the
+            // same integers
+            let (enable, arena_fns) = if half {
+                ("enable f16;\n", ARENA16)
+            } else {
+                ("", ARENA32)
+            };
             let src = if gpu.dot4 {
                 alloc::format!(
-                    "requires packed_4x8_integer_dot_product;\n{COMMON}\n{DOT4_NATIVE}\n{body}"
+                    "{enable}requires packed_4x8_integer_dot_product;\n{arena_fns}\n{COMMON}\n{DOT4_NATIVE}\n{body}"
                 )
             } else {
-                alloc::format!("{COMMON}\n{DOT4_EMULATED}\n{body}")
+                alloc::format!("{enable}{arena_fns}\n{COMMON}\n{DOT4_EMULATED}\n{body}")
             };
             let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -1650,8 +1745,15 @@ impl<'m> GpuSession<'m> {
             cpu_nodes: Vec::new(),
             cpu: None,
             transfer_bytes: 0,
+            half,
             _keep: (weights, params, weights16),
         })
+    }
+
+    /// Whether this session stores activations as f16 ([`GpuSessionOptions::f16_activations`] on a float
+    /// artifact).
+    pub fn f16_activations(&self) -> bool {
+        self.half
     }
 
     /// Dispatches recorded per run (one per node; Concat and Split one per part).
@@ -1684,8 +1786,14 @@ impl<'m> GpuSession<'m> {
         let bytes = self.submit_and_read(start..self.steps.len(), &copies)?;
         for ((_, n, rb), y) in self.outputs.iter().zip(outputs.iter_mut()) {
             let src = &bytes[*rb as usize..(*rb + *n) as usize];
-            for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if self.half {
+                for (o, c) in y.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            } else {
+                for (o, c) in y.iter_mut().zip(src.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
             }
         }
         Ok(())
@@ -1707,27 +1815,36 @@ impl<'m> GpuSession<'m> {
             .filter(|&t| g.tensors[t as usize].data.is_none())
             .collect();
         for &t in &ins {
-            let tt = &g.tensors[t as usize];
-            let bytes = (tt.numel() * tt.dtype.size()) as u64;
-            copies.push((model.plan.offsets[t as usize], bytes, at));
+            let (off, bytes) = stored_span(model, self.half, t);
+            copies.push((off, bytes, at));
             at += bytes.div_ceil(4) * 4;
         }
         let data = self.submit_and_read(start..end, &copies)?;
+        let half = self.half;
         let cpu = self
             .cpu
             .as_mut()
             .ok_or_else(|| crate::err!(Device, "no CPU engine for fallback node {ni}"))?;
         for (&t, &(_, bytes, rb)) in ins.iter().zip(&copies) {
-            cpu.tensor_bytes(t)
-                .copy_from_slice(&data[rb as usize..(rb + bytes) as usize]);
+            let stored = &data[rb as usize..(rb + bytes) as usize];
+            let dst = cpu.tensor_bytes(t);
+            if half {
+                widen_halves(stored, dst);
+            } else {
+                dst.copy_from_slice(stored);
+            }
         }
         cpu.run_nodes(ni..ni + 1);
-        for &t in &n.outputs {
-            let mut b = cpu.tensor_bytes(t).to_vec();
-            b.resize(b.len().div_ceil(4) * 4, 0);
-            self.gpu
-                .queue
-                .write_buffer(&self.arena, model.plan.offsets[t as usize], &b);
+        let outs: Vec<(u32, Vec<u8>)> = n
+            .outputs
+            .iter()
+            .map(|&t| {
+                let b = cpu.tensor_bytes(t);
+                (t, if half { narrow_f32s(b) } else { b.to_vec() })
+            })
+            .collect();
+        for (t, b) in outs {
+            self.write_stored(t, b);
         }
         Ok(end)
     }
@@ -1752,14 +1869,20 @@ impl<'m> GpuSession<'m> {
             let mut copies = Vec::new();
             let mut at = 0u64;
             for &t in &n.outputs {
-                let tt = &g.tensors[t as usize];
-                let bytes = (tt.numel() * tt.dtype.size()) as u64;
-                copies.push((self.model.plan.offsets[t as usize], bytes, at));
+                let (off, bytes) = stored_span(self.model, self.half, t);
+                copies.push((off, bytes, at));
                 at += bytes.div_ceil(4) * 4;
             }
             let data = self.submit_and_read(range, &copies)?;
             for (&t, &(_, bytes, rb)) in n.outputs.iter().zip(&copies) {
-                observe(ni, t, &data[rb as usize..(rb + bytes) as usize]);
+                let stored = &data[rb as usize..(rb + bytes) as usize];
+                if self.half {
+                    let mut wide = vec![0u8; stored.len() * 2];
+                    widen_halves(stored, &mut wide);
+                    observe(ni, t, &wide);
+                } else {
+                    observe(ni, t, stored);
+                }
             }
         }
         self.run_into(inputs, outputs)
@@ -1884,9 +2007,14 @@ impl<'m> GpuSession<'m> {
         let g = &self.model.graph;
         let gpu = self.gpu;
         for (&t, x) in g.inputs.iter().zip(inputs) {
-            let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-            gpu.queue
-                .write_buffer(&self.arena, self.model.plan.offsets[t as usize], &bytes);
+            let bytes: Vec<u8> = if self.half {
+                x.iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect()
+            } else {
+                x.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            self.write_stored(t, bytes);
         }
         for h in &self.host_quantize {
             let mut bytes: Vec<u8> = inputs[h.input]
@@ -1897,6 +2025,14 @@ impl<'m> GpuSession<'m> {
             gpu.queue
                 .write_buffer(&self.arena, self.model.plan.offsets[h.out as usize], &bytes);
         }
+    }
+
+    /// Writes tensor `t`'s bytes, as the arena stores them, at its place (padded to whole words: the
+    /// plan's 64-byte alignment leaves the padding to no other tensor).
+    fn write_stored(&self, t: u32, mut bytes: Vec<u8>) {
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        let (off, _) = stored_span(self.model, self.half, t);
+        self.gpu.queue.write_buffer(&self.arena, off, &bytes);
     }
 
     /// Records dispatches `range`, copies `(arena offset, bytes, readback offset)` to the readback buffer,
@@ -1970,7 +2106,16 @@ impl<'m> GpuSession<'m> {
                 gpu.info.name
             );
         }
-        match done.lock().ok().and_then(|mut d| d.take()) {
+        // the map callback runs inside whichever thread's poll picks it up: with sessions polling the
+        // same device from other threads it can still be in flight when our poll returns
+        let t0 = std::time::Instant::now();
+        let mut mapped = done.lock().ok().and_then(|mut d| d.take());
+        while mapped.is_none() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_micros(200));
+            let _ = gpu.device.poll(wgpu::PollType::Poll);
+            mapped = done.lock().ok().and_then(|mut d| d.take());
+        }
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => bail!(
                 Device,

@@ -180,6 +180,11 @@ fn gpu_bench(
         super::engine::Engine::Gpu(s) => (s.fallback().0.len(), s.fallback().1),
         _ => (0, 0),
     };
+    // how float activations are stored (f16 with --gpu-f16 on a float artifact)
+    let activations = match &engine {
+        super::engine::Engine::Gpu(s) if s.f16_activations() => "f16",
+        _ => "f32",
+    };
     if a.json {
         println!(
             "{}",
@@ -191,11 +196,12 @@ fn gpu_bench(
                 "prepare_ms": prepare_ms, "first_run_ms": first_ms,
                 "artifact_bytes": artifact_bytes,
                 "cpu_fallback_nodes": fallback_nodes, "fallback_bytes_per_run": moved,
+                "activations": activations,
             })
         );
     } else {
         println!(
-            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs on {backend} ({device}); prepare (upload + pipelines) {prepare_ms:.1} ms, first run {first_ms:.3} ms; {fallback_nodes} node(s) on the CPU fallback ({moved} B/run); peak RSS {:.1} MB",
+            "{}: median {median:.3} ms (min {min:.3}, max {max:.3}) over {} runs on {backend} ({device}, {activations} activations); prepare (upload + pipelines) {prepare_ms:.1} ms, first run {first_ms:.3} ms; {fallback_nodes} node(s) on the CPU fallback ({moved} B/run); peak RSS {:.1} MB",
             a.model.display(),
             ms.len(),
             rss as f64 / 1e6

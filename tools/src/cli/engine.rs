@@ -30,6 +30,10 @@ pub struct BackendArgs {
     /// On the GPU, keep f32 weights as f16 (half the weight memory; outputs within ~1e-2 relative).
     #[arg(long)]
     pub gpu_f16_weights: bool,
+    /// On the GPU, store a float model's activations as f16 (half the activation memory and traffic;
+    /// each op computes in f32 and rounds its output to f16). Needs an adapter with f16 shaders.
+    #[arg(long)]
+    pub gpu_f16: bool,
 }
 
 /// A ready engine.
@@ -92,6 +96,7 @@ pub fn open<'m>(
             strict: a.strict,
             threads,
             f16_weights: a.gpu_f16_weights,
+            f16_activations: a.gpu_f16,
         };
         match tern::gpu::GpuSession::with_options(model, g, &opts) {
             Ok(s) => {

@@ -1,22 +1,11 @@
-// Shared by every tern shader: the three bindings and small helpers. The host concatenates this file in
-// front of each op's shader.
-//   arena:   the session's activations, laid out by the artifact's memory plan (32-bit words: an f32, or
-//            four int8 values, little-endian)
+// Shared by every tern shader: the bindings and small helpers. The host concatenates one arena prelude
+// (arena32.wgsl, or arena16.wgsl for f16 activations), this file and the op's shader.
 //   weights: the artifact's weight blob, uploaded once (constants at their blob offsets), same words
 //   p:       this dispatch's parameters (u32 words; floats as bit patterns)
-@group(0) @binding(0) var<storage, read_write> arena: array<u32>;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;
 @group(0) @binding(2) var<storage, read> p: array<u32>;
 //   weights16: the weight tensors a session keeps as f16 (two halves per word)
 @group(0) @binding(3) var<storage, read> weights16: array<u32>;
-
-fn ld(i: u32) -> f32 {
-    return bitcast<f32>(arena[i]);
-}
-
-fn st(i: u32, v: f32) {
-    arena[i] = bitcast<u32>(v);
-}
 
 fn wt(i: u32) -> f32 {
     return bitcast<f32>(weights[i]);
@@ -85,20 +74,8 @@ fn neg_inf() -> f32 {
 
 // ---- int8: four values per 32-bit word, little-endian ----
 
-// int8 element j of a tensor that starts at word w0 (sign-extended)
-fn ld8(w0: u32, j: u32) -> i32 {
-    return extractBits(bitcast<i32>(arena[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
-}
-
 fn wt8(w0: u32, j: u32) -> i32 {
     return extractBits(bitcast<i32>(weights[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
-}
-
-fn rd8(src: u32, w0: u32, j: u32) -> i32 {
-    if (src == 0u) {
-        return ld8(w0, j);
-    }
-    return wt8(w0, j);
 }
 
 fn pack4(v: vec4<i32>) -> u32 {
@@ -189,18 +166,7 @@ fn requant(acc: i32, bias: i32, mult: i32, shift: i32, zp: i32, lo: i32, hi: i32
     return clamp(sat_add(v, zp), lo, hi);
 }
 
-// int8 element at byte b of the arena / of the weights (int8 constants are byte-aligned in the blob)
-fn ld8b(b: u32) -> i32 {
-    return extractBits(bitcast<i32>(arena[b >> 2u]), (b & 3u) * 8u, 8u);
-}
-
+// int8 element at byte b of the weights (int8 constants are byte-aligned in the blob)
 fn wt8b(b: u32) -> i32 {
     return extractBits(bitcast<i32>(weights[b >> 2u]), (b & 3u) * 8u, 8u);
-}
-
-fn rd8b(src: u32, b: u32) -> i32 {
-    if (src == 0u) {
-        return ld8b(b);
-    }
-    return wt8b(b);
 }
