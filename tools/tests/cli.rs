@@ -446,6 +446,35 @@ fn backend_auto_runs_and_agrees_with_cpu() {
         j["prepare_ms"].as_f64().is_some() && j["first_run_ms"].as_f64().is_some(),
         "{j}"
     );
+    // --gpu-f16: activations stored as f16 where the GPU has f16 shaders (lavapipe does), outputs within
+    // the f16 tolerance
+    let half = d.path().join("half");
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output-dir")
+        .arg(&half)
+        .args(["--backend", "auto", "--gpu-allow-cpu-adapter", "--gpu-f16"]));
+    for (a, b) in read(&cpu).iter().zip(read(&half)) {
+        assert!((a - b).abs() <= 2e-3 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&ok(tern().arg("bench").arg(&art).args([
+        "--backend",
+        "auto",
+        "--gpu-allow-cpu-adapter",
+        "--gpu-f16",
+        "--runs",
+        "2",
+        "--json",
+    ])))
+    .unwrap();
+    let act = j["activations"].as_str().unwrap();
+    assert!(
+        act == "f16" || j["backend"] == "cpu",
+        "a GPU run with --gpu-f16 kept {act} activations: {j}"
+    );
 }
 
 /// `--max-drop` with `--calib-labels`: the accuracy target on labelled calibration samples decides which
