@@ -223,65 +223,6 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     assert_eq!(same, want.len());
 }
 
-/// The f16-weights variant (weights stored as halves on the GPU, f32 arithmetic) within its stated
-/// tolerance of the CPU's f32 outputs on PP-OCR cls and det320.
-#[test]
-fn f16_weights_stay_within_tolerance() {
-    let Some(gpu) = tern_tests::gpu() else { return };
-    let opts = tern::gpu::GpuSessionOptions {
-        f16_weights: true,
-        ..Default::default()
-    };
-    for (name, onnx, dims, data) in [
-        (
-            "cls",
-            "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-            vec![1, 3, 48, 192],
-            "data/out/cls_eval.npy",
-        ),
-        (
-            "det320",
-            "cache/ch_PP-OCRv4_det_infer.onnx",
-            vec![1, 3, 320, 320],
-            "data/out/det320_eval.npy",
-        ),
-    ] {
-        let bytes = tern_tools::compress_float(
-            &tern_tests::model(onnx),
-            &[InputShape {
-                name: "x".into(),
-                dims,
-            }],
-        )
-        .unwrap();
-        let m = Model::from_bytes(&bytes).unwrap();
-        let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
-        let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
-        let x: ArrayD<f32> = read_npy(tern_tests::model(data)).unwrap();
-        let x: Vec<f32> = x.index_axis(Axis(0), 0).iter().copied().collect();
-        let n = m.outputs().next().unwrap().numel();
-        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-        cpu.run_into(&[&x], &mut [&mut a]).unwrap();
-        g.run_into(&[&x], &mut [&mut b]).unwrap();
-        let rel = tern_tests::rel_l2(&b, &a);
-        let (mut inter, mut union) = (0usize, 0usize);
-        for (p, q) in a.iter().zip(&b) {
-            inter += (*p > 0.3 && *q > 0.3) as usize;
-            union += (*p > 0.3 || *q > 0.3) as usize;
-        }
-        let iou = inter as f64 / union.max(1) as f64;
-        println!(
-            "{name} f32 with f16 weights on the GPU: rel L2 {rel:.2e}, map IoU {iou:.4} vs the CPU"
-        );
-        // the stated tolerance (GpuSessionOptions::f16_weights); a zero error would mean f16 went unused
-        let tol = if name == "cls" { 1e-3 } else { 1e-1 };
-        assert!(rel < tol && rel > 0.0, "{name}: rel L2 {rel}");
-        if name == "det320" {
-            assert!(iou > 0.98, "det320 map IoU {iou}");
-        }
-    }
-}
-
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     let Some(gpu) = tern_tests::gpu() else { return };
@@ -348,6 +289,94 @@ fn a_lost_device_is_an_error_not_a_hang() {
     }
 }
 
+/// A sample model's float artifact, its evaluation set and the samples the f16 tests run.
+fn float_case(name: &str) -> (Vec<u8>, ArrayD<f32>, usize) {
+    let (onnx, dims, data, samples) = match name {
+        "digits" => ("digits/digits.onnx", vec![], "digits/X_test.npy", 64),
+        "cls" => (
+            "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            vec![1, 3, 48, 192],
+            "data/out/cls_eval.npy",
+            8,
+        ),
+        _ => (
+            "cache/ch_PP-OCRv4_det_infer.onnx",
+            vec![1, 3, 320, 320],
+            "data/out/det320_eval.npy",
+            2,
+        ),
+    };
+    let shapes: Vec<InputShape> = if dims.is_empty() {
+        vec![]
+    } else {
+        vec![InputShape {
+            name: "x".into(),
+            dims,
+        }]
+    };
+    let bytes = tern_tools::compress_float(&tern_tests::model(onnx), &shapes).unwrap();
+    (bytes, read_npy(tern_tests::model(data)).unwrap(), samples)
+}
+
+/// A GPU session with `opts` against the CPU's f32 run on `samples` rows of `xs`: worst relative L2,
+/// top-1 agreements, and the text-map IoU at p > 0.3 (for det).
+fn f16_variant(
+    m: &Model,
+    g: &mut GpuSession,
+    xs: &ArrayD<f32>,
+    samples: usize,
+) -> (f64, usize, f64) {
+    let mut cpu = Session::new(m, SessionOptions { threads: 1 }).unwrap();
+    let n = m.outputs().next().unwrap().numel();
+    let (mut rel, mut agree, mut inter, mut union) = (0f64, 0usize, 0usize, 0usize);
+    let top = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|p, q| p.1.total_cmp(q.1))
+            .unwrap()
+            .0
+    };
+    for x in xs.axis_iter(Axis(0)).take(samples) {
+        let x: Vec<f32> = x.iter().copied().collect();
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        cpu.run_into(&[&x], &mut [&mut a]).unwrap();
+        g.run_into(&[&x], &mut [&mut b]).unwrap();
+        rel = rel.max(tern_tests::rel_l2(&b, &a));
+        agree += (top(&a) == top(&b)) as usize;
+        for (p, q) in a.iter().zip(&b) {
+            inter += (*p > 0.3 && *q > 0.3) as usize;
+            union += (*p > 0.3 || *q > 0.3) as usize;
+        }
+    }
+    (rel, agree, inter as f64 / union.max(1) as f64)
+}
+
+/// The f16-weights variant (weights stored as halves on the GPU, f32 arithmetic) within its stated
+/// tolerance of the CPU's f32 outputs on PP-OCR cls and det320.
+#[test]
+fn f16_weights_stay_within_tolerance() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let opts = tern::gpu::GpuSessionOptions {
+        f16_weights: true,
+        ..Default::default()
+    };
+    for name in ["cls", "det320"] {
+        let (bytes, xs, _) = float_case(name);
+        let m = Model::from_bytes(&bytes).unwrap();
+        let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
+        let (rel, _, iou) = f16_variant(&m, &mut g, &xs, 1);
+        println!(
+            "{name} f32 with f16 weights on the GPU: rel L2 {rel:.2e}, map IoU {iou:.4} vs the CPU"
+        );
+        // the stated tolerance (GpuSessionOptions::f16_weights); a zero error would mean f16 went unused
+        let tol = if name == "cls" { 1e-3 } else { 1e-1 };
+        assert!(rel < tol && rel > 0.0, "{name}: rel L2 {rel}");
+        if name == "det320" {
+            assert!(iou > 0.98, "det320 map IoU {iou}");
+        }
+    }
+}
+
 /// f16 activations (`GpuSessionOptions::f16_activations`: activations stored as f16, f32 arithmetic)
 /// within their stated tolerance of the CPU's f32 outputs on whole models, same decisions (digits and
 /// cls top-1, det's text map); an int8 artifact keeps f32 for its float layers and its integers.
@@ -362,65 +391,12 @@ fn f16_activations_stay_within_tolerance() {
         f16_activations: true,
         ..Default::default()
     };
-    for (name, onnx, dims, data, samples) in [
-        (
-            "digits",
-            "digits/digits.onnx",
-            vec![],
-            "digits/X_test.npy",
-            64,
-        ),
-        (
-            "cls",
-            "cache/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-            vec![1, 3, 48, 192],
-            "data/out/cls_eval.npy",
-            8,
-        ),
-        (
-            "det320",
-            "cache/ch_PP-OCRv4_det_infer.onnx",
-            vec![1, 3, 320, 320],
-            "data/out/det320_eval.npy",
-            2,
-        ),
-    ] {
-        let shapes: Vec<InputShape> = if dims.is_empty() {
-            vec![]
-        } else {
-            vec![InputShape {
-                name: "x".into(),
-                dims,
-            }]
-        };
-        let bytes = tern_tools::compress_float(&tern_tests::model(onnx), &shapes).unwrap();
+    for name in ["digits", "cls", "det320"] {
+        let (bytes, xs, samples) = float_case(name);
         let m = Model::from_bytes(&bytes).unwrap();
-        let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
         let mut g = GpuSession::with_options(&m, gpu, &opts).unwrap();
         assert!(g.f16_activations() && g.fallback().0.is_empty());
-        let xs: ArrayD<f32> = read_npy(tern_tests::model(data)).unwrap();
-        let n = m.outputs().next().unwrap().numel();
-        let (mut rel, mut agree, mut inter, mut union) = (0f64, 0usize, 0usize, 0usize);
-        for x in xs.axis_iter(Axis(0)).take(samples) {
-            let x: Vec<f32> = x.iter().copied().collect();
-            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            cpu.run_into(&[&x], &mut [&mut a]).unwrap();
-            g.run_into(&[&x], &mut [&mut b]).unwrap();
-            rel = rel.max(tern_tests::rel_l2(&b, &a));
-            let top = |v: &[f32]| {
-                v.iter()
-                    .enumerate()
-                    .max_by(|p, q| p.1.total_cmp(q.1))
-                    .unwrap()
-                    .0
-            };
-            agree += (top(&a) == top(&b)) as usize;
-            for (p, q) in a.iter().zip(&b) {
-                inter += (*p > 0.3 && *q > 0.3) as usize;
-                union += (*p > 0.3 || *q > 0.3) as usize;
-            }
-        }
-        let iou = inter as f64 / union.max(1) as f64;
+        let (rel, agree, iou) = f16_variant(&m, &mut g, &xs, samples);
         println!(
             "{name} f32 with f16 activations on the GPU: worst rel L2 {rel:.2e}, {} vs the CPU",
             if name == "det320" {

@@ -402,24 +402,17 @@ fn backend_auto_runs_and_agrees_with_cpu() {
         .arg(&art));
     let x = d.path().join("x.npy");
     write_npy(&x, &[1, 64], (0..64).map(|i| (i % 17) as f32).collect());
-    let (cpu, auto) = (d.path().join("cpu"), d.path().join("auto"));
-    ok(tern()
-        .arg("run")
-        .arg(&art)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output-dir")
-        .arg(&cpu));
-    ok(tern()
-        .arg("run")
-        .arg(&art)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output-dir")
-        .arg(&auto)
-        .args(["--backend", "auto", "--gpu-allow-cpu-adapter"]));
-    let read = |dir: &Path| -> Vec<f32> {
-        let f = std::fs::read_dir(dir)
+    let run = |dir: &str, backend: &[&str]| -> Vec<f32> {
+        let out = d.path().join(dir);
+        ok(tern()
+            .arg("run")
+            .arg(&art)
+            .arg("--input")
+            .arg(&x)
+            .arg("--output-dir")
+            .arg(&out)
+            .args(backend));
+        let f = std::fs::read_dir(&out)
             .unwrap()
             .next()
             .unwrap()
@@ -428,18 +421,27 @@ fn backend_auto_runs_and_agrees_with_cpu() {
         let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(f).unwrap();
         a.iter().copied().collect()
     };
-    for (a, b) in read(&cpu).iter().zip(read(&auto)) {
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let out = ok(tern()
+            .arg("bench")
+            .arg(&art)
+            .args([
+                "--backend",
+                "auto",
+                "--gpu-allow-cpu-adapter",
+                "--runs",
+                "2",
+                "--json",
+            ])
+            .args(extra));
+        serde_json::from_str(&out).unwrap()
+    };
+    let cpu = run("cpu", &[]);
+    let auto = run("auto", &["--backend", "auto", "--gpu-allow-cpu-adapter"]);
+    for (a, b) in cpu.iter().zip(&auto) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
     }
-    let j: serde_json::Value = serde_json::from_str(&ok(tern().arg("bench").arg(&art).args([
-        "--backend",
-        "auto",
-        "--gpu-allow-cpu-adapter",
-        "--runs",
-        "2",
-        "--json",
-    ])))
-    .unwrap();
+    let j = bench(&[]);
     let b = j["backend"].as_str().unwrap();
     assert!(b == "gpu" || b == "cpu", "{j}");
     assert!(
@@ -448,28 +450,14 @@ fn backend_auto_runs_and_agrees_with_cpu() {
     );
     // --gpu-f16: activations stored as f16 where the GPU has f16 shaders (lavapipe does), outputs within
     // the f16 tolerance
-    let half = d.path().join("half");
-    ok(tern()
-        .arg("run")
-        .arg(&art)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output-dir")
-        .arg(&half)
-        .args(["--backend", "auto", "--gpu-allow-cpu-adapter", "--gpu-f16"]));
-    for (a, b) in read(&cpu).iter().zip(read(&half)) {
+    let half = run(
+        "half",
+        &["--backend", "auto", "--gpu-allow-cpu-adapter", "--gpu-f16"],
+    );
+    for (a, b) in cpu.iter().zip(&half) {
         assert!((a - b).abs() <= 2e-3 * (1.0 + a.abs()), "{a} vs {b}");
     }
-    let j: serde_json::Value = serde_json::from_str(&ok(tern().arg("bench").arg(&art).args([
-        "--backend",
-        "auto",
-        "--gpu-allow-cpu-adapter",
-        "--gpu-f16",
-        "--runs",
-        "2",
-        "--json",
-    ])))
-    .unwrap();
+    let j = bench(&["--gpu-f16"]);
     let act = j["activations"].as_str().unwrap();
     assert!(
         act == "f16" || j["backend"] == "cpu",
