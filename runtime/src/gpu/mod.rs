@@ -435,6 +435,8 @@ impl Default for GpuSessionOptions {
 /// One recorded dispatch.
 struct Step {
     shader: &'static str,
+    /// Values of the shader's `override` constants (a pipeline per distinct set).
+    consts: Vec<(&'static str, f64)>,
     params: Vec<u32>,
     /// Invocations (64 per workgroup), for the 1-D shaders.
     threads: u32,
@@ -571,6 +573,19 @@ fn conv_header(xs: &[u32], os: &[u32], g: &crate::ir::Conv2d) -> Vec<u32> {
     ]
 }
 
+/// A conv's kernel geometry as the `override` constants of conv.wgsl, conv_tiled.wgsl and q_conv.wgsl:
+/// constant loop bounds and strides let the driver's compiler unroll the taps (one pipeline per geometry).
+fn conv_consts(g: &crate::ir::Conv2d) -> Vec<(&'static str, f64)> {
+    vec![
+        ("KH", g.kernel[0] as f64),
+        ("KW", g.kernel[1] as f64),
+        ("SH", g.strides[0] as f64),
+        ("SW", g.strides[1] as f64),
+        ("DH", g.dilations[0] as f64),
+        ("DW", g.dilations[1] as f64),
+    ]
+}
+
 fn fm(m: crate::ir::quant::FixedMultiplier) -> [u32; 2] {
     [m.mult as u32, m.shift as u32]
 }
@@ -608,8 +623,13 @@ fn int8_steps(
     let prep = crate::cpu::ops::quant::prepare(&scalar, model, n, shapes);
     let (x, out) = (n.inputs[0], n.outputs[0]);
     let four = |e: u32| e.div_ceil(4);
+    let consts = match &n.op {
+        Op::QConv { geom, .. } if kernel == "q_conv" => conv_consts(geom),
+        _ => Vec::new(),
+    };
     let mut push = |params: Vec<u32>, threads: u32| {
         steps.push(Step {
+            consts: consts.clone(),
             shader: kernel,
             groups: None,
             params,
@@ -1169,6 +1189,7 @@ impl<'m> GpuSession<'m> {
                     p.extend(bcast_strides(&shape(n.inputs[0]), &os));
                     p.extend(bcast_strides(&shape(n.inputs[1]), &os));
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1195,6 +1216,7 @@ impl<'m> GpuSession<'m> {
                     p.extend(bcast_strides(&shape(n.inputs[0]), &os));
                     p.extend([0u32; MAX_RANK]);
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1213,6 +1235,7 @@ impl<'m> GpuSession<'m> {
                         );
                     };
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1244,6 +1267,7 @@ impl<'m> GpuSession<'m> {
                         None => (0, 0),
                     };
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: (kernel == "matmul_tiled")
                             .then(|| [nn.div_ceil(16), m.div_ceil(16), batch]),
@@ -1296,6 +1320,11 @@ impl<'m> GpuSession<'m> {
                         u32::from(half_of(n.inputs[1], &mut Vec::new()).is_some()),
                     ]);
                     steps.push(Step {
+                        consts: if kernel == "conv" || kernel == "conv_tiled" {
+                            conv_consts(geom)
+                        } else {
+                            Vec::new()
+                        },
                         shader: kernel,
                         groups: (kernel == "conv_tiled").then(|| {
                             let npix = os[2] * os[3];
@@ -1318,6 +1347,7 @@ impl<'m> GpuSession<'m> {
                         } => 2,
                     };
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1330,6 +1360,7 @@ impl<'m> GpuSession<'m> {
                     let inner: u32 = xs[2..].iter().product();
                     let k = u32::from(!matches!(kind, PoolKind::Max));
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: planes,
@@ -1342,6 +1373,7 @@ impl<'m> GpuSession<'m> {
                     let inner: u32 = os[ax + 1..].iter().product();
                     let rows = numel(&os) / len.max(1);
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: rows,
@@ -1351,6 +1383,7 @@ impl<'m> GpuSession<'m> {
                 Op::Reshape => {
                     let len = numel(&os);
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: len,
@@ -1388,6 +1421,7 @@ impl<'m> GpuSession<'m> {
                         pos += len;
                     }
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&ws),
@@ -1412,6 +1446,7 @@ impl<'m> GpuSession<'m> {
                     p.extend(dims);
                     p.extend(st);
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1440,6 +1475,7 @@ impl<'m> GpuSession<'m> {
                     let mut p = vec![numel(&os), os.len() as u32, ox, word(out), f(maps.fill), sx];
                     push_maps(&mut p, &os, &maps.maps);
                     steps.push(Step {
+                        consts: Vec::new(),
                         shader: kernel,
                         groups: None,
                         threads: numel(&os),
@@ -1627,9 +1663,10 @@ impl<'m> GpuSession<'m> {
         // pipelines are built here, never in run
         let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut pipelines = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let key = |s: &Step| alloc::format!("{}{:?}", s.shader, s.consts);
+        let mut index: HashMap<String, usize> = HashMap::new();
         for s in &steps {
-            if index.contains_key(s.shader) {
+            if index.contains_key(&key(s)) {
                 continue;
             }
             let Some(body) = SHADERS
@@ -1671,10 +1708,13 @@ impl<'m> GpuSession<'m> {
                 layout: Some(&playout),
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &s.consts,
+                    ..Default::default()
+                },
                 cache: None,
             });
-            index.insert(s.shader, pipelines.len());
+            index.insert(key(s), pipelines.len());
             pipelines.push(pl);
         }
         if let Some(e) = pollster::block_on(validation.pop()) {
@@ -1725,7 +1765,7 @@ impl<'m> GpuSession<'m> {
                     },
                 ],
             });
-            recorded.push((index[s.shader], bind, s.threads, s.groups));
+            recorded.push((index[&key(s)], bind, s.threads, s.groups));
         }
         log::debug!(
             "GPU session: {} dispatch(es), {} pipeline(s), arena {arena_bytes} B, weights {weight_bytes} B",

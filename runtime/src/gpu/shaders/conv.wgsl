@@ -3,11 +3,19 @@
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
 //    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b, 24 weights
 //    in the f16 copy
+// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
+override KH: u32;
+override KW: u32;
+override SH: u32;
+override SW: u32;
+override DH: u32;
+override DW: u32;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear(gid, nwg);
     let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
-    let kh = p[7]; let kw = p[8];
+    let kh = KH; let kw = KW;
     if (i >= p[0] * m * oh * ow) {
         return;
     }
@@ -23,12 +31,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let xbase = p[16] + ((b * c + g * cg + ci) * h) * w;
         let wbase = p[17] + (mo * cg + ci) * kh * kw;
         for (var ky = 0u; ky < kh; ky++) {
-            let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
+            let iy = i32(oy * SH + ky * DH) - i32(p[13]);
             if (iy < 0 || iy >= i32(h)) {
                 continue;
             }
             for (var kx = 0u; kx < kw; kx++) {
-                let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
+                let ix = i32(ox * SW + kx * DW) - i32(p[14]);
                 if (ix < 0 || ix >= i32(w)) {
                     continue;
                 }

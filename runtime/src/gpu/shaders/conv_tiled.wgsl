@@ -2,13 +2,21 @@
 // k = (ci, ky, kx) and X the unrolled input (zero in the padding), computed in 16x16 output tiles whose
 // operands pass through workgroup memory 16 k at a time. Workgroups: (pixel tiles, channel tiles, N*groups).
 // p: same as conv.wgsl (24: weights in the f16 copy)
+// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
+override KH: u32;
+override KW: u32;
+override SH: u32;
+override SW: u32;
+override DH: u32;
+override DW: u32;
+
 var<workgroup> wa: array<array<f32, 16>, 16>;
 var<workgroup> xb: array<array<f32, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
-    let kh = p[7]; let kw = p[8];
+    let kh = KH; let kw = KW;
     let groups = p[15];
     let cg = c / groups;
     let mg = m / groups;
@@ -36,8 +44,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let kx = kr % kw;
             let oy = col / ow;
             let ox = col % ow;
-            let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
-            let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
+            let iy = i32(oy * SH + ky * DH) - i32(p[13]);
+            let ix = i32(ox * SW + kx * DW) - i32(p[14]);
             if (iy >= 0 && iy < i32(h) && ix >= 0 && ix < i32(w)) {
                 xv = ld(p[16] + ((b * c + g * cg + ci) * h + u32(iy)) * w + u32(ix));
             }

@@ -7,9 +7,17 @@
 //    16 x byte off, 17 packed weights word off ([M][kh][kw][ceil(C/groups/4)]), 18 has bias, 19 bias word
 //    off, 20 out word off, 21 zp_in, 22 zp_out, 23 lo, 24 hi, 25 (mult, shift) list start in p, 26 tap weight
 //    sums word off ([M][kh][kw])
+// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
+override KH: u32;
+override KW: u32;
+override SH: u32;
+override SW: u32;
+override DH: u32;
+override DW: u32;
+
 fn one(e: u32) -> i32 {
     let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
-    let kh = p[7]; let kw = p[8];
+    let kh = KH; let kw = KW;
     let ox = e % ow;
     let oy = (e / ow) % oh;
     let mo = (e / (ow * oh)) % m;
@@ -23,12 +31,12 @@ fn one(e: u32) -> i32 {
     let xb = p[16] + (b * c + g * cg) * plane;
     var acc = 0;
     for (var ky = 0u; ky < kh; ky++) {
-        let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
+        let iy = i32(oy * SH + ky * DH) - i32(p[13]);
         if (iy < 0 || iy >= i32(h)) {
             continue;
         }
         for (var kx = 0u; kx < kw; kx++) {
-            let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
+            let ix = i32(ox * SW + kx * DW) - i32(p[14]);
             if (ix < 0 || ix >= i32(w)) {
                 continue;
             }
