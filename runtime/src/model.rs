@@ -331,6 +331,27 @@ fn per_tensor(g: &Graph, t: u32) -> core::result::Result<(f32, i32), String> {
     }
 }
 
+/// A channel-scaled int8 tensor (see [`crate::ir::quant::QParams`]): one scale per channel (axis 1) and one
+/// zero point shared by all channels; `(scales, zero point)`, or a message naming it.
+fn channel_scaled(g: &Graph, t: u32) -> core::result::Result<(&[f32], i32), String> {
+    let tt = &g.tensors[t as usize];
+    let ok = |q: &crate::ir::quant::QParams| {
+        tt.shape.len() >= 2
+            && q.axis == Some(1)
+            && q.scale.len() == tt.shape[1] as usize
+            && !q.zero_point.is_empty()
+            && q.zero_point.iter().all(|&z| z == q.zero_point[0])
+            && (-128..=127).contains(&q.zero_point[0])
+    };
+    match (&tt.dtype, &tt.quant) {
+        (DType::I8, Some(q)) if ok(q) => Ok((&q.scale, q.zero_point[0])),
+        _ => Err(alloc::format!(
+            "tensor \"{}\" must be int8 with one scale (or one per channel on axis 1) and one zero point in [-128, 127] (is {:?}, {:?})",
+            tt.name, tt.dtype, tt.quant
+        )),
+    }
+}
+
 /// Which element types and quantization parameters each op accepts. Integer ops also need their
 /// requantization multipliers to be encodable.
 fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), String> {
@@ -355,7 +376,12 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
         }
         Op::QConv { lo, hi, .. } | Op::QMatMul { lo, hi } | Op::QConvTranspose { lo, hi, .. } => {
             let (sx, _) = per_tensor(g, n.inputs[0])?;
-            let (sy, _) = per_tensor(g, y)?;
+            // a QConv may write a channel-scaled tensor (one multiplier per output channel anyway)
+            let sy: Vec<f32> = match (per_tensor(g, y), &n.op) {
+                (Ok((s, _)), _) => vec![s],
+                (Err(_), Op::QConv { .. }) => channel_scaled(g, y)?.0.to_vec(),
+                (Err(e), _) => return Err(e),
+            };
             let w = &g.tensors[n.inputs[1] as usize];
             if let Op::QConvTranspose { geom, .. } = &n.op {
                 let plain = geom.kernel == geom.strides
@@ -399,9 +425,16 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
                     w.name
                 ));
             };
+            if sy.len() != 1 && sy.len() != ch {
+                return Err(alloc::format!(
+                    "output has {} channel scales for {ch} output channels",
+                    sy.len()
+                ));
+            }
             for k in 0..ch {
                 let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
-                mult(sx as f64 * sw as f64 / sy as f64, "output")?;
+                let so = sy[if sy.len() == 1 { 0 } else { k }];
+                mult(sx as f64 * sw as f64 / so as f64, "output")?;
             }
             if let Some(&b) = n.inputs.get(2) {
                 if dt(b) != DType::I32 {
@@ -431,7 +464,16 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             Ok(())
         }
         Op::QLut => {
-            per_tensor(g, n.inputs[0])?;
+            // a channel-scaled input takes one table per channel ([C, 256]; shape inference checks it)
+            if per_tensor(g, n.inputs[0]).is_err() {
+                let c = channel_scaled(g, n.inputs[0])?.0.len();
+                if g.tensors[n.inputs[1] as usize].numel() != c * 256 {
+                    return Err(alloc::format!(
+                        "table \"{}\" must hold one 256-entry table per channel of the channel-scaled input ({c})",
+                        name(n.inputs[1])
+                    ));
+                }
+            }
             per_tensor(g, y)?;
             if dt(n.inputs[1]) != DType::I8 {
                 return Err(alloc::format!(

@@ -463,3 +463,142 @@ fn deflated_sections() {
     let e = Model::from_bytes(&old).unwrap_err();
     assert!(e.context.contains("no graph section"), "{e}");
 }
+
+/// A channel-scaled tensor (one scale per channel on axis 1, one zero point: a QConv's output read only
+/// by QLuts, one table per channel) loads and computes: with every channel at the tensor's scale and each
+/// table a copy of the old one it is the per-tensor model exactly. Malformed ones are errors naming the
+/// tensor or table.
+#[test]
+fn channel_scaled_tensors() {
+    let b = int8_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let g = &d.meta.graph;
+    // a QConv whose output only QLuts read (PP-OCR cls: the SE block's second conv, before HardSigmoid)
+    let (ci, li) = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.op, tern::ir::Op::QConv { .. }))
+        .find_map(|(ci, n)| {
+            let y = n.outputs[0];
+            let readers: Vec<usize> = g
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.inputs.contains(&y))
+                .map(|(i, _)| i)
+                .collect();
+            (readers.len() == 1 && matches!(g.nodes[readers[0]].op, tern::ir::Op::QLut))
+                .then(|| (ci, readers[0]))
+        })
+        .expect("cls int8 has a QConv read only by a QLut");
+    let y = g.nodes[ci].outputs[0] as usize;
+    let table = g.nodes[li].inputs[1] as usize;
+    let c = g.tensors[y].shape[1] as usize;
+    let q = g.tensors[y].quant.clone().unwrap();
+    let old = d.weights[g.tensors[table].data.unwrap().offset as usize..][..256].to_vec();
+    // every channel on the tensor's scale, the table once per channel, appended to the blob
+    let channel = move |m: &mut ArtifactMeta, blob: &mut Vec<u8>, tables: usize| {
+        let off = blob.len().div_ceil(64) * 64;
+        blob.resize(off, 0);
+        for _ in 0..tables {
+            blob.extend_from_slice(&old);
+        }
+        let t = &mut m.graph.tensors[table];
+        t.shape = if tables == 1 {
+            vec![256]
+        } else {
+            vec![tables as u32, 256]
+        };
+        t.data = Some(tern::ir::BlobRange {
+            offset: off as u64,
+            len: (tables * 256) as u64,
+        });
+        m.graph.tensors[y].quant = Some(tern::ir::QParams {
+            scale: vec![q.scale[0]; c],
+            zero_point: vec![q.zero_point[0]; c],
+            axis: Some(1),
+        });
+    };
+    let mut meta = d.meta.clone();
+    let mut blob = d.weights.to_vec();
+    channel(&mut meta, &mut blob, c);
+    let packed = artifact::encode(&meta, &blob).unwrap();
+    let m = Model::from_bytes(&packed).unwrap();
+    let x: Vec<f32> = (0..3 * 48 * 192)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) / 12.0)
+        .collect();
+    let base = Model::from_bytes(&b).unwrap();
+    let run2 = |m: &Model| {
+        let mut s = tern::Session::new(m, Default::default()).unwrap();
+        let mut y = vec![0.0; 2];
+        s.run_into(&[&x], &mut [&mut y]).unwrap();
+        y
+    };
+    assert_eq!(
+        run2(&m),
+        run2(&base),
+        "same scales, same tables: same outputs"
+    );
+
+    type Mutate = Box<dyn Fn(&mut ArtifactMeta, &mut Vec<u8>)>;
+    let cases: Vec<(Mutate, String)> = vec![
+        // one table for a channel-scaled input
+        (
+            Box::new({
+                let ch = channel.clone();
+                move |m, blob| ch(m, blob, 1)
+            }),
+            g.tensors[table].name.clone(),
+        ),
+        // channels that disagree on the zero point
+        (
+            Box::new({
+                let ch = channel.clone();
+                move |m, blob| {
+                    ch(m, blob, c);
+                    m.graph.tensors[y].quant.as_mut().unwrap().zero_point[1] += 1;
+                }
+            }),
+            g.tensors[y].name.clone(),
+        ),
+        // a scale count that is not the channel count
+        (
+            Box::new({
+                let ch = channel.clone();
+                move |m, blob| {
+                    ch(m, blob, c);
+                    m.graph.tensors[y].quant.as_mut().unwrap().scale.pop();
+                }
+            }),
+            g.tensors[y].name.clone(),
+        ),
+    ];
+    for (f, want) in cases {
+        let (mut meta, mut blob) = (d.meta.clone(), d.weights.to_vec());
+        f(&mut meta, &mut blob);
+        let e = Model::from_bytes(&artifact::encode(&meta, &blob).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&want), "expected \"{want}\" in: {e}");
+    }
+    // a channel-scaled tensor read by anything but a QLut: the per-tensor reader refuses it
+    let (mut meta, mut blob) = (d.meta.clone(), d.weights.to_vec());
+    channel(&mut meta, &mut blob, c);
+    let reader = g
+        .nodes
+        .iter()
+        .position(|n| {
+            matches!(
+                n.op,
+                tern::ir::Op::QBinary { .. } | tern::ir::Op::QConv { .. }
+            ) && n.inputs[0] != g.nodes[ci].outputs[0]
+        })
+        .unwrap();
+    meta.graph.nodes[reader].inputs[0] = y as u32;
+    let e = Model::from_bytes(&artifact::encode(&meta, &blob).unwrap()).unwrap_err();
+    assert!(
+        e.context.contains(&g.tensors[y].name) || e.context.contains("must"),
+        "{e}"
+    );
+}

@@ -28,6 +28,7 @@ fn host_artifact_fixture() {
                 max_error: None,
                 max_drop: None,
                 labels: None,
+                channel_scales: None,
             },
             progress: false,
         };

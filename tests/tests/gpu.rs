@@ -110,6 +110,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
             max_error: None,
             max_drop: None,
             labels: None,
+            channel_scales: None,
         },
         progress: false,
     };
@@ -174,6 +175,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
             max_error: None,
             max_drop: None,
             labels: None,
+            channel_scales: None,
         },
         progress: false,
     };
@@ -189,6 +191,12 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     .unwrap()
     .0;
     let m = Model::from_bytes(&det).unwrap();
+    // its stem's pre-activation is channel-scaled (per-channel output multipliers, a table per channel)
+    assert!(
+        m.meta("quant.channel_scaled")
+            .is_some_and(|v| !v.is_empty()),
+        "det int8 has channel-scaled tensors"
+    );
     let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
     let mut g = GpuSession::new(&m, gpu).unwrap();
     assert!(

@@ -71,6 +71,7 @@ fn int8(d: &Path, calib: bool) -> Vec<u8> {
             max_error: None,
             max_drop: None,
             labels: None,
+            channel_scales: None,
         },
         progress: false,
     };
@@ -211,6 +212,7 @@ fn exported_qdq_runs_on_ort_like_tern() {
             max_error: None,
             max_drop: None,
             labels: None,
+            channel_scales: None,
         },
         progress: false,
     };
@@ -269,10 +271,10 @@ fn run_all(bytes: &[u8], xs: &ArrayD<f32>) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// `--calib-method auto` (the default) keeps the candidate whose int8 outputs are closest to the float
-/// model's on the calibration samples: its artifact computes exactly what the explicitly chosen method's
-/// does, and no other candidate's artifact is closer to the float outputs (float64 relative L2, computed
-/// here from the float artifact).
+/// `--calib-method auto` (the default) keeps the candidate method whose int8 outputs are closest to the float model's on the calibration samples: its artifact computes
+/// exactly what the explicitly chosen candidate's does, and no other candidate's artifact is closer to the
+/// float outputs by more than the margin (per-sample float64 relative L2, computed here from the float
+/// artifact).
 #[test]
 fn calib_method_auto_keeps_the_closest_candidate() {
     let d = ensure_cases().join("qdq_s8s8_channel");
@@ -281,7 +283,7 @@ fn calib_method_auto_keeps_the_closest_candidate() {
     let xs: ArrayD<f32> = read_npy(&calib).unwrap();
     let float = tern_tools::compress_float(&onnx, &[]).unwrap();
     let want = run_all(&float, &xs);
-    let quant = |method| {
+    let quant = |method, channel_scales| {
         let c = CompressInt8 {
             calib: Some(&calib),
             samples: None,
@@ -290,22 +292,35 @@ fn calib_method_auto_keeps_the_closest_candidate() {
                 max_error: None,
                 max_drop: None,
                 labels: None,
+                channel_scales,
             },
             progress: false,
         };
         compress_int8(&onnx, &[], &c).unwrap().0
     };
+    // auto's measure: the mean over samples of each sample's relative L2, samples with under 1% of the
+    // median sample's output energy left out
+    let energy = |w: &[f32]| w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    let mut energies: Vec<f64> = want.iter().map(|w| energy(w)).collect();
+    energies.sort_by(f64::total_cmp);
+    let typical = energies[energies.len() / 2];
     let err = |bytes: &[u8]| {
-        let (mut num, mut den) = (0f64, 0f64);
-        for (g, w) in run_all(bytes, &xs).iter().zip(&want) {
-            for (&a, &b) in g.iter().zip(w) {
-                num += (a as f64 - b as f64).powi(2);
-                den += (b as f64).powi(2);
-            }
-        }
-        (num / den).sqrt()
+        let per: Vec<f64> = run_all(bytes, &xs)
+            .iter()
+            .zip(&want)
+            .filter(|(_, w)| energy(w) > 0.01 * typical)
+            .map(|(g, w)| {
+                let num: f64 = g
+                    .iter()
+                    .zip(w)
+                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                    .sum();
+                (num / energy(w)).sqrt()
+            })
+            .collect();
+        per.iter().sum::<f64>() / per.len() as f64
     };
-    let auto = quant(Method::Auto);
+    let auto = quant(Method::Auto, None);
     let model = Model::from_bytes(&auto).unwrap();
     let get = |k: &str| {
         model
@@ -313,15 +328,23 @@ fn calib_method_auto_keeps_the_closest_candidate() {
             .unwrap_or_else(|| panic!("metadata {k} missing"))
             .to_string()
     };
-    let chosen = get("quant.method");
+    let chosen = format!(
+        "{}{}",
+        get("quant.method"),
+        if get("quant.activation_scales") == "channel" {
+            "+channel"
+        } else {
+            ""
+        }
+    );
     assert!(
         get("quant.method_choice").contains(&format!("{chosen}=")),
         "the choice record names every candidate"
     );
     let mut errs = Vec::new();
     for m in tern_tools::quant::calib::AUTO_CANDIDATES {
-        let name = format!("{m:?}").to_lowercase();
-        let bytes = quant(m);
+        let name = format!("{m:?}").to_lowercase() + "+channel";
+        let bytes = quant(m, None);
         let e = err(&bytes);
         println!("{name}: output rel-L2 {e:.5}");
         if name == chosen {
@@ -333,14 +356,78 @@ fn calib_method_auto_keeps_the_closest_candidate() {
         }
         errs.push((name, e));
     }
+    // the choice is the best candidate, up to the margin by which a later one must beat an earlier one
     let best = errs.iter().map(|e| e.1).fold(f64::MAX, f64::min);
-    let mine = errs
+    let k = errs
         .iter()
-        .find(|e| e.0 == chosen)
-        .expect("chosen is a candidate")
-        .1;
+        .position(|e| e.0 == chosen)
+        .expect("chosen is a candidate");
+    let m = tern_tools::quant::AUTO_MARGIN;
     assert!(
-        mine <= best * (1.0 + 1e-9),
-        "auto chose {chosen} ({mine}) but the candidates score {errs:?}"
+        errs[k].1 * (1.0 - m) <= best * (1.0 + 1e-9),
+        "auto chose {chosen} but the candidates score {errs:?}"
     );
+    assert!(
+        k == 0 || errs[k].1 < errs[0].1 * (1.0 - m) * (1.0 + 1e-9),
+        "auto left {} for less than the margin: {errs:?}",
+        errs[0].0
+    );
+}
+
+/// The QDQ export of channel-scaled tensors (per-axis Quantize/DequantizeLinear, one table per channel
+/// gathered at 256·channel + q + 128) runs on ORT like tern: PP-OCR det320 int8, whose stem is
+/// channel-scaled. Deep int8 models drift apart where ORT's float requantization and tern's fixed point
+/// round a tie differently (per tensor as much: rel-L2 ~0.2 at the map), so the text map is compared.
+#[test]
+fn exported_channel_scaled_det_runs_on_ort() {
+    let c = CompressInt8 {
+        calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
+        samples: Some(8),
+        opts: Int8Options {
+            method: Method::Percentile(99.99),
+            max_error: None,
+            max_drop: None,
+            labels: None,
+            channel_scales: None,
+        },
+        progress: false,
+    };
+    let shape = tern_tools::import::InputShape {
+        name: "x".into(),
+        dims: vec![1, 3, 320, 320],
+    };
+    let det = compress_int8(
+        &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
+        &[shape],
+        &c,
+    )
+    .unwrap()
+    .0;
+    let model = Model::from_bytes(&det).unwrap();
+    assert!(
+        model
+            .meta("quant.channel_scaled")
+            .is_some_and(|v| !v.is_empty()),
+        "det320 int8 has channel-scaled tensors"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("x.npy");
+    let all: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
+    let one = all
+        .slice_axis(Axis(0), ndarray::Slice::from(0..1))
+        .to_owned();
+    ndarray_npy::write_npy(&inputs, &one).unwrap();
+    let want = run_ort(&tern_tools::onnx_export::to_onnx(&model).unwrap(), &inputs);
+    let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+    let x: Vec<f32> = one.iter().copied().collect();
+    let mut y = vec![0f32; 320 * 320];
+    s.run_into(&[&x], &mut [&mut y]).unwrap();
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (a, b) in y.iter().zip(&want[0]) {
+        inter += (*a > 0.3 && *b > 0.3) as usize;
+        union += (*a > 0.3 || *b > 0.3) as usize;
+    }
+    let iou = inter as f64 / union.max(1) as f64;
+    println!("det320 channel-scaled: exported QDQ on ORT vs tern: text-map IoU {iou:.3}");
+    assert!(iou > 0.9, "text-map IoU {iou}");
 }

@@ -153,16 +153,30 @@ impl Writer<'_> {
         &self.model.graph.tensors[t as usize]
     }
 
-    /// Scale and zero point initializers of per-tensor parameters.
-    fn qparams(&mut self, hint: &str, q: &QParams) -> (String, String) {
-        let s = self.f32s(&format!("{hint}/scale"), &[], &q.scale[..1]);
+    /// Scale and zero point initializers of an activation's parameters, and the attributes of its
+    /// Quantize/DequantizeLinear: per tensor, or per channel on axis 1 for a channel-scaled tensor.
+    fn qparams(&mut self, hint: &str, q: &QParams) -> (String, String, Vec<AttributeProto>) {
+        let n = q.scale.len();
+        if n == 1 {
+            let s = self.f32s(&format!("{hint}/scale"), &[], &q.scale[..1]);
+            let z = self.init(
+                &format!("{hint}/zero_point"),
+                DataType::Int8,
+                &[],
+                vec![q.zero_point[0] as i8 as u8],
+            );
+            return (s, z, vec![]);
+        }
+        let s = self.f32s(&format!("{hint}/scale"), &[n as i64], &q.scale);
         let z = self.init(
             &format!("{hint}/zero_point"),
             DataType::Int8,
-            &[],
-            vec![q.zero_point[0] as i8 as u8],
+            &[n as i64],
+            (0..n)
+                .map(|i| q.zero_point[i.min(q.zero_point.len() - 1)] as i8 as u8)
+                .collect(),
         );
-        (s, z)
+        (s, z, vec![attr_i("axis", q.axis.unwrap_or(1) as i64)])
     }
 
     fn q_of(&self, t: u32) -> Result<QParams> {
@@ -184,12 +198,12 @@ impl Writer<'_> {
         }
         let name = self.names[t as usize].clone();
         let q = self.q_of(t)?;
-        let (s, z) = self.qparams(&name, &q);
+        let (s, z, attrs) = self.qparams(&name, &q);
         let out = self.op1(
             "DequantizeLinear",
             &format!("{name}/dq"),
             vec![name.clone(), s, z],
-            vec![],
+            attrs,
         );
         self.deq.insert(t, out.clone());
         Ok(out)
@@ -213,14 +227,14 @@ impl Writer<'_> {
             );
             v = self.op1("Clip", name, vec![v, lo, hi], vec![]);
         }
-        let (si, zi) = self.qparams(name, &q);
+        let (si, zi, attrs) = self.qparams(name, &q);
         let out = self.names[t as usize].clone();
         self.node(
             "QuantizeLinear",
             &format!("{name}/q"),
             vec![v, si, zi],
             vec![out],
-            vec![],
+            attrs,
         );
         Ok(())
     }
@@ -612,7 +626,7 @@ impl Writer<'_> {
             }
             Op::QLut => {
                 let x = self.names[n.inputs[0] as usize].clone();
-                let table = self.names[n.inputs[1] as usize].clone();
+                let mut table = self.names[n.inputs[1] as usize].clone();
                 let i = self.op1(
                     "Cast",
                     &name,
@@ -625,7 +639,27 @@ impl Writer<'_> {
                     &[],
                     128i32.to_le_bytes().to_vec(),
                 );
-                let idx = self.op1("Add", &name, vec![i, c], vec![]);
+                let mut idx = self.op1("Add", &name, vec![i, c], vec![]);
+                let tshape = self.tensor(n.inputs[1]).shape.clone();
+                if tshape.len() == 2 {
+                    // one table per channel: index the flattened tables at 256·channel + q + 128
+                    let xr = self.tensor(n.inputs[0]).shape.len();
+                    let ch = tshape[0] as usize;
+                    let mut dims = vec![1i64; xr];
+                    dims[1] = ch as i64;
+                    let offs: Vec<u8> = (0..ch)
+                        .flat_map(|k| (256 * k as i32).to_le_bytes())
+                        .collect();
+                    let o = self.init(
+                        &format!("{name}/channel_offset"),
+                        DataType::Int32,
+                        &dims,
+                        offs,
+                    );
+                    idx = self.op1("Add", &name, vec![idx, o], vec![]);
+                    let flat = self.i64s(&format!("{name}/flat"), &[-1]);
+                    table = self.op1("Reshape", &name, vec![table, flat], vec![]);
+                }
                 let out = self.names[out0 as usize].clone();
                 self.node(
                     "Gather",

@@ -62,7 +62,7 @@ impl QConv {
         w_scales: &[f32],
         bias: Option<&[i32]>,
         (s_in, zp_in): (f32, i32),
-        (s_out, zp_out): (f32, i32),
+        (s_out, zp_out): (&[f32], i32),
     ) -> Option<QConv> {
         let (m, groups) = (wshape[0], geom.groups as usize);
         let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
@@ -77,9 +77,14 @@ impl QConv {
         let bias_q: Vec<i32> = (0..m).map(|i| bias.map_or(0, |b| b[i])).collect();
         let bias = g.fold_bias(&bias_q, w, k, zp_in);
         let bias_raw = bias_q;
+        // one output scale, or one per output channel (a channel-scaled output, see ir::quant)
         let mult = acc_scale
             .iter()
-            .map(|&a| FixedMultiplier::from_real(a / s_out as f64))
+            .enumerate()
+            .map(|(i, &a)| {
+                let so = s_out.get(i).or(s_out.first()).copied().unwrap_or(1.0);
+                FixedMultiplier::from_real(a / so as f64)
+            })
             .collect::<Option<Vec<_>>>()?;
         let dw = if wshape[1] == 1 && wshape[0] == groups {
             w.iter().map(|&v| v as i32).collect()
@@ -1232,7 +1237,7 @@ mod tests {
                     &ws,
                     Some(&bq),
                     (s_in, zp_in),
-                    (s_out, zp_out),
+                    (&[s_out], zp_out),
                 )
                 .unwrap();
                 if threads == 2 {

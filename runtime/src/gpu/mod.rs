@@ -661,8 +661,16 @@ fn int8_steps(
             );
         }
         (Op::QLut, QPrep::Lut(t, _)) => {
-            let mut p = vec![2, numel(x), word(x), word(out), 0, 0];
-            p.extend(t.iter().map(|&v| v as i32 as u32));
+            // one table, or one per channel (plane p of N·C takes table p % C)
+            let xs = shape(x);
+            let planes = xs.iter().take(2).product::<u32>().max(1);
+            let npix = if t.len() > 1 {
+                numel(x) / planes
+            } else {
+                numel(x).max(1)
+            };
+            let mut p = vec![2, numel(x), word(x), word(out), npix, t.len() as u32];
+            p.extend(t.iter().flatten().map(|&v| v as i32 as u32));
             push(p, four(numel(x)));
         }
         (Op::QConv { geom, .. }, QPrep::Conv(c, lo, hi)) => {

@@ -6,6 +6,13 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Quantization of an integer tensor: `real = scale · (q - zero_point)`, per tensor or per channel on `axis`.
+///
+/// Weights are per channel on their output axis. Activations are per tensor, except a *channel-scaled*
+/// activation: one scale per channel on axis 1 and one zero point shared by every channel (stored once per
+/// channel). Only a QConv writes one (its requantization is per output channel anyway) and only a QLut
+/// reads one (one table per channel): the pre-activation tensors of conv → element-wise-function pairs,
+/// whose channels can differ in range by 100x (PP-LCNet's stem), get each channel's own resolution at no
+/// cost in the kernels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QParams {
     /// One scale (per tensor) or one per channel along `axis`.

@@ -28,6 +28,11 @@ pub struct Args {
     /// mse, entropy.
     #[arg(long, default_value = "auto", value_name = "METHOD")]
     pub calib_method: Method,
+    /// Activation scales of a conv's output that feeds element-wise functions: channel (the default: one
+    /// scale per channel where channels are 8x or more narrower than the tensor; a 256-byte table per
+    /// distinct scale, within 4% of the weight bytes) or tensor (one scale).
+    #[arg(long, value_name = "tensor|channel")]
+    pub activation_scales: Option<Scales>,
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,
@@ -49,6 +54,15 @@ pub struct Args {
     pub plain_weights: bool,
 }
 
+/// `--activation-scales`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scales {
+    /// One scale per tensor.
+    Tensor,
+    /// One scale per channel where that pays (conv outputs read by element-wise functions).
+    Channel,
+}
+
 /// Runs the subcommand.
 pub fn main(a: Args, quiet: bool) -> Result<()> {
     let bytes = match (a.int8, &a.calib) {
@@ -60,6 +74,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 samples: a.calib_samples,
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,
+                    channel_scales: a.activation_scales.map(|s| s == Scales::Channel),
                     max_error: a.max_error,
                     max_drop: a.max_drop,
                     labels: match &a.calib_labels {

@@ -95,6 +95,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
             max_error: None,
             max_drop: None,
             labels: None,
+            channel_scales: None,
         },
         progress: false,
     };

@@ -88,41 +88,71 @@ struct Layer {
     node: String,
     op: &'static str,
     tensor: String,
-    scale: f32,
+    /// One scale, or one per channel (axis 1) for a channel-scaled tensor.
+    scales: Vec<f32>,
     zp: i32,
+    /// Values per channel plane (for a channel-scaled tensor).
+    npix: usize,
     sig: f64,
     noise: f64,
     share_err: f64,
 }
 
-/// The float graph `fg` with tensor `t` rounded to the int8 grid `(s, zp)` before any consumer reads it.
-fn fake_quant(fg: &ToolGraph, t: u32, s: f32, zp: i32) -> Result<ToolGraph> {
+/// The float graph `fg` with tensor `t` rounded to the int8 grid `(scales, zp)` before any consumer reads
+/// it (per channel on axis 1 when there are several scales: x/s_c on a unit grid, then times s_c).
+fn fake_quant(fg: &ToolGraph, t: u32, scales: &[f32], zp: i32) -> Result<ToolGraph> {
     let mut g = fg.clone();
     let name = g.graph.tensors[t as usize].name.clone();
     let shape = g.shape(t);
     let p = g.graph.nodes.iter().position(|n| n.outputs.contains(&t));
+    let first = g.graph.nodes.len();
+    let per_channel = scales.len() > 1;
+    let affine = |g: &mut ToolGraph, x: u32, k: &str, f: &dyn Fn(f32) -> f32| -> Result<u32> {
+        let c = scales.len();
+        let a = g.add_const(
+            &format!("{name}/fq_{k}_a"),
+            &[c],
+            scales.iter().map(|&s| f(s)).collect(),
+        );
+        let b = g.add_const(&format!("{name}/fq_{k}_b"), &[c], vec![0.0; c]);
+        Ok(g.emit(
+            &format!("{name}/fq_{k}"),
+            Op::ChannelAffine { act: None },
+            vec![x, a, b],
+            &[format!("{name}/fq_{k}_out")],
+            Some(vec![shape.clone()]),
+        )?[0])
+    };
+    let x = if per_channel {
+        affine(&mut g, t, "div", &|s| 1.0 / s)?
+    } else {
+        t
+    };
     let q = g.emit(
         &format!("{name}/fq"),
         Op::Quantize,
-        vec![t],
+        vec![x],
         &[format!("{name}/fq_q")],
         Some(vec![shape.clone()]),
     )?[0];
     let tq = &mut g.graph.tensors[q as usize];
     tq.dtype = DType::I8;
     tq.quant = Some(tern::ir::QParams {
-        scale: vec![s],
+        scale: vec![if per_channel { 1.0 } else { scales[0] }],
         zero_point: vec![zp],
         axis: None,
     });
-    let d = g.emit(
+    let mut d = g.emit(
         &format!("{name}/fdq"),
         Op::Dequantize,
         vec![q],
         &[format!("{name}/fq_f")],
-        Some(vec![shape]),
+        Some(vec![shape.clone()]),
     )?[0];
-    let (dq, qn) = (g.graph.nodes.pop().unwrap(), g.graph.nodes.pop().unwrap());
+    if per_channel {
+        d = affine(&mut g, d, "mul", &|s| s)?;
+    }
+    let added: Vec<_> = g.graph.nodes.drain(first..).collect();
     let at = p.map_or(0, |p| p + 1);
     for n in &mut g.graph.nodes[at..] {
         n.inputs
@@ -135,8 +165,9 @@ fn fake_quant(fg: &ToolGraph, t: u32, s: f32, zp: i32) -> Result<ToolGraph> {
         .iter_mut()
         .filter(|o| **o == t)
         .for_each(|o| *o = d);
-    g.graph.nodes.insert(at, dq);
-    g.graph.nodes.insert(at, qn);
+    for (k, n) in added.into_iter().enumerate() {
+        g.graph.nodes.insert(at + k, n);
+    }
     g.validate()?;
     Ok(g)
 }
@@ -219,8 +250,9 @@ pub fn main(a: Args) -> Result<()> {
                     node: n.name.clone(),
                     op: n.op.name(),
                     tensor: t.name.clone(),
-                    scale: q.scale[0],
+                    scales: q.scale.clone(),
                     zp: q.zero_point[0],
+                    npix: t.shape.iter().skip(2).product::<u32>().max(1) as usize,
                     sig: 0.0,
                     noise: 0.0,
                     share_err: 0.0,
@@ -326,8 +358,10 @@ pub fn main(a: Args) -> Result<()> {
                     return;
                 };
                 let l = &mut layers[li];
-                for (&r, &qv) in fv.iter().zip(q) {
-                    let d = tern::ir::quant::dequantize_i8(qv, l.scale, l.zp) as f64;
+                let c = l.scales.len();
+                for (i, (&r, &qv)) in fv.iter().zip(q).enumerate() {
+                    let s = l.scales[if c > 1 { (i / l.npix) % c } else { 0 }];
+                    let d = tern::ir::quant::dequantize_i8(qv, s, l.zp) as f64;
                     l.sig += (r as f64) * (r as f64);
                     l.noise += (d - r as f64) * (d - r as f64);
                 }
@@ -343,7 +377,7 @@ pub fn main(a: Args) -> Result<()> {
             let Some(&t) = by_name.get(l.tensor.as_str()) else {
                 continue;
             };
-            let outs = run_graph(&fake_quant(fg, t, l.scale, l.zp)?, ls)?;
+            let outs = run_graph(&fake_quant(fg, t, &l.scales, l.zp)?, ls)?;
             l.share_err = outs
                 .iter()
                 .zip(&base)

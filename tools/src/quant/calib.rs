@@ -53,6 +53,8 @@ pub struct Observer {
     range: f32,
     hist: Vec<u64>,
     count: u64,
+    /// Per-channel statistics (axis 1) of a tensor that may be stored channel-scaled (empty otherwise).
+    pub channels: Vec<Observer>,
 }
 
 impl Default for Observer {
@@ -63,11 +65,40 @@ impl Default for Observer {
             range: 0.0,
             hist: vec![0; BINS],
             count: 0,
+            channels: Vec::new(),
         }
     }
 }
 
+/// Histogram bins of a per-channel observer: enough to place a 99.99% percentile within 1/128 of the
+/// channel's range, at 2 KB a channel (the per-tensor observers keep [`BINS`]).
+pub const CHANNEL_BINS: usize = 256;
+
 impl Observer {
+    /// An observer with `bins` histogram bins (a multiple of 4).
+    pub fn with_bins(bins: usize) -> Observer {
+        Observer {
+            hist: vec![0; bins.max(4) / 4 * 4],
+            ..Observer::default()
+        }
+    }
+
+    /// Adds the values of an NCHW-like tensor (`c` channels on axis 1, `npix` values per channel plane) to
+    /// the tensor's and each channel's statistics.
+    pub fn observe_channels(&mut self, xs: &[f32], c: usize, npix: usize) {
+        self.observe(xs);
+        if c == 0 || npix == 0 || !xs.len().is_multiple_of(c * npix) {
+            return;
+        }
+        if self.channels.len() != c {
+            self.channels = vec![Observer::with_bins(CHANNEL_BINS); c];
+        }
+        // planes of (item, channel) in order: channel = plane % c
+        for (p, plane) in xs.chunks_exact(npix).enumerate() {
+            self.channels[p % c].observe(plane);
+        }
+    }
+
     /// Adds values. Non-finite values are the caller's error to report; they are skipped here.
     pub fn observe(&mut self, xs: &[f32]) {
         let absmax = xs
@@ -82,22 +113,22 @@ impl Observer {
             };
         }
         while absmax >= self.range && self.range > 0.0 {
-            let mut merged = vec![0u64; BINS];
-            for j in 0..BINS / 2 {
-                merged[BINS / 4 + j] = self.hist[2 * j] + self.hist[2 * j + 1];
+            let mut merged = vec![0u64; self.hist.len()];
+            for j in 0..self.hist.len() / 2 {
+                merged[self.hist.len() / 4 + j] = self.hist[2 * j] + self.hist[2 * j + 1];
             }
             self.hist = merged;
             self.range *= 2.0;
         }
-        let w = 2.0 * self.range / BINS as f32;
+        let w = 2.0 * self.range / self.hist.len() as f32;
         for &v in xs.iter().filter(|v| v.is_finite()) {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
             self.count += 1;
             let b = if self.range > 0.0 {
-                (((v + self.range) / w) as usize).min(BINS - 1)
+                (((v + self.range) / w) as usize).min(self.hist.len() - 1)
             } else {
-                BINS / 2
+                self.hist.len() / 2
             };
             self.hist[b] += 1;
         }
@@ -114,7 +145,7 @@ impl Observer {
     }
 
     fn center(&self, b: usize) -> f64 {
-        let w = 2.0 * self.range as f64 / BINS as f64;
+        let w = 2.0 * self.range as f64 / self.hist.len() as f64;
         -(self.range as f64) + (b as f64 + 0.5) * w
     }
 
@@ -144,7 +175,7 @@ impl Observer {
             Method::Auto => return self.range(AUTO_CANDIDATES[0]),
             Method::Percentile(p) => {
                 let tail = (1.0 - p / 100.0).max(0.0) / 2.0 * self.count as f64;
-                let (mut acc, mut lo_b, mut hi_b) = (0.0, 0, BINS - 1);
+                let (mut acc, mut lo_b, mut hi_b) = (0.0, 0, self.hist.len() - 1);
                 for (b, &c) in self.hist.iter().enumerate() {
                     acc += c as f64;
                     if acc > tail {
@@ -160,7 +191,7 @@ impl Observer {
                         break;
                     }
                 }
-                let w = 2.0 * self.range as f64 / BINS as f64;
+                let w = 2.0 * self.range as f64 / self.hist.len() as f64;
                 (
                     (-(self.range as f64) + lo_b as f64 * w).max(mn),
                     (-(self.range as f64) + (hi_b + 1) as f64 * w).min(mx),
@@ -189,8 +220,8 @@ impl Observer {
     /// TensorRT's entropy calibration on |x|: the threshold whose clipped distribution, quantized to 128
     /// levels, loses the least information (KL divergence).
     fn kl_threshold(&self) -> f64 {
-        // fold the histogram onto |x|: bins BINS/2.. hold [0, R)
-        let half = BINS / 2;
+        // fold the histogram onto |x|: bins self.hist.len()/2.. hold [0, R)
+        let half = self.hist.len() / 2;
         let p_abs: Vec<f64> = (0..half)
             .map(|i| (self.hist[half + i] + self.hist[half - 1 - i]) as f64)
             .collect();

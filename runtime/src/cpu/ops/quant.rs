@@ -291,8 +291,9 @@ pub enum QPrep {
     ConvT(alloc::boxed::Box<QConv>, i32, i32, usize, usize),
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
-    /// 256-entry table indexed by `x + 128`; whether to look it up with AVX-512 byte permutes.
-    Lut(alloc::boxed::Box<[i8; 256]>, bool),
+    /// 256-entry tables indexed by `x + 128`: one for the tensor, or one per channel (axis 1) of a
+    /// channel-scaled input; whether to look them up with AVX-512 byte permutes.
+    Lut(Vec<[i8; 256]>, bool),
     /// Per input: the rescale to the output's parameters, `None` where they already agree.
     Concat(Vec<Option<Rescale>>, bool),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
@@ -311,6 +312,14 @@ fn mult(real: f64) -> FixedMultiplier {
 fn params(model: &Model, t: u32) -> (f32, i32) {
     let q = model.graph.tensors[t as usize].quant.as_ref();
     q.map_or((1.0, 0), |q| (q.scale[0], q.zero_point[0]))
+}
+
+/// A QConv output's scales (one, or one per channel for a channel-scaled tensor) and zero point.
+fn out_scales<'a>(model: &'a Model<'a>, t: u32) -> (&'a [f32], i32) {
+    match model.graph.tensors[t as usize].quant.as_ref() {
+        Some(q) => (&q.scale, q.zero_point[0]),
+        None => (&[1.0], 0),
+    }
 }
 
 /// The bytes of an int8 constant as `i8`.
@@ -373,7 +382,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 &ws,
                 bias.as_deref(),
                 params(model, x),
-                params(model, y),
+                out_scales(model, y),
             );
             match conv {
                 Some(mut c) => {
@@ -422,7 +431,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 &scales,
                 bias.as_deref(),
                 params(model, x),
-                params(model, y),
+                (&[params(model, y).0], params(model, y).1),
             ) {
                 Some(cv) => {
                     QPrep::ConvT(alloc::boxed::Box::new(cv), *lo as i32, *hi as i32, kh, kw)
@@ -474,9 +483,15 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             .with_isa(qg.isa),
         )),
         Op::QLut => {
-            let mut t = [0i8; 256];
-            t.copy_from_slice(i8s(model.const_bytes(n.inputs[1] as usize)));
-            QPrep::Lut(alloc::boxed::Box::new(t), lut_vbmi(qg.isa))
+            let tables = i8s(model.const_bytes(n.inputs[1] as usize))
+                .chunks_exact(256)
+                .map(|c| {
+                    let mut t = [0i8; 256];
+                    t.copy_from_slice(c);
+                    t
+                })
+                .collect();
+            QPrep::Lut(tables, lut_vbmi(qg.isa))
         }
         Op::Concat { .. } => {
             let py = params(model, y);
@@ -647,17 +662,28 @@ pub fn exec(
             }
         }
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
-        QPrep::Lut(t, vbmi) => par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if *vbmi {
-                // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
-                return unsafe { crate::cpu::kernels::x86::lut_vbmi(t, x, y) };
-            }
-            let _ = vbmi;
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = t[(v as i32 + 128) as usize];
-            }
-        }),
+        QPrep::Lut(t, vbmi) if t.len() == 1 => {
+            par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
+                lut(&t[0], *vbmi, x, y)
+            })
+        }
+        QPrep::Lut(t, vbmi) => {
+            // a channel-scaled input: plane p (of N·C) takes channel p % C's table
+            let (x, y) = (qins[0].data, &mut *qouts[0].data);
+            let c = t.len();
+            let planes = qins[0].shape.iter().take(2).product::<usize>().max(1);
+            let npix = x.len() / planes;
+            let yp = crate::cpu::SyncPtr(y.as_mut_ptr());
+            let threads = if x.len() >= PAR_MIN { par.threads() } else { 1 };
+            par.run_on(threads, &|k| {
+                for p in share(planes, k, threads) {
+                    // SAFETY: plane p belongs to this thread.
+                    let out =
+                        unsafe { core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix) };
+                    lut(&t[p % c], *vbmi, &x[p * npix..(p + 1) * npix], out);
+                }
+            });
+        }
         QPrep::Concat(r, vbmi) => {
             let Op::Concat { axis } = op else { return };
             let y = reborrow(&mut qouts[0]);
@@ -855,6 +881,19 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
 }
 
 /// `f(x_part, y_part)` over matching element ranges of `x` and `y`, split across the threads when large.
+/// `y[i] = t[x[i] + 128]`, with AVX-512 byte permutes where `vbmi`.
+fn lut(t: &[i8; 256], vbmi: bool, x: &[i8], y: &mut [i8]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if vbmi {
+        // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
+        return unsafe { crate::cpu::kernels::x86::lut_vbmi(t, x, y) };
+    }
+    let _ = vbmi;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = t[(v as i32 + 128) as usize];
+    }
+}
+
 fn par_zip<A: Sync, B: Send>(par: &Par, x: &[A], y: &mut [B], f: &(dyn Fn(&[A], &mut [B]) + Sync)) {
     let n = x.len().min(y.len());
     let threads = if n >= PAR_MIN { par.threads() } else { 1 };

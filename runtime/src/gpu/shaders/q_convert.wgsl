@@ -1,6 +1,7 @@
 // int8 <-> f32 and int8 lookup tables, element-wise. Four int8 values per invocation.
 // p: 0 kind (0 quantize f32 -> int8, 1 dequantize int8 -> f32, 2 table), 1 n, 2 x word off, 3 out word off,
-//    4 scale (f32 bits), 5 zero point, 6..262 table (i32, indexed by q + 128)
+//    4 scale (f32 bits), 5 zero point; for tables: 4 plane size, 5 tables (one, or one per channel: element e
+//    takes table (e / plane) % tables), 6.. the tables (i32, 256 each, indexed by q + 128)
 fn quantize(x: f32) -> i32 {
     // ONNX QuantizeLinear: round half to even, saturate (WGSL's round() is half-to-even)
     let v = clamp(x / pf(4u), -256.0, 256.0);
@@ -31,7 +32,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (kind == 0u) {
                 v[q] = quantize(ld(p[2] + e));
             } else {
-                v[q] = bitcast<i32>(p[6u + u32(ld8b(4u * p[2] + e) + 128)]);
+                let tab = (e / p[4]) % p[5];
+                v[q] = bitcast<i32>(p[6u + 256u * tab + u32(ld8b(4u * p[2] + e) + 128)]);
             }
         }
     }
