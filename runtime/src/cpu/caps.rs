@@ -7,7 +7,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2 and FMA.
     Avx2,
-    /// x86-64 with AVX2, FMA and AVX-VNNI (`vpdpbusd` for int8; f32 as AVX2).
+    /// x86-64 with AVX2, FMA and u8×i8 dot products (`vpdpbusd` for int8; f32 as AVX2): AVX-VNNI, or
+    /// AVX512-VNNI with VL on CPUs without AVX-VNNI (its EVEX form on 256-bit registers).
     AvxVnni,
     /// aarch64 Advanced SIMD.
     Neon,
@@ -33,7 +34,8 @@ pub fn best() -> Isa {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if std::is_x86_feature_detected!("avxvnni") {
+            // u8×i8 dot products: AVX-VNNI, or AVX512-VNNI's 256-bit form (CPUs with only the latter)
+            if std::is_x86_feature_detected!("avxvnni") || super::kernels::x86::has_avx512vnni() {
                 return Isa::AvxVnni;
             }
             return Isa::Avx2;

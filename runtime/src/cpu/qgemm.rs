@@ -74,8 +74,11 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 6,
             nr: 16,
             x_offset: 128,
-            // the AVX-512 epilogue where the CPU's own best path has it (TERN_CPU=avx2 lowers past both)
-            kernel: if super::kernels::x86::has_avx512() {
+            // the AVX-512 epilogue where the CPU's own best path has it (TERN_CPU=avx2 lowers past both);
+            // the EVEX encoding on AVX512-VNNI CPUs without AVX-VNNI
+            kernel: if !std::is_x86_feature_detected!("avxvnni") {
+                super::kernels::x86::qgemm_6x16_avx512vnni
+            } else if super::kernels::x86::has_avx512() {
                 super::kernels::x86::qgemm_6x16_vnni512
             } else {
                 super::kernels::x86::qgemm_6x16_vnni
@@ -445,6 +448,7 @@ mod tests {
     fn every_int8_kernel_is_bit_exact() {
         let mut seed = 11u64;
         let paths = caps::available();
+        let mut checked: Vec<&str> = Vec::new();
         for &(m, n, k) in &[
             (1, 1, 1),
             (3, 7, 5),
@@ -500,16 +504,29 @@ mod tests {
                 }
                 // every path's kernel, plus the VNNI kernel with the AVX2 epilogue where the AVX-512
                 // one replaced it (the kernel of VNNI CPUs without AVX-512)
+                #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(unused_mut))]
                 let mut kernels: Vec<QGemm> = paths.iter().map(|&isa| qgemm_for(isa)).collect();
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-                if paths.contains(&Isa::AvxVnni) {
+                if paths.contains(&Isa::AvxVnni) && std::is_x86_feature_detected!("avxvnni") {
                     kernels.push(QGemm {
                         kernel: super::super::kernels::x86::qgemm_6x16_vnni,
                         name: "avxvnni_qgemm_u8i8_6x16_dpbusd (AVX2 epilogue)",
                         ..qgemm_for(Isa::AvxVnni)
                     });
                 }
+                // the EVEX form (the kernel of AVX512-VNNI CPUs without AVX-VNNI), where this CPU has it
+                #[cfg(all(feature = "std", target_arch = "x86_64"))]
+                if super::super::kernels::x86::has_avx512vnni() {
+                    kernels.push(QGemm {
+                        kernel: super::super::kernels::x86::qgemm_6x16_avx512vnni,
+                        name: "avx512vnni_qgemm_u8i8_6x16_dpbusd_evex",
+                        ..qgemm_for(Isa::AvxVnni)
+                    });
+                }
                 for g in kernels {
+                    if !checked.contains(&g.name) {
+                        checked.push(g.name);
+                    }
                     let (ap, bp) = (
                         g.pack_a(m, k, |i, p| w[i * k + p]),
                         g.pack_b(k, n, |p, j| x[p * n + j]),
@@ -542,10 +559,7 @@ mod tests {
                 }
             }
         }
-        std::println!(
-            "int8 kernels checked: {:?}",
-            paths.iter().map(|&i| qgemm_for(i).name).collect::<Vec<_>>()
-        );
+        std::println!("int8 kernels checked: {checked:?}");
     }
 
     /// The matrix-vector path's per-row vector requantization equals the scalar rule, including biases

@@ -1036,83 +1036,114 @@ fn requant16(acc: __m512i, p: &RowRq512) -> __m512i {
     _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, p.lo), p.hi), p.zp)
 }
 
-/// [`vnni_tile`] with the 16-lane AVX-512 epilogue (one `requant16` per row instead of two `requant8`
-/// and the packing shuffles).
-#[inline]
-#[target_feature(enable = "avx2,avxvnni,avx512f,avx512bw")]
-unsafe fn vnni_tile512<const R: usize>(
-    kb: usize,
-    a: *const i8,
-    b: *const i8,
-    c: *mut i8,
-    ldc: usize,
-    n: usize,
-    rq: &Requant,
-) {
-    // SAFETY (whole fn): packed panels hold kb·24 bytes (A) and kb·64 bytes (B); c rows < R valid.
-    unsafe {
-        let flip = _mm256_set1_epi8(-128);
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for blk in 0..kb {
-            let bp = b.add(blk * 64);
-            let b0 = _mm256_xor_si256(_mm256_loadu_si256(bp as *const __m256i), flip);
-            let b1 = _mm256_xor_si256(_mm256_loadu_si256(bp.add(32) as *const __m256i), flip);
-            let ap = a.add(blk * 24);
-            for (r, t) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_epi32((ap.add(r * 4) as *const i32).read_unaligned());
-                t[0] = _mm256_dpbusd_avx_epi32(t[0], b0, av);
-                t[1] = _mm256_dpbusd_avx_epi32(t[1], b1, av);
+/// The VNNI tile with the 16-lane AVX-512 epilogue (one `requant16` per row instead of two `requant8` and
+/// the packing shuffles), for the two encodings of `vpdpbusd`: VEX (`$dot` = the AVX-VNNI intrinsic: Zen 4+,
+/// Alder Lake+) and EVEX (the AVX512-VNNI one: Cascade Lake, Ice Lake server, which lack AVX-VNNI). One
+/// body, two functions: each must carry only its own CPU features.
+macro_rules! vnni512 {
+    ($tile:ident, $kernel:ident, $features:literal, $dot:ident, $doc:literal) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $tile<const R: usize>(
+            kb: usize,
+            a: *const i8,
+            b: *const i8,
+            c: *mut i8,
+            ldc: usize,
+            n: usize,
+            rq: &Requant,
+        ) {
+            // SAFETY (whole fn): packed panels hold kb·24 bytes (A) and kb·64 bytes (B); c rows < R valid.
+            unsafe {
+                let flip = _mm256_set1_epi8(-128);
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                for blk in 0..kb {
+                    let bp = b.add(blk * 64);
+                    let b0 = _mm256_xor_si256(_mm256_loadu_si256(bp as *const __m256i), flip);
+                    let b1 =
+                        _mm256_xor_si256(_mm256_loadu_si256(bp.add(32) as *const __m256i), flip);
+                    let ap = a.add(blk * 24);
+                    for (r, t) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_epi32((ap.add(r * 4) as *const i32).read_unaligned());
+                        t[0] = $dot(t[0], b0, av);
+                        t[1] = $dot(t[1], b1, av);
+                    }
+                }
+                for (r, t) in acc.iter().enumerate() {
+                    let dst = c.add(r * ldc);
+                    if !vec_ok(rq.mult[r]) {
+                        store_row::<2>(t, rq, r, dst, n);
+                        continue;
+                    }
+                    let v = requant16(
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t[0]), t[1]),
+                        &row_rq512(rq, r),
+                    );
+                    let bytes = _mm512_cvtsepi32_epi8(v);
+                    if n == 16 {
+                        _mm_storeu_si128(dst as *mut __m128i, bytes);
+                    } else {
+                        let mut buf = [0i8; 16];
+                        _mm_storeu_si128(buf.as_mut_ptr() as *mut __m128i, bytes);
+                        core::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n);
+                    }
+                }
             }
         }
-        for (r, t) in acc.iter().enumerate() {
-            let dst = c.add(r * ldc);
-            if !vec_ok(rq.mult[r]) {
-                store_row::<2>(t, rq, r, dst, n);
-                continue;
-            }
-            let v = requant16(
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t[0]), t[1]),
-                &row_rq512(rq, r),
-            );
-            let bytes = _mm512_cvtsepi32_epi8(v);
-            if n == 16 {
-                _mm_storeu_si128(dst as *mut __m128i, bytes);
-            } else {
-                let mut buf = [0i8; 16];
-                _mm_storeu_si128(buf.as_mut_ptr() as *mut __m128i, bytes);
-                core::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n);
+
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// As [`crate::cpu::qgemm::QKernel`], plus the CPU features named in `target_feature`.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)] // the QKernel contract
+        pub unsafe fn $kernel(
+            kb: usize,
+            a: *const i8,
+            b: *const i8,
+            c: *mut i8,
+            ldc: usize,
+            m: usize,
+            n: usize,
+            rq: &Requant,
+        ) {
+            // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
+            unsafe {
+                match m {
+                    1 => $tile::<1>(kb, a, b, c, ldc, n, rq),
+                    2 => $tile::<2>(kb, a, b, c, ldc, n, rq),
+                    3 => $tile::<3>(kb, a, b, c, ldc, n, rq),
+                    4 => $tile::<4>(kb, a, b, c, ldc, n, rq),
+                    5 => $tile::<5>(kb, a, b, c, ldc, n, rq),
+                    _ => $tile::<6>(kb, a, b, c, ldc, n, rq),
+                }
             }
         }
-    }
+    };
 }
 
-/// [`qgemm_6x16_vnni`] with the AVX-512 epilogue, for VNNI CPUs that also have AVX-512 F/BW.
-///
-/// # Safety
-/// As [`crate::cpu::qgemm::QKernel`], plus AVX2, AVX-VNNI and AVX-512 F/BW.
-#[target_feature(enable = "avx2,avxvnni,avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)] // the QKernel contract
-pub unsafe fn qgemm_6x16_vnni512(
-    kb: usize,
-    a: *const i8,
-    b: *const i8,
-    c: *mut i8,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    rq: &Requant,
-) {
-    // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
-    unsafe {
-        match m {
-            1 => vnni_tile512::<1>(kb, a, b, c, ldc, n, rq),
-            2 => vnni_tile512::<2>(kb, a, b, c, ldc, n, rq),
-            3 => vnni_tile512::<3>(kb, a, b, c, ldc, n, rq),
-            4 => vnni_tile512::<4>(kb, a, b, c, ldc, n, rq),
-            5 => vnni_tile512::<5>(kb, a, b, c, ldc, n, rq),
-            _ => vnni_tile512::<6>(kb, a, b, c, ldc, n, rq),
-        }
-    }
+vnni512!(
+    vnni_tile512,
+    qgemm_6x16_vnni512,
+    "avx2,avxvnni,avx512f,avx512bw",
+    _mm256_dpbusd_avx_epi32,
+    "[`qgemm_6x16_vnni`] with the AVX-512 epilogue, for AVX-VNNI CPUs that also have AVX-512 F/BW."
+);
+
+vnni512!(
+    vnni_tile512_evex,
+    qgemm_6x16_avx512vnni,
+    "avx2,avx512f,avx512bw,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32,
+    "The same tile for AVX512-VNNI CPUs without AVX-VNNI (Cascade Lake, Ice Lake server): the EVEX \
+     `vpdpbusd` on 256-bit registers, AVX-512 epilogue."
+);
+
+/// Whether the CPU has AVX512-VNNI with 256-bit forms (VL) and AVX-512 F/BW ([`qgemm_6x16_avx512vnni`]).
+pub fn has_avx512vnni() -> bool {
+    has_avx512()
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vnni")
 }
 
 /// [`dw_row_avx2`]'s loop with the 16-lane AVX-512 epilogue.

@@ -265,6 +265,7 @@ fn dw_vector_path(isa: crate::cpu::caps::Isa) -> bool {
 }
 
 /// Most taps the vector depthwise row kernel takes (an 8×8 window); larger windows use the portable loop.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 const DW_MAX_TAPS: usize = 64;
 
 /// The depthwise plane over the built phases `ph`, row by row with every tap's products summed in
