@@ -38,6 +38,7 @@ cargo test --workspace -q 2>&1 | grep -vE '^\s*$' | tail -n 60
 cargo test -p tern-tests --test conformance -q -- --nocapture 2>&1 | grep "ONNX node conformance"
 TERN_CPU=scalar cargo test -p tern -q
 TERN_CPU=avx2 cargo test -p tern --test host_artifact -q  # the AVX2 path on an AVX-VNNI host
+TERN_CPU=avx2 cargo test -p tern-tests --test conv_grid -q  # its wide-weight int8 conv on every shape
 TERN_CPU=scalar cargo test -p tern-tests --test conv_grid --test e2e -q
 
 step "no_std: thumbv7em-none-eabihf"

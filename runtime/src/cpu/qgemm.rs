@@ -50,6 +50,9 @@ pub struct QGemm {
     /// Added to every activation byte by the kernel before multiplying (128 where the instruction wants
     /// unsigned activations, e.g. `vpdpbusd`); [`QGemm::fold_bias`] takes it back out through the bias.
     pub x_offset: i32,
+    /// A panels hold i16 (sign-extended once at packing) instead of i8: a kernel that multiplies in i16
+    /// (`vpmaddwd`) then skips widening the weights in its inner loop.
+    pub a_wide: bool,
     /// The kernel.
     pub kernel: QKernel,
     /// Name for logs and benches.
@@ -62,11 +65,12 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::Avx2 => QGemm {
             isa,
-            mr: 4,
+            mr: 6,
             nr: 8,
             x_offset: 0,
-            kernel: super::kernels::x86::qgemm_4x8_avx2,
-            name: "avx2_qgemm_i8_4x8_madd",
+            a_wide: true,
+            kernel: super::kernels::x86::qgemm_6x8_avx2,
+            name: "avx2_qgemm_i16_6x8_madd",
         },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::AvxVnni => QGemm {
@@ -74,6 +78,7 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 6,
             nr: 16,
             x_offset: 128,
+            a_wide: false,
             // the AVX-512 epilogue where the CPU's own best path has it (TERN_CPU=avx2 lowers past both);
             // the EVEX encoding on AVX512-VNNI CPUs without AVX-VNNI
             kernel: if !std::is_x86_feature_detected!("avxvnni") {
@@ -91,6 +96,7 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 4,
             nr: 8,
             x_offset: 0,
+            a_wide: false,
             kernel: super::kernels::neon::qgemm_4x8_smlal,
             name: "neon_qgemm_i8_4x8_smlal",
         },
@@ -100,6 +106,7 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 8,
             nr: 8,
             x_offset: 0,
+            a_wide: false,
             kernel: super::kernels::neon::qgemm_8x8_sdot,
             name: "neon_qgemm_i8_8x8_sdot",
         },
@@ -108,6 +115,7 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             mr: 4,
             nr: 8,
             x_offset: 0,
+            a_wide: false,
             kernel: qgemm_4x8_scalar,
             name: "scalar_qgemm_i8_4x8",
         },
@@ -195,7 +203,16 @@ pub fn k_blocks(k: usize) -> usize {
 impl QGemm {
     /// Bytes of packed A for `m×k`.
     pub fn a_len(&self, m: usize, k: usize) -> usize {
-        m.div_ceil(self.mr) * k_blocks(k) * self.mr * 4
+        m.div_ceil(self.mr) * k_blocks(k) * self.mr * 4 * self.a_elem()
+    }
+
+    /// Bytes per packed A value (2 where A is widened to i16).
+    fn a_elem(&self) -> usize {
+        if self.a_wide {
+            2
+        } else {
+            1
+        }
     }
 
     /// Bytes of packed B for `k×n`.
@@ -210,7 +227,15 @@ impl QGemm {
         for i in 0..m {
             let (pi, r) = (i / mr, i % mr);
             for p in 0..k {
-                out[((pi * kb + p / 4) * mr + r) * 4 + p % 4] = get(i, p);
+                let at = ((pi * kb + p / 4) * mr + r) * 4 + p % 4;
+                let v = get(i, p);
+                if self.a_wide {
+                    // little-endian i16: the value, then its sign
+                    out[2 * at] = v;
+                    out[2 * at + 1] = if v < 0 { -1 } else { 0 };
+                } else {
+                    out[at] = v;
+                }
             }
         }
         out
@@ -349,7 +374,7 @@ pub unsafe fn qgemm_ptr(
     let nc = NC.div_ceil(nr) * nr;
     for j0 in (0..n).step_by(nc) {
         for pi in 0..m.div_ceil(mr) {
-            let ap = &a[pi * kb * mr * 4..];
+            let ap = &a[pi * kb * mr * 4 * g.a_elem()..];
             let rows = (m - pi * mr).min(mr);
             let trq = rq.from_row(pi * mr);
             for pj in j0 / nr..(n.min(j0 + nc)).div_ceil(nr) {

@@ -223,15 +223,53 @@ unsafe fn store_rq<const V: usize>(acc: &[__m256i; V], p: &RowRq, dst: *mut i8, 
     }
 }
 
-/// int8 micro-kernel, 4 rows × 8 columns: bytes sign-extended to i16 and multiplied pairwise into i32 with
-/// `vpmaddwd` (exact). `vpmaddubsw` is avoided on purpose: it saturates its i16 pair sums, so u8×i8 data
-/// near the range ends would give wrong integers. Fused vector epilogue.
+/// AVX2 tile: R rows × 8 columns, 2R accumulators. Weights arrive as i16 (sign-extended once at packing:
+/// [`crate::cpu::qgemm::QGemm::a_wide`]), activations as bytes widened once per block for all R rows;
+/// `vpmaddwd` multiplies pairs into i32 (exact). `vpmaddubsw` is avoided on purpose: it saturates its i16
+/// pair sums, so u8×i8 data near the range ends would give wrong integers. Fused vector epilogue.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn madd_tile<const R: usize>(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·48 bytes (A: 6 rows × 4 i16) and kb·32 bytes (B); c rows
+    // < R valid.
+    unsafe {
+        let mut lo = [_mm256_setzero_si256(); R];
+        let mut hi = [_mm256_setzero_si256(); R];
+        for blk in 0..kb {
+            let bp = b.add(blk * 32);
+            let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp as *const __m128i));
+            let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(16) as *const __m128i));
+            let ap = a.add(blk * 48);
+            for r in 0..R {
+                // four i16 weights (k .. k+3) repeated across the register, pairs against b's pairs
+                let a16 = _mm256_set1_epi64x((ap.add(r * 8) as *const i64).read_unaligned());
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(b_lo, a16));
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a16));
+            }
+        }
+        for r in 0..R {
+            // pairs → columns [c0 c1 c4 c5 | c2 c3 c6 c7] → reorder the 64-bit lanes to c0..c7
+            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
+            store_row::<1>(&[s], rq, r, c.add(r * ldc), n);
+        }
+    }
+}
+
+/// int8 micro-kernel for AVX2: 6 rows × 8 columns on i16 weight panels ([`madd_tile`]).
 ///
 /// # Safety
-/// As [`crate::cpu::qgemm::QKernel`], plus the CPU must support AVX2.
+/// As [`crate::cpu::qgemm::QKernel`] (A packed wide), plus the CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)] // the QKernel contract
-pub unsafe fn qgemm_4x8_avx2(
+pub unsafe fn qgemm_6x8_avx2(
     kb: usize,
     a: *const i8,
     b: *const i8,
@@ -241,26 +279,15 @@ pub unsafe fn qgemm_4x8_avx2(
     n: usize,
     rq: &Requant,
 ) {
-    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B); c rows < m valid.
+    // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
     unsafe {
-        let mut lo = [_mm256_setzero_si256(); 4];
-        let mut hi = [_mm256_setzero_si256(); 4];
-        for blk in 0..kb {
-            let bp = b.add(blk * 32);
-            let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp as *const __m128i));
-            let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(16) as *const __m128i));
-            let ap = a.add(blk * 16);
-            for r in 0..4 {
-                let four = (ap.add(r * 4) as *const i32).read_unaligned();
-                let a16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(four));
-                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(b_lo, a16));
-                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a16));
-            }
-        }
-        for r in 0..m {
-            // pairs → columns [c0 c1 c4 c5 | c2 c3 c6 c7] → reorder the 64-bit lanes to c0..c7
-            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
-            store_row::<1>(&[s], rq, r, c.add(r * ldc), n);
+        match m {
+            1 => madd_tile::<1>(kb, a, b, c, ldc, n, rq),
+            2 => madd_tile::<2>(kb, a, b, c, ldc, n, rq),
+            3 => madd_tile::<3>(kb, a, b, c, ldc, n, rq),
+            4 => madd_tile::<4>(kb, a, b, c, ldc, n, rq),
+            5 => madd_tile::<5>(kb, a, b, c, ldc, n, rq),
+            _ => madd_tile::<6>(kb, a, b, c, ldc, n, rq),
         }
     }
 }
