@@ -66,18 +66,23 @@ fn int8(d: &Path, calib: bool) -> Vec<u8> {
     let c = CompressInt8 {
         calib: calib.then_some(cpath.as_path()),
         samples: None,
-        opts: Int8Options {
-            method: Method::Percentile(99.99),
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
-        },
+        opts: opts(Method::Percentile(99.99), None),
         progress: false,
     };
     compress_int8(&d.join("model.onnx"), &[], &c)
         .unwrap_or_else(|e| panic!("{}: {e:#}", d.display()))
         .0
+}
+
+/// Int8 options with the given method and activation scales, nothing else asked.
+fn opts(method: Method, channel_scales: Option<bool>) -> Int8Options {
+    Int8Options {
+        method,
+        max_error: None,
+        max_drop: None,
+        labels: None,
+        channel_scales,
+    }
 }
 
 fn count_int_ops(bytes: &[u8]) -> usize {
@@ -207,13 +212,7 @@ fn exported_qdq_runs_on_ort_like_tern() {
     let c = CompressInt8 {
         calib: Some(&d.join("calib.npy")),
         samples: None,
-        opts: Int8Options {
-            method: Method::Percentile(99.99),
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
-        },
+        opts: opts(Method::Percentile(99.99), None),
         progress: false,
     };
     let net = compress_int8(&cache_dir().join("float.onnx"), &[], &c)
@@ -287,13 +286,7 @@ fn calib_method_auto_keeps_the_closest_candidate() {
         let c = CompressInt8 {
             calib: Some(&calib),
             samples: None,
-            opts: Int8Options {
-                method,
-                max_error: None,
-                max_drop: None,
-                labels: None,
-                channel_scales,
-            },
+            opts: opts(method, channel_scales),
             progress: false,
         };
         compress_int8(&onnx, &[], &c).unwrap().0
@@ -383,13 +376,7 @@ fn exported_channel_scaled_det_runs_on_ort() {
     let c = CompressInt8 {
         calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
         samples: Some(8),
-        opts: Int8Options {
-            method: Method::Percentile(99.99),
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
-        },
+        opts: opts(Method::Percentile(99.99), None),
         progress: false,
     };
     let shape = tern_tools::import::InputShape {

@@ -1691,12 +1691,18 @@ impl<'m> GpuSession<'m> {
             } else {
                 ("", ARENA32)
             };
+            // the step's `override` constants, declared here so each name lives in one place
+            let overrides: String = s
+                .consts
+                .iter()
+                .map(|(name, _)| alloc::format!("override {name}: u32;\n"))
+                .collect();
             let src = if gpu.dot4 {
                 alloc::format!(
-                    "{enable}requires packed_4x8_integer_dot_product;\n{arena_fns}\n{COMMON}\n{DOT4_NATIVE}\n{body}"
+                    "{enable}requires packed_4x8_integer_dot_product;\n{overrides}{arena_fns}\n{COMMON}\n{DOT4_NATIVE}\n{body}"
                 )
             } else {
-                alloc::format!("{enable}{arena_fns}\n{COMMON}\n{DOT4_EMULATED}\n{body}")
+                alloc::format!("{enable}{overrides}{arena_fns}\n{COMMON}\n{DOT4_EMULATED}\n{body}")
             };
             let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -3,14 +3,8 @@
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
 //    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b, 24 weights
 //    in the f16 copy
-// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
-override KH: u32;
-override KW: u32;
-override SH: u32;
-override SW: u32;
-override DH: u32;
-override DW: u32;
-
+// KH, KW, SH, SW, DH, DW: the kernel geometry as `override` constants, declared by the host (p 7..12
+// carry the same values)
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear(gid, nwg);

@@ -2,14 +2,8 @@
 // k = (ci, ky, kx) and X the unrolled input (zero in the padding), computed in 16x16 output tiles whose
 // operands pass through workgroup memory 16 k at a time. Workgroups: (pixel tiles, channel tiles, N*groups).
 // p: same as conv.wgsl (24: weights in the f16 copy)
-// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
-override KH: u32;
-override KW: u32;
-override SH: u32;
-override SW: u32;
-override DH: u32;
-override DW: u32;
-
+// KH, KW, SH, SW, DH, DW: the kernel geometry as `override` constants, declared by the host (p 7..12
+// carry the same values)
 var<workgroup> wa: array<array<f32, 16>, 16>;
 var<workgroup> xb: array<array<f32, 16>, 16>;
 

@@ -7,14 +7,8 @@
 //    16 x byte off, 17 packed weights word off ([M][kh][kw][ceil(C/groups/4)]), 18 has bias, 19 bias word
 //    off, 20 out word off, 21 zp_in, 22 zp_out, 23 lo, 24 hi, 25 (mult, shift) list start in p, 26 tap weight
 //    sums word off ([M][kh][kw])
-// kernel geometry, fixed per pipeline (p 7..12 carry the same values)
-override KH: u32;
-override KW: u32;
-override SH: u32;
-override SW: u32;
-override DH: u32;
-override DW: u32;
-
+// KH, KW, SH, SW, DH, DW: the kernel geometry as `override` constants, declared by the host (p 7..12
+// carry the same values)
 fn one(e: u32) -> i32 {
     let c = p[1]; let h = p[2]; let w = p[3]; let m = p[4]; let oh = p[5]; let ow = p[6];
     let kh = KH; let kw = KW;
