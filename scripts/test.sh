@@ -45,6 +45,7 @@ step "no_std: thumbv7em-none-eabihf"
 cargo build -p tern --no-default-features --target thumbv7em-none-eabihf -q
 
 step "aarch64 under qemu: cortex-a72 (Pi 4) and cortex-a76 (Pi 5)"
+cargo clippy -p tern --target aarch64-unknown-linux-gnu --all-targets -q -- -D warnings  # the NEON code too
 QEMU_CPU=cortex-a72 cargo test -p tern --target aarch64-unknown-linux-gnu -q
 QEMU_CPU=cortex-a76 cargo test -p tern --target aarch64-unknown-linux-gnu -q
 

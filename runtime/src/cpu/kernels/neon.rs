@@ -158,18 +158,18 @@ pub unsafe fn qgemm_4x8_smlal(
             let b0 = vld1q_s8(b.add(blk * 32));
             let b1 = vld1q_s8(b.add(blk * 32 + 16));
             let ap = a.add(blk * 16);
-            for r in 0..4 {
+            for (r, tr) in t.iter_mut().enumerate() {
                 let av = vreinterpretq_s8_s32(vdupq_n_s32(
                     (ap.add(r * 4) as *const i32).read_unaligned(),
                 ));
-                t[r][0] = vpadalq_s16(t[r][0], vmull_s8(vget_low_s8(b0), vget_low_s8(av)));
-                t[r][1] = vpadalq_s16(t[r][1], vmull_high_s8(b0, av));
-                t[r][2] = vpadalq_s16(t[r][2], vmull_s8(vget_low_s8(b1), vget_low_s8(av)));
-                t[r][3] = vpadalq_s16(t[r][3], vmull_high_s8(b1, av));
+                tr[0] = vpadalq_s16(tr[0], vmull_s8(vget_low_s8(b0), vget_low_s8(av)));
+                tr[1] = vpadalq_s16(tr[1], vmull_high_s8(b0, av));
+                tr[2] = vpadalq_s16(tr[2], vmull_s8(vget_low_s8(b1), vget_low_s8(av)));
+                tr[3] = vpadalq_s16(tr[3], vmull_high_s8(b1, av));
             }
         }
-        for r in 0..m {
-            let v = [vpaddq_s32(t[r][0], t[r][1]), vpaddq_s32(t[r][2], t[r][3])];
+        for (r, tr) in t.iter().enumerate().take(m) {
+            let v = [vpaddq_s32(tr[0], tr[1]), vpaddq_s32(tr[2], tr[3])];
             store_row8(v, rq, r, c.add(r * ldc), n);
         }
     }
@@ -251,4 +251,41 @@ pub unsafe fn requant_row_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i
         }
     }
     rq.row(r, &acc[i..n], &mut out[i..n]);
+}
+
+/// `y[i] = t[x[i] + 128]` (an int8 lookup table), 16 at a time: the index `x + 128` (a sign-bit flip) is
+/// looked up in each 64-byte quarter of the table with `tbl` (an index past a quarter gives 0; the index
+/// moves down 64 per quarter, wrapping below zero to out of range), and the four results are or'ed.
+///
+/// # Safety
+/// NEON (part of aarch64).
+pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
+    let n = x.len().min(y.len());
+    // SAFETY (whole fn): the table holds 256 bytes; loads and stores stay below n.
+    unsafe {
+        let tp = t.as_ptr() as *const u8;
+        let q = [
+            vld1q_u8_x4(tp),
+            vld1q_u8_x4(tp.add(64)),
+            vld1q_u8_x4(tp.add(128)),
+            vld1q_u8_x4(tp.add(192)),
+        ];
+        let (flip, step) = (vdupq_n_u8(0x80), vdupq_n_u8(64));
+        let mut i = 0;
+        while i + 16 <= n {
+            let i0 = veorq_u8(vld1q_u8(x.as_ptr().add(i) as *const u8), flip);
+            let i1 = vsubq_u8(i0, step);
+            let i2 = vsubq_u8(i1, step);
+            let i3 = vsubq_u8(i2, step);
+            let r = vorrq_u8(
+                vorrq_u8(vqtbl4q_u8(q[0], i0), vqtbl4q_u8(q[1], i1)),
+                vorrq_u8(vqtbl4q_u8(q[2], i2), vqtbl4q_u8(q[3], i3)),
+            );
+            vst1q_u8(y.as_mut_ptr().add(i) as *mut u8, r);
+            i += 16;
+        }
+        for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+            *o = t[(v as i32 + 128) as usize];
+        }
+    }
 }

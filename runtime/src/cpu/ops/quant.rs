@@ -689,15 +689,8 @@ pub fn exec(
             let y = reborrow(&mut qouts[0]);
             layout::concat(*axis as usize, qins, y, |k, s, d| match &r[k] {
                 None => d.copy_from_slice(s),
-                Some(rs) => {
-                    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-                    if *vbmi {
-                        // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi).
-                        return unsafe { crate::cpu::kernels::x86::lut_vbmi(&rs.table, s, d) };
-                    }
-                    let _ = vbmi;
-                    d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v))
-                }
+                Some(rs) if *vbmi => lut(&rs.table, true, s, d),
+                Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
             });
         }
         QPrep::Avg(zx, zy, mults) => {
@@ -845,14 +838,19 @@ fn wide_path(isa: crate::cpu::caps::Isa) -> bool {
     }
 }
 
-/// Whether table lookups run on AVX-512 VBMI: the AVX-VNNI path on a CPU that also has VBMI
-/// (`TERN_CPU=avx2` keeps the plain loop, so that path stays testable here).
+/// Whether table lookups run vectorized: on AVX-512 VBMI for the AVX-VNNI path on a CPU that also has
+/// VBMI (`TERN_CPU=avx2` keeps the plain loop, so that path stays testable here), with `tbl` on the
+/// aarch64 paths (`TERN_CPU=scalar` keeps the plain loop).
 fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_vbmi()
     }
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        isa != crate::cpu::caps::Isa::Scalar
+    }
+    #[cfg(not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")))]
     {
         let _ = isa;
         false
@@ -880,20 +878,26 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
     body(x, s, z, y)
 }
 
-/// `f(x_part, y_part)` over matching element ranges of `x` and `y`, split across the threads when large.
-/// `y[i] = t[x[i] + 128]`, with AVX-512 byte permutes where `vbmi`.
-fn lut(t: &[i8; 256], vbmi: bool, x: &[i8], y: &mut [i8]) {
+/// `y[i] = t[x[i] + 128]`, with the path's vector lookup where `vector` ([`lut_vbmi`]): AVX-512 byte
+/// permutes on x86, `tbl` on aarch64.
+fn lut(t: &[i8; 256], vector: bool, x: &[i8], y: &mut [i8]) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if vbmi {
-        // SAFETY: `vbmi` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
+    if vector {
+        // SAFETY: `vector` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
         return unsafe { crate::cpu::kernels::x86::lut_vbmi(t, x, y) };
     }
-    let _ = vbmi;
+    #[cfg(target_arch = "aarch64")]
+    if vector {
+        // SAFETY: NEON is part of aarch64.
+        return unsafe { crate::cpu::kernels::neon::lut_neon(t, x, y) };
+    }
+    let _ = vector;
     for (o, &v) in y.iter_mut().zip(x) {
         *o = t[(v as i32 + 128) as usize];
     }
 }
 
+/// `f(x_part, y_part)` over matching element ranges of `x` and `y`, split across the threads when large.
 fn par_zip<A: Sync, B: Send>(par: &Par, x: &[A], y: &mut [B], f: &(dyn Fn(&[A], &mut [B]) + Sync)) {
     let n = x.len().min(y.len());
     let threads = if n >= PAR_MIN { par.threads() } else { 1 };
@@ -1083,8 +1087,9 @@ mod tests {
     /// every tail length.
     #[test]
     fn vector_table_lookup_equals_indexing() {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
         {
+            #[cfg(target_arch = "x86_64")]
             if !crate::cpu::kernels::x86::has_vbmi() {
                 std::println!("no AVX-512 VBMI on this CPU: the plain lookup is the only path");
                 return;
@@ -1096,8 +1101,7 @@ mod tests {
                 .collect();
             for n in (0..200).chain([255, 256, 257, 640, 700]) {
                 let mut got = vec![0i8; n];
-                // SAFETY: VBMI checked above.
-                unsafe { crate::cpu::kernels::x86::lut_vbmi(&t, &x[..n], &mut got) };
+                lut(&t, true, &x[..n], &mut got);
                 let want: Vec<i8> = x[..n]
                     .iter()
                     .map(|&v| t[(v as i32 + 128) as usize])
