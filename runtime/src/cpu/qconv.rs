@@ -660,7 +660,11 @@ fn dw_plane(
             wide: bool,
         ) -> bool {
             build_plane(src, pp, gm);
-            dw_rows_avx2(wts, (rq, ch, out), pp, gm, ops, wide) || {
+            // SAFETY (the row kernel): AVX2 is enabled here; `dw_rows` checks the reads' bound.
+            let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
+                crate::cpu::kernels::x86::dw_row_avx2(pp, ops, rq, r, out, wide)
+            };
+            dw_rows(wts, (rq, ch, out), pp, gm, ops, &row) || {
                 dw_accumulate(wts, acc, pp, gm);
                 false
             }
@@ -669,6 +673,19 @@ fn dw_plane(
         let wide = isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512();
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
         if !unsafe { avx2(src, wts, (rq, ch, &mut *out), acc, pp, gm, ops, wide) } {
+            dw_requant(isa, (rq, ch, out), acc, gm);
+        }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != crate::cpu::caps::Isa::Scalar {
+        build_plane(src, pp, gm);
+        // SAFETY (the row kernel): NEON is part of aarch64; `dw_rows` checks the reads' bound.
+        let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
+            crate::cpu::kernels::neon::dw_row_neon(pp, ops, rq, r, out)
+        };
+        if !dw_rows(wts, (rq, ch, &mut *out), pp, gm, ops, &row) {
+            dw_accumulate(wts, acc, pp, gm);
             dw_requant(isa, (rq, ch, out), acc, gm);
         }
         return;
@@ -702,19 +719,23 @@ const DW_MAX_PAIRS: usize = 66;
 /// than the taps on small maps).
 type DwOps = [(i32, usize, usize); DW_MAX_PAIRS];
 
-/// The AVX2 depthwise plane: per output row, the taps whose input row is inside the image (taps on
-/// vertical padding read zeros: skipped), paired for `vpmaddwd`, requantized in registers. `false`
-/// (nothing written) when the window has more pairs than [`DW_MAX_PAIRS`] or the plane lacks the
-/// 16-value read slack.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+/// A depthwise row kernel: (plane from the row's first input row, tap pairs, epilogue, row of `rq`, out).
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
+type DwRow<'a> = dyn Fn(&[i16], &[(i32, usize, usize)], &Requant, usize, &mut [i8]) + 'a;
+
+/// The vector depthwise plane: per output row, the taps whose input row is inside the image (taps on
+/// vertical padding read zeros: skipped), paired (for `vpmaddwd` on x86), summed and requantized in
+/// registers by `row`. `false` (nothing written) when the window has more pairs than [`DW_MAX_PAIRS`] or
+/// the plane lacks the 16-value read slack.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 #[inline(always)]
-fn dw_rows_avx2(
+fn dw_rows(
     wts: &[i32],
     (rq, ch, out): (&Requant, usize, &mut [i8]),
     pp: &[i16],
     gm: &DwGeom,
     ops: &mut DwOps,
-    wide: bool,
+    row: &DwRow,
 ) -> bool {
     let &DwGeom {
         h,
@@ -752,32 +773,19 @@ fn dw_rows_avx2(
     for oy in 0..oh {
         let inside = |ky: &usize| (pt..pt + h).contains(&(oy * sh + ky * dh));
         let Some(lo) = (0..kh).find(inside) else {
-            // every tap on padding: the bias alone
-            // SAFETY: AVX2 is enabled by the caller; no taps, nothing read.
-            unsafe {
-                crate::cpu::kernels::x86::dw_row_avx2(
-                    pp,
-                    &[],
-                    rq,
-                    ch,
-                    &mut out[oy * ow..(oy + 1) * ow],
-                    wide,
-                )
-            };
+            // every tap on padding: the bias alone (no taps, nothing read)
+            row(pp, &[], rq, ch, &mut out[oy * ow..(oy + 1) * ow]);
             continue;
         };
         let hi = (lo..kh).take_while(|ky| inside(ky)).last().unwrap_or(lo);
-        // SAFETY: AVX2 is enabled by the caller; every read ends below `reach` ≤ pp.len().
-        unsafe {
-            crate::cpu::kernels::x86::dw_row_avx2(
-                &pp[oy * sh * wq..],
-                &ops[lo * npr..(hi + 1) * npr],
-                rq,
-                ch,
-                &mut out[oy * ow..(oy + 1) * ow],
-                wide,
-            )
-        };
+        // every read ends below `reach` ≤ pp.len() (checked above)
+        row(
+            &pp[oy * sh * wq..],
+            &ops[lo * npr..(hi + 1) * npr],
+            rq,
+            ch,
+            &mut out[oy * ow..(oy + 1) * ow],
+        );
     }
     true
 }

@@ -289,3 +289,44 @@ pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
         }
     }
 }
+
+/// One output row of a depthwise convolution, 16 outputs at a time with every tap's products summed in
+/// registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue
+/// ([`requant_row_neon`]). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`, offset a,
+/// offset b); `pp` holds the padded plane minus the input zero point.
+///
+/// # Safety
+/// NEON (part of aarch64); every `off + out.len().next_multiple_of(16)` ≤ `pp.len()` (the caller checks).
+pub unsafe fn dw_row_neon(
+    pp: &[i16],
+    ops: &[(i32, usize, usize)],
+    rq: &Requant,
+    r: usize,
+    out: &mut [i8],
+) {
+    let (ow, p) = (out.len(), pp.as_ptr());
+    let mut x0 = 0;
+    while x0 < ow {
+        let n = (ow - x0).min(16);
+        // SAFETY: reads below the caller's bound; n bytes written at out[x0..].
+        unsafe {
+            let mut acc = [vdupq_n_s32(0); 4];
+            for &(wp, oa, ob) in ops {
+                for (w, off) in [(wp as i16, oa), ((wp >> 16) as i16, ob)] {
+                    let a0 = vld1q_s16(p.add(off + x0));
+                    let a1 = vld1q_s16(p.add(off + x0 + 8));
+                    acc[0] = vmlal_n_s16(acc[0], vget_low_s16(a0), w);
+                    acc[1] = vmlal_high_n_s16(acc[1], a0, w);
+                    acc[2] = vmlal_n_s16(acc[2], vget_low_s16(a1), w);
+                    acc[3] = vmlal_high_n_s16(acc[3], a1, w);
+                }
+            }
+            let mut buf = [0i32; 16];
+            for (k, v) in acc.iter().enumerate() {
+                vst1q_s32(buf.as_mut_ptr().add(4 * k), *v);
+            }
+            requant_row_neon(rq, r, &buf[..n], &mut out[x0..x0 + n]);
+        }
+        x0 += 16;
+    }
+}
