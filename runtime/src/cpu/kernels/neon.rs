@@ -330,3 +330,72 @@ pub unsafe fn dw_row_neon(
         x0 += 16;
     }
 }
+
+/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 whose results fit i32 (the core of [`requant4`]
+/// without bias and clamp): exact 64-bit products, round half away from zero, arithmetic shift.
+#[inline(always)]
+unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int32x4_t {
+    // SAFETY: plain register arithmetic.
+    unsafe {
+        let total = 31 + fm.shift as i64;
+        let (round, sh) = (vdupq_n_s64(1i64 << (total - 1)), vdupq_n_s64(-total));
+        let lo = vmull_s32(vget_low_s32(x), vdup_n_s32(fm.mult));
+        let hi = vmull_high_s32(x, vdupq_n_s32(fm.mult));
+        let lo = vshlq_s64(vaddq_s64(vaddq_s64(lo, round), vshrq_n_s64::<63>(lo)), sh);
+        let hi = vshlq_s64(vaddq_s64(vaddq_s64(hi, round), vshrq_n_s64::<63>(hi)), sh);
+        vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi))
+    }
+}
+
+/// Integer Add/Sub computed 8 lanes at a time (the NEON form of x86 `qadd_arith_avx2`): each operand's
+/// `m.apply((v − z) << 16)` (`ops::quant::QBin`'s table entry, evaluated instead of looked up), summed,
+/// rounded half away from zero off the 16 fraction bits, output zero point, clamp. Both multipliers must
+/// have shifts 0..=31 and the sums fit i32 (the caller checks). Returns how many leading elements it wrote.
+///
+/// # Safety
+/// NEON (part of aarch64).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn qadd_neon(
+    (ma, za): (crate::ir::quant::FixedMultiplier, i32),
+    (mb, zb): (crate::ir::quant::FixedMultiplier, i32),
+    sub: bool,
+    (zy, lo, hi): (i32, i32, i32),
+    a: &[i8],
+    b: &[i8],
+    out: &mut [i8],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    let mut i = 0;
+    // SAFETY (whole loop): 8 bytes in bounds of a, b and out.
+    unsafe {
+        let (vza, vzb, half) = (vdupq_n_s32(za), vdupq_n_s32(zb), vdupq_n_s32(1 << 15));
+        let (vlo, vhi, vz) = (vdupq_n_s32(lo - zy), vdupq_n_s32(hi - zy), vdupq_n_s32(zy));
+        let side = |x: int16x8_t, z: int32x4_t, fm| {
+            [
+                fm_apply4(
+                    vshlq_n_s32::<16>(vsubq_s32(vmovl_s16(vget_low_s16(x)), z)),
+                    fm,
+                ),
+                fm_apply4(vshlq_n_s32::<16>(vsubq_s32(vmovl_high_s16(x), z)), fm),
+            ]
+        };
+        while i + 8 <= n {
+            let xa = vmovl_s8(vld1_s8(a.as_ptr().add(i)));
+            let xb = vmovl_s8(vld1_s8(b.as_ptr().add(i)));
+            let (va, vb) = (side(xa, vza, ma), side(xb, vzb, mb));
+            let v: [int32x4_t; 2] = core::array::from_fn(|k| {
+                let s = if sub {
+                    vsubq_s32(va[k], vb[k])
+                } else {
+                    vaddq_s32(va[k], vb[k])
+                };
+                let r = vshrq_n_s32::<16>(vaddq_s32(vaddq_s32(s, half), vshrq_n_s32::<31>(s)));
+                vaddq_s32(vminq_s32(vmaxq_s32(r, vlo), vhi), vz)
+            });
+            let w = vcombine_s16(vqmovn_s32(v[0]), vqmovn_s32(v[1]));
+            vst1_s8(out.as_mut_ptr().add(i), vqmovn_s16(w));
+            i += 8;
+        }
+    }
+    i
+}

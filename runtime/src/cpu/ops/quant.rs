@@ -222,6 +222,45 @@ impl QBin {
                 )
             };
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use crate::cpu::caps::Isa;
+            let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
+            if matches!(self.simd, Some(Isa::Neon | Isa::Dotprod)) && vec(self.ma) && vec(self.mb) {
+                // SAFETY: NEON is part of aarch64; the sums fit i32 (with_isa).
+                return unsafe {
+                    crate::cpu::kernels::neon::qadd_neon(
+                        (self.ma, self.za),
+                        (self.mb, self.zb),
+                        self.op == BinOp::Sub,
+                        (self.zy, self.lo, self.hi),
+                        a,
+                        b,
+                        out,
+                    )
+                };
+            }
+            if self.op == BinOp::Mul && matches!(self.isa, Isa::Neon | Isa::Dotprod) {
+                // the products (exact: |p| ≤ 255²), then the NEON epilogue a chunk at a time
+                let rq = crate::cpu::qgemm::Requant {
+                    bias: &[0],
+                    mult: core::slice::from_ref(&self.m),
+                    zp_out: self.zy,
+                    lo: self.lo,
+                    hi: self.hi,
+                };
+                let mut acc = [0i32; 256];
+                let n = a.len().min(b.len()).min(out.len());
+                let chunks = a[..n].chunks(256).zip(b[..n].chunks(256));
+                for ((ca, cb), dst) in chunks.zip(out[..n].chunks_mut(256)) {
+                    for ((o, &p), &q) in acc.iter_mut().zip(ca).zip(cb) {
+                        *o = (p as i32 - self.za) * (q as i32 - self.zb);
+                    }
+                    crate::cpu::qgemm::requant_row(self.isa, &rq, 0, &acc[..ca.len()], dst);
+                }
+                return n;
+            }
+        }
         let _ = (a, b, out);
         0
     }
