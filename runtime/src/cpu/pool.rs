@@ -99,6 +99,8 @@ impl Pool {
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
+        // reached only after a kernel panicked on a worker (a bug: kernels do not panic on validated
+        // models); re-raised here so a bug is not turned into silently wrong outputs
         if s.panicked.swap(false, Ordering::AcqRel) {
             panic!("a tern worker thread panicked (its message is above)");
         }

@@ -21,7 +21,7 @@ pub struct QConv {
     dw: Vec<i32>,
     /// A per-channel scale (1×1 depthwise, stride 1, no padding: a folded affine) as one 256-entry table
     /// per channel, built for the clamp in `tables.0`.
-    tables: ((i32, i32), Vec<i8>),
+    tables: ((i32, i32), Vec<[i8; 256]>),
     /// Bias with `−zp_in·Σw` folded in (the GEMM path pads with zp_in, so the fold is exact).
     bias: Vec<i32>,
     /// The bias as given (the depthwise path subtracts zp_in per valid tap instead).
@@ -107,6 +107,19 @@ impl QConv {
         })
     }
 
+    /// Group `gi`'s packed weight panels and its epilogue (`mg` output channels per group).
+    fn group(&self, gi: usize, mg: usize, lo: i32, hi: i32) -> (&[i8], Requant<'_>) {
+        let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
+        let rq = Requant {
+            bias: &self.bias[gi * mg..(gi + 1) * mg],
+            mult: &self.mult[gi * mg..(gi + 1) * mg],
+            zp_out: self.zp_out,
+            lo,
+            hi,
+        };
+        (a, rq)
+    }
+
     fn is_depthwise(&self) -> bool {
         // one input and one output channel per group: a direct kernel, not a 1-row GEMM
         self.wshape[1] == 1 && self.wshape[0] == self.geom.groups as usize
@@ -177,26 +190,9 @@ impl QConv {
         scratch: &mut [i8],
     ) {
         if !self.tables.1.is_empty() && self.tables.0 == (lo, hi) && xs[2..] == ys[2..] {
-            let (c, npix) = (xs[1], xs[2] * xs[3]);
-            let yptr = SyncPtr(y.as_mut_ptr());
-            let planes = xs[0] * c;
-            let threads = if planes * npix >= 1 << 14 {
-                par.threads()
-            } else {
-                1
-            };
-            par.run_on(threads, &|t| {
-                for p in share(planes, t, threads) {
-                    let tab = &self.tables.1[(p % c) * 256..(p % c + 1) * 256];
-                    // SAFETY: plane p belongs to this thread.
-                    let out =
-                        unsafe { core::slice::from_raw_parts_mut(yptr.get().add(p * npix), npix) };
-                    for (o, &v) in out.iter_mut().zip(&x[p * npix..(p + 1) * npix]) {
-                        *o = tab[(v as i32 + 128) as usize];
-                    }
-                }
-            });
-            return;
+            let vector = crate::cpu::ops::quant::vector_lut(self.g.isa);
+            let planes = xs[0] * xs[1];
+            return crate::cpu::ops::quant::lut_planes(par, &self.tables.1, vector, x, y, planes);
         }
         if self.is_depthwise() {
             return self.run_depthwise(par, x, xs, y, ys, lo, hi, scratch);
@@ -228,14 +224,7 @@ impl QConv {
         for b in 0..n {
             for gi in 0..groups {
                 let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
-                let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
-                let rq = Requant {
-                    bias: &self.bias[gi * mg..(gi + 1) * mg],
-                    mult: &self.mult[gi * mg..(gi + 1) * mg],
-                    zp_out: self.zp_out,
-                    lo,
-                    hi,
-                };
+                let (a, rq) = self.group(gi, mg, lo, hi);
                 par.run(&|t| {
                     // SAFETY: each thread uses its own scratch slot.
                     let mine =
@@ -350,14 +339,7 @@ impl QConv {
                 });
                 phases[cg * per_ch..].fill(pad);
                 let phases = &*phases;
-                let a = &self.packed[gi * self.group_stride..(gi + 1) * self.group_stride];
-                let rq = Requant {
-                    bias: &self.bias[gi * mg..(gi + 1) * mg],
-                    mult: &self.mult[gi * mg..(gi + 1) * mg],
-                    zp_out: self.zp_out,
-                    lo,
-                    hi,
-                };
+                let (a, rq) = self.group(gi, mg, lo, hi);
                 par.run(&|t| {
                     // SAFETY: each thread uses its own scratch slot.
                     let mine =
@@ -493,10 +475,11 @@ impl QConv {
             hi,
         };
         let (dw, zp) = (&self.dw, self.zp_in);
-        let mut t = Vec::with_capacity(self.wshape[0] * 256);
-        for (ch, &wc) in dw.iter().enumerate() {
-            t.extend((-128i32..128).map(|v| rq.apply(ch, wc * (v - zp))));
-        }
+        let t = dw
+            .iter()
+            .enumerate()
+            .map(|(ch, &wc)| core::array::from_fn(|i| rq.apply(ch, wc * (i as i32 - 128 - zp))))
+            .collect();
         self.tables = ((lo, hi), t);
     }
 

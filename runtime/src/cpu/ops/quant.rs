@@ -44,22 +44,34 @@ pub struct QBin {
     pub(crate) zy: i32,
     pub(crate) m: FixedMultiplier,
     /// Add/Sub: each operand's multiplier to the output scale (the tables are `m.apply((v − z) << 16)`);
-    /// read by the AVX2 path, which computes instead of looking up.
-    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+    /// read by the vector paths, which compute instead of looking up.
     ma: FixedMultiplier,
-    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
     mb: FixedMultiplier,
     pub(crate) ta: [i32; 256],
     pub(crate) tb: [i32; 256],
     pub(crate) lo: i32,
     pub(crate) hi: i32,
-    /// The SIMD path for Add/Sub, where the table sums provably stay inside i32.
-    simd: Option<crate::cpu::caps::Isa>,
-    /// Add/Sub 16 lanes at a time on AVX-512 (the CPU's own best path only; see [`wide_path`]).
-    avx512: bool,
+    /// Add/Sub computed in vectors (AVX-512, AVX2 or NEON: chosen once by [`QBin::with_isa`]), where the
+    /// table sums provably stay inside i32 and both multipliers have the vector form.
+    add_kernel: Option<AddKernel>,
+    /// Add/Sub through the tables with AVX2 gathers (multipliers without the vector form).
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+    add_tables_avx2: bool,
     /// The kernel path (Mul's products requantize through its vector epilogue).
     isa: crate::cpu::caps::Isa,
 }
+
+/// A vector Add/Sub kernel: `((m_a, z_a), (m_b, z_b), subtract, (z_y, lo, hi), a, b, out)` → elements
+/// written (the same integers as [`QBin::apply`]).
+type AddKernel = unsafe fn(
+    (FixedMultiplier, i32),
+    (FixedMultiplier, i32),
+    bool,
+    (i32, i32, i32),
+    &[i8],
+    &[i8],
+    &mut [i8],
+) -> usize;
 
 /// Fraction bits the operands of an integer Add keep before the final rounding.
 const ADD_FRAC: u32 = 16;
@@ -86,8 +98,8 @@ impl QBin {
             mult(0.0)
         };
         QBin {
-            simd: None,
-            avx512: false,
+            add_kernel: None,
+            add_tables_avx2: false,
             isa: crate::cpu::caps::Isa::Scalar,
             ma,
             mb,
@@ -111,21 +123,58 @@ impl QBin {
                 |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
             amax(&self.ta) + amax(&self.tb) + (1 << ADD_FRAC) < i32::MAX as u64
         };
-        self.simd = fits.then_some(isa);
-        self.avx512 = fits && wide_path(isa);
+        let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
+        let computed = fits && vec(self.ma) && vec(self.mb);
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if matches!(
+            isa,
+            crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+        ) {
+            use crate::cpu::kernels::x86;
+            let k: AddKernel = if wide_path(isa) {
+                x86::qadd_arith_avx512
+            } else {
+                x86::qadd_arith_avx2
+            };
+            self.add_kernel = computed.then_some(k);
+            self.add_tables_avx2 = fits && !computed;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa != crate::cpu::caps::Isa::Scalar {
+            let k: AddKernel = crate::cpu::kernels::neon::qadd_neon;
+            self.add_kernel = computed.then_some(k);
+        }
+        let _ = computed;
         self
     }
 
-    /// Mul with operand `b` fixed along the row: the integer products, then the path's vector requant
-    /// (the same integers as [`QBin::apply`]: `m.apply(product) + zy`, clamped).
-    fn mul_rows(&self, a: &[i8], b: i8, out: &mut [i8]) {
-        let rq = crate::cpu::qgemm::Requant {
+    /// Mul's epilogue as a one-row [`crate::cpu::qgemm::Requant`].
+    fn mul_requant(&self) -> crate::cpu::qgemm::Requant<'_> {
+        crate::cpu::qgemm::Requant {
             bias: &[0],
             mult: core::slice::from_ref(&self.m),
             zp_out: self.zy,
             lo: self.lo,
             hi: self.hi,
-        };
+        }
+    }
+
+    /// `out[i] = m.apply(product(i)) + zy`, clamped, for `out.len()` products, requantized 256 at a time
+    /// through the path's vector epilogue (the same integers as [`QBin::apply`]'s Mul).
+    fn requant_products(&self, product: impl Fn(usize) -> i32, out: &mut [i8]) {
+        let rq = self.mul_requant();
+        let mut acc = [0i32; 256];
+        for (c, dst) in out.chunks_mut(256).enumerate() {
+            for (i, o) in acc[..dst.len()].iter_mut().enumerate() {
+                *o = product(256 * c + i);
+            }
+            crate::cpu::qgemm::requant_row(self.isa, &rq, 0, &acc[..dst.len()], dst);
+        }
+    }
+
+    /// Mul with operand `b` fixed along the row: the integer products, then the path's vector requant
+    /// (the same integers as [`QBin::apply`]: `m.apply(product) + zy`, clamped).
+    fn mul_rows(&self, a: &[i8], b: i8, out: &mut [i8]) {
         let qb = b as i32 - self.zb;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(
@@ -134,16 +183,16 @@ impl QBin {
         ) {
             // SAFETY: the session only selects an AVX2 path on a CPU that has it.
             return unsafe {
-                crate::cpu::kernels::x86::scale_row_avx2(&rq, 0, (a, self.za, qb), out)
+                crate::cpu::kernels::x86::scale_row_avx2(
+                    &self.mul_requant(),
+                    0,
+                    (a, self.za, qb),
+                    out,
+                )
             };
         }
-        let mut acc = [0i32; 256];
-        for (src, dst) in a.chunks(256).zip(out.chunks_mut(256)) {
-            for (o, &v) in acc.iter_mut().zip(src) {
-                *o = (v as i32 - self.za) * qb;
-            }
-            crate::cpu::qgemm::requant_row(self.isa, &rq, 0, &acc[..src.len()], dst);
-        }
+        let n = a.len().min(out.len());
+        self.requant_products(|i| (a[i] as i32 - self.za) * qb, &mut out[..n]);
     }
 
     /// `out[i] = apply(a[i], b[i])`, vectorized where the path allows.
@@ -156,60 +205,51 @@ impl QBin {
 
     /// The SIMD prefix of [`QBin::apply_rows`]; returns how many elements it wrote.
     fn apply_rows_simd(&self, a: &[i8], b: &[i8], out: &mut [i8]) -> usize {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if self.op == BinOp::Mul
-            && matches!(
+        let n = a.len().min(b.len()).min(out.len());
+        if self.op == BinOp::Mul {
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if matches!(
                 self.isa,
                 crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
-            )
-        {
-            let rq = crate::cpu::qgemm::Requant {
-                bias: &[0],
-                mult: core::slice::from_ref(&self.m),
-                zp_out: self.zy,
-                lo: self.lo,
-                hi: self.hi,
-            };
-            // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+            ) {
+                // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+                return unsafe {
+                    crate::cpu::kernels::x86::mul_rows_avx2(
+                        &self.mul_requant(),
+                        (self.za, self.zb),
+                        a,
+                        b,
+                        out,
+                    )
+                };
+            }
+            if self.isa == crate::cpu::caps::Isa::Scalar {
+                return 0;
+            }
+            // the products (exact: |p| ≤ 255²), then the path's vector epilogue (NEON)
+            let (za, zb) = (self.za, self.zb);
+            let product = |i: usize| (a[i] as i32 - za) * (b[i] as i32 - zb);
+            self.requant_products(product, &mut out[..n]);
+            return n;
+        }
+        if let Some(k) = self.add_kernel {
+            // SAFETY: with_isa chose the kernel for this CPU's path; the sums fit i32 and both
+            // multipliers have the vector form.
             return unsafe {
-                crate::cpu::kernels::x86::mul_rows_avx2(&rq, (self.za, self.zb), a, b, out)
+                k(
+                    (self.ma, self.za),
+                    (self.mb, self.zb),
+                    self.op == BinOp::Sub,
+                    (self.zy, self.lo, self.hi),
+                    a,
+                    b,
+                    out,
+                )
             };
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if matches!(
-            self.simd,
-            Some(crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni)
-        ) {
-            let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
-            if vec(self.ma) && vec(self.mb) && self.avx512 {
-                // SAFETY: `avx512` is set only where the CPU has it (with_isa); the sums fit i32.
-                return unsafe {
-                    crate::cpu::kernels::x86::qadd_arith_avx512(
-                        (self.ma, self.za),
-                        (self.mb, self.zb),
-                        self.op == BinOp::Sub,
-                        (self.zy, self.lo, self.hi),
-                        a,
-                        b,
-                        out,
-                    )
-                };
-            }
-            if vec(self.ma) && vec(self.mb) {
-                // SAFETY: AVX2 path selected only on AVX2 CPUs; the sums fit i32 (with_isa).
-                return unsafe {
-                    crate::cpu::kernels::x86::qadd_arith_avx2(
-                        (self.ma, self.za),
-                        (self.mb, self.zb),
-                        self.op == BinOp::Sub,
-                        (self.zy, self.lo, self.hi),
-                        a,
-                        b,
-                        out,
-                    )
-                };
-            }
-            // SAFETY: AVX2 path selected only on AVX2 CPUs; the tables' sums fit i32 (with_isa).
+        if self.add_tables_avx2 {
+            // SAFETY: set only on the AVX2 paths (with_isa); the tables' sums fit i32.
             return unsafe {
                 crate::cpu::kernels::x86::qadd_avx2(
                     &self.ta,
@@ -222,46 +262,6 @@ impl QBin {
                 )
             };
         }
-        #[cfg(target_arch = "aarch64")]
-        {
-            use crate::cpu::caps::Isa;
-            let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
-            if matches!(self.simd, Some(Isa::Neon | Isa::Dotprod)) && vec(self.ma) && vec(self.mb) {
-                // SAFETY: NEON is part of aarch64; the sums fit i32 (with_isa).
-                return unsafe {
-                    crate::cpu::kernels::neon::qadd_neon(
-                        (self.ma, self.za),
-                        (self.mb, self.zb),
-                        self.op == BinOp::Sub,
-                        (self.zy, self.lo, self.hi),
-                        a,
-                        b,
-                        out,
-                    )
-                };
-            }
-            if self.op == BinOp::Mul && matches!(self.isa, Isa::Neon | Isa::Dotprod) {
-                // the products (exact: |p| ≤ 255²), then the NEON epilogue a chunk at a time
-                let rq = crate::cpu::qgemm::Requant {
-                    bias: &[0],
-                    mult: core::slice::from_ref(&self.m),
-                    zp_out: self.zy,
-                    lo: self.lo,
-                    hi: self.hi,
-                };
-                let mut acc = [0i32; 256];
-                let n = a.len().min(b.len()).min(out.len());
-                let chunks = a[..n].chunks(256).zip(b[..n].chunks(256));
-                for ((ca, cb), dst) in chunks.zip(out[..n].chunks_mut(256)) {
-                    for ((o, &p), &q) in acc.iter_mut().zip(ca).zip(cb) {
-                        *o = (p as i32 - self.za) * (q as i32 - self.zb);
-                    }
-                    crate::cpu::qgemm::requant_row(self.isa, &rq, 0, &acc[..ca.len()], dst);
-                }
-                return n;
-            }
-        }
-        let _ = (a, b, out);
         0
     }
 
@@ -331,9 +331,10 @@ pub enum QPrep {
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
     /// 256-entry tables indexed by `x + 128`: one for the tensor, or one per channel (axis 1) of a
-    /// channel-scaled input; whether to look them up with AVX-512 byte permutes.
+    /// channel-scaled input; whether to look them up vectorized ([`vector_lut`]).
     Lut(Vec<[i8; 256]>, bool),
-    /// Per input: the rescale to the output's parameters, `None` where they already agree.
+    /// Per input: the rescale to the output's parameters, `None` where they already agree; whether the
+    /// rescale tables are looked up vectorized ([`vector_lut`]).
     Concat(Vec<Option<Rescale>>, bool),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
     Avg(i32, i32, Vec<FixedMultiplier>),
@@ -530,7 +531,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                     t
                 })
                 .collect();
-            QPrep::Lut(tables, lut_vbmi(qg.isa))
+            QPrep::Lut(tables, vector_lut(qg.isa))
         }
         Op::Concat { .. } => {
             let py = params(model, y);
@@ -542,7 +543,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                         (px != py).then(|| Rescale::new(px, py))
                     })
                     .collect(),
-                lut_vbmi(qg.isa),
+                vector_lut(qg.isa),
             )
         }
         Op::Pool(Pool2d {
@@ -701,34 +702,22 @@ pub fn exec(
             }
         }
         QPrep::Binary(b) => qbinary(par, b, qins[0], qins[1], &mut qouts[0]),
-        QPrep::Lut(t, vbmi) if t.len() == 1 => {
+        QPrep::Lut(t, vector) if t.len() == 1 => {
             par_zip(par, qins[0].data, qouts[0].data, &|x, y| {
-                lut(&t[0], *vbmi, x, y)
+                lut(&t[0], *vector, x, y)
             })
         }
-        QPrep::Lut(t, vbmi) => {
-            // a channel-scaled input: plane p (of N·C) takes channel p % C's table
-            let (x, y) = (qins[0].data, &mut *qouts[0].data);
-            let c = t.len();
+        QPrep::Lut(t, vector) => {
+            // a channel-scaled input: one table per channel
             let planes = qins[0].shape.iter().take(2).product::<usize>().max(1);
-            let npix = x.len() / planes;
-            let yp = crate::cpu::SyncPtr(y.as_mut_ptr());
-            let threads = if x.len() >= PAR_MIN { par.threads() } else { 1 };
-            par.run_on(threads, &|k| {
-                for p in share(planes, k, threads) {
-                    // SAFETY: plane p belongs to this thread.
-                    let out =
-                        unsafe { core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix) };
-                    lut(&t[p % c], *vbmi, &x[p * npix..(p + 1) * npix], out);
-                }
-            });
+            lut_planes(par, t, *vector, qins[0].data, qouts[0].data, planes);
         }
-        QPrep::Concat(r, vbmi) => {
+        QPrep::Concat(r, vector) => {
             let Op::Concat { axis } = op else { return };
             let y = reborrow(&mut qouts[0]);
             layout::concat(*axis as usize, qins, y, |k, s, d| match &r[k] {
                 None => d.copy_from_slice(s),
-                Some(rs) if *vbmi => lut(&rs.table, true, s, d),
+                Some(rs) if *vector => lut(&rs.table, true, s, d),
                 Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
             });
         }
@@ -865,22 +854,15 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
 
 /// Whether 16-lane AVX-512 integer loops run: the AVX-VNNI path on a CPU that also has AVX-512 F/BW (like
 /// the GEMM's epilogue; `TERN_CPU=avx2` keeps the AVX2 loops, so that path stays testable here).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 fn wide_path(isa: crate::cpu::caps::Isa) -> bool {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512()
-    }
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-    {
-        let _ = isa;
-        false
-    }
+    isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512()
 }
 
 /// Whether table lookups run vectorized: on AVX-512 VBMI for the AVX-VNNI path on a CPU that also has
 /// VBMI (`TERN_CPU=avx2` keeps the plain loop, so that path stays testable here), with `tbl` on the
 /// aarch64 paths (`TERN_CPU=scalar` keeps the plain loop).
-fn lut_vbmi(isa: crate::cpu::caps::Isa) -> bool {
+pub(crate) fn vector_lut(isa: crate::cpu::caps::Isa) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_vbmi()
@@ -917,12 +899,12 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
     body(x, s, z, y)
 }
 
-/// `y[i] = t[x[i] + 128]`, with the path's vector lookup where `vector` ([`lut_vbmi`]): AVX-512 byte
+/// `y[i] = t[x[i] + 128]`, with the path's vector lookup where `vector` ([`vector_lut`]): AVX-512 byte
 /// permutes on x86, `tbl` on aarch64.
 fn lut(t: &[i8; 256], vector: bool, x: &[i8], y: &mut [i8]) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if vector {
-        // SAFETY: `vector` is set only where the CPU has AVX-512 VBMI (lut_vbmi below).
+        // SAFETY: `vector` is set only where the CPU has AVX-512 VBMI (vector_lut).
         return unsafe { crate::cpu::kernels::x86::lut_vbmi(t, x, y) };
     }
     #[cfg(target_arch = "aarch64")]
@@ -934,6 +916,32 @@ fn lut(t: &[i8; 256], vector: bool, x: &[i8], y: &mut [i8]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o = t[(v as i32 + 128) as usize];
     }
+}
+
+/// `y = t[x + 128]` per (item, channel) plane of NCHW data, plane p taking table p % tables.len(); threads
+/// split the planes when the data is large. `planes` = N·C.
+pub(crate) fn lut_planes(
+    par: &Par,
+    tables: &[[i8; 256]],
+    vector: bool,
+    x: &[i8],
+    y: &mut [i8],
+    planes: usize,
+) {
+    let n = x.len().min(y.len());
+    if tables.is_empty() || planes == 0 {
+        return;
+    }
+    let (c, npix) = (tables.len(), n / planes);
+    let yp = crate::cpu::SyncPtr(y.as_mut_ptr());
+    let threads = if n >= PAR_MIN { par.threads() } else { 1 };
+    par.run_on(threads, &|k| {
+        for p in share(planes, k, threads) {
+            // SAFETY: plane p (npix values from p·npix < n) belongs to this thread.
+            let out = unsafe { core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix) };
+            lut(&tables[p % c], vector, &x[p * npix..(p + 1) * npix], out);
+        }
+    });
 }
 
 /// `f(x_part, y_part)` over matching element ranges of `x` and `y`, split across the threads when large.
