@@ -259,7 +259,6 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
         for &o in &n.outputs {
             defined[o as usize] = true;
         }
-        check_types(g, n).map_err(at)?;
         let consts: &[usize] = match &n.op {
             Op::Conv { .. } | Op::ConvTranspose { .. } => &[1, 2],
             Op::ChannelAffine { .. }
@@ -290,6 +289,8 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
                 "declared output shapes {decl:?}, but the inputs {ins:?} give {inferred:?}"
             )));
         }
+        // after shape inference, which checks the input count and ranks the type checks index by
+        check_types(g, n).map_err(at)?;
     }
     if g.outputs.is_empty() {
         bail!(Invalid, "the graph has no outputs");
@@ -465,14 +466,15 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
         }
         Op::QLut => {
             // a channel-scaled input takes one table per channel ([C, 256]; shape inference checks it)
-            if per_tensor(g, n.inputs[0]).is_err() {
-                let c = channel_scaled(g, n.inputs[0])?.0.len();
-                if g.tensors[n.inputs[1] as usize].numel() != c * 256 {
-                    return Err(alloc::format!(
-                        "table \"{}\" must hold one 256-entry table per channel of the channel-scaled input ({c})",
-                        name(n.inputs[1])
-                    ));
-                }
+            let tables = match per_tensor(g, n.inputs[0]) {
+                Ok(_) => 1,
+                Err(_) => channel_scaled(g, n.inputs[0])?.0.len(),
+            };
+            if g.tensors[n.inputs[1] as usize].numel() != tables * 256 {
+                return Err(alloc::format!(
+                    "table \"{}\" must hold {tables} 256-entry table(s): one, or one per channel of a channel-scaled input",
+                    name(n.inputs[1])
+                ));
             }
             per_tensor(g, y)?;
             if dt(n.inputs[1]) != DType::I8 {

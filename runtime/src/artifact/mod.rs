@@ -110,15 +110,23 @@ fn inflate(sec: &[u8], what: &str, off: usize) -> Result<Vec<u8>> {
     if len > MAX_INFLATED {
         bail!(Format, "{what} section (offset {off}) claims {len} inflated bytes, above the {MAX_INFLATED} limit");
     }
-    let out = miniz_oxide::inflate::decompress_to_vec_with_limit(&sec[8..], len as usize).map_err(
-        |e| {
+    // deflate expands at most 1032:1: a larger claim is a corrupt length or a bomb, refused before any
+    // memory is taken for it
+    let stream = (sec.len() - 8) as u64;
+    if len > stream.saturating_mul(1032) + 1024 {
+        bail!(Format, "{what} section (offset {off}) claims {len} inflated bytes from a {stream}-byte stream, more than deflate can expand to");
+    }
+    let limit = usize::try_from(len).map_err(|_| {
+        err!(Format, "{what} section (offset {off}) claims {len} inflated bytes, more than this target addresses")
+    })?;
+    let out =
+        miniz_oxide::inflate::decompress_to_vec_with_limit(&sec[8..], limit).map_err(|e| {
             err!(
                 Format,
                 "{what} section (offset {off}) does not inflate: {:?}",
                 e.status
             )
-        },
-    )?;
+        })?;
     if out.len() as u64 != len {
         bail!(
             Format,

@@ -418,6 +418,13 @@ pub fn requant_row(isa: Isa, rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]
 /// weights, `w` row-major `n×k`; the bias folded for no activation offset), compiled for AVX2 where the
 /// path has it.
 pub fn qgemv(isa: Isa, w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    if x.is_empty() {
+        // an empty reduction: the biases requantized (chunks of k = 0 would panic)
+        for (j, o) in y.iter_mut().enumerate() {
+            *o = rq.apply(j, 0);
+        }
+        return;
+    }
     #[inline(always)]
     fn body(w: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
         let k = x.len();

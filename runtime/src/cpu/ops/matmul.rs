@@ -104,6 +104,9 @@ fn gemv(
             Some(b) => y.copy_from_slice(&b[..n]),
             None => y.fill(0.0),
         }
+        if n == 0 {
+            return; // a zero-width output (chunks_exact(0) would panic)
+        }
         for (&xv, row) in x.iter().zip(w.chunks_exact(n)) {
             for (o, &wv) in y.iter_mut().zip(row) {
                 *o += xv * wv;
