@@ -257,8 +257,10 @@ fn oversized_models_are_refused_with_a_clear_error() {
     )
     .unwrap();
     let m = Model::from_bytes(&bytes).unwrap();
+    let too_big = m.plan.arena_bytes > gpu.max_binding_bytes();
     match GpuSession::new(&m, gpu) {
         Err(e) => {
+            assert!(too_big, "refused though the arena fits: {e}");
             assert_eq!(e.kind, tern::ErrorKind::TooLarge, "{e}");
             assert!(
                 e.context.contains("arena") && e.context.contains("bytes"),
@@ -266,7 +268,10 @@ fn oversized_models_are_refused_with_a_clear_error() {
             );
             println!("refused: {e}");
         }
-        Ok(_) => println!("this GPU binds the 4096x4096 det arena; nothing to refuse"),
+        Ok(_) => {
+            assert!(!too_big, "an arena above the binding limit was accepted");
+            println!("this GPU binds the 4096x4096 det arena; nothing to refuse")
+        }
     }
 }
 

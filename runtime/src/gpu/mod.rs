@@ -3,11 +3,14 @@
 //! ```text
 //! Gpu::new(opts)            adapter choice (a real GPU first; a CPU adapter only when asked), device, queue
 //! GpuSession::new(&model)   weights uploaded once; one arena buffer laid out by the memory plan; one
-//!                           pipeline per shader; every node's dispatch recorded with its parameters
+//!                           pipeline per shader (per kernel geometry for the convs); every dispatch
+//!                           recorded with its parameters
 //! session.run_into(..)      inputs written, one command buffer, only the outputs read back
 //! ```
-//! Every node gets one dispatch. A node without a GPU kernel is an error naming it (`GpuSession::new`);
-//! [`kernel_for`] tells which nodes run on the GPU (`tern inspect --backend gpu`).
+//! A node gets at most one dispatch (none for a Quantize of a graph input, done on the host during the
+//! upload; an int8 Split one per output). A node without a GPU kernel runs on the CPU engine with its
+//! tensors moved, or is an error naming it with `GpuSessionOptions::strict`; [`kernel_for`] tells which
+//! nodes run on the GPU (`tern inspect --backend gpu`).
 use crate::error::Result;
 use crate::ir::{BinOp, Node, Op, PoolKind, Unary};
 use crate::{bail, Model};
@@ -189,6 +192,14 @@ impl Gpu {
         self.f16
     }
 
+    /// The largest storage buffer binding the device allows, in bytes (an arena or weight blob above it is
+    /// refused at session creation).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe).
     pub fn is_cpu_adapter(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
@@ -255,6 +266,35 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
         return Err(alloc::format!("rank above {MAX_RANK}"));
     }
     if crate::cpu::ops::quant::is_integer(model, n) {
+        // what the int8 steps need beyond a kernel: activation inputs in the arena where they index it
+        // by word (a constant there would read the arena at its blob offset), Add tables that sum in 32
+        // bits, word-aligned constants for a Reshape
+        let konst = |t: u32| g.tensors[t as usize].data;
+        let x_const = konst(n.inputs[0]).is_some();
+        match &n.op {
+            Op::Quantize
+            | Op::Dequantize
+            | Op::QLut
+            | Op::QConv { .. }
+            | Op::QConvTranspose { .. }
+            | Op::QMatMul { .. }
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+                if x_const =>
+            {
+                return Err("int8 op on a constant input (folded by the tool)".into())
+            }
+            Op::Concat { .. } if n.inputs.iter().any(|&t| konst(t).is_some()) => {
+                return Err("int8 Concat of a constant".into())
+            }
+            Op::Reshape if konst(n.inputs[0]).is_some_and(|r| r.offset % 4 != 0) => {
+                return Err("int8 Reshape of a constant not aligned to a word".into())
+            }
+            Op::QBinary { .. } if !crate::cpu::ops::quant::add_sums_fit(model, n) => {
+                return Err("int8 Add whose rescale tables overflow 32 bits".into())
+            }
+            _ => {}
+        }
         return Ok(match &n.op {
             Op::Quantize | Op::Dequantize | Op::QLut => "q_convert",
             Op::QConv { .. } => "q_conv",
@@ -293,9 +333,21 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
                 &g.tensors[n.inputs[0] as usize].shape,
                 &g.tensors[n.inputs[1] as usize].shape,
             );
-            let batch = |s: &[u32]| s[..s.len() - 2].iter().product::<u32>();
-            if a.len() < 2 || b.len() < 2 || !(b.len() == 2 || batch(a) == batch(b)) {
+            let o = &g.tensors[n.outputs[0] as usize].shape;
+            // the kernel strides a by its own batch and b by the same batch (or not at all)
+            let batch = |s: &[u32]| s[..s.len().saturating_sub(2)].to_vec();
+            if a.len() < 2
+                || b.len() < 2
+                || batch(a) != batch(o)
+                || !(b.len() == 2 || batch(b) == batch(o))
+            {
                 return Err("MatMul with broadcast batch dimensions".into());
+            }
+            if n.inputs
+                .get(2)
+                .is_some_and(|&t| g.tensors[t as usize].data.is_none())
+            {
+                return Err("MatMul with a computed (non-constant) bias".into());
             }
             // the tiled kernel for real matrices; a few rows (batch-1 dense layers) go direct
             if a[a.len() - 2] < 4 {
@@ -364,6 +416,19 @@ const SHADERS: &[(&str, &str)] = &[
     ("q_pool", include_str!("shaders/q_pool.wgsl")),
 ];
 const COMMON: &str = include_str!("shaders/common.wgsl");
+/// The entry point of the int8 shaders that write four outputs per invocation (they define `one`,
+/// `count` and `out_word`).
+const Q4_MAIN: &str = include_str!("shaders/q4_main.wgsl");
+/// The shaders [`Q4_MAIN`] completes.
+const Q4_SHADERS: &[&str] = &[
+    "q_binary",
+    "q_concat",
+    "q_conv",
+    "q_conv_transpose",
+    "q_matmul",
+    "q_move",
+    "q_pool",
+];
 /// The arena as 32-bit words (f32 and packed int8 activations).
 const ARENA32: &str = include_str!("shaders/arena32.wgsl");
 /// The arena as f16 (float artifacts with [`GpuSessionOptions::f16_activations`]).
@@ -960,10 +1025,7 @@ fn int8_steps(
                     n.name
                 );
             }
-            push(
-                vec![words, words.max(1), ox / 4, 0, word(out), 0, sx],
-                words,
-            );
+            push(vec![words, ox / 4, word(out), sx], words);
         }
         (
             Op::Slice { .. }
@@ -1034,7 +1096,8 @@ fn int8_steps(
 }
 
 impl<'m> GpuSession<'m> {
-    /// Prepares `model` on `gpu`: every node must have a GPU kernel ([`kernel_for`]).
+    /// Prepares `model` on `gpu` with default options (nodes without a GPU kernel, see [`kernel_for`], run on
+    /// the CPU).
     pub fn new(model: &'m Model<'m>, gpu: &'m Gpu) -> Result<GpuSession<'m>> {
         Self::with_options(model, gpu, &GpuSessionOptions::default())
     }
@@ -1103,10 +1166,15 @@ impl<'m> GpuSession<'m> {
         };
         let shape = |t: u32| g.tensors[t as usize].shape.clone();
         let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
-        // f16 weights: an f32 weight tensor whose values f16 holds well (normal range, or zero) goes to the
+        // f16 weights: an f32 weight tensor within f16's range (|x| ≤ 65000; tiny values become subnormals) goes to the
         // f16 copy; appends it to `out` (when given a real buffer) and returns its half index
         let mut halves: Vec<u16> = Vec::new();
-        let half_of = |t: u32, out: &mut Vec<u16>| -> Option<u32> {
+        // converted once per tensor (a weight two nodes share is stored once)
+        let mut half_at: HashMap<u32, Option<u32>> = HashMap::new();
+        let mut half_of = |t: u32| -> Option<u32> {
+            if let Some(&h) = half_at.get(&t) {
+                return h;
+            }
             let tt = &g.tensors[t as usize];
             if !opts.f16_weights || tt.dtype != crate::DType::F32 || tt.data.is_none() {
                 return None;
@@ -1118,12 +1186,13 @@ impl<'m> GpuSession<'m> {
                 .collect();
             // overflow is the failure to avoid; tiny values become f16 subnormals (absolute error ~6e-8)
             let fits = v.iter().all(|&x| x.abs() <= 65000.0);
-            if !fits {
-                return None;
-            }
-            let at = out.len() as u32;
-            out.extend(v.iter().map(|&x| half::f16::from_f32(x).to_bits()));
-            Some(at)
+            let at = fits.then(|| {
+                let at = halves.len() as u32;
+                halves.extend(v.iter().map(|&x| half::f16::from_f32(x).to_bits()));
+                at
+            });
+            half_at.insert(t, at);
+            at
         };
         let mut steps: Vec<Step> = Vec::new();
         let mut host_quantize: Vec<HostQuantize> = Vec::new();
@@ -1274,6 +1343,7 @@ impl<'m> GpuSession<'m> {
                         Some(&t) => (1, konst(t).unwrap_or(0)),
                         None => (0, 0),
                     };
+                    let wh = half_of(n.inputs[1]);
                     steps.push(Step {
                         consts: Vec::new(),
                         shader: kernel,
@@ -1289,7 +1359,7 @@ impl<'m> GpuSession<'m> {
                             offa,
                             m * k,
                             srcb,
-                            half_of(n.inputs[1], &mut halves).unwrap_or(offb),
+                            wh.unwrap_or(offb),
                             bstride_b,
                             word(out),
                             has_bias,
@@ -1297,7 +1367,7 @@ impl<'m> GpuSession<'m> {
                             code,
                             f(a),
                             f(b),
-                            u32::from(half_of(n.inputs[1], &mut Vec::new()).is_some()),
+                            u32::from(wh.is_some()),
                         ],
                     });
                 }
@@ -1315,17 +1385,18 @@ impl<'m> GpuSession<'m> {
                         Some(&t) => (1, konst(t).unwrap_or(0)),
                         None => (0, 0),
                     };
+                    let wh = half_of(n.inputs[1]);
                     let mut p = conv_header(&xs, &os, geom);
                     p.extend([
                         word(n.inputs[0]),
-                        half_of(n.inputs[1], &mut halves).unwrap_or(w),
+                        wh.unwrap_or(w),
                         has_bias,
                         boff,
                         word(out),
                         code,
                         f(a),
                         f(b),
-                        u32::from(half_of(n.inputs[1], &mut Vec::new()).is_some()),
+                        u32::from(wh.is_some()),
                     ]);
                     steps.push(Step {
                         consts: if kernel == "conv" || kernel == "conv_tiled" {
@@ -1395,15 +1466,7 @@ impl<'m> GpuSession<'m> {
                         shader: kernel,
                         groups: None,
                         threads: len,
-                        params: vec![
-                            len,
-                            len.max(1),
-                            src(n.inputs[0]).1,
-                            0,
-                            word(out),
-                            0,
-                            src(n.inputs[0]).0,
-                        ],
+                        params: vec![len, src(n.inputs[0]).1, word(out), src(n.inputs[0]).0],
                     });
                 }
                 Op::Concat { axis } | Op::Split { axis } => {
@@ -1425,7 +1488,9 @@ impl<'m> GpuSession<'m> {
                     for &t in parts {
                         let len = shape(t)[ax] * inner;
                         let (sx, ox) = src(t);
-                        p.extend([pos, len, ox, sx]);
+                        // the source read: each input of a Concat, the (maybe constant) input of a Split
+                        let from = if split { src(whole).0 } else { sx };
+                        p.extend([pos, len, ox, from]);
                         pos += len;
                     }
                     steps.push(Step {
@@ -1697,12 +1762,19 @@ impl<'m> GpuSession<'m> {
                 .iter()
                 .map(|(name, _)| alloc::format!("override {name}: u32;\n"))
                 .collect();
+            let main = if Q4_SHADERS.contains(&s.shader) {
+                Q4_MAIN
+            } else {
+                ""
+            };
             let src = if gpu.dot4 {
                 alloc::format!(
-                    "{enable}requires packed_4x8_integer_dot_product;\n{overrides}{arena_fns}\n{COMMON}\n{DOT4_NATIVE}\n{body}"
+                    "{enable}requires packed_4x8_integer_dot_product;\n{overrides}{arena_fns}\n{COMMON}\n{DOT4_NATIVE}\n{body}\n{main}"
                 )
             } else {
-                alloc::format!("{enable}{overrides}{arena_fns}\n{COMMON}\n{DOT4_EMULATED}\n{body}")
+                alloc::format!(
+                    "{enable}{overrides}{arena_fns}\n{COMMON}\n{DOT4_EMULATED}\n{body}\n{main}"
+                )
             };
             let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -1810,12 +1882,8 @@ impl<'m> GpuSession<'m> {
         self.half
     }
 
-    /// Dispatches recorded per run (one per node; Concat and Split one per part).
-    pub fn dispatches(&self) -> usize {
-        self.steps.len()
-    }
-
-    /// Dispatches recorded per run (one per node; Concat and Split one per part).
+    /// Dispatches recorded per run: at most one per node (none for a Quantize folded into the upload);
+    /// an int8 Split takes one per output.
     pub fn dispatch_count(&self) -> usize {
         self.steps.len()
     }

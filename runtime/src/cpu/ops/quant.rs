@@ -115,14 +115,17 @@ impl QBin {
         }
     }
 
+    /// Add/Sub: whether any two table entries sum (with the rounding half) inside i32, so 32-bit lanes
+    /// give [`QBin::apply`]'s integers.
+    fn sums_fit(&self) -> bool {
+        let amax = |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
+        amax(&self.ta) + amax(&self.tb) + (1 << ADD_FRAC) < i32::MAX as u64
+    }
+
     /// Enables the instruction-set path `isa` for Add/Sub where it has one and the sums fit i32.
     fn with_isa(mut self, isa: crate::cpu::caps::Isa) -> QBin {
         self.isa = isa;
-        let fits = self.op != BinOp::Mul && {
-            let amax =
-                |t: &[i32; 256]| t.iter().map(|v| v.unsigned_abs() as u64).max().unwrap_or(0);
-            amax(&self.ta) + amax(&self.tb) + (1 << ADD_FRAC) < i32::MAX as u64
-        };
+        let fits = self.op != BinOp::Mul && self.sums_fit();
         let vec = |m: FixedMultiplier| (0..=31).contains(&m.shift);
         let computed = fits && vec(self.ma) && vec(self.mb);
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -373,6 +376,23 @@ fn i32s(bytes: &[u8]) -> Vec<i32> {
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// An int8 Add/Sub node whose operand tables sum inside i32 (what a 32-bit-lane kernel, such as the
+/// GPU's, needs); `true` for Mul and other ops.
+pub fn add_sums_fit(model: &Model, n: &Node) -> bool {
+    match &n.op {
+        Op::QBinary { op, lo, hi } if *op != BinOp::Mul => QBin::new(
+            *op,
+            params(model, n.inputs[0]),
+            params(model, n.inputs[1]),
+            params(model, n.outputs[0]),
+            *lo as i32,
+            *hi as i32,
+        )
+        .sums_fit(),
+        _ => true,
+    }
 }
 
 /// Whether node `n` runs on the integer engine.

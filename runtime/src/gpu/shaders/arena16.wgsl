@@ -7,6 +7,15 @@ fn ld(i: u32) -> f32 {
     return f32(arena[i]);
 }
 
+// element d of the arena from element s of the arena (src 0, as stored) or an f32 constant (src 1)
+fn mv(d: u32, src: u32, s: u32) {
+    if (src == 0u) {
+        arena[d] = arena[s];
+    } else {
+        st(d, wt(s));
+    }
+}
+
 // a finite value beyond f16's range saturates to ±65504 (WGSL leaves that conversion undefined);
 // infinities and NaN convert as they are
 fn st(i: u32, v: f32) {

@@ -10,16 +10,13 @@ fn st(i: u32, v: f32) {
     arena[i] = bitcast<u32>(v);
 }
 
-// int8 element j of a tensor that starts at word w0 (sign-extended)
-fn ld8(w0: u32, j: u32) -> i32 {
-    return extractBits(bitcast<i32>(arena[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
-}
-
-fn rd8(src: u32, w0: u32, j: u32) -> i32 {
+// element d of the arena from element s of the arena (src 0) or the weights (src 1), as stored
+fn mv(d: u32, src: u32, s: u32) {
     if (src == 0u) {
-        return ld8(w0, j);
+        arena[d] = arena[s];
+    } else {
+        arena[d] = weights[s];
     }
-    return wt8(w0, j);
 }
 
 // int8 element at byte b of the arena

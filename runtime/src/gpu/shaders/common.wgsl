@@ -1,5 +1,7 @@
-// Shared by every tern shader: the bindings and small helpers. The host concatenates one arena prelude
-// (arena32.wgsl, or arena16.wgsl for f16 activations), this file and the op's shader.
+// Shared by every tern shader: the bindings and small helpers. The host concatenates the directives
+// (`enable f16`, `requires`), the step's `override` declarations, one arena prelude (arena32.wgsl, or
+// arena16.wgsl for f16 activations), this file, the `dot4` form, the op's shader and, for the four-outputs
+// int8 shaders, q4_main.wgsl.
 //   weights: the artifact's weight blob, uploaded once (constants at their blob offsets), same words
 //   p:       this dispatch's parameters (u32 words; floats as bit patterns)
 @group(0) @binding(1) var<storage, read> weights: array<u32>;
@@ -73,10 +75,6 @@ fn neg_inf() -> f32 {
 }
 
 // ---- int8: four values per 32-bit word, little-endian ----
-
-fn wt8(w0: u32, j: u32) -> i32 {
-    return extractBits(bitcast<i32>(weights[w0 + (j >> 2u)]), (j & 3u) * 8u, 8u);
-}
 
 fn pack4(v: vec4<i32>) -> u32 {
     let b = vec4<u32>(bitcast<vec4<u32>>(v) & vec4<u32>(0xffu));

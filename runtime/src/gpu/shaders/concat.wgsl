@@ -3,7 +3,8 @@
 // whose part holds it.
 // p: 0 n, 1 block (axis length * inner of the whole tensor), 2 whole tensor word off, 3 parts, 4 mode
 //    (0 concat: whole = output, 1 split: whole = input), then per part 4 words: part start, part length
-//    (axis length * inner), part word off, part src (0 arena, 1 weights; concat only)
+//    (axis length * inner), part word off, source of the read (0 arena, 1 weights: the part's for
+//    concat, the whole tensor's for split)
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = linear(gid, nwg);
@@ -21,7 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (p[4] == 0u) {
                 st(p[2] + e, rd(p[d + 3u], part));
             } else {
-                st(part, ld(p[2] + e));
+                st(part, rd(p[d + 3u], p[2] + e));
             }
             return;
         }
