@@ -5,7 +5,7 @@
 //! Data flow and module map: `shared/design.md`.
 //!
 //! ```text
-//! bytes ──artifact::decode+validate──▶ Model (borrows the weights in place)
+//! bytes ──artifact::decode+validate──▶ Model (borrows the weights in place; inflates deflated ones once)
 //!       ──Session::new(&model, opts)──▶ Session (weights packed once, arena sized from the plan)
 //!       ──session.run_into(inputs, outputs)──▶ no allocation, no panic
 //! ```

@@ -174,9 +174,11 @@ impl QConv {
     }
 
     /// Runs on int8 NCHW `x` (shape `xs`) into `y` (shape `ys`), clamping to `[lo, hi]` (the fused
-    /// activation in the output's integers). Threads split the output pixels in cache-sized column blocks:
-    /// each unrolls its block (im2col with row runs; a 1×1 stride-1 conv reads the input rows directly),
-    /// interleaves it into B panels and runs every weight row panel over it.
+    /// activation in the output's integers). Per-channel affine tables, depthwise and windowed/strided
+    /// convs (the phase form, `QConv::shifted`) take their own paths; otherwise threads split the output
+    /// pixels in cache-sized column blocks: each unrolls its block (im2col with row runs; a 1×1 stride-1
+    /// conv reads the input rows directly), interleaves it into B panels and runs every weight row panel
+    /// over it.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -502,9 +504,9 @@ impl QConv {
         }
     }
 
-    /// Depthwise: per channel, accumulate `w·(x − zp_in)` over the valid taps into an i32 plane (the inner
-    /// loop runs along a row, so it vectorizes: compiled for AVX2 where present), then requantize with the
-    /// kernel path's vector epilogue. Threads split the channels.
+    /// Depthwise: per channel, `w·(x − zp_in)` over the valid taps: on the vector paths row by row with the
+    /// sums in registers and requantized there (AVX2, NEON), else accumulated into an i32 plane and
+    /// requantized with the path's epilogue. Threads split the channels.
     #[allow(clippy::too_many_arguments)]
     fn run_depthwise(
         &self,
@@ -697,9 +699,9 @@ fn dw_requant(
 /// the portable loop.
 const DW_MAX_PAIRS: usize = 66;
 
-/// One output row's tap pairs for the vector depthwise kernel, `(w_a | w_b << 16, off_a, off_b)`: a
-/// per-thread buffer filled once per row (kept out of the per-plane call: zeroing it there cost more
-/// than the taps on small maps).
+/// The tap pairs of a plane's first output row for the vector depthwise kernel, `(w_a | w_b << 16, off_a,
+/// off_b)`: a per-thread buffer filled once per plane (allocated outside the per-plane call: zeroing it
+/// there cost more than the taps on small maps).
 type DwOps = [(i32, usize, usize); DW_MAX_PAIRS];
 
 /// A depthwise row kernel: (plane from the row's first input row, tap pairs, epilogue, row of `rq`, out).

@@ -2,7 +2,8 @@
 //!
 //! One packing scheme for every instruction-set path: A (weights, M×K) in panels of `mr` rows and B
 //! (activations, K×N) in panels of `nr` columns, both in k-blocks of 4 (`panel[kb][row][0..4]`, k
-//! zero-padded to a multiple of 4); each kernel names its (mr, nr). A micro-kernel computes the exact i32
+//! zero-padded to a multiple of 4); each kernel names its (mr, nr). A is bytes, or i16 where the kernel
+//! multiplies in i16 ([`QGemm::a_wide`], sign-extended once at packing). A micro-kernel computes the exact i32
 //! tile `Σ_k a·b` in registers and applies the epilogue there: add the bias, requantize with the per-row
 //! fixed-point multiplier (round half away from zero), clamp, add the output zero point, narrow to int8 and
 //! store. The integers are those of [`Requant::apply`] on every path, so results are bit-identical.
@@ -25,7 +26,8 @@ const MAX_NR: usize = 16;
 /// `c[r·ldc + j] = rq(r, Σ_k a[k][r]·b[k][j])` over `kb` k-blocks of 4, where `rq` holds the tile's rows.
 ///
 /// # Safety
-/// `a` must hold `kb·mr·4` bytes and `b` `kb·nr·4` bytes, packed for this kernel's (mr, nr) as the module
+/// `a` must hold `kb·mr·4` values (bytes, or i16 for an `a_wide` kernel: [`QGemm::a_len`]) and `b`
+/// `kb·nr·4` bytes, packed for this kernel's (mr, nr) as the module
 /// docs say; `c` must be valid for rows `0..m` of `n` bytes with stride `ldc`; `rq` must have ≥ m rows.
 pub type QKernel = unsafe fn(
     kb: usize,

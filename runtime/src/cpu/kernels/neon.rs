@@ -92,16 +92,7 @@ use crate::cpu::qgemm::Requant;
 unsafe fn requant4(acc: int32x4_t, rq: &Requant, r: usize) -> int32x4_t {
     // SAFETY: plain register arithmetic.
     unsafe {
-        let fm = rq.mult[r];
-        let total = 31 + fm.shift as i64;
-        let s = vqaddq_s32(acc, vdupq_n_s32(rq.bias[r]));
-        let m = vdup_n_s32(fm.mult);
-        let (round, sh) = (vdupq_n_s64(1i64 << (total - 1)), vdupq_n_s64(-total));
-        let lo = vmull_s32(vget_low_s32(s), m);
-        let hi = vmull_high_s32(s, vdupq_n_s32(fm.mult));
-        let lo = vshlq_s64(vaddq_s64(vaddq_s64(lo, round), vshrq_n_s64::<63>(lo)), sh);
-        let hi = vshlq_s64(vaddq_s64(vaddq_s64(hi, round), vshrq_n_s64::<63>(hi)), sh);
-        let v = vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
+        let v = fm_apply4(vqaddq_s32(acc, vdupq_n_s32(rq.bias[r])), rq.mult[r]);
         let z = rq.zp_out;
         let v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(rq.lo - z)), vdupq_n_s32(rq.hi - z));
         vaddq_s32(v, vdupq_n_s32(z))
@@ -331,8 +322,8 @@ pub unsafe fn dw_row_neon(
     }
 }
 
-/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 whose results fit i32 (the core of [`requant4`]
-/// without bias and clamp): exact 64-bit products, round half away from zero, arithmetic shift.
+/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (the core of [`requant4`], without bias and
+/// clamp): exact 64-bit products, round half away from zero, arithmetic shift, saturating narrow.
 #[inline(always)]
 unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int32x4_t {
     // SAFETY: plain register arithmetic.

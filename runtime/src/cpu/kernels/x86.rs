@@ -263,7 +263,7 @@ unsafe fn madd_tile<const R: usize>(
     }
 }
 
-/// int8 micro-kernel for AVX2: 6 rows × 8 columns on i16 weight panels ([`madd_tile`]).
+/// int8 micro-kernel for AVX2: 6 rows × 8 columns on i16 weight panels (`madd_tile`).
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`] (A packed wide), plus the CPU must support AVX2.
@@ -665,7 +665,7 @@ unsafe fn dw_block8(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> __
     acc
 }
 
-/// One output row of a depthwise convolution ([`dw_block`] across it), requantized in registers with row
+/// One output row of a depthwise convolution (`dw_block` across it), requantized in registers with row
 /// `r` of `rq` (the GEMM tiles' epilogue; the AVX-512 one when `wide`) straight into `out`.
 ///
 /// # Safety
@@ -891,7 +891,7 @@ fn exp8(x: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)))
 }
 
-/// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time ([`exp8`], an exact division); NaN stays NaN.
+/// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division); NaN stays NaN.
 /// Returns how many leading elements it wrote.
 ///
 /// # Safety

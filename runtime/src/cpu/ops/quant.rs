@@ -175,10 +175,11 @@ impl QBin {
         }
     }
 
-    /// Mul with operand `b` fixed along the row: the integer products, then the path's vector requant
-    /// (the same integers as [`QBin::apply`]: `m.apply(product) + zy`, clamped).
-    fn mul_rows(&self, a: &[i8], b: i8, out: &mut [i8]) {
-        let qb = b as i32 - self.zb;
+    /// Mul with one operand fixed along the row: `a` varies (zero point `za`), the other is `b` (zero
+    /// point `zb`; Mul commutes, so either operand of the node can be `a`). The integer products, then the
+    /// path's vector requant (the same integers as [`QBin::apply`]: `m.apply(product) + zy`, clamped).
+    fn mul_rows(&self, (a, za): (&[i8], i32), (b, zb): (i8, i32), out: &mut [i8]) {
+        let qb = b as i32 - zb;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(
             self.isa,
@@ -186,16 +187,11 @@ impl QBin {
         ) {
             // SAFETY: the session only selects an AVX2 path on a CPU that has it.
             return unsafe {
-                crate::cpu::kernels::x86::scale_row_avx2(
-                    &self.mul_requant(),
-                    0,
-                    (a, self.za, qb),
-                    out,
-                )
+                crate::cpu::kernels::x86::scale_row_avx2(&self.mul_requant(), 0, (a, za, qb), out)
             };
         }
         let n = a.len().min(out.len());
-        self.requant_products(|i| (a[i] as i32 - self.za) * qb, &mut out[..n]);
+        self.requant_products(|i| (a[i] as i32 - za) * qb, &mut out[..n]);
     }
 
     /// `out[i] = apply(a[i], b[i])`, vectorized where the path allows.
@@ -268,15 +264,6 @@ impl QBin {
         0
     }
 
-    /// Mul with its operands' zero points exchanged (for the fixed-left-operand case).
-    fn swapped(&self) -> QBin {
-        QBin {
-            za: self.zb,
-            zb: self.za,
-            ..*self
-        }
-    }
-
     /// The scalar definition of the op on one pair.
     #[inline]
     pub fn apply(&self, a: i8, b: i8) -> i8 {
@@ -334,10 +321,10 @@ pub enum QPrep {
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
     /// 256-entry tables indexed by `x + 128`: one for the tensor, or one per channel (axis 1) of a
-    /// channel-scaled input; whether to look them up vectorized ([`vector_lut`]).
+    /// channel-scaled input; whether to look them up vectorized (`vector_lut`).
     Lut(Vec<[i8; 256]>, bool),
     /// Per input: the rescale to the output's parameters, `None` where they already agree; whether the
-    /// rescale tables are looked up vectorized ([`vector_lut`]).
+    /// rescale tables are looked up vectorized (`vector_lut`).
     Concat(Vec<Option<Rescale>>, bool),
     /// Average pooling: input/output zero points and the multiplier for every possible divisor.
     Avg(i32, i32, Vec<FixedMultiplier>),
@@ -452,7 +439,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 None => QPrep::Move, // unreachable for a validated model
             }
         }
-        Op::QConvTranspose { geom, lo, hi } => {
+        Op::QConvTranspose { lo, hi, .. } => {
             let wt = &g.tensors[n.inputs[1] as usize];
             let s = shape(n.inputs[1]);
             let (c, m, kh, kw) = (s[0], s[1], s[2], s[3]);
@@ -482,7 +469,6 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 groups: 1,
                 output_padding: [0, 0],
             };
-            let _ = geom;
             match QConv::new(
                 qg,
                 one,
@@ -491,7 +477,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 &scales,
                 bias.as_deref(),
                 params(model, x),
-                (&[params(model, y).0], params(model, y).1),
+                out_scales(model, y),
             ) {
                 Some(cv) => {
                     QPrep::ConvT(alloc::boxed::Box::new(cv), *lo as i32, *hi as i32, kh, kw)
@@ -737,8 +723,7 @@ pub fn exec(
             let y = reborrow(&mut qouts[0]);
             layout::concat(*axis as usize, qins, y, |k, s, d| match &r[k] {
                 None => d.copy_from_slice(s),
-                Some(rs) if *vector => lut(&rs.table, true, s, d),
-                Some(rs) => d.iter_mut().zip(s).for_each(|(o, &v)| *o = rs.apply(v)),
+                Some(rs) => lut(&rs.table, *vector, s, d),
             });
         }
         QPrep::Avg(zx, zy, mults) => {
@@ -1044,6 +1029,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
         let rows = share(outer, t, threads);
         let mut idx = [0usize; 8];
         let (mut cached, mut table) = (None, [0i8; 256]);
+        let vector = vector_lut(b.isa);
         let mut rem = rows.start;
         for d in (0..r.saturating_sub(1)).rev() {
             idx[d] = rem % shape[d];
@@ -1067,10 +1053,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                         cached = Some(q as i32);
                         table = core::array::from_fn(|i| b.apply((i as i32 - 128) as i8, q));
                     }
-                    let t = &table;
-                    out.iter_mut()
-                        .zip(&xa.data[oa..oa + inner])
-                        .for_each(|(v, &p)| *v = t[(p as i32 + 128) as usize])
+                    lut(&table, vector, &xa.data[oa..oa + inner], out)
                 }
                 (_, 1) if run_a > TABLE_MIN && !vmul => {
                     let p = xa.data[oa];
@@ -1078,18 +1061,14 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                         cached = Some(p as i32);
                         table = core::array::from_fn(|i| b.apply(p, (i as i32 - 128) as i8));
                     }
-                    let t = &table;
-                    out.iter_mut()
-                        .zip(&xb.data[ob..ob + inner])
-                        .for_each(|(v, &q)| *v = t[(q as i32 + 128) as usize])
+                    lut(&table, vector, &xb.data[ob..ob + inner], out)
                 }
                 (1, _) if b.op == BinOp::Mul => {
-                    b.mul_rows(&xa.data[oa..oa + inner], xb.data[ob], out)
+                    b.mul_rows((&xa.data[oa..oa + inner], b.za), (xb.data[ob], b.zb), out)
                 }
                 // Mul commutes (the products are the same integers)
                 (_, 1) if b.op == BinOp::Mul => {
-                    b.swapped()
-                        .mul_rows(&xb.data[ob..ob + inner], xa.data[oa], out)
+                    b.mul_rows((&xb.data[ob..ob + inner], b.zb), (xa.data[oa], b.za), out)
                 }
                 (1, _) => {
                     let q = xb.data[ob];
