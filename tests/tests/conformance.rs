@@ -114,8 +114,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
 static GPU_RUNS: std::sync::Mutex<(usize, Vec<String>, usize)> =
     std::sync::Mutex::new((0, Vec::new(), 0));
 
-/// Runs a case's model on the GPU, when one is open and has a kernel for every node, and records whether
-/// its outputs equal the CPU's (`tern_tests::gpu_close`).
+/// Runs a case's model on the GPU when one is open (nodes without a GPU kernel through the CPU fallback,
+/// after checking that `strict` refuses them), and records whether its outputs equal the CPU's
+/// (`tern_tests::gpu_close`), then the f16-activation variant (`f16_check`).
 fn gpu_check(name: &str, m: &tern::Model, x: &[f32], cpu: &[ndarray::ArrayD<f32>]) {
     let Some(gpu) = tern_tests::gpu() else { return };
     let missing = m

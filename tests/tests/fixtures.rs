@@ -25,10 +25,7 @@ fn host_artifact_fixture() {
             samples: None,
             opts: tern_tools::quant::Int8Options {
                 method: tern_tools::quant::calib::Method::Percentile(99.99),
-                max_error: None,
-                max_drop: None,
-                labels: None,
-                channel_scales: None,
+                ..Default::default()
             },
             progress: false,
         };

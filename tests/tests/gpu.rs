@@ -1,5 +1,6 @@
 //! The GPU backend against the CPU on whole models (per-op coverage is in conformance.rs, which runs
-//! every ONNX node case whose ops have GPU kernels on both backends). Runs on lavapipe in CI
+//! every passing ONNX node case on both backends, those with nodes lacking a GPU kernel through the CPU
+//! fallback). Runs on lavapipe in CI
 //! (`WGPU_BACKEND=vulkan`); skips with a printed reason where no adapter exists, unless
 //! `TERN_GPU_REQUIRED` is set.
 use ndarray::{ArrayD, Axis};
@@ -76,7 +77,8 @@ fn digits_and_cls_run_on_the_gpu_like_the_cpu() {
 }
 
 /// Every int8 tensor of an int8 model equals the CPU's bit for bit on the GPU (the committed PP-OCR cls
-/// fixture, and digits quantized now): same requantization, tables and index maps.
+/// fixture, digits and PP-OCR det320 quantized now, det with channel-scaled tensors), with both int8 dot
+/// forms: same requantization, tables and index maps.
 #[test]
 fn int8_tensors_are_bit_identical_to_the_cpu() {
     if tern_tests::gpu().is_none() {
@@ -107,10 +109,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
         samples: Some(64),
         opts: tern_tools::quant::Int8Options {
             method: tern_tools::quant::calib::Method::Percentile(99.99),
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
+            ..Default::default()
         },
         progress: false,
     };
@@ -172,10 +171,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
         samples: Some(8),
         opts: tern_tools::quant::Int8Options {
             method: tern_tools::quant::calib::Method::Percentile(99.99),
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
+            ..Default::default()
         },
         progress: false,
     };

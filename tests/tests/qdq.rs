@@ -66,7 +66,7 @@ fn int8(d: &Path, calib: bool) -> Vec<u8> {
     let c = CompressInt8 {
         calib: calib.then_some(cpath.as_path()),
         samples: None,
-        opts: opts(Method::Percentile(99.99), None),
+        opts: opts(Method::Percentile(99.99)),
         progress: false,
     };
     compress_int8(&d.join("model.onnx"), &[], &c)
@@ -74,14 +74,11 @@ fn int8(d: &Path, calib: bool) -> Vec<u8> {
         .0
 }
 
-/// Int8 options with the given method and activation scales, nothing else asked.
-fn opts(method: Method, channel_scales: Option<bool>) -> Int8Options {
+/// Int8 options with the given method, the rest the defaults.
+fn opts(method: Method) -> Int8Options {
     Int8Options {
         method,
-        max_error: None,
-        max_drop: None,
-        labels: None,
-        channel_scales,
+        ..Default::default()
     }
 }
 
@@ -212,7 +209,7 @@ fn exported_qdq_runs_on_ort_like_tern() {
     let c = CompressInt8 {
         calib: Some(&d.join("calib.npy")),
         samples: None,
-        opts: opts(Method::Percentile(99.99), None),
+        opts: opts(Method::Percentile(99.99)),
         progress: false,
     };
     let net = compress_int8(&cache_dir().join("float.onnx"), &[], &c)
@@ -282,11 +279,11 @@ fn calib_method_auto_keeps_the_closest_candidate() {
     let xs: ArrayD<f32> = read_npy(&calib).unwrap();
     let float = tern_tools::compress_float(&onnx, &[]).unwrap();
     let want = run_all(&float, &xs);
-    let quant = |method, channel_scales| {
+    let quant = |method| {
         let c = CompressInt8 {
             calib: Some(&calib),
             samples: None,
-            opts: opts(method, channel_scales),
+            opts: opts(method),
             progress: false,
         };
         compress_int8(&onnx, &[], &c).unwrap().0
@@ -313,7 +310,7 @@ fn calib_method_auto_keeps_the_closest_candidate() {
             .collect();
         per.iter().sum::<f64>() / per.len() as f64
     };
-    let auto = quant(Method::Auto, None);
+    let auto = quant(Method::Auto);
     let model = Model::from_bytes(&auto).unwrap();
     let get = |k: &str| {
         model
@@ -321,23 +318,15 @@ fn calib_method_auto_keeps_the_closest_candidate() {
             .unwrap_or_else(|| panic!("metadata {k} missing"))
             .to_string()
     };
-    let chosen = format!(
-        "{}{}",
-        get("quant.method"),
-        if get("quant.activation_scales") == "channel" {
-            "+channel"
-        } else {
-            ""
-        }
-    );
+    let chosen = get("quant.method");
     assert!(
         get("quant.method_choice").contains(&format!("{chosen}=")),
         "the choice record names every candidate"
     );
     let mut errs = Vec::new();
     for m in tern_tools::quant::calib::AUTO_CANDIDATES {
-        let name = format!("{m:?}").to_lowercase() + "+channel";
-        let bytes = quant(m, None);
+        let name = format!("{m:?}").to_lowercase();
+        let bytes = quant(m);
         let e = err(&bytes);
         println!("{name}: output rel-L2 {e:.5}");
         if name == chosen {
@@ -376,7 +365,7 @@ fn exported_channel_scaled_det_runs_on_ort() {
     let c = CompressInt8 {
         calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
         samples: Some(8),
-        opts: opts(Method::Percentile(99.99), None),
+        opts: opts(Method::Percentile(99.99)),
         progress: false,
     };
     let shape = tern_tools::import::InputShape {

@@ -31,8 +31,8 @@ pub struct Args {
     /// Activation scales of a conv's output that feeds element-wise functions: channel (the default: one
     /// scale per channel where channels are 8x or more narrower than the tensor; a 256-byte table per
     /// distinct scale, within 4% of the weight bytes) or tensor (one scale).
-    #[arg(long, value_name = "tensor|channel")]
-    pub activation_scales: Option<Scales>,
+    #[arg(long, value_enum, default_value_t = Scales::Channel, value_name = "tensor|channel")]
+    pub activation_scales: Scales,
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,
@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, value_name = "POINTS")]
     pub max_drop: Option<f64>,
     /// Class labels of the calibration samples (a .npy of N integers, in sample order), for --max-drop.
-    #[arg(long, value_name = "FILE.npy")]
+    #[arg(long, value_name = "FILE.npy", requires = "max_drop")]
     pub calib_labels: Option<PathBuf>,
     /// Store the weights uncompressed, so the runtime reads them in place (flash, mmap). int8 artifacts
     /// are otherwise stored with deflated weights (about 8% smaller; inflated once at load).
@@ -74,11 +74,11 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 samples: a.calib_samples,
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,
-                    channel_scales: a.activation_scales.map(|s| s == Scales::Channel),
+                    channel_scales: a.activation_scales == Scales::Channel,
                     max_error: a.max_error,
                     max_drop: a.max_drop,
                     labels: match &a.calib_labels {
-                        Some(f) => Some(crate::quant::data::load_labels(f)?),
+                        Some(f) => Some(crate::npy::read_labels(f)?),
                         None => None,
                     },
                 },

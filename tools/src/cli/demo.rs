@@ -92,10 +92,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
         samples: Some(64),
         opts: crate::quant::Int8Options {
             method: crate::quant::calib::Method::Auto,
-            max_error: None,
-            max_drop: None,
-            labels: None,
-            channel_scales: None,
+            ..Default::default()
         },
         progress: false,
     };

@@ -129,27 +129,6 @@ pub fn load(path: &Path, inputs: &[InputSpec], limit: Option<usize>) -> Result<S
     Ok(out)
 }
 
-/// Class labels for calibration samples: a .npy of integers (any integer type numpy writes for labels:
-/// int64, int32), in sample order. Errors name the file.
-pub fn load_labels(path: &Path) -> Result<Vec<i64>> {
-    use ndarray_npy::ReadNpyExt;
-    let open = || {
-        anyhow::Context::with_context(std::fs::File::open(path), || {
-            format!("cannot open labels {}", path.display())
-        })
-    };
-    if let Ok(a) = ndarray::ArrayD::<i64>::read_npy(open()?) {
-        return Ok(a.iter().copied().collect());
-    }
-    if let Ok(a) = ndarray::ArrayD::<i32>::read_npy(open()?) {
-        return Ok(a.iter().map(|&v| v as i64).collect());
-    }
-    anyhow::bail!(
-        "labels {}: expected a .npy of int64 or int32 class indices",
-        path.display()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,10 +34,12 @@ pub fn host_threads() -> usize {
 }
 
 /// Runs `g` over `samples` (per sample, one f32 buffer per graph input) and returns, per tensor of `g`, the
-/// streamed statistics of every f32 activation (graph inputs included). `tick` is called after each sample.
+/// streamed statistics of every f32 activation (graph inputs included), with per-channel statistics of
+/// the channel-scale candidates when `per_channel`. `tick` is called after each sample.
 pub fn calibrate(
     g: &ToolGraph,
     samples: &[Vec<Vec<f32>>],
+    per_channel: bool,
     mut tick: impl FnMut(),
 ) -> Result<Vec<Option<Observer>>> {
     let bytes = crate::export::to_bytes(g, vec![])?;
@@ -55,6 +57,7 @@ pub fn calibrate(
         .iter()
         .enumerate()
         .map(|(t, &c)| {
+            let c = c && per_channel;
             let s = g.shape(t as u32);
             c.then(|| (s[1], s[2..].iter().product()))
         })
@@ -98,9 +101,22 @@ pub struct Int8Options {
     /// Class labels of the calibration samples (for `max_drop`), one per sample.
     pub labels: Option<Vec<i64>>,
     /// Store a conv's pre-activation output channel-scaled (one scale per channel, see
-    /// `pass::channel_candidates`) where that pays within the table budget: `None` or `Some(true)`;
-    /// `Some(false)` keeps one scale per tensor.
-    pub channel_scales: Option<bool>,
+    /// `pass::channel_candidates`) where that pays within the table budget; `false` keeps one scale per
+    /// tensor (and skips the per-channel statistics).
+    pub channel_scales: bool,
+}
+
+impl Default for Int8Options {
+    /// `tern compress --int8`'s defaults: `auto` method, channel scales where they pay, no targets.
+    fn default() -> Self {
+        Int8Options {
+            method: Method::Auto,
+            max_error: None,
+            max_drop: None,
+            labels: None,
+            channel_scales: true,
+        }
+    }
 }
 
 /// Outputs of `g` on `samples` (per sample, per output).
@@ -235,7 +251,7 @@ pub fn search_float_nodes(
     max_error: f64,
 ) -> Result<(Vec<bool>, f64)> {
     let want = outputs(fg, samples)?;
-    search_with(fg, obs, opts, samples, max_error, &|got| {
+    search_with(fg, obs, opts, samples, ("--max-error", max_error), &|got| {
         output_error(got, &want)
     })
 }
@@ -283,7 +299,7 @@ pub fn search_float_nodes_for_drop(
         labels.len(),
         float_acc
     );
-    search_with(fg, obs, opts, samples, max_drop, &|got| {
+    search_with(fg, obs, opts, samples, ("--max-drop", max_drop), &|got| {
         (float_acc - accuracy(got, labels)) * 100.0
     })
 }
@@ -291,71 +307,59 @@ pub fn search_float_nodes_for_drop(
 /// Samples the sensitivity ranking runs on.
 const RANK_SAMPLES: usize = 4;
 
-/// How much lower (relative) another candidate's error must be for `auto` to leave the first candidate
-/// (percentile): on a few dozen samples smaller differences are noise (det736: minmax 1.6% lower on the
-/// calibration samples, IoU 0.81 vs 0.89 on the evaluation images).
+/// How much lower (relative) another candidate's error must be for `auto` to leave an earlier one: on a
+/// few dozen samples smaller differences are noise (det736 once measured minmax 1.6% lower on the
+/// calibration samples while its evaluation IoU was far lower, 0.69 vs 0.84 for percentile).
 pub const AUTO_MARGIN: f64 = 0.05;
 
 /// Samples the `auto` calibration method compares its candidates on.
 const AUTO_SAMPLES: usize = 32;
 
-/// `--calib-method auto`: quantizes with every candidate method (channel-scaled where that pays unless
-/// `opts.channel_scales` is `Some(false)`; output head in float, as compress keeps it), and returns the
-/// one whose outputs are closest to float, by a margin of [`AUTO_MARGIN`] over the earlier candidates
-/// (mean over samples of the worst output's relative L2, see [`sample_error`], on up to [`AUTO_SAMPLES`]
-/// calibration samples), with every candidate's error for the metadata.
+/// `--calib-method auto`: quantizes with every candidate method (with `opts`' activation scales; output
+/// head in float, as compress keeps it), and returns the one whose outputs are closest to float, by a
+/// margin of [`AUTO_MARGIN`] over the earlier candidates (mean over samples of the worst output's
+/// relative L2, see [`sample_error`], on up to [`AUTO_SAMPLES`] calibration samples), with every
+/// candidate's error for the metadata.
 fn choose_method(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
     opts: &Int8Options,
     samples: &[Vec<Vec<f32>>],
-) -> Result<(calib::Method, bool, String)> {
+) -> Result<(calib::Method, String)> {
     let sub = &samples[..samples.len().min(AUTO_SAMPLES)];
     let want = outputs(fg, sub)?;
     let keep = float_head(fg);
-    let mut best: Option<(f64, calib::Method, bool)> = None;
+    let mut best: Option<(f64, calib::Method)> = None;
     let mut report = Vec::new();
-    let scales: &[bool] = if opts.channel_scales == Some(false) {
-        &[false]
-    } else {
-        &[true]
-    };
-    for &cs in scales {
-        for m in calib::AUTO_CANDIDATES {
-            let o = Int8Options {
-                method: m,
-                channel_scales: Some(cs),
-                ..opts.clone()
-            };
-            let (qg, _) = quantize_graph(fg, obs, &o, &keep)?;
-            let e = sample_error(&outputs(&qg, sub)?, &want);
-            let name = format!(
-                "{}{}",
-                format!("{m:?}").to_lowercase(),
-                if cs { "+channel" } else { "" }
-            );
-            log::info!(
-                "calibration {name}: output error {e:.4e} on {} sample(s)",
-                sub.len()
-            );
-            report.push(format!("{name}={e:.4e}"));
-            if best.is_none_or(|(b, ..)| e < b * (1.0 - AUTO_MARGIN)) {
-                best = Some((e, m, cs));
-            }
+    for m in calib::AUTO_CANDIDATES {
+        let o = Int8Options {
+            method: m,
+            ..opts.clone()
+        };
+        let (qg, _) = quantize_graph(fg, obs, &o, &keep)?;
+        let e = sample_error(&outputs(&qg, sub)?, &want);
+        let name = format!("{m:?}").to_lowercase();
+        log::info!(
+            "calibration {name}: output error {e:.4e} on {} sample(s)",
+            sub.len()
+        );
+        report.push(format!("{name}={e:.4e}"));
+        if best.is_none_or(|(b, _)| e < b * (1.0 - AUTO_MARGIN)) {
+            best = Some((e, m));
         }
     }
-    let (_, m, cs) = best.expect("AUTO_CANDIDATES is not empty");
-    Ok((m, cs, report.join(",")))
+    let (_, m) = best.expect("AUTO_CANDIDATES is not empty");
+    Ok((m, report.join(",")))
 }
 
 /// The search shared by the error and accuracy targets: `metric(quantized outputs)` must be at most
-/// `target`.
+/// `target`; `what` names the target in messages (`--max-error`, `--max-drop`).
 fn search_with(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
     opts: &Int8Options,
     samples: &[Vec<Vec<f32>>],
-    max_error: f64,
+    (what, target): (&str, f64),
     metric: &dyn Fn(&PerSample) -> f64,
 ) -> Result<(Vec<bool>, f64)> {
     let nn = fg.graph.nodes.len();
@@ -365,7 +369,7 @@ fn search_with(
     };
     let none = vec![false; nn];
     let e0 = err_with(&none)?;
-    if e0 <= max_error {
+    if e0 <= target {
         return Ok((none, e0));
     }
     let candidates: Vec<usize> = (0..nn)
@@ -397,18 +401,18 @@ fn search_with(
         let mid = (lo + hi) / 2;
         let e = err_with(&mask(mid))?;
         log::info!(
-            "mixed precision: {mid} most sensitive node(s) in float -> output error {e:.3e}"
+            "mixed precision: {mid} most sensitive node(s) in float -> {what} measure {e:.3e}"
         );
-        if e <= max_error {
+        if e <= target {
             best = (mask(mid), e);
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    if best.1 > max_error {
+    if best.1 > target {
         log::warn!(
-            "--max-error {max_error}: even with every sensitive node in float the error is {:.3e}",
+            "{what} {target}: even with every sensitive node in float the measure is {:.3e}",
             best.1
         );
     }
@@ -423,7 +427,7 @@ pub fn quantize_graph(
     opts: &Int8Options,
     keep_float: &[bool],
 ) -> Result<(ToolGraph, pass::Report)> {
-    let channel = opts.channel_scales.unwrap_or(true);
+    let channel = opts.channel_scales;
     let (mut qg, report) = pass::quantize(fg, obs, opts.method, keep_float, channel)?;
     passes::run_all(
         &mut qg,
@@ -492,18 +496,20 @@ pub fn compress_int8(
     let obs = if samples.is_empty() {
         vec![]
     } else {
-        calibrate(&fg, &samples, || bar.inc(1))?
+        calibrate(&fg, &samples, c.opts.channel_scales, || bar.inc(1))?
     };
     bar.finish_and_clear();
     if c.opts.max_error.is_some() && samples.is_empty() {
         anyhow::bail!("--max-error measures the error on calibration samples: give --calib");
     }
+    if c.opts.max_drop.is_some() && samples.is_empty() {
+        anyhow::bail!("--max-drop measures the accuracy on calibration samples: give --calib");
+    }
     let mut opts = c.opts.clone();
     let mut auto_errors = None;
     if opts.method == calib::Method::Auto && !samples.is_empty() {
-        let (m, cs, errs) = choose_method(&fg, &obs, &opts, &samples)?;
+        let (m, errs) = choose_method(&fg, &obs, &opts, &samples)?;
         opts.method = m;
-        opts.channel_scales = Some(cs);
         auto_errors = Some(errs);
     }
     let c = &CompressInt8 {
@@ -582,7 +588,7 @@ pub fn compress_int8(
         ),
         (
             "quant.activation_scales".to_string(),
-            if c.opts.channel_scales.unwrap_or(true) {
+            if c.opts.channel_scales {
                 "channel"
             } else {
                 "tensor"
