@@ -515,7 +515,8 @@ pub struct GpuSession<'m> {
     gpu: &'m Gpu,
     arena: wgpu::Buffer,
     readback: wgpu::Buffer,
-    steps: Vec<(usize, wgpu::BindGroup, u32, Option<[u32; 3]>)>,
+    /// Per dispatch: pipeline index, bind group, workgroup counts (fixed at creation).
+    steps: Vec<(usize, wgpu::BindGroup, [u32; 3])>,
     pipelines: Vec<wgpu::ComputePipeline>,
     /// (arena byte offset, bytes) of each output, and its place in the readback buffer.
     outputs: Vec<(u64, u64, u64)>,
@@ -1851,7 +1852,13 @@ impl<'m> GpuSession<'m> {
                     },
                 ],
             });
-            recorded.push((index[&key(s)], bind, s.threads, s.groups));
+            // a 1-D shader's invocations over a 2-D grid of 64-wide groups (one dimension holds ≤ 65535)
+            let groups = s.groups.unwrap_or_else(|| {
+                let n = s.threads.div_ceil(64).max(1);
+                let x = n.min(65535);
+                [x, n.div_ceil(x), 1]
+            });
+            recorded.push((index[&key(s)], bind, groups));
         }
         log::debug!(
             "GPU session: {} dispatch(es), {} pipeline(s), arena {arena_bytes} B, weights {weight_bytes} B",
@@ -2078,15 +2085,10 @@ impl<'m> GpuSession<'m> {
                     end_of_pass_write_index: Some(2 * ni as u32 + 1),
                 }),
             });
-            for (pl, bind, threads, groups) in &self.steps[self.node_steps[ni].clone()] {
-                let [x, y, z] = groups.unwrap_or_else(|| {
-                    let n = threads.div_ceil(64).max(1);
-                    let x = n.min(65535);
-                    [x, n.div_ceil(x), 1]
-                });
+            for (pl, bind, [x, y, z]) in &self.steps[self.node_steps[ni].clone()] {
                 pass.set_pipeline(&self.pipelines[*pl]);
                 pass.set_bind_group(0, bind, &[]);
-                pass.dispatch_workgroups(x, y, z);
+                pass.dispatch_workgroups(*x, *y, *z);
             }
         }
         enc.resolve_query_set(&qs, 0..(2 * nn) as u32, &resolve, 0);
@@ -2189,15 +2191,10 @@ impl<'m> GpuSession<'m> {
                 label: Some("tern"),
                 timestamp_writes: None,
             });
-            for (pl, bind, threads, groups) in &self.steps[range] {
-                let [x, y, z] = groups.unwrap_or_else(|| {
-                    let n = threads.div_ceil(64).max(1);
-                    let x = n.min(65535);
-                    [x, n.div_ceil(x), 1]
-                });
+            for (pl, bind, [x, y, z]) in &self.steps[range] {
                 pass.set_pipeline(&self.pipelines[*pl]);
                 pass.set_bind_group(0, bind, &[]);
-                pass.dispatch_workgroups(x, y, z);
+                pass.dispatch_workgroups(*x, *y, *z);
             }
         }
         for &(off, bytes, rb) in copies {
