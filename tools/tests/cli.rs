@@ -303,6 +303,12 @@ fn compress_int8_and_eval_digits() {
         tern::Model::from_bytes(&b).unwrap(),
     );
     assert_eq!(ma.graph, mb.graph);
+    // and the same constant bytes: deflated and in place store identical weights
+    for i in 0..ma.graph.tensors.len() {
+        if ma.graph.tensors[i].data.is_some() {
+            assert_eq!(ma.const_bytes(i), mb.const_bytes(i), "constant {i}");
+        }
+    }
     let e: serde_json::Value = serde_json::from_str(&ok(tern()
         .arg("eval")
         .arg(digits())

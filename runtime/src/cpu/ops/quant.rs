@@ -817,31 +817,25 @@ fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
 fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
     let rows = x.data.len() / m.k.max(1);
     let k = m.k;
+    // the unpacked path's epilogue (its bias folds no activation offset)
+    let rq_gemv = Requant {
+        bias: &m.bias_gemv,
+        mult: &m.mult,
+        zp_out: m.zy,
+        lo: m.lo,
+        hi: m.hi,
+    };
     if k == 0 || m.n == 0 {
         // an empty reduction: every output is its bias requantized (nothing at all for n = 0)
-        let rq = Requant {
-            bias: &m.bias_gemv,
-            mult: &m.mult,
-            zp_out: m.zy,
-            lo: m.lo,
-            hi: m.hi,
-        };
         for (i, o) in y.data.iter_mut().enumerate() {
-            *o = rq.apply(i % m.n.max(1), 0);
+            *o = rq_gemv.apply(i % m.n.max(1), 0);
         }
         return;
     }
     if rows < m.g.mr {
         // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
-        let rq = Requant {
-            bias: &m.bias_gemv,
-            mult: &m.mult,
-            zp_out: m.zy,
-            lo: m.lo,
-            hi: m.hi,
-        };
         for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
-            qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq);
+            qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq_gemv);
         }
         return;
     }
