@@ -267,6 +267,29 @@ fn run_all(bytes: &[u8], xs: &ArrayD<f32>) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The int8 choices' measure, in float64: the mean over samples of each sample's relative L2 of `got`
+/// against `want`, samples with under 1% of the median sample's output energy left out.
+fn sample_error(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
+    let energy = |w: &[f32]| w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    let mut energies: Vec<f64> = want.iter().map(|w| energy(w)).collect();
+    energies.sort_by(f64::total_cmp);
+    let typical = energies[energies.len() / 2];
+    let per: Vec<f64> = got
+        .iter()
+        .zip(want)
+        .filter(|(_, w)| energy(w) > 0.01 * typical)
+        .map(|(g, w)| {
+            let num: f64 = g
+                .iter()
+                .zip(w)
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum();
+            (num / energy(w)).sqrt()
+        })
+        .collect();
+    per.iter().sum::<f64>() / per.len() as f64
+}
+
 /// `--calib-method auto` (the default) keeps the candidate method whose int8 outputs are closest to the float model's on the calibration samples: its artifact computes
 /// exactly what the explicitly chosen candidate's does, and no other candidate's artifact is closer to the
 /// float outputs by more than the margin (per-sample float64 relative L2, computed here from the float
@@ -279,6 +302,7 @@ fn calib_method_auto_keeps_the_closest_candidate() {
     let xs: ArrayD<f32> = read_npy(&calib).unwrap();
     let float = tern_tools::compress_float(&onnx, &[]).unwrap();
     let want = run_all(&float, &xs);
+    let err = |bytes: &[u8]| sample_error(&run_all(bytes, &xs), &want);
     let quant = |method| {
         let c = CompressInt8 {
             calib: Some(&calib),
@@ -287,28 +311,6 @@ fn calib_method_auto_keeps_the_closest_candidate() {
             progress: false,
         };
         compress_int8(&onnx, &[], &c).unwrap().0
-    };
-    // auto's measure: the mean over samples of each sample's relative L2, samples with under 1% of the
-    // median sample's output energy left out
-    let energy = |w: &[f32]| w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
-    let mut energies: Vec<f64> = want.iter().map(|w| energy(w)).collect();
-    energies.sort_by(f64::total_cmp);
-    let typical = energies[energies.len() / 2];
-    let err = |bytes: &[u8]| {
-        let per: Vec<f64> = run_all(bytes, &xs)
-            .iter()
-            .zip(&want)
-            .filter(|(_, w)| energy(w) > 0.01 * typical)
-            .map(|(g, w)| {
-                let num: f64 = g
-                    .iter()
-                    .zip(w)
-                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                    .sum();
-                (num / energy(w)).sqrt()
-            })
-            .collect();
-        per.iter().sum::<f64>() / per.len() as f64
     };
     let auto = quant(Method::Auto);
     let model = Model::from_bytes(&auto).unwrap();
@@ -406,4 +408,87 @@ fn exported_channel_scaled_det_runs_on_ort() {
     let iou = inter as f64 / union.max(1) as f64;
     println!("det320 channel-scaled: exported QDQ on ORT vs tern: text-map IoU {iou:.3}");
     assert!(iou > 0.9, "text-map IoU {iou}");
+}
+
+/// `--input-layer auto` (the default) keeps the small layers that read the model's input in float exactly
+/// when rounding the input to its int8 grid alone costs at least `INPUT_SHARE` of the int8 model's error:
+/// both errors measured here in float64 from the artifacts (the float one on inputs rounded to the int8
+/// artifact's input grid), on PP-OCR det320, whose stem conv reads an RGB image.
+#[test]
+fn input_layer_auto_follows_the_input_error_share() {
+    use tern_tools::quant::{InputLayer, INPUT_SHARE};
+    let calib = tern_tests::model("data/out/det320_calib.npy");
+    let onnx = tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx");
+    let shape = || tern_tools::import::InputShape {
+        name: "x".into(),
+        dims: vec![1, 3, 320, 320],
+    };
+    let quant = |input_layer| {
+        let c = CompressInt8 {
+            calib: Some(&calib),
+            samples: Some(4),
+            opts: Int8Options {
+                input_layer,
+                ..opts(Method::Percentile(99.99))
+            },
+            progress: false,
+        };
+        compress_int8(&onnx, &[shape()], &c).unwrap().0
+    };
+    let (int8, float_in, auto) = (
+        quant(InputLayer::Int8),
+        quant(InputLayer::Float),
+        quant(InputLayer::Auto),
+    );
+    let all: ArrayD<f32> = read_npy(&calib).unwrap();
+    let xs = all
+        .slice_axis(Axis(0), ndarray::Slice::from(0..4))
+        .to_owned();
+    let float = tern_tools::compress_float(&onnx, &[shape()]).unwrap();
+    let want = run_all(&float, &xs);
+    // the int8 artifact's input grid: the parameters of its Quantize node's output
+    let m8 = Model::from_bytes(&int8).unwrap();
+    let q = m8
+        .graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, tern::ir::Op::Quantize) && n.inputs[0] == m8.graph.inputs[0])
+        .expect("the int8 model quantizes its input");
+    let qp = m8.graph.tensors[q.outputs[0] as usize]
+        .quant
+        .clone()
+        .unwrap();
+    let (s, z) = (qp.scale[0], qp.zero_point[0] as f32);
+    let rounded = xs
+        .mapv(|v| ((v / s).round_ties_even() + z).clamp(-128.0, 127.0) - z)
+        .mapv(|v| v * s);
+    let e_in = sample_error(&run_all(&float, &rounded), &want);
+    let e_q = sample_error(&run_all(&int8, &xs), &want);
+    let float_wins = e_in >= INPUT_SHARE * e_q;
+    println!("det320: input rounding alone {e_in:.4e}, int8 model {e_q:.4e}: float input layer {float_wins}");
+    // float_in's stem is a float Conv on the real input; int8's has none
+    let float_convs = |b: &[u8]| {
+        let m = Model::from_bytes(b).unwrap();
+        let n = m
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, tern::ir::Op::Conv { .. }))
+            .count();
+        n
+    };
+    assert_eq!(float_convs(&int8), 0);
+    assert_eq!(float_convs(&float_in), 1);
+    let chosen = if float_wins { &float_in } else { &int8 };
+    assert_eq!(run_all(&auto, &xs), run_all(chosen, &xs), "auto's artifact");
+    let ma = Model::from_bytes(&auto).unwrap();
+    let meta = ma.meta("quant.input_layer").unwrap();
+    assert!(
+        meta.starts_with(if float_wins {
+            "float p2o.Conv.0"
+        } else {
+            "int8 p2o.Conv.0"
+        }),
+        "{meta}"
+    );
 }

@@ -581,3 +581,37 @@ fn int8_calibration_errors_name_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("only 4 calibration sample"), "{err}");
 }
+
+/// `--keep-float NODE,...` keeps the named nodes (as `tern eval` names them) in float and records them;
+/// a name the model lacks is an error that names it, and writes nothing.
+#[test]
+fn keep_float_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("k.tern");
+    let compress = |extra: &[&str]| {
+        let mut c = tern();
+        c.args(["compress", "-q"])
+            .arg(digits())
+            .arg("-o")
+            .arg(&art)
+            .arg("--int8")
+            .arg("--calib")
+            .arg(digits_data("X_train.npy"))
+            .args(["--calib-samples", "32"])
+            .args(extra);
+        c
+    };
+    ok(&mut compress(&["--keep-float", "MatMul1"]));
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
+    let float_nodes = j["metadata"]["quant.float_nodes"].as_str().unwrap();
+    assert!(float_nodes.split(',').any(|n| n == "MatMul1"), "{j}");
+    assert_eq!(j["ops"]["MatMul"], 1, "{}", j["ops"]);
+    assert_eq!(j["ops"]["QMatMul"], 2, "{}", j["ops"]);
+    // the digits model's input layer holds a fifth of its weights: never kept float by --input-layer
+    assert!(j["metadata"].get("quant.input_layer").is_none(), "{j}");
+    std::fs::remove_file(&art).unwrap();
+    let e = fails(&mut compress(&["--keep-float", "MatMul1,NoSuchNode"]));
+    assert!(e.contains("\"NoSuchNode\""), "{e}");
+    assert!(!art.exists(), "no output written on failure");
+}

@@ -33,6 +33,20 @@ pub struct Args {
     /// distinct scale, within 4% of the weight bytes) or tensor (one scale).
     #[arg(long, value_enum, default_value_t = Scales::Channel, value_name = "tensor|channel")]
     pub activation_scales: Scales,
+    /// Keep these nodes in float (names as `tern eval` lists them, comma-separated or repeated), e.g. the
+    /// layers eval blames for most of the error.
+    #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
+    pub keep_float: Vec<String>,
+    /// The small layers that read the model's input: auto (the default: float where rounding the input
+    /// to int8 alone costs at least a quarter of the int8 model's error on the calibration samples, as on
+    /// RGB images normalized per channel), float or int8.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "auto|float|int8"
+    )]
+    pub input_layer: crate::quant::InputLayer,
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,
@@ -75,6 +89,8 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 opts: crate::quant::Int8Options {
                     method: a.calib_method,
                     channel_scales: a.activation_scales == Scales::Channel,
+                    keep_float: a.keep_float.clone(),
+                    input_layer: a.input_layer,
                     max_error: a.max_error,
                     max_drop: a.max_drop,
                     labels: match &a.calib_labels {
