@@ -1173,6 +1173,33 @@ pub fn has_avx512vnni() -> bool {
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
+/// [`scale_row_avx2`] 16 lanes at a time with the AVX-512 epilogue ([`requant16`]); the AVX2 loop takes
+/// the tail. The same integers.
+///
+/// # Safety
+/// AVX2 and AVX-512 F/BW ([`has_avx512`]).
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+pub unsafe fn scale_row512(rq: &Requant, r: usize, (a, za, qb): (&[i8], i32, i32), out: &mut [i8]) {
+    let n = a.len().min(out.len());
+    let mut i = 0;
+    if vec_ok(rq.mult[r]) {
+        let p = row_rq512(rq, r);
+        let (z, b) = (_mm512_set1_epi32(za), _mm512_set1_epi32(qb));
+        while i + 16 <= n {
+            // SAFETY: 16 bytes in bounds of both slices.
+            unsafe {
+                let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+                let prod = _mm512_mullo_epi32(_mm512_sub_epi32(v, z), b);
+                let y = _mm512_cvtsepi32_epi8(requant16(prod, &p));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, y);
+            }
+            i += 16;
+        }
+    }
+    // SAFETY: the caller's AVX2.
+    unsafe { scale_row_avx2(rq, r, (&a[i..n], za, qb), &mut out[i..n]) }
+}
+
 /// [`dw_row_avx2`]'s loop with the 16-lane AVX-512 epilogue.
 ///
 /// # Safety

@@ -185,9 +185,15 @@ impl QBin {
             self.isa,
             crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
         ) {
-            // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+            let rq = self.mul_requant();
+            // SAFETY: the session only selects an AVX2 path on a CPU that has it; wide_path checks
+            // AVX-512 F/BW.
             return unsafe {
-                crate::cpu::kernels::x86::scale_row_avx2(&self.mul_requant(), 0, (a, za, qb), out)
+                if wide_path(self.isa) {
+                    crate::cpu::kernels::x86::scale_row512(&rq, 0, (a, za, qb), out)
+                } else {
+                    crate::cpu::kernels::x86::scale_row_avx2(&rq, 0, (a, za, qb), out)
+                }
             };
         }
         let n = a.len().min(out.len());
@@ -986,12 +992,25 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
     broadcast_strides(xa.shape, y.shape, 1, &mut sa);
     broadcast_strides(xb.shape, y.shape, 1, &mut sb);
     // rows of the innermost axis; each operand either runs along a row (stride 1) or repeats one value
-    let inner = if r == 0 { 1 } else { y.shape[r - 1] };
+    let mut inner = if r == 0 { 1 } else { y.shape[r - 1] };
     let (ia, ib) = if r == 0 {
         (0, 0)
     } else {
         (sa[r - 1], sb[r - 1])
     };
+    // trailing axes along which each operand keeps its kind (contiguous, or one repeated value) join
+    // the row: an SE gate over [C, H, W] then takes rows of H·W, not H rows of W (per-row overhead
+    // dominated PP-OCR cls's 2×96 planes). Axes 0..re-1 index the rows.
+    let mut re = r;
+    while re >= 2 {
+        let d = re - 2;
+        let keeps = |s: &[usize; 8], i: usize| s[d] == if i == 1 { inner } else { 0 };
+        if !(keeps(&sa, ia) && keeps(&sb, ib)) {
+            break;
+        }
+        inner *= y.shape[d];
+        re -= 1;
+    }
     let outer = y.data.len().checked_div(inner).unwrap_or(0);
     // how many consecutive outputs share one value of a broadcast operand (an SE gate: H·W)
     let run = |st: &[usize; 8]| -> usize {
@@ -1025,13 +1044,13 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
         let (mut cached, mut table) = (None, [0i8; 256]);
         let vector = vector_lut(b.isa);
         let mut rem = rows.start;
-        for d in (0..r.saturating_sub(1)).rev() {
+        for d in (0..re.saturating_sub(1)).rev() {
             idx[d] = rem % shape[d];
             rem /= shape[d];
         }
         for o in rows {
             let (mut oa, mut ob) = (0, 0);
-            for d in 0..r.saturating_sub(1) {
+            for d in 0..re.saturating_sub(1) {
                 oa += idx[d] * sa[d];
                 ob += idx[d] * sb[d];
             }
@@ -1078,7 +1097,7 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
                 }
                 _ => out.fill(b.apply(xa.data[oa], xb.data[ob])),
             }
-            for d in (0..r.saturating_sub(1)).rev() {
+            for d in (0..re.saturating_sub(1)).rev() {
                 idx[d] += 1;
                 if idx[d] < shape[d] {
                     break;
@@ -1204,6 +1223,63 @@ mod tests {
         // long runs take the table, short ones the vector requant of the products
         for (h, w) in [(20usize, 40usize), (2, 30)] {
             broadcast_case(h, w);
+        }
+    }
+
+    /// Every broadcast pattern of a 4-D Add/Sub/Mul (operands of either kind along the row, rows joined
+    /// across trailing axes where both operands allow) gives `apply` on the broadcast elements.
+    #[test]
+    fn broadcast_patterns_equal_apply() {
+        let full = [2usize, 3, 4, 5];
+        let shapes: [[usize; 4]; 8] = [
+            [2, 3, 4, 5],
+            [1, 3, 1, 1],
+            [1, 1, 4, 5],
+            [1, 3, 4, 1],
+            [1, 1, 1, 5],
+            [2, 1, 4, 5],
+            [1, 3, 1, 5],
+            [1, 1, 1, 1],
+        ];
+        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul] {
+            let b = QBin::new(op, (0.031, -7), (0.0123, 20), (0.09, -40), -128, 127)
+                .with_isa(caps::best());
+            for sa in &shapes {
+                for sb in &shapes {
+                    let n = |s: &[usize; 4]| s.iter().product::<usize>();
+                    let xa: Vec<i8> = (0..n(sa)).map(|i| (i * 37 + 5) as u8 as i8).collect();
+                    let xb: Vec<i8> = (0..n(sb)).map(|i| (i * 91 + 17) as u8 as i8).collect();
+                    let mut y = vec![0i8; n(&full)];
+                    let mut yv = ViewMut {
+                        data: &mut y,
+                        shape: &full,
+                    };
+                    let (va, vb) = (
+                        View {
+                            data: &xa,
+                            shape: sa,
+                        },
+                        View {
+                            data: &xb,
+                            shape: sb,
+                        },
+                    );
+                    qbinary(&Par::single(), &b, va, vb, &mut yv);
+                    // the element of an operand at output index (i0, i1, i2, i3)
+                    let at = |x: &[i8], s: &[usize; 4], i: [usize; 4]| {
+                        let mut o = 0;
+                        for d in 0..4 {
+                            o = o * s[d] + if s[d] == 1 { 0 } else { i[d] };
+                        }
+                        x[o]
+                    };
+                    for (k, &v) in y.iter().enumerate() {
+                        let i = [k / 60, k / 20 % 3, k / 5 % 4, k % 5];
+                        let want = b.apply(at(&xa, sa, i), at(&xb, sb, i));
+                        assert_eq!(v, want, "{op:?} {sa:?} x {sb:?} at {i:?}");
+                    }
+                }
+            }
         }
     }
 
