@@ -184,9 +184,19 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                                 let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                                 let x0 = ix0 + (kx * ic.d[1]) as isize;
                                 let last = x0 + (wdt as isize - 1) * sx;
-                                if sx == 1 && x0 >= 0 && last < w as isize {
-                                    row[..wdt]
-                                        .copy_from_slice(&src[x0 as usize..x0 as usize + wdt]);
+                                if x0 >= 0 && last < w as isize {
+                                    // inside the row: a plain (strided) copy, no per-element checks
+                                    let run = &src[x0 as usize..=last as usize];
+                                    if sx == 1 {
+                                        row[..wdt].copy_from_slice(run);
+                                    } else {
+                                        for (v, &s) in row[..wdt]
+                                            .iter_mut()
+                                            .zip(run.iter().step_by(sx as usize))
+                                        {
+                                            *v = s;
+                                        }
+                                    }
                                 } else {
                                     for (c, v) in row[..wdt].iter_mut().enumerate() {
                                         let ix = x0 + c as isize * sx;
