@@ -8,7 +8,7 @@ rendered with DejaVu Sans (Debian's fonts-dejavu-core). Calibration and evaluati
 come from different images, different crop positions and different rendered strings. Deterministic (seeded).
 
   cls_calib.npy  (32, 3, 48, 192)   cls_eval.npy   (96, 3, 48, 192)    text lines, half of eval rotated 180°
-  det320_calib.npy (16, 3, 320, 320) det320_eval.npy (16, 3, 320, 320) det736_eval.npy (4, 3, 736, 736)
+  det320_calib.npy (16, 3, 320, 320) det320_eval.npy (16, 3, 320, 320) det736_eval.npy (16, 3, 736, 736)
   det736_calib.npy (16, 3, 736, 736) calibration at the bench resolution (tern calibrates at the compiled shape)
   rec_eval.npy (8, 3, 48, 320)       rendered text lines for the PP-OCRv4 recognizer
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
@@ -155,7 +155,7 @@ def main():
         "det320_calib": det_set(np.random.default_rng(3), calib_imgs, calib_words, 320, 16),
         "det320_eval": det_set(np.random.default_rng(4), eval_imgs, eval_words, 320, 16),
         "det736_calib": det_set(np.random.default_rng(6), calib_imgs, calib_words, 736, 16),
-        "det736_eval": det_set(np.random.default_rng(5), eval_imgs, eval_words, 736, 4),
+        "det736_eval": det_set(np.random.default_rng(5), eval_imgs, eval_words, 736, 16),
         "rec_eval": np.stack([rec_input(text_line(np.random.default_rng(100 + i), eval_words)) for i in range(8)]),
     }
     for k, v in sets.items():
