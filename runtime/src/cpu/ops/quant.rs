@@ -1000,12 +1000,16 @@ fn qbinary(par: &Par, b: &QBin, xa: View<i8>, xb: View<i8>, y: &mut ViewMut<i8>)
     };
     // trailing axes along which each operand keeps its kind (contiguous, or one repeated value) join
     // the row: an SE gate over [C, H, W] then takes rows of H·W, not H rows of W (per-row overhead
-    // dominated PP-OCR cls's 2×96 planes). Axes 0..re-1 index the rows.
+    // dominated PP-OCR cls's 2×96 planes), while enough rows remain for the threads to share (the rows
+    // are the unit of work: a residual Add merged into one row ran on one thread). Axes 0..re-1 index
+    // the rows.
+    let min_rows = 4 * par.threads().max(1);
     let mut re = r;
     while re >= 2 {
         let d = re - 2;
         let keeps = |s: &[usize; 8], i: usize| s[d] == if i == 1 { inner } else { 0 };
-        if !(keeps(&sa, ia) && keeps(&sb, ib)) {
+        let rows_left = y.data.len() / (inner * y.shape[d]).max(1);
+        if !(keeps(&sa, ia) && keeps(&sb, ib)) || rows_left < min_rows {
             break;
         }
         inner *= y.shape[d];
