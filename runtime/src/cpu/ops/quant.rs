@@ -1231,7 +1231,8 @@ mod tests {
     }
 
     /// Every broadcast pattern of a 4-D Add/Sub/Mul (operands of either kind along the row, rows joined
-    /// across trailing axes where both operands allow) gives `apply` on the broadcast elements.
+    /// across trailing axes where both operands allow), on one and two threads, gives `apply` on the
+    /// broadcast elements.
     #[test]
     fn broadcast_patterns_equal_apply() {
         let full = [2usize, 3, 4, 5];
@@ -1245,7 +1246,12 @@ mod tests {
             [1, 3, 1, 5],
             [1, 1, 1, 1],
         ];
-        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul] {
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        let pars = [Par::single(), Par { pool: Some(&pool) }];
+        for (op, par) in [BinOp::Add, BinOp::Sub, BinOp::Mul]
+            .into_iter()
+            .flat_map(|op| pars.iter().map(move |p| (op, p)))
+        {
             let b = QBin::new(op, (0.031, -7), (0.0123, 20), (0.09, -40), -128, 127)
                 .with_isa(caps::best());
             for sa in &shapes {
@@ -1268,7 +1274,7 @@ mod tests {
                             shape: sb,
                         },
                     );
-                    qbinary(&Par::single(), &b, va, vb, &mut yv);
+                    qbinary(par, &b, va, vb, &mut yv);
                     // the element of an operand at output index (i0, i1, i2, i3)
                     let at = |x: &[i8], s: &[usize; 4], i: [usize; 4]| {
                         let mut o = 0;
