@@ -172,27 +172,6 @@ fn fake_quant(fg: &ToolGraph, t: u32, scales: &[f32], zp: i32) -> Result<ToolGra
     Ok(g)
 }
 
-fn run_graph(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<Vec<f32>>>> {
-    let bytes = crate::export::to_bytes(g, vec![])?;
-    let m = tern::Model::from_bytes(&bytes).map_err(|e| anyhow!("{e}"))?;
-    let mut s = tern::Session::new(
-        &m,
-        tern::SessionOptions {
-            threads: quant::host_threads(),
-        },
-    )?;
-    samples
-        .iter()
-        .map(|x| {
-            let mut outs: Vec<Vec<f32>> = m.outputs().map(|t| vec![0.0; t.numel()]).collect();
-            let ins: Vec<&[f32]> = x.iter().map(|v| v.as_slice()).collect();
-            let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-            s.run_into(&ins, &mut o)?;
-            Ok(outs)
-        })
-        .collect()
-}
-
 /// Runs the subcommand.
 pub fn main(a: Args) -> Result<()> {
     let bytes = read_file(&a.tern)?;
@@ -372,12 +351,12 @@ pub fn main(a: Args) -> Result<()> {
     // share of the final error: the float graph with only that layer's output on its int8 grid
     if let Some(fg) = &fg {
         let ls = &samples[..a.layer_samples.min(samples.len())];
-        let base = run_graph(fg, ls)?;
+        let base = quant::outputs(fg, ls)?;
         for l in layers.iter_mut() {
             let Some(&t) = by_name.get(l.tensor.as_str()) else {
                 continue;
             };
-            let outs = run_graph(&fake_quant(fg, t, &l.scales, l.zp)?, ls)?;
+            let outs = quant::outputs(&fake_quant(fg, t, &l.scales, l.zp)?, ls)?;
             l.share_err = outs
                 .iter()
                 .zip(&base)

@@ -146,8 +146,8 @@ impl Default for Int8Options {
     }
 }
 
-/// Outputs of `g` on `samples` (per sample, per output).
-fn outputs(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<Vec<f32>>>> {
+/// Outputs of `g` on `samples` (per sample, per output), run by tern's engine on the host's threads.
+pub fn outputs(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<Vec<f32>>>> {
     let bytes = crate::export::to_bytes(g, vec![])?;
     let model = tern::Model::from_bytes(&bytes).map_err(|e| anyhow!("{e}"))?;
     let mut sess = tern::Session::new(
