@@ -35,8 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let ms = start.elapsed().as_secs_f64() * 1e3 / runs.max(1) as f64;
     let sum: f64 = outputs.iter().flatten().map(|&v| v as f64).sum();
+    // FNV-1a over the output bits: equal on every kernel path for the same artifact and inputs
+    let bits = outputs
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
     println!(
-        "{path}: {} path, {runs} run(s), {ms:.3} ms/run, output sum {sum:.6}",
+        "{path}: {} path, {runs} run(s), {ms:.3} ms/run, output sum {sum:.6}, bits {bits:016x}",
         session.isa()
     );
     Ok(())

@@ -9,22 +9,6 @@ pub mod pool;
 pub mod qconv;
 pub mod qgemm;
 
-/// `a·b + c` rounded once (fused) where std provides it: every f32 convolution and GEMM path accumulates
-/// this way, in the same order, so the scalar, AVX2 and NEON kernels give the same bits and an int8
-/// artifact's float layers (its input stage, its head) quantize identically on every path. Without std
-/// (firmware builds) it is `a·b + c`, rounded twice: core has no fused multiply-add.
-#[inline(always)]
-pub fn fmadd(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(feature = "std")]
-    {
-        a.mul_add(b, c)
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        a * b + c
-    }
-}
-
 /// Runs data-parallel work on the session's threads (or inline without std).
 pub struct Par<'a> {
     #[cfg(feature = "std")]

@@ -157,6 +157,51 @@ pub enum Unary {
     Ceil,
 }
 
+/// `a·b + c` rounded once (fused) where std provides it: every f32 convolution and GEMM path accumulates
+/// this way, in the same order, so the scalar, AVX2 and NEON kernels give the same bits and an int8
+/// artifact's float layers (its input stage, its head) quantize identically on every path. Without std
+/// (firmware builds) it is `a·b + c`, rounded twice: core has no fused multiply-add.
+#[inline(always)]
+pub fn fmadd(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        a * b + c
+    }
+}
+
+/// `e^x` for the logistic sigmoid: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
+/// exact), a degree-6 polynomial for e^r (Cephes' single-precision coefficients) and 2^n through the
+/// exponent bits; within 2 ulp of the correctly rounded result for x in [−87.3, 88.7], 0 and +inf beyond.
+/// The same operations, fused where they are fused, as the 8-lane AVX2 kernel
+/// (`cpu::kernels::x86::exp8`), so every path gives the same bits.
+fn exp_sigmoid(x: f32) -> f32 {
+    let x = x.clamp(-87.33654, 88.72284);
+    // round half to even, as the vector kernel's rounding mode does
+    let n = libm::rintf(x * core::f32::consts::LOG2_E);
+    let r = fmadd(-n, 0.693_359_4, x);
+    let r = fmadd(-n, -2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4f32;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = fmadd(p, r, c);
+    }
+    let e = fmadd(p, r * r, r) + 1.0;
+    // 2^n in two factors (n ∈ [−126, 128]: 2^128 overflows to +inf as it should)
+    let ni = n as i32;
+    let half = ni >> 1;
+    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    e * pow(half) * pow(ni - half)
+}
+
 impl Unary {
     /// Applies the function to one value (the scalar reference for every backend).
     #[inline]
@@ -164,7 +209,8 @@ impl Unary {
         match self {
             Unary::Relu => x.max(0.0),
             Unary::Clip { min, max } => x.max(min).min(max),
-            Unary::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+            Unary::Sigmoid if x.is_nan() => x,
+            Unary::Sigmoid => 1.0 / (1.0 + exp_sigmoid(-x)),
             Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Unary::LeakyRelu { alpha } => {

@@ -121,7 +121,7 @@ mod tests {
                                     // follows: fused multiply-adds in k order, then + C
                                     let mut e = 0f32;
                                     for p in 0..k {
-                                        e = crate::cpu::fmadd(a[p * g.mr + r], b[p * g.nr + j], e);
+                                        e = crate::ir::fmadd(a[p * g.mr + r], b[p * g.nr + j], e);
                                     }
                                     if acc {
                                         e += init[r * ldc + j];

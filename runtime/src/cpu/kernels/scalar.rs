@@ -26,7 +26,7 @@ pub unsafe fn sgemm_4x8(
         for (r, row) in t.iter_mut().enumerate() {
             let av = unsafe { *ap.add(r) };
             for (j, v) in row.iter_mut().enumerate() {
-                *v = crate::cpu::fmadd(av, unsafe { *bp.add(j) }, *v);
+                *v = crate::ir::fmadd(av, unsafe { *bp.add(j) }, *v);
             }
         }
     }

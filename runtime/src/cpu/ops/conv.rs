@@ -239,10 +239,10 @@ fn depthwise_rows(
                             row[lo..hi]
                                 .iter_mut()
                                 .zip(s)
-                                .for_each(|(o, i)| *o = crate::cpu::fmadd(wv, *i, *o));
+                                .for_each(|(o, i)| *o = crate::ir::fmadd(wv, *i, *o));
                         } else {
                             for (j, o) in row[lo..hi].iter_mut().enumerate() {
-                                *o = crate::cpu::fmadd(wv, irow[start as usize + j * sw], *o);
+                                *o = crate::ir::fmadd(wv, irow[start as usize + j * sw], *o);
                             }
                         }
                     }
@@ -429,7 +429,7 @@ fn depthwise(
                     let wv = wk[ky * kw + kx];
                     acc.iter_mut()
                         .zip(&ph[start..start + oh * ws])
-                        .for_each(|(o, &i)| *o = crate::cpu::fmadd(wv, i, *o));
+                        .for_each(|(o, &i)| *o = crate::ir::fmadd(wv, i, *o));
                 }
             }
             for oy in 0..oh {
