@@ -44,6 +44,16 @@ pub struct Gemm {
 /// The kernel table for an instruction-set path.
 pub fn gemm_for(isa: Isa) -> Gemm {
     match isa {
+        // the AVX-VNNI path of an AVX-512 CPU takes the 512-bit tile (like the int8 epilogues;
+        // `TERN_CPU=avx2` keeps the 256-bit one testable there)
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::AvxVnni if x86::has_avx512() => Gemm {
+            isa,
+            mr: x86::MR512,
+            nr: x86::NR512,
+            kernel: x86::sgemm_8x32_512,
+            name: "avx512_sgemm_8x32",
+        },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::Avx2 | Isa::AvxVnni => Gemm {
             isa,

@@ -88,6 +88,92 @@ pub unsafe fn sgemm_6x16(
     }
 }
 
+/// AVX-512 f32 tile rows.
+pub const MR512: usize = 8;
+/// AVX-512 f32 tile columns.
+pub const NR512: usize = 32;
+
+/// [`tile`] on 512-bit registers: 8 rows × 32 columns, 16 accumulators, the same fused multiply-add chain
+/// per output (k in order, then + C), so the same bits.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile512<const R: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY (whole fn): packed panels hold k*MR512 and k*NR512 floats; rows < R and cols < n of c valid.
+    unsafe {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        for p in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(p * NR512));
+            let b1 = _mm512_loadu_ps(b.add(p * NR512 + 16));
+            for r in 0..R {
+                let av = _mm512_set1_ps(*a.add(p * MR512 + r));
+                lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
+                hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+            }
+        }
+        // columns past n are masked off (no partial-tile buffer)
+        let m0 = if n >= 16 {
+            0xffff
+        } else {
+            (1u32 << n) as u16 - 1
+        };
+        let m1 = if n >= 32 {
+            0xffff
+        } else if n > 16 {
+            (1u32 << (n - 16)) as u16 - 1
+        } else {
+            0
+        };
+        for r in 0..R {
+            let d = c.add(r * ldc);
+            let (mut v0, mut v1) = (lo[r], hi[r]);
+            if acc {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, d));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, d.add(16)));
+            }
+            _mm512_mask_storeu_ps(d, m0, v0);
+            _mm512_mask_storeu_ps(d.add(16), m1, v1);
+        }
+    }
+}
+
+/// The AVX-512 f32 micro-kernel (8×32). Only call when AVX-512 F is detected ([`has_avx512`]).
+///
+/// # Safety
+/// As [`super::MicroKernel`] with an 8×32 tile, plus the CPU must support AVX-512 F.
+#[allow(clippy::too_many_arguments)] // the MicroKernel contract
+pub unsafe fn sgemm_8x32_512(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded contract; R = m rows are valid.
+    unsafe {
+        match m {
+            1 => tile512::<1>(k, a, b, c, ldc, n, acc),
+            2 => tile512::<2>(k, a, b, c, ldc, n, acc),
+            3 => tile512::<3>(k, a, b, c, ldc, n, acc),
+            4 => tile512::<4>(k, a, b, c, ldc, n, acc),
+            5 => tile512::<5>(k, a, b, c, ldc, n, acc),
+            6 => tile512::<6>(k, a, b, c, ldc, n, acc),
+            7 => tile512::<7>(k, a, b, c, ldc, n, acc),
+            _ => tile512::<8>(k, a, b, c, ldc, n, acc),
+        }
+    }
+}
+
 use crate::cpu::qgemm::Requant;
 use crate::ir::quant::FixedMultiplier;
 
