@@ -896,9 +896,43 @@ pub unsafe fn quantize_avx2(x: &[f32], s: f32, z: i32, y: &mut [i8]) -> usize {
     i
 }
 
+/// [`quantize_avx2`] 16 lanes at a time on AVX-512 (the same f32 operations in the same order); the AVX2
+/// loop takes the rest. Returns how many leading elements it wrote.
+///
+/// # Safety
+/// AVX2 and AVX-512 F/BW ([`has_avx512`]).
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+pub unsafe fn quantize512(x: &[f32], s: f32, z: i32, y: &mut [i8]) -> usize {
+    let n = x.len().min(y.len());
+    let (sv, zv) = (_mm512_set1_ps(s), _mm512_set1_ps(z as f32));
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm512_set1_ps(-256.0), _mm512_set1_ps(256.0));
+    let (qlo, qhi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: 16 values in bounds of both slices.
+        unsafe {
+            let v = _mm512_div_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv);
+            // NaN compares unordered with itself: those lanes become 0 like the scalar cast
+            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            let c = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            let r = _mm512_add_ps(_mm512_sub_ps(_mm512_add_ps(c, magic), magic), zv);
+            let r = _mm512_maskz_mov_ps(ok, _mm512_min_ps(_mm512_max_ps(r, qlo), qhi));
+            let q = _mm512_cvttps_epi32(r);
+            _mm_storeu_si128(
+                y.as_mut_ptr().add(i) as *mut __m128i,
+                _mm512_cvtsepi32_epi8(q),
+            );
+        }
+        i += 16;
+    }
+    // SAFETY: the caller's AVX2.
+    i + unsafe { quantize_avx2(&x[i..n], s, z, &mut y[i..n]) }
+}
+
 /// One output row of an f32 depthwise convolution over stride-phase planes (`taps`: weight and offset
 /// from `p` of each tap's first input): 16 outputs at a time, accumulated in registers across all taps
-/// from the bias, with FMA. The same sums as the portable loop up to rounding (FMA rounds once).
+/// from the bias, with FMA: the portable loop's fused chain, bit for bit.
 ///
 /// # Safety
 /// AVX2 and FMA; 16 floats readable at `p + off + x0` for every tap and every `x0 < out.len()` that is a

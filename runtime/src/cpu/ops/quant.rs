@@ -910,8 +910,14 @@ fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut
         isa,
         crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
     ) {
-        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        let done = unsafe { crate::cpu::kernels::x86::quantize_avx2(x, s, z, y) };
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it; wide_path checks AVX-512.
+        let done = unsafe {
+            if wide_path(isa) {
+                crate::cpu::kernels::x86::quantize512(x, s, z, y)
+            } else {
+                crate::cpu::kernels::x86::quantize_avx2(x, s, z, y)
+            }
+        };
         return body(&x[done..], s, z, &mut y[done..]);
     }
     let _ = isa;
