@@ -884,3 +884,80 @@ pub fn compress_int8(
     };
     Ok((crate::export::to_bytes_with(&qg, meta, opts)?, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern::ir::{Conv2d, Op};
+
+    /// A conv whose second output channel has weights ~1e-19 of the first's (dead after BatchNorm
+    /// folding; PP-OCRv4 rec has such channels): its multiplier is below 32-bit fixed point, so the pass
+    /// stores that channel as zeros at the output's scale and its output is its bias; the live channel
+    /// stays within a few output steps of float64.
+    #[test]
+    fn negligible_channels_quantize_to_their_bias() {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 4, 4]);
+        g.graph.inputs.push(x);
+        // (0.3 keeps the weights off one per-tensor grid, so they are quantized per channel)
+        let w = g.add_const("w", &[2, 2, 1, 1], vec![0.8, 0.3, 3e-19, -1e-19]);
+        let b = g.add_const("b", &[2], vec![0.1, 0.25]);
+        let geom = Conv2d {
+            kernel: [1, 1],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0; 4],
+            groups: 1,
+            output_padding: [0, 0],
+        };
+        let y = g
+            .emit(
+                "conv",
+                Op::Conv { geom, act: None },
+                vec![x, w, b],
+                &["y".to_string()],
+                None,
+            )
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let samples: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|s| {
+                vec![(0..32)
+                    .map(|i| ((i * 7 + s * 3) % 11) as f32 / 5.0 - 1.0)
+                    .collect()]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let opts = Int8Options {
+            method: calib::Method::MinMax,
+            ..Int8Options::default()
+        };
+        // the output head rule would keep this one-node model float: quantize everything
+        let (qg, _) = quantize_graph(&g, &obs, &opts, &[false]).unwrap();
+        let got = outputs(&qg, &samples).unwrap();
+        let step = qg
+            .graph
+            .tensors
+            .iter()
+            .find(|t| t.name == "y" && t.quant.is_some())
+            .and_then(|t| t.quant.as_ref())
+            .map(|q| q.scale[0])
+            .unwrap();
+        for (s, o) in samples.iter().zip(&got) {
+            for i in 0..16 {
+                let live = 0.8 * s[0][i] as f64 + 0.3 * s[0][16 + i] as f64 + 0.1;
+                assert!(
+                    (o[0][i] as f64 - live).abs() <= 2.0 * step as f64,
+                    "{} vs {live}",
+                    o[0][i]
+                );
+                // the dead channel: its bias, to within half an output step
+                assert!(
+                    (o[0][16 + i] as f64 - 0.25).abs() <= 0.5 * step as f64 + 1e-6,
+                    "{}",
+                    o[0][16 + i]
+                );
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ use super::calib::{asymmetric_i8, Method, Observer};
 use crate::graph::ToolGraph;
 use anyhow::{anyhow, Result};
 use tern::cpu::qconv::quantize_weights;
-use tern::ir::quant::{dequantize_i8, quantize_bias, quantize_f32, QParams};
+use tern::ir::quant::{dequantize_i8, quantize_bias, quantize_f32, FixedMultiplier, QParams};
 use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, ResizeMode, Unary};
 
 /// What the pass produced besides the graph.
@@ -137,6 +137,42 @@ fn quantize_rows(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
     }
 }
 
+/// Output channels whose requantization multiplier `sx·s_w/s_y` is below what 32-bit fixed point encodes
+/// (a channel of weights ~1e-20 of the others: dead after BatchNorm folding, PP-OCRv4 rec has them) can
+/// move the output by far less than one step: their weights become exact zeros and their scale `s_y/s_x`,
+/// so the multiplier is 1 and the bias alone (quantized at that scale) gives the channel's output.
+/// `channel(j)` is the output channel of weight `j`.
+fn settle_negligible(
+    q: &mut [i8],
+    scales: &mut [f32],
+    sx: f32,
+    sy: &[f32],
+    channel: impl Fn(usize) -> usize,
+) {
+    let so = |c: usize| sy[if sy.len() == 1 { 0 } else { c }];
+    let dead: Vec<bool> = scales
+        .iter()
+        .enumerate()
+        .map(|(c, &sw)| {
+            let real = sx as f64 * sw as f64 / so(c) as f64;
+            real > 0.0 && real < 1.0 && FixedMultiplier::from_real(real).is_none()
+        })
+        .collect();
+    if !dead.contains(&true) {
+        return;
+    }
+    for (c, s) in scales.iter_mut().enumerate() {
+        if dead[c] {
+            *s = so(c) / sx;
+        }
+    }
+    for (j, v) in q.iter_mut().enumerate() {
+        if dead[channel(j)] {
+            *v = 0;
+        }
+    }
+}
+
 fn i8_bytes(v: &[i8]) -> Vec<u8> {
     v.iter().map(|&x| x as u8).collect()
 }
@@ -255,9 +291,10 @@ impl Builder<'_> {
         per_column: bool,
         bias: Option<&[f32]>,
         sx: f32,
+        sy: &[f32],
     ) -> (u32, Option<u32>) {
         let m = if per_column { wshape[1] } else { wshape[0] };
-        let (q, scales) = if per_column {
+        let (mut q, mut scales) = if per_column {
             // quantize the transpose row by row, then put the values back in [K, N] order
             let k = wshape[0];
             let wt: Vec<f32> = (0..m * k).map(|i| w[(i % k) * m + i / k]).collect();
@@ -266,6 +303,14 @@ impl Builder<'_> {
         } else {
             quantize_rows(w, m)
         };
+        let rows = w.len() / m.max(1);
+        settle_negligible(&mut q, &mut scales, sx, sy, |j| {
+            if per_column {
+                j % m
+            } else {
+                j / rows.max(1)
+            }
+        });
         let wq = QParams {
             scale: scales.clone(),
             zero_point: vec![0; m],
@@ -656,8 +701,9 @@ pub fn quantize(
                 let sx = b.param(n.inputs[0])?.scale[0];
                 let w = fg.konst(n.inputs[1]).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
-                let (wid, bid) = b.weights(&n.name, w, &fg.shape(n.inputs[1]), false, bias, sx);
                 let q = b.param(out)?;
+                let ws = fg.shape(n.inputs[1]);
+                let (wid, bid) = b.weights(&n.name, w, &ws, false, bias, sx, &q.scale);
                 let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
@@ -682,7 +728,9 @@ pub fn quantize(
                         w[(ci * m + mo) * kk + t]
                     })
                     .collect();
-                let (qt, scales) = quantize_rows(&wt, m);
+                let (mut qt, mut scales) = quantize_rows(&wt, m);
+                let sy = b.param(out)?.scale;
+                settle_negligible(&mut qt, &mut scales, sx, &sy, |j| j / (c * kk).max(1));
                 let mut q = vec![0i8; w.len()];
                 for (i, &v) in qt.iter().enumerate() {
                     let (mo, rest) = (i / (c * kk), i % (c * kk));
@@ -731,8 +779,16 @@ pub fn quantize(
                 let sx = b.param(n.inputs[0])?.scale[0];
                 let scale = fg.konst(n.inputs[1]).unwrap_or_default().to_vec();
                 let shift = fg.konst(n.inputs[2]).unwrap_or_default().to_vec();
-                let (wid, bid) = b.weights(&n.name, &scale, &[c, 1, 1, 1], false, Some(&shift), sx);
                 let q = b.param(out)?;
+                let (wid, bid) = b.weights(
+                    &n.name,
+                    &scale,
+                    &[c, 1, 1, 1],
+                    false,
+                    Some(&shift),
+                    sx,
+                    &q.scale,
+                );
                 let (lo, hi) = clamp_of(act, &q);
                 let geom = Conv2d {
                     kernel: [1, 1],
@@ -751,8 +807,9 @@ pub fn quantize(
                 let sx = b.param(n.inputs[0])?.scale[0];
                 let w = fg.konst(n.inputs[1]).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
-                let (wid, bid) = b.weights(&n.name, w, &fg.shape(n.inputs[1]), true, bias, sx);
                 let q = b.param(out)?;
+                let ws = fg.shape(n.inputs[1]);
+                let (wid, bid) = b.weights(&n.name, w, &ws, true, bias, sx, &q.scale);
                 let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
