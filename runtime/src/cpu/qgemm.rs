@@ -638,6 +638,36 @@ mod tests {
     /// the scalar rule on accumulators at the i32 extremes with biases that saturate the sum, for every
     /// shift and with tails.
     #[test]
+    fn ties_round_half_away_from_zero_on_every_path() {
+        // multipliers 2^-1 .. 2^-8 (shifts 0..7 after the Q31 normalization) on small odd sums: every
+        // other product lands exactly on a half, where the rule rounds away from zero
+        for e in 1..=8u32 {
+            let m = FixedMultiplier::from_real(1.0 / (1u64 << e) as f64).unwrap();
+            let acc: Vec<i32> = (-300..300).collect();
+            let mult = [m];
+            let rq = Requant {
+                bias: &[0],
+                mult: &mult,
+                zp_out: 0,
+                lo: -128,
+                hi: 127,
+            };
+            let want: Vec<i8> = acc
+                .iter()
+                .map(|&a| {
+                    let q = a as f64 / (1u64 << e) as f64;
+                    (q.abs() + 0.5).floor().copysign(q).clamp(-128.0, 127.0) as i8
+                })
+                .collect();
+            for isa in caps::available() {
+                let mut got = vec![0i8; acc.len()];
+                requant_row(isa, &rq, 0, &acc, &mut got);
+                assert_eq!(got, want, "{isa:?} 2^-{e}");
+            }
+        }
+    }
+
+    #[test]
     fn row_requant_equals_scalar_rule_at_the_extremes() {
         let mut seed = 31u64;
         let n = 45;
