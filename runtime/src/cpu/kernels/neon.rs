@@ -282,8 +282,8 @@ pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
 }
 
 /// One output row of a depthwise convolution, 16 outputs at a time with every tap's products summed in
-/// registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue
-/// ([`requant_row_neon`]). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`, offset a,
+/// registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue on those
+/// registers (`store_row8`). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`, offset a,
 /// offset b); `pp` holds the padded plane minus the input zero point.
 ///
 /// # Safety
@@ -312,11 +312,12 @@ pub unsafe fn dw_row_neon(
                     acc[3] = vmlal_high_n_s16(acc[3], a1, w);
                 }
             }
-            let mut buf = [0i32; 16];
-            for (k, v) in acc.iter().enumerate() {
-                vst1q_s32(buf.as_mut_ptr().add(4 * k), *v);
+            // requantized from the registers (no store and reload of the sums)
+            let dst = out.as_mut_ptr().add(x0);
+            store_row8([acc[0], acc[1]], rq, r, dst, n.min(8));
+            if n > 8 {
+                store_row8([acc[2], acc[3]], rq, r, dst.add(8), n - 8);
             }
-            requant_row_neon(rq, r, &buf[..n], &mut out[x0..x0 + n]);
         }
         x0 += 16;
     }
