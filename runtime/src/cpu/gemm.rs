@@ -117,6 +117,80 @@ pub fn scratch_floats(
     a + b
 }
 
+/// [`pack_b_chunk`] compiled for AVX2 (and AVX-512 where the tile is 512-bit): its many short row copies
+/// then stay vector moves instead of a `memmove` call each (18% of an f32 det736 run).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA (the AVX2 paths), plus AVX-512 F when `g` is the 512-bit tile.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b_chunk_avx2(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    pack_b_chunk(g, b, k, j0, cols, dst)
+}
+
+/// [`pack_b_chunk_avx2`] with AVX-512 F.
+///
+/// # Safety
+/// The CPU has AVX-512 F, AVX2 and FMA.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn pack_b_chunk_avx512(
+    g: &Gemm,
+    b: &BSrc,
+    k: usize,
+    j0: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
+    pack_b_chunk(g, b, k, j0, cols, dst)
+}
+
+/// Packs with the code compiled for the path's CPU features.
+fn pack_b_for(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(
+        g.isa,
+        crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+    ) {
+        // SAFETY: the session selects an AVX2 path only on a CPU with AVX2 and FMA; the 512-bit tile
+        // only where AVX-512 F exists.
+        return unsafe {
+            if g.nr == crate::cpu::kernels::x86::NR512 {
+                pack_b_chunk_avx512(g, b, k, j0, cols, dst)
+            } else {
+                pack_b_chunk_avx2(g, b, k, j0, cols, dst)
+            }
+        };
+    }
+    pack_b_chunk(g, b, k, j0, cols, dst)
+}
+
+/// `dst.copy_from_slice(src)` for the short runs B packing copies (one panel row, usually a whole panel
+/// width): a fixed-size copy the compiler keeps in registers, where a runtime length is a `memmove` call.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    let done = match dst.len() {
+        32 => fixed::<32>(dst, src),
+        16 => fixed::<16>(dst, src),
+        8 => fixed::<8>(dst, src),
+        _ => false,
+    };
+    if !done {
+        dst.copy_from_slice(src);
+    }
+}
+
+#[inline(always)]
 fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut [f32]) {
     let nr = g.nr;
     match *b {
@@ -132,7 +206,7 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 for p in 0..k {
                     let row = &mut panel[p * nr..p * nr + nr];
                     if cs == 1 {
-                        row[..w].copy_from_slice(&src[p * rs + jb..p * rs + jb + w]);
+                        copy_run(&mut row[..w], &src[p * rs + jb..p * rs + jb + w]);
                     } else {
                         for (c, v) in row[..w].iter_mut().enumerate() {
                             *v = src[p * rs + (jb + c) * cs];
@@ -157,7 +231,7 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 if pointwise {
                     for p in 0..k {
                         let row = &mut panel[p * nr..p * nr + nr];
-                        row[..wdt].copy_from_slice(&ic.x[p * h * w + jb..p * h * w + jb + wdt]);
+                        copy_run(&mut row[..wdt], &ic.x[p * h * w + jb..p * h * w + jb + wdt]);
                         row[wdt..].iter_mut().for_each(|v| *v = 0.0);
                     }
                     continue;
@@ -188,7 +262,7 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                                     // inside the row: a plain (strided) copy, no per-element checks
                                     let run = &src[x0 as usize..=last as usize];
                                     if sx == 1 {
-                                        row[..wdt].copy_from_slice(run);
+                                        copy_run(&mut row[..wdt], run);
                                     } else {
                                         for (v, &s) in row[..wdt]
                                             .iter_mut()
@@ -317,7 +391,7 @@ pub fn gemm(
             let bp: &[f32] = match b {
                 BSrc::Packed(p) => &p[(j0 / nr) * k * nr..],
                 _ => {
-                    pack_b_chunk(g, &b, k, j0, cols, buf);
+                    pack_b_for(g, &b, k, j0, cols, buf);
                     buf
                 }
             };
