@@ -37,9 +37,9 @@ pub struct Args {
     /// layers eval blames for most of the error.
     #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
     pub keep_float: Vec<String>,
-    /// The small layers that read the model's input: auto (the default: float where rounding the input
-    /// to int8 alone costs at least a quarter of the int8 model's error on the calibration samples, as on
-    /// RGB images normalized per channel), float or int8.
+    /// The input stage (the small layers at the model's input resolution, from the first conv on): auto
+    /// (the default: float where rounding the input to int8 alone costs at least a quarter of the int8
+    /// model's error on the calibration samples, as on RGB images normalized per channel), float or int8.
     #[arg(
         long,
         value_enum,

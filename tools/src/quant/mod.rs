@@ -115,10 +115,10 @@ pub struct Int8Options {
 /// `--input-layer`: how the layers that read the model's input are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputLayer {
-    /// Float where quantizing the input alone costs at least [`INPUT_SHARE`] of the int8 model's error
-    /// on the calibration samples.
+    /// Float where rounding the input to int8 alone costs at least a quarter (`INPUT_SHARE`) of the
+    /// int8 model's error on the calibration samples.
     Auto,
-    /// Always float (where such a layer exists and is small).
+    /// Always float (where such layers exist and are small).
     Float,
     /// Always int8.
     Int8,
