@@ -173,25 +173,34 @@ pub fn fmadd(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// The input clamp of the sigmoid's `e^x` (0 and +inf beyond).
+pub const EXP_CLAMP: (f32, f32) = (-87.33654, 88.72284);
+/// ln 2 in two parts (the first exact in few bits), so `x − n·ln 2` is exact.
+pub const EXP_LN2: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+/// The e^r polynomial's coefficients, degree 6 down to 2 (Cephes' single precision): one table for the
+/// scalar rule and the vector kernels, so they stay the same function.
+pub const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `e^x` for the logistic sigmoid: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
 /// exact), a degree-6 polynomial for e^r (Cephes' single-precision coefficients) and 2^n through the
 /// exponent bits; within 2 ulp of the correctly rounded result for x in [−87.3, 88.7], 0 and +inf beyond.
 /// The same operations, fused where they are fused, as the 8-lane AVX2 kernel
 /// (`cpu::kernels::x86::exp8`), so every path gives the same bits.
 fn exp_sigmoid(x: f32) -> f32 {
-    let x = x.clamp(-87.33654, 88.72284);
+    let x = x.clamp(EXP_CLAMP.0, EXP_CLAMP.1);
     // round half to even, as the vector kernel's rounding mode does
     let n = libm::rintf(x * core::f32::consts::LOG2_E);
-    let r = fmadd(-n, 0.693_359_4, x);
-    let r = fmadd(-n, -2.121_944_4e-4, r);
-    let mut p = 1.987_569_1e-4f32;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
+    let r = fmadd(-n, EXP_LN2.0, x);
+    let r = fmadd(-n, EXP_LN2.1, r);
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
         p = fmadd(p, r, c);
     }
     let e = fmadd(p, r * r, r) + 1.0;

@@ -976,24 +976,19 @@ pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: __m256) -> __m256 {
+    use crate::ir::{EXP_CLAMP, EXP_LN2, EXP_POLY};
     let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(-87.33654)),
-        _mm256_set1_ps(88.72284),
+        _mm256_max_ps(x, _mm256_set1_ps(EXP_CLAMP.0)),
+        _mm256_set1_ps(EXP_CLAMP.1),
     );
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         x,
         _mm256_set1_ps(core::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.0), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.1), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     let r2 = _mm256_mul_ps(r, r);
