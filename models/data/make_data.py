@@ -11,6 +11,7 @@ come from different images, different crop positions and different rendered stri
   det320_calib.npy (16, 3, 320, 320) det320_eval.npy (16, 3, 320, 320) det736_eval.npy (16, 3, 736, 736)
   det736_calib.npy (16, 3, 736, 736) calibration at the bench resolution (tern calibrates at the compiled shape)
   rec_eval.npy (8, 3, 48, 320)       rendered text lines for the PP-OCRv4 recognizer
+  rec_calib.npy (16, 3, 48, 320)     its calibration lines (calibration words)
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -157,6 +158,8 @@ def main():
         "det736_calib": det_set(np.random.default_rng(6), calib_imgs, calib_words, 736, 16),
         "det736_eval": det_set(np.random.default_rng(5), eval_imgs, eval_words, 736, 16),
         "rec_eval": np.stack([rec_input(text_line(np.random.default_rng(100 + i), eval_words)) for i in range(8)]),
+        # calibration lines for an int8 recognizer: the calibration words, other seeds
+        "rec_calib": np.stack([rec_input(text_line(np.random.default_rng(200 + i), calib_words)) for i in range(16)]),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()
