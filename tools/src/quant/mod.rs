@@ -228,6 +228,7 @@ fn sample_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
 /// before it is read (what decides a classifier's top-1 between near-tied classes, or a map's threshold).
 pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
     let g = &fg.graph;
+    let total = weight_total(fg);
     let producer = |t: u32| g.nodes.iter().position(|n| n.outputs.contains(&t));
     let mut keep = vec![false; g.nodes.len()];
     let mut seen = vec![false; g.tensors.len()];
@@ -249,17 +250,22 @@ pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
         if !pass::has_int_kernel(fg, n) {
             continue;
         }
-        keep[p] = matches!(n.op, tern::ir::Op::Unary(_)) || small_weighted(fg, n);
+        keep[p] = matches!(n.op, tern::ir::Op::Unary(_)) || small_weighted(fg, n, total);
     }
     keep
 }
 
-/// A Conv or MatMul whose weights are at most 0.5% of the model's (its float copy in f16 costs at most
-/// 0.5% of the artifact): what [`float_head`] and [`input_layers`] may keep in float.
-fn small_weighted(fg: &ToolGraph, n: &tern::ir::Node) -> bool {
-    let total: usize = (0..fg.graph.tensors.len() as u32)
+/// Constant values in `fg` (the model's weights), for [`small_weighted`].
+fn weight_total(fg: &ToolGraph) -> usize {
+    (0..fg.graph.tensors.len() as u32)
         .filter_map(|t| fg.konst(t).map(<[f32]>::len))
-        .sum();
+        .sum()
+}
+
+/// A Conv or MatMul whose weights are at most 0.5% of the model's `total` ([`weight_total`]; its float
+/// copy in f16 costs at most 0.5% of the artifact): what [`float_head`] and [`input_layers`] may keep in
+/// float.
+fn small_weighted(fg: &ToolGraph, n: &tern::ir::Node, total: usize) -> bool {
     matches!(
         n.op,
         tern::ir::Op::Conv { .. } | tern::ir::Op::MatMul { .. }
@@ -274,6 +280,7 @@ fn small_weighted(fg: &ToolGraph, n: &tern::ir::Node) -> bool {
 /// output. In float they read the real input; in int8 the input is rounded to one int8 grid first.
 pub fn input_layers(fg: &ToolGraph) -> Vec<bool> {
     let g = &fg.graph;
+    let total = weight_total(fg);
     let cons = fg.consumers();
     let mut keep = vec![false; g.nodes.len()];
     let mut frontier: Vec<u32> = g.inputs.clone();
@@ -288,7 +295,7 @@ pub fn input_layers(fg: &ToolGraph) -> Vec<bool> {
                 tern::ir::Op::Reshape | tern::ir::Op::Transpose { .. } => {
                     frontier.extend(&n.outputs)
                 }
-                _ if small_weighted(fg, n) => {
+                _ if small_weighted(fg, n, total) => {
                     keep[j] = true;
                     let y = n.outputs[0] as usize;
                     if let [(a, _)] = cons[y][..] {
@@ -332,7 +339,7 @@ pub fn input_stage(fg: &ToolGraph) -> Vec<bool> {
     if dims.len() < 3 {
         return keep; // a matmul's output has no spatial dims to follow
     }
-    let total = g.macs().max(1) as f64;
+    let (total, weights) = (g.macs().max(1) as f64, weight_total(fg));
     let mut spent: u64 = (0..g.nodes.len())
         .filter(|&i| keep[i])
         .map(|i| g.node_macs(i))
@@ -355,7 +362,7 @@ pub fn input_stage(fg: &ToolGraph) -> Vec<bool> {
             && (!matches!(
                 n.op,
                 tern::ir::Op::Conv { .. } | tern::ir::Op::MatMul { .. }
-            ) || small_weighted(fg, n));
+            ) || small_weighted(fg, n, weights));
         if !joins {
             continue;
         }
@@ -403,6 +410,15 @@ fn input_error(
     Ok(sample_error(&outputs(fg, &rounded)?, want))
 }
 
+/// What every measurement keeps in float: the output head ([`float_head`]) and the user's nodes.
+fn always_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
+    let mut keep = float_head(fg);
+    for (k, u) in keep.iter_mut().zip(user_float(fg, opts)?) {
+        *k |= u;
+    }
+    Ok(keep)
+}
+
 /// The float mask of `opts.keep_float` over `fg`'s nodes; a name no node has is an error that names it.
 pub fn user_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
     let mut keep = vec![false; fg.graph.nodes.len()];
@@ -424,17 +440,16 @@ pub fn user_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
 
 /// Mixed precision: measures each integer node's sensitivity (the output error when only it is quantized),
 /// then keeps the most sensitive ones in float — the shortest such prefix that meets `max_error`, found by
-/// bisection. Returns the float mask and the error reached.
+/// bisection, against the float outputs `want` of `samples`. Returns the float mask and the error reached.
 pub fn search_float_nodes(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
     opts: &Int8Options,
-    samples: &[Vec<Vec<f32>>],
+    (samples, want): (&PerSample, &PerSample),
     max_error: f64,
 ) -> Result<(Vec<bool>, f64)> {
-    let want = outputs(fg, samples)?;
     search_with(fg, obs, opts, samples, ("--max-error", max_error), &|got| {
-        output_error(got, &want)
+        output_error(got, want)
     })
 }
 
@@ -509,10 +524,7 @@ fn choose_method(
     sub: &[Vec<Vec<f32>>],
     want: &[Vec<Vec<f32>>],
 ) -> Result<(calib::Method, f64, String)> {
-    let mut keep = float_head(fg);
-    for (k, u) in keep.iter_mut().zip(user_float(fg, opts)?) {
-        *k |= u;
-    }
+    let keep = always_float(fg, opts)?;
     let mut best: Option<(f64, calib::Method)> = None;
     let mut report = Vec::new();
     for m in calib::AUTO_CANDIDATES {
@@ -619,7 +631,8 @@ fn decide_input_layers(
     int8_error: Option<f64>,
 ) -> Result<Option<String>> {
     let user = user_float(fg, opts)?;
-    let names: Vec<String> = input_stage(fg)
+    let staged = input_stage(fg);
+    let names: Vec<String> = staged
         .iter()
         .zip(&user)
         .zip(&fg.graph.nodes)
@@ -633,10 +646,7 @@ fn decide_input_layers(
         InputLayer::Float => (true, "--input-layer float".to_string()),
         InputLayer::Int8 => (false, "--input-layer int8".to_string()),
         InputLayer::Auto => {
-            let mut keep = float_head(fg);
-            for (k, u) in keep.iter_mut().zip(&user) {
-                *k |= u;
-            }
+            let keep = always_float(fg, opts)?;
             let error_with = |keep: &[bool]| -> Result<f64> {
                 let (qg, _) = quantize_graph(fg, obs, opts, keep)?;
                 Ok(sample_error(&outputs(&qg, sub)?, want))
@@ -651,7 +661,6 @@ fn decide_input_layers(
             let e_f = if share {
                 None
             } else {
-                let staged = input_stage(fg);
                 let both: Vec<bool> = keep.iter().zip(&staged).map(|(&a, &b)| a || b).collect();
                 Some(error_with(&both)?)
             };
@@ -770,7 +779,11 @@ pub fn compress_int8(
     let mut opts = c.opts.clone();
     let mut auto_errors = None;
     let sub = &samples[..samples.len().min(AUTO_SAMPLES)];
-    let want = if sub.is_empty() {
+    // the float outputs, run once for whichever measurement needs them
+    let needed = opts.method == calib::Method::Auto
+        || opts.max_error.is_some()
+        || (fixed == 0 && opts.input_layer == InputLayer::Auto && input_stage(&fg).contains(&true));
+    let want = if sub.is_empty() || !needed {
         vec![]
     } else {
         outputs(&fg, sub)?
@@ -796,8 +809,8 @@ pub fn compress_int8(
     let (mut keep, reached) = match c.opts.max_error {
         Some(me) => {
             // the search runs on at most 16 samples: each step is a full quantize-and-run
-            let sub = &samples[..samples.len().min(16)];
-            let (k, e) = search_float_nodes(&fg, &obs, &c.opts, sub, me)?;
+            let n = sub.len().min(16);
+            let (k, e) = search_float_nodes(&fg, &obs, &c.opts, (&sub[..n], &want[..n]), me)?;
             (k, Some(e))
         }
         None => (user_float(&fg, &c.opts)?, None),
