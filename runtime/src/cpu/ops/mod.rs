@@ -183,7 +183,7 @@ pub fn exec(
             scratch,
         ),
         (Op::Binary { op, act }, _) => eltwise::binary(par, *op, *act, ins[0], ins[1], y),
-        (Op::Unary(f), _) => eltwise::unary(g.isa, *f, ins[0], y),
+        (Op::Unary(f), _) => eltwise::unary(*f, ins[0], y),
         (Op::ChannelAffine { act }, _) => {
             eltwise::channel_affine(par, *act, ins[0], ins[1].data, ins[2].data, y)
         }
