@@ -1,6 +1,19 @@
 //! f32 GEMM micro-kernels. Each computes one MR×NR tile `C (+)= A_panel · B_panel` from packed panels:
 //! an A panel holds, for each k, MR consecutive rows' values; a B panel holds, for each k, NR consecutive
 //! columns' values. The scalar kernel is the reference; SIMD kernels must agree with it (tests below).
+/// `$tile::<R>($args)` with R = `$m`, for R in the listed rows; more rows take the last: a tile kernel is
+/// monomorphized on its row count (accumulators in registers), and the row count of an edge tile is only
+/// known at run time.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
+macro_rules! tile_rows {
+    ($m:expr, $tile:ident, [$($r:literal),+ ; $last:literal], $args:tt) => {
+        match $m {
+            $($r => $tile::<$r> $args,)+
+            _ => $tile::<$last> $args,
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;

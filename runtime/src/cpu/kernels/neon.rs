@@ -68,18 +68,7 @@ pub unsafe fn sgemm_8x8(
     acc: bool,
 ) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match m {
-            1 => tile::<1>(k, a, b, c, ldc, n, acc),
-            2 => tile::<2>(k, a, b, c, ldc, n, acc),
-            3 => tile::<3>(k, a, b, c, ldc, n, acc),
-            4 => tile::<4>(k, a, b, c, ldc, n, acc),
-            5 => tile::<5>(k, a, b, c, ldc, n, acc),
-            6 => tile::<6>(k, a, b, c, ldc, n, acc),
-            7 => tile::<7>(k, a, b, c, ldc, n, acc),
-            _ => tile::<8>(k, a, b, c, ldc, n, acc),
-        }
-    }
+    unsafe { tile_rows!(m, tile, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
 }
 
 use crate::cpu::qgemm::Requant;

@@ -76,16 +76,7 @@ pub unsafe fn sgemm_6x16(
     acc: bool,
 ) {
     // SAFETY: forwarded contract; R = m rows are valid.
-    unsafe {
-        match m {
-            1 => tile::<1>(k, a, b, c, ldc, n, acc),
-            2 => tile::<2>(k, a, b, c, ldc, n, acc),
-            3 => tile::<3>(k, a, b, c, ldc, n, acc),
-            4 => tile::<4>(k, a, b, c, ldc, n, acc),
-            5 => tile::<5>(k, a, b, c, ldc, n, acc),
-            _ => tile::<6>(k, a, b, c, ldc, n, acc),
-        }
-    }
+    unsafe { tile_rows!(m, tile, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
 }
 
 /// AVX-512 f32 tile rows.
@@ -160,18 +151,7 @@ pub unsafe fn sgemm_8x32_512(
     acc: bool,
 ) {
     // SAFETY: forwarded contract; R = m rows are valid.
-    unsafe {
-        match m {
-            1 => tile512::<1>(k, a, b, c, ldc, n, acc),
-            2 => tile512::<2>(k, a, b, c, ldc, n, acc),
-            3 => tile512::<3>(k, a, b, c, ldc, n, acc),
-            4 => tile512::<4>(k, a, b, c, ldc, n, acc),
-            5 => tile512::<5>(k, a, b, c, ldc, n, acc),
-            6 => tile512::<6>(k, a, b, c, ldc, n, acc),
-            7 => tile512::<7>(k, a, b, c, ldc, n, acc),
-            _ => tile512::<8>(k, a, b, c, ldc, n, acc),
-        }
-    }
+    unsafe { tile_rows!(m, tile512, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
 }
 
 use crate::cpu::qgemm::Requant;
@@ -366,16 +346,7 @@ pub unsafe fn qgemm_6x8_avx2(
     rq: &Requant,
 ) {
     // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
-    unsafe {
-        match m {
-            1 => madd_tile::<1>(kb, a, b, c, ldc, n, rq),
-            2 => madd_tile::<2>(kb, a, b, c, ldc, n, rq),
-            3 => madd_tile::<3>(kb, a, b, c, ldc, n, rq),
-            4 => madd_tile::<4>(kb, a, b, c, ldc, n, rq),
-            5 => madd_tile::<5>(kb, a, b, c, ldc, n, rq),
-            _ => madd_tile::<6>(kb, a, b, c, ldc, n, rq),
-        }
-    }
+    unsafe { tile_rows!(m, madd_tile, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq)) }
 }
 
 /// AVX-VNNI tile: R rows × 16 columns, 2R accumulators. `vpdpbusd` multiplies unsigned by signed bytes and
@@ -431,16 +402,7 @@ pub unsafe fn qgemm_6x16_vnni(
     rq: &Requant,
 ) {
     // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
-    unsafe {
-        match m {
-            1 => vnni_tile::<1>(kb, a, b, c, ldc, n, rq),
-            2 => vnni_tile::<2>(kb, a, b, c, ldc, n, rq),
-            3 => vnni_tile::<3>(kb, a, b, c, ldc, n, rq),
-            4 => vnni_tile::<4>(kb, a, b, c, ldc, n, rq),
-            5 => vnni_tile::<5>(kb, a, b, c, ldc, n, rq),
-            _ => vnni_tile::<6>(kb, a, b, c, ldc, n, rq),
-        }
-    }
+    unsafe { tile_rows!(m, vnni_tile, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq)) }
 }
 
 /// [`Requant::row`] with the AVX2 epilogue, 8 values at a time (scalar tail and fallback rows).
@@ -1251,14 +1213,7 @@ macro_rules! vnni512 {
         ) {
             // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
             unsafe {
-                match m {
-                    1 => $tile::<1>(kb, a, b, c, ldc, n, rq),
-                    2 => $tile::<2>(kb, a, b, c, ldc, n, rq),
-                    3 => $tile::<3>(kb, a, b, c, ldc, n, rq),
-                    4 => $tile::<4>(kb, a, b, c, ldc, n, rq),
-                    5 => $tile::<5>(kb, a, b, c, ldc, n, rq),
-                    _ => $tile::<6>(kb, a, b, c, ldc, n, rq),
-                }
+                tile_rows!(m, $tile, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq))
             }
         }
     };
