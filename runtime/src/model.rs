@@ -376,7 +376,20 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             per_tensor(g, x.unwrap_or(y)).map(|_| ())
         }
         Op::QConv { lo, hi, .. } | Op::QMatMul { lo, hi } | Op::QConvTranspose { lo, hi, .. } => {
-            let (sx, _) = per_tensor(g, n.inputs[0])?;
+            // a depthwise QConv (one input channel per group) may read a channel-scaled tensor: its
+            // per-channel multipliers take each channel's input scale
+            let sx: Vec<f32> = match (per_tensor(g, n.inputs[0]), &n.op) {
+                (Ok((s, _)), _) => vec![s],
+                (Err(e), Op::QConv { geom, .. }) => {
+                    let ws = &g.tensors[n.inputs[1] as usize].shape;
+                    let xs = &g.tensors[n.inputs[0] as usize].shape;
+                    if ws.len() != 4 || ws[1] != 1 || xs.len() < 2 || geom.groups != xs[1] {
+                        return Err(e);
+                    }
+                    channel_scaled(g, n.inputs[0])?.0.to_vec()
+                }
+                (Err(e), _) => return Err(e),
+            };
             // a QConv may write a channel-scaled tensor (one multiplier per output channel anyway)
             let sy: Vec<f32> = match (per_tensor(g, y), &n.op) {
                 (Ok((s, _)), _) => vec![s],
@@ -432,10 +445,13 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
                     sy.len()
                 ));
             }
+            // output channel k of a channel-scaled depthwise input reads input channel k / (ch / C)
+            let per_in = (ch / sx.len()).max(1);
             for k in 0..ch {
                 let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
                 let so = sy[if sy.len() == 1 { 0 } else { k }];
-                mult(sx as f64 * sw as f64 / so as f64, "output")?;
+                let si = sx[(k / per_in).min(sx.len() - 1)];
+                mult(si as f64 * sw as f64 / so as f64, "output")?;
             }
             if let Some(&b) = n.inputs.get(2) {
                 if dt(b) != DType::I32 {
@@ -465,18 +481,19 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             Ok(())
         }
         Op::QLut => {
-            // a channel-scaled input takes one table per channel ([C, 256]; shape inference checks it)
-            let tables = match per_tensor(g, n.inputs[0]) {
-                Ok(_) => 1,
-                Err(_) => channel_scaled(g, n.inputs[0])?.0.len(),
+            // a channel-scaled input or output takes one table per channel ([C, 256]; shape inference
+            // checks the shape)
+            let count = |t: u32| match per_tensor(g, t) {
+                Ok(_) => Ok(1),
+                Err(_) => channel_scaled(g, t).map(|c| c.0.len()),
             };
+            let tables = count(n.inputs[0])?.max(count(y)?);
             if g.tensors[n.inputs[1] as usize].numel() != tables * 256 {
                 return Err(alloc::format!(
-                    "table \"{}\" must hold {tables} 256-entry table(s): one, or one per channel of a channel-scaled input",
+                    "table \"{}\" must hold {tables} 256-entry table(s): one, or one per channel of a channel-scaled input or output",
                     name(n.inputs[1])
                 ));
             }
-            per_tensor(g, y)?;
             if dt(n.inputs[1]) != DType::I8 {
                 return Err(alloc::format!(
                     "table \"{}\" must be int8",

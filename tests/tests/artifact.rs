@@ -616,3 +616,89 @@ fn channel_scaled_tensors() {
     let e = Model::from_bytes(&artifact::encode(&meta, &blob).unwrap()).unwrap_err();
     assert!(e.context.contains(&g.tensors[y].name), "{e}");
 }
+
+/// A QLut may write a channel-scaled tensor (one table per channel) and a depthwise QConv may read one
+/// (each output channel's multiplier takes its input channel's scale): with every channel on the tensor's
+/// scale it is the per-tensor model exactly. A QConv with several input channels per group cannot take
+/// per-channel input scales: refused, naming the tensor.
+#[test]
+fn channel_scaled_depthwise_inputs() {
+    let b = int8_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let g = &d.meta.graph;
+    let readers = |t: u32| -> Vec<usize> {
+        (0..g.nodes.len())
+            .filter(|&i| g.nodes[i].inputs.contains(&t))
+            .collect()
+    };
+    // a QLut whose output only a QConv reads: depthwise (one input channel per group) or not
+    let lut_into = |depthwise: bool| {
+        g.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::QLut))
+            .find(|(_, n)| {
+                let r = readers(n.outputs[0]);
+                r.len() == 1
+                    && match &g.nodes[r[0]].op {
+                        Op::QConv { geom, .. } => {
+                            let w = &g.tensors[g.nodes[r[0]].inputs[1] as usize];
+                            (w.shape[1] == 1 && geom.groups > 1) == depthwise
+                        }
+                        _ => false,
+                    }
+            })
+            .map(|(i, _)| i)
+            .expect("cls int8 has a table read only by a (depthwise) conv")
+    };
+    // the table's output channel-scaled on its own scale, the table once per channel
+    let channel = |li: usize| {
+        let (mut meta, mut blob) = (d.meta.clone(), d.weights.to_vec());
+        let (y, table) = (
+            g.nodes[li].outputs[0] as usize,
+            g.nodes[li].inputs[1] as usize,
+        );
+        let c = g.tensors[y].shape[1] as usize;
+        let q = g.tensors[y].quant.clone().unwrap();
+        let old = d.weights[g.tensors[table].data.unwrap().offset as usize..][..256].to_vec();
+        let off = blob.len().div_ceil(64) * 64;
+        blob.resize(off, 0);
+        for _ in 0..c {
+            blob.extend_from_slice(&old);
+        }
+        let t = &mut meta.graph.tensors[table];
+        t.shape = vec![c as u32, 256];
+        t.data = Some(tern::ir::BlobRange {
+            offset: off as u64,
+            len: (c * 256) as u64,
+        });
+        meta.graph.tensors[y].quant = Some(tern::ir::QParams {
+            scale: vec![q.scale[0]; c],
+            zero_point: vec![q.zero_point[0]; c],
+            axis: Some(1),
+        });
+        (
+            artifact::encode(&meta, &blob).unwrap(),
+            g.tensors[y].name.clone(),
+        )
+    };
+    let x: Vec<f32> = (0..3 * 48 * 192)
+        .map(|i| ((i * 5 % 29) as f32 - 14.0) / 15.0)
+        .collect();
+    let run2 = |m: &Model| {
+        let mut s = tern::Session::new(m, Default::default()).unwrap();
+        let mut y = vec![0.0; 2];
+        s.run_into(&[&x], &mut [&mut y]).unwrap();
+        y
+    };
+    let (dw, _) = channel(lut_into(true));
+    let base = Model::from_bytes(&b).unwrap();
+    assert_eq!(
+        run2(&Model::from_bytes(&dw).unwrap()),
+        run2(&base),
+        "same scales, same tables: same outputs"
+    );
+    let (pw, name) = channel(lut_into(false));
+    let e = Model::from_bytes(&pw).unwrap_err();
+    assert!(e.context.contains(&name), "{e}");
+}

@@ -195,26 +195,64 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
             .is_some_and(|v| !v.is_empty()),
         "det int8 has channel-scaled tensors"
     );
-    let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
-    let mut g = GpuSession::new(&m, gpu).unwrap();
-    assert!(
-        g.fallback().0.is_empty(),
-        "det int8 runs entirely on the GPU"
-    );
     let x: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
-    let x: Vec<f32> = x.index_axis(Axis(0), 0).iter().copied().collect();
+    int8_tensors_match(&m, gpu, &x.index_axis(Axis(0), 0), "det320 int8");
+
+    // PicoDet layout: hard-swish outputs channel-scaled (a table per channel writes them, depthwise
+    // convs read them with per-channel multipliers)
+    let pages: ArrayD<f32> = read_npy(tern_tests::model("data/out/layout_calib.npy")).unwrap();
+    let c = tern_tools::quant::CompressInt8 {
+        calib: Some(&tern_tests::model("data/out/layout_calib.npy")),
+        samples: Some(4),
+        opts: tern_tools::quant::Int8Options {
+            method: tern_tools::quant::calib::Method::Percentile(99.99),
+            input_layer: tern_tools::quant::InputLayer::Int8,
+            ..Default::default()
+        },
+        progress: false,
+    };
+    let shape = InputShape {
+        name: "image".into(),
+        dims: vec![1, 3, 800, 608],
+    };
+    let layout = tern_tools::quant::compress_int8(
+        &tern_tests::model("cache/layout_cdla.onnx"),
+        &[shape],
+        &c,
+    )
+    .unwrap()
+    .0;
+    let m = Model::from_bytes(&layout).unwrap();
+    let g = &m.graph;
+    let lut_written = g.nodes.iter().any(|n| {
+        matches!(n.op, tern::ir::Op::QLut)
+            && g.tensors[n.outputs[0] as usize]
+                .quant
+                .as_ref()
+                .is_some_and(|q| q.scale.len() > 1)
+    });
+    assert!(lut_written, "layout int8 has channel-scaled table outputs");
+    int8_tensors_match(&m, gpu, &pages.index_axis(Axis(0), 0), "layout int8");
+}
+
+/// Runs `m` on the CPU and on `gpu` with input `x`: every int8 tensor identical, bit for bit.
+fn int8_tensors_match(m: &Model, gpu: &tern::gpu::Gpu, x: &ndarray::ArrayViewD<f32>, name: &str) {
+    let mut cpu = Session::new(m, SessionOptions { threads: 1 }).unwrap();
+    let mut g = GpuSession::new(m, gpu).unwrap();
+    assert!(g.fallback().0.is_empty(), "{name} runs entirely on the GPU");
+    let x: Vec<f32> = x.iter().copied().collect();
+    let mut outs: Vec<Vec<f32>> = m.outputs().map(|t| vec![0.0; t.numel()]).collect();
     let mut want: Vec<Vec<u8>> = Vec::new();
-    let mut y = vec![0f32; 320 * 320];
     let mut f = |_: usize, _: u32, v: tern::session::Values| {
         if let tern::session::Values::I8(q) = v {
             want.push(q.iter().map(|&b| b as u8).collect());
         }
     };
-    cpu.run_observed(&[&x], &mut [&mut y], Some(&mut f))
-        .unwrap();
+    let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    cpu.run_observed(&[&x], &mut o, Some(&mut f)).unwrap();
     let mut got: Vec<Vec<u8>> = Vec::new();
-    let mut y2 = vec![0f32; 320 * 320];
-    g.run_observed(&[&x], &mut [&mut y2], &mut |_, t, b| {
+    let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    g.run_observed(&[&x], &mut o, &mut |_, t, b| {
         if m.graph.tensors[t as usize].dtype == tern::DType::I8 {
             got.push(b.to_vec());
         }
@@ -223,7 +261,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     assert_eq!(got.len(), want.len());
     let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
     println!(
-        "det320 int8: {same} of {} int8 tensors identical on GPU and CPU",
+        "{name}: {same} of {} int8 tensors identical on GPU and CPU",
         want.len()
     );
     assert_eq!(same, want.len());

@@ -265,12 +265,17 @@ impl Writer<'_> {
         ))
     }
 
-    /// An int32 bias at scale `s_x · s_w[m]`, dequantized.
-    fn bias(&mut self, t: u32, sx: f32, w: &QParams) -> Result<String> {
+    /// An int32 bias at scale `s_x · s_w[m]`, dequantized; `sx` holds one input scale, or one per input
+    /// channel of a channel-scaled depthwise input (output channel m reads input channel m / (M / C)).
+    fn bias(&mut self, t: u32, sx: &[f32], w: &QParams) -> Result<String> {
         let name = self.names[t as usize].clone();
         let m = self.tensor(t).shape[0] as usize;
+        let per_in = (m / sx.len().max(1)).max(1);
         let scales: Vec<f32> = (0..m)
-            .map(|i| sx * w.scale[if w.scale.len() == 1 { 0 } else { i }])
+            .map(|i| {
+                let si = sx.get((i / per_in).min(sx.len().saturating_sub(1)));
+                si.copied().unwrap_or(1.0) * w.scale[if w.scale.len() == 1 { 0 } else { i }]
+            })
             .collect();
         let s = self.f32s(&format!("{name}/scale"), &[m as i64], &scales);
         let z = self.init(
@@ -580,36 +585,36 @@ impl Writer<'_> {
             }
             Op::QConv { geom, lo, hi } => {
                 let x = self.f(n.inputs[0])?;
-                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let sx = self.q_of(n.inputs[0])?.scale;
                 let wq = self.q_of(n.inputs[1])?;
                 let w = self.weight(n.inputs[1], 0)?;
                 let mut ins = vec![x, w];
                 if let Some(&b) = n.inputs.get(2) {
-                    ins.push(self.bias(b, sx, &wq)?);
+                    ins.push(self.bias(b, &sx, &wq)?);
                 }
                 let v = self.op1("Conv", &name, ins, Self::conv_attrs(geom, false));
                 self.q_into(v, out0, Some((*lo, *hi)), &name)
             }
             Op::QConvTranspose { geom, lo, hi } => {
                 let x = self.f(n.inputs[0])?;
-                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let sx = self.q_of(n.inputs[0])?.scale;
                 let wq = self.q_of(n.inputs[1])?;
                 let w = self.weight(n.inputs[1], 1)?;
                 let mut ins = vec![x, w];
                 if let Some(&b) = n.inputs.get(2) {
-                    ins.push(self.bias(b, sx, &wq)?);
+                    ins.push(self.bias(b, &sx, &wq)?);
                 }
                 let v = self.op1("ConvTranspose", &name, ins, Self::conv_attrs(geom, true));
                 self.q_into(v, out0, Some((*lo, *hi)), &name)
             }
             Op::QMatMul { lo, hi } => {
                 let x = self.f(n.inputs[0])?;
-                let sx = self.q_of(n.inputs[0])?.scale[0];
+                let sx = self.q_of(n.inputs[0])?.scale;
                 let wq = self.q_of(n.inputs[1])?;
                 let w = self.weight(n.inputs[1], 1)?;
                 let mut v = self.op1("MatMul", &name, vec![x, w], vec![]);
                 if let Some(&b) = n.inputs.get(2) {
-                    let b = self.bias(b, sx, &wq)?;
+                    let b = self.bias(b, &sx, &wq)?;
                     v = self.op1("Add", &name, vec![v, b], vec![]);
                 }
                 self.q_into(v, out0, Some((*lo, *hi)), &name)

@@ -61,11 +61,17 @@ impl QConv {
         wshape: [usize; 4],
         w_scales: &[f32],
         bias: Option<&[i32]>,
-        (s_in, zp_in): (f32, i32),
+        (s_in, zp_in): (&[f32], i32),
         (s_out, zp_out): (&[f32], i32),
     ) -> Option<QConv> {
         let (m, groups) = (wshape[0], geom.groups as usize);
         let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
+        // one input scale, or one per input channel (a channel-scaled depthwise input: group i/mg reads
+        // channel i/mg alone)
+        let si = |i: usize| {
+            s_in.get(if s_in.len() == 1 { 0 } else { i / mg.max(1) })
+                .copied()
+        };
         let mut packed = Vec::new();
         let mut group_stride = 0;
         for gi in 0..groups {
@@ -73,7 +79,11 @@ impl QConv {
             group_stride = block.len();
             packed.extend_from_slice(&block);
         }
-        let acc_scale: Vec<f64> = w_scales.iter().map(|&sw| s_in as f64 * sw as f64).collect();
+        let acc_scale: Vec<f64> = w_scales
+            .iter()
+            .enumerate()
+            .map(|(i, &sw)| si(i).map(|s| s as f64 * sw as f64))
+            .collect::<Option<_>>()?;
         let bias_q: Vec<i32> = (0..m).map(|i| bias.map_or(0, |b| b[i])).collect();
         let bias = g.fold_bias(&bias_q, w, k, zp_in);
         let bias_raw = bias_q;
@@ -1162,15 +1172,28 @@ mod tests {
             let bf = floats(m, &mut seed, -1.0, 1.0);
             let (wq, ws) = quantize_weights(&wf, m);
             let xf = floats(c * h * w, &mut seed, -1.0, 3.0);
-            let (s_in, zp_in) = (4.0f32 / 255.0, -128 + 64); // range [-1, 3)
+            // range [-1, 3); a depthwise input is channel-scaled (channels 2x and 4x finer in turn, see
+            // ir::quant::QParams): each output channel takes its input channel's scale
+            let zp_in = -128 + 64;
+            let s_ins: Vec<f32> = if cg == 1 {
+                (0..c)
+                    .map(|ci| 4.0 / 255.0 / (1 << (ci % 3)) as f32)
+                    .collect()
+            } else {
+                vec![4.0 / 255.0]
+            };
+            let s_of = |ci: usize| s_ins[if s_ins.len() == 1 { 0 } else { ci }];
             let xq: Vec<i8> = xf
                 .iter()
-                .map(|v| (libm::roundf(v / s_in) as i32 + zp_in).clamp(-128, 127) as i8)
+                .enumerate()
+                .map(|(i, v)| {
+                    (libm::roundf(v / s_of(i / (h * w))) as i32 + zp_in).clamp(-128, 127) as i8
+                })
                 .collect();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let (s_out, zp_out) = (0.05f32, 3);
             let bq: Vec<i32> = (0..m)
-                .map(|mo| quantize_bias(bf[mo], s_in as f64 * ws[mo] as f64))
+                .map(|mo| quantize_bias(bf[mo], s_of(mo / mg * cg) as f64 * ws[mo] as f64))
                 .collect();
 
             // independent integer reference, straight from the definition
@@ -1178,6 +1201,7 @@ mod tests {
             let mut real = vec![0f64; m * oh * ow];
             for mo in 0..m {
                 let gi = mo / mg;
+                let s_in = s_of(gi * cg);
                 let acc_scale = s_in as f64 * ws[mo] as f64;
                 let bq = libm::round(bf[mo] as f64 / acc_scale) as i32; // independent of quantize_bias
                 let mult = FixedMultiplier::from_real(acc_scale / s_out as f64).unwrap();
@@ -1229,7 +1253,7 @@ mod tests {
                     [m, cg, k, k],
                     &ws,
                     Some(&bq),
-                    (s_in, zp_in),
+                    (&s_ins, zp_in),
                     (&[s_out], zp_out),
                 )
                 .unwrap();

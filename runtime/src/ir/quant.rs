@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 ///
 /// Weights are per channel on their output axis. Activations are per tensor, except a *channel-scaled*
 /// activation: one scale per channel on axis 1 and one zero point shared by every channel (stored once per
-/// channel). Only a QConv writes one (its requantization is per output channel anyway) and only a QLut
-/// reads one (one table per channel): the pre-activation tensors of conv → element-wise-function pairs,
-/// whose channels can differ in range by 100x (PP-LCNet's stem), get each channel's own resolution at no
-/// cost in the kernels.
+/// channel). Only a QConv or a QLut writes one (per-channel multipliers, or one table per channel) and only
+/// a QLut or a depthwise QConv (one input channel per group: its per-channel multipliers take each
+/// channel's input scale) reads one: the tensors around conv → element-wise function → depthwise conv
+/// chains, whose channels can differ in range by 100x (PP-LCNet's stem, PicoDet's hard-swish outputs), get
+/// each channel's own resolution at no cost in the kernels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QParams {
     /// One scale (per tensor) or one per channel along `axis`.

@@ -198,7 +198,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         }
         Op::QLut => {
             want_inputs(inputs, 2, 2)?;
-            // one table, or one per channel (axis 1) of a channel-scaled input
+            // one table, or one per channel (axis 1) of a channel-scaled input or output
             let per_channel = inputs[0].len() >= 2 && inputs[1] == [inputs[0][1], 256];
             if inputs[1] != [256] && !per_channel {
                 return Err(format!(

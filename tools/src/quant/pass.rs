@@ -76,25 +76,44 @@ pub fn has_int_kernel(g: &ToolGraph, n: &tern::ir::Node) -> bool {
 }
 
 /// Tensors of `g` that may be stored channel-scaled (one scale per channel, one zero point; see
-/// `tern::ir::quant::QParams`): a Conv's 4-D output read only by element-wise functions other than
-/// Relu/Clip (those fuse into the conv's clamp), so the conv requantizes per channel and each function
-/// becomes one table per channel. Calibration observes these per channel too.
+/// `tern::ir::quant::QParams`): the 4-D output of a Conv (without a fused activation) or of an element-wise
+/// function (a table), read only by element-wise functions other than Relu/Clip (those fuse into the
+/// conv's clamp) and by depthwise convolutions (one input channel per group). The producer requantizes per
+/// channel (per-channel multipliers, or one table per channel), each function reader becomes one table per
+/// channel and each depthwise reader folds the channel's scale into its per-channel multiplier.
+/// Calibration observes these per channel too.
 pub fn channel_candidates(g: &ToolGraph) -> Vec<bool> {
     let cons = g.consumers();
+    let table =
+        |op: &Op| matches!(op, Op::Unary(u) if !matches!(u, Unary::Relu | Unary::Clip { .. }));
     let mut out = vec![false; g.graph.tensors.len()];
     for n in &g.graph.nodes {
-        let (Op::Conv { act: None, .. }, Some(&y)) = (&n.op, n.outputs.first()) else {
+        let Some(&y) = n.outputs.first() else {
             continue;
         };
+        if !matches!(n.op, Op::Conv { act: None, .. }) && !table(&n.op) {
+            continue;
+        }
         let c = &cons[y as usize];
-        out[y as usize] = g.shape(y).len() == 4
+        let shape = g.shape(y);
+        out[y as usize] = shape.len() == 4
             && !c.is_empty()
             && !g.graph.outputs.contains(&y)
-            && c.iter().all(|&(j, _)| {
-                matches!(&g.graph.nodes[j].op, Op::Unary(u) if !matches!(u, Unary::Relu | Unary::Clip { .. }))
+            && c.iter().all(|&(j, k)| {
+                let r = &g.graph.nodes[j];
+                table(&r.op) || (k == 0 && is_depthwise(g, r, shape[1]))
             });
     }
     out
+}
+
+/// Whether `n` is a convolution with one input channel per group over `c` input channels.
+fn is_depthwise(g: &ToolGraph, n: &tern::ir::Node, c: usize) -> bool {
+    let Op::Conv { geom, .. } = &n.op else {
+        return false;
+    };
+    let ws = n.inputs.get(1).map(|&w| g.shape(w)).unwrap_or_default();
+    ws.len() == 4 && ws[1] == 1 && geom.groups as usize == c
 }
 
 /// The integer clamp of a fused activation in an output's integers.
@@ -145,16 +164,17 @@ fn quantize_rows(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
 fn settle_negligible(
     q: &mut [i8],
     scales: &mut [f32],
-    sx: f32,
+    sx: &[f32],
     sy: &[f32],
     channel: impl Fn(usize) -> usize,
 ) {
     let so = |c: usize| sy[if sy.len() == 1 { 0 } else { c }];
+    let si = |c: usize| sx[if sx.len() == 1 { 0 } else { c }];
     let dead: Vec<bool> = scales
         .iter()
         .enumerate()
         .map(|(c, &sw)| {
-            let real = sx as f64 * sw as f64 / so(c) as f64;
+            let real = si(c) as f64 * sw as f64 / so(c) as f64;
             real > 0.0 && real < 1.0 && FixedMultiplier::from_real(real).is_none()
         })
         .collect();
@@ -163,7 +183,7 @@ fn settle_negligible(
     }
     for (c, s) in scales.iter_mut().enumerate() {
         if dead[c] {
-            *s = so(c) / sx;
+            *s = so(c) / si(c);
         }
     }
     for (j, v) in q.iter_mut().enumerate() {
@@ -281,7 +301,8 @@ impl Builder<'_> {
     }
 
     /// Weights `w` (`m` output channels along `axis` 0 or the last axis of a `[K, N]` matrix) as int8
-    /// symmetric per channel, and the bias (if any) in accumulator units.
+    /// symmetric per channel, and the bias (if any) in accumulator units. `sx`: the input's scale, or one
+    /// per input channel of a channel-scaled depthwise input (output channel i reads channel i / (m / C)).
     #[allow(clippy::too_many_arguments)]
     fn weights(
         &mut self,
@@ -290,10 +311,14 @@ impl Builder<'_> {
         wshape: &[usize],
         per_column: bool,
         bias: Option<&[f32]>,
-        sx: f32,
+        sx: &[f32],
         sy: &[f32],
     ) -> (u32, Option<u32>) {
         let m = if per_column { wshape[1] } else { wshape[0] };
+        let per_in = (m / sx.len().max(1)).max(1);
+        let sx: Vec<f32> = (0..m)
+            .map(|i| sx.get(i / per_in).or(sx.last()).copied().unwrap_or(1.0))
+            .collect();
         let (mut q, mut scales) = if per_column {
             // quantize the transpose row by row, then put the values back in [K, N] order
             let k = wshape[0];
@@ -304,7 +329,7 @@ impl Builder<'_> {
             quantize_rows(w, m)
         };
         let rows = w.len() / m.max(1);
-        settle_negligible(&mut q, &mut scales, sx, sy, |j| {
+        settle_negligible(&mut q, &mut scales, &sx, sy, |j| {
             if per_column {
                 j % m
             } else {
@@ -325,7 +350,7 @@ impl Builder<'_> {
         );
         let bid = bias.map(|b| {
             let bq: Vec<i32> = (0..m)
-                .map(|i| quantize_bias(b[i], sx as f64 * scales[i] as f64))
+                .map(|i| quantize_bias(b[i], sx[i] as f64 * scales[i] as f64))
                 .collect();
             self.qg.add_int_const(
                 &format!("{node}/B_int32"),
@@ -344,6 +369,9 @@ impl Builder<'_> {
 /// PP-OCR det channel-scales two tensors, cls none.
 const CHANNEL_TABLE_BUDGET: f64 = 0.04;
 
+/// Table bytes any model may spend on channel-scaled tensors, however few its weights (8 tables).
+const CHANNEL_TABLE_FLOOR: usize = 2048;
+
 /// A tensor is channel-scaled only if that lowers its channels' quantization error by this much on
 /// average (dB per channel, from the calibration histograms).
 const CHANNEL_MIN_GAIN_DB: f64 = 1.0;
@@ -355,52 +383,100 @@ const CHANNEL_MIN_GAIN_DB: f64 = 1.0;
 /// channels 100x apart, std 0.2 at a step of 0.7) — and the tables cost almost nothing.
 const CHANNEL_HEADROOM: f32 = 2.0;
 
+/// Shared zero points a channel-scaled tensor may take besides its own (see [`channel_params`]): 1/8, 1/4
+/// and 1/2 of the grid below zero.
+const CHANNEL_ZERO_POINTS: [i32; 3] = [-96, -64, 0];
+
 /// Channel-scaled parameters for a tensor with per-channel observations `o` and per-tensor parameters `q`:
-/// the zero point stays, each channel gets the scale of its own range by `method` with
+/// one zero point for all channels, each channel the scale of its own range by `method` with
 /// [`CHANNEL_HEADROOM`], rounded to whole octaves below the tensor's scale (channels on the same octave
 /// share their table bytes, which the artifact's deflate stores once; at most 6 octaves: the channel's own
-/// scale is kept ≥ 1/256 of the tensor's, minus the headroom). Returns them with
-/// the average per-channel gain in dB of expected squared error (histogram bin centers).
-fn channel_params(o: &Observer, q: &QParams, method: Method) -> Option<(f64, QParams)> {
-    let (st, zp) = (q.scale[0], q.zero_point[0]);
-    if st.is_nan() || st <= 0.0 {
+/// scale is kept ≥ 1/256 of the tensor's, minus the headroom). The shared zero point is the tensor's, or
+/// with `move_zero` one of [`CHANNEL_ZERO_POINTS`] (the tensor's scale then re-derived to keep its range)
+/// where that gains more: a hard-swish output spans [-0.375, 118] over the tensor (zero point -127, one
+/// step below zero) while its narrow channels span [-0.1, 0.45] and need steps on both sides. Returns them with the average
+/// per-channel gain in dB of expected squared error over the per-tensor `q` (histogram bin centers).
+fn channel_params(
+    o: &Observer,
+    q: &QParams,
+    method: Method,
+    move_zero: bool,
+) -> Option<(f64, QParams)> {
+    let (st0, zp0) = (q.scale[0], q.zero_point[0]);
+    if st0.is_nan() || st0 <= 0.0 {
         return None;
     }
-    let grid = |s: f32| (-128 - zp) as f64 * s as f64..=(127 - zp) as f64 * s as f64;
-    let (mut gain, mut scales) = (0f64, Vec::with_capacity(o.channels.len()));
-    for ch in &o.channels {
-        let s = if ch.count() == 0 {
-            st
+    let grid = |s: f32, zp: i32| (-128 - zp) as f64 * s as f64..=(127 - zp) as f64 * s as f64;
+    let base: Vec<f64> = o
+        .channels
+        .iter()
+        .map(|ch| {
+            let t = grid(st0, zp0);
+            ch.quant_mse(*t.start(), *t.end())
+        })
+        .collect();
+    // the tensor's range, kept by every candidate zero point
+    let (lo_t, hi_t) = ((-128 - zp0) as f32 * st0, (127 - zp0) as f32 * st0);
+    let mut best: Option<(f64, QParams)> = None;
+    let others = CHANNEL_ZERO_POINTS
+        .iter()
+        .copied()
+        .filter(|&z| move_zero && z != zp0);
+    for zp in std::iter::once(zp0).chain(others) {
+        let st = if zp == zp0 {
+            st0
         } else {
-            let (lo, hi) = ch.range(method);
             let up = if zp < 127 {
-                hi / (127 - zp) as f32
+                hi_t / (127 - zp) as f32
             } else {
                 0.0
             };
-            let down = -lo / (zp + 128) as f32;
-            let own = up.max(down).clamp(st / 256.0, st);
-            st * (-((st / own).log2().floor() - CHANNEL_HEADROOM).clamp(0.0, 6.0)).exp2()
+            let down = if zp > -128 {
+                -lo_t / (zp + 128) as f32
+            } else {
+                0.0
+            };
+            up.max(down)
         };
-        let (t, c) = (grid(st), grid(s));
-        let (a, b) = (
-            ch.quant_mse(*t.start(), *t.end()),
-            ch.quant_mse(*c.start(), *c.end()),
-        );
-        if a > 0.0 && b > 0.0 {
-            gain += 10.0 * (a / b).log10();
+        if !(st > 0.0 && st.is_finite()) {
+            continue;
         }
-        scales.push(s);
+        let (mut gain, mut scales) = (0f64, Vec::with_capacity(o.channels.len()));
+        for (ch, &a) in o.channels.iter().zip(&base) {
+            let s = if ch.count() == 0 {
+                st
+            } else {
+                let (lo, hi) = ch.range(method);
+                let up = if zp < 127 {
+                    hi / (127 - zp) as f32
+                } else {
+                    0.0
+                };
+                let down = -lo / (zp + 128) as f32;
+                let own = up.max(down).clamp(st / 256.0, st);
+                st * (-((st / own).log2().floor() - CHANNEL_HEADROOM).clamp(0.0, 6.0)).exp2()
+            };
+            let c = grid(s, zp);
+            let b = ch.quant_mse(*c.start(), *c.end());
+            if a > 0.0 && b > 0.0 {
+                gain += 10.0 * (a / b).log10();
+            }
+            scales.push(s);
+        }
+        let c = scales.len();
+        let gain = gain / c.max(1) as f64;
+        if best.as_ref().is_none_or(|(g, _)| gain > *g) {
+            best = Some((
+                gain,
+                QParams {
+                    scale: scales,
+                    zero_point: vec![zp; c],
+                    axis: Some(1),
+                },
+            ));
+        }
     }
-    let c = scales.len();
-    Some((
-        gain / c.max(1) as f64,
-        QParams {
-            scale: scales,
-            zero_point: vec![zp; c],
-            axis: Some(1),
-        },
-    ))
+    best
 }
 
 /// Quantizes `fg` (the calibrated float graph: folded, not yet act-fused) with ranges from `obs` (indexed
@@ -597,7 +673,7 @@ pub fn quantize(
     let mut chosen: Vec<(f64, usize, QParams, usize)> = Vec::new();
     for (ni, n) in nodes.iter().enumerate() {
         let y = n.outputs[0] as usize;
-        let eligible = matches!(n.op, Op::Conv { .. })
+        let eligible = matches!(n.op, Op::Conv { .. } | Op::Unary(_))
             && cand[y]
             && is_int[ni]
             && !absorbed[ni]
@@ -608,7 +684,10 @@ pub fn quantize(
             continue;
         };
         if eligible && !o.channels.is_empty() {
-            if let Some((gain, pc)) = channel_params(o, q, method) {
+            // only a table's output moves its zero point: on conv outputs (PP-OCR cls) the moved zero
+            // point gained on calibration and lost on evaluation (top-1 agreement 0.979 -> 0.948)
+            let table_out = matches!(n.op, Op::Unary(_));
+            if let Some((gain, pc)) = channel_params(o, q, method, table_out) {
                 let tables = {
                     let mut d: Vec<u32> = pc.scale.iter().map(|s| s.to_bits()).collect();
                     d.sort_unstable();
@@ -626,7 +705,8 @@ pub fn quantize(
     for (gain, y, pc, cost) in chosen {
         if !channel_scales
             || gain < CHANNEL_MIN_GAIN_DB
-            || spent + cost > (weight_bytes as f64 * CHANNEL_TABLE_BUDGET) as usize
+            || spent + cost
+                > ((weight_bytes as f64 * CHANNEL_TABLE_BUDGET) as usize).max(CHANNEL_TABLE_FLOOR)
         {
             continue;
         }
@@ -698,12 +778,13 @@ pub fn quantize(
         match &n.op {
             Op::Conv { geom, .. } => {
                 let x = b.get_q(n.inputs[0])?;
-                let sx = b.param(n.inputs[0])?.scale[0];
+                // one scale, or one per channel of a channel-scaled depthwise input
+                let sx = b.param(n.inputs[0])?.scale;
                 let w = fg.konst(n.inputs[1]).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
-                let (wid, bid) = b.weights(&n.name, w, &ws, false, bias, sx, &q.scale);
+                let (wid, bid) = b.weights(&n.name, w, &ws, false, bias, &sx, &q.scale);
                 let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
@@ -730,7 +811,7 @@ pub fn quantize(
                     .collect();
                 let (mut qt, mut scales) = quantize_rows(&wt, m);
                 let sy = b.param(out)?.scale;
-                settle_negligible(&mut qt, &mut scales, sx, &sy, |j| j / (c * kk).max(1));
+                settle_negligible(&mut qt, &mut scales, &[sx], &sy, |j| j / (c * kk).max(1));
                 let mut q = vec![0i8; w.len()];
                 for (i, &v) in qt.iter().enumerate() {
                     let (mo, rest) = (i / (c * kk), i % (c * kk));
@@ -786,7 +867,7 @@ pub fn quantize(
                     &[c, 1, 1, 1],
                     false,
                     Some(&shift),
-                    sx,
+                    &[sx],
                     &q.scale,
                 );
                 let (lo, hi) = clamp_of(act, &q);
@@ -809,7 +890,7 @@ pub fn quantize(
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
-                let (wid, bid) = b.weights(&n.name, w, &ws, true, bias, sx, &q.scale);
+                let (wid, bid) = b.weights(&n.name, w, &ws, true, bias, &[sx], &q.scale);
                 let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
@@ -840,12 +921,13 @@ pub fn quantize(
                     )),
                     _ => None,
                 });
-                // one table, or one per channel of a channel-scaled input
-                let (zi, so, zo) = (qi.zero_point[0], q.scale[0], q.zero_point[0]);
-                let table: Vec<i8> = qi
-                    .scale
-                    .iter()
-                    .flat_map(|&si| {
+                // one table, or one per channel of a channel-scaled input or output
+                let (zi, zo) = (qi.zero_point[0], q.zero_point[0]);
+                let tables = qi.scale.len().max(q.scale.len());
+                let pick = |s: &[f32], c: usize| s[if s.len() == 1 { 0 } else { c }];
+                let table: Vec<i8> = (0..tables)
+                    .flat_map(|c| {
+                        let (si, so) = (pick(&qi.scale, c), pick(&q.scale, c));
                         (-128i32..128).map(move |v| {
                             let mut r = f.apply(dequantize_i8(v as i8, si, zi));
                             if let Some((a, s, act)) = affine {
@@ -856,8 +938,8 @@ pub fn quantize(
                         })
                     })
                     .collect();
-                let tshape = if qi.scale.len() > 1 {
-                    vec![qi.scale.len(), 256]
+                let tshape = if tables > 1 {
+                    vec![tables, 256]
                 } else {
                     vec![256]
                 };

@@ -327,7 +327,7 @@ pub enum QPrep {
     /// Integer element-wise binary op.
     Binary(alloc::boxed::Box<QBin>),
     /// 256-entry tables indexed by `x + 128`: one for the tensor, or one per channel (axis 1) of a
-    /// channel-scaled input; whether to look them up vectorized (`vector_lut`).
+    /// channel-scaled input or output; whether to look them up vectorized (`vector_lut`).
     Lut(Vec<[i8; 256]>, bool),
     /// Per input: the rescale to the output's parameters, `None` where they already agree; whether the
     /// rescale tables are looked up vectorized (`vector_lut`).
@@ -350,8 +350,8 @@ fn params(model: &Model, t: u32) -> (f32, i32) {
     q.map_or((1.0, 0), |q| (q.scale[0], q.zero_point[0]))
 }
 
-/// A QConv output's scales (one, or one per channel for a channel-scaled tensor) and zero point.
-fn out_scales<'a>(model: &'a Model<'a>, t: u32) -> (&'a [f32], i32) {
+/// A QConv input's or output's scales (one, or one per channel for a channel-scaled tensor) and zero point.
+fn qscales<'a>(model: &'a Model<'a>, t: u32) -> (&'a [f32], i32) {
     match model.graph.tensors[t as usize].quant.as_ref() {
         Some(q) => (&q.scale, q.zero_point[0]),
         None => (&[1.0], 0),
@@ -434,8 +434,8 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 [s[0], s[1], s[2], s[3]],
                 &ws,
                 bias.as_deref(),
-                params(model, x),
-                out_scales(model, y),
+                qscales(model, x),
+                qscales(model, y),
             );
             match conv {
                 Some(mut c) => {
@@ -482,8 +482,8 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 [rows, c, 1, 1],
                 &scales,
                 bias.as_deref(),
-                params(model, x),
-                out_scales(model, y),
+                qscales(model, x),
+                qscales(model, y),
             ) {
                 Some(cv) => {
                     QPrep::ConvT(alloc::boxed::Box::new(cv), *lo as i32, *hi as i32, kh, kw)
@@ -720,7 +720,7 @@ pub fn exec(
             })
         }
         QPrep::Lut(t, vector) => {
-            // a channel-scaled input: one table per channel
+            // a channel-scaled input or output: one table per channel
             let planes = qins[0].shape.iter().take(2).product::<usize>().max(1);
             lut_planes(par, t, *vector, qins[0].data, qouts[0].data, planes);
         }
