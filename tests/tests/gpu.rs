@@ -167,27 +167,13 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     }
     // PP-OCR det int8 (integer end to end, its ConvTranspose included: the input stage int8 too, since
     // float layers round differently on the GPU): every int8 tensor identical too
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
-        samples: Some(8),
-        opts: tern_tools::quant::Int8Options {
-            method: tern_tools::quant::calib::Method::Percentile(99.99),
-            input_layer: tern_tools::quant::InputLayer::Int8,
-            ..Default::default()
-        },
-        progress: false,
-    };
-    let shape = InputShape {
-        name: "x".into(),
-        dims: vec![1, 3, 320, 320],
-    };
-    let det = tern_tools::quant::compress_int8(
-        &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
-        &[shape],
-        &c,
-    )
-    .unwrap()
-    .0;
+    let det = all_int8(
+        "cache/ch_PP-OCRv4_det_infer.onnx",
+        "x",
+        &[1, 3, 320, 320],
+        "data/out/det320_calib.npy",
+        8,
+    );
     let m = Model::from_bytes(&det).unwrap();
     // its stem's pre-activation is channel-scaled (per-channel output multipliers, a table per channel)
     assert!(
@@ -201,27 +187,13 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     // PicoDet layout: hard-swish outputs channel-scaled (a table per channel writes them, depthwise
     // convs read them with per-channel multipliers)
     let pages: ArrayD<f32> = read_npy(tern_tests::model("data/out/layout_calib.npy")).unwrap();
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::model("data/out/layout_calib.npy")),
-        samples: Some(4),
-        opts: tern_tools::quant::Int8Options {
-            method: tern_tools::quant::calib::Method::Percentile(99.99),
-            input_layer: tern_tools::quant::InputLayer::Int8,
-            ..Default::default()
-        },
-        progress: false,
-    };
-    let shape = InputShape {
-        name: "image".into(),
-        dims: vec![1, 3, 800, 608],
-    };
-    let layout = tern_tools::quant::compress_int8(
-        &tern_tests::model("cache/layout_cdla.onnx"),
-        &[shape],
-        &c,
-    )
-    .unwrap()
-    .0;
+    let layout = all_int8(
+        "cache/layout_cdla.onnx",
+        "image",
+        &[1, 3, 800, 608],
+        "data/out/layout_calib.npy",
+        4,
+    );
     let m = Model::from_bytes(&layout).unwrap();
     let g = &m.graph;
     let lut_written = g.nodes.iter().any(|n| {
@@ -233,6 +205,28 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     });
     assert!(lut_written, "layout int8 has channel-scaled table outputs");
     int8_tensors_match(&m, gpu, &pages.index_axis(Axis(0), 0), "layout int8");
+}
+
+/// `onnx` (under models/) quantized integer end to end: percentile ranges from the first `samples` of
+/// `calib`, the input stage int8 too (float layers round differently on the GPU).
+fn all_int8(onnx: &str, input: &str, dims: &[usize], calib: &str, samples: usize) -> Vec<u8> {
+    let c = tern_tools::quant::CompressInt8 {
+        calib: Some(&tern_tests::model(calib)),
+        samples: Some(samples),
+        opts: tern_tools::quant::Int8Options {
+            method: tern_tools::quant::calib::Method::Percentile(99.99),
+            input_layer: tern_tools::quant::InputLayer::Int8,
+            ..Default::default()
+        },
+        progress: false,
+    };
+    let shape = InputShape {
+        name: input.into(),
+        dims: dims.to_vec(),
+    };
+    tern_tools::quant::compress_int8(&tern_tests::model(onnx), &[shape], &c)
+        .unwrap()
+        .0
 }
 
 /// Runs `m` on the CPU and on `gpu` with input `x`: every int8 tensor identical, bit for bit.
