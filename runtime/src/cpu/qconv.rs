@@ -1,6 +1,6 @@
-//! int8 convolution (issue 3, not yet wired into the IR): weights int8 symmetric per output channel,
-//! activations int8 asymmetric per tensor, bias int32 at scale s_in·s_w, requantization by the fixed-point
-//! multiplier. The input is unrolled (im2col) into int8 B panels whose padding is the input zero point (the
+//! int8 convolution: weights int8 symmetric per output channel, activations int8 asymmetric per tensor (or
+//! channel-scaled: a depthwise input, an output; see `ir::quant::QParams`), bias int32 at scale s_in·s_w,
+//! requantization by the fixed-point multiplier. The input is unrolled (im2col) into int8 B panels whose padding is the input zero point (the
 //! real value 0), and the shared [`super::qgemm`] kernels compute each group's product.
 use super::qgemm::{self, QGemm, Requant};
 use super::{share, Par, SyncPtr};

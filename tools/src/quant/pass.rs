@@ -3,10 +3,10 @@
 //! (so adjacent float nodes form one island and data is not converted back and forth).
 //!
 //! Scheme (`shared/design.md`): weights int8 symmetric per output channel, activations int8 asymmetric per
-//! tensor from the calibrated range (a conv output read only by tables may be channel-scaled: one scale per
-//! channel, one zero point, see [`channel_candidates`]), biases int32 at scale s_x·s_w, Relu/Clip fused into
-//! the producer's clamp, other element-wise functions as 256-entry tables (one per channel of a
-//! channel-scaled input). Data movement and max pooling keep their
+//! tensor from the calibrated range (a conv's or a table's output read only by tables and depthwise convs
+//! may be channel-scaled: one scale per channel, one zero point, see [`channel_candidates`]), biases int32
+//! at scale s_x·s_w, Relu/Clip fused into the producer's clamp, other element-wise functions as 256-entry
+//! tables (one per channel of a channel-scaled input or output). Data movement and max pooling keep their
 //! input's parameters (they only move values); Concat and average pooling rescale to their own.
 use super::calib::{asymmetric_i8, Method, Observer};
 use crate::graph::ToolGraph;
@@ -481,7 +481,7 @@ fn channel_params(
 
 /// Quantizes `fg` (the calibrated float graph: folded, not yet act-fused) with ranges from `obs` (indexed
 /// by `fg`'s tensors). Nodes with `keep_float[i]` stay in float. `channel_scales`: store conv → function
-/// tensors channel-scaled where that pays (see [`channel_candidates`]).
+/// and function → depthwise conv tensors channel-scaled where that pays (see [`channel_candidates`]).
 pub fn quantize(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
@@ -694,7 +694,14 @@ pub fn quantize(
                     d.dedup();
                     d.len()
                 };
-                chosen.push((gain, y, pc, tables * 256));
+                // each distinct scale costs a 256-byte table in the writer (if it is a table) and in
+                // every table reading it (depthwise readers cost nothing)
+                let luts = usize::from(table_out)
+                    + cons[y]
+                        .iter()
+                        .filter(|&&(j, _)| matches!(nodes[j].op, Op::Unary(_)))
+                        .count();
+                chosen.push((gain, y, pc, tables * 256 * luts));
             }
         }
     }
