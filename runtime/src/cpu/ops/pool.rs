@@ -31,19 +31,26 @@ pub fn pool2d(p: &Pool2d, x: View, y: ViewMut) {
 /// Widest row the separable max path keeps on the stack.
 const SEPARABLE_MAX_W: usize = 4096;
 
-/// Max pooling (any element type, `max` its maximum): where every window is whole (no padding, no
-/// dilation) the kernel's rows are folded first (straight runs that vectorize), then the columns of
-/// that one row (max is associative and exact, so the values equal the window walk's); otherwise
-/// [`windows`].
+/// Max pooling (any element type, `max` its maximum): with dilation 1 the kernel's rows are folded first
+/// (straight runs that vectorize), then the columns of that one row — O(kh + kw) per output instead of
+/// O(kh·kw) (YOLO's SPP pools 13×13 windows at stride 1). Cells in the padding (and beyond it, ceil mode)
+/// never count, so each window is clipped to the input; max is associative and exact, so the values equal
+/// the window walk's ([`windows`], which dilated windows take).
 pub fn max_pool<T: Copy>(p: &Pool2d, x: View<T>, y: ViewMut<T>, min: T, max: impl Fn(T, T) -> T) {
     let (h, w) = (x.shape[2], x.shape[3]);
     let (oh, ow) = (y.shape[2], y.shape[3]);
-    let whole = p.pads == [0; 4] && p.ceil_extra == [0; 2] && p.dilations == [1, 1];
-    if !whole || w > SEPARABLE_MAX_W || h == 0 || w == 0 {
+    if p.dilations != [1, 1] || w > SEPARABLE_MAX_W || h == 0 || w == 0 {
         return windows(p, x, y, min, max, |a, _| a);
     }
     let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
     let (sh, sw) = (p.strides[0] as usize, p.strides[1] as usize);
+    let (pt, pl) = (p.pads[0] as usize, p.pads[1] as usize);
+    // the input range [start, end) a window starting at `o·s − pad` covers
+    let clip = |o: usize, s: usize, pad: usize, k: usize, n: usize| {
+        let a = (o * s).saturating_sub(pad).min(n);
+        let b = (o * s + k).saturating_sub(pad).min(n);
+        (a, b.max(a))
+    };
     let mut row = [min; SEPARABLE_MAX_W];
     let row = &mut row[..w];
     for (src, dst) in x
@@ -53,13 +60,13 @@ pub fn max_pool<T: Copy>(p: &Pool2d, x: View<T>, y: ViewMut<T>, min: T, max: imp
     {
         for (oy, drow) in dst.chunks_exact_mut(ow).enumerate() {
             row.fill(min);
-            for ky in 0..kh {
-                let r = (oy * sh + ky) * w;
-                for (a, &v) in row.iter_mut().zip(&src[r..r + w]) {
+            let (y0, y1) = clip(oy, sh, pt, kh, h);
+            for r in y0..y1 {
+                for (a, &v) in row.iter_mut().zip(&src[r * w..(r + 1) * w]) {
                     *a = max(*a, v);
                 }
             }
-            if kw == 2 && sw == 2 && row.len() >= 2 * ow {
+            if kw == 2 && sw == 2 && pl == 0 && row.len() >= 2 * ow {
                 // the common 2×2 stride-2 window as disjoint pairs (the same folds from `min`, no
                 // per-output slice bounds)
                 for (d, pair) in drow.iter_mut().zip(row.chunks_exact(2)) {
@@ -68,9 +75,8 @@ pub fn max_pool<T: Copy>(p: &Pool2d, x: View<T>, y: ViewMut<T>, min: T, max: imp
                 continue;
             }
             for (ox, d) in drow.iter_mut().enumerate() {
-                *d = row[ox * sw..ox * sw + kw]
-                    .iter()
-                    .fold(min, |a, &c| max(a, c));
+                let (x0, x1) = clip(ox, sw, pl, kw, w);
+                *d = row[x0..x1].iter().fold(min, |a, &c| max(a, c));
             }
         }
     }
@@ -149,4 +155,115 @@ fn sum8(v: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// The separable max path equals the window walk exactly (f32 and int8) over kernels, strides,
+    /// paddings (YOLO's SPP: 5, 9, 13 at stride 1 with "same" padding) and ceil-mode extras, with tails.
+    #[test]
+    fn separable_max_equals_the_window_walk() {
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        let (c, h, w) = (3usize, 13usize, 11usize);
+        let xf: Vec<f32> = (0..c * h * w)
+            .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+            .collect();
+        let xq: Vec<i8> = xf.iter().map(|&v| (v * 12.0) as i8).collect();
+        let mut cases = 0;
+        for k in [1u32, 2, 3, 5, 9, 13] {
+            for s in [1u32, 2, 3] {
+                for pad in [0u32, k / 2, k.saturating_sub(1)] {
+                    for extra in [0u32, 1] {
+                        let pads = [pad, pad, pad + extra, pad + extra];
+                        let p = Pool2d {
+                            kind: PoolKind::Max,
+                            kernel: [k, k],
+                            strides: [s, s],
+                            dilations: [1, 1],
+                            pads,
+                            ceil_extra: [extra, extra],
+                        };
+                        let span = |n: usize, pb: u32, pe: u32| {
+                            (n + (pb + pe) as usize)
+                                .checked_sub(k as usize)
+                                .map(|v| v / s as usize + 1)
+                        };
+                        let (Some(oh), Some(ow)) =
+                            (span(h, pads[0], pads[2]), span(w, pads[1], pads[3]))
+                        else {
+                            continue;
+                        };
+                        let (xs, ys) = ([1, c, h, w], [1, c, oh, ow]);
+                        let mut want = vec![0f32; c * oh * ow];
+                        let mut got = vec![0f32; c * oh * ow];
+                        let x = || View {
+                            data: &xf,
+                            shape: &xs,
+                        };
+                        windows(
+                            &p,
+                            x(),
+                            ViewMut {
+                                data: &mut want,
+                                shape: &ys,
+                            },
+                            f32::NEG_INFINITY,
+                            f32::max,
+                            |a, _| a,
+                        );
+                        max_pool(
+                            &p,
+                            x(),
+                            ViewMut {
+                                data: &mut got,
+                                shape: &ys,
+                            },
+                            f32::NEG_INFINITY,
+                            f32::max,
+                        );
+                        assert_eq!(got, want, "f32 k{k} s{s} pad{pad} extra{extra}");
+                        let mut want = vec![0i8; c * oh * ow];
+                        let mut got = vec![0i8; c * oh * ow];
+                        let x = || View {
+                            data: &xq,
+                            shape: &xs,
+                        };
+                        let m = |a: i8, v: i8| a.max(v);
+                        windows(
+                            &p,
+                            x(),
+                            ViewMut {
+                                data: &mut want,
+                                shape: &ys,
+                            },
+                            i8::MIN,
+                            m,
+                            |a, _| a,
+                        );
+                        max_pool(
+                            &p,
+                            x(),
+                            ViewMut {
+                                data: &mut got,
+                                shape: &ys,
+                            },
+                            i8::MIN,
+                            m,
+                        );
+                        assert_eq!(got, want, "i8 k{k} s{s} pad{pad} extra{extra}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 60, "{cases} cases");
+    }
 }
