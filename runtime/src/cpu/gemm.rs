@@ -483,6 +483,19 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
             }
             row.iter_mut().for_each(|v| *v = Unary::Sigmoid.apply(*v))
         }
+        Unary::Silu => {
+            // like Sigmoid: the 8-lane kernel gives the scalar rule's bits (Sigmoid's, times x)
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA detected just above.
+                let done = unsafe { crate::cpu::kernels::x86::silu_avx2(row) };
+                row[done..]
+                    .iter_mut()
+                    .for_each(|v| *v = Unary::Silu.apply(*v));
+                return;
+            }
+            row.iter_mut().for_each(|v| *v = Unary::Silu.apply(*v))
+        }
         a => row.iter_mut().for_each(|v| *v = a.apply(*v)),
     }
 }

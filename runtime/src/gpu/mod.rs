@@ -459,6 +459,7 @@ fn unary_code(u: Option<Unary>) -> (u32, f32, f32) {
             Unary::Reciprocal => (14, 0.0, 0.0),
             Unary::Floor => (15, 0.0, 0.0),
             Unary::Ceil => (16, 0.0, 0.0),
+            Unary::Silu => (17, 0.0, 0.0),
         },
     }
 }

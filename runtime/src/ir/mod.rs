@@ -155,6 +155,9 @@ pub enum Unary {
     Floor,
     /// Round up.
     Ceil,
+    /// x · sigmoid(x) (SiLU, swish with β = 1: YOLOv5/v8/X's activation), the Sigmoid rule's value
+    /// times x. Format version 5.
+    Silu,
 }
 
 /// `a·b + c` rounded once (fused) where std provides it: every f32 convolution and GEMM path accumulates
@@ -239,6 +242,7 @@ impl Unary {
             Unary::Reciprocal => 1.0 / x,
             Unary::Floor => libm::floorf(x),
             Unary::Ceil => libm::ceilf(x),
+            Unary::Silu => x * Unary::Sigmoid.apply(x),
         }
     }
 }
@@ -568,6 +572,7 @@ impl Op {
                 Unary::Reciprocal => "Reciprocal",
                 Unary::Floor => "Floor",
                 Unary::Ceil => "Ceil",
+                Unary::Silu => "Silu",
             },
             Op::ChannelAffine { .. } => "ChannelAffine",
             Op::Pool(p) => match p.kind {

@@ -27,12 +27,17 @@ pub struct FuseAffine;
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
 /// into the producer: four passes over the tensor become none.
 pub struct FuseHardSwish;
+/// Recognizes SiLU written out — `x·Sigmoid(x)` (PyTorch exports of YOLOv5/v8/X, Paddle's swish) — and
+/// replaces it by one Silu, which `FuseAct` then folds into the producer: two passes over the tensor
+/// become none (and one int8 table instead of a table and an integer Mul).
+pub struct FuseSilu;
 
 /// The float pipeline of `tern compress`, in order.
 pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FoldBn),
         Box::new(FuseHardSwish),
+        Box::new(FuseSilu),
         Box::new(FuseAffine),
         Box::new(FuseAct),
         Box::new(Prune),
@@ -327,6 +332,53 @@ fn scalar(g: &ToolGraph, t: u32) -> Option<f32> {
     }
 }
 
+impl Pass for FuseSilu {
+    fn name(&self) -> &'static str {
+        "fuse_silu"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        let cons = g.consumers();
+        for i in 0..g.graph.nodes.len() {
+            let n = &g.graph.nodes[i];
+            let Op::Binary {
+                op: BinOp::Mul,
+                act: None,
+            } = n.op
+            else {
+                continue;
+            };
+            // Mul(x, Sigmoid(x)) in either order, the Sigmoid read by this Mul alone
+            let found = [(n.inputs[0], n.inputs[1]), (n.inputs[1], n.inputs[0])]
+                .into_iter()
+                .find_map(|(x, gate)| {
+                    let gp = g
+                        .graph
+                        .nodes
+                        .iter()
+                        .position(|m| m.outputs.contains(&gate))?;
+                    let gn = &g.graph.nodes[gp];
+                    (matches!(gn.op, Op::Unary(tern::ir::Unary::Sigmoid))
+                        && gn.inputs[0] == x
+                        && x != gate
+                        && !dead[gp]
+                        && sole_consumer(g, &cons, gate) == Some(i))
+                    .then_some((x, gp))
+                });
+            let Some((x, gp)) = found else { continue };
+            // the Mul becomes the Silu (its output keeps its name and readers); the Sigmoid goes
+            let n = &mut g.graph.nodes[i];
+            n.op = Op::Unary(tern::ir::Unary::Silu);
+            n.inputs = vec![x];
+            dead[gp] = true;
+            changes += 1;
+        }
+        g.compact(&dead);
+        Ok(changes)
+    }
+}
+
 impl Pass for FuseHardSwish {
     fn name(&self) -> &'static str {
         "fuse_hswish"
@@ -513,5 +565,81 @@ impl Pass for FuseAffine {
         }
         g.compact(&dead);
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern::ir::{Conv2d, Unary};
+
+    /// `conv → y; y·Sigmoid(y)` (either operand order) becomes a conv with a fused Silu, and the graph
+    /// computes x·logistic(x) of the conv in float64 to f32 accuracy; a Sigmoid that something else
+    /// also reads (a graph output here) is left alone.
+    #[test]
+    fn silu_written_out_fuses_into_the_conv() {
+        for (swap, shared) in [(false, false), (true, false), (false, true)] {
+            let mut g = ToolGraph::default();
+            let x = g.add_tensor("x", &[1, 2, 3, 3]);
+            g.graph.inputs.push(x);
+            let w = g.add_const("w", &[2, 2, 1, 1], vec![1.5, -0.5, 0.25, 2.0]);
+            let geom = Conv2d {
+                kernel: [1, 1],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [0; 4],
+                groups: 1,
+                output_padding: [0, 0],
+            };
+            let name = |s: &str| vec![s.to_string()];
+            let conv = Op::Conv { geom, act: None };
+            let y = g.emit("conv", conv, vec![x, w], &name("y"), None).unwrap()[0];
+            let sig = Op::Unary(Unary::Sigmoid);
+            let s = g.emit("sig", sig, vec![y], &name("s"), None).unwrap()[0];
+            let mul = Op::Binary {
+                op: BinOp::Mul,
+                act: None,
+            };
+            let ins = if swap { vec![s, y] } else { vec![y, s] };
+            let z = g.emit("mul", mul, ins, &name("z"), None).unwrap()[0];
+            g.graph.outputs.push(z);
+            if shared {
+                g.graph.outputs.push(s);
+            }
+            run_all(&mut g, &float_pipeline()).unwrap();
+            let ops: Vec<&Op> = g.graph.nodes.iter().map(|n| &n.op).collect();
+            if shared {
+                assert!(
+                    ops.iter().any(|o| matches!(o, Op::Unary(Unary::Sigmoid))),
+                    "{ops:?}"
+                );
+                continue;
+            }
+            assert!(
+                matches!(
+                    ops[..],
+                    [Op::Conv {
+                        act: Some(Unary::Silu),
+                        ..
+                    }]
+                ),
+                "{ops:?}"
+            );
+            let xs: Vec<f32> = (0..18).map(|i| i as f32 * 0.7 - 6.0).collect();
+            let got = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+            for c in 0..2 {
+                for p in 0..9 {
+                    let (a, b) = ([1.5, 0.25][c], [-0.5, 2.0][c]);
+                    let v = a * xs[p] as f64 + b * xs[9 + p] as f64;
+                    let want = v / (1.0 + (-v).exp());
+                    let e = (got[0][0][c * 9 + p] as f64 - want).abs();
+                    assert!(
+                        e <= 1e-6 * want.abs() + 1e-6,
+                        "{} vs {want}",
+                        got[0][0][c * 9 + p]
+                    );
+                }
+            }
+        }
     }
 }

@@ -23,6 +23,7 @@ pub fn compile_for_quant(onnx: &Path, shapes: &[InputShape]) -> Result<ToolGraph
         &[
             Box::new(passes::FoldBn),
             Box::new(passes::FuseHardSwish),
+            Box::new(passes::FuseSilu),
             Box::new(passes::FuseAffine),
             Box::new(passes::Prune),
         ],
@@ -862,7 +863,7 @@ pub fn compress_int8(
         ),
         (
             "passes".to_string(),
-            "import,fold_bn,fuse_hswish,fuse_affine,prune,calibrate,quantize,fuse_act,prune,plan"
+            "import,fold_bn,fuse_hswish,fuse_silu,fuse_affine,prune,calibrate,quantize,fuse_act,prune,plan"
                 .to_string(),
         ),
         ("quant.scheme".to_string(), "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()),

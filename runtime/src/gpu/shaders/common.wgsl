@@ -66,6 +66,7 @@ fn unary(v: f32, code: u32, a: f32, b: f32) -> f32 {
         case 14u: { return 1.0 / v; }
         case 15u: { return floor(v); }
         case 16u: { return ceil(v); }
+        case 17u: { return v * (1.0 / (1.0 + exp(-v))); }
         default: { return v; }
     }
 }
