@@ -43,6 +43,8 @@ MODELS = {
     # PicoDet document layout detector (fixed 800×608 input): a fidelity check of int8 beyond PP-OCR; not in the
     # default speed run (pass --models layout)
     "layout": ("models/cache/layout_cdla.onnx", "image", [1, 3, 800, 608], "models/data/out/layout_calib.npy"),
+    # ddddocr's YOLOX captcha detector (SiLU, SPP): likewise only with --models captcha
+    "captcha": ("models/cache/common_det.onnx", "images", [1, 3, 416, 416], "models/data/out/captcha_calib.npy"),
 }
 DEFAULT_MODELS = ["digits", "cls", "det320", "det736"]
 # Both quantizers take the first CALIB_SAMPLES rows of the calibration set (the det sets hold 16: all of them).
