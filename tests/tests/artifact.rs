@@ -702,3 +702,93 @@ fn channel_scaled_depthwise_inputs() {
     let e = Model::from_bytes(&pw).unwrap_err();
     assert!(e.context.contains(&name), "{e}");
 }
+
+/// Pooling windows far larger than the input (kernel and stride 2^20, padding 2^20 − 1 on each side) are
+/// valid ONNX and cost only the taps inside the input (2^40 taps per window before the walk skipped the
+/// padding arithmetically). Output cell o's window starts at o·2^20 − (2^20 − 1): cell 0 ends on input
+/// row/column 0, cell 1 starts on 1, so each 2×2 output holds one input cell; with the padding counted
+/// (all 2^40 taps lie in the declared padding) that cell is divided by 2^40; dilated by 2 (max pooling's
+/// window walk) the one 1×1 window's odd taps meet input cell (1, 1) alone.
+#[test]
+fn huge_pooling_windows_cost_only_the_input() {
+    let big = 1u32 << 20;
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let all = (big as f64 * big as f64) as f32;
+    for (kind, dilations, want) in [
+        (
+            tern::ir::PoolKind::Avg {
+                count_include_pad: false,
+            },
+            [1, 1],
+            x.to_vec(),
+        ),
+        (
+            tern::ir::PoolKind::Avg {
+                count_include_pad: true,
+            },
+            [1, 1],
+            x.iter().map(|v| v / all).collect(),
+        ),
+        (tern::ir::PoolKind::Max, [2, 2], vec![4.0]),
+    ] {
+        let mut g = ToolGraph::default();
+        let xt = g.add_tensor("x", &[1, 1, 2, 2]);
+        g.graph.inputs.push(xt);
+        let pool = tern::ir::Pool2d {
+            kind,
+            kernel: [big, big],
+            strides: [big, big],
+            dilations,
+            pads: [big - 1; 4],
+            ceil_extra: [0, 0],
+        };
+        let y = g
+            .emit("pool", Op::Pool(pool), vec![xt], &["y".into()], None)
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let bytes = tern_tools::export::to_bytes(&g, vec![]).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
+        let mut s = tern::Session::new(&m, Default::default()).unwrap();
+        let mut out = vec![0f32; m.outputs().next().unwrap().numel()];
+        s.run_into(&[&x], &mut [&mut out]).unwrap();
+        assert_eq!(out, want, "{kind:?} dilations {dilations:?}");
+    }
+}
+
+/// A pooling input with no rows, padded into one window row: valid shapes, and the window holds no input
+/// cell (average: 0; max: −inf) — it was a `chunks_exact(0)` panic.
+#[test]
+fn pooling_an_empty_input_is_not_a_panic() {
+    for (kind, want) in [
+        (
+            tern::ir::PoolKind::Avg {
+                count_include_pad: false,
+            },
+            0.0,
+        ),
+        (tern::ir::PoolKind::Max, f32::NEG_INFINITY),
+    ] {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 1, 0, 2]);
+        g.graph.inputs.push(x);
+        let pool = tern::ir::Pool2d {
+            kind,
+            kernel: [2, 2],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [1, 0, 1, 0],
+            ceil_extra: [0, 0],
+        };
+        let y = g
+            .emit("pool", Op::Pool(pool), vec![x], &["y".into()], None)
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let bytes = tern_tools::export::to_bytes(&g, vec![]).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
+        let mut s = tern::Session::new(&m, Default::default()).unwrap();
+        let mut out = vec![1f32; m.outputs().next().unwrap().numel()];
+        assert_eq!(out.len(), 1, "one window");
+        s.run_into(&[&[]], &mut [&mut out]).unwrap();
+        assert_eq!(out, [want], "{kind:?}");
+    }
+}

@@ -249,7 +249,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                     p.pads[a] as usize,
                     p.pads[a + 2] as usize,
                 )?;
-                if p.pads[a] >= p.kernel[a] || p.pads[a + 2] >= p.kernel[a] + p.strides[a] {
+                if p.pads[a] >= p.kernel[a]
+                    || p.pads[a + 2] as u64 >= p.kernel[a] as u64 + p.strides[a] as u64
+                {
                     return Err(format!(
                         "pads {:?} too large for kernel {:?}",
                         p.pads, p.kernel

@@ -82,8 +82,10 @@ pub fn max_pool<T: Copy>(p: &Pool2d, x: View<T>, y: ViewMut<T>, min: T, max: imp
     }
 }
 
-/// The window walk shared by every pooling kernel (any element type): folds each window's cells with
-/// `step` from `init`, then `finish(acc, (cells inside, cells in the declared padding))` gives the output.
+/// The window walk shared by every pooling kernel (any element type): folds each window's cells inside
+/// the input with `step` from `init` (row-major), then `finish(acc, (cells inside, cells in the declared
+/// padding))` gives the output. Only the taps inside the input are visited (the padded count is
+/// arithmetic), so a hostile kernel size costs no more than the input it covers.
 pub fn windows<T: Copy, A: Copy>(
     p: &Pool2d,
     x: View<T>,
@@ -94,41 +96,48 @@ pub fn windows<T: Copy, A: Copy>(
 ) {
     let (h, w) = (x.shape[2], x.shape[3]);
     let (oh, ow) = (y.shape[2], y.shape[3]);
-    let (kh, kw) = (p.kernel[0] as isize, p.kernel[1] as isize);
-    let (sh, sw) = (p.strides[0] as isize, p.strides[1] as isize);
-    let (dh, dw) = (p.dilations[0] as isize, p.dilations[1] as isize);
-    let (pt, pl) = (p.pads[0] as isize, p.pads[1] as isize);
-    for (src, dst) in x
-        .data
-        .chunks_exact(h * w)
-        .zip(y.data.chunks_exact_mut(oh * ow))
-    {
-        for oy in 0..oh as isize {
-            for ox in 0..ow as isize {
-                let (y0, x0) = (oy * sh - pt, ox * sw - pl);
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    // per axis, for the window of output `o`: the taps [lo, hi) that land inside the input (tap t reads
+    // o·s − pad + t·d) and how many land inside the declared padded extent [−pad, n + pad_end)
+    let span = |o: usize, a: usize, n: usize| {
+        let (k, s, d) = (
+            p.kernel[a] as i64,
+            p.strides[a] as i64,
+            p.dilations[a].max(1) as i64,
+        );
+        let pad_end = p.pads[a + 2] as i64 - p.ceil_extra[a] as i64;
+        let c0 = o as i64 * s - p.pads[a] as i64;
+        let first = if c0 >= 0 { 0 } else { (-c0 + d - 1) / d };
+        let upto = |end: i64| {
+            if end > c0 {
+                ((end - c0 + d - 1) / d).min(k)
+            } else {
+                0
+            }
+        };
+        let (lo, hi) = (first.min(k), upto(n as i64));
+        let declared = upto(n as i64 + pad_end);
+        (lo as usize, hi.max(lo) as usize, c0, d, declared as usize)
+    };
+    let plane = h * w;
+    for (pi, dst) in y.data.chunks_exact_mut(oh * ow).enumerate() {
+        let src = &x.data[(pi * plane).min(x.data.len())..((pi + 1) * plane).min(x.data.len())];
+        for oy in 0..oh {
+            let (ylo, yhi, y0, dh, ydecl) = span(oy, 0, h);
+            for ox in 0..ow {
+                let (xlo, xhi, x0, dw, xdecl) = span(ox, 1, w);
                 let mut acc = init;
-                let mut count = 0usize;
-                let mut padded = 0usize;
-                for ky in 0..kh {
-                    let iy = y0 + ky * dh;
-                    for kx in 0..kw {
-                        let ix = x0 + kx * dw;
-                        if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
-                            // cells beyond the declared padding (ceil mode) never count
-                            if iy >= -pt
-                                && iy < h as isize + (p.pads[2] - p.ceil_extra[0]) as isize
-                                && ix >= -pl
-                                && ix < w as isize + (p.pads[3] - p.ceil_extra[1]) as isize
-                            {
-                                padded += 1;
-                            }
-                            continue;
-                        }
-                        acc = step(acc, src[iy as usize * w + ix as usize]);
-                        count += 1;
+                for ky in ylo..yhi {
+                    let row = (y0 + ky as i64 * dh) as usize * w;
+                    for kx in xlo..xhi {
+                        acc = step(acc, src[row + (x0 + kx as i64 * dw) as usize]);
                     }
                 }
-                dst[oy as usize * ow + ox as usize] = finish(acc, (count, padded));
+                let count = (yhi - ylo) * (xhi - xlo);
+                let declared = ydecl.saturating_mul(xdecl).saturating_sub(count);
+                dst[oy * ow + ox] = finish(acc, (count, declared));
             }
         }
     }
