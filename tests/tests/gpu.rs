@@ -484,3 +484,58 @@ fn f16_activations_stay_within_tolerance() {
     g.run_into(&[&x], &mut [&mut b]).unwrap();
     assert!(a.iter().zip(&b).all(|(p, q)| tern_tests::gpu_close(*q, *p)));
 }
+
+/// Pooling windows far larger than the input (kernel and stride 2^20, padding 2^20 − 1) visit only the
+/// taps inside the input on the GPU too (see artifact.rs `huge_pooling_windows_cost_only_the_input`):
+/// f32 average and max (dilated or not) equal the CPU's (the int8 shader clips its taps the same way).
+#[test]
+fn huge_pooling_windows_match_the_cpu() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let big = 1u32 << 20;
+    for (kind, dilations) in [
+        (
+            tern::ir::PoolKind::Avg {
+                count_include_pad: false,
+            },
+            [1, 1],
+        ),
+        (tern::ir::PoolKind::Max, [2, 2]),
+        (tern::ir::PoolKind::Max, [1, 1]),
+    ] {
+        let mut g = tern_tools::graph::ToolGraph::default();
+        let xt = g.add_tensor("x", &[1, 1, 2, 2]);
+        g.graph.inputs.push(xt);
+        let pool = tern::ir::Pool2d {
+            kind,
+            kernel: [big, big],
+            strides: [big, big],
+            dilations,
+            pads: [big - 1; 4],
+            ceil_extra: [0, 0],
+        };
+        let y = g
+            .emit(
+                "pool",
+                tern::ir::Op::Pool(pool),
+                vec![xt],
+                &["y".into()],
+                None,
+            )
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let bytes = tern_tools::export::to_bytes(&g, vec![]).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let n = m.outputs().next().unwrap().numel();
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        Session::new(&m, SessionOptions { threads: 1 })
+            .unwrap()
+            .run_into(&[&x], &mut [&mut a])
+            .unwrap();
+        GpuSession::new(&m, gpu)
+            .unwrap()
+            .run_into(&[&x], &mut [&mut b])
+            .unwrap();
+        assert_eq!(a, b, "{kind:?} dilations {dilations:?}");
+    }
+}

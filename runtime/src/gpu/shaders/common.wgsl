@@ -71,6 +71,16 @@ fn unary(v: f32, code: u32, a: f32, b: f32) -> f32 {
     }
 }
 
+// A pooling window along one axis: the taps [lo, hi) of `k` (dilation `d`, first tap at `c0`) that land
+// inside [0, n), and how many land inside the declared extent [c0's padding, n + pad_end): windows visit
+// only the taps inside the input (a kernel far larger than the input costs nothing extra).
+fn window_taps(c0: i32, k: i32, d: i32, n: i32, pad_end: i32) -> vec3<i32> {
+    let lo = select(0, min(k, (-c0 + d - 1) / d), c0 < 0);
+    let hi = select(0, min(k, (n - c0 + d - 1) / d), n > c0);
+    let decl = select(0, min(k, (n + pad_end - c0 + d - 1) / d), n + pad_end > c0);
+    return vec3<i32>(lo, max(hi, lo), decl);
+}
+
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }

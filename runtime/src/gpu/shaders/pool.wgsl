@@ -18,18 +18,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let kind = p[13];
     var acc = select(0.0, neg_inf(), kind == 0u);
     var seen_any = false;
-    var count = 0u;
-    var padded = 0u;
-    for (var ky = 0; ky < i32(p[5]); ky++) {
+    let ty = window_taps(y0, i32(p[5]), i32(p[9]), h, i32(p[16]));
+    let tx = window_taps(x0, i32(p[6]), i32(p[10]), w, i32(p[17]));
+    for (var ky = ty.x; ky < ty.y; ky++) {
         let iy = y0 + ky * i32(p[9]);
-        for (var kx = 0; kx < i32(p[6]); kx++) {
+        for (var kx = tx.x; kx < tx.y; kx++) {
             let ix = x0 + kx * i32(p[10]);
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-                if (iy >= -i32(p[11]) && iy < h + i32(p[16]) && ix >= -i32(p[12]) && ix < w + i32(p[17])) {
-                    padded += 1u;
-                }
-                continue;
-            }
             let v = ld(base + u32(iy * w + ix));
             if (kind == 0u) {
                 acc = max(acc, v);
@@ -37,9 +31,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             } else {
                 acc += v;
             }
-            count += 1u;
         }
     }
+    let count = u32((ty.y - ty.x) * (tx.y - tx.x));
+    let padded = u32(ty.z * tx.z) - count;
     var out = acc;
     if (kind == 0u) {
         out = select(neg_inf(), acc, seen_any);

@@ -16,24 +16,19 @@ fn one(e: u32) -> i32 {
     let zx = bitcast<i32>(p[18]);
     var mx = -128;
     var sum = 0;
-    var count = 0u;
-    var padded = 0u;
-    for (var ky = 0; ky < i32(p[5]); ky++) {
+    let ty = window_taps(y0, i32(p[5]), i32(p[9]), h, i32(p[16]));
+    let tx = window_taps(x0, i32(p[6]), i32(p[10]), w, i32(p[17]));
+    for (var ky = ty.x; ky < ty.y; ky++) {
         let iy = y0 + ky * i32(p[9]);
-        for (var kx = 0; kx < i32(p[6]); kx++) {
+        for (var kx = tx.x; kx < tx.y; kx++) {
             let ix = x0 + kx * i32(p[10]);
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-                if (iy >= -i32(p[11]) && iy < h + i32(p[16]) && ix >= -i32(p[12]) && ix < w + i32(p[17])) {
-                    padded += 1u;
-                }
-                continue;
-            }
             let v = ld8b(base + u32(iy * w + ix));
             mx = max(mx, v);
             sum += v - zx;
-            count += 1u;
         }
     }
+    let count = u32((ty.y - ty.x) * (tx.y - tx.x));
+    let padded = u32(ty.z * tx.z) - count;
     if (kind == 0u) {
         return mx;
     }
