@@ -2,14 +2,14 @@
 """ORT int8 fidelity: ONNX Runtime on each float model and on its int8 QDQ model (the one benches/peer.py builds
 and caches, same calibration samples) over the model's evaluation set, batch 1.
 
-    python3 benches/fidelity.py [--models digits cls det320 det736 layout] [--json]
+    python3 benches/fidelity.py [--models digits cls det320 det736 layout captcha] [--json]
 
 Per model: rel-L2 (‖int8 − float‖ / ‖float‖ over all outputs of the set) and cosine of int8 vs float outputs,
 and the task's measure: digits accuracy on its test split (float, int8, drop in points); cls top-1 agreement
 of int8 with float; det IoU of the int8 and float text maps (probability > 0.3, the OCR pipeline's threshold)
-over every pixel of the set; layout (PicoDet) the share of the float model's detections that int8 finds
-(recall: same class, IoU >= 0.5, one to one) and the share of int8's detections that match (precision), decoded
-as tests/tests/e2e.rs `picodet_decode` does. Prints a markdown table, or JSON with --json.
+over every pixel of the set; layout (PicoDet) and captcha (YOLOX) the share of the float model's detections that
+int8 finds (recall: same class, IoU >= 0.5, one to one) and the share of int8's detections that match (precision),
+decoded as tests/tests/e2e.rs `picodet_decode` / `yolox_decode` do. Prints a markdown table, or JSON with --json.
 """
 import argparse
 import json
@@ -25,6 +25,7 @@ EVAL = {
     "det320": ("models/data/out/det320_eval.npy", None),
     "det736": ("models/data/out/det736_eval.npy", None),
     "layout": ("models/data/out/layout_eval.npy", None),
+    "captcha": ("models/data/out/captcha_eval.npy", None),
 }
 DET_THRESHOLD = 0.3
 
@@ -63,6 +64,24 @@ def picodet_decode(outs, width, conf=0.5, nms=0.5):
     return keep
 
 
+def yolox_decode(outs, conf=0.3, nms=0.45):
+    """YOLOX detections (class 0, score, box) from its [3549, 6] rows, class-agnostic NMS (as ddddocr)."""
+    import numpy as np
+
+    o = outs[0]
+    cells = [(s, c % (416 // s), c // (416 // s)) for s in (8, 16, 32) for c in range((416 // s) ** 2)]
+    cand = []
+    for r, (s, gx, gy) in zip(o, cells):
+        if r[4] * r[5] > conf:
+            cx, cy, w, h = (r[0] + gx) * s, (r[1] + gy) * s, np.exp(r[2]) * s, np.exp(r[3]) * s
+            cand.append((0, r[4] * r[5], (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+    keep = []
+    for d in sorted(cand, key=lambda t: -t[1]):
+        if all(box_iou(k[2], d[2]) <= nms for k in keep):
+            keep.append(d)
+    return keep
+
+
 def box_iou(a, b):
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -82,7 +101,7 @@ def detections_matched(want, got):
     return n
 
 
-def evaluate_layout(name):
+def evaluate_detections(name):
     import numpy as np
 
     rel, inp, shape, _ = MODELS[name]
@@ -91,12 +110,14 @@ def evaluate_layout(name):
     f = outputs(os.path.join(ROOT, rel), inp, shape, xs, every=True)
     q = outputs(ort_int8_model(name), inp, shape, xs, every=True)
     matched = found = got = 0
+    decode = (lambda o: picodet_decode(o, shape[3])) if name == "layout" else yolox_decode
+    scores = 4 if name == "layout" else 1  # the outputs rel-L2 and cosine cover
     for fo, qo in zip(f, q):
-        want, mine = picodet_decode(fo, shape[3]), picodet_decode(qo, shape[3])
+        want, mine = decode(fo), decode(qo)
         matched += detections_matched(want, mine)
         found, got = found + len(want), got + len(mine)
-    ff = np.concatenate([o.ravel() for s in f for o in s[:4]])
-    qq = np.concatenate([o.ravel() for s in q for o in s[:4]])
+    ff = np.concatenate([o.ravel() for s in f for o in s[:scores]])
+    qq = np.concatenate([o.ravel() for s in q for o in s[:scores]])
     return {
         "model": name,
         "eval": xs_rel,
@@ -112,8 +133,8 @@ def evaluate_layout(name):
 def evaluate(name):
     import numpy as np
 
-    if name == "layout":
-        return evaluate_layout(name)
+    if name in ("layout", "captcha"):
+        return evaluate_detections(name)
 
     rel, inp, shape, _ = MODELS[name]
     xs_rel, labels = EVAL[name]
