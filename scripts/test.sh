@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tern test on a fresh Debian 12 x86-64 machine: installs what the tests need (apt packages,
 # rustup targets, pip packages), makes the model inputs, then runs the lanes:
-#   fmt + clippy, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build,
+#   fmt + clippy + rustdoc, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build,
 #   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod).
 # The target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/tern-target) so repeated
 # runs on one machine are warm.
@@ -28,9 +28,10 @@ bash models/fetch.sh
 python3 models/data/make_data.py >/dev/null
 python3 tests/conformance/gen_cases.py "$TERN_ONNX_NODE_DIR"
 
-step "fmt + clippy"
+step "fmt + clippy + rustdoc"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q  # rustdoc links resolve (public docs)
 
 step "host tests"
 export TERN_GPU_REQUIRED=1  # GPU tests run on lavapipe here and must not skip

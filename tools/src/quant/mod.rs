@@ -276,7 +276,7 @@ fn small_weighted(fg: &ToolGraph, n: &tern::ir::Node, total: usize) -> bool {
     })
 }
 
-/// The input layers: integer-capable Conv/MatMul nodes with small weights ([`small_weighted`]) that read
+/// The input layers: integer-capable Conv/MatMul nodes with small weights (`small_weighted`) that read
 /// a graph input (directly or through Reshape/Transpose), with the Relu/Clip that alone reads each one's
 /// output. In float they read the real input; in int8 the input is rounded to one int8 grid first.
 pub fn input_layers(fg: &ToolGraph) -> Vec<bool> {
@@ -322,7 +322,7 @@ pub const INPUT_STAGE_MACS: f64 = 0.1;
 /// The input stage: the [`input_layers`] and, in graph order, the integer-capable nodes after them that
 /// read only the stage's tensors and keep the input layers' output resolution (the same spatial dims), up
 /// to the first that would take the stage's multiply-adds past [`INPUT_STAGE_MACS`] of the model's; weighted
-/// ones only with small weights ([`small_weighted`]). Where rounding the input costs much, the layers that
+/// ones only with small weights (`small_weighted`). Where rounding the input costs much, the layers that
 /// still see the full-resolution detail do too: PP-OCR det 736's stem (Conv → depthwise → hardswish →
 /// pointwise → hardswish, all at 368×368) in float raised the binary-map IoU on 16 evaluation images from
 /// 0.867 (its first conv alone) to 0.945.

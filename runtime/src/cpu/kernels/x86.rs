@@ -1267,7 +1267,7 @@ pub fn has_avx512vnni() -> bool {
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
-/// [`scale_row_avx2`] 16 lanes at a time with the AVX-512 epilogue ([`requant16`]); the AVX2 loop takes
+/// [`scale_row_avx2`] 16 lanes at a time with the AVX-512 epilogue (`requant16`); the AVX2 loop takes
 /// the tail. The same integers.
 ///
 /// # Safety
