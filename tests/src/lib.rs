@@ -14,7 +14,7 @@ pub fn model(rel: &str) -> PathBuf {
     let p = root().join("models").join(rel);
     assert!(
         p.exists(),
-        "{} is missing: run `bash models/fetch.sh` (PP-OCR) or `python3 models/digits/make.py` (digits), or `bash scripts/test.sh`",
+        "{} is missing: run `bash models/fetch.sh` (PP-OCR, PicoDet layout, YOLOX) and `python3 models/data/make_data.py` (their inputs), or `python3 models/digits/make.py` (digits), or `bash scripts/test.sh`",
         p.display()
     );
     p
@@ -66,4 +66,33 @@ pub fn f16_close(gpu: f32, cpu: f32) -> bool {
         return gpu == MAX.copysign(cpu);
     }
     gpu_close(gpu, cpu) || (gpu - cpu).abs() <= 1e-7 + cpu.abs() / 1024.0
+}
+
+/// An artifact of one pooling node whose windows dwarf its [1, 1, 2, 2] input: kernel and stride 2^20,
+/// padding 2^20 − 1 on every side, `dilations` (valid ONNX; see artifact.rs
+/// `huge_pooling_windows_cost_only_the_input`).
+pub fn huge_pool(kind: tern::ir::PoolKind, dilations: [u32; 2]) -> Vec<u8> {
+    let big = 1u32 << 20;
+    let mut g = tern_tools::graph::ToolGraph::default();
+    let x = g.add_tensor("x", &[1, 1, 2, 2]);
+    g.graph.inputs.push(x);
+    let pool = tern::ir::Pool2d {
+        kind,
+        kernel: [big, big],
+        strides: [big, big],
+        dilations,
+        pads: [big - 1; 4],
+        ceil_extra: [0, 0],
+    };
+    let y = g
+        .emit(
+            "pool",
+            tern::ir::Op::Pool(pool),
+            vec![x],
+            &["y".into()],
+            None,
+        )
+        .unwrap()[0];
+    g.graph.outputs.push(y);
+    tern_tools::export::to_bytes(&g, vec![]).unwrap()
 }

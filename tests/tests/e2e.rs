@@ -152,19 +152,25 @@ fn pp_ocr_rec_matches_tract() {
 /// greedy CTC (argmax per time step, repeats merged, blanks dropped), ignoring a space class at either
 /// end (the float model itself emits stray ones). Its BatchNorm-dead channels once made it fail to
 /// compress (multipliers below 32-bit fixed point).
-#[test]
-fn pp_ocr_rec_int8_reads_like_float() {
-    let path = model("cache/ch_PP-OCRv4_rec_infer.onnx");
+/// `tern compress --int8` with the defaults on the model at `path` (input `spec`, calibration set `calib` of
+/// models/data/out/): the artifact bytes and how many times smaller than the ONNX file they are.
+fn int8_default(path: &std::path::Path, spec: &str, calib: &str) -> (Vec<u8>, f64) {
     let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::root().join("models/data/out/rec_calib.npy")),
+        calib: Some(&tern_tests::root().join("models/data/out").join(calib)),
         samples: None,
         opts: tern_tools::quant::Int8Options::default(),
         progress: false,
     };
-    let (bytes, _) =
-        tern_tools::quant::compress_int8(&path, &["x=1x3x48x320".parse().unwrap()], &c).unwrap();
+    let (bytes, _) = tern_tools::quant::compress_int8(path, &[spec.parse().unwrap()], &c).unwrap();
+    let size = std::fs::metadata(path).unwrap().len() as f64 / bytes.len() as f64;
+    (bytes, size)
+}
+
+#[test]
+fn pp_ocr_rec_int8_reads_like_float() {
+    let path = model("cache/ch_PP-OCRv4_rec_infer.onnx");
+    let (bytes, size) = int8_default(&path, "x=1x3x48x320", "rec_calib.npy");
     let m = Model::from_bytes(&bytes).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
     assert!(size >= 3.8, "{size:.2}x smaller");
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     let r = Reference::load(&path, &[vec![1, 3, 48, 320]]).unwrap();
@@ -304,17 +310,8 @@ fn matched(want: &[Detection], got: &[Detection]) -> usize {
 #[test]
 fn picodet_layout_int8_detects_like_float() {
     let path = model("cache/layout_cdla.onnx");
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::root().join("models/data/out/layout_calib.npy")),
-        samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
-        progress: false,
-    };
     let shape = [1usize, 3, 800, 608];
-    let (bytes, _) =
-        tern_tools::quant::compress_int8(&path, &["image=1x3x800x608".parse().unwrap()], &c)
-            .unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let (bytes, size) = int8_default(&path, "image=1x3x800x608", "layout_calib.npy");
     assert!(size >= 3.8, "{size:.2}x smaller");
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
@@ -389,14 +386,7 @@ fn yolox_captcha_detector_f32_and_int8_match_float() {
         muls <= 7,
         "SiLU fused: {muls} binary nodes left (the model's 7 residual Adds)"
     );
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::root().join("models/data/out/captcha_calib.npy")),
-        samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
-        progress: false,
-    };
-    let (q_bytes, _) = tern_tools::quant::compress_int8(&path, &spec, &c).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / q_bytes.len() as f64;
+    let (q_bytes, size) = int8_default(&path, "images=1x3x416x416", "captcha_calib.npy");
     assert!(size >= 3.8, "{size:.2}x smaller");
     let qm = Model::from_bytes(&q_bytes).unwrap();
     let mut fs = Session::new(&fm, SessionOptions { threads: 2 }).unwrap();

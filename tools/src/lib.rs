@@ -47,7 +47,7 @@ pub fn compress_float(onnx: &Path, shapes: &[import::InputShape]) -> Result<Vec<
         ),
         (
             "passes".to_string(),
-            "import,fold_bn,fuse_hswish,fuse_silu,fuse_affine,fuse_act,prune,plan".to_string(),
+            format!("import,{},plan", passes::names(&passes::float_pipeline())),
         ),
     ];
     export::to_bytes(&g, meta)

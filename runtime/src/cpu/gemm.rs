@@ -468,33 +468,24 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
         Unary::HardSigmoid { alpha, beta } => row
             .iter_mut()
             .for_each(|v| *v = (alpha * *v + beta).clamp(0.0, 1.0)),
-        Unary::Sigmoid => {
+        Unary::Sigmoid | Unary::Silu => {
             // the 8-lane kernel where the CPU has it, on any path: it gives the scalar rule's bits, and
             // the scalar rule's fused multiply-adds are library calls on x86-64 without FMA in the
             // compiled target (a fused Sigmoid over det736's 736×736 map took 11 ms)
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                use crate::cpu::kernels::x86::sigmoid_avx2;
                 // SAFETY: AVX2 and FMA detected just above.
-                let done = unsafe { crate::cpu::kernels::x86::sigmoid_avx2(row) };
-                row[done..]
-                    .iter_mut()
-                    .for_each(|v| *v = Unary::Sigmoid.apply(*v));
+                let done = unsafe {
+                    match act {
+                        Unary::Silu => sigmoid_avx2::<true>(row),
+                        _ => sigmoid_avx2::<false>(row),
+                    }
+                };
+                row[done..].iter_mut().for_each(|v| *v = act.apply(*v));
                 return;
             }
-            row.iter_mut().for_each(|v| *v = Unary::Sigmoid.apply(*v))
-        }
-        Unary::Silu => {
-            // like Sigmoid: the 8-lane kernel gives the scalar rule's bits (Sigmoid's, times x)
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: AVX2 and FMA detected just above.
-                let done = unsafe { crate::cpu::kernels::x86::silu_avx2(row) };
-                row[done..]
-                    .iter_mut()
-                    .for_each(|v| *v = Unary::Silu.apply(*v));
-                return;
-            }
-            row.iter_mut().for_each(|v| *v = Unary::Silu.apply(*v))
+            row.iter_mut().for_each(|v| *v = act.apply(*v))
         }
         a => row.iter_mut().for_each(|v| *v = a.apply(*v)),
     }

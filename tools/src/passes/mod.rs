@@ -32,16 +32,33 @@ pub struct FuseHardSwish;
 /// become none (and one int8 table instead of a table and an integer Mul).
 pub struct FuseSilu;
 
-/// The float pipeline of `tern compress`, in order.
-pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
+/// The rewrites both pipelines start with, in order: folds and recognized functions, activations not
+/// yet fused (what int8 calibration observes: every function's input and output).
+pub fn rewrite_pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FoldBn),
         Box::new(FuseHardSwish),
         Box::new(FuseSilu),
         Box::new(FuseAffine),
-        Box::new(FuseAct),
-        Box::new(Prune),
     ]
+}
+
+/// The float pipeline of `tern compress`, in order: [`rewrite_pipeline`], then activation fusion and
+/// pruning.
+pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
+    let mut p = rewrite_pipeline();
+    p.push(Box::new(FuseAct));
+    p.push(Box::new(Prune));
+    p
+}
+
+/// The passes' names, comma-separated (the artifact's `passes` metadata).
+pub fn names(passes: &[Box<dyn Pass>]) -> String {
+    passes
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs passes in order, logging each one's effect and validating after each.

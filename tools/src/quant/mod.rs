@@ -18,16 +18,9 @@ use tern::session::Values;
 /// folded, but with activations not yet fused, so their inputs and outputs are both observed.
 pub fn compile_for_quant(onnx: &Path, shapes: &[InputShape]) -> Result<ToolGraph> {
     let mut g = crate::import::import(onnx, shapes)?;
-    passes::run_all(
-        &mut g,
-        &[
-            Box::new(passes::FoldBn),
-            Box::new(passes::FuseHardSwish),
-            Box::new(passes::FuseSilu),
-            Box::new(passes::FuseAffine),
-            Box::new(passes::Prune),
-        ],
-    )?;
+    let mut p = passes::rewrite_pipeline();
+    p.push(Box::new(passes::Prune));
+    passes::run_all(&mut g, &p)?;
     Ok(g)
 }
 
@@ -863,8 +856,10 @@ pub fn compress_int8(
         ),
         (
             "passes".to_string(),
-            "import,fold_bn,fuse_hswish,fuse_silu,fuse_affine,prune,calibrate,quantize,fuse_act,prune,plan"
-                .to_string(),
+            format!(
+                "import,{},prune,calibrate,quantize,fuse_act,prune,plan",
+                passes::names(&passes::rewrite_pipeline())
+            ),
         ),
         ("quant.scheme".to_string(), "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()),
         (

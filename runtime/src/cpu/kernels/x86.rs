@@ -968,36 +968,14 @@ fn exp8(x: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)))
 }
 
-/// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division); NaN stays NaN.
-/// Returns how many leading elements it wrote.
+/// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division; NaN stays NaN),
+/// or with `SILU` that times x (`x · sigmoid(x)`, one rounding more): the scalar rules' bits
+/// (`Unary::Sigmoid`/`Unary::Silu::apply`). Returns how many leading elements it wrote.
 ///
 /// # Safety
 /// AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn sigmoid_avx2(v: &mut [f32]) -> usize {
-    let one = _mm256_set1_ps(1.0);
-    let mut i = 0;
-    while i + 8 <= v.len() {
-        // SAFETY: 8 floats in bounds.
-        unsafe {
-            let x = _mm256_loadu_ps(v.as_ptr().add(i));
-            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
-            let s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
-            _mm256_storeu_ps(v.as_mut_ptr().add(i), _mm256_blendv_ps(s, x, nan));
-        }
-        i += 8;
-    }
-    i
-}
-
-/// SiLU, `x · sigmoid(x)`, 8 lanes at a time: [`sigmoid_avx2`]'s lanes (the scalar Sigmoid rule's bits)
-/// times x, one rounding, as `Unary::Silu::apply`. Returns how many leading elements it wrote.
-///
-/// # Safety
-/// AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn silu_avx2(v: &mut [f32]) -> usize {
+pub unsafe fn sigmoid_avx2<const SILU: bool>(v: &mut [f32]) -> usize {
     let one = _mm256_set1_ps(1.0);
     let mut i = 0;
     while i + 8 <= v.len() {
@@ -1008,7 +986,8 @@ pub unsafe fn silu_avx2(v: &mut [f32]) -> usize {
             let s = _mm256_div_ps(one, _mm256_add_ps(one, e));
             let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
             let s = _mm256_blendv_ps(s, x, nan);
-            _mm256_storeu_ps(v.as_mut_ptr().add(i), _mm256_mul_ps(x, s));
+            let y = if SILU { _mm256_mul_ps(x, s) } else { s };
+            _mm256_storeu_ps(v.as_mut_ptr().add(i), y);
         }
         i += 8;
     }

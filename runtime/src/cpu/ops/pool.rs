@@ -172,6 +172,34 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
+    /// `max_pool` equals the window walk on `x` (shape `xs`, output `[1, c, oh, ow]` from `ys`).
+    fn same<T: Copy + Default + PartialEq + core::fmt::Debug>(
+        p: &Pool2d,
+        x: &[T],
+        xs: [usize; 4],
+        [c, oh, ow]: [usize; 3],
+        min: T,
+        max: impl Fn(T, T) -> T + Copy,
+        what: &str,
+    ) {
+        let ys = [1, c, oh, ow];
+        let (mut want, mut got) = (
+            vec![T::default(); c * oh * ow],
+            vec![T::default(); c * oh * ow],
+        );
+        let view = || View {
+            data: x,
+            shape: &xs,
+        };
+        let out = |d| ViewMut {
+            data: d,
+            shape: &ys,
+        };
+        windows(p, view(), out(&mut want), min, max, |a, _| a);
+        max_pool(p, view(), out(&mut got), min, max);
+        assert_eq!(got, want, "{} {what}", core::any::type_name::<T>());
+    }
+
     /// The separable max path equals the window walk exactly (f32 and int8) over kernels, strides,
     /// paddings (YOLO's SPP: 5, 9, 13 at stride 1 with "same" padding) and ceil-mode extras, with tails.
     #[test]
@@ -210,64 +238,10 @@ mod tests {
                         else {
                             continue;
                         };
-                        let (xs, ys) = ([1, c, h, w], [1, c, oh, ow]);
-                        let mut want = vec![0f32; c * oh * ow];
-                        let mut got = vec![0f32; c * oh * ow];
-                        let x = || View {
-                            data: &xf,
-                            shape: &xs,
-                        };
-                        windows(
-                            &p,
-                            x(),
-                            ViewMut {
-                                data: &mut want,
-                                shape: &ys,
-                            },
-                            f32::NEG_INFINITY,
-                            f32::max,
-                            |a, _| a,
-                        );
-                        max_pool(
-                            &p,
-                            x(),
-                            ViewMut {
-                                data: &mut got,
-                                shape: &ys,
-                            },
-                            f32::NEG_INFINITY,
-                            f32::max,
-                        );
-                        assert_eq!(got, want, "f32 k{k} s{s} pad{pad} extra{extra}");
-                        let mut want = vec![0i8; c * oh * ow];
-                        let mut got = vec![0i8; c * oh * ow];
-                        let x = || View {
-                            data: &xq,
-                            shape: &xs,
-                        };
-                        let m = |a: i8, v: i8| a.max(v);
-                        windows(
-                            &p,
-                            x(),
-                            ViewMut {
-                                data: &mut want,
-                                shape: &ys,
-                            },
-                            i8::MIN,
-                            m,
-                            |a, _| a,
-                        );
-                        max_pool(
-                            &p,
-                            x(),
-                            ViewMut {
-                                data: &mut got,
-                                shape: &ys,
-                            },
-                            i8::MIN,
-                            m,
-                        );
-                        assert_eq!(got, want, "i8 k{k} s{s} pad{pad} extra{extra}");
+                        let (xs, ys) = ([1, c, h, w], [c, oh, ow]);
+                        let what = format!("k{k} s{s} pad{pad} extra{extra}");
+                        same(&p, &xf, xs, ys, f32::NEG_INFINITY, f32::max, &what);
+                        same(&p, &xq, xs, ys, i8::MIN, |a: i8, v| a.max(v), &what);
                         cases += 1;
                     }
                 }
