@@ -32,6 +32,39 @@ pub struct Im2col<'a> {
     pub out: [usize; 2],
 }
 
+/// A convolution over its zero-padded input split into stride phases (for strides `s`, `s[0]·s[1]`
+/// phase blocks, each `c` planes of `hw` = `[hq, wq]`: phase `(py, px)` holds padded pixels
+/// `(i·s[0] + py, j·s[1] + px)`), in phase column coordinates: tap `(ky, kx)` of channel `ch` reads phase
+/// `(ky·d[0] mod s[0], kx·d[1] mod s[1])` at rows `oy + ky·d[0] / s[0]`, columns `ox + kx·d[1] / s[1]`,
+/// so `B[(ch,ky,kx), j]` is `x[tap offset + j]` and each panel row is one contiguous copy, with no
+/// border checks. Column `j` is output pixel `(j / wq, j % wq)`, real where `j % wq < out[1]`; the
+/// others are computed and dropped (`wq − out[1]` per output row). `x` holds `nr` floats of slack past
+/// the planes (the last panel reads a whole panel width).
+#[derive(Clone, Copy, Debug)]
+pub struct Shifted<'a> {
+    /// Phase blocks (`[s0·s1][c][hq][wq]`), then the slack.
+    pub x: &'a [f32],
+    /// Channels.
+    pub c: usize,
+    /// Phase plane height and width.
+    pub hw: [usize; 2],
+    /// Kernel height, width.
+    pub k: [usize; 2],
+    /// Strides.
+    pub s: [usize; 2],
+    /// Dilations.
+    pub d: [usize; 2],
+    /// Output height, width.
+    pub out: [usize; 2],
+}
+
+impl Shifted<'_> {
+    /// Columns of the GEMM in phase coordinates (the last output row ends at its last real pixel).
+    pub fn cols(&self) -> usize {
+        (self.out[0] - 1) * self.hw[1] + self.out[1]
+    }
+}
+
 /// Where the A operand comes from.
 #[derive(Clone, Copy)]
 pub enum ASrc<'a> {
@@ -50,6 +83,9 @@ pub enum BSrc<'a> {
     Strided(&'a [f32], usize, usize),
     /// Implicit im2col of a convolution input, packed per run.
     Im2col(Im2col<'a>),
+    /// Implicit im2col of a convolution input split into padded stride phases, packed per run; `C`
+    /// gets only the real columns (see [`Shifted`]).
+    Shifted(Shifted<'a>),
 }
 
 /// What is applied to C after the product: per-row bias, per-column bias, activation.
@@ -165,29 +201,53 @@ fn pack_b_for(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut [f
     pack_b_chunk(g, b, k, j0, cols, dst)
 }
 
-/// `dst.copy_from_slice(src)` for the short runs B packing copies (one panel row, usually a whole panel
-/// width): a fixed-size copy the compiler keeps in registers, where a runtime length is a `memmove` call.
+/// `dst.copy_from_slice(src)` for the short runs B packing copies (at most one panel width): fixed-size
+/// pieces of 16, 8 and 4 the compiler keeps in registers, where a runtime length is a `memmove` call.
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
     #[inline(always)]
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
+    fn piece<const N: usize>(dst: &mut [f32], src: &[f32], i: &mut usize) {
+        while *i + N <= dst.len() {
+            if let (Ok(d), Ok(s)) = (
+                <&mut [f32; N]>::try_from(&mut dst[*i..*i + N]),
+                <&[f32; N]>::try_from(&src[*i..*i + N]),
+            ) {
                 *d = *s;
-                true
             }
-            _ => false,
+            *i += N;
         }
     }
-    let done = match dst.len() {
-        32 => fixed::<32>(dst, src),
-        16 => fixed::<16>(dst, src),
-        8 => fixed::<8>(dst, src),
-        _ => false,
-    };
-    if !done {
-        dst.copy_from_slice(src);
+    let src = &src[..dst.len()];
+    let mut i = 0;
+    piece::<16>(dst, src, &mut i);
+    piece::<8>(dst, src, &mut i);
+    piece::<4>(dst, src, &mut i);
+    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = s;
     }
+}
+
+/// Where output columns `ox..ox + len` (stride `s`, dilated tap offset `off = k·d − pad`) read inside a
+/// row of `w` inputs: the range of `t` in `0..len` with `0 ≤ ox·s + off + t·s < w`.
+#[inline(always)]
+fn inside(x0: isize, s: isize, len: usize, w: usize) -> core::ops::Range<usize> {
+    if s == 1 {
+        // no divisions on the common path
+        let lo = (-x0).clamp(0, len as isize) as usize;
+        let hi = (w as isize - x0).clamp(0, len as isize) as usize;
+        return lo.min(hi)..hi;
+    }
+    let lo = if x0 < 0 {
+        ((-x0 + s - 1) / s) as usize
+    } else {
+        0
+    };
+    let hi = if x0 >= w as isize {
+        0
+    } else {
+        (((w as isize - 1 - x0) / s) as usize + 1).min(len)
+    };
+    lo.min(hi)..hi
 }
 
 #[inline(always)]
@@ -216,6 +276,30 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 }
             }
         }
+        BSrc::Shifted(sh) => {
+            let [hq, wq] = sh.hw;
+            let plane = hq * wq;
+            let [kh, kw] = sh.k;
+            for (pj, panel) in dst
+                .chunks_exact_mut(k * nr)
+                .take(cols.div_ceil(nr))
+                .enumerate()
+            {
+                let jb = j0 + pj * nr;
+                for ky in 0..kh {
+                    let (py, ry) = ((ky * sh.d[0]) % sh.s[0], (ky * sh.d[0]) / sh.s[0]);
+                    for kx in 0..kw {
+                        let (px, rx) = ((kx * sh.d[1]) % sh.s[1], (kx * sh.d[1]) / sh.s[1]);
+                        let tap = (py * sh.s[1] + px) * sh.c * plane + ry * wq + rx + jb;
+                        for ch in 0..sh.c {
+                            let p = (ch * kh + ky) * kw + kx;
+                            let o = tap + ch * plane;
+                            copy_run(&mut panel[p * nr..(p + 1) * nr], &sh.x[o..o + nr]);
+                        }
+                    }
+                }
+            }
+        }
         BSrc::Im2col(ic) => {
             let [h, w] = ic.hw;
             let [kh, kw] = ic.k;
@@ -236,88 +320,60 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                     }
                     continue;
                 }
-                let (oy0, ox0) = (jb / ow, jb % ow);
-                if ox0 + wdt <= ow {
-                    // all columns of the panel lie on one output row: each (c, ky, kx) row of the panel is
-                    // a strided run of one input row (contiguous for stride 1), clipped at the borders
-                    let iy0 = (oy0 * ic.s[0]) as isize - ic.pad[0] as isize;
-                    let ix0 = (ox0 * ic.s[1]) as isize - ic.pad[1] as isize;
-                    let sx = ic.s[1] as isize;
+                // the panel's columns in runs that lie on one output row each: per (c, ky, kx) row of the
+                // panel a run is a strided run of one input row (contiguous for stride 1), its border
+                // columns (padding) clipped arithmetically
+                let sx = ic.s[1] as isize;
+                let mut off = 0;
+                while off < wdt {
+                    let (oy, ox) = ((jb + off) / ow, (jb + off) % ow);
+                    let len = (ow - ox).min(wdt - off);
+                    let iy0 = (oy * ic.s[0]) as isize - ic.pad[0] as isize;
+                    let ix0 = (ox * ic.s[1]) as isize - ic.pad[1] as isize;
                     let mut p = 0;
                     for ch in 0..ic.c {
                         let plane = &ic.x[ch * h * w..(ch + 1) * h * w];
                         for ky in 0..kh {
                             let iy = iy0 + (ky * ic.d[0]) as isize;
                             for kx in 0..kw {
-                                let row = &mut panel[p * nr..p * nr + nr];
+                                let row = &mut panel[p * nr + off..p * nr + off + len];
                                 p += 1;
                                 if iy < 0 || iy >= h as isize {
-                                    row.iter_mut().for_each(|v| *v = 0.0);
+                                    row.fill(0.0);
                                     continue;
                                 }
                                 let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                                 let x0 = ix0 + (kx * ic.d[1]) as isize;
-                                let last = x0 + (wdt as isize - 1) * sx;
-                                if x0 >= 0 && last < w as isize {
-                                    // inside the row: a plain (strided) copy, no per-element checks
-                                    let run = &src[x0 as usize..=last as usize];
-                                    if sx == 1 {
-                                        copy_run(&mut row[..wdt], run);
-                                    } else {
-                                        for (v, &s) in row[..wdt]
-                                            .iter_mut()
-                                            .zip(run.iter().step_by(sx as usize))
-                                        {
-                                            *v = s;
-                                        }
-                                    }
+                                let r = inside(x0, sx, len, w);
+                                // (fills only where needed: a runtime-length fill is a `memset` call)
+                                if r.start > 0 {
+                                    row[..r.start].fill(0.0);
+                                }
+                                if r.end < len {
+                                    row[r.end..].fill(0.0);
+                                }
+                                if r.is_empty() {
+                                    continue;
+                                }
+                                let first = (x0 + r.start as isize * sx) as usize;
+                                let dst = &mut row[r.clone()];
+                                if sx == 1 {
+                                    copy_run(dst, &src[first..first + dst.len()]);
                                 } else {
-                                    for (c, v) in row[..wdt].iter_mut().enumerate() {
-                                        let ix = x0 + c as isize * sx;
-                                        *v = if ix >= 0 && ix < w as isize {
-                                            src[ix as usize]
-                                        } else {
-                                            0.0
-                                        };
+                                    for (v, &s) in
+                                        dst.iter_mut().zip(src[first..].iter().step_by(sx as usize))
+                                    {
+                                        *v = s;
                                     }
                                 }
-                                row[wdt..].iter_mut().for_each(|v| *v = 0.0);
                             }
                         }
                     }
-                    continue;
+                    off += len;
                 }
-                // general case: the panel wraps to the next output row
-                let mut ys = [0isize; 64];
-                let mut xs = [0isize; 64];
-                for c in 0..wdt {
-                    let (oy, ox) = ((jb + c) / ow, (jb + c) % ow);
-                    ys[c] = (oy * ic.s[0]) as isize - ic.pad[0] as isize;
-                    xs[c] = (ox * ic.s[1]) as isize - ic.pad[1] as isize;
-                }
-                let mut p = 0;
-                for ch in 0..ic.c {
-                    let plane = &ic.x[ch * h * w..(ch + 1) * h * w];
-                    for ky in 0..kh {
-                        let dy = (ky * ic.d[0]) as isize;
-                        for kx in 0..kw {
-                            let dx = (kx * ic.d[1]) as isize;
-                            let row = &mut panel[p * nr..p * nr + nr];
-                            for c in 0..nr {
-                                let (iy, ix) = (ys[c] + dy, xs[c] + dx);
-                                row[c] = if c < wdt
-                                    && iy >= 0
-                                    && (iy as usize) < h
-                                    && ix >= 0
-                                    && (ix as usize) < w
-                                {
-                                    plane[iy as usize * w + ix as usize]
-                                } else {
-                                    0.0
-                                };
-                            }
-                            p += 1;
-                        }
+                if wdt < nr {
+                    for p in 0..k {
+                        panel[p * nr + wdt..(p + 1) * nr].fill(0.0);
                     }
                 }
             }
@@ -342,8 +398,18 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(g.nr <= 64, "im2col packing assumes NR ≤ 64");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm output too small");
+    assert!(g.mr * g.nr <= TILE, "tile larger than the store buffer");
+    // a shifted B writes only the real columns: its `n` counts padded ones
+    let shifted = match b {
+        BSrc::Shifted(sh) => {
+            assert_eq!(n, sh.cols(), "shifted B: n must be Shifted::cols");
+            assert!(epi.col_bias.is_none(), "shifted B takes no column bias");
+            Some((sh.hw[1], sh.out[1]))
+        }
+        _ => None,
+    };
+    let real_n = shifted.map_or(n, |(wp, ow)| ((n - ow) / wp + 1) * ow);
+    assert!(c.len() >= (m - 1) * ldc + real_n, "gemm output too small");
     let (mr, nr) = (g.mr, g.nr);
     let m_panels = m.div_ceil(mr);
     // A: packed weights, or pack the activation into the front of scratch
@@ -399,6 +465,21 @@ pub fn gemm(
                 let i0 = pi * mr;
                 let rows = mr.min(m - i0);
                 let ap = &a_packed[pi * k * mr..(pi + 1) * k * mr];
+                if let Some((wp, ow)) = shifted {
+                    store_shifted(
+                        g,
+                        k,
+                        ap,
+                        bp,
+                        (i0, rows),
+                        (j0, cols),
+                        (wp, ow),
+                        cptr,
+                        ldc,
+                        &epi,
+                    );
+                    continue;
+                }
                 for pj in 0..cols.div_ceil(nr) {
                     let jb = j0 + pj * nr;
                     let w = nr.min(n - jb);
@@ -435,6 +516,80 @@ pub fn gemm(
         }
     };
     par.run(&work);
+}
+
+/// Floats of the largest micro-kernel tile (AVX-512's 8×32).
+const TILE: usize = 256;
+
+/// The tiles of one A panel (rows `i0..i0 + rows`) against a packed shifted-B chunk (padded columns
+/// `j0..j0 + cols`): each tile computed into a buffer and only its real columns stored, in runs that lie
+/// on one output row each, after the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn store_shifted(
+    g: &Gemm,
+    k: usize,
+    ap: &[f32],
+    bp: &[f32],
+    (i0, rows): (usize, usize),
+    (j0, cols): (usize, usize),
+    (wp, ow): (usize, usize),
+    c: SyncPtr,
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    let nr = g.nr;
+    let mut tile = [0f32; TILE];
+    // runs of real columns in a tile: (offset in the tile, column of C, length); at most one per column
+    let mut runs = [(0usize, 0usize, 0usize); TILE];
+    for pj in 0..cols.div_ceil(nr) {
+        let jb = j0 + pj * nr;
+        let w = nr.min(j0 + cols - jb);
+        // SAFETY: the panels hold k*mr and k*nr floats; the buffer holds mr*nr (asserted by `gemm`).
+        unsafe {
+            (g.kernel)(
+                k,
+                ap.as_ptr(),
+                bp[pj * k * nr..].as_ptr(),
+                tile.as_mut_ptr(),
+                nr,
+                rows,
+                w,
+                false,
+            )
+        };
+        let mut nruns = 0;
+        let mut off = 0;
+        while off < w {
+            let (oy, ox) = ((jb + off) / wp, (jb + off) % wp);
+            if ox >= ow {
+                off += wp - ox;
+                continue;
+            }
+            let len = (ow - ox).min(w - off);
+            runs[nruns] = (off, oy * ow + ox, len);
+            nruns += 1;
+            off += len;
+        }
+        // the epilogue over the whole tile in one call (whole vectors; dropped columns too)
+        if let Some(b) = epi.row_bias {
+            for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
+                row.iter_mut().for_each(|v| *v += b[i0 + r]);
+            }
+        }
+        if let Some(a) = epi.act {
+            apply_act(&mut tile[..rows * nr], a);
+        }
+        for r in 0..rows {
+            let i = i0 + r;
+            let row = &tile[r * nr..r * nr + w];
+            for &(o, j, len) in &runs[..nruns] {
+                // SAFETY: row i, columns j..j+len of C are in bounds (asserted by `gemm`) and owned by
+                // this thread (disjoint chunk or panel ranges).
+                let dst = unsafe { core::slice::from_raw_parts_mut(c.get().add(i * ldc + j), len) };
+                copy_run(dst, &row[o..o + len]);
+            }
+        }
+    }
 }
 
 /// Adds a scalar bias and/or a bias vector, then applies the activation, in place.
