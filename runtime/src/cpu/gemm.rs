@@ -629,14 +629,7 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
             // compiled target (a fused Sigmoid over det736's 736×736 map took 11 ms)
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                use crate::cpu::kernels::x86::sigmoid_avx2;
-                // SAFETY: AVX2 and FMA detected just above.
-                let done = unsafe {
-                    match act {
-                        Unary::Silu => sigmoid_avx2::<true>(row),
-                        _ => sigmoid_avx2::<false>(row),
-                    }
-                };
+                let done = crate::cpu::kernels::x86::sigmoid_vec(row, matches!(act, Unary::Silu));
                 row[done..].iter_mut().for_each(|v| *v = act.apply(*v));
                 return;
             }

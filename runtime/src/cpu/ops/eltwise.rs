@@ -185,20 +185,55 @@ mod tests {
                 shape: &shape,
             };
             unary(f, xv, yv);
-            for (i, (a, b)) in got.iter().zip(x.iter().map(|&v| f.apply(v))).enumerate() {
-                // the same bits as the scalar rule: the vector kernel (where this CPU has it) does the
-                // same operations
-                assert!(
-                    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
-                    "{f:?}({}) = {a}, scalar rule {b}",
-                    x[i]
-                );
-                let e = exact(x[i] as f64);
-                assert!(
-                    b.is_nan() || !e.is_finite() || (b as f64 - e).abs() <= rel * e.abs() + abs,
-                    "{f:?}({}) = {b} vs {e}",
-                    x[i]
-                );
+            // and each x86 kernel on its own (the one `unary` takes is the widest)
+            #[allow(unused_mut)]
+            let mut runs = alloc::vec![got];
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                use crate::cpu::kernels::x86;
+                let silu = matches!(f, Unary::Silu);
+                let mut one = |k: unsafe fn(&mut [f32], bool) -> usize| {
+                    let mut v = x.clone();
+                    // SAFETY: called only where the kernel's features were detected (below).
+                    let done = unsafe { k(&mut v, silu) };
+                    v[done..].iter_mut().for_each(|e| *e = f.apply(*e));
+                    runs.push(v);
+                };
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    one(|v, s| unsafe {
+                        if s {
+                            x86::sigmoid_avx2::<true>(v)
+                        } else {
+                            x86::sigmoid_avx2::<false>(v)
+                        }
+                    });
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    one(|v, s| unsafe {
+                        if s {
+                            x86::sigmoid512::<true>(v)
+                        } else {
+                            x86::sigmoid512::<false>(v)
+                        }
+                    });
+                }
+            }
+            for got in &runs {
+                for (i, (a, b)) in got.iter().zip(x.iter().map(|&v| f.apply(v))).enumerate() {
+                    // the same bits as the scalar rule: the vector kernel (where this CPU has it) does the
+                    // same operations
+                    assert!(
+                        (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+                        "{f:?}({}) = {a}, scalar rule {b}",
+                        x[i]
+                    );
+                    let e = exact(x[i] as f64);
+                    assert!(
+                        b.is_nan() || !e.is_finite() || (b as f64 - e).abs() <= rel * e.abs() + abs,
+                        "{f:?}({}) = {b} vs {e}",
+                        x[i]
+                    );
+                }
             }
         }
     }
