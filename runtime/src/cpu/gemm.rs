@@ -36,32 +36,49 @@ pub struct Im2col<'a> {
 /// phase blocks, each `c` planes of `hw` = `[hq, wq]`: phase `(py, px)` holds padded pixels
 /// `(i·s[0] + py, j·s[1] + px)`), in phase column coordinates: tap `(ky, kx)` of channel `ch` reads phase
 /// `(ky·d[0] mod s[0], kx·d[1] mod s[1])` at rows `oy + ky·d[0] / s[0]`, columns `ox + kx·d[1] / s[1]`,
-/// so `B[(ch,ky,kx), j]` is `x[tap offset + j]` and each panel row is one contiguous copy, with no
-/// border checks. Column `j` is output pixel `(j / wq, j % wq)`, real where `j % wq < out[1]`; the
-/// others are computed and dropped (`wq − out[1]` per output row). `x` holds `nr` floats of slack past
-/// the planes (the last panel reads a whole panel width).
+/// so `B[(ch,ky,kx), j]` is `x[offs[p] + j]` ([`Shifted::taps`]): the micro-kernel reads B's rows in
+/// place, with no packing and no border checks. Column `j` is output pixel `(j / wq, j % wq)`, real
+/// where `j % wq < out[1]`; the others are computed and dropped (`wq − out[1]` per output row). `x`
+/// holds `nr` floats of slack past the planes (the last panel reads a whole panel width).
 #[derive(Clone, Copy, Debug)]
 pub struct Shifted<'a> {
     /// Phase blocks (`[s0·s1][c][hq][wq]`), then the slack.
     pub x: &'a [f32],
-    /// Channels.
-    pub c: usize,
     /// Phase plane height and width.
     pub hw: [usize; 2],
-    /// Kernel height, width.
-    pub k: [usize; 2],
-    /// Strides.
-    pub s: [usize; 2],
-    /// Dilations.
-    pub d: [usize; 2],
     /// Output height, width.
     pub out: [usize; 2],
+    /// Where each row of B starts in `x` (`k` offsets, [`Shifted::taps`]).
+    pub offs: &'a [usize],
 }
 
 impl Shifted<'_> {
     /// Columns of the GEMM in phase coordinates (the last output row ends at its last real pixel).
     pub fn cols(&self) -> usize {
         (self.out[0] - 1) * self.hw[1] + self.out[1]
+    }
+
+    /// The row offsets of B for `c` channels over phase planes of `[hq, wq]`, kernel `k`, strides `s`
+    /// and dilations `d`, in im2col order `(ch, ky, kx)`.
+    pub fn taps(
+        c: usize,
+        [hq, wq]: [usize; 2],
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+    ) -> Vec<usize> {
+        let plane = hq * wq;
+        let mut offs = Vec::with_capacity(c * k[0] * k[1]);
+        for ch in 0..c {
+            for ky in 0..k[0] {
+                let (py, ry) = ((ky * d[0]) % s[0], (ky * d[0]) / s[0]);
+                for kx in 0..k[1] {
+                    let (px, rx) = ((kx * d[1]) % s[1], (kx * d[1]) / s[1]);
+                    offs.push(((py * s[1] + px) * c + ch) * plane + ry * wq + rx);
+                }
+            }
+        }
+        offs
     }
 }
 
@@ -83,8 +100,8 @@ pub enum BSrc<'a> {
     Strided(&'a [f32], usize, usize),
     /// Implicit im2col of a convolution input, packed per run.
     Im2col(Im2col<'a>),
-    /// Implicit im2col of a convolution input split into padded stride phases, packed per run; `C`
-    /// gets only the real columns (see [`Shifted`]).
+    /// Implicit im2col of a convolution input split into padded stride phases, read in place; `C`
+    /// gets only the real columns (see [`Shifted`]). A must be packed.
     Shifted(Shifted<'a>),
 }
 
@@ -276,30 +293,7 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 }
             }
         }
-        BSrc::Shifted(sh) => {
-            let [hq, wq] = sh.hw;
-            let plane = hq * wq;
-            let [kh, kw] = sh.k;
-            for (pj, panel) in dst
-                .chunks_exact_mut(k * nr)
-                .take(cols.div_ceil(nr))
-                .enumerate()
-            {
-                let jb = j0 + pj * nr;
-                for ky in 0..kh {
-                    let (py, ry) = ((ky * sh.d[0]) % sh.s[0], (ky * sh.d[0]) / sh.s[0]);
-                    for kx in 0..kw {
-                        let (px, rx) = ((kx * sh.d[1]) % sh.s[1], (kx * sh.d[1]) / sh.s[1]);
-                        let tap = (py * sh.s[1] + px) * sh.c * plane + ry * wq + rx + jb;
-                        for ch in 0..sh.c {
-                            let p = (ch * kh + ky) * kw + kx;
-                            let o = tap + ch * plane;
-                            copy_run(&mut panel[p * nr..(p + 1) * nr], &sh.x[o..o + nr]);
-                        }
-                    }
-                }
-            }
-        }
+        BSrc::Shifted(_) => {}
         BSrc::Im2col(ic) => {
             let [h, w] = ic.hw;
             let [kh, kw] = ic.k;
@@ -398,18 +392,15 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(g.mr * g.nr <= TILE, "tile larger than the store buffer");
-    // a shifted B writes only the real columns: its `n` counts padded ones
-    let shifted = match b {
-        BSrc::Shifted(sh) => {
-            assert_eq!(n, sh.cols(), "shifted B: n must be Shifted::cols");
-            assert!(epi.col_bias.is_none(), "shifted B takes no column bias");
-            Some((sh.hw[1], sh.out[1]))
-        }
-        _ => None,
-    };
-    let real_n = shifted.map_or(n, |(wp, ow)| ((n - ow) / wp + 1) * ow);
-    assert!(c.len() >= (m - 1) * ldc + real_n, "gemm output too small");
+    if let BSrc::Shifted(sh) = b {
+        let ASrc::Packed(a) = a else {
+            panic!("shifted B needs a packed A");
+        };
+        assert_eq!(n, sh.cols(), "shifted B: n must be Shifted::cols");
+        return gemm_shifted(g, par, (m, k), a, &sh, c, ldc, epi);
+    }
+    assert!(g.nr <= 64, "im2col packing assumes NR ≤ 64");
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm output too small");
     let (mr, nr) = (g.mr, g.nr);
     let m_panels = m.div_ceil(mr);
     // A: packed weights, or pack the activation into the front of scratch
@@ -465,21 +456,6 @@ pub fn gemm(
                 let i0 = pi * mr;
                 let rows = mr.min(m - i0);
                 let ap = &a_packed[pi * k * mr..(pi + 1) * k * mr];
-                if let Some((wp, ow)) = shifted {
-                    store_shifted(
-                        g,
-                        k,
-                        ap,
-                        bp,
-                        (i0, rows),
-                        (j0, cols),
-                        (wp, ow),
-                        cptr,
-                        ldc,
-                        &epi,
-                    );
-                    continue;
-                }
                 for pj in 0..cols.div_ceil(nr) {
                     let jb = j0 + pj * nr;
                     let w = nr.min(n - jb);
@@ -521,75 +497,103 @@ pub fn gemm(
 /// Floats of the largest micro-kernel tile (AVX-512's 8×32).
 const TILE: usize = 256;
 
-/// The tiles of one A panel (rows `i0..i0 + rows`) against a packed shifted-B chunk (padded columns
-/// `j0..j0 + cols`): each tile computed into a buffer and only its real columns stored, in runs that lie
-/// on one output row each, after the epilogue.
+/// `C = A·B` then the epilogue, for B read in place from stride-phase planes ([`Shifted`]): threads
+/// split the column panels; each panel meets every A panel while its B rows are in cache, each tile is
+/// computed into a buffer, the epilogue applied there (whole vectors) and only the real columns stored,
+/// in runs that lie on one output row each.
 #[allow(clippy::too_many_arguments)]
-fn store_shifted(
+fn gemm_shifted(
     g: &Gemm,
-    k: usize,
-    ap: &[f32],
-    bp: &[f32],
-    (i0, rows): (usize, usize),
-    (j0, cols): (usize, usize),
-    (wp, ow): (usize, usize),
-    c: SyncPtr,
+    par: &Par,
+    (m, k): (usize, usize),
+    a: &[f32],
+    sh: &Shifted,
+    c: &mut [f32],
     ldc: usize,
-    epi: &Epilogue,
+    epi: Epilogue,
 ) {
-    let nr = g.nr;
-    let mut tile = [0f32; TILE];
-    // runs of real columns in a tile: (offset in the tile, column of C, length); at most one per column
-    let mut runs = [(0usize, 0usize, 0usize); TILE];
-    for pj in 0..cols.div_ceil(nr) {
-        let jb = j0 + pj * nr;
-        let w = nr.min(j0 + cols - jb);
-        // SAFETY: the panels hold k*mr and k*nr floats; the buffer holds mr*nr (asserted by `gemm`).
-        unsafe {
-            (g.kernel)(
-                k,
-                ap.as_ptr(),
-                bp[pj * k * nr..].as_ptr(),
-                tile.as_mut_ptr(),
-                nr,
-                rows,
-                w,
-                false,
-            )
-        };
-        let mut nruns = 0;
-        let mut off = 0;
-        while off < w {
-            let (oy, ox) = ((jb + off) / wp, (jb + off) % wp);
-            if ox >= ow {
-                off += wp - ox;
-                continue;
+    let (mr, nr) = (g.mr, g.nr);
+    let (wq, [oh, ow]) = (sh.hw[1], sh.out);
+    let n = sh.cols();
+    let panels = n.div_ceil(nr);
+    let m_panels = m.div_ceil(mr);
+    assert!(mr * nr <= TILE, "tile larger than the store buffer");
+    assert!(epi.col_bias.is_none(), "shifted B takes no column bias");
+    assert!(a.len() >= m_panels * mr * k, "packed A too small");
+    assert!(c.len() >= (m - 1) * ldc + oh * ow, "gemm output too small");
+    // every B row of every panel, a whole panel wide, lies in x
+    let last = sh
+        .offs
+        .iter()
+        .max()
+        .map_or(0, |&o| o + (panels - 1) * nr + nr);
+    assert!(
+        sh.offs.len() == k && last <= sh.x.len(),
+        "shifted B out of bounds"
+    );
+    let threads = par.threads().min(panels);
+    let cptr = SyncPtr(c.as_mut_ptr());
+    let work = |t: usize| {
+        let mut tile = [0f32; TILE];
+        // runs of real columns in a tile: (offset in the tile, column of C, length)
+        let mut runs = [(0usize, 0usize, 0usize); TILE];
+        for pj in share(panels, t, threads) {
+            let jb = pj * nr;
+            let w = nr.min(n - jb);
+            let mut nruns = 0;
+            let mut off = 0;
+            while off < w {
+                let (oy, ox) = ((jb + off) / wq, (jb + off) % wq);
+                if ox >= ow {
+                    off += wq - ox;
+                    continue;
+                }
+                let len = (ow - ox).min(w - off);
+                runs[nruns] = (off, oy * ow + ox, len);
+                nruns += 1;
+                off += len;
             }
-            let len = (ow - ox).min(w - off);
-            runs[nruns] = (off, oy * ow + ox, len);
-            nruns += 1;
-            off += len;
-        }
-        // the epilogue over the whole tile in one call (whole vectors; dropped columns too)
-        if let Some(b) = epi.row_bias {
-            for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
-                row.iter_mut().for_each(|v| *v += b[i0 + r]);
+            for pi in 0..m_panels {
+                let i0 = pi * mr;
+                let rows = mr.min(m - i0);
+                // SAFETY: the A panel holds k*mr floats; every B row is readable a panel wide (asserted
+                // above); the buffer holds mr*nr floats.
+                unsafe {
+                    (g.kernel_rows)(
+                        k,
+                        a[pi * k * mr..].as_ptr(),
+                        sh.x[jb..].as_ptr(),
+                        sh.offs.as_ptr(),
+                        tile.as_mut_ptr(),
+                        nr,
+                        rows,
+                        w,
+                        false,
+                    )
+                };
+                // the epilogue over the whole tile in one call (whole vectors; dropped columns too)
+                if let Some(b) = epi.row_bias {
+                    for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
+                        row.iter_mut().for_each(|v| *v += b[i0 + r]);
+                    }
+                }
+                if let Some(act) = epi.act {
+                    apply_act(&mut tile[..rows * nr], act);
+                }
+                for (r, row) in tile.chunks_exact(nr).take(rows).enumerate() {
+                    for &(o, j, len) in &runs[..nruns] {
+                        // SAFETY: row i0 + r, columns j..j+len of C are in bounds (asserted above) and
+                        // owned by this thread (its own column panels).
+                        let dst = unsafe {
+                            core::slice::from_raw_parts_mut(cptr.get().add((i0 + r) * ldc + j), len)
+                        };
+                        copy_run(dst, &row[o..o + len]);
+                    }
+                }
             }
         }
-        if let Some(a) = epi.act {
-            apply_act(&mut tile[..rows * nr], a);
-        }
-        for r in 0..rows {
-            let i = i0 + r;
-            let row = &tile[r * nr..r * nr + w];
-            for &(o, j, len) in &runs[..nruns] {
-                // SAFETY: row i, columns j..j+len of C are in bounds (asserted by `gemm`) and owned by
-                // this thread (disjoint chunk or panel ranges).
-                let dst = unsafe { core::slice::from_raw_parts_mut(c.get().add(i * ldc + j), len) };
-                copy_run(dst, &row[o..o + len]);
-            }
-        }
-    }
+    };
+    par.run_on(threads, &work);
 }
 
 /// Adds a scalar bias and/or a bias vector, then applies the activation, in place.

@@ -12,6 +12,13 @@ macro_rules! tile_rows {
             _ => $tile::<$last> $args,
         }
     };
+    // a tile also generic over how it reads B (inferred from the arguments)
+    ($m:expr, $tile:ident::<_>, [$($r:literal),+ ; $last:literal], $args:tt) => {
+        match $m {
+            $($r => $tile::<$r, _> $args,)+
+            _ => $tile::<$last, _> $args,
+        }
+    };
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -39,6 +46,58 @@ pub type MicroKernel = unsafe fn(
     acc: bool,
 );
 
+/// [`MicroKernel`] with B read in place: row `p` of B (NR floats) is at `b + offs[p]` (the im2col of a
+/// convolution's stride-phase planes, see [`crate::cpu::gemm::Shifted`], without packing). The same
+/// tile code and accumulation order as the packed kernel, so the same bits.
+///
+/// # Safety
+/// `a` must hold `k*MR` floats, `offs` `k` offsets with NR floats readable at `b + offs[p]`, and `c`
+/// as for [`MicroKernel`].
+pub type RowsKernel = unsafe fn(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+);
+
+/// How a micro-kernel tile finds row `p` of its B operand.
+pub(crate) trait BRows: Copy {
+    /// Row `p`'s first float.
+    ///
+    /// # Safety
+    /// `p` is below the operand's depth.
+    unsafe fn row(self, p: usize) -> *const f32;
+}
+
+/// A packed B panel: rows `NR` floats apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Panel<const NR: usize>(pub *const f32);
+
+impl<const NR: usize> BRows for Panel<NR> {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: the panel holds k*NR floats and p < k (caller contract).
+        unsafe { self.0.add(p * NR) }
+    }
+}
+
+/// B rows in place: row `p` at `base + offs[p]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Offsets(pub *const f32, pub *const usize);
+
+impl BRows for Offsets {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: offs holds k offsets and p < k (caller contract).
+        unsafe { self.0.add(*self.1.add(p)) }
+    }
+}
+
 /// A micro-kernel and its tile shape.
 #[derive(Clone, Copy)]
 pub struct Gemm {
@@ -50,6 +109,8 @@ pub struct Gemm {
     pub nr: usize,
     /// The kernel.
     pub kernel: MicroKernel,
+    /// The same kernel reading B in place.
+    pub kernel_rows: RowsKernel,
     /// Name: isa_op_tile.
     pub name: &'static str,
 }
@@ -65,6 +126,7 @@ pub fn gemm_for(isa: Isa) -> Gemm {
             mr: x86::MR512,
             nr: x86::NR512,
             kernel: x86::sgemm_8x32_512,
+            kernel_rows: x86::sgemm_8x32_512_rows,
             name: "avx512_sgemm_8x32",
         },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -73,6 +135,7 @@ pub fn gemm_for(isa: Isa) -> Gemm {
             mr: x86::MR,
             nr: x86::NR,
             kernel: x86::sgemm_6x16,
+            kernel_rows: x86::sgemm_6x16_rows,
             name: "avx2_sgemm_6x16",
         },
         #[cfg(target_arch = "aarch64")]
@@ -82,6 +145,7 @@ pub fn gemm_for(isa: Isa) -> Gemm {
             mr: neon::MR,
             nr: neon::NR,
             kernel: neon::sgemm_8x8,
+            kernel_rows: neon::sgemm_8x8_rows,
             name: "neon_sgemm_8x8",
         },
         _ => Gemm {
@@ -89,6 +153,7 @@ pub fn gemm_for(isa: Isa) -> Gemm {
             mr: scalar::MR,
             nr: scalar::NR,
             kernel: scalar::sgemm_4x8,
+            kernel_rows: scalar::sgemm_4x8_rows,
             name: "scalar_sgemm_4x8",
         },
     }
@@ -125,6 +190,33 @@ mod tests {
                         unsafe {
                             (g.kernel)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, m, n, acc)
                         };
+                        // the in-place form over the same rows scattered (reversed, with gaps) gives
+                        // the same bits and writes the same cells
+                        let offs: Vec<usize> = (0..k).map(|p| (k - 1 - p) * (g.nr + 5)).collect();
+                        let mut scattered = vec![f32::NAN; k * (g.nr + 5)];
+                        for p in 0..k {
+                            scattered[offs[p]..offs[p] + g.nr]
+                                .copy_from_slice(&b[p * g.nr..(p + 1) * g.nr]);
+                        }
+                        let mut c2 = init.clone();
+                        unsafe {
+                            (g.kernel_rows)(
+                                k,
+                                a.as_ptr(),
+                                scattered.as_ptr(),
+                                offs.as_ptr(),
+                                c2.as_mut_ptr(),
+                                ldc,
+                                m,
+                                n,
+                                acc,
+                            )
+                        };
+                        assert!(
+                            c.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{} rows form k{k} m{m} n{n}",
+                            g.name
+                        );
                         for r in 0..g.mr {
                             for j in 0..ldc {
                                 let got = c[r * ldc + j];
@@ -179,7 +271,10 @@ mod tests {
     #[test]
     fn best_kernel_matches_f64_and_scalar() {
         let g = gemm_for(crate::cpu::caps::best());
-        check(g);
+        // every kernel this CPU runs (the best path's and the ones a forced lower path takes)
+        for isa in crate::cpu::caps::available() {
+            check(gemm_for(isa));
+        }
         // and equals the scalar kernel's result to float rounding on a deep product
         let s = gemm_for(Isa::Scalar);
         let k = 300;

@@ -1,4 +1,5 @@
 //! aarch64 NEON micro-kernel: 8 rows × 8 columns, 16 accumulator registers.
+use super::{BRows, Offsets, Panel};
 use core::arch::aarch64::*;
 
 /// Tile rows.
@@ -8,10 +9,10 @@ pub const NR: usize = 8;
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, B: BRows>(
     k: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     n: usize,
@@ -22,8 +23,9 @@ unsafe fn tile<const R: usize>(
         let mut lo = [vdupq_n_f32(0.0); R];
         let mut hi = [vdupq_n_f32(0.0); R];
         for p in 0..k {
-            let b0 = vld1q_f32(b.add(p * NR));
-            let b1 = vld1q_f32(b.add(p * NR + 4));
+            let row = b.row(p);
+            let b0 = vld1q_f32(row);
+            let b1 = vld1q_f32(row.add(4));
             for r in 0..R {
                 let av = *a.add(p * MR + r);
                 lo[r] = vfmaq_n_f32(lo[r], b0, av);
@@ -68,7 +70,29 @@ pub unsafe fn sgemm_8x8(
     acc: bool,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { tile_rows!(m, tile, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
+    let b = Panel::<NR>(b);
+    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
+}
+
+/// [`sgemm_8x8`] reading B in place.
+///
+/// # Safety
+/// As [`super::RowsKernel`].
+#[allow(clippy::too_many_arguments)] // the RowsKernel contract
+pub unsafe fn sgemm_8x8_rows(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded contract.
+    let b = Offsets(b, offs);
+    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
 }
 
 use crate::cpu::qgemm::Requant;

@@ -1,4 +1,5 @@
 //! Portable reference micro-kernel (and the path on targets without a SIMD kernel).
+use super::{BRows, Offsets, Panel};
 /// Tile rows.
 pub const MR: usize = 4;
 /// Tile columns.
@@ -19,10 +20,46 @@ pub unsafe fn sgemm_4x8(
     n: usize,
     acc: bool,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { tile(k, a, Panel::<NR>(b), c, ldc, m, n, acc) }
+}
+
+/// [`sgemm_4x8`] reading B in place.
+///
+/// # Safety
+/// As [`super::RowsKernel`].
+#[allow(clippy::too_many_arguments)] // the RowsKernel contract
+pub unsafe fn sgemm_4x8_rows(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { tile(k, a, Offsets(b, offs), c, ldc, m, n, acc) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile<B: BRows>(
+    k: usize,
+    a: *const f32,
+    b: B,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
     let mut t = [[0f32; NR]; MR];
     for p in 0..k {
-        // SAFETY: the caller guarantees k*MR and k*NR floats behind a and b.
-        let (ap, bp) = unsafe { (a.add(p * MR), b.add(p * NR)) };
+        // SAFETY: the caller guarantees k*MR floats behind a and NR floats at each B row.
+        let (ap, bp) = unsafe { (a.add(p * MR), b.row(p)) };
         for (r, row) in t.iter_mut().enumerate() {
             let av = unsafe { *ap.add(r) };
             for (j, v) in row.iter_mut().enumerate() {

@@ -1,4 +1,5 @@
 //! x86-64 AVX2+FMA micro-kernel: 6 rows × 16 columns, 12 accumulator registers.
+use super::{BRows, Offsets, Panel};
 use core::arch::x86_64::*;
 
 /// Tile rows.
@@ -7,10 +8,10 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, B: BRows>(
     k: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     n: usize,
@@ -21,8 +22,9 @@ unsafe fn tile<const R: usize>(
     for p in 0..k {
         // SAFETY: packed panels hold k*MR and k*NR floats (caller contract).
         unsafe {
-            let b0 = _mm256_loadu_ps(b.add(p * NR));
-            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+            let row = b.row(p);
+            let b0 = _mm256_loadu_ps(row);
+            let b1 = _mm256_loadu_ps(row.add(8));
             for r in 0..R {
                 let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
@@ -76,7 +78,29 @@ pub unsafe fn sgemm_6x16(
     acc: bool,
 ) {
     // SAFETY: forwarded contract; R = m rows are valid.
-    unsafe { tile_rows!(m, tile, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
+    let b = Panel::<NR>(b);
+    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
+}
+
+/// [`sgemm_6x16`] reading B in place. Only call when AVX2 and FMA are detected.
+///
+/// # Safety
+/// As [`super::RowsKernel`], plus the CPU must support AVX2 and FMA.
+#[allow(clippy::too_many_arguments)] // the RowsKernel contract
+pub unsafe fn sgemm_6x16_rows(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded contract; R = m rows are valid.
+    let b = Offsets(b, offs);
+    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
 }
 
 /// AVX-512 f32 tile rows.
@@ -87,10 +111,10 @@ pub const NR512: usize = 32;
 /// [`tile`] on 512-bit registers: 8 rows × 32 columns, 16 accumulators, the same fused multiply-add chain
 /// per output (k in order, then + C), so the same bits.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile512<const R: usize>(
+unsafe fn tile512<const R: usize, B: BRows>(
     k: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     n: usize,
@@ -101,8 +125,9 @@ unsafe fn tile512<const R: usize>(
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         for p in 0..k {
-            let b0 = _mm512_loadu_ps(b.add(p * NR512));
-            let b1 = _mm512_loadu_ps(b.add(p * NR512 + 16));
+            let row = b.row(p);
+            let b0 = _mm512_loadu_ps(row);
+            let b1 = _mm512_loadu_ps(row.add(16));
             for r in 0..R {
                 let av = _mm512_set1_ps(*a.add(p * MR512 + r));
                 lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
@@ -151,7 +176,29 @@ pub unsafe fn sgemm_8x32_512(
     acc: bool,
 ) {
     // SAFETY: forwarded contract; R = m rows are valid.
-    unsafe { tile_rows!(m, tile512, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
+    let b = Panel::<NR512>(b);
+    unsafe { tile_rows!(m, tile512::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
+}
+
+/// [`sgemm_8x32_512`] reading B in place. Only call when AVX-512 F is detected.
+///
+/// # Safety
+/// As [`super::RowsKernel`] with an 8×32 tile, plus the CPU must support AVX-512 F.
+#[allow(clippy::too_many_arguments)] // the RowsKernel contract
+pub unsafe fn sgemm_8x32_512_rows(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded contract; R = m rows are valid.
+    let b = Offsets(b, offs);
+    unsafe { tile_rows!(m, tile512::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
 }
 
 use crate::cpu::qgemm::Requant;

@@ -15,13 +15,23 @@ pub enum ConvPrep {
         packed: Vec<f32>,
         /// Floats per group block.
         group_stride: usize,
+        /// B's row offsets over the input's stride-phase planes ([`Shifted::taps`]) when the conv
+        /// runs on them (see [`shifted_hw`]); empty for the clipped im2col.
+        taps: Vec<usize>,
     },
     /// One input and one output channel per group: direct loops over the raw weights.
     Depthwise,
 }
 
-/// Prepares conv weights `w[M][C/g][kh][kw]`.
-pub fn prepare(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep {
+/// Prepares conv weights `w[M][C/g][kh][kw]` for input shape `x` and output shape `y`.
+pub fn prepare(
+    g: &Gemm,
+    geom: &Conv2d,
+    w: &[f32],
+    wshape: &[usize],
+    x: &[usize],
+    y: &[usize],
+) -> ConvPrep {
     let groups = geom.groups as usize;
     let (m, cg) = (wshape[0], wshape[1]);
     if cg == 1 && m == groups {
@@ -36,9 +46,17 @@ pub fn prepare(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) -> ConvPrep
         group_stride = block.len();
         packed.extend_from_slice(&block);
     }
+    let taps = match shifted_hw(geom, x, y) {
+        Some(hw) => {
+            let [s, d] = [geom.strides, geom.dilations].map(|v| v.map(|e| e as usize));
+            Shifted::taps(cg, hw, [wshape[2], wshape[3]], s, d)
+        }
+        None => Vec::new(),
+    };
     ConvPrep::Dense {
         packed,
         group_stride,
+        taps,
     }
 }
 
@@ -94,11 +112,9 @@ pub fn scratch(
             let groups = x[1] / wshape[1];
             let k = wshape[1] * wshape[2] * wshape[3];
             match shifted_hw(geom, x, y) {
+                // the phase planes; B is read from them in place
                 Some([hq, wq]) => {
-                    let n = (y[2] - 1) * wq + y[3];
-                    (geom.strides[0] * geom.strides[1]) as usize * wshape[1] * hq * wq
-                        + g.nr
-                        + gemm::scratch_floats(g, y[1] / groups, n, k, true, false, threads)
+                    (geom.strides[0] * geom.strides[1]) as usize * wshape[1] * hq * wq + g.nr
                 }
                 None => {
                     gemm::scratch_floats(g, y[1] / groups, y[2] * y[3], k, true, false, threads)
@@ -131,6 +147,7 @@ pub fn run(
         ConvPrep::Dense {
             packed,
             group_stride,
+            taps,
         } => {
             for b in 0..n {
                 for gi in 0..groups {
@@ -153,19 +170,18 @@ pub fn run(
                         act,
                     };
                     let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    if let Some([hq, wq]) = shifted_hw(geom, x.shape, y.shape) {
+                    if let (false, Some([hq, wq])) =
+                        (taps.is_empty(), shifted_hw(geom, x.shape, y.shape))
+                    {
                         let s = [geom.strides[0] as usize, geom.strides[1] as usize];
-                        let (xp, rest) = scratch.split_at_mut(s[0] * s[1] * cg * hq * wq + g.nr);
+                        let (xp, _) = scratch.split_at_mut(s[0] * s[1] * cg * hq * wq + g.nr);
                         let pads = [geom.pads[0] as usize, geom.pads[1] as usize];
                         phase_planes(xs, cg, [h, wd], pads, s, [hq, wq], xp);
                         let sh = Shifted {
                             x: xp,
-                            c: cg,
                             hw: [hq, wq],
-                            k: [kh, kw],
-                            s,
-                            d: ic.d,
                             out: [oh, ow],
+                            offs: taps,
                         };
                         let n = sh.cols();
                         let b = BSrc::Shifted(sh);
@@ -179,7 +195,7 @@ pub fn run(
                             ys,
                             oh * ow,
                             epi,
-                            rest,
+                            &mut [],
                         );
                         continue;
                     }
@@ -578,6 +594,7 @@ pub fn prepare_transposed(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) 
     ConvPrep::Dense {
         packed,
         group_stride,
+        taps: Vec::new(),
     }
 }
 
@@ -611,6 +628,7 @@ pub fn run_transposed(
     let ConvPrep::Dense {
         packed,
         group_stride,
+        ..
     } = prep
     else {
         return;
@@ -734,7 +752,7 @@ mod tests {
                 let (x, wt, b) = (rnd(c * h * w), rnd(c * k * k), rnd(c));
                 let run_on = |isa| {
                     let g = kernels::gemm_for(isa);
-                    let prep = prepare(&g, &geom, &wt, &ws);
+                    let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
                     let mut scratch =
                         vec![0f32; super::scratch(&g, &geom, &prep, &xs, &ys, &ws, 1)];
                     let mut y = vec![0f32; c * oh * ow];
@@ -838,14 +856,12 @@ mod tests {
                     };
                     let mut xp = vec![f32::NAN; s[0] * s[1] * c * hq * wq + g.nr];
                     phase_planes(&x, c, [h, w], [pads[0], pads[1]], s, [hq, wq], &mut xp);
+                    let taps = Shifted::taps(c, [hq, wq], k, s, d);
                     let sh = Shifted {
                         x: &xp,
-                        c,
                         hw: [hq, wq],
-                        k,
-                        s,
-                        d,
                         out: [oh, ow],
+                        offs: &taps,
                     };
                     let n = sh.cols();
                     let mut scratch =

@@ -79,7 +79,7 @@ pub fn prepare(
     let c = |i: usize| consts.get(i).copied().flatten();
     match op {
         Op::Conv { geom, .. } => match c(1) {
-            Some(w) => Prepared::Conv(conv::prepare(g, geom, w, ins[1])),
+            Some(w) => Prepared::Conv(conv::prepare(g, geom, w, ins[1], ins[0], outs[0])),
             None => Prepared::None,
         },
         Op::ConvTranspose { geom, .. } => match c(1) {
