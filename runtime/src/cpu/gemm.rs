@@ -247,7 +247,7 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// Where output columns `ox..ox + len` (stride `s`, dilated tap offset `off = k·d − pad`) read inside a
 /// row of `w` inputs: the range of `t` in `0..len` with `0 ≤ ox·s + off + t·s < w`.
 #[inline(always)]
-fn inside(x0: isize, s: isize, len: usize, w: usize) -> core::ops::Range<usize> {
+pub(crate) fn inside(x0: isize, s: isize, len: usize, w: usize) -> core::ops::Range<usize> {
     if s == 1 {
         // no divisions on the common path
         let lo = (-x0).clamp(0, len as isize) as usize;

@@ -676,18 +676,22 @@ pub fn run_transposed(
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];
+                            // the input columns that land inside the output row, found once
+                            let x0 = kx as isize * dw - pl;
+                            let r = gemm::inside(x0, sw, wd, ow);
+                            if r.is_empty() {
+                                continue;
+                            }
+                            let first = (x0 + r.start as isize * sw) as usize;
                             for iy in 0..h {
                                 let oy = iy as isize * sh - pt + ky as isize * dh;
                                 if oy < 0 || oy >= oh as isize {
                                     continue;
                                 }
                                 let orow = &mut out[oy as usize * ow..(oy as usize + 1) * ow];
-                                for ix in 0..wd {
-                                    let ox = ix as isize * sw - pl + kx as isize * dw;
-                                    if ox >= 0 && ox < ow as isize {
-                                        orow[ox as usize] += col[iy * wd + ix];
-                                    }
-                                }
+                                let src = &col[iy * wd + r.start..iy * wd + r.end];
+                                let dst = orow[first..].iter_mut().step_by(sw as usize);
+                                dst.zip(src).for_each(|(o, &v)| *o += v);
                             }
                         }
                     }
