@@ -248,6 +248,10 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// row of `w` inputs: the range of `t` in `0..len` with `0 ≤ ox·s + off + t·s < w`.
 #[inline(always)]
 pub(crate) fn inside(x0: isize, s: isize, len: usize, w: usize) -> core::ops::Range<usize> {
+    if x0 >= 0 && x0 + (len as isize - 1) * s < w as isize {
+        // all inside (the common case away from the borders)
+        return 0..len;
+    }
     if s == 1 {
         // no divisions on the common path
         let lo = (-x0).clamp(0, len as isize) as usize;
