@@ -239,27 +239,54 @@ fn phase_planes(
     dst: &mut [f32],
 ) {
     let (planes, slack) = dst.split_at_mut(s0 * s1 * c * hq * wq);
-    for (ph, block) in planes.chunks_exact_mut(c * hq * wq).enumerate() {
-        let (py, px) = (ph / s1, ph % s1);
-        // the phase's columns j with an input pixel: pl <= j·s1 + px < pl + w
-        let first = (pl.saturating_sub(px)).div_ceil(s1).min(wq);
-        let end = (pl + w).saturating_sub(px).div_ceil(s1).min(wq).max(first);
-        for (src, out) in x.chunks_exact(h * w).zip(block.chunks_exact_mut(hq * wq)) {
-            for (i, o) in out.chunks_exact_mut(wq).enumerate() {
+    let bsz = c * hq * wq;
+    for (py, blocks) in planes.chunks_exact_mut(s1 * bsz).enumerate() {
+        for (ch, src) in x.chunks_exact(h * w).enumerate() {
+            for i in 0..hq {
+                let at = ch * hq * wq + i * wq;
                 let yp = i * s0 + py;
                 if yp < pt || yp - pt >= h {
-                    o.fill(0.0);
+                    for px in 0..s1 {
+                        blocks[px * bsz + at..][..wq].fill(0.0);
+                    }
                     continue;
                 }
                 let row = &src[(yp - pt) * w..(yp - pt + 1) * w];
-                o[..first].fill(0.0);
-                o[end..].fill(0.0);
-                let x0 = first * s1 + px - pl;
-                if s1 == 1 {
-                    o[first..end].copy_from_slice(&row[x0..x0 + end - first]);
-                } else {
-                    for (v, &r) in o[first..end].iter_mut().zip(row[x0..].iter().step_by(s1)) {
-                        *v = r;
+                if s1 == 2 {
+                    // both column phases in one pass over the row: source pair (2t, 2t+1) lands at
+                    // columns pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
+                    let (b0, b1) = blocks.split_at_mut(bsz);
+                    let (o0, o1) = (&mut b0[at..at + wq], &mut b1[at..at + wq]);
+                    o0.fill(0.0);
+                    o1.fill(0.0);
+                    let (oa, ob) = if pl % 2 == 0 { (o0, o1) } else { (o1, o0) };
+                    let (ja, jb) = (pl / 2, pl.div_ceil(2));
+                    let pairs = row.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        if let Some(v) = oa.get_mut(ja + w / 2) {
+                            *v = *last;
+                        }
+                    }
+                    let (oa, ob) = (&mut oa[ja.min(wq)..], &mut ob[jb.min(wq)..]);
+                    for ((a, b), p) in oa.iter_mut().zip(ob.iter_mut()).zip(pairs) {
+                        *a = p[0];
+                        *b = p[1];
+                    }
+                    continue;
+                }
+                for px in 0..s1 {
+                    let o = &mut blocks[px * bsz + at..][..wq];
+                    // the phase's columns j with an input pixel: pl <= j·s1 + px < pl + w
+                    let first = (pl.saturating_sub(px)).div_ceil(s1).min(wq);
+                    let end = (pl + w).saturating_sub(px).div_ceil(s1).min(wq).max(first);
+                    o[..first].fill(0.0);
+                    o[end..].fill(0.0);
+                    let x0 = first * s1 + px - pl;
+                    if s1 == 1 {
+                        o[first..end].copy_from_slice(&row[x0..x0 + end - first]);
+                    } else {
+                        let src = row[x0..].iter().step_by(s1);
+                        o[first..end].iter_mut().zip(src).for_each(|(v, &r)| *v = r);
                     }
                 }
             }
