@@ -954,9 +954,10 @@ fn pack_rows<'a, 'o>(
         let mut j = 0;
         while j < full16 {
             let rows = [&r[0][j..], &r[1][j..], &r[2][j..], &r[3][j..]];
-            // 16 columns: one panel of 16 (interleaved in place) or two of 8 (fixed-size copies)
-            if nr == 16 {
-                let dst = (j / 16) * panel + blk * 64;
+            // 16 columns: all or half of a panel of 16 or 32 (interleaved in place), or two of 8
+            // (fixed-size copies)
+            if nr >= 16 {
+                let dst = (j / nr) * panel + blk * nr * 4 + (j % nr) * 4;
                 let quad: &mut [i8; 64] = (&mut out[dst..dst + 64]).try_into().unwrap();
                 interleave16(rows, quad);
             } else {

@@ -20,7 +20,7 @@ pub const QMAX_K: usize = 1 << 15;
 pub const QMAX_BIAS: i32 = 1 << 30;
 /// Largest tile any kernel uses (rows, columns): the size of the generic epilogue buffer.
 const MAX_MR: usize = 8;
-const MAX_NR: usize = 16;
+const MAX_NR: usize = 32;
 
 /// An int8 micro-kernel with its epilogue: for the `m×n` corner of one MR×NR tile,
 /// `c[r·ldc + j] = rq(r, Σ_k a[k][r]·b[k][j])` over `kb` k-blocks of 4, where `rq` holds the tile's rows.
@@ -73,6 +73,17 @@ pub fn qgemm_for(isa: Isa) -> QGemm {
             a_wide: true,
             kernel: super::kernels::x86::qgemm_6x8_avx2,
             name: "avx2_qgemm_i16_6x8_madd",
+        },
+        // 512-bit `vpdpbusd` where the CPU has AVX512-VNNI (twice the MACs per instruction)
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::AvxVnni if super::kernels::x86::has_avx512vnni() => QGemm {
+            isa,
+            mr: 6,
+            nr: 32,
+            x_offset: 128,
+            a_wide: false,
+            kernel: super::kernels::x86::qgemm_6x32_avx512vnni,
+            name: "avx512vnni_qgemm_u8i8_6x32_dpbusd",
         },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Isa::AvxVnni => QGemm {
@@ -543,15 +554,27 @@ mod tests {
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
                 if paths.contains(&Isa::AvxVnni) && std::is_x86_feature_detected!("avxvnni") {
                     kernels.push(QGemm {
+                        nr: 16,
                         kernel: super::super::kernels::x86::qgemm_6x16_vnni,
                         name: "avxvnni_qgemm_u8i8_6x16_dpbusd (AVX2 epilogue)",
                         ..qgemm_for(Isa::AvxVnni)
                     });
+                    // and with the AVX-512 epilogue (AVX-VNNI CPUs with AVX-512 F/BW but not VNNI)
+                    if super::super::kernels::x86::has_avx512() {
+                        kernels.push(QGemm {
+                            nr: 16,
+                            kernel: super::super::kernels::x86::qgemm_6x16_vnni512,
+                            name: "avxvnni_qgemm_u8i8_6x16_dpbusd (AVX-512 epilogue)",
+                            ..qgemm_for(Isa::AvxVnni)
+                        });
+                    }
                 }
-                // the EVEX form (the kernel of AVX512-VNNI CPUs without AVX-VNNI), where this CPU has it
+                // the 256-bit EVEX form (the kernel of AVX512-VNNI CPUs without AVX-VNNI, before the
+                // 512-bit one), where this CPU has it
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
                 if super::super::kernels::x86::has_avx512vnni() {
                     kernels.push(QGemm {
+                        nr: 16,
                         kernel: super::super::kernels::x86::qgemm_6x16_avx512vnni,
                         name: "avx512vnni_qgemm_u8i8_6x16_dpbusd_evex",
                         ..qgemm_for(Isa::AvxVnni)

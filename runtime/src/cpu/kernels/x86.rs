@@ -1371,6 +1371,77 @@ vnni512!(
      `vpdpbusd` on 256-bit registers, AVX-512 epilogue."
 );
 
+/// AVX512-VNNI tile on 512-bit registers: R rows × 32 columns, 2R accumulators (`vpdpbusd` on zmm: 64
+/// MACs an instruction, twice the 256-bit tile's), B panels `[kb][32][4]`, the 16-lane AVX-512
+/// epilogue per half row. The same integers as every other tile.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni_tile_zmm<const R: usize>(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY (whole fn): packed panels hold kb·24 bytes (A) and kb·128 bytes (B); c rows < R valid for
+    // n ≤ 32 bytes.
+    unsafe {
+        let flip = _mm512_set1_epi8(-128);
+        let mut acc = [[_mm512_setzero_si512(); 2]; R];
+        for blk in 0..kb {
+            let bp = b.add(blk * 128);
+            let b0 = _mm512_xor_si512(_mm512_loadu_si512(bp as *const __m512i), flip);
+            let b1 = _mm512_xor_si512(_mm512_loadu_si512(bp.add(64) as *const __m512i), flip);
+            let ap = a.add(blk * 24);
+            for (r, t) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((ap.add(r * 4) as *const i32).read_unaligned());
+                t[0] = _mm512_dpbusd_epi32(t[0], b0, av);
+                t[1] = _mm512_dpbusd_epi32(t[1], b1, av);
+            }
+        }
+        for (r, t) in acc.iter().enumerate() {
+            let dst = c.add(r * ldc);
+            let mut bytes = [0i8; 32];
+            if vec_ok(rq.mult[r]) {
+                let p = row_rq512(rq, r);
+                for (h, &v) in t.iter().enumerate() {
+                    let q = _mm512_cvtsepi32_epi8(requant16(v, &p));
+                    _mm_storeu_si128(bytes.as_mut_ptr().add(16 * h) as *mut __m128i, q);
+                }
+            } else {
+                let mut wide = [0i32; 32];
+                _mm512_storeu_si512(wide.as_mut_ptr() as *mut __m512i, t[0]);
+                _mm512_storeu_si512(wide.as_mut_ptr().add(16) as *mut __m512i, t[1]);
+                rq.row(r, &wide[..n], &mut bytes[..n]);
+            }
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
+        }
+    }
+}
+
+/// int8 micro-kernel for AVX512-VNNI CPUs: 6 rows × 32 columns on zmm registers (`vnni_tile_zmm`).
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`] with B panels 32 columns wide, plus AVX2, AVX-512 F/BW and
+/// AVX512-VNNI ([`has_avx512vnni`]).
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_6x32_avx512vnni(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // SAFETY: forwarded contract; rows ≥ m of the tile are computed from zero padding, never stored.
+    unsafe { tile_rows!(m, vnni_tile_zmm, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq)) }
+}
+
 /// Whether the CPU has AVX512-VNNI with 256-bit forms (VL) and AVX-512 F/BW ([`qgemm_6x16_avx512vnni`]).
 pub fn has_avx512vnni() -> bool {
     has_avx512()
