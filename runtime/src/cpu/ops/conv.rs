@@ -16,7 +16,7 @@ pub enum ConvPrep {
         /// Floats per group block.
         group_stride: usize,
         /// B's row offsets over the input's stride-phase planes ([`Shifted::taps`]) when the conv
-        /// runs on them (see [`shifted_hw`]); empty for the clipped im2col.
+        /// runs on them; empty for the clipped im2col.
         taps: Vec<usize>,
     },
     /// One input and one output channel per group: direct loops over the raw weights.
