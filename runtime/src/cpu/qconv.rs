@@ -177,7 +177,12 @@ impl QConv {
             let cols = self.block_cols(k, oh * wq, threads);
             let phases = (self.geom.strides[0] * self.geom.strides[1]) as usize;
             let slack = (kw - 1) * self.geom.dilations[1] as usize + 1;
-            return cg * phases * hq * wq + slack + (self.g.b_len(k, cols) + mg * cols) * threads;
+            // + the im2col rows' offsets (k usize, aligned)
+            let taps = k * core::mem::size_of::<usize>() + core::mem::align_of::<usize>();
+            return cg * phases * hq * wq
+                + slack
+                + taps
+                + (self.g.b_len(k, cols) + mg * cols) * threads;
         }
         let cols = self.block_cols(k, oh * ow, threads);
         (k * cols + self.g.b_len(k, cols)) * threads
@@ -311,6 +316,34 @@ impl QConv {
         let unit = sh == 1 && sw == 1;
         let slack = (kw - 1) * dw + 1;
         let (phases, rest) = scratch.split_at_mut(cg * per_ch + slack);
+        // where each im2col row (ci, ky, kx) starts in the phases, once per call (no divisions per row
+        // and block)
+        let (taps, rest) = {
+            let align = rest.as_ptr().align_offset(core::mem::align_of::<usize>());
+            let bytes = k * core::mem::size_of::<usize>() + core::mem::align_of::<usize>();
+            let (t, rest) = rest.split_at_mut(bytes);
+            // SAFETY: `bytes` holds k aligned usize past `align` (scratch_bytes); i8 has no invalid bits.
+            let t = unsafe {
+                core::slice::from_raw_parts_mut(t.as_mut_ptr().add(align) as *mut usize, k)
+            };
+            (t, rest)
+        };
+        let mut p = 0;
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    taps[p] = if unit {
+                        ci * per_ch + ky * dh * wq + kx * dw
+                    } else {
+                        let (py, ry) = ((ky * dh) % sh, (ky * dh) / sh);
+                        let (px, cx) = ((kx * dw) % sw, (kx * dw) / sw);
+                        ci * per_ch + (py * sw + px) * phase + ry * wq + cx
+                    };
+                    p += 1;
+                }
+            }
+        }
+        let taps = &*taps;
         let per = g.b_len(k, cols) + mg * cols;
         let rptr = SyncPtr(rest.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
@@ -365,17 +398,7 @@ impl QConv {
                             g,
                             k,
                             nc,
-                            |p| {
-                                let (ci, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
-                                let at = if unit {
-                                    ci * per_ch + ky * dh * wq + kx * dw + j0
-                                } else {
-                                    let (py, ry) = ((ky * dh) % sh, (ky * dh) / sh);
-                                    let (px, cx) = ((kx * dw) % sw, (kx * dw) / sw);
-                                    ci * per_ch + (py * sw + px) * phase + ry * wq + cx + j0
-                                };
-                                &phases[at..at + nc]
-                            },
+                            |p| &phases[taps[p] + j0..taps[p] + j0 + nc],
                             packed,
                         );
                         qgemm::qgemm(g, (mg, nc, k), a, bp, &mut tile[..mg * nc], nc, &rq);
@@ -396,7 +419,7 @@ impl QConv {
                                             len,
                                         )
                                     };
-                                    dst.copy_from_slice(&src[j - j0..j - j0 + len]);
+                                    copy_bytes(dst, &src[j - j0..j - j0 + len]);
                                 }
                                 j += run;
                             }
@@ -614,8 +637,8 @@ impl DwGeom {
     /// (i32 accumulators, i16 padded-plane values) per thread.
     fn lens(&self) -> (usize, usize) {
         let (hn, wq) = self.padded();
-        // + 16: the vector kernel's read slack past the last row
-        (self.oh * self.acc_stride(), self.sw * hn * wq + wq + 16)
+        // + 32: the vector kernels' read slack past the last row
+        (self.oh * self.acc_stride(), self.sw * hn * wq + wq + 32)
     }
 
     fn scratch_bytes(&self) -> usize {
@@ -746,7 +769,7 @@ fn dw_rows(
         ..
     } = gm;
     let (hn, wq) = gm.padded();
-    let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(16);
+    let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(32);
     if kh * kw.div_ceil(2) > DW_MAX_PAIRS || reach > pp.len() {
         return false;
     }
@@ -928,6 +951,31 @@ fn build_phases(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
     }
 }
 
+/// `dst.copy_from_slice(src)` for the short runs of an output row (tens of bytes): fixed-size pieces the
+/// compiler keeps in registers, where a runtime length is a `memmove` call (6% of an int8 det320 run).
+#[inline(always)]
+fn copy_bytes(dst: &mut [i8], src: &[i8]) {
+    #[inline(always)]
+    fn piece<const N: usize>(dst: &mut [i8], src: &[i8], i: &mut usize) {
+        while *i + N <= dst.len() {
+            if let (Ok(d), Ok(s)) = (
+                <&mut [i8; N]>::try_from(&mut dst[*i..*i + N]),
+                <&[i8; N]>::try_from(&src[*i..*i + N]),
+            ) {
+                *d = *s;
+            }
+            *i += N;
+        }
+    }
+    let src = &src[..dst.len()];
+    let mut i = 0;
+    piece::<32>(dst, src, &mut i);
+    piece::<8>(dst, src, &mut i);
+    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = s;
+    }
+}
+
 /// Interleaves `k` rows of `nc` bytes (`row(p)`) into B panels for `g` (`panel[kb][col][4]`, zero padded):
 /// four rows at a time, sixteen columns at a time with byte unpacks (x86) or `st4` (aarch64).
 fn pack_rows<'a, 'o>(
@@ -1054,7 +1102,7 @@ mod tests {
         let mut seed = 5;
         let mut cases = 0;
         for &(h, w) in &[(2usize, 96usize), (3, 17), (9, 33), (1, 5), (6, 40)] {
-            for &(kh, kw) in &[(3usize, 3usize), (5, 5), (1, 7), (3, 1)] {
+            for &(kh, kw) in &[(3usize, 3usize), (5, 5), (1, 7), (3, 1), (7, 9)] {
                 for &(sh, sw) in &[(1usize, 1usize), (2, 1), (2, 2), (1, 3)] {
                     for &(dh, dw) in &[(1usize, 1usize), (2, 2)] {
                         let (pt, pl) = ((kh - 1) * dh / 2, (kw - 1) * dw / 2);

@@ -765,7 +765,7 @@ unsafe fn dw_block8(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> __
 ///
 /// # Safety
 /// The CPU must support AVX2 (and AVX-512 F/BW when `wide`); every `off + out.len().next_multiple_of(16)`
-/// ≤ `pp.len()` (the caller checks).
+/// (`next_multiple_of(32)` when `wide`) ≤ `pp.len()` (the caller checks).
 #[target_feature(enable = "avx2")]
 pub unsafe fn dw_row_avx2(
     pp: &[i16],
@@ -1403,20 +1403,22 @@ unsafe fn vnni_tile_zmm<const R: usize>(
         }
         for (r, t) in acc.iter().enumerate() {
             let dst = c.add(r * ldc);
-            let mut bytes = [0i8; 32];
             if vec_ok(rq.mult[r]) {
+                // narrowed and stored under a mask: no partial-row buffer, no `memcpy` call
                 let p = row_rq512(rq, r);
                 for (h, &v) in t.iter().enumerate() {
-                    let q = _mm512_cvtsepi32_epi8(requant16(v, &p));
-                    _mm_storeu_si128(bytes.as_mut_ptr().add(16 * h) as *mut __m128i, q);
+                    let keep = n.saturating_sub(16 * h).min(16);
+                    let mask = ((1u32 << keep) - 1) as u16;
+                    let at = dst.wrapping_add(16 * h);
+                    _mm512_mask_cvtsepi32_storeu_epi8(at, mask, requant16(v, &p));
                 }
             } else {
-                let mut wide = [0i32; 32];
+                let (mut wide, mut bytes) = ([0i32; 32], [0i8; 32]);
                 _mm512_storeu_si512(wide.as_mut_ptr() as *mut __m512i, t[0]);
                 _mm512_storeu_si512(wide.as_mut_ptr().add(16) as *mut __m512i, t[1]);
                 rq.row(r, &wide[..n], &mut bytes[..n]);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
             }
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
         }
     }
 }
@@ -1476,34 +1478,68 @@ pub unsafe fn scale_row512(rq: &Requant, r: usize, (a, za, qb): (&[i8], i32, i32
     unsafe { scale_row_avx2(rq, r, (&a[i..n], za, qb), &mut out[i..n]) }
 }
 
-/// [`dw_row_avx2`]'s loop with the 16-lane AVX-512 epilogue.
+/// [`dw_block`] on 512-bit registers: 32 columns, two taps per `vpmaddwd`. Returns columns 0-15 and
+/// 16-31.
 ///
 /// # Safety
-/// AVX2 and AVX-512 F/BW; the reads as in [`dw_row_avx2`].
+/// AVX-512 F/BW; 32 values readable at every `p + off + x0`.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn dw_block512(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__m512i; 2] {
+    let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    for &(wp, oa, ob) in ops {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let w = _mm512_set1_epi32(wp);
+            let a = _mm512_loadu_si512(p.add(oa + x0) as *const __m512i);
+            let b = _mm512_loadu_si512(p.add(ob + x0) as *const __m512i);
+            // per 128-bit lane j: unpacklo pairs columns 8j..8j+3, unpackhi 8j+4..8j+7
+            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
+            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
+        }
+    }
+    // lanes lo = [c0-3, c8-11, c16-19, c24-27], hi = [c4-7, c12-15, c20-23, c28-31] → in column order
+    let idx0 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    let idx1 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    [
+        _mm512_permutex2var_epi64(lo, idx0, hi),
+        _mm512_permutex2var_epi64(lo, idx1, hi),
+    ]
+}
+
+/// [`dw_row_avx2`]'s loop with the 16-lane AVX-512 epilogue, 32 columns a block (`dw_block512`) while more
+/// than 16 remain, every block narrowed and stored under a mask.
+///
+/// # Safety
+/// AVX2 and AVX-512 F/BW; the reads as in [`dw_row_avx2`] but 32 values past every block start
+/// (`off + out.len().next_multiple_of(32)` ≤ `pp.len()`).
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
 unsafe fn dw_row512(pp: &[i16], ops: &[(i32, usize, usize)], p: &RowRq512, out: &mut [i8]) {
     let ow = out.len();
     let mut x0 = 0;
     while x0 < ow {
-        // SAFETY: reads in bounds by the caller's contract; min(16, ow − x0) bytes written at out[x0..].
+        // SAFETY: reads in bounds by the caller's contract; min(32, ow − x0) bytes written at out[x0..].
         unsafe {
-            let n = (ow - x0).min(16);
+            let n = ow - x0;
+            if n > 16 {
+                for (h, &acc) in dw_block512(pp.as_ptr(), ops, x0).iter().enumerate() {
+                    let keep = n.saturating_sub(16 * h).min(16);
+                    let mask = ((1u32 << keep) - 1) as u16;
+                    // (a half with nothing to keep stores nothing: its address may lie past the end)
+                    let dst = out.as_mut_ptr().wrapping_add(x0 + 16 * h);
+                    _mm512_mask_cvtsepi32_storeu_epi8(dst, mask, requant16(acc, p));
+                }
+                x0 += 32;
+                continue;
+            }
             let v = if n <= 8 {
                 [dw_block8(pp.as_ptr(), ops, x0), _mm256_setzero_si256()]
             } else {
                 dw_block(pp.as_ptr(), ops, x0)
             };
-            let bytes = _mm512_cvtsepi32_epi8(requant16(
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]),
-                p,
-            ));
-            if n == 16 {
-                _mm_storeu_si128(out.as_mut_ptr().add(x0) as *mut __m128i, bytes);
-            } else {
-                let mut buf = [0i8; 16];
-                _mm_storeu_si128(buf.as_mut_ptr() as *mut __m128i, bytes);
-                out[x0..].copy_from_slice(&buf[..n]);
-            }
+            let mask = ((1u32 << n.min(16)) - 1) as u16;
+            let acc = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]);
+            _mm512_mask_cvtsepi32_storeu_epi8(out.as_mut_ptr().add(x0), mask, requant16(acc, p));
         }
         x0 += 16;
     }
