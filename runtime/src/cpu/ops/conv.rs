@@ -60,17 +60,18 @@ pub fn prepare(
     }
 }
 
-/// Taps per output (`C/g·kh·kw`) below which a conv keeps the clipped im2col: the phase planes copy the
-/// whole input, and a stem conv (3 channels, 3×3, stride 2 at 800×608: K = 27) ran no faster on them
-/// while its 5.8 MB copy grew the arena by as much.
-const SHIFTED_MIN_K: usize = 64;
+/// Taps per output (`C/g·kh·kw`) below which a conv keeps the clipped im2col: there the phase planes (a
+/// copy of the whole input) would cost about what they save. A 3-channel 3×3 stem (K = 27) gains: PP-OCR
+/// det's at 320 0.48 -> 0.26 ms, at 736 3.1 -> 2.8 ms (its planes grow the arena by the input's size:
+/// 5.8 MB for PicoDet's 800×608 input).
+const SHIFTED_MIN_K: usize = 16;
 
 /// The phase plane size `[hq, wq]` when a dense conv runs on its zero-padded input split into stride
 /// phases (see [`Shifted`]): any conv with at least [`SHIFTED_MIN_K`] taps per output but a 1×1
 /// unpadded one at stride 1 (which reads its input as it is), where the columns computed and dropped
-/// (`wq − ow` per output row) are at most a quarter of the real ones. Packing then copies whole panel
-/// rows: a 3×3 conv at 52×52 with 96 channels ran at 77 GMAC/s through the clipped im2col, 98 through
-/// the phase planes (AVX-512, one thread; YOLOX f32 47.5 -> 41.8 ms, PP-OCR det736 78 -> 71 ms).
+/// (`wq − ow` per output row) are at most a quarter of the real ones. B's rows are then read in place: a
+/// 3×3 conv at 52×52 with 96 channels ran at 77 GMAC/s through the clipped im2col, 98 through the phase
+/// planes packed, 113 read in place (AVX-512, one thread).
 fn shifted_hw(geom: &Conv2d, x: &[usize], y: &[usize]) -> Option<[usize; 2]> {
     let taps = (x[1] / (geom.groups as usize).max(1))
         .saturating_mul(geom.kernel[0] as usize * geom.kernel[1] as usize);
