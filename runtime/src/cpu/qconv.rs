@@ -776,7 +776,14 @@ fn dw_rows(
     // the taps of output row 0, grouped by kernel row (`npr` pairs each); row oy reads the same offsets
     // from oy·sh rows further down, so only the range of kernel rows inside the image changes per row
     let npr = kw.div_ceil(2);
-    let tap = |ky: usize, kx: usize| ((kx * dw) % sw * hn + ky * dh) * wq + (kx * dw) / sw;
+    // (no divisions at column stride 1: this runs once per plane, hundreds of planes a layer)
+    let tap = |ky: usize, kx: usize| {
+        if sw == 1 {
+            ky * dh * wq + kx * dw
+        } else {
+            ((kx * dw) % sw * hn + ky * dh) * wq + (kx * dw) / sw
+        }
+    };
     for ky in 0..kh {
         for (j, kx) in (0..kw).step_by(2).enumerate() {
             let (wa, oa) = (wts[ky * kw + kx], tap(ky, kx));
