@@ -3,7 +3,7 @@
 //! in column chunks that fit L2. Threads split the column chunks (or the row panels when there are few
 //! chunks); each writes its own part of C.
 use super::kernels::Gemm;
-use super::{share, Par, SyncPtr};
+use super::{copy_run, share, Par, SyncPtr};
 use crate::ir::Unary;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -216,32 +216,6 @@ fn pack_b_for(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut [f
         };
     }
     pack_b_chunk(g, b, k, j0, cols, dst)
-}
-
-/// `dst.copy_from_slice(src)` for the short runs B packing copies (at most one panel width): fixed-size
-/// pieces of 16, 8 and 4 the compiler keeps in registers, where a runtime length is a `memmove` call.
-#[inline(always)]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    #[inline(always)]
-    fn piece<const N: usize>(dst: &mut [f32], src: &[f32], i: &mut usize) {
-        while *i + N <= dst.len() {
-            if let (Ok(d), Ok(s)) = (
-                <&mut [f32; N]>::try_from(&mut dst[*i..*i + N]),
-                <&[f32; N]>::try_from(&src[*i..*i + N]),
-            ) {
-                *d = *s;
-            }
-            *i += N;
-        }
-    }
-    let src = &src[..dst.len()];
-    let mut i = 0;
-    piece::<16>(dst, src, &mut i);
-    piece::<8>(dst, src, &mut i);
-    piece::<4>(dst, src, &mut i);
-    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
-        *d = s;
-    }
 }
 
 /// Where output columns `ox..ox + len` (stride `s`, dilated tap offset `off = k·d − pad`) read inside a

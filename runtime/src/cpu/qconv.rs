@@ -419,7 +419,7 @@ impl QConv {
                                             len,
                                         )
                                     };
-                                    copy_bytes(dst, &src[j - j0..j - j0 + len]);
+                                    crate::cpu::copy_run(dst, &src[j - j0..j - j0 + len]);
                                 }
                                 j += run;
                             }
@@ -955,31 +955,6 @@ fn build_phases(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
                 }
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of an output row (tens of bytes): fixed-size pieces the
-/// compiler keeps in registers, where a runtime length is a `memmove` call (6% of an int8 det320 run).
-#[inline(always)]
-fn copy_bytes(dst: &mut [i8], src: &[i8]) {
-    #[inline(always)]
-    fn piece<const N: usize>(dst: &mut [i8], src: &[i8], i: &mut usize) {
-        while *i + N <= dst.len() {
-            if let (Ok(d), Ok(s)) = (
-                <&mut [i8; N]>::try_from(&mut dst[*i..*i + N]),
-                <&[i8; N]>::try_from(&src[*i..*i + N]),
-            ) {
-                *d = *s;
-            }
-            *i += N;
-        }
-    }
-    let src = &src[..dst.len()];
-    let mut i = 0;
-    piece::<32>(dst, src, &mut i);
-    piece::<8>(dst, src, &mut i);
-    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
-        *d = s;
     }
 }
 

@@ -21,6 +21,55 @@ macro_rules! tile_rows {
     };
 }
 
+/// The two entry points of an f32 tile generic over how it reads B (`$tile::<R, B: BRows>`): `$packed`
+/// ([`MicroKernel`], B a packed panel of `$nr` columns) and `$rows` ([`RowsKernel`], B's rows in place),
+/// both the same tile code, so the same bits. `$doc` names the CPU features the caller must have checked.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
+macro_rules! f32_kernels {
+    ($packed:ident, $rows:ident, $tile:ident, $nr:expr, [$($r:literal),+ ; $last:literal], $doc:literal) => {
+        #[doc = concat!("See [`super::MicroKernel`]. ", $doc)]
+        ///
+        /// # Safety
+        #[doc = concat!("As [`super::MicroKernel`]. ", $doc)]
+        #[allow(clippy::too_many_arguments)] // the MicroKernel contract
+        pub unsafe fn $packed(
+            k: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            m: usize,
+            n: usize,
+            acc: bool,
+        ) {
+            let b = super::Panel::<{ $nr }>(b);
+            // SAFETY: forwarded contract; R = m rows are valid.
+            unsafe { tile_rows!(m, $tile::<_>, [$($r),+ ; $last], (k, a, b, c, ldc, n, acc)) }
+        }
+
+        #[doc = concat!("The same tile reading B in place. ", $doc)]
+        ///
+        /// # Safety
+        #[doc = concat!("As [`super::RowsKernel`]. ", $doc)]
+        #[allow(clippy::too_many_arguments)] // the RowsKernel contract
+        pub unsafe fn $rows(
+            k: usize,
+            a: *const f32,
+            b: *const f32,
+            offs: *const usize,
+            c: *mut f32,
+            ldc: usize,
+            m: usize,
+            n: usize,
+            acc: bool,
+        ) {
+            let b = super::Offsets(b, offs);
+            // SAFETY: forwarded contract; R = m rows are valid.
+            unsafe { tile_rows!(m, $tile::<_>, [$($r),+ ; $last], (k, a, b, c, ldc, n, acc)) }
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;

@@ -1,5 +1,5 @@
 //! aarch64 NEON micro-kernel: 8 rows × 8 columns, 16 accumulator registers.
-use super::{BRows, Offsets, Panel};
+use super::BRows;
 use core::arch::aarch64::*;
 
 /// Tile rows.
@@ -54,46 +54,14 @@ unsafe fn tile<const R: usize, B: BRows>(
     }
 }
 
-/// See [`super::MicroKernel`].
-///
-/// # Safety
-/// As [`super::MicroKernel`].
-#[allow(clippy::too_many_arguments)] // the MicroKernel contract
-pub unsafe fn sgemm_8x8(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract.
-    let b = Panel::<NR>(b);
-    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
-}
-
-/// [`sgemm_8x8`] reading B in place.
-///
-/// # Safety
-/// As [`super::RowsKernel`].
-#[allow(clippy::too_many_arguments)] // the RowsKernel contract
-pub unsafe fn sgemm_8x8_rows(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract.
-    let b = Offsets(b, offs);
-    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
-}
+f32_kernels!(
+    sgemm_8x8,
+    sgemm_8x8_rows,
+    tile,
+    NR,
+    [1, 2, 3, 4, 5, 6, 7; 8],
+    "NEON is part of aarch64."
+);
 
 use crate::cpu::qgemm::Requant;
 

@@ -1,5 +1,5 @@
 //! x86-64 AVX2+FMA micro-kernel: 6 rows × 16 columns, 12 accumulator registers.
-use super::{BRows, Offsets, Panel};
+use super::BRows;
 use core::arch::x86_64::*;
 
 /// Tile rows.
@@ -62,46 +62,14 @@ unsafe fn tile<const R: usize, B: BRows>(
     }
 }
 
-/// See [`super::MicroKernel`]. Only call when AVX2 and FMA are detected.
-///
-/// # Safety
-/// As [`super::MicroKernel`], plus the CPU must support AVX2 and FMA.
-#[allow(clippy::too_many_arguments)] // the MicroKernel contract
-pub unsafe fn sgemm_6x16(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract; R = m rows are valid.
-    let b = Panel::<NR>(b);
-    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
-}
-
-/// [`sgemm_6x16`] reading B in place. Only call when AVX2 and FMA are detected.
-///
-/// # Safety
-/// As [`super::RowsKernel`], plus the CPU must support AVX2 and FMA.
-#[allow(clippy::too_many_arguments)] // the RowsKernel contract
-pub unsafe fn sgemm_6x16_rows(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract; R = m rows are valid.
-    let b = Offsets(b, offs);
-    unsafe { tile_rows!(m, tile::<_>, [1, 2, 3, 4, 5; 6], (k, a, b, c, ldc, n, acc)) }
-}
+f32_kernels!(
+    sgemm_6x16,
+    sgemm_6x16_rows,
+    tile,
+    NR,
+    [1, 2, 3, 4, 5; 6],
+    "Only call when AVX2 and FMA are detected (the CPU must support them)."
+);
 
 /// AVX-512 f32 tile rows.
 pub const MR512: usize = 8;
@@ -160,46 +128,14 @@ unsafe fn tile512<const R: usize, B: BRows>(
     }
 }
 
-/// The AVX-512 f32 micro-kernel (8×32). Only call when AVX-512 F is detected ([`has_avx512`]).
-///
-/// # Safety
-/// As [`super::MicroKernel`] with an 8×32 tile, plus the CPU must support AVX-512 F.
-#[allow(clippy::too_many_arguments)] // the MicroKernel contract
-pub unsafe fn sgemm_8x32_512(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract; R = m rows are valid.
-    let b = Panel::<NR512>(b);
-    unsafe { tile_rows!(m, tile512::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
-}
-
-/// [`sgemm_8x32_512`] reading B in place. Only call when AVX-512 F is detected.
-///
-/// # Safety
-/// As [`super::RowsKernel`] with an 8×32 tile, plus the CPU must support AVX-512 F.
-#[allow(clippy::too_many_arguments)] // the RowsKernel contract
-pub unsafe fn sgemm_8x32_512_rows(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract; R = m rows are valid.
-    let b = Offsets(b, offs);
-    unsafe { tile_rows!(m, tile512::<_>, [1, 2, 3, 4, 5, 6, 7; 8], (k, a, b, c, ldc, n, acc)) }
-}
+f32_kernels!(
+    sgemm_8x32_512,
+    sgemm_8x32_512_rows,
+    tile512,
+    NR512,
+    [1, 2, 3, 4, 5, 6, 7; 8],
+    "The 8×32 AVX-512 tile: only call when AVX-512 F is detected (the CPU must support it)."
+);
 
 use crate::cpu::qgemm::Requant;
 use crate::ir::quant::FixedMultiplier;
@@ -979,41 +915,88 @@ pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &
     }
 }
 
-/// `e^x` on 8 lanes: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is exact), a degree-6
-/// polynomial for e^r (Cephes' single-precision coefficients), and 2^n through the exponent bits. Within
-/// 2 ulp of the correctly rounded result for x in [−87.3, 88.7]; beyond, 0 and +inf.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp8(x: __m256) -> __m256 {
-    use crate::ir::{EXP_CLAMP, EXP_LN2, EXP_POLY};
-    let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(EXP_CLAMP.0)),
-        _mm256_set1_ps(EXP_CLAMP.1),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(core::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.0), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2.1), r);
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    }
-    let r2 = _mm256_mul_ps(r, r);
-    let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
-    // 2^n: n + 127 in the exponent field (n ∈ [−126, 128]; 2^128 overflows to +inf as it should,
-    // through the multiply below by 2^127 twice)
-    let ni = _mm256_cvtps_epi32(n);
-    let half = _mm256_srai_epi32::<1>(ni);
-    let pow = |k: __m256i| {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            k,
-            _mm256_set1_epi32(127),
-        )))
+/// One body for `e^x` on 8 and 16 lanes (`exp8`, `exp16`): the same operations, so the same bits.
+/// x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is exact), a degree-6 polynomial for
+/// e^r (Cephes' single-precision coefficients), and 2^n through the exponent bits. Within 2 ulp of the
+/// correctly rounded result for x in [−87.3, 88.7]; beyond, 0 and +inf.
+macro_rules! vexp {
+    ($name:ident, $features:literal, $ps:ty, $si:ty, [$min:ident, $max:ident, $set1:ident, $round:ident,
+     $mul:ident, $fnmadd:ident, $fmadd:ident, $add:ident, $cvt:ident, $srai:ident, $slli:ident,
+     $addi:ident, $subi:ident, $set1i:ident, $cast:ident]) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name(x: $ps) -> $ps {
+            use crate::ir::{EXP_CLAMP, EXP_LN2, EXP_POLY};
+            let x = $min($max(x, $set1(EXP_CLAMP.0)), $set1(EXP_CLAMP.1));
+            let n = $round::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>($mul(
+                x,
+                $set1(core::f32::consts::LOG2_E),
+            ));
+            let r = $fnmadd(n, $set1(EXP_LN2.0), x);
+            let r = $fnmadd(n, $set1(EXP_LN2.1), r);
+            let mut p = $set1(EXP_POLY[0]);
+            for &c in &EXP_POLY[1..] {
+                p = $fmadd(p, r, $set1(c));
+            }
+            let r2 = $mul(r, r);
+            let e = $add($fmadd(p, r2, r), $set1(1.0));
+            // 2^n: n + 127 in the exponent field (n ∈ [−126, 128]; 2^128 overflows to +inf as it
+            // should, through the multiply below by 2^127 twice)
+            let ni = $cvt(n);
+            let half = $srai::<1>(ni);
+            let pow = |k: $si| $cast($slli::<23>($addi(k, $set1i(127))));
+            $mul($mul(e, pow(half)), pow($subi(ni, half)))
+        }
     };
-    _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)))
 }
+
+vexp!(
+    exp8,
+    "avx2,fma",
+    __m256,
+    __m256i,
+    [
+        _mm256_min_ps,
+        _mm256_max_ps,
+        _mm256_set1_ps,
+        _mm256_round_ps,
+        _mm256_mul_ps,
+        _mm256_fnmadd_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        _mm256_cvtps_epi32,
+        _mm256_srai_epi32,
+        _mm256_slli_epi32,
+        _mm256_add_epi32,
+        _mm256_sub_epi32,
+        _mm256_set1_epi32,
+        _mm256_castsi256_ps
+    ]
+);
+
+vexp!(
+    exp16,
+    "avx512f",
+    __m512,
+    __m512i,
+    [
+        _mm512_min_ps,
+        _mm512_max_ps,
+        _mm512_set1_ps,
+        _mm512_roundscale_ps,
+        _mm512_mul_ps,
+        _mm512_fnmadd_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_cvtps_epi32,
+        _mm512_srai_epi32,
+        _mm512_slli_epi32,
+        _mm512_add_epi32,
+        _mm512_sub_epi32,
+        _mm512_set1_epi32,
+        _mm512_castsi512_ps
+    ]
+);
 
 /// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division; NaN stays NaN),
 /// or with `SILU` that times x (`x · sigmoid(x)`, one rounding more): the scalar rules' bits
@@ -1039,37 +1022,6 @@ pub unsafe fn sigmoid_avx2<const SILU: bool>(v: &mut [f32]) -> usize {
         i += 8;
     }
     i
-}
-
-/// [`exp8`] on 16 lanes: the same operations, so the same bits.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn exp16(x: __m512) -> __m512 {
-    use crate::ir::{EXP_CLAMP, EXP_LN2, EXP_POLY};
-    let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(EXP_CLAMP.0)),
-        _mm512_set1_ps(EXP_CLAMP.1),
-    );
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2.0), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2.1), r);
-    let mut p = _mm512_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let r2 = _mm512_mul_ps(r, r);
-    let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
-    let ni = _mm512_cvtps_epi32(n);
-    let half = _mm512_srai_epi32::<1>(ni);
-    let pow = |k: __m512i| {
-        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-            k,
-            _mm512_set1_epi32(127),
-        )))
-    };
-    _mm512_mul_ps(_mm512_mul_ps(e, pow(half)), pow(_mm512_sub_epi32(ni, half)))
 }
 
 /// [`sigmoid_avx2`] 16 at a time (`exp16`): the same bits, twice the lanes (SiLU epilogues of a YOLOX

@@ -738,21 +738,24 @@ mod tests {
     use crate::cpu::{caps, kernels};
     use alloc::vec;
 
+    /// `n` values in [−1, 1) from a linear congruential generator.
+    fn uniform(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
     /// Every path's f32 depthwise convolution equals the scalar path's within f32 rounding (the vector
     /// kernel fuses multiply and add), over strides, dilations, paddings, windows and 16-column tails.
     #[test]
     fn depthwise_paths_agree() {
         let mut seed = 3u64;
-        let mut rnd = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect()
-        };
+        let mut rnd = |n: usize| uniform(n, &mut seed);
         let mut cases = 0;
         for &(h, w) in &[(7usize, 37usize), (2, 96), (16, 16), (33, 50)] {
             for &(k, s, d, p) in &[
@@ -832,16 +835,7 @@ mod tests {
     #[test]
     fn phase_planes_equal_im2col() {
         let mut seed = 5u64;
-        let mut rnd = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect()
-        };
+        let mut rnd = |n: usize| uniform(n, &mut seed);
         let mut cases = 0;
         for &(h, w) in &[(9usize, 23usize), (6, 70), (17, 5)] {
             for &(k, s, d, pads) in &[
