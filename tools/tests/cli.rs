@@ -153,6 +153,20 @@ fn failures_are_clean() {
     );
     assert!(e.contains("nope"), "{e}");
     assert!(!art.exists());
+    // an input dim the model fixes otherwise names the input and both sizes
+    let e = fails(
+        tern()
+            .arg("compress")
+            .arg(digits())
+            .arg("-o")
+            .arg(&art)
+            .args(["--input-shape", "input=1x63"]),
+    );
+    assert!(
+        e.contains("input") && e.contains("63") && e.contains("64"),
+        "{e}"
+    );
+    assert!(!art.exists());
     assert_eq!(
         std::fs::read_dir(d.path()).unwrap().count(),
         0,
@@ -184,6 +198,20 @@ fn failures_are_clean() {
 #[test]
 fn cli_compress_run_pp_ocr_matches_tract() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // without --input-shape the cls model's symbolic height and width become 1: its pooling window no
+    // longer fits, and the error names that node once, with the shapes
+    let d = tempfile::tempdir().unwrap();
+    let e = fails(
+        tern()
+            .arg("compress")
+            .arg(root.join("models/cache/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
+            .arg("-o")
+            .arg(d.path().join("cls.tern")),
+    );
+    assert!(
+        e.matches("node \"MaxPool@0\"").count() == 1 && e.contains("input shapes"),
+        "{e}"
+    );
     // (model, input shape, eval set, rel L2 bound: see tests/tests/e2e.rs for why det's is 3e-4)
     for (file, dims, set, tol) in [
         (

@@ -520,6 +520,8 @@ impl Importer {
                 self.unsupported(what, name);
                 Ok(None)
             }
+            // the graph builder's errors name the node already
+            Err(e) if e.to_string().starts_with(&format!("node \"{name}\"")) => Err(e),
             Err(e) => Err(ctx(e)),
         }
     }
