@@ -237,4 +237,44 @@ mod tests {
             }
         }
     }
+    /// The clamp-like activations as every epilogue runs them (built for the widest vectors this CPU has)
+    /// give the scalar rules' bits, NaN, infinities, signed zeros and the clamp edges included.
+    #[test]
+    fn clamp_activations_match_the_scalar_rules() {
+        let mut x: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0037).collect();
+        x.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            -3.0,
+            3.0,
+            6.0,
+            -6.0,
+            1e-40,
+        ]);
+        for f in [
+            Unary::Relu,
+            Unary::Clip {
+                min: -1.5,
+                max: 6.0,
+            },
+            Unary::HardSwish,
+            Unary::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+        ] {
+            let mut got = x.clone();
+            crate::cpu::gemm::apply_act(&mut got, f);
+            for (i, (a, b)) in got.iter().zip(x.iter().map(|&v| f.apply(v))).enumerate() {
+                assert!(
+                    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+                    "{f:?}({}) = {a}, scalar rule {b}",
+                    x[i]
+                );
+            }
+        }
+    }
 }
