@@ -68,17 +68,7 @@ impl Shifted<'_> {
         d: [usize; 2],
     ) -> Vec<usize> {
         let plane = hq * wq;
-        let mut offs = Vec::with_capacity(c * k[0] * k[1]);
-        for ch in 0..c {
-            for ky in 0..k[0] {
-                let (py, ry) = ((ky * d[0]) % s[0], (ky * d[0]) / s[0]);
-                for kx in 0..k[1] {
-                    let (px, rx) = ((kx * d[1]) % s[1], (kx * d[1]) / s[1]);
-                    offs.push(((py * s[1] + px) * c + ch) * plane + ry * wq + rx);
-                }
-            }
-        }
-        offs
+        super::phase_taps(c, wq, k, s, d, (plane, c * plane)).collect()
     }
 }
 
@@ -100,9 +90,6 @@ pub enum BSrc<'a> {
     Strided(&'a [f32], usize, usize),
     /// Implicit im2col of a convolution input, packed per run.
     Im2col(Im2col<'a>),
-    /// Implicit im2col of a convolution input split into padded stride phases, read in place; `C`
-    /// gets only the real columns (see [`Shifted`]). A must be packed.
-    Shifted(Shifted<'a>),
 }
 
 /// What is applied to C after the product: per-row bias, per-column bias, activation.
@@ -271,7 +258,6 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 }
             }
         }
-        BSrc::Shifted(_) => {}
         BSrc::Im2col(ic) => {
             let [h, w] = ic.hw;
             let [kh, kw] = ic.k;
@@ -369,13 +355,6 @@ pub fn gemm(
 ) {
     if m == 0 || n == 0 {
         return;
-    }
-    if let BSrc::Shifted(sh) = b {
-        let ASrc::Packed(a) = a else {
-            panic!("shifted B needs a packed A");
-        };
-        assert_eq!(n, sh.cols(), "shifted B: n must be Shifted::cols");
-        return gemm_shifted(g, par, (m, k), a, &sh, c, ldc, epi);
     }
     assert!(g.nr <= 64, "im2col packing assumes NR ≤ 64");
     assert!(c.len() >= (m - 1) * ldc + n, "gemm output too small");
@@ -475,12 +454,13 @@ pub fn gemm(
 /// Floats of the largest micro-kernel tile (AVX-512's 8×32).
 const TILE: usize = 256;
 
-/// `C = A·B` then the epilogue, for B read in place from stride-phase planes ([`Shifted`]): threads
+/// `C = A·B` then `bias` (per row) and `act`, for packed weights `a` (`m` rows, depth `k`) and B read in
+/// place from stride-phase planes ([`Shifted`]; `C` gets the `out` pixels, row stride `ldc`): threads
 /// split the column panels; each panel meets every A panel while its B rows are in cache, each tile is
 /// computed into a buffer, the epilogue applied there (whole vectors) and only the real columns stored,
 /// in runs that lie on one output row each.
 #[allow(clippy::too_many_arguments)]
-fn gemm_shifted(
+pub fn gemm_shifted(
     g: &Gemm,
     par: &Par,
     (m, k): (usize, usize),
@@ -488,15 +468,17 @@ fn gemm_shifted(
     sh: &Shifted,
     c: &mut [f32],
     ldc: usize,
-    epi: Epilogue,
+    (bias, act): (Option<&[f32]>, Option<Unary>),
 ) {
+    if m == 0 {
+        return;
+    }
     let (mr, nr) = (g.mr, g.nr);
     let (wq, [oh, ow]) = (sh.hw[1], sh.out);
     let n = sh.cols();
     let panels = n.div_ceil(nr);
     let m_panels = m.div_ceil(mr);
     assert!(mr * nr <= TILE, "tile larger than the store buffer");
-    assert!(epi.col_bias.is_none(), "shifted B takes no column bias");
     assert!(a.len() >= m_panels * mr * k, "packed A too small");
     assert!(c.len() >= (m - 1) * ldc + oh * ow, "gemm output too small");
     // every B row of every panel, a whole panel wide, lies in x
@@ -550,12 +532,12 @@ fn gemm_shifted(
                     )
                 };
                 // the epilogue over the whole tile in one call (whole vectors; dropped columns too)
-                if let Some(b) = epi.row_bias {
+                if let Some(b) = bias {
                     for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
                         row.iter_mut().for_each(|v| *v += b[i0 + r]);
                     }
                 }
-                if let Some(act) = epi.act {
+                if let Some(act) = act {
                     apply_act(&mut tile[..rows * nr], act);
                 }
                 for (r, row) in tile.chunks_exact(nr).take(rows).enumerate() {

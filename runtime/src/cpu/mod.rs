@@ -89,6 +89,30 @@ pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// Where each im2col row `(ch, ky, kx)` of a convolution starts in its zero-padded input split into
+/// stride phases (phase `(py, px)` holds padded pixels `(i·s[0] + py, j·s[1] + px)` in planes `wq` wide),
+/// in im2col order: tap `(ky, kx)` reads phase `(ky·d[0] mod s[0], kx·d[1] mod s[1])` from row
+/// `ky·d[0] / s[0]`, column `kx·d[1] / s[1]`. `ch_stride` / `phase_stride`: the distance between two
+/// channels' planes and between two phases' planes (the f32 and int8 layouts nest them the other way).
+pub(crate) fn phase_taps(
+    c: usize,
+    wq: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    (ch_stride, phase_stride): (usize, usize),
+) -> impl Iterator<Item = usize> {
+    (0..c).flat_map(move |ch| {
+        (0..k[0]).flat_map(move |ky| {
+            let (py, ry) = ((ky * d[0]) % s[0], (ky * d[0]) / s[0]);
+            (0..k[1]).map(move |kx| {
+                let (px, rx) = ((kx * d[1]) % s[1], (kx * d[1]) / s[1]);
+                ch * ch_stride + (py * s[1] + px) * phase_stride + ry * wq + rx
+            })
+        })
+    })
+}
+
 /// The range of `0..n` that thread `t` of `threads` takes.
 pub fn share(n: usize, t: usize, threads: usize) -> core::ops::Range<usize> {
     (n * t / threads)..(n * (t + 1) / threads)

@@ -312,8 +312,6 @@ impl QConv {
         let nblocks = wide.div_ceil(cols);
         let phase = hq * wq;
         let per_ch = sh * sw * phase;
-        // stride 1: one phase, and no division per im2col row
-        let unit = sh == 1 && sw == 1;
         let slack = (kw - 1) * dw + 1;
         let (phases, rest) = scratch.split_at_mut(cg * per_ch + slack);
         // where each im2col row (ci, ky, kx) starts in the phases, once per call (no divisions per row
@@ -328,21 +326,8 @@ impl QConv {
             };
             (t, rest)
         };
-        let mut p = 0;
-        for ci in 0..cg {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    taps[p] = if unit {
-                        ci * per_ch + ky * dh * wq + kx * dw
-                    } else {
-                        let (py, ry) = ((ky * dh) % sh, (ky * dh) / sh);
-                        let (px, cx) = ((kx * dw) % sw, (kx * dw) / sw);
-                        ci * per_ch + (py * sw + px) * phase + ry * wq + cx
-                    };
-                    p += 1;
-                }
-            }
-        }
+        let rows = crate::cpu::phase_taps(cg, wq, [kh, kw], [sh, sw], [dh, dw], (per_ch, phase));
+        taps.iter_mut().zip(rows).for_each(|(t, o)| *t = o);
         let taps = &*taps;
         let per = g.b_len(k, cols) + mg * cols;
         let rptr = SyncPtr(rest.as_mut_ptr());

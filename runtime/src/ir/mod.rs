@@ -299,6 +299,21 @@ pub struct Conv2d {
     pub output_padding: [u32; 2],
 }
 
+impl Conv2d {
+    /// A 1×1 convolution at stride 1 without padding over `groups` groups (a pointwise conv, or with
+    /// groups = channels a per-channel scale).
+    pub fn pointwise(groups: u32) -> Conv2d {
+        Conv2d {
+            kernel: [1, 1],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0; 4],
+            groups,
+            output_padding: [0, 0],
+        }
+    }
+}
+
 /// Kind of a pooling window reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolKind {

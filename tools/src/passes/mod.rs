@@ -600,14 +600,7 @@ mod tests {
             let x = g.add_tensor("x", &[1, 2, 3, 3]);
             g.graph.inputs.push(x);
             let w = g.add_const("w", &[2, 2, 1, 1], vec![1.5, -0.5, 0.25, 2.0]);
-            let geom = Conv2d {
-                kernel: [1, 1],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                output_padding: [0, 0],
-            };
+            let geom = Conv2d::pointwise(1);
             let name = |s: &str| vec![s.to_string()];
             let conv = Op::Conv { geom, act: None };
             let y = g.emit("conv", conv, vec![x, w], &name("y"), None).unwrap()[0];

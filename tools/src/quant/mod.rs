@@ -930,14 +930,7 @@ mod tests {
         // (0.3 keeps the weights off one per-tensor grid, so they are quantized per channel)
         let w = g.add_const("w", &[2, 2, 1, 1], vec![0.8, 0.3, 3e-19, -1e-19]);
         let b = g.add_const("b", &[2], vec![0.1, 0.25]);
-        let geom = Conv2d {
-            kernel: [1, 1],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [0; 4],
-            groups: 1,
-            output_padding: [0, 0],
-        };
+        let geom = Conv2d::pointwise(1);
         let y = g
             .emit(
                 "conv",

@@ -878,14 +878,7 @@ pub fn quantize(
                     &q.scale,
                 );
                 let (lo, hi) = clamp_of(act, &q);
-                let geom = Conv2d {
-                    kernel: [1, 1],
-                    strides: [1, 1],
-                    dilations: [1, 1],
-                    pads: [0; 4],
-                    groups: c as u32,
-                    output_padding: [0, 0],
-                };
+                let geom = Conv2d::pointwise(c as u32);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
                 b.emit_q(&n.name, Op::QConv { geom, lo, hi }, ins, out, q)?;

@@ -15,9 +15,9 @@ pub enum ConvPrep {
         packed: Vec<f32>,
         /// Floats per group block.
         group_stride: usize,
-        /// B's row offsets over the input's stride-phase planes ([`Shifted::taps`]) when the conv
-        /// runs on them; empty for the clipped im2col.
-        taps: Vec<usize>,
+        /// The phase plane size and B's row offsets over the planes ([`Shifted::taps`]) when the conv
+        /// reads its input from stride-phase planes (see `shifted_hw`); `None` for the clipped im2col.
+        phases: Option<([usize; 2], Vec<usize>)>,
     },
     /// One input and one output channel per group: direct loops over the raw weights.
     Depthwise,
@@ -46,17 +46,14 @@ pub fn prepare(
         group_stride = block.len();
         packed.extend_from_slice(&block);
     }
-    let taps = match shifted_hw(geom, x, y) {
-        Some(hw) => {
-            let [s, d] = [geom.strides, geom.dilations].map(|v| v.map(|e| e as usize));
-            Shifted::taps(cg, hw, [wshape[2], wshape[3]], s, d)
-        }
-        None => Vec::new(),
-    };
+    let phases = shifted_hw(geom, x, y).map(|hw| {
+        let [s, d] = [geom.strides, geom.dilations].map(|v| v.map(|e| e as usize));
+        (hw, Shifted::taps(cg, hw, [wshape[2], wshape[3]], s, d))
+    });
     ConvPrep::Dense {
         packed,
         group_stride,
-        taps,
+        phases,
     }
 }
 
@@ -109,12 +106,12 @@ pub fn scratch(
 ) -> usize {
     match prep {
         ConvPrep::Depthwise => threads * depthwise_scratch(geom, x, y),
-        ConvPrep::Dense { .. } => {
+        ConvPrep::Dense { phases, .. } => {
             let groups = x[1] / wshape[1];
             let k = wshape[1] * wshape[2] * wshape[3];
-            match shifted_hw(geom, x, y) {
+            match phases {
                 // the phase planes; B is read from them in place
-                Some([hq, wq]) => {
+                Some(([hq, wq], _)) => {
                     (geom.strides[0] * geom.strides[1]) as usize * wshape[1] * hq * wq + g.nr
                 }
                 None => {
@@ -148,35 +145,23 @@ pub fn run(
         ConvPrep::Dense {
             packed,
             group_stride,
-            taps,
+            phases,
         } => {
+            let (strides, pads) = (
+                [geom.strides[0] as usize, geom.strides[1] as usize],
+                [geom.pads[0] as usize, geom.pads[1] as usize],
+            );
             for b in 0..n {
                 for gi in 0..groups {
                     let xs = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
                     let ys =
                         &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
-                    let ic = Im2col {
-                        x: xs,
-                        c: cg,
-                        hw: [h, wd],
-                        k: [kh, kw],
-                        s: [geom.strides[0] as usize, geom.strides[1] as usize],
-                        d: [geom.dilations[0] as usize, geom.dilations[1] as usize],
-                        pad: [geom.pads[0] as usize, geom.pads[1] as usize],
-                        out: [oh, ow],
-                    };
-                    let epi = Epilogue {
-                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
-                        col_bias: None,
-                        act,
-                    };
                     let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    if let (false, Some([hq, wq])) =
-                        (taps.is_empty(), shifted_hw(geom, x.shape, y.shape))
-                    {
-                        let s = [geom.strides[0] as usize, geom.strides[1] as usize];
+                    let row_bias = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
+                    if let Some((hw, taps)) = phases {
+                        let [hq, wq] = *hw;
+                        let s = strides;
                         let (xp, _) = scratch.split_at_mut(s[0] * s[1] * cg * hq * wq + g.nr);
-                        let pads = [geom.pads[0] as usize, geom.pads[1] as usize];
                         phase_planes(xs, cg, [h, wd], pads, s, [hq, wq], xp);
                         let sh = Shifted {
                             x: xp,
@@ -184,22 +169,25 @@ pub fn run(
                             out: [oh, ow],
                             offs: taps,
                         };
-                        let n = sh.cols();
-                        let b = BSrc::Shifted(sh);
-                        let ka = cg * kh * kw;
-                        gemm::gemm(
-                            g,
-                            par,
-                            (mg, n, ka),
-                            ASrc::Packed(a),
-                            b,
-                            ys,
-                            oh * ow,
-                            epi,
-                            &mut [],
-                        );
+                        let (ka, ldc) = (cg * kh * kw, oh * ow);
+                        gemm::gemm_shifted(g, par, (mg, ka), a, &sh, ys, ldc, (row_bias, act));
                         continue;
                     }
+                    let ic = Im2col {
+                        x: xs,
+                        c: cg,
+                        hw: [h, wd],
+                        k: [kh, kw],
+                        s: strides,
+                        d: [geom.dilations[0] as usize, geom.dilations[1] as usize],
+                        pad: pads,
+                        out: [oh, ow],
+                    };
+                    let epi = Epilogue {
+                        row_bias,
+                        col_bias: None,
+                        act,
+                    };
                     gemm::gemm(
                         g,
                         par,
@@ -622,7 +610,7 @@ pub fn prepare_transposed(g: &Gemm, geom: &Conv2d, w: &[f32], wshape: &[usize]) 
     ConvPrep::Dense {
         packed,
         group_stride,
-        taps: Vec::new(),
+        phases: None,
     }
 }
 
@@ -889,9 +877,8 @@ mod tests {
                         out: [oh, ow],
                         offs: &taps,
                     };
-                    let n = sh.cols();
                     let mut scratch =
-                        vec![0f32; gemm::scratch_floats(&g, m, n.max(oh * ow), kk, true, false, 1)];
+                        vec![0f32; gemm::scratch_floats(&g, m, oh * ow, kk, true, false, 1)];
                     let mut want = vec![0f32; m * oh * ow];
                     let mut got = vec![0f32; m * oh * ow];
                     let par = Par::single();
@@ -908,18 +895,8 @@ mod tests {
                         epi,
                         &mut scratch,
                     );
-                    let b_sh = BSrc::Shifted(sh);
-                    gemm::gemm(
-                        &g,
-                        &par,
-                        (m, n, kk),
-                        pa,
-                        b_sh,
-                        &mut got,
-                        oh * ow,
-                        epi,
-                        &mut scratch,
-                    );
+                    let (bias, act) = (epi.row_bias, epi.act);
+                    gemm::gemm_shifted(&g, &par, (m, kk), &a, &sh, &mut got, oh * ow, (bias, act));
                     for (i, (u, v)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             u.to_bits() == v.to_bits(),

@@ -467,14 +467,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 let b = i32s(model.const_bytes(b as usize));
                 (0..rows).map(|r| b[r / (kh * kw)]).collect()
             });
-            let one = crate::ir::Conv2d {
-                kernel: [1, 1],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                output_padding: [0, 0],
-            };
+            let one = crate::ir::Conv2d::pointwise(1);
             match QConv::new(
                 qg,
                 one,
