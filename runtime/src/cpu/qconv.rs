@@ -505,7 +505,7 @@ impl QConv {
 
     fn dw_geom(&self, h: usize, w: usize, oh: usize, ow: usize) -> DwGeom {
         let [_, _, kh, kw] = self.wshape;
-        DwGeom {
+        DwGeom::new(DwGeom {
             h,
             w,
             oh,
@@ -519,7 +519,8 @@ impl QConv {
             pt: self.geom.pads[0] as usize,
             pl: self.geom.pads[1] as usize,
             zp: self.zp_in,
-        }
+            run: false,
+        })
     }
 
     /// Depthwise: per channel, `w·(x − zp_in)` over the valid taps: on the vector paths row by row with the
@@ -598,9 +599,31 @@ struct DwGeom {
     pt: usize,
     pl: usize,
     zp: i32,
+    /// Whether the vector kernels run over the whole plane as one row (row stride 1 only: output
+    /// `(oy, ox)` at `oy·wq + ox`, the `wq − ow` columns between rows computed and dropped) rather than
+    /// row by row; set by [`DwGeom::new`].
+    run: bool,
 }
 
 impl DwGeom {
+    /// `g` with [`DwGeom::run`] decided, counting 16-column vectors: a narrow plane wastes most of a row's
+    /// last vector (20 columns: 32 lanes a row, 24 as one run), but the run computes every tap where the
+    /// row form skips the taps on vertical padding, and its rows are copied out.
+    fn new(g: DwGeom) -> DwGeom {
+        let wq = g.padded().1;
+        let inside = |oy: usize| {
+            (0..g.kh)
+                .filter(|ky| (g.pt..g.pt + g.h).contains(&(oy + ky * g.dh)))
+                .count()
+        };
+        let rows = || (0..g.oh).map(inside).sum::<usize>() * g.ow.next_multiple_of(16);
+        let run = g.kh * ((g.oh.max(1) - 1) * wq + g.ow).next_multiple_of(16) + g.oh * g.ow;
+        DwGeom {
+            run: g.sh == 1 && g.oh > 1 && run < rows(),
+            ..g
+        }
+    }
+
     /// Rows of the padded plane the taps read, and the width of one column phase (with room for the
     /// widest tap offset).
     fn padded(&self) -> (usize, usize) {
@@ -667,7 +690,7 @@ fn dw_plane(
             let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
                 crate::cpu::kernels::x86::dw_row_avx2(pp, ops, rq, r, out, wide)
             };
-            dw_rows(wts, (rq, ch, out), pp, gm, ops, &row) || {
+            dw_rows(wts, (rq, ch, out), pp, acc, gm, ops, &row) || {
                 dw_accumulate(wts, acc, pp, gm);
                 false
             }
@@ -687,7 +710,7 @@ fn dw_plane(
         let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
             crate::cpu::kernels::neon::dw_row_neon(pp, ops, rq, r, out)
         };
-        if !dw_rows(wts, (rq, ch, &mut *out), pp, gm, ops, &row) {
+        if !dw_rows(wts, (rq, ch, &mut *out), pp, acc, gm, ops, &row) {
             dw_accumulate(wts, acc, pp, gm);
             dw_requant(isa, (rq, ch, out), acc, gm);
         }
@@ -728,14 +751,17 @@ type DwRow<'a> = dyn Fn(&[i16], &[(i32, usize, usize)], &Requant, usize, &mut [i
 
 /// The vector depthwise plane: per output row, the taps whose input row is inside the image (taps on
 /// vertical padding read zeros: skipped), paired (for `vpmaddwd` on x86), summed and requantized in
-/// registers by `row`. `false` (nothing written) when the window has more pairs than [`DW_MAX_PAIRS`] or
-/// the plane lacks the 16-value read slack.
+/// registers by `row`; or the whole plane as one row into `acc`'s bytes and copied out
+/// ([`DwGeom::run_form`]). `false` (nothing written) when the window has more pairs than
+/// [`DW_MAX_PAIRS`] or the plane lacks the 32-value read slack.
 #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dw_rows(
     wts: &[i32],
     (rq, ch, out): (&Requant, usize, &mut [i8]),
     pp: &[i16],
+    acc: &mut [i32],
     gm: &DwGeom,
     ops: &mut DwOps,
     row: &DwRow,
@@ -779,6 +805,18 @@ fn dw_rows(
             };
             ops[ky * npr + j] = (((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32, oa, ob);
         }
+    }
+    let all = &ops[..kh * npr];
+    let len = (oh.max(1) - 1) * wq + ow;
+    let far = all.iter().map(|&(_, a, b)| a.max(b)).max().unwrap_or(0);
+    if gm.run && far + len.next_multiple_of(32) <= pp.len() && len <= acc.len() * 4 {
+        // SAFETY: the i32 scratch viewed as bytes (no alignment, every value valid), borrowed exclusively.
+        let run = unsafe { core::slice::from_raw_parts_mut(acc.as_mut_ptr().cast::<i8>(), len) };
+        row(pp, all, rq, ch, run);
+        for (o, r) in out.chunks_exact_mut(ow).zip(run.chunks(wq)) {
+            crate::cpu::copy_run(o, &r[..ow]);
+        }
+        return true;
     }
     for oy in 0..oh {
         let inside = |ky: &usize| (pt..pt + h).contains(&(oy * sh + ky * dh));
@@ -1066,9 +1104,15 @@ mod tests {
     /// paddings and widths with 16-column tails (vertical padding taps skipped by the vector kernel).
     #[test]
     fn depthwise_paths_equal_the_portable_loop() {
-        let mut seed = 5;
-        let mut cases = 0;
-        for &(h, w) in &[(2usize, 96usize), (3, 17), (9, 33), (1, 5), (6, 40)] {
+        let (mut seed, mut cases, mut runs) = (5, 0, 0);
+        for &(h, w) in &[
+            (2usize, 96usize),
+            (3, 17),
+            (9, 33),
+            (1, 5),
+            (6, 40),
+            (20, 20),
+        ] {
             for &(kh, kw) in &[(3usize, 3usize), (5, 5), (1, 7), (3, 1), (7, 9)] {
                 for &(sh, sw) in &[(1usize, 1usize), (2, 1), (2, 2), (1, 3)] {
                     for &(dh, dw) in &[(1usize, 1usize), (2, 2)] {
@@ -1079,7 +1123,7 @@ mod tests {
                         }
                         let oh = (eh - (kh - 1) * dh - 1) / sh + 1;
                         let ow = (ew - (kw - 1) * dw - 1) / sw + 1;
-                        let gm = DwGeom {
+                        let gm = DwGeom::new(DwGeom {
                             h,
                             w,
                             oh,
@@ -1093,7 +1137,8 @@ mod tests {
                             pt,
                             pl,
                             zp: -7,
-                        };
+                            run: false,
+                        });
                         let src: Vec<i8> = floats(h * w, &mut seed, -128.0, 127.9)
                             .iter()
                             .map(|&v| v as i8)
@@ -1146,11 +1191,14 @@ mod tests {
                             );
                         }
                         cases += 1;
+                        runs += gm.run as usize;
                     }
                 }
             }
         }
         assert!(cases > 100, "{cases}");
+        // both vector forms are compared: whole-plane runs and row by row
+        assert!(runs > 10 && cases - runs > 10, "{runs} of {cases}");
     }
 
     /// The int8 conv equals an independent integer reference exactly (every kernel path), and stays within
