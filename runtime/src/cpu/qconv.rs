@@ -345,16 +345,17 @@ impl QConv {
                         };
                         dst.fill(pad);
                         let src = &chans[ch * h * w..(ch + 1) * h * w];
-                        for (iy, row) in src.chunks_exact(w).enumerate() {
-                            let r = iy + pt;
-                            let (py, rr) = (r % sh, r / sh);
-                            for px in 0..sw {
-                                // phase column cc is padded column cc·sw + px, input column that − pl
+                        // (the divisions once per phase column and channel, not per input row)
+                        for px in 0..sw {
+                            // phase column cc is padded column cc·sw + px, input column that − pl
+                            let c0 = pl.saturating_sub(px).div_ceil(sw).min(wq);
+                            let c1 = (pl + w).saturating_sub(px).div_ceil(sw).clamp(c0, wq);
+                            let x0 = c0 * sw + px - pl;
+                            // padded row iy + pt is row rr of phase row py
+                            let (mut py, mut rr) = (pt % sh, pt / sh);
+                            for row in src.chunks_exact(w) {
                                 let at = ((py * sw + px) * hq + rr) * wq;
-                                let c0 = pl.saturating_sub(px).div_ceil(sw).min(wq);
-                                let c1 = (pl + w).saturating_sub(px).div_ceil(sw).clamp(c0, wq);
                                 let out = &mut dst[at + c0..at + c1];
-                                let x0 = c0 * sw + px - pl;
                                 if sw == 1 {
                                     out.copy_from_slice(&row[x0..x0 + out.len()]);
                                 } else {
@@ -362,6 +363,10 @@ impl QConv {
                                     {
                                         *v = s;
                                     }
+                                }
+                                py += 1;
+                                if py == sh {
+                                    (py, rr) = (0, rr + 1);
                                 }
                             }
                         }
@@ -387,27 +392,26 @@ impl QConv {
                             packed,
                         );
                         qgemm::qgemm(g, (mg, nc, k), a, bp, &mut tile[..mg * nc], nc, &rq);
-                        // keep the columns inside the output; this thread owns pixels j0..j0+nc
-                        for r in 0..mg {
-                            let src = &tile[r * nc..(r + 1) * nc];
-                            let base = (b * m + gi * mg + r) * npix;
-                            let mut j = j0;
-                            while j < j0 + nc {
-                                let (oy, ox) = (j / wq, j % wq);
-                                let run = (wq - ox).min(j0 + nc - j);
-                                if ox < ow {
-                                    let len = run.min(ow - ox);
+                        // keep the columns inside the output, one output row's run at a time for
+                        // every channel (the run's place divided out once, not once per channel); this
+                        // thread owns pixels j0..j0+nc
+                        let mut j = j0;
+                        while j < j0 + nc {
+                            let (oy, ox) = (j / wq, j % wq);
+                            let run = (wq - ox).min(j0 + nc - j);
+                            if ox < ow {
+                                let len = run.min(ow - ox);
+                                for r in 0..mg {
+                                    let at = (b * m + gi * mg + r) * npix + oy * ow + ox;
                                     // SAFETY: pixels (oy, ox..ox+len) of row r belong to this thread.
                                     let dst = unsafe {
-                                        core::slice::from_raw_parts_mut(
-                                            yptr.get().add(base + oy * ow + ox),
-                                            len,
-                                        )
+                                        core::slice::from_raw_parts_mut(yptr.get().add(at), len)
                                     };
-                                    crate::cpu::copy_run(dst, &src[j - j0..j - j0 + len]);
+                                    let from = r * nc + j - j0;
+                                    crate::cpu::copy_run(dst, &tile[from..from + len]);
                                 }
-                                j += run;
                             }
+                            j += run;
                         }
                     }
                 });
@@ -847,37 +851,41 @@ fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
         h, w, pt, pl, zp, ..
     } = gm;
     let (hn, wq) = gm.padded();
-    if gm.sw == 2 && 2 * wq <= DEINTERLEAVE_MAX {
-        // stride 2: one contiguous padded row, then split into even/odd columns (both loops vectorize)
-        let mut tmp = [0i16; DEINTERLEAVE_MAX];
-        let tmp = &mut tmp[..2 * wq];
-        for yy in 0..hn {
-            let iy = yy as isize - pt as isize;
-            let (r0, r1) = (yy * wq, (hn + yy) * wq);
-            if iy < 0 || iy >= h as isize {
-                pp[r0..r0 + wq].fill(0);
-                pp[r1..r1 + wq].fill(0);
-                continue;
-            }
-            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-            tmp.fill(0);
-            let start = pl.min(2 * wq);
-            let n = w.min(2 * wq - start);
-            for (o, &v) in tmp[start..start + n].iter_mut().zip(srow) {
-                *o = v as i16 - zp as i16;
-            }
-            let (even, odd) = pp[r0..r1 + wq].split_at_mut(r1 - r0);
-            for ((e, o), pair) in even[..wq]
-                .iter_mut()
-                .zip(&mut odd[..wq])
-                .zip(tmp.chunks_exact(2))
-            {
-                *e = pair[0];
-                *o = pair[1];
-            }
-        }
+    if gm.sw != 2 {
+        return build_phases(src, pp, gm);
+    }
+    // stride 2: zero both phases in one go, then split each input row's column pairs straight into
+    // them (one pass; the loop vectorizes). Padded column 2i is phase 0's column i: input column
+    // 2i − pl lands in phase pl % 2 at column i; with pl odd, pair (2j, 2j+1) goes to phase 1 column
+    // (pl−1)/2 + j and phase 0 column (pl+1)/2 + j.
+    pp[..2 * hn * wq].fill(0);
+    let (even, odd) = pp[..2 * hn * wq].split_at_mut(hn * wq);
+    let (first, second, o1, o2) = if pl % 2 == 0 {
+        (even, odd, pl / 2, pl / 2)
     } else {
-        build_phases(src, pp, gm);
+        (odd, even, pl / 2, pl / 2 + 1)
+    };
+    for (iy, srow) in src.chunks_exact(w).enumerate().take(h) {
+        let yy = iy + pt;
+        if yy >= hn {
+            break;
+        }
+        let r = yy * wq;
+        let (f, g) = (
+            &mut first[r + o1.min(wq)..r + wq],
+            &mut second[r + o2.min(wq)..r + wq],
+        );
+        let pairs = srow.chunks_exact(2);
+        let last = pairs.remainder().first().copied();
+        let n = pairs.len();
+        for ((a, b), pair) in f.iter_mut().zip(g.iter_mut()).zip(pairs) {
+            *a = pair[0] as i16 - zp as i16;
+            *b = pair[1] as i16 - zp as i16;
+        }
+        // the odd column left over after the pairs (when the row keeps room for it)
+        if let (Some(v), Some(a)) = (last, f.get_mut(n)) {
+            *a = v as i16 - zp as i16;
+        }
     }
 }
 
@@ -915,9 +923,6 @@ fn dw_accumulate(wts: &[i32], acc: &mut [i32], pp: &[i16], gm: &DwGeom) {
         }
     }
 }
-
-/// Longest padded row (two stride-2 phases) the stride-2 fast path keeps on the stack.
-const DEINTERLEAVE_MAX: usize = 4096;
 
 /// The general phase split of [`dw_plane_body`]: column i of phase q holds padded column i·sw + q.
 #[inline(always)]
@@ -995,6 +1000,11 @@ fn pack_rows<'a, 'o>(
     let out = &mut out[..g.b_len(k, nc)];
     let panel = kb * nr * 4;
     let full16 = nc / 16 * 16;
+    // panel and place of column j by shifts: nr is a power of two, and a division per 16 columns
+    // showed in profiles
+    debug_assert!(nr.is_power_of_two());
+    let (shift, mask) = (nr.trailing_zeros(), nr - 1);
+    let at = |j: usize| (j >> shift) * panel + (j & mask) * 4;
     for blk in 0..kb {
         let r: [&[i8]; 4] = core::array::from_fn(|q| {
             let p = blk * 4 + q;
@@ -1010,7 +1020,7 @@ fn pack_rows<'a, 'o>(
             // 16 columns: all or half of a panel of 16 or 32 (interleaved in place), or two of 8
             // (fixed-size copies)
             if nr >= 16 {
-                let dst = (j / nr) * panel + blk * nr * 4 + (j % nr) * 4;
+                let dst = at(j) + blk * nr * 4;
                 let quad: &mut [i8; 64] = (&mut out[dst..dst + 64]).try_into().unwrap();
                 interleave16(rows, quad);
             } else {
@@ -1018,7 +1028,7 @@ fn pack_rows<'a, 'o>(
                 interleave16(rows, &mut quad);
                 for half in 0..16 / nr {
                     let jj = j + half * nr;
-                    let dst = (jj / nr) * panel + blk * nr * 4;
+                    let dst = at(jj) + blk * nr * 4;
                     if nr == 8 {
                         out[dst..dst + 32].copy_from_slice(&quad[half * 32..half * 32 + 32]);
                     } else {
@@ -1030,7 +1040,7 @@ fn pack_rows<'a, 'o>(
             j += 16;
         }
         while j < nc.div_ceil(nr) * nr {
-            let dst = (j / nr) * panel + blk * nr * 4 + (j % nr) * 4;
+            let dst = at(j) + blk * nr * 4;
             let v = |q: usize| if j < nc { r[q][j] } else { 0 };
             out[dst..dst + 4].copy_from_slice(&[v(0), v(1), v(2), v(3)]);
             j += 1;
