@@ -89,6 +89,86 @@ pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// Writes one input row into its `s` column phases of a padded plane: phase `px` holds padded columns
+/// `j·s + px` for `j < wq`, where padded column `pl + x` is `f(row[x])` and every other one `pad` (`None`:
+/// the caller filled the phases with it already, as one fill instead of a short one per row edge: those
+/// are `memset` calls); phase `px`'s row is `dst[px·pitch..][..wq]`. The one place the phase-plane builders (f32 and int8 GEMM
+/// convs, int8 depthwise) do this column arithmetic; at stride 2 the row's column pairs are split in one
+/// pass (the loop vectorizes).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn phase_row<S: Copy, D: Copy>(
+    row: &[S],
+    pl: usize,
+    s: usize,
+    wq: usize,
+    pad: Option<D>,
+    f: impl Fn(S) -> D,
+    dst: &mut [D],
+    pitch: usize,
+) {
+    let w = row.len();
+    if s == 2 {
+        let (o0, o1) = dst.split_at_mut(pitch);
+        let (o0, o1) = (&mut o0[..wq], &mut o1[..wq]);
+        if let Some(pad) = pad {
+            o0.fill(pad);
+            o1.fill(pad);
+        }
+        // pair (2t, 2t+1) lands at column pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
+        let (oa, ob) = if pl.is_multiple_of(2) { (o0, o1) } else { (o1, o0) };
+        let (oa, ob) = (
+            &mut oa[(pl / 2).min(wq)..],
+            &mut ob[pl.div_ceil(2).min(wq)..],
+        );
+        let pairs = row.chunks_exact(2);
+        if let (Some(&last), Some(v)) = (pairs.remainder().first(), oa.get_mut(w / 2)) {
+            *v = f(last);
+        }
+        let (na, nb) = (pairs.len().min(oa.len()), pairs.len().min(ob.len()));
+        let m = na.min(nb);
+        for ((a, b), p) in oa[..m].iter_mut().zip(&mut ob[..m]).zip(pairs.clone()) {
+            *a = f(p[0]);
+            *b = f(p[1]);
+        }
+        // (the one phase that may hold a pair more than the other fits)
+        for (a, p) in oa[m..na].iter_mut().zip(pairs.clone().skip(m)) {
+            *a = f(p[0]);
+        }
+        for (b, p) in ob[m..nb].iter_mut().zip(pairs.skip(m)) {
+            *b = f(p[1]);
+        }
+        return;
+    }
+    if s == 1 {
+        // (no divisions: this runs once per row of every plane, hundreds of small planes a layer)
+        let o = &mut dst[..wq];
+        let (first, end) = (pl.min(wq), (pl + w).min(wq));
+        if let Some(pad) = pad {
+            o[..first].fill(pad);
+            o[end..].fill(pad);
+        }
+        for (v, &r) in o[first..end].iter_mut().zip(row) {
+            *v = f(r);
+        }
+        return;
+    }
+    for px in 0..s {
+        let o = &mut dst[px * pitch..][..wq];
+        // the phase's columns j with an input pixel: pl <= j·s + px < pl + w
+        let first = pl.saturating_sub(px).div_ceil(s).min(wq);
+        let end = (pl + w).saturating_sub(px).div_ceil(s).min(wq).max(first);
+        if let Some(pad) = pad {
+            o[..first].fill(pad);
+            o[end..].fill(pad);
+        }
+        let x0 = first * s + px - pl;
+        for (v, &r) in o[first..end].iter_mut().zip(row[x0..].iter().step_by(s)) {
+            *v = f(r);
+        }
+    }
+}
+
 /// Where each im2col row `(ch, ky, kx)` of a convolution starts in its zero-padded input split into
 /// stride phases (phase `(py, px)` holds padded pixels `(i·s[0] + py, j·s[1] + px)` in planes `wq` wide),
 /// in im2col order: tap `(ky, kx)` reads phase `(ky·d[0] mod s[0], kx·d[1] mod s[1])` from row

@@ -345,29 +345,15 @@ impl QConv {
                         };
                         dst.fill(pad);
                         let src = &chans[ch * h * w..(ch + 1) * h * w];
-                        // (the divisions once per phase column and channel, not per input row)
-                        for px in 0..sw {
-                            // phase column cc is padded column cc·sw + px, input column that − pl
-                            let c0 = pl.saturating_sub(px).div_ceil(sw).min(wq);
-                            let c1 = (pl + w).saturating_sub(px).div_ceil(sw).clamp(c0, wq);
-                            let x0 = c0 * sw + px - pl;
-                            // padded row iy + pt is row rr of phase row py
-                            let (mut py, mut rr) = (pt % sh, pt / sh);
-                            for row in src.chunks_exact(w) {
-                                let at = ((py * sw + px) * hq + rr) * wq;
-                                let out = &mut dst[at + c0..at + c1];
-                                if sw == 1 {
-                                    out.copy_from_slice(&row[x0..x0 + out.len()]);
-                                } else {
-                                    for (v, &s) in out.iter_mut().zip(row[x0..].iter().step_by(sw))
-                                    {
-                                        *v = s;
-                                    }
-                                }
-                                py += 1;
-                                if py == sh {
-                                    (py, rr) = (0, rr + 1);
-                                }
+                        // padded row iy + pt is row rr of phase row py
+                        let (mut py, mut rr) = (pt % sh, pt / sh);
+                        for row in src.chunks_exact(w) {
+                            let at = (py * sw * hq + rr) * wq;
+                            let dst = &mut dst[at..];
+                            crate::cpu::phase_row(row, pl, sw, wq, None, |v| v, dst, hq * wq);
+                            py += 1;
+                            if py == sh {
+                                (py, rr) = (0, rr + 1);
                             }
                         }
                     }
@@ -605,7 +591,11 @@ struct DwGeom {
     zp: i32,
     /// Whether the vector kernels run over the whole plane as one row (row stride 1 only: output
     /// `(oy, ox)` at `oy·wq + ox`, the `wq − ow` columns between rows computed and dropped) rather than
-    /// row by row; set by [`DwGeom::new`].
+    /// row by row; set by [`DwGeom::new`]. (Only vector paths have the row kernels that read it.)
+    #[cfg_attr(
+        not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     run: bool,
 }
 
@@ -848,44 +838,15 @@ fn dw_rows(
 #[inline(always)]
 fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
     let &DwGeom {
-        h, w, pt, pl, zp, ..
+        w, sw, pt, pl, zp, ..
     } = gm;
     let (hn, wq) = gm.padded();
-    if gm.sw != 2 {
-        return build_phases(src, pp, gm);
-    }
-    // stride 2: zero both phases in one go, then split each input row's column pairs straight into
-    // them (one pass; the loop vectorizes). Padded column 2i is phase 0's column i: input column
-    // 2i − pl lands in phase pl % 2 at column i; with pl odd, pair (2j, 2j+1) goes to phase 1 column
-    // (pl−1)/2 + j and phase 0 column (pl+1)/2 + j.
-    pp[..2 * hn * wq].fill(0);
-    let (even, odd) = pp[..2 * hn * wq].split_at_mut(hn * wq);
-    let (first, second, o1, o2) = if pl % 2 == 0 {
-        (even, odd, pl / 2, pl / 2)
-    } else {
-        (odd, even, pl / 2, pl / 2 + 1)
-    };
-    for (iy, srow) in src.chunks_exact(w).enumerate().take(h) {
+    // zero the phases in one go, then the rows inside the image
+    pp[..sw * hn * wq].fill(0);
+    for (iy, row) in src.chunks_exact(w).enumerate().take(hn.saturating_sub(pt)) {
         let yy = iy + pt;
-        if yy >= hn {
-            break;
-        }
-        let r = yy * wq;
-        let (f, g) = (
-            &mut first[r + o1.min(wq)..r + wq],
-            &mut second[r + o2.min(wq)..r + wq],
-        );
-        let pairs = srow.chunks_exact(2);
-        let last = pairs.remainder().first().copied();
-        let n = pairs.len();
-        for ((a, b), pair) in f.iter_mut().zip(g.iter_mut()).zip(pairs) {
-            *a = pair[0] as i16 - zp as i16;
-            *b = pair[1] as i16 - zp as i16;
-        }
-        // the odd column left over after the pairs (when the row keeps room for it)
-        if let (Some(v), Some(a)) = (last, f.get_mut(n)) {
-            *a = v as i16 - zp as i16;
-        }
+        let f = |v: i8| v as i16 - zp as i16;
+        crate::cpu::phase_row(row, pl, sw, wq, None, f, &mut pp[yy * wq..], hn * wq);
     }
 }
 
@@ -918,68 +879,6 @@ fn dw_accumulate(wts: &[i32], acc: &mut [i32], pp: &[i16], gm: &DwGeom) {
                 let base = (q * hn + oy * sh + ky * dh) * wq + o;
                 for (d, &v) in a.iter_mut().zip(&pp[base..base + len]) {
                     *d += wv * v as i32;
-                }
-            }
-        }
-    }
-}
-
-/// The general phase split of [`dw_plane_body`]: column i of phase q holds padded column i·sw + q.
-#[inline(always)]
-fn build_phases(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
-    let &DwGeom {
-        h,
-        w,
-        sw,
-        pt,
-        pl,
-        zp,
-        ..
-    } = gm;
-    let (hn, wq) = gm.padded();
-    if sw == 1 {
-        // one phase: zero it in one go (small per-row fills are memset calls), then convert the rows
-        pp[..hn * wq].fill(0);
-        for (iy, srow) in src.chunks_exact(w).enumerate() {
-            let yy = iy + pt;
-            if yy >= hn || pl >= wq {
-                break;
-            }
-            let n = w.min(wq - pl);
-            let row = &mut pp[yy * wq + pl..yy * wq + pl + n];
-            for (o, &v) in row.iter_mut().zip(srow) {
-                *o = v as i16 - zp as i16;
-            }
-        }
-        return;
-    }
-    for q in 0..sw {
-        for yy in 0..hn {
-            let row = &mut pp[(q * hn + yy) * wq..(q * hn + yy + 1) * wq];
-            let iy = yy as isize - pt as isize;
-            if iy < 0 || iy >= h as isize {
-                row.fill(0);
-                continue;
-            }
-            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-            // column i holds input x = i·sw + q − pl where 0 ≤ x < w
-            let ia = (pl.saturating_sub(q)).div_ceil(sw).min(wq);
-            let ib = if w + pl > q {
-                ((w + pl - q - 1) / sw + 1).min(wq)
-            } else {
-                0
-            }
-            .max(ia);
-            row[..ia].fill(0);
-            row[ib..].fill(0);
-            let x0 = ia * sw + q - pl;
-            if sw == 1 {
-                for (o, &v) in row[ia..ib].iter_mut().zip(&srow[x0..]) {
-                    *o = v as i16 - zp as i16;
-                }
-            } else {
-                for (o, &v) in row[ia..ib].iter_mut().zip(srow[x0..].iter().step_by(sw)) {
-                    *o = v as i16 - zp as i16;
                 }
             }
         }

@@ -162,7 +162,7 @@ pub fn run(
                         let [hq, wq] = *hw;
                         let s = strides;
                         let (xp, _) = scratch.split_at_mut(s[0] * s[1] * cg * hq * wq + g.nr);
-                        phase_planes(xs, cg, [h, wd], pads, s, [hq, wq], xp);
+                        phase_planes(par, xs, cg, [h, wd], pads, s, [hq, wq], xp);
                         let sh = Shifted {
                             x: xp,
                             hw: [hq, wq],
@@ -217,8 +217,10 @@ pub fn run(
 /// Writes `c` planes of `[h, w]`, zero-padded by `pads` (top, left; bottom and right as far as the
 /// phase planes reach), into `dst` as stride phases: phase `(py, px)` plane `ch` is `[hq, wq]` with
 /// `dst[((py·s1 + px)·c + ch)·hq·wq + i·wq + j]` = padded pixel `(i·s0 + py, j·s1 + px)`. Then zeros the
-/// slack after the last plane.
+/// slack after the last plane. Threads split the channels.
+#[allow(clippy::too_many_arguments)]
 fn phase_planes(
+    par: &Par,
     x: &[f32],
     c: usize,
     [h, w]: [usize; 2],
@@ -229,58 +231,31 @@ fn phase_planes(
 ) {
     let (planes, slack) = dst.split_at_mut(s0 * s1 * c * hq * wq);
     let bsz = c * hq * wq;
-    for (py, blocks) in planes.chunks_exact_mut(s1 * bsz).enumerate() {
-        for (ch, src) in x.chunks_exact(h * w).enumerate() {
-            for i in 0..hq {
-                let at = ch * hq * wq + i * wq;
-                let yp = i * s0 + py;
-                if yp < pt || yp - pt >= h {
-                    for px in 0..s1 {
-                        blocks[px * bsz + at..][..wq].fill(0.0);
+    let threads = par.threads().min(c.max(1));
+    let ptr = SyncPtr(planes.as_mut_ptr());
+    par.run_on(threads, &|t| {
+        for py in 0..s0 {
+            for ch in share(c, t, threads) {
+                let src = &x[ch * h * w..(ch + 1) * h * w];
+                for i in 0..hq {
+                    // row i of channel ch in phase (py, px) is at base + px·bsz
+                    let base = (py * s1 * c + ch) * hq * wq + i * wq;
+                    // SAFETY: rows of channel ch belong to this thread; the last phase's row ends
+                    // inside the planes (base + (s1−1)·bsz + wq ≤ s0·s1·bsz).
+                    let rows = unsafe {
+                        core::slice::from_raw_parts_mut(ptr.get().add(base), (s1 - 1) * bsz + wq)
+                    };
+                    let yp = i * s0 + py;
+                    if yp < pt || yp - pt >= h {
+                        (0..s1).for_each(|px| rows[px * bsz..][..wq].fill(0.0));
+                        continue;
                     }
-                    continue;
-                }
-                let row = &src[(yp - pt) * w..(yp - pt + 1) * w];
-                if s1 == 2 {
-                    // both column phases in one pass over the row: source pair (2t, 2t+1) lands at
-                    // columns pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
-                    let (b0, b1) = blocks.split_at_mut(bsz);
-                    let (o0, o1) = (&mut b0[at..at + wq], &mut b1[at..at + wq]);
-                    o0.fill(0.0);
-                    o1.fill(0.0);
-                    let (oa, ob) = if pl % 2 == 0 { (o0, o1) } else { (o1, o0) };
-                    let (ja, jb) = (pl / 2, pl.div_ceil(2));
-                    let pairs = row.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        if let Some(v) = oa.get_mut(ja + w / 2) {
-                            *v = *last;
-                        }
-                    }
-                    let (oa, ob) = (&mut oa[ja.min(wq)..], &mut ob[jb.min(wq)..]);
-                    for ((a, b), p) in oa.iter_mut().zip(ob.iter_mut()).zip(pairs) {
-                        *a = p[0];
-                        *b = p[1];
-                    }
-                    continue;
-                }
-                for px in 0..s1 {
-                    let o = &mut blocks[px * bsz + at..][..wq];
-                    // the phase's columns j with an input pixel: pl <= j·s1 + px < pl + w
-                    let first = (pl.saturating_sub(px)).div_ceil(s1).min(wq);
-                    let end = (pl + w).saturating_sub(px).div_ceil(s1).min(wq).max(first);
-                    o[..first].fill(0.0);
-                    o[end..].fill(0.0);
-                    let x0 = first * s1 + px - pl;
-                    if s1 == 1 {
-                        o[first..end].copy_from_slice(&row[x0..x0 + end - first]);
-                    } else {
-                        let src = row[x0..].iter().step_by(s1);
-                        o[first..end].iter_mut().zip(src).for_each(|(v, &r)| *v = r);
-                    }
+                    let row = &src[(yp - pt) * w..(yp - pt + 1) * w];
+                    crate::cpu::phase_row(row, pl, s1, wq, Some(0.0), |v| v, rows, bsz);
                 }
             }
         }
-    }
+    });
     slack.fill(0.0);
 }
 
@@ -825,6 +800,7 @@ mod tests {
         let mut seed = 5u64;
         let mut rnd = |n: usize| uniform(n, &mut seed);
         let mut cases = 0;
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
         for &(h, w) in &[(9usize, 23usize), (6, 70), (17, 5)] {
             for &(k, s, d, pads) in &[
                 (
@@ -869,7 +845,18 @@ mod tests {
                         out: [oh, ow],
                     };
                     let mut xp = vec![f32::NAN; s[0] * s[1] * c * hq * wq + g.nr];
-                    phase_planes(&x, c, [h, w], [pads[0], pads[1]], s, [hq, wq], &mut xp);
+                    // (the planes built by two threads: channels split 1 + 2)
+                    let two = Par { pool: Some(&pool) };
+                    phase_planes(
+                        &two,
+                        &x,
+                        c,
+                        [h, w],
+                        [pads[0], pads[1]],
+                        s,
+                        [hq, wq],
+                        &mut xp,
+                    );
                     let taps = Shifted::taps(c, [hq, wq], k, s, d);
                     let sh = Shifted {
                         x: &xp,
