@@ -92,9 +92,9 @@ pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
 /// Writes one input row into its `s` column phases of a padded plane: phase `px` holds padded columns
 /// `j·s + px` for `j < wq`, where padded column `pl + x` is `f(row[x])` and every other one `pad` (`None`:
 /// the caller filled the phases with it already, as one fill instead of a short one per row edge: those
-/// are `memset` calls); phase `px`'s row is `dst[px·pitch..][..wq]`. The one place the phase-plane builders (f32 and int8 GEMM
-/// convs, int8 depthwise) do this column arithmetic; at stride 2 the row's column pairs are split in one
-/// pass (the loop vectorizes).
+/// are `memset` calls); phase `px`'s row is `dst[px·pitch..][..wq]`. The one place the phase-plane
+/// builders (f32 and int8 GEMM convs, int8 depthwise) do this column arithmetic; at stride 2 the row's
+/// column pairs are split in one pass (the loop vectorizes).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn phase_row<S: Copy, D: Copy>(
@@ -107,16 +107,45 @@ pub(crate) fn phase_row<S: Copy, D: Copy>(
     dst: &mut [D],
     pitch: usize,
 ) {
+    assert!(s >= 1 && pitch >= wq && (s - 1) * pitch + wq <= dst.len());
+    // SAFETY: the s rows lie in `dst` (asserted), are disjoint (pitch ≥ wq) and `dst` is borrowed
+    // exclusively.
+    unsafe { phase_row_raw(row, pl, s, wq, pad, f, dst.as_mut_ptr(), pitch) }
+}
+
+/// [`phase_row`] through a raw pointer: for a caller whose threads write rows interleaved with other
+/// threads' rows (no `&mut` slice may span them).
+///
+/// # Safety
+/// For every `px < s`, `wq` values at `dst + px·pitch` are valid, written by no one else meanwhile, and
+/// `pitch ≥ wq` (the rows are disjoint).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn phase_row_raw<S: Copy, D: Copy>(
+    row: &[S],
+    pl: usize,
+    s: usize,
+    wq: usize,
+    pad: Option<D>,
+    f: impl Fn(S) -> D,
+    dst: *mut D,
+    pitch: usize,
+) {
     let w = row.len();
+    // SAFETY: the caller's contract; each row is made a slice of its own.
+    let out = |px: usize| unsafe { core::slice::from_raw_parts_mut(dst.add(px * pitch), wq) };
     if s == 2 {
-        let (o0, o1) = dst.split_at_mut(pitch);
-        let (o0, o1) = (&mut o0[..wq], &mut o1[..wq]);
+        let (o0, o1) = (out(0), out(1));
         if let Some(pad) = pad {
             o0.fill(pad);
             o1.fill(pad);
         }
         // pair (2t, 2t+1) lands at column pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
-        let (oa, ob) = if pl.is_multiple_of(2) { (o0, o1) } else { (o1, o0) };
+        let (oa, ob) = if pl.is_multiple_of(2) {
+            (o0, o1)
+        } else {
+            (o1, o0)
+        };
         let (oa, ob) = (
             &mut oa[(pl / 2).min(wq)..],
             &mut ob[pl.div_ceil(2).min(wq)..],
@@ -142,7 +171,7 @@ pub(crate) fn phase_row<S: Copy, D: Copy>(
     }
     if s == 1 {
         // (no divisions: this runs once per row of every plane, hundreds of small planes a layer)
-        let o = &mut dst[..wq];
+        let o = out(0);
         let (first, end) = (pl.min(wq), (pl + w).min(wq));
         if let Some(pad) = pad {
             o[..first].fill(pad);
@@ -154,7 +183,7 @@ pub(crate) fn phase_row<S: Copy, D: Copy>(
         return;
     }
     for px in 0..s {
-        let o = &mut dst[px * pitch..][..wq];
+        let o = out(px);
         // the phase's columns j with an input pixel: pl <= j·s + px < pl + w
         let first = pl.saturating_sub(px).div_ceil(s).min(wq);
         let end = (pl + w).saturating_sub(px).div_ceil(s).min(wq).max(first);
@@ -162,8 +191,9 @@ pub(crate) fn phase_row<S: Copy, D: Copy>(
             o[..first].fill(pad);
             o[end..].fill(pad);
         }
+        // (x0 < w whenever the phase has a column to fill; a narrow row can leave it past the end)
         let x0 = first * s + px - pl;
-        for (v, &r) in o[first..end].iter_mut().zip(row[x0..].iter().step_by(s)) {
+        for (v, &r) in o[first..end].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
             *v = f(r);
         }
     }

@@ -347,7 +347,7 @@ impl QConv {
                         let src = &chans[ch * h * w..(ch + 1) * h * w];
                         // padded row iy + pt is row rr of phase row py
                         let (mut py, mut rr) = (pt % sh, pt / sh);
-                        for row in src.chunks_exact(w) {
+                        for row in src.chunks_exact(w.max(1)) {
                             let at = (py * sw * hq + rr) * wq;
                             let dst = &mut dst[at..];
                             crate::cpu::phase_row(row, pl, sw, wq, None, |v| v, dst, hq * wq);
@@ -746,7 +746,7 @@ type DwRow<'a> = dyn Fn(&[i16], &[(i32, usize, usize)], &Requant, usize, &mut [i
 /// The vector depthwise plane: per output row, the taps whose input row is inside the image (taps on
 /// vertical padding read zeros: skipped), paired (for `vpmaddwd` on x86), summed and requantized in
 /// registers by `row`; or the whole plane as one row into `acc`'s bytes and copied out
-/// ([`DwGeom::run_form`]). `false` (nothing written) when the window has more pairs than
+/// ([`DwGeom::run`]). `false` (nothing written) when the window has more pairs than
 /// [`DW_MAX_PAIRS`] or the plane lacks the 32-value read slack.
 #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 #[inline(always)]
@@ -843,7 +843,12 @@ fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
     let (hn, wq) = gm.padded();
     // zero the phases in one go, then the rows inside the image
     pp[..sw * hn * wq].fill(0);
-    for (iy, row) in src.chunks_exact(w).enumerate().take(hn.saturating_sub(pt)) {
+    // (w.max(1): a zero-width input has no rows to copy, and chunks_exact takes no 0)
+    for (iy, row) in src
+        .chunks_exact(w.max(1))
+        .enumerate()
+        .take(hn.saturating_sub(pt))
+    {
         let yy = iy + pt;
         let f = |v: i8| v as i16 - zp as i16;
         crate::cpu::phase_row(row, pl, sw, wq, None, f, &mut pp[yy * wq..], hn * wq);
@@ -1021,6 +1026,7 @@ mod tests {
             (1, 5),
             (6, 40),
             (20, 20),
+            (4, 1),
         ] {
             for &(kh, kw) in &[(3usize, 3usize), (5, 5), (1, 7), (3, 1), (7, 9)] {
                 for &(sh, sw) in &[(1usize, 1usize), (2, 1), (2, 2), (1, 3)] {
