@@ -260,7 +260,8 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             defined[o as usize] = true;
         }
         let consts: &[usize] = match &n.op {
-            Op::Conv { .. } | Op::ConvTranspose { .. } => &[1, 2],
+            Op::Conv { .. } => &[1, 2, 3, 4],
+            Op::ConvTranspose { .. } => &[1, 2],
             Op::ChannelAffine { .. }
             | Op::QConv { .. }
             | Op::QMatMul { .. }

@@ -314,6 +314,54 @@ impl<'m> Session<'m> {
         self.run_observed(inputs, outputs, None)
     }
 
+    /// Graph input `i`'s place in the arena (row-major f32, its element count), for filling in place of
+    /// passing it to [`Session::run_into`]: a frame decoded or DMA'd straight into it saves a copy and an
+    /// input-sized buffer. Then [`Session::run_in_place`]. The arena reuses these bytes once the nodes
+    /// that read the input have run (and a previous run's outputs may share them): write the input again
+    /// before every run, after reading the outputs you need.
+    pub fn input_mut(&mut self, i: usize) -> Result<&mut [f32]> {
+        let g = &self.model.graph;
+        let Some(&t) = g.inputs.get(i) else {
+            bail!(
+                Argument,
+                "input {i}: the model takes {} input(s)",
+                g.inputs.len()
+            );
+        };
+        let n = g.tensors[t as usize].numel();
+        let at = self.model.plan.offsets[t as usize] as usize;
+        let base = self.arena_base();
+        // SAFETY: the loader proved the input's planned range (n f32, 64-byte aligned) lies inside the
+        // arena; the arena is borrowed exclusively through `self`.
+        Ok(unsafe { core::slice::from_raw_parts_mut(base.add(at) as *mut f32, n) })
+    }
+
+    /// Runs the model on the inputs written through [`Session::input_mut`], leaving the outputs in the
+    /// arena for [`Session::output`] (no copies in or out). Allocates nothing.
+    pub fn run_in_place(&mut self) -> Result<()> {
+        let n = self.model.graph.nodes.len();
+        self.run_inner(None, None, 0..n, None);
+        Ok(())
+    }
+
+    /// Graph output `i` (row-major f32) as the last [`Session::run_in_place`] or [`Session::run_into`]
+    /// left it in the arena: valid until the next run or [`Session::input_mut`].
+    pub fn output(&mut self, i: usize) -> Result<&[f32]> {
+        let g = &self.model.graph;
+        let Some(&t) = g.outputs.get(i) else {
+            bail!(
+                Argument,
+                "output {i}: the model gives {} output(s)",
+                g.outputs.len()
+            );
+        };
+        let n = g.tensors[t as usize].numel();
+        let at = self.model.plan.offsets[t as usize] as usize;
+        let base = self.arena_base();
+        // SAFETY: as in `input_mut`; the returned borrow keeps `self` (and so the arena) from changing.
+        Ok(unsafe { core::slice::from_raw_parts(base.add(at) as *const f32, n) })
+    }
+
     /// [`Session::run_into`] that also shows every node output, as computed, to `observe(node index,
     /// output tensor index, values)` (calibration and per-layer error analysis).
     pub fn run_observed(

@@ -40,6 +40,19 @@ fn host_artifact_gives_host_outputs() {
             s.isa()
         );
         assert!(rel <= 1e-5, "rel L2 {rel}");
+        // in place: the input written into the arena, the output read from it — the same bits, run
+        // after run (the input rewritten each time: the arena reuses its bytes)
+        for _ in 0..2 {
+            s.input_mut(0).unwrap().copy_from_slice(&x);
+            s.run_in_place().unwrap();
+            let out = s.output(0).unwrap();
+            assert_eq!(out.len(), y.len());
+            assert!(out.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        let e = s.input_mut(1).unwrap_err().to_string();
+        assert!(e.contains("input 1") && e.contains("1 input"), "{e}");
+        let e = s.output(3).unwrap_err().to_string();
+        assert!(e.contains("output 3") && e.contains("1 output"), "{e}");
     }
 }
 

@@ -28,6 +28,7 @@ fn case(
     p: [usize; 4],
     groups: usize,
     transposed: bool,
+    post: bool,
     seed: &mut u64,
 ) {
     let mut g = ToolGraph::default();
@@ -42,6 +43,13 @@ fn case(
     let bv = rnd(m, seed);
     let wt = g.add_const("w", &wshape, wv.clone());
     let bt = g.add_const("b", &[m], bv.clone());
+    // a post-activation affine per output channel (format 6: inputs 3 and 4)
+    let (ps, pt) = (rnd(m, seed), rnd(m, seed));
+    let mut ins = vec![x, wt, bt];
+    if post {
+        ins.push(g.add_const("ps", &[m], ps.clone()));
+        ins.push(g.add_const("pt", &[m], pt.clone()));
+    }
     let geom = Conv2d {
         kernel: [k[0] as u32, k[1] as u32],
         strides: [s[0] as u32, s[1] as u32],
@@ -56,9 +64,7 @@ fn case(
     } else {
         Op::Conv { geom, act }
     };
-    let y = g
-        .emit("conv", op, vec![x, wt, bt], &["y".into()], None)
-        .unwrap()[0];
+    let y = g.emit("conv", op, ins, &["y".into()], None).unwrap()[0];
     g.graph.outputs.push(y);
     let ys = g.shape(y);
     let (oh, ow) = (ys[2], ys[3]);
@@ -120,6 +126,12 @@ fn case(
     }
     want.iter_mut()
         .for_each(|v| *v = if *v >= 0.0 { *v } else { 0.1 * *v });
+    if post {
+        for (i, v) in want.iter_mut().enumerate() {
+            let mo = (i / (oh * ow)) % m;
+            *v = *v * ps[mo] as f64 + pt[mo] as f64;
+        }
+    }
     let bytes = tern_tools::export::to_bytes(&g, vec![]).unwrap();
     let model = tern::Model::from_bytes(&bytes).unwrap();
     for threads in [1, 2] {
@@ -151,15 +163,18 @@ fn conv_geometries_match_f64() {
         ([3, 3], [3, 3], [1, 1]),
         ([3, 2], [1, 2], [1, 1]),
     ] {
-        for &(h, w) in &[(7, 9), (13, 21), (1, 17), (5, 53)] {
-            for &pad in &[[0, 0, 0, 0], [1, 1, 1, 1], [2, 1, 0, 2]] {
+        // (one-column and 2x3 inputs, and padding wider than the input: outputs that see only padding)
+        for &(h, w) in &[(7, 9), (13, 21), (1, 17), (5, 53), (9, 1), (2, 3)] {
+            for &pad in &[[0, 0, 0, 0], [1, 1, 1, 1], [2, 1, 0, 2], [4, 0, 3, 5]] {
                 if (h + pad[0] + pad[2]) < d[0] * (k[0] - 1) + 1
                     || (w + pad[1] + pad[3]) < d[1] * (k[1] - 1) + 1
                 {
                     continue;
                 }
                 for &(c, m, g) in &[(3, 8, 1), (8, 8, 8), (6, 9, 3), (17, 13, 1)] {
-                    case(1, c, h, w, m, k, s, d, pad, g, false, &mut seed);
+                    // every other case with a post-activation affine: each conv form applies it
+                    let post = (count + count / 4) % 2 == 1;
+                    case(1, c, h, w, m, k, s, d, pad, g, false, post, &mut seed);
                     count += 1;
                 }
             }
@@ -178,6 +193,7 @@ fn conv_geometries_match_f64() {
         [1, 1, 1, 1],
         1,
         false,
+        true,
         &mut seed,
     );
     for &(k, s, p) in &[
@@ -185,8 +201,8 @@ fn conv_geometries_match_f64() {
         ([3, 3], [2, 2], [1, 1, 1, 1]),
         ([4, 4], [2, 2], [1, 1, 1, 1]),
     ] {
-        case(1, 6, 5, 7, 4, k, s, [1, 1], p, 1, true, &mut seed);
-        case(2, 6, 5, 7, 6, k, s, [1, 1], p, 2, true, &mut seed);
+        case(1, 6, 5, 7, 4, k, s, [1, 1], p, 1, true, false, &mut seed);
+        case(2, 6, 5, 7, 6, k, s, [1, 1], p, 2, true, false, &mut seed);
         count += 2;
     }
     println!("{count} conv geometries match");

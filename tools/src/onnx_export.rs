@@ -353,6 +353,25 @@ impl Writer<'_> {
         a
     }
 
+    /// `x·scale + shift` per channel along axis 1 of `x` (shape `xs`): the `[C]` constants reshaped to
+    /// broadcast, a Mul and an Add.
+    fn channel_affine(
+        &mut self,
+        x: String,
+        scale: String,
+        shift: String,
+        xs: &[u32],
+        name: &str,
+    ) -> String {
+        let mut dims = vec![1i64; xs.len()];
+        dims[1] = xs[1] as i64;
+        let shape = self.i64s(&format!("{name}/shape"), &dims);
+        let s = self.op1("Reshape", name, vec![scale, shape.clone()], vec![]);
+        let t = self.op1("Reshape", name, vec![shift, shape], vec![]);
+        let v = self.op1("Mul", name, vec![x, s], vec![]);
+        self.op1("Add", name, vec![v, t], vec![])
+    }
+
     /// The float op of `n` on float inputs `ins`; returns its float outputs.
     fn float_op(&mut self, n: &Node, ins: Vec<String>) -> Result<Vec<String>> {
         let name = n.name.as_str();
@@ -369,8 +388,20 @@ impl Writer<'_> {
             Op::Conv { geom, act } | Op::ConvTranspose { geom, act } => {
                 let tr = matches!(n.op, Op::ConvTranspose { .. });
                 let op = if tr { "ConvTranspose" } else { "Conv" };
-                let v = self.op1(op, name, ins, Self::conv_attrs(geom, tr));
-                Ok(vec![self.act(v, *act, name)?])
+                let v = self.op1(
+                    op,
+                    name,
+                    ins[..ins.len().min(3)].to_vec(),
+                    Self::conv_attrs(geom, tr),
+                );
+                let v = self.act(v, *act, name)?;
+                // a post-activation affine (inputs 3, 4): Mul and Add as for a ChannelAffine
+                Ok(vec![match ins.get(3..5) {
+                    Some([s, t]) => {
+                        self.channel_affine(v, s.clone(), t.clone(), &out_shape(0), name)
+                    }
+                    _ => v,
+                }])
             }
             Op::MatMul { act } => {
                 let mut v = self.op1("MatMul", name, ins[..2].to_vec(), vec![]);
@@ -394,16 +425,13 @@ impl Writer<'_> {
             }
             Op::Unary(u) => Ok(vec![self.unary(ins[0].clone(), *u, name)?]),
             Op::ChannelAffine { act } => {
-                // per-channel along axis 1: reshape the [C] constants to broadcast
-                let xs = in_shape(0);
-                let c = xs[1] as i64;
-                let mut dims = vec![1i64; xs.len()];
-                dims[1] = c;
-                let shape = self.i64s(&format!("{name}/shape"), &dims);
-                let s = self.op1("Reshape", name, vec![ins[1].clone(), shape.clone()], vec![]);
-                let t = self.op1("Reshape", name, vec![ins[2].clone(), shape], vec![]);
-                let v = self.op1("Mul", name, vec![ins[0].clone(), s], vec![]);
-                let v = self.op1("Add", name, vec![v, t], vec![]);
+                let v = self.channel_affine(
+                    ins[0].clone(),
+                    ins[1].clone(),
+                    ins[2].clone(),
+                    &in_shape(0),
+                    name,
+                );
                 Ok(vec![self.act(v, *act, name)?])
             }
             Op::Pool(p) => {

@@ -352,7 +352,28 @@ fn compress_int8_and_eval_digits() {
         e["size_ratio"]
     );
     let o = &e["outputs"][0];
-    assert!(o["top1_agreement"].as_f64().unwrap() >= 0.99, "{o}");
+    let agree = o["top1_agreement"].as_f64().unwrap();
+    assert!(agree >= 0.99, "{o}");
+    // the rows that disagree, listed with the float answer's margin, most confident first: as many as
+    // the agreement leaves out of the 540 test rows
+    let flips = o["disagreements"].as_array().unwrap();
+    assert_eq!(
+        o["disagreements_total"].as_u64().unwrap(),
+        ((1.0 - agree) * 540.0).round() as u64,
+        "{o}"
+    );
+    assert_eq!(
+        flips.len() as u64,
+        o["disagreements_total"].as_u64().unwrap()
+    );
+    let margins: Vec<f64> = flips
+        .iter()
+        .map(|f| f["float_margin"].as_f64().unwrap())
+        .collect();
+    assert!(margins.windows(2).all(|w| w[0] >= w[1]) && margins.iter().all(|&m| m >= 0.0));
+    assert!(flips.iter().all(|f| f["float_class"] != f["tern_class"]
+        && f["sample"].as_u64().unwrap() < 540
+        && f["row"] == 0));
     assert!(o["cosine"].as_f64().unwrap() > 0.999, "{o}");
     let layers = e["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "three int8 matmuls: {layers:?}");

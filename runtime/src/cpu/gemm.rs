@@ -92,15 +92,18 @@ pub enum BSrc<'a> {
     Im2col(Im2col<'a>),
 }
 
-/// What is applied to C after the product: per-row bias, per-column bias, activation.
+/// What is applied to C after the product: per-row bias, per-column bias, activation, then a per-row
+/// affine.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// Added to every element of row i.
     pub row_bias: Option<&'a [f32]>,
     /// Added to every element of column j.
     pub col_bias: Option<&'a [f32]>,
-    /// Applied last.
+    /// Applied after the biases.
     pub act: Option<Unary>,
+    /// Row i's scale and shift after `act`: `v·scale[i] + shift[i]` ([`apply_post`]).
+    pub post: Option<(&'a [f32], &'a [f32])>,
 }
 
 /// Packs `m×k` values `get(i, p)` into MR panels (done once for weights).
@@ -431,17 +434,22 @@ pub fn gemm(
                         )
                     };
                 }
-                if epi.row_bias.is_some() || epi.col_bias.is_some() || epi.act.is_some() {
+                if epi.row_bias.is_some()
+                    || epi.col_bias.is_some()
+                    || epi.act.is_some()
+                    || epi.post.is_some()
+                {
                     for i in i0..i0 + rows {
                         // SAFETY: same rows/cols as written just above, owned by this thread.
                         let row = unsafe {
                             core::slice::from_raw_parts_mut(cptr.get().add(i * ldc + j0), cols)
                         };
-                        apply_epilogue(
+                        finish_row(
                             row,
                             epi.row_bias.map(|b| b[i]),
                             epi.col_bias.map(|b| &b[j0..j0 + cols]),
                             epi.act,
+                            epi.post.map(|(s, t)| (s[i], t[i])),
                         );
                     }
                 }
@@ -454,7 +462,8 @@ pub fn gemm(
 /// Floats of the largest micro-kernel tile (AVX-512's 8×32).
 const TILE: usize = 256;
 
-/// `C = A·B` then `bias` (per row) and `act`, for packed weights `a` (`m` rows, depth `k`) and B read in
+/// `C = A·B` then the epilogue (per-row bias, `act`, per-row affine; no column bias), for packed
+/// weights `a` (`m` rows, depth `k`) and B read in
 /// place from stride-phase planes ([`Shifted`]; `C` gets the `out` pixels, row stride `ldc`): threads
 /// split the column panels; each panel meets every A panel while its B rows are in cache, each tile is
 /// computed into a buffer, the epilogue applied there (whole vectors) and only the real columns stored,
@@ -468,11 +477,12 @@ pub fn gemm_shifted(
     sh: &Shifted,
     c: &mut [f32],
     ldc: usize,
-    (bias, act): (Option<&[f32]>, Option<Unary>),
+    epi: Epilogue,
 ) {
     if m == 0 {
         return;
     }
+    let (bias, act) = (epi.row_bias, epi.act);
     let (mr, nr) = (g.mr, g.nr);
     let (wq, [oh, ow]) = (sh.hw[1], sh.out);
     let n = sh.cols();
@@ -540,6 +550,11 @@ pub fn gemm_shifted(
                 if let Some(act) = act {
                     apply_act(&mut tile[..rows * nr], act);
                 }
+                if let Some((s, t)) = epi.post {
+                    for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
+                        apply_post(row, s[i0 + r], t[i0 + r]);
+                    }
+                }
                 for (r, row) in tile.chunks_exact(nr).take(rows).enumerate() {
                     for &(o, j, len) in &runs[..nruns] {
                         // SAFETY: row i0 + r, columns j..j+len of C are in bounds (asserted above) and
@@ -554,6 +569,109 @@ pub fn gemm_shifted(
         }
     };
     par.run_on(threads, &work);
+}
+
+/// `v·s + t` over a row in two roundings (a multiply, then an add: no fused multiply-add), exactly as
+/// the ChannelAffine op computes it, so a conv with its affine fused gives the same bits as the two ops.
+#[inline]
+pub fn apply_post(row: &mut [f32], s: f32, t: f32) {
+    row.iter_mut().for_each(|v| *v = *v * s + t);
+}
+
+/// Elements the epilogue's separate steps take at a time (a column bias or an activation without a
+/// one-pass form): each step is a pass of its own, so a long row goes in pieces that stay in L1.
+const EPI_PIECE: usize = 1024;
+
+/// The epilogue's element-wise steps on one row: scalar bias, column bias, activation, then the affine
+/// `post` (scale, shift). Without a column bias and with a clamp-like activation (or none) it is one
+/// pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
+/// step made the fused affine cost what the separate op had); else the steps go piece by piece
+/// (1024 elements). The same IEEE operations in the same order either way: the same bits.
+#[inline]
+pub fn finish_row(
+    row: &mut [f32],
+    bias: Option<f32>,
+    col_bias: Option<&[f32]>,
+    act: Option<Unary>,
+    post: Option<(f32, f32)>,
+) {
+    let simple = act.is_none_or(|a| {
+        matches!(
+            a,
+            Unary::Relu | Unary::Clip { .. } | Unary::HardSwish | Unary::HardSigmoid { .. }
+        )
+    });
+    if col_bias.is_none() && simple {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            #[target_feature(enable = "avx512f")]
+            fn wide(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
+                one_pass(row, b, a, p)
+            }
+            #[target_feature(enable = "avx2")]
+            fn narrow(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
+                one_pass(row, b, a, p)
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512 F detected just above.
+                return unsafe { wide(row, bias, act, post) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 detected just above.
+                return unsafe { narrow(row, bias, act, post) };
+            }
+        }
+        return one_pass(row, bias, act, post);
+    }
+    for (i, piece) in row.chunks_mut(EPI_PIECE).enumerate() {
+        let cb = col_bias.map(|b| &b[i * EPI_PIECE..]);
+        apply_epilogue(piece, bias, cb, act);
+        if let Some((s, t)) = post {
+            apply_post(piece, s, t);
+        }
+    }
+}
+
+/// [`finish_row`]'s one pass: one loop per combination of bias, clamp-like activation and affine, each
+/// element loaded and stored once (the steps as [`apply_epilogue`], `simple_act` and [`apply_post`]
+/// compute them, in their order).
+#[inline(always)]
+fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option<(f32, f32)>) {
+    #[inline(always)]
+    fn with_post(row: &mut [f32], f: impl Fn(f32) -> f32, post: Option<(f32, f32)>) {
+        match post {
+            Some((s, t)) => row.iter_mut().for_each(|v| *v = f(*v) * s + t),
+            None => row.iter_mut().for_each(|v| *v = f(*v)),
+        }
+    }
+    #[inline(always)]
+    fn with_act(
+        row: &mut [f32],
+        f: impl Fn(f32) -> f32,
+        act: Option<Unary>,
+        post: Option<(f32, f32)>,
+    ) {
+        match act {
+            Some(Unary::Relu) => with_post(row, |v| f(v).max(0.0), post),
+            Some(Unary::Clip { min, max }) => with_post(row, |v| f(v).max(min).min(max), post),
+            Some(Unary::HardSwish) => with_post(
+                row,
+                |v| {
+                    let v = f(v);
+                    v * (v / 6.0 + 0.5).clamp(0.0, 1.0)
+                },
+                post,
+            ),
+            Some(Unary::HardSigmoid { alpha, beta }) => {
+                with_post(row, |v| (alpha * f(v) + beta).clamp(0.0, 1.0), post)
+            }
+            _ => with_post(row, f, post),
+        }
+    }
+    match bias {
+        Some(b) => with_act(row, |v| v + b, act, post),
+        None => with_act(row, |v| v, act, post),
+    }
 }
 
 /// Adds a scalar bias and/or a bias vector, then applies the activation, in place.

@@ -1137,6 +1137,9 @@ mod tests {
             (12, 20, 1, 3, 1, 1, 17, 41),
             (8, 12, 1, 1, 2, 0, 9, 10),
             (9, 16, 1, 3, 2, 1, 33, 35),
+            // one input column at column stride 3, padding wider than the input (dense and depthwise)
+            (4, 6, 1, 3, 3, 2, 5, 1),
+            (5, 5, 5, 3, 3, 3, 4, 1),
         ] {
             let geom = Conv2d {
                 kernel: [k as u32; 2],

@@ -1388,6 +1388,19 @@ impl<'m> GpuSession<'m> {
                         None => (0, 0),
                     };
                     let wh = half_of(n.inputs[1]);
+                    // a Conv's post-activation affine (format 6): scale and shift offsets, applied in
+                    // the kernel after the activation
+                    let post = match (n.inputs.get(3), n.inputs.get(4)) {
+                        (Some(&st), Some(&tt)) => match (konst(st), konst(tt)) {
+                            (Some(sc), Some(sh)) => [1, sc, sh],
+                            _ => bail!(
+                                Unsupported,
+                                "node \"{}\": Conv with a non-constant post-activation affine",
+                                n.name
+                            ),
+                        },
+                        _ => [0, 0, 0],
+                    };
                     let mut p = conv_header(&xs, &os, geom);
                     p.extend([
                         word(n.inputs[0]),
@@ -1400,6 +1413,7 @@ impl<'m> GpuSession<'m> {
                         f(b),
                         u32::from(wh.is_some()),
                     ]);
+                    p.extend(post);
                     steps.push(Step {
                         consts: if kernel == "conv" || kernel == "conv_tiled" {
                             conv_consts(geom)

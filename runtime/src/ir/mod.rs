@@ -410,7 +410,10 @@ pub enum ReduceOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// 2-D convolution, NCHW. Inputs: x `[N,C,H,W]`, weight `[M, C/groups, kh, kw]` (constant), optional
-    /// bias `[M]` (constant). `act` is applied to the output (fused).
+    /// bias `[M]` (constant). `act` is applied to the output (fused). Format 6 adds two optional inputs
+    /// after the bias (then required): a per-output-channel scale and shift `[M]` (constants) applied
+    /// after `act`, `y·scale + shift` in two roundings, as a ChannelAffine node would (PP-LCNetV3's
+    /// learnable affine after a hard-swish, fused so the map is not read and written once more).
     Conv {
         /// Geometry.
         geom: Conv2d,

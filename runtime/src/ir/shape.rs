@@ -101,7 +101,12 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         | Op::ConvTranspose { geom: g, .. }
         | Op::QConvTranspose { geom: g, .. }
         | Op::QConv { geom: g, .. } => {
-            want_inputs(inputs, 2, 3)?;
+            // a float Conv may carry its post-activation affine as inputs 3 and 4 (bias then required)
+            if matches!(op, Op::Conv { .. }) && inputs.len() == 5 {
+                want_inputs(inputs, 5, 5)?;
+            } else {
+                want_inputs(inputs, 2, 3)?;
+            }
             let (x, w) = (inputs[0], inputs[1]);
             want_rank(x, 4, "input")?;
             want_rank(w, 4, "weight")?;
@@ -135,6 +140,13 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             if let Some(b) = inputs.get(2) {
                 if *b != [m] {
                     return Err(format!("bias shape {b:?}, expected [{m}]"));
+                }
+            }
+            for (k, what) in [(3, "post-activation scale"), (4, "post-activation shift")] {
+                if let Some(v) = inputs.get(k) {
+                    if *v != [m] {
+                        return Err(format!("{what} shape {v:?}, expected [{m}]"));
+                    }
                 }
             }
             let mut out = vec![x[0], m, 0, 0];

@@ -55,10 +55,35 @@ struct OutStats {
     agree: usize,
     inter: u64,
     union: u64,
+    /// The rows whose top class differs: (sample, row, float class, tern class, float's margin between
+    /// its top two values).
+    flips: Vec<(usize, usize, usize, usize, f32)>,
+}
+
+/// Top-1 disagreements listed per output: in the JSON (most confident float answers first), and the
+/// first few in the text report.
+const FLIPS_LISTED: usize = 100;
+const FLIPS_SHOWN: usize = 8;
+
+/// The gap between the largest and the second largest value of a row (0 for a single value).
+fn top_margin(r: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in r {
+        if v > a {
+            (a, b) = (v, a);
+        } else if v > b {
+            b = v;
+        }
+    }
+    if b.is_finite() {
+        a - b
+    } else {
+        0.0
+    }
 }
 
 impl OutStats {
-    fn add(&mut self, t: &[f32], f: &[f32], shape: &[usize], thr: f32) {
+    fn add(&mut self, si: usize, t: &[f32], f: &[f32], shape: &[usize], thr: f32) {
         for (&a, &b) in t.iter().zip(f) {
             let (a, b) = (a as f64, b as f64);
             self.err += (a - b) * (a - b);
@@ -68,9 +93,13 @@ impl OutStats {
         }
         let last = *shape.last().unwrap_or(&1);
         if shape.len() <= 3 && last > 1 {
-            for (rt, rf) in t.chunks(last).zip(f.chunks(last)) {
+            for (row, (rt, rf)) in t.chunks(last).zip(f.chunks(last)).enumerate() {
                 self.rows += 1;
-                self.agree += (argmax(rt) == argmax(rf)) as usize;
+                let (ct, cf) = (argmax(rt), argmax(rf));
+                self.agree += (ct == cf) as usize;
+                if ct != cf {
+                    self.flips.push((si, row, cf, ct, top_margin(rf)));
+                }
             }
         }
         if shape.len() >= 3 {
@@ -305,7 +334,7 @@ pub fn main(a: Args) -> Result<()> {
             let f = f
                 .as_slice()
                 .ok_or_else(|| anyhow!("reference output not contiguous"))?;
-            stats[k].add(t, f, &out_shapes[k], a.iou_threshold);
+            stats[k].add(si, t, f, &out_shapes[k], a.iou_threshold);
         }
         if let Some(l) = &labels {
             if let (Some(t), Some(f)) = (to.first(), fo.first().and_then(|f| f.as_slice())) {
@@ -384,8 +413,20 @@ pub fn main(a: Args) -> Result<()> {
         .outputs()
         .zip(&stats)
         .map(|(t, s)| {
+            let mut flips = s.flips.clone();
+            flips.sort_by(|x, y| y.4.total_cmp(&x.4));
+            let listed: Vec<_> = flips
+                .iter()
+                .take(FLIPS_LISTED)
+                .map(|&(sample, row, fc, tc, m)| {
+                    json!({"sample": sample, "row": row, "float_class": fc, "tern_class": tc,
+                           "float_margin": m})
+                })
+                .collect();
             json!({
                 "name": t.name,
+                "disagreements": listed,
+                "disagreements_total": s.flips.len(),
                 "rel_l2": (s.err / s.energy.max(f64::MIN_POSITIVE)).sqrt(),
                 "cosine": s.dot / (s.energy.sqrt() * s.norm_t.sqrt()).max(f64::MIN_POSITIVE),
                 "top1_agreement": (s.rows > 0).then(|| s.agree as f64 / s.rows as f64),
@@ -455,6 +496,31 @@ pub fn main(a: Args) -> Result<()> {
             print!("  IoU@{} {v:.4}", a.iou_threshold);
         }
         println!();
+        let flips = o["disagreements"]
+            .as_array()
+            .map_or(&[][..], |v| v.as_slice());
+        if !flips.is_empty() {
+            let shown: Vec<String> = flips
+                .iter()
+                .take(FLIPS_SHOWN)
+                .map(|d| {
+                    format!(
+                        "{}/{} {}->{} ({:.3})",
+                        d["sample"],
+                        d["row"],
+                        d["float_class"],
+                        d["tern_class"],
+                        d["float_margin"].as_f64().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            let total = o["disagreements_total"].as_u64().unwrap_or(0) as usize;
+            println!(
+                "    top-1 disagreements (sample/row float->tern class, float's margin over its second): {}{}",
+                shown.join(", "),
+                if total > shown.len() { format!(" and {} more", total - shown.len()) } else { String::new() }
+            );
+        }
     }
     if !layers.is_empty() {
         println!(

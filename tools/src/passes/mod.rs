@@ -23,6 +23,12 @@ pub struct Prune;
 /// Turns `x·a + b` with constant scalar or per-channel `a`, `b` (NCHW) into one ChannelAffine pass over the
 /// data instead of two (PP-LCNetV3's learnable affine after an activation, which cannot fold into a conv).
 pub struct FuseAffine;
+/// Fuses a per-channel affine without activation (`x·a + b`: [`FuseAffine`]'s ChannelAffine) that alone
+/// reads a float Conv's output into that Conv as its post-activation affine (format 6): PP-LCNetV3's
+/// learnable affine after each hard-swish costs one pass over the map fewer, with the same bits. Runs
+/// after [`FuseAct`] (the conv's activation is final then); the int8 pipeline runs it on the float
+/// convs it keeps.
+pub struct FusePostAffine;
 /// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
 /// into the producer: four passes over the tensor become none.
@@ -43,11 +49,12 @@ pub fn rewrite_pipeline() -> Vec<Box<dyn Pass>> {
     ]
 }
 
-/// The float pipeline of `tern compress`, in order: [`rewrite_pipeline`], then activation fusion and
-/// pruning.
+/// The float pipeline of `tern compress`, in order: [`rewrite_pipeline`], then activation and
+/// post-activation affine fusion, and pruning.
 pub fn float_pipeline() -> Vec<Box<dyn Pass>> {
     let mut p = rewrite_pipeline();
     p.push(Box::new(FuseAct));
+    p.push(Box::new(FusePostAffine));
     p.push(Box::new(Prune));
     p
 }
@@ -91,6 +98,9 @@ fn sole_consumer(g: &ToolGraph, cons: &[Vec<(usize, usize)>], t: u32) -> Option<
 /// Output channels (and how to scale weights per channel) of a producer we can fold into.
 fn fold_into(g: &mut ToolGraph, p: usize, scale: Option<&[f32]>, shift: &[f32]) -> bool {
     let node = g.graph.nodes[p].clone();
+    if node.inputs.len() > 3 {
+        return false; // a conv with a post-activation affine: its output is not weights·x + bias
+    }
     let wt = node.inputs[1];
     let Some(w) = g.konst(wt).map(|w| w.to_vec()) else {
         return false;
@@ -288,7 +298,8 @@ impl Pass for FuseAct {
             let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
                 continue;
             };
-            if dead[p] || g.graph.nodes[p].outputs.len() != 1 {
+            // (a conv with a post-activation affine applies its act before that affine)
+            if dead[p] || g.graph.nodes[p].outputs.len() != 1 || g.graph.nodes[p].inputs.len() > 3 {
                 continue;
             }
             let outs = g.graph.nodes[i].outputs.clone();
@@ -519,6 +530,60 @@ fn channel_values(g: &ToolGraph, c: u32, channels: usize) -> Option<Vec<f32>> {
     ok.then(|| v.to_vec())
 }
 
+impl Pass for FusePostAffine {
+    fn name(&self) -> &'static str {
+        "fuse_post_affine"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        for i in 0..g.graph.nodes.len() {
+            let node = g.graph.nodes[i].clone();
+            if !matches!(node.op, Op::ChannelAffine { act: None }) {
+                continue;
+            }
+            let (x, sc, sh) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+            let cons = g.consumers();
+            if sole_consumer(g, &cons, x) != Some(i) || g.graph.tensors[x as usize].quant.is_some()
+            {
+                continue;
+            }
+            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                continue;
+            };
+            let pn = g.graph.nodes[p].clone();
+            let xs = g.shape(x);
+            let m = xs.get(1).copied().unwrap_or(0);
+            if dead[p]
+                || !matches!(pn.op, Op::Conv { .. })
+                || pn.inputs.len() > 3
+                || pn.outputs.len() != 1
+                || xs.len() != 4
+                || g.konst(sc).is_none()
+                || g.konst(sh).is_none()
+                || g.shape(sc) != [m]
+                || g.shape(sh) != [m]
+            {
+                continue;
+            }
+            // the bias comes first (required before the affine's inputs)
+            let bias = match pn.inputs.get(2) {
+                Some(&b) => b,
+                None => g.add_const(&format!("{}/bias", pn.name), &[m], vec![0.0; m]),
+            };
+            let conv = &mut g.graph.nodes[p];
+            conv.inputs = vec![pn.inputs[0], pn.inputs[1], bias, sc, sh];
+            conv.outputs = node.outputs.clone();
+            dead[i] = true;
+            changes += 1;
+            log::debug!("fuse_post_affine: \"{}\" into \"{}\"", node.name, pn.name);
+        }
+        // the conv keeps its place: the affine's consumers all come after it (as in fold_bn)
+        g.compact(&dead);
+        Ok(changes)
+    }
+}
+
 impl Pass for FuseAffine {
     fn name(&self) -> &'static str {
         "fuse_affine"
@@ -589,6 +654,99 @@ impl Pass for FuseAffine {
 mod tests {
     use super::*;
     use tern::ir::{Conv2d, Unary};
+
+    /// `conv → hard-swish → ·a + b` (per-channel constants, PP-LCNetV3's learnable affine) becomes one
+    /// conv carrying the affine after its activation, and gives the same bits as the conv followed by a
+    /// ChannelAffine (the pipeline without the fusion); with the conv's output read by another node too,
+    /// nothing is fused.
+    #[test]
+    fn post_affine_fuses_into_the_conv_with_the_same_bits() {
+        for shared in [false, true] {
+            let mut g = ToolGraph::default();
+            let x = g.add_tensor("x", &[1, 3, 6, 7]);
+            g.graph.inputs.push(x);
+            let wv: Vec<f32> = (0..4 * 3 * 9)
+                .map(|i| ((i * 37 % 19) as f32 - 9.0) / 11.0)
+                .collect();
+            let w = g.add_const("w", &[4, 3, 3, 3], wv);
+            let b = g.add_const("b", &[4], vec![0.5, -0.25, 1.0, 0.0]);
+            let geom = Conv2d {
+                kernel: [3, 3],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [1, 1, 1, 1],
+                groups: 1,
+                output_padding: [0, 0],
+            };
+            let name = |s: &str| vec![s.to_string()];
+            let conv = Op::Conv { geom, act: None };
+            let y = g
+                .emit("conv", conv, vec![x, w, b], &name("y"), None)
+                .unwrap()[0];
+            let hs = Op::Unary(Unary::HardSwish);
+            let h = g.emit("hs", hs, vec![y], &name("h"), None).unwrap()[0];
+            let a = g.add_const("a", &[1, 4, 1, 1], vec![1.5, -0.7, 0.3, 2.0]);
+            let c = g.add_const("c", &[1, 4, 1, 1], vec![0.1, 0.2, -0.3, 0.4]);
+            let mul = Op::Binary {
+                op: BinOp::Mul,
+                act: None,
+            };
+            let add = Op::Binary {
+                op: BinOp::Add,
+                act: None,
+            };
+            let m = g.emit("mul", mul, vec![h, a], &name("m"), None).unwrap()[0];
+            let z = g.emit("add", add, vec![m, c], &name("z"), None).unwrap()[0];
+            g.graph.outputs.push(z);
+            if shared {
+                g.graph.outputs.push(h);
+            }
+            let mut apart = g.clone();
+            let mut plain = rewrite_pipeline();
+            plain.push(Box::new(FuseAct));
+            plain.push(Box::new(Prune));
+            run_all(&mut apart, &plain).unwrap();
+            run_all(&mut g, &float_pipeline()).unwrap();
+            let ops: Vec<(&Op, usize)> = g
+                .graph
+                .nodes
+                .iter()
+                .map(|n| (&n.op, n.inputs.len()))
+                .collect();
+            if shared {
+                assert!(ops.iter().all(|(_, k)| *k <= 3), "{ops:?}");
+                continue;
+            }
+            assert!(
+                matches!(
+                    ops[..],
+                    [(
+                        Op::Conv {
+                            act: Some(Unary::HardSwish),
+                            ..
+                        },
+                        5
+                    )]
+                ),
+                "{ops:?}"
+            );
+            let xs: Vec<f32> = (0..3 * 42)
+                .map(|i| ((i * 53 % 31) as f32 - 15.0) / 4.0)
+                .collect();
+            let fused = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+            let two = crate::quant::outputs(&apart, &[vec![xs]]).unwrap();
+            assert_eq!(fused[0][0].len(), 4 * 42);
+            assert!(
+                fused[0][0]
+                    .iter()
+                    .zip(&two[0][0])
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{:?} vs {:?}",
+                fused[0][0],
+                two[0][0]
+            );
+        }
+    }
 
     /// `conv → y; y·Sigmoid(y)` (either operand order) becomes a conv with a fused Silu, and the graph
     /// computes x·logistic(x) of the conv in float64 to f32 accuracy; a Sigmoid that something else

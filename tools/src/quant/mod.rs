@@ -695,7 +695,11 @@ pub fn quantize_graph(
     let (mut qg, report) = pass::quantize(fg, obs, opts.method, keep_float, channel)?;
     passes::run_all(
         &mut qg,
-        &[Box::new(passes::FuseAct), Box::new(passes::Prune)],
+        &[
+            Box::new(passes::FuseAct),
+            Box::new(passes::FusePostAffine),
+            Box::new(passes::Prune),
+        ],
     )?;
     Ok((qg, report))
 }

@@ -34,7 +34,12 @@ pub fn has_int_kernel(g: &ToolGraph, n: &tern::ir::Node) -> bool {
     let clamp =
         |a: &Option<Unary>| matches!(a, None | Some(Unary::Relu) | Some(Unary::Clip { .. }));
     match &n.op {
-        Op::Conv { act, .. } => konst(1) && clamp(act) && n.inputs.get(2).is_none_or(|_| konst(2)),
+        Op::Conv { act, .. } => {
+            konst(1)
+                && clamp(act)
+                && n.inputs.get(2).is_none_or(|_| konst(2))
+                && n.inputs.len() <= 3
+        }
         // kernel = stride without padding: each output pixel takes one tap (the runtime's QConvTranspose)
         Op::ConvTranspose { geom, act } => {
             konst(1)

@@ -122,7 +122,10 @@ pub fn scratch(
     }
 }
 
-/// Runs a convolution.
+/// A conv's per-output-channel terms: the bias, and the affine (scale, shift) after the activation.
+pub type ChannelTerms<'a> = (Option<&'a [f32]>, Option<(&'a [f32], &'a [f32])>);
+
+/// Runs a convolution: bias, `act`, then the per-channel affine `post` (scale, shift) in the epilogue.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     g: &Gemm,
@@ -132,7 +135,7 @@ pub fn run(
     prep: &ConvPrep,
     x: View,
     w: View,
-    bias: Option<&[f32]>,
+    (bias, post): ChannelTerms,
     y: ViewMut,
     scratch: &mut [f32],
 ) {
@@ -157,7 +160,13 @@ pub fn run(
                     let ys =
                         &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
                     let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    let row_bias = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
+                    let epi = Epilogue {
+                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
+                        col_bias: None,
+                        act,
+                        post: post
+                            .map(|(s, t)| (&s[gi * mg..(gi + 1) * mg], &t[gi * mg..(gi + 1) * mg])),
+                    };
                     if let Some((hw, taps)) = phases {
                         let [hq, wq] = *hw;
                         let s = strides;
@@ -170,7 +179,7 @@ pub fn run(
                             offs: taps,
                         };
                         let (ka, ldc) = (cg * kh * kw, oh * ow);
-                        gemm::gemm_shifted(g, par, (mg, ka), a, &sh, ys, ldc, (row_bias, act));
+                        gemm::gemm_shifted(g, par, (mg, ka), a, &sh, ys, ldc, epi);
                         continue;
                     }
                     let ic = Im2col {
@@ -182,11 +191,6 @@ pub fn run(
                         d: [geom.dilations[0] as usize, geom.dilations[1] as usize],
                         pad: pads,
                         out: [oh, ow],
-                    };
-                    let epi = Epilogue {
-                        row_bias,
-                        col_bias: None,
-                        act,
                     };
                     gemm::gemm(
                         g,
@@ -208,9 +212,11 @@ pub fn run(
         ConvPrep::Depthwise
             if geom.strides[1] == 1 && y.shape[3] >= 48 && !dw_vector_path(g.isa) =>
         {
-            depthwise_rows(par, geom, act, x, w.data, bias, y)
+            depthwise_rows(par, geom, act, x, w.data, (bias, post), y)
         }
-        ConvPrep::Depthwise => depthwise(g.isa, par, geom, act, x, w.data, bias, y, scratch),
+        ConvPrep::Depthwise => {
+            depthwise(g.isa, par, geom, act, x, w.data, (bias, post), y, scratch)
+        }
     }
 }
 
@@ -304,7 +310,7 @@ fn depthwise_rows(
     act: Option<Unary>,
     x: View,
     w: &[f32],
-    bias: Option<&[f32]>,
+    (bias, post): ChannelTerms,
     y: ViewMut,
 ) {
     let Dw {
@@ -374,9 +380,7 @@ fn depthwise_rows(
                         }
                     }
                 }
-                if let Some(a) = act {
-                    gemm::apply_act(row, a);
-                }
+                gemm::finish_row(row, None, None, act, post.map(|(s, t)| (s[ch], t[ch])));
             }
         }
     });
@@ -458,7 +462,7 @@ fn depthwise(
     act: Option<Unary>,
     x: View,
     w: &[f32],
-    bias: Option<&[f32]>,
+    (bias, post): ChannelTerms,
     y: ViewMut,
     scratch: &mut [f32],
 ) {
@@ -497,44 +501,11 @@ fn depthwise(
             let ch = plane % c;
             let src = &x.data[plane * h * wd..(plane + 1) * h * wd];
             ph.iter_mut().for_each(|v| *v = 0.0);
-            for iy in 0..h {
+            for (iy, row) in src.chunks_exact(wd.max(1)).enumerate() {
+                // padded row iy + pt is row py / sh of row phase py % sh; its column phases follow
                 let py = iy + pt;
-                let row = &src[iy * wd..(iy + 1) * wd];
-                if sw == 1 {
-                    let o = (py % sh) * phase_len + (py / sh) * ws + pl;
-                    ph[o..o + wd].copy_from_slice(row);
-                } else if sw == 2 {
-                    // even and odd input columns go to the two column phases (padded column pl + ix):
-                    // pairs, so the split vectorizes
-                    let base = (py % sh) * 2 * phase_len + (py / sh) * ws;
-                    let (p0, p1) = ph[base..].split_at_mut(phase_len);
-                    let (even, odd) = if pl % 2 == 0 {
-                        (&mut p0[pl / 2..], &mut p1[pl / 2..])
-                    } else {
-                        (&mut p1[pl / 2..], &mut p0[pl.div_ceil(2)..])
-                    };
-                    for ((e, o), pair) in
-                        even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2))
-                    {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                    if wd % 2 == 1 {
-                        even[wd / 2] = row[wd - 1];
-                    }
-                } else {
-                    // de-interleave the row into its sw column phases (running quotient/remainder: no division)
-                    let base = (py % sh) * sw * phase_len + (py / sh) * ws;
-                    let (mut q, mut r) = (pl / sw, pl % sw);
-                    for &v in row {
-                        ph[base + r * phase_len + q] = v;
-                        r += 1;
-                        if r == sw {
-                            r = 0;
-                            q += 1;
-                        }
-                    }
-                }
+                let base = (py % sh) * sw * phase_len + (py / sh) * ws;
+                crate::cpu::phase_row(row, pl, sw, ws, None, |v| v, &mut ph[base..], phase_len);
             }
             let b0 = bias.map_or(0.0, |b| b[ch]);
             let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
@@ -542,9 +513,7 @@ fn depthwise(
             let dst =
                 unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
             if dw_rows_vector(isa, (ph, hs, ws), wk, b0, &d, dst) {
-                if let Some(a) = act {
-                    gemm::apply_act(dst, a);
-                }
+                gemm::finish_row(dst, None, None, act, post.map(|(s, t)| (s[ch], t[ch])));
                 continue;
             }
             acc.iter_mut().for_each(|v| *v = b0);
@@ -562,9 +531,7 @@ fn depthwise(
             for oy in 0..oh {
                 let row = &mut dst[oy * ow..(oy + 1) * ow];
                 row.copy_from_slice(&acc[oy * ws..oy * ws + ow]);
-                if let Some(a) = act {
-                    gemm::apply_act(row, a);
-                }
+                gemm::finish_row(row, None, None, act, post.map(|(s, t)| (s[ch], t[ch])));
             }
         }
     });
@@ -749,6 +716,8 @@ mod tests {
                 };
                 let (xs, ws, ys) = ([1, c, h, w], [c, 1, k, k], [1, c, oh, ow]);
                 let (x, wt, b) = (rnd(c * h * w), rnd(c * k * k), rnd(c));
+                // (the post-activation affine too: both depthwise forms apply it)
+                let (ps, pt) = (rnd(c), rnd(c));
                 let run_on = |isa| {
                     let g = kernels::gemm_for(isa);
                     let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
@@ -769,7 +738,7 @@ mod tests {
                             data: &wt,
                             shape: &ws,
                         },
-                        Some(&b),
+                        (Some(&b), Some((&ps, &pt))),
                         ViewMut {
                             data: &mut y,
                             shape: &ys,
@@ -831,6 +800,8 @@ mod tests {
                 let (c, m) = (3, 11);
                 let kk = c * k[0] * k[1];
                 let (x, wt, b) = (rnd(c * h * w), rnd(m * kk), rnd(m));
+                // and a post-activation affine per output channel
+                let (ps, pt) = (rnd(m), rnd(m));
                 let (hq, wq) = (eh.div_ceil(s[0]), ew.div_ceil(s[1]));
                 for isa in caps::available() {
                     let g = kernels::gemm_for(isa);
@@ -839,6 +810,7 @@ mod tests {
                         row_bias: Some(&b),
                         col_bias: None,
                         act: Some(Unary::Silu),
+                        post: Some((&ps, &pt)),
                     };
                     let ic = Im2col {
                         x: &x,
@@ -888,8 +860,7 @@ mod tests {
                         epi,
                         &mut scratch,
                     );
-                    let (bias, act) = (epi.row_bias, epi.act);
-                    gemm::gemm_shifted(&g, &par, (m, kk), &a, &sh, &mut got, oh * ow, (bias, act));
+                    gemm::gemm_shifted(&g, &par, (m, kk), &a, &sh, &mut got, oh * ow, epi);
                     for (i, (u, v)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             u.to_bits() == v.to_bits(),

@@ -52,6 +52,7 @@ pub fn run(
         row_bias: None,
         col_bias: bias,
         act,
+        post: None,
     };
     let mut idx = [0usize; 8];
     let nb = batch_shape.len();

@@ -155,7 +155,10 @@ pub fn exec(
             p,
             ins[0],
             ins[1],
-            ins.get(2).map(|b| b.data),
+            (
+                ins.get(2).map(|b| b.data),
+                ins.get(3).zip(ins.get(4)).map(|(s, t)| (s.data, t.data)),
+            ),
             y,
             scratch,
         ),

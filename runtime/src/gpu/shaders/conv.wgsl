@@ -2,7 +2,7 @@
 // one output per invocation.
 // p: 0 N, 1 C, 2 H, 3 W, 4 M, 5 OH, 6 OW, 7 kh, 8 kw, 9 sh, 10 sw, 11 dh, 12 dw, 13 pt, 14 pl, 15 groups,
 //    16 x off, 17 w off (weights), 18 has bias, 19 bias off, 20 out off, 21 act, 22 a, 23 b, 24 weights
-//    in the f16 copy
+//    in the f16 copy, 25 has a post-activation affine, 26 its scale off, 27 its shift off (weights)
 // KH, KW, SH, SW, DH, DW: the kernel geometry as `override` constants, declared by the host (p 7..12
 // carry the same values)
 @compute @workgroup_size(64)
@@ -41,5 +41,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (p[18] != 0u) {
         acc += wt(p[19] + mo);
     }
-    st(p[20] + i, unary(acc, p[21], pf(22u), pf(23u)));
+    var v = unary(acc, p[21], pf(22u), pf(23u));
+    if (p[25] != 0u) {
+        v = v * wt(p[26] + mo) + wt(p[27] + mo);
+    }
+    st(p[20] + i, v);
 }

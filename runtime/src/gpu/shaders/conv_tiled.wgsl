@@ -1,7 +1,7 @@
 // 2-D convolution NCHW as an implicit GEMM per group: out[m][pix] = sum_k W[m][k] * X[k][pix] with
 // k = (ci, ky, kx) and X the unrolled input (zero in the padding), computed in 16x16 output tiles whose
 // operands pass through workgroup memory 16 k at a time. Workgroups: (pixel tiles, channel tiles, N*groups).
-// p: same as conv.wgsl (24: weights in the f16 copy)
+// p: same as conv.wgsl (24: weights in the f16 copy; 25-27: the post-activation affine)
 // KH, KW, SH, SW, DH, DW: the kernel geometry as `override` constants, declared by the host (p 7..12
 // carry the same values)
 var<workgroup> wa: array<array<f32, 16>, 16>;
@@ -56,6 +56,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (p[18] != 0u) {
             acc += wt(p[19] + mo);
         }
-        st(p[20] + (b * m + mo) * npix + col, unary(acc, p[21], pf(22u), pf(23u)));
+        var v = unary(acc, p[21], pf(22u), pf(23u));
+        if (p[25] != 0u) {
+            v = v * wt(p[26] + mo) + wt(p[27] + mo);
+        }
+        st(p[20] + (b * m + mo) * npix + col, v);
     }
 }
