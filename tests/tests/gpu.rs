@@ -70,6 +70,15 @@ fn digits_and_cls_run_on_the_gpu_like_the_cpu() {
         }],
     )
     .unwrap();
+    // (its 24 convs carrying PP-LCNetV3's affine after the hard-swish: the WGSL conv kernels apply it)
+    let fused = Model::from_bytes(&det)
+        .unwrap()
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, tern::ir::Op::Conv { .. }) && n.inputs.len() == 5)
+        .count();
+    assert_eq!(fused, 24);
     let x: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
     let (rel, bad) = compare(&det, &x, 1);
     println!("PP-OCR det320 f32, GPU vs CPU: worst rel L2 {rel:.2e}, {bad} elements outside 1e-5");

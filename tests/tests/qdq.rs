@@ -360,54 +360,77 @@ fn calib_method_auto_keeps_the_closest_candidate() {
 
 /// The QDQ export of channel-scaled tensors (per-axis Quantize/DequantizeLinear, one table per channel
 /// gathered at 256·channel + q + 128) runs on ORT like tern: PP-OCR det320 int8, whose stem is
-/// channel-scaled. Deep int8 models drift apart where ORT's float requantization and tern's fixed point
-/// round a tie differently (per tensor as much: rel-L2 ~0.2 at the map), so the text map is compared.
+/// channel-scaled; and with its input stage in float, whose convs carry PP-LCNetV3's affine after the
+/// activation (format 6, exported as Mul/Add). Deep int8 models drift apart where ORT's float
+/// requantization and tern's fixed point round a tie differently (per tensor as much: rel-L2 ~0.2 at
+/// the map), so the text map is compared.
 #[test]
 fn exported_channel_scaled_det_runs_on_ort() {
-    let c = CompressInt8 {
-        calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
-        samples: Some(8),
-        opts: opts(Method::Percentile(99.99)),
-        progress: false,
-    };
-    let shape = tern_tools::import::InputShape {
-        name: "x".into(),
-        dims: vec![1, 3, 320, 320],
-    };
-    let det = compress_int8(
-        &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
-        &[shape],
-        &c,
-    )
-    .unwrap()
-    .0;
-    let model = Model::from_bytes(&det).unwrap();
-    assert!(
-        model
-            .meta("quant.channel_scaled")
-            .is_some_and(|v| !v.is_empty()),
-        "det320 int8 has channel-scaled tensors"
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let inputs = tmp.path().join("x.npy");
-    let all: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
-    let one = all
-        .slice_axis(Axis(0), ndarray::Slice::from(0..1))
-        .to_owned();
-    ndarray_npy::write_npy(&inputs, &one).unwrap();
-    let want = run_ort(&tern_tools::onnx_export::to_onnx(&model).unwrap(), &inputs);
-    let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
-    let x: Vec<f32> = one.iter().copied().collect();
-    let mut y = vec![0f32; 320 * 320];
-    s.run_into(&[&x], &mut [&mut y]).unwrap();
-    let (mut inter, mut union) = (0usize, 0usize);
-    for (a, b) in y.iter().zip(&want[0]) {
-        inter += (*a > 0.3 && *b > 0.3) as usize;
-        union += (*a > 0.3 || *b > 0.3) as usize;
+    use tern_tools::quant::InputLayer;
+    for (stage, what) in [
+        (InputLayer::Auto, "channel-scaled"),
+        (InputLayer::Float, "float stem"),
+    ] {
+        let c = CompressInt8 {
+            calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
+            samples: Some(8),
+            opts: Int8Options {
+                input_layer: stage,
+                ..opts(Method::Percentile(99.99))
+            },
+            progress: false,
+        };
+        let shape = tern_tools::import::InputShape {
+            name: "x".into(),
+            dims: vec![1, 3, 320, 320],
+        };
+        let det = compress_int8(
+            &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
+            &[shape],
+            &c,
+        )
+        .unwrap()
+        .0;
+        let model = Model::from_bytes(&det).unwrap();
+        let post = model
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, tern::ir::Op::Conv { .. }) && n.inputs.len() == 5)
+            .count();
+        if stage == InputLayer::Float {
+            assert_eq!(post, 2, "the float stem's two convs with their affine");
+        } else {
+            assert!(
+                model
+                    .meta("quant.channel_scaled")
+                    .is_some_and(|v| !v.is_empty()),
+                "det320 int8 has channel-scaled tensors"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = tmp.path().join("x.npy");
+        let all: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
+        // image 3: rendered text (8% of the float map over 0.3; image 0 has none)
+        let one = all
+            .slice_axis(Axis(0), ndarray::Slice::from(3..4))
+            .to_owned();
+        ndarray_npy::write_npy(&inputs, &one).unwrap();
+        let want = run_ort(&tern_tools::onnx_export::to_onnx(&model).unwrap(), &inputs);
+        let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+        let x: Vec<f32> = one.iter().copied().collect();
+        let mut y = vec![0f32; 320 * 320];
+        s.run_into(&[&x], &mut [&mut y]).unwrap();
+        let (mut inter, mut union) = (0usize, 0usize);
+        for (a, b) in y.iter().zip(&want[0]) {
+            inter += (*a > 0.3 && *b > 0.3) as usize;
+            union += (*a > 0.3 || *b > 0.3) as usize;
+        }
+        assert!(union > 1000, "{what}: the map marks text");
+        let iou = inter as f64 / union as f64;
+        println!("det320 {what}: exported QDQ on ORT vs tern: text-map IoU {iou:.3}");
+        assert!(iou > 0.9, "{what}: text-map IoU {iou}");
     }
-    let iou = inter as f64 / union.max(1) as f64;
-    println!("det320 channel-scaled: exported QDQ on ORT vs tern: text-map IoU {iou:.3}");
-    assert!(iou > 0.9, "text-map IoU {iou}");
 }
 
 /// `--input-layer auto` (the default) keeps the input stage (the small layers at the model's input

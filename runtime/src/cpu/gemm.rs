@@ -482,6 +482,7 @@ pub fn gemm_shifted(
     if m == 0 {
         return;
     }
+    debug_assert!(epi.col_bias.is_none(), "gemm_shifted takes no column bias");
     let (bias, act) = (epi.row_bias, epi.act);
     let (mr, nr) = (g.mr, g.nr);
     let (wq, [oh, ow]) = (sh.hw[1], sh.out);

@@ -75,8 +75,9 @@ fn top_margin(r: &[f32]) -> f32 {
             b = v;
         }
     }
+    // (an infinite top value: the largest finite margin, so the JSON keeps a number)
     if b.is_finite() {
-        a - b
+        (a - b).min(f32::MAX)
     } else {
         0.0
     }

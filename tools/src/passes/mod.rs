@@ -27,7 +27,8 @@ pub struct FuseAffine;
 /// reads a float Conv's output into that Conv as its post-activation affine (format 6): PP-LCNetV3's
 /// learnable affine after each hard-swish costs one pass over the map fewer, with the same bits. Runs
 /// after [`FuseAct`] (the conv's activation is final then); the int8 pipeline runs it on the float
-/// convs it keeps.
+/// convs it keeps. (A conv without a bias gets a zero one, which the format wants before the affine: a
+/// −0.0 conv output then becomes +0.0, the one bit that can differ from the two ops.)
 pub struct FusePostAffine;
 /// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds

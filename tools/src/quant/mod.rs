@@ -861,7 +861,7 @@ pub fn compress_int8(
         (
             "passes".to_string(),
             format!(
-                "import,{},prune,calibrate,quantize,fuse_act,prune,plan",
+                "import,{},prune,calibrate,quantize,fuse_act,fuse_post_affine,prune,plan",
                 passes::names(&passes::rewrite_pipeline())
             ),
         ),
