@@ -301,6 +301,41 @@ fn overlapping_plan_and_bad_order() {
     assert!(e.context.contains("before any node computes it"), "{e}");
 }
 
+/// Format 6's post-activation affine on a Conv (inputs 3, 4): a fourth input alone, a computed scale, a
+/// scale of the wrong shape, and the affine on a node kind that has none are each refused, naming the
+/// conv; a well-formed one loads and runs.
+#[test]
+fn conv_post_affine_inputs_are_checked() {
+    let find = |m: &ArtifactMeta, name: &str| m.graph.tensors.iter().position(|t| t.name == name);
+    let b = reencode(&bytes(), |m| {
+        let bias = find(m, "b").unwrap() as u32;
+        m.graph.nodes[0].inputs.push(bias);
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(
+        e.context.contains("conv") && e.context.contains("inputs"),
+        "{e}"
+    );
+    let b = reencode(&bytes(), |m| {
+        let bias = find(m, "b").unwrap() as u32;
+        m.graph.nodes[0].inputs.extend([0, bias]); // tensor 0: the graph input x
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("must be a constant"), "{e}");
+    let b = reencode(&bytes(), |m| {
+        let (w, bias) = (find(m, "w").unwrap() as u32, find(m, "b").unwrap() as u32);
+        m.graph.nodes[0].inputs.extend([w, bias]);
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("post-activation scale shape"), "{e}");
+    let b = reencode(&bytes(), |m| {
+        let bias = find(m, "b").unwrap() as u32;
+        m.graph.nodes[0].inputs.extend([bias, bias]);
+    });
+    let m = Model::from_bytes(&b).expect("the bias as scale and shift: well-formed");
+    runs(&m);
+}
+
 #[test]
 fn wrong_input_length_names_the_input() {
     let b = bytes();

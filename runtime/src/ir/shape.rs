@@ -102,9 +102,13 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         | Op::QConvTranspose { geom: g, .. }
         | Op::QConv { geom: g, .. } => {
             // a float Conv may carry its post-activation affine as inputs 3 and 4 (bias then required)
-            if matches!(op, Op::Conv { .. }) && inputs.len() == 5 {
-                want_inputs(inputs, 5, 5)?;
-            } else {
+            if matches!(op, Op::Conv { .. }) && ![2, 3, 5].contains(&inputs.len()) {
+                return Err(format!(
+                    "takes 2, 3 or 5 inputs (x, weight, bias, post-activation scale and shift), has {}",
+                    inputs.len()
+                ));
+            }
+            if !matches!(op, Op::Conv { .. }) {
                 want_inputs(inputs, 2, 3)?;
             }
             let (x, w) = (inputs[0], inputs[1]);
