@@ -561,6 +561,9 @@ impl QConv {
                 )
             };
             let mut ops: DwOps = [(0, 0, 0); DW_MAX_PAIRS];
+            // the padding, zeroed once for all this thread's planes (see build_plane)
+            let (hn, wq) = gm.padded();
+            pp[..gm.sw * hn * wq].fill(0);
             for pl_i in share(planes, t, threads) {
                 let ch = pl_i % c;
                 let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
@@ -834,15 +837,16 @@ fn dw_rows(
 
 /// The padded plane `x − zp` (zero in the padding, so taps need no bounds logic) is split into `sw` column
 /// phases, so every tap reads a contiguous run: tap (ky, kx) of output (oy, ox) reads phase
-/// `(kx·dw) % sw`, row `oy·sh + ky·dh`, column `ox + (kx·dw) / sw`.
+/// `(kx·dw) % sw`, row `oy·sh + ky·dh`, column `ox + (kx·dw) / sw`. Only the cells inside the image are
+/// written: `pp` must hold zeros everywhere else, which every plane of a layer leaves as it found them
+/// (the same cells each time), so the caller zeroes `pp` once per layer, not per plane (on 2-row planes
+/// under a 5×5 window the fill was most of the plane's setup).
 #[inline(always)]
 fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
     let &DwGeom {
         w, sw, pt, pl, zp, ..
     } = gm;
     let (hn, wq) = gm.padded();
-    // zero the phases in one go, then the rows inside the image
-    pp[..sw * hn * wq].fill(0);
     // (w.max(1): a zero-width input has no rows to copy, and chunks_exact takes no 0)
     for (iy, row) in src
         .chunks_exact(w.max(1))
