@@ -320,20 +320,8 @@ impl<'m> Session<'m> {
     /// that read the input have run (and a previous run's outputs may share them): write the input again
     /// before every run, after reading the outputs you need.
     pub fn input_mut(&mut self, i: usize) -> Result<&mut [f32]> {
-        let g = &self.model.graph;
-        let Some(&t) = g.inputs.get(i) else {
-            bail!(
-                Argument,
-                "input {i}: the model takes {} input(s)",
-                g.inputs.len()
-            );
-        };
-        let n = g.tensors[t as usize].numel();
-        let at = self.model.plan.offsets[t as usize] as usize;
-        let base = self.arena_base();
-        // SAFETY: the loader proved the input's planned range (n f32, 64-byte aligned) lies inside the
-        // arena; the arena is borrowed exclusively through `self`.
-        Ok(unsafe { core::slice::from_raw_parts_mut(base.add(at) as *mut f32, n) })
+        let t = io_tensor(&self.model.graph.inputs, "input", "takes", i)?;
+        Ok(self.tensor_f32(t))
     }
 
     /// Runs the model on the inputs written through [`Session::input_mut`], leaving the outputs in the
@@ -347,19 +335,16 @@ impl<'m> Session<'m> {
     /// Graph output `i` (row-major f32) as the last [`Session::run_in_place`] or [`Session::run_into`]
     /// left it in the arena: valid until the next run or [`Session::input_mut`].
     pub fn output(&mut self, i: usize) -> Result<&[f32]> {
-        let g = &self.model.graph;
-        let Some(&t) = g.outputs.get(i) else {
-            bail!(
-                Argument,
-                "output {i}: the model gives {} output(s)",
-                g.outputs.len()
-            );
-        };
-        let n = g.tensors[t as usize].numel();
-        let at = self.model.plan.offsets[t as usize] as usize;
-        let base = self.arena_base();
-        // SAFETY: as in `input_mut`; the returned borrow keeps `self` (and so the arena) from changing.
-        Ok(unsafe { core::slice::from_raw_parts(base.add(at) as *const f32, n) })
+        let t = io_tensor(&self.model.graph.outputs, "output", "gives", i)?;
+        Ok(self.tensor_f32(t))
+    }
+
+    /// The arena values of f32 tensor `t` (a graph input or output: validated f32 and in the arena).
+    fn tensor_f32(&mut self, t: u32) -> &mut [f32] {
+        let bytes = self.tensor_bytes(t);
+        // SAFETY: the loader proved the tensor's planned range lies inside the arena, 64-byte aligned;
+        // any bytes are a valid f32; the borrow of `self` keeps the arena exclusively ours.
+        unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, bytes.len() / 4) }
     }
 
     /// [`Session::run_into`] that also shows every node output, as computed, to `observe(node index,
@@ -384,7 +369,6 @@ impl<'m> Session<'m> {
     }
 
     /// The arena bytes of activation tensor `t` (its planned place).
-    #[cfg(feature = "gpu")]
     pub(crate) fn tensor_bytes(&mut self, t: u32) -> &mut [u8] {
         let model = self.model;
         let tt = &model.graph.tensors[t as usize];
@@ -608,6 +592,18 @@ impl<'m> Session<'m> {
 
 /// Checks that `inputs` and `outputs` match the graph's inputs and outputs in count and length; the error
 /// names the tensor at fault.
+/// Tensor of graph input / output `i` (`list`), or an error that says how many the model has.
+fn io_tensor(list: &[u32], what: &str, verb: &str, i: usize) -> Result<u32> {
+    match list.get(i) {
+        Some(&t) => Ok(t),
+        None => bail!(
+            Argument,
+            "{what} {i}: the model {verb} {} {what}(s)",
+            list.len()
+        ),
+    }
+}
+
 pub(crate) fn check_io(
     g: &crate::ir::Graph,
     inputs: &[&[f32]],

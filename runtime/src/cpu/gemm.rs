@@ -542,7 +542,8 @@ pub fn gemm_shifted(
                         false,
                     )
                 };
-                // the epilogue over the whole tile in one call (whole vectors; dropped columns too)
+                // the epilogue over the whole tile (whole vectors, dropped columns too): the activation
+                // in one call (per 32-float row, SiLU's vector kernel setup cost YOLOX 9%)
                 if let Some(b) = bias {
                     for (r, row) in tile.chunks_exact_mut(nr).take(rows).enumerate() {
                         row.iter_mut().for_each(|v| *v += b[i0 + r]);
@@ -596,33 +597,8 @@ pub fn finish_row(
     act: Option<Unary>,
     post: Option<(f32, f32)>,
 ) {
-    let simple = act.is_none_or(|a| {
-        matches!(
-            a,
-            Unary::Relu | Unary::Clip { .. } | Unary::HardSwish | Unary::HardSigmoid { .. }
-        )
-    });
-    if col_bias.is_none() && simple {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        {
-            #[target_feature(enable = "avx512f")]
-            fn wide(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
-                one_pass(row, b, a, p)
-            }
-            #[target_feature(enable = "avx2")]
-            fn narrow(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
-                one_pass(row, b, a, p)
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: AVX-512 F detected just above.
-                return unsafe { wide(row, bias, act, post) };
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 detected just above.
-                return unsafe { narrow(row, bias, act, post) };
-            }
-        }
-        return one_pass(row, bias, act, post);
+    if col_bias.is_none() && clamp_like(act) {
+        return one_pass_widest(row, bias, act, post);
     }
     for (i, piece) in row.chunks_mut(EPI_PIECE).enumerate() {
         let cb = col_bias.map(|b| &b[i * EPI_PIECE..]);
@@ -633,9 +609,52 @@ pub fn finish_row(
     }
 }
 
-/// [`finish_row`]'s one pass: one loop per combination of bias, clamp-like activation and affine, each
-/// element loaded and stored once (the steps as [`apply_epilogue`], `simple_act` and [`apply_post`]
-/// compute them, in their order).
+/// No activation, or one of the clamp-like ones [`one_pass`] computes (Relu, Clip, HardSwish,
+/// HardSigmoid).
+fn clamp_like(act: Option<Unary>) -> bool {
+    act.is_none_or(|a| {
+        matches!(
+            a,
+            Unary::Relu | Unary::Clip { .. } | Unary::HardSwish | Unary::HardSigmoid { .. }
+        )
+    })
+}
+
+/// [`one_pass`] compiled for the widest vectors this CPU has (the portable build is SSE2: its 4-lane
+/// division made hard-swish epilogues 12% of a PicoDet f32 run); IEEE operations without contraction,
+/// so the same bits on every build.
+#[inline]
+fn one_pass_widest(
+    row: &mut [f32],
+    bias: Option<f32>,
+    act: Option<Unary>,
+    post: Option<(f32, f32)>,
+) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn wide(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
+            one_pass(row, b, a, p)
+        }
+        #[target_feature(enable = "avx2")]
+        fn narrow(row: &mut [f32], b: Option<f32>, a: Option<Unary>, p: Option<(f32, f32)>) {
+            one_pass(row, b, a, p)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F detected just above.
+            return unsafe { wide(row, bias, act, post) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected just above.
+            return unsafe { narrow(row, bias, act, post) };
+        }
+    }
+    one_pass(row, bias, act, post)
+}
+
+/// The epilogue in one pass: one loop per combination of bias, clamp-like activation ([`clamp_like`])
+/// and affine, each element loaded and stored once; the steps computed as [`apply_epilogue`] and
+/// [`apply_post`] would, in their order. The one place these activations' formulas live.
 #[inline(always)]
 fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option<(f32, f32)>) {
     #[inline(always)]
@@ -697,30 +716,8 @@ pub fn apply_epilogue(
 /// Applies an element-wise function in place, with the hot cases in branch-free loops.
 #[inline]
 pub fn apply_act(row: &mut [f32], act: Unary) {
-    if let Unary::Relu | Unary::Clip { .. } | Unary::HardSwish | Unary::HardSigmoid { .. } = act {
-        // the same loops compiled for the widest vectors this CPU has (the portable build is SSE2: its
-        // 4-lane division made hard-swish epilogues 12% of a PicoDet f32 run); IEEE operations without
-        // contraction, so the same bits on every build
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        {
-            #[target_feature(enable = "avx512f")]
-            fn wide(row: &mut [f32], act: Unary) {
-                simple_act(row, act)
-            }
-            #[target_feature(enable = "avx2")]
-            fn narrow(row: &mut [f32], act: Unary) {
-                simple_act(row, act)
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: AVX-512 F detected just above.
-                return unsafe { wide(row, act) };
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 detected just above.
-                return unsafe { narrow(row, act) };
-            }
-        }
-        return simple_act(row, act);
+    if clamp_like(Some(act)) {
+        return one_pass_widest(row, None, Some(act), None);
     }
     match act {
         Unary::Sigmoid | Unary::Silu => {
@@ -735,23 +732,6 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
             }
             row.iter_mut().for_each(|v| *v = act.apply(*v))
         }
-        a => row.iter_mut().for_each(|v| *v = a.apply(*v)),
-    }
-}
-
-/// The element-wise clamps of [`apply_act`] (Relu, Clip, HardSwish, HardSigmoid), inlined into each
-/// build of it.
-#[inline(always)]
-fn simple_act(row: &mut [f32], act: Unary) {
-    match act {
-        Unary::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Unary::Clip { min, max } => row.iter_mut().for_each(|v| *v = v.max(min).min(max)),
-        Unary::HardSwish => row
-            .iter_mut()
-            .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
-        Unary::HardSigmoid { alpha, beta } => row
-            .iter_mut()
-            .for_each(|v| *v = (alpha * *v + beta).clamp(0.0, 1.0)),
         a => row.iter_mut().for_each(|v| *v = a.apply(*v)),
     }
 }

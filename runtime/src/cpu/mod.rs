@@ -89,112 +89,122 @@ pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// Writes one input row into its `s` column phases of a padded plane: phase `px` holds padded columns
-/// `j·s + px` for `j < wq`, where padded column `pl + x` is `f(row[x])` and every other one `pad` (`None`:
-/// the caller filled the phases with it already, as one fill instead of a short one per row edge: those
-/// are `memset` calls); phase `px`'s row is `dst[px·pitch..][..wq]`. The one place the phase-plane
-/// builders (f32 and int8 GEMM convs, int8 depthwise) do this column arithmetic; at stride 2 the row's
-/// column pairs are split in one pass (the loop vectorizes).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn phase_row<S: Copy, D: Copy>(
-    row: &[S],
-    pl: usize,
-    s: usize,
-    wq: usize,
-    pad: Option<D>,
-    f: impl Fn(S) -> D,
-    dst: &mut [D],
-    pitch: usize,
-) {
-    assert!(s >= 1 && pitch >= wq && (s - 1) * pitch + wq <= dst.len());
-    // SAFETY: the s rows lie in `dst` (asserted), are disjoint (pitch ≥ wq) and `dst` is borrowed
-    // exclusively.
-    unsafe { phase_row_raw(row, pl, s, wq, pad, f, dst.as_mut_ptr(), pitch) }
+/// Where an input row's column phases go in a padded plane: phase `px` holds padded columns `j·s + px`
+/// for `j < wq`, padded column `pl + x` being input column `x`; phase `px`'s row starts `px·pitch`
+/// after phase 0's. The one place the phase-plane builders (f32 and int8 GEMM convs, f32 and int8
+/// depthwise) do this column arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PhaseRows {
+    /// Left padding.
+    pub pl: usize,
+    /// Column stride (number of phases).
+    pub s: usize,
+    /// Phase width.
+    pub wq: usize,
+    /// Distance between two phases' rows.
+    pub pitch: usize,
 }
 
-/// [`phase_row`] through a raw pointer: for a caller whose threads write rows interleaved with other
-/// threads' rows (no `&mut` slice may span them).
-///
-/// # Safety
-/// For every `px < s`, `wq` values at `dst + px·pitch` are valid, written by no one else meanwhile, and
-/// `pitch ≥ wq` (the rows are disjoint).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn phase_row_raw<S: Copy, D: Copy>(
-    row: &[S],
-    pl: usize,
-    s: usize,
-    wq: usize,
-    pad: Option<D>,
-    f: impl Fn(S) -> D,
-    dst: *mut D,
-    pitch: usize,
-) {
-    let w = row.len();
-    // SAFETY: the caller's contract; each row is made a slice of its own.
-    let out = |px: usize| unsafe { core::slice::from_raw_parts_mut(dst.add(px * pitch), wq) };
-    if s == 2 {
-        let (o0, o1) = (out(0), out(1));
-        if let Some(pad) = pad {
-            o0.fill(pad);
-            o1.fill(pad);
-        }
-        // pair (2t, 2t+1) lands at column pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
-        let (oa, ob) = if pl.is_multiple_of(2) {
-            (o0, o1)
-        } else {
-            (o1, o0)
-        };
-        let (oa, ob) = (
-            &mut oa[(pl / 2).min(wq)..],
-            &mut ob[pl.div_ceil(2).min(wq)..],
-        );
-        let pairs = row.chunks_exact(2);
-        if let (Some(&last), Some(v)) = (pairs.remainder().first(), oa.get_mut(w / 2)) {
-            *v = f(last);
-        }
-        let (na, nb) = (pairs.len().min(oa.len()), pairs.len().min(ob.len()));
-        let m = na.min(nb);
-        for ((a, b), p) in oa[..m].iter_mut().zip(&mut ob[..m]).zip(pairs.clone()) {
-            *a = f(p[0]);
-            *b = f(p[1]);
-        }
-        // (the one phase that may hold a pair more than the other fits)
-        for (a, p) in oa[m..na].iter_mut().zip(pairs.clone().skip(m)) {
-            *a = f(p[0]);
-        }
-        for (b, p) in ob[m..nb].iter_mut().zip(pairs.skip(m)) {
-            *b = f(p[1]);
-        }
-        return;
+impl PhaseRows {
+    /// Writes `row` into its phases at `dst`: `f(row[x])` at padded column `pl + x`, `pad` in every
+    /// other column (`None`: the caller filled the phases with it already, as one fill instead of a
+    /// short one per row edge: those are `memset` calls). At stride 2 the row's column pairs are split
+    /// in one pass (the loop vectorizes); no divisions at stride 1.
+    #[inline(always)]
+    pub fn write<S: Copy, D: Copy>(
+        &self,
+        row: &[S],
+        pad: Option<D>,
+        f: impl Fn(S) -> D,
+        dst: &mut [D],
+    ) {
+        let &PhaseRows { s, wq, pitch, .. } = self;
+        assert!(s >= 1 && pitch >= wq && (s - 1) * pitch + wq <= dst.len());
+        // SAFETY: the s rows lie in `dst` (asserted), are disjoint (pitch ≥ wq) and `dst` is borrowed
+        // exclusively.
+        unsafe { self.write_raw(row, pad, f, dst.as_mut_ptr()) }
     }
-    if s == 1 {
-        // (no divisions: this runs once per row of every plane, hundreds of small planes a layer)
-        let o = out(0);
-        let (first, end) = (pl.min(wq), (pl + w).min(wq));
-        if let Some(pad) = pad {
-            o[..first].fill(pad);
-            o[end..].fill(pad);
+
+    /// [`PhaseRows::write`] through a raw pointer: for a caller whose threads write rows interleaved
+    /// with other threads' rows (no `&mut` slice may span them).
+    ///
+    /// # Safety
+    /// For every `px < s`, `wq` values at `dst + px·pitch` are valid, written by no one else
+    /// meanwhile, and `pitch ≥ wq` (the rows are disjoint).
+    #[inline(always)]
+    pub unsafe fn write_raw<S: Copy, D: Copy>(
+        &self,
+        row: &[S],
+        pad: Option<D>,
+        f: impl Fn(S) -> D,
+        dst: *mut D,
+    ) {
+        let &PhaseRows { pl, s, wq, pitch } = self;
+        let w = row.len();
+        // SAFETY: the caller's contract; each row is made a slice of its own.
+        let out = |px: usize| unsafe { core::slice::from_raw_parts_mut(dst.add(px * pitch), wq) };
+        if s == 2 {
+            let (o0, o1) = (out(0), out(1));
+            if let Some(pad) = pad {
+                o0.fill(pad);
+                o1.fill(pad);
+            }
+            // pair (2t, 2t+1) lands at column pl/2 + t of phase pl % 2 and (pl+1)/2 + t of the other
+            let (oa, ob) = if pl.is_multiple_of(2) {
+                (o0, o1)
+            } else {
+                (o1, o0)
+            };
+            let (oa, ob) = (
+                &mut oa[(pl / 2).min(wq)..],
+                &mut ob[pl.div_ceil(2).min(wq)..],
+            );
+            let pairs = row.chunks_exact(2);
+            if let (Some(&last), Some(v)) = (pairs.remainder().first(), oa.get_mut(w / 2)) {
+                *v = f(last);
+            }
+            let (na, nb) = (pairs.len().min(oa.len()), pairs.len().min(ob.len()));
+            let m = na.min(nb);
+            for ((a, b), p) in oa[..m].iter_mut().zip(&mut ob[..m]).zip(pairs.clone()) {
+                *a = f(p[0]);
+                *b = f(p[1]);
+            }
+            // (the one phase that may hold a pair more than the other fits)
+            for (a, p) in oa[m..na].iter_mut().zip(pairs.clone().skip(m)) {
+                *a = f(p[0]);
+            }
+            for (b, p) in ob[m..nb].iter_mut().zip(pairs.skip(m)) {
+                *b = f(p[1]);
+            }
+            return;
         }
-        for (v, &r) in o[first..end].iter_mut().zip(row) {
-            *v = f(r);
+        if s == 1 {
+            // (no divisions: this runs once per row of every plane, hundreds of small planes a layer)
+            let o = out(0);
+            let (first, end) = (pl.min(wq), (pl + w).min(wq));
+            if let Some(pad) = pad {
+                o[..first].fill(pad);
+                o[end..].fill(pad);
+            }
+            for (v, &r) in o[first..end].iter_mut().zip(row) {
+                *v = f(r);
+            }
+            return;
         }
-        return;
-    }
-    for px in 0..s {
-        let o = out(px);
-        // the phase's columns j with an input pixel: pl <= j·s + px < pl + w
-        let first = pl.saturating_sub(px).div_ceil(s).min(wq);
-        let end = (pl + w).saturating_sub(px).div_ceil(s).min(wq).max(first);
-        if let Some(pad) = pad {
-            o[..first].fill(pad);
-            o[end..].fill(pad);
-        }
-        // (x0 < w whenever the phase has a column to fill; a narrow row can leave it past the end)
-        let x0 = first * s + px - pl;
-        for (v, &r) in o[first..end].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
-            *v = f(r);
+        for px in 0..s {
+            let o = out(px);
+            // the phase's columns j with an input pixel: pl <= j·s + px < pl + w
+            let first = pl.saturating_sub(px).div_ceil(s).min(wq);
+            let end = (pl + w).saturating_sub(px).div_ceil(s).min(wq).max(first);
+            if let Some(pad) = pad {
+                o[..first].fill(pad);
+                o[end..].fill(pad);
+            }
+            // (x0 < w whenever the phase has a column to fill; a narrow row can leave it past the end)
+            let x0 = first * s + px - pl;
+            for (v, &r) in o[first..end].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
+                *v = f(r);
+            }
         }
     }
 }

@@ -337,6 +337,12 @@ impl QConv {
                 let chans = &x[(b * c + gi * cg) * h * w..(b * c + (gi + 1) * cg) * h * w];
                 // the padded input of this group split into stride phases, channels over the threads
                 let pptr = SyncPtr(phases.as_mut_ptr());
+                let phase = crate::cpu::PhaseRows {
+                    pl,
+                    s: sw,
+                    wq,
+                    pitch: hq * wq,
+                };
                 par.run(&|t| {
                     for ch in share(cg, t, threads) {
                         // SAFETY: channel ch's phases belong to this thread.
@@ -350,7 +356,7 @@ impl QConv {
                         for row in src.chunks_exact(w.max(1)) {
                             let at = (py * sw * hq + rr) * wq;
                             let dst = &mut dst[at..];
-                            crate::cpu::phase_row(row, pl, sw, wq, None, |v| v, dst, hq * wq);
+                            phase.write(row, None, |v| v, dst);
                             py += 1;
                             if py == sh {
                                 (py, rr) = (0, rr + 1);
@@ -847,6 +853,12 @@ fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
         w, sw, pt, pl, zp, ..
     } = gm;
     let (hn, wq) = gm.padded();
+    let at = crate::cpu::PhaseRows {
+        pl,
+        s: sw,
+        wq,
+        pitch: hn * wq,
+    };
     // (w.max(1): a zero-width input has no rows to copy, and chunks_exact takes no 0)
     for (iy, row) in src
         .chunks_exact(w.max(1))
@@ -855,7 +867,7 @@ fn build_plane(src: &[i8], pp: &mut [i16], gm: &DwGeom) {
     {
         let yy = iy + pt;
         let f = |v: i8| v as i16 - zp as i16;
-        crate::cpu::phase_row(row, pl, sw, wq, None, f, &mut pp[yy * wq..], hn * wq);
+        at.write(row, None, f, &mut pp[yy * wq..]);
     }
 }
 

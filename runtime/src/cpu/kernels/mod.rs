@@ -4,7 +4,6 @@
 /// `$tile::<R>($args)` with R = `$m`, for R in the listed rows; more rows take the last: a tile kernel is
 /// monomorphized on its row count (accumulators in registers), and the row count of an edge tile is only
 /// known at run time.
-#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 macro_rules! tile_rows {
     ($m:expr, $tile:ident, [$($r:literal),+ ; $last:literal], $args:tt) => {
         match $m {
@@ -24,7 +23,6 @@ macro_rules! tile_rows {
 /// The two entry points of an f32 tile generic over how it reads B (`$tile::<R, B: BRows>`): `$packed`
 /// ([`MicroKernel`], B a packed panel of `$nr` columns) and `$rows` ([`RowsKernel`], B's rows in place),
 /// both the same tile code, so the same bits. `$doc` names the CPU features the caller must have checked.
-#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 macro_rules! f32_kernels {
     ($packed:ident, $rows:ident, $tile:ident, $nr:expr, [$($r:literal),+ ; $last:literal], $doc:literal) => {
         #[doc = concat!("See [`super::MicroKernel`]. ", $doc)]

@@ -239,6 +239,12 @@ fn phase_planes(
     let bsz = c * hq * wq;
     let threads = par.threads().min(c.max(1));
     let ptr = SyncPtr(planes.as_mut_ptr());
+    let rows = crate::cpu::PhaseRows {
+        pl,
+        s: s1,
+        wq,
+        pitch: bsz,
+    };
     par.run_on(threads, &|t| {
         for py in 0..s0 {
             for ch in share(c, t, threads) {
@@ -256,9 +262,7 @@ fn phase_planes(
                         None => &[], // a padding row: all zero
                     };
                     // SAFETY: the rows above, channel ch's alone, wq ≤ bsz apart.
-                    unsafe {
-                        crate::cpu::phase_row_raw(row, pl, s1, wq, Some(0.0), |v| v, base, bsz)
-                    };
+                    unsafe { rows.write_raw(row, Some(0.0), |v| v, base) };
                 }
             }
         }
@@ -505,7 +509,13 @@ fn depthwise(
                 // padded row iy + pt is row py / sh of row phase py % sh; its column phases follow
                 let py = iy + pt;
                 let base = (py % sh) * sw * phase_len + (py / sh) * ws;
-                crate::cpu::phase_row(row, pl, sw, ws, None, |v| v, &mut ph[base..], phase_len);
+                let at = crate::cpu::PhaseRows {
+                    pl,
+                    s: sw,
+                    wq: ws,
+                    pitch: phase_len,
+                };
+                at.write(row, None, |v| v, &mut ph[base..]);
             }
             let b0 = bias.map_or(0.0, |b| b[ch]);
             let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
