@@ -601,8 +601,16 @@ pub fn finish_row(
         return one_pass_widest(row, bias, act, post);
     }
     for (i, piece) in row.chunks_mut(EPI_PIECE).enumerate() {
-        let cb = col_bias.map(|b| &b[i * EPI_PIECE..]);
-        apply_epilogue(piece, bias, cb, act);
+        if let Some(b) = bias {
+            piece.iter_mut().for_each(|v| *v += b);
+        }
+        if let Some(cb) = col_bias {
+            let cb = &cb[i * EPI_PIECE..];
+            piece.iter_mut().zip(cb).for_each(|(v, b)| *v += b);
+        }
+        if let Some(a) = act {
+            apply_act(piece, a);
+        }
         if let Some((s, t)) = post {
             apply_post(piece, s, t);
         }
@@ -653,8 +661,8 @@ fn one_pass_widest(
 }
 
 /// The epilogue in one pass: one loop per combination of bias, clamp-like activation ([`clamp_like`])
-/// and affine, each element loaded and stored once; the steps computed as [`apply_epilogue`] and
-/// [`apply_post`] would, in their order. The one place these activations' formulas live.
+/// and affine, each element loaded and stored once; the steps computed as [`finish_row`]'s piecewise
+/// path and [`apply_post`] would, in their order. The one place these activations' formulas live.
 #[inline(always)]
 fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option<(f32, f32)>) {
     #[inline(always)]
@@ -691,25 +699,6 @@ fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option
     match bias {
         Some(b) => with_act(row, |v| v + b, act, post),
         None => with_act(row, |v| v, act, post),
-    }
-}
-
-/// Adds a scalar bias and/or a bias vector, then applies the activation, in place.
-#[inline]
-pub fn apply_epilogue(
-    row: &mut [f32],
-    bias: Option<f32>,
-    col_bias: Option<&[f32]>,
-    act: Option<Unary>,
-) {
-    if let Some(b) = bias {
-        row.iter_mut().for_each(|v| *v += b);
-    }
-    if let Some(cb) = col_bias {
-        row.iter_mut().zip(cb).for_each(|(v, b)| *v += b);
-    }
-    if let Some(a) = act {
-        apply_act(row, a);
     }
 }
 
