@@ -2,7 +2,8 @@
 # Runs every tern test on a fresh Debian 12 x86-64 machine: installs what the tests need (apt packages,
 # rustup targets, pip packages), makes the model inputs, then runs the lanes:
 #   fmt + clippy + rustdoc, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build,
-#   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod).
+#   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod),
+#   the C ABI from C programs (host, and aarch64 under qemu).
 # The target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/tern-target) so repeated
 # runs on one machine are warm.
 set -Eeuo pipefail
@@ -46,10 +47,44 @@ TERN_CPU=scalar cargo test -p tern-tests --test conv_grid --test e2e -q -- --ski
 
 step "no_std: thumbv7em-none-eabihf"
 cargo build -p tern --no-default-features --target thumbv7em-none-eabihf -q
+cargo build -p tern --no-default-features --features ffi --target thumbv7em-none-eabihf -q  # the C ABI too
 
 step "aarch64 under qemu: cortex-a72 (Pi 4) and cortex-a76 (Pi 5)"
 cargo clippy -p tern --target aarch64-unknown-linux-gnu --all-targets -q -- -D warnings  # the NEON code too
 QEMU_CPU=cortex-a72 cargo test -p tern --target aarch64-unknown-linux-gnu -q
 QEMU_CPU=cortex-a76 cargo test -p tern --target aarch64-unknown-linux-gnu -q
+
+step "C ABI: libtern.a and the C programs, host and aarch64 under qemu"
+# tests/c/abi_test.c checks every entry point; runtime/examples/c/run.c must print the Rust run_artifact's
+# output bits for the same artifact (float and int8) on the same CPU path
+cdir="$CARGO_TARGET_DIR/c-abi"
+mkdir -p "$cdir"
+bits() { "$@" | sed -n 's/.*bits \([0-9a-f]*\)$/\1/p'; }
+for target in host aarch64-unknown-linux-gnu; do
+  if [ "$target" = host ]; then
+    cc=gcc tflag=() lib="$CARGO_TARGET_DIR/release/libtern.a" runner=() cpus=(host)
+  else
+    cc=aarch64-linux-gnu-gcc tflag=(--target "$target") lib="$CARGO_TARGET_DIR/$target/release/libtern.a"
+    runner=(qemu-aarch64 -L /usr/aarch64-linux-gnu) cpus=(cortex-a72 cortex-a76)
+  fi
+  cargo rustc --release -p tern --features ffi --crate-type staticlib "${tflag[@]}" -q
+  cargo build --release -p tern --example run_artifact "${tflag[@]}" -q
+  for prog in tests/c/abi_test.c runtime/examples/c/run.c; do
+    "$cc" -std=c11 -Wall -Wextra -Werror -O2 -D_POSIX_C_SOURCE=199309L -I runtime/include "$prog" "$lib" \
+      -lm -lpthread -ldl -o "$cdir/$target-$(basename "$prog" .c)"
+  done
+  for cpu in "${cpus[@]}"; do
+    export QEMU_CPU="$cpu"
+    "${runner[@]}" "$cdir/$target-abi_test" runtime/tests/data | tail -n 1
+    rust_runner="$CARGO_TARGET_DIR/${tflag[1]:-}/release/examples/run_artifact"
+    for art in cls.tern cls_int8.tern; do
+      c=$(bits "${runner[@]}" "$cdir/$target-run" "runtime/tests/data/$art")
+      r=$(bits "${runner[@]}" "$rust_runner" "runtime/tests/data/$art")
+      echo "$art on $target ($cpu): C bits $c, Rust bits $r"
+      [ -n "$c" ] && [ "$c" = "$r" ] || { echo "C ABI and Rust API disagree"; exit 1; }
+    done
+  done
+  unset QEMU_CPU
+done
 
 step "all tests passed"

@@ -11,6 +11,7 @@
 //! ```
 //!
 //! Without the default `std` feature the crate is `#![no_std]` + `alloc` (firmware); math comes from `libm`.
+//! Feature `ffi` adds the C ABI (module `ffi`, header `include/tern.h`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 
@@ -24,6 +25,8 @@ compile_error!(
 pub mod artifact;
 pub mod cpu;
 pub mod error;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod ir;
