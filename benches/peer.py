@@ -45,6 +45,8 @@ MODELS = {
     "layout": ("models/cache/layout_cdla.onnx", "image", [1, 3, 800, 608], "models/data/out/layout_calib.npy"),
     # ddddocr's YOLOX captcha detector (SiLU, SPP): likewise only with --models captcha
     "captcha": ("models/cache/common_det.onnx", "images", [1, 3, 416, 416], "models/data/out/captcha_calib.npy"),
+    # ddddocr's text captcha recognizer (CNN + bidirectional LSTM + 8210-class dense layer): --models ocr
+    "ocr": ("models/cache/common.onnx", "input1", [1, 1, 64, 256], "models/data/out/ocr_calib.npy"),
 }
 DEFAULT_MODELS = ["digits", "cls", "det320", "det736"]
 # Both quantizers take the first CALIB_SAMPLES rows of the calibration set (the det sets hold 16: all of them).

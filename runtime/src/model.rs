@@ -267,6 +267,7 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             | Op::QMatMul { .. }
             | Op::QConvTranspose { .. } => &[1, 2],
             Op::QLut => &[1],
+            Op::Lstm { .. } => &[1, 2, 3, 6],
             _ => &[],
         };
         for &c in consts {
@@ -543,13 +544,16 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             Ok(())
         }
         _ => {
-            // float ops; a constant may be stored as f16 (a float layer of an int8 artifact: half the
-            // bytes, widened at session creation)
+            // float ops; a constant may be stored as f16, or as int8 with its scales (weights only:
+            // a float layer of an int8 artifact, widened to f32 at session creation, see
+            // `read_as_float`)
             for &t in n.inputs.iter().chain(&n.outputs) {
                 let tt = &g.tensors[t as usize];
-                if tt.dtype != DType::F32 && !(tt.dtype == DType::F16 && tt.is_const()) {
+                let stored = tt.is_const()
+                    && (tt.dtype == DType::F16 || tt.dtype == DType::I8 && tt.quant.is_some());
+                if tt.dtype != DType::F32 && !stored {
                     return Err(alloc::format!(
-                        "tensor \"{}\" is {:?}, this op needs F32 (or an F16 constant)",
+                        "tensor \"{}\" is {:?}, this op needs F32 (or an F16 constant, or an int8 one with quantization parameters)",
                         tt.name,
                         tt.dtype
                     ));
@@ -572,6 +576,51 @@ fn all_of(ts: &[Option<u32>], want: DType, g: &Graph) -> core::result::Result<()
         }
     }
     Ok(())
+}
+
+/// Per tensor: whether it is an int8 constant that a float op reads (weights stored as int8 with their
+/// scales, format 7), which the backends widen to f32 once, as `scale · (q − zero point)`
+/// ([`widen_i8`]).
+pub fn read_as_float(g: &Graph) -> Vec<bool> {
+    let mut out = vec![false; g.tensors.len()];
+    for n in &g.nodes {
+        let float_op = !matches!(n.op, Op::Dequantize)
+            && n.outputs
+                .first()
+                .is_some_and(|&y| g.tensors[y as usize].dtype == DType::F32);
+        if !float_op {
+            continue;
+        }
+        for &t in &n.inputs {
+            let tt = &g.tensors[t as usize];
+            if tt.dtype == DType::I8 && tt.is_const() && tt.quant.is_some() {
+                out[t as usize] = true;
+            }
+        }
+    }
+    out
+}
+
+/// An int8 constant's values as f32: `scale[c] · (q − zero_point[c])` with `c` its index along the
+/// parameters' axis (one rounding per value: the same bits on every backend). `q` is the tensor's
+/// parameters, validated against its shape.
+pub fn widen_i8(bytes: &[u8], shape: &[u32], q: &crate::ir::QParams) -> Vec<f32> {
+    let inner: usize = match q.axis {
+        Some(a) => shape[a as usize + 1..]
+            .iter()
+            .map(|&d| d as usize)
+            .product(),
+        None => 1,
+    };
+    let channels = q.scale.len().max(1);
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let c = (i / inner.max(1)) % channels;
+            (b as i8 as i32 - q.zero_point[c]) as f32 * q.scale[c]
+        })
+        .collect()
 }
 
 #[cfg(test)]

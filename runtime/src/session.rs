@@ -90,6 +90,21 @@ pub(crate) fn widen_f16(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Constant `i` as the f32 values a float op reads, where it is stored narrower: f16, or int8 with
+/// its scales when `as_float` ([`crate::model::read_as_float`]) says a float op reads it. `None` for
+/// f32 constants (read in place) and for int8 ones only integer ops read.
+pub(crate) fn widen_const(model: &Model, i: usize, as_float: &[bool]) -> Option<Vec<f32>> {
+    let t = &model.graph.tensors[i];
+    match t.dtype {
+        DType::F16 => Some(widen_f16(model.const_bytes(i))),
+        DType::I8 if as_float[i] => t
+            .quant
+            .as_ref()
+            .map(|q| crate::model::widen_i8(model.const_bytes(i), &t.shape, q)),
+        _ => None,
+    }
+}
+
 fn f32s(bytes: &[u8]) -> Const<'_> {
     if (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<f32>()) {
         // SAFETY: aligned for f32, length rounded down to whole floats, every bit pattern is a valid f32,
@@ -144,10 +159,13 @@ impl<'m> Session<'m> {
         };
         let shapes: Vec<Vec<usize>> = g.tensors.iter().map(|t| t.dims()).collect();
         let mut consts: Vec<Option<Const<'m>>> = Vec::with_capacity(g.tensors.len());
+        let as_float = crate::model::read_as_float(g);
         for (i, t) in g.tensors.iter().enumerate() {
             consts.push(match (t.is_const(), t.dtype) {
                 (true, DType::F32) => Some(f32s(model.const_bytes(i))),
-                (true, DType::F16) => Some(Const::Owned(widen_f16(model.const_bytes(i)))),
+                (true, DType::F16 | DType::I8) => {
+                    widen_const(model, i, &as_float).map(Const::Owned)
+                }
                 _ => None,
             });
         }
@@ -439,10 +457,17 @@ impl<'m> Session<'m> {
                             shape,
                         }
                     }
-                    (DType::I8, _) if tt.is_const() => {
+                    (DType::I8, c) if tt.is_const() => {
                         qins[k] = View {
                             data: quant::i8s(model.const_bytes(t as usize)),
                             shape,
+                        };
+                        // an int8 weight of a float op, widened at creation
+                        if let Some(c) = c {
+                            ins[k] = View {
+                                data: c.data(),
+                                shape,
+                            }
                         }
                     }
                     // SAFETY: see above.

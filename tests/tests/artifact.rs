@@ -811,3 +811,131 @@ fn pooling_an_empty_input_is_not_a_panic() {
         assert_eq!(out, [want], "{kind:?}");
     }
 }
+
+/// A one-layer LSTM (sequence 3, batch 1, 4 features, hidden 2, forward): x [3, 1, 4] → Y, Y_h, Y_c.
+fn lstm_graph() -> ToolGraph {
+    let mut g = ToolGraph::default();
+    let x = g.add_tensor("x", &[3, 1, 4]);
+    g.graph.inputs.push(x);
+    let w = g.add_const(
+        "W",
+        &[1, 8, 4],
+        (0..32).map(|i| (i as f32 * 0.3).sin()).collect(),
+    );
+    let r = g.add_const(
+        "R",
+        &[1, 8, 2],
+        (0..16).map(|i| (i as f32 * 0.7).cos()).collect(),
+    );
+    let b = g.add_const("B", &[1, 16], (0..16).map(|i| i as f32 * 0.01).collect());
+    let h0 = g.add_const("h0", &[1, 1, 2], vec![0.1, -0.1]);
+    let c0 = g.add_const("c0", &[1, 1, 2], vec![0.2, 0.0]);
+    let op = Op::Lstm {
+        hidden: 2,
+        direction: tern::ir::Direction::Forward,
+        clip: None,
+        peepholes: false,
+    };
+    let outs = g
+        .emit(
+            "lstm",
+            op,
+            vec![x, w, r, b, h0, c0],
+            &["Y".into(), "Y_h".into(), "Y_c".into()],
+            None,
+        )
+        .unwrap();
+    g.graph.outputs.extend(outs);
+    g
+}
+
+#[test]
+fn lstm_inputs_are_checked() {
+    let good = tern_tools::export::to_bytes(&lstm_graph(), vec![]).unwrap();
+    let m = Model::from_bytes(&good).expect("a well-formed LSTM");
+    runs(&m);
+    let find = |m: &ArtifactMeta, name: &str| m.graph.tensors.iter().position(|t| t.name == name);
+    // R where W belongs: the wrong feature count, named
+    let b = reencode(&good, |m| {
+        let r = find(m, "R").unwrap() as u32;
+        m.graph.nodes[0].inputs[1] = r;
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("W has shape [1, 8, 2]"), "{e}");
+    // the graph input where W belongs: weights must be constants
+    let b = reencode(&good, |m| m.graph.nodes[0].inputs[1] = 0);
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("must be a constant"), "{e}");
+    // peepholes promised but absent
+    let b = reencode(&good, |m| {
+        if let Op::Lstm { peepholes, .. } = &mut m.graph.nodes[0].op {
+            *peepholes = true;
+        }
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("takes 7..=7 inputs"), "{e}");
+    // a hidden size the weights do not have
+    let b = reencode(&good, |m| {
+        if let Op::Lstm { hidden, .. } = &mut m.graph.nodes[0].op {
+            *hidden = 3;
+        }
+    });
+    assert!(Model::from_bytes(&b).is_err());
+}
+
+/// A float op's weight stored as int8 with per-channel scales (format 7) computes exactly what the same
+/// op computes on the f32 weights `scale · q`; without parameters an int8 weight is refused by name.
+#[test]
+fn int8_stored_weights_of_a_float_op_widen_exactly() {
+    use tern::ir::{DType, QParams};
+    let q: Vec<i8> = (0..108).map(|i| ((i * 37) % 255 - 127) as i8).collect();
+    let scale: Vec<f32> = vec![0.011, 0.0023, 0.07, 0.5];
+    // the reference: the same conv on the widened values, computed here in f32 (one rounding each)
+    let mut f32_graph = small();
+    let w = f32_graph
+        .graph
+        .tensors
+        .iter()
+        .position(|t| t.name == "w")
+        .unwrap() as u32;
+    f32_graph.set_const(
+        w,
+        q.iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * scale[i / 27])
+            .collect(),
+    );
+    let mut i8_graph = small();
+    let w8 = i8_graph.add_int_const(
+        "w8",
+        &[4, 3, 3, 3],
+        DType::I8,
+        Some(QParams {
+            scale: scale.clone(),
+            zero_point: vec![0; 4],
+            axis: Some(0),
+        }),
+        q.iter().map(|&v| v as u8).collect(),
+    );
+    i8_graph.graph.nodes[0].inputs[1] = w8;
+    let fa = tern_tools::export::to_bytes(&f32_graph, vec![]).unwrap();
+    let a = Model::from_bytes(&fa).unwrap();
+    let b8 = tern_tools::export::to_bytes(&i8_graph, vec![]).unwrap();
+    let b = Model::from_bytes(&b8).expect("int8-stored conv weights with scales");
+    let x: Vec<f32> = (0..192).map(|i| (i as f32 * 0.13).cos()).collect();
+    let (ya, yb) = (run(&a, &x), run(&b, &x));
+    assert!(
+        ya.iter().zip(&yb).all(|(p, q)| p.to_bits() == q.to_bits()),
+        "{ya:?} vs {yb:?}"
+    );
+    assert!(ya.iter().any(|v| *v != 0.0));
+    let bad = reencode(&b8, |m| {
+        let t = m.graph.tensors.iter_mut().find(|t| t.name == "w8").unwrap();
+        t.quant = None;
+    });
+    let e = Model::from_bytes(&bad).unwrap_err();
+    assert!(
+        e.context.contains("\"w8\" is I8") && e.context.contains("quantization parameters"),
+        "{e}"
+    );
+}

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Result};
 use prost::Message;
 use std::collections::HashMap;
 use tern::ir::{
-    BinOp, CoordMode, DType, NearestMode, Node, Op, PadMode, PoolKind, QParams, ReduceOp,
-    ResizeMode, Unary,
+    BinOp, CoordMode, DType, Direction, NearestMode, Node, Op, PadMode, PoolKind, QParams,
+    ReduceOp, ResizeMode, Unary,
 };
 use tract_onnx::pb::{
     self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
@@ -525,6 +525,35 @@ impl Writer<'_> {
                     outs.clone(),
                     vec![attr_i("axis", *axis as i64)],
                 );
+                Ok(outs)
+            }
+            Op::Lstm {
+                hidden,
+                direction,
+                clip,
+                ..
+            } => {
+                // ONNX's own op: tern's inputs are ONNX's but for the absent sequence_lens (input 4)
+                let mut lstm_ins = ins[..4].to_vec();
+                lstm_ins.push(String::new());
+                lstm_ins.extend_from_slice(&ins[4..]);
+                let outs: Vec<String> = ["Y", "Y_h", "Y_c"]
+                    .iter()
+                    .map(|o| self.fresh(&format!("{name}/{o}")))
+                    .collect();
+                let dir = match direction {
+                    Direction::Forward => "forward",
+                    Direction::Reverse => "reverse",
+                    Direction::Bidirectional => "bidirectional",
+                };
+                let mut attrs = vec![
+                    attr_i("hidden_size", *hidden as i64),
+                    attr_s("direction", dir),
+                ];
+                if let Some(c) = clip {
+                    attrs.push(attr_f("clip", *c));
+                }
+                self.node("LSTM", name, lstm_ins, outs.clone(), attrs);
                 Ok(outs)
             }
             Op::Slice { starts, steps } => {

@@ -1137,22 +1137,17 @@ impl<'m> GpuSession<'m> {
             float_only
         };
         let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
-        // f16 constants (float layers of an int8 artifact) are widened into the extras: the shaders
-        // read f32 words
+        // f16 and int8 constants of float layers (in an int8 artifact) are widened into the extras: the
+        // shaders read f32 words
         let mut extra: Vec<u32> = Vec::new();
         let base = model.weights.len().div_ceil(4) as u32;
-        let widened: Vec<Option<u32>> = g
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (t.dtype == crate::DType::F16 && t.data.is_some()).then(|| {
+        let as_float = crate::model::read_as_float(g);
+        let widened: Vec<Option<u32>> = (0..g.tensors.len())
+            .map(|i| {
+                g.tensors[i].data?;
+                crate::session::widen_const(model, i, &as_float).map(|v| {
                     let at = base + extra.len() as u32;
-                    extra.extend(
-                        crate::session::widen_f16(model.const_bytes(i))
-                            .iter()
-                            .map(|v| v.to_bits()),
-                    );
+                    extra.extend(v.iter().map(|v| v.to_bits()));
                     at
                 })
             })

@@ -405,6 +405,28 @@ pub enum ReduceOp {
     Min,
 }
 
+/// Which way a recurrent op ([`Op::Lstm`]) reads its sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// First step to last.
+    Forward,
+    /// Last step to first.
+    Reverse,
+    /// Both, as two directions: forward first, then reverse.
+    Bidirectional,
+}
+
+impl Direction {
+    /// The number of directions (the `D` axis of the op's weights and outputs).
+    pub fn count(self) -> usize {
+        if self == Direction::Bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+}
+
 /// The closed set of operations. Shapes are static; every op's output shape follows from its inputs by
 /// [`shape::infer`], which the loader re-runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -554,6 +576,21 @@ pub enum Op {
         /// Highest output integer.
         hi: i8,
     },
+    /// Long short-term memory over a sequence (ONNX LSTM, layout 0, activations sigmoid / tanh / tanh,
+    /// gate order i, o, f, c). Inputs: X `[S, B, I]`, W `[D, 4H, I]`, R `[D, 4H, H]`, bias `[D, 8H]`
+    /// (W's then R's; constants), initial h and c `[D, B, H]`, and with `peepholes` P `[D, 3H]`
+    /// (constant). Outputs: Y `[S, D, B, H]` (every step's h), the last h and the last c `[D, B, H]`.
+    /// `D` is 2 for [`Direction::Bidirectional`] (forward then reverse), else 1. Format 7.
+    Lstm {
+        /// Hidden size H.
+        hidden: u32,
+        /// Which way the sequence is read.
+        direction: Direction,
+        /// Gate pre-activations are clamped to `[-clip, clip]` when set.
+        clip: Option<f32>,
+        /// Whether input 6 holds the peephole weights.
+        peepholes: bool,
+    },
 }
 
 impl Op {
@@ -621,6 +658,7 @@ impl Op {
             },
             Op::QLut => "QLut",
             Op::QConvTranspose { .. } => "QConvTranspose",
+            Op::Lstm { .. } => "LSTM",
         }
     }
 
@@ -668,6 +706,12 @@ impl Graph {
             }
             Op::MatMul { .. } | Op::QMatMul { .. } => {
                 y.numel() as u64 * x.shape.last().copied().unwrap_or(1) as u64
+            }
+            // every step, direction and batch row: 4H gates over I inputs and H recurrent values
+            Op::Lstm { hidden, .. } => {
+                y.numel() as u64
+                    * 4
+                    * (x.shape.last().copied().unwrap_or(0) as u64 + *hidden as u64)
             }
             _ => 0,
         }

@@ -441,6 +441,37 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             one(perm.iter().map(|&p| x[p as usize]).collect())
         }
+        Op::Lstm {
+            hidden,
+            direction,
+            peepholes,
+            ..
+        } => {
+            let n_in = 6 + usize::from(*peepholes);
+            want_inputs(inputs, n_in, n_in)?;
+            let (x, h, d) = (inputs[0], *hidden as usize, direction.count());
+            want_rank(x, 3, "input")?;
+            let (s, b, i) = (x[0], x[1], x[2]);
+            let want: [(&str, Vec<usize>); 6] = [
+                ("W", vec![d, 4 * h, i]),
+                ("R", vec![d, 4 * h, h]),
+                ("bias", vec![d, 8 * h]),
+                ("initial h", vec![d, b, h]),
+                ("initial c", vec![d, b, h]),
+                ("peepholes", vec![d, 3 * h]),
+            ];
+            for (k, (what, shape)) in want.iter().enumerate().take(n_in - 1) {
+                if inputs[k + 1] != shape.as_slice() {
+                    return Err(format!(
+                        "{what} has shape {:?}, {d} direction(s) of hidden size {h} over {i} input features and batch {b} need {shape:?}",
+                        inputs[k + 1]
+                    ));
+                }
+            }
+            let (y, state) = (vec![s, d, b, h], vec![d, b, h]);
+            numel(&y)?;
+            Ok(vec![y, state.clone(), state])
+        }
         Op::Softmax { axis } => {
             want_inputs(inputs, 1, 1)?;
             if *axis as usize >= inputs[0].len() {

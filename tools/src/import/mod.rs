@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tern::ir::{
-    BinOp, Conv2d, CoordMode, NearestMode, Op, PadMode, Pool2d, PoolKind, ReduceOp, ResizeMode,
-    Unary,
+    BinOp, Conv2d, CoordMode, Direction, NearestMode, Op, PadMode, Pool2d, PoolKind, ReduceOp,
+    ResizeMode, Unary,
 };
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::prelude::Framework;
@@ -87,6 +87,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LSTM",
     "LeakyRelu",
     "Less",
     "Log",
@@ -546,6 +547,150 @@ impl Importer {
             declared.map(|d| vec![d]),
         )?;
         Ok(Val::T(ids[0]))
+    }
+
+    /// ONNX LSTM as [`Op::Lstm`]: constant weights, the default activations, no input-forget coupling,
+    /// every sequence full length; absent biases and initial states become zero constants, and
+    /// `layout = 1` (batch first) becomes transposes around the op.
+    fn lstm(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+        use Lowered::*;
+        let konst = |i: usize| match ins.get(i) {
+            Some(Some(Val::Const(c))) => Some(c),
+            _ => None,
+        };
+        let given = |i: usize| matches!(ins.get(i), Some(Some(_)));
+        let direction = match node.get_attr_opt::<&str>("direction")?.unwrap_or("forward") {
+            "forward" => Direction::Forward,
+            "reverse" => Direction::Reverse,
+            "bidirectional" => Direction::Bidirectional,
+            d => bail!("unknown direction \"{d}\""),
+        };
+        let d = direction.count();
+        if let Some(acts) = node.get_attr_opt_vec::<String>("activations")? {
+            let default = ["Sigmoid", "Tanh", "Tanh"];
+            if acts.len() != 3 * d || acts.iter().enumerate().any(|(k, a)| a != default[k % 3]) {
+                return Ok(Unsupported(format!("LSTM(activations={acts:?})")));
+            }
+        }
+        if node.get_attr_opt::<i64>("input_forget")?.unwrap_or(0) != 0 {
+            return Ok(Unsupported("LSTM(input_forget)".into()));
+        }
+        let batch_first = node.get_attr_opt::<i64>("layout")?.unwrap_or(0) == 1;
+        let (Some(w), Some(r)) = (konst(1), konst(2)) else {
+            return Ok(Unsupported("LSTM(non-constant weights)".into()));
+        };
+        if given(3) && konst(3).is_none() || given(7) && konst(7).is_none() {
+            return Ok(Unsupported("LSTM(non-constant bias or peepholes)".into()));
+        }
+        let x = ins[0].clone().ok_or_else(|| anyhow!("missing input 0"))?;
+        let mut xt = self.t(&x, &format!("{name}/X"));
+        if batch_first {
+            xt = self.permute(name, xt, vec![1, 0, 2], "X_seq_first")?;
+        }
+        let xs = self.g.shape(xt);
+        if xs.len() != 3 {
+            bail!("input X must have rank 3, has shape {xs:?}");
+        }
+        let (s, b) = (xs[0], xs[1]);
+        let ws = w.shape().to_vec();
+        let h = match node.get_attr_opt::<i64>("hidden_size")? {
+            Some(h) => h as usize,
+            None => r.shape().last().copied().unwrap_or(0),
+        };
+        if ws.len() != 3 || ws[0] != d || ws[1] != 4 * h {
+            bail!(
+                "W has shape {ws:?}, {d} direction(s) of hidden size {h} need [{d}, {}, I]",
+                4 * h
+            );
+        }
+        if let Some(lens) = konst(4) {
+            if lens.ints().iter().any(|&l| l != s as i64) {
+                return Ok(Unsupported(
+                    "LSTM(sequence_lens shorter than the sequence)".into(),
+                ));
+            }
+        } else if given(4) {
+            return Ok(Unsupported("LSTM(non-constant sequence_lens)".into()));
+        }
+        let wt = self.t(&Val::Const(w.clone()), &format!("{name}/W"));
+        let rt = self.t(&Val::Const(r.clone()), &format!("{name}/R"));
+        let bias = match konst(3) {
+            Some(c) => self.t(&Val::Const(c.clone()), &format!("{name}/B")),
+            None => self
+                .g
+                .add_const(&format!("{name}/B"), &[d, 8 * h], vec![0.0; d * 8 * h]),
+        };
+        let mut inputs = vec![xt, wt, rt, bias];
+        for (k, what) in [(5, "initial_h"), (6, "initial_c")] {
+            let t = match ins.get(k).and_then(|v| v.as_ref()) {
+                Some(v) => {
+                    let t = self.t(v, &format!("{name}/{what}"));
+                    if batch_first {
+                        self.permute(name, t, vec![1, 0, 2], &format!("{what}_dir_first"))?
+                    } else {
+                        t
+                    }
+                }
+                None => {
+                    self.g
+                        .add_const(&format!("{name}/{what}"), &[d, b, h], vec![0.0; d * b * h])
+                }
+            };
+            inputs.push(t);
+        }
+        let peepholes = given(7);
+        if let Some(p) = konst(7) {
+            inputs.push(self.t(&Val::Const(p.clone()), &format!("{name}/P")));
+        }
+        let clip = node.get_attr_opt::<f32>("clip")?;
+        let op = Op::Lstm {
+            hidden: h as u32,
+            direction,
+            clip,
+            peepholes,
+        };
+        // the op's own outputs take the node's names unless a transpose follows (batch first)
+        let names: Vec<String> = ["Y", "Y_h", "Y_c"]
+            .iter()
+            .enumerate()
+            .map(|(k, suffix)| match Self::out_name(node, k) {
+                o if !o.is_empty() && !batch_first => o,
+                _ => format!("{name}/{suffix}"),
+            })
+            .collect();
+        let ids = self.g.emit(name, op, inputs, &names, None)?;
+        if !batch_first {
+            return Ok(Done(ids.into_iter().map(Val::T).collect()));
+        }
+        let mut outs = Vec::new();
+        for (k, (&id, perm)) in ids
+            .iter()
+            .zip([vec![2, 0, 1, 3], vec![1, 0, 2], vec![1, 0, 2]])
+            .enumerate()
+        {
+            let o = Self::out_name(node, k);
+            let o = if o.is_empty() {
+                format!("{name}/out{k}")
+            } else {
+                o
+            };
+            outs.push(Val::T(
+                self.g
+                    .emit(name, Op::Transpose { perm }, vec![id], &[o], None)?[0],
+            ));
+        }
+        Ok(Done(outs))
+    }
+
+    /// `x` with its axes permuted, as a new node output `{name}/{suffix}`.
+    fn permute(&mut self, name: &str, x: u32, perm: Vec<u32>, suffix: &str) -> Result<u32> {
+        Ok(self.g.emit(
+            name,
+            Op::Transpose { perm },
+            vec![x],
+            &[format!("{name}/{suffix}")],
+            None,
+        )?[0])
     }
 
     /// `x` with its two axes swapped, as a new node output `{name}/{suffix}`.
@@ -1233,6 +1378,7 @@ impl Importer {
                 }
                 vec![self.emit1(node, name, Op::Concat { axis: a as u32 }, ts, None)?]
             }
+            "LSTM" => return self.lstm(node, name, ins),
             "Split" => {
                 let xs = self.shape(input(0)?);
                 let a = axis(ai("axis", 0)?, xs.len())?;

@@ -7,6 +7,7 @@ pub mod pool;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
+pub mod rnn;
 
 use super::kernels::Gemm;
 use super::Par;
@@ -66,6 +67,8 @@ pub enum Prepared {
     Linear(resize::Taps),
     /// An integer node (or a float/int8 boundary).
     Quant(quant::QPrep),
+    /// LSTM weights packed, biases summed.
+    Lstm(rnn::LstmPrep),
 }
 
 /// Builds the node's prepared state; `consts[i]` is input i's data when it is a constant.
@@ -101,6 +104,10 @@ pub fn prepare(
             coord,
             scales,
         } => Prepared::Linear(resize::prepare(*coord, ins[0], outs[0], scales)),
+        Op::Lstm { .. } => match (c(1), c(3)) {
+            (Some(w), Some(b)) => Prepared::Lstm(rnn::prepare(g, w, ins[1], b)),
+            _ => Prepared::None,
+        },
         _ => Prepared::None,
     }
 }
@@ -124,6 +131,7 @@ pub fn scratch(
         (Op::MatMul { .. }, Prepared::MatMul(p)) => {
             matmul::scratch(g, ins[0], ins[1], p.is_some(), threads)
         }
+        (Op::Lstm { .. }, _) => rnn::scratch(g, ins[0], ins[1], threads),
         _ => 0,
     }
 }
@@ -200,6 +208,12 @@ pub fn exec(
             layout::concat(*axis as usize, ins, y, |_, s, d| d.copy_from_slice(s))
         }
         (Op::Split { axis }, _) => split_into(*axis as usize, ins[0], y, rest),
+        (
+            Op::Lstm {
+                direction, clip, ..
+            },
+            Prepared::Lstm(p),
+        ) => rnn::run(g, par, p, *direction, *clip, ins, y, rest, scratch),
         (Op::Reshape, _) => y.data.copy_from_slice(ins[0].data),
         (Op::Transpose { perm }, _) => layout::transpose(perm, ins[0], y),
         (Op::Softmax { axis }, _) => reduce::softmax(*axis as usize, ins[0], y),

@@ -1,0 +1,415 @@
+//! LSTM: per direction, the input projection of every step at once (one packed GEMM, `4H × S·B`, the
+//! biases in its epilogue), then the recurrence step by step: `h·Rᵀ` added to the step's column, the
+//! gates, the cell. The recurrence is a matrix-vector product per step (R read once per step: memory
+//! bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
+use super::{View, ViewMut};
+use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
+use crate::cpu::kernels::Gemm;
+use crate::cpu::Par;
+use crate::ir::{Direction, Unary};
+use alloc::vec::Vec;
+
+/// LSTM weights prepared at session creation.
+pub struct LstmPrep {
+    /// W of each direction packed as the GEMM's A (`4H × I`), one block after another.
+    w: Vec<f32>,
+    /// Floats per direction block of `w`.
+    w_stride: usize,
+    /// `Wb + Rb` per direction (`4H` each).
+    bias: Vec<f32>,
+}
+
+/// The op's sizes: directions, sequence length, batch, input features, hidden size.
+#[derive(Clone, Copy)]
+struct Dims {
+    d: usize,
+    s: usize,
+    b: usize,
+    i: usize,
+    h: usize,
+}
+
+impl Dims {
+    fn of(x: &[usize], w: &[usize]) -> Self {
+        Dims {
+            d: w[0],
+            s: x[0],
+            b: x[1],
+            i: x[2],
+            h: w[1] / 4,
+        }
+    }
+}
+
+/// Packs W (`[D, 4H, I]`) and sums the two biases (`[D, 8H]`).
+pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep {
+    let (d, rows, i) = (wshape[0], wshape[1], wshape[2]);
+    let mut packed = Vec::new();
+    let mut w_stride = 0;
+    for k in 0..d {
+        let block = gemm::pack_a(g, rows, i, |r, p| w[(k * rows + r) * i + p]);
+        w_stride = block.len();
+        packed.extend_from_slice(&block);
+    }
+    let bias = (0..d)
+        .flat_map(|k| {
+            let b = &bias[k * 2 * rows..(k + 1) * 2 * rows];
+            (0..rows).map(move |r| b[r] + b[rows + r])
+        })
+        .collect();
+    LstmPrep {
+        w: packed,
+        w_stride,
+        bias,
+    }
+}
+
+/// Scratch floats: one direction's projected inputs (`4H × S·B`) and step buffers, plus the GEMM's.
+pub fn scratch(g: &Gemm, x: &[usize], w: &[usize], threads: usize) -> usize {
+    let z = Dims::of(x, w);
+    let sb = z.s * z.b;
+    4 * z.h * sb
+        + 4 * z.h * z.b
+        + 2 * z.b * z.h
+        + gemm::scratch_floats(g, 4 * z.h, sb, z.i, true, false, threads)
+}
+
+/// `acc[r] += dot(m[r], v)` for the rows of `m` (`rows × v.len()`): sixteen partial sums per row so the
+/// compiler keeps them in vector registers.
+fn matvec_add(m: &[f32], v: &[f32], acc: &mut [f32]) {
+    let n = v.len();
+    for (row, a) in m.chunks_exact(n.max(1)).zip(acc.iter_mut()) {
+        let mut part = [0f32; 16];
+        let (body, tail) = row.split_at(n - n % 16);
+        let (vb, vt) = v.split_at(n - n % 16);
+        for (r, x) in body.chunks_exact(16).zip(vb.chunks_exact(16)) {
+            for k in 0..16 {
+                part[k] += r[k] * x[k];
+            }
+        }
+        let mut sum: f32 = part.iter().sum();
+        for (r, x) in tail.iter().zip(vt) {
+            sum += r * x;
+        }
+        *a += sum;
+    }
+}
+
+/// Clamps to `[-c, c]` when a cell clip is set.
+fn clip(v: &mut [f32], c: Option<f32>) {
+    if let Some(c) = c {
+        v.iter_mut().for_each(|x| *x = x.clamp(-c, c));
+    }
+}
+
+/// Runs the LSTM. `ins`: X, W, R, bias, initial h, initial c (and P); `outs`: Y, last h, last c.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    g: &Gemm,
+    par: &Par,
+    prep: &LstmPrep,
+    direction: Direction,
+    cell_clip: Option<f32>,
+    ins: &[View],
+    y: ViewMut,
+    outs: &mut [ViewMut],
+    scratch: &mut [f32],
+) {
+    let z = Dims::of(ins[0].shape, ins[1].shape);
+    let (h, b, sb) = (z.h, z.b, z.s * z.b);
+    let (r_all, h0, c0) = (ins[2].data, ins[4].data, ins[5].data);
+    let peep = ins.get(6).map(|p| p.data);
+    let (gx, rest) = scratch.split_at_mut(4 * h * sb);
+    let (gate, rest) = rest.split_at_mut(4 * h * b);
+    let (hs, rest) = rest.split_at_mut(b * h);
+    let (cs, gemm_scratch) = rest.split_at_mut(b * h);
+    for dir in 0..z.d {
+        // the inputs' side of every step at once: gx[r][t·B + n] = W[r]·x[t][n] + Wb[r] + Rb[r]
+        gemm::gemm(
+            g,
+            par,
+            (4 * h, sb, z.i),
+            ASrc::Packed(&prep.w[dir * prep.w_stride..(dir + 1) * prep.w_stride]),
+            BSrc::Strided(ins[0].data, 1, z.i),
+            gx,
+            sb,
+            Epilogue {
+                row_bias: Some(&prep.bias[dir * 4 * h..(dir + 1) * 4 * h]),
+                ..Epilogue::default()
+            },
+            gemm_scratch,
+        );
+        let reverse = direction == Direction::Reverse || dir == 1;
+        let r = &r_all[dir * 4 * h * h..(dir + 1) * 4 * h * h];
+        let p = peep.map(|p| &p[dir * 3 * h..(dir + 1) * 3 * h]);
+        hs.copy_from_slice(&h0[dir * b * h..(dir + 1) * b * h]);
+        cs.copy_from_slice(&c0[dir * b * h..(dir + 1) * b * h]);
+        for step in 0..z.s {
+            let t = if reverse { z.s - 1 - step } else { step };
+            for n in 0..b {
+                // gate pre-activations in ONNX's order i, o, f, c
+                let gn = &mut gate[n * 4 * h..(n + 1) * 4 * h];
+                for (k, v) in gn.iter_mut().enumerate() {
+                    *v = gx[k * sb + t * b + n];
+                }
+                let (hn, cn) = (&hs[n * h..(n + 1) * h], &mut cs[n * h..(n + 1) * h]);
+                matvec_add(r, hn, gn);
+                let (gi, rest) = gn.split_at_mut(h);
+                let (go, rest) = rest.split_at_mut(h);
+                let (gf, gc) = rest.split_at_mut(h);
+                if let Some(p) = p {
+                    for u in 0..h {
+                        gi[u] += p[u] * cn[u];
+                        gf[u] += p[2 * h + u] * cn[u];
+                    }
+                }
+                for v in [&mut *gi, &mut *gf, &mut *gc] {
+                    clip(v, cell_clip);
+                }
+                gemm::apply_act(gi, Unary::Sigmoid);
+                gemm::apply_act(gf, Unary::Sigmoid);
+                gemm::apply_act(gc, Unary::Tanh);
+                for u in 0..h {
+                    cn[u] = gf[u] * cn[u] + gi[u] * gc[u];
+                }
+                if let Some(p) = p {
+                    for u in 0..h {
+                        go[u] += p[h + u] * cn[u];
+                    }
+                }
+                clip(go, cell_clip);
+                gemm::apply_act(go, Unary::Sigmoid);
+                // h = o · tanh(c) (tanh(c) in `gc`, free now), into Y; `hs` takes it once every batch
+                // row has read the old h
+                gc.copy_from_slice(cn);
+                gemm::apply_act(gc, Unary::Tanh);
+                let dst = &mut y.data[((t * z.d + dir) * b + n) * h..][..h];
+                for u in 0..h {
+                    dst[u] = go[u] * gc[u];
+                }
+            }
+            for n in 0..b {
+                hs[n * h..(n + 1) * h]
+                    .copy_from_slice(&y.data[((t * z.d + dir) * b + n) * h..][..h]);
+            }
+        }
+        let state = dir * b * h..(dir + 1) * b * h;
+        outs[0].data[state.clone()].copy_from_slice(hs);
+        outs[1].data[state].copy_from_slice(cs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels;
+
+    /// ONNX's LSTM equations in float64, written out plainly (the reference the kernel is held to).
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        d: usize,
+        (s, b, i, h): (usize, usize, usize, usize),
+        x: &[f32],
+        w: &[f32],
+        r: &[f32],
+        bias: &[f32],
+        h0: &[f32],
+        c0: &[f32],
+        p: Option<&[f32]>,
+        clip: Option<f32>,
+        reverse_only: bool,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let cl = |v: f64| clip.map_or(v, |c| v.clamp(-c as f64, c as f64));
+        let mut y = vec![0f64; s * d * b * h];
+        let (mut yh, mut yc) = (vec![0f64; d * b * h], vec![0f64; d * b * h]);
+        for dir in 0..d {
+            let reverse = reverse_only || dir == 1;
+            for n in 0..b {
+                let mut hv: Vec<f64> = (0..h).map(|u| h0[(dir * b + n) * h + u] as f64).collect();
+                let mut cv: Vec<f64> = (0..h).map(|u| c0[(dir * b + n) * h + u] as f64).collect();
+                for step in 0..s {
+                    let t = if reverse { s - 1 - step } else { step };
+                    let pre = |gate: usize, u: usize| -> f64 {
+                        let row = gate * h + u;
+                        let mut v =
+                            bias[dir * 8 * h + row] as f64 + bias[dir * 8 * h + 4 * h + row] as f64;
+                        for q in 0..i {
+                            v += w[(dir * 4 * h + row) * i + q] as f64
+                                * x[(t * b + n) * i + q] as f64;
+                        }
+                        for q in 0..h {
+                            v += r[(dir * 4 * h + row) * h + q] as f64 * hv[q];
+                        }
+                        v
+                    };
+                    let pp =
+                        |k: usize, u: usize| p.map_or(0.0, |p| p[dir * 3 * h + k * h + u] as f64);
+                    let mut nh = vec![0f64; h];
+                    let mut nc = vec![0f64; h];
+                    for u in 0..h {
+                        let ig = sig(cl(pre(0, u) + pp(0, u) * cv[u]));
+                        let fg = sig(cl(pre(2, u) + pp(2, u) * cv[u]));
+                        let cg = cl(pre(3, u)).tanh();
+                        nc[u] = fg * cv[u] + ig * cg;
+                        let og = sig(cl(pre(1, u) + pp(1, u) * nc[u]));
+                        nh[u] = og * nc[u].tanh();
+                    }
+                    hv = nh;
+                    cv = nc;
+                    for u in 0..h {
+                        y[((t * d + dir) * b + n) * h + u] = hv[u];
+                    }
+                }
+                for u in 0..h {
+                    yh[(dir * b + n) * h + u] = hv[u];
+                    yc[(dir * b + n) * h + u] = cv[u];
+                }
+            }
+        }
+        (y, yh, yc)
+    }
+
+    /// Seeded values in [-a, a).
+    fn vals(n: usize, seed: u64, a: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+            })
+            .collect()
+    }
+
+    /// Every direction, peepholes and clip on and off, batch 1 and 3, hidden sizes with vector tails,
+    /// one and two threads: all three outputs within 1e-5 (relative to the output's largest value) of
+    /// the float64 equations.
+    #[test]
+    fn lstm_matches_float64_equations() {
+        let g = kernels::gemm_for(crate::cpu::caps::detect());
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        for (case, &(s, b, i, h, dirn, peep, clip)) in [
+            (5, 1, 7, 4, Direction::Forward, false, None),
+            (4, 3, 16, 17, Direction::Reverse, true, None),
+            (6, 2, 33, 20, Direction::Bidirectional, true, Some(1.5f32)),
+            (3, 1, 40, 32, Direction::Bidirectional, false, None),
+            (1, 2, 3, 5, Direction::Forward, false, Some(0.5)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = dirn.count();
+            let x = vals(s * b * i, case as u64 + 1, 1.0);
+            let w = vals(d * 4 * h * i, case as u64 + 11, 0.4);
+            let r = vals(d * 4 * h * h, case as u64 + 21, 0.4);
+            let bias = vals(d * 8 * h, case as u64 + 31, 0.5);
+            let h0 = vals(d * b * h, case as u64 + 41, 0.5);
+            let c0 = vals(d * b * h, case as u64 + 51, 0.5);
+            let pw = vals(d * 3 * h, case as u64 + 61, 0.5);
+            let (xs, ws, rs, bs, hs, ps) = (
+                [s, b, i],
+                [d, 4 * h, i],
+                [d, 4 * h, h],
+                [d, 8 * h],
+                [d, b, h],
+                [d, 3 * h],
+            );
+            let prep = prepare(&g, &w, &ws, &bias);
+            let mut ins = vec![
+                View {
+                    data: &x,
+                    shape: &xs,
+                },
+                View {
+                    data: &w,
+                    shape: &ws,
+                },
+                View {
+                    data: &r,
+                    shape: &rs,
+                },
+                View {
+                    data: &bias,
+                    shape: &bs,
+                },
+                View {
+                    data: &h0,
+                    shape: &hs,
+                },
+                View {
+                    data: &c0,
+                    shape: &hs,
+                },
+            ];
+            if peep {
+                ins.push(View {
+                    data: &pw,
+                    shape: &ps,
+                });
+            }
+            let want = reference(
+                d,
+                (s, b, i, h),
+                &x,
+                &w,
+                &r,
+                &bias,
+                &h0,
+                &c0,
+                peep.then_some(&pw[..]),
+                clip,
+                dirn == Direction::Reverse,
+            );
+            let pars = [Par::single(), Par { pool: Some(&pool) }];
+            for par in &pars {
+                let mut scratch = vec![0f32; scratch(&g, &xs, &ws, par.threads())];
+                let ys = [s, d, b, h];
+                let mut y = vec![0f32; s * d * b * h];
+                let (mut yh, mut yc) = (vec![0f32; d * b * h], vec![0f32; d * b * h]);
+                let mut states = [
+                    ViewMut {
+                        data: &mut yh,
+                        shape: &hs,
+                    },
+                    ViewMut {
+                        data: &mut yc,
+                        shape: &hs,
+                    },
+                ];
+                run(
+                    &g,
+                    par,
+                    &prep,
+                    dirn,
+                    clip,
+                    &ins,
+                    ViewMut {
+                        data: &mut y,
+                        shape: &ys,
+                    },
+                    &mut states,
+                    &mut scratch,
+                );
+                for (what, got, want) in [
+                    ("Y", &y, &want.0),
+                    ("Y_h", &yh, &want.1),
+                    ("Y_c", &yc, &want.2),
+                ] {
+                    let top = want.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
+                    let err = got
+                        .iter()
+                        .zip(want.iter())
+                        .map(|(a, b)| (*a as f64 - b).abs())
+                        .fold(0f64, f64::max);
+                    assert!(
+                        err <= 1e-5 * top,
+                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {} thread(s)): {what} off by {err:e}",
+                        par.threads()
+                    );
+                }
+            }
+        }
+    }
+}
