@@ -205,7 +205,14 @@ impl<'m> Session<'m> {
                 .iter()
                 .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
                 .collect();
-            let p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
+            let mut p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
+            // an LSTM whose R is stored int8 runs its recurrence on those bytes
+            if let (Prepared::Lstm(lp), Some(&r)) = (&mut p, n.inputs.get(2)) {
+                let t = &g.tensors[r as usize];
+                if let (DType::I8, Some(q)) = (t.dtype, &t.quant) {
+                    lp.use_int8_recurrence(quant::i8s(model.const_bytes(r as usize)), ins[2], q);
+                }
+            }
             packed_bytes += match &p {
                 Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. }) => packed.len() * 4,
                 Prepared::MatMul(Some(b)) => b.len() * 4,

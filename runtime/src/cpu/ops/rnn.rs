@@ -7,6 +7,7 @@ use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
 use crate::cpu::kernels::Gemm;
 use crate::cpu::Par;
 use crate::ir::{Direction, Unary};
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// LSTM weights prepared at session creation.
@@ -17,6 +18,27 @@ pub struct LstmPrep {
     w_stride: usize,
     /// `Wb + Rb` per direction (`4H` each).
     bias: Vec<f32>,
+    /// R as stored int8 with one scale per row of every direction (`D·4H`), when the artifact stores it
+    /// so: the recurrence then reads a quarter of the bytes per step (R is read whole every step; at
+    /// hidden 512 its f32 form is 4 MiB per direction, beyond L2) and computes `scale · Σ q·h`.
+    r8: Option<(Vec<i8>, Vec<f32>)>,
+}
+
+impl LstmPrep {
+    /// Runs the recurrence on R as stored int8 (`q`, `[D, 4H, H]`) with its parameters `p`, when they
+    /// are symmetric and per row (axis 1) or per tensor; otherwise the widened f32 R stays in use.
+    pub fn use_int8_recurrence(&mut self, q: &[i8], shape: &[usize], p: &crate::ir::QParams) {
+        let (d, rows) = (shape[0], shape[1]);
+        if p.zero_point.iter().any(|&z| z != 0) {
+            return;
+        }
+        let scale: Vec<f32> = match (p.axis, p.scale.len()) {
+            (None, 1) => vec![p.scale[0]; d * rows],
+            (Some(1), n) if n == rows => (0..d).flat_map(|_| p.scale.iter().copied()).collect(),
+            _ => return,
+        };
+        self.r8 = Some((q.to_vec(), scale));
+    }
 }
 
 /// The op's sizes: directions, sequence length, batch, input features, hidden size.
@@ -61,6 +83,7 @@ pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep 
         w: packed,
         w_stride,
         bias,
+        r8: None,
     }
 }
 
@@ -74,25 +97,82 @@ pub fn scratch(g: &Gemm, x: &[usize], w: &[usize], threads: usize) -> usize {
         + gemm::scratch_floats(g, 4 * z.h, sb, z.i, true, false, threads)
 }
 
-/// `acc[r] += dot(m[r], v)` for the rows of `m` (`rows × v.len()`): sixteen partial sums per row so the
-/// compiler keeps them in vector registers.
-fn matvec_add(m: &[f32], v: &[f32], acc: &mut [f32]) {
+/// `acc[r] += scale[r] · dot(m[r], v)` (`scale` absent: 1, no multiply) for the rows of `m`
+/// (`rows × v.len()`, f32 or int8 values): sixteen partial sums per row so the compiler keeps them in
+/// vector registers. Compiled for AVX2 where the CPU has it ([`matvec_add`]); the same operations in the
+/// same order either way (no contraction into FMA), so the same bits.
+#[inline(always)]
+fn matvec_body<T: Copy>(m: &[T], v: &[f32], scale: Option<&[f32]>, acc: &mut [f32])
+where
+    f32: From<T>,
+{
     let n = v.len();
-    for (row, a) in m.chunks_exact(n.max(1)).zip(acc.iter_mut()) {
-        let mut part = [0f32; 16];
-        let (body, tail) = row.split_at(n - n % 16);
-        let (vb, vt) = v.split_at(n - n % 16);
-        for (r, x) in body.chunks_exact(16).zip(vb.chunks_exact(16)) {
-            for k in 0..16 {
-                part[k] += r[k] * x[k];
+    let full = n - n % 16;
+    let (vb, vt) = v.split_at(full);
+    // each row's sum of its sixteen lanes and tail, scaled, into acc
+    let finish = |part: &[f32; 16], row: &[T], r: usize, a: &mut f32| {
+        let mut sum: f32 = part.iter().sum();
+        for (w, x) in row[full..].iter().zip(vt) {
+            sum += f32::from(*w) * x;
+        }
+        *a += match scale {
+            Some(s) => s[r] * sum,
+            None => sum,
+        };
+    };
+    // four rows at a time share each chunk of v and give the adds eight independent chains (one row
+    // alone waits on its two accumulators' add latency); every row's lanes add in the same order as
+    // alone, so blocking changes no bits
+    // (no columns: every sum is 0 and nothing changes)
+    let rows = acc.len().min(m.len().checked_div(n).unwrap_or(0));
+    let mut r = 0;
+    while r + 4 <= rows {
+        let mut part = [[0f32; 16]; 4];
+        for (c, x) in vb.chunks_exact(16).enumerate() {
+            for (j, p) in part.iter_mut().enumerate() {
+                let w = &m[(r + j) * n + c * 16..][..16];
+                for k in 0..16 {
+                    p[k] += f32::from(w[k]) * x[k];
+                }
             }
         }
-        let mut sum: f32 = part.iter().sum();
-        for (r, x) in tail.iter().zip(vt) {
-            sum += r * x;
+        for (j, p) in part.iter().enumerate() {
+            finish(p, &m[(r + j) * n..][..n], r + j, &mut acc[r + j]);
         }
-        *a += sum;
+        r += 4;
     }
+    for r in r..rows {
+        let row = &m[r * n..][..n];
+        let mut part = [0f32; 16];
+        for (w, x) in row[..full].chunks_exact(16).zip(vb.chunks_exact(16)) {
+            for k in 0..16 {
+                part[k] += f32::from(w[k]) * x[k];
+            }
+        }
+        finish(&part, row, r, &mut acc[r]);
+    }
+}
+
+/// [`matvec_body`] on f32 or int8 rows, on AVX2 where the CPU has it.
+fn matvec_add<T: Copy>(m: &[T], v: &[f32], scale: Option<&[f32]>, acc: &mut [f32])
+where
+    f32: From<T>,
+{
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2<T: Copy>(m: &[T], v: &[f32], scale: Option<&[f32]>, acc: &mut [f32])
+        where
+            f32: From<T>,
+        {
+            matvec_body(m, v, scale, acc)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected just above.
+            return unsafe { avx2(m, v, scale, acc) };
+        }
+    }
+    matvec_body(m, v, scale, acc)
 }
 
 /// Clamps to `[-c, c]` when a cell clip is set.
@@ -140,7 +220,8 @@ pub fn run(
             gemm_scratch,
         );
         let reverse = direction == Direction::Reverse || dir == 1;
-        let r = &r_all[dir * 4 * h * h..(dir + 1) * 4 * h * h];
+        let rows = dir * 4 * h * h..(dir + 1) * 4 * h * h;
+        let (r, r8) = (&r_all[rows.clone()], prep.r8.as_ref());
         let p = peep.map(|p| &p[dir * 3 * h..(dir + 1) * 3 * h]);
         hs.copy_from_slice(&h0[dir * b * h..(dir + 1) * b * h]);
         cs.copy_from_slice(&c0[dir * b * h..(dir + 1) * b * h]);
@@ -153,7 +234,12 @@ pub fn run(
                     *v = gx[k * sb + t * b + n];
                 }
                 let (hn, cn) = (&hs[n * h..(n + 1) * h], &mut cs[n * h..(n + 1) * h]);
-                matvec_add(r, hn, gn);
+                match r8 {
+                    Some((q, sc)) => {
+                        matvec_add(&q[rows.clone()], hn, Some(&sc[dir * 4 * h..][..4 * h]), gn)
+                    }
+                    None => matvec_add(r, hn, None, gn),
+                }
                 let (gi, rest) = gn.split_at_mut(h);
                 let (go, rest) = rest.split_at_mut(h);
                 let (gf, gc) = rest.split_at_mut(h);
@@ -303,7 +389,28 @@ mod tests {
             let d = dirn.count();
             let x = vals(s * b * i, case as u64 + 1, 1.0);
             let w = vals(d * 4 * h * i, case as u64 + 11, 0.4);
-            let r = vals(d * 4 * h * h, case as u64 + 21, 0.4);
+            // R as int8 with one scale per gate row (shared by the directions, as the tool stores it) and
+            // the f32 values it stands for: the recurrence runs on either and must give the equations'
+            // result on those values
+            let r_raw = vals(d * 4 * h * h, case as u64 + 21, 0.4);
+            let rscale: Vec<f32> = (0..4 * h)
+                .map(|row| {
+                    (0..d)
+                        .flat_map(|k| &r_raw[(k * 4 * h + row) * h..][..h])
+                        .fold(0f32, |a, v| a.max(v.abs()))
+                        / 127.0
+                })
+                .collect();
+            let rq: Vec<i8> = r_raw
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (v / rscale[(k / h) % (4 * h)]).round() as i8)
+                .collect();
+            let r: Vec<f32> = rq
+                .iter()
+                .enumerate()
+                .map(|(k, &q)| q as f32 * rscale[(k / h) % (4 * h)])
+                .collect();
             let bias = vals(d * 8 * h, case as u64 + 31, 0.5);
             let h0 = vals(d * b * h, case as u64 + 41, 0.5);
             let c0 = vals(d * b * h, case as u64 + 51, 0.5);
@@ -317,6 +424,17 @@ mod tests {
                 [d, 3 * h],
             );
             let prep = prepare(&g, &w, &ws, &bias);
+            let mut prep8 = prepare(&g, &w, &ws, &bias);
+            prep8.use_int8_recurrence(
+                &rq,
+                &rs,
+                &crate::ir::QParams {
+                    scale: rscale.clone(),
+                    zero_point: vec![0; 4 * h],
+                    axis: Some(1),
+                },
+            );
+            assert!(prep8.r8.is_some());
             let mut ins = vec![
                 View {
                     data: &x,
@@ -363,7 +481,10 @@ mod tests {
                 dirn == Direction::Reverse,
             );
             let pars = [Par::single(), Par { pool: Some(&pool) }];
-            for par in &pars {
+            for (par, (form, prep)) in pars
+                .iter()
+                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
+            {
                 let mut scratch = vec![0f32; scratch(&g, &xs, &ws, par.threads())];
                 let ys = [s, d, b, h];
                 let mut y = vec![0f32; s * d * b * h];
@@ -381,7 +502,7 @@ mod tests {
                 run(
                     &g,
                     par,
-                    &prep,
+                    prep,
                     dirn,
                     clip,
                     &ins,
@@ -405,10 +526,43 @@ mod tests {
                         .fold(0f64, f64::max);
                     assert!(
                         err <= 1e-5 * top,
-                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {} thread(s)): {what} off by {err:e}",
+                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {form}, {} thread(s)): {what} off by {err:e}",
                         par.threads()
                     );
                 }
+            }
+        }
+    }
+
+    /// The recurrence's matrix-vector product as dispatched (AVX2 where present) gives the portable
+    /// body's bits, f32 and int8 rows, with and without row scales, lengths with and without tails.
+    #[test]
+    fn matvec_dispatch_equals_the_portable_body() {
+        for n in [1usize, 15, 16, 17, 40, 512] {
+            let rows = 9;
+            let v = vals(n, n as u64, 1.0);
+            let mf = vals(rows * n, n as u64 + 1, 0.5);
+            let mq: Vec<i8> = vals(rows * n, n as u64 + 2, 127.0)
+                .iter()
+                .map(|&x| x as i8)
+                .collect();
+            let sc = vals(rows, n as u64 + 3, 0.01);
+            let start = vals(rows, n as u64 + 4, 1.0);
+            for scale in [None, Some(&sc[..])] {
+                let (mut a, mut b) = (start.clone(), start.clone());
+                matvec_add(&mf, &v, scale, &mut a);
+                matvec_body(&mf, &v, scale, &mut b);
+                assert!(
+                    a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "f32 n={n}"
+                );
+                let (mut a, mut b) = (start.clone(), start.clone());
+                matvec_add(&mq, &v, scale, &mut a);
+                matvec_body(&mq, &v, scale, &mut b);
+                assert!(
+                    a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "i8 n={n}"
+                );
             }
         }
     }
