@@ -5,7 +5,7 @@
 use super::{View, ViewMut};
 use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
 use crate::cpu::kernels::Gemm;
-use crate::cpu::Par;
+use crate::cpu::{Par, SyncPtr};
 use crate::ir::{Direction, Unary};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -87,14 +87,30 @@ pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep 
     }
 }
 
-/// Scratch floats: one direction's projected inputs (`4H × S·B`) and step buffers, plus the GEMM's.
-pub fn scratch(g: &Gemm, x: &[usize], w: &[usize], threads: usize) -> usize {
-    let z = Dims::of(x, w);
+/// Scratch floats of one direction: its projected inputs (`4H × S·B`), step buffers, and its GEMM's on
+/// `threads`.
+fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
     let sb = z.s * z.b;
     4 * z.h * sb
         + 4 * z.h * z.b
         + 2 * z.b * z.h
         + gemm::scratch_floats(g, 4 * z.h, sb, z.i, true, false, threads)
+}
+
+/// Whether the two directions of a bidirectional LSTM run at once, one per thread: the recurrence is a
+/// chain of steps no thread can split cheaply, but the directions are independent.
+fn directions_in_parallel(z: Dims, threads: usize) -> bool {
+    z.d == 2 && threads >= 2
+}
+
+/// Scratch floats for [`run`] on `threads`.
+pub fn scratch(g: &Gemm, x: &[usize], w: &[usize], threads: usize) -> usize {
+    let z = Dims::of(x, w);
+    if directions_in_parallel(z, threads) {
+        2 * dir_scratch(g, z, 1)
+    } else {
+        dir_scratch(g, z, threads)
+    }
 }
 
 /// `acc[r] += scale[r] · dot(m[r], v)` (`scale` absent: 1, no multiply) for the rows of `m`
@@ -196,14 +212,64 @@ pub fn run(
     scratch: &mut [f32],
 ) {
     let z = Dims::of(ins[0].shape, ins[1].shape);
-    let (h, b, sb) = (z.h, z.b, z.s * z.b);
-    let (r_all, h0, c0) = (ins[2].data, ins[4].data, ins[5].data);
-    let peep = ins.get(6).map(|p| p.data);
-    let (gx, rest) = scratch.split_at_mut(4 * h * sb);
-    let (gate, rest) = rest.split_at_mut(4 * h * b);
-    let (hs, rest) = rest.split_at_mut(b * h);
-    let (cs, gemm_scratch) = rest.split_at_mut(b * h);
-    for dir in 0..z.d {
+    let step = Step {
+        g,
+        prep,
+        z,
+        direction,
+        cell_clip,
+        ins,
+        y: SyncPtr(y.data.as_mut_ptr()),
+        yh: SyncPtr(outs[0].data.as_mut_ptr()),
+        yc: SyncPtr(outs[1].data.as_mut_ptr()),
+    };
+    if directions_in_parallel(z, par.threads()) {
+        let per = dir_scratch(g, z, 1);
+        assert!(scratch.len() >= 2 * per, "LSTM scratch too small");
+        let sp = SyncPtr(scratch.as_mut_ptr());
+        par.run_on(2, &|dir| {
+            // SAFETY: each direction takes its own `per` floats of scratch.
+            let s = unsafe { core::slice::from_raw_parts_mut(sp.get().add(dir * per), per) };
+            // SAFETY: the directions write disjoint parts of Y and of the states (`Step::run`).
+            unsafe { step.run(&Par::single(), dir, s) };
+        });
+    } else {
+        for dir in 0..z.d {
+            // SAFETY: one direction at a time.
+            unsafe { step.run(par, dir, scratch) };
+        }
+    }
+}
+
+/// One LSTM's operands, shared by its directions.
+struct Step<'a> {
+    g: &'a Gemm,
+    prep: &'a LstmPrep,
+    z: Dims,
+    direction: Direction,
+    cell_clip: Option<f32>,
+    ins: &'a [View<'a>],
+    /// Y `[S, D, B, H]`, last h and last c `[D, B, H]`.
+    y: SyncPtr,
+    yh: SyncPtr,
+    yc: SyncPtr,
+}
+
+impl Step<'_> {
+    /// Direction `dir`: the input side as one GEMM, then the steps.
+    ///
+    /// # Safety
+    /// The output pointers hold the op's output shapes; no other thread writes direction `dir`'s parts
+    /// of them (Y's `[.., dir, ..]` rows, the states' `[dir, ..]`) meanwhile.
+    unsafe fn run(&self, par: &Par, dir: usize, scratch: &mut [f32]) {
+        let (g, prep, z, ins) = (self.g, self.prep, self.z, self.ins);
+        let (h, b, sb) = (z.h, z.b, z.s * z.b);
+        let (r_all, h0, c0) = (ins[2].data, ins[4].data, ins[5].data);
+        let peep = ins.get(6).map(|p| p.data);
+        let (gx, rest) = scratch.split_at_mut(4 * h * sb);
+        let (gate, rest) = rest.split_at_mut(4 * h * b);
+        let (hs, rest) = rest.split_at_mut(b * h);
+        let (cs, gemm_scratch) = rest.split_at_mut(b * h);
         // the inputs' side of every step at once: gx[r][t·B + n] = W[r]·x[t][n] + Wb[r] + Rb[r]
         gemm::gemm(
             g,
@@ -219,7 +285,7 @@ pub fn run(
             },
             gemm_scratch,
         );
-        let reverse = direction == Direction::Reverse || dir == 1;
+        let reverse = self.direction == Direction::Reverse || dir == 1;
         let rows = dir * 4 * h * h..(dir + 1) * 4 * h * h;
         let (r, r8) = (&r_all[rows.clone()], prep.r8.as_ref());
         let p = peep.map(|p| &p[dir * 3 * h..(dir + 1) * 3 * h]);
@@ -250,7 +316,7 @@ pub fn run(
                     }
                 }
                 for v in [&mut *gi, &mut *gf, &mut *gc] {
-                    clip(v, cell_clip);
+                    clip(v, self.cell_clip);
                 }
                 gemm::apply_act(gi, Unary::Sigmoid);
                 gemm::apply_act(gf, Unary::Sigmoid);
@@ -263,25 +329,35 @@ pub fn run(
                         go[u] += p[h + u] * cn[u];
                     }
                 }
-                clip(go, cell_clip);
+                clip(go, self.cell_clip);
                 gemm::apply_act(go, Unary::Sigmoid);
-                // h = o · tanh(c) (tanh(c) in `gc`, free now), into Y; `hs` takes it once every batch
-                // row has read the old h
+                // h = o · tanh(c) (tanh(c) in `gc`, free now), kept in `gate`'s o part (the next batch
+                // rows still read the old h from `hs`)
                 gc.copy_from_slice(cn);
                 gemm::apply_act(gc, Unary::Tanh);
-                let dst = &mut y.data[((t * z.d + dir) * b + n) * h..][..h];
                 for u in 0..h {
-                    dst[u] = go[u] * gc[u];
+                    go[u] *= gc[u];
                 }
+                // SAFETY: row (t, dir, n) of Y is in bounds and this direction's (the caller's contract).
+                let dst = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        self.y.get().add(((t * z.d + dir) * b + n) * h),
+                        h,
+                    )
+                };
+                dst.copy_from_slice(go);
             }
             for n in 0..b {
-                hs[n * h..(n + 1) * h]
-                    .copy_from_slice(&y.data[((t * z.d + dir) * b + n) * h..][..h]);
+                hs[n * h..(n + 1) * h].copy_from_slice(&gate[n * 4 * h + h..][..h]);
             }
         }
-        let state = dir * b * h..(dir + 1) * b * h;
-        outs[0].data[state.clone()].copy_from_slice(hs);
-        outs[1].data[state].copy_from_slice(cs);
+        // SAFETY: the states' direction `dir` block is in bounds and this direction's.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.yh.get().add(dir * b * h), b * h)
+                .copy_from_slice(hs);
+            core::slice::from_raw_parts_mut(self.yc.get().add(dir * b * h), b * h)
+                .copy_from_slice(cs);
+        }
     }
 }
 
