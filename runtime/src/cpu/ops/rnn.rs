@@ -39,6 +39,12 @@ impl LstmPrep {
         };
         self.r8 = Some((q.to_vec(), scale));
     }
+
+    /// Whether the recurrence runs on int8 R ([`LstmPrep::use_int8_recurrence`]): then [`run`] reads
+    /// neither the f32 W (packed) nor the f32 R.
+    pub fn recurrence_is_int8(&self) -> bool {
+        self.r8.is_some()
+    }
 }
 
 /// The op's sizes: directions, sequence length, batch, input features, hidden size.
@@ -287,7 +293,6 @@ impl Step<'_> {
         );
         let reverse = self.direction == Direction::Reverse || dir == 1;
         let rows = dir * 4 * h * h..(dir + 1) * 4 * h * h;
-        let (r, r8) = (&r_all[rows.clone()], prep.r8.as_ref());
         let p = peep.map(|p| &p[dir * 3 * h..(dir + 1) * 3 * h]);
         hs.copy_from_slice(&h0[dir * b * h..(dir + 1) * b * h]);
         cs.copy_from_slice(&c0[dir * b * h..(dir + 1) * b * h]);
@@ -300,11 +305,11 @@ impl Step<'_> {
                     *v = gx[k * sb + t * b + n];
                 }
                 let (hn, cn) = (&hs[n * h..(n + 1) * h], &mut cs[n * h..(n + 1) * h]);
-                match r8 {
+                match &prep.r8 {
                     Some((q, sc)) => {
                         matvec_add(&q[rows.clone()], hn, Some(&sc[dir * 4 * h..][..4 * h]), gn)
                     }
-                    None => matvec_add(r, hn, None, gn),
+                    None => matvec_add(&r_all[rows.clone()], hn, None, gn),
                 }
                 let (gi, rest) = gn.split_at_mut(h);
                 let (go, rest) = rest.split_at_mut(h);
