@@ -9,6 +9,9 @@
 // The version of this C ABI; it grows when functions are added and changes meaning never.
 #define TERN_ABI_VERSION 1
 
+// The most threads [`tern_session_new`] starts (a larger count is an argument error, not an attempt).
+#define TERN_MAX_THREADS 256
+
 // What a call did: 0 is success; the others name the kind of fault (the message says which thing).
 typedef enum TernStatus {
   // Success.
@@ -140,11 +143,13 @@ enum TernStatus tern_session_new(const struct TernModel *model,
 void tern_session_free(struct TernSession *session);
 
 // Copies `count` floats from `data` into graph input `i` (`count` must equal its element count). Write
-// every input before every [`tern_session_run`]: the arena reuses their bytes during a run.
+// every input before every [`tern_session_run`]: the arena reuses their bytes during a run. `data` must
+// not point into the session's own arena (a pointer from [`tern_session_output`] or
+// [`tern_session_input`]): copy such values out first.
 //
 // # Safety
 // `session` is NULL or live and not in use by another thread; `data` is NULL or points to `count`
-// readable floats.
+// readable floats outside the session's arena.
 enum TernStatus tern_session_set_input(struct TernSession *session,
                                        size_t i,
                                        const float *data,

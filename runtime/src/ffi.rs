@@ -23,6 +23,10 @@ use core::ffi::c_char;
 /// The version of this C ABI; it grows when functions are added and changes meaning never.
 pub const TERN_ABI_VERSION: u32 = 1;
 
+/// The most threads [`tern_session_new`] starts (a larger count is an argument error, not an attempt).
+pub const TERN_MAX_THREADS: usize = 256;
+const MAX_THREADS: usize = TERN_MAX_THREADS;
+
 /// What a call did: 0 is success; the others name the kind of fault (the message says which thing).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,6 +360,12 @@ pub unsafe extern "C" fn tern_session_new(
             let Some(m) = model_ref(model) else {
                 crate::bail!(Argument, "tern_session_new: `model` is NULL");
             };
+            if threads > MAX_THREADS {
+                crate::bail!(
+                    Argument,
+                    "tern_session_new: {threads} threads requested, at most {MAX_THREADS}"
+                );
+            }
             let options = SessionOptions {
                 threads: threads.max(1),
             };
@@ -417,10 +427,19 @@ unsafe fn session_call(
     // SAFETY: the caller's contract.
     match unsafe { session.as_mut() } {
         None => TernStatus::Argument,
-        Some(s) => guard(TernStatus::Internal, || {
-            let r = f(&mut s.session);
-            s.record(r).err().unwrap_or(TernStatus::Ok)
-        }),
+        Some(s) => {
+            let status = guard(TernStatus::Internal, || {
+                let r = f(&mut s.session);
+                s.record(r).err().unwrap_or(TernStatus::Ok)
+            });
+            if status == TernStatus::Internal {
+                s.error.clear();
+                s.error.extend_from_slice(
+                    b"internal error: a panic in tern (free this session; please report it)\0",
+                );
+            }
+            status
+        }
     }
 }
 
@@ -463,11 +482,13 @@ fn check_count(what: &str, i: usize, count: usize, want: usize) -> Result<()> {
 }
 
 /// Copies `count` floats from `data` into graph input `i` (`count` must equal its element count). Write
-/// every input before every [`tern_session_run`]: the arena reuses their bytes during a run.
+/// every input before every [`tern_session_run`]: the arena reuses their bytes during a run. `data` must
+/// not point into the session's own arena (a pointer from [`tern_session_output`] or
+/// [`tern_session_input`]): copy such values out first.
 ///
 /// # Safety
 /// `session` is NULL or live and not in use by another thread; `data` is NULL or points to `count`
-/// readable floats.
+/// readable floats outside the session's arena.
 #[no_mangle]
 pub unsafe extern "C" fn tern_session_set_input(
     session: *mut TernSession,

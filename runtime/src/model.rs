@@ -317,6 +317,24 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             ),
         }
     }
+    // an int8 constant is either an integer op's operand or a float op's stored weight, not both: the
+    // backends keep one form of it (the GPU uploads the widened words in its place)
+    let as_float = read_as_float(g);
+    for n in &g.nodes {
+        if let Some(&t) = n
+            .inputs
+            .iter()
+            .find(|&&t| !computes_float(g, n) && as_float[t as usize])
+        {
+            bail!(
+                Invalid,
+                "node \"{}\" ({}): int8 constant \"{}\" is also a float op's stored weight; give each its own",
+                n.name,
+                n.op.name(),
+                g.tensors[t as usize].name
+            );
+        }
+    }
     Ok(())
 }
 
@@ -578,19 +596,20 @@ fn all_of(ts: &[Option<u32>], want: DType, g: &Graph) -> core::result::Result<()
     Ok(())
 }
 
+/// Whether node `n` computes in float (its first output is f32 and it is not the int8 → f32 boundary).
+fn computes_float(g: &Graph, n: &crate::ir::Node) -> bool {
+    !matches!(n.op, Op::Dequantize)
+        && n.outputs
+            .first()
+            .is_some_and(|&y| g.tensors[y as usize].dtype == DType::F32)
+}
+
 /// Per tensor: whether it is an int8 constant that a float op reads (weights stored as int8 with their
 /// scales, format 7), which the backends widen to f32 once, as `scale · (q − zero point)`
 /// ([`widen_i8`]).
 pub fn read_as_float(g: &Graph) -> Vec<bool> {
     let mut out = vec![false; g.tensors.len()];
-    for n in &g.nodes {
-        let float_op = !matches!(n.op, Op::Dequantize)
-            && n.outputs
-                .first()
-                .is_some_and(|&y| g.tensors[y as usize].dtype == DType::F32);
-        if !float_op {
-            continue;
-        }
+    for n in g.nodes.iter().filter(|n| computes_float(g, n)) {
         for &t in &n.inputs {
             let tt = &g.tensors[t as usize];
             if tt.dtype == DType::I8 && tt.is_const() && tt.quant.is_some() {

@@ -217,7 +217,10 @@ impl<'m> Session<'m> {
                     for &w in &n.inputs[1..3] {
                         let only_here =
                             g.nodes.iter().filter(|m| m.inputs.contains(&w)).count() == 1;
-                        if only_here && matches!(consts[w as usize], Some(Const::Owned(_))) {
+                        // only the copies widen_const made (an f32 weight at an unaligned
+                        // address is owned too, but run reads it from `consts`)
+                        let widened = g.tensors[w as usize].dtype != DType::F32;
+                        if only_here && widened && consts[w as usize].is_some() {
                             consts[w as usize] = None;
                         }
                     }

@@ -154,6 +154,9 @@ int main(int argc, char **argv) {
   char need_str[32];
   snprintf(need_str, sizeof need_str, "%zu", need);
   CHECK(strstr(err, need_str) != NULL, "short-arena message does not say %s: %s", need_str, err);
+  CHECK(tern_session_new(model, TERN_MAX_THREADS + 1, NULL, 0, &s, err, sizeof err) ==
+            TERN_STATUS_ARGUMENT && s == NULL && strstr(err, "threads") != NULL,
+        "too many threads: %s", err);
   CHECK(tern_session_new(NULL, 1, NULL, 0, &s, err, sizeof err) == TERN_STATUS_ARGUMENT, "NULL model");
   CHECK(strstr(err, "model") != NULL, "message: %s", err);
   CHECK(tern_session_run(NULL) == TERN_STATUS_ARGUMENT, "NULL session ran");
