@@ -939,3 +939,44 @@ fn int8_stored_weights_of_a_float_op_widen_exactly() {
         "{e}"
     );
 }
+
+/// An int8 constant is a float op's stored weight or an integer op's operand, never both (the GPU keeps
+/// one form of it): the validator names the node and the constant.
+#[test]
+fn an_int8_constant_shared_by_float_and_integer_ops_is_refused() {
+    use tern::ir::{DType, QParams};
+    let mut g = small();
+    let params = QParams {
+        scale: vec![0.01],
+        zero_point: vec![0],
+        axis: None,
+    };
+    let w8 = g.add_int_const(
+        "w8",
+        &[4, 3, 3, 3],
+        DType::I8,
+        Some(params.clone()),
+        (0..108).map(|i| (i as i8).wrapping_mul(3) as u8).collect(),
+    );
+    g.graph.nodes[0].inputs[1] = w8;
+    let alone = tern_tools::export::to_bytes(&g, vec![]).unwrap();
+    runs(&Model::from_bytes(&alone).expect("a float conv on an int8-stored weight"));
+    // an int8 Reshape (an integer-side op) reading the same constant
+    let r = g
+        .emit(
+            "also_int",
+            Op::Reshape,
+            vec![w8],
+            &["w8_flat".into()],
+            Some(vec![vec![108]]),
+        )
+        .unwrap()[0];
+    let t = &mut g.graph.tensors[r as usize];
+    t.dtype = DType::I8;
+    t.quant = Some(params);
+    // the tool's writer validates what it writes, so it already refuses
+    let e = tern_tools::export::to_bytes(&g, vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"also_int\"") && e.contains("\"w8\""), "{e}");
+}
