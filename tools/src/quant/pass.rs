@@ -495,7 +495,6 @@ pub fn quantize(
     channel_scales: bool,
 ) -> Result<(ToolGraph, Report)> {
     let nt = fg.graph.tensors.len();
-    let answers = super::answer_tensors(fg);
     let mut b = Builder {
         fg,
         qg: ToolGraph::default(),
@@ -512,9 +511,7 @@ pub fn quantize(
                     .and_then(|o| o.as_ref())
                     .filter(|o| o.count() > 0)
                     .map(|o| {
-                        // the answer's range is never clipped (see answer_tensors)
-                        let m = if answers[i] { Method::MinMax } else { method };
-                        let (lo, hi) = o.range(m);
+                        let (lo, hi) = o.range(method);
                         asymmetric_i8(lo, hi)
                     })
             })
@@ -754,33 +751,40 @@ pub fn quantize(
                 .inputs
                 .iter()
                 .enumerate()
-                .map(|(k, &t)| match (weighted && k == 1, fg.konst(t)) {
-                    (_, Some(w)) if weight_only_axis(&n.op, k, w.len()).is_some() => {
-                        let shape = fg.shape(t);
-                        let axis = weight_only_axis(&n.op, k, w.len()).unwrap_or(0);
-                        let (q, params) = weight_only_i8(w, &shape, axis);
-                        Ok(b.qg.add_int_const(
-                            &format!("{}_w8", b.name(t)),
-                            &shape,
-                            DType::I8,
-                            Some(params),
-                            q,
-                        ))
+                .map(|(k, &t)| {
+                    let konst = fg.konst(t);
+                    match (
+                        konst,
+                        konst.and_then(|w| weight_only_axis(&n.op, k, w.len())),
+                    ) {
+                        (Some(w), Some(axis)) => {
+                            let shape = fg.shape(t);
+                            let (q, params) = weight_only_i8(w, &shape, axis);
+                            Ok(b.qg.add_int_const(
+                                &format!("{}_w8", b.name(t)),
+                                &shape,
+                                DType::I8,
+                                Some(params),
+                                q,
+                            ))
+                        }
+                        (Some(w), None)
+                            if weighted && k == 1 && w.iter().all(|v| v.abs() <= 65504.0) =>
+                        {
+                            let halves: Vec<u8> = w
+                                .iter()
+                                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                                .collect();
+                            Ok(b.qg.add_int_const(
+                                &format!("{}_f16", b.name(t)),
+                                &fg.shape(t),
+                                DType::F16,
+                                None,
+                                halves,
+                            ))
+                        }
+                        _ => b.get_f(t),
                     }
-                    (true, Some(w)) if w.iter().all(|v| v.abs() <= 65504.0) => {
-                        let halves: Vec<u8> = w
-                            .iter()
-                            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                            .collect();
-                        Ok(b.qg.add_int_const(
-                            &format!("{}_f16", b.name(t)),
-                            &fg.shape(t),
-                            DType::F16,
-                            None,
-                            halves,
-                        ))
-                    }
-                    _ => b.get_f(t),
                 })
                 .collect::<Result<Vec<_>>>()?;
             let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
