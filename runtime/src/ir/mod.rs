@@ -191,7 +191,7 @@ pub const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` for the logistic sigmoid: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
+/// `e^x` for the logistic sigmoid and tanh: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
 /// exact), a degree-6 polynomial for e^r (Cephes' single-precision coefficients) and 2^n through the
 /// exponent bits; within 2 ulp of the correctly rounded result for x in [−87.3, 88.7], 0 and +inf beyond.
 /// The same operations, fused where they are fused, as the 8-lane AVX2 kernel
@@ -212,6 +212,45 @@ fn exp_sigmoid(x: f32) -> f32 {
     let half = ni >> 1;
     let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     e * pow(half) * pow(ni - half)
+}
+
+/// Below this |x| tanh is the odd polynomial, from it on `1 − 2/(e^{2|x|} + 1)` (Cephes' `tanhf` split).
+pub const TANH_SMALL: f32 = 0.625;
+/// tanh's odd polynomial in z = x², degree 4 down to 0 (Cephes' single-precision coefficients):
+/// `tanh x ≈ x + x·z·P(z)` for |x| < [`TANH_SMALL`]. One table for the scalar rule and the vector kernels.
+pub const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+
+/// tanh as every path computes it: the odd polynomial below [`TANH_SMALL`] (relative error near 0 stays
+/// small), `1 − 2/(e^{2|x|} + 1)` with x's sign above (e^ by the sigmoid's rule, so the saturation to ±1
+/// comes for free); NaN stays NaN. Within 2 ulp of the correctly rounded tanh. The same operations as the
+/// vector kernels (`cpu::kernels::x86::tanh8`): an LSTM takes two tanh per unit and step, and libm's
+/// scalar `tanhf` was 6% of an LSTM recognizer's run.
+fn tanh_rule(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    if a < TANH_SMALL {
+        let z = x * x;
+        let mut p = TANH_POLY[0];
+        for &c in &TANH_POLY[1..] {
+            p = fmadd(p, z, c);
+        }
+        fmadd(p * z, x, x)
+    } else {
+        let t = 1.0 - 2.0 / (exp_sigmoid(a + a) + 1.0);
+        if x < 0.0 {
+            -t
+        } else {
+            t
+        }
+    }
 }
 
 impl Unary {
@@ -236,7 +275,7 @@ impl Unary {
             Unary::Sqrt => libm::sqrtf(x),
             Unary::Exp => libm::expf(x),
             Unary::Log => libm::logf(x),
-            Unary::Tanh => libm::tanhf(x),
+            Unary::Tanh => tanh_rule(x),
             Unary::Abs => libm::fabsf(x),
             Unary::Neg => -x,
             Unary::Reciprocal => 1.0 / x,

@@ -1078,6 +1078,144 @@ pub fn sigmoid_vec(v: &mut [f32], silu: bool) -> usize {
     done
 }
 
+/// A tanh kernel in place over the leading whole vectors of `v`: `crate::ir::Unary::Tanh`'s rule (both
+/// branches computed, the lane's one kept; NaN kept as is) on `$lanes` floats at a time. Returns how many
+/// leading elements it wrote.
+macro_rules! vtanh {
+    ($name:ident, $features:literal, $lanes:literal, $exp:ident, $lt:ident, $pick:ident, $nan:ident,
+     [$load:ident, $store:ident, $set1:ident, $zero:ident, $mul:ident, $fmadd:ident, $add:ident,
+      $sub:ident, $div:ident, $max:ident]) => {
+        #[doc = concat!("tanh in place, ", stringify!($lanes), " lanes at a time (see `vtanh!`).")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU has ", $features, ".")]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(v: &mut [f32]) -> usize {
+            use crate::ir::{TANH_POLY, TANH_SMALL};
+            let one = $set1(1.0);
+            let mut i = 0;
+            while i + $lanes <= v.len() {
+                // SAFETY: `$lanes` floats in bounds.
+                unsafe {
+                    let x = $load(v.as_ptr().add(i));
+                    let a = $max(x, $sub($zero(), x));
+                    // |x| small: x + x·z·P(z), z = x²
+                    let z = $mul(x, x);
+                    let mut p = $set1(TANH_POLY[0]);
+                    for &c in &TANH_POLY[1..] {
+                        p = $fmadd(p, z, $set1(c));
+                    }
+                    let small = $fmadd($mul(p, z), x, x);
+                    // beyond: ±(1 − 2/(e^{2|x|} + 1))
+                    let t = $sub(one, $div($set1(2.0), $add($exp($add(a, a)), one)));
+                    let big = $pick($lt(x, $zero()), $sub($zero(), t), t);
+                    let y = $pick($lt(a, $set1(TANH_SMALL)), small, big);
+                    // NaN in, the same NaN out (the scalar rule returns x)
+                    let y = $pick($nan(x), x, y);
+                    $store(v.as_mut_ptr().add(i), y);
+                }
+                i += $lanes;
+            }
+            i
+        }
+    };
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lt8(a: __m256, b: __m256) -> __m256 {
+    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pick8(m: __m256, yes: __m256, no: __m256) -> __m256 {
+    _mm256_blendv_ps(no, yes, m)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn nan8(x: __m256) -> __m256 {
+    _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lt16(a: __m512, b: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pick16(m: __mmask16, yes: __m512, no: __m512) -> __m512 {
+    _mm512_mask_blend_ps(m, no, yes)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn nan16(x: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x)
+}
+
+vtanh!(
+    tanh_avx2,
+    "avx2,fma",
+    8,
+    exp8,
+    lt8,
+    pick8,
+    nan8,
+    [
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_set1_ps,
+        _mm256_setzero_ps,
+        _mm256_mul_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        _mm256_sub_ps,
+        _mm256_div_ps,
+        _mm256_max_ps
+    ]
+);
+
+vtanh!(
+    tanh512,
+    "avx512f",
+    16,
+    exp16,
+    lt16,
+    pick16,
+    nan16,
+    [
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_set1_ps,
+        _mm512_setzero_ps,
+        _mm512_mul_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        _mm512_div_ps,
+        _mm512_max_ps
+    ]
+);
+
+/// tanh over `v` with the widest kernel this CPU has (16 lanes with AVX-512 F, then 8 with AVX2 and FMA);
+/// the scalar rule's bits either way. Returns how many leading elements it wrote (none without AVX2 and
+/// FMA).
+pub fn tanh_vec(v: &mut [f32]) -> usize {
+    let mut done = 0;
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512 F detected just above.
+        done = unsafe { tanh512(v) };
+    }
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA detected just above.
+        done += unsafe { tanh_avx2(&mut v[done..]) };
+    }
+    done
+}
+
 /// Whether this CPU has the AVX-512 subset the 16-lane integer paths use (F and BW).
 pub fn has_avx512() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
