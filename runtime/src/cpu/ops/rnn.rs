@@ -3,7 +3,12 @@
 //! gates, the cell. The recurrence is a matrix-vector product per step (R read once per step: memory
 //! bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
 use super::{View, ViewMut};
+use crate::cpu::caps::Isa;
 use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
+#[cfg(target_arch = "aarch64")]
+use crate::cpu::kernels::neon;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+use crate::cpu::kernels::x86;
 use crate::cpu::kernels::Gemm;
 use crate::cpu::{Par, SyncPtr};
 use crate::ir::{Direction, Unary};
@@ -20,7 +25,9 @@ pub struct LstmPrep {
     bias: Vec<f32>,
     /// R as stored int8 with one scale per row of every direction (`D·4H`), when the artifact stores it
     /// so: the recurrence then reads a quarter of the bytes per step (R is read whole every step; at
-    /// hidden 512 its f32 form is 4 MiB per direction, beyond L2) and computes `scale · Σ q·h`.
+    /// hidden 512 its f32 form is 4 MiB per direction, beyond L2) and computes `scale · s_h · Σ q·q_h`
+    /// with h as 15-bit codes (`quantize_h`), the sums exact integers (`vpmaddwd` / `smlal`: 16 or 32
+    /// MACs an instruction where the f32 form converted every int8 value to float first).
     r8: Option<(Vec<i8>, Vec<f32>)>,
 }
 
@@ -100,7 +107,71 @@ fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
     4 * z.h * sb
         + 4 * z.h * z.b
         + 2 * z.b * z.h
+        + int8_step_floats(z.h)
         + gemm::scratch_floats(g, 4 * z.h, sb, z.i, true, false, threads)
+}
+
+/// Scratch floats of the int8 recurrence's step: h's 15-bit codes (two per float) and the `4H` row sums.
+fn int8_step_floats(h: usize) -> usize {
+    h.div_ceil(2) + 4 * h
+}
+
+/// Columns of one i32 partial sum of the int8 recurrence: |q·h| ≤ 128 · 32767 per term, so 512 terms
+/// stay below 2³¹ whatever the order of adding (the vector kernels add lanes, then chunks as i64).
+pub const I16_CHUNK: usize = 512;
+
+/// h's largest code in the int8 recurrence (15 bits and a sign: h is carried within 1/65534 of its
+/// largest value, far below R's int8 step).
+const H_CODE: f32 = 32767.0;
+
+/// h as 15-bit codes with one scale, `max|h| / 32767` (0 when h is all zero), which it returns: the
+/// integer operand of the int8 recurrence. The caller checks h is finite.
+fn quantize_h(h: &[f32], q: &mut [i16]) -> f32 {
+    let top = h.iter().fold(0f32, |a, v| a.max(v.abs()));
+    if top == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let inv = H_CODE / top;
+    for (d, &v) in q.iter_mut().zip(h) {
+        *d = libm::roundf(v * inv) as i16;
+    }
+    top / H_CODE
+}
+
+/// `out[r] = (Σ_c m[r·n + c] · h[c]) as f32` for the rows of `out` (n = `h.len()`), summed exactly in
+/// i64: the reference of the vector kernels, which give its bits.
+pub fn dot_rows_i8_i16_ref(m: &[i8], h: &[i16], out: &mut [f32]) {
+    let n = h.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &m[r * n..][..n];
+        *o = row
+            .iter()
+            .zip(h)
+            .map(|(&a, &b)| a as i64 * b as i64)
+            .sum::<i64>() as f32;
+    }
+}
+
+/// [`dot_rows_i8_i16_ref`] on the session's instruction-set path (AVX-512 BW on the AVX-VNNI path of an
+/// AVX-512 CPU, as the int8 GEMM; AVX2; NEON; or the reference).
+fn dot_rows_i8_i16(isa: Isa, m: &[i8], h: &[i16], out: &mut [f32]) {
+    assert!(
+        m.len() >= out.len() * h.len(),
+        "int8 recurrence: R too short"
+    );
+    match isa {
+        // SAFETY: AVX-512 F and BW detected; the length is checked above.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::AvxVnni if x86::has_avx512() => unsafe { x86::dot_rows_i8_i16_512(m, h, out) },
+        // SAFETY: the AVX2 paths are chosen only where AVX2 was detected; the length is checked above.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::dot_rows_i8_i16_avx2(m, h, out) },
+        // SAFETY: NEON is part of aarch64; the length is checked above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::Dotprod => unsafe { neon::dot_rows_i8_i16_neon(m, h, out) },
+        _ => dot_rows_i8_i16_ref(m, h, out),
+    }
 }
 
 /// Whether the two directions of a bidirectional LSTM run at once, one per thread: the recurrence is a
@@ -275,7 +346,11 @@ impl Step<'_> {
         let (gx, rest) = scratch.split_at_mut(4 * h * sb);
         let (gate, rest) = rest.split_at_mut(4 * h * b);
         let (hs, rest) = rest.split_at_mut(b * h);
-        let (cs, gemm_scratch) = rest.split_at_mut(b * h);
+        let (cs, rest) = rest.split_at_mut(b * h);
+        let (qh, rest) = rest.split_at_mut(h.div_ceil(2));
+        let (sums, gemm_scratch) = rest.split_at_mut(4 * h);
+        // SAFETY: `qh` holds h.div_ceil(2) floats, room for h i16 at an alignment f32 exceeds.
+        let qh = unsafe { core::slice::from_raw_parts_mut(qh.as_mut_ptr().cast::<i16>(), h) };
         // the inputs' side of every step at once: gx[r][t·B + n] = W[r]·x[t][n] + Wb[r] + Rb[r]
         gemm::gemm(
             g,
@@ -306,6 +381,15 @@ impl Step<'_> {
                 }
                 let (hn, cn) = (&hs[n * h..(n + 1) * h], &mut cs[n * h..(n + 1) * h]);
                 match &prep.r8 {
+                    // h as 15-bit integers against the int8 rows: exact sums, one scale per row
+                    Some((q, sc)) if hn.iter().all(|v| v.is_finite()) => {
+                        let sh = quantize_h(hn, qh);
+                        dot_rows_i8_i16(g.isa, &q[rows.clone()], qh, sums);
+                        for ((a, &s), &t) in gn.iter_mut().zip(&sc[dir * 4 * h..]).zip(&*sums) {
+                            *a += s * sh * t;
+                        }
+                    }
+                    // (an infinite or NaN h, only from the initial state, goes through in f32)
                     Some((q, sc)) => {
                         matvec_add(&q[rows.clone()], hn, Some(&sc[dir * 4 * h..][..4 * h]), gn)
                     }
@@ -385,6 +469,7 @@ mod tests {
         p: Option<&[f32]>,
         clip: Option<f32>,
         reverse_only: bool,
+        h_codes: bool,
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let cl = |v: f64| clip.map_or(v, |c| v.clamp(-c as f64, c as f64));
@@ -397,6 +482,16 @@ mod tests {
                 let mut cv: Vec<f64> = (0..h).map(|u| c0[(dir * b + n) * h + u] as f64).collect();
                 for step in 0..s {
                     let t = if reverse { s - 1 - step } else { step };
+                    // with `h_codes`, R multiplies h as the int8 recurrence carries it: 15-bit codes
+                    // of max|h|
+                    let top = hv.iter().fold(0f64, |a, v| a.max(v.abs()));
+                    let hr: Vec<f64> = match h_codes && top > 0.0 {
+                        true => hv
+                            .iter()
+                            .map(|v| (v * 32767.0 / top).round() * top / 32767.0)
+                            .collect(),
+                        false => hv.clone(),
+                    };
                     let pre = |gate: usize, u: usize| -> f64 {
                         let row = gate * h + u;
                         let mut v =
@@ -406,7 +501,7 @@ mod tests {
                                 * x[(t * b + n) * i + q] as f64;
                         }
                         for q in 0..h {
-                            v += r[(dir * 4 * h + row) * h + q] as f64 * hv[q];
+                            v += r[(dir * 4 * h + row) * h + q] as f64 * hr[q];
                         }
                         v
                     };
@@ -548,24 +643,29 @@ mod tests {
                     shape: &ps,
                 });
             }
-            let want = reference(
-                d,
-                (s, b, i, h),
-                &x,
-                &w,
-                &r,
-                &bias,
-                &h0,
-                &c0,
-                peep.then_some(&pw[..]),
-                clip,
-                dirn == Direction::Reverse,
-            );
+            let want = |h_codes| {
+                reference(
+                    d,
+                    (s, b, i, h),
+                    &x,
+                    &w,
+                    &r,
+                    &bias,
+                    &h0,
+                    &c0,
+                    peep.then_some(&pw[..]),
+                    clip,
+                    dirn == Direction::Reverse,
+                    h_codes,
+                )
+            };
+            let (want32, want8) = (want(false), want(true));
             let pars = [Par::single(), Par { pool: Some(&pool) }];
             for (par, (form, prep)) in pars
                 .iter()
                 .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
             {
+                let want = if prep.r8.is_some() { &want8 } else { &want32 };
                 let mut scratch = vec![0f32; scratch(&g, &xs, &ws, par.threads())];
                 let ys = [s, d, b, h];
                 let mut y = vec![0f32; s * d * b * h];
@@ -609,6 +709,55 @@ mod tests {
                         err <= 1e-5 * top,
                         "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {form}, {} thread(s)): {what} off by {err:e}",
                         par.threads()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The int8 recurrence's row sums on every instruction-set path this CPU runs equal the exact
+    /// reference (bit for bit), lengths with and without vector tails and across i32 chunks, at the
+    /// extremes of both operands (-128 · -32767 over 1100 columns: an i32 lane per chunk must not wrap).
+    #[test]
+    fn int8_row_sums_are_exact_on_every_path() {
+        let best = crate::cpu::caps::detect();
+        let mut isas = alloc::vec![Isa::Scalar, best];
+        if best == Isa::AvxVnni {
+            isas.push(Isa::Avx2);
+        }
+        if best == Isa::Dotprod {
+            isas.push(Isa::Neon);
+        }
+        for n in [1usize, 15, 16, 17, 40, 512, 513, 1100] {
+            let rows = 9;
+            let m: Vec<i8> = vals(rows * n, n as u64 + 7, 128.0)
+                .iter()
+                .map(|&x| x.floor() as i8)
+                .collect();
+            let h: Vec<i16> = vals(n, n as u64 + 8, 32767.0)
+                .iter()
+                .map(|&x| x.round() as i16)
+                .collect();
+            for (m, h) in [
+                (m, h),
+                (vec![-128i8; rows * n], vec![-32767i16; n]),
+                (vec![127i8; rows * n], vec![-32767i16; n]),
+            ] {
+                let exact: Vec<i64> = (0..rows)
+                    .map(|r| (0..n).map(|c| m[r * n + c] as i64 * h[c] as i64).sum())
+                    .collect();
+                let mut want = vec![0f32; rows];
+                dot_rows_i8_i16_ref(&m, &h, &mut want);
+                assert!(want.iter().zip(&exact).all(|(w, e)| *w == *e as f32));
+                for &isa in &isas {
+                    let mut got = vec![1f32; rows];
+                    dot_rows_i8_i16(isa, &m, &h, &mut got);
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{} n={n}: {got:?} vs {want:?}",
+                        isa.name()
                     );
                 }
             }
