@@ -883,6 +883,79 @@ fn lstm_inputs_are_checked() {
     assert!(Model::from_bytes(&b).is_err());
 }
 
+/// A one-layer GRU (sequence 3, batch 1, 4 features, hidden 2, forward, PyTorch's form): x [3, 1, 4] →
+/// Y, Y_h.
+fn gru_graph() -> ToolGraph {
+    let mut g = ToolGraph::default();
+    let x = g.add_tensor("x", &[3, 1, 4]);
+    g.graph.inputs.push(x);
+    let w = g.add_const(
+        "W",
+        &[1, 6, 4],
+        (0..24).map(|i| (i as f32 * 0.3).sin()).collect(),
+    );
+    let r = g.add_const(
+        "R",
+        &[1, 6, 2],
+        (0..12).map(|i| (i as f32 * 0.7).cos()).collect(),
+    );
+    let b = g.add_const("B", &[1, 12], (0..12).map(|i| i as f32 * 0.01).collect());
+    let h0 = g.add_const("h0", &[1, 1, 2], vec![0.1, -0.1]);
+    let op = Op::Gru {
+        hidden: 2,
+        direction: tern::ir::Direction::Forward,
+        clip: None,
+        linear_before_reset: true,
+    };
+    let outs = g
+        .emit(
+            "gru",
+            op,
+            vec![x, w, r, b, h0],
+            &["Y".into(), "Y_h".into()],
+            None,
+        )
+        .unwrap();
+    g.graph.outputs.extend(outs);
+    g
+}
+
+#[test]
+fn gru_inputs_are_checked() {
+    let good = tern_tools::export::to_bytes(&gru_graph(), vec![]).unwrap();
+    let m = Model::from_bytes(&good).expect("a well-formed GRU");
+    runs(&m);
+    let find = |m: &ArtifactMeta, name: &str| m.graph.tensors.iter().position(|t| t.name == name);
+    // R where W belongs: the wrong feature count, named
+    let b = reencode(&good, |m| {
+        let r = find(m, "R").unwrap() as u32;
+        m.graph.nodes[0].inputs[1] = r;
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("W has shape [1, 6, 2]"), "{e}");
+    // the graph input where the bias belongs: weights and biases must be constants
+    let b = reencode(&good, |m| m.graph.nodes[0].inputs[3] = 0);
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(
+        e.context.contains("input 3 \"x\" must be a constant"),
+        "{e}"
+    );
+    // an LSTM's initial c given to a GRU: one input too many
+    let b = reencode(&good, |m| {
+        let h0 = m.graph.nodes[0].inputs[4];
+        m.graph.nodes[0].inputs.push(h0);
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains("takes 5..=5 inputs"), "{e}");
+    // a hidden size the weights do not have
+    let b = reencode(&good, |m| {
+        if let Op::Gru { hidden, .. } = &mut m.graph.nodes[0].op {
+            *hidden = 3;
+        }
+    });
+    assert!(Model::from_bytes(&b).is_err());
+}
+
 /// A float op's weight stored as int8 with per-channel scales (format 7) computes exactly what the same
 /// op computes on the f32 weights `scale · q`; without parameters an int8 weight is refused by name.
 #[test]

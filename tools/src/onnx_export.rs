@@ -532,12 +532,22 @@ impl Writer<'_> {
                 direction,
                 clip,
                 ..
+            }
+            | Op::Gru {
+                hidden,
+                direction,
+                clip,
+                ..
             } => {
                 // ONNX's own op: tern's inputs are ONNX's but for the absent sequence_lens (input 4)
-                let mut lstm_ins = ins[..4].to_vec();
-                lstm_ins.push(String::new());
-                lstm_ins.extend_from_slice(&ins[4..]);
-                let outs: Vec<String> = ["Y", "Y_h", "Y_c"]
+                let mut rnn_ins = ins[..4].to_vec();
+                rnn_ins.push(String::new());
+                rnn_ins.extend_from_slice(&ins[4..]);
+                let (op_type, suffixes): (&str, &[&str]) = match &n.op {
+                    Op::Lstm { .. } => ("LSTM", &["Y", "Y_h", "Y_c"]),
+                    _ => ("GRU", &["Y", "Y_h"]),
+                };
+                let outs: Vec<String> = suffixes
                     .iter()
                     .map(|o| self.fresh(&format!("{name}/{o}")))
                     .collect();
@@ -553,7 +563,14 @@ impl Writer<'_> {
                 if let Some(c) = clip {
                     attrs.push(attr_f("clip", *c));
                 }
-                self.node("LSTM", name, lstm_ins, outs.clone(), attrs);
+                if let Op::Gru {
+                    linear_before_reset: true,
+                    ..
+                } = &n.op
+                {
+                    attrs.push(attr_i("linear_before_reset", 1));
+                }
+                self.node(op_type, name, rnn_ins, outs.clone(), attrs);
                 Ok(outs)
             }
             Op::Slice { starts, steps } => {

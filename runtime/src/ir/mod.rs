@@ -444,7 +444,7 @@ pub enum ReduceOp {
     Min,
 }
 
-/// Which way a recurrent op ([`Op::Lstm`]) reads its sequence.
+/// Which way a recurrent op ([`Op::Lstm`], [`Op::Gru`]) reads its sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     /// First step to last.
@@ -630,6 +630,21 @@ pub enum Op {
         /// Whether input 6 holds the peephole weights.
         peepholes: bool,
     },
+    /// Gated recurrent unit over a sequence (ONNX GRU, layout 0, activations sigmoid / tanh, gate order
+    /// z, r, h). Inputs: X `[S, B, I]`, W `[D, 3H, I]`, R `[D, 3H, H]`, bias `[D, 6H]` (W's then R's;
+    /// constants), initial h `[D, B, H]`. Outputs: Y `[S, D, B, H]` (every step's h) and the last h
+    /// `[D, B, H]`. Format 8.
+    Gru {
+        /// Hidden size H.
+        hidden: u32,
+        /// Which way the sequence is read.
+        direction: Direction,
+        /// Gate pre-activations are clamped to `[-clip, clip]` when set.
+        clip: Option<f32>,
+        /// ONNX's `linear_before_reset`: the reset gate scales `R_h·h + Rb_h` (PyTorch's GRU) instead
+        /// of h before `R_h`.
+        linear_before_reset: bool,
+    },
 }
 
 impl Op {
@@ -698,6 +713,7 @@ impl Op {
             Op::QLut => "QLut",
             Op::QConvTranspose { .. } => "QConvTranspose",
             Op::Lstm { .. } => "LSTM",
+            Op::Gru { .. } => "GRU",
         }
     }
 
@@ -750,6 +766,11 @@ impl Graph {
             Op::Lstm { hidden, .. } => {
                 y.numel() as u64
                     * 4
+                    * (x.shape.last().copied().unwrap_or(0) as u64 + *hidden as u64)
+            }
+            Op::Gru { hidden, .. } => {
+                y.numel() as u64
+                    * 3
                     * (x.shape.last().copied().unwrap_or(0) as u64 + *hidden as u64)
             }
             _ => 0,

@@ -472,6 +472,31 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             numel(&y)?;
             Ok(vec![y, state.clone(), state])
         }
+        Op::Gru {
+            hidden, direction, ..
+        } => {
+            want_inputs(inputs, 5, 5)?;
+            let (x, h, d) = (inputs[0], *hidden as usize, direction.count());
+            want_rank(x, 3, "input")?;
+            let (s, b, i) = (x[0], x[1], x[2]);
+            let want: [(&str, Vec<usize>); 4] = [
+                ("W", vec![d, 3 * h, i]),
+                ("R", vec![d, 3 * h, h]),
+                ("bias", vec![d, 6 * h]),
+                ("initial h", vec![d, b, h]),
+            ];
+            for (k, (what, shape)) in want.iter().enumerate() {
+                if inputs[k + 1] != shape.as_slice() {
+                    return Err(format!(
+                        "{what} has shape {:?}, {d} direction(s) of hidden size {h} over {i} input features and batch {b} need {shape:?}",
+                        inputs[k + 1]
+                    ));
+                }
+            }
+            let y = vec![s, d, b, h];
+            numel(&y)?;
+            Ok(vec![y, vec![d, b, h]])
+        }
         Op::Softmax { axis } => {
             want_inputs(inputs, 1, 1)?;
             if *axis as usize >= inputs[0].len() {

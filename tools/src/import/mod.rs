@@ -79,6 +79,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Floor",
+    "GRU",
     "Gather",
     "Gemm",
     "GlobalAveragePool",
@@ -549,11 +550,14 @@ impl Importer {
         Ok(Val::T(ids[0]))
     }
 
-    /// ONNX LSTM as [`Op::Lstm`]: constant weights, the default activations, no input-forget coupling,
-    /// every sequence full length; absent biases and initial states become zero constants, and
-    /// `layout = 1` (batch first) becomes transposes around the op.
-    fn lstm(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+    /// ONNX LSTM as [`Op::Lstm`] and GRU as [`Op::Gru`]: constant weights, the default activations, no
+    /// LSTM input-forget coupling, every sequence full length; absent biases and initial states become
+    /// zero constants, and `layout = 1` (batch first) becomes transposes around the op. Everything that
+    /// can make the node unsupported is checked before the first node is emitted.
+    fn recurrent(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> Result<Lowered> {
         use Lowered::*;
+        let lstm = node.op_type == "LSTM";
+        let op_type = node.op_type.as_str();
         let konst = |i: usize| match ins.get(i) {
             Some(Some(Val::Const(c))) => Some(c),
             _ => None,
@@ -566,62 +570,82 @@ impl Importer {
             d => bail!("unknown direction \"{d}\""),
         };
         let d = direction.count();
+        let (gates, default): (usize, &[&str]) = if lstm {
+            (4, &["Sigmoid", "Tanh", "Tanh"])
+        } else {
+            (3, &["Sigmoid", "Tanh"])
+        };
         if let Some(acts) = node.get_attr_opt_vec::<String>("activations")? {
-            let default = ["Sigmoid", "Tanh", "Tanh"];
-            if acts.len() != 3 * d || acts.iter().enumerate().any(|(k, a)| a != default[k % 3]) {
-                return Ok(Unsupported(format!("LSTM(activations={acts:?})")));
+            let k = default.len();
+            if acts.len() != k * d || acts.iter().enumerate().any(|(j, a)| a != default[j % k]) {
+                return Ok(Unsupported(format!("{op_type}(activations={acts:?})")));
             }
         }
-        if node.get_attr_opt::<i64>("input_forget")?.unwrap_or(0) != 0 {
+        if lstm && node.get_attr_opt::<i64>("input_forget")?.unwrap_or(0) != 0 {
             return Ok(Unsupported("LSTM(input_forget)".into()));
         }
         let batch_first = node.get_attr_opt::<i64>("layout")?.unwrap_or(0) == 1;
         let (Some(w), Some(r)) = (konst(1), konst(2)) else {
-            return Ok(Unsupported("LSTM(non-constant weights)".into()));
+            return Ok(Unsupported(format!("{op_type}(non-constant weights)")));
         };
-        if given(3) && konst(3).is_none() || given(7) && konst(7).is_none() {
-            return Ok(Unsupported("LSTM(non-constant bias or peepholes)".into()));
+        if given(3) && konst(3).is_none() || lstm && given(7) && konst(7).is_none() {
+            return Ok(Unsupported(format!(
+                "{op_type}(non-constant bias or peepholes)"
+            )));
         }
         let x = ins[0].clone().ok_or_else(|| anyhow!("missing input 0"))?;
         let mut xt = self.t(&x, &format!("{name}/X"));
-        if batch_first {
-            xt = self.permute(name, xt, vec![1, 0, 2], "X_seq_first")?;
-        }
         let xs = self.g.shape(xt);
         if xs.len() != 3 {
             bail!("input X must have rank 3, has shape {xs:?}");
         }
-        let (s, b) = (xs[0], xs[1]);
+        let (s, b) = if batch_first {
+            (xs[1], xs[0])
+        } else {
+            (xs[0], xs[1])
+        };
         let ws = w.shape().to_vec();
         let h = match node.get_attr_opt::<i64>("hidden_size")? {
             Some(h) => h as usize,
             None => r.shape().last().copied().unwrap_or(0),
         };
-        if ws.len() != 3 || ws[0] != d || ws[1] != 4 * h {
+        if ws.len() != 3 || ws[0] != d || ws[1] != gates * h {
             bail!(
                 "W has shape {ws:?}, {d} direction(s) of hidden size {h} need [{d}, {}, I]",
-                4 * h
+                gates * h
             );
         }
         if let Some(lens) = konst(4) {
             if lens.ints().iter().any(|&l| l != s as i64) {
-                return Ok(Unsupported(
-                    "LSTM(sequence_lens shorter than the sequence)".into(),
-                ));
+                return Ok(Unsupported(format!(
+                    "{op_type}(sequence_lens shorter than the sequence)"
+                )));
             }
         } else if given(4) {
-            return Ok(Unsupported("LSTM(non-constant sequence_lens)".into()));
+            return Ok(Unsupported(format!(
+                "{op_type}(non-constant sequence_lens)"
+            )));
+        }
+        if batch_first {
+            xt = self.permute(name, xt, vec![1, 0, 2], "X_seq_first")?;
         }
         let wt = self.t(&Val::Const(w.clone()), &format!("{name}/W"));
         let rt = self.t(&Val::Const(r.clone()), &format!("{name}/R"));
         let bias = match konst(3) {
             Some(c) => self.t(&Val::Const(c.clone()), &format!("{name}/B")),
-            None => self
-                .g
-                .add_const(&format!("{name}/B"), &[d, 8 * h], vec![0.0; d * 8 * h]),
+            None => self.g.add_const(
+                &format!("{name}/B"),
+                &[d, 2 * gates * h],
+                vec![0.0; d * 2 * gates * h],
+            ),
         };
         let mut inputs = vec![xt, wt, rt, bias];
-        for (k, what) in [(5, "initial_h"), (6, "initial_c")] {
+        let states: &[(usize, &str)] = if lstm {
+            &[(5, "initial_h"), (6, "initial_c")]
+        } else {
+            &[(5, "initial_h")]
+        };
+        for &(k, what) in states {
             let t = match ins.get(k).and_then(|v| v.as_ref()) {
                 Some(v) => {
                     let t = self.t(v, &format!("{name}/{what}"));
@@ -638,19 +662,33 @@ impl Importer {
             };
             inputs.push(t);
         }
-        let peepholes = given(7);
-        if let Some(p) = konst(7) {
-            inputs.push(self.t(&Val::Const(p.clone()), &format!("{name}/P")));
-        }
         let clip = node.get_attr_opt::<f32>("clip")?;
-        let op = Op::Lstm {
-            hidden: h as u32,
-            direction,
-            clip,
-            peepholes,
+        let (op, suffixes): (Op, &[&str]) = if lstm {
+            let peepholes = given(7);
+            if let Some(p) = konst(7) {
+                inputs.push(self.t(&Val::Const(p.clone()), &format!("{name}/P")));
+            }
+            let op = Op::Lstm {
+                hidden: h as u32,
+                direction,
+                clip,
+                peepholes,
+            };
+            (op, &["Y", "Y_h", "Y_c"])
+        } else {
+            let op = Op::Gru {
+                hidden: h as u32,
+                direction,
+                clip,
+                linear_before_reset: node
+                    .get_attr_opt::<i64>("linear_before_reset")?
+                    .unwrap_or(0)
+                    != 0,
+            };
+            (op, &["Y", "Y_h"])
         };
         // the op's own outputs take the node's names unless a transpose follows (batch first)
-        let names: Vec<String> = ["Y", "Y_h", "Y_c"]
+        let names: Vec<String> = suffixes
             .iter()
             .enumerate()
             .map(|(k, suffix)| match Self::out_name(node, k) {
@@ -1378,7 +1416,7 @@ impl Importer {
                 }
                 vec![self.emit1(node, name, Op::Concat { axis: a as u32 }, ts, None)?]
             }
-            "LSTM" => return self.lstm(node, name, ins),
+            "LSTM" | "GRU" => return self.recurrent(node, name, ins),
             "Split" => {
                 let xs = self.shape(input(0)?);
                 let a = axis(ai("axis", 0)?, xs.len())?;

@@ -67,8 +67,8 @@ pub enum Prepared {
     Linear(resize::Taps),
     /// An integer node (or a float/int8 boundary).
     Quant(quant::QPrep),
-    /// LSTM weights packed, biases summed.
-    Lstm(rnn::LstmPrep),
+    /// LSTM / GRU weights packed, biases summed.
+    Rnn(rnn::RnnPrep),
 }
 
 /// Builds the node's prepared state; `consts[i]` is input i's data when it is a constant.
@@ -104,11 +104,25 @@ pub fn prepare(
             coord,
             scales,
         } => Prepared::Linear(resize::prepare(*coord, ins[0], outs[0], scales)),
-        Op::Lstm { .. } => match (c(1), c(3)) {
-            (Some(w), Some(b)) => Prepared::Lstm(rnn::prepare(g, w, ins[1], b)),
+        Op::Lstm { .. } | Op::Gru { .. } => match (c(1), c(3), rnn_cell(op)) {
+            (Some(w), Some(b), Some(cell)) => Prepared::Rnn(rnn::prepare(g, cell, w, ins[1], b)),
             _ => Prepared::None,
         },
         _ => Prepared::None,
+    }
+}
+
+/// The recurrent cell of an LSTM or GRU op.
+fn rnn_cell(op: &Op) -> Option<rnn::Cell> {
+    match op {
+        Op::Lstm { .. } => Some(rnn::Cell::Lstm),
+        Op::Gru {
+            linear_before_reset,
+            ..
+        } => Some(rnn::Cell::Gru {
+            linear_before_reset: *linear_before_reset,
+        }),
+        _ => None,
     }
 }
 
@@ -131,7 +145,10 @@ pub fn scratch(
         (Op::MatMul { .. }, Prepared::MatMul(p)) => {
             matmul::scratch(g, ins[0], ins[1], p.is_some(), threads)
         }
-        (Op::Lstm { .. }, _) => rnn::scratch(g, ins[0], ins[1], threads),
+        (Op::Lstm { .. } | Op::Gru { .. }, _) => match rnn_cell(op) {
+            Some(cell) => rnn::scratch(g, cell, ins[0], ins[1], threads),
+            None => 0,
+        },
         _ => 0,
     }
 }
@@ -211,8 +228,11 @@ pub fn exec(
         (
             Op::Lstm {
                 direction, clip, ..
+            }
+            | Op::Gru {
+                direction, clip, ..
             },
-            Prepared::Lstm(p),
+            Prepared::Rnn(p),
         ) => rnn::run(g, par, p, *direction, *clip, ins, y, rest, scratch),
         (Op::Reshape, _) => y.data.copy_from_slice(ins[0].data),
         (Op::Transpose { perm }, _) => layout::transpose(perm, ins[0], y),

@@ -1,7 +1,7 @@
-//! LSTM: per direction, the input projection of every step at once (one packed GEMM, `4H × S·B`, the
-//! biases in its epilogue), then the recurrence step by step: `h·Rᵀ` added to the step's column, the
-//! gates, the cell. The recurrence is a matrix-vector product per step (R read once per step: memory
-//! bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
+//! LSTM and GRU: per direction, the input projection of every step at once (one packed GEMM, `G·H × S·B`
+//! for G gates, the biases in its epilogue), then the recurrence step by step: `h·Rᵀ` added to the step's
+//! column, the gates, the cell. The recurrence is a matrix-vector product per step (R read once per step:
+//! memory bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
 use super::{View, ViewMut};
 use crate::cpu::caps::Isa;
 use crate::cpu::gemm::{self, ASrc, BSrc, Epilogue};
@@ -15,24 +15,51 @@ use crate::ir::{Direction, Unary};
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// LSTM weights prepared at session creation.
-pub struct LstmPrep {
-    /// W of each direction packed as the GEMM's A (`4H × I`), one block after another.
+/// Which recurrent cell a prepared op runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cell {
+    /// LSTM (gates i, o, f, c; peepholes when the op has input 6).
+    Lstm,
+    /// GRU (gates z, r, h) with ONNX's `linear_before_reset`.
+    Gru {
+        /// The reset gate scales `R_h·h + Rb_h` instead of h.
+        linear_before_reset: bool,
+    },
+}
+
+impl Cell {
+    /// Gates per hidden unit.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru { .. } => 3,
+        }
+    }
+}
+
+/// Recurrent weights prepared at session creation.
+pub struct RnnPrep {
+    /// The cell.
+    cell: Cell,
+    /// W of each direction packed as the GEMM's A (`G·H × I`), one block after another.
     w: Vec<f32>,
     /// Floats per direction block of `w`.
     w_stride: usize,
-    /// `Wb + Rb` per direction (`4H` each).
+    /// `Wb + Rb` per direction (`G·H` each), but for a GRU with `linear_before_reset` its h gate's `Rb`,
+    /// which the reset gate scales (in `rb_h`).
     bias: Vec<f32>,
-    /// R as stored int8 with one scale per row of every direction (`D·4H`), when the artifact stores it
+    /// A `linear_before_reset` GRU's `Rb_h` per direction (`H` each); else empty.
+    rb_h: Vec<f32>,
+    /// R as stored int8 with one scale per row of every direction (`D·G·H`), when the artifact stores it
     /// so: the recurrence then reads a quarter of the bytes per step (R is read whole every step; at
-    /// hidden 512 its f32 form is 4 MiB per direction, beyond L2) and computes `scale · s_h · Σ q·q_h`
+    /// hidden 512 an LSTM's f32 R is 4 MiB per direction, beyond L2) and computes `scale · s_h · Σ q·q_h`
     /// with h as 15-bit codes (`quantize_h`), the sums exact integers (`vpmaddwd` / `smlal`: 16 or 32
     /// MACs an instruction where the f32 form converted every int8 value to float first).
     r8: Option<(Vec<i8>, Vec<f32>)>,
 }
 
-impl LstmPrep {
-    /// Runs the recurrence on R as stored int8 (`q`, `[D, 4H, H]`) with its parameters `p`, when they
+impl RnnPrep {
+    /// Runs the recurrence on R as stored int8 (`q`, `[D, G·H, H]`) with its parameters `p`, when they
     /// are symmetric and per row (axis 1) or per tensor; otherwise the widened f32 R stays in use.
     pub fn use_int8_recurrence(&mut self, q: &[i8], shape: &[usize], p: &crate::ir::QParams) {
         let (d, rows) = (shape[0], shape[1]);
@@ -47,14 +74,14 @@ impl LstmPrep {
         self.r8 = Some((q.to_vec(), scale));
     }
 
-    /// Whether the recurrence runs on int8 R ([`LstmPrep::use_int8_recurrence`]): then [`run`] reads
+    /// Whether the recurrence runs on int8 R ([`RnnPrep::use_int8_recurrence`]): then [`run`] reads
     /// neither the f32 W (packed) nor the f32 R.
     pub fn recurrence_is_int8(&self) -> bool {
         self.r8.is_some()
     }
 }
 
-/// The op's sizes: directions, sequence length, batch, input features, hidden size.
+/// The op's sizes: directions, sequence length, batch, input features, hidden size, gates.
 #[derive(Clone, Copy)]
 struct Dims {
     d: usize,
@@ -62,23 +89,35 @@ struct Dims {
     b: usize,
     i: usize,
     h: usize,
+    gates: usize,
 }
 
 impl Dims {
-    fn of(x: &[usize], w: &[usize]) -> Self {
+    fn of(x: &[usize], w: &[usize], cell: Cell) -> Self {
+        let gates = cell.gates();
         Dims {
             d: w[0],
             s: x[0],
             b: x[1],
             i: x[2],
-            h: w[1] / 4,
+            h: w[1] / gates,
+            gates,
         }
     }
 }
 
-/// Packs W (`[D, 4H, I]`) and sums the two biases (`[D, 8H]`).
-pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep {
+/// Packs W (`[D, G·H, I]`) and sums the two biases (`[D, 2·G·H]`), keeping a `linear_before_reset`
+/// GRU's `Rb_h` apart.
+pub fn prepare(g: &Gemm, cell: Cell, w: &[f32], wshape: &[usize], bias: &[f32]) -> RnnPrep {
     let (d, rows, i) = (wshape[0], wshape[1], wshape[2]);
+    let h = rows / cell.gates();
+    // rows of R's bias that go into the GEMM's: all but a linear-before-reset GRU's h gate
+    let folded = match cell {
+        Cell::Gru {
+            linear_before_reset: true,
+        } => 2 * h,
+        _ => rows,
+    };
     let mut packed = Vec::new();
     let mut w_stride = 0;
     for k in 0..d {
@@ -86,16 +125,22 @@ pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep 
         w_stride = block.len();
         packed.extend_from_slice(&block);
     }
+    let per_dir = |k: usize| &bias[k * 2 * rows..(k + 1) * 2 * rows];
     let bias = (0..d)
         .flat_map(|k| {
-            let b = &bias[k * 2 * rows..(k + 1) * 2 * rows];
-            (0..rows).map(move |r| b[r] + b[rows + r])
+            let b = per_dir(k);
+            (0..rows).map(move |r| b[r] + if r < folded { b[rows + r] } else { 0.0 })
         })
         .collect();
-    LstmPrep {
+    let rb_h = (0..d)
+        .flat_map(|k| per_dir(k)[rows + folded..].to_vec())
+        .collect();
+    RnnPrep {
+        cell,
         w: packed,
         w_stride,
         bias,
+        rb_h,
         r8: None,
     }
 }
@@ -103,17 +148,18 @@ pub fn prepare(g: &Gemm, w: &[f32], wshape: &[usize], bias: &[f32]) -> LstmPrep 
 /// Scratch floats of one direction: its projected inputs (`4H × S·B`), step buffers, and its GEMM's on
 /// `threads`.
 fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
-    let sb = z.s * z.b;
-    4 * z.h * sb
-        + 4 * z.h * z.b
+    let (sb, gh) = (z.s * z.b, z.gates * z.h);
+    gh * sb
+        + gh * z.b
         + 2 * z.b * z.h
-        + int8_step_floats(z.h)
-        + gemm::scratch_floats(g, 4 * z.h, sb, z.i, true, false, threads)
+        + int8_step_floats(z)
+        + gemm::scratch_floats(g, gh, sb, z.i, true, false, threads)
 }
 
-/// Scratch floats of the int8 recurrence's step: h's 15-bit codes (two per float) and the `4H` row sums.
-fn int8_step_floats(h: usize) -> usize {
-    h.div_ceil(2) + 4 * h
+/// Scratch floats of the int8 recurrence's step: h's 15-bit codes (two per float) and the `G·H` row
+/// sums.
+fn int8_step_floats(z: Dims) -> usize {
+    z.h.div_ceil(2) + z.gates * z.h
 }
 
 /// Columns of one i32 partial sum of the int8 recurrence: |q·h| ≤ 128 · 32767 per term, so 512 terms
@@ -181,8 +227,8 @@ fn directions_in_parallel(z: Dims, threads: usize) -> bool {
 }
 
 /// Scratch floats for [`run`] on `threads`.
-pub fn scratch(g: &Gemm, x: &[usize], w: &[usize], threads: usize) -> usize {
-    let z = Dims::of(x, w);
+pub fn scratch(g: &Gemm, cell: Cell, x: &[usize], w: &[usize], threads: usize) -> usize {
+    let z = Dims::of(x, w, cell);
     if directions_in_parallel(z, threads) {
         2 * dir_scratch(g, z, 1)
     } else {
@@ -275,12 +321,13 @@ fn clip(v: &mut [f32], c: Option<f32>) {
     }
 }
 
-/// Runs the LSTM. `ins`: X, W, R, bias, initial h, initial c (and P); `outs`: Y, last h, last c.
+/// Runs the op. `ins`: X, W, R, bias, initial h, and for an LSTM initial c (and P); `outs`: Y, last h
+/// (and an LSTM's last c).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     g: &Gemm,
     par: &Par,
-    prep: &LstmPrep,
+    prep: &RnnPrep,
     direction: Direction,
     cell_clip: Option<f32>,
     ins: &[View],
@@ -288,7 +335,7 @@ pub fn run(
     outs: &mut [ViewMut],
     scratch: &mut [f32],
 ) {
-    let z = Dims::of(ins[0].shape, ins[1].shape);
+    let z = Dims::of(ins[0].shape, ins[1].shape, prep.cell);
     let step = Step {
         g,
         prep,
@@ -298,11 +345,11 @@ pub fn run(
         ins,
         y: SyncPtr(y.data.as_mut_ptr()),
         yh: SyncPtr(outs[0].data.as_mut_ptr()),
-        yc: SyncPtr(outs[1].data.as_mut_ptr()),
+        yc: outs.get_mut(1).map(|o| SyncPtr(o.data.as_mut_ptr())),
     };
     if directions_in_parallel(z, par.threads()) {
         let per = dir_scratch(g, z, 1);
-        assert!(scratch.len() >= 2 * per, "LSTM scratch too small");
+        assert!(scratch.len() >= 2 * per, "recurrent op scratch too small");
         let sp = SyncPtr(scratch.as_mut_ptr());
         par.run_on(2, &|dir| {
             // SAFETY: each direction takes its own `per` floats of scratch.
@@ -318,21 +365,56 @@ pub fn run(
     }
 }
 
-/// One LSTM's operands, shared by its directions.
+/// One recurrent op's operands, shared by its directions.
 struct Step<'a> {
     g: &'a Gemm,
-    prep: &'a LstmPrep,
+    prep: &'a RnnPrep,
     z: Dims,
     direction: Direction,
     cell_clip: Option<f32>,
     ins: &'a [View<'a>],
-    /// Y `[S, D, B, H]`, last h and last c `[D, B, H]`.
+    /// Y `[S, D, B, H]`, last h and (LSTM) last c `[D, B, H]`.
     y: SyncPtr,
     yh: SyncPtr,
-    yc: SyncPtr,
+    yc: Option<SyncPtr>,
+}
+
+/// The integer-operand buffers of the int8 recurrence: h's codes and the row sums.
+struct Int8Step<'a> {
+    qh: &'a mut [i16],
+    sums: &'a mut [f32],
 }
 
 impl Step<'_> {
+    /// `acc += R[rows]·v` for direction `dir`'s recurrent rows `rows` (of its `G·H`): on R's stored int8
+    /// rows with `v` as 15-bit codes where v is finite, else on the f32 rows (or the int8 rows widened
+    /// as they are read).
+    fn add_recurrent(
+        &self,
+        dir: usize,
+        rows: core::ops::Range<usize>,
+        v: &[f32],
+        buf: &mut Int8Step,
+        acc: &mut [f32],
+    ) {
+        let (h, gh) = (self.z.h, self.z.gates * self.z.h);
+        let at = dir * gh + rows.start..dir * gh + rows.end;
+        let vals = at.start * h..at.end * h;
+        match &self.prep.r8 {
+            Some((q, sc)) if v.iter().all(|x| x.is_finite()) => {
+                let sh = quantize_h(v, buf.qh);
+                let sums = &mut buf.sums[..rows.len()];
+                dot_rows_i8_i16(self.g.isa, &q[vals], buf.qh, sums);
+                for ((a, &s), &t) in acc.iter_mut().zip(&sc[at]).zip(&*sums) {
+                    *a += s * sh * t;
+                }
+            }
+            // (an infinite or NaN h, only from the initial state, goes through in f32)
+            Some((q, sc)) => matvec_add(&q[vals], v, Some(&sc[at]), acc),
+            None => matvec_add(&self.ins[2].data[vals], v, None, acc),
+        }
+    }
+
     /// Direction `dir`: the input side as one GEMM, then the steps.
     ///
     /// # Safety
@@ -340,93 +422,83 @@ impl Step<'_> {
     /// of them (Y's `[.., dir, ..]` rows, the states' `[dir, ..]`) meanwhile.
     unsafe fn run(&self, par: &Par, dir: usize, scratch: &mut [f32]) {
         let (g, prep, z, ins) = (self.g, self.prep, self.z, self.ins);
-        let (h, b, sb) = (z.h, z.b, z.s * z.b);
-        let (r_all, h0, c0) = (ins[2].data, ins[4].data, ins[5].data);
-        let peep = ins.get(6).map(|p| p.data);
-        let (gx, rest) = scratch.split_at_mut(4 * h * sb);
-        let (gate, rest) = rest.split_at_mut(4 * h * b);
+        let (h, b, sb, gh) = (z.h, z.b, z.s * z.b, z.gates * z.h);
+        let (gx, rest) = scratch.split_at_mut(gh * sb);
+        let (gate, rest) = rest.split_at_mut(gh * b);
         let (hs, rest) = rest.split_at_mut(b * h);
         let (cs, rest) = rest.split_at_mut(b * h);
         let (qh, rest) = rest.split_at_mut(h.div_ceil(2));
-        let (sums, gemm_scratch) = rest.split_at_mut(4 * h);
+        let (sums, gemm_scratch) = rest.split_at_mut(gh);
         // SAFETY: `qh` holds h.div_ceil(2) floats, room for h i16 at an alignment f32 exceeds.
         let qh = unsafe { core::slice::from_raw_parts_mut(qh.as_mut_ptr().cast::<i16>(), h) };
+        let mut buf = Int8Step { qh, sums };
         // the inputs' side of every step at once: gx[r][t·B + n] = W[r]·x[t][n] + Wb[r] + Rb[r]
         gemm::gemm(
             g,
             par,
-            (4 * h, sb, z.i),
+            (gh, sb, z.i),
             ASrc::Packed(&prep.w[dir * prep.w_stride..(dir + 1) * prep.w_stride]),
             BSrc::Strided(ins[0].data, 1, z.i),
             gx,
             sb,
             Epilogue {
-                row_bias: Some(&prep.bias[dir * 4 * h..(dir + 1) * 4 * h]),
+                row_bias: Some(&prep.bias[dir * gh..(dir + 1) * gh]),
                 ..Epilogue::default()
             },
             gemm_scratch,
         );
         let reverse = self.direction == Direction::Reverse || dir == 1;
-        let rows = dir * 4 * h * h..(dir + 1) * 4 * h * h;
-        let p = peep.map(|p| &p[dir * 3 * h..(dir + 1) * 3 * h]);
-        hs.copy_from_slice(&h0[dir * b * h..(dir + 1) * b * h]);
-        cs.copy_from_slice(&c0[dir * b * h..(dir + 1) * b * h]);
+        hs.copy_from_slice(&ins[4].data[dir * b * h..(dir + 1) * b * h]);
+        if prep.cell == Cell::Lstm {
+            cs.copy_from_slice(&ins[5].data[dir * b * h..(dir + 1) * b * h]);
+        }
         for step in 0..z.s {
             let t = if reverse { z.s - 1 - step } else { step };
             for n in 0..b {
-                // gate pre-activations in ONNX's order i, o, f, c
-                let gn = &mut gate[n * 4 * h..(n + 1) * 4 * h];
+                let gn = &mut gate[n * gh..(n + 1) * gh];
                 for (k, v) in gn.iter_mut().enumerate() {
                     *v = gx[k * sb + t * b + n];
                 }
-                let (hn, cn) = (&hs[n * h..(n + 1) * h], &mut cs[n * h..(n + 1) * h]);
-                match &prep.r8 {
-                    // h as 15-bit integers against the int8 rows: exact sums, one scale per row
-                    Some((q, sc)) if hn.iter().all(|v| v.is_finite()) => {
-                        let sh = quantize_h(hn, qh);
-                        dot_rows_i8_i16(g.isa, &q[rows.clone()], qh, sums);
-                        for ((a, &s), &t) in gn.iter_mut().zip(&sc[dir * 4 * h..]).zip(&*sums) {
-                            *a += s * sh * t;
+                let hn = &hs[n * h..(n + 1) * h];
+                match prep.cell {
+                    Cell::Lstm => {
+                        self.add_recurrent(dir, 0..gh, hn, &mut buf, gn);
+                        self.lstm_cell(dir, gn, &mut cs[n * h..(n + 1) * h]);
+                    }
+                    Cell::Gru {
+                        linear_before_reset,
+                    } => {
+                        let tmp = &mut cs[n * h..(n + 1) * h];
+                        // z and r
+                        self.add_recurrent(dir, 0..2 * h, hn, &mut buf, &mut gn[..2 * h]);
+                        clip(&mut gn[..2 * h], self.cell_clip);
+                        gemm::apply_act(&mut gn[..2 * h], Unary::Sigmoid);
+                        let (gz, rest) = gn.split_at_mut(h);
+                        let (gr, gc) = rest.split_at_mut(h);
+                        if linear_before_reset {
+                            // n = tanh(gx_h + r ⊙ (R_h·h + Rb_h))
+                            tmp.copy_from_slice(&prep.rb_h[dir * h..(dir + 1) * h]);
+                            self.add_recurrent(dir, 2 * h..3 * h, hn, &mut buf, tmp);
+                            for u in 0..h {
+                                gc[u] += gr[u] * tmp[u];
+                            }
+                        } else {
+                            // n = tanh(gx_h + R_h·(r ⊙ h))
+                            for u in 0..h {
+                                tmp[u] = gr[u] * hn[u];
+                            }
+                            self.add_recurrent(dir, 2 * h..3 * h, tmp, &mut buf, gc);
+                        }
+                        clip(gc, self.cell_clip);
+                        gemm::apply_act(gc, Unary::Tanh);
+                        // h' = (1 − z) ⊙ n + z ⊙ h, into the r part (free now; the next batch rows
+                        // still read the old h from `hs`)
+                        for u in 0..h {
+                            gr[u] = (1.0 - gz[u]) * gc[u] + gz[u] * hn[u];
                         }
                     }
-                    // (an infinite or NaN h, only from the initial state, goes through in f32)
-                    Some((q, sc)) => {
-                        matvec_add(&q[rows.clone()], hn, Some(&sc[dir * 4 * h..][..4 * h]), gn)
-                    }
-                    None => matvec_add(&r_all[rows.clone()], hn, None, gn),
                 }
-                let (gi, rest) = gn.split_at_mut(h);
-                let (go, rest) = rest.split_at_mut(h);
-                let (gf, gc) = rest.split_at_mut(h);
-                if let Some(p) = p {
-                    for u in 0..h {
-                        gi[u] += p[u] * cn[u];
-                        gf[u] += p[2 * h + u] * cn[u];
-                    }
-                }
-                for v in [&mut *gi, &mut *gf, &mut *gc] {
-                    clip(v, self.cell_clip);
-                }
-                gemm::apply_act(gi, Unary::Sigmoid);
-                gemm::apply_act(gf, Unary::Sigmoid);
-                gemm::apply_act(gc, Unary::Tanh);
-                for u in 0..h {
-                    cn[u] = gf[u] * cn[u] + gi[u] * gc[u];
-                }
-                if let Some(p) = p {
-                    for u in 0..h {
-                        go[u] += p[h + u] * cn[u];
-                    }
-                }
-                clip(go, self.cell_clip);
-                gemm::apply_act(go, Unary::Sigmoid);
-                // h = o · tanh(c) (tanh(c) in `gc`, free now), kept in `gate`'s o part (the next batch
-                // rows still read the old h from `hs`)
-                gc.copy_from_slice(cn);
-                gemm::apply_act(gc, Unary::Tanh);
-                for u in 0..h {
-                    go[u] *= gc[u];
-                }
+                let out = &gate[n * gh + h..][..h];
                 // SAFETY: row (t, dir, n) of Y is in bounds and this direction's (the caller's contract).
                 let dst = unsafe {
                     core::slice::from_raw_parts_mut(
@@ -434,18 +506,62 @@ impl Step<'_> {
                         h,
                     )
                 };
-                dst.copy_from_slice(go);
+                dst.copy_from_slice(out);
             }
+            // the new h of every batch row sits in its gate block's second H (o for an LSTM, r for a GRU)
             for n in 0..b {
-                hs[n * h..(n + 1) * h].copy_from_slice(&gate[n * 4 * h + h..][..h]);
+                hs[n * h..(n + 1) * h].copy_from_slice(&gate[n * gh + h..][..h]);
             }
         }
         // SAFETY: the states' direction `dir` block is in bounds and this direction's.
         unsafe {
             core::slice::from_raw_parts_mut(self.yh.get().add(dir * b * h), b * h)
                 .copy_from_slice(hs);
-            core::slice::from_raw_parts_mut(self.yc.get().add(dir * b * h), b * h)
-                .copy_from_slice(cs);
+            if let Some(yc) = &self.yc {
+                core::slice::from_raw_parts_mut(yc.get().add(dir * b * h), b * h)
+                    .copy_from_slice(cs);
+            }
+        }
+    }
+
+    /// An LSTM's gates and cell for one batch row: `gn` holds the pre-activations (i, o, f, c), `cn`
+    /// the cell state, updated; the new h goes to `gn`'s o part.
+    fn lstm_cell(&self, dir: usize, gn: &mut [f32], cn: &mut [f32]) {
+        let h = self.z.h;
+        let p = self
+            .ins
+            .get(6)
+            .map(|p| &p.data[dir * 3 * h..(dir + 1) * 3 * h]);
+        let (gi, rest) = gn.split_at_mut(h);
+        let (go, rest) = rest.split_at_mut(h);
+        let (gf, gc) = rest.split_at_mut(h);
+        if let Some(p) = p {
+            for u in 0..h {
+                gi[u] += p[u] * cn[u];
+                gf[u] += p[2 * h + u] * cn[u];
+            }
+        }
+        for v in [&mut *gi, &mut *gf, &mut *gc] {
+            clip(v, self.cell_clip);
+        }
+        gemm::apply_act(gi, Unary::Sigmoid);
+        gemm::apply_act(gf, Unary::Sigmoid);
+        gemm::apply_act(gc, Unary::Tanh);
+        for u in 0..h {
+            cn[u] = gf[u] * cn[u] + gi[u] * gc[u];
+        }
+        if let Some(p) = p {
+            for u in 0..h {
+                go[u] += p[h + u] * cn[u];
+            }
+        }
+        clip(go, self.cell_clip);
+        gemm::apply_act(go, Unary::Sigmoid);
+        // h = o · tanh(c) (tanh(c) in `gc`, free now)
+        gc.copy_from_slice(cn);
+        gemm::apply_act(gc, Unary::Tanh);
+        for u in 0..h {
+            go[u] *= gc[u];
         }
     }
 }
@@ -545,6 +661,72 @@ mod tests {
             .collect()
     }
 
+    fn view<'a>(data: &'a [f32], shape: &'a [usize]) -> View<'a> {
+        View { data, shape }
+    }
+
+    /// R (`[d, rows, h]`, seeded, in [-0.4, 0.4)) as int8 with one scale per gate row (shared by the
+    /// directions, as the tool stores it), those scales, and the f32 values it stands for.
+    fn int8_r(d: usize, rows: usize, h: usize, seed: u64) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+        let raw = vals(d * rows * h, seed, 0.4);
+        let scale: Vec<f32> = (0..rows)
+            .map(|row| {
+                (0..d)
+                    .flat_map(|k| &raw[(k * rows + row) * h..][..h])
+                    .fold(0f32, |a, v| a.max(v.abs()))
+                    / 127.0
+            })
+            .collect();
+        let q: Vec<i8> = raw
+            .iter()
+            .enumerate()
+            .map(|(k, v)| (v / scale[(k / h) % rows]).round() as i8)
+            .collect();
+        let r = q
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| v as f32 * scale[(k / h) % rows])
+            .collect();
+        (q, scale, r)
+    }
+
+    /// One op prepared twice: on f32 R, and on R's int8 rows (`q`, its shape, its row scales).
+    fn preps(
+        g: &Gemm,
+        cell: Cell,
+        (w, ws): (&[f32], &[usize]),
+        bias: &[f32],
+        (q, rs, scale): (&[i8], &[usize], &[f32]),
+    ) -> (RnnPrep, RnnPrep) {
+        let prep = prepare(g, cell, w, ws, bias);
+        let mut prep8 = prepare(g, cell, w, ws, bias);
+        prep8.use_int8_recurrence(
+            q,
+            rs,
+            &crate::ir::QParams {
+                scale: scale.to_vec(),
+                zero_point: vec![0; rs[1]],
+                axis: Some(1),
+            },
+        );
+        assert!(prep8.r8.is_some());
+        (prep, prep8)
+    }
+
+    /// Each output within 1e-5 (relative to its largest value) of its float64 reference; `ctx` names
+    /// the case.
+    fn assert_near(outs: &[(&str, &[f32], &[f64])], ctx: &dyn Fn() -> alloc::string::String) {
+        for (what, got, want) in outs {
+            let top = want.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0f64, f64::max);
+            assert!(err <= 1e-5 * top, "{}: {what} off by {err:e}", ctx());
+        }
+    }
+
     /// Every direction, peepholes and clip on and off, batch 1 and 3, hidden sizes with vector tails,
     /// one and two threads: all three outputs within 1e-5 (relative to the output's largest value) of
     /// the float64 equations.
@@ -565,28 +747,9 @@ mod tests {
             let d = dirn.count();
             let x = vals(s * b * i, case as u64 + 1, 1.0);
             let w = vals(d * 4 * h * i, case as u64 + 11, 0.4);
-            // R as int8 with one scale per gate row (shared by the directions, as the tool stores it) and
-            // the f32 values it stands for: the recurrence runs on either and must give the equations'
+            // the recurrence runs on R's f32 values or on its int8 rows and must give the equations'
             // result on those values
-            let r_raw = vals(d * 4 * h * h, case as u64 + 21, 0.4);
-            let rscale: Vec<f32> = (0..4 * h)
-                .map(|row| {
-                    (0..d)
-                        .flat_map(|k| &r_raw[(k * 4 * h + row) * h..][..h])
-                        .fold(0f32, |a, v| a.max(v.abs()))
-                        / 127.0
-                })
-                .collect();
-            let rq: Vec<i8> = r_raw
-                .iter()
-                .enumerate()
-                .map(|(k, v)| (v / rscale[(k / h) % (4 * h)]).round() as i8)
-                .collect();
-            let r: Vec<f32> = rq
-                .iter()
-                .enumerate()
-                .map(|(k, &q)| q as f32 * rscale[(k / h) % (4 * h)])
-                .collect();
+            let (rq, rscale, r) = int8_r(d, 4 * h, h, case as u64 + 21);
             let bias = vals(d * 8 * h, case as u64 + 31, 0.5);
             let h0 = vals(d * b * h, case as u64 + 41, 0.5);
             let c0 = vals(d * b * h, case as u64 + 51, 0.5);
@@ -599,49 +762,17 @@ mod tests {
                 [d, b, h],
                 [d, 3 * h],
             );
-            let prep = prepare(&g, &w, &ws, &bias);
-            let mut prep8 = prepare(&g, &w, &ws, &bias);
-            prep8.use_int8_recurrence(
-                &rq,
-                &rs,
-                &crate::ir::QParams {
-                    scale: rscale.clone(),
-                    zero_point: vec![0; 4 * h],
-                    axis: Some(1),
-                },
-            );
-            assert!(prep8.r8.is_some());
+            let (prep, prep8) = preps(&g, Cell::Lstm, (&w, &ws), &bias, (&rq, &rs, &rscale));
             let mut ins = vec![
-                View {
-                    data: &x,
-                    shape: &xs,
-                },
-                View {
-                    data: &w,
-                    shape: &ws,
-                },
-                View {
-                    data: &r,
-                    shape: &rs,
-                },
-                View {
-                    data: &bias,
-                    shape: &bs,
-                },
-                View {
-                    data: &h0,
-                    shape: &hs,
-                },
-                View {
-                    data: &c0,
-                    shape: &hs,
-                },
+                view(&x, &xs),
+                view(&w, &ws),
+                view(&r, &rs),
+                view(&bias, &bs),
+                view(&h0, &hs),
+                view(&c0, &hs),
             ];
             if peep {
-                ins.push(View {
-                    data: &pw,
-                    shape: &ps,
-                });
+                ins.push(view(&pw, &ps));
             }
             let want = |h_codes| {
                 reference(
@@ -666,7 +797,7 @@ mod tests {
                 .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
             {
                 let want = if prep.r8.is_some() { &want8 } else { &want32 };
-                let mut scratch = vec![0f32; scratch(&g, &xs, &ws, par.threads())];
+                let mut scratch = vec![0f32; scratch(&g, Cell::Lstm, &xs, &ws, par.threads())];
                 let ys = [s, d, b, h];
                 let mut y = vec![0f32; s * d * b * h];
                 let (mut yh, mut yc) = (vec![0f32; d * b * h], vec![0f32; d * b * h]);
@@ -694,23 +825,201 @@ mod tests {
                     &mut states,
                     &mut scratch,
                 );
-                for (what, got, want) in [
-                    ("Y", &y, &want.0),
-                    ("Y_h", &yh, &want.1),
-                    ("Y_c", &yc, &want.2),
-                ] {
-                    let top = want.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
-                    let err = got
-                        .iter()
-                        .zip(want.iter())
-                        .map(|(a, b)| (*a as f64 - b).abs())
-                        .fold(0f64, f64::max);
-                    assert!(
-                        err <= 1e-5 * top,
-                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {form}, {} thread(s)): {what} off by {err:e}",
-                        par.threads()
-                    );
+                assert_near(
+                    &[
+                        ("Y", &y, &want.0),
+                        ("Y_h", &yh, &want.1),
+                        ("Y_c", &yc, &want.2),
+                    ],
+                    &|| {
+                        alloc::format!(
+                            "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {form}, {} thread(s))",
+                            par.threads()
+                        )
+                    },
+                );
+            }
+        }
+    }
+
+    /// `v` as the int8 recurrence carries it when `on`: 15-bit codes of max|v|.
+    fn codes(v: &[f64], on: bool) -> Vec<f64> {
+        let top = v.iter().fold(0f64, |a, x| a.max(x.abs()));
+        if !on || top == 0.0 {
+            return v.to_vec();
+        }
+        v.iter()
+            .map(|x| (x * 32767.0 / top).round() * top / 32767.0)
+            .collect()
+    }
+
+    /// ONNX's GRU equations in float64, written out plainly (both `linear_before_reset` forms).
+    #[allow(clippy::too_many_arguments)]
+    fn gru_reference(
+        d: usize,
+        (s, b, i, h): (usize, usize, usize, usize),
+        x: &[f32],
+        w: &[f32],
+        r: &[f32],
+        bias: &[f32],
+        h0: &[f32],
+        clip: Option<f32>,
+        reverse_only: bool,
+        lbr: bool,
+        h_codes: bool,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let cl = |v: f64| clip.map_or(v, |c| v.clamp(-c as f64, c as f64));
+        let mut y = vec![0f64; s * d * b * h];
+        let mut yh = vec![0f64; d * b * h];
+        for dir in 0..d {
+            let reverse = reverse_only || dir == 1;
+            let wb = |row: usize| bias[dir * 6 * h + row] as f64;
+            let rb = |row: usize| bias[dir * 6 * h + 3 * h + row] as f64;
+            let rdot = |row: usize, v: &[f64]| -> f64 {
+                (0..h)
+                    .map(|q| r[(dir * 3 * h + row) * h + q] as f64 * v[q])
+                    .sum()
+            };
+            for n in 0..b {
+                let mut hv: Vec<f64> = (0..h).map(|u| h0[(dir * b + n) * h + u] as f64).collect();
+                for step in 0..s {
+                    let t = if reverse { s - 1 - step } else { step };
+                    let wx = |row: usize| -> f64 {
+                        (0..i)
+                            .map(|q| {
+                                w[(dir * 3 * h + row) * i + q] as f64
+                                    * x[(t * b + n) * i + q] as f64
+                            })
+                            .sum::<f64>()
+                            + wb(row)
+                    };
+                    let hq = codes(&hv, h_codes);
+                    let zg: Vec<f64> = (0..h)
+                        .map(|u| sig(cl(wx(u) + rdot(u, &hq) + rb(u))))
+                        .collect();
+                    let rg: Vec<f64> = (0..h)
+                        .map(|u| sig(cl(wx(h + u) + rdot(h + u, &hq) + rb(h + u))))
+                        .collect();
+                    let rh: Vec<f64> = (0..h).map(|u| rg[u] * hv[u]).collect();
+                    let rhq = codes(&rh, h_codes);
+                    let nh: Vec<f64> = (0..h)
+                        .map(|u| {
+                            let row = 2 * h + u;
+                            let pre = if lbr {
+                                wx(row) + rg[u] * (rdot(row, &hq) + rb(row))
+                            } else {
+                                wx(row) + rdot(row, &rhq) + rb(row)
+                            };
+                            cl(pre).tanh()
+                        })
+                        .collect();
+                    hv = (0..h)
+                        .map(|u| (1.0 - zg[u]) * nh[u] + zg[u] * hv[u])
+                        .collect();
+                    for u in 0..h {
+                        y[((t * d + dir) * b + n) * h + u] = hv[u];
+                    }
                 }
+                for u in 0..h {
+                    yh[(dir * b + n) * h + u] = hv[u];
+                }
+            }
+        }
+        (y, yh)
+    }
+
+    /// GRU: every direction, both `linear_before_reset` forms, clip on and off, batch 1 and 3, hidden
+    /// sizes with vector tails, one and two threads, f32 and int8 R: Y and the last h within 1e-5
+    /// (relative to the output's largest value) of the float64 equations.
+    #[test]
+    fn gru_matches_float64_equations() {
+        let g = kernels::gemm_for(crate::cpu::caps::detect());
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        for (case, &(s, b, i, h, dirn, lbr, clip)) in [
+            (5, 1, 7, 4, Direction::Forward, false, None),
+            (4, 3, 16, 17, Direction::Reverse, true, None),
+            (6, 2, 33, 20, Direction::Bidirectional, true, Some(1.5f32)),
+            (3, 1, 40, 32, Direction::Bidirectional, false, None),
+            (2, 2, 3, 5, Direction::Forward, true, Some(0.5)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = dirn.count();
+            let cell = Cell::Gru {
+                linear_before_reset: lbr,
+            };
+            let x = vals(s * b * i, case as u64 + 101, 1.0);
+            let w = vals(d * 3 * h * i, case as u64 + 111, 0.4);
+            let (rq, rscale, r) = int8_r(d, 3 * h, h, case as u64 + 121);
+            let bias = vals(d * 6 * h, case as u64 + 131, 0.5);
+            let h0 = vals(d * b * h, case as u64 + 141, 0.5);
+            let (xs, ws, rs, bs, hs) = (
+                [s, b, i],
+                [d, 3 * h, i],
+                [d, 3 * h, h],
+                [d, 6 * h],
+                [d, b, h],
+            );
+            let (prep, prep8) = preps(&g, cell, (&w, &ws), &bias, (&rq, &rs, &rscale));
+            let ins = [
+                view(&x, &xs),
+                view(&w, &ws),
+                view(&r, &rs),
+                view(&bias, &bs),
+                view(&h0, &hs),
+            ];
+            let want = |h_codes| {
+                gru_reference(
+                    d,
+                    (s, b, i, h),
+                    &x,
+                    &w,
+                    &r,
+                    &bias,
+                    &h0,
+                    clip,
+                    dirn == Direction::Reverse,
+                    lbr,
+                    h_codes,
+                )
+            };
+            let (want32, want8) = (want(false), want(true));
+            let pars = [Par::single(), Par { pool: Some(&pool) }];
+            for (par, (form, prep)) in pars
+                .iter()
+                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
+            {
+                let want = if prep.r8.is_some() { &want8 } else { &want32 };
+                let mut scratch = vec![0f32; scratch(&g, cell, &xs, &ws, par.threads())];
+                let ys = [s, d, b, h];
+                let mut y = vec![0f32; s * d * b * h];
+                let mut yh = vec![0f32; d * b * h];
+                let mut states = [ViewMut {
+                    data: &mut yh,
+                    shape: &hs,
+                }];
+                run(
+                    &g,
+                    par,
+                    prep,
+                    dirn,
+                    clip,
+                    &ins,
+                    ViewMut {
+                        data: &mut y,
+                        shape: &ys,
+                    },
+                    &mut states,
+                    &mut scratch,
+                );
+                assert_near(&[("Y", &y, &want.0), ("Y_h", &yh, &want.1)], &|| {
+                    alloc::format!(
+                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, linear_before_reset {lbr}, clip {clip:?}, {form}, {} thread(s))",
+                        par.threads()
+                    )
+                });
             }
         }
     }
