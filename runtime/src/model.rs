@@ -268,7 +268,7 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             | Op::QConvTranspose { .. } => &[1, 2],
             Op::QLut => &[1],
             Op::Lstm { .. } => &[1, 2, 3, 6],
-            Op::Gru { .. } => &[1, 2, 3],
+            Op::Gru { .. } | Op::Rnn { .. } => &[1, 2, 3],
             _ => &[],
         };
         for &c in consts {

@@ -920,6 +920,7 @@ fn gru_graph() -> ToolGraph {
     g
 }
 
+/// GRU (and RNN) inputs are validated at load, each fault named.
 #[test]
 fn gru_inputs_are_checked() {
     let good = tern_tools::export::to_bytes(&gru_graph(), vec![]).unwrap();
@@ -954,6 +955,19 @@ fn gru_inputs_are_checked() {
         }
     });
     assert!(Model::from_bytes(&b).is_err());
+    // the same weights under a plain RNN (one gate, not three): named
+    let b = reencode(&good, |m| {
+        m.graph.nodes[0].op = Op::Rnn {
+            hidden: 2,
+            direction: tern::ir::Direction::Forward,
+            clip: None,
+        };
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(
+        e.context.contains("W has shape [1, 6, 4]") && e.context.contains("need [1, 2, 4]"),
+        "{e}"
+    );
 }
 
 /// A float op's weight stored as int8 with per-channel scales (format 7) computes exactly what the same

@@ -538,6 +538,11 @@ impl Writer<'_> {
                 direction,
                 clip,
                 ..
+            }
+            | Op::Rnn {
+                hidden,
+                direction,
+                clip,
             } => {
                 // ONNX's own op: tern's inputs are ONNX's but for the absent sequence_lens (input 4)
                 let mut rnn_ins = ins[..4].to_vec();
@@ -545,7 +550,8 @@ impl Writer<'_> {
                 rnn_ins.extend_from_slice(&ins[4..]);
                 let (op_type, suffixes): (&str, &[&str]) = match &n.op {
                     Op::Lstm { .. } => ("LSTM", &["Y", "Y_h", "Y_c"]),
-                    _ => ("GRU", &["Y", "Y_h"]),
+                    Op::Gru { .. } => ("GRU", &["Y", "Y_h"]),
+                    _ => ("RNN", &["Y", "Y_h"]),
                 };
                 let outs: Vec<String> = suffixes
                     .iter()

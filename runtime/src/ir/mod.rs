@@ -444,7 +444,7 @@ pub enum ReduceOp {
     Min,
 }
 
-/// Which way a recurrent op ([`Op::Lstm`], [`Op::Gru`]) reads its sequence.
+/// Which way a recurrent op ([`Op::Lstm`], [`Op::Gru`], [`Op::Rnn`]) reads its sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     /// First step to last.
@@ -645,6 +645,18 @@ pub enum Op {
         /// of h before `R_h`.
         linear_before_reset: bool,
     },
+    /// A plain recurrent layer over a sequence (ONNX RNN, layout 0, activation tanh):
+    /// `h = tanh(W·x + R·h + Wb + Rb)`. Inputs: X `[S, B, I]`, W `[D, H, I]`, R `[D, H, H]`, bias
+    /// `[D, 2H]` (constants), initial h `[D, B, H]`. Outputs: Y `[S, D, B, H]` and the last h
+    /// `[D, B, H]`. Format 8.
+    Rnn {
+        /// Hidden size H.
+        hidden: u32,
+        /// Which way the sequence is read.
+        direction: Direction,
+        /// Pre-activations are clamped to `[-clip, clip]` when set.
+        clip: Option<f32>,
+    },
 }
 
 impl Op {
@@ -714,6 +726,7 @@ impl Op {
             Op::QConvTranspose { .. } => "QConvTranspose",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",
+            Op::Rnn { .. } => "RNN",
         }
     }
 
@@ -768,9 +781,10 @@ impl Graph {
                     * 4
                     * (x.shape.last().copied().unwrap_or(0) as u64 + *hidden as u64)
             }
-            Op::Gru { hidden, .. } => {
+            Op::Gru { hidden, .. } | Op::Rnn { hidden, .. } => {
+                let gates = if matches!(n.op, Op::Gru { .. }) { 3 } else { 1 };
                 y.numel() as u64
-                    * 3
+                    * gates
                     * (x.shape.last().copied().unwrap_or(0) as u64 + *hidden as u64)
             }
             _ => 0,

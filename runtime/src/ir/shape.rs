@@ -474,15 +474,19 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         }
         Op::Gru {
             hidden, direction, ..
+        }
+        | Op::Rnn {
+            hidden, direction, ..
         } => {
             want_inputs(inputs, 5, 5)?;
             let (x, h, d) = (inputs[0], *hidden as usize, direction.count());
+            let g = if matches!(op, Op::Gru { .. }) { 3 } else { 1 };
             want_rank(x, 3, "input")?;
             let (s, b, i) = (x[0], x[1], x[2]);
             let want: [(&str, Vec<usize>); 4] = [
-                ("W", vec![d, 3 * h, i]),
-                ("R", vec![d, 3 * h, h]),
-                ("bias", vec![d, 6 * h]),
+                ("W", vec![d, g * h, i]),
+                ("R", vec![d, g * h, h]),
+                ("bias", vec![d, 2 * g * h]),
                 ("initial h", vec![d, b, h]),
             ];
             for (k, (what, shape)) in want.iter().enumerate() {

@@ -105,6 +105,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "QLinearConv",
     "QLinearMatMul",
     "QuantizeLinear",
+    "RNN",
     "Range",
     "Reciprocal",
     "ReduceMax",
@@ -550,7 +551,7 @@ impl Importer {
         Ok(Val::T(ids[0]))
     }
 
-    /// ONNX LSTM as [`Op::Lstm`] and GRU as [`Op::Gru`]: constant weights, the default activations, no
+    /// ONNX LSTM as [`Op::Lstm`], GRU as [`Op::Gru`] and RNN as [`Op::Rnn`]: constant weights, the default activations, no
     /// LSTM input-forget coupling, every sequence full length; absent biases and initial states become
     /// zero constants, and `layout = 1` (batch first) becomes transposes around the op. Everything that
     /// can make the node unsupported is checked before the first node is emitted.
@@ -570,10 +571,10 @@ impl Importer {
             d => bail!("unknown direction \"{d}\""),
         };
         let d = direction.count();
-        let (gates, default): (usize, &[&str]) = if lstm {
-            (4, &["Sigmoid", "Tanh", "Tanh"])
-        } else {
-            (3, &["Sigmoid", "Tanh"])
+        let (gates, default): (usize, &[&str]) = match op_type {
+            "LSTM" => (4, &["Sigmoid", "Tanh", "Tanh"]),
+            "GRU" => (3, &["Sigmoid", "Tanh"]),
+            _ => (1, &["Tanh"]),
         };
         if let Some(acts) = node.get_attr_opt_vec::<String>("activations")? {
             let k = default.len();
@@ -675,7 +676,7 @@ impl Importer {
                 peepholes,
             };
             (op, &["Y", "Y_h", "Y_c"])
-        } else {
+        } else if op_type == "GRU" {
             let op = Op::Gru {
                 hidden: h as u32,
                 direction,
@@ -684,6 +685,13 @@ impl Importer {
                     .get_attr_opt::<i64>("linear_before_reset")?
                     .unwrap_or(0)
                     != 0,
+            };
+            (op, &["Y", "Y_h"])
+        } else {
+            let op = Op::Rnn {
+                hidden: h as u32,
+                direction,
+                clip,
             };
             (op, &["Y", "Y_h"])
         };
@@ -1416,7 +1424,7 @@ impl Importer {
                 }
                 vec![self.emit1(node, name, Op::Concat { axis: a as u32 }, ts, None)?]
             }
-            "LSTM" | "GRU" => return self.recurrent(node, name, ins),
+            "LSTM" | "GRU" | "RNN" => return self.recurrent(node, name, ins),
             "Split" => {
                 let xs = self.shape(input(0)?);
                 let a = axis(ai("axis", 0)?, xs.len())?;

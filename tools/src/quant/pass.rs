@@ -1062,18 +1062,22 @@ pub fn quantize(
     Ok((b.qg, report))
 }
 
-/// Values an LSTM or GRU weight must hold before [`weight_only_axis`] stores it as int8: 64 Ki (a quarter MiB
+/// Values a recurrent op's weight must hold before [`weight_only_axis`] stores it as int8: 64 Ki (a quarter MiB
 /// in f32); a small one keeps f32.
 const WEIGHT_ONLY_MIN: usize = 1 << 16;
 
 /// The output-channel axis of input `k` of float op `op` when that weight is stored as int8 with one
 /// scale per output channel (the op still computes in float, on the weights widened once at session
-/// creation): an LSTM's or GRU's W and R. They have no integer kernel, and their weights would otherwise stay f32 and
+/// creation): an LSTM's, GRU's or RNN's W and R. They have no integer kernel, and their weights would otherwise stay f32 and
 /// dominate the artifact (ddddocr's recognizer: 2.24x smaller with them in f32, 4.40x so). `None`: f16
 /// or f32 as for other float layers, whose error stays far below int8's.
 fn weight_only_axis(op: &Op, k: usize, len: usize) -> Option<usize> {
     match op {
-        Op::Lstm { .. } | Op::Gru { .. } if (k == 1 || k == 2) && len >= WEIGHT_ONLY_MIN => Some(1),
+        Op::Lstm { .. } | Op::Gru { .. } | Op::Rnn { .. }
+            if (k == 1 || k == 2) && len >= WEIGHT_ONLY_MIN =>
+        {
+            Some(1)
+        }
         _ => None,
     }
 }

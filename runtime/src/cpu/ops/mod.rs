@@ -67,7 +67,7 @@ pub enum Prepared {
     Linear(resize::Taps),
     /// An integer node (or a float/int8 boundary).
     Quant(quant::QPrep),
-    /// LSTM / GRU weights packed, biases summed.
+    /// LSTM / GRU / RNN weights packed, biases summed.
     Rnn(rnn::RnnPrep),
 }
 
@@ -104,7 +104,7 @@ pub fn prepare(
             coord,
             scales,
         } => Prepared::Linear(resize::prepare(*coord, ins[0], outs[0], scales)),
-        Op::Lstm { .. } | Op::Gru { .. } => match (c(1), c(3), rnn_cell(op)) {
+        Op::Lstm { .. } | Op::Gru { .. } | Op::Rnn { .. } => match (c(1), c(3), rnn_cell(op)) {
             (Some(w), Some(b), Some(cell)) => Prepared::Rnn(rnn::prepare(g, cell, w, ins[1], b)),
             _ => Prepared::None,
         },
@@ -112,7 +112,7 @@ pub fn prepare(
     }
 }
 
-/// The recurrent cell of an LSTM or GRU op.
+/// The recurrent cell of an LSTM, GRU or RNN op.
 fn rnn_cell(op: &Op) -> Option<rnn::Cell> {
     match op {
         Op::Lstm { .. } => Some(rnn::Cell::Lstm),
@@ -122,6 +122,7 @@ fn rnn_cell(op: &Op) -> Option<rnn::Cell> {
         } => Some(rnn::Cell::Gru {
             linear_before_reset: *linear_before_reset,
         }),
+        Op::Rnn { .. } => Some(rnn::Cell::Rnn),
         _ => None,
     }
 }
@@ -145,7 +146,7 @@ pub fn scratch(
         (Op::MatMul { .. }, Prepared::MatMul(p)) => {
             matmul::scratch(g, ins[0], ins[1], p.is_some(), threads)
         }
-        (Op::Lstm { .. } | Op::Gru { .. }, _) => match rnn_cell(op) {
+        (Op::Lstm { .. } | Op::Gru { .. } | Op::Rnn { .. }, _) => match rnn_cell(op) {
             Some(cell) => rnn::scratch(g, cell, ins[0], ins[1], threads),
             None => 0,
         },
@@ -230,6 +231,9 @@ pub fn exec(
                 direction, clip, ..
             }
             | Op::Gru {
+                direction, clip, ..
+            }
+            | Op::Rnn {
                 direction, clip, ..
             },
             Prepared::Rnn(p),

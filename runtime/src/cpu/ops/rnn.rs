@@ -1,4 +1,4 @@
-//! LSTM and GRU: per direction, the input projection of every step at once (one packed GEMM, `G·H × S·B`
+//! LSTM, GRU and RNN: per direction, the input projection of every step at once (one packed GEMM, `G·H × S·B`
 //! for G gates, the biases in its epilogue), then the recurrence step by step: `h·Rᵀ` added to the step's
 //! column, the gates, the cell. The recurrence is a matrix-vector product per step (R read once per step:
 //! memory bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
@@ -25,6 +25,8 @@ pub enum Cell {
         /// The reset gate scales `R_h·h + Rb_h` instead of h.
         linear_before_reset: bool,
     },
+    /// Plain RNN (one tanh gate).
+    Rnn,
 }
 
 impl Cell {
@@ -33,6 +35,16 @@ impl Cell {
         match self {
             Cell::Lstm => 4,
             Cell::Gru { .. } => 3,
+            Cell::Rnn => 1,
+        }
+    }
+
+    /// Where a batch row's new h lands in its gate block (a part free by then): an LSTM's o, a GRU's
+    /// r, an RNN's only gate.
+    fn h_at(self, h: usize) -> usize {
+        match self {
+            Cell::Rnn => 0,
+            _ => h,
         }
     }
 }
@@ -497,8 +509,14 @@ impl Step<'_> {
                             gr[u] = (1.0 - gz[u]) * gc[u] + gz[u] * hn[u];
                         }
                     }
+                    Cell::Rnn => {
+                        self.add_recurrent(dir, 0..h, hn, &mut buf, gn);
+                        clip(gn, self.cell_clip);
+                        gemm::apply_act(gn, Unary::Tanh);
+                    }
                 }
-                let out = &gate[n * gh + h..][..h];
+                let at = prep.cell.h_at(h);
+                let out = &gate[n * gh + at..][..h];
                 // SAFETY: row (t, dir, n) of Y is in bounds and this direction's (the caller's contract).
                 let dst = unsafe {
                     core::slice::from_raw_parts_mut(
@@ -508,9 +526,9 @@ impl Step<'_> {
                 };
                 dst.copy_from_slice(out);
             }
-            // the new h of every batch row sits in its gate block's second H (o for an LSTM, r for a GRU)
             for n in 0..b {
-                hs[n * h..(n + 1) * h].copy_from_slice(&gate[n * gh + h..][..h]);
+                let at = n * gh + prep.cell.h_at(h);
+                hs[n * h..(n + 1) * h].copy_from_slice(&gate[at..][..h]);
             }
         }
         // SAFETY: the states' direction `dir` block is in bounds and this direction's.
@@ -1017,6 +1035,106 @@ mod tests {
                 assert_near(&[("Y", &y, &want.0), ("Y_h", &yh, &want.1)], &|| {
                     alloc::format!(
                         "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, linear_before_reset {lbr}, clip {clip:?}, {form}, {} thread(s))",
+                        par.threads()
+                    )
+                });
+            }
+        }
+    }
+
+    /// Plain RNN: `h = tanh(W·x + Wb + R·h + Rb)` (clipped before the tanh when set), every direction,
+    /// batch 1 and 2, one and two threads, f32 and int8 R: Y and the last h within 1e-5 of float64.
+    #[test]
+    fn rnn_matches_float64_equations() {
+        let g = kernels::gemm_for(crate::cpu::caps::detect());
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        for (case, &(s, b, i, h, dirn, clip)) in [
+            (5, 1, 7, 4, Direction::Forward, None),
+            (4, 2, 16, 17, Direction::Reverse, Some(0.8f32)),
+            (6, 2, 33, 20, Direction::Bidirectional, None),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = dirn.count();
+            let x = vals(s * b * i, case as u64 + 201, 1.0);
+            let w = vals(d * h * i, case as u64 + 211, 0.4);
+            let (rq, rscale, r) = int8_r(d, h, h, case as u64 + 221);
+            let bias = vals(d * 2 * h, case as u64 + 231, 0.5);
+            let h0 = vals(d * b * h, case as u64 + 241, 0.5);
+            let (xs, ws, rs, bs, hs) = ([s, b, i], [d, h, i], [d, h, h], [d, 2 * h], [d, b, h]);
+            let (prep, prep8) = preps(&g, Cell::Rnn, (&w, &ws), &bias, (&rq, &rs, &rscale));
+            let ins = [
+                view(&x, &xs),
+                view(&w, &ws),
+                view(&r, &rs),
+                view(&bias, &bs),
+                view(&h0, &hs),
+            ];
+            // the equations, with R's product on h as the int8 recurrence carries it when `h_codes`
+            let want = |h_codes: bool| {
+                let cl = |v: f64| clip.map_or(v, |c| v.clamp(-c as f64, c as f64));
+                let (mut y, mut yh) = (vec![0f64; s * d * b * h], vec![0f64; d * b * h]);
+                for dir in 0..d {
+                    let reverse = dirn == Direction::Reverse || dir == 1;
+                    for n in 0..b {
+                        let mut hv: Vec<f64> =
+                            (0..h).map(|u| h0[(dir * b + n) * h + u] as f64).collect();
+                        for step in 0..s {
+                            let t = if reverse { s - 1 - step } else { step };
+                            let hq = codes(&hv, h_codes);
+                            hv = (0..h)
+                                .map(|u| {
+                                    let row = dir * h + u;
+                                    let mut v = bias[dir * 2 * h + u] as f64
+                                        + bias[dir * 2 * h + h + u] as f64;
+                                    for q in 0..i {
+                                        v += w[row * i + q] as f64 * x[(t * b + n) * i + q] as f64;
+                                    }
+                                    for q in 0..h {
+                                        v += r[row * h + q] as f64 * hq[q];
+                                    }
+                                    cl(v).tanh()
+                                })
+                                .collect();
+                            y[((t * d + dir) * b + n) * h..][..h].copy_from_slice(&hv);
+                        }
+                        yh[(dir * b + n) * h..][..h].copy_from_slice(&hv);
+                    }
+                }
+                (y, yh)
+            };
+            let (want32, want8) = (want(false), want(true));
+            let pars = [Par::single(), Par { pool: Some(&pool) }];
+            for (par, (form, prep)) in pars
+                .iter()
+                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
+            {
+                let want = if prep.r8.is_some() { &want8 } else { &want32 };
+                let mut scratch = vec![0f32; scratch(&g, Cell::Rnn, &xs, &ws, par.threads())];
+                let ys = [s, d, b, h];
+                let (mut y, mut yh) = (vec![0f32; s * d * b * h], vec![0f32; d * b * h]);
+                let mut states = [ViewMut {
+                    data: &mut yh,
+                    shape: &hs,
+                }];
+                run(
+                    &g,
+                    par,
+                    prep,
+                    dirn,
+                    clip,
+                    &ins,
+                    ViewMut {
+                        data: &mut y,
+                        shape: &ys,
+                    },
+                    &mut states,
+                    &mut scratch,
+                );
+                assert_near(&[("Y", &y, &want.0), ("Y_h", &yh, &want.1)], &|| {
+                    alloc::format!(
+                        "RNN case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, clip {clip:?}, {form}, {} thread(s))",
                         par.threads()
                     )
                 });
