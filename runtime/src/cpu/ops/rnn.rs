@@ -731,6 +731,48 @@ mod tests {
         (prep, prep8)
     }
 
+    /// Runs one op on f32 R (`prep`) and on int8 R (`prep8`), on one and two threads, and holds Y and
+    /// the states to their float64 results (`want32` / `want8`: Y, then the states).
+    fn check_runs(
+        g: &Gemm,
+        ins: &[View],
+        (dirn, clip): (Direction, Option<f32>),
+        (prep, prep8): (&RnnPrep, &RnnPrep),
+        (want32, want8): (&[Vec<f64>], &[Vec<f64>]),
+        ctx: &dyn Fn() -> alloc::string::String,
+    ) {
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        let (s, hs) = (ins[0].shape[0], ins[4].shape);
+        let (d, b, h) = (hs[0], hs[1], hs[2]);
+        let ys = [s, d, b, h];
+        for par in [Par::single(), Par { pool: Some(&pool) }] {
+            for (form, p, want) in [("f32 R", prep, want32), ("int8 R", prep8, want8)] {
+                let n = scratch(g, p.cell, ins[0].shape, ins[1].shape, par.threads());
+                let mut scratch = vec![0f32; n];
+                let mut y = vec![0f32; s * d * b * h];
+                let mut st: Vec<Vec<f32>> =
+                    (1..want.len()).map(|_| vec![0f32; d * b * h]).collect();
+                let mut states: Vec<ViewMut> = st
+                    .iter_mut()
+                    .map(|v| ViewMut { data: v, shape: hs })
+                    .collect();
+                let yv = ViewMut {
+                    data: &mut y,
+                    shape: &ys,
+                };
+                run(g, &par, p, dirn, clip, ins, yv, &mut states, &mut scratch);
+                drop(states);
+                let mut outs: Vec<(&str, &[f32], &[f64])> = vec![("Y", &y, &want[0])];
+                for (k, v) in st.iter().enumerate() {
+                    outs.push((["Y_h", "Y_c"][k], v, &want[k + 1]));
+                }
+                assert_near(&outs, &|| {
+                    alloc::format!("{}, {form}, {} thread(s)", ctx(), par.threads())
+                });
+            }
+        }
+    }
+
     /// Each output within 1e-5 (relative to its largest value) of its float64 reference; `ctx` names
     /// the case.
     fn assert_near(outs: &[(&str, &[f32], &[f64])], ctx: &dyn Fn() -> alloc::string::String) {
@@ -751,7 +793,6 @@ mod tests {
     #[test]
     fn lstm_matches_float64_equations() {
         let g = kernels::gemm_for(crate::cpu::caps::detect());
-        let pool = crate::cpu::pool::Pool::new(2).unwrap();
         for (case, &(s, b, i, h, dirn, peep, clip)) in [
             (5, 1, 7, 4, Direction::Forward, false, None),
             (4, 3, 16, 17, Direction::Reverse, true, None),
@@ -809,54 +850,19 @@ mod tests {
                 )
             };
             let (want32, want8) = (want(false), want(true));
-            let pars = [Par::single(), Par { pool: Some(&pool) }];
-            for (par, (form, prep)) in pars
-                .iter()
-                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
-            {
-                let want = if prep.r8.is_some() { &want8 } else { &want32 };
-                let mut scratch = vec![0f32; scratch(&g, Cell::Lstm, &xs, &ws, par.threads())];
-                let ys = [s, d, b, h];
-                let mut y = vec![0f32; s * d * b * h];
-                let (mut yh, mut yc) = (vec![0f32; d * b * h], vec![0f32; d * b * h]);
-                let mut states = [
-                    ViewMut {
-                        data: &mut yh,
-                        shape: &hs,
-                    },
-                    ViewMut {
-                        data: &mut yc,
-                        shape: &hs,
-                    },
-                ];
-                run(
-                    &g,
-                    par,
-                    prep,
-                    dirn,
-                    clip,
-                    &ins,
-                    ViewMut {
-                        data: &mut y,
-                        shape: &ys,
-                    },
-                    &mut states,
-                    &mut scratch,
-                );
-                assert_near(
-                    &[
-                        ("Y", &y, &want.0),
-                        ("Y_h", &yh, &want.1),
-                        ("Y_c", &yc, &want.2),
-                    ],
-                    &|| {
-                        alloc::format!(
-                            "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?}, {form}, {} thread(s))",
-                            par.threads()
-                        )
-                    },
-                );
-            }
+            check_runs(
+                &g,
+                &ins,
+                (dirn, clip),
+                (&prep, &prep8),
+                (
+                    &[want32.0, want32.1, want32.2],
+                    &[want8.0, want8.1, want8.2],
+                ),
+                &|| {
+                    alloc::format!("case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, peepholes {peep}, clip {clip:?})")
+                },
+            );
         }
     }
 
@@ -953,7 +959,6 @@ mod tests {
     #[test]
     fn gru_matches_float64_equations() {
         let g = kernels::gemm_for(crate::cpu::caps::detect());
-        let pool = crate::cpu::pool::Pool::new(2).unwrap();
         for (case, &(s, b, i, h, dirn, lbr, clip)) in [
             (5, 1, 7, 4, Direction::Forward, false, None),
             (4, 3, 16, 17, Direction::Reverse, true, None),
@@ -1004,41 +1009,16 @@ mod tests {
                 )
             };
             let (want32, want8) = (want(false), want(true));
-            let pars = [Par::single(), Par { pool: Some(&pool) }];
-            for (par, (form, prep)) in pars
-                .iter()
-                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
-            {
-                let want = if prep.r8.is_some() { &want8 } else { &want32 };
-                let mut scratch = vec![0f32; scratch(&g, cell, &xs, &ws, par.threads())];
-                let ys = [s, d, b, h];
-                let mut y = vec![0f32; s * d * b * h];
-                let mut yh = vec![0f32; d * b * h];
-                let mut states = [ViewMut {
-                    data: &mut yh,
-                    shape: &hs,
-                }];
-                run(
-                    &g,
-                    par,
-                    prep,
-                    dirn,
-                    clip,
-                    &ins,
-                    ViewMut {
-                        data: &mut y,
-                        shape: &ys,
-                    },
-                    &mut states,
-                    &mut scratch,
-                );
-                assert_near(&[("Y", &y, &want.0), ("Y_h", &yh, &want.1)], &|| {
-                    alloc::format!(
-                        "case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, linear_before_reset {lbr}, clip {clip:?}, {form}, {} thread(s))",
-                        par.threads()
-                    )
-                });
-            }
+            check_runs(
+                &g,
+                &ins,
+                (dirn, clip),
+                (&prep, &prep8),
+                (&[want32.0, want32.1], &[want8.0, want8.1]),
+                &|| {
+                    alloc::format!("case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, linear_before_reset {lbr}, clip {clip:?})")
+                },
+            );
         }
     }
 
@@ -1047,7 +1027,6 @@ mod tests {
     #[test]
     fn rnn_matches_float64_equations() {
         let g = kernels::gemm_for(crate::cpu::caps::detect());
-        let pool = crate::cpu::pool::Pool::new(2).unwrap();
         for (case, &(s, b, i, h, dirn, clip)) in [
             (5, 1, 7, 4, Direction::Forward, None),
             (4, 2, 16, 17, Direction::Reverse, Some(0.8f32)),
@@ -1105,40 +1084,18 @@ mod tests {
                 (y, yh)
             };
             let (want32, want8) = (want(false), want(true));
-            let pars = [Par::single(), Par { pool: Some(&pool) }];
-            for (par, (form, prep)) in pars
-                .iter()
-                .flat_map(|p| [(p, ("f32 R", &prep)), (p, ("int8 R", &prep8))])
-            {
-                let want = if prep.r8.is_some() { &want8 } else { &want32 };
-                let mut scratch = vec![0f32; scratch(&g, Cell::Rnn, &xs, &ws, par.threads())];
-                let ys = [s, d, b, h];
-                let (mut y, mut yh) = (vec![0f32; s * d * b * h], vec![0f32; d * b * h]);
-                let mut states = [ViewMut {
-                    data: &mut yh,
-                    shape: &hs,
-                }];
-                run(
-                    &g,
-                    par,
-                    prep,
-                    dirn,
-                    clip,
-                    &ins,
-                    ViewMut {
-                        data: &mut y,
-                        shape: &ys,
-                    },
-                    &mut states,
-                    &mut scratch,
-                );
-                assert_near(&[("Y", &y, &want.0), ("Y_h", &yh, &want.1)], &|| {
+            check_runs(
+                &g,
+                &ins,
+                (dirn, clip),
+                (&prep, &prep8),
+                (&[want32.0, want32.1], &[want8.0, want8.1]),
+                &|| {
                     alloc::format!(
-                        "RNN case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, clip {clip:?}, {form}, {} thread(s))",
-                        par.threads()
+                        "RNN case {case} ({s}x{b}x{i}, hidden {h}, {dirn:?}, clip {clip:?})"
                     )
-                });
-            }
+                },
+            );
         }
     }
 
