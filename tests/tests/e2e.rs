@@ -505,3 +505,94 @@ fn yolox_captcha_detector_f32_and_int8_match_float() {
     );
     assert!(matches as f64 >= 0.95 * found as f64 && matches as f64 >= 0.95 * got_n as f64);
 }
+
+/// The first `n` samples of an input set as they are (no batch axis added: a VAD clip is `[frames, 576]`).
+fn clips(file: &str, n: usize) -> Vec<ArrayD<f32>> {
+    let mut v = samples(file, n);
+    for x in &mut v {
+        *x = x.index_axis(Axis(0), 0).to_owned();
+    }
+    v
+}
+
+/// The VAD's input shapes: 64 frames of 576 samples, the LSTM's h and c.
+fn vad_shapes() -> Vec<Vec<usize>> {
+    vec![vec![64, 576], vec![1, 1, 128], vec![1, 1, 128]]
+}
+
+/// Silero VAD (an STFT as a 1-D conv, 1-D convs, an LSTM whose initial state comes from the graph's
+/// inputs) against tract on three evaluation clips streamed as an application streams them: each clip
+/// starts from the states the previous one returned (each engine its own). All three outputs within 1e-5
+/// relative L2.
+#[test]
+fn silero_vad_matches_tract() {
+    let path = model("cache/silero_vad_16k_sequence.onnx");
+    let bytes = tern_tools::compress_float(&path, &["input=64x576".parse().unwrap()]).unwrap();
+    let m = Model::from_bytes(&bytes).unwrap();
+    let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
+    let r = Reference::load(&path, &vad_shapes()).unwrap();
+    let zero = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 128]));
+    let (mut ours, mut theirs) = ([zero.clone(), zero.clone()], [zero.clone(), zero]);
+    for (i, x) in clips("vad_eval.npy", 3).iter().enumerate() {
+        let want = r
+            .run(&[x.clone(), theirs[0].clone(), theirs[1].clone()])
+            .unwrap();
+        let got = s.run(&[x.view(), ours[0].view(), ours[1].view()]).unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let e = rel_l2(
+                g.as_slice().unwrap(),
+                w.as_standard_layout().as_slice().unwrap(),
+            );
+            println!("silero VAD clip {i} output {k}: rel L2 {e:.2e}");
+            assert!(e <= 1e-5, "clip {i} output {k}: rel L2 {e:.3e}");
+        }
+        ours = [got[1].clone(), got[2].clone()];
+        theirs = [want[1].clone(), want[2].clone()];
+    }
+}
+
+/// The same detector to int8 with the defaults, calibrated on the 16 calibration clips from zero states
+/// (a directory with one subdirectory per input name): its weights int8 (the LSTM's too), and on the 16
+/// evaluation clips (1024 frames of 32 ms) its speech / no-speech decisions (p > 0.5) agree with the float
+/// model's (tract) on at least 98% of the frames.
+#[test]
+fn silero_vad_int8_decides_like_float() {
+    let path = model("cache/silero_vad_16k_sequence.onnx");
+    let calib = tempfile::tempdir().unwrap();
+    let zero = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 128]));
+    for (i, x) in clips("vad_calib.npy", 16).iter().enumerate() {
+        for (name, v) in [("input", x), ("h", &zero), ("c", &zero)] {
+            let d = calib.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            ndarray_npy::write_npy(d.join(format!("{i:02}.npy")), v).unwrap();
+        }
+    }
+    let c = tern_tools::quant::CompressInt8 {
+        calib: Some(calib.path()),
+        samples: None,
+        opts: tern_tools::quant::Int8Options::default(),
+        progress: false,
+    };
+    let (bytes, _) =
+        tern_tools::quant::compress_int8(&path, &["input=64x576".parse().unwrap()], &c).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let m = Model::from_bytes(&bytes).unwrap();
+    let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
+    let r = Reference::load(&path, &vad_shapes()).unwrap();
+    let (mut agree, mut frames, mut speech) = (0, 0, 0);
+    for x in clips("vad_eval.npy", 16) {
+        let want = r.run(&[x.clone(), zero.clone(), zero.clone()]).unwrap();
+        let got = s.run(&[x.view(), zero.view(), zero.view()]).unwrap();
+        for (p, q) in got[0].iter().zip(want[0].iter()) {
+            agree += usize::from((*p > 0.5) == (*q > 0.5));
+            speech += usize::from(*q > 0.5);
+            frames += 1;
+        }
+    }
+    let share = agree as f64 / frames as f64;
+    println!(
+        "silero VAD int8: {size:.2}x smaller, frame decisions agree {agree} of {frames} ({share:.3}; float marks {speech} as speech)"
+    );
+    assert!(speech > frames / 5, "the evaluation clips hold speech");
+    assert!(share >= 0.98, "{agree} of {frames} frame decisions agree");
+}

@@ -7,7 +7,7 @@ pub mod pass;
 use crate::graph::ToolGraph;
 use crate::import::InputShape;
 use crate::passes;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use calib::{Method, Observer};
 use std::path::Path;
 use tern::ir::quant::{dequantize_i8, quantize_f32};
@@ -432,21 +432,24 @@ fn always_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
     Ok(keep)
 }
 
-/// The float mask of `opts.keep_float` over `fg`'s nodes; a name no node has is an error that names it.
+/// The float mask of `opts.keep_float` over `fg`'s nodes: every node of a given name (one ONNX node may
+/// become several, e.g. a 1-D conv is a reshape, a 2-D conv and a reshape, all under the ONNX node's
+/// name); a name no node has is an error that names it.
 pub fn user_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
     let mut keep = vec![false; fg.graph.nodes.len()];
     for name in &opts.keep_float {
-        let i = fg
-            .graph
-            .nodes
-            .iter()
-            .position(|n| &n.name == name)
-            .ok_or_else(|| {
-                anyhow!(
-                    "--keep-float: the model has no node named \"{name}\" (`tern eval` lists layer names, worst first; `--json` lists all)"
-                )
-            })?;
-        keep[i] = true;
+        let mut found = false;
+        for (k, n) in keep.iter_mut().zip(&fg.graph.nodes) {
+            if &n.name == name {
+                *k = true;
+                found = true;
+            }
+        }
+        if !found {
+            bail!(
+                "--keep-float: the model has no node named \"{name}\" (`tern eval` lists layer names, worst first; `--json` lists all)"
+            );
+        }
     }
     Ok(keep)
 }
@@ -763,7 +766,7 @@ pub fn compress_int8(
     let samples = match c.calib {
         Some(calib) => data::load(calib, &specs, c.samples)?,
         None if fixed > 0 => vec![],
-        None => anyhow::bail!(
+        None => bail!(
             "--int8 needs calibration samples (--calib FILE.npy or DIR): {} is a float model",
             onnx.display()
         ),
@@ -940,6 +943,138 @@ pub fn compress_int8(
 mod tests {
     use super::*;
     use tern::ir::{Conv2d, Op};
+
+    /// `--keep-float NAME` keeps every node of that name (a 1-D conv is a reshape, a conv and a reshape
+    /// under one ONNX name; the first alone left the conv in int8), and an unknown name is an error naming
+    /// it.
+    #[test]
+    fn keep_float_takes_every_node_of_a_name() {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 4]);
+        g.graph.inputs.push(x);
+        let x4 = g
+            .emit(
+                "conv1d",
+                Op::Reshape,
+                vec![x],
+                &["x4".into()],
+                Some(vec![vec![1, 2, 1, 4]]),
+            )
+            .unwrap()[0];
+        let w = g.add_const("w", &[2, 2, 1, 1], vec![1.0, 0.5, -0.5, 1.0]);
+        let geom = Conv2d::pointwise(1);
+        let y4 = g
+            .emit(
+                "conv1d",
+                Op::Conv { geom, act: None },
+                vec![x4, w],
+                &["y4".into()],
+                None,
+            )
+            .unwrap()[0];
+        let y = g
+            .emit(
+                "conv1d",
+                Op::Reshape,
+                vec![y4],
+                &["y".into()],
+                Some(vec![vec![1, 2, 4]]),
+            )
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let mut opts = Int8Options {
+            keep_float: vec!["conv1d".into()],
+            ..Int8Options::default()
+        };
+        assert_eq!(user_float(&g, &opts).unwrap(), [true; 3]);
+        opts.keep_float = vec!["conv2d".into()];
+        let e = user_float(&g, &opts).unwrap_err().to_string();
+        assert!(e.contains("no node named \"conv2d\""), "{e}");
+    }
+
+    /// An element-wise chain on float inputs (an STFT magnitude `sqrt(re·re + im·im)`, as silero VAD
+    /// computes it) stays float up to the conv that reads it: the conv runs on integers, its input is
+    /// rounded once, after the square root, not the squares before the Add.
+    #[test]
+    fn elementwise_ops_on_float_inputs_stay_float() {
+        use tern::ir::{BinOp, Unary};
+        let mut g = ToolGraph::default();
+        let re = g.add_tensor("re", &[1, 2, 4, 4]);
+        let im = g.add_tensor("im", &[1, 2, 4, 4]);
+        g.graph.inputs.extend([re, im]);
+        let bin = |g: &mut ToolGraph, name: &str, a: u32, b: u32, op: BinOp| {
+            let o = Op::Binary { op, act: None };
+            g.emit(name, o, vec![a, b], &[format!("{name}_y")], None)
+                .unwrap()[0]
+        };
+        let re2 = bin(&mut g, "re2", re, re, BinOp::Mul);
+        let im2 = bin(&mut g, "im2", im, im, BinOp::Mul);
+        let sum = bin(&mut g, "sum", re2, im2, BinOp::Add);
+        let mag = g
+            .emit(
+                "mag",
+                Op::Unary(Unary::Sqrt),
+                vec![sum],
+                &["mag_y".into()],
+                None,
+            )
+            .unwrap()[0];
+        let w = g.add_const("w", &[3, 2, 1, 1], vec![0.5, -0.2, 0.3, 0.7, -0.4, 0.1]);
+        let y = g
+            .emit(
+                "conv",
+                Op::Conv {
+                    geom: Conv2d::pointwise(1),
+                    act: None,
+                },
+                vec![mag, w],
+                &["y".to_string()],
+                None,
+            )
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let samples: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|s| {
+                let v = |k: usize| {
+                    (0..32)
+                        .map(|i| ((i * 5 + s * 3 + k) % 13) as f32 / 6.0 - 1.0)
+                        .collect()
+                };
+                vec![v(0), v(7)]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let (qg, _) = quantize_graph(&g, &obs, &Int8Options::default(), &[false; 5]).unwrap();
+        // (fuse_act folds the float Sqrt into the float Add's activation slot)
+        let ops: Vec<(&str, &str)> = qg
+            .graph
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.op.name()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("re2", "Mul"),
+                ("im2", "Mul"),
+                ("sum", "Add"),
+                ("mag_y/quantize", "Quantize"),
+                ("conv", "QConv"),
+                ("y/dequantize", "Dequantize")
+            ]
+        );
+        let sum = &qg.graph.nodes[2].op;
+        assert!(
+            matches!(
+                sum,
+                Op::Binary {
+                    act: Some(Unary::Sqrt),
+                    ..
+                }
+            ),
+            "{sum:?}"
+        );
+    }
 
     /// A conv whose second output channel has weights ~1e-19 of the first's (dead after BatchNorm
     /// folding; PP-OCRv4 rec has such channels): its multiplier is below 32-bit fixed point, so the pass

@@ -525,11 +525,12 @@ pub fn quantize(
         b.fmap[i as usize] = Some(id);
     }
     let nodes = &fg.graph.nodes;
-    let is_int: Vec<bool> = nodes
+    let mut is_int: Vec<bool> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| !keep_float.get(i).copied().unwrap_or(false) && has_int_kernel(fg, n))
         .collect();
+    float_fed_elementwise(fg, &mut is_int);
     // Relu/Clip right after an integer producer becomes that producer's clamp
     let cons = fg.consumers();
     let mut fused_act: Vec<Option<usize>> = vec![None; nodes.len()];
@@ -610,7 +611,6 @@ pub fn quantize(
                 | Op::GlobalPool(PoolKind::Avg { .. })
         )
     };
-    let mut is_int = is_int;
     for (i, n) in nodes.iter().enumerate() {
         if absorbed[i] || !is_int[i] {
             continue;
@@ -1060,6 +1060,44 @@ pub fn quantize(
     }
     report.conversions = b.conversions;
     Ok((b.qg, report))
+}
+
+/// Element-wise ops (Add/Sub/Mul, functions) whose activation inputs all arrive in float — from float
+/// nodes or the graph's inputs, through data movement — stay float (`is_int` cleared), in graph order so a
+/// chain of them does: in int8 each float input would be rounded before the op (as many conversions as
+/// rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
+/// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
+/// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1014 of 1024 with the
+/// magnitude float).
+fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
+    let g = &fg.graph;
+    let mut float = vec![false; g.tensors.len()];
+    g.inputs.iter().for_each(|&t| float[t as usize] = true);
+    for (i, n) in g.nodes.iter().enumerate() {
+        let acts = || n.inputs.iter().filter(|&&t| fg.konst(t).is_none());
+        let elementwise = matches!(n.op, Op::Binary { .. } | Op::Unary(_));
+        if elementwise && is_int[i] && acts().next().is_some() && acts().all(|&t| float[t as usize])
+        {
+            is_int[i] = false;
+        }
+        // data movement carries its input's kind; everything else is float unless it runs on integers
+        let moves = matches!(
+            n.op,
+            Op::Reshape
+                | Op::Transpose { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Split { .. }
+        );
+        let out_float = if moves {
+            n.inputs.first().is_some_and(|&t| float[t as usize])
+        } else {
+            !is_int[i]
+        };
+        n.outputs
+            .iter()
+            .for_each(|&t| float[t as usize] = out_float);
+    }
 }
 
 /// Values a recurrent op's weight must hold before [`weight_only_axis`] stores it as int8: 64 Ki (a quarter MiB
