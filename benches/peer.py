@@ -47,7 +47,12 @@ MODELS = {
     "captcha": ("models/cache/common_det.onnx", "images", [1, 3, 416, 416], "models/data/out/captcha_calib.npy"),
     # ddddocr's text captcha recognizer (CNN + bidirectional LSTM + 8210-class dense layer): --models ocr
     "ocr": ("models/cache/common.onnx", "input1", [1, 1, 64, 256], "models/data/out/ocr_calib.npy"),
+    # silero VAD, 16 kHz sequence model (STFT conv, 1-D convs, LSTM): 64 frames of 32 ms; --models vad
+    "vad": ("models/cache/silero_vad_16k_sequence.onnx", "input", [64, 576], "models/data/out/vad_calib.npy"),
 }
+# the inputs after the first, with their shapes: every engine feeds input i the seeded values of seed i (as
+# `tern bench` does); both quantizers calibrate them at zero (the LSTM state at the start of a stream)
+STATES = {"vad": [("h", [1, 1, 128]), ("c", [1, 1, 128])]}
 DEFAULT_MODELS = ["digits", "cls", "det320", "det736"]
 # Both quantizers take the first CALIB_SAMPLES rows of the calibration set (the det sets hold 16: all of them).
 CALIB_SAMPLES = 32
@@ -63,6 +68,28 @@ def calib_set(name):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{MODELS[name][3]} missing (python3 models/data/make_data.py)")
     return path
+
+
+def dims_of(name):
+    """Every input's shape, `x`-joined, comma-separated (the first input's alone for one-input models)."""
+    shapes = [MODELS[name][2]] + [s for _, s in STATES.get(name, [])]
+    return ",".join("x".join(map(str, s)) for s in shapes)
+
+
+def tern_calib(name, tmp):
+    """tern's --calib argument: the calibration file, or for a model with state inputs a directory with one
+    subdirectory per input (the first CALIB_SAMPLES samples, the states zero)."""
+    if name not in STATES:
+        return calib_set(name)
+    import numpy as np
+
+    d = os.path.join(tmp, name + ".calib")
+    inp = MODELS[name][1]
+    for i, x in enumerate(np.load(calib_set(name))[:CALIB_SAMPLES]):
+        for k, v in [(inp, x)] + [(n, np.zeros(s, np.float32)) for n, s in STATES[name]]:
+            os.makedirs(os.path.join(d, k), exist_ok=True)
+            np.save(os.path.join(d, k, f"{i:02}.npy"), v)
+    return d
 
 
 def ort_int8_model(name):
@@ -83,7 +110,9 @@ def ort_int8_model(name):
 
         def get_next(self):
             row = next(self.rows, None)
-            return None if row is None else {inp: row.reshape(shape)}
+            if row is None:
+                return None
+            return {inp: row.reshape(shape), **{n: np.zeros(s, np.float32) for n, s in STATES.get(name, [])}}
 
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(out)) as tmp:
@@ -134,7 +163,7 @@ def seeded(n, seed):
     return out
 
 
-def ort_worker(path, shape, threads, runs, warmup):
+def ort_worker(path, shapes, threads, runs, warmup):
     import time
 
     import numpy as np
@@ -144,8 +173,7 @@ def ort_worker(path, shape, threads, runs, warmup):
     o.intra_op_num_threads = threads
     o.inter_op_num_threads = 1
     s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-    x = seeded(int(np.prod(shape)), 0).reshape(shape)
-    feed = {s.get_inputs()[0].name: x}
+    feed = {i.name: seeded(int(np.prod(sh)), k).reshape(sh) for k, (i, sh) in enumerate(zip(s.get_inputs(), shapes))}
     for _ in range(warmup):
         s.run(None, feed)
     ms = []
@@ -196,7 +224,7 @@ def prepare(name, engines, tern, tmp, ort_missing):
     if "tern-int8" in engines:
         art = os.path.join(tmp, name + ".int8.tern")
         try:
-            calib = ["--int8", "--calib", calib_set(name), "--calib-samples", str(CALIB_SAMPLES)]
+            calib = ["--int8", "--calib", tern_calib(name, tmp), "--calib-samples", str(CALIB_SAMPLES)]
             r = subprocess.run([tern, "-q", "compress", onnx, "-o", art, *fix, *calib], capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(first_line(r.stderr))
@@ -252,11 +280,11 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     ap.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
-    ap.add_argument("--ort-worker", nargs=4, metavar=("MODEL", "SHAPE", "THREADS", "RUNS"))
+    ap.add_argument("--ort-worker", nargs=4, metavar=("MODEL", "SHAPES", "THREADS", "RUNS"))
     a = ap.parse_args()
     if a.ort_worker:
         p, shape, t, runs = a.ort_worker
-        ort_worker(p, [int(d) for d in shape.split("x")], int(t), int(runs), a.warmup)
+        ort_worker(p, [[int(d) for d in one.split("x")] for one in shape.split(",")], int(t), int(runs), a.warmup)
         return
     engines = [e for e in ENGINES if e in a.engines]
     tern = tract = None
@@ -271,11 +299,11 @@ def main():
     notes = {}
     tmp = tempfile.mkdtemp(prefix="tern-peer-")
     for name in a.models:
-        rel, _, shape, _ = MODELS[name]
+        rel = MODELS[name][0]
         if not os.path.exists(os.path.join(ROOT, rel)):
             print(f"skipping {name}: {rel} missing (bash models/fetch.sh)", file=sys.stderr)
             continue
-        dims = "x".join(map(str, shape))
+        dims = dims_of(name)
         files, errors = prepare(name, engines, tern, tmp, ort_missing)
         sizes = {e: os.path.getsize(files[e]) for e in ("tern", "tern-int8", "ort-int8") if e in files}
         sizes["onnx"] = os.path.getsize(os.path.join(ROOT, rel))

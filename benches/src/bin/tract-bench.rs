@@ -1,7 +1,8 @@
-//! Times tract on an ONNX model the way `tern bench` times an artifact (same seeded inputs, median of runs,
-//! peak RSS of this process), printing one JSON object. Used by `benches/peer.py`.
+//! Times tract on an ONNX model the way `tern bench` times an artifact (same seeded inputs: input i takes
+//! seed i; median of runs, peak RSS of this process), printing one JSON object. Used by `benches/peer.py`.
 //!
 //!     tract-bench MODEL.onnx 1x3x48x192 [RUNS] [WARMUP]
+//!     tract-bench MODEL.onnx 64x576,1x1x128,1x1x128 [RUNS] [WARMUP]   (one shape per input)
 use anyhow::{anyhow, Result};
 use std::time::Instant;
 
@@ -9,31 +10,34 @@ fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 3 {
         return Err(anyhow!(
-            "usage: tract-bench MODEL.onnx DIMS [RUNS] [WARMUP]"
+            "usage: tract-bench MODEL.onnx DIMS[,DIMS...] [RUNS] [WARMUP]"
         ));
     }
-    let shape: Vec<usize> = a[2]
-        .split('x')
-        .map(|d| d.parse())
+    let shapes: Vec<Vec<usize>> = a[2]
+        .split(',')
+        .map(|one| one.split('x').map(|d| d.parse()).collect())
         .collect::<Result<_, _>>()?;
     let runs: usize = a.get(3).map_or(Ok(20), |v| v.parse())?;
     let warmup: usize = a.get(4).map_or(Ok(3), |v| v.parse())?;
-    let r = tern_tools::reference::Reference::load(
-        std::path::Path::new(&a[1]),
-        std::slice::from_ref(&shape),
-    )?;
-    let n: usize = shape.iter().product();
-    let x = ndarray::ArrayD::from_shape_vec(
-        ndarray::IxDyn(&shape),
-        tern_tools::cli::bench::seeded(n, 0),
-    )?;
+    let r = tern_tools::reference::Reference::load(std::path::Path::new(&a[1]), &shapes)?;
+    let xs: Vec<ndarray::ArrayD<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n: usize = s.iter().product();
+            ndarray::ArrayD::from_shape_vec(
+                ndarray::IxDyn(s),
+                tern_tools::cli::bench::seeded(n, i as u64),
+            )
+        })
+        .collect::<Result<_, _>>()?;
     for _ in 0..warmup {
-        r.run(std::slice::from_ref(&x))?;
+        r.run(&xs)?;
     }
     let mut ms = Vec::new();
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        r.run(std::slice::from_ref(&x))?;
+        r.run(&xs)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let (median, min, max) = tern_tools::cli::bench::stats(&mut ms);

@@ -314,6 +314,8 @@ impl BinOp {
             BinOp::Sub => a - b,
             BinOp::Mul => a * b,
             BinOp::Div => a / b,
+            // x² as the product (correctly rounded, as powf's result should be): the kernels' fast path
+            BinOp::Pow if b == 2.0 => a * a,
             BinOp::Pow => libm::powf(a, b),
             BinOp::Max => a.max(b),
             BinOp::Min => a.min(b),

@@ -94,6 +94,106 @@ fn shifted_hw(geom: &Conv2d, x: &[usize], y: &[usize]) -> Option<[usize; 2]> {
     (!trivial && sized && small && wq >= y[3] && (wq - y[3]) * 4 <= y[3]).then_some([hq, wq])
 }
 
+/// Output pixels per image below which a batched dense conv runs as one GEMM over the whole batch (the
+/// images' im2col side by side, [`batch_gemm`]) instead of one GEMM per image: a GEMM a few columns wide
+/// wastes most of each micro-tile (silero VAD runs its 64 frames as a batch of 1-D convs 5, 4, 2 and 1
+/// pixels wide: 3-19 GMAC/s per image).
+pub(crate) const FOLD_PIXELS: usize = 64;
+
+/// Whether a dense conv over `x` into `y` takes [`batch_gemm`].
+fn folds_batch(x: &[usize], y: &[usize]) -> bool {
+    x[0] > 1 && y[2] * y[3] < FOLD_PIXELS
+}
+
+/// One group of a dense conv over the whole batch as one GEMM: the im2col of every image side by side
+/// (`K × n·P` for P output pixels), the product into scratch with the epilogue, then each image's rows
+/// copied to their place in `y`.
+#[allow(clippy::too_many_arguments)]
+fn batch_gemm(
+    g: &Gemm,
+    par: &Par,
+    geom: &Conv2d,
+    x: &View,
+    gi: usize,
+    a: &[f32],
+    epi: Epilogue,
+    y: &mut ViewMut,
+    scratch: &mut [f32],
+) {
+    let (n, c) = (x.shape[0], x.shape[1]);
+    let (m, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
+    let groups = geom.groups as usize;
+    let (cg, mg) = (c / groups, m / groups);
+    let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
+    let (pix, k) = (oh * ow, cg * kh * kw);
+    let cols = n * pix;
+    let (b, rest) = scratch.split_at_mut(k * cols);
+    let (cbuf, rest) = rest.split_at_mut(mg * cols);
+    im2col_batch(
+        x.data,
+        x.shape.try_into().unwrap(),
+        gi,
+        geom,
+        [oh, ow],
+        0.0,
+        b,
+    );
+    let (ap, bp) = (ASrc::Packed(a), BSrc::Strided(b, cols, 1));
+    gemm::gemm(g, par, (mg, cols, k), ap, bp, cbuf, cols, epi, rest);
+    for img in 0..n {
+        for r in 0..mg {
+            y.data[((img * m) + gi * mg + r) * pix..][..pix]
+                .copy_from_slice(&cbuf[r * cols + img * pix..][..pix]);
+        }
+    }
+}
+
+/// The im2col of group `gi` of every image of `x` (`[n, c, h, w]`) side by side: row `(ci, ky, kx)` of
+/// `dst` (`n·oh·ow` wide) holds each image's `oh×ow` output pixels in turn, `pad` where the tap falls
+/// in the padding. Plain loops: the images are small (see [`FOLD_PIXELS`]), where per-row copies cost
+/// more than they move. Shared by the f32 and int8 batch paths.
+pub(crate) fn im2col_batch<T: Copy>(
+    x: &[T],
+    [n, c, h, w]: [usize; 4],
+    gi: usize,
+    geom: &Conv2d,
+    [oh, ow]: [usize; 2],
+    pad: T,
+    dst: &mut [T],
+) {
+    let cg = c / geom.groups as usize;
+    let [kh, kw, sy, sx, dy, dx, pt, pl] = [
+        geom.kernel[0],
+        geom.kernel[1],
+        geom.strides[0],
+        geom.strides[1],
+        geom.dilations[0],
+        geom.dilations[1],
+        geom.pads[0],
+        geom.pads[1],
+    ]
+    .map(|v| v as usize);
+    let (pix, cols) = (oh * ow, n * oh * ow);
+    for p in 0..cg * kh * kw {
+        let (ci, ky, kx) = (p / (kh * kw), (p / kw) % kh, p % kw);
+        let row = &mut dst[p * cols..(p + 1) * cols];
+        for img in 0..n {
+            let plane = &x[(img * c + gi * cg + ci) * h * w..][..h * w];
+            let out = &mut row[img * pix..(img + 1) * pix];
+            for oy in 0..oh {
+                let iy = (oy * sy + ky * dy).checked_sub(pt).filter(|&v| v < h);
+                for ox in 0..ow {
+                    let ix = (ox * sx + kx * dx).checked_sub(pl).filter(|&v| v < w);
+                    out[oy * ow + ox] = match (iy, ix) {
+                        (Some(iy), Some(ix)) => plane[iy * w + ix],
+                        _ => pad,
+                    };
+                }
+            }
+        }
+    }
+}
+
 /// Scratch floats a conv needs.
 pub fn scratch(
     g: &Gemm,
@@ -109,6 +209,12 @@ pub fn scratch(
         ConvPrep::Dense { phases, .. } => {
             let groups = x[1] / wshape[1];
             let k = wshape[1] * wshape[2] * wshape[3];
+            if folds_batch(x, y) {
+                let (mg, cols) = (y[1] / groups, x[0] * y[2] * y[3]);
+                return k * cols
+                    + mg * cols
+                    + gemm::scratch_floats(g, mg, cols, k, true, false, threads);
+            }
             match phases {
                 // the phase planes; B is read from them in place
                 Some(([hq, wq], _)) => {
@@ -154,6 +260,21 @@ pub fn run(
                 [geom.strides[0] as usize, geom.strides[1] as usize],
                 [geom.pads[0] as usize, geom.pads[1] as usize],
             );
+            if folds_batch(x.shape, y.shape) {
+                let mut y = y;
+                for gi in 0..groups {
+                    let a = &packed[gi * group_stride..(gi + 1) * group_stride];
+                    let epi = Epilogue {
+                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
+                        col_bias: None,
+                        act,
+                        post: post
+                            .map(|(s, t)| (&s[gi * mg..(gi + 1) * mg], &t[gi * mg..(gi + 1) * mg])),
+                    };
+                    batch_gemm(g, par, geom, &x, gi, a, epi, &mut y, scratch);
+                }
+                return;
+            }
             for b in 0..n {
                 for gi in 0..groups {
                     let xs = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
@@ -770,6 +891,104 @@ mod tests {
             }
         }
         assert!(cases >= 20, "{cases}");
+    }
+
+    /// A batch of small images (a silero VAD frame batch: 1-D convs a few pixels wide) runs as one GEMM
+    /// over the batch (`folds_batch`) and gives the bits of running each image alone, on every path,
+    /// 1 and 2 threads, grouped and not, with the epilogue; a larger image keeps the per-image loop.
+    #[test]
+    fn a_folded_batch_equals_its_images() {
+        let mut seed = 11u64;
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        for &(c, m, groups, k, s, p, h, w) in &[
+            (
+                6usize,
+                8usize,
+                1usize,
+                [1usize, 3usize],
+                [1usize, 2usize],
+                1usize,
+                1usize,
+                5usize,
+            ),
+            (4, 6, 2, [3, 3], [1, 1], 1, 3, 4),
+            (9, 5, 1, [1, 1], [1, 1], 0, 1, 1),
+            (3, 4, 1, [3, 3], [1, 1], 1, 9, 9),
+        ] {
+            let n = 3;
+            let geom = Conv2d {
+                kernel: [k[0] as u32, k[1] as u32],
+                strides: [s[0] as u32, s[1] as u32],
+                dilations: [1, 1],
+                pads: [0, p as u32, 0, p as u32],
+                groups: groups as u32,
+                output_padding: [0, 0],
+            };
+            let (oh, ow) = ((h - k[0]) / s[0] + 1, (w + 2 * p - k[1]) / s[1] + 1);
+            let cg = c / groups;
+            let ws = [m, cg, k[0], k[1]];
+            let (x, wt, b) = (
+                uniform(n * c * h * w, &mut seed),
+                uniform(m * cg * k[0] * k[1], &mut seed),
+                uniform(m, &mut seed),
+            );
+            assert_eq!(
+                folds_batch(&[n, c, h, w], &[n, m, oh, ow]),
+                oh * ow < FOLD_PIXELS
+            );
+            for isa in caps::available() {
+                let g = kernels::gemm_for(isa);
+                for par in [Par::single(), Par { pool: Some(&pool) }] {
+                    let run_on = |xs: [usize; 4], xd: &[f32]| {
+                        let ys = [xs[0], m, oh, ow];
+                        let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
+                        let mut y = vec![0f32; ys.iter().product()];
+                        let sc = scratch(&g, &geom, &prep, &xs, &ys, &ws, par.threads());
+                        let mut sc = vec![0f32; sc];
+                        let xv = View {
+                            data: xd,
+                            shape: &xs,
+                        };
+                        let wv = View {
+                            data: &wt,
+                            shape: &ws,
+                        };
+                        let yv = ViewMut {
+                            data: &mut y,
+                            shape: &ys,
+                        };
+                        let terms = (Some(&b[..]), None);
+                        run(
+                            &g,
+                            &par,
+                            &geom,
+                            Some(Unary::Relu),
+                            &prep,
+                            xv,
+                            wv,
+                            terms,
+                            yv,
+                            &mut sc,
+                        );
+                        y
+                    };
+                    let batch = run_on([n, c, h, w], &x);
+                    let alone: Vec<f32> = x
+                        .chunks(c * h * w)
+                        .flat_map(|xi| run_on([1, c, h, w], xi))
+                        .collect();
+                    assert!(
+                        batch
+                            .iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{} {}t c{c} m{m} g{groups} k{k:?} s{s:?} {h}x{w}",
+                        isa.name(),
+                        par.threads()
+                    );
+                }
+            }
+        }
     }
 
     /// The GEMM over stride-phase planes (`Shifted`) gives the same bits as over the clipped im2col,
