@@ -260,17 +260,21 @@ pub fn run(
                 [geom.strides[0] as usize, geom.strides[1] as usize],
                 [geom.pads[0] as usize, geom.pads[1] as usize],
             );
+            // group gi's packed weights and epilogue
+            let of_group = |gi: usize| {
+                let rows = gi * mg..(gi + 1) * mg;
+                let epi = Epilogue {
+                    row_bias: bias.map(|b| &b[rows.clone()]),
+                    col_bias: None,
+                    act,
+                    post: post.map(|(s, t)| (&s[rows.clone()], &t[rows.clone()])),
+                };
+                (&packed[gi * group_stride..(gi + 1) * group_stride], epi)
+            };
             if folds_batch(x.shape, y.shape) {
                 let mut y = y;
                 for gi in 0..groups {
-                    let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    let epi = Epilogue {
-                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
-                        col_bias: None,
-                        act,
-                        post: post
-                            .map(|(s, t)| (&s[gi * mg..(gi + 1) * mg], &t[gi * mg..(gi + 1) * mg])),
-                    };
+                    let (a, epi) = of_group(gi);
                     batch_gemm(g, par, geom, &x, gi, a, epi, &mut y, scratch);
                 }
                 return;
@@ -280,14 +284,7 @@ pub fn run(
                     let xs = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
                     let ys =
                         &mut y.data[(b * m + gi * mg) * oh * ow..(b * m + (gi + 1) * mg) * oh * ow];
-                    let a = &packed[gi * group_stride..(gi + 1) * group_stride];
-                    let epi = Epilogue {
-                        row_bias: bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
-                        col_bias: None,
-                        act,
-                        post: post
-                            .map(|(s, t)| (&s[gi * mg..(gi + 1) * mg], &t[gi * mg..(gi + 1) * mg])),
-                    };
+                    let (a, epi) = of_group(gi);
                     if let Some((hw, taps)) = phases {
                         let [hq, wq] = *hw;
                         let s = strides;
