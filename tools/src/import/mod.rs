@@ -1473,6 +1473,75 @@ impl Importer {
                 )?;
                 ids.into_iter().map(Val::T).collect()
             }
+            "Gather" => {
+                // constant indices into a runtime tensor (`state[0]`, a channel pick; the all-constant
+                // case is folded before this): each run of consecutive indices is a Slice, several runs
+                // are concatenated along the axis, and a Reshape gives Gather's shape where the indices
+                // are not one list (a scalar drops the axis)
+                let Some(ix) = konst(1) else {
+                    return Ok(Unsupported("Gather(non-constant indices)".into()));
+                };
+                let xs = self.shape(input(0)?);
+                let a = value::axis(ai("axis", 0)?, xs.len())?;
+                let d = xs[a] as i64;
+                let idx: Vec<i64> = ix
+                    .ints()
+                    .iter()
+                    .map(|&i| if i < 0 { i + d } else { i })
+                    .collect();
+                if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i >= d) {
+                    bail!("index {bad} out of range for axis {a} of input shape {xs:?}");
+                }
+                if idx.is_empty() {
+                    return Ok(Unsupported("Gather(no indices)".into()));
+                }
+                let x = self.t(input(0)?, name);
+                let mut runs: Vec<(i64, usize)> = Vec::new();
+                for &i in &idx {
+                    match runs.last_mut() {
+                        Some((start, len)) if *start + *len as i64 == i => *len += 1,
+                        _ => runs.push((i, 1)),
+                    }
+                }
+                let mut out = xs[..a].to_vec();
+                out.extend(ix.shape());
+                out.extend(&xs[a + 1..]);
+                let mut gathered = xs.clone();
+                gathered[a] = idx.len();
+                let last = out == gathered;
+                let mut parts = Vec::new();
+                for (k, &(start, len)) in runs.iter().enumerate() {
+                    let mut starts = vec![0i64; xs.len()];
+                    starts[a] = start;
+                    let mut shape = xs.clone();
+                    shape[a] = len;
+                    let op = Op::Slice {
+                        starts,
+                        steps: vec![1; xs.len()],
+                    };
+                    if last && runs.len() == 1 {
+                        return Ok(Done(vec![self.emit1(
+                            node,
+                            name,
+                            op,
+                            vec![x],
+                            Some(shape),
+                        )?]));
+                    }
+                    let o = [format!("{name}/run{k}")];
+                    parts.extend(self.g.emit(name, op, vec![x], &o, Some(vec![shape]))?);
+                }
+                let cat = Op::Concat { axis: a as u32 };
+                if last {
+                    vec![self.emit1(node, name, cat, parts, Some(gathered))?]
+                } else {
+                    if parts.len() > 1 {
+                        let o = [format!("{name}/concat")];
+                        parts = self.g.emit(name, cat, parts, &o, Some(vec![gathered]))?;
+                    }
+                    vec![self.emit1(node, name, Op::Reshape, parts, Some(out))?]
+                }
+            }
             "Slice" => {
                 let xs = self.shape(input(0)?);
                 let (st, en, axes, steps) = if self.opset < 10 {
