@@ -206,7 +206,7 @@ impl<'m> Session<'m> {
                 .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
                 .collect();
             let mut p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
-            // an LSTM or GRU whose R is stored int8 runs its recurrence on those bytes; its widened W
+            // an LSTM, GRU or RNN whose R is stored int8 runs its recurrence on those bytes; its widened W
             // (packed now) and R are then dropped (ddddocr's recognizer: 25 MB less resident)
             if let (Prepared::Rnn(lp), Some(&r)) = (&mut p, n.inputs.get(2)) {
                 let t = &g.tensors[r as usize];

@@ -182,7 +182,7 @@ impl QConv {
         let k = cg * kh * kw;
         if folds_batch(xs[0], oh * ow) {
             let mg = self.wshape[0] / self.geom.groups as usize;
-            let cols = xs[0] * oh * ow;
+            let cols = crate::cpu::ops::conv::fold_images(xs[0], oh * ow) * oh * ow;
             return k * cols + self.g.b_len(k, cols) + mg * cols;
         }
         if let Some((hq, wq)) = self.shifted(xs[2], xs[3]) {
@@ -297,9 +297,10 @@ impl QConv {
         }
     }
 
-    /// [`QConv::run`] for a batch of small images ([`folds_batch`]) as one GEMM per group: every image's
-    /// im2col side by side, one B packing, one product into scratch, each image's rows copied to `y`.
-    /// The same integers as image by image.
+    /// [`QConv::run`] for a batch of small images ([`folds_batch`]) as one GEMM per group and chunk of
+    /// images (`conv::fold_images`, at most `conv::FOLD_COLS` columns): their im2col side by side, one B
+    /// packing, one product into scratch, each image's rows copied to `y`. The same integers as image by
+    /// image.
     fn run_folded(
         &self,
         x: &[i8],
@@ -309,35 +310,50 @@ impl QConv {
         (lo, hi): (i32, i32),
         scratch: &mut [i8],
     ) {
-        let (n, c) = (xs[0], xs[1]);
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let (m, oh, ow) = (ys[1], ys[2], ys[3]);
         let groups = self.geom.groups as usize;
         let (cg, mg) = (c / groups, m / groups);
         let [_, _, kh, kw] = self.wshape;
         let (k, npix) = (cg * kh * kw, oh * ow);
-        let cols = n * npix;
         let pad = self.zp_in.clamp(-128, 127) as i8;
-        let (plain, rest) = scratch.split_at_mut(k * cols);
-        let (packed, rest) = rest.split_at_mut(self.g.b_len(k, cols));
-        let out = &mut rest[..mg * cols];
-        for gi in 0..groups {
-            let geom = &self.geom;
-            crate::cpu::ops::conv::im2col_batch(x, xs, gi, geom, [oh, ow], pad, plain);
-            let (a, rq) = self.group(gi, mg, lo, hi);
-            let rows = &*plain;
-            let bp = pack_rows(
-                &self.g,
-                k,
-                cols,
-                |p| &rows[p * cols..(p + 1) * cols],
-                packed,
-            );
-            // SAFETY: `out` holds mg rows of `cols` bytes, this thread's alone.
-            unsafe { qgemm::qgemm_ptr(&self.g, (mg, cols, k), a, bp, out.as_mut_ptr(), cols, &rq) };
-            for img in 0..n {
-                for r in 0..mg {
-                    y[((img * m) + gi * mg + r) * npix..][..npix]
-                        .copy_from_slice(&out[r * cols + img * npix..][..npix]);
+        let per = crate::cpu::ops::conv::fold_images(n, npix);
+        for i0 in (0..n).step_by(per) {
+            let cnt = per.min(n - i0);
+            let cols = cnt * npix;
+            let (plain, rest) = scratch.split_at_mut(k * cols);
+            let (packed, rest) = rest.split_at_mut(self.g.b_len(k, cols));
+            let out = &mut rest[..mg * cols];
+            let chunk = &x[i0 * c * h * w..(i0 + cnt) * c * h * w];
+            for gi in 0..groups {
+                let geom = &self.geom;
+                crate::cpu::ops::conv::im2col_batch(
+                    chunk,
+                    [cnt, c, h, w],
+                    gi,
+                    geom,
+                    [oh, ow],
+                    pad,
+                    plain,
+                );
+                let (a, rq) = self.group(gi, mg, lo, hi);
+                let rows = &*plain;
+                let bp = pack_rows(
+                    &self.g,
+                    k,
+                    cols,
+                    |p| &rows[p * cols..(p + 1) * cols],
+                    packed,
+                );
+                // SAFETY: `out` holds mg rows of `cols` bytes, this thread's alone.
+                unsafe {
+                    qgemm::qgemm_ptr(&self.g, (mg, cols, k), a, bp, out.as_mut_ptr(), cols, &rq)
+                };
+                for img in 0..cnt {
+                    for r in 0..mg {
+                        y[(((i0 + img) * m) + gi * mg + r) * npix..][..npix]
+                            .copy_from_slice(&out[r * cols + img * npix..][..npix]);
+                    }
                 }
             }
         }
@@ -1192,6 +1208,60 @@ mod tests {
         assert!(cases > 100, "{cases}");
         // both vector forms are compared: whole-plane runs and row by row
         assert!(runs > 10 && cases - runs > 10, "{runs} of {cases}");
+    }
+
+    /// A batch of more one-pixel images than one batch GEMM takes (`conv::FOLD_COLS` columns), with a
+    /// K that is not a multiple of 4 (B's padding rows), runs in chunks and equals the images run alone.
+    #[test]
+    fn a_large_folded_batch_runs_in_chunks() {
+        let (c, m, n) = (3usize, 5usize, crate::cpu::ops::conv::FOLD_COLS + 7);
+        let mut seed = 21;
+        let (wq, ws) = quantize_weights(&floats(m * c, &mut seed, -0.5, 0.5), m);
+        let xq: Vec<i8> = floats(n * c, &mut seed, -128.0, 127.9)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
+        let geom = Conv2d::pointwise(1);
+        let g = qgemm::qgemm_for(caps::detect());
+        let q = QConv::new(
+            &g,
+            geom,
+            &wq,
+            [m, c, 1, 1],
+            &ws,
+            None,
+            (&[0.02], -3),
+            (&[0.05], 2),
+        )
+        .unwrap();
+        let par = Par::single();
+        let mut y = vec![0i8; n * m];
+        let mut sc = vec![0i8; q.scratch_bytes([n, c, 1, 1], 1, 1, 1)];
+        q.run(
+            &par,
+            &xq,
+            [n, c, 1, 1],
+            &mut y,
+            [n, m, 1, 1],
+            -128,
+            127,
+            &mut sc,
+        );
+        let mut sc1 = vec![0i8; q.scratch_bytes([1, c, 1, 1], 1, 1, 1)];
+        for (i, img) in xq.chunks(c).enumerate() {
+            let mut y1 = vec![0i8; m];
+            q.run(
+                &par,
+                img,
+                [1, c, 1, 1],
+                &mut y1,
+                [1, m, 1, 1],
+                -128,
+                127,
+                &mut sc1,
+            );
+            assert_eq!(&y[i * m..(i + 1) * m], &y1[..], "image {i}");
+        }
     }
 
     /// The int8 conv equals an independent integer reference exactly (every kernel path), and stays within

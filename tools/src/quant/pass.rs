@@ -1067,7 +1067,7 @@ pub fn quantize(
 /// chain of them does: in int8 each float input would be rounded before the op (as many conversions as
 /// rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
 /// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
-/// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1014 of 1024 with the
+/// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1012 of 1024 with the
 /// magnitude float).
 fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
     let g = &fg.graph;

@@ -1082,7 +1082,7 @@ pub fn sigmoid_vec(v: &mut [f32], silu: bool) -> usize {
 /// branches computed, the lane's one kept; NaN kept as is) on `$lanes` floats at a time. Returns how many
 /// leading elements it wrote.
 macro_rules! vtanh {
-    ($name:ident, $features:literal, $lanes:literal, $exp:ident, $lt:ident, $pick:ident, $nan:ident,
+    ($name:ident, $features:literal, $lanes:literal, $exp:ident, $lt:ident, $pick:ident, $keep:ident,
      [$load:ident, $store:ident, $set1:ident, $zero:ident, $mul:ident, $fmadd:ident, $add:ident,
       $sub:ident, $div:ident, $max:ident]) => {
         #[doc = concat!("tanh in place, ", stringify!($lanes), " lanes at a time (see `vtanh!`).")]
@@ -1110,8 +1110,8 @@ macro_rules! vtanh {
                     let t = $sub(one, $div($set1(2.0), $add($exp($add(a, a)), one)));
                     let big = $pick($lt(x, $zero()), $sub($zero(), t), t);
                     let y = $pick($lt(a, $set1(TANH_SMALL)), small, big);
-                    // NaN in, the same NaN out (the scalar rule returns x)
-                    let y = $pick($nan(x), x, y);
+                    // NaN and ±0 in, the same out (the scalar rule returns x)
+                    let y = $pick($keep(x), x, y);
                     $store(v.as_mut_ptr().add(i), y);
                 }
                 i += $lanes;
@@ -1132,10 +1132,12 @@ fn pick8(m: __m256, yes: __m256, no: __m256) -> __m256 {
     _mm256_blendv_ps(no, yes, m)
 }
 
+/// Lanes tanh returns as they are: NaN and ±0.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn nan8(x: __m256) -> __m256 {
-    _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)
+fn keep8(x: __m256) -> __m256 {
+    let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_setzero_ps());
+    _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x), zero)
 }
 
 #[inline]
@@ -1150,10 +1152,12 @@ fn pick16(m: __mmask16, yes: __m512, no: __m512) -> __m512 {
     _mm512_mask_blend_ps(m, no, yes)
 }
 
+/// Lanes tanh returns as they are: NaN and ±0.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn nan16(x: __m512) -> __mmask16 {
+fn keep16(x: __m512) -> __mmask16 {
     _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x)
+        | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_ps())
 }
 
 vtanh!(
@@ -1163,7 +1167,7 @@ vtanh!(
     exp8,
     lt8,
     pick8,
-    nan8,
+    keep8,
     [
         _mm256_loadu_ps,
         _mm256_storeu_ps,
@@ -1185,7 +1189,7 @@ vtanh!(
     exp16,
     lt16,
     pick16,
-    nan16,
+    keep16,
     [
         _mm512_loadu_ps,
         _mm512_storeu_ps,

@@ -105,9 +105,9 @@ fn folds_batch(x: &[usize], y: &[usize]) -> bool {
     x[0] > 1 && y[2] * y[3] < FOLD_PIXELS
 }
 
-/// One group of a dense conv over the whole batch as one GEMM: the im2col of every image side by side
-/// (`K × n·P` for P output pixels), the product into scratch with the epilogue, then each image's rows
-/// copied to their place in `y`.
+/// One group of a dense conv over the whole batch as one GEMM per [`fold_images`] images: their im2col
+/// side by side (`K × cnt·P` for P output pixels), the product into scratch with the epilogue, then each
+/// image's rows copied to their place in `y`.
 #[allow(clippy::too_many_arguments)]
 fn batch_gemm(
     g: &Gemm,
@@ -120,32 +120,38 @@ fn batch_gemm(
     y: &mut ViewMut,
     scratch: &mut [f32],
 ) {
-    let (n, c) = (x.shape[0], x.shape[1]);
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (m, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
     let groups = geom.groups as usize;
     let (cg, mg) = (c / groups, m / groups);
     let (kh, kw) = (geom.kernel[0] as usize, geom.kernel[1] as usize);
     let (pix, k) = (oh * ow, cg * kh * kw);
-    let cols = n * pix;
-    let (b, rest) = scratch.split_at_mut(k * cols);
-    let (cbuf, rest) = rest.split_at_mut(mg * cols);
-    im2col_batch(
-        x.data,
-        x.shape.try_into().unwrap(),
-        gi,
-        geom,
-        [oh, ow],
-        0.0,
-        b,
-    );
-    let (ap, bp) = (ASrc::Packed(a), BSrc::Strided(b, cols, 1));
-    gemm::gemm(g, par, (mg, cols, k), ap, bp, cbuf, cols, epi, rest);
-    for img in 0..n {
-        for r in 0..mg {
-            y.data[((img * m) + gi * mg + r) * pix..][..pix]
-                .copy_from_slice(&cbuf[r * cols + img * pix..][..pix]);
+    let per = fold_images(n, pix);
+    for i0 in (0..n).step_by(per) {
+        let cnt = per.min(n - i0);
+        let cols = cnt * pix;
+        let (b, rest) = scratch.split_at_mut(k * cols);
+        let (cbuf, rest) = rest.split_at_mut(mg * cols);
+        let xs = &x.data[i0 * c * h * w..(i0 + cnt) * c * h * w];
+        im2col_batch(xs, [cnt, c, h, w], gi, geom, [oh, ow], 0.0, b);
+        let (ap, bp) = (ASrc::Packed(a), BSrc::Strided(b, cols, 1));
+        gemm::gemm(g, par, (mg, cols, k), ap, bp, cbuf, cols, epi, rest);
+        for img in 0..cnt {
+            for r in 0..mg {
+                y.data[(((i0 + img) * m) + gi * mg + r) * pix..][..pix]
+                    .copy_from_slice(&cbuf[r * cols + img * pix..][..pix]);
+            }
         }
     }
+}
+
+/// Most columns (images × output pixels) one batch GEMM takes: it bounds the scratch, whatever the batch,
+/// and the int8 B packing pads its rows from a 4096-byte block.
+pub(crate) const FOLD_COLS: usize = 4096;
+
+/// Images per batch GEMM for `pix` output pixels each (at least one, at most `n`).
+pub(crate) fn fold_images(n: usize, pix: usize) -> usize {
+    (FOLD_COLS / pix.max(1)).clamp(1, n.max(1))
 }
 
 /// The im2col of group `gi` of every image of `x` (`[n, c, h, w]`) side by side: row `(ci, ky, kx)` of
@@ -210,7 +216,7 @@ pub fn scratch(
             let groups = x[1] / wshape[1];
             let k = wshape[1] * wshape[2] * wshape[3];
             if folds_batch(x, y) {
-                let (mg, cols) = (y[1] / groups, x[0] * y[2] * y[3]);
+                let (mg, cols) = (y[1] / groups, fold_images(x[0], y[2] * y[3]) * y[2] * y[3]);
                 return k * cols
                     + mg * cols
                     + gemm::scratch_floats(g, mg, cols, k, true, false, threads);
@@ -892,7 +898,8 @@ mod tests {
 
     /// A batch of small images (a silero VAD frame batch: 1-D convs a few pixels wide) runs as one GEMM
     /// over the batch (`folds_batch`) and gives the bits of running each image alone, on every path,
-    /// 1 and 2 threads, grouped and not, with the epilogue; a larger image keeps the per-image loop.
+    /// 1 and 2 threads, grouped and not, with the epilogue, in chunks past `FOLD_COLS` columns; a larger
+    /// image keeps the per-image loop.
     #[test]
     fn a_folded_batch_equals_its_images() {
         let mut seed = 11u64;
@@ -911,8 +918,14 @@ mod tests {
             (4, 6, 2, [3, 3], [1, 1], 1, 3, 4),
             (9, 5, 1, [1, 1], [1, 1], 0, 1, 1),
             (3, 4, 1, [3, 3], [1, 1], 1, 9, 9),
+            // a batch wider than one batch GEMM (FOLD_COLS columns): two chunks
+            (3, 2, 1, [1, 1], [1, 1], 0, 1, 1),
         ] {
-            let n = 3;
+            let n = if h * w == 1 && c == 3 {
+                FOLD_COLS + 3
+            } else {
+                3
+            };
             let geom = Conv2d {
                 kernel: [k[0] as u32, k[1] as u32],
                 strides: [s[0] as u32, s[1] as u32],

@@ -33,7 +33,10 @@ impl GatherMaps {
             .filter(|(a, b)| b.len() < TAIL_LAST && a.len() * b.len() <= TAIL_MAX)
             .map(|(a, b)| {
                 a.iter()
-                    .flat_map(|&i| b.iter().map(move |&j| if i < 0 || j < 0 { -1 } else { i + j }))
+                    .flat_map(|&i| {
+                        b.iter()
+                            .map(move |&j| if i < 0 || j < 0 { -1 } else { i + j })
+                    })
                     .collect()
             });
         GatherMaps { maps, fill, tail }

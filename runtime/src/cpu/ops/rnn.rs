@@ -157,7 +157,7 @@ pub fn prepare(g: &Gemm, cell: Cell, w: &[f32], wshape: &[usize], bias: &[f32]) 
     }
 }
 
-/// Scratch floats of one direction: its projected inputs (`4H × S·B`), step buffers, and its GEMM's on
+/// Scratch floats of one direction: its projected inputs (`G·H × S·B`), step buffers, and its GEMM's on
 /// `threads`.
 fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
     let (sb, gh) = (z.s * z.b, z.gates * z.h);
@@ -190,9 +190,10 @@ fn quantize_h(h: &[f32], q: &mut [i16]) -> f32 {
         q.fill(0);
         return 0.0;
     }
-    let inv = H_CODE / top;
+    // v / top first: H_CODE / top overflows to inf for a top below ~1e-34 (a tiny initial state), and
+    // the codes must stay within ±32767 for the kernels' i32 bound
     for (d, &v) in q.iter_mut().zip(h) {
-        *d = libm::roundf(v * inv) as i16;
+        *d = libm::roundf(v / top * H_CODE).clamp(-H_CODE, H_CODE) as i16;
     }
     top / H_CODE
 }
@@ -232,7 +233,7 @@ fn dot_rows_i8_i16(isa: Isa, m: &[i8], h: &[i16], out: &mut [f32]) {
     }
 }
 
-/// Whether the two directions of a bidirectional LSTM run at once, one per thread: the recurrence is a
+/// Whether the two directions of a bidirectional op run at once, one per thread: the recurrence is a
 /// chain of steps no thread can split cheaply, but the directions are independent.
 fn directions_in_parallel(z: Dims, threads: usize) -> bool {
     z.d == 2 && threads >= 2
@@ -1096,6 +1097,21 @@ mod tests {
                     )
                 },
             );
+        }
+    }
+
+    /// h's codes stay within ±32767 and keep its shape for any finite h, however small its largest value
+    /// (32767 / max|h| overflows to infinity below ~1e-34).
+    #[test]
+    fn h_codes_hold_for_tiny_states() {
+        for top in [1.0f32, 1e-20, 1e-36] {
+            let h = [top, -top, top / 2.0, 0.0];
+            let mut q = [0i16; 4];
+            let s = quantize_h(&h, &mut q);
+            assert!(!q.contains(&i16::MIN), "{top:e}: {q:?}");
+            assert_eq!((q[0], q[1], q[3]), (32767, -32767, 0), "{top:e}");
+            assert!((q[2] as i32 - 16384).abs() <= 1, "{top:e}: {q:?}");
+            assert!(s > 0.0, "{top:e}: scale {s:e}");
         }
     }
 
