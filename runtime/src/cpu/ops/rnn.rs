@@ -1,4 +1,4 @@
-//! LSTM, GRU and RNN: per direction, the input projection of every step at once (one packed GEMM, `G·H × S·B`
+//! LSTM, GRU and RNN: per direction, the input projection of every step at once (one packed GEMM, `S·B × G·H`
 //! for G gates, the biases in its epilogue), then the recurrence step by step: `h·Rᵀ` added to the step's
 //! column, the gates, the cell. The recurrence is a matrix-vector product per step (R read once per step:
 //! memory bound for batch 1, as in every LSTM engine); the GEMM takes the input side's MACs.
@@ -53,7 +53,7 @@ impl Cell {
 pub struct RnnPrep {
     /// The cell.
     cell: Cell,
-    /// W of each direction packed as the GEMM's A (`G·H × I`), one block after another.
+    /// W of each direction transposed and packed as the GEMM's B (`I × G·H`), one block after another.
     w: Vec<f32>,
     /// Floats per direction block of `w`.
     w_stride: usize,
@@ -133,7 +133,7 @@ pub fn prepare(g: &Gemm, cell: Cell, w: &[f32], wshape: &[usize], bias: &[f32]) 
     let mut packed = Vec::new();
     let mut w_stride = 0;
     for k in 0..d {
-        let block = gemm::pack_a(g, rows, i, |r, p| w[(k * rows + r) * i + p]);
+        let block = gemm::pack_b(g, i, rows, |p, j| w[(k * rows + j) * i + p]);
         w_stride = block.len();
         packed.extend_from_slice(&block);
     }
@@ -157,7 +157,7 @@ pub fn prepare(g: &Gemm, cell: Cell, w: &[f32], wshape: &[usize], bias: &[f32]) 
     }
 }
 
-/// Scratch floats of one direction: its projected inputs (`G·H × S·B`), step buffers, and its GEMM's on
+/// Scratch floats of one direction: its projected inputs (`S·B × G·H`), step buffers, and its GEMM's on
 /// `threads`.
 fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
     let (sb, gh) = (z.s * z.b, z.gates * z.h);
@@ -165,7 +165,7 @@ fn dir_scratch(g: &Gemm, z: Dims, threads: usize) -> usize {
         + gh * z.b
         + 2 * z.b * z.h
         + int8_step_floats(z)
-        + gemm::scratch_floats(g, gh, sb, z.i, true, false, threads)
+        + gemm::scratch_floats(g, sb, gh, z.i, false, true, threads)
 }
 
 /// Scratch floats of the int8 recurrence's step: h's 15-bit codes (two per float) and the `G·H` row
@@ -445,17 +445,18 @@ impl Step<'_> {
         // SAFETY: `qh` holds h.div_ceil(2) floats, room for h i16 at an alignment f32 exceeds.
         let qh = unsafe { core::slice::from_raw_parts_mut(qh.as_mut_ptr().cast::<i16>(), h) };
         let mut buf = Int8Step { qh, sums };
-        // the inputs' side of every step at once: gx[r][t·B + n] = W[r]·x[t][n] + Wb[r] + Rb[r]
+        // the inputs' side of every step at once, a step's gates contiguous (each step then reads one
+        // row, not G·H values S·B apart): gx[t·B + n][r] = x[t][n]·W[r] + Wb[r] + Rb[r]
         gemm::gemm(
             g,
             par,
-            (gh, sb, z.i),
-            ASrc::Packed(&prep.w[dir * prep.w_stride..(dir + 1) * prep.w_stride]),
-            BSrc::Strided(ins[0].data, 1, z.i),
+            (sb, gh, z.i),
+            ASrc::Strided(ins[0].data, z.i, 1),
+            BSrc::Packed(&prep.w[dir * prep.w_stride..(dir + 1) * prep.w_stride]),
             gx,
-            sb,
+            gh,
             Epilogue {
-                row_bias: Some(&prep.bias[dir * gh..(dir + 1) * gh]),
+                col_bias: Some(&prep.bias[dir * gh..(dir + 1) * gh]),
                 ..Epilogue::default()
             },
             gemm_scratch,
@@ -469,9 +470,7 @@ impl Step<'_> {
             let t = if reverse { z.s - 1 - step } else { step };
             for n in 0..b {
                 let gn = &mut gate[n * gh..(n + 1) * gh];
-                for (k, v) in gn.iter_mut().enumerate() {
-                    *v = gx[k * sb + t * b + n];
-                }
+                gn.copy_from_slice(&gx[(t * b + n) * gh..][..gh]);
                 let hn = &hs[n * h..(n + 1) * h];
                 match prep.cell {
                     Cell::Lstm => {
