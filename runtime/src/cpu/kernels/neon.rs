@@ -377,70 +377,39 @@ pub unsafe fn qadd_neon(
     i
 }
 
-/// `R` rows from `r` of [`dot_rows_i8_i16_neon`]: sixteen columns a step (`smlal`/`smlal2`, i16 × i16
-/// into i32: exact), each load of h shared by the rows.
+/// A chunk of the int8 recurrence's row sums (`rnn::dot_rows_i8_i16`), the NEON twin of the x86
+/// `dot_chunk!` kernels: rows `r..r + R` of `m` times h over columns `c0..c1`, sixteen columns a step
+/// (`smlal`/`smlal2`, i16 × i16 into i32: exact over at most `rnn::I16_CHUNK` columns).
 ///
 /// # Safety
-/// `m` holds rows `r..r + R` of `h.len()` values and `out` has them.
+/// Rows `r..r + R` of `m` (`h.len()` values each) exist; `c1 ≤ h.len()` and `c1 − c0` is a multiple of
+/// 16.
 #[inline]
-unsafe fn dot_block_neon<const R: usize>(m: &[i8], h: &[i16], r: usize, out: &mut [f32]) {
-    use crate::cpu::ops::rnn::I16_CHUNK;
+pub unsafe fn dot_chunk_neon<const R: usize>(
+    m: &[i8],
+    h: &[i16],
+    r: usize,
+    c0: usize,
+    c1: usize,
+) -> [i64; R] {
     let n = h.len();
-    let full = n - n % 16;
-    let mut tot = [0i64; R];
-    let mut c0 = 0;
-    while c0 < full {
-        let end = (c0 + I16_CHUNK).min(full);
-        // SAFETY (block): columns c..c + 16 of h and of each row are in bounds (c + 16 ≤ full ≤ n).
-        unsafe {
-            let mut acc = [vdupq_n_s32(0); R];
-            let mut c = c0;
-            while c < end {
-                let h0 = vld1q_s16(h.as_ptr().add(c));
-                let h1 = vld1q_s16(h.as_ptr().add(c + 8));
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let w = vld1q_s8(m.as_ptr().add((r + j) * n + c));
-                    let (w0, w1) = (vmovl_s8(vget_low_s8(w)), vmovl_high_s8(w));
-                    *a = vmlal_s16(*a, vget_low_s16(w0), vget_low_s16(h0));
-                    *a = vmlal_high_s16(*a, w0, h0);
-                    *a = vmlal_s16(*a, vget_low_s16(w1), vget_low_s16(h1));
-                    *a = vmlal_high_s16(*a, w1, h1);
-                }
-                c += 16;
+    // SAFETY (block): columns c..c + 16 of h and of each row are in bounds (the contract).
+    unsafe {
+        let mut acc = [vdupq_n_s32(0); R];
+        let mut c = c0;
+        while c < c1 {
+            let h0 = vld1q_s16(h.as_ptr().add(c));
+            let h1 = vld1q_s16(h.as_ptr().add(c + 8));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let w = vld1q_s8(m.as_ptr().add((r + j) * n + c));
+                let (w0, w1) = (vmovl_s8(vget_low_s8(w)), vmovl_high_s8(w));
+                *a = vmlal_s16(*a, vget_low_s16(w0), vget_low_s16(h0));
+                *a = vmlal_high_s16(*a, w0, h0);
+                *a = vmlal_s16(*a, vget_low_s16(w1), vget_low_s16(h1));
+                *a = vmlal_high_s16(*a, w1, h1);
             }
-            for (t, a) in tot.iter_mut().zip(acc) {
-                *t += vaddlvq_s32(a);
-            }
+            c += 16;
         }
-        c0 = end;
-    }
-    for (j, t) in tot.iter_mut().enumerate() {
-        let row = &m[(r + j) * n..][..n];
-        *t += row[full..]
-            .iter()
-            .zip(&h[full..])
-            .map(|(&a, &b)| a as i64 * b as i64)
-            .sum::<i64>();
-        out[r + j] = *t as f32;
-    }
-}
-
-/// `out[r] = (Σ_c m[r·n + c] · h[c]) as f32` (n = `h.len()`), four rows at a time: the NEON twin of
-/// the x86 `dot_rows_i8_i16_avx2`, the reference's bits (`rnn::dot_rows_i8_i16_ref`).
-///
-/// # Safety
-/// `m.len() ≥ out.len() · h.len()`.
-pub unsafe fn dot_rows_i8_i16_neon(m: &[i8], h: &[i16], out: &mut [f32]) {
-    let rows = out.len();
-    let mut r = 0;
-    while r + 4 <= rows {
-        // SAFETY: rows r..r + 4 exist (the caller's contract).
-        unsafe { dot_block_neon::<4>(m, h, r, out) };
-        r += 4;
-    }
-    while r < rows {
-        // SAFETY: row r exists.
-        unsafe { dot_block_neon::<1>(m, h, r, out) };
-        r += 1;
+        acc.map(|a| vaddlvq_s32(a))
     }
 }

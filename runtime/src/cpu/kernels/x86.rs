@@ -1230,134 +1230,82 @@ fn hsum8_i64(v: __m256i) -> i64 {
     a.iter().map(|&x| x as i64).sum()
 }
 
-/// `R` rows from `r` of [`dot_rows_i8_i16_avx2`]: sixteen columns a step, each load of h shared by the rows.
-///
-/// # Safety
-/// AVX2; `m` holds rows `r..r + R` of `h.len()` values and `out` has them.
+/// Sum of the sixteen i32 lanes, widened (the lanes' total fits i32: a chunk's bound).
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_block_avx2<const R: usize>(m: &[i8], h: &[i16], r: usize, out: &mut [f32]) {
-    use crate::cpu::ops::rnn::I16_CHUNK;
-    let n = h.len();
-    let full = n - n % 16;
-    let mut tot = [0i64; R];
-    let mut c0 = 0;
-    while c0 < full {
-        let end = (c0 + I16_CHUNK).min(full);
-        let mut acc = [_mm256_setzero_si256(); R];
-        let mut c = c0;
-        while c < end {
-            // SAFETY: columns c..c + 16 of h and of each row are in bounds (c + 16 ≤ full ≤ n).
-            unsafe {
-                let hv = _mm256_loadu_si256(h.as_ptr().add(c).cast());
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let w = _mm_loadu_si128(m.as_ptr().add((r + j) * n + c).cast());
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w), hv));
+#[target_feature(enable = "avx512f")]
+fn hsum16_i64(v: __m512i) -> i64 {
+    _mm512_reduce_add_epi32(v) as i64
+}
+
+/// A chunk of the int8 recurrence's row sums (`rnn::dot_rows_i8_i16`): rows `r..r + R` of `m` (`h.len()`
+/// values each) times h over columns `c0..c1`, the int8 values sign-extended to i16 and multiplied with h
+/// pairwise into i32 lanes (exact over at most `rnn::I16_CHUNK` columns), each load of h shared by the
+/// rows.
+macro_rules! dot_chunk {
+    ($name:ident, $features:literal, $lanes:literal, $zero:ident, $load_h:ident, $load_w:ident,
+     $cvt:ident, $madd:ident, $add:ident, $sum:ident) => {
+        #[doc = concat!("[`dot_chunk!`] on ", stringify!($lanes), " columns a step.")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU has ", $features, "; rows `r..r + R` of `m` exist; `c1 ≤ h.len()` and")]
+        #[doc = concat!("`c1 − c0` is a multiple of ", stringify!($lanes), ".")]
+        #[inline]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const R: usize>(
+            m: &[i8],
+            h: &[i16],
+            r: usize,
+            c0: usize,
+            c1: usize,
+        ) -> [i64; R] {
+            let n = h.len();
+            let mut acc = [$zero(); R];
+            let mut c = c0;
+            while c < c1 {
+                // SAFETY: columns c..c + lanes of h and of each row are in bounds (the contract).
+                unsafe {
+                    let hv = $load_h(h.as_ptr().add(c).cast());
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let w = $load_w(m.as_ptr().add((r + j) * n + c).cast());
+                        *a = $add(*a, $madd($cvt(w), hv));
+                    }
                 }
+                c += $lanes;
             }
-            c += 16;
-        }
-        for (t, a) in tot.iter_mut().zip(acc) {
-            *t += hsum8_i64(a);
-        }
-        c0 = end;
-    }
-    for (j, t) in tot.iter_mut().enumerate() {
-        let row = &m[(r + j) * n..][..n];
-        *t += row[full..]
-            .iter()
-            .zip(&h[full..])
-            .map(|(&a, &b)| a as i64 * b as i64)
-            .sum::<i64>();
-        out[r + j] = *t as f32;
-    }
-}
-
-/// `out[r] = (Σ_c m[r·n + c] · h[c]) as f32` (n = `h.len()`): the int8 rows sign-extended to i16 and
-/// `vpmaddwd` with h, four rows at a time; i32 lanes over at most `I16_CHUNK` columns (exact for
-/// |h| ≤ 32767), i64 beyond. The reference's bits (`rnn::dot_rows_i8_i16_ref`): the integers are exact.
-///
-/// # Safety
-/// AVX2; `m.len() ≥ out.len() · h.len()`.
-#[target_feature(enable = "avx2")]
-pub unsafe fn dot_rows_i8_i16_avx2(m: &[i8], h: &[i16], out: &mut [f32]) {
-    let rows = out.len();
-    let mut r = 0;
-    while r + 4 <= rows {
-        // SAFETY: rows r..r + 4 exist (the caller's contract).
-        unsafe { dot_block_avx2::<4>(m, h, r, out) };
-        r += 4;
-    }
-    while r < rows {
-        // SAFETY: row r exists.
-        unsafe { dot_block_avx2::<1>(m, h, r, out) };
-        r += 1;
-    }
-}
-
-/// `R` rows from `r` of [`dot_rows_i8_i16_512`]: thirty-two columns a step.
-///
-/// # Safety
-/// AVX-512 F and BW; `m` holds rows `r..r + R` of `h.len()` values and `out` has them.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn dot_block_512<const R: usize>(m: &[i8], h: &[i16], r: usize, out: &mut [f32]) {
-    use crate::cpu::ops::rnn::I16_CHUNK;
-    let n = h.len();
-    let full = n - n % 32;
-    let mut tot = [0i64; R];
-    let mut c0 = 0;
-    while c0 < full {
-        let end = (c0 + I16_CHUNK).min(full);
-        let mut acc = [_mm512_setzero_si512(); R];
-        let mut c = c0;
-        while c < end {
-            // SAFETY: columns c..c + 32 of h and of each row are in bounds (c + 32 ≤ full ≤ n).
-            unsafe {
-                let hv = _mm512_loadu_si512(h.as_ptr().add(c).cast());
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let w = _mm256_loadu_si256(m.as_ptr().add((r + j) * n + c).cast());
-                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(_mm512_cvtepi8_epi16(w), hv));
-                }
+            let mut sums = [0i64; R];
+            for (s, a) in sums.iter_mut().zip(acc) {
+                *s = $sum(a);
             }
-            c += 32;
+            sums
         }
-        for (t, a) in tot.iter_mut().zip(acc) {
-            // the lanes' total fits i32 (a chunk's bound), so the i32 reduction is exact
-            *t += _mm512_reduce_add_epi32(a) as i64;
-        }
-        c0 = end;
-    }
-    for (j, t) in tot.iter_mut().enumerate() {
-        let row = &m[(r + j) * n..][..n];
-        *t += row[full..]
-            .iter()
-            .zip(&h[full..])
-            .map(|(&a, &b)| a as i64 * b as i64)
-            .sum::<i64>();
-        out[r + j] = *t as f32;
-    }
+    };
 }
 
-/// [`dot_rows_i8_i16_avx2`] on 512-bit vectors (32 columns a step): the same exact sums.
-///
-/// # Safety
-/// AVX-512 F and BW; `m.len() ≥ out.len() · h.len()`.
-#[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn dot_rows_i8_i16_512(m: &[i8], h: &[i16], out: &mut [f32]) {
-    let rows = out.len();
-    let mut r = 0;
-    while r + 4 <= rows {
-        // SAFETY: rows r..r + 4 exist (the caller's contract).
-        unsafe { dot_block_512::<4>(m, h, r, out) };
-        r += 4;
-    }
-    while r < rows {
-        // SAFETY: row r exists.
-        unsafe { dot_block_512::<1>(m, h, r, out) };
-        r += 1;
-    }
-}
+dot_chunk!(
+    dot_chunk_avx2,
+    "avx2",
+    16,
+    _mm256_setzero_si256,
+    _mm256_loadu_si256,
+    _mm_loadu_si128,
+    _mm256_cvtepi8_epi16,
+    _mm256_madd_epi16,
+    _mm256_add_epi32,
+    hsum8_i64
+);
+
+dot_chunk!(
+    dot_chunk_512,
+    "avx512f,avx512bw",
+    32,
+    _mm512_setzero_si512,
+    _mm512_loadu_si512,
+    _mm256_loadu_si256,
+    _mm512_cvtepi8_epi16,
+    _mm512_madd_epi16,
+    _mm512_add_epi32,
+    hsum16_i64
+);
 
 /// Whether this CPU has the AVX-512 subset the 16-lane integer paths use (F and BW).
 pub fn has_avx512() -> bool {

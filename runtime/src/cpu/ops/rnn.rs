@@ -212,23 +212,99 @@ pub fn dot_rows_i8_i16_ref(m: &[i8], h: &[i16], out: &mut [f32]) {
     }
 }
 
+/// A vector kernel's chunk of row sums: rows `r..r + R` over columns `c0..c1` (`x86::dot_chunk_avx2`,
+/// `dot_chunk_512`, `neon::dot_chunk_neon`).
+type Chunk<'a, const R: usize> = &'a dyn Fn(usize, usize, usize) -> [i64; R];
+
+/// Rows `r..r + R` of [`dot_rows_i8_i16_ref`]: the vector kernel over whole vectors of `lanes` columns,
+/// at most [`I16_CHUNK`] columns a call (its i32 lanes stay exact), the remaining columns here.
+fn block_sums<const R: usize>(
+    (m, h): (&[i8], &[i16]),
+    r: usize,
+    lanes: usize,
+    chunk: Chunk<R>,
+    out: &mut [f32],
+) {
+    let n = h.len();
+    let full = n - n % lanes;
+    let mut tot = [0i64; R];
+    for c0 in (0..full).step_by(I16_CHUNK) {
+        let part = chunk(r, c0, (c0 + I16_CHUNK).min(full));
+        tot.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+    }
+    for (j, t) in tot.iter_mut().enumerate() {
+        let row = &m[(r + j) * n..][..n];
+        *t += row[full..]
+            .iter()
+            .zip(&h[full..])
+            .map(|(&a, &b)| a as i64 * b as i64)
+            .sum::<i64>();
+        out[r + j] = *t as f32;
+    }
+}
+
+/// [`dot_rows_i8_i16_ref`] through a vector kernel: four rows at a time (each load of h shared), then
+/// one.
+fn dot_rows_vec(
+    mh: (&[i8], &[i16]),
+    out: &mut [f32],
+    lanes: usize,
+    (four, one): (Chunk<4>, Chunk<1>),
+) {
+    let rows = out.len();
+    let mut r = 0;
+    while r + 4 <= rows {
+        block_sums(mh, r, lanes, four, out);
+        r += 4;
+    }
+    while r < rows {
+        block_sums(mh, r, lanes, one, out);
+        r += 1;
+    }
+}
+
 /// [`dot_rows_i8_i16_ref`] on the session's instruction-set path (AVX-512 BW on the AVX-VNNI path of an
-/// AVX-512 CPU, as the int8 GEMM; AVX2; NEON; or the reference).
+/// AVX-512 CPU, as the int8 GEMM; AVX2; NEON; or the reference): the same exact integers.
 fn dot_rows_i8_i16(isa: Isa, m: &[i8], h: &[i16], out: &mut [f32]) {
     assert!(
         m.len() >= out.len() * h.len(),
         "int8 recurrence: R too short"
     );
+    let mh = (m, h);
+    // SAFETY (every kernel call below): the path's features were detected (AVX-512 F and BW checked
+    // here; Avx2/AvxVnni are chosen only where AVX2 is; NEON is part of aarch64), `block_sums` asks
+    // for rows below out.len() (R holds them: checked above) and whole vectors of columns below h.len()
     match isa {
-        // SAFETY: AVX-512 F and BW detected; the length is checked above.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Isa::AvxVnni if x86::has_avx512() => unsafe { x86::dot_rows_i8_i16_512(m, h, out) },
-        // SAFETY: the AVX2 paths are chosen only where AVX2 was detected; the length is checked above.
+        Isa::AvxVnni if x86::has_avx512() => dot_rows_vec(
+            mh,
+            out,
+            32,
+            (
+                &|r, a, b| unsafe { x86::dot_chunk_512::<4>(m, h, r, a, b) },
+                &|r, a, b| unsafe { x86::dot_chunk_512::<1>(m, h, r, a, b) },
+            ),
+        ),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::dot_rows_i8_i16_avx2(m, h, out) },
-        // SAFETY: NEON is part of aarch64; the length is checked above.
+        Isa::Avx2 | Isa::AvxVnni => dot_rows_vec(
+            mh,
+            out,
+            16,
+            (
+                &|r, a, b| unsafe { x86::dot_chunk_avx2::<4>(m, h, r, a, b) },
+                &|r, a, b| unsafe { x86::dot_chunk_avx2::<1>(m, h, r, a, b) },
+            ),
+        ),
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::Dotprod => unsafe { neon::dot_rows_i8_i16_neon(m, h, out) },
+        Isa::Neon | Isa::Dotprod => dot_rows_vec(
+            mh,
+            out,
+            16,
+            (
+                &|r, a, b| unsafe { neon::dot_chunk_neon::<4>(m, h, r, a, b) },
+                &|r, a, b| unsafe { neon::dot_chunk_neon::<1>(m, h, r, a, b) },
+            ),
+        ),
         _ => dot_rows_i8_i16_ref(m, h, out),
     }
 }
