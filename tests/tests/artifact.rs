@@ -812,41 +812,47 @@ fn pooling_an_empty_input_is_not_a_panic() {
     }
 }
 
-/// A one-layer LSTM (sequence 3, batch 1, 4 features, hidden 2, forward): x [3, 1, 4] → Y, Y_h, Y_c.
-fn lstm_graph() -> ToolGraph {
+/// A one-layer recurrent op of `gates` gates (sequence 3, batch 1, 4 features, hidden 2, forward):
+/// x [3, 1, 4], constant W, R, B and initial states (`states`: h, and c for an LSTM) → `outs`.
+fn recurrent_graph(op: Op, gates: usize, states: &[&str], outs: &[&str]) -> ToolGraph {
     let mut g = ToolGraph::default();
     let x = g.add_tensor("x", &[3, 1, 4]);
     g.graph.inputs.push(x);
+    let rows = 2 * gates;
     let w = g.add_const(
         "W",
-        &[1, 8, 4],
-        (0..32).map(|i| (i as f32 * 0.3).sin()).collect(),
+        &[1, rows, 4],
+        (0..rows * 4).map(|i| (i as f32 * 0.3).sin()).collect(),
     );
     let r = g.add_const(
         "R",
-        &[1, 8, 2],
-        (0..16).map(|i| (i as f32 * 0.7).cos()).collect(),
+        &[1, rows, 2],
+        (0..rows * 2).map(|i| (i as f32 * 0.7).cos()).collect(),
     );
-    let b = g.add_const("B", &[1, 16], (0..16).map(|i| i as f32 * 0.01).collect());
-    let h0 = g.add_const("h0", &[1, 1, 2], vec![0.1, -0.1]);
-    let c0 = g.add_const("c0", &[1, 1, 2], vec![0.2, 0.0]);
+    let b = g.add_const(
+        "B",
+        &[1, 2 * rows],
+        (0..2 * rows).map(|i| i as f32 * 0.01).collect(),
+    );
+    let mut ins = vec![x, w, r, b];
+    for (k, name) in states.iter().enumerate() {
+        ins.push(g.add_const(name, &[1, 1, 2], vec![0.1 + k as f32 * 0.1, -0.1]));
+    }
+    let names: Vec<String> = outs.iter().map(|o| o.to_string()).collect();
+    let ids = g.emit("rnn", op, ins, &names, None).unwrap();
+    g.graph.outputs.extend(ids);
+    g
+}
+
+/// A one-layer LSTM: x [3, 1, 4] → Y, Y_h, Y_c.
+fn lstm_graph() -> ToolGraph {
     let op = Op::Lstm {
         hidden: 2,
         direction: tern::ir::Direction::Forward,
         clip: None,
         peepholes: false,
     };
-    let outs = g
-        .emit(
-            "lstm",
-            op,
-            vec![x, w, r, b, h0, c0],
-            &["Y".into(), "Y_h".into(), "Y_c".into()],
-            None,
-        )
-        .unwrap();
-    g.graph.outputs.extend(outs);
-    g
+    recurrent_graph(op, 4, &["h0", "c0"], &["Y", "Y_h", "Y_c"])
 }
 
 #[test]
@@ -883,41 +889,15 @@ fn lstm_inputs_are_checked() {
     assert!(Model::from_bytes(&b).is_err());
 }
 
-/// A one-layer GRU (sequence 3, batch 1, 4 features, hidden 2, forward, PyTorch's form): x [3, 1, 4] →
-/// Y, Y_h.
+/// A one-layer GRU (PyTorch's form): x [3, 1, 4] → Y, Y_h.
 fn gru_graph() -> ToolGraph {
-    let mut g = ToolGraph::default();
-    let x = g.add_tensor("x", &[3, 1, 4]);
-    g.graph.inputs.push(x);
-    let w = g.add_const(
-        "W",
-        &[1, 6, 4],
-        (0..24).map(|i| (i as f32 * 0.3).sin()).collect(),
-    );
-    let r = g.add_const(
-        "R",
-        &[1, 6, 2],
-        (0..12).map(|i| (i as f32 * 0.7).cos()).collect(),
-    );
-    let b = g.add_const("B", &[1, 12], (0..12).map(|i| i as f32 * 0.01).collect());
-    let h0 = g.add_const("h0", &[1, 1, 2], vec![0.1, -0.1]);
     let op = Op::Gru {
         hidden: 2,
         direction: tern::ir::Direction::Forward,
         clip: None,
         linear_before_reset: true,
     };
-    let outs = g
-        .emit(
-            "gru",
-            op,
-            vec![x, w, r, b, h0],
-            &["Y".into(), "Y_h".into()],
-            None,
-        )
-        .unwrap();
-    g.graph.outputs.extend(outs);
-    g
+    recurrent_graph(op, 3, &["h0"], &["Y", "Y_h"])
 }
 
 /// GRU (and RNN) inputs are validated at load, each fault named.
