@@ -844,6 +844,21 @@ fn recurrent_graph(op: Op, gates: usize, states: &[&str], outs: &[&str]) -> Tool
     g
 }
 
+/// The artifact of recurrent graph `g`: it loads and runs, and with R where W belongs it is refused with
+/// `want` (the wrong feature count, named). Returns its bytes for further checks.
+fn loads_and_names_r_for_w(g: &ToolGraph, want: &str) -> Vec<u8> {
+    let good = tern_tools::export::to_bytes(g, vec![]).unwrap();
+    let m = Model::from_bytes(&good).expect("a well-formed recurrent op");
+    runs(&m);
+    let b = reencode(&good, |m| {
+        let r = m.graph.tensors.iter().position(|t| t.name == "R").unwrap() as u32;
+        m.graph.nodes[0].inputs[1] = r;
+    });
+    let e = Model::from_bytes(&b).unwrap_err();
+    assert!(e.context.contains(want), "{e}");
+    good
+}
+
 /// A one-layer LSTM: x [3, 1, 4] → Y, Y_h, Y_c.
 fn lstm_graph() -> ToolGraph {
     let op = Op::Lstm {
@@ -857,17 +872,7 @@ fn lstm_graph() -> ToolGraph {
 
 #[test]
 fn lstm_inputs_are_checked() {
-    let good = tern_tools::export::to_bytes(&lstm_graph(), vec![]).unwrap();
-    let m = Model::from_bytes(&good).expect("a well-formed LSTM");
-    runs(&m);
-    let find = |m: &ArtifactMeta, name: &str| m.graph.tensors.iter().position(|t| t.name == name);
-    // R where W belongs: the wrong feature count, named
-    let b = reencode(&good, |m| {
-        let r = find(m, "R").unwrap() as u32;
-        m.graph.nodes[0].inputs[1] = r;
-    });
-    let e = Model::from_bytes(&b).unwrap_err();
-    assert!(e.context.contains("W has shape [1, 8, 2]"), "{e}");
+    let good = loads_and_names_r_for_w(&lstm_graph(), "W has shape [1, 8, 2]");
     // the graph input where W belongs: weights must be constants
     let b = reencode(&good, |m| m.graph.nodes[0].inputs[1] = 0);
     let e = Model::from_bytes(&b).unwrap_err();
@@ -903,17 +908,7 @@ fn gru_graph() -> ToolGraph {
 /// GRU (and RNN) inputs are validated at load, each fault named.
 #[test]
 fn gru_inputs_are_checked() {
-    let good = tern_tools::export::to_bytes(&gru_graph(), vec![]).unwrap();
-    let m = Model::from_bytes(&good).expect("a well-formed GRU");
-    runs(&m);
-    let find = |m: &ArtifactMeta, name: &str| m.graph.tensors.iter().position(|t| t.name == name);
-    // R where W belongs: the wrong feature count, named
-    let b = reencode(&good, |m| {
-        let r = find(m, "R").unwrap() as u32;
-        m.graph.nodes[0].inputs[1] = r;
-    });
-    let e = Model::from_bytes(&b).unwrap_err();
-    assert!(e.context.contains("W has shape [1, 6, 2]"), "{e}");
+    let good = loads_and_names_r_for_w(&gru_graph(), "W has shape [1, 6, 2]");
     // the graph input where the bias belongs: weights and biases must be constants
     let b = reencode(&good, |m| m.graph.nodes[0].inputs[3] = 0);
     let e = Model::from_bytes(&b).unwrap_err();
