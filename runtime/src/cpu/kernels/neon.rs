@@ -378,7 +378,7 @@ pub unsafe fn qadd_neon(
 }
 
 /// A chunk of the int8 recurrence's row sums (`rnn::dot_rows_i8_i16`), the NEON twin of the x86
-/// `dot_chunk!` kernels: rows `r..r + R` of `m` times h over columns `c0..c1`, sixteen columns a step
+/// `dot_chunk_avx2` / `dot_chunk_512`: rows `r..r + R` of `m` times h over columns `c0..c1`, sixteen columns a step
 /// (`smlal`/`smlal2`, i16 × i16 into i32: exact over at most `rnn::I16_CHUNK` columns).
 ///
 /// # Safety

@@ -1237,14 +1237,14 @@ fn hsum16_i64(v: __m512i) -> i64 {
     _mm512_reduce_add_epi32(v) as i64
 }
 
-/// A chunk of the int8 recurrence's row sums (`rnn::dot_rows_i8_i16`): rows `r..r + R` of `m` (`h.len()`
-/// values each) times h over columns `c0..c1`, the int8 values sign-extended to i16 and multiplied with h
-/// pairwise into i32 lanes (exact over at most `rnn::I16_CHUNK` columns), each load of h shared by the
-/// rows.
+/// Writes a `dot_chunk_*` kernel for one vector width (its docs say what it computes).
 macro_rules! dot_chunk {
     ($name:ident, $features:literal, $lanes:literal, $zero:ident, $load_h:ident, $load_w:ident,
      $cvt:ident, $madd:ident, $add:ident, $sum:ident) => {
-        #[doc = concat!("[`dot_chunk!`] on ", stringify!($lanes), " columns a step.")]
+        #[doc = concat!("A chunk of the int8 recurrence's row sums (`rnn::dot_rows_i8_i16`), ", stringify!($lanes), " columns a")]
+        /// step: rows `r..r + R` of `m` (`h.len()` values each) times h over columns `c0..c1`, the int8
+        /// values sign-extended to i16 and multiplied with h pairwise into i32 lanes (exact over at most
+        /// `rnn::I16_CHUNK` columns), each load of h shared by the rows.
         ///
         /// # Safety
         #[doc = concat!("The CPU has ", $features, "; rows `r..r + R` of `m` exist; `c1 ≤ h.len()` and")]

@@ -472,17 +472,27 @@ struct Step<'a> {
 struct Int8Step<'a> {
     qh: &'a mut [i16],
     sums: &'a mut [f32],
+    /// The scale of the codes in `qh`.
+    sh: f32,
+}
+
+/// Whether [`Step::add_recurrent`] quantizes its vector or reuses the codes of the last call (the same
+/// vector: a linear-before-reset GRU multiplies h by all three gates' rows, in two calls).
+#[derive(Clone, Copy, PartialEq)]
+enum Codes {
+    Make,
+    Reuse,
 }
 
 impl Step<'_> {
     /// `acc += R[rows]·v` for direction `dir`'s recurrent rows `rows` (of its `G·H`): on R's stored int8
-    /// rows with `v` as 15-bit codes where v is finite, else on the f32 rows (or the int8 rows widened
-    /// as they are read).
+    /// rows with `v` as 15-bit codes where v is finite (made here, or with [`Codes::Reuse`] those of the
+    /// last call, on the same v), else on the f32 rows (or the int8 rows widened as they are read).
     fn add_recurrent(
         &self,
         dir: usize,
         rows: core::ops::Range<usize>,
-        v: &[f32],
+        (v, codes): (&[f32], Codes),
         buf: &mut Int8Step,
         acc: &mut [f32],
     ) {
@@ -491,11 +501,13 @@ impl Step<'_> {
         let vals = at.start * h..at.end * h;
         match &self.prep.r8 {
             Some((q, sc)) if v.iter().all(|x| x.is_finite()) => {
-                let sh = quantize_h(v, buf.qh);
+                if codes == Codes::Make {
+                    buf.sh = quantize_h(v, buf.qh);
+                }
                 let sums = &mut buf.sums[..rows.len()];
                 dot_rows_i8_i16(self.g.isa, &q[vals], buf.qh, sums);
                 for ((a, &s), &t) in acc.iter_mut().zip(&sc[at]).zip(&*sums) {
-                    *a += s * sh * t;
+                    *a += s * buf.sh * t;
                 }
             }
             // (an infinite or NaN h, only from the initial state, goes through in f32)
@@ -520,7 +532,7 @@ impl Step<'_> {
         let (sums, gemm_scratch) = rest.split_at_mut(gh);
         // SAFETY: `qh` holds h.div_ceil(2) floats, room for h i16 at an alignment f32 exceeds.
         let qh = unsafe { core::slice::from_raw_parts_mut(qh.as_mut_ptr().cast::<i16>(), h) };
-        let mut buf = Int8Step { qh, sums };
+        let mut buf = Int8Step { qh, sums, sh: 0.0 };
         // the inputs' side of every step at once, a step's gates contiguous (each step then reads one
         // row, not G·H values S·B apart): gx[t·B + n][r] = x[t][n]·W[r] + Wb[r] + Rb[r]
         gemm::gemm(
@@ -550,7 +562,7 @@ impl Step<'_> {
                 let hn = &hs[n * h..(n + 1) * h];
                 match prep.cell {
                     Cell::Lstm => {
-                        self.add_recurrent(dir, 0..gh, hn, &mut buf, gn);
+                        self.add_recurrent(dir, 0..gh, (hn, Codes::Make), &mut buf, gn);
                         self.lstm_cell(dir, gn, &mut cs[n * h..(n + 1) * h]);
                     }
                     Cell::Gru {
@@ -558,7 +570,13 @@ impl Step<'_> {
                     } => {
                         let tmp = &mut cs[n * h..(n + 1) * h];
                         // z and r
-                        self.add_recurrent(dir, 0..2 * h, hn, &mut buf, &mut gn[..2 * h]);
+                        self.add_recurrent(
+                            dir,
+                            0..2 * h,
+                            (hn, Codes::Make),
+                            &mut buf,
+                            &mut gn[..2 * h],
+                        );
                         clip(&mut gn[..2 * h], self.cell_clip);
                         gemm::apply_act(&mut gn[..2 * h], Unary::Sigmoid);
                         let (gz, rest) = gn.split_at_mut(h);
@@ -566,7 +584,13 @@ impl Step<'_> {
                         if linear_before_reset {
                             // n = tanh(gx_h + r ⊙ (R_h·h + Rb_h))
                             tmp.copy_from_slice(&prep.rb_h[dir * h..(dir + 1) * h]);
-                            self.add_recurrent(dir, 2 * h..3 * h, hn, &mut buf, tmp);
+                            self.add_recurrent(
+                                dir,
+                                2 * h..3 * h,
+                                (hn, Codes::Reuse),
+                                &mut buf,
+                                tmp,
+                            );
                             for u in 0..h {
                                 gc[u] += gr[u] * tmp[u];
                             }
@@ -575,7 +599,7 @@ impl Step<'_> {
                             for u in 0..h {
                                 tmp[u] = gr[u] * hn[u];
                             }
-                            self.add_recurrent(dir, 2 * h..3 * h, tmp, &mut buf, gc);
+                            self.add_recurrent(dir, 2 * h..3 * h, (tmp, Codes::Make), &mut buf, gc);
                         }
                         clip(gc, self.cell_clip);
                         gemm::apply_act(gc, Unary::Tanh);
@@ -586,7 +610,7 @@ impl Step<'_> {
                         }
                     }
                     Cell::Rnn => {
-                        self.add_recurrent(dir, 0..h, hn, &mut buf, gn);
+                        self.add_recurrent(dir, 0..h, (hn, Codes::Make), &mut buf, gn);
                         clip(gn, self.cell_clip);
                         gemm::apply_act(gn, Unary::Tanh);
                     }
