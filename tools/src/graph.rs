@@ -12,6 +12,10 @@ pub struct ToolGraph {
     pub data: Vec<Option<Vec<f32>>>,
     /// Little-endian bytes of integer constants (int8 weights and tables, int32 biases).
     pub bytes: Vec<Option<Vec<u8>>>,
+    /// Weights whose int8 rounding was chosen before quantizing (GPTQ, `quant::gptq`): per weight tensor,
+    /// its values on the int8 grid, which the quantize pass stores in place of the nearest rounding of
+    /// `data` (the float values, which float runs keep using).
+    pub int8_rounding: std::collections::HashMap<u32, Vec<f32>>,
 }
 
 impl ToolGraph {
@@ -75,6 +79,15 @@ impl ToolGraph {
     /// Constant data of tensor `i`, if it is a constant.
     pub fn konst(&self, i: u32) -> Option<&[f32]> {
         self.data.get(i as usize).and_then(|d| d.as_deref())
+    }
+
+    /// The values that weight `i` is quantized from: its chosen int8 rounding if it has one
+    /// ([`ToolGraph::int8_rounding`]), else its float values.
+    pub fn weight_for_int8(&self, i: u32) -> Option<&[f32]> {
+        self.int8_rounding
+            .get(&i)
+            .map(|v| v.as_slice())
+            .or_else(|| self.konst(i))
     }
 
     /// Appends a node whose output shapes follow from the runtime's shape rules (or `declared`, for ops

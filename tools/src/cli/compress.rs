@@ -47,6 +47,27 @@ pub struct Args {
         value_name = "auto|float|int8"
     )]
     pub input_layer: crate::quant::InputLayer,
+    /// How weights are rounded to int8: gptq (row by row, each rounding error moved onto the weights not
+    /// yet rounded as the calibration samples' layer inputs say), nearest, or auto (the default: gptq for
+    /// layers that compute in float on int8 weights, see --float-weights; nearest for integer layers,
+    /// where gptq measured worse).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "auto|gptq|nearest"
+    )]
+    pub weight_rounding: crate::quant::Rounding,
+    /// How layers kept in float (--keep-float, --max-error, --max-drop, the float input stage and head)
+    /// store their weights: f16 (the default) or int8 per output channel (weights only: computed in
+    /// float on the widened weights, the artifact stays about 4x smaller).
+    #[arg(long, value_enum, default_value = "f16", value_name = "f16|int8")]
+    pub float_weights: FloatWeights,
+    /// Int8 weights only (with --int8): every layer computes in float on its int8 weights, widened once
+    /// when the artifact is loaded: about 4x smaller, float speed, the error of the weights alone. --calib
+    /// is optional here (it lets GPTQ round the weights; without it they round to nearest).
+    #[arg(long, requires = "int8")]
+    pub weights_only: bool,
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,
@@ -66,6 +87,15 @@ pub struct Args {
     /// are otherwise stored with deflated weights (about 8% smaller; inflated once at load).
     #[arg(long)]
     pub plain_weights: bool,
+}
+
+/// `--float-weights`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatWeights {
+    /// Half precision.
+    F16,
+    /// Int8 per output channel (weights only).
+    Int8,
 }
 
 /// `--activation-scales`.
@@ -91,6 +121,9 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                     channel_scales: a.activation_scales == Scales::Channel,
                     keep_float: a.keep_float.clone(),
                     input_layer: a.input_layer,
+                    rounding: a.weight_rounding,
+                    float_weights_int8: a.float_weights == FloatWeights::Int8,
+                    weights_only: a.weights_only,
                     max_error: a.max_error,
                     max_drop: a.max_drop,
                     labels: match &a.calib_labels {

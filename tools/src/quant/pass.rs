@@ -134,7 +134,7 @@ fn clamp_of(act: Option<Unary>, q: &QParams) -> (i8, i8) {
 /// The per-tensor int8 step of weights that already lie on one (a model quantized per tensor, e.g. by
 /// ONNX Runtime's default `quantize_static`): keeping it keeps the model's integers. `None` for ordinary
 /// float weights.
-fn tensor_grid(w: &[f32]) -> Option<f32> {
+pub(crate) fn tensor_grid(w: &[f32]) -> Option<f32> {
     let amax = w.iter().fold(0f32, |a, v| a.max(v.abs()));
     if amax <= 0.0 || w.len() < 2 {
         return None;
@@ -484,16 +484,37 @@ fn channel_params(
     best
 }
 
+/// How [`quantize`] stores weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WeightStorage {
+    /// A float layer's Conv/ConvTranspose/MatMul weight as int8 per output channel (weights only, widened
+    /// at session creation; from [`ToolGraph::weight_for_int8`], GPTQ's rounding where it chose one)
+    /// rather than f16.
+    pub float_int8: bool,
+    /// Integer layers' weights from [`ToolGraph::weight_for_int8`] too (else from the float values).
+    pub rounded_integer: bool,
+}
+
 /// Quantizes `fg` (the calibrated float graph: folded, not yet act-fused) with ranges from `obs` (indexed
 /// by `fg`'s tensors). Nodes with `keep_float[i]` stay in float. `channel_scales`: store conv → function
 /// and function → depthwise conv tensors channel-scaled where that pays (see [`channel_candidates`]).
+/// `storage`: how weights are stored (see [`WeightStorage`]).
 pub fn quantize(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
     method: Method,
     keep_float: &[bool],
     channel_scales: bool,
+    storage: WeightStorage,
 ) -> Result<(ToolGraph, Report)> {
+    let float_weights_int8 = storage.float_int8;
+    let int8_weight = |t: u32| {
+        if storage.rounded_integer {
+            fg.weight_for_int8(t)
+        } else {
+            fg.konst(t)
+        }
+    };
     let nt = fg.graph.tensors.len();
     let mut b = Builder {
         fg,
@@ -741,8 +762,9 @@ pub fn quantize(
         }
         if !is_int[ni] {
             // a float layer's weights (Conv/ConvTranspose/MatMul) are stored as f16 where they fit: the
-            // layer stays float where it counts, the activations, at half the weight bytes; an LSTM's as
-            // int8 per output channel (weights only: see weight_only_axis)
+            // layer stays float where it counts, the activations, at half the weight bytes (or as int8
+            // with `float_weights_int8`); an LSTM's as int8 per output channel (weights only: see
+            // weight_only_axis)
             let weighted = matches!(
                 n.op,
                 Op::Conv { .. } | Op::ConvTranspose { .. } | Op::MatMul { .. }
@@ -753,12 +775,16 @@ pub fn quantize(
                 .enumerate()
                 .map(|(k, &t)| {
                     let konst = fg.konst(t);
+                    let rank = fg.shape(t).len();
                     match (
                         konst,
-                        konst.and_then(|w| weight_only_axis(&n.op, k, w.len())),
+                        konst.and_then(|w| {
+                            weight_only_axis(&n.op, k, w.len(), rank, float_weights_int8)
+                        }),
                     ) {
-                        (Some(w), Some(axis)) => {
+                        (Some(_), Some(axis)) => {
                             let shape = fg.shape(t);
+                            let w = fg.weight_for_int8(t).unwrap_or_default();
                             let (q, params) = weight_only_i8(w, &shape, axis);
                             Ok(b.qg.add_int_const(
                                 &format!("{}_w8", b.name(t)),
@@ -812,7 +838,7 @@ pub fn quantize(
                 let x = b.get_q(n.inputs[0])?;
                 // one scale, or one per channel of a channel-scaled depthwise input
                 let sx = b.param(n.inputs[0])?.scale;
-                let w = fg.konst(n.inputs[1]).unwrap_or_default();
+                let w = int8_weight(n.inputs[1]).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
@@ -911,7 +937,7 @@ pub fn quantize(
             Op::MatMul { .. } => {
                 let x = b.get_q(n.inputs[0])?;
                 let sx = b.param(n.inputs[0])?.scale[0];
-                let w = fg.konst(n.inputs[1]).unwrap_or_default();
+                let w = int8_weight(n.inputs[1]).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
@@ -1104,18 +1130,23 @@ fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
 /// in f32); a small one keeps f32.
 const WEIGHT_ONLY_MIN: usize = 1 << 16;
 
-/// The output-channel axis of input `k` of float op `op` when that weight is stored as int8 with one
-/// scale per output channel (the op still computes in float, on the weights widened once at session
-/// creation): an LSTM's, GRU's or RNN's W and R. They have no integer kernel, and their weights would otherwise stay f32 and
-/// dominate the artifact (ddddocr's recognizer: 2.24x smaller with them in f32, 4.40x so). `None`: f16
-/// or f32 as for other float layers, whose error stays far below int8's.
-fn weight_only_axis(op: &Op, k: usize, len: usize) -> Option<usize> {
+/// The output-channel axis of input `k` (of rank `rank`) of float op `op` when that weight is stored as
+/// int8 with one scale per output channel (the op still computes in float, on the weights widened once
+/// at session creation): an LSTM's, GRU's or RNN's W and R, and with `all_int8` (`--float-weights int8`)
+/// a float Conv's, ConvTranspose's or MatMul's weight. The recurrent ops have no integer kernel, and their
+/// weights would otherwise stay f32 and dominate the artifact (ddddocr's recognizer: 2.24x smaller with
+/// them in f32, 4.40x so). `None`: f16 or f32 as for other float layers, whose error stays far below
+/// int8's.
+fn weight_only_axis(op: &Op, k: usize, len: usize, rank: usize, all_int8: bool) -> Option<usize> {
     match op {
         Op::Lstm { .. } | Op::Gru { .. } | Op::Rnn { .. }
             if (k == 1 || k == 2) && len >= WEIGHT_ONLY_MIN =>
         {
             Some(1)
         }
+        Op::Conv { .. } if all_int8 && k == 1 && rank == 4 => Some(0),
+        Op::MatMul { .. } if all_int8 && k == 1 && rank == 2 => Some(1),
+        Op::ConvTranspose { .. } if all_int8 && k == 1 && rank == 4 => Some(1),
         _ => None,
     }
 }
