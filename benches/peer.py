@@ -3,7 +3,7 @@
 same thread count, one run of this script. Each engine runs in its own process, so peak RSS is per engine.
 
     python3 benches/peer.py [--runs 20] [--threads 1 2] [--models digits cls det320 det736]
-                            [--engines tern tern-int8 tract ort ort-int8]
+                            [--engines tern tern-int8 tract ort ort-int8] [--tern-int8-args=--weights-only]
 
 Needs `bash models/fetch.sh`, `python3 models/data/make_data.py` (calibration sets) and, for the tern and tract
 engines, release binaries (`cargo build --release -p tern-tools -p tern-benches`, done here if missing).
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,8 @@ STATES = {"vad": [("h", [1, 1, 128]), ("c", [1, 1, 128])]}
 DEFAULT_MODELS = ["digits", "cls", "det320", "det736"]
 # Both quantizers take the first CALIB_SAMPLES rows of the calibration set (the det sets hold 16: all of them).
 CALIB_SAMPLES = 32
+# `--tern-int8-args`: extra flags for the tern-int8 artifact's `tern compress`
+INT8_ARGS = []
 ENGINES = ["tern", "tern-int8", "tract", "ort", "ort-int8"]
 
 
@@ -224,7 +227,7 @@ def prepare(name, engines, tern, tmp, ort_missing):
     if "tern-int8" in engines:
         art = os.path.join(tmp, name + ".int8.tern")
         try:
-            calib = ["--int8", "--calib", tern_calib(name, tmp), "--calib-samples", str(CALIB_SAMPLES)]
+            calib = ["--int8", "--calib", tern_calib(name, tmp), "--calib-samples", str(CALIB_SAMPLES), *INT8_ARGS]
             r = subprocess.run([tern, "-q", "compress", onnx, "-o", art, *fix, *calib], capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(first_line(r.stderr))
@@ -281,7 +284,9 @@ def main():
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     ap.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
     ap.add_argument("--ort-worker", nargs=4, metavar=("MODEL", "SHAPES", "THREADS", "RUNS"))
+    ap.add_argument("--tern-int8-args", default="", help="extra `tern compress` flags for tern-int8, e.g. --tern-int8-args=--weights-only (with '=')")
     a = ap.parse_args()
+    INT8_ARGS.extend(shlex.split(a.tern_int8_args))
     if a.ort_worker:
         p, shape, t, runs = a.ort_worker
         ort_worker(p, [[int(d) for d in one.split("x")] for one in shape.split(",")], int(t), int(runs), a.warmup)
@@ -335,7 +340,8 @@ def main():
             )
     if {"tern-int8", "ort-int8"} & set(engines):
         print(f"\nint8: both engines calibrate on the first {CALIB_SAMPLES} samples (at most) of each model's calibration set; "
-              "tern with its default method, ORT with quantize_static (QDQ, S8S8, per channel, MinMax).")
+              f"tern with {'`' + ' '.join(INT8_ARGS) + '`' if INT8_ARGS else 'its defaults'}, "
+              "ORT with quantize_static (QDQ, S8S8, per channel, MinMax).")
         print("\n| model | input | threads | tern int8 ms | ORT int8 ms | tern-int8/ORT-f32 | tern-int8/ORT-int8 | tern-int8/tern-f32 | ORT-int8/ORT-f32 | tern int8 RSS MB | ORT int8 RSS MB | int8 .tern / ORT QDQ .onnx bytes |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, dims, t, res, sizes in rows:

@@ -656,3 +656,87 @@ fn keep_float_by_name() {
     assert!(e.contains("\"NoSuchNode\""), "{e}");
     assert!(!art.exists(), "no output written on failure");
 }
+
+/// `--weights-only`: every layer float on int8 weights (no integer op), about 4x smaller than the float
+/// model, with or without calibration samples (they let GPTQ round the weights, recorded in the metadata);
+/// it leaves --max-error nothing to choose (an error naming the flag), and needs --int8.
+/// `--float-weights int8` stores a layer kept in float with int8 weights: smaller than its f16 form.
+#[test]
+fn weights_only_and_int8_float_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("w.tern");
+    let compress = |extra: &[&str]| {
+        let mut c = tern();
+        c.args(["compress", "-q"])
+            .arg(digits())
+            .arg("-o")
+            .arg(&art)
+            .args(extra);
+        c
+    };
+    let calib = digits_data("X_train.npy");
+    let calib = calib.to_str().unwrap();
+    for (extra, gptq) in [
+        (vec!["--int8", "--weights-only"], 0),
+        (vec!["--int8", "--weights-only", "--calib", calib], 3),
+    ] {
+        ok(&mut compress(&extra));
+        let j: serde_json::Value =
+            serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
+        assert_eq!(j["ops"]["MatMul"], 3, "{}", j["ops"]);
+        assert!(j["ops"].get("QMatMul").is_none(), "{}", j["ops"]);
+        let meta = &j["metadata"];
+        assert!(
+            meta["quant.scheme"]
+                .as_str()
+                .unwrap()
+                .starts_with("int8 weights only"),
+            "{meta}"
+        );
+        let rounding = meta["quant.weight_rounding"].as_str().unwrap();
+        assert!(
+            rounding.contains(&format!("({gptq} weight tensor(s) by GPTQ)")),
+            "{rounding}"
+        );
+        let (a, o) = (
+            std::fs::metadata(&art).unwrap().len(),
+            std::fs::metadata(digits()).unwrap().len(),
+        );
+        assert!(a * 7 < o * 2, "{a} bytes vs ONNX {o}");
+        // it runs
+        let x = d.path().join("x.npy");
+        write_npy(&x, &[1, 64], vec![0.5; 64]);
+        ok(tern()
+            .arg("run")
+            .arg(&art)
+            .arg("--input")
+            .arg(&x)
+            .arg("--output-dir")
+            .arg(d.path()));
+    }
+    let e = fails(&mut compress(&[
+        "--int8",
+        "--weights-only",
+        "--calib",
+        calib,
+        "--max-error",
+        "0.1",
+    ]));
+    assert!(e.contains("--weights-only"), "{e}");
+    let e = fails(&mut compress(&["--weights-only"]));
+    assert!(e.contains("--int8"), "{e}");
+    let size = |fw: &str| {
+        ok(&mut compress(&[
+            "--int8",
+            "--calib",
+            calib,
+            "--keep-float",
+            "MatMul1",
+            "--float-weights",
+            fw,
+        ]));
+        std::fs::metadata(&art).unwrap().len()
+    };
+    let (f16, i8) = (size("f16"), size("int8"));
+    assert!(i8 < f16, "int8 {i8} vs f16 {f16} bytes");
+}
