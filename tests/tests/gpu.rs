@@ -62,6 +62,28 @@ fn digits_and_cls_run_on_the_gpu_like_the_cpu() {
     // conformance.rs); over ~100-200 layers the outputs agree within 1e-4 relative L2
     assert!(rel < 1e-4, "rel L2 {rel}");
 
+    // the same with int8 weights only (`--weights-only`): the GPU widens them as the CPU does
+    let c = tern_tools::quant::CompressInt8 {
+        calib: None,
+        samples: None,
+        opts: tern_tools::quant::Int8Options {
+            weights_only: true,
+            ..Default::default()
+        },
+        progress: false,
+    };
+    let (cls8w, _) = tern_tools::quant::compress_int8(
+        &tern_tests::model("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        &["x=1x3x48x192".parse().unwrap()],
+        &c,
+    )
+    .unwrap();
+    let (rel, bad) = compare(&cls8w, &x, 4);
+    println!(
+        "PP-OCR cls weights-only, GPU vs CPU: worst rel L2 {rel:.2e}, {bad} elements outside 1e-5"
+    );
+    assert!(rel < 1e-4, "rel L2 {rel}");
+
     let det = tern_tools::compress_float(
         &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
         &[InputShape {
