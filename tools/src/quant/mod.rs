@@ -1152,16 +1152,31 @@ mod tests {
                 ("y/dequantize", "Dequantize")
             ]
         );
-        let sum = &qg.graph.nodes[2].op;
+        let add = &qg.graph.nodes[2].op;
         assert!(
             matches!(
-                sum,
+                add,
                 Op::Binary {
                     act: Some(Unary::Sqrt),
                     ..
                 }
             ),
-            "{sum:?}"
+            "{add:?}"
+        );
+        // the same graph as an imported quantized model (its parameters on every activation) keeps the
+        // model's choice: every op on integers
+        for t in [re, im, re2, im2, sum, mag, y] {
+            g.graph.tensors[t as usize].quant = Some(tern::ir::quant::QParams {
+                scale: vec![0.05],
+                zero_point: vec![0],
+                axis: None,
+            });
+        }
+        let (qg, _) = quantize_graph(&g, &obs, &Int8Options::default(), &[false; 5]).unwrap();
+        let ops: Vec<&str> = qg.graph.nodes.iter().map(|n| n.op.name()).collect();
+        assert!(
+            ops.iter().all(|o| o.starts_with('Q') || *o == "Dequantize"),
+            "{ops:?}"
         );
     }
 

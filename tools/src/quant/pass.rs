@@ -1094,15 +1094,22 @@ pub fn quantize(
 /// rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
 /// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
 /// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1012 of 1024 with the
-/// magnitude float).
+/// magnitude float). An op that an imported quantized model quantized itself (its activation inputs and
+/// outputs all carry the model's parameters) keeps the model's choice.
 fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
     let g = &fg.graph;
     let mut float = vec![false; g.tensors.len()];
     g.inputs.iter().for_each(|&t| float[t as usize] = true);
+    let fixed = |t: u32| g.tensors[t as usize].quant.is_some();
     for (i, n) in g.nodes.iter().enumerate() {
         let acts = || n.inputs.iter().filter(|&&t| fg.konst(t).is_none());
         let elementwise = matches!(n.op, Op::Binary { .. } | Op::Unary(_));
-        if elementwise && is_int[i] && acts().next().is_some() && acts().all(|&t| float[t as usize])
+        let models_own = acts().all(|&t| fixed(t)) && n.outputs.iter().all(|&t| fixed(t));
+        if elementwise
+            && is_int[i]
+            && !models_own
+            && acts().next().is_some()
+            && acts().all(|&t| float[t as usize])
         {
             is_int[i] = false;
         }
