@@ -16,6 +16,13 @@ fn digits() -> PathBuf {
     p
 }
 
+/// `tern compress -q <digits.onnx> -o <art>`, for more arguments.
+fn compress_digits(art: &Path) -> Command {
+    let mut c = tern();
+    c.args(["compress", "-q"]).arg(digits()).arg("-o").arg(art);
+    c
+}
+
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
     assert!(
@@ -630,12 +637,8 @@ fn keep_float_by_name() {
     let d = tempfile::tempdir().unwrap();
     let art = d.path().join("k.tern");
     let compress = |extra: &[&str]| {
-        let mut c = tern();
-        c.args(["compress", "-q"])
-            .arg(digits())
-            .arg("-o")
-            .arg(&art)
-            .arg("--int8")
+        let mut c = compress_digits(&art);
+        c.arg("--int8")
             .arg("--calib")
             .arg(digits_data("X_train.npy"))
             .args(["--calib-samples", "32"])
@@ -666,12 +669,8 @@ fn weights_only_and_int8_float_weights() {
     let d = tempfile::tempdir().unwrap();
     let art = d.path().join("w.tern");
     let compress = |extra: &[&str]| {
-        let mut c = tern();
-        c.args(["compress", "-q"])
-            .arg(digits())
-            .arg("-o")
-            .arg(&art)
-            .args(extra);
+        let mut c = compress_digits(&art);
+        c.args(extra);
         c
     };
     let calib = digits_data("X_train.npy");

@@ -310,19 +310,9 @@ fn round_row(w: &[f64], u: &[f64], k: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
+    /// Deterministic values in [-1, 1) (the tools' seeded generator).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        crate::cli::bench::seeded(n, seed)
     }
 
     /// Σ over groups and rows of δᵀ·H·δ: the squared output change that weight change `d` (in the
