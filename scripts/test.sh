@@ -48,6 +48,9 @@ TERN_CPU=scalar cargo test -p tern-tests --test conv_grid --test e2e -q -- --ski
 step "no_std: thumbv7em-none-eabihf"
 cargo build -p tern --no-default-features --target thumbv7em-none-eabihf -q
 cargo build -p tern --no-default-features --features ffi --target thumbv7em-none-eabihf -q  # the C ABI too
+# and clippy, warnings as errors: code only the vector paths use must not linger unused there
+cargo clippy -p tern --no-default-features --target thumbv7em-none-eabihf -q -- -D warnings
+cargo clippy -p tern --no-default-features --features ffi --target thumbv7em-none-eabihf -q -- -D warnings  # the C ABI too
 
 step "aarch64 under qemu: cortex-a72 (Pi 4) and cortex-a76 (Pi 5)"
 cargo clippy -p tern --target aarch64-unknown-linux-gnu --all-targets -q -- -D warnings  # the NEON code too

@@ -31,6 +31,15 @@ pub struct QConv {
     pub(crate) zp_out: i32,
 }
 
+/// Images per chunk of [`QConv::run_folded`] over `n` images of `npix` output pixels with `threads`
+/// threads: `conv::fold_images` (at most `conv::FOLD_COLS` columns), and no more than a thread's share of
+/// the batch, so every thread gets a chunk (silero VAD's 64 frames: its int8 convs had run on one thread).
+fn fold_chunk(n: usize, npix: usize, threads: usize) -> usize {
+    crate::cpu::ops::conv::fold_images(n, npix)
+        .min(n.div_ceil(threads.max(1)))
+        .max(1)
+}
+
 /// Whether a conv over `n` images of `npix` output pixels each runs as one GEMM over the batch
 /// ([`QConv::run_folded`]): below [`crate::cpu::ops::conv::FOLD_PIXELS`] pixels an image's GEMM is a few
 /// columns wide (silero VAD's 64 frames of 1-D convs 5, 4, 2 and 1 pixels wide: 4-40 GMAC/s image by
@@ -182,8 +191,8 @@ impl QConv {
         let k = cg * kh * kw;
         if folds_batch(xs[0], oh * ow) {
             let mg = self.wshape[0] / self.geom.groups as usize;
-            let cols = crate::cpu::ops::conv::fold_images(xs[0], oh * ow) * oh * ow;
-            return k * cols + self.g.b_len(k, cols) + mg * cols;
+            let cols = fold_chunk(xs[0], oh * ow, threads) * oh * ow;
+            return (k * cols + self.g.b_len(k, cols) + mg * cols) * threads;
         }
         if let Some((hq, wq)) = self.shifted(xs[2], xs[3]) {
             let mg = self.wshape[0] / self.geom.groups as usize;
@@ -244,7 +253,7 @@ impl QConv {
         let npix = oh * ow;
         let threads = par.threads();
         if folds_batch(n, npix) {
-            return self.run_folded(x, xs, y, ys, (lo, hi), scratch);
+            return self.run_folded(par, x, xs, y, ys, (lo, hi), scratch);
         }
         if let Some((hp, wp)) = self.shifted(h, w) {
             return self.run_shifted(par, x, xs, y, ys, (hp, wp), (lo, hi), scratch);
@@ -298,11 +307,13 @@ impl QConv {
     }
 
     /// [`QConv::run`] for a batch of small images ([`folds_batch`]) as one GEMM per group and chunk of
-    /// images (`conv::fold_images`, at most `conv::FOLD_COLS` columns): their im2col side by side, one B
-    /// packing, one product into scratch, each image's rows copied to `y`. The same integers as image by
-    /// image.
+    /// images ([`fold_chunk`]: at most `conv::FOLD_COLS` columns, and a chunk per thread where the batch
+    /// allows; threads split the chunks): their im2col side by side, one B packing, one product into
+    /// scratch, each image's rows copied to `y`. The same integers as image by image.
+    #[allow(clippy::too_many_arguments)]
     fn run_folded(
         &self,
+        par: &Par,
         x: &[i8],
         xs: [usize; 4],
         y: &mut [i8],
@@ -317,46 +328,64 @@ impl QConv {
         let [_, _, kh, kw] = self.wshape;
         let (k, npix) = (cg * kh * kw, oh * ow);
         let pad = self.zp_in.clamp(-128, 127) as i8;
-        let per = crate::cpu::ops::conv::fold_images(n, npix);
-        for i0 in (0..n).step_by(per) {
-            let cnt = per.min(n - i0);
-            let cols = cnt * npix;
-            let (plain, rest) = scratch.split_at_mut(k * cols);
-            let (packed, rest) = rest.split_at_mut(self.g.b_len(k, cols));
-            let out = &mut rest[..mg * cols];
-            let chunk = &x[i0 * c * h * w..(i0 + cnt) * c * h * w];
-            for gi in 0..groups {
-                let geom = &self.geom;
-                crate::cpu::ops::conv::im2col_batch(
-                    chunk,
-                    [cnt, c, h, w],
-                    gi,
-                    geom,
-                    [oh, ow],
-                    pad,
-                    plain,
-                );
-                let (a, rq) = self.group(gi, mg, lo, hi);
-                let rows = &*plain;
-                let bp = pack_rows(
-                    &self.g,
-                    k,
-                    cols,
-                    |p| &rows[p * cols..(p + 1) * cols],
-                    packed,
-                );
-                // SAFETY: `out` holds mg rows of `cols` bytes, this thread's alone.
-                unsafe {
-                    qgemm::qgemm_ptr(&self.g, (mg, cols, k), a, bp, out.as_mut_ptr(), cols, &rq)
-                };
-                for img in 0..cnt {
-                    for r in 0..mg {
-                        y[(((i0 + img) * m) + gi * mg + r) * npix..][..npix]
-                            .copy_from_slice(&out[r * cols + img * npix..][..npix]);
+        let threads = par.threads();
+        let per = fold_chunk(n, npix, threads);
+        let slot = {
+            let cols = per * npix;
+            k * cols + self.g.b_len(k, cols) + mg * cols
+        };
+        let sptr = SyncPtr(scratch.as_mut_ptr());
+        let yptr = SyncPtr(y.as_mut_ptr());
+        par.run(&|t| {
+            // SAFETY: thread t owns scratch slot t (`scratch_bytes` sizes one per thread).
+            let mine = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * slot), slot) };
+            for ci in share(n.div_ceil(per), t, threads) {
+                let i0 = ci * per;
+                let cnt = per.min(n - i0);
+                let cols = cnt * npix;
+                let (plain, rest) = mine.split_at_mut(k * cols);
+                let (packed, rest) = rest.split_at_mut(self.g.b_len(k, cols));
+                let out = &mut rest[..mg * cols];
+                let chunk = &x[i0 * c * h * w..(i0 + cnt) * c * h * w];
+                for gi in 0..groups {
+                    let geom = &self.geom;
+                    crate::cpu::ops::conv::im2col_batch(
+                        chunk,
+                        [cnt, c, h, w],
+                        gi,
+                        geom,
+                        [oh, ow],
+                        pad,
+                        plain,
+                    );
+                    let (a, rq) = self.group(gi, mg, lo, hi);
+                    let rows = &*plain;
+                    let bp = pack_rows(
+                        &self.g,
+                        k,
+                        cols,
+                        |p| &rows[p * cols..(p + 1) * cols],
+                        packed,
+                    );
+                    // SAFETY: `out` holds mg rows of `cols` bytes, this thread's alone.
+                    unsafe {
+                        qgemm::qgemm_ptr(&self.g, (mg, cols, k), a, bp, out.as_mut_ptr(), cols, &rq)
+                    };
+                    for img in 0..cnt {
+                        for r in 0..mg {
+                            // SAFETY: images i0..i0 + cnt are this thread's alone; the row lies in y.
+                            let dst = unsafe {
+                                core::slice::from_raw_parts_mut(
+                                    yptr.get().add((((i0 + img) * m) + gi * mg + r) * npix),
+                                    npix,
+                                )
+                            };
+                            dst.copy_from_slice(&out[r * cols + img * npix..][..npix]);
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// [`QConv::run`] in the phase form ([`QConv::shifted`]).
@@ -1211,7 +1240,8 @@ mod tests {
     }
 
     /// A batch of more one-pixel images than one batch GEMM takes (`conv::FOLD_COLS` columns), with a
-    /// K that is not a multiple of 4 (B's padding rows), runs in chunks and equals the images run alone.
+    /// K that is not a multiple of 4 (B's padding rows), runs in chunks (on 1 and 2 threads, the same
+    /// integers) and equals the images run alone.
     #[test]
     fn a_large_folded_batch_runs_in_chunks() {
         let (c, m, n) = (3usize, 5usize, crate::cpu::ops::conv::FOLD_COLS + 7);
@@ -1234,19 +1264,27 @@ mod tests {
             (&[0.05], 2),
         )
         .unwrap();
-        let par = Par::single();
-        let mut y = vec![0i8; n * m];
-        let mut sc = vec![0i8; q.scratch_bytes([n, c, 1, 1], 1, 1, 1)];
-        q.run(
-            &par,
-            &xq,
-            [n, c, 1, 1],
-            &mut y,
-            [n, m, 1, 1],
-            -128,
-            127,
-            &mut sc,
-        );
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        let mut ys = vec![];
+        for par in [Par::single(), Par { pool: Some(&pool) }] {
+            // (2 threads: a chunk per thread)
+            let mut y = vec![0i8; n * m];
+            let threads = par.threads();
+            let mut sc = vec![0i8; q.scratch_bytes([n, c, 1, 1], 1, 1, threads)];
+            q.run(
+                &par,
+                &xq,
+                [n, c, 1, 1],
+                &mut y,
+                [n, m, 1, 1],
+                -128,
+                127,
+                &mut sc,
+            );
+            ys.push(y);
+        }
+        assert_eq!(ys[0], ys[1], "1 and 2 threads");
+        let (y, par) = (&ys[0], Par::single());
         let mut sc1 = vec![0i8; q.scratch_bytes([1, c, 1, 1], 1, 1, 1)];
         for (i, img) in xq.chunks(c).enumerate() {
             let mut y1 = vec![0i8; m];

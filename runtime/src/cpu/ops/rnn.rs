@@ -214,10 +214,12 @@ pub fn dot_rows_i8_i16_ref(m: &[i8], h: &[i16], out: &mut [f32]) {
 
 /// A vector kernel's chunk of row sums: rows `r..r + R` over columns `c0..c1` (`x86::dot_chunk_avx2`,
 /// `dot_chunk_512`, `neon::dot_chunk_neon`).
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 type Chunk<'a, const R: usize> = &'a dyn Fn(usize, usize, usize) -> [i64; R];
 
 /// Rows `r..r + R` of [`dot_rows_i8_i16_ref`]: the vector kernel over whole vectors of `lanes` columns,
 /// at most [`I16_CHUNK`] columns a call (its i32 lanes stay exact), the remaining columns here.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 fn block_sums<const R: usize>(
     (m, h): (&[i8], &[i16]),
     r: usize,
@@ -245,6 +247,7 @@ fn block_sums<const R: usize>(
 
 /// [`dot_rows_i8_i16_ref`] through a vector kernel: four rows at a time (each load of h shared), then
 /// one.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 fn dot_rows_vec(
     mh: (&[i8], &[i16]),
     out: &mut [f32],
@@ -305,7 +308,10 @@ fn dot_rows_i8_i16(isa: Isa, m: &[i8], h: &[i16], out: &mut [f32]) {
                 &|r, a, b| unsafe { neon::dot_chunk_neon::<1>(m, h, r, a, b) },
             ),
         ),
-        _ => dot_rows_i8_i16_ref(m, h, out),
+        _ => {
+            let _ = mh; // (only the vector paths take the pair)
+            dot_rows_i8_i16_ref(m, h, out)
+        }
     }
 }
 
