@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every tern test on a fresh Debian 12 x86-64 machine: installs what the tests need (apt packages,
 # rustup targets, pip packages), makes the model inputs, then runs the lanes:
-#   fmt + clippy + rustdoc, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build,
+#   fmt + clippy + rustdoc, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build
+#   (and the C ABI in Cortex-M4 firmware on qemu-system-arm),
 #   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod),
 #   the C ABI from C programs (host, and aarch64 under qemu).
 # The target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/tern-target) so repeated
@@ -50,7 +51,10 @@ cargo build -p tern --no-default-features --target thumbv7em-none-eabihf -q
 cargo build -p tern --no-default-features --features ffi --target thumbv7em-none-eabihf -q  # the C ABI too
 # and clippy, warnings as errors: code only the vector paths use must not linger unused there
 cargo clippy -p tern --no-default-features --target thumbv7em-none-eabihf -q -- -D warnings
-cargo clippy -p tern --no-default-features --features ffi --target thumbv7em-none-eabihf -q -- -D warnings  # the C ABI too
+cargo clippy -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q -- -D warnings  # the C ABI and its C-library glue
+
+step "firmware: the C ABI linked into a Cortex-M4 image (newlib), run on qemu-system-arm"
+bash scripts/firmware.sh
 
 step "aarch64 under qemu: cortex-a72 (Pi 4) and cortex-a76 (Pi 5)"
 cargo clippy -p tern --target aarch64-unknown-linux-gnu --all-targets -q -- -D warnings  # the NEON code too
