@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 // The version of this C ABI; it grows when functions are added and changes meaning never.
-#define TERN_ABI_VERSION 1
+#define TERN_ABI_VERSION 2
 
 // The most threads [`tern_session_new`] starts (a larger count is an argument error, not an attempt).
 #define TERN_MAX_THREADS 256
@@ -111,6 +111,35 @@ enum TernStatus tern_model_input_info(const struct TernModel *model,
 enum TernStatus tern_model_output_info(const struct TernModel *model,
                                        size_t i,
                                        struct TernTensorInfo *info);
+
+// The number of metadata entries the artifact carries (what `tern inspect` lists: producer, source,
+// passes, the quantization decisions; 0 for NULL).
+//
+// # Safety
+// `model` is NULL or a live model.
+size_t tern_model_metadata_count(const struct TernModel *model);
+
+// Metadata key `i`, NUL-terminated and valid while the model lives; NULL for a NULL model or `i` out of
+// range.
+//
+// # Safety
+// `model` is NULL or a live model.
+const char *tern_model_metadata_key(const struct TernModel *model,
+                                    size_t i);
+
+// The metadata value of `key` (e.g. `"quant.scheme"`): its length in bytes into `*value_len` (if not
+// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut at `cap − 1` bytes; NULL
+// with `cap` 0 asks for the length alone). Argument if `model` or `key` is NULL, `key` is not UTF-8, or
+// the artifact has no such key.
+//
+// # Safety
+// `model` is NULL or live; `key` is NULL or a NUL-terminated string; `buf` is NULL or valid for `cap`
+// bytes; `value_len` is NULL or valid for a write.
+enum TernStatus tern_model_metadata(const struct TernModel *model,
+                                    const char *key,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *value_len);
 
 // Bytes a caller-provided arena needs for this model (see [`tern_session_new`]); 0 for NULL.
 //

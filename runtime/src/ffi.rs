@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 use core::ffi::c_char;
 
 /// The version of this C ABI; it grows when functions are added and changes meaning never.
-pub const TERN_ABI_VERSION: u32 = 1;
+pub const TERN_ABI_VERSION: u32 = 2;
 
 /// The most threads [`tern_session_new`] starts (a larger count is an argument error, not an attempt).
 pub const TERN_MAX_THREADS: usize = 256;
@@ -71,6 +71,8 @@ pub struct TernModel {
     model: Model<'static>,
     /// Input names then output names, NUL-terminated for C.
     names: Vec<CString>,
+    /// Metadata keys, NUL-terminated for C (in the artifact's order).
+    meta_keys: Vec<CString>,
 }
 
 /// A model prepared to run on the CPU (opaque): weights packed, arena sized, threads started.
@@ -210,7 +212,12 @@ pub unsafe extern "C" fn tern_model_load(
                 .chain(&g.outputs)
                 .map(|&t| c_string(&g.tensors[t as usize].name))
                 .collect();
-            Ok(TernModel { model, names })
+            let meta_keys = model.metadata.iter().map(|(k, _)| c_string(k)).collect();
+            Ok(TernModel {
+                model,
+                names,
+                meta_keys,
+            })
         })
     }
 }
@@ -321,6 +328,77 @@ pub unsafe extern "C" fn tern_model_output_info(
     // SAFETY: the caller's contract.
     guard(TernStatus::Internal, || unsafe {
         io_info(model, true, i, info)
+    })
+}
+
+/// The number of metadata entries the artifact carries (what `tern inspect` lists: producer, source,
+/// passes, the quantization decisions; 0 for NULL).
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_metadata_count(model: *const TernModel) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { model_ref(model) }.map_or(0, |m| m.meta_keys.len())
+}
+
+/// Metadata key `i`, NUL-terminated and valid while the model lives; NULL for a NULL model or `i` out of
+/// range.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_metadata_key(
+    model: *const TernModel,
+    i: usize,
+) -> *const c_char {
+    // SAFETY: the caller's contract.
+    unsafe { model_ref(model) }
+        .and_then(|m| m.meta_keys.get(i))
+        .map_or(core::ptr::null(), |k| k.as_ptr())
+}
+
+/// The metadata value of `key` (e.g. `"quant.scheme"`): its length in bytes into `*value_len` (if not
+/// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut at `cap − 1` bytes; NULL
+/// with `cap` 0 asks for the length alone). Argument if `model` or `key` is NULL, `key` is not UTF-8, or
+/// the artifact has no such key.
+///
+/// # Safety
+/// `model` is NULL or live; `key` is NULL or a NUL-terminated string; `buf` is NULL or valid for `cap`
+/// bytes; `value_len` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_metadata(
+    model: *const TernModel,
+    key: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    value_len: *mut usize,
+) -> TernStatus {
+    guard(TernStatus::Internal, || {
+        // SAFETY: the caller's contract.
+        let (Some(m), false) = (unsafe { model_ref(model) }, key.is_null()) else {
+            return TernStatus::Argument;
+        };
+        // SAFETY: `key` is NUL-terminated (caller).
+        let Ok(key) = unsafe { core::ffi::CStr::from_ptr(key) }.to_str() else {
+            return TernStatus::Argument;
+        };
+        let Some(v) = m.model.meta(key) else {
+            return TernStatus::Argument;
+        };
+        if !value_len.is_null() {
+            // SAFETY: valid for a write (caller).
+            unsafe { *value_len = v.len() };
+        }
+        if !buf.is_null() && cap > 0 {
+            let n = v.len().min(cap - 1);
+            // SAFETY: `buf` holds `cap` > n bytes (caller).
+            unsafe {
+                core::ptr::copy_nonoverlapping(v.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
+        }
+        TernStatus::Ok
     })
 }
 
@@ -614,68 +692,5 @@ pub unsafe extern "C" fn tern_session_isa(session: *const TernSession) -> *const
     match unsafe { session.as_ref() } {
         Some(s) => s.isa.as_ptr(),
         None => c"".as_ptr(),
-    }
-}
-
-/// Feature `c-alloc` in a `no_std` build: the allocator and panic handler a C firmware cannot write in
-/// Rust, on its C library (newlib's malloc/free/abort on Cortex-M).
-#[cfg(all(feature = "c-alloc", not(feature = "std")))]
-mod c_alloc {
-    use core::alloc::{GlobalAlloc, Layout};
-    use core::ffi::c_void;
-
-    extern "C" {
-        fn malloc(size: usize) -> *mut c_void;
-        fn free(p: *mut c_void);
-        fn abort() -> !;
-    }
-
-    /// The alignment every `malloc` block has (`max_align_t` on 32-bit Arm EABI): larger ones are
-    /// carved out of a bigger block, whose address is kept in the word before the aligned one.
-    const MALLOC_ALIGN: usize = 8;
-    const WORD: usize = core::mem::size_of::<usize>();
-
-    struct CAlloc;
-
-    // SAFETY: blocks come from malloc and go back to free, aligned as asked (see MALLOC_ALIGN).
-    unsafe impl GlobalAlloc for CAlloc {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            if l.align() <= MALLOC_ALIGN {
-                return unsafe { malloc(l.size().max(1)) }.cast();
-            }
-            let Some(total) = l.size().checked_add(l.align() + WORD) else {
-                return core::ptr::null_mut();
-            };
-            let raw = unsafe { malloc(total) }.cast::<u8>();
-            if raw.is_null() {
-                return raw;
-            }
-            let aligned = (raw as usize + WORD).next_multiple_of(l.align());
-            // SAFETY: aligned - WORD >= raw, and aligned + size <= raw + total.
-            unsafe {
-                let p = raw.add(aligned - raw as usize);
-                p.cast::<usize>().sub(1).write_unaligned(raw as usize);
-                p
-            }
-        }
-
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            if l.align() <= MALLOC_ALIGN {
-                unsafe { free(p.cast()) }
-            } else {
-                // SAFETY: alloc stored the block's address in the word before p.
-                unsafe { free(p.cast::<usize>().sub(1).read_unaligned() as *mut c_void) }
-            }
-        }
-    }
-
-    #[global_allocator]
-    static ALLOC: CAlloc = CAlloc;
-
-    /// A panic is a bug (no input makes a call panic): stop the firmware as the C library does.
-    #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        // SAFETY: abort takes nothing and does not return.
-        unsafe { abort() }
     }
 }

@@ -27,6 +27,9 @@ pub mod cpu;
 pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+
+#[cfg(all(feature = "c-alloc", not(feature = "std")))]
+mod c_alloc;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod ir;

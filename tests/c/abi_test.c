@@ -134,6 +134,25 @@ int main(int argc, char **argv) {
   CHECK(tern_model_input_info(model, 1, &in) == TERN_STATUS_ARGUMENT, "input 1 described");
   CHECK(tern_model_output_info(model, 0, NULL) == TERN_STATUS_ARGUMENT, "NULL info accepted");
   CHECK(tern_model_input_count(NULL) == 0 && tern_model_arena_bytes(NULL) == 0, "NULL model");
+  /* metadata: the keys enumerated, a value whole, cut to a small buffer, its length alone; faults */
+  size_t nmeta = tern_model_metadata_count(model);
+  int has_producer = 0;
+  for (size_t i = 0; i < nmeta; i++) has_producer |= strcmp(tern_model_metadata_key(model, i), "producer") == 0;
+  CHECK(nmeta > 0 && has_producer, "%zu metadata keys, producer among them: %d", nmeta, has_producer);
+  CHECK(tern_model_metadata_key(model, nmeta) == NULL && tern_model_metadata_count(NULL) == 0, "keys past the end");
+  char val[128], cut[5];
+  size_t vlen = 0, alone = 0;
+  st = tern_model_metadata(model, "producer", val, sizeof val, &vlen);
+  CHECK(st == TERN_STATUS_OK && strncmp(val, "tern-tools ", 11) == 0 && vlen == strlen(val), "producer: %d %s (%zu)",
+        st, val, vlen);
+  st = tern_model_metadata(model, "producer", cut, sizeof cut, NULL);
+  CHECK(st == TERN_STATUS_OK && strcmp(cut, "tern") == 0, "cut to 4 bytes: %s", cut);
+  st = tern_model_metadata(model, "producer", NULL, 0, &alone);
+  CHECK(st == TERN_STATUS_OK && alone == vlen, "length alone: %zu", alone);
+  CHECK(tern_model_metadata(model, "no.such.key", val, sizeof val, NULL) == TERN_STATUS_ARGUMENT, "absent key");
+  CHECK(tern_model_metadata(NULL, "producer", val, sizeof val, NULL) == TERN_STATUS_ARGUMENT &&
+            tern_model_metadata(model, NULL, val, sizeof val, NULL) == TERN_STATUS_ARGUMENT,
+        "NULL model or key accepted");
 
   float y[64], y2[64];
   CHECK(nwant <= 64, "output too large for this test");

@@ -1,0 +1,60 @@
+//! Feature `c-alloc` in a `no_std` build: the allocator and panic handler a C firmware cannot write in
+//! Rust, on its C library (newlib's malloc/free/abort on Cortex-M). Kept out of `ffi.rs`, whose every
+//! item cbindgen puts into the C header.
+use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_void;
+
+extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(p: *mut c_void);
+    fn abort() -> !;
+}
+
+/// The alignment every `malloc` block has (`max_align_t` on 32-bit Arm EABI): larger ones are
+/// carved out of a bigger block, whose address is kept in the word before the aligned one.
+const MALLOC_ALIGN: usize = 8;
+const WORD: usize = core::mem::size_of::<usize>();
+
+struct CAlloc;
+
+// SAFETY: blocks come from malloc and go back to free, aligned as asked (see MALLOC_ALIGN).
+unsafe impl GlobalAlloc for CAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            return unsafe { malloc(l.size().max(1)) }.cast();
+        }
+        let Some(total) = l.size().checked_add(l.align() + WORD) else {
+            return core::ptr::null_mut();
+        };
+        let raw = unsafe { malloc(total) }.cast::<u8>();
+        if raw.is_null() {
+            return raw;
+        }
+        let aligned = (raw as usize + WORD).next_multiple_of(l.align());
+        // SAFETY: aligned - WORD >= raw, and aligned + size <= raw + total.
+        unsafe {
+            let p = raw.add(aligned - raw as usize);
+            p.cast::<usize>().sub(1).write_unaligned(raw as usize);
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if l.align() <= MALLOC_ALIGN {
+            unsafe { free(p.cast()) }
+        } else {
+            // SAFETY: alloc stored the block's address in the word before p.
+            unsafe { free(p.cast::<usize>().sub(1).read_unaligned() as *mut c_void) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CAlloc = CAlloc;
+
+/// A panic is a bug (no input makes a call panic): stop the firmware as the C library does.
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // SAFETY: abort takes nothing and does not return.
+    unsafe { abort() }
+}
