@@ -253,7 +253,7 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
 }
 
 /// ddddocr's recognizer in int8 (integer input stage too): its LSTM has no GPU kernel, so it runs on the
-/// CPU between GPU layers (a multi-output node with int8-stored weights, widened once), and every int8
+/// CPU between GPU layers (a multi-output node with int8-stored weights, widened by the CPU session alone), and every int8
 /// tensor still equals the CPU's.
 #[test]
 fn an_lstm_runs_on_the_cpu_between_gpu_layers() {
@@ -582,4 +582,68 @@ fn huge_pooling_windows_match_the_cpu() {
             .unwrap();
         assert_eq!(a, b, "{kind:?} dilations {dilations:?}");
     }
+}
+
+/// An op without a GPU kernel runs on the CPU from the CPU session's own weights: the GPU's weights buffer
+/// holds no f32 copy of an LSTM's int8-stored W and R (hidden 64: 32 KiB as int8, 128 KiB widened), and
+/// the outputs equal the CPU's bit for bit.
+#[test]
+fn cpu_fallback_weights_stay_off_the_gpu() {
+    use tern::ir::quant::QParams;
+    use tern::ir::{DType, Direction, Op};
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let (hidden, features) = (64usize, 64usize);
+    let rows = 4 * hidden;
+    let mut g = tern_tools::graph::ToolGraph::default();
+    let x = g.add_tensor("x", &[3, 1, features]);
+    g.graph.inputs.push(x);
+    let int8 = |g: &mut tern_tools::graph::ToolGraph, name: &str, cols: usize, seed: u64| {
+        let q: Vec<u8> = tern_tools::cli::bench::seeded(rows * cols, seed)
+            .iter()
+            .map(|v| ((v * 127.0) as i8) as u8)
+            .collect();
+        let p = QParams {
+            scale: vec![0.01; rows],
+            zero_point: vec![0; rows],
+            axis: Some(1),
+        };
+        g.add_int_const(name, &[1, rows, cols], DType::I8, Some(p), q)
+    };
+    let w = int8(&mut g, "W", features, 1);
+    let r = int8(&mut g, "R", hidden, 2);
+    let b = g.add_const("B", &[1, 2 * rows], vec![0.01; 2 * rows]);
+    let h0 = g.add_const("h0", &[1, 1, hidden], vec![0.0; hidden]);
+    let c0 = g.add_const("c0", &[1, 1, hidden], vec![0.0; hidden]);
+    let op = Op::Lstm {
+        hidden: hidden as u32,
+        direction: Direction::Forward,
+        clip: None,
+        peepholes: false,
+    };
+    let outs = ["Y".to_string(), "Y_h".to_string(), "Y_c".to_string()];
+    let y = g
+        .emit("lstm", op, vec![x, w, r, b, h0, c0], &outs, None)
+        .unwrap();
+    g.graph.outputs.push(y[0]);
+    let bytes = tern_tools::export::to_bytes(&g, vec![]).unwrap();
+    let m = Model::from_bytes(&bytes).unwrap();
+    let mut gs = GpuSession::new(&m, gpu).unwrap();
+    assert_eq!(gs.fallback().0, [0]);
+    let stored = rows * (features + hidden) + 2 * rows * 4;
+    println!(
+        "GPU weights {} B for {stored} B of stored weights",
+        gs.weight_bytes()
+    );
+    assert!(
+        gs.weight_bytes() < 2 * stored as u64,
+        "{} B: the int8 W and R widened on the GPU",
+        gs.weight_bytes()
+    );
+    let xs = tern_tools::cli::bench::seeded(3 * features, 5);
+    let n = 3 * hidden;
+    let (mut a, mut c) = (vec![0f32; n], vec![0f32; n]);
+    gs.run_into(&[&xs], &mut [&mut a]).unwrap();
+    let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
+    cpu.run_into(&[&xs], &mut [&mut c]).unwrap();
+    assert_eq!(a, c);
 }

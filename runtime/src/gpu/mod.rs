@@ -530,6 +530,8 @@ pub struct GpuSession<'m> {
     cpu: Option<crate::Session<'m>>,
     /// Bytes a run moves between GPU and CPU for the fallback nodes.
     transfer_bytes: usize,
+    /// Bytes of the weights buffer (the artifact's weights, then what the kernels repacked or widened).
+    weight_bytes: u64,
     /// Float activations stored as f16 (`GpuSessionOptions::f16_activations`).
     half: bool,
     /// Keeps the buffers the bind groups reference alive.
@@ -1142,9 +1144,18 @@ impl<'m> GpuSession<'m> {
         let mut extra: Vec<u32> = Vec::new();
         let base = model.weights.len().div_ceil(4) as u32;
         let as_float = crate::model::read_as_float(g);
+        // only what a GPU kernel reads: a node that falls back to the CPU (an LSTM on int8 W and R) runs
+        // from the CPU session's own copy
+        let mut gpu_reads = vec![false; g.tensors.len()];
+        for n in g.nodes.iter().filter(|n| kernel_for(model, n).is_ok()) {
+            n.inputs.iter().for_each(|&t| gpu_reads[t as usize] = true);
+        }
         let widened: Vec<Option<u32>> = (0..g.tensors.len())
             .map(|i| {
                 g.tensors[i].data?;
+                if !gpu_reads[i] {
+                    return None;
+                }
                 crate::session::widen_const(model, i, &as_float).map(|v| {
                     let at = base + extra.len() as u32;
                     extra.extend(v.iter().map(|v| v.to_bits()));
@@ -1888,6 +1899,7 @@ impl<'m> GpuSession<'m> {
             cpu_nodes: Vec::new(),
             cpu: None,
             transfer_bytes: 0,
+            weight_bytes,
             half,
             _keep: (weights, params, weights16),
         })
@@ -1908,6 +1920,12 @@ impl<'m> GpuSession<'m> {
     /// Nodes that run on the CPU (no GPU kernel), and the bytes a run moves between GPU and CPU for them.
     pub fn fallback(&self) -> (&[usize], usize) {
         (&self.cpu_nodes, self.transfer_bytes)
+    }
+
+    /// Bytes of GPU memory the weights take: the artifact's weights, then the int8 weights the kernels
+    /// repack and the f16/int8 constants of float ops widened to f32 (only those a GPU kernel reads).
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
     }
 
     /// Runs the model: inputs written to the arena, one command buffer (split only around CPU fallback
