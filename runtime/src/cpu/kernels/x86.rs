@@ -876,42 +876,66 @@ pub unsafe fn quantize512(x: &[f32], s: f32, z: i32, y: &mut [i8]) -> usize {
 }
 
 /// One output row of an f32 depthwise convolution over stride-phase planes (`taps`: weight and offset
-/// from `p` of each tap's first input): 16 outputs at a time, accumulated in registers across all taps
-/// from the bias, with FMA: the portable loop's fused chain, bit for bit.
+/// from `p` of each tap's first input): 64, then 32, then 16 outputs at a time, accumulated in registers
+/// across all taps from the bias, with FMA: the portable loop's fused chain, bit for bit. Eight
+/// accumulators keep both FMA ports busy; with two (16 outputs) each tap waited on the last one's
+/// latency (PP-OCR cls's 5×5 depthwise layers ran at ~18 GMAC/s).
 ///
 /// # Safety
 /// AVX2 and FMA; 16 floats readable at `p + off + x0` for every tap and every `x0 < out.len()` that is a
 /// multiple of 16 (the caller checks).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &mut [f32]) {
-    let ow = out.len();
+    let end = out.len().next_multiple_of(16);
     let mut x0 = 0;
-    while x0 < ow {
-        let (mut a0, mut a1) = (_mm256_set1_ps(bias), _mm256_set1_ps(bias));
-        for &(w, off) in taps {
-            let wv = _mm256_set1_ps(w);
-            // SAFETY: the caller's contract.
-            unsafe {
-                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(off + x0)), a0);
-                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(off + x0 + 8)), a1);
-            }
-        }
-        if x0 + 16 <= ow {
-            // SAFETY: 16 floats in bounds of out.
-            unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr().add(x0), a0);
-                _mm256_storeu_ps(out.as_mut_ptr().add(x0 + 8), a1);
-            }
-        } else {
-            let mut buf = [0f32; 16];
-            // SAFETY: buf holds 16 floats.
-            unsafe {
-                _mm256_storeu_ps(buf.as_mut_ptr(), a0);
-                _mm256_storeu_ps(buf.as_mut_ptr().add(8), a1);
-            }
-            out[x0..].copy_from_slice(&buf[..ow - x0]);
-        }
+    // SAFETY (each call): the caller's contract; every block ends at or before `end`.
+    while x0 + 64 <= end {
+        unsafe { dw_block_f32::<8>(p, taps, bias, x0, out) };
+        x0 += 64;
+    }
+    while x0 + 32 <= end {
+        unsafe { dw_block_f32::<4>(p, taps, bias, x0, out) };
+        x0 += 32;
+    }
+    while x0 < end {
+        unsafe { dw_block_f32::<2>(p, taps, bias, x0, out) };
         x0 += 16;
+    }
+}
+
+/// `V` vectors of 8 outputs of [`dw_row_f32`] from `x0`; those past `out.len()` are dropped.
+///
+/// # Safety
+/// AVX2 and FMA; `8·V` floats readable at `p + off + x0` for every tap.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_block_f32<const V: usize>(
+    p: *const f32,
+    taps: &[(f32, usize)],
+    bias: f32,
+    x0: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [_mm256_set1_ps(bias); V];
+    for &(w, off) in taps {
+        let wv = _mm256_set1_ps(w);
+        for (v, a) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            *a = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(p.add(off + x0 + 8 * v)) }, *a);
+        }
+    }
+    let ow = out.len();
+    for (v, a) in acc.iter().enumerate() {
+        let at = x0 + 8 * v;
+        if at + 8 <= ow {
+            // SAFETY: 8 floats in bounds of out.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at), *a) };
+        } else if at < ow {
+            let mut buf = [0f32; 8];
+            // SAFETY: buf holds 8 floats.
+            unsafe { _mm256_storeu_ps(buf.as_mut_ptr(), *a) };
+            out[at..].copy_from_slice(&buf[..ow - at]);
+        }
     }
 }
 
