@@ -530,44 +530,84 @@ fn dw_vector_path(isa: crate::cpu::caps::Isa) -> bool {
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 const DW_MAX_TAPS: usize = 64;
 
-/// The depthwise plane over the built phases `ph`, row by row with every tap's products summed in
-/// registers (the long-run loop below streams the whole accumulator plane once per tap: on large
-/// planes that is cache traffic, not arithmetic). `false` where the path has no such kernel.
+/// The taps of the vector depthwise row kernel: each tap's offset into the phase planes (`hs × ws`
+/// each) and, per plane, its weight (set by [`dw_rows_vector`]); built once per run and thread, not per
+/// plane. `None` where the path has no such kernel or the window has more than `DW_MAX_TAPS` taps.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+struct DwTaps {
+    taps: [(f32, usize); DW_MAX_TAPS],
+    n: usize,
+    /// The largest offset.
+    reach: usize,
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+impl DwTaps {
+    fn new(isa: crate::cpu::caps::Isa, d: &Dw, hs: usize, ws: usize) -> Option<DwTaps> {
+        if !dw_vector_path(isa) || d.kh * d.kw > DW_MAX_TAPS {
+            return None;
+        }
+        let phase_len = hs * ws;
+        let mut t = DwTaps {
+            taps: [(0f32, 0usize); DW_MAX_TAPS],
+            n: d.kh * d.kw,
+            reach: 0,
+        };
+        for ky in 0..d.kh {
+            let (oy, ry) = ((ky * d.dh) / d.sh, (ky * d.dh) % d.sh);
+            for kx in 0..d.kw {
+                let (ox, rx) = ((kx * d.dw) / d.sw, (kx * d.dw) % d.sw);
+                let off = (ry * d.sw + rx) * phase_len + oy * ws + ox;
+                t.taps[ky * d.kw + kx].1 = off;
+                t.reach = t.reach.max(off);
+            }
+        }
+        Some(t)
+    }
+}
+
+/// Where the vector depthwise row kernel is not compiled in: never any taps.
+#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+struct DwTaps;
+
+#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+impl DwTaps {
+    fn new(_: crate::cpu::caps::Isa, _: &Dw, _: usize, _: usize) -> Option<DwTaps> {
+        None
+    }
+}
+
+/// The depthwise plane over the built phases `ph` (`ws` wide), row by row with every tap's products
+/// summed in registers (the long-run loop below streams the whole accumulator plane once per tap: on
+/// large planes that is cache traffic, not arithmetic), with `taps` (this plane's weights `wk` set
+/// here). `false` where the path has no such kernel.
 fn dw_rows_vector(
-    isa: crate::cpu::caps::Isa,
-    (ph, hs, ws): (&[f32], usize, usize),
+    taps: Option<&mut DwTaps>,
+    (ph, ws): (&[f32], usize),
     wk: &[f32],
     b0: f32,
     d: &Dw,
     dst: &mut [f32],
 ) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if dw_vector_path(isa) && d.kh * d.kw <= DW_MAX_TAPS {
-        let phase_len = hs * ws;
-        let mut taps = [(0f32, 0usize); DW_MAX_TAPS];
-        let mut reach = 0;
-        for ky in 0..d.kh {
-            let (oy, ry) = ((ky * d.dh) / d.sh, (ky * d.dh) % d.sh);
-            for kx in 0..d.kw {
-                let (ox, rx) = ((kx * d.dw) / d.sw, (kx * d.dw) % d.sw);
-                let off = (ry * d.sw + rx) * phase_len + oy * ws + ox;
-                taps[ky * d.kw + kx] = (wk[ky * d.kw + kx], off);
-                reach = reach.max(off);
-            }
-        }
-        let taps = &taps[..d.kh * d.kw];
-        if (d.oh - 1) * ws + reach + d.ow.next_multiple_of(16) > ph.len() {
+    if let Some(t) = taps {
+        if (d.oh - 1) * ws + t.reach + d.ow.next_multiple_of(16) > ph.len() {
             return false;
         }
+        for (tap, &w) in t.taps[..t.n].iter_mut().zip(wk) {
+            tap.0 = w;
+        }
+        let taps = &t.taps[..t.n];
         for (oy, row) in dst.chunks_exact_mut(d.ow).enumerate() {
-            // SAFETY: AVX2+FMA (the path); every read ends within ph (checked above).
+            // SAFETY: AVX2+FMA (the path: DwTaps exists only there); every read ends within ph
+            // (checked above).
             unsafe {
                 crate::cpu::kernels::x86::dw_row_f32(ph.as_ptr().add(oy * ws), taps, b0, row)
             };
         }
         return true;
     }
-    let _ = (isa, ph, hs, ws, wk, b0, d, dst);
+    let _ = (taps, ph, ws, wk, b0, d, dst);
     false
 }
 
@@ -627,6 +667,7 @@ fn depthwise(
         // SAFETY: thread t owns scratch[t*per..(t+1)*per] (sized for `threads` by `scratch`).
         let buf = unsafe { core::slice::from_raw_parts_mut(sp.get().add(t * per), per) };
         let (ph, acc) = buf.split_at_mut(in_len);
+        let mut taps = DwTaps::new(isa, &d, hs, ws);
         let acc = &mut acc[..oh * ws];
         for plane in share(planes, t, threads) {
             let ch = plane % c;
@@ -649,7 +690,7 @@ fn depthwise(
             // SAFETY: each plane's output is written by exactly one thread.
             let dst =
                 unsafe { core::slice::from_raw_parts_mut(yp.get().add(plane * oh * ow), oh * ow) };
-            if dw_rows_vector(isa, (ph, hs, ws), wk, b0, &d, dst) {
+            if dw_rows_vector(taps.as_mut(), (ph, ws), wk, b0, &d, dst) {
                 gemm::finish_row(dst, None, None, act, post.map(|(s, t)| (s[ch], t[ch])));
                 continue;
             }
