@@ -669,10 +669,12 @@ fn depthwise(
         let (ph, acc) = buf.split_at_mut(in_len);
         let mut taps = DwTaps::new(isa, &d, hs, ws);
         let acc = &mut acc[..oh * ws];
+        // zeroed once for all this thread's planes: each plane writes the same interior cells (the
+        // input's pixels), so the padding stays zero
+        ph.fill(0.0);
         for plane in share(planes, t, threads) {
             let ch = plane % c;
             let src = &x.data[plane * h * wd..(plane + 1) * h * wd];
-            ph.iter_mut().for_each(|v| *v = 0.0);
             for (iy, row) in src.chunks_exact(wd.max(1)).enumerate() {
                 // padded row iy + pt is row py / sh of row phase py % sh; its column phases follow
                 let py = iy + pt;
