@@ -304,6 +304,66 @@ pub unsafe fn dw_row_neon(
     }
 }
 
+/// One output row of an f32 depthwise convolution over stride-phase planes (`taps`: weight and offset
+/// from `p` of each tap's first input): 64, then 32, then 16 outputs at a time, accumulated in registers
+/// across all taps from the bias with fused multiply-adds: the portable loop's chain, bit for bit (the
+/// x86 `dw_row_f32`'s twin). Sixteen accumulators cover the FMA latency of an A72/A76 (two pipes).
+///
+/// # Safety
+/// NEON (part of aarch64); 16 floats readable at `p + off + x0` for every tap and every `x0 < out.len()`
+/// that is a multiple of 16 (the caller checks).
+pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &mut [f32]) {
+    let end = out.len().next_multiple_of(16);
+    let mut x0 = 0;
+    // SAFETY (each call): the caller's contract; every block ends at or before `end`.
+    while x0 + 64 <= end {
+        unsafe { dw_block_f32::<16>(p, taps, bias, x0, out) };
+        x0 += 64;
+    }
+    while x0 + 32 <= end {
+        unsafe { dw_block_f32::<8>(p, taps, bias, x0, out) };
+        x0 += 32;
+    }
+    while x0 < end {
+        unsafe { dw_block_f32::<4>(p, taps, bias, x0, out) };
+        x0 += 16;
+    }
+}
+
+/// `V` vectors of 4 outputs of [`dw_row_f32`] from `x0`; those past `out.len()` are dropped.
+///
+/// # Safety
+/// NEON; `4·V` floats readable at `p + off + x0` for every tap.
+#[inline(always)]
+unsafe fn dw_block_f32<const V: usize>(
+    p: *const f32,
+    taps: &[(f32, usize)],
+    bias: f32,
+    x0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY (whole fn): the caller's contract for the loads; stores stay below out.len().
+    unsafe {
+        let mut acc = [vdupq_n_f32(bias); V];
+        for &(w, off) in taps {
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = vfmaq_n_f32(*a, vld1q_f32(p.add(off + x0 + 4 * v)), w);
+            }
+        }
+        let ow = out.len();
+        for (v, a) in acc.iter().enumerate() {
+            let at = x0 + 4 * v;
+            if at + 4 <= ow {
+                vst1q_f32(out.as_mut_ptr().add(at), *a);
+            } else if at < ow {
+                let mut buf = [0f32; 4];
+                vst1q_f32(buf.as_mut_ptr(), *a);
+                out[at..].copy_from_slice(&buf[..ow - at]);
+            }
+        }
+    }
+}
+
 /// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (the core of [`requant4`], without bias and
 /// clamp): exact 64-bit products, round half away from zero, arithmetic shift, saturating narrow.
 #[inline(always)]

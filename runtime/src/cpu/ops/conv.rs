@@ -519,21 +519,19 @@ fn depthwise_rows(
 
 /// Whether `isa` has the register-blocked depthwise row kernel.
 fn dw_vector_path(isa: crate::cpu::caps::Isa) -> bool {
-    cfg!(all(feature = "std", target_arch = "x86_64"))
-        && matches!(
-            isa,
-            crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
-        )
+    use crate::cpu::caps::Isa;
+    (cfg!(all(feature = "std", target_arch = "x86_64")) && matches!(isa, Isa::Avx2 | Isa::AvxVnni))
+        || (cfg!(target_arch = "aarch64") && matches!(isa, Isa::Neon | Isa::Dotprod))
 }
 
 /// Most taps the vector depthwise row kernel takes (an 8×8 window); larger windows use the portable loop.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 const DW_MAX_TAPS: usize = 64;
 
 /// The taps of the vector depthwise row kernel: each tap's offset into the phase planes (`hs × ws`
 /// each) and, per plane, its weight (set by [`dw_rows_vector`]); built once per run and thread, not per
 /// plane. `None` where the path has no such kernel or the window has more than `DW_MAX_TAPS` taps.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 struct DwTaps {
     taps: [(f32, usize); DW_MAX_TAPS],
     n: usize,
@@ -541,7 +539,7 @@ struct DwTaps {
     reach: usize,
 }
 
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 impl DwTaps {
     fn new(isa: crate::cpu::caps::Isa, d: &Dw, hs: usize, ws: usize) -> Option<DwTaps> {
         if !dw_vector_path(isa) || d.kh * d.kw > DW_MAX_TAPS {
@@ -567,10 +565,10 @@ impl DwTaps {
 }
 
 /// Where the vector depthwise row kernel is not compiled in: never any taps.
-#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+#[cfg(not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")))]
 struct DwTaps;
 
-#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+#[cfg(not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")))]
 impl DwTaps {
     fn new(_: crate::cpu::caps::Isa, _: &Dw, _: usize, _: usize) -> Option<DwTaps> {
         None
@@ -589,7 +587,7 @@ fn dw_rows_vector(
     d: &Dw,
     dst: &mut [f32],
 ) -> bool {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
     if let Some(t) = taps {
         if (d.oh - 1) * ws + t.reach + d.ow.next_multiple_of(16) > ph.len() {
             return false;
@@ -598,12 +596,14 @@ fn dw_rows_vector(
             tap.0 = w;
         }
         let taps = &t.taps[..t.n];
+        #[cfg(target_arch = "aarch64")]
+        use crate::cpu::kernels::neon::dw_row_f32;
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        use crate::cpu::kernels::x86::dw_row_f32;
         for (oy, row) in dst.chunks_exact_mut(d.ow).enumerate() {
-            // SAFETY: AVX2+FMA (the path: DwTaps exists only there); every read ends within ph
-            // (checked above).
-            unsafe {
-                crate::cpu::kernels::x86::dw_row_f32(ph.as_ptr().add(oy * ws), taps, b0, row)
-            };
+            // SAFETY: the path's vector unit (DwTaps exists only on AVX2+FMA and NEON paths); every
+            // read ends within ph (checked above).
+            unsafe { dw_row_f32(ph.as_ptr().add(oy * ws), taps, b0, row) };
         }
         return true;
     }
