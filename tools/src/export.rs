@@ -52,15 +52,6 @@ pub fn to_bytes_with(
     Ok(bytes)
 }
 
-/// The same artifact with its sections stored as `opts` says (e.g. weights back in place).
-pub fn restore(bytes: &[u8], opts: artifact::EncodeOptions) -> Result<Vec<u8>> {
-    let d = artifact::decode(bytes).map_err(|e| anyhow!("{e}"))?;
-    let out = artifact::encode_with(&d.meta, &d.weights, opts).map_err(|e| anyhow!("{e}"))?;
-    tern::Model::from_bytes(&out)
-        .map_err(|e| anyhow!("internal error: the runtime rejects the artifact we made: {e}"))?;
-    Ok(out)
-}
-
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {

@@ -124,6 +124,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                     rounding: a.weight_rounding,
                     float_weights_int8: a.float_weights == FloatWeights::Int8,
                     weights_only: a.weights_only,
+                    plain_weights: a.plain_weights,
                     max_error: a.max_error,
                     max_drop: a.max_drop,
                     labels: match &a.calib_labels {
@@ -133,12 +134,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                 },
                 progress: !quiet,
             };
-            let bytes = crate::quant::compress_int8(&a.model, &a.shapes.input_shape, &c)?.0;
-            if a.plain_weights {
-                crate::export::restore(&bytes, tern::artifact::EncodeOptions::default())?
-            } else {
-                bytes
-            }
+            crate::quant::compress_int8(&a.model, &a.shapes.input_shape, &c)?.0
         }
     };
     crate::export::write_atomic(&a.output, &bytes)?;

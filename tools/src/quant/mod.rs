@@ -113,6 +113,9 @@ pub struct Int8Options {
     /// Int8 weights only: every layer computes in float on its int8 weights (widened at session
     /// creation); calibration samples, if given, serve GPTQ's rounding alone.
     pub weights_only: bool,
+    /// Store the weights uncompressed (`--plain-weights`: read in place from flash or a mapped file)
+    /// rather than deflated.
+    pub plain_weights: bool,
 }
 
 /// `--weight-rounding`: how weights are rounded to their int8 grid.
@@ -166,6 +169,7 @@ impl Default for Int8Options {
             rounding: Rounding::Auto,
             float_weights_int8: false,
             weights_only: false,
+            plain_weights: false,
         }
     }
 }
@@ -1021,9 +1025,9 @@ pub fn compress_int8(
         ));
     }
     // int8 weights are repacked at session creation anyway, so reading them in place saves nothing:
-    // store them deflated (`tern compress --plain-weights` undoes it for flash/mmap use)
+    // store them deflated (unless `--plain-weights`, for flash/mmap use)
     let opts = tern::artifact::EncodeOptions {
-        deflate_weights: true,
+        deflate_weights: !c.opts.plain_weights,
     };
     Ok((crate::export::to_bytes_with(&qg, meta, opts)?, report))
 }
