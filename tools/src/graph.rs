@@ -69,6 +69,8 @@ impl ToolGraph {
             len: (values.len() * 4) as u64,
         });
         self.data[i as usize] = Some(values);
+        // a chosen int8 rounding was of the old values
+        self.int8_rounding.remove(&i);
     }
 
     /// Shape of tensor `i`.

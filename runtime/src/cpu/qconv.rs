@@ -334,10 +334,14 @@ impl QConv {
             let cols = per * npix;
             k * cols + self.g.b_len(k, cols) + mg * cols
         };
+        assert!(
+            scratch.len() >= slot * threads,
+            "int8 batch fold: scratch too small"
+        );
         let sptr = SyncPtr(scratch.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
         par.run(&|t| {
-            // SAFETY: thread t owns scratch slot t (`scratch_bytes` sizes one per thread).
+            // SAFETY: thread t owns scratch slot t (`scratch_bytes` sizes one per thread: checked above).
             let mine = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * slot), slot) };
             for ci in share(n.div_ceil(per), t, threads) {
                 let i0 = ci * per;

@@ -289,11 +289,13 @@ fn round_row(w: &[f64], u: &[f64], k: usize) -> Vec<f32> {
     if amax as f32 <= 1e-20 {
         return w.iter().map(|&v| v as f32).collect();
     }
+    // (the pinned weight keeps its own sign whatever the compensation did to it)
+    let pin_code = 127f64.copysign(w[pin]);
     let mut w = w.to_vec();
     let mut out = vec![0f32; k];
     for j in 0..k {
         let q = if j == pin {
-            127f64.copysign(w[j])
+            pin_code
         } else {
             (w[j] / s).round().clamp(-127.0, 127.0)
         };

@@ -817,7 +817,12 @@ pub fn compress_int8(
             onnx.display()
         ),
     };
-    if let (Some(calib), true) = (c.calib, samples.len() < 16) {
+    if c.opts.rounding == Rounding::Gptq && samples.is_empty() && fixed == 0 {
+        log::warn!(
+            "--weight-rounding gptq needs calibration samples (--calib): weights round to nearest"
+        );
+    }
+    if let (Some(calib), true) = (c.calib, samples.len() < 16 && !weights_only) {
         log::warn!(
             "only {} calibration sample(s) in {}: ranges from fewer than 16 samples are often too narrow for real inputs",
             samples.len(),
@@ -971,7 +976,9 @@ pub fn compress_int8(
         ),
         (
             "quant.activation_scales".to_string(),
-            if c.opts.channel_scales {
+            if weights_only {
+                "none (weights only)"
+            } else if c.opts.channel_scales {
                 "channel"
             } else {
                 "tensor"
@@ -986,9 +993,17 @@ pub fn compress_int8(
         (
             "quant.weight_rounding".to_string(),
             format!(
-                "{} ({} weight tensor(s) by GPTQ)",
+                "{} ({} weight tensor(s) by GPTQ{})",
                 format!("{:?}", c.opts.rounding).to_lowercase(),
-                fg.int8_rounding.len()
+                fg.int8_rounding.len(),
+                if c.opts.rounding == Rounding::Auto
+                    && !weights_only
+                    && !fg.int8_rounding.is_empty()
+                {
+                    ", used where they compute in float"
+                } else {
+                    ""
+                }
             ),
         ),
         (
