@@ -206,6 +206,22 @@ pub fn gemm_for(isa: Isa) -> Gemm {
     }
 }
 
+/// The output blocks of an f32 depthwise row kernel (`x86::dw_row_f32`, `neon::dw_row_f32`): `block(x0,
+/// width)` for 64, then 32, then 16 columns at a time up to `len` rounded up to 16 (the reads their
+/// callers allow).
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) fn dw_row_blocks(len: usize, mut block: impl FnMut(usize, usize)) {
+    let end = len.next_multiple_of(16);
+    let mut x0 = 0;
+    for width in [64, 32, 16] {
+        while x0 + width <= end {
+            block(x0, width);
+            x0 += width;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -313,21 +313,16 @@ pub unsafe fn dw_row_neon(
 /// NEON (part of aarch64); 16 floats readable at `p + off + x0` for every tap and every `x0 < out.len()`
 /// that is a multiple of 16 (the caller checks).
 pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &mut [f32]) {
-    let end = out.len().next_multiple_of(16);
-    let mut x0 = 0;
-    // SAFETY (each call): the caller's contract; every block ends at or before `end`.
-    while x0 + 64 <= end {
-        unsafe { dw_block_f32::<16>(p, taps, bias, x0, out) };
-        x0 += 64;
-    }
-    while x0 + 32 <= end {
-        unsafe { dw_block_f32::<8>(p, taps, bias, x0, out) };
-        x0 += 32;
-    }
-    while x0 < end {
-        unsafe { dw_block_f32::<4>(p, taps, bias, x0, out) };
-        x0 += 16;
-    }
+    super::dw_row_blocks(out.len(), |x0, width| {
+        // SAFETY: the caller's contract; every block ends within out.len() rounded up to 16.
+        unsafe {
+            match width {
+                64 => dw_block_f32::<16>(p, taps, bias, x0, out),
+                32 => dw_block_f32::<8>(p, taps, bias, x0, out),
+                _ => dw_block_f32::<4>(p, taps, bias, x0, out),
+            }
+        }
+    });
 }
 
 /// `V` vectors of 4 outputs of [`dw_row_f32`] from `x0`; those past `out.len()` are dropped.

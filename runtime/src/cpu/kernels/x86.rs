@@ -886,21 +886,16 @@ pub unsafe fn quantize512(x: &[f32], s: f32, z: i32, y: &mut [i8]) -> usize {
 /// multiple of 16 (the caller checks).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &mut [f32]) {
-    let end = out.len().next_multiple_of(16);
-    let mut x0 = 0;
-    // SAFETY (each call): the caller's contract; every block ends at or before `end`.
-    while x0 + 64 <= end {
-        unsafe { dw_block_f32::<8>(p, taps, bias, x0, out) };
-        x0 += 64;
-    }
-    while x0 + 32 <= end {
-        unsafe { dw_block_f32::<4>(p, taps, bias, x0, out) };
-        x0 += 32;
-    }
-    while x0 < end {
-        unsafe { dw_block_f32::<2>(p, taps, bias, x0, out) };
-        x0 += 16;
-    }
+    super::dw_row_blocks(out.len(), |x0, width| {
+        // SAFETY: the caller's contract; every block ends within out.len() rounded up to 16.
+        unsafe {
+            match width {
+                64 => dw_block_f32::<8>(p, taps, bias, x0, out),
+                32 => dw_block_f32::<4>(p, taps, bias, x0, out),
+                _ => dw_block_f32::<2>(p, taps, bias, x0, out),
+            }
+        }
+    });
 }
 
 /// `V` vectors of 8 outputs of [`dw_row_f32`] from `x0`; those past `out.len()` are dropped.
