@@ -128,9 +128,9 @@ const char *tern_model_metadata_key(const struct TernModel *model,
                                     size_t i);
 
 // The metadata value of `key` (e.g. `"quant.scheme"`): its length in bytes into `*value_len` (if not
-// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut at `cap − 1` bytes; NULL
-// with `cap` 0 asks for the length alone). Argument if `model` or `key` is NULL, `key` is not UTF-8, or
-// the artifact has no such key.
+// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut to at most `cap − 1` bytes
+// at a character boundary, so a cut value stays UTF-8; NULL with `cap` 0 asks for the length alone).
+// Argument if `model` or `key` is NULL, `key` is not UTF-8, or the artifact has no such key.
 //
 // # Safety
 // `model` is NULL or live; `key` is NULL or a NUL-terminated string; `buf` is NULL or valid for `cap`

@@ -6,6 +6,7 @@ use core::ffi::c_void;
 
 extern "C" {
     fn malloc(size: usize) -> *mut c_void;
+    fn realloc(p: *mut c_void, size: usize) -> *mut c_void;
     fn free(p: *mut c_void);
     fn abort() -> !;
 }
@@ -46,6 +47,25 @@ unsafe impl GlobalAlloc for CAlloc {
             // SAFETY: alloc stored the block's address in the word before p.
             unsafe { free(p.cast::<usize>().sub(1).read_unaligned() as *mut c_void) }
         }
+    }
+
+    // (a growing Vec — the loader's, the planner's — then extends its block in place where the C
+    // library can, instead of always allocating, copying and freeing)
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            // SAFETY: p came from malloc (alloc above), and realloc keeps malloc's alignment.
+            return unsafe { realloc(p.cast(), new_size.max(1)) }.cast();
+        }
+        // SAFETY: the caller's contract: new_size with l.align() is a valid layout.
+        let grown = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, l.align())) };
+        if !grown.is_null() {
+            // SAFETY: both blocks hold at least min(old, new) bytes and do not overlap.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p, grown, l.size().min(new_size));
+                self.dealloc(p, l);
+            }
+        }
+        grown
     }
 }
 

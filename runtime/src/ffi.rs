@@ -359,9 +359,9 @@ pub unsafe extern "C" fn tern_model_metadata_key(
 }
 
 /// The metadata value of `key` (e.g. `"quant.scheme"`): its length in bytes into `*value_len` (if not
-/// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut at `cap − 1` bytes; NULL
-/// with `cap` 0 asks for the length alone). Argument if `model` or `key` is NULL, `key` is not UTF-8, or
-/// the artifact has no such key.
+/// NULL), and as much of it as fits into `buf` (`cap` bytes, NUL-terminated, cut to at most `cap − 1` bytes
+/// at a character boundary, so a cut value stays UTF-8; NULL with `cap` 0 asks for the length alone).
+/// Argument if `model` or `key` is NULL, `key` is not UTF-8, or the artifact has no such key.
 ///
 /// # Safety
 /// `model` is NULL or live; `key` is NULL or a NUL-terminated string; `buf` is NULL or valid for `cap`
@@ -390,14 +390,8 @@ pub unsafe extern "C" fn tern_model_metadata(
             // SAFETY: valid for a write (caller).
             unsafe { *value_len = v.len() };
         }
-        if !buf.is_null() && cap > 0 {
-            let n = v.len().min(cap - 1);
-            // SAFETY: `buf` holds `cap` > n bytes (caller).
-            unsafe {
-                core::ptr::copy_nonoverlapping(v.as_ptr(), buf.cast::<u8>(), n);
-                *buf.add(n) = 0;
-            }
-        }
+        // SAFETY: `buf` is NULL or holds `cap` bytes (caller).
+        unsafe { write_message(buf, cap, v) };
         TernStatus::Ok
     })
 }
@@ -692,5 +686,66 @@ pub unsafe extern "C" fn tern_session_isa(session: *const TernSession) -> *const
     match unsafe { session.as_ref() } {
         Some(s) => s.isa.as_ptr(),
         None => c"".as_ptr(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// A metadata value cut to fit the caller's buffer ends on a character boundary: every `cap` gives the
+    /// longest prefix of whole characters that fits, NUL-terminated.
+    #[test]
+    fn a_cut_metadata_value_stays_utf8() {
+        let d = crate::artifact::decode(include_bytes!("../tests/data/cls.tern")).unwrap();
+        let mut meta = d.meta.clone();
+        let value = "añb€c𝄞d";
+        meta.metadata.push(("note".into(), value.into()));
+        let bytes = crate::artifact::encode(&meta, &d.weights).unwrap();
+        let mut model = core::ptr::null_mut();
+        // SAFETY: `bytes` outlives the model; `model` is a valid out pointer.
+        let st = unsafe {
+            tern_model_load(
+                bytes.as_ptr(),
+                bytes.len(),
+                &mut model,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(st, TernStatus::Ok);
+        for cap in 1..=value.len() + 2 {
+            let mut buf = vec![0x55u8; cap];
+            let mut len = 0usize;
+            // SAFETY: `buf` holds `cap` bytes; the key is NUL-terminated.
+            let st = unsafe {
+                tern_model_metadata(
+                    model,
+                    c"note".as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    cap,
+                    &mut len,
+                )
+            };
+            assert_eq!(st, TernStatus::Ok);
+            assert_eq!(len, value.len());
+            let n = buf.iter().position(|&b| b == 0).expect("NUL-terminated");
+            let want = value
+                .char_indices()
+                .map(|(i, c)| i + c.len_utf8())
+                .take_while(|&end| end < cap)
+                .last()
+                .unwrap_or(0);
+            assert_eq!(n, want, "cap {cap}");
+            let got: Vec<u8> = buf[..n].to_vec();
+            assert_eq!(
+                core::str::from_utf8(&got).unwrap(),
+                &value[..n],
+                "cap {cap}"
+            );
+        }
+        // SAFETY: made by tern_model_load above, no session.
+        unsafe { tern_model_free(model) };
     }
 }
