@@ -898,6 +898,83 @@ pub unsafe fn dw_row_f32(p: *const f32, taps: &[(f32, usize)], bias: f32, out: &
     });
 }
 
+/// [`dw_row_f32`] on 16 lanes for `R` consecutive output rows (`R` 1 or 2; row `r` reads from `p + r·ws`
+/// and writes `out[r·ow..]`, `ow` = `out.len() / R`): blocks of up to eight 512-bit vectors per row (128
+/// outputs; a row of PP-OCR cls's 96 is one block of six, two rows twelve accumulators: enough to cover
+/// the FMA latency), tails stored under a mask. Each output's chain of FMAs is the same, so the same bits.
+///
+/// # Safety
+/// AVX-512 F ([`has_avx512`]); for each row `r`, 16 floats readable at `p + r·ws + off + x0` for every tap
+/// and every `x0 < ow` that is a multiple of 16 (the caller checks, as for [`dw_row_f32`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dw_rows_f32_512<const R: usize>(
+    p: *const f32,
+    ws: usize,
+    taps: &[(f32, usize)],
+    bias: f32,
+    out: &mut [f32],
+) {
+    let ow = out.len() / R;
+    let mut x0 = 0;
+    while x0 < ow {
+        let v = (ow - x0).div_ceil(16).min(8);
+        let at = (p, ws, taps, bias, x0);
+        // SAFETY: the caller's contract; the block's reads start at multiples of 16 below ow.
+        unsafe {
+            match v {
+                8 => dw_block512_f32::<R, 8>(at, out),
+                7 => dw_block512_f32::<R, 7>(at, out),
+                6 => dw_block512_f32::<R, 6>(at, out),
+                5 => dw_block512_f32::<R, 5>(at, out),
+                4 => dw_block512_f32::<R, 4>(at, out),
+                3 => dw_block512_f32::<R, 3>(at, out),
+                2 => dw_block512_f32::<R, 2>(at, out),
+                _ => dw_block512_f32::<R, 1>(at, out),
+            }
+        }
+        x0 += 16 * v;
+    }
+}
+
+/// `V` vectors of 16 outputs from column `x0` in each of the `R` rows of [`dw_rows_f32_512`]; lanes past
+/// a row's end are not stored.
+///
+/// # Safety
+/// AVX-512 F; `16·V` floats readable at `p + r·ws + off + x0` for every tap and row.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_block512_f32<const R: usize, const V: usize>(
+    (p, ws, taps, bias, x0): (*const f32, usize, &[(f32, usize)], f32, usize),
+    out: &mut [f32],
+) {
+    let mut acc = [[_mm512_set1_ps(bias); V]; R];
+    for &(w, off) in taps {
+        let wv = _mm512_set1_ps(w);
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (v, a) in row.iter_mut().enumerate() {
+                // SAFETY: the caller's contract.
+                let x = unsafe { _mm512_loadu_ps(p.add(r * ws + off + x0 + 16 * v)) };
+                *a = _mm512_fmadd_ps(wv, x, *a);
+            }
+        }
+    }
+    let ow = out.len() / R;
+    for (r, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            let at = x0 + 16 * v;
+            if at < ow {
+                let m: __mmask16 = if at + 16 <= ow {
+                    0xffff
+                } else {
+                    (1u16 << (ow - at)) - 1
+                };
+                // SAFETY: the mask stores only lanes below the row's end, within out.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * ow + at), m, *a) };
+            }
+        }
+    }
+}
+
 /// `V` vectors of 8 outputs of [`dw_row_f32`] from `x0`; those past `out.len()` are dropped.
 ///
 /// # Safety

@@ -537,6 +537,9 @@ struct DwTaps {
     n: usize,
     /// The largest offset.
     reach: usize,
+    /// The 16-lane AVX-512 row kernel (`x86::dw_rows_f32_512`) instead of the 8-lane one.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    wide: bool,
 }
 
 #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
@@ -550,6 +553,8 @@ impl DwTaps {
             taps: [(0f32, 0usize); DW_MAX_TAPS],
             n: d.kh * d.kw,
             reach: 0,
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            wide: isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512(),
         };
         for ky in 0..d.kh {
             let (oy, ry) = ((ky * d.dh) / d.sh, (ky * d.dh) % d.sh);
@@ -599,11 +604,28 @@ fn dw_rows_vector(
         #[cfg(target_arch = "aarch64")]
         use crate::cpu::kernels::neon::dw_row_f32;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        use crate::cpu::kernels::x86::dw_row_f32;
+        use crate::cpu::kernels::x86::{dw_row_f32, dw_rows_f32_512};
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if t.wide {
+            // two rows at a time (the last alone where the count is odd)
+            for (pair, rows) in dst.chunks_mut(2 * d.ow).enumerate() {
+                let p = ph[2 * pair * ws..].as_ptr();
+                // SAFETY: `wide` only where the CPU has AVX-512 F; each row's reads as for
+                // dw_row_f32 (checked above).
+                unsafe {
+                    if rows.len() == 2 * d.ow {
+                        dw_rows_f32_512::<2>(p, ws, taps, b0, rows)
+                    } else {
+                        dw_rows_f32_512::<1>(p, ws, taps, b0, rows)
+                    }
+                }
+            }
+            return true;
+        }
         for (oy, row) in dst.chunks_exact_mut(d.ow).enumerate() {
             // SAFETY: the path's vector unit (DwTaps exists only on AVX2+FMA and NEON paths); every
             // read ends within ph (checked above).
-            unsafe { dw_row_f32(ph.as_ptr().add(oy * ws), taps, b0, row) };
+            unsafe { dw_row_f32(ph[oy * ws..].as_ptr(), taps, b0, row) };
         }
         return true;
     }
@@ -868,7 +890,8 @@ mod tests {
         let mut seed = 3u64;
         let mut rnd = |n: usize| uniform(n, &mut seed);
         let mut cases = 0;
-        for &(h, w) in &[(7usize, 37usize), (2, 96), (16, 16), (33, 50)] {
+        // (3, 150): rows longer than one 8-vector block of the AVX-512 row kernel
+        for &(h, w) in &[(7usize, 37usize), (2, 96), (16, 16), (33, 50), (3, 150)] {
             for &(k, s, d, p) in &[
                 (3usize, 1usize, 1usize, 1usize),
                 (3, 2, 1, 1),
