@@ -562,25 +562,48 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             }
             Ok(())
         }
-        _ => {
-            // float ops; a constant may be stored as f16, or as int8 with its scales (weights only:
-            // a float layer of an int8 artifact, widened to f32 at session creation, see
-            // `read_as_float`)
-            for &t in n.inputs.iter().chain(&n.outputs) {
-                let tt = &g.tensors[t as usize];
-                let stored = tt.is_const()
-                    && (tt.dtype == DType::F16 || tt.dtype == DType::I8 && tt.quant.is_some());
-                if tt.dtype != DType::F32 && !stored {
-                    return Err(alloc::format!(
-                        "tensor \"{}\" is {:?}, this op needs F32 (or an F16 constant, or an int8 one with quantization parameters)",
-                        tt.name,
-                        tt.dtype
-                    ));
-                }
+        // format 9: a pointwise float conv may write int8 (quantized band by band, see
+        // `conv::run_pointwise_q`)
+        Op::Conv { geom, .. } if dt(y) == DType::I8 => {
+            let pointwise = geom.kernel == [1, 1]
+                && geom.strides == [1, 1]
+                && geom.pads == [0; 4]
+                && geom.dilations == [1, 1]
+                && geom.groups == 1;
+            if !pointwise || g.tensors[n.inputs[0] as usize].shape.len() != 4 {
+                return Err(alloc::format!(
+                    "a float Conv writing int8 must be pointwise on a 4-D input (1×1, stride 1, no padding, one group; got {geom:?})"
+                ));
             }
-            Ok(())
+            if n.outputs.len() != 1 {
+                return Err("a float Conv writing int8 has one output".into());
+            }
+            per_tensor(g, y)?;
+            float_tensors(g, &n.inputs)
+        }
+        _ => float_tensors(g, n.inputs.iter().chain(&n.outputs)),
+    }
+}
+
+/// A float op's tensors: F32, or constants stored as f16, or as int8 with their scales (weights only: a
+/// float layer of an int8 artifact, widened to f32 at session creation, see `read_as_float`).
+fn float_tensors<'a>(
+    g: &Graph,
+    ts: impl IntoIterator<Item = &'a u32>,
+) -> core::result::Result<(), String> {
+    for &t in ts {
+        let tt = &g.tensors[t as usize];
+        let stored = tt.is_const()
+            && (tt.dtype == DType::F16 || tt.dtype == DType::I8 && tt.quant.is_some());
+        if tt.dtype != DType::F32 && !stored {
+            return Err(alloc::format!(
+                "tensor \"{}\" is {:?}, this op needs F32 (or an F16 constant, or an int8 one with quantization parameters)",
+                tt.name,
+                tt.dtype
+            ));
         }
     }
+    Ok(())
 }
 
 fn all_of(ts: &[Option<u32>], want: DType, g: &Graph) -> core::result::Result<(), String> {
@@ -597,12 +620,12 @@ fn all_of(ts: &[Option<u32>], want: DType, g: &Graph) -> core::result::Result<()
     Ok(())
 }
 
-/// Whether node `n` computes in float (its first output is f32 and it is not the int8 → f32 boundary).
+/// Whether node `n` computes in float (its first output is f32 and it is not the int8 → f32 boundary, or it
+/// is a float Conv writing int8).
 fn computes_float(g: &Graph, n: &crate::ir::Node) -> bool {
-    !matches!(n.op, Op::Dequantize)
-        && n.outputs
-            .first()
-            .is_some_and(|&y| g.tensors[y as usize].dtype == DType::F32)
+    let y = n.outputs.first().map(|&y| g.tensors[y as usize].dtype);
+    (!matches!(n.op, Op::Dequantize) && y == Some(DType::F32))
+        || (matches!(n.op, Op::Conv { .. }) && y == Some(DType::I8))
 }
 
 /// Per tensor: whether it is an int8 constant that a float op reads (weights stored as int8 with their

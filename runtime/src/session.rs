@@ -7,7 +7,7 @@ use crate::cpu::ops::{self, quant, Prepared, View, ViewMut};
 use crate::cpu::qgemm::{self, QGemm};
 use crate::cpu::Par;
 use crate::error::Result;
-use crate::ir::DType;
+use crate::ir::{DType, Op};
 use crate::model::Model;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -180,7 +180,8 @@ impl<'m> Session<'m> {
                     n.name
                 );
             }
-            if quant::is_integer(model, n) {
+            let conv_q = quant::float_conv_to_int8(model, n);
+            if quant::is_integer(model, n) && !conv_q {
                 let p = quant::prepare(&qgemm, model, n, &shapes);
                 let (xs, ys) = (
                     &shapes[n.inputs[0] as usize],
@@ -206,6 +207,11 @@ impl<'m> Session<'m> {
                 .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
                 .collect();
             let mut p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
+            if let (true, Prepared::Conv(c)) = (conv_q, &mut p) {
+                let (s, z) = quant::params(model, n.outputs[0]);
+                let c = core::mem::replace(c, ops::conv::ConvPrep::Depthwise);
+                p = Prepared::ConvQ(c, s, z);
+            }
             // an LSTM, GRU or RNN whose R is stored int8 runs its recurrence on those bytes; its widened W
             // (packed now) and R are then dropped (ddddocr's recognizer: 25 MB less resident)
             if let (Prepared::Rnn(lp), Some(&r)) = (&mut p, n.inputs.get(2)) {
@@ -227,7 +233,10 @@ impl<'m> Session<'m> {
                 }
             }
             packed_bytes += match &p {
-                Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. }) => packed.len() * 4,
+                Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. })
+                | Prepared::ConvQ(ops::conv::ConvPrep::Dense { packed, .. }, ..) => {
+                    packed.len() * 4
+                }
                 Prepared::MatMul(Some(b)) => b.len() * 4,
                 _ => 0,
             };
@@ -545,6 +554,37 @@ impl<'m> Session<'m> {
                         &mut outs[..no_],
                         &mut qouts[..no_],
                         bytes,
+                    )
+                }
+                Prepared::ConvQ(c, s, z) => {
+                    // (ConvQ is prepared for Conv nodes only)
+                    let act = match n.op {
+                        Op::Conv { act, .. } => act,
+                        _ => None,
+                    };
+                    let y = core::mem::replace(
+                        &mut qouts[0],
+                        ViewMut {
+                            data: &mut [],
+                            shape: empty,
+                        },
+                    );
+                    ops::conv::run_pointwise_q(
+                        &self.gemm,
+                        &par,
+                        act,
+                        c,
+                        ins[0],
+                        (
+                            ins[..ni_].get(2).map(|b| b.data),
+                            ins[..ni_]
+                                .get(3)
+                                .zip(ins[..ni_].get(4))
+                                .map(|(s, t)| (s.data, t.data)),
+                        ),
+                        (*s, *z),
+                        y,
+                        &mut self.scratch,
                     )
                 }
                 _ => ops::exec(

@@ -252,6 +252,98 @@ fn int8_on(gpu: &tern::gpu::Gpu) {
     int8_tensors_match(&m, gpu, &pages.index_axis(Axis(0), 0), "layout int8");
 }
 
+/// PP-OCR det int8 with its defaults: the float input stage ends in a pointwise conv that writes int8
+/// (format 9). On the GPU that is the float conv into scratch past the plan's arena, then the int8
+/// conversion: nothing falls back to the CPU, the stage's int8 output equals the CPU's but for values
+/// the two backends' float rounding puts on either side of a step (at most one step apart), and the text
+/// maps (p > 0.3) agree.
+#[test]
+fn a_float_conv_writing_int8_runs_on_the_gpu() {
+    let Some(gpu) = tern_tests::gpu() else { return };
+    let c = tern_tools::quant::CompressInt8 {
+        calib: Some(&tern_tests::model("data/out/det320_calib.npy")),
+        samples: Some(8),
+        opts: tern_tools::quant::Int8Options {
+            input_layer: tern_tools::quant::InputLayer::Float,
+            ..Default::default()
+        },
+        progress: false,
+    };
+    let det = tern_tools::quant::compress_int8(
+        &tern_tests::model("cache/ch_PP-OCRv4_det_infer.onnx"),
+        &["x=1x3x320x320".parse().unwrap()],
+        &c,
+    )
+    .unwrap()
+    .0;
+    let m = Model::from_bytes(&det).unwrap();
+    let fused: Vec<u32> = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| tern::cpu::ops::quant::float_conv_to_int8(&m, n))
+        .map(|n| n.outputs[0])
+        .collect();
+    assert_eq!(fused.len(), 1, "the stem's last conv writes int8");
+    let mut cpu = Session::new(&m, SessionOptions { threads: 1 }).unwrap();
+    let mut g = GpuSession::new(&m, gpu).unwrap();
+    assert!(g.fallback().0.is_empty(), "everything on the GPU");
+    let xs: ArrayD<f32> = read_npy(tern_tests::model("data/out/det320_eval.npy")).unwrap();
+    let n_out = m.outputs().next().unwrap().numel();
+    let (mut both, mut either) = (0usize, 0usize);
+    for x in xs.axis_iter(Axis(0)).take(3) {
+        let x: Vec<f32> = x.iter().copied().collect();
+        let (mut a, mut b) = (vec![0f32; n_out], vec![0f32; n_out]);
+        let mut want = Vec::new();
+        cpu.run_observed(
+            &[&x],
+            &mut [&mut a],
+            Some(&mut |_, t, v| {
+                if let (true, tern::session::Values::I8(q)) = (t == fused[0], v) {
+                    want = q.to_vec();
+                }
+            }),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        g.run_observed(&[&x], &mut [&mut b], &mut |_, t, v| {
+            if t == fused[0] {
+                got = v.iter().map(|&b| b as i8).collect();
+            }
+        })
+        .unwrap();
+        assert_eq!(got.len(), want.len());
+        let differ = got.iter().zip(&want).filter(|(p, q)| p != q).count();
+        let far = got
+            .iter()
+            .zip(&want)
+            .filter(|(p, q)| (**p as i32 - **q as i32).abs() > 1)
+            .count();
+        println!(
+            "det320 int8: the float conv's int8 output differs in {differ} of {} values, {far} by more than a step",
+            want.len()
+        );
+        assert_eq!(far, 0);
+        assert!(differ * 1000 <= want.len(), "{differ} of {}", want.len());
+        both += a
+            .iter()
+            .zip(&b)
+            .filter(|(p, q)| **p > 0.3 && **q > 0.3)
+            .count();
+        either += a
+            .iter()
+            .zip(&b)
+            .filter(|(p, q)| **p > 0.3 || **q > 0.3)
+            .count();
+    }
+    let iou = both as f64 / either.max(1) as f64;
+    println!("det320 int8: text maps GPU vs CPU IoU {iou:.4} ({either} pixels)");
+    assert!(
+        either > 1000 && iou > 0.95,
+        "IoU {iou} over {either} pixels"
+    );
+}
+
 /// ddddocr's recognizer in int8 (integer input stage too): its LSTM has no GPU kernel, so it runs on the
 /// CPU between GPU layers (a multi-output node with int8-stored weights, widened by the CPU session alone), and every int8
 /// tensor still equals the CPU's.

@@ -265,7 +265,10 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
     if !rank_ok {
         return Err(alloc::format!("rank above {MAX_RANK}"));
     }
-    if crate::cpu::ops::quant::is_integer(model, n) {
+    // (a float Conv writing int8 is a float conv into scratch, then a Quantize: the float kernels)
+    if crate::cpu::ops::quant::is_integer(model, n)
+        && !crate::cpu::ops::quant::float_conv_to_int8(model, n)
+    {
         // what the int8 steps need beyond a kernel: activation inputs in the arena where they index it
         // by word (a constant there would read the arena at its blob offset), Add tables that sum in 32
         // bits, word-aligned constants for a Reshape
@@ -1139,6 +1142,16 @@ impl<'m> GpuSession<'m> {
             float_only
         };
         let word = |t: u32| -> u32 { (plan.offsets[t as usize] / 4) as u32 };
+        // a float Conv writing int8 computes into f32 scratch past the plan's arena, then quantizes
+        let q_scratch_at = plan.arena_bytes.next_multiple_of(64);
+        let q_scratch_word = (q_scratch_at / 4) as u32;
+        let q_scratch: u64 = g
+            .nodes
+            .iter()
+            .filter(|n| crate::cpu::ops::quant::float_conv_to_int8(model, n))
+            .map(|n| g.tensors[n.outputs[0] as usize].numel() as u64 * 4)
+            .max()
+            .unwrap_or(0);
         // f16 and int8 constants of float layers (in an int8 artifact) are widened into the extras: the
         // shaders read f32 words
         let mut extra: Vec<u32> = Vec::new();
@@ -1230,7 +1243,8 @@ impl<'m> GpuSession<'m> {
             let out = n.outputs[0];
             let os = shape(out);
             let numel = |s: &[u32]| s.iter().product::<u32>();
-            if crate::cpu::ops::quant::is_integer(model, n) {
+            let conv_q = crate::cpu::ops::quant::float_conv_to_int8(model, n);
+            if crate::cpu::ops::quant::is_integer(model, n) && !conv_q {
                 int8_steps(
                     model,
                     n,
@@ -1413,7 +1427,7 @@ impl<'m> GpuSession<'m> {
                         wh.unwrap_or(w),
                         has_bias,
                         boff,
-                        word(out),
+                        if conv_q { q_scratch_word } else { word(out) },
                         code,
                         f(a),
                         f(b),
@@ -1435,6 +1449,18 @@ impl<'m> GpuSession<'m> {
                         threads: numel(&os),
                         params: p,
                     });
+                    if conv_q {
+                        // the conv wrote f32 into the scratch words: quantized into the int8 output
+                        // as a Quantize node would be (the q_convert shader, mode 0)
+                        let (s, z) = crate::cpu::ops::quant::params(model, out);
+                        steps.push(Step {
+                            consts: Vec::new(),
+                            shader: "q_convert",
+                            groups: None,
+                            threads: numel(&os).div_ceil(4),
+                            params: vec![0, numel(&os), q_scratch_word, word(out), f(s), z as u32],
+                        });
+                    }
                 }
                 Op::Pool(pl) => {
                     let xs = shape(n.inputs[0]);
@@ -1581,7 +1607,12 @@ impl<'m> GpuSession<'m> {
             }
             node_steps.push(first..steps.len());
         }
-        let mut sess = Self::build(model, gpu, steps, &extra, &halves, half)?;
+        let arena_end = if q_scratch > 0 {
+            q_scratch_at + q_scratch
+        } else {
+            plan.arena_bytes
+        };
+        let mut sess = Self::build(model, gpu, steps, &extra, &halves, (half, arena_end))?;
         sess.host_quantize = host_quantize;
         sess.node_steps = node_steps;
         if !cpu_nodes.is_empty() {
@@ -1614,17 +1645,18 @@ impl<'m> GpuSession<'m> {
         steps: Vec<Step>,
         extra: &[u32],
         halves: &[u16],
-        half: bool,
+        (half, arena_end): (bool, u64),
     ) -> Result<GpuSession<'m>> {
         use wgpu::util::DeviceExt;
         let dev = &gpu.device;
         let g = &model.graph;
         let limit = gpu.limits.max_storage_buffer_binding_size;
         // f16 activations: the plan's word offsets index halves, so half the bytes hold the same layout
+        // (`arena_end`: the plan's bytes, or past them a float Conv's scratch; never with halves)
         let arena_bytes = if half {
             model.plan.arena_bytes.div_ceil(2)
         } else {
-            model.plan.arena_bytes
+            arena_end
         }
         .max(4)
         .div_ceil(4)

@@ -244,11 +244,12 @@ pub fn main(a: Args) -> Result<()> {
     let out_shapes: Vec<Vec<usize>> = model.outputs().map(|t| t.dims()).collect();
     let mut stats = vec![OutStats::default(); out_shapes.len()];
     let (mut correct_f, mut correct_t) = (0usize, 0usize);
-    // int8 tensors computed by integer nodes (not by the Quantize at an island border)
+    // int8 tensors computed by integer nodes (not by the Quantize at an island border, nor by a float
+    // conv that absorbed that Quantize: the same rounding of a float tensor)
     let mut layers: Vec<Layer> = Vec::new();
     let mut layer_of: HashMap<u32, usize> = HashMap::new();
     for n in &g.nodes {
-        if matches!(n.op, Op::Quantize) {
+        if matches!(n.op, Op::Quantize) || tern::cpu::ops::quant::float_conv_to_int8(&model, n) {
             continue;
         }
         for &o in &n.outputs {

@@ -30,6 +30,11 @@ pub struct FuseAffine;
 /// convs it keeps. (A conv without a bias gets a zero one, which the format wants before the affine: a
 /// −0.0 conv output then becomes +0.0, the one bit that can differ from the two ops.)
 pub struct FusePostAffine;
+/// Makes a pointwise float Conv whose output only a Quantize reads write int8 itself (format 9): the conv
+/// then runs band by band and quantizes each band while it is in cache, and the f32 tensor never exists
+/// (PP-OCR det's float input stage ends in a 16 -> 32 pointwise conv: 17 MB of f32 at 736×736). The same
+/// integers as the two ops. Runs on quantized graphs, after [`FusePostAffine`].
+pub struct FuseQuantizeOut;
 /// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
 /// into the producer: four passes over the tensor become none.
@@ -585,6 +590,57 @@ impl Pass for FusePostAffine {
     }
 }
 
+impl Pass for FuseQuantizeOut {
+    fn name(&self) -> &'static str {
+        "fuse_quantize_out"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        let cons = g.consumers();
+        for (i, d) in dead.iter_mut().enumerate() {
+            let node = &g.graph.nodes[i];
+            if !matches!(node.op, Op::Quantize) {
+                continue;
+            }
+            let (x, y) = (node.inputs[0], node.outputs[0]);
+            let per_tensor = g.graph.tensors[y as usize]
+                .quant
+                .as_ref()
+                .is_some_and(|q| q.axis.is_none() && q.scale.len() == 1);
+            if sole_consumer(g, &cons, x) != Some(i) || !per_tensor {
+                continue;
+            }
+            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                continue;
+            };
+            let pn = &g.graph.nodes[p];
+            let pointwise = matches!(&pn.op, Op::Conv { geom, .. }
+                if geom.kernel == [1, 1]
+                    && geom.strides == [1, 1]
+                    && geom.pads == [0; 4]
+                    && geom.dilations == [1, 1]
+                    && geom.groups == 1);
+            let float_out = g.graph.tensors[x as usize].dtype == tern::ir::DType::F32;
+            if !pointwise || !float_out || pn.outputs.len() != 1 || g.shape(pn.inputs[0]).len() != 4
+            {
+                continue;
+            }
+            log::debug!(
+                "fuse_quantize_out: \"{}\" writes int8 (\"{}\")",
+                pn.name,
+                node.name
+            );
+            g.graph.nodes[p].outputs = vec![y];
+            *d = true;
+            changes += 1;
+        }
+        // the conv keeps its place: the Quantize's consumers all come after it
+        g.compact(&dead);
+        Ok(changes)
+    }
+}
+
 impl Pass for FuseAffine {
     fn name(&self) -> &'static str {
         "fuse_affine"
@@ -809,6 +865,88 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `pointwise conv → Quantize` becomes one conv writing int8 with the same bits after the Dequantize
+    /// (one node and the f32 tensor fewer); a 3×3 conv keeps its Quantize, and the loader refuses a 3×3
+    /// conv writing int8, naming the rule.
+    #[test]
+    fn a_pointwise_conv_absorbs_its_quantize() {
+        for k in [1u32, 3] {
+            let mut g = ToolGraph::default();
+            let x = g.add_tensor("x", &[1, 4, 6, 5]);
+            g.graph.inputs.push(x);
+            let wv: Vec<f32> = (0..3 * 4 * (k * k) as usize)
+                .map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0)
+                .collect();
+            let w = g.add_const("w", &[3, 4, k as usize, k as usize], wv);
+            let b = g.add_const("b", &[3], vec![0.5, -0.25, 1.0]);
+            let p = k / 2;
+            let geom = Conv2d {
+                kernel: [k, k],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [p; 4],
+                groups: 1,
+                output_padding: [0, 0],
+            };
+            let name = |s: &str| vec![s.to_string()];
+            let conv = Op::Conv {
+                geom,
+                act: Some(Unary::Relu),
+            };
+            let y = g
+                .emit("conv", conv, vec![x, w, b], &name("y"), None)
+                .unwrap()[0];
+            let q = g
+                .emit("q", Op::Quantize, vec![y], &name("yq"), None)
+                .unwrap()[0];
+            let tq = &mut g.graph.tensors[q as usize];
+            tq.dtype = tern::ir::DType::I8;
+            tq.quant = Some(tern::ir::QParams {
+                scale: vec![0.03],
+                zero_point: vec![-5],
+                axis: None,
+            });
+            let d = g
+                .emit("dq", Op::Dequantize, vec![q], &name("out"), None)
+                .unwrap()[0];
+            g.graph.outputs.push(d);
+            g.validate().unwrap();
+            let apart = g.clone();
+            let changes = FuseQuantizeOut.run(&mut g).unwrap();
+            g.validate().unwrap();
+            if k == 3 {
+                assert_eq!(changes, 0);
+                assert_eq!(g.graph.nodes.len(), 3);
+                // by hand: the conv writes the int8 tensor
+                let mut bad = g.clone();
+                bad.graph.nodes[0].outputs = vec![q];
+                bad.graph.nodes.remove(1);
+                let e = bad.validate().unwrap_err().to_string();
+                assert!(e.contains("conv") && e.contains("pointwise"), "{e}");
+                continue;
+            }
+            assert_eq!(changes, 1);
+            let ops: Vec<&str> = g.graph.nodes.iter().map(|n| n.op.name()).collect();
+            assert_eq!(ops, ["Conv", "Dequantize"]);
+            // (compact renumbers the tensors: by name)
+            let out = g.graph.nodes[0].outputs[0] as usize;
+            assert_eq!(g.graph.tensors[out].name, "yq");
+            assert_eq!(g.graph.tensors.len(), apart.graph.tensors.len() - 1);
+            let xs: Vec<f32> = (0..4 * 30)
+                .map(|i| ((i * 53 % 31) as f32 - 15.0) / 4.0)
+                .collect();
+            let fused = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+            let two = crate::quant::outputs(&apart, &[vec![xs]]).unwrap();
+            assert_eq!(fused[0][0].len(), 3 * 30);
+            assert!(fused[0][0]
+                .iter()
+                .zip(&two[0][0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            // (the codes span the grid: not all one value)
+            assert!(fused[0][0].iter().any(|&v| v != fused[0][0][0]));
         }
     }
 }

@@ -762,6 +762,7 @@ pub fn quantize_graph(
         &[
             Box::new(passes::FuseAct),
             Box::new(passes::FusePostAffine),
+            Box::new(passes::FuseQuantizeOut),
             Box::new(passes::Prune),
         ],
     )?;
@@ -952,7 +953,7 @@ pub fn compress_int8(
         (
             "passes".to_string(),
             format!(
-                "import,{},prune,calibrate,quantize,fuse_act,fuse_post_affine,prune,plan",
+                "import,{},prune,calibrate,quantize,fuse_act,fuse_post_affine,fuse_quantize_out,prune,plan",
                 passes::names(&passes::rewrite_pipeline())
             ),
         ),

@@ -347,6 +347,92 @@ pub fn run(
     }
 }
 
+/// Floats of one band's f32 output in [`run_pointwise_q`]: small enough to stay in L2 between the GEMM
+/// writing it and the quantization reading it (PP-OCR det's 16 -> 32 conv at 736: 2048 pixels a band).
+const Q_BAND_FLOATS: usize = 1 << 16;
+
+/// Pixels per band of [`run_pointwise_q`] for `m` output channels: whole NR column panels.
+fn q_band(g: &Gemm, m: usize, hw: usize) -> usize {
+    ((Q_BAND_FLOATS / m.max(1)) / g.nr * g.nr)
+        .max(g.nr)
+        .min(hw.next_multiple_of(g.nr))
+}
+
+/// Scratch floats [`run_pointwise_q`] needs with `threads` threads: per thread one band of f32 output
+/// and the GEMM's own.
+pub fn scratch_pointwise_q(g: &Gemm, x: &[usize], y: &[usize], threads: usize) -> usize {
+    let (k, m, hw) = (x[1], y[1], y[2] * y[3]);
+    let band = q_band(g, m, hw);
+    threads * (m * band + gemm::scratch_floats(g, m, band, k, true, false, 1))
+}
+
+/// A pointwise conv (1×1, stride 1, no padding, one group) that writes int8: each band of pixels is
+/// computed in f32 with the conv's epilogue (bias, `act`, the affine `post`) into scratch, then quantized
+/// by `(scale, zero point)` into `y` — the bits of the conv followed by a Quantize, without the f32
+/// tensor (PP-OCR det's float input stage ends in one: 17 MB at 736×736). Threads split the bands.
+#[allow(clippy::too_many_arguments)]
+pub fn run_pointwise_q(
+    g: &Gemm,
+    par: &Par,
+    act: Option<Unary>,
+    prep: &ConvPrep,
+    x: View,
+    (bias, post): ChannelTerms,
+    (s, z): (f32, i32),
+    y: ViewMut<i8>,
+    scratch: &mut [f32],
+) {
+    let ConvPrep::Dense { packed, .. } = prep else {
+        return;
+    };
+    let (n, k, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+    let m = y.shape[1];
+    if n == 0 || m == 0 || hw == 0 {
+        return;
+    }
+    let band = q_band(g, m, hw);
+    let bands = hw.div_ceil(band);
+    let jobs = n * bands;
+    let threads = par.threads().min(jobs).max(1);
+    let per = scratch.len() / threads;
+    let epi = Epilogue {
+        row_bias: bias,
+        col_bias: None,
+        act,
+        post,
+    };
+    let sp = SyncPtr(scratch.as_mut_ptr());
+    let yp = SyncPtr(y.data.as_mut_ptr());
+    par.run_on(threads, &|t| {
+        // SAFETY: thread t owns scratch[t·per..(t+1)·per].
+        let mine = unsafe { core::slice::from_raw_parts_mut(sp.get().add(t * per), per) };
+        let (cbuf, rest) = mine.split_at_mut(m * band);
+        for job in share(jobs, t, threads) {
+            let (b, n0) = (job / bands, job % bands * band);
+            let cols = band.min(hw - n0);
+            let xs = &x.data[b * k * hw..(b + 1) * k * hw];
+            gemm::gemm(
+                g,
+                &Par::single(),
+                (m, cols, k),
+                ASrc::Packed(packed),
+                BSrc::Strided(&xs[n0..], hw, 1),
+                cbuf,
+                cols,
+                epi,
+                rest,
+            );
+            for (r, row) in cbuf.chunks_exact(cols).take(m).enumerate() {
+                // SAFETY: pixels n0..n0 + cols of channel r of image b: this job's alone.
+                let dst = unsafe {
+                    core::slice::from_raw_parts_mut(yp.get().add((b * m + r) * hw + n0), cols)
+                };
+                super::quant::quantize_slice(g.isa, row, s, z, dst);
+            }
+        }
+    });
+}
+
 /// Writes `c` planes of `[h, w]`, zero-padded by `pads` (top, left; bottom and right as far as the
 /// phase planes reach), into `dst` as stride phases: phase `(py, px)` plane `ch` is `[hq, wq]` with
 /// `dst[((py·s1 + px)·c + ch)·hq·wq + i·wq + j]` = padded pixel `(i·s0 + py, j·s1 + px)`. Then zeros the
@@ -963,6 +1049,103 @@ mod tests {
             }
         }
         assert!(cases >= 20, "{cases}");
+    }
+
+    /// A pointwise conv writing int8 (`run_pointwise_q`, format 9) gives exactly the conv's f32 output
+    /// quantized as a Quantize node does (`quantize_f32`, round half to even, saturating), on every
+    /// path, 1 and 2 threads, over a batch, with bias, activation and the post affine, for pixel counts
+    /// below one band, at a band's tail, and across several bands.
+    #[test]
+    fn a_pointwise_conv_writing_int8_equals_conv_then_quantize() {
+        use crate::ir::quant::quantize_f32;
+        let mut seed = 17u64;
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        let mut bands = 0;
+        for &(n, c, m, h, w) in &[
+            (1usize, 16usize, 32usize, 7usize, 9usize),
+            (2, 5, 3, 40, 50),
+            (1, 16, 32, 64, 70),
+        ] {
+            let geom = Conv2d::pointwise(1);
+            let (xs, ws, ys) = ([n, c, h, w], [m, c, 1, 1], [n, m, h, w]);
+            let x = uniform(n * c * h * w, &mut seed);
+            let wt = uniform(m * c, &mut seed);
+            let (b, ps, pt) = (
+                uniform(m, &mut seed),
+                uniform(m, &mut seed),
+                uniform(m, &mut seed),
+            );
+            // a scale that saturates some values
+            let (s, z) = (1.0 / 256.0, -3);
+            for isa in caps::available() {
+                let g = kernels::gemm_for(isa);
+                let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
+                for threads in [1, 2] {
+                    let par = if threads == 1 {
+                        Par::single()
+                    } else {
+                        Par { pool: Some(&pool) }
+                    };
+                    let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
+                    let mut scratch =
+                        vec![0f32; super::scratch(&g, &geom, &prep, &xs, &ys, &ws, threads)];
+                    let mut yf = vec![0f32; n * m * h * w];
+                    run(
+                        &g,
+                        &par,
+                        &geom,
+                        Some(Unary::Relu),
+                        &prep,
+                        View {
+                            data: &x,
+                            shape: &xs,
+                        },
+                        View {
+                            data: &wt,
+                            shape: &ws,
+                        },
+                        terms,
+                        ViewMut {
+                            data: &mut yf,
+                            shape: &ys,
+                        },
+                        &mut scratch,
+                    );
+                    let want: Vec<i8> = yf.iter().map(|&v| quantize_f32(v, s, z)).collect();
+                    let mut scratch = vec![0f32; scratch_pointwise_q(&g, &xs, &ys, threads)];
+                    let mut got = vec![0i8; want.len()];
+                    run_pointwise_q(
+                        &g,
+                        &par,
+                        Some(Unary::Relu),
+                        &prep,
+                        View {
+                            data: &x,
+                            shape: &xs,
+                        },
+                        terms,
+                        (s, z),
+                        ViewMut {
+                            data: &mut got,
+                            shape: &ys,
+                        },
+                        &mut scratch,
+                    );
+                    assert!(
+                        got == want,
+                        "{isa:?}, {threads} thread(s), {xs:?} -> {ys:?}: first difference at {:?}",
+                        got.iter().zip(&want).position(|(a, b)| a != b)
+                    );
+                    assert!(want.contains(&127), "some values saturate");
+                }
+            }
+            bands = bands.max((h * w).div_ceil(q_band(
+                &kernels::gemm_for(caps::Isa::Scalar),
+                m,
+                h * w,
+            )));
+        }
+        assert!(bands >= 2, "one case spans several bands");
     }
 
     /// A batch of small images (a silero VAD frame batch: 1-D convs a few pixels wide) runs as one GEMM

@@ -59,6 +59,9 @@ pub enum Prepared {
     None,
     /// Conv / ConvTranspose weights.
     Conv(conv::ConvPrep),
+    /// A pointwise float Conv that writes int8 ([`conv::run_pointwise_q`]): its weights, and the
+    /// output's scale and zero point.
+    ConvQ(conv::ConvPrep, f32, i32),
     /// A constant right operand packed for the GEMM.
     MatMul(Option<Vec<f32>>),
     /// Index maps (Slice, Pad, nearest Resize).
@@ -139,6 +142,9 @@ pub fn scratch(
     match (op, prep) {
         (Op::Conv { geom, .. }, Prepared::Conv(p)) => {
             conv::scratch(g, geom, p, ins[0], outs[0], ins[1], threads)
+        }
+        (Op::Conv { .. }, Prepared::ConvQ(..)) => {
+            conv::scratch_pointwise_q(g, ins[0], outs[0], threads)
         }
         (Op::ConvTranspose { geom, .. }, _) => {
             conv::scratch_transposed(g, ins[0], ins[1], geom.groups as usize, threads)

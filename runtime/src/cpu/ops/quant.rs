@@ -345,7 +345,7 @@ fn mult(real: f64) -> FixedMultiplier {
     FixedMultiplier::from_real(real).unwrap_or(FixedMultiplier { mult: 0, shift: 0 })
 }
 
-fn params(model: &Model, t: u32) -> (f32, i32) {
+pub(crate) fn params(model: &Model, t: u32) -> (f32, i32) {
     let q = model.graph.tensors[t as usize].quant.as_ref();
     q.map_or((1.0, 0), |q| (q.scale[0], q.zero_point[0]))
 }
@@ -386,6 +386,13 @@ pub fn add_sums_fit(model: &Model, n: &Node) -> bool {
         .sums_fit(),
         _ => true,
     }
+}
+
+/// Whether node `n` is a float Conv that writes int8 (format 9): a pointwise conv computed in f32 over
+/// bands of pixels, each band quantized into the output as a Quantize would (`conv::run_pointwise_q`),
+/// so the f32 output tensor never exists.
+pub fn float_conv_to_int8(model: &Model, n: &Node) -> bool {
+    matches!(n.op, Op::Conv { .. }) && model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
 }
 
 /// Whether node `n` runs on the integer engine.
@@ -891,7 +898,7 @@ pub(crate) fn vector_lut(isa: crate::cpu::caps::Isa) -> bool {
 }
 
 /// ONNX QuantizeLinear over a slice, with the explicit AVX2 loop where the path has it (8-wide division).
-fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut [i8]) {
+pub(crate) fn quantize_slice(isa: crate::cpu::caps::Isa, x: &[f32], s: f32, z: i32, y: &mut [i8]) {
     #[inline(always)]
     fn body(x: &[f32], s: f32, z: i32, y: &mut [i8]) {
         for (o, &v) in y.iter_mut().zip(x) {
