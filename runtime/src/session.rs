@@ -207,10 +207,10 @@ impl<'m> Session<'m> {
                 .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
                 .collect();
             let mut p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
-            if let (true, Prepared::Conv(c)) = (conv_q, &mut p) {
+            if let Some(w) = cs.get(1).copied().flatten().filter(|_| conv_q) {
+                // (the loader checked: pointwise, constant weights)
                 let (s, z) = quant::params(model, n.outputs[0]);
-                let c = core::mem::replace(c, ops::conv::ConvPrep::Depthwise);
-                p = Prepared::ConvQ(c, s, z);
+                p = Prepared::ConvQ(ops::conv::prepare_pointwise(&gemm, w, ins[1]), s, z);
             }
             // an LSTM, GRU or RNN whose R is stored int8 runs its recurrence on those bytes; its widened W
             // (packed now) and R are then dropped (ddddocr's recognizer: 25 MB less resident)
