@@ -206,12 +206,14 @@ impl<'m> Session<'m> {
                 .iter()
                 .map(|&t| consts[t as usize].as_ref().map(|c| c.data()))
                 .collect();
-            let mut p = ops::prepare(&gemm, &n.op, &ins, &outs, &cs);
-            if let Some(w) = cs.get(1).copied().flatten().filter(|_| conv_q) {
+            let mut p = match cs.get(1).copied().flatten().filter(|_| conv_q) {
                 // (the loader checked: pointwise, constant weights)
-                let (s, z) = quant::params(model, n.outputs[0]);
-                p = Prepared::ConvQ(ops::conv::prepare_pointwise(&gemm, w, ins[1]), s, z);
-            }
+                Some(w) => {
+                    let (s, z) = quant::params(model, n.outputs[0]);
+                    Prepared::ConvQ(ops::conv::prepare_pointwise(&gemm, w, ins[1]), s, z)
+                }
+                None => ops::prepare(&gemm, &n.op, &ins, &outs, &cs),
+            };
             // an LSTM, GRU or RNN whose R is stored int8 runs its recurrence on those bytes; its widened W
             // (packed now) and R are then dropped (ddddocr's recognizer: 25 MB less resident)
             if let (Prepared::Rnn(lp), Some(&r)) = (&mut p, n.inputs.get(2)) {

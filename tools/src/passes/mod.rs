@@ -622,7 +622,17 @@ impl Pass for FuseQuantizeOut {
                     && geom.dilations == [1, 1]
                     && geom.groups == 1);
             let float_out = g.graph.tensors[x as usize].dtype == tern::ir::DType::F32;
-            if !pointwise || !float_out || pn.outputs.len() != 1 || g.shape(pn.inputs[0]).len() != 4
+            // (a 1 -> 1 channel conv runs as depthwise unfused, which rounds its bias in otherwise than
+            // the fused GEMM: left alone, the fusion keeps the two ops' integers exactly)
+            let one_to_one = pn
+                .inputs
+                .get(1)
+                .is_some_and(|&w| g.shape(w).iter().take(2).all(|&d| d == 1));
+            if !pointwise
+                || !float_out
+                || one_to_one
+                || pn.outputs.len() != 1
+                || g.shape(pn.inputs[0]).len() != 4
             {
                 continue;
             }

@@ -52,11 +52,19 @@ struct Layer {
 
 /// The weights of `g` that GPTQ can round, each with the layers reading it: Conv (2-D, any groups) and
 /// MatMul with a constant 2-D weight, at most [`MAX_K`] inputs per group. A weight read in two ways
-/// (a conv and a matrix product, or two group counts) keeps nearest rounding: no one `H` serves both.
+/// (a conv and a matrix product, two group counts, or by any other op or input slot) keeps nearest
+/// rounding: no one `H` serves both.
 fn layers(g: &ToolGraph) -> Vec<Layer> {
     let mut out: Vec<Layer> = Vec::new();
-    let mut mixed = Vec::new();
+    // weights read in a way no H covers (another op, another input slot): nearest rounding
+    let mut mixed: std::collections::HashSet<u32> = Default::default();
     for n in &g.graph.nodes {
+        let layer = matches!(n.op, Op::Conv { .. } | Op::MatMul { .. });
+        for (slot, &t) in n.inputs.iter().enumerate() {
+            if (!layer || slot != 1) && g.konst(t).is_some() {
+                mixed.insert(t);
+            }
+        }
         let (Some(&x), Some(&w)) = (n.inputs.first(), n.inputs.get(1)) else {
             continue;
         };
@@ -71,16 +79,22 @@ fn layers(g: &ToolGraph) -> Vec<Layer> {
                 ws[1] * ws[2] * ws[3],
             ),
             Op::MatMul { .. } if ws.len() == 2 => (None, 1, ws[0]),
-            _ => continue,
+            _ => {
+                mixed.insert(w);
+                continue;
+            }
         };
         if k == 0 || k > MAX_K {
+            mixed.insert(w);
             continue;
         }
         match out.iter_mut().find(|l| l.w == w) {
             Some(l) if l.groups == groups && l.k == k && l.is_conv() == conv.is_some() => {
                 l.uses.push((x, conv))
             }
-            Some(_) => mixed.push(w),
+            Some(_) => {
+                mixed.insert(w);
+            }
             None => out.push(Layer {
                 w,
                 uses: vec![(x, conv)],
@@ -128,24 +142,28 @@ impl Layer {
         let mut a: Vec<f32> = Vec::new();
         for gi in 0..self.groups {
             a.clear();
-            match &self.uses[u].1 {
+            let total = match &self.uses[u].1 {
                 Some(geom) => conv_vectors(x, xs, geom, self.groups, gi, &mut a),
                 None => {
                     let rows = x.len() / k;
                     for r in picks(rows) {
                         a.extend_from_slice(&x[r * k..(r + 1) * k]);
                     }
+                    rows
                 }
-            }
+            };
             let n = a.len() / k;
             if n == 0 {
                 continue;
             }
             let a = ArrayView2::from_shape((n, k), &a).expect("n·k values");
             let p = a.t().dot(&a);
+            // the sampled vectors stand for all `total`: readers of one weight then weigh by their real
+            // sizes (1 where nothing was left out, so a lone reader's H is the exact sum)
+            let scale = total as f64 / n as f64;
             let h = &mut self.h[gi * k * k..(gi + 1) * k * k];
             for (d, s) in h.iter_mut().zip(p.iter()) {
-                *d += *s as f64;
+                *d += *s as f64 * scale;
             }
         }
     }
@@ -159,7 +177,7 @@ fn picks(n: usize) -> impl Iterator<Item = usize> {
 
 /// The receptive fields of group `gi` at evenly spaced output pixels of a conv over `x` (`[N, C, H, W]`),
 /// each `C/groups · kh · kw` values in the weight's order (channel, row, column; padding reads 0), appended
-/// to `a`.
+/// to `a`. Returns how many output pixels they were picked from.
 fn conv_vectors(
     x: &[f32],
     xs: &[usize],
@@ -167,7 +185,7 @@ fn conv_vectors(
     groups: usize,
     gi: usize,
     a: &mut Vec<f32>,
-) {
+) -> usize {
     let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let [kh, kw] = geom.kernel.map(|v| v as usize);
     let [sh, sw] = geom.strides.map(|v| v.max(1) as usize);
@@ -200,6 +218,7 @@ fn conv_vectors(
             }
         }
     }
+    n * ho * wo
 }
 
 /// Runs `g` over `samples` and rounds the weights of every layer GPTQ handles (Conv and MatMul with a
@@ -547,11 +566,14 @@ mod tests {
 
     /// A weight read by two layers is one [`Layer`] whose `H` is the sum of both layers' inputs: δᵀHδ
     /// equals the squared change of both outputs together (run by the runtime), so GPTQ rounds the weight
-    /// for both readers rather than for whichever came last.
+    /// for both readers rather than for whichever came last. Reader `a` has 3·1024 rows, of which
+    /// `observe` samples every third; its rows come in identical threes, so the sample scaled by 3 is
+    /// exact, and each reader weighs by its real size.
     #[test]
     fn a_shared_weight_is_rounded_for_all_its_readers() {
+        let rows = 3 * VECTORS_PER_SAMPLE;
         let mut g = ToolGraph::default();
-        let (xa, xb) = (g.add_tensor("a", &[3, 5]), g.add_tensor("b", &[2, 5]));
+        let (xa, xb) = (g.add_tensor("a", &[rows, 5]), g.add_tensor("b", &[2, 5]));
         g.graph.inputs.extend([xa, xb]);
         let w = g.add_const("w", &[5, 4], values(20, 21));
         let ya = g
@@ -576,8 +598,12 @@ mod tests {
         let mut ls = layers(&g);
         assert_eq!(ls.len(), 1, "one weight, one layer");
         assert_eq!(ls[0].uses.len(), 2);
-        let (va, vb) = (values(15, 22), values(10, 23));
-        ls[0].observe(0, &va, &[3, 5]);
+        let groups = values(VECTORS_PER_SAMPLE * 5, 22);
+        let va: Vec<f32> = (0..rows)
+            .flat_map(|r| groups[r / 3 * 5..r / 3 * 5 + 5].to_vec())
+            .collect();
+        let vb = values(10, 23);
+        ls[0].observe(0, &va, &[rows, 5]);
         ls[0].observe(1, &vb, &[2, 5]);
         let w2: Vec<f32> = g
             .konst(w)

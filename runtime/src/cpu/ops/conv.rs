@@ -395,6 +395,10 @@ pub fn run_pointwise_q(
     scratch: &mut [f32],
 ) {
     let ConvPrep::Dense { packed, .. } = prep else {
+        debug_assert!(
+            false,
+            "a float conv writing int8 is prepared dense (prepare_pointwise)"
+        );
         return;
     };
     let (n, k, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
