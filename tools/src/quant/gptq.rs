@@ -433,6 +433,22 @@ mod tests {
         sum
     }
 
+    /// δᵀHδ by `l.h` equals the squared output change the runtime measured (`pairs`: outputs without and
+    /// with the weight change `d`), within 1e-3.
+    fn assert_h_measures<'a>(
+        l: &Layer,
+        d: &[f32],
+        pairs: impl Iterator<Item = (&'a f32, &'a f32)>,
+        what: &str,
+    ) {
+        let direct: f64 = pairs.map(|(a, b)| ((b - a) as f64).powi(2)).sum();
+        let by_h = quadratic(l, d);
+        assert!(
+            (direct - by_h).abs() <= 1e-3 * direct,
+            "{what}: direct {direct:e}, by H {by_h:e}"
+        );
+    }
+
     /// `H` as collected gives the output change of any weight change: δᵀHδ equals the squared difference of
     /// the layer's outputs, run by the runtime, with and without the change — for a strided, padded,
     /// dilated grouped conv over two images and a matrix product (every output pixel and row taken).
@@ -488,16 +504,7 @@ mod tests {
             g2.set_const(w, w2);
             let y1 = &super::super::outputs(&g, &[vec![xv.clone()]]).unwrap()[0][0];
             let y2 = &super::super::outputs(&g2, &[vec![xv]]).unwrap()[0][0];
-            let direct: f64 = y1
-                .iter()
-                .zip(y2)
-                .map(|(a, b)| ((b - a) as f64).powi(2))
-                .sum();
-            let by_h = quadratic(&ls[0], &d);
-            assert!(
-                (direct - by_h).abs() <= 1e-3 * direct,
-                "case {i}: direct {direct:e}, by H {by_h:e}"
-            );
+            assert_h_measures(&ls[0], &d, y1.iter().zip(y2), &format!("case {i}"));
         }
     }
 
@@ -576,25 +583,11 @@ mod tests {
         let (xa, xb) = (g.add_tensor("a", &[rows, 5]), g.add_tensor("b", &[2, 5]));
         g.graph.inputs.extend([xa, xb]);
         let w = g.add_const("w", &[5, 4], values(20, 21));
-        let ya = g
-            .emit(
-                "la",
-                Op::MatMul { act: None },
-                vec![xa, w],
-                &["ya".into()],
-                None,
-            )
-            .unwrap()[0];
-        let yb = g
-            .emit(
-                "lb",
-                Op::MatMul { act: None },
-                vec![xb, w],
-                &["yb".into()],
-                None,
-            )
-            .unwrap()[0];
-        g.graph.outputs.extend([ya, yb]);
+        for (x, y) in [(xa, "ya"), (xb, "yb")] {
+            let mm = Op::MatMul { act: None };
+            let t = g.emit(y, mm, vec![x, w], &[y.into()], None).unwrap()[0];
+            g.graph.outputs.push(t);
+        }
         let mut ls = layers(&g);
         assert_eq!(ls.len(), 1, "one weight, one layer");
         assert_eq!(ls[0].uses.len(), 2);
@@ -622,16 +615,11 @@ mod tests {
         let sample = vec![vec![va, vb]];
         let y1 = &super::super::outputs(&g, &sample).unwrap()[0];
         let y2 = &super::super::outputs(&g2, &sample).unwrap()[0];
-        let direct: f64 = y1
-            .iter()
-            .flatten()
-            .zip(y2.iter().flatten())
-            .map(|(a, b)| ((b - a) as f64).powi(2))
-            .sum();
-        let by_h = quadratic(&ls[0], &d);
-        assert!(
-            (direct - by_h).abs() <= 1e-3 * direct,
-            "direct {direct:e}, by H {by_h:e}"
+        assert_h_measures(
+            &ls[0],
+            &d,
+            y1.iter().flatten().zip(y2.iter().flatten()),
+            "shared",
         );
     }
 

@@ -974,6 +974,39 @@ mod tests {
     use alloc::vec;
 
     /// `n` values in [−1, 1) from a linear congruential generator.
+    /// [`run`] with ReLU and the channel terms `terms`, its scratch sized for `par`'s threads.
+    fn run_relu(
+        g: &Gemm,
+        par: &Par,
+        (geom, prep, terms): (&Conv2d, &ConvPrep, ChannelTerms),
+        (x, xs): (&[f32], &[usize]),
+        (wt, ws): (&[f32], &[usize]),
+        (y, ys): (&mut [f32], &[usize]),
+    ) {
+        let threads = par.threads();
+        let mut scratch = vec![0f32; super::scratch(g, geom, prep, xs, ys, ws, threads)];
+        let (x, w) = (
+            View { data: x, shape: xs },
+            View {
+                data: wt,
+                shape: ws,
+            },
+        );
+        let y = ViewMut { data: y, shape: ys };
+        run(
+            g,
+            par,
+            geom,
+            Some(Unary::Relu),
+            prep,
+            x,
+            w,
+            terms,
+            y,
+            &mut scratch,
+        );
+    }
+
     fn uniform(n: usize, seed: &mut u64) -> Vec<f32> {
         (0..n)
             .map(|_| {
@@ -1026,29 +1059,15 @@ mod tests {
                 let run_on = |isa| {
                     let g = kernels::gemm_for(isa);
                     let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
-                    let mut scratch =
-                        vec![0f32; super::scratch(&g, &geom, &prep, &xs, &ys, &ws, 1)];
                     let mut y = vec![0f32; c * oh * ow];
-                    run(
+                    let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
+                    run_relu(
                         &g,
                         &Par::single(),
-                        &geom,
-                        Some(Unary::Relu),
-                        &prep,
-                        View {
-                            data: &x,
-                            shape: &xs,
-                        },
-                        View {
-                            data: &wt,
-                            shape: &ws,
-                        },
-                        (Some(&b), Some((&ps, &pt))),
-                        ViewMut {
-                            data: &mut y,
-                            shape: &ys,
-                        },
-                        &mut scratch,
+                        (&geom, &prep, terms),
+                        (&x, &xs),
+                        (&wt, &ws),
+                        (&mut y, &ys),
                     );
                     y
                 };
@@ -1107,29 +1126,14 @@ mod tests {
                         Par { pool: Some(&pool) }
                     };
                     let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
-                    let mut scratch =
-                        vec![0f32; super::scratch(&g, &geom, &prep, &xs, &ys, &ws, threads)];
                     let mut yf = vec![0f32; n * m * h * w];
-                    run(
+                    run_relu(
                         &g,
                         &par,
-                        &geom,
-                        Some(Unary::Relu),
-                        &prep,
-                        View {
-                            data: &x,
-                            shape: &xs,
-                        },
-                        View {
-                            data: &wt,
-                            shape: &ws,
-                        },
-                        terms,
-                        ViewMut {
-                            data: &mut yf,
-                            shape: &ys,
-                        },
-                        &mut scratch,
+                        (&geom, &prep, terms),
+                        (&x, &xs),
+                        (&wt, &ws),
+                        (&mut yf, &ys),
                     );
                     let want: Vec<i8> = yf.iter().map(|&v| quantize_f32(v, s, z)).collect();
                     let mut scratch = vec![0f32; scratch_pointwise_q(&g, &xs, &ys, threads)];
