@@ -1148,7 +1148,9 @@ impl<'m> GpuSession<'m> {
         let q_scratch: u64 = g
             .nodes
             .iter()
-            .filter(|n| crate::cpu::ops::quant::float_conv_to_int8(model, n))
+            .filter(|n| {
+                crate::cpu::ops::quant::float_conv_to_int8(model, n) && kernel_for(model, n).is_ok()
+            })
             .map(|n| g.tensors[n.outputs[0] as usize].numel() as u64 * 4)
             .max()
             .unwrap_or(0);
