@@ -6,6 +6,7 @@ use core::ffi::c_void;
 
 extern "C" {
     fn malloc(size: usize) -> *mut c_void;
+    fn calloc(n: usize, size: usize) -> *mut c_void;
     fn realloc(p: *mut c_void, size: usize) -> *mut c_void;
     fn free(p: *mut c_void);
     fn abort() -> !;
@@ -47,6 +48,22 @@ unsafe impl GlobalAlloc for CAlloc {
             // SAFETY: alloc stored the block's address in the word before p.
             unsafe { free(p.cast::<usize>().sub(1).read_unaligned() as *mut c_void) }
         }
+    }
+
+    // (the session's zeroed arena and scratch: the C library's calloc, which may know its fresh pages
+    // are zero already, instead of malloc and a memset)
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            // SAFETY: calloc returns a zeroed, malloc-aligned block (or NULL), freed by dealloc's free.
+            return unsafe { calloc(1, l.size().max(1)) }.cast();
+        }
+        // SAFETY: the caller's contract on `l`.
+        let p = unsafe { self.alloc(l) };
+        if !p.is_null() {
+            // SAFETY: alloc returned l.size() writable bytes at p.
+            unsafe { core::ptr::write_bytes(p, 0, l.size()) };
+        }
+        p
     }
 
     // (a growing Vec — the loader's, the planner's — then extends its block in place where the C
