@@ -50,15 +50,16 @@ struct Layer {
     h: Vec<f64>,
 }
 
-/// The weights of `g` that GPTQ can round, each with the layers reading it: Conv (2-D, any groups) and
-/// MatMul with a constant 2-D weight, at most [`MAX_K`] inputs per group. A weight read in two ways
-/// (a conv and a matrix product, two group counts, or by any other op or input slot) keeps nearest
-/// rounding: no one `H` serves both.
-fn layers(g: &ToolGraph) -> Vec<Layer> {
+/// The weights of `g` that GPTQ can round, each with the layers reading it, among the nodes `only` marks
+/// (all when `None`): Conv (2-D, any groups) and MatMul with a constant 2-D weight, at most [`MAX_K`]
+/// inputs per group. A weight read in two ways (a conv and a matrix product, two group counts, or by any
+/// other op or input slot) keeps nearest rounding: no one `H` serves both.
+fn layers(g: &ToolGraph, only: Option<&[bool]>) -> Vec<Layer> {
     let mut out: Vec<Layer> = Vec::new();
     // weights read in a way no H covers (another op, another input slot): nearest rounding
     let mut mixed: std::collections::HashSet<u32> = Default::default();
-    for n in &g.graph.nodes {
+    let nodes = g.graph.nodes.iter().enumerate();
+    for (_, n) in nodes.filter(|&(i, _)| only.is_none_or(|o| o.get(i).copied().unwrap_or(false))) {
         let layer = matches!(n.op, Op::Conv { .. } | Op::MatMul { .. });
         for (slot, &t) in n.inputs.iter().enumerate() {
             if (!layer || slot != 1) && g.konst(t).is_some() {
@@ -227,7 +228,17 @@ fn conv_vectors(
 /// already lie on one per-tensor grid (an imported quantized model) are left out, as are layers whose `H`
 /// is degenerate. Layers are observed in passes of at most [`H_BUDGET`] bytes of `H`.
 pub fn round_weights(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<HashMap<u32, Vec<f32>>> {
-    round_weights_within(g, samples, H_BUDGET)
+    round_weights_within(g, samples, None, H_BUDGET)
+}
+
+/// [`round_weights`] for the weights of the nodes `only` marks (the layers that will compute in float:
+/// GPTQ's rounding is used only there under `auto`, so the others need no `H`).
+pub fn round_weights_of(
+    g: &ToolGraph,
+    samples: &[Vec<Vec<f32>>],
+    only: &[bool],
+) -> Result<HashMap<u32, Vec<f32>>> {
+    round_weights_within(g, samples, Some(only), H_BUDGET)
 }
 
 /// [`round_weights`] holding at most `budget` bytes of `H` at once (beyond it, one more pass over the
@@ -235,9 +246,10 @@ pub fn round_weights(g: &ToolGraph, samples: &[Vec<Vec<f32>>]) -> Result<HashMap
 fn round_weights_within(
     g: &ToolGraph,
     samples: &[Vec<Vec<f32>>],
+    only: Option<&[bool]>,
     budget: usize,
 ) -> Result<HashMap<u32, Vec<f32>>> {
-    let mut ls = layers(g);
+    let mut ls = layers(g, only);
     if ls.is_empty() || samples.is_empty() {
         return Ok(HashMap::new());
     }
@@ -483,7 +495,7 @@ mod tests {
                 .unwrap()[0];
             g.graph.outputs.push(y);
             let xv = values(xs.iter().product(), 7 + i as u64);
-            let mut ls = layers(&g);
+            let mut ls = layers(&g, None);
             assert_eq!(ls.len(), 1);
             ls[0].observe(0, &xv, &xs);
             let d: Vec<f32> = values(nw, 11 + i as u64).iter().map(|v| v * 0.01).collect();
@@ -588,7 +600,7 @@ mod tests {
             let t = g.emit(y, mm, vec![x, w], &[y.into()], None).unwrap()[0];
             g.graph.outputs.push(t);
         }
-        let mut ls = layers(&g);
+        let mut ls = layers(&g, None);
         assert_eq!(ls.len(), 1, "one weight, one layer");
         assert_eq!(ls[0].uses.len(), 2);
         let groups = values(VECTORS_PER_SAMPLE * 5, 22);
@@ -652,10 +664,15 @@ mod tests {
         let samples: Vec<Vec<Vec<f32>>> = (0..3).map(|s| vec![values(144, 40 + s)]).collect();
         // one layer's H: 36 x 36 f64
         let one = 36 * 36 * 8;
-        assert_eq!(passes(&layers(&g), one).len(), 3);
-        assert_eq!(passes(&layers(&g), 3 * one).len(), 1);
-        let split = round_weights_within(&g, &samples, one).unwrap();
-        let whole = round_weights_within(&g, &samples, H_BUDGET).unwrap();
+        assert_eq!(passes(&layers(&g, None), one).len(), 3);
+        assert_eq!(passes(&layers(&g, None), 3 * one).len(), 1);
+        let split = round_weights_within(&g, &samples, None, one).unwrap();
+        let whole = round_weights_within(&g, &samples, None, H_BUDGET).unwrap();
+        // only the middle conv's weight
+        let mid = round_weights_of(&g, &samples, &[false, true, false]).unwrap();
+        assert_eq!(mid.len(), 1);
+        let w1 = g.graph.nodes[1].inputs[1];
+        assert_eq!(mid.get(&w1), whole.get(&w1));
         assert_eq!(split.len(), 3);
         assert_eq!(split, whole);
     }
