@@ -236,9 +236,7 @@ impl<'m> Session<'m> {
             }
             packed_bytes += match &p {
                 Prepared::Conv(ops::conv::ConvPrep::Dense { packed, .. })
-                | Prepared::ConvQ(ops::conv::ConvPrep::Dense { packed, .. }, ..) => {
-                    packed.len() * 4
-                }
+                | Prepared::ConvQ(packed, ..) => packed.len() * 4,
                 Prepared::MatMul(Some(b)) => b.len() * 4,
                 _ => 0,
             };

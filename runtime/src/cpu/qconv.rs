@@ -334,16 +334,19 @@ impl QConv {
             let cols = per * npix;
             k * cols + self.g.b_len(k, cols) + mg * cols
         };
-        assert!(
-            scratch.len() >= slot * threads,
-            "int8 batch fold: scratch too small"
-        );
+        // one slot per worker: `scratch_bytes` sizes one per thread for the same chunking, so every
+        // thread gets one (no fewer workers than slots ever run; none when there is no slot at all)
+        let workers = (scratch.len() / slot.max(1)).min(threads);
+        if workers == 0 {
+            return;
+        }
         let sptr = SyncPtr(scratch.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
-        par.run(&|t| {
-            // SAFETY: thread t owns scratch slot t (`scratch_bytes` sizes one per thread: checked above).
+        par.run_on(workers, &|t| {
+            // SAFETY: worker t < workers owns scratch slot t, which lies in scratch (workers · slot ≤
+            // scratch.len()).
             let mine = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * slot), slot) };
-            for ci in share(n.div_ceil(per), t, threads) {
+            for ci in share(n.div_ceil(per), t, workers) {
                 let i0 = ci * per;
                 let cnt = per.min(n - i0);
                 let cols = cnt * npix;

@@ -59,14 +59,9 @@ pub fn prepare(
 
 /// A pointwise conv's weights `w[M][C][1][1]` packed for [`run_pointwise_q`]: always the dense GEMM form
 /// (a 1 → 1 channel conv would otherwise be prepared as depthwise).
-pub fn prepare_pointwise(g: &Gemm, w: &[f32], wshape: &[usize]) -> ConvPrep {
+pub fn prepare_pointwise(g: &Gemm, w: &[f32], wshape: &[usize]) -> Vec<f32> {
     let (m, k) = (wshape[0], wshape[1]);
-    let packed = gemm::pack_a(g, m, k, |i, p| w[i * k + p]);
-    ConvPrep::Dense {
-        group_stride: packed.len(),
-        packed,
-        phases: None,
-    }
+    gemm::pack_a(g, m, k, |i, p| w[i * k + p])
 }
 
 /// Taps per output (`C/g·kh·kw`) below which a conv keeps the clipped im2col: there the phase planes (a
@@ -370,37 +365,35 @@ fn q_band(g: &Gemm, m: usize, hw: usize) -> usize {
         .min(hw.next_multiple_of(g.nr))
 }
 
-/// Scratch floats [`run_pointwise_q`] needs with `threads` threads: per thread one band of f32 output
-/// and the GEMM's own.
-pub fn scratch_pointwise_q(g: &Gemm, x: &[usize], y: &[usize], threads: usize) -> usize {
+/// Scratch floats one thread of [`run_pointwise_q`] needs: a band of f32 output and the GEMM's own.
+fn pointwise_q_slot(g: &Gemm, x: &[usize], y: &[usize]) -> usize {
     let (k, m, hw) = (x[1], y[1], y[2] * y[3]);
     let band = q_band(g, m, hw);
-    threads * (m * band + gemm::scratch_floats(g, m, band, k, true, false, 1))
+    m * band + gemm::scratch_floats(g, m, band, k, true, false, 1)
 }
 
-/// A pointwise conv (1×1, stride 1, no padding, one group) that writes int8: each band of pixels is
-/// computed in f32 with the conv's epilogue (bias, `act`, the affine `post`) into scratch, then quantized
-/// by `(scale, zero point)` into `y` — the bits of the conv followed by a Quantize, without the f32
-/// tensor (PP-OCR det's float input stage ends in one: 17 MB at 736×736). Threads split the bands.
+/// Scratch floats [`run_pointwise_q`] needs with `threads` threads.
+pub fn scratch_pointwise_q(g: &Gemm, x: &[usize], y: &[usize], threads: usize) -> usize {
+    threads * pointwise_q_slot(g, x, y)
+}
+
+/// A pointwise conv (1×1, stride 1, no padding, one group; weights `packed` by [`prepare_pointwise`])
+/// that writes int8: each band of pixels is computed in f32 with the conv's epilogue (bias, `act`, the
+/// affine `post`) into scratch, then quantized by `(scale, zero point)` into `y` — the bits of the conv
+/// followed by a Quantize, without the f32 tensor (PP-OCR det's float input stage ends in one: 17 MB at
+/// 736×736). Threads split the bands, one scratch slot each ([`scratch_pointwise_q`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_pointwise_q(
     g: &Gemm,
     par: &Par,
     act: Option<Unary>,
-    prep: &ConvPrep,
+    packed: &[f32],
     x: View,
     (bias, post): ChannelTerms,
     (s, z): (f32, i32),
     y: ViewMut<i8>,
     scratch: &mut [f32],
 ) {
-    let ConvPrep::Dense { packed, .. } = prep else {
-        debug_assert!(
-            false,
-            "a float conv writing int8 is prepared dense (prepare_pointwise)"
-        );
-        return;
-    };
     let (n, k, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
     let m = y.shape[1];
     if n == 0 || m == 0 || hw == 0 {
@@ -409,8 +402,12 @@ pub fn run_pointwise_q(
     let band = q_band(g, m, hw);
     let bands = hw.div_ceil(band);
     let jobs = n * bands;
-    let threads = par.threads().min(jobs).max(1);
-    let per = scratch.len() / threads;
+    // one slot per worker (the session sizes one per thread; none fit only in a scratch not sized so)
+    let slot = pointwise_q_slot(g, x.shape, y.shape);
+    let workers = par.threads().min(jobs).min(scratch.len() / slot);
+    if workers == 0 {
+        return;
+    }
     let epi = Epilogue {
         row_bias: bias,
         col_bias: None,
@@ -419,11 +416,11 @@ pub fn run_pointwise_q(
     };
     let sp = SyncPtr(scratch.as_mut_ptr());
     let yp = SyncPtr(y.data.as_mut_ptr());
-    par.run_on(threads, &|t| {
-        // SAFETY: thread t owns scratch[t·per..(t+1)·per].
-        let mine = unsafe { core::slice::from_raw_parts_mut(sp.get().add(t * per), per) };
+    par.run_on(workers, &|t| {
+        // SAFETY: worker t < workers owns scratch[t·slot..(t+1)·slot], inside scratch.
+        let mine = unsafe { core::slice::from_raw_parts_mut(sp.get().add(t * slot), slot) };
         let (cbuf, rest) = mine.split_at_mut(m * band);
-        for job in share(jobs, t, threads) {
+        for job in share(jobs, t, workers) {
             let (b, n0) = (job / bands, job % bands * band);
             let cols = band.min(hw - n0);
             let xs = &x.data[b * k * hw..(b + 1) * k * hw];

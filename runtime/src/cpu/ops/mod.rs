@@ -59,9 +59,9 @@ pub enum Prepared {
     None,
     /// Conv / ConvTranspose weights.
     Conv(conv::ConvPrep),
-    /// A pointwise float Conv that writes int8 ([`conv::run_pointwise_q`]): its weights, and the
+    /// A pointwise float Conv that writes int8 ([`conv::run_pointwise_q`]): its packed weights, and the
     /// output's scale and zero point.
-    ConvQ(conv::ConvPrep, f32, i32),
+    ConvQ(Vec<f32>, f32, i32),
     /// A constant right operand packed for the GEMM.
     MatMul(Option<Vec<f32>>),
     /// Index maps (Slice, Pad, nearest Resize).
