@@ -15,14 +15,7 @@ fn small() -> ToolGraph {
         (0..108).map(|i| (i as f32 * 0.37).sin()).collect(),
     );
     let b = g.add_const("b", &[4], vec![0.1, -0.2, 0.3, 0.0]);
-    let geom = Conv2d {
-        kernel: [3, 3],
-        strides: [1, 1],
-        dilations: [1, 1],
-        pads: [1, 1, 1, 1],
-        groups: 1,
-        output_padding: [0, 0],
-    };
+    let geom = Conv2d::same(3);
     let c = g
         .emit(
             "conv",

@@ -354,6 +354,16 @@ impl Conv2d {
             output_padding: [0, 0],
         }
     }
+
+    /// A `k`×`k` convolution at stride 1, one group, padded by `k / 2` on every side (for odd `k` the
+    /// output keeps the input's size).
+    pub fn same(k: u32) -> Conv2d {
+        Conv2d {
+            kernel: [k, k],
+            pads: [k / 2; 4],
+            ..Conv2d::pointwise(1)
+        }
+    }
 }
 
 /// Kind of a pooling window reduction.

@@ -737,14 +737,7 @@ mod tests {
                 .collect();
             let w = g.add_const("w", &[4, 3, 3, 3], wv);
             let b = g.add_const("b", &[4], vec![0.5, -0.25, 1.0, 0.0]);
-            let geom = Conv2d {
-                kernel: [3, 3],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [1, 1, 1, 1],
-                groups: 1,
-                output_padding: [0, 0],
-            };
+            let geom = Conv2d::same(3);
             let name = |s: &str| vec![s.to_string()];
             let conv = Op::Conv { geom, act: None };
             let y = g
@@ -892,15 +885,7 @@ mod tests {
                 .collect();
             let w = g.add_const("w", &[3, 4, k as usize, k as usize], wv);
             let b = g.add_const("b", &[3], vec![0.5, -0.25, 1.0]);
-            let p = k / 2;
-            let geom = Conv2d {
-                kernel: [k, k],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [p; 4],
-                groups: 1,
-                output_padding: [0, 0],
-            };
+            let geom = Conv2d::same(k);
             let name = |s: &str| vec![s.to_string()];
             let conv = Op::Conv {
                 geom,

@@ -646,14 +646,7 @@ mod tests {
         for i in 0..3u64 {
             let w = g.add_const(&format!("w{i}"), &[4, 4, 3, 3], values(144, 30 + i));
             let op = Op::Conv {
-                geom: Conv2d {
-                    kernel: [3, 3],
-                    strides: [1, 1],
-                    dilations: [1, 1],
-                    pads: [1, 1, 1, 1],
-                    groups: 1,
-                    output_padding: [0, 0],
-                },
+                geom: Conv2d::same(3),
                 act: None,
             };
             t = g
