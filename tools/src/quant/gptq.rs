@@ -445,6 +445,16 @@ mod tests {
         sum
     }
 
+    /// `g` with weight `w` moved by `0.01·dir`, and the change as the f32 weights really hold it.
+    fn perturbed(g: &ToolGraph, w: u32, dir: Vec<f32>) -> (ToolGraph, Vec<f32>) {
+        let w0 = g.konst(w).unwrap();
+        let w2: Vec<f32> = w0.iter().zip(&dir).map(|(a, b)| a + 0.01 * b).collect();
+        let d = w2.iter().zip(w0).map(|(a, b)| a - b).collect();
+        let mut g2 = g.clone();
+        g2.set_const(w, w2);
+        (g2, d)
+    }
+
     /// δᵀHδ by `l.h` equals the squared output change the runtime measured (`pairs`: outputs without and
     /// with the weight change `d`), within 1e-3.
     fn assert_h_measures<'a>(
@@ -498,22 +508,7 @@ mod tests {
             let mut ls = layers(&g, None);
             assert_eq!(ls.len(), 1);
             ls[0].observe(0, &xv, &xs);
-            let d: Vec<f32> = values(nw, 11 + i as u64).iter().map(|v| v * 0.01).collect();
-            let mut g2 = g.clone();
-            let w2: Vec<f32> = g
-                .konst(w)
-                .unwrap()
-                .iter()
-                .zip(&d)
-                .map(|(a, b)| a + b)
-                .collect();
-            // the change as the f32 weights really hold it
-            let d: Vec<f32> = w2
-                .iter()
-                .zip(g.konst(w).unwrap())
-                .map(|(a, b)| a - b)
-                .collect();
-            g2.set_const(w, w2);
+            let (g2, d) = perturbed(&g, w, values(nw, 11 + i as u64));
             let y1 = &super::super::outputs(&g, &[vec![xv.clone()]]).unwrap()[0][0];
             let y2 = &super::super::outputs(&g2, &[vec![xv]]).unwrap()[0][0];
             assert_h_measures(&ls[0], &d, y1.iter().zip(y2), &format!("case {i}"));
@@ -610,20 +605,7 @@ mod tests {
         let vb = values(10, 23);
         ls[0].observe(0, &va, &[rows, 5]);
         ls[0].observe(1, &vb, &[2, 5]);
-        let w2: Vec<f32> = g
-            .konst(w)
-            .unwrap()
-            .iter()
-            .zip(values(20, 24))
-            .map(|(a, b)| a + 0.01 * b)
-            .collect();
-        let d: Vec<f32> = w2
-            .iter()
-            .zip(g.konst(w).unwrap())
-            .map(|(a, b)| a - b)
-            .collect();
-        let mut g2 = g.clone();
-        g2.set_const(w, w2);
+        let (g2, d) = perturbed(&g, w, values(20, 24));
         let sample = vec![vec![va, vb]];
         let y1 = &super::super::outputs(&g, &sample).unwrap()[0];
         let y2 = &super::super::outputs(&g2, &sample).unwrap()[0];
