@@ -181,7 +181,7 @@ impl<'m> Session<'m> {
                 );
             }
             let conv_q = quant::float_conv_to_int8(model, n);
-            if quant::is_integer(model, n) && !conv_q {
+            if quant::is_integer(model, n) {
                 let p = quant::prepare(&qgemm, model, n, &shapes);
                 let (xs, ys) = (
                     &shapes[n.inputs[0] as usize],
@@ -210,7 +210,11 @@ impl<'m> Session<'m> {
                 // (the loader checked: pointwise, constant weights)
                 Some(w) => {
                     let (s, z) = quant::params(model, n.outputs[0]);
-                    Prepared::ConvQ(ops::conv::prepare_pointwise(&gemm, w, ins[1]), s, z)
+                    let act = match n.op {
+                        Op::Conv { act, .. } => act,
+                        _ => None,
+                    };
+                    Prepared::ConvQ(ops::conv::prepare_pointwise(&gemm, w, ins[1]), act, s, z)
                 }
                 None => ops::prepare(&gemm, &n.op, &ins, &outs, &cs),
             };
@@ -556,12 +560,7 @@ impl<'m> Session<'m> {
                         bytes,
                     )
                 }
-                Prepared::ConvQ(c, s, z) => {
-                    // (ConvQ is prepared for Conv nodes only)
-                    let act = match n.op {
-                        Op::Conv { act, .. } => act,
-                        _ => None,
-                    };
+                Prepared::ConvQ(packed, act, s, z) => {
                     let y = core::mem::replace(
                         &mut qouts[0],
                         ViewMut {
@@ -572,16 +571,10 @@ impl<'m> Session<'m> {
                     ops::conv::run_pointwise_q(
                         &self.gemm,
                         &par,
-                        act,
-                        c,
+                        *act,
+                        packed,
                         ins[0],
-                        (
-                            ins[..ni_].get(2).map(|b| b.data),
-                            ins[..ni_]
-                                .get(3)
-                                .zip(ins[..ni_].get(4))
-                                .map(|(s, t)| (s.data, t.data)),
-                        ),
+                        ops::conv_terms(&ins[..ni_]),
                         (*s, *z),
                         y,
                         &mut self.scratch,

@@ -265,10 +265,8 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
     if !rank_ok {
         return Err(alloc::format!("rank above {MAX_RANK}"));
     }
-    // (a float Conv writing int8 is a float conv into scratch, then a Quantize: the float kernels)
-    if crate::cpu::ops::quant::is_integer(model, n)
-        && !crate::cpu::ops::quant::float_conv_to_int8(model, n)
-    {
+    // (a float Conv writing int8 is not: a float conv into scratch, then the conversion)
+    if crate::cpu::ops::quant::is_integer(model, n) {
         // what the int8 steps need beyond a kernel: activation inputs in the arena where they index it
         // by word (a constant there would read the arena at its blob offset), Add tables that sum in 32
         // bits, word-aligned constants for a Reshape
@@ -1246,7 +1244,7 @@ impl<'m> GpuSession<'m> {
             let os = shape(out);
             let numel = |s: &[u32]| s.iter().product::<u32>();
             let conv_q = crate::cpu::ops::quant::float_conv_to_int8(model, n);
-            if crate::cpu::ops::quant::is_integer(model, n) && !conv_q {
+            if crate::cpu::ops::quant::is_integer(model, n) {
                 int8_steps(
                     model,
                     n,

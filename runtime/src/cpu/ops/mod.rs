@@ -59,9 +59,9 @@ pub enum Prepared {
     None,
     /// Conv / ConvTranspose weights.
     Conv(conv::ConvPrep),
-    /// A pointwise float Conv that writes int8 ([`conv::run_pointwise_q`]): its packed weights, and the
-    /// output's scale and zero point.
-    ConvQ(Vec<f32>, f32, i32),
+    /// A pointwise float Conv that writes int8 ([`conv::run_pointwise_q`]): its packed weights, its
+    /// activation, and the output's scale and zero point.
+    ConvQ(Vec<f32>, Option<crate::ir::Unary>, f32, i32),
     /// A constant right operand packed for the GEMM.
     MatMul(Option<Vec<f32>>),
     /// Index maps (Slice, Pad, nearest Resize).
@@ -160,6 +160,15 @@ pub fn scratch(
     }
 }
 
+/// A Conv node's per-channel terms from its inputs: the bias (input 2) and the post-activation affine
+/// (inputs 3 and 4).
+pub fn conv_terms<'a>(ins: &[View<'a>]) -> conv::ChannelTerms<'a> {
+    (
+        ins.get(2).map(|b| b.data),
+        ins.get(3).zip(ins.get(4)).map(|(s, t)| (s.data, t.data)),
+    )
+}
+
 /// Runs one node. Shapes were validated at load; the arena plan guarantees outputs do not alias inputs.
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
@@ -187,10 +196,7 @@ pub fn exec(
             p,
             ins[0],
             ins[1],
-            (
-                ins.get(2).map(|b| b.data),
-                ins.get(3).zip(ins.get(4)).map(|(s, t)| (s.data, t.data)),
-            ),
+            conv_terms(ins),
             y,
             scratch,
         ),

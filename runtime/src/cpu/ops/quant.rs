@@ -395,7 +395,8 @@ pub fn float_conv_to_int8(model: &Model, n: &Node) -> bool {
     matches!(n.op, Op::Conv { .. }) && model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
 }
 
-/// Whether node `n` runs on the integer engine.
+/// Whether node `n` runs on the integer engine (a float conv writing int8, [`float_conv_to_int8`], is a
+/// float op that quantizes its own output: not).
 pub fn is_integer(model: &Model, n: &Node) -> bool {
     matches!(
         n.op,
@@ -406,7 +407,8 @@ pub fn is_integer(model: &Model, n: &Node) -> bool {
             | Op::QBinary { .. }
             | Op::QLut
             | Op::QConvTranspose { .. }
-    ) || model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
+    ) || (model.graph.tensors[n.outputs[0] as usize].dtype == DType::I8
+        && !float_conv_to_int8(model, n))
 }
 
 /// Prepares an integer node (the loader validated types, parameters and multipliers).
