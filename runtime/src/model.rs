@@ -565,11 +565,7 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
         // format 9: a pointwise float conv may write int8 (quantized band by band, see
         // `conv::run_pointwise_q`)
         Op::Conv { geom, .. } if dt(y) == DType::I8 => {
-            let pointwise = geom.kernel == [1, 1]
-                && geom.strides == [1, 1]
-                && geom.pads == [0; 4]
-                && geom.dilations == [1, 1]
-                && geom.groups == 1;
+            let pointwise = *geom == crate::ir::Conv2d::pointwise(1);
             if !pointwise || g.tensors[n.inputs[0] as usize].shape.len() != 4 {
                 return Err(alloc::format!(
                     "a float Conv writing int8 must be pointwise on a 4-D input (1×1, stride 1, no padding, one group; got {geom:?})"

@@ -615,12 +615,8 @@ impl Pass for FuseQuantizeOut {
                 continue;
             };
             let pn = &g.graph.nodes[p];
-            let pointwise = matches!(&pn.op, Op::Conv { geom, .. }
-                if geom.kernel == [1, 1]
-                    && geom.strides == [1, 1]
-                    && geom.pads == [0; 4]
-                    && geom.dilations == [1, 1]
-                    && geom.groups == 1);
+            let pointwise =
+                matches!(&pn.op, Op::Conv { geom, .. } if *geom == tern::ir::Conv2d::pointwise(1));
             let float_out = g.graph.tensors[x as usize].dtype == tern::ir::DType::F32;
             // (a 1 -> 1 channel conv runs as depthwise unfused, which rounds its bias in otherwise than
             // the fused GEMM: left alone, the fusion keeps the two ops' integers exactly)

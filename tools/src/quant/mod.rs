@@ -757,16 +757,18 @@ pub fn quantize_graph(
             rounded_integer: opts.rounding == Rounding::Gptq,
         },
     )?;
-    passes::run_all(
-        &mut qg,
-        &[
-            Box::new(passes::FuseAct),
-            Box::new(passes::FusePostAffine),
-            Box::new(passes::FuseQuantizeOut),
-            Box::new(passes::Prune),
-        ],
-    )?;
+    passes::run_all(&mut qg, &after_quantize())?;
     Ok((qg, report))
+}
+
+/// The passes run on the quantized graph, in order (named in the artifact's `passes` metadata).
+fn after_quantize() -> Vec<Box<dyn passes::Pass>> {
+    vec![
+        Box::new(passes::FuseAct),
+        Box::new(passes::FusePostAffine),
+        Box::new(passes::FuseQuantizeOut),
+        Box::new(passes::Prune),
+    ]
 }
 
 /// Everything `tern compress --int8` needs besides the model.
@@ -966,8 +968,9 @@ pub fn compress_int8(
         (
             "passes".to_string(),
             format!(
-                "import,{},prune,calibrate,quantize,fuse_act,fuse_post_affine,fuse_quantize_out,prune,plan",
-                passes::names(&passes::rewrite_pipeline())
+                "import,{},prune,calibrate,quantize,{},plan",
+                passes::names(&passes::rewrite_pipeline()),
+                passes::names(&after_quantize())
             ),
         ),
         (
