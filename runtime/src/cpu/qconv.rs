@@ -81,6 +81,7 @@ impl QConv {
         (s_in, zp_in): (&[f32], i32),
         (s_out, zp_out): (&[f32], i32),
     ) -> Option<QConv> {
+        let g = &g.for_weights(w);
         let (m, groups) = (wshape[0], geom.groups as usize);
         let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
         // one input scale, or one per input channel (a channel-scaled depthwise input: group i/mg reads

@@ -214,6 +214,23 @@ pub fn k_blocks(k: usize) -> usize {
 }
 
 impl QGemm {
+    /// This path's kernel for the weights `w` (the A values): on NEON without dotprod, weights that avoid
+    /// −128 (tern's quantizer writes −127..=127; imported models may not) take
+    /// [`super::kernels::neon::qgemm_4x8_smlal2`], which sums two products in i16. Same packing, same
+    /// integers.
+    pub fn for_weights(self, w: &[i8]) -> QGemm {
+        #[cfg(target_arch = "aarch64")]
+        if self.isa == Isa::Neon && !w.contains(&i8::MIN) {
+            return QGemm {
+                kernel: super::kernels::neon::qgemm_4x8_smlal2,
+                name: "neon_qgemm_i8_4x8_smlal2",
+                ..self
+            };
+        }
+        let _ = w;
+        self
+    }
+
     /// Bytes of packed A for `m×k`.
     pub fn a_len(&self, m: usize, k: usize) -> usize {
         m.div_ceil(self.mr) * k_blocks(k) * self.mr * 4 * self.a_elem()
@@ -507,13 +524,16 @@ mod tests {
             (12, 33, 40),
             (9, 300, 27),
         ] {
-            for extreme in [false, true] {
-                let w: Vec<i8> = if extreme {
-                    vec![-128; m * k]
-                } else {
-                    bytes(m * k, &mut seed, -127)
+            // random; all −128; ±127 against −128 (the largest products the i16 pair sums may meet)
+            for extreme in 0..3 {
+                let w: Vec<i8> = match extreme {
+                    0 => bytes(m * k, &mut seed, -127),
+                    1 => vec![-128; m * k],
+                    _ => (0..m * k)
+                        .map(|i| if (i / k) % 2 == 0 { -127 } else { 127 })
+                        .collect(),
                 };
-                let x: Vec<i8> = if extreme {
+                let x: Vec<i8> = if extreme > 0 {
                     vec![-128; k * n]
                 } else {
                     bytes(k * n, &mut seed, -128)
@@ -551,6 +571,13 @@ mod tests {
                 // one replaced it (the kernel of VNNI CPUs without AVX-512)
                 #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(unused_mut))]
                 let mut kernels: Vec<QGemm> = paths.iter().map(|&isa| qgemm_for(isa)).collect();
+                // the variants chosen by the weights (NEON's i16 pair sums where no weight is −128)
+                for isa in paths.iter() {
+                    let g = qgemm_for(*isa).for_weights(&w);
+                    if !kernels.iter().any(|k| k.name == g.name) {
+                        kernels.push(g);
+                    }
+                }
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
                 if paths.contains(&Isa::AvxVnni) && std::is_x86_feature_detected!("avxvnni") {
                     kernels.push(QGemm {

@@ -65,50 +65,173 @@ f32_kernels!(
 
 use crate::cpu::qgemm::Requant;
 
-/// [`Requant::row`] on 4 accumulators of row `r`, bit for bit: saturating bias add (`sqadd`), the exact
-/// 64-bit product (`smull`), round half away from zero (add half, subtract 1 for negatives), arithmetic
-/// shift (`sshl` by a negative count), saturating narrow, clamp, zero point. Only for shifts 0..=31 (total
-/// 31..=62), like the x86 epilogue; other rows take the scalar one.
-#[inline(always)]
-unsafe fn requant4(acc: int32x4_t, rq: &Requant, r: usize) -> int32x4_t {
-    // SAFETY: plain register arithmetic.
-    unsafe {
-        let v = fm_apply4(vqaddq_s32(acc, vdupq_n_s32(rq.bias[r])), rq.mult[r]);
-        let z = rq.zp_out;
-        let v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(rq.lo - z)), vdupq_n_s32(rq.hi - z));
-        vaddq_s32(v, vdupq_n_s32(z))
+/// Row `r`'s requantization in registers, set up once per row: [`Requant::row`] on 8 accumulators at a
+/// time, bit for bit. Saturating bias add (`sqadd`), the exact 64-bit product and its rounding
+/// ([`fm_apply4_v`]), then, on 8 i16 lanes, the clamp and the zero point (the i32 → i16 narrow saturates,
+/// which keeps the clamp's result: its bounds `lo − z`, `hi − z` lie in ±255), and the narrow to bytes.
+/// Only for shifts 0..=31 (total 31..=62), like the x86 epilogue; other rows take the scalar one.
+#[derive(Clone, Copy)]
+struct RowRq {
+    bias: int32x4_t,
+    mult: int32x4_t,
+    sh: int64x2_t,
+    lo: int16x8_t,
+    hi: int16x8_t,
+    z: int16x8_t,
+}
+
+impl RowRq {
+    /// `None` where row `r`'s shift has no vector form.
+    #[inline(always)]
+    fn new(rq: &Requant, r: usize) -> Option<RowRq> {
+        (0..=31)
+            .contains(&rq.mult[r].shift)
+            .then(|| RowRq::any(rq, r))
+    }
+
+    /// [`RowRq::new`] without the shift check: only for rows whose shift is in 0..=31.
+    #[inline(always)]
+    fn any(rq: &Requant, r: usize) -> RowRq {
+        let (fm, z) = (rq.mult[r], rq.zp_out);
+        // SAFETY: NEON is part of aarch64 (register set-up only).
+        unsafe {
+            RowRq {
+                bias: vdupq_n_s32(rq.bias[r]),
+                mult: vdupq_n_s32(fm.mult),
+                sh: vdupq_n_s64(-(31 + fm.shift as i64)),
+                lo: vdupq_n_s16((rq.lo - z) as i16),
+                hi: vdupq_n_s16((rq.hi - z) as i16),
+                z: vdupq_n_s16(z as i16),
+            }
+        }
+    }
+
+    /// 8 accumulators to 8 output bytes.
+    #[inline(always)]
+    fn bytes(&self, v: [int32x4_t; 2]) -> int8x8_t {
+        // SAFETY: plain register arithmetic.
+        unsafe {
+            let w = vcombine_s16(
+                vqmovn_s32(fm_apply4_v(vqaddq_s32(v[0], self.bias), self.mult, self.sh)),
+                vqmovn_s32(fm_apply4_v(vqaddq_s32(v[1], self.bias), self.mult, self.sh)),
+            );
+            vmovn_s16(vaddq_s16(vminq_s16(vmaxq_s16(w, self.lo), self.hi), self.z))
+        }
+    }
+
+    /// [`RowRq::bytes`] stored: `n` ≤ 8 bytes at `dst`.
+    ///
+    /// # Safety
+    /// `dst` valid for `n` bytes.
+    #[inline(always)]
+    unsafe fn store(&self, v: [int32x4_t; 2], dst: *mut i8, n: usize) {
+        // SAFETY: the caller's bound.
+        unsafe {
+            let b = self.bytes(v);
+            if n == 8 {
+                vst1_s8(dst, b);
+            } else {
+                let mut bytes = [0i8; 8];
+                vst1_s8(bytes.as_mut_ptr(), b);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
+            }
+        }
     }
 }
 
-/// Stores row `r` (8 accumulators as two vectors): `n` ≤ 8 bytes at `dst`.
+/// Stores row `r` (8 accumulators as two vectors): `n` ≤ 8 bytes at `dst`, through [`RowRq`] where the
+/// row has a vector form, else the scalar rule. Loops over one row set up a [`RowRq`] once instead.
 #[inline(always)]
 unsafe fn store_row8(v: [int32x4_t; 2], rq: &Requant, r: usize, dst: *mut i8, n: usize) {
     // SAFETY (whole fn): dst valid for n bytes.
     unsafe {
-        let mut bytes = [0i8; 8];
-        if (0..=31).contains(&rq.mult[r].shift) {
-            let w = vcombine_s16(
-                vqmovn_s32(requant4(v[0], rq, r)),
-                vqmovn_s32(requant4(v[1], rq, r)),
-            );
-            let b = vqmovn_s16(w);
-            if n == 8 {
-                vst1_s8(dst, b);
-                return;
+        match RowRq::new(rq, r) {
+            Some(q) => q.store(v, dst, n),
+            None => {
+                let (mut wide, mut bytes) = ([0i32; 8], [0i8; 8]);
+                vst1q_s32(wide.as_mut_ptr(), v[0]);
+                vst1q_s32(wide.as_mut_ptr().add(4), v[1]);
+                rq.row(r, &wide[..n], &mut bytes[..n]);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
             }
-            vst1_s8(bytes.as_mut_ptr(), b);
-        } else {
-            let mut wide = [0i32; 8];
-            vst1q_s32(wide.as_mut_ptr(), v[0]);
-            vst1q_s32(wide.as_mut_ptr().add(4), v[1]);
-            rq.row(r, &wide[..n], &mut bytes[..n]);
         }
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
     }
 }
 
-/// int8 micro-kernel for cores without dotprod (Pi 4): `smull` i8×i8 → i16 products, `sadalp` pairwise
-/// accumulate into i32 (exact: |−128·−128| fits i16), 4 rows × 8 columns, 16 accumulators, fused epilogue.
+/// One k-block (4 deep) of the 4×8 `smull`/`sadalp` tile: `smull` i8×i8 → i16 products, `sadalp`
+/// pairwise accumulate into i32 (exact: |−128·−128| fits i16).
+///
+/// # Safety
+/// `a` holds 16 bytes (4 rows × 4), `b` 32 (8 columns × 4).
+#[inline(always)]
+unsafe fn smull_block(t: &mut [[int32x4_t; 4]; 4], a: *const i8, b: *const i8) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let (b0, b1) = (vld1q_s8(b), vld1q_s8(b.add(16)));
+        for (r, tr) in t.iter_mut().enumerate() {
+            let av =
+                vreinterpretq_s8_s32(vdupq_n_s32((a.add(r * 4) as *const i32).read_unaligned()));
+            tr[0] = vpadalq_s16(tr[0], vmull_s8(vget_low_s8(b0), vget_low_s8(av)));
+            tr[1] = vpadalq_s16(tr[1], vmull_high_s8(b0, av));
+            tr[2] = vpadalq_s16(tr[2], vmull_s8(vget_low_s8(b1), vget_low_s8(av)));
+            tr[3] = vpadalq_s16(tr[3], vmull_high_s8(b1, av));
+        }
+    }
+}
+
+/// The 4×8 tile's sums (pairs of `sadalp` lanes, added by `addp`), requantized and stored.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`]'s `c`, `ldc`, `m`, `n`, `rq`.
+#[inline(always)]
+unsafe fn store_tile_4x8(
+    t: &[[int32x4_t; 4]; 4],
+    rq: &Requant,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+) {
+    // SAFETY: plain register arithmetic; the stores per the caller's bounds.
+    unsafe {
+        let v = t.map(|tr| [vpaddq_s32(tr[0], tr[1]), vpaddq_s32(tr[2], tr[3])]);
+        store_tile(&v, rq, c, ldc, m, n);
+    }
+}
+
+/// An `R`×8 tile's i32 sums requantized and stored (rows `0..m`, `n` columns). A whole tile whose rows all
+/// have vector multipliers (nearly every tile) is straight-line code, so the sums stay in registers (the
+/// general loop's data-dependent exits made the compiler spill them to the stack and back).
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`]'s `c`, `ldc`, `m`, `n`, `rq`.
+#[inline(always)]
+unsafe fn store_tile<const R: usize>(
+    v: &[[int32x4_t; 2]; R],
+    rq: &Requant,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let vector =
+            |f: &[crate::ir::quant::FixedMultiplier]| f.iter().all(|f| (0..=31).contains(&f.shift));
+        if m == R && n == 8 && rq.mult.get(..R).is_some_and(vector) {
+            for (r, vr) in v.iter().enumerate() {
+                vst1_s8(c.add(r * ldc), RowRq::any(rq, r).bytes(*vr));
+            }
+            return;
+        }
+        for (r, vr) in v.iter().enumerate().take(m) {
+            store_row8(*vr, rq, r, c.add(r * ldc), n);
+        }
+    }
+}
+
+/// int8 micro-kernel for cores without dotprod (Pi 4): 4 rows × 8 columns, 16 accumulators, one
+/// [`smull_block`] per k-block, fused epilogue. Any int8 weights (−128 included).
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`].
@@ -127,23 +250,100 @@ pub unsafe fn qgemm_4x8_smlal(
     unsafe {
         let mut t = [[vdupq_n_s32(0); 4]; 4];
         for blk in 0..kb {
-            let b0 = vld1q_s8(b.add(blk * 32));
-            let b1 = vld1q_s8(b.add(blk * 32 + 16));
-            let ap = a.add(blk * 16);
-            for (r, tr) in t.iter_mut().enumerate() {
-                let av = vreinterpretq_s8_s32(vdupq_n_s32(
-                    (ap.add(r * 4) as *const i32).read_unaligned(),
-                ));
-                tr[0] = vpadalq_s16(tr[0], vmull_s8(vget_low_s8(b0), vget_low_s8(av)));
-                tr[1] = vpadalq_s16(tr[1], vmull_high_s8(b0, av));
-                tr[2] = vpadalq_s16(tr[2], vmull_s8(vget_low_s8(b1), vget_low_s8(av)));
-                tr[3] = vpadalq_s16(tr[3], vmull_high_s8(b1, av));
-            }
+            smull_block(&mut t, a.add(blk * 16), b.add(blk * 32));
         }
-        for (r, tr) in t.iter().enumerate().take(m) {
-            let v = [vpaddq_s32(tr[0], tr[1]), vpaddq_s32(tr[2], tr[3])];
-            store_row8(v, rq, r, c.add(r * ldc), n);
+        store_tile_4x8(&t, rq, c, ldc, m, n);
+    }
+}
+
+/// [`qgemm_4x8_smlal`] for weights in −127..=127 (what tern's quantizer writes): two k-blocks per step,
+/// the second block's products added to the first's in i16 by `smlal` before one `sadalp` (exact: a
+/// lane holds two products, each |w·x| ≤ 127·128, so their sum fits i16): 12 instead of 16 arithmetic
+/// instructions per row and 64 MACs, in inline asm; an odd last block as [`smull_block`].
+/// [`crate::cpu::qgemm::QGemm::for_weights`] picks it.
+///
+/// # Safety
+/// As [`crate::cpu::qgemm::QKernel`], and no weight in the A panel is −128.
+#[allow(clippy::too_many_arguments)] // the QKernel contract
+pub unsafe fn qgemm_4x8_smlal2(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    c: *mut i8,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    rq: &Requant,
+) {
+    // One row of the step: its two 4-byte weight groups (this block, the next) replicated, the 16
+    // products of each against the four B registers, pair-summed in i16 and `sadalp`ed into the row's
+    // four accumulators.
+    macro_rules! row {
+        ($t0:literal, $t1:literal, $t2:literal, $t3:literal) => {
+            concat!(
+                "ld1r {{v20.4s}}, [{a0}], #4\n",
+                "ld1r {{v21.4s}}, [{a1}], #4\n",
+                "smull v22.8h, v16.8b, v20.8b\n",
+                "smull2 v23.8h, v16.16b, v20.16b\n",
+                "smull v24.8h, v17.8b, v20.8b\n",
+                "smull2 v25.8h, v17.16b, v20.16b\n",
+                "smlal v22.8h, v18.8b, v21.8b\n",
+                "smlal2 v23.8h, v18.16b, v21.16b\n",
+                "smlal v24.8h, v19.8b, v21.8b\n",
+                "smlal2 v25.8h, v19.16b, v21.16b\n",
+                "sadalp v",
+                $t0,
+                ".4s, v22.8h\n",
+                "sadalp v",
+                $t1,
+                ".4s, v23.8h\n",
+                "sadalp v",
+                $t2,
+                ".4s, v24.8h\n",
+                "sadalp v",
+                $t3,
+                ".4s, v25.8h\n",
+            )
+        };
+    }
+    // SAFETY (whole fn): packed panels hold kb·16 bytes (A) and kb·32 bytes (B); c rows < m valid.
+    unsafe {
+        let z = vdupq_n_s32(0);
+        let mut t = [[z; 4]; 4];
+        let pairs = kb / 2;
+        if pairs > 0 {
+            // hand-scheduled: the accumulators stay in v0..v15 for the whole depth (the compiler's
+            // version of this loop spilled and shuffled them, losing the pair sums' gain)
+            core::arch::asm!(
+                "2:",
+                "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{b}], #64",
+                "add {a1}, {a0}, #16",
+                row!("0", "1", "2", "3"),
+                row!("4", "5", "6", "7"),
+                row!("8", "9", "10", "11"),
+                row!("12", "13", "14", "15"),
+                // a0 moved 16 (one block) through the rows; the next pair starts one block on
+                "add {a0}, {a0}, #16",
+                "subs {n}, {n}, #1",
+                "b.ne 2b",
+                a0 = inout(reg) a => _,
+                a1 = out(reg) _,
+                b = inout(reg) b => _,
+                n = inout(reg) pairs => _,
+                inout("v0") t[0][0], inout("v1") t[0][1], inout("v2") t[0][2], inout("v3") t[0][3],
+                inout("v4") t[1][0], inout("v5") t[1][1], inout("v6") t[1][2], inout("v7") t[1][3],
+                inout("v8") t[2][0], inout("v9") t[2][1], inout("v10") t[2][2], inout("v11") t[2][3],
+                inout("v12") t[3][0], inout("v13") t[3][1], inout("v14") t[3][2], inout("v15") t[3][3],
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+                out("v21") _, out("v22") _, out("v23") _, out("v24") _, out("v25") _,
+                options(nostack, readonly),
+            );
         }
+        if kb % 2 == 1 {
+            let blk = kb - 1;
+            smull_block(&mut t, a.add(blk * 16), b.add(blk * 32));
+        }
+        store_tile_4x8(&t, rq, c, ldc, m, n);
     }
 }
 
@@ -196,9 +396,7 @@ pub unsafe fn qgemm_8x8_sdot(
             dot!(t[7][0], b0, a1, "3");
             dot!(t[7][1], b1, a1, "3");
         }
-        for (r, v) in t.iter().enumerate().take(m) {
-            store_row8(*v, rq, r, c.add(r * ldc), n);
-        }
+        store_tile(&t, rq, c, ldc, m, n);
     }
 }
 
@@ -209,7 +407,7 @@ pub unsafe fn qgemm_8x8_sdot(
 pub unsafe fn requant_row_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]) {
     let n = acc.len().min(out.len());
     let mut i = 0;
-    if (0..=31).contains(&rq.mult[r].shift) {
+    if let Some(q) = RowRq::new(rq, r) {
         while i + 8 <= n {
             // SAFETY: 8 values in bounds of both slices.
             unsafe {
@@ -217,12 +415,47 @@ pub unsafe fn requant_row_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i
                     vld1q_s32(acc.as_ptr().add(i)),
                     vld1q_s32(acc.as_ptr().add(i + 4)),
                 ];
-                store_row8(v, rq, r, out.as_mut_ptr().add(i), 8);
+                vst1_s8(out.as_mut_ptr().add(i), q.bytes(v));
             }
             i += 8;
         }
     }
     rq.row(r, &acc[i..n], &mut out[i..n]);
+}
+
+/// `out[i] = rq(r, (a[i] − za)·qb)`: an int8 row times one integer (a broadcast Mul, an SE gate), the
+/// products formed in registers (`smull` of i16 values: |a − za| ≤ 255, |qb| ≤ 255) and requantized
+/// there, 8 at a time (the NEON form of x86 `scale_row_avx2`); the tail, and rows whose multiplier has no
+/// vector form, by [`Requant::apply`].
+///
+/// # Safety
+/// None beyond aarch64 (NEON is baseline); `za` and `qb` must lie in −255..=255.
+pub unsafe fn scale_row_neon(
+    rq: &Requant,
+    r: usize,
+    (a, za, qb): (&[i8], i32, i32),
+    out: &mut [i8],
+) {
+    let n = a.len().min(out.len());
+    let mut i = 0;
+    if let Some(q) = RowRq::new(rq, r) {
+        // SAFETY: 8 bytes in bounds of both slices per step.
+        unsafe {
+            let z = vdupq_n_s16(za as i16);
+            while i + 8 <= n {
+                let x = vsubq_s16(vmovl_s8(vld1_s8(a.as_ptr().add(i))), z);
+                let v = [
+                    vmull_n_s16(vget_low_s16(x), qb as i16),
+                    vmull_high_n_s16(x, qb as i16),
+                ];
+                vst1_s8(out.as_mut_ptr().add(i), q.bytes(v));
+                i += 8;
+            }
+        }
+    }
+    for (o, &v) in out[i..n].iter_mut().zip(&a[i..n]) {
+        *o = rq.apply(r, (v as i32 - za) * qb);
+    }
 }
 
 /// `y[i] = t[x[i] + 128]` (an int8 lookup table), 16 at a time: the index `x + 128` (a sign-bit flip) is
@@ -262,10 +495,10 @@ pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
     }
 }
 
-/// One output row of a depthwise convolution, 16 outputs at a time with every tap's products summed in
-/// registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue on those
-/// registers (`store_row8`). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`, offset a,
-/// offset b); `pp` holds the padded plane minus the input zero point.
+/// One output row of a depthwise convolution, 32 (then 16) outputs at a time with every tap's products
+/// summed in registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue
+/// on those registers (`store_row8`). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`,
+/// offset a, offset b); `pp` holds the padded plane minus the input zero point.
 ///
 /// # Safety
 /// NEON (part of aarch64); every `off + out.len().next_multiple_of(16)` ≤ `pp.len()` (the caller checks).
@@ -277,30 +510,73 @@ pub unsafe fn dw_row_neon(
     out: &mut [i8],
 ) {
     let (ow, p) = (out.len(), pp.as_ptr());
+    // the row's requantization set up once (a row without a vector form: the scalar rule per vector)
+    let q = RowRq::new(rq, r);
+    // SAFETY: dst valid for n ≤ 8 bytes (the callers below).
+    let store = |v: [int32x4_t; 2], dst: *mut i8, n: usize| unsafe {
+        match &q {
+            Some(q) => q.store(v, dst, n),
+            None => store_row8(v, rq, r, dst, n),
+        }
+    };
     let mut x0 = 0;
     while x0 < ow {
-        let n = (ow - x0).min(16);
-        // SAFETY: reads below the caller's bound; n bytes written at out[x0..].
+        let left = ow - x0;
+        // SAFETY: reads below the caller's bound (a 32-wide block starts where more than 16 outputs are
+        // left, so it ends within the row rounded up to 16); min(left, width) bytes written at out[x0..].
         unsafe {
-            let mut acc = [vdupq_n_s32(0); 4];
-            for &(wp, oa, ob) in ops {
-                for (w, off) in [(wp as i16, oa), ((wp >> 16) as i16, ob)] {
-                    let a0 = vld1q_s16(p.add(off + x0));
-                    let a1 = vld1q_s16(p.add(off + x0 + 8));
-                    acc[0] = vmlal_n_s16(acc[0], vget_low_s16(a0), w);
-                    acc[1] = vmlal_high_n_s16(acc[1], a0, w);
-                    acc[2] = vmlal_n_s16(acc[2], vget_low_s16(a1), w);
-                    acc[3] = vmlal_high_n_s16(acc[3], a1, w);
-                }
-            }
-            // requantized from the registers (no store and reload of the sums)
             let dst = out.as_mut_ptr().add(x0);
-            store_row8([acc[0], acc[1]], rq, r, dst, n.min(8));
-            if n > 8 {
-                store_row8([acc[2], acc[3]], rq, r, dst.add(8), n - 8);
+            if left > 16 {
+                let acc = dw_block_i16::<8>(p, ops, x0);
+                for k in 0..4 {
+                    if left > 8 * k {
+                        let v = [acc[2 * k], acc[2 * k + 1]];
+                        store(v, dst.add(8 * k), (left - 8 * k).min(8));
+                    }
+                }
+                x0 += 32;
+            } else {
+                let acc = dw_block_i16::<4>(p, ops, x0);
+                store([acc[0], acc[1]], dst, left.min(8));
+                if left > 8 {
+                    store([acc[2], acc[3]], dst.add(8), left - 8);
+                }
+                x0 += 16;
             }
         }
-        x0 += 16;
+    }
+}
+
+/// `A·4` depthwise sums from `x0` of [`dw_row_neon`]: both weights of a tap pair in one register, each
+/// multiplied by lane (`smlal` by element: no broadcast per tap); 8 accumulators (32 outputs) take the
+/// tap's offset arithmetic and weight load once per 64 MACs instead of 32.
+///
+/// # Safety
+/// NEON; `4·A` values readable at `p + off + x0` for every tap.
+#[inline(always)]
+unsafe fn dw_block_i16<const A: usize>(
+    p: *const i16,
+    ops: &[(i32, usize, usize)],
+    x0: usize,
+) -> [int32x4_t; A] {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let mut acc = [vdupq_n_s32(0); A];
+        for &(wp, oa, ob) in ops {
+            let w = vreinterpret_s16_s32(vdup_n_s32(wp));
+            let (pa, pb) = (p.add(oa + x0), p.add(ob + x0));
+            for v in 0..A / 2 {
+                let x = vld1q_s16(pa.add(8 * v));
+                acc[2 * v] = vmlal_lane_s16::<0>(acc[2 * v], vget_low_s16(x), w);
+                acc[2 * v + 1] = vmlal_high_lane_s16::<0>(acc[2 * v + 1], x, w);
+            }
+            for v in 0..A / 2 {
+                let x = vld1q_s16(pb.add(8 * v));
+                acc[2 * v] = vmlal_lane_s16::<1>(acc[2 * v], vget_low_s16(x), w);
+                acc[2 * v + 1] = vmlal_high_lane_s16::<1>(acc[2 * v + 1], x, w);
+            }
+        }
+        acc
     }
 }
 
@@ -359,23 +635,40 @@ unsafe fn dw_block_f32<const V: usize>(
     }
 }
 
-/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (the core of [`requant4`], without bias and
+/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (the core of [`RowRq`], without bias and
 /// clamp): exact 64-bit products, round half away from zero, arithmetic shift, saturating narrow.
 #[inline(always)]
 unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int32x4_t {
     // SAFETY: plain register arithmetic.
     unsafe {
-        let total = 31 + fm.shift as i64;
-        let sh = vdupq_n_s64(-total);
-        let lo = vmull_s32(vget_low_s32(x), vdup_n_s32(fm.mult));
-        let hi = vmull_high_s32(x, vdupq_n_s32(fm.mult));
+        fm_apply4_v(
+            x,
+            vdupq_n_s32(fm.mult),
+            vdupq_n_s64(-(31 + fm.shift as i64)),
+        )
+    }
+}
+
+/// [`fm_apply4`] with the multiplier's mantissa `mult` and `sh` = −(31 + shift) in registers.
+#[inline(always)]
+unsafe fn fm_apply4_v(x: int32x4_t, mult: int32x4_t, sh: int64x2_t) -> int32x4_t {
+    // SAFETY: plain register arithmetic.
+    unsafe {
         // `srshl` by −total adds 2^(total−1) and shifts: round half up. Taking 1 from a negative product
         // first makes it half away from zero (an exact negative half, −(2k+1)·2^(total−1), then lands on
-        // −(k+1); other values keep their floor): the scalar rule, one instruction fewer per pair.
-        // |product| < 2^62, so neither the −1 nor the rounding add overflows.
-        let lo = vrshlq_s64(vaddq_s64(lo, vshrq_n_s64::<63>(lo)), sh);
-        let hi = vrshlq_s64(vaddq_s64(hi, vshrq_n_s64::<63>(hi)), sh);
-        vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi))
+        // −(k+1); other values keep their floor): the scalar rule. The multiplier is positive, so the
+        // product is negative exactly where x is (a zero multiplier's −1 still rounds to 0): x's sign
+        // (−1 or 0), widened into the product by `saddw`. |product| < 2^62: no overflow.
+        let neg = vshrq_n_s32::<31>(x);
+        let lo = vaddw_s32(
+            vmull_s32(vget_low_s32(x), vget_low_s32(mult)),
+            vget_low_s32(neg),
+        );
+        let hi = vaddw_high_s32(vmull_high_s32(x, mult), neg);
+        vcombine_s32(
+            vqmovn_s64(vrshlq_s64(lo, sh)),
+            vqmovn_s64(vrshlq_s64(hi, sh)),
+        )
     }
 }
 

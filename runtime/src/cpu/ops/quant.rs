@@ -196,6 +196,13 @@ impl QBin {
                 }
             };
         }
+        #[cfg(target_arch = "aarch64")]
+        if self.isa != crate::cpu::caps::Isa::Scalar {
+            // SAFETY: NEON is part of aarch64; zero points are int8 and |qb| ≤ 255.
+            return unsafe {
+                crate::cpu::kernels::neon::scale_row_neon(&self.mul_requant(), 0, (a, za, qb), out)
+            };
+        }
         let n = a.len().min(out.len());
         self.requant_products(|i| (a[i] as i32 - za) * qb, &mut out[..n]);
     }
@@ -505,6 +512,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 None => alloc::vec![0; nn],
             };
             let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
+            let qg = &qg.for_weights(&wt_rows);
             QPrep::MatMul(QMat {
                 g: *qg,
                 a: qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]),
@@ -1391,7 +1399,7 @@ mod tests {
                 }
             }
             for isa in caps::available() {
-                let g = qgemm::qgemm_for(isa);
+                let g = qgemm::qgemm_for(isa).for_weights(&wt);
                 let m = QMat {
                     g,
                     a: g.pack_a(n, k, |i, p| wt[i * k + p]),
