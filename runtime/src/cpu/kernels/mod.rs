@@ -114,6 +114,10 @@ pub type RowsKernel = unsafe fn(
 
 /// How a micro-kernel tile finds row `p` of its B operand.
 pub(crate) trait BRows: Copy {
+    /// Whether the rows are a packed panel (row `p` at `row(0) + p·NR`): a kernel may then stream them.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    const PANEL: bool = false;
+
     /// Row `p`'s first float.
     ///
     /// # Safety
@@ -126,6 +130,8 @@ pub(crate) trait BRows: Copy {
 pub(crate) struct Panel<const NR: usize>(pub *const f32);
 
 impl<const NR: usize> BRows for Panel<NR> {
+    const PANEL: bool = true;
+
     #[inline(always)]
     unsafe fn row(self, p: usize) -> *const f32 {
         // SAFETY: the panel holds k*NR floats and p < k (caller contract).
