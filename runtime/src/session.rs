@@ -308,7 +308,8 @@ impl<'m> Session<'m> {
         self.isa.name()
     }
 
-    /// The GEMM micro-kernels in use, f32 and int8 (isa_op_tile names, for logs and benches).
+    /// The GEMM micro-kernels in use, f32 and int8 (isa_op_tile names, for logs and benches; int8: the
+    /// path's kernel for any weights — a weight tensor may take a variant, [`crate::cpu::qgemm::QGemm::for_weights`]).
     pub fn kernels(&self) -> (&'static str, &'static str) {
         (self.gemm.name, self.qgemm.name)
     }

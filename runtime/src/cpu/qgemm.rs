@@ -215,9 +215,8 @@ pub fn k_blocks(k: usize) -> usize {
 
 impl QGemm {
     /// This path's kernel for the weights `w` (the A values): on NEON without dotprod, weights that avoid
-    /// −128 (tern's quantizer writes −127..=127; imported models may not) take
-    /// [`super::kernels::neon::qgemm_4x8_smlal2`], which sums two products in i16. Same packing, same
-    /// integers.
+    /// −128 (tern's quantizer writes −127..=127; imported models may not) take `qgemm_4x8_smlal2`
+    /// (`neon_qgemm_i8_4x8_smlal2`), which sums two products in i16. Same packing, same integers.
     pub fn for_weights(self, w: &[i8]) -> QGemm {
         #[cfg(target_arch = "aarch64")]
         if self.isa == Isa::Neon && !w.contains(&i8::MIN) {
@@ -322,11 +321,11 @@ pub struct Requant<'a> {
     pub bias: &'a [i32],
     /// Per output row: the real multiplier s_in·s_w / s_out.
     pub mult: &'a [FixedMultiplier],
-    /// Output zero point.
+    /// Output zero point (an int8 value: the loader checks; the vector epilogues rely on it).
     pub zp_out: i32,
-    /// Clamp (the fused activation and the int8 range), inclusive.
+    /// Clamp (the fused activation and the int8 range), inclusive: within −128..=127.
     pub lo: i32,
-    /// Upper clamp.
+    /// Upper clamp, within −128..=127.
     pub hi: i32,
 }
 
@@ -732,8 +731,16 @@ mod tests {
             123456,
             -98765,
         ];
-        let mult: Vec<FixedMultiplier> = (0..40)
-            .map(|i| FixedMultiplier::from_real(0.97 / (1u64 << (i % 36)) as f64 + 1e-13).unwrap())
+        // the last row's multiplier is zero (a negative sum's rounding correction must still give 0)
+        let mult: Vec<FixedMultiplier> = (0..41)
+            .map(|i| {
+                let real = if i == 40 {
+                    0.0
+                } else {
+                    0.97 / (1u64 << (i % 36)) as f64 + 1e-13
+                };
+                FixedMultiplier::from_real(real).unwrap()
+            })
             .collect();
         let mut acc: Vec<i32> = (0..n)
             .map(|_| {
@@ -744,27 +751,37 @@ mod tests {
             })
             .collect();
         acc[..6].copy_from_slice(&[i32::MAX, i32::MIN, i32::MAX - 1, i32::MIN + 1, 0, -1]);
+        // output zero points and clamps at the int8 ends (lo − zp and hi − zp reach ±255)
+        let outs = [
+            (-3, -128, 100),
+            (127, -128, 127),
+            (-128, -128, 127),
+            (127, 0, 6),
+            (-128, -1, 0),
+        ];
         let mut rows = 0;
         for &b in &bias {
-            for (r, _) in mult.iter().enumerate() {
-                let biases = vec![b; mult.len()];
-                let rq = Requant {
-                    bias: &biases,
-                    mult: &mult,
-                    zp_out: -3,
-                    lo: -128,
-                    hi: 100,
-                };
-                let want: Vec<i8> = acc.iter().map(|&a| rq.apply(r, a)).collect();
-                for isa in caps::available() {
-                    let mut got = vec![0i8; n];
-                    requant_row(isa, &rq, r, &acc, &mut got);
-                    assert_eq!(got, want, "{isa:?} bias {b} row {r}");
+            for &(zp_out, lo, hi) in &outs {
+                for (r, _) in mult.iter().enumerate() {
+                    let biases = vec![b; mult.len()];
+                    let rq = Requant {
+                        bias: &biases,
+                        mult: &mult,
+                        zp_out,
+                        lo,
+                        hi,
+                    };
+                    let want: Vec<i8> = acc.iter().map(|&a| rq.apply(r, a)).collect();
+                    for isa in caps::available() {
+                        let mut got = vec![0i8; n];
+                        requant_row(isa, &rq, r, &acc, &mut got);
+                        assert_eq!(got, want, "{isa:?} bias {b} zp {zp_out} row {r}");
+                    }
+                    rows += 1;
                 }
-                rows += 1;
             }
         }
-        assert_eq!(rows, bias.len() * mult.len());
+        assert_eq!(rows, bias.len() * outs.len() * mult.len());
     }
 
     #[test]

@@ -292,7 +292,7 @@ unsafe fn store_tile<const R: usize>(
 }
 
 /// int8 micro-kernel for cores without dotprod (Pi 4): 4 rows × 8 columns, 16 accumulators, one
-/// [`smull_block`] per k-block, fused epilogue. Any int8 weights (−128 included).
+/// `smull_block` per k-block, fused epilogue. Any int8 weights (−128 included).
 ///
 /// # Safety
 /// As [`crate::cpu::qgemm::QKernel`].
@@ -320,7 +320,7 @@ pub unsafe fn qgemm_4x8_smlal(
 /// [`qgemm_4x8_smlal`] for weights in −127..=127 (what tern's quantizer writes): two k-blocks per step,
 /// the second block's products added to the first's in i16 by `smlal` before one `sadalp` (exact: a
 /// lane holds two products, each |w·x| ≤ 127·128, so their sum fits i16): 12 instead of 16 arithmetic
-/// instructions per row and 64 MACs, in inline asm; an odd last block as [`smull_block`].
+/// instructions per row and 64 MACs, in inline asm; an odd last block as `smull_block`.
 /// [`crate::cpu::qgemm::QGemm::for_weights`] picks it.
 ///
 /// # Safety
@@ -558,7 +558,7 @@ pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
 
 /// One output row of a depthwise convolution, 32 (then 16) outputs at a time with every tap's products
 /// summed in registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue
-/// on those registers (`store_row8`). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`,
+/// on those registers (`RowRq`, set up once for the row). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`,
 /// offset a, offset b); `pp` holds the padded plane minus the input zero point.
 ///
 /// # Safety
@@ -696,8 +696,9 @@ unsafe fn dw_block_f32<const V: usize>(
     }
 }
 
-/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (the core of [`RowRq`], without bias and
-/// clamp): exact 64-bit products, round half away from zero, arithmetic shift, saturating narrow.
+/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (without bias and clamp; [`fm_apply4_v`] with
+/// the multiplier set up here): exact 64-bit products, round half away from zero, arithmetic shift,
+/// saturating narrow.
 #[inline(always)]
 unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int32x4_t {
     // SAFETY: plain register arithmetic.
