@@ -1728,6 +1728,93 @@ pub fn has_avx512vnni() -> bool {
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
+/// Rows per panel of the `vpdpbusd` matrix-vector product ([`qgemv_vnni512`]): one zmm of i32 sums.
+pub const GEMV_ROWS: usize = 16;
+
+/// int8 matrix-vector product with AVX512-VNNI: `y[j] = rq(j, Σ_p (x[p] + 128)·w[j][p])` over `w` packed
+/// as A panels of [`GEMV_ROWS`] rows (`QGemm::pack_a`: `panel[kb][row][4]`, zero padded), so one
+/// `vpdpbusd` adds four k of sixteen outputs at once and no horizontal sums are needed (the row-major
+/// loop summed each output across lanes); four panels share each broadcast of x (four independent
+/// accumulator chains), then each output is requantized with its own multiplier. `rq.bias` must fold
+/// the 128 back out (`QGemm::fold_bias` of the VNNI kernel). The same integers as `qgemv`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW and AVX512-VNNI; `panels` holds `n.div_ceil(16)·k.div_ceil(4)·64`
+/// bytes for `n = y.len()`, `k = x.len()`; `rq` has `n` rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn qgemv_vnni512(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    const GROUP: usize = 4;
+    let (k, n) = (x.len(), y.len());
+    let kb = k.div_ceil(4);
+    let panel = kb * GEMV_ROWS * 4;
+    // x's 4-byte groups as unsigned (x + 128); the last one zero padded
+    let word = |b: usize| -> i32 {
+        let mut q = [0u8; 4];
+        for (e, v) in q.iter_mut().enumerate() {
+            *v = x.get(4 * b + e).map_or(0, |&v| v as u8 ^ 0x80);
+        }
+        i32::from_le_bytes(q)
+    };
+    let full = k / 4;
+    let mut acc = [0i32; GROUP * GEMV_ROWS];
+    let mut j0 = 0;
+    while j0 < n {
+        let m = (n - j0).min(GROUP * GEMV_ROWS);
+        let panels_here = m.div_ceil(GEMV_ROWS);
+        let base = (j0 / GEMV_ROWS) * panel;
+        // SAFETY: every load lies within the panels of rows j0..j0+m (the caller's size); x reads below k.
+        unsafe {
+            let p = panels.as_ptr().add(base);
+            let xw = |b: usize| {
+                if b < full {
+                    (x.as_ptr().add(4 * b) as *const i32).read_unaligned() ^ 0x8080_8080u32 as i32
+                } else {
+                    word(b)
+                }
+            };
+            // (a constant panel count per call: the accumulators stay in registers)
+            match panels_here {
+                1 => gemv_panels::<1>(p, panel, kb, &xw, &mut acc),
+                2 => gemv_panels::<2>(p, panel, kb, &xw, &mut acc),
+                3 => gemv_panels::<3>(p, panel, kb, &xw, &mut acc),
+                _ => gemv_panels::<GROUP>(p, panel, kb, &xw, &mut acc),
+            }
+            requant_rows_avx2(rq, j0, &acc[..m], &mut y[j0..j0 + m]);
+        }
+        j0 += m;
+    }
+}
+
+/// `P` panels' sums of [`qgemv_vnni512`] (panels `panel` bytes apart from `p`, `kb` k-blocks, `xw(b)`:
+/// block b of x as unsigned bytes), stored to `acc`.
+///
+/// # Safety
+/// AVX-512 F and AVX512-VNNI; `P` panels of `kb·64` bytes readable at `p`; `acc` holds `16·P` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemv_panels<const P: usize>(
+    p: *const i8,
+    panel: usize,
+    kb: usize,
+    xw: &impl Fn(usize) -> i32,
+    acc: &mut [i32],
+) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let mut t = [_mm512_setzero_si512(); P];
+        for b in 0..kb {
+            let xv = _mm512_set1_epi32(xw(b));
+            for (q, tq) in t.iter_mut().enumerate() {
+                let wv = _mm512_loadu_si512(p.add(q * panel + b * 64) as *const __m512i);
+                *tq = _mm512_dpbusd_epi32(*tq, xv, wv);
+            }
+        }
+        for (q, tq) in t.iter().enumerate() {
+            _mm512_storeu_si512(acc.as_mut_ptr().add(q * GEMV_ROWS) as *mut __m512i, *tq);
+        }
+    }
+}
+
 /// [`scale_row_avx2`] 16 lanes at a time with the AVX-512 epilogue (`requant16`); the AVX2 loop takes
 /// the tail. The same integers.
 ///

@@ -304,8 +304,13 @@ pub struct QMat {
     g: QGemm,
     /// W^T packed as A panels (the GEMM path: rows = output columns).
     a: Vec<i8>,
-    /// W^T row-major `n×k` (the matrix-vector path for a few activation rows).
+    /// W^T for the matrix-vector path (a few activation rows): row-major `n×k`, or, where `gemv_vnni`,
+    /// as 16-row A panels for `x86::qgemv_vnni512`.
     wt: Vec<i8>,
+    /// `wt` holds `vpdpbusd` panels (AVX512-VNNI CPUs); that path's bias is `bias` (the same 128 offset
+    /// as the GEMM kernel's).
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+    gemv_vnni: bool,
     /// Bias folded for the GEMM kernel's activation offset.
     bias: Vec<i32>,
     /// Bias folded for no offset (the matrix-vector path).
@@ -513,13 +518,15 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             };
             let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
             let qg = &qg.for_weights(&wt_rows);
+            let (wt, gemv_vnni) = gemv_weights(qg, &wt_rows, nn, k);
             QPrep::MatMul(QMat {
                 g: *qg,
                 a: qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]),
                 bias: qg.fold_bias(&bias, &wt_rows, k, zx),
                 bias_gemv: qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar)
                     .fold_bias(&bias, &wt_rows, k, zx),
-                wt: wt_rows,
+                wt,
+                gemv_vnni,
                 mult: (0..nn)
                     .map(|j| {
                         let sw = ws[if ws.len() == 1 { 0 } else { j }];
@@ -830,6 +837,25 @@ fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) }
 }
 
+/// W^T (`n×k` row-major) as the matrix-vector path of `g`'s CPU wants it: 16-row `vpdpbusd` panels where
+/// the path has AVX512-VNNI (flagged `true`), else as it is.
+fn gemv_weights(g: &QGemm, wt: &[i8], n: usize, k: usize) -> (Vec<i8>, bool) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if g.isa == crate::cpu::caps::Isa::AvxVnni
+        && g.x_offset == 128
+        && crate::cpu::kernels::x86::has_avx512vnni()
+    {
+        let panels = QGemm {
+            mr: crate::cpu::kernels::x86::GEMV_ROWS,
+            a_wide: false,
+            ..*g
+        };
+        return (panels.pack_a(n, k, |i, p| wt[i * k + p]), true);
+    }
+    let _ = (g, n, k);
+    (wt.to_vec(), false)
+}
+
 fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
     let rows = x.data.len() / m.k.max(1);
     let k = m.k;
@@ -848,15 +874,6 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         }
         return;
     }
-    if rows < m.g.mr {
-        // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
-        for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
-            qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq_gemv);
-        }
-        return;
-    }
-    let (bp, tmp) = scratch.split_at_mut(m.g.b_len(k, rows));
-    let packed = m.g.pack_b_into(bp, k, rows, |p, j| x.data[j * k + p]);
     let rq = Requant {
         bias: &m.bias,
         mult: &m.mult,
@@ -864,6 +881,21 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         lo: m.lo,
         hi: m.hi,
     };
+    if rows < m.g.mr {
+        // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
+        for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if m.gemv_vnni {
+                // SAFETY: `gemv_vnni` only where the CPU has AVX512-VNNI; `wt` holds the panels of n×k.
+                unsafe { crate::cpu::kernels::x86::qgemv_vnni512(&m.wt, xr, yr, &rq) };
+                continue;
+            }
+            qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq_gemv);
+        }
+        return;
+    }
+    let (bp, tmp) = scratch.split_at_mut(m.g.b_len(k, rows));
+    let packed = m.g.pack_b_into(bp, k, rows, |p, j| x.data[j * k + p]);
     // the kernel computes W^T·x^T (N × rows); the output wants rows × N
     qgemm::qgemm(
         &m.g,
@@ -1372,8 +1404,12 @@ mod tests {
     /// tails), per-column weight scales included.
     #[test]
     fn integer_matmul_is_exact() {
-        for rows in [1usize, 5, 13] {
-            let (k, n) = (37usize, 11usize);
+        // (AVX512-VNNI's gemv takes 16-row panels four at a time: these widths end in groups of one,
+        // four then three, and two panels, partial ones included)
+        for (rows, (k, n)) in [1usize, 5, 13]
+            .into_iter()
+            .flat_map(|r| [(37usize, 11usize), (301, 99), (64, 25)].map(|s| (r, s)))
+        {
             let x: Vec<i8> = (0..rows * k)
                 .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
                 .collect();
@@ -1400,12 +1436,14 @@ mod tests {
             }
             for isa in caps::available() {
                 let g = qgemm::qgemm_for(isa).for_weights(&wt);
+                let (wt_gemv, gemv_vnni) = gemv_weights(&g, &wt, n, k);
                 let m = QMat {
                     g,
                     a: g.pack_a(n, k, |i, p| wt[i * k + p]),
                     bias: g.fold_bias(&bias, &wt, k, zx),
                     bias_gemv: qgemm::qgemm_for(caps::Isa::Scalar).fold_bias(&bias, &wt, k, zx),
-                    wt: wt.clone(),
+                    wt: wt_gemv,
+                    gemv_vnni,
                     mult: mults.clone(),
                     zy,
                     lo: -100,
@@ -1414,7 +1452,7 @@ mod tests {
                     n,
                 };
                 let mut y = vec![0i8; rows * n];
-                let mut scratch = vec![0i8; 4096];
+                let mut scratch = vec![0i8; 1 << 16];
                 let shape = [rows, k];
                 let yshape = [rows, n];
                 let mut yv = ViewMut {
