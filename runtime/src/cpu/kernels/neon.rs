@@ -176,7 +176,7 @@ impl RowRq {
                 vqmovn_s32(fm_apply4_v(vqaddq_s32(v[0], self.bias), self.mult, self.sh)),
                 vqmovn_s32(fm_apply4_v(vqaddq_s32(v[1], self.bias), self.mult, self.sh)),
             );
-            vmovn_s16(vaddq_s16(vminq_s16(vmaxq_s16(w, self.lo), self.hi), self.z))
+            clamp_narrow(w, self.lo, self.hi, self.z)
         }
     }
 
@@ -197,6 +197,179 @@ impl RowRq {
                 core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
             }
         }
+    }
+}
+
+/// 8 requantized values (i16, before the clamp) clamped to `[lo, hi]` (as `lo − z`, `hi − z`), the zero
+/// point `z` added, narrowed to bytes (exact: the result lies in the int8 range).
+#[inline(always)]
+fn clamp_narrow(w: int16x8_t, lo: int16x8_t, hi: int16x8_t, z: int16x8_t) -> int8x8_t {
+    // SAFETY: plain register arithmetic.
+    unsafe { vmovn_s16(vaddq_s16(vminq_s16(vmaxq_s16(w, lo), hi), z)) }
+}
+
+/// [`Requant::apply`] on 8 accumulators of 8 different rows `j..j + 8` (a matrix-vector product's
+/// outputs: a bias and a multiplier per lane), bit for bit as [`RowRq`] does per row; `None` where a row's
+/// shift has no vector form.
+#[inline(always)]
+fn lanes8(v: [int32x4_t; 2], rq: &Requant, j: usize) -> Option<int8x8_t> {
+    let fm = rq.mult.get(j..j + 8)?;
+    let bias = rq.bias.get(j..j + 8)?;
+    if !fm.iter().all(|f| (0..=31).contains(&f.shift)) {
+        return None;
+    }
+    let mult: [i32; 8] = core::array::from_fn(|l| fm[l].mult);
+    let sh: [i64; 8] = core::array::from_fn(|l| -(31 + fm[l].shift as i64));
+    let z = rq.zp_out;
+    // SAFETY: register arithmetic; the loads read the 8-value arrays and slices above.
+    unsafe {
+        let half = |h: usize| {
+            let x = vqaddq_s32(v[h], vld1q_s32(bias.as_ptr().add(4 * h)));
+            let s = [
+                vld1q_s64(sh.as_ptr().add(4 * h)),
+                vld1q_s64(sh.as_ptr().add(4 * h + 2)),
+            ];
+            vqmovn_s32(fm_apply4_lanes(x, vld1q_s32(mult.as_ptr().add(4 * h)), s))
+        };
+        let w = vcombine_s16(half(0), half(1));
+        let (lo, hi) = (
+            vdupq_n_s16((rq.lo - z) as i16),
+            vdupq_n_s16((rq.hi - z) as i16),
+        );
+        Some(clamp_narrow(w, lo, hi, vdupq_n_s16(z as i16)))
+    }
+}
+
+/// Block `b` of x (4 bytes from `4b`, zero past the end) replicated across a register.
+#[inline(always)]
+fn x_block(x: &[i8], b: usize) -> int8x16_t {
+    // SAFETY: the 4-byte load reads within x (checked); the rest is register arithmetic.
+    unsafe {
+        if 4 * b + 4 <= x.len() {
+            vreinterpretq_s8_s32(vld1q_dup_s32(x.as_ptr().add(4 * b) as *const i32))
+        } else {
+            let mut q = [0u8; 4];
+            for (e, v) in q.iter_mut().enumerate() {
+                *v = x.get(4 * b + e).map_or(0, |&v| v as u8);
+            }
+            vreinterpretq_s8_s32(vdupq_n_s32(i32::from_le_bytes(q)))
+        }
+    }
+}
+
+/// The 16 sums of one matrix-vector panel (rows `j0..`) requantized into `out` (≤ 16 bytes): 8 lanes at a
+/// time through [`lanes8`], the rest by the scalar rule.
+#[inline(always)]
+fn store_gemv16(s: &[int32x4_t; 4], rq: &Requant, j0: usize, out: &mut [i8]) {
+    let mut acc = [0i32; 16];
+    // SAFETY: 16 values into a 16-value array.
+    unsafe {
+        for (q, v) in s.iter().enumerate() {
+            vst1q_s32(acc.as_mut_ptr().add(4 * q), *v);
+        }
+    }
+    for h in 0..2 {
+        let part = out.len().saturating_sub(8 * h).min(8);
+        if part == 0 {
+            break;
+        }
+        let o = &mut out[8 * h..8 * h + part];
+        let vector = if part == 8 {
+            lanes8([s[2 * h], s[2 * h + 1]], rq, j0 + 8 * h)
+        } else {
+            None
+        };
+        match vector {
+            // SAFETY: 8 bytes of out.
+            Some(b) => unsafe { vst1_s8(o.as_mut_ptr(), b) },
+            None => {
+                for (l, v) in o.iter_mut().enumerate() {
+                    *v = rq.apply(j0 + 8 * h + l, acc[8 * h + l]);
+                }
+            }
+        }
+    }
+}
+
+/// The matrix-vector loop over 16-row panels (`panel[kb][row][4]`, `kb·64` bytes each): `A` accumulators
+/// per panel, `block(t, w, x)` adds one k-block (`w`: its 64 weight bytes, `x`: x's 4 bytes replicated),
+/// `sums(t)` gives the panel's 16 sums, which [`store_gemv16`] requantizes.
+///
+/// # Safety
+/// `panels` holds `y.len().div_ceil(16)·x.len().div_ceil(4)·64` bytes; `rq` has `y.len()` rows.
+#[inline(always)]
+unsafe fn gemv16<const A: usize>(
+    panels: &[i8],
+    x: &[i8],
+    y: &mut [i8],
+    rq: &Requant,
+    block: impl Fn(&mut [int32x4_t; A], *const i8, int8x16_t),
+    sums: impl Fn(&[int32x4_t; A]) -> [int32x4_t; 4],
+) {
+    let kb = x.len().div_ceil(4);
+    for (q, out) in y.chunks_mut(16).enumerate() {
+        // SAFETY: panel q's kb·64 bytes lie in `panels` (the caller's size).
+        unsafe {
+            let p = panels.as_ptr().add(q * kb * 64);
+            let mut t = [vdupq_n_s32(0); A];
+            for b in 0..kb {
+                block(&mut t, p.add(b * 64), x_block(x, b));
+            }
+            store_gemv16(&sums(&t), rq, q * 16, out);
+        }
+    }
+}
+
+/// int8 matrix-vector product without dotprod (Pi 4): `y[j] = rq(j, Σ_p x[p]·w[j][p])` over `w` packed as
+/// 16-row A panels ([`gemv16`]): per block and 4 rows one `smull` and one `smull2` (i8×i8 → i16)
+/// `sadalp`ed into i32, the pairs added at the end (no horizontal sum per output); then per-output
+/// requantization ([`lanes8`]). The same integers as `qgemm::qgemv`.
+///
+/// # Safety
+/// `panels` holds `y.len().div_ceil(16)·x.len().div_ceil(4)·64` bytes; `rq` has `y.len()` rows.
+pub unsafe fn qgemv_smull(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    // SAFETY: the caller's bounds; `block` reads the 64 bytes at w.
+    unsafe {
+        gemv16::<8>(
+            panels,
+            x,
+            y,
+            rq,
+            |t, w, xv| {
+                for r in 0..4 {
+                    let wv = vld1q_s8(w.add(16 * r));
+                    t[2 * r] = vpadalq_s16(t[2 * r], vmull_s8(vget_low_s8(wv), vget_low_s8(xv)));
+                    t[2 * r + 1] = vpadalq_s16(t[2 * r + 1], vmull_high_s8(wv, xv));
+                }
+            },
+            |t| core::array::from_fn(|r| vpaddq_s32(t[2 * r], t[2 * r + 1])),
+        )
+    }
+}
+
+/// [`qgemv_smull`] with SDOT (Pi 5, Jetson Orin): per block and 4 rows one `sdot` (16 MACs).
+///
+/// # Safety
+/// As [`qgemv_smull`], and the CPU must have the dotprod extension.
+#[target_feature(enable = "dotprod")]
+pub unsafe fn qgemv_sdot(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant) {
+    // SAFETY: the caller's bounds; `block` reads the 64 bytes at w.
+    unsafe {
+        gemv16::<4>(
+            panels,
+            x,
+            y,
+            rq,
+            |t, w, xv| {
+                for (r, tr) in t.iter_mut().enumerate() {
+                    let wv = vld1q_s8(w.add(16 * r));
+                    core::arch::asm!("sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                        acc = inout(vreg) *tr, w = in(vreg) wv, x = in(vreg) xv,
+                        options(pure, nomem, nostack));
+                }
+            },
+            |t| *t,
+        )
     }
 }
 
@@ -715,6 +888,13 @@ unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int3
 #[inline(always)]
 unsafe fn fm_apply4_v(x: int32x4_t, mult: int32x4_t, sh: int64x2_t) -> int32x4_t {
     // SAFETY: plain register arithmetic.
+    unsafe { fm_apply4_lanes(x, mult, [sh, sh]) }
+}
+
+/// [`fm_apply4_v`] with a multiplier per lane: mantissas `mult`, shift counts `sh` (lanes 0–1, 2–3).
+#[inline(always)]
+unsafe fn fm_apply4_lanes(x: int32x4_t, mult: int32x4_t, sh: [int64x2_t; 2]) -> int32x4_t {
+    // SAFETY: plain register arithmetic.
     unsafe {
         // `srshl` by −total adds 2^(total−1) and shifts: round half up. Taking 1 from a negative product
         // first makes it half away from zero (an exact negative half, −(2k+1)·2^(total−1), then lands on
@@ -728,8 +908,8 @@ unsafe fn fm_apply4_v(x: int32x4_t, mult: int32x4_t, sh: int64x2_t) -> int32x4_t
         );
         let hi = vaddw_high_s32(vmull_high_s32(x, mult), neg);
         vcombine_s32(
-            vqmovn_s64(vrshlq_s64(lo, sh)),
-            vqmovn_s64(vrshlq_s64(hi, sh)),
+            vqmovn_s64(vrshlq_s64(lo, sh[0])),
+            vqmovn_s64(vrshlq_s64(hi, sh[1])),
         )
     }
 }

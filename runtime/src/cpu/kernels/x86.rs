@@ -1728,11 +1728,8 @@ pub fn has_avx512vnni() -> bool {
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
-/// Rows per panel of the `vpdpbusd` matrix-vector product ([`qgemv_vnni512`]): one zmm of i32 sums.
-pub const GEMV_ROWS: usize = 16;
-
 /// int8 matrix-vector product with AVX512-VNNI: `y[j] = rq(j, Σ_p (x[p] + 128)·w[j][p])` over `w` packed
-/// as A panels of [`GEMV_ROWS`] rows (`QGemm::pack_a`: `panel[kb][row][4]`, zero padded), so one
+/// as A panels of 16 rows (`QGemm::pack_a`: `panel[kb][row][4]`, zero padded), so one
 /// `vpdpbusd` adds four k of sixteen outputs at once and no horizontal sums are needed (the row-major
 /// loop summed each output across lanes); four panels share each broadcast of x (four independent
 /// accumulator chains), then each output is requantized with its own multiplier. `rq.bias` must fold
@@ -1746,7 +1743,7 @@ pub unsafe fn qgemv_vnni512(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant)
     const GROUP: usize = 4;
     let (k, n) = (x.len(), y.len());
     let kb = k.div_ceil(4);
-    let panel = kb * GEMV_ROWS * 4;
+    let panel = kb * 64;
     // x's 4-byte groups as unsigned (x + 128); the last one zero padded
     let word = |b: usize| -> i32 {
         let mut q = [0u8; 4];
@@ -1756,12 +1753,12 @@ pub unsafe fn qgemv_vnni512(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant)
         i32::from_le_bytes(q)
     };
     let full = k / 4;
-    let mut acc = [0i32; GROUP * GEMV_ROWS];
+    let mut acc = [0i32; GROUP * 16];
     let mut j0 = 0;
     while j0 < n {
-        let m = (n - j0).min(GROUP * GEMV_ROWS);
-        let panels_here = m.div_ceil(GEMV_ROWS);
-        let base = (j0 / GEMV_ROWS) * panel;
+        let m = (n - j0).min(GROUP * 16);
+        let panels_here = m.div_ceil(16);
+        let base = (j0 / 16) * panel;
         // SAFETY: every load lies within the panels of rows j0..j0+m (the caller's size); x reads below k.
         unsafe {
             let p = panels.as_ptr().add(base);
@@ -1810,7 +1807,7 @@ unsafe fn gemv_panels<const P: usize>(
             }
         }
         for (q, tq) in t.iter().enumerate() {
-            _mm512_storeu_si512(acc.as_mut_ptr().add(q * GEMV_ROWS) as *mut __m512i, *tq);
+            _mm512_storeu_si512(acc.as_mut_ptr().add(q * 16) as *mut __m512i, *tq);
         }
     }
 }

@@ -304,13 +304,16 @@ pub struct QMat {
     g: QGemm,
     /// W^T packed as A panels (the GEMM path: rows = output columns).
     a: Vec<i8>,
-    /// W^T for the matrix-vector path (a few activation rows): row-major `n×k`, or, where `gemv_vnni`,
-    /// as 16-row A panels for `x86::qgemv_vnni512`.
+    /// W^T for the matrix-vector path (a few activation rows): row-major `n×k`, or, where `gemv_panels`,
+    /// as 16-row A panels (`x86::qgemv_vnni512`, `neon::qgemv_sdot`, `neon::qgemv_smull`).
     wt: Vec<i8>,
-    /// `wt` holds `vpdpbusd` panels (AVX512-VNNI CPUs); that path's bias is `bias` (the same 128 offset
-    /// as the GEMM kernel's).
-    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
-    gemv_vnni: bool,
+    /// `wt` holds 16-row panels (AVX512-VNNI and aarch64 CPUs); those paths' bias is `bias` (the GEMM
+    /// kernel's activation offset: 128 for `vpdpbusd`, none on NEON).
+    #[cfg_attr(
+        not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    gemv_panels: bool,
     /// Bias folded for the GEMM kernel's activation offset.
     bias: Vec<i32>,
     /// Bias folded for no offset (the matrix-vector path).
@@ -518,7 +521,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             };
             let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
             let qg = &qg.for_weights(&wt_rows);
-            let (wt, gemv_vnni) = gemv_weights(qg, &wt_rows, nn, k);
+            let (wt, gemv_panels) = gemv_weights(qg, &wt_rows, nn, k);
             QPrep::MatMul(QMat {
                 g: *qg,
                 a: qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]),
@@ -526,7 +529,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 bias_gemv: qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar)
                     .fold_bias(&bias, &wt_rows, k, zx),
                 wt,
-                gemv_vnni,
+                gemv_panels,
                 mult: (0..nn)
                     .map(|j| {
                         let sw = ws[if ws.len() == 1 { 0 } else { j }];
@@ -837,22 +840,28 @@ fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) }
 }
 
-/// W^T (`n×k` row-major) as the matrix-vector path of `g`'s CPU wants it: 16-row `vpdpbusd` panels where
-/// the path has AVX512-VNNI (flagged `true`), else as it is.
+/// Rows per panel of the packed matrix-vector kernels (one 512-bit or four 128-bit registers of i32 sums).
+const GEMV_ROWS: usize = 16;
+
+/// W^T (`n×k` row-major) as the matrix-vector path of `g`'s CPU wants it: 16-row A panels where the path
+/// has a packed kernel (AVX512-VNNI, NEON; flagged `true`), else as it is.
 fn gemv_weights(g: &QGemm, wt: &[i8], n: usize, k: usize) -> (Vec<i8>, bool) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if g.isa == crate::cpu::caps::Isa::AvxVnni
+    let panels = g.isa == crate::cpu::caps::Isa::AvxVnni
         && g.x_offset == 128
-        && crate::cpu::kernels::x86::has_avx512vnni()
-    {
-        let panels = QGemm {
-            mr: crate::cpu::kernels::x86::GEMV_ROWS,
+        && crate::cpu::kernels::x86::has_avx512vnni();
+    #[cfg(target_arch = "aarch64")]
+    let panels = g.isa != crate::cpu::caps::Isa::Scalar && g.x_offset == 0;
+    #[cfg(not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")))]
+    let panels = false;
+    if panels {
+        let p = QGemm {
+            mr: GEMV_ROWS,
             a_wide: false,
             ..*g
         };
-        return (panels.pack_a(n, k, |i, p| wt[i * k + p]), true);
+        return (p.pack_a(n, k, |i, p| wt[i * k + p]), true);
     }
-    let _ = (g, n, k);
     (wt.to_vec(), false)
 }
 
@@ -885,9 +894,21 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
         for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if m.gemv_vnni {
-                // SAFETY: `gemv_vnni` only where the CPU has AVX512-VNNI; `wt` holds the panels of n×k.
+            if m.gemv_panels {
+                // SAFETY: panels only where the CPU has AVX512-VNNI; `wt` holds the panels of n×k.
                 unsafe { crate::cpu::kernels::x86::qgemv_vnni512(&m.wt, xr, yr, &rq) };
+                continue;
+            }
+            #[cfg(target_arch = "aarch64")]
+            if m.gemv_panels {
+                // SAFETY: `wt` holds the panels of n×k; SDOT only on the dotprod path (detected).
+                unsafe {
+                    if m.g.isa == crate::cpu::caps::Isa::Dotprod {
+                        crate::cpu::kernels::neon::qgemv_sdot(&m.wt, xr, yr, &rq)
+                    } else {
+                        crate::cpu::kernels::neon::qgemv_smull(&m.wt, xr, yr, &rq)
+                    }
+                };
                 continue;
             }
             qgemm::qgemv(m.g.isa, &m.wt, xr, yr, &rq_gemv);
@@ -1436,14 +1457,14 @@ mod tests {
             }
             for isa in caps::available() {
                 let g = qgemm::qgemm_for(isa).for_weights(&wt);
-                let (wt_gemv, gemv_vnni) = gemv_weights(&g, &wt, n, k);
+                let (wt_gemv, gemv_panels) = gemv_weights(&g, &wt, n, k);
                 let m = QMat {
                     g,
                     a: g.pack_a(n, k, |i, p| wt[i * k + p]),
                     bias: g.fold_bias(&bias, &wt, k, zx),
                     bias_gemv: qgemm::qgemm_for(caps::Isa::Scalar).fold_bias(&bias, &wt, k, zx),
                     wt: wt_gemv,
-                    gemv_vnni,
+                    gemv_panels,
                     mult: mults.clone(),
                     zy,
                     lo: -100,
