@@ -13,7 +13,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 /// Largest K: every intermediate sum of every path stays inside i32 (the VNNI path sums (x+128)·w, up to
-/// 255·127 per product; 255·127·2^15 < 2^31). The loader rejects deeper integer products.
+/// 255·128 per product; 255·128·2^15 < 2^31). The loader rejects deeper integer products.
 pub const QMAX_K: usize = 1 << 15;
 /// Largest |bias| the loader accepts: with K ≤ [`QMAX_K`], `Σ x·w + bias − zp·Σ w` never leaves i32 on any
 /// path, so no path ever saturates and all give the same integers.

@@ -243,10 +243,12 @@ fn lanes8(v: [int32x4_t; 2], rq: &Requant, j: usize) -> Option<int8x8_t> {
 /// Block `b` of x (4 bytes from `4b`, zero past the end) replicated across a register.
 #[inline(always)]
 fn x_block(x: &[i8], b: usize) -> int8x16_t {
-    // SAFETY: the 4-byte load reads within x (checked); the rest is register arithmetic.
+    // SAFETY: the 4-byte load reads within x (checked; unaligned: a row of x starts anywhere); the rest is
+    // register arithmetic.
     unsafe {
         if 4 * b + 4 <= x.len() {
-            vreinterpretq_s8_s32(vld1q_dup_s32(x.as_ptr().add(4 * b) as *const i32))
+            let w = (x.as_ptr().add(4 * b) as *const i32).read_unaligned();
+            vreinterpretq_s8_s32(vdupq_n_s32(w))
         } else {
             let mut q = [0u8; 4];
             for (e, v) in q.iter_mut().enumerate() {
@@ -321,9 +323,9 @@ unsafe fn gemv16<const A: usize>(
 }
 
 /// int8 matrix-vector product without dotprod (Pi 4): `y[j] = rq(j, Σ_p x[p]·w[j][p])` over `w` packed as
-/// 16-row A panels ([`gemv16`]): per block and 4 rows one `smull` and one `smull2` (i8×i8 → i16)
-/// `sadalp`ed into i32, the pairs added at the end (no horizontal sum per output); then per-output
-/// requantization ([`lanes8`]). The same integers as `qgemm::qgemv`.
+/// 16-row A panels (`panel[kb][row][4]`, zero padded): per block and 4 rows one `smull` and one `smull2`
+/// (i8×i8 → i16) `sadalp`ed into i32, the pairs added at the end (no horizontal sum per output); then
+/// per-output requantization 8 lanes at a time. The same integers as `qgemm::qgemv`.
 ///
 /// # Safety
 /// `panels` holds `y.len().div_ceil(16)·x.len().div_ceil(4)·64` bytes; `rq` has `y.len()` rows.

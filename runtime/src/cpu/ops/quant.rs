@@ -314,9 +314,9 @@ pub struct QMat {
         allow(dead_code)
     )]
     gemv_panels: bool,
-    /// Bias folded for the GEMM kernel's activation offset.
+    /// Bias folded for the GEMM kernel's activation offset (also the packed matrix-vector path's).
     bias: Vec<i32>,
-    /// Bias folded for no offset (the matrix-vector path).
+    /// Bias folded for no offset (the row-major matrix-vector path, and an empty reduction).
     bias_gemv: Vec<i32>,
     pub(crate) mult: Vec<FixedMultiplier>,
     pub(crate) zy: i32,
@@ -840,7 +840,7 @@ fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) }
 }
 
-/// Rows per panel of the packed matrix-vector kernels (one 512-bit or four 128-bit registers of i32 sums).
+/// Rows per panel of the packed matrix-vector kernels (one 512-bit register of i32 sums on x86).
 const GEMV_ROWS: usize = 16;
 
 /// W^T (`n×k` row-major) as the matrix-vector path of `g`'s CPU wants it: 16-row A panels where the path
@@ -891,7 +891,8 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         hi: m.hi,
     };
     if rows < m.g.mr {
-        // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing
+        // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing of
+        // x (W was packed at session creation where the path has panels)
         for (xr, yr) in x.data.chunks_exact(k).zip(y.data.chunks_exact_mut(m.n)) {
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             if m.gemv_panels {
@@ -1427,18 +1428,34 @@ mod tests {
     fn integer_matmul_is_exact() {
         // (AVX512-VNNI's gemv takes 16-row panels four at a time: these widths end in groups of one,
         // four then three, and two panels, partial ones included)
-        for (rows, (k, n)) in [1usize, 5, 13]
+        // (k, n, whether weights reach −128): k tails of 1, 2, 3 and none
+        let shapes = [
+            (37usize, 11usize, false),
+            (301, 99, false),
+            (64, 25, false),
+            (38, 19, true),
+            (303, 17, true),
+        ];
+        for (rows, (k, n, full)) in [1usize, 5, 13]
             .into_iter()
-            .flat_map(|r| [(37usize, 11usize), (301, 99), (64, 25)].map(|s| (r, s)))
+            .flat_map(|r| shapes.map(|s| (r, s)))
         {
             let x: Vec<i8> = (0..rows * k)
                 .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
                 .collect();
+            let span = if full { 256 } else { 255 };
             let w: Vec<i8> = (0..k * n)
-                .map(|i| ((i * 91 + 5) % 255) as i32 - 127)
+                .map(|i| ((i * 91 + 5) % span) as i32 - span as i32 / 2)
                 .map(|v| v as i8)
                 .collect();
-            let ws: Vec<f32> = (0..n).map(|j| 0.001 + j as f32 * 0.0002).collect();
+            // column 3's multiplier ≥ 1 (no vector form: the scalar rule) and column 6's zero
+            let ws: Vec<f32> = (0..n)
+                .map(|j| match j {
+                    3 => 2.0,
+                    6 => 0.0,
+                    _ => 0.001 + j as f32 * 0.0002,
+                })
+                .collect();
             let bias: Vec<i32> = (0..n as i32).map(|j| j * 300 - 1000).collect();
             let ((sx, zx), (sy, zy)) = ((0.05f32, -9), (0.07f32, 4));
             let wt: Vec<i8> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
