@@ -126,16 +126,18 @@ f32_kernels!(
 
 use crate::cpu::qgemm::Requant;
 
-/// Row `r`'s requantization in registers, set up once per row: [`Requant::row`] on 8 accumulators at a
-/// time, bit for bit. Saturating bias add (`sqadd`), the exact 64-bit product and its rounding
-/// ([`fm_apply4_v`]), then, on 8 i16 lanes, the clamp and the zero point (the i32 → i16 narrow saturates,
-/// which keeps the clamp's result: its bounds `lo − z`, `hi − z` lie in ±255), and the narrow to bytes.
-/// Only for shifts 0..=31 (total 31..=62), like the x86 epilogue; other rows take the scalar one.
+/// Requantization constants in registers for 8 accumulators, set up once per row (or per 8 outputs of a
+/// matrix-vector product, each lane its own row: [`RowRq::lanes`]): [`Requant::apply`] 8 at a time, bit
+/// for bit. Saturating bias add (`sqadd`), the exact 64-bit product and its rounding
+/// ([`fm_apply4_lanes`]), then, on 8 i16 lanes, the clamp and the zero point (the i32 → i16 narrow
+/// saturates, which keeps the clamp's result: its bounds `lo − z`, `hi − z` lie in ±255), and the narrow
+/// to bytes. Only for shifts 0..=31 (total 31..=62), like the x86 epilogue; other rows take the scalar one.
 #[derive(Clone, Copy)]
 struct RowRq {
-    bias: int32x4_t,
-    mult: int32x4_t,
-    sh: int64x2_t,
+    /// Per half (lanes 0–3, 4–7): bias, multiplier mantissa, and −(31 + shift) for lanes 0–1 and 2–3.
+    bias: [int32x4_t; 2],
+    mult: [int32x4_t; 2],
+    sh: [[int64x2_t; 2]; 2],
     lo: int16x8_t,
     hi: int16x8_t,
     z: int16x8_t,
@@ -153,13 +155,56 @@ impl RowRq {
     /// [`RowRq::new`] without the shift check: only for rows whose shift is in 0..=31.
     #[inline(always)]
     fn any(rq: &Requant, r: usize) -> RowRq {
-        let (fm, z) = (rq.mult[r], rq.zp_out);
+        let fm = rq.mult[r];
+        // SAFETY: NEON is part of aarch64 (register set-up only).
+        let (bias, mult, sh) = unsafe {
+            (
+                vdupq_n_s32(rq.bias[r]),
+                vdupq_n_s32(fm.mult),
+                vdupq_n_s64(-(31 + fm.shift as i64)),
+            )
+        };
+        RowRq::with(rq, [bias; 2], [mult; 2], [[sh; 2]; 2])
+    }
+
+    /// The constants of rows `j..j + 8`, one per lane; `None` past `rq`'s rows or where a row's shift
+    /// has no vector form.
+    #[inline(always)]
+    fn lanes(rq: &Requant, j: usize) -> Option<RowRq> {
+        let fm = rq.mult.get(j..j + 8)?;
+        let bias = rq.bias.get(j..j + 8)?;
+        if !fm.iter().all(|f| (0..=31).contains(&f.shift)) {
+            return None;
+        }
+        let mult: [i32; 8] = core::array::from_fn(|l| fm[l].mult);
+        let sh: [i64; 8] = core::array::from_fn(|l| -(31 + fm[l].shift as i64));
+        // SAFETY: the loads read the 8-value slice and arrays above.
+        unsafe {
+            let (b, m, s) = (bias.as_ptr(), mult.as_ptr(), sh.as_ptr());
+            Some(RowRq::with(
+                rq,
+                [vld1q_s32(b), vld1q_s32(b.add(4))],
+                [vld1q_s32(m), vld1q_s32(m.add(4))],
+                core::array::from_fn(|h| [vld1q_s64(s.add(4 * h)), vld1q_s64(s.add(4 * h + 2))]),
+            ))
+        }
+    }
+
+    /// The per-lane constants plus `rq`'s clamp and zero point.
+    #[inline(always)]
+    fn with(
+        rq: &Requant,
+        bias: [int32x4_t; 2],
+        mult: [int32x4_t; 2],
+        sh: [[int64x2_t; 2]; 2],
+    ) -> RowRq {
+        let z = rq.zp_out;
         // SAFETY: NEON is part of aarch64 (register set-up only).
         unsafe {
             RowRq {
-                bias: vdupq_n_s32(rq.bias[r]),
-                mult: vdupq_n_s32(fm.mult),
-                sh: vdupq_n_s64(-(31 + fm.shift as i64)),
+                bias,
+                mult,
+                sh,
                 lo: vdupq_n_s16((rq.lo - z) as i16),
                 hi: vdupq_n_s16((rq.hi - z) as i16),
                 z: vdupq_n_s16(z as i16),
@@ -172,11 +217,12 @@ impl RowRq {
     fn bytes(&self, v: [int32x4_t; 2]) -> int8x8_t {
         // SAFETY: plain register arithmetic.
         unsafe {
-            let w = vcombine_s16(
-                vqmovn_s32(fm_apply4_v(vqaddq_s32(v[0], self.bias), self.mult, self.sh)),
-                vqmovn_s32(fm_apply4_v(vqaddq_s32(v[1], self.bias), self.mult, self.sh)),
-            );
-            clamp_narrow(w, self.lo, self.hi, self.z)
+            let half = |h: usize| {
+                let x = vqaddq_s32(v[h], self.bias[h]);
+                vqmovn_s32(fm_apply4_lanes(x, self.mult[h], self.sh[h]))
+            };
+            let w = vcombine_s16(half(0), half(1));
+            vmovn_s16(vaddq_s16(vminq_s16(vmaxq_s16(w, self.lo), self.hi), self.z))
         }
     }
 
@@ -200,46 +246,6 @@ impl RowRq {
     }
 }
 
-/// 8 requantized values (i16, before the clamp) clamped to `[lo, hi]` (as `lo − z`, `hi − z`), the zero
-/// point `z` added, narrowed to bytes (exact: the result lies in the int8 range).
-#[inline(always)]
-fn clamp_narrow(w: int16x8_t, lo: int16x8_t, hi: int16x8_t, z: int16x8_t) -> int8x8_t {
-    // SAFETY: plain register arithmetic.
-    unsafe { vmovn_s16(vaddq_s16(vminq_s16(vmaxq_s16(w, lo), hi), z)) }
-}
-
-/// [`Requant::apply`] on 8 accumulators of 8 different rows `j..j + 8` (a matrix-vector product's
-/// outputs: a bias and a multiplier per lane), bit for bit as [`RowRq`] does per row; `None` where a row's
-/// shift has no vector form.
-#[inline(always)]
-fn lanes8(v: [int32x4_t; 2], rq: &Requant, j: usize) -> Option<int8x8_t> {
-    let fm = rq.mult.get(j..j + 8)?;
-    let bias = rq.bias.get(j..j + 8)?;
-    if !fm.iter().all(|f| (0..=31).contains(&f.shift)) {
-        return None;
-    }
-    let mult: [i32; 8] = core::array::from_fn(|l| fm[l].mult);
-    let sh: [i64; 8] = core::array::from_fn(|l| -(31 + fm[l].shift as i64));
-    let z = rq.zp_out;
-    // SAFETY: register arithmetic; the loads read the 8-value arrays and slices above.
-    unsafe {
-        let half = |h: usize| {
-            let x = vqaddq_s32(v[h], vld1q_s32(bias.as_ptr().add(4 * h)));
-            let s = [
-                vld1q_s64(sh.as_ptr().add(4 * h)),
-                vld1q_s64(sh.as_ptr().add(4 * h + 2)),
-            ];
-            vqmovn_s32(fm_apply4_lanes(x, vld1q_s32(mult.as_ptr().add(4 * h)), s))
-        };
-        let w = vcombine_s16(half(0), half(1));
-        let (lo, hi) = (
-            vdupq_n_s16((rq.lo - z) as i16),
-            vdupq_n_s16((rq.hi - z) as i16),
-        );
-        Some(clamp_narrow(w, lo, hi, vdupq_n_s16(z as i16)))
-    }
-}
-
 /// Block `b` of x (4 bytes from `4b`, zero past the end) replicated across a register.
 #[inline(always)]
 fn x_block(x: &[i8], b: usize) -> int8x16_t {
@@ -260,33 +266,23 @@ fn x_block(x: &[i8], b: usize) -> int8x16_t {
 }
 
 /// The 16 sums of one matrix-vector panel (rows `j0..`) requantized into `out` (≤ 16 bytes): 8 lanes at a
-/// time through [`lanes8`], the rest by the scalar rule.
+/// time through [`RowRq::lanes`], the rest by the scalar rule.
 #[inline(always)]
 fn store_gemv16(s: &[int32x4_t; 4], rq: &Requant, j0: usize, out: &mut [i8]) {
-    let mut acc = [0i32; 16];
-    // SAFETY: 16 values into a 16-value array.
-    unsafe {
-        for (q, v) in s.iter().enumerate() {
-            vst1q_s32(acc.as_mut_ptr().add(4 * q), *v);
-        }
-    }
-    for h in 0..2 {
-        let part = out.len().saturating_sub(8 * h).min(8);
-        if part == 0 {
-            break;
-        }
-        let o = &mut out[8 * h..8 * h + part];
-        let vector = if part == 8 {
-            lanes8([s[2 * h], s[2 * h + 1]], rq, j0 + 8 * h)
-        } else {
-            None
-        };
-        match vector {
+    for (h, o) in out.chunks_mut(8).enumerate() {
+        let (v, j) = ([s[2 * h], s[2 * h + 1]], j0 + 8 * h);
+        match RowRq::lanes(rq, j).filter(|_| o.len() == 8) {
             // SAFETY: 8 bytes of out.
-            Some(b) => unsafe { vst1_s8(o.as_mut_ptr(), b) },
+            Some(q) => unsafe { vst1_s8(o.as_mut_ptr(), q.bytes(v)) },
             None => {
-                for (l, v) in o.iter_mut().enumerate() {
-                    *v = rq.apply(j0 + 8 * h + l, acc[8 * h + l]);
+                let mut acc = [0i32; 8];
+                // SAFETY: 8 values into an 8-value array.
+                unsafe {
+                    vst1q_s32(acc.as_mut_ptr(), v[0]);
+                    vst1q_s32(acc.as_mut_ptr().add(4), v[1]);
+                }
+                for (l, b) in o.iter_mut().enumerate() {
+                    *b = rq.apply(j + l, acc[l]);
                 }
             }
         }
@@ -871,29 +867,19 @@ unsafe fn dw_block_f32<const V: usize>(
     }
 }
 
-/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (without bias and clamp; [`fm_apply4_v`] with
-/// the multiplier set up here): exact 64-bit products, round half away from zero, arithmetic shift,
-/// saturating narrow.
+/// `FixedMultiplier::apply` on 4 lanes for shifts 0..=31 (without bias and clamp): exact 64-bit products,
+/// round half away from zero, arithmetic shift, saturating narrow.
 #[inline(always)]
 unsafe fn fm_apply4(x: int32x4_t, fm: crate::ir::quant::FixedMultiplier) -> int32x4_t {
     // SAFETY: plain register arithmetic.
     unsafe {
-        fm_apply4_v(
-            x,
-            vdupq_n_s32(fm.mult),
-            vdupq_n_s64(-(31 + fm.shift as i64)),
-        )
+        let sh = vdupq_n_s64(-(31 + fm.shift as i64));
+        fm_apply4_lanes(x, vdupq_n_s32(fm.mult), [sh, sh])
     }
 }
 
-/// [`fm_apply4`] with the multiplier's mantissa `mult` and `sh` = −(31 + shift) in registers.
-#[inline(always)]
-unsafe fn fm_apply4_v(x: int32x4_t, mult: int32x4_t, sh: int64x2_t) -> int32x4_t {
-    // SAFETY: plain register arithmetic.
-    unsafe { fm_apply4_lanes(x, mult, [sh, sh]) }
-}
-
-/// [`fm_apply4_v`] with a multiplier per lane: mantissas `mult`, shift counts `sh` (lanes 0–1, 2–3).
+/// [`fm_apply4`] with a multiplier per lane in registers: mantissas `mult`, −(31 + shift) in `sh` (lanes
+/// 0–1, 2–3).
 #[inline(always)]
 unsafe fn fm_apply4_lanes(x: int32x4_t, mult: int32x4_t, sh: [int64x2_t; 2]) -> int32x4_t {
     // SAFETY: plain register arithmetic.

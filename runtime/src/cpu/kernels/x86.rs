@@ -1771,10 +1771,10 @@ pub unsafe fn qgemv_vnni512(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant)
             };
             // (a constant panel count per call: the accumulators stay in registers)
             match panels_here {
-                1 => gemv_panels::<1>(p, panel, kb, &xw, &mut acc),
-                2 => gemv_panels::<2>(p, panel, kb, &xw, &mut acc),
-                3 => gemv_panels::<3>(p, panel, kb, &xw, &mut acc),
-                _ => gemv_panels::<GROUP>(p, panel, kb, &xw, &mut acc),
+                1 => gemv_group::<1>(p, panel, kb, &xw, &mut acc),
+                2 => gemv_group::<2>(p, panel, kb, &xw, &mut acc),
+                3 => gemv_group::<3>(p, panel, kb, &xw, &mut acc),
+                _ => gemv_group::<GROUP>(p, panel, kb, &xw, &mut acc),
             }
             requant_rows_avx2(rq, j0, &acc[..m], &mut y[j0..j0 + m]);
         }
@@ -1789,7 +1789,7 @@ pub unsafe fn qgemv_vnni512(panels: &[i8], x: &[i8], y: &mut [i8], rq: &Requant)
 /// AVX-512 F and AVX512-VNNI; `P` panels of `kb·64` bytes readable at `p`; `acc` holds `16·P` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn gemv_panels<const P: usize>(
+unsafe fn gemv_group<const P: usize>(
     p: *const i8,
     panel: usize,
     kb: usize,

@@ -521,13 +521,16 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             };
             let wt_rows: Vec<i8> = (0..nn * k).map(|i| w[(i % k) * nn + i / k]).collect();
             let qg = &qg.for_weights(&wt_rows);
-            let (wt, gemv_panels) = gemv_weights(qg, &wt_rows, nn, k);
+            let a = qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]);
+            let folded = qg.fold_bias(&bias, &wt_rows, k, zx);
+            let bias_gemv =
+                qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar).fold_bias(&bias, &wt_rows, k, zx);
+            let (wt, gemv_panels) = gemv_weights(qg, wt_rows, nn, k);
             QPrep::MatMul(QMat {
                 g: *qg,
-                a: qg.pack_a(nn, k, |i, p| wt_rows[i * k + p]),
-                bias: qg.fold_bias(&bias, &wt_rows, k, zx),
-                bias_gemv: qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar)
-                    .fold_bias(&bias, &wt_rows, k, zx),
+                a,
+                bias: folded,
+                bias_gemv,
                 wt,
                 gemv_panels,
                 mult: (0..nn)
@@ -845,7 +848,7 @@ const GEMV_ROWS: usize = 16;
 
 /// W^T (`n×k` row-major) as the matrix-vector path of `g`'s CPU wants it: 16-row A panels where the path
 /// has a packed kernel (AVX512-VNNI, NEON; flagged `true`), else as it is.
-fn gemv_weights(g: &QGemm, wt: &[i8], n: usize, k: usize) -> (Vec<i8>, bool) {
+fn gemv_weights(g: &QGemm, wt: Vec<i8>, n: usize, k: usize) -> (Vec<i8>, bool) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     let panels = g.isa == crate::cpu::caps::Isa::AvxVnni
         && g.x_offset == 128
@@ -862,7 +865,7 @@ fn gemv_weights(g: &QGemm, wt: &[i8], n: usize, k: usize) -> (Vec<i8>, bool) {
         };
         return (p.pack_a(n, k, |i, p| wt[i * k + p]), true);
     }
-    (wt.to_vec(), false)
+    (wt, false)
 }
 
 fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
@@ -1474,7 +1477,7 @@ mod tests {
             }
             for isa in caps::available() {
                 let g = qgemm::qgemm_for(isa).for_weights(&wt);
-                let (wt_gemv, gemv_panels) = gemv_weights(&g, &wt, n, k);
+                let (wt_gemv, gemv_panels) = gemv_weights(&g, wt.clone(), n, k);
                 let m = QMat {
                     g,
                     a: g.pack_a(n, k, |i, p| wt[i * k + p]),
