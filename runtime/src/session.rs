@@ -465,82 +465,93 @@ impl<'m> Session<'m> {
             .take(nodes.end)
             .skip(nodes.start)
         {
-            let mut ins = [View {
+            // one slot per input/output (a slot of the other dtype stays empty), pushed rather than
+            // initialized MAX_NODE_IO at a time: the loader bounded both counts
+            let mut ins = heapless::Vec::<View, MAX_NODE_IO>::new();
+            let mut qins = heapless::Vec::<View<i8>, MAX_NODE_IO>::new();
+            let none = View {
                 data: &[],
                 shape: empty,
-            }; MAX_NODE_IO];
-            let mut qins = [View::<i8> {
+            };
+            let qnone = View::<i8> {
                 data: &[],
                 shape: empty,
-            }; MAX_NODE_IO];
-            for (k, &t) in n.inputs.iter().enumerate() {
+            };
+            for &t in n.inputs.iter().take(MAX_NODE_IO) {
                 let shape = self.shapes[t as usize].as_slice();
                 let tt = &g.tensors[t as usize];
-                match (tt.dtype, &self.consts[t as usize]) {
+                let (f, q) = match (tt.dtype, &self.consts[t as usize]) {
                     // f32 constants, and f16 ones widened at creation
-                    (DType::F32 | DType::F16, Some(c)) => {
-                        ins[k] = View {
+                    (DType::F32 | DType::F16, Some(c)) => (
+                        View {
                             data: c.data(),
                             shape,
-                        }
-                    }
+                        },
+                        qnone,
+                    ),
                     // SAFETY: see above.
-                    (DType::F32, None) => {
-                        ins[k] = View {
+                    (DType::F32, None) => (
+                        View {
                             data: unsafe { core::slice::from_raw_parts(tensor(t), tt.numel()) },
                             shape,
-                        }
-                    }
-                    (DType::I8, c) if tt.is_const() => {
-                        qins[k] = View {
-                            data: quant::i8s(model.const_bytes(t as usize)),
-                            shape,
-                        };
-                        // an int8 weight of a float op, widened at creation (or dropped once packed:
-                        // the shape stays)
-                        ins[k] = View {
+                        },
+                        qnone,
+                    ),
+                    // an int8 weight of a float op, widened at creation (or dropped once packed: the
+                    // shape stays)
+                    (DType::I8, c) if tt.is_const() => (
+                        View {
                             data: c.as_ref().map_or(&[], |c| c.data()),
                             shape,
-                        };
-                    }
+                        },
+                        View {
+                            data: quant::i8s(model.const_bytes(t as usize)),
+                            shape,
+                        },
+                    ),
                     // SAFETY: see above.
-                    (DType::I8, _) => {
-                        qins[k] = View {
+                    (DType::I8, _) => (
+                        none,
+                        View {
                             data: unsafe {
                                 core::slice::from_raw_parts(tensor(t) as *const i8, tt.numel())
                             },
                             shape,
-                        }
-                    }
+                        },
+                    ),
                     // int32 constants (biases) were consumed at preparation
-                    _ => {}
-                }
+                    _ => (none, qnone),
+                };
+                // (capacity: take(MAX_NODE_IO) above)
+                let _ = (ins.push(f), qins.push(q));
             }
-            let mut outs: [ViewMut; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut {
-                data: &mut [],
-                shape: empty,
-            });
-            let mut qouts: [ViewMut<i8>; MAX_NODE_IO] = core::array::from_fn(|_| ViewMut {
-                data: &mut [],
-                shape: empty,
-            });
-            for (k, &t) in n.outputs.iter().enumerate() {
+            let mut outs = heapless::Vec::<ViewMut, MAX_NODE_IO>::new();
+            let mut qouts = heapless::Vec::<ViewMut<i8>, MAX_NODE_IO>::new();
+            for &t in n.outputs.iter().take(MAX_NODE_IO) {
                 let shape = self.shapes[t as usize].as_slice();
                 let tt = &g.tensors[t as usize];
+                let empty_f = || ViewMut {
+                    data: &mut [],
+                    shape: empty,
+                };
+                let empty_q = || ViewMut {
+                    data: &mut [],
+                    shape: empty,
+                };
                 // SAFETY: see above; outputs of one node are distinct live tensors, hence disjoint.
-                if tt.dtype == DType::I8 {
+                let (f, q) = if tt.dtype == DType::I8 {
                     let data = unsafe {
                         core::slice::from_raw_parts_mut(tensor(t) as *mut i8, tt.numel())
                     };
-                    qouts[k] = ViewMut { data, shape };
+                    (empty_f(), ViewMut { data, shape })
                 } else {
                     let data = unsafe { core::slice::from_raw_parts_mut(tensor(t), tt.numel()) };
-                    outs[k] = ViewMut { data, shape };
-                }
+                    (ViewMut { data, shape }, empty_q())
+                };
+                let _ = (outs.push(f), qouts.push(q));
             }
             #[cfg(feature = "std")]
             let t0 = self.profile.as_ref().map(|_| std::time::Instant::now());
-            let (ni_, no_) = (n.inputs.len(), n.outputs.len());
             match prep {
                 Prepared::Quant(qp) => {
                     // SAFETY: the f32 scratch viewed as bytes (same allocation, byte alignment).
@@ -554,10 +565,10 @@ impl<'m> Session<'m> {
                         &par,
                         &n.op,
                         qp,
-                        &ins[..ni_],
-                        &qins[..ni_],
-                        &mut outs[..no_],
-                        &mut qouts[..no_],
+                        &ins[..],
+                        &qins[..],
+                        &mut outs[..],
+                        &mut qouts[..],
                         bytes,
                     )
                 }
@@ -575,7 +586,7 @@ impl<'m> Session<'m> {
                         *act,
                         packed,
                         ins[0],
-                        ops::conv_terms(&ins[..ni_]),
+                        ops::conv_terms(&ins[..]),
                         (*s, *z),
                         y,
                         &mut self.scratch,
@@ -586,8 +597,8 @@ impl<'m> Session<'m> {
                     &par,
                     &n.op,
                     prep,
-                    &ins[..ni_],
-                    &mut outs[..no_],
+                    &ins[..],
+                    &mut outs[..],
                     &mut self.scratch,
                 ),
             }

@@ -2,6 +2,8 @@
 //! channel-scaled: a depthwise input, an output; see `ir::quant::QParams`), bias int32 at scale s_in·s_w,
 //! requantization by the fixed-point multiplier. The input is unrolled (im2col) into int8 B panels whose padding is the input zero point (the
 //! real value 0), and the shared [`super::qgemm`] kernels compute each group's product.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
+use super::kernels::DwPairs;
 use super::qgemm::{self, QGemm, Requant};
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::FixedMultiplier;
@@ -19,6 +21,8 @@ pub struct QConv {
     group_stride: usize,
     /// Depthwise weights, `[channel][tap]` widened once (the direct path reads them per tap).
     dw: Vec<i32>,
+    /// The same weights as the vector row kernels' pairs ([`pair_weights`]), `kh·⌈kw/2⌉` per channel.
+    dw_pairs: Vec<i32>,
     /// A per-channel scale (1×1 depthwise, stride 1, no padding: a folded affine) as one 256-entry table
     /// per channel, built for the clamp in `tables.0`.
     tables: ((i32, i32), Vec<[i8; 256]>),
@@ -119,9 +123,11 @@ impl QConv {
         } else {
             Vec::new()
         };
+        let dw_pairs = pair_weights(&dw, wshape[3]);
         Some(QConv {
             g: *g,
             dw,
+            dw_pairs,
             tables: ((0, 0), Vec::new()),
             geom,
             wshape,
@@ -653,13 +659,12 @@ impl QConv {
         let (oh, ow) = (ys[2], ys[3]);
         let [_, _, kh, kw] = self.wshape;
         let gm = self.dw_geom(h, w, oh, ow);
-        let _ = (kh, kw);
         let threads = par.threads();
         let npix = oh * ow;
         let per = gm.scratch_bytes();
         let sptr = SyncPtr(scratch.as_mut_ptr());
         let yptr = SyncPtr(y.as_mut_ptr());
-        let taps = kh * kw;
+        let taps_n = kh * kw;
         let planes = n * c;
         let rq = Requant {
             bias: &self.bias_raw,
@@ -668,6 +673,9 @@ impl QConv {
             lo,
             hi,
         };
+        // the taps' offsets are the same for every plane: built once here, not per plane
+        let taps = DwTaps::new(&gm);
+        let npairs = kh * kw.div_ceil(2);
         par.run(&|t| {
             // SAFETY: each thread uses its own scratch slot and writes its own channels.
             let raw = unsafe { core::slice::from_raw_parts_mut(sptr.get().add(t * per), per) };
@@ -681,18 +689,30 @@ impl QConv {
                     core::slice::from_raw_parts_mut(base.add(na * 4) as *mut i16, np),
                 )
             };
-            let mut ops: DwOps = [(0, 0, 0); DW_MAX_PAIRS];
             // the padding, zeroed once for all this thread's planes (see build_plane)
             let (hn, wq) = gm.padded();
             pp[..gm.sw * hn * wq].fill(0);
             for pl_i in share(planes, t, threads) {
                 let ch = pl_i % c;
                 let src = &x[pl_i * h * w..(pl_i + 1) * h * w];
-                let wts = &self.dw[ch * taps..(ch + 1) * taps];
+                let wts = &self.dw[ch * taps_n..(ch + 1) * taps_n];
+                let pairs = self
+                    .dw_pairs
+                    .get(ch * npairs..(ch + 1) * npairs)
+                    .unwrap_or(&[]);
                 // SAFETY: plane pl_i belongs to this thread.
                 let out =
                     unsafe { core::slice::from_raw_parts_mut(yptr.get().add(pl_i * npix), npix) };
-                dw_plane(self.g.isa, src, wts, (&rq, ch, out), acc, pp, &gm, &mut ops);
+                dw_plane(
+                    self.g.isa,
+                    src,
+                    (wts, pairs),
+                    (&rq, ch, out),
+                    acc,
+                    pp,
+                    &gm,
+                    &taps,
+                );
             }
         });
     }
@@ -774,17 +794,18 @@ impl DwGeom {
 }
 
 /// One depthwise plane: `acc = Σ_taps w·(x − zp)`, requantized with row `ch` of `rq` into `out` (`oh×ow`),
-/// compiled for the widest vectors the path has.
+/// compiled for the widest vectors the path has. `wts` are the channel's taps, `pairs` the same as
+/// [`pair_weights`] (read by the vector paths with `taps`).
 #[allow(clippy::too_many_arguments)]
 fn dw_plane(
     isa: crate::cpu::caps::Isa,
     src: &[i8],
-    wts: &[i32],
+    (wts, pairs): (&[i32], &[i32]),
     (rq, ch, out): (&Requant, usize, &mut [i8]),
     acc: &mut [i32],
     pp: &mut [i16],
     gm: &DwGeom,
-    ops: &mut DwOps,
+    taps: &DwTaps,
 ) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(
@@ -795,20 +816,20 @@ fn dw_plane(
         #[allow(clippy::too_many_arguments)]
         fn avx2(
             src: &[i8],
-            wts: &[i32],
+            (wts, pairs): (&[i32], &[i32]),
             (rq, ch, out): (&Requant, usize, &mut [i8]),
             acc: &mut [i32],
             pp: &mut [i16],
             gm: &DwGeom,
-            ops: &mut DwOps,
+            taps: &DwTaps,
             wide: bool,
         ) -> bool {
             build_plane(src, pp, gm);
             // SAFETY (the row kernel): AVX2 is enabled here; `dw_rows` checks the reads' bound.
-            let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
+            let row = |pp: &[i16], ops: DwPairs, rq: &Requant, r, out: &mut [i8]| unsafe {
                 crate::cpu::kernels::x86::dw_row_avx2(pp, ops, rq, r, out, wide)
             };
-            dw_rows(wts, (rq, ch, out), pp, acc, gm, ops, &row) || {
+            dw_rows(pairs, (rq, ch, out), pp, acc, gm, taps, &row) || {
                 dw_accumulate(wts, acc, pp, gm);
                 false
             }
@@ -816,7 +837,18 @@ fn dw_plane(
         // the AVX-512 epilogue exactly where the GEMM has it (the VNNI path of an AVX-512 CPU)
         let wide = isa == crate::cpu::caps::Isa::AvxVnni && crate::cpu::kernels::x86::has_avx512();
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        if !unsafe { avx2(src, wts, (rq, ch, &mut *out), acc, pp, gm, ops, wide) } {
+        if !unsafe {
+            avx2(
+                src,
+                (wts, pairs),
+                (rq, ch, &mut *out),
+                acc,
+                pp,
+                gm,
+                taps,
+                wide,
+            )
+        } {
             dw_requant(isa, (rq, ch, out), acc, gm);
         }
         return;
@@ -825,16 +857,16 @@ fn dw_plane(
     if isa != crate::cpu::caps::Isa::Scalar {
         build_plane(src, pp, gm);
         // SAFETY (the row kernel): NEON is part of aarch64; `dw_rows` checks the reads' bound.
-        let row = |pp: &[i16], ops: &[(i32, usize, usize)], rq: &Requant, r, out: &mut [i8]| unsafe {
+        let row = |pp: &[i16], ops: DwPairs, rq: &Requant, r, out: &mut [i8]| unsafe {
             crate::cpu::kernels::neon::dw_row_neon(pp, ops, rq, r, out)
         };
-        if !dw_rows(wts, (rq, ch, &mut *out), pp, acc, gm, ops, &row) {
+        if !dw_rows(pairs, (rq, ch, &mut *out), pp, acc, gm, taps, &row) {
             dw_accumulate(wts, acc, pp, gm);
             dw_requant(isa, (rq, ch, out), acc, gm);
         }
         return;
     }
-    let _ = ops;
+    let _ = (pairs, taps);
     build_plane(src, pp, gm);
     dw_accumulate(wts, acc, pp, gm);
     dw_requant(isa, (rq, ch, out), acc, gm);
@@ -858,30 +890,109 @@ fn dw_requant(
 /// the portable loop.
 const DW_MAX_PAIRS: usize = 66;
 
-/// The tap pairs of a plane's first output row for the vector depthwise kernel, `(w_a | w_b << 16, off_a,
-/// off_b)`: a per-thread buffer filled once per plane (allocated outside the per-plane call: zeroing it
-/// there cost more than the taps on small maps).
-type DwOps = [(i32, usize, usize); DW_MAX_PAIRS];
+/// Depthwise weights `[channel][ky][kx]` (`kw` per kernel row) as the vector row kernels' pairs
+/// ([`DwPairs`]): per kernel row, `w[kx] | w[kx + 1] << 16` for kx = 0, 2, …; an odd row's last pair has
+/// a zero second weight (its second offset repeats the first).
+fn pair_weights(dw: &[i32], kw: usize) -> Vec<i32> {
+    dw.chunks_exact(kw.max(1))
+        .flat_map(|row| row.chunks(2))
+        .map(|p| {
+            let (wa, wb) = (p[0], p.get(1).copied().unwrap_or(0));
+            ((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32
+        })
+        .collect()
+}
+
+/// A depthwise call's tap-pair offsets for the vector row kernels, the same for every plane: built once
+/// per call (rebuilt per plane, they cost 4% of PP-OCR cls's int8 run on its 2×96 planes).
+#[cfg_attr(
+    not(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64")),
+    allow(dead_code)
+)]
+struct DwTaps {
+    /// Per kernel row (`npr` pairs each), the pairs' offsets into the padded plane from output row 0's
+    /// first input row; output row `oy` reads the same offsets `oy·sh` rows further down.
+    offs: [(usize, usize); DW_MAX_PAIRS],
+    npr: usize,
+    /// Whether the vector kernels take the window (at most [`DW_MAX_PAIRS`] pairs, reads inside
+    /// `need` plane values); the portable loop otherwise.
+    ok: bool,
+    /// Plane values (i16) and accumulators (i32) the vector form reads and writes.
+    need: (usize, usize),
+    /// The whole plane as one row ([`DwGeom::run`], where its reads fit the scratch).
+    run: bool,
+}
+
+impl DwTaps {
+    fn new(gm: &DwGeom) -> DwTaps {
+        let &DwGeom {
+            oh,
+            ow,
+            kh,
+            kw,
+            sw,
+            dh,
+            dw,
+            ..
+        } = gm;
+        let (hn, wq) = gm.padded();
+        let (na, np) = gm.lens();
+        let npr = kw.div_ceil(2);
+        let mut t = DwTaps {
+            offs: [(0, 0); DW_MAX_PAIRS],
+            npr,
+            ok: false,
+            need: (0, 0),
+            run: false,
+        };
+        let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(32);
+        if kh * npr > DW_MAX_PAIRS || reach > np {
+            return t;
+        }
+        let tap = |ky: usize, kx: usize| ((kx * dw) % sw * hn + ky * dh) * wq + (kx * dw) / sw;
+        for ky in 0..kh {
+            for (j, kx) in (0..kw).step_by(2).enumerate() {
+                let oa = tap(ky, kx);
+                let ob = if kx + 1 < kw { tap(ky, kx + 1) } else { oa };
+                t.offs[ky * npr + j] = (oa, ob);
+            }
+        }
+        let len = (oh.max(1) - 1) * wq + ow;
+        let far = t.offs[..kh * npr]
+            .iter()
+            .map(|&(a, b)| a.max(b))
+            .max()
+            .unwrap_or(0);
+        let run_pp = far + len.next_multiple_of(32);
+        t.run = gm.run && run_pp <= np && len <= na * 4;
+        t.need = if t.run {
+            (reach.max(run_pp), len.div_ceil(4))
+        } else {
+            (reach, 0)
+        };
+        t.ok = true;
+        t
+    }
+}
 
 /// A depthwise row kernel: (plane from the row's first input row, tap pairs, epilogue, row of `rq`, out).
 #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
-type DwRow<'a> = dyn Fn(&[i16], &[(i32, usize, usize)], &Requant, usize, &mut [i8]) + 'a;
+type DwRow<'a> = dyn Fn(&[i16], DwPairs, &Requant, usize, &mut [i8]) + 'a;
 
 /// The vector depthwise plane: per output row, the taps whose input row is inside the image (taps on
 /// vertical padding read zeros: skipped), paired (for `vpmaddwd` on x86), summed and requantized in
 /// registers by `row`; or the whole plane as one row into `acc`'s bytes and copied out
-/// ([`DwGeom::run`]). `false` (nothing written) when the window has more pairs than
-/// [`DW_MAX_PAIRS`] or the plane lacks the 32-value read slack.
+/// ([`DwGeom::run`]). `false` (nothing written) where `taps` leaves the window to the portable loop or
+/// the scratch is short of `taps.need`.
 #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn dw_rows(
-    wts: &[i32],
+    pairs: &[i32],
     (rq, ch, out): (&Requant, usize, &mut [i8]),
     pp: &[i16],
     acc: &mut [i32],
     gm: &DwGeom,
-    ops: &mut DwOps,
+    taps: &DwTaps,
     row: &DwRow,
 ) -> bool {
     let &DwGeom {
@@ -889,48 +1000,23 @@ fn dw_rows(
         oh,
         ow,
         kh,
-        kw,
         sh,
-        sw,
         dh,
-        dw,
         pt,
         ..
     } = gm;
-    let (hn, wq) = gm.padded();
-    let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(32);
-    if kh * kw.div_ceil(2) > DW_MAX_PAIRS || reach > pp.len() {
+    let npr = taps.npr;
+    let n = kh * npr;
+    if !taps.ok || pp.len() < taps.need.0 || acc.len() < taps.need.1 || pairs.len() < n {
         return false;
     }
-    // the taps of output row 0, grouped by kernel row (`npr` pairs each); row oy reads the same offsets
-    // from oy·sh rows further down, so only the range of kernel rows inside the image changes per row
-    let npr = kw.div_ceil(2);
-    // (no divisions at column stride 1: this runs once per plane, hundreds of planes a layer)
-    let tap = |ky: usize, kx: usize| {
-        if sw == 1 {
-            ky * dh * wq + kx * dw
-        } else {
-            ((kx * dw) % sw * hn + ky * dh) * wq + (kx * dw) / sw
-        }
-    };
-    for ky in 0..kh {
-        for (j, kx) in (0..kw).step_by(2).enumerate() {
-            let (wa, oa) = (wts[ky * kw + kx], tap(ky, kx));
-            let (wb, ob) = if kx + 1 < kw {
-                (wts[ky * kw + kx + 1], tap(ky, kx + 1))
-            } else {
-                (0, oa)
-            };
-            ops[ky * npr + j] = (((wa as u32 & 0xffff) | ((wb as u32) << 16)) as i32, oa, ob);
-        }
-    }
-    let all = &ops[..kh * npr];
-    let len = (oh.max(1) - 1) * wq + ow;
-    let far = all.iter().map(|&(_, a, b)| a.max(b)).max().unwrap_or(0);
-    if gm.run && far + len.next_multiple_of(32) <= pp.len() && len <= acc.len() * 4 {
-        // SAFETY: the i32 scratch viewed as bytes (no alignment, every value valid), borrowed exclusively.
+    let wq = gm.padded().1;
+    if taps.run {
+        let len = (oh.max(1) - 1) * wq + ow;
+        // SAFETY: the i32 scratch viewed as bytes (no alignment, every value valid), borrowed exclusively;
+        // len ≤ 4·acc.len() (taps.need).
         let run = unsafe { core::slice::from_raw_parts_mut(acc.as_mut_ptr().cast::<i8>(), len) };
-        row(pp, all, rq, ch, run);
+        row(pp, (&pairs[..n], &taps.offs[..n]), rq, ch, run);
         for (o, r) in out.chunks_exact_mut(ow).zip(run.chunks(wq)) {
             crate::cpu::copy_run(o, &r[..ow]);
         }
@@ -940,14 +1026,15 @@ fn dw_rows(
         let inside = |ky: &usize| (pt..pt + h).contains(&(oy * sh + ky * dh));
         let Some(lo) = (0..kh).find(inside) else {
             // every tap on padding: the bias alone (no taps, nothing read)
-            row(pp, &[], rq, ch, &mut out[oy * ow..(oy + 1) * ow]);
+            row(pp, (&[], &[]), rq, ch, &mut out[oy * ow..(oy + 1) * ow]);
             continue;
         };
         let hi = (lo..kh).take_while(|ky| inside(ky)).last().unwrap_or(lo);
-        // every read ends below `reach` ≤ pp.len() (checked above)
+        let sel = lo * npr..(hi + 1) * npr;
+        // every read ends below the reach checked by DwTaps::new (≤ pp.len())
         row(
             &pp[oy * sh * wq..],
-            &ops[lo * npr..(hi + 1) * npr],
+            (&pairs[sel.clone()], &taps.offs[sel]),
             rq,
             ch,
             &mut out[oy * ow..(oy + 1) * ow],
@@ -1211,19 +1298,19 @@ mod tests {
                             lo: -128,
                             hi: 127,
                         };
+                        let (pairs, taps) = (pair_weights(&wts, kw), DwTaps::new(&gm));
                         let run = |isa| {
                             let (mut acc, mut pp) = (vec![0i32; na], vec![0i16; np]);
                             let mut out = vec![0i8; oh * ow];
-                            let mut ops: DwOps = [(0, 0, 0); DW_MAX_PAIRS];
                             dw_plane(
                                 isa,
                                 &src,
-                                &wts,
+                                (&wts, &pairs),
                                 (&rq, 0, &mut out),
                                 &mut acc,
                                 &mut pp,
                                 &gm,
-                                &mut ops,
+                                &taps,
                             );
                             out
                         };

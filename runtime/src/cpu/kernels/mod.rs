@@ -228,6 +228,11 @@ pub(crate) fn dw_row_blocks(len: usize, mut block: impl FnMut(usize, usize)) {
     }
 }
 
+/// An int8 depthwise row's tap pairs for the vector row kernels (`x86::dw_row_avx2`, `neon::dw_row_neon`):
+/// per pair, both i16 weights as `w_a | w_b << 16` (packed once per layer), and the pair's `(off_a, off_b)`
+/// offsets into the padded i16 plane (built once per call, the same for every plane).
+pub type DwPairs<'a> = (&'a [i32], &'a [(usize, usize)]);
+
 #[cfg(test)]
 mod tests {
     use super::*;

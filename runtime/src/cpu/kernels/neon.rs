@@ -1,5 +1,5 @@
 //! aarch64 NEON micro-kernel: 8 rows × 8 columns, 16 accumulator registers.
-use super::BRows;
+use super::{BRows, DwPairs};
 use core::arch::aarch64::*;
 
 /// Tile rows.
@@ -729,18 +729,12 @@ pub unsafe fn lut_neon(t: &[i8; 256], x: &[i8], y: &mut [i8]) {
 
 /// One output row of a depthwise convolution, 32 (then 16) outputs at a time with every tap's products
 /// summed in registers (`smlal` by the tap's weight, i16 × i16 into i32: exact), then the row's epilogue
-/// on those registers (`RowRq`, set up once for the row). `ops` pairs two taps per entry as on x86: (weights `wa | wb << 16`,
-/// offset a, offset b); `pp` holds the padded plane minus the input zero point.
+/// on those registers (`RowRq`, set up once for the row). `ops` pairs two taps per entry as on x86
+/// ([`super::DwPairs`]); `pp` holds the padded plane minus the input zero point.
 ///
 /// # Safety
 /// NEON (part of aarch64); every `off + out.len().next_multiple_of(16)` ≤ `pp.len()` (the caller checks).
-pub unsafe fn dw_row_neon(
-    pp: &[i16],
-    ops: &[(i32, usize, usize)],
-    rq: &Requant,
-    r: usize,
-    out: &mut [i8],
-) {
+pub unsafe fn dw_row_neon(pp: &[i16], ops: DwPairs, rq: &Requant, r: usize, out: &mut [i8]) {
     let (ow, p) = (out.len(), pp.as_ptr());
     // the row's requantization set up once (a row without a vector form: the scalar rule per vector)
     let q = RowRq::new(rq, r);
@@ -788,13 +782,13 @@ pub unsafe fn dw_row_neon(
 #[inline(always)]
 unsafe fn dw_block_i16<const A: usize>(
     p: *const i16,
-    ops: &[(i32, usize, usize)],
+    (w, offs): DwPairs,
     x0: usize,
 ) -> [int32x4_t; A] {
     // SAFETY: the caller's bounds.
     unsafe {
         let mut acc = [vdupq_n_s32(0); A];
-        for &(wp, oa, ob) in ops {
+        for (&wp, &(oa, ob)) in w.iter().zip(offs) {
             let w = vreinterpret_s16_s32(vdup_n_s32(wp));
             let (pa, pb) = (p.add(oa + x0), p.add(ob + x0));
             for v in 0..A / 2 {

@@ -1,5 +1,5 @@
 //! x86-64 AVX2+FMA micro-kernel: 6 rows × 16 columns, 12 accumulator registers.
-use super::BRows;
+use super::{BRows, DwPairs};
 use core::arch::x86_64::*;
 
 /// Tile rows.
@@ -648,17 +648,17 @@ pub unsafe fn requant_rows_avx2(rq: &Requant, r0: usize, acc: &[i32], out: &mut 
     }
 }
 
-/// 16 depthwise outputs from column `x0` over an i16 plane (`ops`: `(w_a | w_b << 16, off_a, off_b)` per
-/// tap pair, offsets into the plane of the taps' first input), in column order: two taps per `vpmaddwd`
+/// 16 depthwise outputs from column `x0` over an i16 plane (per tap pair: `w_a | w_b << 16` in `w`, and
+/// `(off_a, off_b)` in `offs`, offsets into the plane of the taps' first input), in column order: two taps per `vpmaddwd`
 /// (products ≤ 2·255·128 cannot overflow), accumulators in registers across all taps; exact integers.
 ///
 /// # Safety
 /// AVX2; 16 values readable at every `p + off + x0`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dw_block(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__m256i; 2] {
+unsafe fn dw_block(p: *const i16, (w, offs): DwPairs, x0: usize) -> [__m256i; 2] {
     let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    for &(wp, oa, ob) in ops {
+    for (&wp, &(oa, ob)) in w.iter().zip(offs) {
         // SAFETY: the caller's contract.
         unsafe {
             let a = _mm256_loadu_si256(p.add(oa + x0) as *const __m256i);
@@ -682,9 +682,9 @@ unsafe fn dw_block(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__
 /// AVX2; 8 values readable at every `p + off + x0`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dw_block8(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> __m256i {
+unsafe fn dw_block8(p: *const i16, (w, offs): DwPairs, x0: usize) -> __m256i {
     let mut acc = _mm256_setzero_si256();
-    for &(wp, oa, ob) in ops {
+    for (&wp, &(oa, ob)) in w.iter().zip(offs) {
         // SAFETY: the caller's contract.
         unsafe {
             let a = _mm_loadu_si128(p.add(oa + x0) as *const __m128i);
@@ -705,7 +705,7 @@ unsafe fn dw_block8(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> __
 #[target_feature(enable = "avx2")]
 pub unsafe fn dw_row_avx2(
     pp: &[i16],
-    ops: &[(i32, usize, usize)],
+    ops: DwPairs,
     rq: &Requant,
     r: usize,
     out: &mut [i8],
@@ -1846,9 +1846,9 @@ pub unsafe fn scale_row512(rq: &Requant, r: usize, (a, za, qb): (&[i8], i32, i32
 /// AVX-512 F/BW; 32 values readable at every `p + off + x0`.
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
-unsafe fn dw_block512(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> [__m512i; 2] {
+unsafe fn dw_block512(p: *const i16, (w, offs): DwPairs, x0: usize) -> [__m512i; 2] {
     let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-    for &(wp, oa, ob) in ops {
+    for (&wp, &(oa, ob)) in w.iter().zip(offs) {
         // SAFETY: the caller's contract.
         unsafe {
             let w = _mm512_set1_epi32(wp);
@@ -1875,7 +1875,7 @@ unsafe fn dw_block512(p: *const i16, ops: &[(i32, usize, usize)], x0: usize) -> 
 /// AVX2 and AVX-512 F/BW; the reads as in [`dw_row_avx2`] but 32 values past every block start
 /// (`off + out.len().next_multiple_of(32)` ≤ `pp.len()`).
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
-unsafe fn dw_row512(pp: &[i16], ops: &[(i32, usize, usize)], p: &RowRq512, out: &mut [i8]) {
+unsafe fn dw_row512(pp: &[i16], ops: DwPairs, p: &RowRq512, out: &mut [i8]) {
     let ow = out.len();
     let mut x0 = 0;
     while x0 < ow {
