@@ -11,7 +11,11 @@ A small seeded float CNN (Conv+Relu, depthwise Conv+Relu, MaxPool, 1x1 Conv, res
   qoperator_u8s8     quantize_static, QOperator form (QLinearConv, QLinearMatMul), uint8 activations
   dynamic_u8         quantize_dynamic (DynamicQuantizeLinear, ConvInteger, MatMulInteger)
 
-Each directory holds model.onnx, float.onnx (the float model), calib.npy (16 samples, the calibration set
+The directory `binary` holds a float model of element-wise Add/Sub/Mul only (float.onnx: operands sliced
+from one input, broadcast per channel and per row, a Relu after an Add), with calib.npy and inputs.npy, for
+tern's own quantization and its ONNX export.
+
+Each of the four quantized directories holds model.onnx, float.onnx (the float model), calib.npy (16 samples, the calibration set
 both ORT and tern use), inputs.npy (8 evaluation samples), ort.npy (ORT's outputs on the quantized model),
 float.npy (ORT's outputs on the float model) and case.json (the output's quantization step where static).
 Deterministic; skipped when OUT_DIR/stamp matches this script's version.
@@ -22,7 +26,7 @@ import sys
 
 import numpy as np
 
-VERSION = "qdq-3"
+VERSION = "qdq-4"
 
 
 def float_model(path):
@@ -68,6 +72,43 @@ def float_model(path):
         inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def binary_model(path):
+    """x (1, 8, 32, 40) -> c = Conv1x1(x) (int8 activations after it); a = c[:, :4], b = c[:, 4:],
+    gate = c[:, 4:, :1, :1], row = c[:, :4, :1, :]; y = (Relu(a + b) * gate - a) * b + row."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    w = lambda n, *shape: numpy_helper.from_array(rng.normal(0, 0.4, shape).astype(np.float32), n)
+
+    def sl(name, out, starts, ends, axes):
+        c = lambda n, v: helper.make_tensor(f"{name}_{n}", TensorProto.INT64, [len(v)], v)
+        inits.extend([c("s", starts), c("e", ends), c("a", axes)])
+        return helper.make_node("Slice", ["c", f"{name}_s", f"{name}_e", f"{name}_a"], [out], name=name)
+
+    inits = [w("w_in", 8, 8, 1, 1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_in"], ["c"], name="conv_in"),
+        sl("slice_a", "a", [0], [4], [1]),
+        sl("slice_b", "b", [4], [8], [1]),
+        sl("slice_gate", "gate", [4, 0, 0], [8, 1, 1], [1, 2, 3]),
+        sl("slice_row", "row", [0, 0], [4, 1], [1, 2]),
+        helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "gate"], ["m"], name="mul_channel"),
+        helper.make_node("Sub", ["m", "a"], ["d"], name="sub"),
+        helper.make_node("Mul", ["d", "b"], ["p"], name="mul"),
+        helper.make_node("Add", ["p", "row"], ["y"], name="add_row"),
+    ]
+    g = helper.make_graph(nodes, "binary",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 40])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 40])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.checker.check_model(m)
     onnx.save(m, path)
@@ -139,6 +180,14 @@ def main():
         np.save(os.path.join(d, "calib.npy"), calib[:, 0])
         np.save(os.path.join(d, "inputs.npy"), inputs[:, 0])
         np.save(os.path.join(d, "float.npy"), fref)
+    d = os.path.join(out, "binary")
+    os.makedirs(d, exist_ok=True)
+    binary_model(os.path.join(d, "float.onnx"))
+    # operands of both signs and unequal spreads, so the zero points and scales differ per tensor
+    spread = np.array([1.0, 0.5, 2.0, 1.0, 0.7, 1.5, 0.3, 1.0], np.float32)[:, None, None]
+    shift = np.array([0.2, -0.4, 0.0, 0.5, 0.3, -0.2, 0.6, 0.0], np.float32)[:, None, None]
+    np.save(os.path.join(d, "calib.npy"), (rng.uniform(-1, 1, (16, 8, 32, 40)) * spread + shift).astype(np.float32))
+    np.save(os.path.join(d, "inputs.npy"), (rng.uniform(-1, 1, (16, 8, 32, 40)) * spread + shift).astype(np.float32))
     open(stamp, "w").write(VERSION)
     print(f"gen_qdq: {len(cases) + 1} quantized models in {out}")
 

@@ -13,13 +13,18 @@ pub struct Args {
     /// QDQ consumers. Written atomically.
     #[arg(long = "onnx-qdq", value_name = "OUT.onnx")]
     pub onnx_qdq: PathBuf,
+    /// How integer Add/Sub/Mul are written: `integer` (integer ONNX ops with tern's rounding, so ONNX
+    /// Runtime gives tern's int8 values) or `qdq` (DequantizeLinear → op → QuantizeLinear, the pattern
+    /// QDQ toolchains such as TensorRT fuse; they round their own way, a step apart on a few outputs).
+    #[arg(long, value_enum, default_value_t = crate::onnx_export::BinaryForm::Integer)]
+    pub binary_ops: crate::onnx_export::BinaryForm,
 }
 
 /// Runs the subcommand.
 pub fn main(a: Args, quiet: bool) -> Result<()> {
     let bytes = read_file(&a.model)?;
     let model = load_model(&a.model, &bytes)?;
-    let onnx = crate::onnx_export::to_onnx(&model)
+    let onnx = crate::onnx_export::to_onnx_with(&model, a.binary_ops)
         .map_err(|e| e.context(format!("exporting {}", a.model.display())))?;
     crate::export::write_atomic(&a.onnx_qdq, &onnx)?;
     if !quiet {

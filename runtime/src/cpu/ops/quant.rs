@@ -74,7 +74,7 @@ type AddKernel = unsafe fn(
 ) -> usize;
 
 /// Fraction bits the operands of an integer Add keep before the final rounding.
-const ADD_FRAC: u32 = 16;
+pub const ADD_FRAC: u32 = 16;
 
 impl QBin {
     fn new(
@@ -113,6 +113,52 @@ impl QBin {
             lo,
             hi,
         }
+    }
+
+    /// The integer rule of a `QBinary` node of `model` (its operands' and output's parameters, its clamp);
+    /// `None` for any other op. Public so that exporters can write the same integers (`tern export
+    /// --onnx-qdq`).
+    pub fn for_node(model: &Model, n: &Node) -> Option<QBin> {
+        let Op::QBinary { op, lo, hi } = n.op else {
+            return None;
+        };
+        let (&a, &b, &y) = (n.inputs.first()?, n.inputs.get(1)?, n.outputs.first()?);
+        Some(QBin::new(
+            op,
+            params(model, a),
+            params(model, b),
+            params(model, y),
+            lo as i32,
+            hi as i32,
+        ))
+    }
+
+    /// The operation (Add, Sub or Mul).
+    pub fn op(&self) -> BinOp {
+        self.op
+    }
+
+    /// The zero points of the operands and of the output, `(z_a, z_b, z_y)`.
+    pub fn zero_points(&self) -> (i32, i32, i32) {
+        (self.za, self.zb, self.zy)
+    }
+
+    /// The output clamp `(lo, hi)` (int8 values; a fused Relu/Clip narrows it).
+    pub fn clamp(&self) -> (i32, i32) {
+        (self.lo, self.hi)
+    }
+
+    /// Add/Sub: each operand's table, indexed by `v + 128`: the operand moved to the output scale with
+    /// [`ADD_FRAC`] fraction bits. The op's value is `round_half_away(t_a[a] ± t_b[b] / 2^ADD_FRAC)`
+    /// (sum in 64 bits, result clamped to i32), then `+ z_y` saturating and clamped to [`QBin::clamp`].
+    pub fn add_tables(&self) -> (&[i32; 256], &[i32; 256]) {
+        (&self.ta, &self.tb)
+    }
+
+    /// Mul: the multiplier of the integer product, `m.apply((a − z_a)(b − z_b))`, then `+ z_y` saturating
+    /// and clamped to [`QBin::clamp`].
+    pub fn mul_multiplier(&self) -> FixedMultiplier {
+        self.m
     }
 
     /// Add/Sub: whether any two table entries sum (with the rounding half) inside i32, so 32-bit lanes
@@ -546,17 +592,10 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 n: nn,
             })
         }
-        Op::QBinary { op, lo, hi } => QPrep::Binary(alloc::boxed::Box::new(
-            QBin::new(
-                *op,
-                params(model, x),
-                params(model, n.inputs[1]),
-                params(model, y),
-                *lo as i32,
-                *hi as i32,
-            )
-            .with_isa(qg.isa),
-        )),
+        Op::QBinary { .. } => match QBin::for_node(model, n) {
+            Some(b) => QPrep::Binary(alloc::boxed::Box::new(b.with_isa(qg.isa))),
+            None => QPrep::Move, // unreachable: the node is a QBinary
+        },
         Op::QLut => {
             let tables = i8s(model.const_bytes(n.inputs[1] as usize))
                 .chunks_exact(256)
