@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How far ONNX Runtime's run of `tern export --onnx-qdq` is from tern's own run of the artifact.
 
-    python3 benches/export_drift.py MODEL.tern DATA.npy [--samples N] [--binary-ops integer|qdq]
+    python3 benches/export_drift.py MODEL.tern DATA.npy [--samples N] [--binary-ops integer|qdq] [--exact]
 
 Exports MODEL.tern (with the release `tern` binary: build `-p tern-tools --release` first, or set TERN),
 runs the first N samples of DATA.npy (shape (N, *input shape without the batch axis of 1), or with it) through
@@ -21,12 +21,13 @@ p.add_argument("model")
 p.add_argument("data")
 p.add_argument("--samples", type=int, default=4)
 p.add_argument("--binary-ops", default="integer")
+p.add_argument("--exact", action="store_true")
 a = p.parse_args()
 tern = os.environ.get("TERN", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "tern"))
 with tempfile.TemporaryDirectory() as td:
     onnx_path = os.path.join(td, "export.onnx")
-    subprocess.run([tern, "export", a.model, "--onnx-qdq", onnx_path, "--binary-ops", a.binary_ops, "-q"],
-                   check=True)
+    subprocess.run([tern, "export", a.model, "--onnx-qdq", onnx_path, "--binary-ops", a.binary_ops, "-q"]
+                   + (["--exact"] if a.exact else []), check=True)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     s = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])

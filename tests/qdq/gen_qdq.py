@@ -11,7 +11,9 @@ A small seeded float CNN (Conv+Relu, depthwise Conv+Relu, MaxPool, 1x1 Conv, res
   qoperator_u8s8     quantize_static, QOperator form (QLinearConv, QLinearMatMul), uint8 activations
   dynamic_u8         quantize_dynamic (DynamicQuantizeLinear, ConvInteger, MatMulInteger)
 
-The directory `binary` holds a float model of element-wise Add/Sub/Mul only (float.onnx: operands sliced
+The directory `intops` holds a float CNN of ops tern runs in integers (3x3 Conv+Relu, strided depthwise
+Conv, 1x1 Conv with bias, GlobalAveragePool, a per-channel Mul by it, a batched MatMul, a residual Add),
+with calib.npy and inputs.npy, for `tern export --exact`. The directory `binary` holds a float model of element-wise Add/Sub/Mul only (float.onnx: operands sliced
 from one input, broadcast per channel and per row, a Relu after an Add), with calib.npy and inputs.npy, for
 tern's own quantization and its ONNX export.
 
@@ -26,7 +28,7 @@ import sys
 
 import numpy as np
 
-VERSION = "qdq-4"
+VERSION = "qdq-5"
 
 
 def float_model(path):
@@ -77,10 +79,22 @@ def float_model(path):
     onnx.save(m, path)
 
 
+def save_model(path, name, nodes, inits, in_shape, out_shape):
+    """A checked opset-17 model of `nodes` from float input x to float output y."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
 def binary_model(path):
     """x (1, 8, 32, 40) -> c = Conv1x1(x) (int8 activations after it); a = c[:, :4], b = c[:, 4:],
     gate = c[:, 4:, :1, :1], row = c[:, :4, :1, :]; y = (Relu(a + b) * gate - a) * b + row."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(11)
@@ -105,13 +119,29 @@ def binary_model(path):
         helper.make_node("Mul", ["d", "b"], ["p"], name="mul"),
         helper.make_node("Add", ["p", "row"], ["y"], name="add_row"),
     ]
-    g = helper.make_graph(nodes, "binary",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 40])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 40])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    onnx.save(m, path)
+    save_model(path, "binary", nodes, inits, [1, 8, 32, 40], [1, 4, 32, 40])
+
+
+def intops_model(path):
+    """x (1, 8, 32, 40) -> c = Relu(Conv3x3(x)) (16 ch) -> d = depthwise Conv3x3 stride 2 -> p = Conv1x1(d) + b
+    -> g = GlobalAveragePool(p) -> m = p * g -> y = MatMul(m, W[20, 20]) + m."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(13)
+    w = lambda n, *shape, s=0.3: numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), n)
+    inits = [w("w1", 16, 8, 3, 3), w("w2", 16, 1, 3, 3, s=0.5), w("w3", 16, 16, 1, 1), w("b3", 16, s=0.2),
+             w("fc", 20, 20, s=0.25)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c1"], ["c"], name="relu"),
+        helper.make_node("Conv", ["c", "w2"], ["d"], pads=[1, 1, 1, 1], strides=[2, 2], group=16, name="dw"),
+        helper.make_node("Conv", ["d", "w3", "b3"], ["p"], name="pw"),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+        helper.make_node("Mul", ["p", "g"], ["m"], name="scale"),
+        helper.make_node("MatMul", ["m", "fc"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "m"], ["y"], name="residual"),
+    ]
+    save_model(path, "intops", nodes, inits, [1, 8, 32, 40], [1, 16, 16, 20])
 
 
 def out_step(path):
@@ -188,6 +218,11 @@ def main():
     shift = np.array([0.2, -0.4, 0.0, 0.5, 0.3, -0.2, 0.6, 0.0], np.float32)[:, None, None]
     np.save(os.path.join(d, "calib.npy"), (rng.uniform(-1, 1, (16, 8, 32, 40)) * spread + shift).astype(np.float32))
     np.save(os.path.join(d, "inputs.npy"), (rng.uniform(-1, 1, (16, 8, 32, 40)) * spread + shift).astype(np.float32))
+    d = os.path.join(out, "intops")
+    os.makedirs(d, exist_ok=True)
+    intops_model(os.path.join(d, "float.onnx"))
+    np.save(os.path.join(d, "calib.npy"), rng.uniform(-1, 1, (16, 8, 32, 40)).astype(np.float32))
+    np.save(os.path.join(d, "inputs.npy"), rng.uniform(-1, 1, (16, 8, 32, 40)).astype(np.float32))
     open(stamp, "w").write(VERSION)
     print(f"gen_qdq: {len(cases) + 1} quantized models in {out}")
 

@@ -252,6 +252,21 @@ fn exported_qdq_runs_on_ort_like_tern() {
     }
 }
 
+/// Case directory `d`'s float.onnx compressed to int8 by tern (calib.npy, default options, every layer int8
+/// including the input stage).
+fn compress_all_int8(d: &Path) -> Vec<u8> {
+    let c = CompressInt8 {
+        calib: Some(&d.join("calib.npy")),
+        samples: None,
+        opts: Int8Options {
+            input_layer: tern_tools::quant::InputLayer::Int8,
+            ..Default::default()
+        },
+        progress: false,
+    };
+    compress_int8(&d.join("float.onnx"), &[], &c).unwrap().0
+}
+
 /// `tern export --onnx-qdq` writes integer Add/Sub/Mul (the default `--binary-ops integer`) as integer ONNX
 /// ops with tern's rounding: on a model of such ops (tests/qdq/gen_qdq.py's `binary`: operands broadcast
 /// per channel and per row, a fused Relu, zero points of both signs) ONNX Runtime's outputs on the export
@@ -260,19 +275,9 @@ fn exported_qdq_runs_on_ort_like_tern() {
 /// form mends (and what shows that this comparison can fail).
 #[test]
 fn exported_integer_binary_ops_equal_tern() {
-    use tern_tools::onnx_export::{to_onnx_with, BinaryForm};
-    use tern_tools::quant::InputLayer;
+    use tern_tools::onnx_export::{to_onnx_with, BinaryForm, ExportOptions};
     let d = ensure_cases().join("binary");
-    let c = CompressInt8 {
-        calib: Some(&d.join("calib.npy")),
-        samples: None,
-        opts: Int8Options {
-            input_layer: InputLayer::Int8,
-            ..Default::default()
-        },
-        progress: false,
-    };
-    let bytes = compress_int8(&d.join("float.onnx"), &[], &c).unwrap().0;
+    let bytes = compress_all_int8(&d);
     let model = Model::from_bytes(&bytes).unwrap();
     let binary = model
         .graph
@@ -290,7 +295,11 @@ fn exported_integer_binary_ops_equal_tern() {
         .into_iter()
         .enumerate()
     {
-        let ort = run_ort(&to_onnx_with(&model, form).unwrap(), &inputs);
+        let opts = ExportOptions {
+            binary: form,
+            exact: false,
+        };
+        let ort = run_ort(&to_onnx_with(&model, opts).unwrap(), &inputs);
         for (t, o) in tern_out.iter().zip(&ort) {
             for (a, b) in t.iter().zip(o) {
                 assert!((a - b).abs() <= step * 1.001, "{form:?}: {a} vs {b}");
@@ -304,6 +313,56 @@ fn exported_integer_binary_ops_equal_tern() {
     );
     assert_eq!(differing[0], 0, "the integer form computes tern's integers");
     assert!(differing[1] > 0, "the qdq form rounds ORT's way somewhere");
+}
+
+/// `tern export --onnx-qdq --exact` writes convolutions (3×3, strided depthwise, 1×1 with bias), a
+/// batched MatMul and GlobalAveragePool as integer ONNX ops with tern's requantization, besides the
+/// binary ops: on gen_qdq.py's `intops` CNN, every op integer, ONNX Runtime's outputs on the export
+/// equal tern's exactly over 16 samples (the default export's convolutions requantize ORT's way: within
+/// one step).
+#[test]
+fn exact_export_equals_tern() {
+    use tern_tools::onnx_export::{to_onnx_with, ExportOptions};
+    let d = ensure_cases().join("intops");
+    let bytes = compress_all_int8(&d);
+    let model = Model::from_bytes(&bytes).unwrap();
+    let ops: Vec<String> = model
+        .graph
+        .nodes
+        .iter()
+        .map(|n| {
+            format!("{:?}", n.op)
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    for want in ["QConv", "QMatMul", "GlobalPool", "QBinary"] {
+        assert!(ops.iter().any(|o| o == want), "{want} in {ops:?}");
+    }
+    let inputs = d.join("inputs.npy");
+    let xs: ArrayD<f32> = read_npy(&inputs).unwrap();
+    let tern_out = run_all(&bytes, &xs);
+    let step = output_step(&bytes);
+    for exact in [true, false] {
+        let opts = ExportOptions {
+            exact,
+            ..Default::default()
+        };
+        let ort = run_ort(&to_onnx_with(&model, opts).unwrap(), &inputs);
+        let (mut differing, mut worst) = (0, 0f32);
+        for (t, o) in tern_out.iter().zip(&ort) {
+            for (a, b) in t.iter().zip(o) {
+                differing += (a != b) as usize;
+                worst = worst.max((a - b).abs() / step);
+            }
+        }
+        println!("exact {exact}: {differing} outputs differ from tern's, worst {worst:.2} steps");
+        if exact {
+            assert_eq!(differing, 0, "the exact export computes tern's integers");
+        }
+    }
 }
 
 /// Outputs (per sample, flattened) of the artifact `bytes` on the samples of `xs`.

@@ -87,7 +87,7 @@ struct Writer<'m> {
     /// Float (dequantized) value of each int8 tensor, once made.
     deq: HashMap<u32, String>,
     fresh: usize,
-    binary: BinaryForm,
+    opts: ExportOptions,
 }
 
 /// How `tern export` writes an integer Add/Sub/Mul.
@@ -688,10 +688,16 @@ impl Writer<'_> {
     /// `sign(x)·⌊(|x| + 2^(total−1)) / 2^total⌋`: ONNX's integer Div truncates, which is the floor on the
     /// non-negative numerator.
     fn round_shift(&mut self, x: String, total: i32, name: &str) -> String {
-        let sign = self.op1("Sign", name, vec![x.clone()], vec![]);
-        let abs = self.op1("Abs", name, vec![x], vec![]);
         let half = self.i64_scalar(&format!("{name}/half"), 1i64 << (total - 1));
         let den = self.i64_scalar(&format!("{name}/den"), 1i64 << total);
+        self.round_div(x, half, den, name)
+    }
+
+    /// [`Writer::round_shift`] with the int64 `half` and `den = 2·half` given (scalars, or one per
+    /// channel).
+    fn round_div(&mut self, x: String, half: String, den: String, name: &str) -> String {
+        let sign = self.op1("Sign", name, vec![x.clone()], vec![]);
+        let abs = self.op1("Abs", name, vec![x], vec![]);
         let up = self.op1("Add", name, vec![abs, half], vec![]);
         let q = self.op1("Div", name, vec![up, den], vec![]);
         self.op1("Mul", name, vec![q, sign], vec![])
@@ -777,9 +783,177 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Int8 tensor `t` as uint8 (`v + 128`): ConvInteger's operands on every ONNX Runtime version
+    /// (int8 ones only since 1.24).
+    fn as_u8(&mut self, t: u32, name: &str) -> String {
+        let x = self.names[t as usize].clone();
+        let to = |dt: DataType| vec![attr_i("to", dt as i64)];
+        let i = self.op1("Cast", name, vec![x], to(DataType::Int32));
+        let off = self.init(
+            &format!("{name}/u8_offset"),
+            DataType::Int32,
+            &[],
+            128i32.to_le_bytes().to_vec(),
+        );
+        let i = self.op1("Add", name, vec![i, off], vec![]);
+        self.op1("Cast", name, vec![i], to(DataType::Uint8))
+    }
+
+    /// Int8 constant `t` as a uint8 initializer (`v + 128`) with zero point 128.
+    fn weight_u8(&mut self, t: u32, name: &str) -> (String, String) {
+        let dims: Vec<i64> = self.tensor(t).shape.iter().map(|&d| d as i64).collect();
+        let bytes: Vec<u8> = tern::cpu::ops::quant::i8s(self.model.const_bytes(t as usize))
+            .iter()
+            .map(|&v| (v as i32 + 128) as u8)
+            .collect();
+        let w = self.init(&format!("{name}/w_u8"), DataType::Uint8, &dims, bytes);
+        let z = self.init(
+            &format!("{name}/w_zero_point"),
+            DataType::Uint8,
+            &[],
+            vec![128],
+        );
+        (w, z)
+    }
+
+    /// A uint8 scalar zero point `z + 128` for int8 zero point `z`.
+    fn zp_u8(&mut self, z: i32, name: &str) -> String {
+        self.init(
+            &format!("{name}/x_zero_point"),
+            DataType::Uint8,
+            &[],
+            vec![(z + 128) as u8],
+        )
+    }
+
+    /// An int64 constant of one value per channel, shaped `dims` to broadcast along the channel axis.
+    fn i64_channels(&mut self, hint: &str, dims: &[i64], v: impl Iterator<Item = i64>) -> String {
+        let raw = v.flat_map(|x| x.to_le_bytes()).collect();
+        self.init(hint, DataType::Int64, dims, raw)
+    }
+
+    /// `clamp(round_half_away(x·m / 2^total) + z_y, lo, hi)` as int8 into tensor `out`, for int64 `x`
+    /// with one [`tern::ir::quant::FixedMultiplier`] per channel (`dims`: their broadcast shape), or
+    /// `false` (nothing written) where a multiplier's total shift is outside 1..=62 (a multiplier ≥ 1 or
+    /// below 2^-31: the caller writes its other form).
+    fn requant_into(
+        &mut self,
+        x: String,
+        mults: &[tern::ir::quant::FixedMultiplier],
+        dims: &[i64],
+        (zy, lo, hi): (i32, i32, i32),
+        out: u32,
+        name: &str,
+    ) -> bool {
+        let total = |m: &tern::ir::quant::FixedMultiplier| 31 + m.shift;
+        if !mults.iter().all(|m| (1..=62).contains(&total(m))) {
+            return false;
+        }
+        let mv = self.i64_channels(
+            &format!("{name}/mult"),
+            dims,
+            mults.iter().map(|m| m.mult as i64),
+        );
+        let half = self.i64_channels(
+            &format!("{name}/half"),
+            dims,
+            mults.iter().map(|m| 1i64 << (total(m) - 1)),
+        );
+        let den = self.i64_channels(
+            &format!("{name}/den"),
+            dims,
+            mults.iter().map(|m| 1i64 << total(m)),
+        );
+        // |x| < 2^31 and mult < 2^31: the product is exact in int64
+        let p = self.op1("Mul", name, vec![x, mv], vec![]);
+        let r = self.round_div(p, half, den, name);
+        let zy = self.i64_scalar(&format!("{name}/zy"), zy as i64);
+        let v = self.op1("Add", name, vec![r, zy], vec![]);
+        let v = self.clip64(v, (lo as i64, hi as i64), name);
+        let out = self.names[out as usize].clone();
+        self.node(
+            "Cast",
+            name,
+            vec![v],
+            vec![out],
+            vec![attr_i("to", DataType::Int8 as i64)],
+        );
+        true
+    }
+
+    /// The exact integer form of a QConv (not transposed), QMatMul or int8 GlobalAveragePool
+    /// ([`ExportOptions::exact`]); `false` for other ops, or where a multiplier needs the QDQ form.
+    fn emit_exact(&mut self, n: &Node) -> Result<bool> {
+        use tern::cpu::ops::quant::{acc_rule, global_avg_rule};
+        let name = n.name.clone();
+        let (x, out) = (n.inputs[0], n.outputs[0]);
+        let rank = self.tensor(out).shape.len();
+        if let Op::GlobalPool(PoolKind::Avg { .. }) = n.op {
+            let xs = self.tensor(x).shape.clone();
+            let d: usize = xs[2..].iter().map(|&v| v as usize).product();
+            let Some((zx, m, zy)) = global_avg_rule(self.model, n, d) else {
+                return Ok(false);
+            };
+            let xw = self.wide(x, &name);
+            let zx = self.i64_scalar(&format!("{name}/zx"), zx as i64);
+            let v = self.op1("Sub", &name, vec![xw, zx], vec![]);
+            let axes = self.i64s(
+                &format!("{name}/axes"),
+                &(2..xs.len() as i64).collect::<Vec<_>>(),
+            );
+            let sum = self.op1(
+                "ReduceSum",
+                &name,
+                vec![v, axes],
+                vec![attr_i("keepdims", 1)],
+            );
+            // tern sums in wrapping i32: the same value for any plane under 2^23 values
+            return Ok(self.requant_into(sum, &[m], &[], (zy, -128, 127), out, &name));
+        }
+        let Some(rule) = acc_rule(self.model, n) else {
+            return Ok(false);
+        };
+        let xu = self.as_u8(x, &name);
+        let zx = self.zp_u8(rule.zp_in, &name);
+        let (w, wz) = self.weight_u8(n.inputs[1], &name);
+        let m = rule.mult.len() as i64;
+        let (acc, dims) = match &n.op {
+            Op::QConv { geom, .. } => {
+                let attrs = Self::conv_attrs(geom, false);
+                let acc = self.op1("ConvInteger", &name, vec![xu, w, zx, wz], attrs);
+                let mut dims = vec![1i64; rank];
+                dims[1] = m;
+                (acc, dims)
+            }
+            _ => (
+                self.op1("MatMulInteger", &name, vec![xu, w, zx, wz], vec![]),
+                vec![m],
+            ),
+        };
+        let acc = self.op1(
+            "Cast",
+            &name,
+            vec![acc],
+            vec![attr_i("to", DataType::Int64 as i64)],
+        );
+        let b = self.i64_channels(
+            &format!("{name}/bias"),
+            &dims,
+            rule.bias.iter().map(|&v| v as i64),
+        );
+        let s = self.op1("Add", &name, vec![acc, b], vec![]);
+        // acc + bias saturates to i32 in tern
+        let s = self.clip64(s, (i32::MIN as i64, i32::MAX as i64), &name);
+        let q = (rule.zp_out, rule.lo, rule.hi);
+        Ok(self.requant_into(s, &rule.mult, &dims, q, out, &name))
+    }
+
     fn emit(&mut self, n: &Node) -> Result<()> {
         let name = n.name.clone();
         let out0 = n.outputs[0];
+        if self.opts.exact && self.emit_exact(n)? {
+            return Ok(());
+        }
         match &n.op {
             Op::Quantize => {
                 let x = self.f(n.inputs[0])?;
@@ -827,7 +1001,9 @@ impl Writer<'_> {
                 }
                 self.q_into(v, out0, Some((*lo, *hi)), &name)
             }
-            Op::QBinary { op, lo, hi } if self.binary == BinaryForm::Qdq => {
+            Op::QBinary { op, lo, hi }
+                if self.opts.binary == BinaryForm::Qdq && !self.opts.exact =>
+            {
                 let (a, b) = (self.f(n.inputs[0])?, self.f(n.inputs[1])?);
                 let o = match op {
                     BinOp::Add => "Add",
@@ -914,13 +1090,25 @@ impl Writer<'_> {
     }
 }
 
-/// Encodes `model` as a QDQ ONNX model (opset 17), integer Add/Sub/Mul in the [`BinaryForm::Integer`] form.
-pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
-    to_onnx_with(model, BinaryForm::Integer)
+/// How `tern export --onnx-qdq` writes the integer ops.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExportOptions {
+    /// Integer Add/Sub/Mul.
+    pub binary: BinaryForm,
+    /// Convolutions, matrix products and global average pooling as integer ONNX ops too (ConvInteger
+    /// and MatMulInteger on uint8-shifted operands, ReduceSum, then tern's requantization in int64), so
+    /// that ONNX Runtime computes tern's values for every integer op (transposed convolutions, windowed
+    /// average pooling and Concat rescaling stay DequantizeLinear → op → QuantizeLinear).
+    pub exact: bool,
 }
 
-/// [`to_onnx`] with the form of integer Add/Sub/Mul chosen.
-pub fn to_onnx_with(model: &tern::Model, binary: BinaryForm) -> Result<Vec<u8>> {
+/// Encodes `model` as a QDQ ONNX model (opset 17), with the default [`ExportOptions`].
+pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
+    to_onnx_with(model, ExportOptions::default())
+}
+
+/// [`to_onnx`] with the forms of the integer ops chosen.
+pub fn to_onnx_with(model: &tern::Model, opts: ExportOptions) -> Result<Vec<u8>> {
     let g = &model.graph;
     let io: Vec<u32> = g.inputs.iter().chain(&g.outputs).copied().collect();
     let names = g
@@ -942,7 +1130,7 @@ pub fn to_onnx_with(model: &tern::Model, binary: BinaryForm) -> Result<Vec<u8>> 
         names,
         deq: HashMap::new(),
         fresh: 0,
-        binary,
+        opts,
     };
     for (i, t) in g.tensors.iter().enumerate() {
         if t.data.is_none() {
@@ -986,10 +1174,22 @@ pub fn to_onnx_with(model: &tern::Model, binary: BinaryForm) -> Result<Vec<u8>> 
         let tt = &g.tensors[t as usize];
         value_info(&tt.name, DataType::Float, &tt.shape)
     };
+    // constants no node reads (the int8 weights the exact form re-encoded as uint8) stay out
+    let read: std::collections::HashSet<&str> = w
+        .nodes
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let inits: Vec<TensorProto> = w
+        .inits
+        .iter()
+        .filter(|t| read.contains(t.name.as_str()))
+        .cloned()
+        .collect();
     let graph = pb::GraphProto {
         name: "tern".into(),
+        initializer: inits,
         node: w.nodes,
-        initializer: w.inits,
         input: g.inputs.iter().map(|&t| vi(t)).collect(),
         output: g.outputs.iter().map(|&t| vi(t)).collect(),
         ..Default::default()

@@ -71,6 +71,27 @@ pub fn quantize_weights(w: &[f32], m: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
+/// The requantization multipliers of a convolution's output channels, `s_in·s_w[i] / s_out`: one input
+/// scale, or one per input channel (a channel-scaled depthwise input: with `mg` output channels per
+/// group, channel i reads input channel i / mg alone), and one output scale or one per output channel (a
+/// channel-scaled output, see `ir::quant`). `None` where one cannot be encoded.
+pub fn multipliers(
+    w_scales: &[f32],
+    s_in: &[f32],
+    s_out: &[f32],
+    mg: usize,
+) -> Option<Vec<FixedMultiplier>> {
+    w_scales
+        .iter()
+        .enumerate()
+        .map(|(i, &sw)| {
+            let si = s_in.get(if s_in.len() == 1 { 0 } else { i / mg.max(1) })?;
+            let so = s_out.get(i).or(s_out.first()).copied().unwrap_or(1.0);
+            FixedMultiplier::from_real(*si as f64 * sw as f64 / so as f64)
+        })
+        .collect()
+}
+
 impl QConv {
     /// Prepares from int8 weights with per-channel scales, an optional int32 bias (at scale s_in·s_w), and
     /// the input/output (scale, zero point). `None` if a multiplier cannot be encoded.
@@ -88,12 +109,6 @@ impl QConv {
         let g = &g.for_weights(w);
         let (m, groups) = (wshape[0], geom.groups as usize);
         let (mg, k) = (m / groups, wshape[1] * wshape[2] * wshape[3]);
-        // one input scale, or one per input channel (a channel-scaled depthwise input: group i/mg reads
-        // channel i/mg alone)
-        let si = |i: usize| {
-            s_in.get(if s_in.len() == 1 { 0 } else { i / mg.max(1) })
-                .copied()
-        };
         let mut packed = Vec::new();
         let mut group_stride = 0;
         for gi in 0..groups {
@@ -101,23 +116,10 @@ impl QConv {
             group_stride = block.len();
             packed.extend_from_slice(&block);
         }
-        let acc_scale: Vec<f64> = w_scales
-            .iter()
-            .enumerate()
-            .map(|(i, &sw)| si(i).map(|s| s as f64 * sw as f64))
-            .collect::<Option<_>>()?;
         let bias_q: Vec<i32> = (0..m).map(|i| bias.map_or(0, |b| b[i])).collect();
         let bias = g.fold_bias(&bias_q, w, k, zp_in);
         let bias_raw = bias_q;
-        // one output scale, or one per output channel (a channel-scaled output, see ir::quant)
-        let mult = acc_scale
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| {
-                let so = s_out.get(i).or(s_out.first()).copied().unwrap_or(1.0);
-                FixedMultiplier::from_real(a / so as f64)
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let mult = multipliers(w_scales, s_in, s_out, mg)?;
         let dw = if wshape[1] == 1 && wshape[0] == groups {
             w.iter().map(|&v| v as i32).collect()
         } else {

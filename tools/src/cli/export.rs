@@ -18,14 +18,26 @@ pub struct Args {
     /// QDQ toolchains such as TensorRT fuse; they round their own way, a step apart on a few outputs).
     #[arg(long, value_enum, default_value_t = crate::onnx_export::BinaryForm::Integer)]
     pub binary_ops: crate::onnx_export::BinaryForm,
+    /// Write convolutions, matrix products and global average pooling as integer ONNX ops too
+    /// (ConvInteger, MatMulInteger, ReduceSum, then tern's requantization in int64): ONNX Runtime then
+    /// computes tern's int8 values for every integer op (float ops stay float), at the cost of the QDQ
+    /// pattern other toolchains fuse. Implies `--binary-ops integer`.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 /// Runs the subcommand.
 pub fn main(a: Args, quiet: bool) -> Result<()> {
     let bytes = read_file(&a.model)?;
     let model = load_model(&a.model, &bytes)?;
-    let onnx = crate::onnx_export::to_onnx_with(&model, a.binary_ops)
-        .map_err(|e| e.context(format!("exporting {}", a.model.display())))?;
+    let onnx = crate::onnx_export::to_onnx_with(
+        &model,
+        crate::onnx_export::ExportOptions {
+            binary: a.binary_ops,
+            exact: a.exact,
+        },
+    )
+    .map_err(|e| e.context(format!("exporting {}", a.model.display())))?;
     crate::export::write_atomic(&a.onnx_qdq, &onnx)?;
     if !quiet {
         println!(

@@ -487,11 +487,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             QPrep::Dequantize(s, z)
         }
         Op::QConv { geom, lo, hi } => {
-            let w = &g.tensors[n.inputs[1] as usize];
-            let ws = w.quant.as_ref().map_or(&[][..], |q| &q.scale);
-            let ws: Vec<f32> = (0..w.shape[0] as usize)
-                .map(|m| ws[if ws.len() == 1 { 0 } else { m }])
-                .collect();
+            let ws = conv_weight_scales(model, n);
             let bias = n
                 .inputs
                 .get(2)
@@ -558,9 +554,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
             let wt = &g.tensors[n.inputs[1] as usize];
             let (k, nn) = (wt.shape[0] as usize, wt.shape[1] as usize);
             let w = i8s(model.const_bytes(n.inputs[1] as usize));
-            let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale);
-            let (sx, zx) = params(model, x);
-            let (sy, zy) = params(model, y);
+            let (zx, zy) = (params(model, x).1, params(model, y).1);
             let bias: Vec<i32> = match n.inputs.get(2) {
                 Some(&b) => i32s(model.const_bytes(b as usize)),
                 None => alloc::vec![0; nn],
@@ -579,12 +573,7 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
                 bias_gemv,
                 wt,
                 gemv_panels,
-                mult: (0..nn)
-                    .map(|j| {
-                        let sw = ws[if ws.len() == 1 { 0 } else { j }];
-                        mult(sx as f64 * sw as f64 / sy as f64)
-                    })
-                    .collect(),
+                mult: matmul_multipliers(model, n),
                 zy,
                 lo: *lo as i32,
                 hi: *hi as i32,
@@ -651,13 +640,109 @@ pub fn prepare(qg: &QGemm, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> QP
     }
 }
 
+/// A QConv's weight scale per output channel (a per-tensor scale repeated).
+fn conv_weight_scales(model: &Model, n: &Node) -> Vec<f32> {
+    let w = &model.graph.tensors[n.inputs[1] as usize];
+    let ws = w.quant.as_ref().map_or(&[][..], |q| &q.scale);
+    (0..w.shape[0] as usize)
+        .map(|m| ws[if ws.len() == 1 { 0 } else { m }])
+        .collect()
+}
+
+/// A QMatMul's requantization multiplier per output column, `s_x·s_w[j] / s_y`.
+fn matmul_multipliers(model: &Model, n: &Node) -> Vec<FixedMultiplier> {
+    let wt = &model.graph.tensors[n.inputs[1] as usize];
+    let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale);
+    let ((sx, _), (sy, _)) = (params(model, n.inputs[0]), params(model, n.outputs[0]));
+    (0..wt.shape[1] as usize)
+        .map(|j| {
+            let sw = ws[if ws.len() == 1 { 0 } else { j }];
+            mult(sx as f64 * sw as f64 / sy as f64)
+        })
+        .collect()
+}
+
+/// The integer rule of a QConv or QMatMul node, as every kernel path computes it: output channel c
+/// (QConv: axis 1; QMatMul: the last axis) is `clamp(m_c.apply(acc + bias_c) + z_y, lo, hi)` where
+/// `acc = Σ w·(x − z_x)` over the taps (padding adds nothing: it holds z_x) and `acc + bias_c`
+/// saturates to i32. Public so that exporters can write the same integers (`tern export --exact`).
+#[derive(Clone, Debug)]
+pub struct AccRule {
+    /// The input zero point z_x.
+    pub zp_in: i32,
+    /// The int32 bias per output channel (zeros without one).
+    pub bias: Vec<i32>,
+    /// The multiplier per output channel.
+    pub mult: Vec<FixedMultiplier>,
+    /// The output zero point z_y.
+    pub zp_out: i32,
+    /// The output clamp (int8 values; a fused activation narrows it).
+    pub lo: i32,
+    /// Upper clamp.
+    pub hi: i32,
+}
+
+/// [`AccRule`] of a QConv or QMatMul node of `model`; `None` for other ops or where a multiplier cannot
+/// be encoded (not in a valid model).
+pub fn acc_rule(model: &Model, n: &Node) -> Option<AccRule> {
+    let (lo, hi, mult, m) = match n.op {
+        Op::QConv { ref geom, lo, hi } => {
+            let ws = conv_weight_scales(model, n);
+            let mg = ws.len() / (geom.groups as usize).max(1);
+            let (si, so) = (
+                qscales(model, n.inputs[0]).0,
+                qscales(model, n.outputs[0]).0,
+            );
+            (
+                lo,
+                hi,
+                crate::cpu::qconv::multipliers(&ws, si, so, mg)?,
+                ws.len(),
+            )
+        }
+        Op::QMatMul { lo, hi } => {
+            let m = matmul_multipliers(model, n);
+            let len = m.len();
+            (lo, hi, m, len)
+        }
+        _ => return None,
+    };
+    let bias = match n.inputs.get(2) {
+        Some(&b) => i32s(model.const_bytes(b as usize)),
+        None => alloc::vec![0; m],
+    };
+    Some(AccRule {
+        zp_in: params(model, n.inputs[0]).1,
+        bias,
+        mult,
+        zp_out: params(model, n.outputs[0]).1,
+        lo: lo as i32,
+        hi: hi as i32,
+    })
+}
+
 fn avg_prep(model: &Model, x: u32, y: u32, max_div: usize) -> QPrep {
     let (sx, zx) = params(model, x);
     let (sy, zy) = params(model, y);
-    let mults = (0..=max_div)
-        .map(|d| mult(sx as f64 / (sy as f64 * d.max(1) as f64)))
-        .collect();
+    let mults = (0..=max_div).map(|d| avg_mult(sx, sy, d)).collect();
     QPrep::Avg(zx, zy, mults)
+}
+
+/// An integer average's multiplier over `d` values (`d = 0` as 1), `s_x / (s_y·d)`.
+fn avg_mult(sx: f32, sy: f32, d: usize) -> FixedMultiplier {
+    mult(sx as f64 / (sy as f64 * d.max(1) as f64))
+}
+
+/// The integer rule of an int8 GlobalAveragePool node of `model` over `d` values per plane, `(z_x, m,
+/// z_y)`: each output is `clamp(m.apply(Σ(x − z_x)) + z_y, −128, 127)` (the sum in wrapping i32).
+/// `None` for other ops. Public so that exporters can write the same integers.
+pub fn global_avg_rule(model: &Model, n: &Node, d: usize) -> Option<(i32, FixedMultiplier, i32)> {
+    let Op::GlobalPool(PoolKind::Avg { .. }) = n.op else {
+        return None;
+    };
+    let (x, y) = (*n.inputs.first()?, *n.outputs.first()?);
+    let ((sx, zx), (sy, zy)) = (params(model, x), params(model, y));
+    Some((zx, avg_mult(sx, sy, d), zy))
 }
 
 /// Scratch bytes an integer node needs with `threads` threads.
