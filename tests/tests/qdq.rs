@@ -199,8 +199,9 @@ fn output_step(bytes: &[u8]) -> f32 {
         .scale[0]
 }
 
-/// `tern export --onnx-qdq`: ORT runs the exported model and gives tern's outputs within one step, on the
-/// test CNN (quantized by tern from its float model) and on the committed PP-OCR cls int8 fixture.
+/// `tern export --onnx-qdq` (default and `--exact`): ORT runs the exported model and gives tern's outputs
+/// within one step, on the test CNN (quantized by tern from its float model) and on the committed PP-OCR
+/// cls int8 fixture.
 #[test]
 fn exported_qdq_runs_on_ort_like_tern() {
     let d = ensure_cases().join("qdq_s8s8_channel");
@@ -229,26 +230,33 @@ fn exported_qdq_runs_on_ort_like_tern() {
         ("test CNN", &net, d.join("inputs.npy"), 10usize),
         ("PP-OCR cls", &cls, cls_inputs, 2),
     ] {
-        let onnx = tern_tools::onnx_export::to_onnx(&Model::from_bytes(bytes).unwrap()).unwrap();
-        let want = run_ort(&onnx, &inputs);
         let model = Model::from_bytes(bytes).unwrap();
-        let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
         let xs: ArrayD<f32> = read_npy(&inputs).unwrap();
         let step = output_step(bytes);
-        let mut worst = 0f32;
-        for (x, w) in xs.axis_iter(Axis(0)).zip(&want) {
-            let x: Vec<f32> = x.iter().copied().collect();
-            let mut y = vec![0f32; width];
-            s.run_into(&[&x], &mut [&mut y]).unwrap();
-            for (a, b) in y.iter().zip(w) {
-                worst = worst.max((a - b).abs() / step);
+        // the default export, and the exact one
+        for exact in [false, true] {
+            let opts = tern_tools::onnx_export::ExportOptions {
+                exact,
+                ..Default::default()
+            };
+            let onnx = tern_tools::onnx_export::to_onnx_with(&model, opts).unwrap();
+            let want = run_ort(&onnx, &inputs);
+            let mut s = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+            let mut worst = 0f32;
+            for (x, w) in xs.axis_iter(Axis(0)).zip(&want) {
+                let x: Vec<f32> = x.iter().copied().collect();
+                let mut y = vec![0f32; width];
+                s.run_into(&[&x], &mut [&mut y]).unwrap();
+                for (a, b) in y.iter().zip(w) {
+                    worst = worst.max((a - b).abs() / step);
+                }
             }
+            println!("{name} (exact {exact}): exported QDQ on ORT vs tern: worst {worst:.3} output steps");
+            assert!(
+                worst <= 1.0 + 1e-3,
+                "{name} (exact {exact}): ORT on the export differs by {worst} steps"
+            );
         }
-        println!("{name}: exported QDQ on ORT vs tern: worst {worst:.3} output steps");
-        assert!(
-            worst <= 1.0 + 1e-3,
-            "{name}: ORT on the export differs by {worst} steps"
-        );
     }
 }
 
@@ -361,6 +369,23 @@ fn exact_export_equals_tern() {
         println!("exact {exact}: {differing} outputs differ from tern's, worst {worst:.2} steps");
         if exact {
             assert_eq!(differing, 0, "the exact export computes tern's integers");
+        }
+    }
+    // the float artifact of the same model: its GlobalAveragePool (the same op as the int8 one) and
+    // every other op stay float in the exact export
+    let f32_bytes = tern_tools::compress_float(&d.join("float.onnx"), &[]).unwrap();
+    let f32_model = Model::from_bytes(&f32_bytes).unwrap();
+    let opts = ExportOptions {
+        exact: true,
+        ..Default::default()
+    };
+    let ort = run_ort(&to_onnx_with(&f32_model, opts).unwrap(), &inputs);
+    for (t, o) in run_all(&f32_bytes, &xs).iter().zip(&ort) {
+        for (a, b) in t.iter().zip(o) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                "float model: {a} vs {b}"
+            );
         }
     }
 }

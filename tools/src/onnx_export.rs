@@ -737,7 +737,8 @@ impl Writer<'_> {
                 let x = self.op1("Mul", &name, vec![p, mv], vec![]);
                 let total = 31 + m.shift;
                 if total <= 0 {
-                    // a multiplier ≥ 1: saturate before the left shift (the result clamps to i32 anyway)
+                    // a multiplier ≥ 2^30: saturate before the left shift (the result clamps to i32
+                    // anyway)
                     let x = self.clip64(x, (i32::MIN as i64, i32::MAX as i64), &name);
                     let k = self.i64_scalar(&format!("{name}/scale"), 1i64 << (-total));
                     // (the i32 clamp after it is implied by the final clamp to int8 values)
@@ -832,10 +833,15 @@ impl Writer<'_> {
         self.init(hint, DataType::Int64, dims, raw)
     }
 
+    /// Whether every multiplier's total shift `31 + shift` lies in 1..=62, the range
+    /// [`Writer::requant_into`] writes (outside it: a multiplier ≥ 2^30 or below 2^-32).
+    fn shifts_fit(mults: &[tern::ir::quant::FixedMultiplier]) -> bool {
+        mults.iter().all(|m| (1..=62).contains(&(31 + m.shift)))
+    }
+
     /// `clamp(round_half_away(x·m / 2^total) + z_y, lo, hi)` as int8 into tensor `out`, for int64 `x`
-    /// with one [`tern::ir::quant::FixedMultiplier`] per channel (`dims`: their broadcast shape), or
-    /// `false` (nothing written) where a multiplier's total shift is outside 1..=62 (a multiplier ≥ 1 or
-    /// below 2^-31: the caller writes its other form).
+    /// with one [`tern::ir::quant::FixedMultiplier`] per channel (`dims`: their broadcast shape), every
+    /// one with [`Writer::shifts_fit`] (the caller checks before writing anything).
     fn requant_into(
         &mut self,
         x: String,
@@ -844,11 +850,8 @@ impl Writer<'_> {
         (zy, lo, hi): (i32, i32, i32),
         out: u32,
         name: &str,
-    ) -> bool {
+    ) {
         let total = |m: &tern::ir::quant::FixedMultiplier| 31 + m.shift;
-        if !mults.iter().all(|m| (1..=62).contains(&total(m))) {
-            return false;
-        }
         let mv = self.i64_channels(
             &format!("{name}/mult"),
             dims,
@@ -878,7 +881,6 @@ impl Writer<'_> {
             vec![out],
             vec![attr_i("to", DataType::Int8 as i64)],
         );
-        true
     }
 
     /// The exact integer form of a QConv (not transposed), QMatMul or int8 GlobalAveragePool
@@ -888,12 +890,18 @@ impl Writer<'_> {
         let name = n.name.clone();
         let (x, out) = (n.inputs[0], n.outputs[0]);
         let rank = self.tensor(out).shape.len();
+        if self.tensor(x).dtype != DType::I8 || self.tensor(out).dtype != DType::I8 {
+            return Ok(false); // a float op (a float GlobalAveragePool is the same op)
+        }
         if let Op::GlobalPool(PoolKind::Avg { .. }) = n.op {
             let xs = self.tensor(x).shape.clone();
             let d: usize = xs[2..].iter().map(|&v| v as usize).product();
             let Some((zx, m, zy)) = global_avg_rule(self.model, n, d) else {
                 return Ok(false);
             };
+            if !Self::shifts_fit(&[m]) {
+                return Ok(false);
+            }
             let xw = self.wide(x, &name);
             let zx = self.i64_scalar(&format!("{name}/zx"), zx as i64);
             let v = self.op1("Sub", &name, vec![xw, zx], vec![]);
@@ -908,9 +916,10 @@ impl Writer<'_> {
                 vec![attr_i("keepdims", 1)],
             );
             // tern sums in wrapping i32: the same value for any plane under 2^23 values
-            return Ok(self.requant_into(sum, &[m], &[], (zy, -128, 127), out, &name));
+            self.requant_into(sum, &[m], &[], (zy, -128, 127), out, &name);
+            return Ok(true);
         }
-        let Some(rule) = acc_rule(self.model, n) else {
+        let Some(rule) = acc_rule(self.model, n).filter(|r| Self::shifts_fit(&r.mult)) else {
             return Ok(false);
         };
         let xu = self.as_u8(x, &name);
@@ -945,7 +954,8 @@ impl Writer<'_> {
         // acc + bias saturates to i32 in tern
         let s = self.clip64(s, (i32::MIN as i64, i32::MAX as i64), &name);
         let q = (rule.zp_out, rule.lo, rule.hi);
-        Ok(self.requant_into(s, &rule.mult, &dims, q, out, &name))
+        self.requant_into(s, &rule.mult, &dims, q, out, &name);
+        Ok(true)
     }
 
     fn emit(&mut self, n: &Node) -> Result<()> {
@@ -1174,11 +1184,18 @@ pub fn to_onnx_with(model: &tern::Model, opts: ExportOptions) -> Result<Vec<u8>>
         let tt = &g.tensors[t as usize];
         value_info(&tt.name, DataType::Float, &tt.shape)
     };
-    // constants no node reads (the int8 weights the exact form re-encoded as uint8) stay out
+    // constants no node reads (the int8 weights the exact form re-encoded as uint8) stay out; a graph
+    // output that is a constant is read by the graph
+    let outputs: Vec<&str> = g
+        .outputs
+        .iter()
+        .map(|&t| w.names[t as usize].as_str())
+        .collect();
     let read: std::collections::HashSet<&str> = w
         .nodes
         .iter()
         .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(outputs)
         .collect();
     let inits: Vec<TensorProto> = w
         .inits

@@ -923,6 +923,9 @@ struct DwTaps {
     need: (usize, usize),
     /// The whole plane as one row ([`DwGeom::run`], where its reads fit the scratch).
     run: bool,
+    /// The geometry's [`DwGeom::lens`] and padded size these offsets were built for (`dw_rows` reads
+    /// only with a geometry that matches: its bound checks rest on them).
+    built_for: ((usize, usize), (usize, usize)),
 }
 
 impl DwTaps {
@@ -946,6 +949,7 @@ impl DwTaps {
             ok: false,
             need: (0, 0),
             run: false,
+            built_for: (gm.lens(), gm.padded()),
         };
         let reach = (sw * hn - 1) * wq + (kw - 1) * dw / sw + ow.next_multiple_of(32);
         if kh * npr > DW_MAX_PAIRS || reach > np {
@@ -1009,7 +1013,12 @@ fn dw_rows(
     } = gm;
     let npr = taps.npr;
     let n = kh * npr;
-    if !taps.ok || pp.len() < taps.need.0 || acc.len() < taps.need.1 || pairs.len() < n {
+    if !taps.ok
+        || taps.built_for != (gm.lens(), gm.padded())
+        || pp.len() < taps.need.0
+        || acc.len() < taps.need.1
+        || pairs.len() < n
+    {
         return false;
     }
     let wq = gm.padded().1;

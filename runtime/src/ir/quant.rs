@@ -74,7 +74,8 @@ impl FixedMultiplier {
         let prod = acc as i64 * self.mult as i64;
         let total = 31 + self.shift;
         let r = if total <= 0 {
-            // a multiplier ≥ 1 (rare; loop-invariant): widen so the shift cannot overflow, then saturate
+            // a multiplier ≥ 2^30 (rare; loop-invariant): widen so the shift cannot overflow, then
+            // saturate
             ((prod as i128) << (-total)).clamp(i32::MIN as i128, i32::MAX as i128) as i64
         } else if total >= 63 {
             0 // |prod| < 2^62, so the quotient rounds to 0

@@ -735,12 +735,18 @@ fn avg_mult(sx: f32, sy: f32, d: usize) -> FixedMultiplier {
 
 /// The integer rule of an int8 GlobalAveragePool node of `model` over `d` values per plane, `(z_x, m,
 /// z_y)`: each output is `clamp(m.apply(Σ(x − z_x)) + z_y, −128, 127)` (the sum in wrapping i32).
-/// `None` for other ops. Public so that exporters can write the same integers.
+/// `None` for other ops and a float GlobalAveragePool. Public so that exporters can write the same
+/// integers.
 pub fn global_avg_rule(model: &Model, n: &Node, d: usize) -> Option<(i32, FixedMultiplier, i32)> {
     let Op::GlobalPool(PoolKind::Avg { .. }) = n.op else {
         return None;
     };
     let (x, y) = (*n.inputs.first()?, *n.outputs.first()?);
+    // (the float op is the same Op: int8 tensors tell the integer one)
+    let int8 = |t: u32| model.graph.tensors[t as usize].dtype == DType::I8;
+    if !(int8(x) && int8(y)) {
+        return None;
+    }
     let ((sx, zx), (sy, zy)) = (params(model, x), params(model, y));
     Some((zx, avg_mult(sx, sy, d), zy))
 }
