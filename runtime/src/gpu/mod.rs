@@ -690,7 +690,12 @@ fn int8_steps(
         q.map_or((1.0f32, 0i32), |q| (q.scale[0], q.zero_point[0]))
     };
     let scalar = crate::cpu::qgemm::qgemm_for(crate::cpu::caps::Isa::Scalar);
-    let prep = crate::cpu::ops::quant::prepare(&scalar, model, n, shapes);
+    // a QConv or QMatMul reads only its requantization (`acc_rule`): no CPU weight packing for them
+    let rule = crate::cpu::ops::quant::acc_rule(model, n);
+    let prep = match (&n.op, &rule) {
+        (Op::QConv { .. } | Op::QMatMul { .. }, Some(_)) => QPrep::Move,
+        _ => crate::cpu::ops::quant::prepare(&scalar, model, n, shapes),
+    };
     let (x, out) = (n.inputs[0], n.outputs[0]);
     let four = |e: u32| e.div_ceil(4);
     let consts = match &n.op {
@@ -706,8 +711,8 @@ fn int8_steps(
             threads,
         })
     };
-    match (&n.op, &prep) {
-        (Op::Quantize, _) => {
+    match (&n.op, &prep, rule.as_ref()) {
+        (Op::Quantize, _, _) => {
             let (s, z) = qp(out);
             if let Some(k) = g.inputs.iter().position(|&i| i == x) {
                 host.push(HostQuantize {
@@ -723,14 +728,14 @@ fn int8_steps(
                 four(numel(out)),
             );
         }
-        (Op::Dequantize, _) => {
+        (Op::Dequantize, _, _) => {
             let (s, z) = qp(x);
             push(
                 vec![1, numel(x), word(x), word(out), f(s), z as u32],
                 four(numel(x)),
             );
         }
-        (Op::QLut, QPrep::Lut(t, _)) => {
+        (Op::QLut, QPrep::Lut(t, _), _) => {
             // one table, or one per channel (plane p of N·C takes table p % C)
             let xs = shape(x);
             let planes = xs.iter().take(2).product::<u32>().max(1);
@@ -743,7 +748,7 @@ fn int8_steps(
             p.extend(t.iter().flatten().map(|&v| v as i32 as u32));
             push(p, four(numel(x)));
         }
-        (Op::QConv { geom, .. }, QPrep::Conv(c, lo, hi)) => {
+        (Op::QConv { geom, .. }, _, Some(c)) => {
             let xs = shape(x);
             let os = shape(out);
             let (has_bias, boff) = match n.inputs.get(2) {
@@ -799,15 +804,15 @@ fn int8_steps(
                 word(out),
                 c.zp_in as u32,
                 c.zp_out as u32,
-                *lo as u32,
-                *hi as u32,
+                c.lo as u32,
+                c.hi as u32,
                 27,
                 sums_at,
             ]);
             p.extend(c.mult.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
         }
-        (Op::QConvTranspose { .. }, QPrep::ConvT(c, lo, hi, kh, kw)) => {
+        (Op::QConvTranspose { .. }, QPrep::ConvT(c, lo, hi, kh, kw), _) => {
             let xs = shape(x);
             let os = shape(out);
             let (has_bias, boff) = match n.inputs.get(2) {
@@ -836,7 +841,7 @@ fn int8_steps(
             p.extend(c.mult.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
         }
-        (Op::QMatMul { .. }, QPrep::MatMul(m)) => {
+        (Op::QMatMul { .. }, _, Some(m)) => {
             let xs = shape(x);
             let ws = shape(n.inputs[1]);
             let (k, nn) = (ws[0] as usize, ws[1] as usize);
@@ -884,7 +889,7 @@ fn int8_steps(
                 bias_at,
                 word(out),
                 0,
-                m.zy as u32,
+                m.zp_out as u32,
                 m.lo as u32,
                 m.hi as u32,
                 16,
@@ -895,7 +900,7 @@ fn int8_steps(
             p.extend(m.mult.iter().flat_map(|&v| fm(v)));
             push(p, four(numel(out)));
         }
-        (Op::QBinary { .. }, QPrep::Binary(b)) => {
+        (Op::QBinary { .. }, QPrep::Binary(b), _) => {
             let os = shape(out);
             let op = match b.op {
                 BinOp::Add => 0,
@@ -939,7 +944,7 @@ fn int8_steps(
             p.extend(b.tb.iter().map(|&v| v as u32));
             push(p, four(numel(out)));
         }
-        (Op::Pool(_) | Op::GlobalPool(_), _) => {
+        (Op::Pool(_) | Op::GlobalPool(_), _, _) => {
             let xs = shape(x);
             let os = shape(out);
             let (zx, zy, mults, kind) = match &prep {
@@ -989,7 +994,7 @@ fn int8_steps(
             p.extend(mults.iter().flat_map(|&m| fm(m)));
             push(p, four(numel(out)));
         }
-        (Op::Concat { axis }, QPrep::Concat(r, _)) => {
+        (Op::Concat { axis }, QPrep::Concat(r, _), _) => {
             let os = shape(out);
             let ax = *axis as usize;
             let inner: u32 = os[ax + 1..].iter().product();
@@ -1020,7 +1025,7 @@ fn int8_steps(
             p.extend(tables);
             push(p, four(numel(out)));
         }
-        (Op::Reshape, _) => {
+        (Op::Reshape, _, _) => {
             let words = four(numel(out));
             let (sx, ox) = byte(x);
             if ox % 4 != 0 {
@@ -1038,6 +1043,7 @@ fn int8_steps(
             | Op::Resize { .. }
             | Op::Transpose { .. }
             | Op::Split { .. },
+            _,
             _,
         ) => {
             let xs: Vec<usize> = shape(x).iter().map(|&d| d as usize).collect();
