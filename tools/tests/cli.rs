@@ -392,8 +392,9 @@ fn compress_int8_and_eval_digits() {
     assert!(layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 30.0));
 }
 
-/// `tern export --onnx-qdq`, then `tern compress --int8` of that QDQ model without --calib (its own
-/// parameters): the CLI contract of issue 3 part 2, and bad input named.
+/// `tern export --onnx-qdq` (and its `--exact` / `--binary-ops qdq` forms), then `tern compress --int8` of
+/// that QDQ model without --calib (its own parameters): the CLI contract of issue 3 part 2, and bad input
+/// named.
 #[test]
 fn export_onnx_qdq_and_reimport() {
     let d = tempfile::tempdir().unwrap();
@@ -411,6 +412,19 @@ fn export_onnx_qdq_and_reimport() {
         .arg("--calib")
         .arg(digits_data("X_train.npy"))
         .args(["--calib-samples", "64"]));
+    // the forms of the integer ops: each flag writes a model (the exact one with integer convolutions)
+    for flags in [&["--exact"][..], &["--binary-ops", "qdq"][..]] {
+        let o = d.path().join("form.onnx");
+        ok(tern()
+            .arg("export")
+            .arg(&art)
+            .arg("--onnx-qdq")
+            .arg(&o)
+            .args(flags));
+        let bytes = std::fs::read(&o).unwrap();
+        let has = |op: &str| bytes.windows(op.len()).any(|w| w == op.as_bytes());
+        assert_eq!(has("MatMulInteger"), flags[0] == "--exact", "{flags:?}");
+    }
     let out = ok(tern().arg("export").arg(&art).arg("--onnx-qdq").arg(&qdq));
     assert!(out.contains("QDQ"), "{out}");
     // a quantized ONNX model needs no calibration: its parameters are used
