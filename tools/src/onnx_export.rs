@@ -675,13 +675,28 @@ impl Writer<'_> {
 
     /// Int8 tensor `t` widened to int64.
     fn wide(&mut self, t: u32, name: &str) -> String {
+        self.widened(t, DataType::Int64, 0, name)
+    }
+
+    /// A Cast of value `v` to `dt`.
+    fn cast(&mut self, v: String, dt: DataType, name: &str) -> String {
+        self.op1("Cast", name, vec![v], vec![attr_i("to", dt as i64)])
+    }
+
+    /// Int8 tensor `t` cast to the integer type `dt`, plus `offset` (128: a table index, or the uint8
+    /// value): the one int8 → wider-integer step of tables, integer Add/Sub/Mul and the exact form.
+    fn widened(&mut self, t: u32, dt: DataType, offset: i32, name: &str) -> String {
         let x = self.names[t as usize].clone();
-        self.op1(
-            "Cast",
-            name,
-            vec![x],
-            vec![attr_i("to", DataType::Int64 as i64)],
-        )
+        let v = self.cast(x, dt, name);
+        if offset == 0 {
+            return v;
+        }
+        let raw = match dt {
+            DataType::Int64 => (offset as i64).to_le_bytes().to_vec(),
+            _ => offset.to_le_bytes().to_vec(),
+        };
+        let c = self.init(&format!("{name}/offset"), dt, &[], raw);
+        self.op1("Add", name, vec![v, c], vec![])
     }
 
     /// `round_half_away_from_zero(x / 2^total)` of int64 `x` (|x| < 2^62, 0 < total < 63), as
@@ -723,7 +738,10 @@ impl Writer<'_> {
             .ok_or_else(|| anyhow!("node \"{name}\": not an integer binary op"))?;
         let (za, zb, zy) = b.zero_points();
         let (lo, hi) = b.clamp();
-        let (xa, xb) = (self.wide(n.inputs[0], &name), self.wide(n.inputs[1], &name));
+        // Mul reads the values, Add/Sub index their tables at v + 128
+        let off = if b.op() == BinOp::Mul { 0 } else { 128 };
+        let xa = self.widened(n.inputs[0], DataType::Int64, off, &name);
+        let xb = self.widened(n.inputs[1], DataType::Int64, off, &name);
         let r = match b.op() {
             BinOp::Mul => {
                 let za = self.i64_scalar(&format!("{name}/za"), za as i64);
@@ -732,22 +750,23 @@ impl Writer<'_> {
                 let pb = self.op1("Sub", &name, vec![xb, zb], vec![]);
                 let p = self.op1("Mul", &name, vec![pa, pb], vec![]);
                 let m = b.mul_multiplier();
+                // |p| ≤ 255²: the shared requantization, where the multiplier's shift fits it
+                if Self::shifts_fit(&[m]) {
+                    self.requant_into(p, &[m], &[], (zy, lo, hi), n.outputs[0], &name);
+                    return Ok(());
+                }
                 let mv = self.i64_scalar(&format!("{name}/mult"), m.mult as i64);
-                // |p| ≤ 255², mult < 2^31: the product is exact in int64
                 let x = self.op1("Mul", &name, vec![p, mv], vec![]);
-                let total = 31 + m.shift;
-                if total <= 0 {
+                if 31 + m.shift <= 0 {
                     // a multiplier ≥ 2^30: saturate before the left shift (the result clamps to i32
-                    // anyway)
+                    // anyway; the i32 clamp after it is implied by the final clamp to int8 values)
                     let x = self.clip64(x, (i32::MIN as i64, i32::MAX as i64), &name);
-                    let k = self.i64_scalar(&format!("{name}/scale"), 1i64 << (-total));
-                    // (the i32 clamp after it is implied by the final clamp to int8 values)
+                    let k = self.i64_scalar(&format!("{name}/scale"), 1i64 << (-31 - m.shift));
                     self.op1("Mul", &name, vec![x, k], vec![])
-                } else if total >= 63 {
+                } else {
+                    // below 2^-32: |p·mult| < 2^47 rounds to 0
                     let zero = self.i64_scalar(&format!("{name}/zero"), 0);
                     self.op1("Mul", &name, vec![x, zero], vec![])
-                } else {
-                    self.round_shift(x, total, &name)
                 }
             }
             op => {
@@ -758,46 +777,39 @@ impl Writer<'_> {
                 let (ta, tb) = (table(ta), table(tb));
                 let ta = self.init(&format!("{name}/table_a"), DataType::Int64, &[256], ta);
                 let tb = self.init(&format!("{name}/table_b"), DataType::Int64, &[256], tb);
-                let off = self.i64_scalar(&format!("{name}/offset"), 128);
-                let ia = self.op1("Add", &name, vec![xa, off.clone()], vec![]);
-                let ib = self.op1("Add", &name, vec![xb, off], vec![]);
                 let attrs = || vec![attr_i("axis", 0)];
-                let ga = self.op1("Gather", &name, vec![ta, ia], attrs());
-                let gb = self.op1("Gather", &name, vec![tb, ib], attrs());
+                let ga = self.op1("Gather", &name, vec![ta, xa], attrs());
+                let gb = self.op1("Gather", &name, vec![tb, xb], attrs());
                 let o = if op == BinOp::Sub { "Sub" } else { "Add" };
                 let s = self.op1(o, &name, vec![ga, gb], vec![]);
                 // (|s| < 2^33; the i32 clamp of the rule is implied by the final clamp)
                 self.round_shift(s, tern::cpu::ops::quant::ADD_FRAC as i32, &name)
             }
         };
+        self.int8_out(r, (zy, lo, hi), n.outputs[0], &name);
+        Ok(())
+    }
+
+    /// `clamp(r + z_y, lo, hi)` of int64 `r`, cast to int8 into tensor `out`.
+    fn int8_out(&mut self, r: String, (zy, lo, hi): (i32, i32, i32), out: u32, name: &str) {
         let zy = self.i64_scalar(&format!("{name}/zy"), zy as i64);
-        let v = self.op1("Add", &name, vec![r, zy], vec![]);
-        let v = self.clip64(v, (lo as i64, hi as i64), &name);
-        let out = self.names[n.outputs[0] as usize].clone();
+        let v = self.op1("Add", name, vec![r, zy], vec![]);
+        let v = self.clip64(v, (lo as i64, hi as i64), name);
+        let out = self.names[out as usize].clone();
         self.node(
             "Cast",
-            &name,
+            name,
             vec![v],
             vec![out],
             vec![attr_i("to", DataType::Int8 as i64)],
         );
-        Ok(())
     }
 
     /// Int8 tensor `t` as uint8 (`v + 128`): ConvInteger's operands on every ONNX Runtime version
     /// (int8 ones only since 1.24).
     fn as_u8(&mut self, t: u32, name: &str) -> String {
-        let x = self.names[t as usize].clone();
-        let to = |dt: DataType| vec![attr_i("to", dt as i64)];
-        let i = self.op1("Cast", name, vec![x], to(DataType::Int32));
-        let off = self.init(
-            &format!("{name}/u8_offset"),
-            DataType::Int32,
-            &[],
-            128i32.to_le_bytes().to_vec(),
-        );
-        let i = self.op1("Add", name, vec![i, off], vec![]);
-        self.op1("Cast", name, vec![i], to(DataType::Uint8))
+        let v = self.widened(t, DataType::Int32, 128, name);
+        self.cast(v, DataType::Uint8, name)
     }
 
     /// Int8 constant `t` as a uint8 initializer (`v + 128`) with zero point 128.
@@ -870,17 +882,7 @@ impl Writer<'_> {
         // |x| < 2^31 and mult < 2^31: the product is exact in int64
         let p = self.op1("Mul", name, vec![x, mv], vec![]);
         let r = self.round_div(p, half, den, name);
-        let zy = self.i64_scalar(&format!("{name}/zy"), zy as i64);
-        let v = self.op1("Add", name, vec![r, zy], vec![]);
-        let v = self.clip64(v, (lo as i64, hi as i64), name);
-        let out = self.names[out as usize].clone();
-        self.node(
-            "Cast",
-            name,
-            vec![v],
-            vec![out],
-            vec![attr_i("to", DataType::Int8 as i64)],
-        );
+        self.int8_out(r, (zy, lo, hi), out, name);
     }
 
     /// The exact integer form of a QConv (not transposed), QMatMul or int8 GlobalAveragePool
@@ -939,12 +941,7 @@ impl Writer<'_> {
                 vec![m],
             ),
         };
-        let acc = self.op1(
-            "Cast",
-            &name,
-            vec![acc],
-            vec![attr_i("to", DataType::Int64 as i64)],
-        );
+        let acc = self.cast(acc, DataType::Int64, &name);
         let b = self.i64_channels(
             &format!("{name}/bias"),
             &dims,
@@ -1025,21 +1022,8 @@ impl Writer<'_> {
             }
             Op::QBinary { .. } => self.binary_exact(n),
             Op::QLut => {
-                let x = self.names[n.inputs[0] as usize].clone();
                 let mut table = self.names[n.inputs[1] as usize].clone();
-                let i = self.op1(
-                    "Cast",
-                    &name,
-                    vec![x],
-                    vec![attr_i("to", DataType::Int32 as i64)],
-                );
-                let c = self.init(
-                    &format!("{name}/offset"),
-                    DataType::Int32,
-                    &[],
-                    128i32.to_le_bytes().to_vec(),
-                );
-                let mut idx = self.op1("Add", &name, vec![i, c], vec![]);
+                let mut idx = self.widened(n.inputs[0], DataType::Int32, 128, &name);
                 let tshape = self.tensor(n.inputs[1]).shape.clone();
                 if tshape.len() == 2 {
                     // one table per channel: index the flattened tables at 256·channel + q + 128
