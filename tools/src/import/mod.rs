@@ -328,6 +328,13 @@ pub fn import_proto(
             };
             msg += &format!("  {op} ×{}: {}{more}\n", nodes.len(), shown.join(", "));
         }
+        if proto.producer_name == "tern" {
+            // tern's own export: say which of its forms come back, rather than leave the user to guess
+            msg += "this model was written by `tern export --onnx-qdq`, whose lookup tables (Gather) and \
+                    integer forms (the default `--binary-ops integer`, `--exact`) are for ONNX Runtime, not \
+                    re-imported: compress the float model again (or keep the .tern it was exported from); \
+                    an export written with `--binary-ops qdq` of a model without lookup tables re-imports\n";
+        }
         bail!(msg.trim_end().to_string());
     }
     for vi in &graph.output {
@@ -2095,4 +2102,34 @@ fn resolve_pads(
         }
         other => bail!("unknown auto_pad \"{other}\""),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unsupported op is named with its node; in a model that tern's own export wrote (its producer
+    /// "tern"), the error also says which of the export's forms re-import, and only there.
+    #[test]
+    fn unsupported_ops_in_terns_own_export_say_which_forms_reimport() {
+        let base: &[u8] = include_bytes!("../../tests/data/unsupported.onnx");
+        let shape: InputShape = "x=1x8".parse().unwrap();
+        let plain = import_bytes(base, std::slice::from_ref(&shape)).unwrap_err();
+        let plain = format!("{plain:#}");
+        assert!(plain.contains("ops tern does not support"), "{plain}");
+        assert!(!plain.contains("tern export"), "{plain}");
+        // ModelProto field 2 (producer_name), appended: protobuf's last occurrence wins
+        let mut b = base.to_vec();
+        b.extend_from_slice(&[0x12, 4]);
+        b.extend_from_slice(b"tern");
+        let ours = format!(
+            "{:#}",
+            import_bytes(&b, std::slice::from_ref(&shape)).unwrap_err()
+        );
+        assert!(ours.contains("ops tern does not support"), "{ours}");
+        assert!(
+            ours.contains("tern export --onnx-qdq") && ours.contains("--binary-ops qdq"),
+            "{ours}"
+        );
+    }
 }
