@@ -191,12 +191,12 @@ pub const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` for the logistic sigmoid and tanh: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
+/// `e^x` as the logistic sigmoid, tanh and softmax compute it: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
 /// exact), a degree-6 polynomial for e^r (Cephes' single-precision coefficients) and 2^n through the
 /// exponent bits; within 2 ulp of the correctly rounded result for x in [−87.3, 88.7], 0 and +inf beyond.
 /// The same operations, fused where they are fused, as the 8-lane AVX2 kernel
 /// (`cpu::kernels::x86::exp8`), so every path gives the same bits.
-fn exp_sigmoid(x: f32) -> f32 {
+pub fn exp_rule(x: f32) -> f32 {
     let x = x.clamp(EXP_CLAMP.0, EXP_CLAMP.1);
     // round half to even, as the vector kernel's rounding mode does
     let n = libm::rintf(x * core::f32::consts::LOG2_E);
@@ -245,7 +245,7 @@ fn tanh_rule(x: f32) -> f32 {
         }
         fmadd(p * z, x, x)
     } else {
-        let t = 1.0 - 2.0 / (exp_sigmoid(a + a) + 1.0);
+        let t = 1.0 - 2.0 / (exp_rule(a + a) + 1.0);
         if x < 0.0 {
             -t
         } else {
@@ -262,7 +262,7 @@ impl Unary {
             Unary::Relu => x.max(0.0),
             Unary::Clip { min, max } => x.max(min).min(max),
             Unary::Sigmoid if x.is_nan() => x,
-            Unary::Sigmoid => 1.0 / (1.0 + exp_sigmoid(-x)),
+            Unary::Sigmoid => 1.0 / (1.0 + exp_rule(-x)),
             Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Unary::LeakyRelu { alpha } => {

@@ -1094,6 +1094,47 @@ vexp!(
     ]
 );
 
+/// `e^x` in place ([`crate::ir::exp_rule`]'s bits: `exp8` / `exp16`; NaN stays NaN), 16 lanes at a
+/// time with AVX-512 F, then 8 with AVX2 and FMA. Returns how many leading elements it wrote (none
+/// without AVX2 and FMA).
+pub fn exp_vec(v: &mut [f32]) -> usize {
+    /// One body for both widths.
+    macro_rules! body {
+        ($v:ident, $lanes:literal, $load:ident, $store:ident, $exp:ident, $nan:expr) => {{
+            let mut i = 0;
+            while i + $lanes <= $v.len() {
+                // SAFETY: `$lanes` floats in bounds.
+                unsafe {
+                    let x = $load($v.as_ptr().add(i));
+                    $store($v.as_mut_ptr().add(i), $nan(x, $exp(x)));
+                }
+                i += $lanes;
+            }
+            i
+        }};
+    }
+    #[target_feature(enable = "avx512f")]
+    fn wide(v: &mut [f32]) -> usize {
+        let keep_nan = |x, e| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), e, x);
+        body!(v, 16, _mm512_loadu_ps, _mm512_storeu_ps, exp16, keep_nan)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn narrow(v: &mut [f32]) -> usize {
+        let keep_nan = |x, e| _mm256_blendv_ps(e, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+        body!(v, 8, _mm256_loadu_ps, _mm256_storeu_ps, exp8, keep_nan)
+    }
+    let mut done = 0;
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512 F detected just above.
+        done = unsafe { wide(v) };
+    }
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA detected just above.
+        done += unsafe { narrow(&mut v[done..]) };
+    }
+    done
+}
+
 /// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division; NaN stays NaN),
 /// or with `SILU` that times x (`x · sigmoid(x)`, one rounding more): the scalar rules' bits
 /// (`Unary::Sigmoid`/`Unary::Silu::apply`). Returns how many leading elements it wrote.
