@@ -479,7 +479,7 @@ impl QConv {
                         for row in src.chunks_exact(w.max(1)) {
                             let at = (py * sw * hq + rr) * wq;
                             let dst = &mut dst[at..];
-                            phase.write(row, None, |v| v, dst);
+                            phase.write_i8(row, dst);
                             py += 1;
                             if py == sh {
                                 (py, rr) = (0, rr + 1);
