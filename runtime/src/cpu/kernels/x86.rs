@@ -1123,16 +1123,7 @@ pub fn exp_vec(v: &mut [f32]) -> usize {
         let keep_nan = |x, e| _mm256_blendv_ps(e, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
         body!(v, 8, _mm256_loadu_ps, _mm256_storeu_ps, exp8, keep_nan)
     }
-    let mut done = 0;
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512 F detected just above.
-        done = unsafe { wide(v) };
-    }
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA detected just above.
-        done += unsafe { narrow(&mut v[done..]) };
-    }
-    done
+    widest(v, wide, narrow)
 }
 
 /// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division; NaN stays NaN),
@@ -1190,27 +1181,29 @@ pub unsafe fn sigmoid512<const SILU: bool>(v: &mut [f32]) -> usize {
 /// then 8 with AVX2 and FMA; the scalar rules' bits either way. Returns how many leading elements it
 /// wrote (none without AVX2 and FMA).
 pub fn sigmoid_vec(v: &mut [f32], silu: bool) -> usize {
+    if silu {
+        widest(v, sigmoid512::<true>, sigmoid_avx2::<true>)
+    } else {
+        widest(v, sigmoid512::<false>, sigmoid_avx2::<false>)
+    }
+}
+
+/// An in-place element-wise kernel over `v` with the widest lanes this CPU has: `wide` (AVX-512 F) over
+/// the leading 16-lane vectors, then `narrow` (AVX2 and FMA) over the 8-lane ones after them. Both give
+/// the same bits; returns how many leading elements they wrote (none without AVX2 and FMA).
+fn widest(
+    v: &mut [f32],
+    wide: unsafe fn(&mut [f32]) -> usize,
+    narrow: unsafe fn(&mut [f32]) -> usize,
+) -> usize {
     let mut done = 0;
     if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512 F detected just above.
-        done = unsafe {
-            if silu {
-                sigmoid512::<true>(v)
-            } else {
-                sigmoid512::<false>(v)
-            }
-        };
+        // SAFETY: AVX-512 F detected just above (all `wide` needs).
+        done = unsafe { wide(v) };
     }
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        let rest = &mut v[done..];
-        // SAFETY: AVX2 and FMA detected just above.
-        done += unsafe {
-            if silu {
-                sigmoid_avx2::<true>(rest)
-            } else {
-                sigmoid_avx2::<false>(rest)
-            }
-        };
+        // SAFETY: AVX2 and FMA detected just above (all `narrow` needs).
+        done += unsafe { narrow(&mut v[done..]) };
     }
     done
 }
@@ -1345,16 +1338,7 @@ vtanh!(
 /// the scalar rule's bits either way. Returns how many leading elements it wrote (none without AVX2 and
 /// FMA).
 pub fn tanh_vec(v: &mut [f32]) -> usize {
-    let mut done = 0;
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512 F detected just above.
-        done = unsafe { tanh512(v) };
-    }
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA detected just above.
-        done += unsafe { tanh_avx2(&mut v[done..]) };
-    }
-    done
+    widest(v, tanh512, tanh_avx2)
 }
 
 /// Sum of the eight i32 lanes, widened (exact).
