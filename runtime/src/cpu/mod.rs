@@ -161,7 +161,8 @@ impl PhaseRows {
     }
 
     /// [`PhaseRows::write_raw`] with `split(src, a, b)` writing `f(src[2t])` to `a[t]` and `f(src[2t+1])`
-    /// to `b[t]` for every `t < a.len()` (`b` as long, `src` twice) at stride 2.
+    /// to `b[t]` for every `t < a.len()` (`b` as long, `src` twice) at stride 2 (a `split` that ignores
+    /// `f`, like [`split_pairs_i8`], goes with the identity).
     ///
     /// # Safety
     /// As [`PhaseRows::write_raw`].
@@ -247,7 +248,7 @@ fn split_pairs_i8(src: &[i8], a: &mut [i8], b: &mut [i8]) {
     let m = a.len().min(b.len()).min(src.len() / 2);
     #[allow(unused_mut)]
     let mut t = 0;
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         use core::arch::x86_64::*;
         while t + 16 <= m {
@@ -265,7 +266,7 @@ fn split_pairs_i8(src: &[i8], a: &mut [i8], b: &mut [i8]) {
             t += 16;
         }
     }
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     {
         use core::arch::aarch64::*;
         while t + 16 <= m {
@@ -278,9 +279,13 @@ fn split_pairs_i8(src: &[i8], a: &mut [i8], b: &mut [i8]) {
             t += 16;
         }
     }
-    for t in t..m {
-        a[t] = src[2 * t];
-        b[t] = src[2 * t + 1];
+    for ((a, b), p) in a[t..m]
+        .iter_mut()
+        .zip(&mut b[t..m])
+        .zip(src[2 * t..2 * m].chunks_exact(2))
+    {
+        *a = p[0];
+        *b = p[1];
     }
 }
 

@@ -176,8 +176,9 @@ pub fn fmadd(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// The input clamp of the sigmoid's `e^x` (0 and +inf beyond).
-pub const EXP_CLAMP: (f32, f32) = (-87.33654, 88.72284);
+/// The input clamp of [`exp_rule`]: at the bottom, just below ln 2^−150, the result rounds to 0 (so a
+/// softmax's −inf logit gets exactly 0); at the top it overflows to +inf.
+pub const EXP_CLAMP: (f32, f32) = (-104.0, 88.72284);
 /// ln 2 in two parts (the first exact in few bits), so `x − n·ln 2` is exact.
 pub const EXP_LN2: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
 /// The e^r polynomial's coefficients, degree 6 down to 2 (Cephes' single precision): one table for the
@@ -191,11 +192,13 @@ pub const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` as the logistic sigmoid, tanh and softmax compute it: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is
-/// exact), a degree-6 polynomial for e^r (Cephes' single-precision coefficients) and 2^n through the
-/// exponent bits; within 2 ulp of the correctly rounded result for x in [−87.3, 88.7], 0 and +inf beyond.
-/// The same operations, fused where they are fused, as the 8-lane AVX2 kernel
-/// (`cpu::kernels::x86::exp8`), so every path gives the same bits.
+/// `e^x` as the logistic sigmoid, tanh and softmax compute it: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2
+/// split in two parts so r is exact), a degree-6 polynomial for e^r (Cephes' single-precision
+/// coefficients) and 2^n through the exponent bits (in two factors, so results below 2^−126 come out
+/// subnormal and below 2^−150 zero); within 2 ulp of the correctly rounded result for x in [−87.3, 88.7],
+/// 0 from [`EXP_CLAMP`]'s bottom down and +inf above its top. The same operations, fused where they are
+/// fused, as the x86 kernels (`cpu::kernels::x86::exp8`, `exp16`), so every path of a build gives the
+/// same bits (a `no_std` build rounds the multiply-adds twice: its own bits, equal across its paths).
 pub fn exp_rule(x: f32) -> f32 {
     let x = x.clamp(EXP_CLAMP.0, EXP_CLAMP.1);
     // round half to even, as the vector kernel's rounding mode does
@@ -207,7 +210,7 @@ pub fn exp_rule(x: f32) -> f32 {
         p = fmadd(p, r, c);
     }
     let e = fmadd(p, r * r, r) + 1.0;
-    // 2^n in two factors (n ∈ [−126, 128]: 2^128 overflows to +inf as it should)
+    // 2^n in two factors (n ∈ [−150, 128]: 2^128 overflows to +inf as it should, 2^−150 to 0)
     let ni = n as i32;
     let half = ni >> 1;
     let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);

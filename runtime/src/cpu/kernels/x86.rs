@@ -1014,7 +1014,8 @@ unsafe fn dw_block_f32<const V: usize>(
 /// One body for `e^x` on 8 and 16 lanes (`exp8`, `exp16`): the same operations, so the same bits.
 /// x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is exact), a degree-6 polynomial for
 /// e^r (Cephes' single-precision coefficients), and 2^n through the exponent bits. Within 2 ulp of the
-/// correctly rounded result for x in [−87.3, 88.7]; beyond, 0 and +inf.
+/// correctly rounded result for x in [−87.3, 88.7]; subnormal below, 0 from `EXP_CLAMP`'s bottom down,
+/// +inf above its top (`crate::ir::exp_rule`).
 macro_rules! vexp {
     ($name:ident, $features:literal, $ps:ty, $si:ty, [$min:ident, $max:ident, $set1:ident, $round:ident,
      $mul:ident, $fnmadd:ident, $fmadd:ident, $add:ident, $cvt:ident, $srai:ident, $slli:ident,
@@ -1036,8 +1037,8 @@ macro_rules! vexp {
             }
             let r2 = $mul(r, r);
             let e = $add($fmadd(p, r2, r), $set1(1.0));
-            // 2^n: n + 127 in the exponent field (n ∈ [−126, 128]; 2^128 overflows to +inf as it
-            // should, through the multiply below by 2^127 twice)
+            // 2^n: n + 127 in the exponent field (n ∈ [−150, 128]; 2^128 overflows to +inf as it
+            // should, through the multiply below by 2^64 twice, and 2^−150 to 0 by 2^−75 twice)
             let ni = $cvt(n);
             let half = $srai::<1>(ni);
             let pow = |k: $si| $cast($slli::<23>($addi(k, $set1i(127))));
@@ -1123,7 +1124,8 @@ pub fn exp_vec(v: &mut [f32]) -> usize {
         let keep_nan = |x, e| _mm256_blendv_ps(e, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
         body!(v, 8, _mm256_loadu_ps, _mm256_storeu_ps, exp8, keep_nan)
     }
-    widest(v, wide, narrow)
+    // SAFETY: `wide` needs AVX-512 F, `narrow` AVX2 and FMA.
+    unsafe { widest(v, wide, narrow) }
 }
 
 /// Logistic sigmoid `1 / (1 + e^−x)` in place, 8 at a time (`exp8`, an exact division; NaN stays NaN),
@@ -1181,17 +1183,24 @@ pub unsafe fn sigmoid512<const SILU: bool>(v: &mut [f32]) -> usize {
 /// then 8 with AVX2 and FMA; the scalar rules' bits either way. Returns how many leading elements it
 /// wrote (none without AVX2 and FMA).
 pub fn sigmoid_vec(v: &mut [f32], silu: bool) -> usize {
-    if silu {
-        widest(v, sigmoid512::<true>, sigmoid_avx2::<true>)
-    } else {
-        widest(v, sigmoid512::<false>, sigmoid_avx2::<false>)
+    // SAFETY: the sigmoid kernels need AVX-512 F, and AVX2 and FMA.
+    unsafe {
+        if silu {
+            widest(v, sigmoid512::<true>, sigmoid_avx2::<true>)
+        } else {
+            widest(v, sigmoid512::<false>, sigmoid_avx2::<false>)
+        }
     }
 }
 
 /// An in-place element-wise kernel over `v` with the widest lanes this CPU has: `wide` (AVX-512 F) over
 /// the leading 16-lane vectors, then `narrow` (AVX2 and FMA) over the 8-lane ones after them. Both give
 /// the same bits; returns how many leading elements they wrote (none without AVX2 and FMA).
-fn widest(
+///
+/// # Safety
+/// `wide` needs no CPU feature beyond AVX-512 F, `narrow` none beyond AVX2 and FMA, and each writes
+/// only within the slice it is given.
+unsafe fn widest(
     v: &mut [f32],
     wide: unsafe fn(&mut [f32]) -> usize,
     narrow: unsafe fn(&mut [f32]) -> usize,
@@ -1338,7 +1347,8 @@ vtanh!(
 /// the scalar rule's bits either way. Returns how many leading elements it wrote (none without AVX2 and
 /// FMA).
 pub fn tanh_vec(v: &mut [f32]) -> usize {
-    widest(v, tanh512, tanh_avx2)
+    // SAFETY: the tanh kernels need AVX-512 F, and AVX2 and FMA.
+    unsafe { widest(v, tanh512, tanh_avx2) }
 }
 
 /// Sum of the eight i32 lanes, widened (exact).

@@ -4,14 +4,15 @@ use crate::ir::ReduceOp;
 
 /// Softmax along `axis` (max-subtracted for range safety), with [`crate::ir::exp_rule`]'s `e^x`: the
 /// exponentials run through the vector kernel where the CPU has one (the same bits), across the
-/// contiguous positions after `axis` (each lane its own softmax), or along `axis` itself when it is the
-/// last; the maxima and sums are taken in the same order on every path.
+/// contiguous positions after `axis` (each lane its own softmax), or along `axis` itself when nothing
+/// follows it (`inner` = 1); the maxima and sums are taken in the same order on every path.
 pub fn softmax(axis: usize, x: View, y: ViewMut) {
     /// Positions after `axis` taken together (a stack block: `run` allocates nothing).
     const BLOCK: usize = 64;
     let n = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     let outer: usize = x.shape[..axis].iter().product();
+    debug_assert!(x.data.len() == outer * n * inner && y.data.len() == x.data.len());
     if n == 0 || inner == 0 {
         return;
     }
@@ -45,9 +46,10 @@ pub fn softmax(axis: usize, x: View, y: ViewMut) {
                 exp_in_place(yr);
                 sum.iter_mut().zip(&*yr).for_each(|(s, &e)| *s += e);
             }
-            let inv = sum.map(|s| 1.0 / s);
+            let inv = &mut sum[..b];
+            inv.iter_mut().for_each(|s| *s = 1.0 / *s);
             for yr in ys[i0..].chunks_mut(inner) {
-                yr[..b].iter_mut().zip(&inv).for_each(|(e, &r)| *e *= r);
+                yr[..b].iter_mut().zip(&*inv).for_each(|(e, &r)| *e *= r);
             }
         }
     }
@@ -127,8 +129,8 @@ mod tests {
     /// and the rule stays within 2 ulp of float64's `exp` over its range [−87.3, 88.7].
     #[test]
     fn exp_kernel_equals_the_rule() {
-        let mut x: Vec<f32> = (-9000..9000).map(|i| i as f32 * 0.0099).collect();
-        x.extend([
+        // the special values first, so the widest kernel sees them too
+        let mut x: Vec<f32> = alloc::vec![
             f32::NAN,
             f32::INFINITY,
             f32::NEG_INFINITY,
@@ -137,16 +139,26 @@ mod tests {
             88.8,
             -87.33,
             -87.4,
+            -100.0,
+            -103.9,
             -104.0,
             1e-30,
-        ]);
-        for &v in x[..18000].iter().filter(|v| (-87.3..=88.7).contains(*v)) {
+        ];
+        x.extend((-9000..9000).map(|i| i as f32 * 0.0099));
+        for &v in x.iter().filter(|v| (-87.3..=88.7).contains(*v)) {
             let (got, want) = (crate::ir::exp_rule(v) as f64, (v as f64).exp());
             assert!(
                 (got - want).abs() <= 2.4e-7 * want,
                 "e^{v}: {got} vs {want}"
             );
         }
+        // below the normal range: subnormal, within one subnormal step (2^−149), 0 from the clamp
+        for v in [-88.0f32, -95.0, -100.0, -103.0, -103.9] {
+            let (got, want) = (crate::ir::exp_rule(v) as f64, (v as f64).exp());
+            assert!((got - want).abs() <= 1.5e-45, "e^{v}: {got} vs {want}");
+        }
+        assert_eq!(crate::ir::exp_rule(-104.0), 0.0);
+        assert_eq!(crate::ir::exp_rule(f32::NEG_INFINITY), 0.0);
         let mut v = x.clone();
         exp_in_place(&mut v);
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -175,8 +187,8 @@ mod tests {
                     continue;
                 }
                 let len: usize = shape.iter().product();
-                // wide logits (±8), one of them −inf (a masked logit: its share is ~0) where its softmax
-                // has others
+                // wide logits (±8), one of them −inf (a masked logit: its share is exactly 0) where its
+                // softmax has others
                 let mut x: Vec<f32> = values(len, len as u32).iter().map(|v| v * 8.0).collect();
                 if shape[axis] > 1 {
                     x[0] = f32::NEG_INFINITY;
@@ -215,6 +227,9 @@ mod tests {
                                 at(k)
                             );
                             let want = (x[at(k)] as f64 - mx64).exp() / sum64;
+                            if x[at(k)] == f32::NEG_INFINITY {
+                                assert_eq!(got, 0.0, "a masked logit's share");
+                            }
                             assert!(
                                 (got as f64 - want).abs() <= 1e-6,
                                 "{shape:?} axis {axis}: {got} vs {want}"
