@@ -721,10 +721,14 @@ pub fn apply_act(row: &mut [f32], act: Unary) {
             }
             row.iter_mut().for_each(|v| *v = act.apply(*v))
         }
-        Unary::Tanh => {
+        Unary::Tanh | Unary::Exp => {
             // as for the sigmoid: the vector kernels give the scalar rule's bits
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            let done = crate::cpu::kernels::x86::tanh_vec(row);
+            let done = if act == Unary::Exp {
+                crate::cpu::kernels::x86::exp_vec(row)
+            } else {
+                crate::cpu::kernels::x86::tanh_vec(row)
+            };
             #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
             let done = 0;
             row[done..].iter_mut().for_each(|v| *v = act.apply(*v))

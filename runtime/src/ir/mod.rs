@@ -192,7 +192,7 @@ pub const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` as the logistic sigmoid, tanh and softmax compute it: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2
+/// `e^x` as Exp, the logistic sigmoid, tanh and softmax compute it: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2
 /// split in two parts so r is exact), a degree-6 polynomial for e^r (Cephes' single-precision
 /// coefficients) and 2^n through the exponent bits (in two factors, so results below 2^−126 come out
 /// subnormal and below 2^−150 zero); within 2 ulp of the correctly rounded result for x in [−87.3, 88.7],
@@ -277,7 +277,7 @@ impl Unary {
             }
             Unary::Erf => libm::erff(x),
             Unary::Sqrt => libm::sqrtf(x),
-            Unary::Exp => libm::expf(x),
+            Unary::Exp => exp_rule(x),
             Unary::Log => libm::logf(x),
             Unary::Tanh => tanh_rule(x),
             Unary::Abs => libm::fabsf(x),

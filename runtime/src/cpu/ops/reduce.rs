@@ -55,15 +55,9 @@ pub fn softmax(axis: usize, x: View, y: ViewMut) {
     }
 }
 
-/// `v[i] = e^v[i]` by [`crate::ir::exp_rule`], the leading vectors by the x86 kernel where there is one.
+/// `v[i] = e^v[i]`: Exp's element-wise path (its vector kernel where the CPU has one, the same bits).
 fn exp_in_place(v: &mut [f32]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    let done = crate::cpu::kernels::x86::exp_vec(v);
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-    let done = 0;
-    v[done..]
-        .iter_mut()
-        .for_each(|e| *e = crate::ir::exp_rule(*e));
+    crate::cpu::gemm::apply_act(v, crate::ir::Unary::Exp);
 }
 
 /// Reduction over sorted `axes`.
