@@ -2,7 +2,7 @@
 # Runs every tern test on a fresh Debian 12 x86-64 machine: installs what the tests need (apt packages,
 # rustup targets, pip packages), makes the model inputs, then runs the lanes:
 #   fmt + clippy + rustdoc, host tests (incl. ONNX node conformance, end-to-end vs tract), no_std thumbv7em build
-#   (and the C ABI in Cortex-M4 firmware on qemu-system-arm),
+#   (and the C ABI in Cortex-M4 firmware on qemu-system-arm), the runtime on its declared minimum Rust,
 #   aarch64 runtime tests under qemu as Pi 4 (cortex-a72, no dotprod) and Pi 5 (cortex-a76, dotprod),
 #   the C ABI from C programs (host, and aarch64 under qemu).
 # The target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/tern-target) so repeated
@@ -52,6 +52,15 @@ cargo build -p tern --no-default-features --features ffi --target thumbv7em-none
 # and clippy, warnings as errors: code only the vector paths use must not linger unused there
 cargo clippy -p tern --no-default-features --target thumbv7em-none-eabihf -q -- -D warnings
 cargo clippy -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q -- -D warnings  # the C ABI and its C-library glue
+
+step "the runtime's declared minimum Rust (runtime/Cargo.toml rust-version): host, aarch64 and no_std"
+# firmware users pin toolchains: the claim must hold, so it is built with exactly that toolchain
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' runtime/Cargo.toml)
+rustup toolchain list | grep -q "^$msrv-" ||
+  rustup toolchain install "$msrv" --profile minimal --target aarch64-unknown-linux-gnu thumbv7em-none-eabihf
+cargo "+$msrv" check -p tern --all-targets --features ffi -q
+cargo "+$msrv" check -p tern --all-targets --target aarch64-unknown-linux-gnu -q
+cargo "+$msrv" check -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q
 
 step "firmware: the C ABI linked into a Cortex-M4 image (newlib), run on qemu-system-arm"
 bash scripts/firmware.sh
