@@ -64,7 +64,8 @@ pub fn main(cli: Cli) -> Result<()> {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ShapeArgs {
     /// Fix an input's shape, e.g. `--input-shape x=1x3x48x192` (repeatable; default: the model's static
-    /// dims, symbolic dims become 1).
+    /// dims, symbolic dims become 1, an image's symbolic height and width the size an Ultralytics export
+    /// records as `imgsz`).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shape: Vec<InputShape>,
 }

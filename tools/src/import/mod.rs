@@ -198,6 +198,12 @@ pub fn import_bytes(bytes: &[u8], shapes: &[InputShape]) -> Result<ToolGraph> {
     import_proto(&proto, None, shapes)
 }
 
+/// Dims as `--input-shape` writes them (`1x3x320x320`).
+fn shape_arg(dims: &[usize]) -> String {
+    let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    d.join("x")
+}
+
 fn dims_of(vi: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
     use pb::tensor_shape_proto::dimension::Value as D;
     use pb::type_proto::Value as T;
@@ -218,6 +224,55 @@ fn dims_of(vi: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
         })
         .unwrap_or_default();
     Some((t.elem_type, dims))
+}
+
+/// An input's declared dims for messages: numbers, the names of symbolic dims, `?` for unnamed ones
+/// (`[batch, 3, height, width]`).
+fn dims_shown(vi: &pb::ValueInfoProto) -> String {
+    use pb::tensor_shape_proto::dimension::Value as D;
+    use pb::type_proto::Value as T;
+    let dims = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(T::TensorType(t)) => t.shape.as_ref().map_or(vec![], |s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(D::DimValue(v)) if *v > 0 => v.to_string(),
+                    Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
+                    _ => "?".to_string(),
+                })
+                .collect()
+        }),
+        _ => vec![],
+    };
+    format!("[{}]", dims.join(", "))
+}
+
+/// The input size an Ultralytics export records in its metadata (`imgsz`: `[320, 320]`, or `640` for a
+/// square), which its image input's symbolic height and width stand for. `None` without it or when it
+/// does not read as one or two sizes.
+fn metadata_imgsz(proto: &pb::ModelProto) -> Option<[usize; 2]> {
+    let v = &proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == "imgsz")?
+        .value;
+    let sizes: Vec<usize> = v
+        .trim()
+        .trim_start_matches(['[', '('])
+        .trim_end_matches([']', ')'])
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .ok()
+                .filter(|&d| (1..=1 << 16).contains(&d))
+        })
+        .collect::<Option<_>>()?;
+    match sizes[..] {
+        [s] => Some([s, s]),
+        [h, w] => Some([h, w]),
+        _ => None,
+    }
 }
 
 /// Lowers a parsed model. `dir` resolves external tensor data.
@@ -263,6 +318,9 @@ pub fn import_proto(
             );
         }
     }
+    let imgsz = metadata_imgsz(proto);
+    // inputs whose symbolic dims were taken as 1: named in any error that follows (the usual cause)
+    let mut guessed: Vec<String> = vec![];
     for vi in &graph.input {
         if im.env.contains_key(&vi.name) {
             continue; // an initializer listed as input (old exporters)
@@ -298,10 +356,39 @@ pub fn import_proto(
                 s.dims.clone()
             }
             None => {
+                let mut fixed: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
                 if dims.iter().any(|d| d.is_none()) {
-                    log::warn!("input \"{}\" has symbolic dims {dims:?}; using 1 for them (set --input-shape {}=...)", vi.name, vi.name);
+                    // an image input of unset height and width: the size the exporter recorded, if any
+                    let from_meta = match (&dims[..], imgsz) {
+                        ([_, _, None, None], Some(hw)) => {
+                            fixed[2..].copy_from_slice(&hw);
+                            true
+                        }
+                        _ => false,
+                    };
+                    let (shown, taken) = (dims_shown(vi), shape_arg(&fixed));
+                    if from_meta {
+                        log::info!(
+                            "input \"{}\" has symbolic dims {shown}: taking {taken}, its height and width \
+                             from the model's \"imgsz\" metadata (--input-shape {}=... sets others)",
+                            vi.name,
+                            vi.name
+                        );
+                    } else {
+                        log::warn!(
+                            "input \"{}\" has symbolic dims {shown}; taking {taken} (set the real shape \
+                             with --input-shape {}=...)",
+                            vi.name,
+                            vi.name
+                        );
+                        guessed.push(format!(
+                            "input \"{}\" has symbolic dims {shown}, taken as {taken} (set its real shape \
+                             with --input-shape {}=...)",
+                            vi.name, vi.name
+                        ));
+                    }
                 }
-                dims.iter().map(|d| d.unwrap_or(1)).collect()
+                fixed
             }
         };
         let id = im.g.add_tensor(&vi.name, &fixed);
@@ -314,7 +401,10 @@ pub fn import_proto(
         } else {
             node.name.clone()
         };
-        im.node(node, &name)?;
+        im.node(node, &name).map_err(|e| match guessed.is_empty() {
+            true => e,
+            false => e.context(guessed.join("; ")),
+        })?;
     }
     if !im.unsupported.is_empty() {
         let total: usize = im.unsupported.values().map(|v| v.len()).sum();
@@ -2131,5 +2221,100 @@ mod tests {
             ours.contains("tern export --onnx-qdq") && ours.contains("--binary-ops qdq"),
             "{ours}"
         );
+    }
+
+    /// `x [batch, 3, height, width]` → 3×3 Conv (no padding) → `y`, with `meta` as metadata_props.
+    fn symbolic_conv(meta: &[(&str, &str)]) -> pb::ModelProto {
+        use pb::tensor_shape_proto::{dimension::Value as D, Dimension};
+        let dim = |v: D| Dimension {
+            value: Some(v),
+            ..Default::default()
+        };
+        let shape = pb::TensorShapeProto {
+            dim: vec![
+                dim(D::DimParam("batch".into())),
+                dim(D::DimValue(3)),
+                dim(D::DimParam("height".into())),
+                dim(D::DimParam("width".into())),
+            ],
+        };
+        let ty = pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(shape),
+            })),
+            ..Default::default()
+        };
+        let vi = |name: &str, ty: Option<pb::TypeProto>| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: ty,
+            ..Default::default()
+        };
+        let w = pb::TensorProto {
+            name: "w".into(),
+            dims: vec![2, 3, 3, 3],
+            data_type: 1,
+            float_data: vec![0.5; 54],
+            ..Default::default()
+        };
+        let conv = NodeProto {
+            name: "conv".into(),
+            op_type: "Conv".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            metadata_props: meta
+                .iter()
+                .map(|&(k, v)| pb::StringStringEntryProto {
+                    key: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+            graph: Some(pb::GraphProto {
+                node: vec![conv],
+                initializer: vec![w],
+                input: vec![vi("x", Some(ty))],
+                output: vec![vi("y", None)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An image input of symbolic height and width takes the size an Ultralytics export records
+    /// (`imgsz`); without it its dims are taken as 1, and a node that then fails says so and names the
+    /// flag that sets the shape; `--input-shape` wins over the metadata.
+    #[test]
+    fn symbolic_image_dims_come_from_imgsz_or_are_named_in_the_error() {
+        let shape_of = |g: &ToolGraph| g.shape(g.graph.inputs[0]).to_vec();
+        for (imgsz, want) in [("[32, 48]", [1, 3, 32, 48]), ("20", [1, 3, 20, 20])] {
+            let g = import_proto(&symbolic_conv(&[("imgsz", imgsz)]), None, &[]).unwrap();
+            assert_eq!(shape_of(&g), want, "imgsz {imgsz}");
+            assert_eq!(
+                g.shape(g.graph.outputs[0]),
+                [1, 2, want[2] - 2, want[3] - 2]
+            );
+        }
+        let given: InputShape = "x=2x3x8x9".parse().unwrap();
+        let g = import_proto(&symbolic_conv(&[("imgsz", "[32, 48]")]), None, &[given]).unwrap();
+        assert_eq!(shape_of(&g), [2, 3, 8, 9]);
+        for meta in [&[][..], &[("imgsz", "[32, 48, 3]")], &[("imgsz", "big")]] {
+            let e = import_proto(&symbolic_conv(meta), None, &[]).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains(
+                    "input \"x\" has symbolic dims [batch, 3, height, width], taken as 1x3x1x1"
+                ) && e.contains("--input-shape x=")
+                    && e.contains("\"conv\""),
+                "{meta:?}: {e}"
+            );
+        }
     }
 }
