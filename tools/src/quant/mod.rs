@@ -250,39 +250,56 @@ fn sample_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
 /// The output head stays in float: an integer-capable node that produces a graph output, directly or
 /// through ops that run in float anyway or only move data (Softmax, Reshape, Transpose), keeps float
 /// precision when it is cheap to — an element-wise function, or a Conv/MatMul holding at most 0.5 % of
-/// the model's weights. Its output then keeps float resolution instead of being rounded to 256 levels just
+/// the model's weights — and so does the assembly of the answer from its parts: Concat and element-wise
+/// ops reaching an output through data movement, Concat and element-wise ops. Its output then keeps float resolution instead of being rounded to 256 levels just
 /// before it is read (what decides a classifier's top-1 between near-tied classes, or a map's threshold).
 /// (Keeping ddddocr's large 8210-class head in float on int8-stored weights was measured: the same five
 /// disagreeing steps, 3.3 instead of 1.2 ms.)
 pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
+    use tern::ir::Op;
     let g = &fg.graph;
     let total = weight_total(fg);
-    let answers = answer_tensors(fg);
+    // the answer as computed: its last layers, kept float when small
+    let near = answer_tensors(fg, |op| {
+        matches!(op, Op::Softmax { .. } | Op::Reshape | Op::Transpose { .. })
+    });
+    // the answer as assembled: its parts moved, joined and decoded (a detector's boxes and scores)
+    let far = answer_tensors(fg, |op| {
+        matches!(
+            op,
+            Op::Softmax { .. }
+                | Op::Reshape
+                | Op::Transpose { .. }
+                | Op::Concat { .. }
+                | Op::Split { .. }
+                | Op::Slice { .. }
+                | Op::Unary(_)
+                | Op::Binary { .. }
+        )
+    });
     let mut keep = vec![false; g.nodes.len()];
     for (p, n) in g.nodes.iter().enumerate() {
-        if n.outputs.iter().any(|&t| answers[t as usize])
-            && !head_transparent(&n.op)
-            && pass::has_int_kernel(fg, n)
-        {
-            keep[p] = matches!(n.op, tern::ir::Op::Unary(_)) || small_weighted(fg, n, total);
+        if !pass::has_int_kernel(fg, n) {
+            continue;
         }
+        let makes = |set: &[bool]| n.outputs.iter().any(|&t| set[t as usize]);
+        keep[p] = match n.op {
+            // parts of different ranges (a detector's box coordinates in pixels beside its class
+            // scores in 0..1) would share one int8 scale: YOLOv8's 320-pixel boxes left every score at
+            // 0. In float each part is dequantized at its own scale, for the same cost.
+            Op::Concat { .. } => makes(&far),
+            // answer-sized element-wise work (a box decoder's anchor and stride arithmetic)
+            Op::Unary(_) | Op::Binary { .. } => makes(&far),
+            _ => makes(&near) && small_weighted(fg, n, total),
+        };
     }
     keep
 }
 
-/// Ops between a model's last computing node and its outputs that keep the answer's order (Softmax) or
-/// only move it (Reshape, Transpose).
-fn head_transparent(op: &tern::ir::Op) -> bool {
-    matches!(
-        op,
-        tern::ir::Op::Softmax { .. } | tern::ir::Op::Reshape | tern::ir::Op::Transpose { .. }
-    )
-}
-
-/// The tensors that hold the model's answer: the graph outputs and, back through [`head_transparent`]
-/// ops, their sources. (Giving them minmax ranges whatever the method was tried: ddddocr's per-step
+/// The tensors that hold the model's answer: the graph outputs and, back through the ops `through`
+/// accepts, their sources. (Giving them minmax ranges whatever the method was tried: ddddocr's per-step
 /// agreement 0.988 -> 0.990, PicoDet layout precision 0.970 -> 0.956; not kept.)
-fn answer_tensors(fg: &ToolGraph) -> Vec<bool> {
+fn answer_tensors(fg: &ToolGraph, through: impl Fn(&tern::ir::Op) -> bool) -> Vec<bool> {
     let g = &fg.graph;
     let producer = |t: u32| g.nodes.iter().position(|n| n.outputs.contains(&t));
     let mut seen = vec![false; g.tensors.len()];
@@ -292,7 +309,7 @@ fn answer_tensors(fg: &ToolGraph) -> Vec<bool> {
             continue;
         }
         if let Some(n) = producer(t).map(|p| &g.nodes[p]) {
-            if head_transparent(&n.op) {
+            if through(&n.op) {
                 frontier.extend(n.inputs.iter().copied().filter(|&i| fg.konst(i).is_none()));
             }
         }
@@ -1213,6 +1230,105 @@ mod tests {
         assert!(
             ops.iter().all(|o| o.starts_with('Q') || *o == "Dequantize"),
             "{ops:?}"
+        );
+    }
+
+    /// A detector's output: box coordinates in pixels (a conv, 0..300) beside class scores (a conv, then
+    /// Sigmoid: 0..1) joined by a Concat and reshaped (YOLOv8's head). The head rule keeps the Concat, the
+    /// Sigmoid and the Reshape after them in float, so each part is dequantized at its own scale: the
+    /// scores stay within a few thousandths of float64 (on the Concat's one int8 grid, 1.2 wide, every
+    /// score would be 0 or 1.2), the boxes within two of their conv's steps.
+    #[test]
+    fn detector_output_parts_keep_their_own_scales() {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 1, 4, 4]);
+        g.graph.inputs.push(x);
+        let conv = |g: &mut ToolGraph, name: &str, w: f32, b: f32| {
+            let (w, b) = (
+                g.add_const(&format!("{name}_w"), &[1, 1, 1, 1], vec![w]),
+                g.add_const(&format!("{name}_b"), &[1], vec![b]),
+            );
+            let op = Op::Conv {
+                geom: Conv2d::pointwise(1),
+                act: None,
+            };
+            g.emit(name, op, vec![x, w, b], &[format!("{name}_y")], None)
+                .unwrap()[0]
+        };
+        let boxes = conv(&mut g, "box", 300.0, 0.0);
+        let logits = conv(&mut g, "cls", 4.0, -2.0);
+        let op = Op::Unary(tern::ir::Unary::Sigmoid);
+        let scores = g
+            .emit("sig", op, vec![logits], &["s".into()], None)
+            .unwrap()[0];
+        let op = Op::Concat { axis: 1 };
+        let cat = g
+            .emit("cat", op, vec![boxes, scores], &["cat_y".into()], None)
+            .unwrap()[0];
+        let y = g
+            .emit(
+                "flat",
+                Op::Reshape,
+                vec![cat],
+                &["y".into()],
+                Some(vec![vec![1, 2, 16]]),
+            )
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let samples: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|s| {
+                vec![(0..16)
+                    .map(|i| ((i * 7 + s * 5) % 17) as f32 / 16.0)
+                    .collect()]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let keep = float_head(&g);
+        let kept: Vec<&str> = g
+            .graph
+            .nodes
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(n, _)| n.name.as_str())
+            .collect();
+        assert_eq!(kept, ["sig", "cat"]);
+        let (qg, _) = quantize_graph(&g, &obs, &Int8Options::default(), &keep).unwrap();
+        let ops: Vec<&str> = qg.graph.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(
+            ops.iter().filter(|o| o.starts_with('Q')).count(),
+            3,
+            "{ops:?}"
+        );
+        assert_eq!(ops[ops.len() - 2..], ["Concat", "Reshape"], "{ops:?}");
+        let step = |name: &str| {
+            let t = qg
+                .graph
+                .tensors
+                .iter()
+                .find(|t| t.name == name && t.quant.is_some());
+            t.and_then(|t| t.quant.as_ref())
+                .map(|q| q.scale[0] as f64)
+                .unwrap()
+        };
+        let (box_step, logit_step) = (step("box_y"), step("cls_y"));
+        let got = outputs(&qg, &samples).unwrap();
+        let mut worst = 0f64;
+        for (s, o) in samples.iter().zip(&got) {
+            for (i, &v) in s[0].iter().enumerate() {
+                let v = v as f64;
+                let (b, sc) = (o[0][i] as f64, o[0][16 + i] as f64);
+                assert!(
+                    (b - 300.0 * v).abs() <= 2.0 * box_step,
+                    "box {b} vs {}",
+                    300.0 * v
+                );
+                worst = worst.max((sc - 1.0 / (1.0 + (2.0 - 4.0 * v).exp())).abs());
+            }
+        }
+        assert!(
+            worst <= logit_step,
+            "score error {worst} (logit step {logit_step})"
         );
     }
 

@@ -1088,9 +1088,9 @@ pub fn quantize(
     Ok((b.qg, report))
 }
 
-/// Element-wise ops (Add/Sub/Mul, functions) whose activation inputs all arrive in float — from float
-/// nodes or the graph's inputs, through data movement — stay float (`is_int` cleared), in graph order so a
-/// chain of them does: in int8 each float input would be rounded before the op (as many conversions as
+/// Element-wise ops (Add/Sub/Mul, functions) and data movement whose activation inputs all arrive in
+/// float — from float nodes or the graph's inputs, through data movement — stay float (`is_int` cleared),
+/// in graph order so a chain of them does: in int8 each float input would be rounded before the op (as many conversions as
 /// rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
 /// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
 /// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1012 of 1024 with the
@@ -1104,16 +1104,6 @@ fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
     for (i, n) in g.nodes.iter().enumerate() {
         let acts = || n.inputs.iter().filter(|&&t| fg.konst(t).is_none());
         let elementwise = matches!(n.op, Op::Binary { .. } | Op::Unary(_));
-        let models_own = acts().all(|&t| fixed(t)) && n.outputs.iter().all(|&t| fixed(t));
-        if elementwise
-            && is_int[i]
-            && !models_own
-            && acts().next().is_some()
-            && acts().all(|&t| float[t as usize])
-        {
-            is_int[i] = false;
-        }
-        // data movement carries its input's kind; everything else is float unless it runs on integers
         let moves = matches!(
             n.op,
             Op::Reshape
@@ -1122,6 +1112,18 @@ fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
                 | Op::Pad { .. }
                 | Op::Split { .. }
         );
+        let models_own = acts().all(|&t| fixed(t)) && n.outputs.iter().all(|&t| fixed(t));
+        // data movement too: rounding commutes with it, so an int8 reader gets the same codes, and a graph
+        // output (after a float head) is not rounded at all
+        if (elementwise || moves)
+            && is_int[i]
+            && !models_own
+            && acts().next().is_some()
+            && acts().all(|&t| float[t as usize])
+        {
+            is_int[i] = false;
+        }
+        // data movement carries its input's kind; everything else is float unless it runs on integers
         let out_float = if moves {
             n.inputs.first().is_some_and(|&t| float[t as usize])
         } else {
