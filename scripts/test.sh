@@ -56,8 +56,8 @@ cargo clippy -p tern --no-default-features --features c-alloc --target thumbv7em
 step "the runtime's declared minimum Rust (runtime/Cargo.toml rust-version): host, aarch64 and no_std"
 # firmware users pin toolchains: the claim must hold, so it is built with exactly that toolchain
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' runtime/Cargo.toml)
-rustup toolchain list | grep -q "^$msrv-" ||
-  rustup toolchain install "$msrv" --profile minimal --target aarch64-unknown-linux-gnu thumbv7em-none-eabihf
+# (idempotent: adds the targets to a toolchain installed without them)
+rustup toolchain install "$msrv" --profile minimal --target aarch64-unknown-linux-gnu,thumbv7em-none-eabihf
 cargo "+$msrv" check -p tern --all-targets --features ffi -q
 cargo "+$msrv" check -p tern --all-targets --target aarch64-unknown-linux-gnu -q
 cargo "+$msrv" check -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q
