@@ -1013,13 +1013,13 @@ unsafe fn dw_block_f32<const V: usize>(
 
 /// One body for `e^x` on 8 and 16 lanes (`exp8`, `exp16`): the same operations, so the same bits.
 /// x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 split in two parts so r is exact), a degree-6 polynomial for
-/// e^r (Cephes' single-precision coefficients), and 2^n through the exponent bits. Within 2 ulp of the
-/// correctly rounded result for x in [−87.3, 88.7]; subnormal below, 0 from `EXP_CLAMP`'s bottom down,
-/// +inf above its top (`crate::ir::exp_rule`).
+/// e^r (Cephes' single-precision coefficients), and e^r·2^n by `$scale` (one rounding of the exact
+/// product: [`scale8`], [`scale16`]). Within 2 ulp of the correctly rounded result for x in
+/// [−87.3, 88.7]; subnormal below, 0 from `EXP_CLAMP`'s bottom down, +inf above its top
+/// (`crate::ir::exp_rule`).
 macro_rules! vexp {
-    ($name:ident, $features:literal, $ps:ty, $si:ty, [$min:ident, $max:ident, $set1:ident, $round:ident,
-     $mul:ident, $fnmadd:ident, $fmadd:ident, $add:ident, $cvt:ident, $srai:ident, $slli:ident,
-     $addi:ident, $subi:ident, $set1i:ident, $cast:ident]) => {
+    ($name:ident, $features:literal, $ps:ty, [$min:ident, $max:ident, $set1:ident, $round:ident,
+     $mul:ident, $fnmadd:ident, $fmadd:ident, $add:ident, $scale:ident]) => {
         #[inline]
         #[target_feature(enable = $features)]
         fn $name(x: $ps) -> $ps {
@@ -1037,21 +1037,40 @@ macro_rules! vexp {
             }
             let r2 = $mul(r, r);
             let e = $add($fmadd(p, r2, r), $set1(1.0));
-            // 2^n: n + 127 in the exponent field (n ∈ [−150, 128]; 2^128 overflows to +inf as it
-            // should, through the multiply below by 2^64 twice, and 2^−150 to 0 by 2^−75 twice)
-            let ni = $cvt(n);
-            let half = $srai::<1>(ni);
-            let pow = |k: $si| $cast($slli::<23>($addi(k, $set1i(127))));
-            $mul($mul(e, pow(half)), pow($subi(ni, half)))
+            $scale(e, n)
         }
     };
+}
+
+/// `e·2^n` for integral `n` in [−150, 128] and `e` in [0.7, 1.5] (`exp8`'s last step), rounded once: `n
+/// + 127` in the exponent field of 2^⌊n/2⌋ and of 2^(n − ⌊n/2⌋), the first product exact (normal), the
+/// second rounded (to a subnormal below 2^−126, to +inf past the top), as [`crate::ir::exp_rule`].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale8(e: __m256, n: __m256) -> __m256 {
+    let ni = _mm256_cvtps_epi32(n);
+    let half = _mm256_srai_epi32::<1>(ni);
+    let pow = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            k,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)))
+}
+
+/// [`scale8`] on 16 lanes in one instruction (`vscalefps`: `e·2^n` rounded once, subnormals and overflow
+/// included), so the same bits.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn scale16(e: __m512, n: __m512) -> __m512 {
+    _mm512_scalef_ps(e, n)
 }
 
 vexp!(
     exp8,
     "avx2,fma",
     __m256,
-    __m256i,
     [
         _mm256_min_ps,
         _mm256_max_ps,
@@ -1061,13 +1080,7 @@ vexp!(
         _mm256_fnmadd_ps,
         _mm256_fmadd_ps,
         _mm256_add_ps,
-        _mm256_cvtps_epi32,
-        _mm256_srai_epi32,
-        _mm256_slli_epi32,
-        _mm256_add_epi32,
-        _mm256_sub_epi32,
-        _mm256_set1_epi32,
-        _mm256_castsi256_ps
+        scale8
     ]
 );
 
@@ -1075,7 +1088,6 @@ vexp!(
     exp16,
     "avx512f",
     __m512,
-    __m512i,
     [
         _mm512_min_ps,
         _mm512_max_ps,
@@ -1085,13 +1097,7 @@ vexp!(
         _mm512_fnmadd_ps,
         _mm512_fmadd_ps,
         _mm512_add_ps,
-        _mm512_cvtps_epi32,
-        _mm512_srai_epi32,
-        _mm512_slli_epi32,
-        _mm512_add_epi32,
-        _mm512_sub_epi32,
-        _mm512_set1_epi32,
-        _mm512_castsi512_ps
+        scale16
     ]
 );
 
