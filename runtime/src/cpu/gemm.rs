@@ -274,10 +274,14 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 let jb = j0 + pj * nr;
                 let wdt = nr.min(j0 + cols - jb);
                 if pointwise {
-                    for p in 0..k {
-                        let row = &mut panel[p * nr..p * nr + nr];
-                        copy_run(&mut row[..wdt], &ic.x[p * h * w + jb..p * h * w + jb + wdt]);
-                        row[wdt..].iter_mut().for_each(|v| *v = 0.0);
+                    // row p of the panel is channel p's plane from column jb (iterators: no index
+                    // arithmetic or bounds tests per row beyond the run's own)
+                    let planes = ic.x[jb..].chunks(h * w);
+                    for (row, plane) in panel.chunks_exact_mut(nr).take(k).zip(planes) {
+                        copy_run(&mut row[..wdt], &plane[..wdt]);
+                        if wdt < nr {
+                            row[wdt..].fill(0.0);
+                        }
                     }
                     continue;
                 }
