@@ -251,8 +251,9 @@ fn sample_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
 /// through ops that run in float anyway or only move data (Softmax, Reshape, Transpose), keeps float
 /// precision when it is cheap to — an element-wise function, or a Conv/MatMul holding at most 0.5 % of
 /// the model's weights — and so does the assembly of the answer from its parts: a Concat or element-wise
-/// function reaching an output through data movement, Concat and element-wise functions. Its output then keeps float resolution instead of being rounded to 256 levels just
-/// before it is read (what decides a classifier's top-1 between near-tied classes, or a map's threshold).
+/// function reaching an output through data movement, Concat and element-wise functions. Its output
+/// then keeps float resolution instead of being rounded to 256 levels just before it is read (what
+/// decides a classifier's top-1 between near-tied classes, or a map's threshold).
 /// (Keeping ddddocr's large 8210-class head in float on int8-stored weights was measured: the same five
 /// disagreeing steps, 3.3 instead of 1.2 ms.)
 pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
@@ -283,12 +284,12 @@ pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
         }
         let makes = |set: &[bool]| n.outputs.iter().any(|&t| set[t as usize]);
         keep[p] = match n.op {
-            // parts of different ranges (a detector's box coordinates in pixels beside its class
-            // scores in 0..1) would share one int8 scale: YOLOv8's 320-pixel boxes left every score at
-            // 0. In float each part is dequantized at its own scale, for the same cost.
-            // and a function on a part (a detector's Sigmoid on its class logits). (Arithmetic there, a
-            // box decoder's anchors and strides, was tried in float: YOLOv8n's boxes 0.0350 -> 0.0347
-            // rel-L2, while a model made of Add/Mul alone went all float; not kept.)
+            // A Concat of parts of different ranges (a detector's box coordinates in pixels beside its
+            // class scores in 0..1) would give them one int8 scale: YOLOv8's 320-pixel boxes left every
+            // score at 0. In float each part is dequantized at its own scale, for the same cost; and a
+            // function on a part (the Sigmoid on the class logits) keeps float resolution. (Arithmetic
+            // there, a box decoder's anchors and strides, was tried in float: YOLOv8n's boxes 0.0352 ->
+            // 0.0347 rel-L2, while a model made of Add/Mul alone went all float; not kept.)
             Op::Concat { .. } | Op::Unary(_) => makes(&far),
             _ => makes(&near) && small_weighted(fg, n, total),
         };

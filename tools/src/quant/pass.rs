@@ -1089,9 +1089,9 @@ pub fn quantize(
 }
 
 /// Element-wise ops (Add/Sub/Mul, functions) and data movement whose activation inputs all arrive in
-/// float — from float nodes or the graph's inputs, through data movement — stay float (`is_int` cleared),
-/// in graph order so a chain of them does: in int8 each float input would be rounded before the op (as many conversions as
-/// rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
+/// float — from float nodes or the graph's inputs, through data movement — stay float (`is_int`
+/// cleared), in graph order so a chain of them does: in int8 each float input would be rounded before
+/// the op (as many conversions as rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
 /// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
 /// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1012 of 1024 with the
 /// magnitude float). An op that an imported quantized model quantized itself (its activation inputs and
@@ -1113,8 +1113,9 @@ fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
                 | Op::Split { .. }
         );
         let models_own = acts().all(|&t| fixed(t)) && n.outputs.iter().all(|&t| fixed(t));
-        // data movement too: rounding commutes with it, so an int8 reader gets the same codes, and a graph
-        // output (after a float head) is not rounded at all
+        // data movement too, rounded after it instead of before: a reshape's or transpose's int8 reader
+        // gets the same codes (the same values calibrated), a slice's its own range, and a graph output
+        // (after a float head) is not rounded at all
         if (elementwise || moves)
             && is_int[i]
             && !models_own
