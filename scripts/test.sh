@@ -58,9 +58,10 @@ step "the runtime's declared minimum Rust (runtime/Cargo.toml rust-version): hos
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' runtime/Cargo.toml)
 # (idempotent: adds the targets to a toolchain installed without them)
 rustup toolchain install "$msrv" --profile minimal --target aarch64-unknown-linux-gnu,thumbv7em-none-eabihf
-cargo "+$msrv" check -p tern --all-targets --features ffi -q
-cargo "+$msrv" check -p tern --all-targets --target aarch64-unknown-linux-gnu -q
-cargo "+$msrv" check -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q
+# (--locked: the committed lock file as it is, never re-resolved by the older cargo)
+cargo "+$msrv" check --locked -p tern --all-targets --features ffi -q
+cargo "+$msrv" check --locked -p tern --all-targets --target aarch64-unknown-linux-gnu -q
+cargo "+$msrv" check --locked -p tern --no-default-features --features c-alloc --target thumbv7em-none-eabihf -q
 
 step "firmware: the C ABI linked into a Cortex-M4 image (newlib), run on qemu-system-arm"
 bash scripts/firmware.sh

@@ -276,6 +276,7 @@ fn pack_b_chunk(g: &Gemm, b: &BSrc, k: usize, j0: usize, cols: usize, dst: &mut 
                 if pointwise {
                     // row p of the panel is channel p's plane from column jb (iterators: no index
                     // arithmetic or bounds tests per row beyond the run's own)
+                    debug_assert!(ic.x.len() >= k * h * w, "a plane per row of the panel");
                     let planes = ic.x[jb..].chunks(h * w);
                     for (row, plane) in panel.chunks_exact_mut(nr).take(k).zip(planes) {
                         copy_run(&mut row[..wdt], &plane[..wdt]);

@@ -55,6 +55,8 @@ impl Pool {
             shared: shared.clone(),
             workers: Vec::new(),
         };
+        // each worker counts itself in once started (see `worker`)
+        shared.pending.store(threads.max(1) - 1, Ordering::Relaxed);
         for id in 1..threads.max(1) {
             let s = shared.clone();
             // on failure, `pool` drops here and stops the workers already started
@@ -64,6 +66,10 @@ impl Pool {
                     .spawn(move || worker(&s, id))?,
             );
         }
+        // return with every worker started: a thread's own start-up (its standard-library set-up)
+        // may allocate, and must not fall into a later `run` (a 2-thread `run_into` of a model too small
+        // to hand the worker a job was once caught allocating, its worker not yet started)
+        pool.wait();
         Ok(pool)
     }
 
@@ -122,6 +128,11 @@ impl Pool {
 }
 
 fn worker(s: &Shared, id: usize) {
+    // started: counted in for `Pool::new`, which waits for every worker
+    if s.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.done.notify_one();
+    }
     let mut seen = 0u64;
     loop {
         let mut spun = 0;

@@ -251,6 +251,8 @@ fn dims_shown(vi: &pb::ValueInfoProto) -> String {
 /// square), which its image input's symbolic height and width stand for. `None` without it or when it
 /// does not read as one or two sizes.
 fn metadata_imgsz(proto: &pb::ModelProto) -> Option<[usize; 2]> {
+    // (a size beyond any camera's is not taken from metadata: an input of it would not fit in memory)
+    const IMGSZ_MAX: usize = 8192;
     let v = &proto
         .metadata_props
         .iter()
@@ -265,7 +267,7 @@ fn metadata_imgsz(proto: &pb::ModelProto) -> Option<[usize; 2]> {
             s.trim()
                 .parse()
                 .ok()
-                .filter(|&d| (1..=1 << 16).contains(&d))
+                .filter(|&d| (1..=IMGSZ_MAX).contains(&d))
         })
         .collect::<Option<_>>()?;
     match sizes[..] {
@@ -360,7 +362,7 @@ pub fn import_proto(
                 if dims.iter().any(|d| d.is_none()) {
                     // an image input of unset height and width: the size the exporter recorded, if any
                     let from_meta = match (&dims[..], imgsz) {
-                        ([_, _, None, None], Some(hw)) => {
+                        ([_, Some(_), None, None], Some(hw)) => {
                             fixed[2..].copy_from_slice(&hw);
                             true
                         }
@@ -381,9 +383,18 @@ pub fn import_proto(
                             vi.name,
                             vi.name
                         );
+                    }
+                    // named in a later error when more than the batch was chosen here (a batch of 1 is
+                    // almost always what is meant; a size of 1, or the metadata's, may not be)
+                    if from_meta || dims[1..].iter().any(|d| d.is_none()) {
+                        let how = if from_meta {
+                            " (from its \"imgsz\" metadata)"
+                        } else {
+                            ""
+                        };
                         guessed.push(format!(
-                            "input \"{}\" has symbolic dims {shown}, taken as {taken} (set its real shape \
-                             with --input-shape {}=...)",
+                            "input \"{}\" has symbolic dims {shown}, taken as {taken}{how} (set its real \
+                             shape with --input-shape {}=...)",
                             vi.name, vi.name
                         ));
                     }
@@ -2305,7 +2316,13 @@ mod tests {
         let given: InputShape = "x=2x3x8x9".parse().unwrap();
         let g = import_proto(&symbolic_conv(&[("imgsz", "[32, 48]")]), None, &[given]).unwrap();
         assert_eq!(shape_of(&g), [2, 3, 8, 9]);
-        for meta in [&[][..], &[("imgsz", "[32, 48, 3]")], &[("imgsz", "big")]] {
+        let big: &[_] = &[("imgsz", "100000")];
+        for meta in [
+            &[][..],
+            &[("imgsz", "[32, 48, 3]")],
+            &[("imgsz", "big")],
+            big,
+        ] {
             let e = import_proto(&symbolic_conv(meta), None, &[]).unwrap_err();
             let e = format!("{e:#}");
             assert!(
@@ -2316,5 +2333,12 @@ mod tests {
                 "{meta:?}: {e}"
             );
         }
+        // a size from the metadata that the graph cannot take is named as such
+        let e = import_proto(&symbolic_conv(&[("imgsz", "2")]), None, &[]).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("taken as 1x3x2x2 (from its \"imgsz\" metadata)") && e.contains("\"conv\""),
+            "{e}"
+        );
     }
 }

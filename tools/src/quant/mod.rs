@@ -251,8 +251,8 @@ fn sample_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
 /// through ops that run in float anyway or only move data (Softmax, Reshape, Transpose), keeps float
 /// precision when it is cheap to — an element-wise function, or a Conv/MatMul holding at most 0.5 % of
 /// the model's weights — and so does the assembly of the answer from its parts: a Concat or element-wise
-/// function reaching an output through data movement, Concat and element-wise functions. Its output
-/// then keeps float resolution instead of being rounded to 256 levels just before it is read (what
+/// function reaching an output through Softmax, Reshape, Transpose, Split, Slice, Concat and element-wise
+/// functions. Its output then keeps float resolution instead of being rounded to 256 levels just before it is read (what
 /// decides a classifier's top-1 between near-tied classes, or a map's threshold).
 /// (Keeping ddddocr's large 8210-class head in float on int8-stored weights was measured: the same five
 /// disagreeing steps, 3.3 instead of 1.2 ms.)
@@ -1235,8 +1235,9 @@ mod tests {
     }
 
     /// A detector's output: box coordinates in pixels (a conv, 0..300) beside class scores (a conv, then
-    /// Sigmoid: 0..1) joined by a Concat and reshaped (YOLOv8's head). The head rule keeps the Concat, the
-    /// Sigmoid and the Reshape after them in float, so each part is dequantized at its own scale: the
+    /// Sigmoid: 0..1) joined by a Concat and reshaped (YOLOv8's head). The head rule keeps the Concat and the
+    /// Sigmoid in float (and the Reshape after them stays float on its float input), so each part is
+    /// dequantized at its own scale: the
     /// scores stay within a few thousandths of float64 (on the Concat's one int8 grid, 1.2 wide, every
     /// score would be 0 or 1.2), the boxes within two of their conv's steps.
     #[test]

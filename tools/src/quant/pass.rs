@@ -1091,10 +1091,12 @@ pub fn quantize(
 /// Element-wise ops (Add/Sub/Mul, functions) and data movement whose activation inputs all arrive in
 /// float — from float nodes or the graph's inputs, through data movement — stay float (`is_int`
 /// cleared), in graph order so a chain of them does: in int8 each float input would be rounded before
-/// the op (as many conversions as rounding its output once, or more), and a function of a wide-ranged value is best rounded after it
-/// (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is the amplitudes' squared, and
-/// rounding them to 8 bits lost quiet frames; frame decisions vs float 1006 → 1012 of 1024 with the
-/// magnitude float). An op that an imported quantized model quantized itself (its activation inputs and
+/// the op (as many conversions as rounding its output once, or more), and a function of a wide-ranged
+/// value is best rounded after it (silero VAD's STFT magnitude `sqrt(re² + im²)`: the squares' range is
+/// the amplitudes' squared, and rounding them to 8 bits lost quiet frames; frame decisions vs float
+/// 1006 → 1012 of 1024 with the magnitude float). A graph input moved before its first integer reader
+/// (an NHWC model's Transpose) is then moved in f32 and rounded after: four times the bytes moved, the
+/// same codes. An op that an imported quantized model quantized itself (its activation inputs and
 /// outputs all carry the model's parameters) keeps the model's choice.
 fn float_fed_elementwise(fg: &ToolGraph, is_int: &mut [bool]) {
     let g = &fg.graph;

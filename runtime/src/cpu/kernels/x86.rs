@@ -1042,9 +1042,10 @@ macro_rules! vexp {
     };
 }
 
-/// `e·2^n` for integral `n` in [−150, 128] and `e` in [0.7, 1.5] (`exp8`'s last step), rounded once: `n
-/// + 127` in the exponent field of 2^⌊n/2⌋ and of 2^(n − ⌊n/2⌋), the first product exact (normal), the
-/// second rounded (to a subnormal below 2^−126, to +inf past the top), as [`crate::ir::exp_rule`].
+/// `e·2^n` for integral `n` in [−150, 128] and `e` in [0.7, 1.5] (`exp8`'s last step), rounded once: the
+/// factors 2^⌊n/2⌋ and 2^(n − ⌊n/2⌋) built in their exponent fields (both normal), the first product
+/// exact, the second rounded (to a subnormal below 2^−126, to +inf past the top), as
+/// [`crate::ir::exp_rule`].
 #[inline]
 #[target_feature(enable = "avx2")]
 fn scale8(e: __m256, n: __m256) -> __m256 {
