@@ -321,7 +321,8 @@ pub fn import_proto(
         }
     }
     let imgsz = metadata_imgsz(proto);
-    // inputs whose symbolic dims were taken as 1: named in any error that follows (the usual cause)
+    // inputs whose symbolic dims beyond the batch were chosen here (as 1, or from `imgsz`): named in any
+    // error that follows (the usual cause)
     let mut guessed: Vec<String> = vec![];
     for vi in &graph.input {
         if im.env.contains_key(&vi.name) {

@@ -252,8 +252,8 @@ fn sample_error(got: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> f64 {
 /// precision when it is cheap to — an element-wise function, or a Conv/MatMul holding at most 0.5 % of
 /// the model's weights — and so does the assembly of the answer from its parts: a Concat or element-wise
 /// function reaching an output through Softmax, Reshape, Transpose, Split, Slice, Concat and element-wise
-/// functions. Its output then keeps float resolution instead of being rounded to 256 levels just before it is read (what
-/// decides a classifier's top-1 between near-tied classes, or a map's threshold).
+/// functions. Its output then keeps float resolution instead of being rounded to 256 levels just before
+/// it is read (what decides a classifier's top-1 between near-tied classes, or a map's threshold).
 /// (Keeping ddddocr's large 8210-class head in float on int8-stored weights was measured: the same five
 /// disagreeing steps, 3.3 instead of 1.2 ms.)
 pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
@@ -261,21 +261,15 @@ pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
     let g = &fg.graph;
     let total = weight_total(fg);
     // the answer as computed: its last layers, kept float when small
-    let near = answer_tensors(fg, |op| {
-        matches!(op, Op::Softmax { .. } | Op::Reshape | Op::Transpose { .. })
-    });
+    let order = |op: &Op| matches!(op, Op::Softmax { .. } | Op::Reshape | Op::Transpose { .. });
+    let near = answer_tensors(fg, order);
     // the answer as assembled: its parts moved, joined and mapped (a detector's boxes and scores)
     let far = answer_tensors(fg, |op| {
-        matches!(
-            op,
-            Op::Softmax { .. }
-                | Op::Reshape
-                | Op::Transpose { .. }
-                | Op::Concat { .. }
-                | Op::Split { .. }
-                | Op::Slice { .. }
-                | Op::Unary(_)
-        )
+        order(op)
+            || matches!(
+                op,
+                Op::Concat { .. } | Op::Split { .. } | Op::Slice { .. } | Op::Unary(_)
+            )
     });
     let mut keep = vec![false; g.nodes.len()];
     for (p, n) in g.nodes.iter().enumerate() {
@@ -1237,9 +1231,8 @@ mod tests {
     /// A detector's output: box coordinates in pixels (a conv, 0..300) beside class scores (a conv, then
     /// Sigmoid: 0..1) joined by a Concat and reshaped (YOLOv8's head). The head rule keeps the Concat and the
     /// Sigmoid in float (and the Reshape after them stays float on its float input), so each part is
-    /// dequantized at its own scale: the
-    /// scores stay within a few thousandths of float64 (on the Concat's one int8 grid, 1.2 wide, every
-    /// score would be 0 or 1.2), the boxes within two of their conv's steps.
+    /// dequantized at its own scale: the scores stay within a few thousandths of float64 (on the Concat's
+    /// one int8 grid, 1.2 wide, every score would be 0 or 1.2), the boxes within two of their conv's steps.
     #[test]
     fn detector_output_parts_keep_their_own_scales() {
         let mut g = ToolGraph::default();
