@@ -107,7 +107,10 @@ fn fold_into(g: &mut ToolGraph, p: usize, scale: Option<&[f32]>, shift: &[f32]) 
     if node.inputs.len() > 3 {
         return false; // a conv with a post-activation affine: its output is not weights·x + bias
     }
-    let wt = node.inputs[1];
+    // any producer may come here (a BatchNorm after a Reshape or a pool): only one with weights folds
+    let Some(&wt) = node.inputs.get(1) else {
+        return false;
+    };
     let Some(w) = g.konst(wt).map(|w| w.to_vec()) else {
         return false;
     };
@@ -717,6 +720,60 @@ impl Pass for FuseAffine {
 mod tests {
     use super::*;
     use tern::ir::{Conv2d, Unary};
+
+    /// A BatchNorm after the activation (Keras' `Conv2D → ReLU → BatchNormalization`, openWakeWord's
+    /// speech embedding model): fold_bn cannot fold it into the ReLU, which has no weights (it indexed
+    /// the missing weight input and panicked); the affine then rides on the conv after its activation,
+    /// and the outputs equal the float64 computation of conv, max(·, 0), then s·y + t.
+    #[test]
+    fn batchnorm_after_an_activation_applies_after_it() {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 3, 3]);
+        g.graph.inputs.push(x);
+        let wv: Vec<f32> = (0..3 * 2).map(|i| (i as f32 - 2.5) / 3.0).collect();
+        let w = g.add_const("w", &[3, 2, 1, 1], wv.clone());
+        let name = |s: &str| vec![s.to_string()];
+        let conv = Op::Conv {
+            geom: Conv2d::same(1),
+            act: None,
+        };
+        let y = g.emit("conv", conv, vec![x, w], &name("y"), None).unwrap()[0];
+        let r = Op::Unary(Unary::Relu);
+        let r = g.emit("relu", r, vec![y], &name("r"), None).unwrap()[0];
+        let (sv, tv) = (vec![0.5f32, -2.0, 1.25], vec![0.1f32, 0.2, -0.3]);
+        let sc = g.add_const("s", &[3], sv.clone());
+        let sh = g.add_const("t", &[3], tv.clone());
+        let bn = Op::ChannelAffine { act: None };
+        let z = g.emit("bn", bn, vec![r, sc, sh], &name("z"), None).unwrap()[0];
+        g.graph.outputs.push(z);
+        run_all(&mut g, &float_pipeline()).unwrap();
+        let ops: Vec<&Op> = g.graph.nodes.iter().map(|n| &n.op).collect();
+        assert!(
+            matches!(
+                ops[..],
+                [Op::Conv {
+                    act: Some(Unary::Relu),
+                    ..
+                }]
+            ),
+            "{ops:?}"
+        );
+        let xs: Vec<f32> = (0..18).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let got = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+        for o in 0..3 {
+            for p in 0..9 {
+                let acc: f64 = (0..2)
+                    .map(|c| wv[o * 2 + c] as f64 * xs[c * 9 + p] as f64)
+                    .sum();
+                let want = acc.max(0.0) * sv[o] as f64 + tv[o] as f64;
+                let v = got[0][0][o * 9 + p] as f64;
+                assert!(
+                    (v - want).abs() < 1e-5,
+                    "channel {o} pixel {p}: {v} vs {want}"
+                );
+            }
+        }
+    }
 
     /// `conv → hard-swish → ·a + b` (per-channel constants, PP-LCNetV3's learnable affine) becomes one
     /// conv carrying the affine after its activation, and gives the same bits as the conv followed by a
