@@ -481,6 +481,40 @@ impl Importer {
             .push(name.to_string());
     }
 
+    /// `Clip` with a bound computed at run time (a log-mel spectrogram's floor `max(x) − top_db`, as
+    /// openWakeWord's melspectrogram model has it) as ONNX defines it: `Min(Max(x, min), max)`, each
+    /// bound broadcast like any element-wise operand, an absent bound skipped.
+    fn clip_dynamic(&mut self, name: &str, out0: &str, ins: &[Option<Val>]) -> Result<Lowered> {
+        let x = ins
+            .first()
+            .and_then(|v| v.as_ref())
+            .context("Clip without an input")?;
+        let mut acc = self.t(x, &format!("{name}/x"));
+        let bounds: Vec<(usize, BinOp)> = [(1, BinOp::Max), (2, BinOp::Min)]
+            .into_iter()
+            .filter(|&(i, _)| matches!(ins.get(i), Some(Some(_))))
+            .collect();
+        for (k, &(i, op)) in bounds.iter().enumerate() {
+            let Some(Some(v)) = ins.get(i) else {
+                continue;
+            };
+            let rhs = self.t(v, &format!("{name}/bound{i}"));
+            let oname = if k + 1 == bounds.len() {
+                out0.to_string()
+            } else {
+                format!("{name}/max")
+            };
+            acc = self.g.emit(
+                name,
+                Op::Binary { op, act: None },
+                vec![acc, rhs],
+                &[oname],
+                None,
+            )?[0];
+        }
+        Ok(Lowered::Done(vec![Val::T(acc)]))
+    }
+
     fn t(&mut self, v: &Val, name: &str) -> u32 {
         match v {
             Val::T(t) => *t,
@@ -1202,7 +1236,8 @@ impl Importer {
                             Some(Some(Val::Const(c))) => {
                                 *v = c.floats().first().copied().unwrap_or(*v)
                             }
-                            Some(Some(_)) => {
+                            Some(Some(Val::T(_))) => return self.clip_dynamic(name, &out0, ins),
+                            Some(Some(Val::Poison)) => {
                                 return Ok(Unsupported("Clip(non-constant bounds)".into()))
                             }
                             _ => {}
@@ -2233,6 +2268,92 @@ mod tests {
             ours.contains("tern export --onnx-qdq") && ours.contains("--binary-ops qdq"),
             "{ours}"
         );
+    }
+
+    /// `Clip` whose lower bound is computed from the input (a log-mel floor `max(x) − 2`, as
+    /// openWakeWord's melspectrogram model has it) and whose upper bound is a constant: the values equal
+    /// `min(max(x, max(x) − 2), 1.5)` computed in float64; an absent lower bound leaves x unbounded below.
+    #[test]
+    fn clip_with_a_bound_computed_at_run_time() {
+        let vi = |name: &str, dims: &[i64]| {
+            use pb::tensor_shape_proto::{dimension::Value as D, Dimension};
+            let dim = |d: i64| Dimension {
+                value: Some(D::DimValue(d)),
+                ..Default::default()
+            };
+            pb::ValueInfoProto {
+                name: name.into(),
+                r#type: Some(pb::TypeProto {
+                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                        elem_type: 1,
+                        shape: Some(pb::TensorShapeProto {
+                            dim: dims.iter().map(|&d| dim(d)).collect(),
+                        }),
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        let scalar = |name: &str, v: f32| pb::TensorProto {
+            name: name.into(),
+            data_type: 1,
+            float_data: vec![v],
+            ..Default::default()
+        };
+        let node = |op: &str, ins: &[&str], out: &str, attrs: Vec<pb::AttributeProto>| NodeProto {
+            name: out.into(),
+            op_type: op.into(),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.into()],
+            attribute: attrs,
+            ..Default::default()
+        };
+        let keepdims = pb::AttributeProto {
+            name: "keepdims".into(),
+            i: 0,
+            r#type: 2,
+            ..Default::default()
+        };
+        for lower in [true, false] {
+            let clip_ins: &[&str] = if lower {
+                &["x", "lo", "hi"]
+            } else {
+                &["x", "", "hi"]
+            };
+            let model = pb::ModelProto {
+                ir_version: 8,
+                opset_import: vec![pb::OperatorSetIdProto {
+                    domain: String::new(),
+                    version: 13,
+                }],
+                graph: Some(pb::GraphProto {
+                    node: vec![
+                        node("ReduceMax", &["x"], "m", vec![keepdims.clone()]),
+                        node("Sub", &["m", "two"], "lo", vec![]),
+                        node("Clip", clip_ins, "y", vec![]),
+                    ],
+                    initializer: vec![scalar("two", 2.0), scalar("hi", 1.5)],
+                    input: vec![vi("x", &[1, 7])],
+                    output: vec![vi("y", &[1, 7])],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let g = import_proto(&model, None, &[]).unwrap();
+            let x = [-3.0f32, 0.25, 1.0, -0.5, 2.5, 0.75, -1.25];
+            let got = crate::quant::outputs(&g, &[vec![x.to_vec()]]).unwrap();
+            let top = x.iter().fold(f64::MIN, |a, &v| a.max(v as f64));
+            let want: Vec<f32> = x
+                .iter()
+                .map(|&v| {
+                    let v = v as f64;
+                    let v = if lower { v.max(top - 2.0) } else { v };
+                    v.min(1.5) as f32
+                })
+                .collect();
+            assert_eq!(got[0][0], want, "lower bound given: {lower}");
+        }
     }
 
     /// `x [batch, 3, height, width]` → 3×3 Conv (no padding) → `y`, with `meta` as metadata_props.
