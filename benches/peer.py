@@ -50,6 +50,10 @@ MODELS = {
     "ocr": ("models/cache/common.onnx", "input1", [1, 1, 64, 256], "models/data/out/ocr_calib.npy"),
     # silero VAD, 16 kHz sequence model (STFT conv, 1-D convs, LSTM): 64 frames of 32 ms; --models vad
     "vad": ("models/cache/silero_vad_16k_sequence.onnx", "input", [64, 576], "models/data/out/vad_calib.npy"),
+    # openWakeWord's speech embedding (Keras 1x3 / 3x1 convs, clipped leaky ReLU), the wake-word pipeline's
+    # heavy stage: 76 log-mel frames of 32 bands; its calibration features come from the calibration clips
+    # through the melspectrogram model (wake_features); --models wake
+    "wake": ("models/cache/embedding_model.onnx", "input_1", [1, 76, 32, 1], "models/data/out/wake_features_calib.npy"),
 }
 # the inputs after the first, with their shapes: every engine feeds input i the seeded values of seed i (as
 # `tern bench` does); both quantizers calibrate them at zero (the LSTM state at the start of a stream)
@@ -66,8 +70,27 @@ def first_line(text):
     return next((l.strip() for l in text.splitlines() if l.strip()), "failed without a message")
 
 
+def wake_features(path):
+    """The speech embedding model's inputs for the calibration clips (models/data/out/wake_calib.npy), as
+    openWakeWord computes them: the melspectrogram model's frames (run by ONNX Runtime) `x/10 + 2`, written
+    to `path` when missing or older than the clips."""
+    clips = os.path.join(ROOT, "models", "data", "out", "wake_calib.npy")
+    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(clips):
+        return
+    import numpy as np
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(os.path.join(ROOT, "models", "cache", "melspectrogram.onnx"), providers=["CPUExecutionProvider"])
+    feats = np.stack([(s.run(None, {"input": c})[0] / 10 + 2).reshape(1, 76, 32, 1) for c in np.load(clips)])
+    part = f"{path}.part{os.getpid()}.npy"
+    np.save(part, feats.astype(np.float32))
+    os.replace(part, path)
+
+
 def calib_set(name):
     path = os.path.join(ROOT, MODELS[name][3])
+    if name == "wake" and os.path.exists(os.path.join(ROOT, "models", "data", "out", "wake_calib.npy")):
+        wake_features(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{MODELS[name][3]} missing (python3 models/data/make_data.py)")
     return path

@@ -24,6 +24,9 @@ come from different images, different crop positions and different rendered stri
                                      sequence model (64 frames of 512 samples, each after the previous frame's
                                      last 64): room noise, white noise, mains hum or a chord, and in 3 of 4
                                      clips a sentence spoken by espeak-ng (Debian's espeak-ng)
+  wake_calib.npy (16, 1, 12512)      wake_eval.npy (16, 1, 12512)  0.78 s clips (16 kHz, int16 values) for
+                                     openWakeWord's melspectrogram model (76 frames: one speech embedding
+                                     window): the same backgrounds and, in 3 of 4 clips, speech
 Normalization follows PaddleOCR: cls x/255 -> (x-0.5)/0.5; det x/255 -> (x-mean)/std with ImageNet stats.
 """
 import os
@@ -93,11 +96,8 @@ def speak(text, rng):
     return resample_poly(a, 320, 441).astype(np.float32)
 
 
-def vad_clip(rng, sentences, speech):
-    """One clip as silero VAD's sequence model takes it ([frames, context + frame]): a background (quiet room
-    noise, white noise, a 50 Hz hum with harmonics, or a two-tone chord) and, with `speech`, 0.5-1 s of one
-    sentence at a random offset and a random level."""
-    n = VAD_FRAMES * VAD_FRAME
+def background(rng, n):
+    """`n` samples at 16 kHz of quiet room noise, white noise, a 50 Hz hum with harmonics, or a two-tone chord."""
     t = np.arange(n) / VAD_RATE
     kind = int(rng.integers(4))
     if kind == 0:
@@ -110,7 +110,14 @@ def vad_clip(rng, sentences, speech):
     else:
         f0 = float(rng.uniform(200, 500))
         bg = 0.05 * (np.sin(2 * np.pi * f0 * t) + np.sin(2 * np.pi * f0 * 1.5 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
-    clip = bg.astype(np.float32)
+    return bg.astype(np.float32)
+
+
+def vad_clip(rng, sentences, speech):
+    """One clip as silero VAD's sequence model takes it ([frames, context + frame]): a background
+    ([`background`]) and, with `speech`, 0.5-1 s of one sentence at a random offset and a random level."""
+    n = VAD_FRAMES * VAD_FRAME
+    clip = background(rng, n)
     if speech:
         # a quarter to a half of the clip: the rest stays background
         s = speak(sentences[int(rng.integers(len(sentences)))], rng)[: int(rng.integers(n // 4, n // 2))]
@@ -125,6 +132,27 @@ def vad_clip(rng, sentences, speech):
 
 def vad_set(rng, sentences, n):
     return np.stack([vad_clip(rng, sentences, i % 4 != 3) for i in range(n)])
+
+
+# openWakeWord's melspectrogram model: 512-sample windows every 160 samples; its speech embedding model
+# reads 76 frames
+WAKE_SAMPLES = 512 + 75 * 160
+
+
+def wake_clip(rng, sentences, speech):
+    """One input of openWakeWord's melspectrogram model ([1, samples], 16 kHz PCM as int16 values in
+    float32, as openWakeWord feeds it): a background and, with `speech`, the start of a spoken sentence
+    over most of the 0.78 s."""
+    clip = background(rng, WAKE_SAMPLES)
+    if speech:
+        s = speak(sentences[int(rng.integers(len(sentences)))], rng)[: int(rng.integers(WAKE_SAMPLES // 2, WAKE_SAMPLES))]
+        at = int(rng.integers(0, WAKE_SAMPLES - len(s) + 1))
+        clip[at: at + len(s)] += float(rng.uniform(0.3, 1.0)) * s
+    return np.clip(np.round(clip * 32767), -32768, 32767)[None].astype(np.float32)
+
+
+def wake_set(rng, sentences, n):
+    return np.stack([wake_clip(rng, sentences, i % 4 != 3) for i in range(n)])
 
 
 def sample_images(names):
@@ -388,6 +416,8 @@ def main():
         "ocr_eval": np.stack([text_captcha(np.random.default_rng(400 + i), eval_imgs) for i in range(16)]),
         "vad_calib": vad_set(np.random.default_rng(500), SENTENCES[:8], 16),
         "vad_eval": vad_set(np.random.default_rng(600), SENTENCES[8:], 16),
+        "wake_calib": wake_set(np.random.default_rng(700), SENTENCES[:8], 16),
+        "wake_eval": wake_set(np.random.default_rng(800), SENTENCES[8:], 16),
     }
     for k, v in sets.items():
         assert np.isfinite(v).all()

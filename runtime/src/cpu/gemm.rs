@@ -623,12 +623,16 @@ pub fn finish_row(
 }
 
 /// No activation, or one of the clamp-like ones [`one_pass`] computes (Relu, Clip, HardSwish,
-/// HardSigmoid).
+/// HardSigmoid, LeakyRelu).
 fn clamp_like(act: Option<Unary>) -> bool {
     act.is_none_or(|a| {
         matches!(
             a,
-            Unary::Relu | Unary::Clip { .. } | Unary::HardSwish | Unary::HardSigmoid { .. }
+            Unary::Relu
+                | Unary::Clip { .. }
+                | Unary::HardSwish
+                | Unary::HardSigmoid { .. }
+                | Unary::LeakyRelu { .. }
         )
     })
 }
@@ -698,6 +702,18 @@ fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option
             Some(Unary::HardSigmoid { alpha, beta }) => {
                 with_post(row, |v| (alpha * f(v) + beta).clamp(0.0, 1.0), post)
             }
+            Some(Unary::LeakyRelu { alpha }) => with_post(
+                row,
+                |v| {
+                    let v = f(v);
+                    if v >= 0.0 {
+                        v
+                    } else {
+                        alpha * v
+                    }
+                },
+                post,
+            ),
             _ => with_post(row, f, post),
         }
     }

@@ -44,6 +44,12 @@ pub struct FuseHardSwish;
 /// become none (and one int8 table instead of a table and an integer Mul).
 pub struct FuseSilu;
 
+/// Turns `Max(x, c)` with one constant value `c` (a floor, as Keras exports `tf.maximum(leaky_relu(x),
+/// -0.4)`) into `Clip(x, c, +inf)`: the same values (NaN becomes `c` either way), an activation that
+/// `FuseAct` can fold into its producer or one vector pass instead of a broadcast binary op.
+/// (`Min(x, c)` stays: `Clip(NaN, −inf, c)` gives −inf where `Min` gives `c`.)
+pub struct ScalarClamp;
+
 /// The rewrites both pipelines start with, in order: folds and recognized functions, activations not
 /// yet fused (what int8 calibration observes: every function's input and output).
 pub fn rewrite_pipeline() -> Vec<Box<dyn Pass>> {
@@ -52,6 +58,7 @@ pub fn rewrite_pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(FuseHardSwish),
         Box::new(FuseSilu),
         Box::new(FuseAffine),
+        Box::new(ScalarClamp),
     ]
 }
 
@@ -416,6 +423,49 @@ impl Pass for FuseSilu {
     }
 }
 
+impl Pass for ScalarClamp {
+    fn name(&self) -> &'static str {
+        "scalar_clamp"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut changes = 0;
+        for i in 0..g.graph.nodes.len() {
+            let n = &g.graph.nodes[i];
+            let Op::Binary {
+                op: BinOp::Max,
+                act: None,
+            } = n.op
+            else {
+                continue;
+            };
+            let (a, b) = (n.inputs[0], n.inputs[1]);
+            let (x, c) = if g.konst(b).is_some_and(|v| v.len() == 1) {
+                (a, b)
+            } else if g.konst(a).is_some_and(|v| v.len() == 1) {
+                (b, a)
+            } else {
+                continue;
+            };
+            // the constant may not widen the result (a [1, 1, 1, 1] floor on a vector)
+            if g.shape(x) != g.shape(n.outputs[0]) || g.graph.tensors[x as usize].quant.is_some() {
+                continue;
+            }
+            let v = g.konst(c).map_or(0.0, |v| v[0]);
+            if v.is_nan() {
+                continue; // max(x, NaN) is x by f32::max, which no finite clamp bound says
+            }
+            let n = &mut g.graph.nodes[i];
+            n.op = Op::Unary(tern::ir::Unary::Clip {
+                min: v,
+                max: f32::INFINITY,
+            });
+            n.inputs = vec![x];
+            changes += 1;
+        }
+        Ok(changes)
+    }
+}
+
 impl Pass for FuseHardSwish {
     fn name(&self) -> &'static str {
         "fuse_hswish"
@@ -720,6 +770,70 @@ impl Pass for FuseAffine {
 mod tests {
     use super::*;
     use tern::ir::{Conv2d, Unary};
+
+    /// `Max(x, c)` with one constant value, in either operand order (Keras' `tf.maximum(leaky_relu(x),
+    /// -0.4)`), becomes a Clip that gives `max` bit for bit (NaN to `c`, infinities, signed zeros of x);
+    /// a per-channel constant or a `Min` stays a binary op.
+    #[test]
+    fn a_scalar_floor_becomes_a_clip() {
+        let name = |s: &str| vec![s.to_string()];
+        let max = Op::Binary {
+            op: BinOp::Max,
+            act: None,
+        };
+        let build = |first: bool, cshape: &[usize], cval: Vec<f32>, op: Op| {
+            let mut g = ToolGraph::default();
+            let x = g.add_tensor("x", &[1, 2, 2, 3]);
+            g.graph.inputs.push(x);
+            let c = g.add_const("c", cshape, cval);
+            let ins = if first { vec![c, x] } else { vec![x, c] };
+            let y = g.emit("max", op, ins, &name("y"), None).unwrap()[0];
+            g.graph.outputs.push(y);
+            g
+        };
+        let xs = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            -0.4,
+            -0.39,
+            -0.41,
+            2.5,
+            -7.0,
+            1e-30,
+            -1e-30,
+        ];
+        for first in [false, true] {
+            let mut g = build(first, &[1, 1, 1, 1], vec![-0.4], max.clone());
+            let before = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+            assert_eq!(ScalarClamp.run(&mut g).unwrap(), 1);
+            let after = crate::quant::outputs(&g, &[vec![xs.clone()]]).unwrap();
+            assert!(matches!(g.graph.nodes[0].op, Op::Unary(Unary::Clip { .. })));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&before[0][0]),
+                bits(&after[0][0]),
+                "constant first: {first}"
+            );
+            let want: Vec<f32> = xs
+                .iter()
+                .map(|&v| if v.is_nan() { -0.4 } else { v.max(-0.4) })
+                .collect();
+            assert_eq!(after[0][0], want);
+        }
+        let min = Op::Binary {
+            op: BinOp::Min,
+            act: None,
+        };
+        for mut g in [
+            build(false, &[1, 2, 1, 1], vec![0.0, 1.0], max.clone()),
+            build(false, &[1], vec![0.0], min),
+        ] {
+            assert_eq!(ScalarClamp.run(&mut g).unwrap(), 0);
+        }
+    }
 
     /// A BatchNorm after the activation (Keras' `Conv2D → ReLU → BatchNormalization`, openWakeWord's
     /// speech embedding model): fold_bn cannot fold it into the ReLU, which has no weights (it indexed

@@ -333,8 +333,9 @@ fn small_weighted(fg: &ToolGraph, n: &tern::ir::Node, total: usize) -> bool {
 }
 
 /// The input layers: integer-capable Conv/MatMul nodes with small weights (`small_weighted`) that read
-/// a graph input (directly or through Reshape/Transpose), with the Relu/Clip that alone reads each one's
-/// output. In float they read the real input; in int8 the input is rounded to one int8 grid first.
+/// a graph input (directly or through Reshape/Transpose/Pad: a Keras export pads and reshapes its NHWC
+/// input before the first conv), with the Relu/Clip that alone reads each one's output. In float they
+/// read the real input; in int8 the input is rounded to one int8 grid first.
 pub fn input_layers(fg: &ToolGraph) -> Vec<bool> {
     let g = &fg.graph;
     let total = weight_total(fg);
@@ -349,9 +350,9 @@ pub fn input_layers(fg: &ToolGraph) -> Vec<bool> {
         for &(j, _) in &cons[t as usize] {
             let n = &g.nodes[j];
             match n.op {
-                tern::ir::Op::Reshape | tern::ir::Op::Transpose { .. } => {
-                    frontier.extend(&n.outputs)
-                }
+                tern::ir::Op::Reshape
+                | tern::ir::Op::Transpose { .. }
+                | tern::ir::Op::Pad { .. } => frontier.extend(&n.outputs),
                 _ if small_weighted(fg, n, total) => {
                     keep[j] = true;
                     let y = n.outputs[0] as usize;

@@ -300,6 +300,11 @@ mod tests {
                 alpha: 0.2,
                 beta: 0.5,
             },
+            Unary::LeakyRelu { alpha: 0.2 },
+            Unary::Clip {
+                min: -0.4,
+                max: f32::INFINITY,
+            },
         ] {
             let mut got = x.clone();
             crate::cpu::gemm::apply_act(&mut got, f);
