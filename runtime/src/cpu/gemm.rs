@@ -590,8 +590,8 @@ pub fn apply_post(row: &mut [f32], s: f32, t: f32) {
 const EPI_PIECE: usize = 1024;
 
 /// The epilogue's element-wise steps on one row: scalar bias, column bias, activation, then the affine
-/// `post` (scale, shift). Without a column bias and with a clamp-like activation (or none) it is one
-/// pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
+/// `post` (scale, shift). Without a column bias and with an activation [`one_pass`] computes (or none) it
+/// is one pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
 /// step made the fused affine cost what the separate op had); else the steps go piece by piece
 /// (1024 elements). The same IEEE operations in the same order either way: the same bits.
 #[inline]
@@ -602,7 +602,7 @@ pub fn finish_row(
     act: Option<Unary>,
     post: Option<(f32, f32)>,
 ) {
-    if col_bias.is_none() && clamp_like(act) {
+    if col_bias.is_none() && one_pass_act(act) {
         return one_pass_widest(row, bias, act, post);
     }
     for (i, piece) in row.chunks_mut(EPI_PIECE).enumerate() {
@@ -622,9 +622,9 @@ pub fn finish_row(
     }
 }
 
-/// No activation, or one of the clamp-like ones [`one_pass`] computes (Relu, Clip, HardSwish,
-/// HardSigmoid, LeakyRelu).
-fn clamp_like(act: Option<Unary>) -> bool {
+/// No activation, or one that [`one_pass`] computes in its loop: Relu, Clip, HardSwish, HardSigmoid,
+/// LeakyRelu (compares, multiplies and a divide: no library call, so the loop vectorizes).
+fn one_pass_act(act: Option<Unary>) -> bool {
     act.is_none_or(|a| {
         matches!(
             a,
@@ -669,8 +669,8 @@ fn one_pass_widest(
     one_pass(row, bias, act, post)
 }
 
-/// The epilogue in one pass: one loop per combination of bias, clamp-like activation ([`clamp_like`])
-/// and affine, each element loaded and stored once; the steps computed as [`finish_row`]'s piecewise
+/// The epilogue in one pass: one loop per combination of bias, activation ([`one_pass_act`]) and
+/// affine, each element loaded and stored once; the steps computed as [`finish_row`]'s piecewise
 /// path and [`apply_post`] would, in their order. The one place these activations' formulas live.
 #[inline(always)]
 fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option<(f32, f32)>) {
@@ -726,7 +726,7 @@ fn one_pass(row: &mut [f32], bias: Option<f32>, act: Option<Unary>, post: Option
 /// Applies an element-wise function in place, with the hot cases in branch-free loops.
 #[inline]
 pub fn apply_act(row: &mut [f32], act: Unary) {
-    if clamp_like(Some(act)) {
+    if one_pass_act(Some(act)) {
         return one_pass_widest(row, None, Some(act), None);
     }
     match act {

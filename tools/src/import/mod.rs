@@ -482,8 +482,9 @@ impl Importer {
     }
 
     /// `Clip` with a bound computed at run time (a log-mel spectrogram's floor `max(x) − top_db`, as
-    /// openWakeWord's melspectrogram model has it) as ONNX defines it: `Min(Max(x, min), max)`, each
-    /// bound broadcast like any element-wise operand, an absent bound skipped.
+    /// openWakeWord's melspectrogram model has it): `Min(Max(x, min), max)`, each bound a one-value
+    /// tensor (ONNX's scalars) broadcast over x. An absent bound is skipped, as the constant form's
+    /// ±inf is (ONNX's default is the type's finite extreme: an infinite x passes here).
     fn clip_dynamic(&mut self, name: &str, out0: &str, ins: &[Option<Val>]) -> Result<Lowered> {
         let x = ins
             .first()
@@ -494,6 +495,15 @@ impl Importer {
             .into_iter()
             .filter(|&(i, _)| matches!(ins.get(i), Some(Some(_))))
             .collect();
+        let rank = self.g.shape(acc).len();
+        for &(i, _) in &bounds {
+            let shape = ins[i].as_ref().map_or(vec![], |v| self.shape(v));
+            if shape.iter().product::<usize>() != 1 || shape.len() > rank {
+                return Ok(Lowered::Unsupported(format!(
+                    "Clip(bound {i} of shape {shape:?}, not one value)"
+                )));
+            }
+        }
         for (k, &(i, op)) in bounds.iter().enumerate() {
             let Some(Some(v)) = ins.get(i) else {
                 continue;
@@ -2270,9 +2280,9 @@ mod tests {
         );
     }
 
-    /// `Clip` whose lower bound is computed from the input (a log-mel floor `max(x) − 2`, as
-    /// openWakeWord's melspectrogram model has it) and whose upper bound is a constant: the values equal
-    /// `min(max(x, max(x) − 2), 1.5)` computed in float64; an absent lower bound leaves x unbounded below.
+    /// `Clip` with a bound computed from the input (a log-mel floor `max(x) − 2`, as openWakeWord's
+    /// melspectrogram model has it) as its lower or upper bound, the other constant or absent: the
+    /// values equal `min(max(x, lo), hi)` computed in float64; a bound of more than one value is refused.
     #[test]
     fn clip_with_a_bound_computed_at_run_time() {
         let vi = |name: &str, dims: &[i64]| {
@@ -2315,45 +2325,46 @@ mod tests {
             r#type: 2,
             ..Default::default()
         };
-        for lower in [true, false] {
-            let clip_ins: &[&str] = if lower {
-                &["x", "lo", "hi"]
-            } else {
-                &["x", "", "hi"]
-            };
-            let model = pb::ModelProto {
-                ir_version: 8,
-                opset_import: vec![pb::OperatorSetIdProto {
-                    domain: String::new(),
-                    version: 13,
-                }],
-                graph: Some(pb::GraphProto {
-                    node: vec![
-                        node("ReduceMax", &["x"], "m", vec![keepdims.clone()]),
-                        node("Sub", &["m", "two"], "lo", vec![]),
-                        node("Clip", clip_ins, "y", vec![]),
-                    ],
-                    initializer: vec![scalar("two", 2.0), scalar("hi", 1.5)],
-                    input: vec![vi("x", &[1, 7])],
-                    output: vec![vi("y", &[1, 7])],
-                    ..Default::default()
-                }),
+        let model = |clip_ins: &[&str]| pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                node: vec![
+                    node("ReduceMax", &["x"], "m", vec![keepdims.clone()]),
+                    node("Sub", &["m", "two"], "top", vec![]),
+                    node("Clip", clip_ins, "y", vec![]),
+                ],
+                initializer: vec![scalar("two", 2.0), scalar("hi", 1.5), scalar("lo", -1.0)],
+                input: vec![vi("x", &[1, 7])],
+                output: vec![vi("y", &[1, 7])],
                 ..Default::default()
-            };
-            let g = import_proto(&model, None, &[]).unwrap();
-            let x = [-3.0f32, 0.25, 1.0, -0.5, 2.5, 0.75, -1.25];
+            }),
+            ..Default::default()
+        };
+        let x = [-3.0f32, 0.25, 1.0, -0.5, 2.5, 0.75, -1.25];
+        let top = x.iter().fold(f64::MIN, |a, &v| a.max(v as f64)) - 2.0;
+        // (Clip's inputs, its lower and upper bound in float64)
+        let cases: [(&[&str], f64, f64); 4] = [
+            (&["x", "top", "hi"], top, 1.5),
+            (&["x", "", "hi"], f64::MIN, 1.5),
+            (&["x", "", "top"], f64::MIN, top),
+            (&["x", "lo", "top"], -1.0, top),
+        ];
+        for (ins, lo, hi) in cases {
+            let g = import_proto(&model(ins), None, &[]).unwrap();
             let got = crate::quant::outputs(&g, &[vec![x.to_vec()]]).unwrap();
-            let top = x.iter().fold(f64::MIN, |a, &v| a.max(v as f64));
             let want: Vec<f32> = x
                 .iter()
-                .map(|&v| {
-                    let v = v as f64;
-                    let v = if lower { v.max(top - 2.0) } else { v };
-                    v.min(1.5) as f32
-                })
+                .map(|&v| (v as f64).max(lo).min(hi) as f32)
                 .collect();
-            assert_eq!(got[0][0], want, "lower bound given: {lower}");
+            assert_eq!(got[0][0], want, "Clip{ins:?}");
         }
+        // a bound of more than one value is not a Clip bound (it would widen the output): named
+        let e = import_proto(&model(&["x", "", "x"]), None, &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("not one value"), "{e:#}");
     }
 
     /// `x [batch, 3, height, width]` → 3×3 Conv (no padding) → `y`, with `meta` as metadata_props.

@@ -45,8 +45,9 @@ pub struct FuseHardSwish;
 pub struct FuseSilu;
 
 /// Turns `Max(x, c)` with one constant value `c` (a floor, as Keras exports `tf.maximum(leaky_relu(x),
-/// -0.4)`) into `Clip(x, c, +inf)`: the same values (NaN becomes `c` either way), an activation that
-/// `FuseAct` can fold into its producer or one vector pass instead of a broadcast binary op.
+/// -0.4)`) into `Clip(x, c, +inf)`: the same values (NaN becomes `c` either way; a ±0 tie may come out
+/// with the other sign where `c` was the first operand), an activation that `FuseAct` can fold into its
+/// producer, one vector pass in float, one table in int8, instead of a broadcast binary op.
 /// (`Min(x, c)` stays: `Clip(NaN, −inf, c)` gives −inf where `Min` gives `c`.)
 pub struct ScalarClamp;
 
@@ -772,8 +773,8 @@ mod tests {
     use tern::ir::{Conv2d, Unary};
 
     /// `Max(x, c)` with one constant value, in either operand order (Keras' `tf.maximum(leaky_relu(x),
-    /// -0.4)`), becomes a Clip that gives `max` bit for bit (NaN to `c`, infinities, signed zeros of x);
-    /// a per-channel constant or a `Min` stays a binary op.
+    /// -0.4)`), becomes a Clip that gives `max`'s bits here (NaN to `c`, infinities, signed zeros of x,
+    /// values at and beside `c`); a per-channel constant or a `Min` stays a binary op.
     #[test]
     fn a_scalar_floor_becomes_a_clip() {
         let name = |s: &str| vec![s.to_string()];

@@ -1082,6 +1082,78 @@ mod tests {
     use super::*;
     use tern::ir::{Conv2d, Op};
 
+    /// A function of a function (Keras' leaky ReLU clipped at −0.4 by a Max, which `ScalarClamp` makes
+    /// a Clip) becomes one int8 table of the composition, rounded once: one QLut where there were two,
+    /// and the outputs stay within two output steps of float (conv rounding plus the table's).
+    #[test]
+    fn a_function_of_a_function_is_one_table() {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 5, 5]);
+        g.graph.inputs.push(x);
+        let wv: Vec<f32> = (0..2 * 2 * 9)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let w = g.add_const("w", &[2, 2, 3, 3], wv);
+        let conv = Op::Conv {
+            geom: Conv2d::same(3),
+            act: None,
+        };
+        let y = g
+            .emit("conv", conv, vec![x, w], &["y".into()], None)
+            .unwrap()[0];
+        let leaky = Op::Unary(Unary::LeakyRelu { alpha: 0.2 });
+        let l = g
+            .emit("leaky", leaky, vec![y], &["l".into()], None)
+            .unwrap()[0];
+        let floor = Op::Unary(Unary::Clip {
+            min: -0.4,
+            max: f32::INFINITY,
+        });
+        let z = g
+            .emit("floor", floor, vec![l], &["z".into()], None)
+            .unwrap()[0];
+        g.graph.outputs.push(z);
+        let samples: Vec<Vec<Vec<f32>>> = (0..8)
+            .map(|s| {
+                vec![(0..50)
+                    .map(|i| (((i * 31 + s * 17) % 41) as f32 - 20.0) / 5.0)
+                    .collect()]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let keep = vec![false; g.graph.nodes.len()];
+        let (qg, _) = quantize_graph(&g, &obs, &Int8Options::default(), &keep).unwrap();
+        let luts = qg
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::QLut))
+            .count();
+        assert_eq!(
+            luts,
+            1,
+            "{:?}",
+            qg.graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>()
+        );
+        let (want, got) = (
+            outputs(&g, &samples).unwrap(),
+            outputs(&qg, &samples).unwrap(),
+        );
+        let (lo, hi) = want
+            .iter()
+            .flat_map(|s| s[0].iter())
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (hi - lo) / 255.0;
+        for (w, q) in want.iter().zip(&got) {
+            for (a, b) in w[0].iter().zip(&q[0]) {
+                assert!(
+                    (a - b).abs() <= 2.0 * step,
+                    "{b} vs float {a} (step {step})"
+                );
+            }
+        }
+    }
+
     /// `--keep-float NAME` keeps every node of that name (a 1-D conv is a reshape, a conv and a reshape
     /// under one ONNX name; the first alone left the conv in int8), and an unknown name is an error naming
     /// it.

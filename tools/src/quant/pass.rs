@@ -583,8 +583,8 @@ pub fn quantize(
         }
     }
     // A uniform affine (one scale, one shift for every channel: PP-LCNetV3's learnable affine after each
-    // activation) right after an element-wise function joins that function's table: one requantization
-    // instead of two, and one pass fewer
+    // activation), or another element-wise function, right after an element-wise function joins that
+    // function's table: one requantization instead of two, and one pass fewer
     for (i, n) in nodes.iter().enumerate() {
         let Op::Unary(_) = n.op else { continue };
         let x = n.outputs[0];
@@ -597,17 +597,15 @@ pub fn quantize(
             continue;
         }
         let (j, k) = cons[x as usize][0];
-        let Op::ChannelAffine { .. } = nodes[j].op else {
-            continue;
-        };
         let uniform = |t: u32| fg.konst(t).is_some_and(|v| v.iter().all(|&a| a == v[0]));
-        if k == 0
-            && is_int[j]
-            && fused_act[j].is_none()
-            && !absorbed[j]
-            && uniform(nodes[j].inputs[1])
-            && uniform(nodes[j].inputs[2])
-        {
+        let joins = match nodes[j].op {
+            Op::ChannelAffine { .. } => uniform(nodes[j].inputs[1]) && uniform(nodes[j].inputs[2]),
+            // a function of a function (Keras' leaky ReLU clipped by a Max, now a Clip): one table of
+            // the composition, rounded once
+            Op::Unary(_) => true,
+            _ => false,
+        };
+        if joins && k == 0 && is_int[j] && fused_act[j].is_none() && !absorbed[j] {
             fused_act[i] = Some(j);
             absorbed[j] = true;
         }
@@ -963,13 +961,16 @@ pub fn quantize(
                 let x = b.get_q(n.inputs[0])?;
                 let qi = b.param(n.inputs[0])?;
                 let q = b.param(out)?;
-                // a uniform affine absorbed into the table (see above), with its own activation
+                // a uniform affine absorbed into the table (see above), with its own activation, or a
+                // function after this one (as the identity affine: r·1 + 0 is r, up to a zero's sign,
+                // which rounding drops)
                 let affine = fused_act[ni].and_then(|j| match &nodes[j].op {
                     Op::ChannelAffine { act } => Some((
                         fg.konst(nodes[j].inputs[1])?[0],
                         fg.konst(nodes[j].inputs[2])?[0],
                         *act,
                     )),
+                    Op::Unary(g) => Some((1.0, 0.0, Some(*g))),
                     _ => None,
                 });
                 // one table, or one per channel of a channel-scaled input or output

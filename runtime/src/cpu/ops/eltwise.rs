@@ -272,7 +272,7 @@ mod tests {
             }
         }
     }
-    /// The clamp-like activations as every epilogue runs them (built for the widest vectors this CPU has)
+    /// The one-pass activations as every epilogue runs them (built for the widest vectors this CPU has)
     /// give the scalar rules' bits, NaN, infinities, signed zeros and the clamp edges included.
     #[test]
     fn clamp_activations_match_the_scalar_rules() {
