@@ -590,7 +590,7 @@ pub fn apply_post(row: &mut [f32], s: f32, t: f32) {
 const EPI_PIECE: usize = 1024;
 
 /// The epilogue's element-wise steps on one row: scalar bias, column bias, activation, then the affine
-/// `post` (scale, shift). Without a column bias and with an activation [`one_pass`] computes (or none) it
+/// `post` (scale, shift). Without a column bias and with an activation the one-pass loop computes (or none) it
 /// is one pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
 /// step made the fused affine cost what the separate op had); else the steps go piece by piece
 /// (1024 elements). The same IEEE operations in the same order either way: the same bits.
