@@ -589,11 +589,11 @@ pub fn apply_post(row: &mut [f32], s: f32, t: f32) {
 /// one-pass form): each step is a pass of its own, so a long row goes in pieces that stay in L1.
 const EPI_PIECE: usize = 1024;
 
-/// The epilogue's element-wise steps on one row: scalar bias, column bias, activation, then the affine
-/// `post` (scale, shift). Without a column bias and with an activation the one-pass loop computes (or none) it
-/// is one pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
-/// step made the fused affine cost what the separate op had); else the steps go piece by piece
-/// (1024 elements). The same IEEE operations in the same order either way: the same bits.
+/// The epilogue's element-wise steps on one row: scalar bias, column bias, activation, then the affine `post`
+/// (scale, shift). Without a column bias and with an activation the one-pass loop computes (or none) it is
+/// one pass, compiled for the widest vectors the CPU has (a row of a 368×368 map read and written once per
+/// step made the fused affine cost what the separate op had); else the steps go piece by piece (1024
+/// elements). The same IEEE operations in the same order either way: the same bits.
 #[inline]
 pub fn finish_row(
     row: &mut [f32],
