@@ -386,6 +386,9 @@ pub fn gemm(
     };
     let threads = par.threads();
     let nc = chunk_cols(g, k, n);
+    if n == 1 {
+        return gemv_panels(g, par, (m, k), a_packed, b, c, ldc, epi, rest);
+    }
     let chunks = n.div_ceil(nc);
     let split_cols = chunks >= threads || m_panels < threads;
     let per_thread = if matches!(b, BSrc::Packed(_)) {
@@ -462,6 +465,131 @@ pub fn gemm(
         }
     };
     par.run(&work);
+}
+
+/// [`gemm`] for one column of B (a conv over a 1×1 map: a squeeze-excitation FC, a classifier head's
+/// conv): the tile would compute NR columns for one, so each A panel meets B's column alone, the MR
+/// rows of a k step in one vector, `acc[r] = fmadd(a[p][r], b[p], acc[r])` in k order from zero: the
+/// tile's chain, so the same bits (then the same epilogue). Four panels at a time hide the FMA latency;
+/// threads split the panels.
+#[allow(clippy::too_many_arguments)]
+fn gemv_panels(
+    g: &Gemm,
+    par: &Par,
+    (m, k): (usize, usize),
+    a: &[f32],
+    b: BSrc,
+    c: &mut [f32],
+    ldc: usize,
+    epi: Epilogue,
+    scratch: &mut [f32],
+) {
+    let nr = g.nr;
+    // B's column: packed weights as they are, else packed once (an NR-wide panel, column 0 real)
+    let col: &[f32] = match b {
+        BSrc::Packed(p) => p,
+        _ => {
+            pack_b_for(g, &b, k, 0, 1, scratch);
+            scratch
+        }
+    };
+    let m_panels = m.div_ceil(g.mr);
+    let threads = par.threads().min(m_panels.div_ceil(4)).max(1);
+    let cptr = SyncPtr(c.as_mut_ptr());
+    let work = |t: usize| {
+        let panels = share(m_panels, t, threads);
+        let mut sums = [0f32; 4 * 16];
+        let mut pi = panels.start;
+        while pi < panels.end {
+            let q = (panels.end - pi).min(4);
+            let ap = &a[pi * k * g.mr..(pi + q) * k * g.mr];
+            let sums = &mut sums[..q * g.mr];
+            panel_sums(g, k, q, ap, col, nr, sums);
+            for qi in 0..q {
+                for r in 0..g.mr {
+                    let i = (pi + qi) * g.mr + r;
+                    if i >= m {
+                        break;
+                    }
+                    // SAFETY: row i < m of C's column 0; panels (so rows) are split disjointly between
+                    // threads.
+                    let dst =
+                        unsafe { core::slice::from_raw_parts_mut(cptr.get().add(i * ldc), 1) };
+                    dst[0] = sums[qi * g.mr + r];
+                    finish_row(
+                        dst,
+                        epi.row_bias.map(|b| b[i]),
+                        epi.col_bias.map(|b| &b[..1]),
+                        epi.act,
+                        epi.post.map(|(s, t)| (s[i], t[i])),
+                    );
+                }
+            }
+            pi += q;
+        }
+    };
+    par.run_on(threads, &work);
+}
+
+/// The sums of `q` (≤ 4) consecutive A panels (`ap`: `q·k·MR` floats) against B's column (`col[p·stride]`)
+/// into `out` (`q·MR`): [`panel_sums_mr`] for the path's MR, compiled with FMA where the path has it.
+fn panel_sums(
+    g: &Gemm,
+    k: usize,
+    q: usize,
+    ap: &[f32],
+    col: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) {
+    #[inline(always)]
+    fn any(mr: usize, k: usize, q: usize, ap: &[f32], col: &[f32], stride: usize, out: &mut [f32]) {
+        match mr {
+            4 => panel_sums_mr::<4>(k, q, ap, col, stride, out),
+            6 => panel_sums_mr::<6>(k, q, ap, col, stride, out),
+            8 => panel_sums_mr::<8>(k, q, ap, col, stride, out),
+            16 => panel_sums_mr::<16>(k, q, ap, col, stride, out),
+            _ => unreachable!("tile rows {mr}"),
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(
+        g.isa,
+        crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
+    ) {
+        #[target_feature(enable = "avx2,fma")]
+        fn fma(mr: usize, k: usize, q: usize, ap: &[f32], col: &[f32], s: usize, out: &mut [f32]) {
+            any(mr, k, q, ap, col, s, out)
+        }
+        // SAFETY: the session selects an AVX2 path only on a CPU with AVX2 and FMA.
+        return unsafe { fma(g.mr, k, q, ap, col, stride, out) };
+    }
+    any(g.mr, k, q, ap, col, stride, out)
+}
+
+/// [`panel_sums`] for tile rows `MR`: per k step one `MR`-wide fused multiply-add per panel.
+#[inline(always)]
+fn panel_sums_mr<const MR: usize>(
+    k: usize,
+    q: usize,
+    ap: &[f32],
+    col: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [[0f32; MR]; 4];
+    for p in 0..k {
+        let bv = col[p * stride];
+        for (qi, acc) in acc.iter_mut().enumerate().take(q) {
+            let a = &ap[(qi * k + p) * MR..(qi * k + p + 1) * MR];
+            for (v, &w) in acc.iter_mut().zip(a) {
+                *v = crate::ir::fmadd(w, bv, *v);
+            }
+        }
+    }
+    for (qi, acc) in acc.iter().enumerate().take(q) {
+        out[qi * MR..(qi + 1) * MR].copy_from_slice(acc);
+    }
 }
 
 /// Floats of the largest micro-kernel tile (AVX-512's 8×32).

@@ -1083,6 +1083,67 @@ mod tests {
         assert!(cases >= 20, "{cases}");
     }
 
+    /// A conv over a 1×1 map (one output column: a squeeze-excitation FC, a classifier head) takes the
+    /// matrix-vector form of the GEMM and gives, bit for bit, what the tile gives for the same pixel
+    /// among others (the first of a 1×3 map whose pixels are that one and two others), on every path,
+    /// 1 and 2 threads, with bias, ReLU and the post affine, for row counts with tails of every tile
+    /// height and depths across the packing.
+    #[test]
+    fn a_conv_over_one_pixel_equals_the_tiles_column() {
+        let mut seed = 29u64;
+        let pool = crate::cpu::pool::Pool::new(2).unwrap();
+        for &(c, m) in &[(37usize, 45usize), (3, 1), (512, 70), (16, 4)] {
+            let geom = Conv2d::pointwise(1);
+            let ws = [m, c, 1, 1];
+            let (wt, b, ps, pt) = (
+                uniform(m * c, &mut seed),
+                uniform(m, &mut seed),
+                uniform(m, &mut seed),
+                uniform(m, &mut seed),
+            );
+            let x1 = uniform(c, &mut seed);
+            // the same pixel first in a 1×3 map: channel-major, so every third value
+            let others = uniform(2 * c, &mut seed);
+            let x3: Vec<f32> = (0..c)
+                .flat_map(|ch| [x1[ch], others[2 * ch], others[2 * ch + 1]])
+                .collect();
+            for isa in caps::available() {
+                let g = kernels::gemm_for(isa);
+                for threads in [1, 2] {
+                    let par = if threads == 1 {
+                        Par::single()
+                    } else {
+                        Par { pool: Some(&pool) }
+                    };
+                    let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
+                    let conv = |x: &[f32], w: usize| {
+                        let (xs, ys) = ([1, c, 1, w], [1, m, 1, w]);
+                        let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
+                        let mut y = vec![0f32; m * w];
+                        run_relu(
+                            &g,
+                            &par,
+                            (&geom, &prep, terms),
+                            (x, &xs),
+                            (&wt, &ws),
+                            (&mut y, &ys),
+                        );
+                        y
+                    };
+                    let (one, three) = (conv(&x1, 1), conv(&x3, 3));
+                    for r in 0..m {
+                        assert!(
+                            one[r].to_bits() == three[3 * r].to_bits(),
+                            "{isa:?} {threads} thread(s) c{c} m{m} row {r}: {} vs {}",
+                            one[r],
+                            three[3 * r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// A pointwise conv writing int8 (`run_pointwise_q`, format 9) gives exactly the conv's f32 output
     /// quantized as a Quantize node does (`quantize_f32`, round half to even, saturating), on every
     /// path, 1 and 2 threads, over a batch, with bias, activation and the post affine, for pixel counts
