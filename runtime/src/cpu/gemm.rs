@@ -386,7 +386,7 @@ pub fn gemm(
     };
     let threads = par.threads();
     let nc = chunk_cols(g, k, n);
-    if n == 1 {
+    if n == 1 && g.mr <= GEMV_MR {
         return gemv_panels(g, par, (m, k), a_packed, b, c, ldc, epi, rest);
     }
     let chunks = n.div_ceil(nc);
@@ -467,6 +467,9 @@ pub fn gemm(
     par.run(&work);
 }
 
+/// The tallest tile [`gemv_panels`] takes (every path's today: 4, 6 or 8 rows).
+const GEMV_MR: usize = 16;
+
 /// [`gemm`] for one column of B (a conv over a 1×1 map: a squeeze-excitation FC, a classifier head's
 /// conv): the tile would compute NR columns for one, so each A panel meets B's column alone, the MR
 /// rows of a k step in one vector, `acc[r] = fmadd(a[p][r], b[p], acc[r])` in k order from zero: the
@@ -484,7 +487,7 @@ fn gemv_panels(
     epi: Epilogue,
     scratch: &mut [f32],
 ) {
-    let nr = g.nr;
+    let mr = g.mr;
     // B's column: packed weights as they are, else packed once (an NR-wide panel, column 0 real)
     let col: &[f32] = match b {
         BSrc::Packed(p) => p,
@@ -493,63 +496,72 @@ fn gemv_panels(
             scratch
         }
     };
-    let m_panels = m.div_ceil(g.mr);
+    let m_panels = m.div_ceil(mr);
     let threads = par.threads().min(m_panels.div_ceil(4)).max(1);
     let cptr = SyncPtr(c.as_mut_ptr());
     let work = |t: usize| {
         let panels = share(m_panels, t, threads);
-        let mut sums = [0f32; 4 * 16];
-        let mut pi = panels.start;
-        while pi < panels.end {
-            let q = (panels.end - pi).min(4);
-            let ap = &a[pi * k * g.mr..(pi + q) * k * g.mr];
-            let sums = &mut sums[..q * g.mr];
-            panel_sums(g, k, q, ap, col, nr, sums);
-            for qi in 0..q {
-                for r in 0..g.mr {
-                    let i = (pi + qi) * g.mr + r;
-                    if i >= m {
-                        break;
-                    }
-                    // SAFETY: row i < m of C's column 0; panels (so rows) are split disjointly between
-                    // threads.
-                    let dst =
-                        unsafe { core::slice::from_raw_parts_mut(cptr.get().add(i * ldc), 1) };
-                    dst[0] = sums[qi * g.mr + r];
-                    finish_row(
-                        dst,
-                        epi.row_bias.map(|b| b[i]),
-                        epi.col_bias.map(|b| &b[..1]),
-                        epi.act,
-                        epi.post.map(|(s, t)| (s[i], t[i])),
-                    );
+        let mut sums = [0f32; 4 * GEMV_MR];
+        for p0 in panels.clone().step_by(4) {
+            let q = (panels.end - p0).min(4);
+            let dot = PanelDot {
+                k,
+                a: &a[p0 * k * mr..(p0 + q) * k * mr],
+                col,
+                stride: g.nr,
+            };
+            let sums = &mut sums[..q * mr];
+            panel_sums(g, dot, sums);
+            for (j, &v) in sums.iter().enumerate() {
+                let i = p0 * mr + j;
+                if i >= m {
+                    break;
                 }
+                // SAFETY: row i < m of C's column 0; panels (so rows) are split disjointly between
+                // threads.
+                let dst = unsafe { core::slice::from_raw_parts_mut(cptr.get().add(i * ldc), 1) };
+                dst[0] = v;
+                finish_row(
+                    dst,
+                    epi.row_bias.map(|b| b[i]),
+                    epi.col_bias.map(|b| &b[..1]),
+                    epi.act,
+                    epi.post.map(|(s, t)| (s[i], t[i])),
+                );
             }
-            pi += q;
         }
     };
     par.run_on(threads, &work);
 }
 
-/// The sums of `q` (≤ 4) consecutive A panels (`ap`: `q·k·MR` floats) against B's column (`col[p·stride]`)
-/// into `out` (`q·MR`): [`panel_sums_mr`] for the path's MR, compiled with FMA where the path has it.
-fn panel_sums(
-    g: &Gemm,
+/// Consecutive A panels (`a`: whole panels of `k·MR` floats) against B's column, its depth-p value at
+/// `col[p·stride]`.
+#[derive(Clone, Copy)]
+struct PanelDot<'a> {
     k: usize,
-    q: usize,
-    ap: &[f32],
-    col: &[f32],
+    a: &'a [f32],
+    col: &'a [f32],
     stride: usize,
-    out: &mut [f32],
-) {
+}
+
+/// The sums of `dot`'s panels (at most 4) into `out` (MR per panel, panel after panel): [`panel_sums_mr`]
+/// for the path's MR, compiled with FMA where the path has it.
+fn panel_sums(g: &Gemm, dot: PanelDot, out: &mut [f32]) {
     #[inline(always)]
-    fn any(mr: usize, k: usize, q: usize, ap: &[f32], col: &[f32], stride: usize, out: &mut [f32]) {
+    fn any(mr: usize, dot: PanelDot, out: &mut [f32]) {
         match mr {
-            4 => panel_sums_mr::<4>(k, q, ap, col, stride, out),
-            6 => panel_sums_mr::<6>(k, q, ap, col, stride, out),
-            8 => panel_sums_mr::<8>(k, q, ap, col, stride, out),
-            16 => panel_sums_mr::<16>(k, q, ap, col, stride, out),
-            _ => unreachable!("tile rows {mr}"),
+            4 => panel_sums_mr::<4>(dot, out),
+            6 => panel_sums_mr::<6>(dot, out),
+            8 => panel_sums_mr::<8>(dot, out),
+            // another tile height (none has one today): the same chain, one row at a time
+            _ => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    let at = (j / mr) * dot.k * mr + j % mr;
+                    *o = (0..dot.k).fold(0.0, |acc, p| {
+                        crate::ir::fmadd(dot.a[at + p * mr], dot.col[p * dot.stride], acc)
+                    });
+                }
+            }
         }
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -558,37 +570,31 @@ fn panel_sums(
         crate::cpu::caps::Isa::Avx2 | crate::cpu::caps::Isa::AvxVnni
     ) {
         #[target_feature(enable = "avx2,fma")]
-        fn fma(mr: usize, k: usize, q: usize, ap: &[f32], col: &[f32], s: usize, out: &mut [f32]) {
-            any(mr, k, q, ap, col, s, out)
+        fn fma(mr: usize, dot: PanelDot, out: &mut [f32]) {
+            any(mr, dot, out)
         }
         // SAFETY: the session selects an AVX2 path only on a CPU with AVX2 and FMA.
-        return unsafe { fma(g.mr, k, q, ap, col, stride, out) };
+        return unsafe { fma(g.mr, dot, out) };
     }
-    any(g.mr, k, q, ap, col, stride, out)
+    any(g.mr, dot, out)
 }
 
 /// [`panel_sums`] for tile rows `MR`: per k step one `MR`-wide fused multiply-add per panel.
 #[inline(always)]
-fn panel_sums_mr<const MR: usize>(
-    k: usize,
-    q: usize,
-    ap: &[f32],
-    col: &[f32],
-    stride: usize,
-    out: &mut [f32],
-) {
+fn panel_sums_mr<const MR: usize>(dot: PanelDot, out: &mut [f32]) {
+    let q = out.len() / MR;
     let mut acc = [[0f32; MR]; 4];
-    for p in 0..k {
-        let bv = col[p * stride];
+    for p in 0..dot.k {
+        let bv = dot.col[p * dot.stride];
         for (qi, acc) in acc.iter_mut().enumerate().take(q) {
-            let a = &ap[(qi * k + p) * MR..(qi * k + p + 1) * MR];
+            let a = &dot.a[(qi * dot.k + p) * MR..(qi * dot.k + p + 1) * MR];
             for (v, &w) in acc.iter_mut().zip(a) {
                 *v = crate::ir::fmadd(w, bv, *v);
             }
         }
     }
-    for (qi, acc) in acc.iter().enumerate().take(q) {
-        out[qi * MR..(qi + 1) * MR].copy_from_slice(acc);
+    for (o, acc) in out.chunks_exact_mut(MR).zip(&acc) {
+        o.copy_from_slice(acc);
     }
 }
 

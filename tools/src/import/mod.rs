@@ -491,24 +491,21 @@ impl Importer {
             .and_then(|v| v.as_ref())
             .context("Clip without an input")?;
         let mut acc = self.t(x, &format!("{name}/x"));
-        let bounds: Vec<(usize, BinOp)> = [(1, BinOp::Max), (2, BinOp::Min)]
+        let bounds: Vec<(&Val, BinOp)> = [(1, BinOp::Max), (2, BinOp::Min)]
             .into_iter()
-            .filter(|&(i, _)| matches!(ins.get(i), Some(Some(_))))
+            .filter_map(|(i, op)| Some((ins.get(i)?.as_ref()?, op)))
             .collect();
         let rank = self.g.shape(acc).len();
-        for &(i, _) in &bounds {
-            let shape = ins[i].as_ref().map_or(vec![], |v| self.shape(v));
+        for &(v, op) in &bounds {
+            let shape = self.shape(v);
             if shape.iter().product::<usize>() != 1 || shape.len() > rank {
                 return Ok(Lowered::Unsupported(format!(
-                    "Clip(bound {i} of shape {shape:?}, not one value)"
+                    "Clip({op:?} bound of shape {shape:?}, not one value)"
                 )));
             }
         }
-        for (k, &(i, op)) in bounds.iter().enumerate() {
-            let Some(Some(v)) = ins.get(i) else {
-                continue;
-            };
-            let rhs = self.t(v, &format!("{name}/bound{i}"));
+        for (k, &(v, op)) in bounds.iter().enumerate() {
+            let rhs = self.t(v, &format!("{name}/{op:?}"));
             let oname = if k + 1 == bounds.len() {
                 out0.to_string()
             } else {

@@ -1109,12 +1109,8 @@ mod tests {
                 .collect();
             for isa in caps::available() {
                 let g = kernels::gemm_for(isa);
-                for threads in [1, 2] {
-                    let par = if threads == 1 {
-                        Par::single()
-                    } else {
-                        Par { pool: Some(&pool) }
-                    };
+                for par in [Par::single(), Par { pool: Some(&pool) }] {
+                    let threads = par.threads();
                     let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
                     let conv = |x: &[f32], w: usize| {
                         let (xs, ys) = ([1, c, 1, w], [1, m, 1, w]);
@@ -1177,12 +1173,8 @@ mod tests {
             for isa in caps::available() {
                 let g = kernels::gemm_for(isa);
                 let prep = prepare(&g, &geom, &wt, &ws, &xs, &ys);
-                for threads in [1, 2] {
-                    let par = if threads == 1 {
-                        Par::single()
-                    } else {
-                        Par { pool: Some(&pool) }
-                    };
+                for par in [Par::single(), Par { pool: Some(&pool) }] {
+                    let threads = par.threads();
                     let terms = (Some(&b[..]), Some((&ps[..], &pt[..])));
                     let mut yf = vec![0f32; n * m * h * w];
                     run_relu(
