@@ -49,7 +49,11 @@ impl<'a> Model<'a> {
         for n in &self.graph.nodes {
             if !matches!(
                 n.op,
-                Op::QConv { .. } | Op::QMatMul { .. } | Op::QConvTranspose { .. }
+                Op::QConv { .. }
+                    | Op::QMatMul { .. }
+                    | Op::QConvTranspose { .. }
+                    | Op::Q16Conv { .. }
+                    | Op::Q16MatMul { .. }
             ) {
                 continue;
             }
@@ -66,6 +70,52 @@ impl<'a> Model<'a> {
                     n.name,
                     self.graph.tensors[b as usize].name
                 );
+            }
+        }
+        self.check_acc16()
+    }
+
+    /// Every output row of a 16-bit conv or matmul keeps `2^15·Σ|w| + |bias|` within i32
+    /// ([`crate::ir::quant::acc16_fits`]): then its i32 sums are exact in any order, on every path.
+    fn check_acc16(&self) -> Result<()> {
+        for n in &self.graph.nodes {
+            let conv = match n.op {
+                Op::Q16Conv { .. } => true,
+                Op::Q16MatMul { .. } => false,
+                _ => continue,
+            };
+            let wt = &self.graph.tensors[n.inputs[1] as usize];
+            let w = crate::cpu::ops::quant::i8s(self.const_bytes(n.inputs[1] as usize));
+            let dims = wt.dims();
+            let (rows, depth) = if conv {
+                (dims[0], dims[1..].iter().product::<usize>())
+            } else {
+                (dims[1], dims[0])
+            };
+            let bias: alloc::vec::Vec<i32> = match n.inputs.get(2) {
+                Some(&b) => self
+                    .const_bytes(b as usize)
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                None => alloc::vec![0; rows],
+            };
+            for r in 0..rows {
+                let row: alloc::vec::Vec<i8> = if conv {
+                    w.get(r * depth..(r + 1) * depth).unwrap_or(&[]).to_vec()
+                } else {
+                    (0..depth)
+                        .filter_map(|k| w.get(k * rows + r).copied())
+                        .collect()
+                };
+                if !crate::ir::quant::acc16_fits(&row, bias.get(r).copied().unwrap_or(0)) {
+                    bail!(
+                        Invalid,
+                        "node \"{}\": output row {r} of weight \"{}\" can overflow i32 on 16-bit inputs (2^15·Σ|w| + |bias| ≥ 2^31)",
+                        n.name,
+                        wt.name
+                    );
+                }
             }
         }
         Ok(())
@@ -265,8 +315,10 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             Op::ChannelAffine { .. }
             | Op::QConv { .. }
             | Op::QMatMul { .. }
-            | Op::QConvTranspose { .. } => &[1, 2],
-            Op::QLut => &[1],
+            | Op::QConvTranspose { .. }
+            | Op::Q16Conv { .. }
+            | Op::Q16MatMul { .. } => &[1, 2],
+            Op::QLut | Op::Q16Lut => &[1],
             Op::Lstm { .. } => &[1, 2, 3, 6],
             Op::Gru { .. } | Op::Rnn { .. } => &[1, 2, 3],
             _ => &[],
@@ -353,6 +405,175 @@ fn per_tensor(g: &Graph, t: u32) -> core::result::Result<(f32, i32), String> {
     }
 }
 
+/// The scale of int16 tensor `t` (format 10: one finite positive scale, zero point 0), or a message
+/// naming it.
+fn per_tensor16(g: &Graph, t: u32) -> core::result::Result<f32, String> {
+    let tt = &g.tensors[t as usize];
+    match (&tt.dtype, &tt.quant) {
+        (DType::I16, Some(q))
+            if q.axis.is_none()
+                && q.zero_point[0] == 0
+                && q.scale[0].is_finite()
+                && q.scale[0] > 0.0 =>
+        {
+            Ok(q.scale[0])
+        }
+        _ => {
+            Err(alloc::format!(
+            "tensor \"{}\" must be int16 with one positive scale and zero point 0 (is {:?}, {:?})",
+            tt.name, tt.dtype, tt.quant
+        ))
+        }
+    }
+}
+
+/// The checks of the 16-bit engine's nodes (format 10), `None` for other nodes.
+fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), String>> {
+    use crate::ir::quant::{add16_params, FixedMultiplier};
+    let dt = |t: u32| g.tensors[t as usize].dtype;
+    let mult = |real: f64, what: &str| -> core::result::Result<(), String> {
+        FixedMultiplier::from_real(real).map(|_| ()).ok_or_else(|| {
+            alloc::format!("{what} multiplier {real:e} cannot be encoded in 32-bit fixed point")
+        })
+    };
+    let clamp = |lo: i16, hi: i16| {
+        if lo > hi {
+            Err(alloc::format!("clamp [{lo}, {hi}] is empty"))
+        } else {
+            Ok(())
+        }
+    };
+    let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
+    let r = (|| match &n.op {
+        Op::Quantize if dt(y) == DType::I16 => {
+            all_of(&[x], DType::F32, g)?;
+            per_tensor16(g, y).map(|_| ())
+        }
+        Op::Dequantize if x.is_some_and(|x| dt(x) == DType::I16) => {
+            all_of(&[Some(y)], DType::F32, g)?;
+            per_tensor16(g, x.unwrap_or(y)).map(|_| ())
+        }
+        Op::Q16Conv { lo, hi, .. } | Op::Q16MatMul { lo, hi } => {
+            let (sx, sy) = (per_tensor16(g, n.inputs[0])?, per_tensor16(g, y)?);
+            let conv = matches!(n.op, Op::Q16Conv { .. });
+            let w = &g.tensors[n.inputs[1] as usize];
+            let axis = if conv { 0 } else { 1 };
+            let q = w.quant.as_ref().filter(|q| {
+                w.dtype == DType::I8
+                    && q.zero_point.iter().all(|&z| z == 0)
+                    && (q.axis == Some(axis as u32) || (q.axis.is_none() && axis == 1))
+            });
+            let Some(q) = q else {
+                return Err(alloc::format!(
+                    "weight \"{}\" must be int8, symmetric (zero point 0), per channel on axis {axis}",
+                    w.name
+                ));
+            };
+            let ch = w.shape[axis] as usize;
+            let depth: usize = if conv {
+                w.shape[1..].iter().map(|&d| d as usize).product()
+            } else {
+                w.shape[0] as usize
+            };
+            if depth > crate::cpu::qgemm::QMAX_K {
+                return Err(alloc::format!(
+                    "weight \"{}\": reduction depth {depth} exceeds the integer kernels' {}",
+                    w.name,
+                    crate::cpu::qgemm::QMAX_K
+                ));
+            }
+            let bias = match n.inputs.get(2) {
+                Some(&b) if dt(b) != DType::I32 => {
+                    return Err(alloc::format!(
+                        "bias \"{}\" must be int32",
+                        g.tensors[b as usize].name
+                    ))
+                }
+                Some(&b) => Some(b),
+                None => None,
+            };
+            for k in 0..ch {
+                let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
+                mult(sx as f64 * sw as f64 / sy as f64, "output")?;
+            }
+            let _ = bias; // (its values: `Model::check_acc16`)
+            clamp(*lo, *hi)
+        }
+        Op::Q16Binary { op, lo, hi } => {
+            let sa = per_tensor16(g, n.inputs[0])? as f64;
+            let sb = per_tensor16(g, n.inputs[1])? as f64;
+            let sy = per_tensor16(g, y)? as f64;
+            match op {
+                BinOp::Add | BinOp::Sub => {
+                    if add16_params(sa / sy, sb / sy).is_none() {
+                        return Err(alloc::format!(
+                            "16-bit {op:?} rescales {:e} and {:e} have no integer form",
+                            sa / sy,
+                            sb / sy
+                        ));
+                    }
+                }
+                BinOp::Mul => mult(sa * sb / sy, "product")?,
+                _ => return Err(alloc::format!("{op:?} has no integer form")),
+            }
+            clamp(*lo, *hi)
+        }
+        Op::Q16Lut => {
+            per_tensor16(g, n.inputs[0])?;
+            per_tensor16(g, y)?;
+            if dt(n.inputs[1]) != DType::I16 {
+                return Err(alloc::format!(
+                    "table \"{}\" must be int16",
+                    g.tensors[n.inputs[1] as usize].name
+                ));
+            }
+            Ok(())
+        }
+        Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Reshape
+        | Op::Transpose { .. }
+        | Op::Resize {
+            mode: ResizeMode::Nearest(_),
+            ..
+        } if dt(y) == DType::I16 => {
+            let sy = per_tensor16(g, y)?;
+            for &o in &n.outputs[1..] {
+                per_tensor16(g, o)?;
+            }
+            let rescales = matches!(
+                n.op,
+                Op::Concat { .. }
+                    | Op::Pool(Pool2d {
+                        kind: PoolKind::Avg { .. },
+                        ..
+                    })
+                    | Op::GlobalPool(PoolKind::Avg { .. })
+            );
+            for &i in &n.inputs {
+                let sx = per_tensor16(g, i)?;
+                if rescales {
+                    mult(sx as f64 / sy as f64, "rescale")?;
+                } else if n.outputs.iter().any(|&o| per_tensor16(g, o) != Ok(sx)) {
+                    return Err(alloc::format!(
+                        "int16 output must keep the input's scale {sx}"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(String::new()),
+    })();
+    match r {
+        Err(e) if e.is_empty() => None,
+        r => Some(r),
+    }
+}
+
 /// A channel-scaled int8 tensor (see [`crate::ir::quant::QParams`]): one scale per channel (axis 1) and one
 /// zero point shared by all channels; `(scales, zero point)`, or a message naming it.
 fn channel_scaled(g: &Graph, t: u32) -> core::result::Result<(&[f32], i32), String> {
@@ -386,8 +607,14 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
             alloc::format!("{what} multiplier {real:e} cannot be encoded in 32-bit fixed point")
         })
     };
+    if let Some(r) = check_q16(g, n) {
+        return r;
+    }
     let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
     match &n.op {
+        Op::Q16Conv { .. } | Op::Q16MatMul { .. } | Op::Q16Binary { .. } | Op::Q16Lut => {
+            Err("a 16-bit integer op must read and write int16 tensors".into())
+        }
         Op::Quantize => {
             all_of(&[x], DType::F32, g)?;
             per_tensor(g, y).map(|_| ())

@@ -58,6 +58,8 @@ pub enum Values<'a> {
     F32(&'a [f32]),
     /// An int8 tensor (its quantization parameters are on the graph's tensor).
     I8(&'a [i8]),
+    /// An int16 tensor (format 10; its scale is on the graph's tensor).
+    I16(&'a [i16]),
 }
 
 /// The callback of [`Session::run_observed`]: (node index, output tensor index, values).
@@ -181,6 +183,13 @@ impl<'m> Session<'m> {
                 );
             }
             let conv_q = quant::float_conv_to_int8(model, n);
+            if crate::cpu::q16::is_q16(model, n) {
+                let p = crate::cpu::q16::prepare(isa, model, n, &shapes);
+                let ys = &shapes[n.outputs[0] as usize];
+                scratch = scratch.max(crate::cpu::q16::scratch_bytes(&p, ys, threads).div_ceil(4));
+                prepared.push(Prepared::Q16(p));
+                continue;
+            }
             if quant::is_integer(model, n) {
                 let p = quant::prepare(&qgemm, model, n, &shapes);
                 let (xs, ys) = (
@@ -469,6 +478,9 @@ impl<'m> Session<'m> {
             // initialized MAX_NODE_IO at a time: the loader bounded both counts
             let mut ins = heapless::Vec::<View, MAX_NODE_IO>::new();
             let mut qins = heapless::Vec::<View<i8>, MAX_NODE_IO>::new();
+            // int16 views, for the 16-bit engine's nodes only (its constants were copied at preparation)
+            let mut hins = heapless::Vec::<View<i16>, MAX_NODE_IO>::new();
+            let wide = matches!(prep, Prepared::Q16(_));
             let none = View {
                 data: &[],
                 shape: empty,
@@ -524,9 +536,19 @@ impl<'m> Session<'m> {
                 };
                 // (capacity: take(MAX_NODE_IO) above)
                 let _ = (ins.push(f), qins.push(q));
+                if wide {
+                    let data: &[i16] = if tt.dtype == DType::I16 && !tt.is_const() {
+                        // SAFETY: see above (an int16 activation in the arena, 64-byte aligned).
+                        unsafe { core::slice::from_raw_parts(tensor(t) as *const i16, tt.numel()) }
+                    } else {
+                        &[]
+                    };
+                    let _ = hins.push(View { data, shape });
+                }
             }
             let mut outs = heapless::Vec::<ViewMut, MAX_NODE_IO>::new();
             let mut qouts = heapless::Vec::<ViewMut<i8>, MAX_NODE_IO>::new();
+            let mut houts = heapless::Vec::<ViewMut<i16>, MAX_NODE_IO>::new();
             for &t in n.outputs.iter().take(MAX_NODE_IO) {
                 let shape = self.shapes[t as usize].as_slice();
                 let tt = &g.tensors[t as usize];
@@ -544,10 +566,22 @@ impl<'m> Session<'m> {
                         core::slice::from_raw_parts_mut(tensor(t) as *mut i8, tt.numel())
                     };
                     (empty_f(), ViewMut { data, shape })
+                } else if tt.dtype == DType::I16 {
+                    let data = unsafe {
+                        core::slice::from_raw_parts_mut(tensor(t) as *mut i16, tt.numel())
+                    };
+                    let _ = houts.push(ViewMut { data, shape });
+                    (empty_f(), empty_q())
                 } else {
                     let data = unsafe { core::slice::from_raw_parts_mut(tensor(t), tt.numel()) };
                     (ViewMut { data, shape }, empty_q())
                 };
+                if wide && tt.dtype != DType::I16 {
+                    let _ = houts.push(ViewMut {
+                        data: &mut [],
+                        shape: empty,
+                    });
+                }
                 let _ = (outs.push(f), qouts.push(q));
             }
             #[cfg(feature = "std")]
@@ -569,6 +603,25 @@ impl<'m> Session<'m> {
                         &qins[..],
                         &mut outs[..],
                         &mut qouts[..],
+                        bytes,
+                    )
+                }
+                Prepared::Q16(qp) => {
+                    // SAFETY: the f32 scratch viewed as bytes (same allocation, 4-byte alignment).
+                    let bytes = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            self.scratch.as_mut_ptr() as *mut u8,
+                            self.scratch.len() * 4,
+                        )
+                    };
+                    crate::cpu::q16::exec(
+                        &par,
+                        &n.op,
+                        qp,
+                        &ins[..],
+                        &hins[..],
+                        &mut outs[..],
+                        &mut houts[..],
                         bytes,
                     )
                 }
@@ -615,6 +668,10 @@ impl<'m> Session<'m> {
                             DType::I8 => {
                                 Values::I8(core::slice::from_raw_parts(tensor(t) as *const i8, len))
                             }
+                            DType::I16 => Values::I16(core::slice::from_raw_parts(
+                                tensor(t) as *const i16,
+                                len,
+                            )),
                             _ => Values::F32(core::slice::from_raw_parts(tensor(t), len)),
                         }
                     };

@@ -1,13 +1,18 @@
 //! An artifact written on the x86-64 host (by `tests/tests/fixtures.rs`: PP-OCR cls, real input, output
 //! computed by tract on the host) must give the same outputs on every target — run here under qemu for
 //! aarch64 too. It also pins format v1: this runtime must keep reading it. The int8 artifact must give
-//! the same integers, to the bit, on every kernel path (scalar, AVX2, NEON, SDOT) and thread count.
+//! the same integers, to the bit, on every kernel path (scalar, AVX2, NEON, SDOT) and thread count; so
+//! must the 16-bit one (int16 activations, format 10).
 use tern::session::Values;
 use tern::{Model, Session, SessionOptions};
 
 static INT8: &[u8] = include_bytes!("data/cls_int8.tern");
 /// FNV-1a over every int8 tensor the int8 artifact computes, in execution order, then the output bits.
 static INT8_DIGEST: &str = include_str!("data/cls_int8.digest");
+
+static INT16: &[u8] = include_bytes!("data/cls_int16.tern");
+/// The same digest over every int16 tensor of the 16-bit artifact (format 10).
+static INT16_DIGEST: &str = include_str!("data/cls_int16.digest");
 
 static ARTIFACT: &[u8] = include_bytes!("data/cls.tern");
 static INPUT: &[u8] = include_bytes!("data/cls_input.f32");
@@ -63,19 +68,20 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     }
 }
 
-#[test]
-fn int8_artifact_is_bit_identical_on_every_path() {
-    let m = Model::from_bytes(INT8).expect("the committed int8 artifact loads");
+/// FNV-1a digests (1 and 2 threads) of every integer tensor `artifact` computes (`bytes` of each observed
+/// value set, `None` to skip it), then of the output bits; with the count of tensors hashed.
+fn digests(artifact: &[u8], bytes: impl Fn(Values) -> Option<Vec<u8>>) -> Vec<(String, usize)> {
+    let m = Model::from_bytes(artifact).expect("the committed artifact loads");
     let x = floats(INPUT);
-    let mut digests = Vec::new();
+    let mut out = Vec::new();
     for threads in [1, 2] {
         let mut s = Session::new(&m, SessionOptions { threads }).unwrap();
         let mut y = vec![0f32; 2];
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         let mut tensors = 0;
         let mut f = |_: usize, _: u32, v: Values| {
-            if let Values::I8(q) = v {
-                fnv(&mut h, &q.iter().map(|&b| b as u8).collect::<Vec<u8>>());
+            if let Some(b) = bytes(v) {
+                fnv(&mut h, &b);
                 tensors += 1;
             }
         };
@@ -85,18 +91,48 @@ fn int8_artifact_is_bit_identical_on_every_path() {
             &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
         );
         println!(
-            "{} path, {threads} thread(s): {tensors} int8 tensors, digest {h:016x}, output {y:?}",
+            "{} path, {threads} thread(s): {tensors} integer tensors, digest {h:016x}, output {y:?}",
             s.isa()
         );
-        assert!(tensors > 100);
-        digests.push(format!("{h:016x}"));
+        out.push((format!("{h:016x}"), tensors));
     }
+    out
+}
+
+#[test]
+fn int8_artifact_is_bit_identical_on_every_path() {
+    let digests = digests(INT8, |v| match v {
+        Values::I8(q) => Some(q.iter().map(|&b| b as u8).collect()),
+        _ => None,
+    });
     if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cls_int8.digest");
-        std::fs::write(p, &digests[0]).unwrap();
+        std::fs::write(p, &digests[0].0).unwrap();
         return;
     }
-    for d in &digests {
+    for (d, tensors) in &digests {
+        assert!(*tensors > 100);
         assert_eq!(d, INT8_DIGEST.trim(), "int8 results differ from the host's");
+    }
+}
+
+#[test]
+fn int16_artifact_is_bit_identical_on_every_path() {
+    let digests = digests(INT16, |v| match v {
+        Values::I16(q) => Some(q.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        _ => None,
+    });
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cls_int16.digest");
+        std::fs::write(p, &digests[0].0).unwrap();
+        return;
+    }
+    for (d, tensors) in &digests {
+        assert!(*tensors > 100);
+        assert_eq!(
+            d,
+            INT16_DIGEST.trim(),
+            "int16 results differ from the host's"
+        );
     }
 }

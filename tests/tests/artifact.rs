@@ -445,6 +445,182 @@ fn bad_quantization_parameters_name_the_tensor() {
     }
 }
 
+fn int16_bytes() -> Vec<u8> {
+    std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int16.tern")).unwrap()
+}
+
+#[test]
+fn int16_structural_corruption_never_panics() {
+    let b = int16_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let graph_len = postcard::to_allocvec(&d.meta).unwrap().len();
+    let mut seed = 991u64;
+    let mut valid = 0;
+    for _ in 0..1500 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut c = b.clone();
+        let i = 64 + (seed >> 33) as usize % graph_len;
+        c[i] = (seed >> 17) as u8;
+        let n = c.len();
+        let crc = crc32fast::hash(&c[..n - 4]);
+        c[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        if let Ok(m) = Model::from_bytes(&c) {
+            runs(&m);
+            valid += 1;
+        }
+    }
+    println!("{valid} of 1500 mutated int16 artifacts still valid (and ran)");
+}
+
+/// The 16-bit engine's checks (format 10) name the node or tensor at fault: int16 tensors with one
+/// positive scale and zero point 0, int16 tables, clamps, and every conv row's i32 bound.
+#[test]
+fn bad_16bit_parameters_name_the_node() {
+    use tern::ir::{DType, Op};
+    let b = int16_bytes();
+    let d = artifact::decode(&b).unwrap();
+    let g = &d.meta.graph;
+    let conv = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Q16Conv { .. }) && n.inputs.len() == 3)
+        .unwrap();
+    let lut = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Q16Lut))
+        .unwrap();
+    let (y, table) = (
+        g.nodes[conv].outputs[0] as usize,
+        g.nodes[lut].inputs[1] as usize,
+    );
+    type Mutate = Box<dyn Fn(&mut ArtifactMeta)>;
+    let cases: Vec<(Mutate, &str, usize)> = vec![
+        (
+            Box::new(move |m| m.graph.tensors[y].quant.as_mut().unwrap().scale[0] = -1.0),
+            "quantization parameters",
+            conv,
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[y].quant.as_mut().unwrap().zero_point[0] = 3),
+            "zero point 0",
+            conv,
+        ),
+        (
+            Box::new(move |m| m.graph.tensors[y].dtype = DType::I8),
+            "int16",
+            conv,
+        ),
+        (
+            // (an int8 table: its bytes no longer match its shape)
+            Box::new(move |m| m.graph.tensors[table].dtype = DType::I8),
+            "bytes",
+            lut,
+        ),
+        (
+            Box::new(move |m| {
+                if let Op::Q16Conv { lo, hi, .. } = &mut m.graph.nodes[conv].op {
+                    (*lo, *hi) = (5, 4);
+                }
+            }),
+            "clamp",
+            conv,
+        ),
+    ];
+    for (f, want, node) in cases {
+        let e = Model::from_bytes(&reencode(&b, f)).unwrap_err().to_string();
+        assert!(e.contains(want), "expected \"{want}\" in: {e}");
+        assert!(
+            e.contains(&g.nodes[node].name) || e.contains(&g.tensors[y].name),
+            "names the node or tensor: {e}"
+        );
+    }
+    // a matmul row whose i32 sum could overflow on 16-bit inputs (2^15·Σ|w| ≥ 2^31) is refused by name;
+    // one weight less fits
+    for (k, ok) in [(516usize, true), (517, false)] {
+        match q16_matmul(k) {
+            // every x is 32767 (1.0), the exact sum 32767·127·k + 2^14 - 1 at scale 1/(32767·127)
+            Ok(y) => {
+                assert!(ok, "k {k} was accepted");
+                let want = (32767.0 * 127.0 * k as f64 + 16383.0) / (32767.0 * 127.0);
+                assert!(
+                    (y[0] as f64 - want).abs() <= k as f64 / 32767.0,
+                    "{y:?} vs {want}"
+                );
+            }
+            Err(e) => {
+                assert!(!ok, "k {k}: {e}");
+                assert!(e.contains("overflow") && e.contains("\"mm\""), "{e}");
+            }
+        }
+    }
+}
+
+/// x `[1, k]` f32 → int16 → Q16MatMul by W `[k, 1]` of 127s (bias 2^14 - 1) → f32.
+fn q16_matmul(k: usize) -> Result<Vec<f32>, String> {
+    use tern::ir::{DType, QParams};
+    let mut g = ToolGraph::default();
+    let x = g.add_tensor("x", &[1, k]);
+    g.graph.inputs.push(x);
+    let q = |s: f32| QParams {
+        scale: vec![s],
+        zero_point: vec![0],
+        axis: None,
+    };
+    let xq = g
+        .emit("quantize", Op::Quantize, vec![x], &["xq".into()], None)
+        .unwrap()[0];
+    g.graph.tensors[xq as usize].dtype = DType::I16;
+    g.graph.tensors[xq as usize].quant = Some(q(1.0 / 32767.0));
+    let w = g.add_int_const(
+        "w",
+        &[k, 1],
+        DType::I8,
+        Some(QParams {
+            scale: vec![1.0 / 127.0],
+            zero_point: vec![0],
+            axis: Some(1),
+        }),
+        vec![127u8; k],
+    );
+    let b = g.add_int_const(
+        "b",
+        &[1],
+        DType::I32,
+        None,
+        ((1i32 << 14) - 1).to_le_bytes().to_vec(),
+    );
+    let y = g
+        .emit(
+            "mm",
+            Op::Q16MatMul {
+                lo: i16::MIN,
+                hi: i16::MAX,
+            },
+            vec![xq, w, b],
+            &["yq".into()],
+            None,
+        )
+        .unwrap()[0];
+    g.graph.tensors[y as usize].dtype = DType::I16;
+    g.graph.tensors[y as usize].quant = Some(q(k as f32 / 32767.0));
+    let out = g
+        .emit("dequantize", Op::Dequantize, vec![y], &["y".into()], None)
+        .unwrap()[0];
+    g.graph.outputs.push(out);
+    // (the tool's writer loads what it wrote: the runtime's refusal comes back through it)
+    let bytes = tern_tools::export::to_bytes(&g, vec![]).map_err(|e| e.to_string())?;
+    let m = Model::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    let mut s = tern::Session::new(&m, Default::default()).map_err(|e| e.to_string())?;
+    let xs = vec![1.0f32; k];
+    let mut ys = vec![0f32; 1];
+    s.run_into(&[&xs], &mut [&mut ys])
+        .map_err(|e| e.to_string())?;
+    Ok(ys)
+}
+
 /// Format 4: deflated weights load to the same model and the same outputs as weights in place; a
 /// damaged deflate stream (under a valid checksum) is a Format error naming the section; the deflated
 /// kinds mean nothing to an older version's reader (skipped, so the file lacks its sections).

@@ -40,6 +40,24 @@ fn host_artifact_fixture() {
         )
         .unwrap();
     }
+    // the 16-bit artifact (format 10) that runtime/tests/host_artifact.rs checks the same way; written when
+    // missing (the files above pin older formats: regenerating them is a separate decision)
+    let int16 = dir.join("cls_int16.tern");
+    if !int16.exists() {
+        let c = tern_tools::quant::CompressInt8 {
+            calib: Some(&root().join("models/data/out/cls_calib.npy")),
+            samples: None,
+            opts: tern_tools::quant::Int8Options {
+                act16: true,
+                ..Default::default()
+            },
+            progress: false,
+        };
+        let (art16, _) =
+            tern_tools::quant::compress_int8(&onnx, &["x=1x3x48x192".parse().unwrap()], &c)
+                .unwrap();
+        std::fs::write(&int16, art16).unwrap();
+    }
     let input = std::fs::read(dir.join("cls_input.f32")).unwrap();
     assert_eq!(
         input,

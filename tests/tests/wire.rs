@@ -90,7 +90,11 @@ fn pinned(op: &Op) -> bool {
         | Op::QConvTranspose { .. }
         | Op::Lstm { .. }
         | Op::Gru { .. }
-        | Op::Rnn { .. } => true,
+        | Op::Rnn { .. }
+        | Op::Q16Conv { .. }
+        | Op::Q16MatMul { .. }
+        | Op::Q16Binary { .. }
+        | Op::Q16Lut => true,
     }
 }
 
@@ -328,6 +332,76 @@ fn format_9_reads_as_written() {
     assert!(
         d.meta == want,
         "format 9 no longer reads as written: an enum variant moved or a field changed"
+    );
+    assert_eq!(d.weights.len(), 192);
+}
+
+/// The format-10 graph: format 9's, plus the 16-bit engine's ops and an int16 tensor.
+fn graph_v10() -> ArtifactMeta {
+    let mut m = graph_v9();
+    let geom = Conv2d {
+        kernel: [3, 3],
+        strides: [1, 2],
+        dilations: [1, 1],
+        pads: [1, 1, 1, 1],
+        groups: 8,
+        output_padding: [0, 0],
+    };
+    let ops = vec![
+        Op::Q16Conv {
+            geom,
+            lo: -32768,
+            hi: 1200,
+        },
+        Op::Q16MatMul { lo: 0, hi: 32767 },
+        Op::Q16Binary {
+            op: BinOp::Sub,
+            lo: -7,
+            hi: 9,
+        },
+        Op::Q16Lut,
+    ];
+    assert!(ops.iter().all(pinned));
+    let base = m.graph.nodes.len();
+    m.graph
+        .nodes
+        .extend(ops.into_iter().enumerate().map(|(i, op)| Node {
+            name: format!("q16 node {}", base + i),
+            op,
+            inputs: vec![6, 1],
+            outputs: vec![6],
+        }));
+    m.graph.tensors.push(Tensor {
+        name: "h".into(),
+        dtype: DType::I16,
+        shape: vec![1, 8, 3, 3],
+        data: None,
+        quant: Some(QParams {
+            scale: vec![0.001],
+            zero_point: vec![0],
+            axis: None,
+        }),
+    });
+    m.plan.offsets.push(2048);
+    m
+}
+
+#[test]
+fn format_10_reads_as_written() {
+    let path = tern_tests::root().join("runtime/tests/data/wire_v10.tern");
+    let want = graph_v10();
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok()
+        && !path.exists()
+        && artifact::FORMAT_VERSION == 10
+    {
+        std::fs::write(&path, artifact::encode(&want, &[0u8; 192]).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).expect("the pinned format-10 artifact");
+    let d = artifact::decode(&bytes).unwrap();
+    assert_eq!(d.version, 10);
+    assert!(
+        d.meta == want,
+        "format 10 no longer reads as written: an enum variant moved or a field changed"
     );
     assert_eq!(d.weights.len(), 192);
 }

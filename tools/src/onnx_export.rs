@@ -1104,6 +1104,12 @@ pub fn to_onnx(model: &tern::Model) -> Result<Vec<u8>> {
 /// [`to_onnx`] with the forms of the integer ops chosen.
 pub fn to_onnx_with(model: &tern::Model, opts: ExportOptions) -> Result<Vec<u8>> {
     let g = &model.graph;
+    if let Some(t) = g.tensors.iter().find(|t| t.dtype == DType::I16) {
+        bail!(
+            "tensor \"{}\" is int16 (16-bit activations, format 10): there is no QDQ export of them yet (ONNX's int16 QuantizeLinear needs opset 21; this exporter writes opset {OPSET})",
+            t.name
+        );
+    }
     let io: Vec<u32> = g.inputs.iter().chain(&g.outputs).copied().collect();
     let names = g
         .tensors

@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod pool;
+pub mod q16;
 pub mod qconv;
 pub mod qgemm;
 

@@ -323,9 +323,10 @@ pub struct Requant<'a> {
     pub mult: &'a [FixedMultiplier],
     /// Output zero point (an int8 value: the loader checks; the vector epilogues rely on it).
     pub zp_out: i32,
-    /// Clamp (the fused activation and the int8 range), inclusive: within −128..=127.
+    /// Clamp (the fused activation and the int8 range), inclusive: within −128..=127 (the 16-bit engine's
+    /// within −32768..=32767, with zero point 0).
     pub lo: i32,
-    /// Upper clamp, within −128..=127.
+    /// Upper clamp, within −128..=127 (16-bit: −32768..=32767).
     pub hi: i32,
 }
 
@@ -333,10 +334,17 @@ impl<'a> Requant<'a> {
     /// The epilogue for one accumulator value of row `r` (the scalar definition every path follows).
     #[inline]
     pub fn apply(&self, r: usize, acc: i32) -> i8 {
+        self.value(r, acc) as i8
+    }
+
+    /// [`Requant::apply`] before the narrowing: `clamp(m_r.apply(acc + bias_r) + zp_out, lo, hi)` (the 16-bit
+    /// engine's epilogue, whose clamp is an int16 range).
+    #[inline]
+    pub fn value(&self, r: usize, acc: i32) -> i32 {
         let v = self.mult[r]
             .apply(acc.saturating_add(self.bias[r]))
             .saturating_add(self.zp_out);
-        v.clamp(self.lo, self.hi) as i8
+        v.clamp(self.lo, self.hi)
     }
 
     /// [`Requant::apply`] over a run of row `r` (the same integers; clamping before adding the zero point

@@ -265,6 +265,9 @@ pub fn kernel_for(model: &Model, n: &Node) -> core::result::Result<&'static str,
     if !rank_ok {
         return Err(alloc::format!("rank above {MAX_RANK}"));
     }
+    if crate::cpu::q16::is_q16(model, n) {
+        return Err("16-bit activations have no GPU kernels (the CPU runs them)".into());
+    }
     // (a float Conv writing int8 is not: a float conv into scratch, then the conversion)
     if crate::cpu::ops::quant::is_integer(model, n) {
         // what the int8 steps need beyond a kernel: activation inputs in the arena where they index it

@@ -22,6 +22,8 @@ pub enum DType {
     U8,
     /// Signed 32-bit integer (quantized bias, indices).
     I32,
+    /// Signed 16-bit integer (format 10: a 16-bit activation, symmetric per tensor; a 16-bit table).
+    I16,
 }
 
 impl DType {
@@ -29,7 +31,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
-            DType::F16 => 2,
+            DType::F16 | DType::I16 => 2,
             DType::I8 | DType::U8 => 1,
         }
     }
@@ -673,6 +675,43 @@ pub enum Op {
         /// Pre-activations are clamped to `[-clip, clip]` when set.
         clip: Option<f32>,
     },
+    /// Integer convolution on 16-bit activations (format 10): x int16 symmetric per tensor (zero point
+    /// 0), weight `[M, C/groups, kh, kw]` int8 symmetric per output channel, optional bias `[M]` int32 at
+    /// scale `s_x·s_w[m]`; `acc = Σ w·x` in i32 (the loader proves every row's `2^15·Σ|w| + |bias|` below
+    /// 2^31, so no order of summation can overflow), the output int16 symmetric per tensor
+    /// `clamp(m_c.apply(acc + bias_c), lo, hi)`.
+    Q16Conv {
+        /// Geometry.
+        geom: Conv2d,
+        /// Lowest output integer.
+        lo: i16,
+        /// Highest output integer.
+        hi: i16,
+    },
+    /// Integer `x · W + bias` on 16-bit activations (format 10): x `[.., K]` int16, W `[K, N]` int8
+    /// (symmetric, per tensor or per column), optional bias `[N]` int32; accumulated and requantized as
+    /// [`Op::Q16Conv`].
+    Q16MatMul {
+        /// Lowest output integer.
+        lo: i16,
+        /// Highest output integer.
+        hi: i16,
+    },
+    /// Integer Add, Sub or Mul on 16-bit activations with numpy broadcasting (format 10): Add/Sub as
+    /// `round((a·A ± b·B) / 2^S)` with the integer multipliers of [`quant::add16_params`], Mul as the
+    /// fixed-point multiplier `s_a·s_b / s_y` applied to `a·b`; clamped to `[lo, hi]`.
+    Q16Binary {
+        /// Add, Sub or Mul.
+        op: BinOp,
+        /// Lowest output integer.
+        lo: i16,
+        /// Highest output integer.
+        hi: i16,
+    },
+    /// Element-wise function on 16-bit activations by an interpolated table (format 10): inputs x (int16)
+    /// and a [`quant::LUT16_LEN`]-entry int16 table (constant) of the function at every 256th input, read
+    /// as [`quant::lut16`] (exact integers).
+    Q16Lut,
 }
 
 impl Op {
@@ -740,6 +779,16 @@ impl Op {
             },
             Op::QLut => "QLut",
             Op::QConvTranspose { .. } => "QConvTranspose",
+            Op::Q16Conv { geom, .. } if geom.groups > 1 => "Q16ConvGrouped",
+            Op::Q16Conv { .. } => "Q16Conv",
+            Op::Q16MatMul { .. } => "Q16MatMul",
+            Op::Q16Binary { op, .. } => match op {
+                BinOp::Add => "Q16Add",
+                BinOp::Sub => "Q16Sub",
+                BinOp::Mul => "Q16Mul",
+                _ => "Q16Binary",
+            },
+            Op::Q16Lut => "Q16Lut",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",
             Op::Rnn { .. } => "RNN",
@@ -780,7 +829,7 @@ impl Graph {
         };
         match &n.op {
             // every output element takes (C/groups)·kh·kw MACs = weight numel / M
-            Op::Conv { .. } | Op::QConv { .. } => {
+            Op::Conv { .. } | Op::QConv { .. } | Op::Q16Conv { .. } => {
                 y.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }
@@ -788,7 +837,7 @@ impl Graph {
                 x.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }
-            Op::MatMul { .. } | Op::QMatMul { .. } => {
+            Op::MatMul { .. } | Op::QMatMul { .. } | Op::Q16MatMul { .. } => {
                 y.numel() as u64 * x.shape.last().copied().unwrap_or(1) as u64
             }
             // every step, direction and batch row: 4H gates over I inputs and H recurrent values

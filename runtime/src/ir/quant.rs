@@ -111,6 +111,93 @@ pub fn dequantize_i8(q: i8, scale: f32, zp: i32) -> f32 {
     (q as i32 - zp) as f32 * scale
 }
 
+/// Input steps between two entries of a 16-bit function table, as a shift: 2^8.
+pub const LUT16_SHIFT: u32 = 8;
+
+/// Entries of a 16-bit function table ([`crate::ir::Op::Q16Lut`]): the function at inputs
+/// `-32768 + 256·j` for `j` in `0..=256` (the last one past the int16 range, so every input has two).
+/// 514 bytes: a model's tables stay within a few percent of its int8 weights (PP-OCR cls: 27 of them).
+pub const LUT16_LEN: usize = (65536 >> LUT16_SHIFT) + 1;
+
+/// A 16-bit table lookup: the two entries around `x` interpolated linearly by its low 8 bits,
+/// `t[j] + ((t[j+1] − t[j])·f + 128) >> 8` (arithmetic shift: round half up), exactly in i32. The
+/// result lies between the two entries, so it is an int16. `t` must hold [`LUT16_LEN`] entries.
+#[inline(always)]
+pub fn lut16(t: &[i16], x: i16) -> i16 {
+    let u = (x as i32 + 32768) as usize;
+    let (j, f) = (u >> LUT16_SHIFT, (u & ((1 << LUT16_SHIFT) - 1)) as i32);
+    let (a, b) = (t[j] as i32, t[j + 1] as i32);
+    (a + (((b - a) * f + (1 << (LUT16_SHIFT - 1))) >> LUT16_SHIFT)) as i16
+}
+
+/// The largest `2^15·Σ_k |w_k| + |bias|` a 16-bit integer conv or matmul row may have: below it the i32
+/// sum of `w·x` products (|x| ≤ 2^15) cannot overflow in any order.
+pub const ACC16_LIMIT: i64 = i32::MAX as i64;
+
+/// Whether a 16-bit integer row with int8 weights `w` and `bias` keeps its i32 sums exact
+/// ([`ACC16_LIMIT`]).
+pub fn acc16_fits(w: &[i8], bias: i32) -> bool {
+    let s: i64 = w.iter().map(|&v| (v as i64).abs()).sum();
+    (s << 15) + (bias as i64).abs() <= ACC16_LIMIT
+}
+
+/// The integer form of a 16-bit Add/Sub, `y = round_half_away((a·A ± b·B) / 2^S)` in i64, for the real
+/// rescales `ma = s_a/s_y` and `mb = s_b/s_y`: S puts the larger of A and B in [2^29, 2^30) (so both
+/// products stay below 2^46), the smaller rounded at the same exponent. `None` where a rescale is not
+/// finite and positive or S would leave 0..=62.
+pub fn add16_params(ma: f64, mb: f64) -> Option<(i64, i64, u32)> {
+    if !(ma.is_finite() && mb.is_finite() && ma > 0.0 && mb > 0.0) {
+        return None;
+    }
+    let big = ma.max(mb);
+    let mut s = 0i32;
+    let mut v = big;
+    // v·2^S in [2^29, 2^30)
+    while v < (1u64 << 29) as f64 && s < 64 {
+        v *= 2.0;
+        s += 1;
+    }
+    while v >= (1u64 << 30) as f64 && s > -64 {
+        v /= 2.0;
+        s -= 1;
+    }
+    if !(0..=62).contains(&s) {
+        return None;
+    }
+    let scale = libm::ldexp(1.0, s);
+    Some((
+        libm::round(ma * scale) as i64,
+        libm::round(mb * scale) as i64,
+        s as u32,
+    ))
+}
+
+/// `round_half_away(v / 2^s)` for `s` in 0..=62, in i64, saturated to i32.
+#[inline(always)]
+pub fn shift_round(v: i64, s: u32) -> i32 {
+    let r = if s == 0 {
+        v
+    } else {
+        (v + (1i64 << (s - 1)) - (v < 0) as i64) >> s
+    };
+    r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// `round_half_even(x / scale)`, saturated to int16: ONNX QuantizeLinear to int16 with zero point 0.
+#[inline]
+pub fn quantize_f32_i16(x: f32, scale: f32) -> i16 {
+    // the magic-number rint as in `quantize_f32`: exact for |v| < 2^22, beyond ±65536 saturates anyway
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x / scale).clamp(-65536.0, 65536.0);
+    ((v + MAGIC) - MAGIC).clamp(-32768.0, 32767.0) as i16
+}
+
+/// `scale · q`: ONNX DequantizeLinear of an int16 with zero point 0.
+#[inline]
+pub fn dequantize_i16(q: i16, scale: f32) -> f32 {
+    q as f32 * scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +273,81 @@ mod tests {
             shift: 62,
         };
         assert_eq!(tiny.apply(i32::MAX), 0);
+    }
+
+    #[test]
+    fn lut16_interpolates_exactly() {
+        // a table of the identity reproduces every input; a table of x/2 halves it (rounded half up)
+        let step = 1i32 << LUT16_SHIFT;
+        let id: Vec<i16> = (0..LUT16_LEN as i32)
+            .map(|j| (-32768 + step * j).min(32767) as i16)
+            .collect();
+        for x in (-32768..=32767).step_by(7) {
+            let want = if x > 32767 - step {
+                None
+            } else {
+                Some(x as i16)
+            };
+            if let Some(w) = want {
+                assert_eq!(lut16(&id, x as i16), w, "{x}");
+            }
+        }
+        let half: Vec<i16> = (0..LUT16_LEN as i32)
+            .map(|j| (-16384 + step / 2 * j) as i16)
+            .collect();
+        for x in -32768i32..=32767 {
+            let want = libm::floor(x as f64 / 2.0 + 0.5) as i16;
+            assert_eq!(lut16(&half, x as i16), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn add16_follows_float64() {
+        // y = round(a·ma + b·mb) against f64, away from ties
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..20_000 {
+            let ma = 0.05 + (next() % 4000) as f64 / 1000.0;
+            let mb = 0.05 + (next() % 4000) as f64 / 1000.0;
+            let (ca, cb, s) = add16_params(ma, mb).unwrap();
+            let (a, b) = (next() as i16 as i64, next() as i16 as i64);
+            let exact = a as f64 * ma + b as f64 * mb;
+            if (exact.abs().fract() - 0.5).abs() < 1e-4 {
+                continue;
+            }
+            let got = shift_round(a * ca + b * cb, s);
+            assert!(
+                (got as f64 - exact).abs() <= 0.5 + 1e-4,
+                "{a} {ma} {b} {mb}: {got} vs {exact}"
+            );
+        }
+        assert!(add16_params(0.0, 1.0).is_none());
+        assert!(add16_params(f64::NAN, 1.0).is_none());
+        assert_eq!(shift_round(-3, 1), -2);
+        assert_eq!(shift_round(3, 1), 2);
+        assert_eq!(shift_round(5, 0), 5);
+    }
+
+    #[test]
+    fn quantize_i16_rounds_half_to_even_and_saturates() {
+        for (x, want) in [
+            (0.5f32, 0i16),
+            (1.5, 2),
+            (-2.5, -2),
+            (40000.0, 32767),
+            (-1e9, -32768),
+        ] {
+            assert_eq!(quantize_f32_i16(x, 1.0), want, "{x}");
+        }
+        assert_eq!(quantize_f32_i16(f32::NAN, 1.0), 0);
+        assert_eq!(dequantize_i16(-3, 0.5), -1.5);
+        // the accumulation bound: 127·16384 = 2^21 - 2^14 weights sum, times 2^15, is below 2^31 - 1
+        assert!(acc16_fits(&[127; 512], 0));
+        assert!(!acc16_fits(&[127; 520], 0));
     }
 }

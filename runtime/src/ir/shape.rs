@@ -100,7 +100,8 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         Op::Conv { geom: g, .. }
         | Op::ConvTranspose { geom: g, .. }
         | Op::QConvTranspose { geom: g, .. }
-        | Op::QConv { geom: g, .. } => {
+        | Op::QConv { geom: g, .. }
+        | Op::Q16Conv { geom: g, .. } => {
             // a float Conv may carry its post-activation affine as inputs 3 and 4 (bias then required)
             if matches!(op, Op::Conv { .. }) && ![2, 3, 5].contains(&inputs.len()) {
                 return Err(format!(
@@ -178,10 +179,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             one(out)
         }
-        Op::MatMul { .. } | Op::QMatMul { .. } => {
+        Op::MatMul { .. } | Op::QMatMul { .. } | Op::Q16MatMul { .. } => {
             want_inputs(inputs, 2, 3)?;
             let (a, b) = (inputs[0], inputs[1]);
-            if matches!(op, Op::QMatMul { .. }) && b.len() != 2 {
+            if matches!(op, Op::QMatMul { .. } | Op::Q16MatMul { .. }) && b.len() != 2 {
                 return Err(format!("integer matmul weight {b:?} must be [K, N]"));
             }
             if a.len() < 2 || b.len() < 2 {
@@ -204,12 +205,23 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             }
             one(out)
         }
-        Op::Binary { .. } | Op::QBinary { .. } => {
+        Op::Binary { .. } | Op::QBinary { .. } | Op::Q16Binary { .. } => {
             want_inputs(inputs, 2, 2)?;
             one(broadcast(inputs[0], inputs[1])?)
         }
         Op::Unary(_) | Op::Quantize | Op::Dequantize => {
             want_inputs(inputs, 1, 1)?;
+            one(inputs[0].to_vec())
+        }
+        Op::Q16Lut => {
+            want_inputs(inputs, 2, 2)?;
+            if inputs[1] != [crate::ir::quant::LUT16_LEN] {
+                return Err(format!(
+                    "16-bit lookup table shape {:?}, expected [{}]",
+                    inputs[1],
+                    crate::ir::quant::LUT16_LEN
+                ));
+            }
             one(inputs[0].to_vec())
         }
         Op::QLut => {

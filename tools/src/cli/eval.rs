@@ -121,6 +121,8 @@ struct Layer {
     /// One scale, or one per channel (axis 1) for a channel-scaled tensor.
     scales: Vec<f32>,
     zp: i32,
+    /// I8, or I16 for a 16-bit artifact's tensor.
+    dtype: DType,
     /// Values per channel plane (for a channel-scaled tensor).
     npix: usize,
     sig: f64,
@@ -128,9 +130,14 @@ struct Layer {
     share_err: f64,
 }
 
-/// The float graph `fg` with tensor `t` rounded to the int8 grid `(scales, zp)` before any consumer reads
-/// it (per channel on axis 1 when there are several scales: x/s_c on a unit grid, then times s_c).
-fn fake_quant(fg: &ToolGraph, t: u32, scales: &[f32], zp: i32) -> Result<ToolGraph> {
+/// The float graph `fg` with tensor `t` rounded to the `dtype` (int8 or int16) grid `(scales, zp)` before
+/// any consumer reads it (per channel on axis 1 when there are several scales: x/s_c on a unit grid, then
+/// times s_c).
+fn fake_quant(
+    fg: &ToolGraph,
+    t: u32,
+    (scales, zp, dtype): (&[f32], i32, DType),
+) -> Result<ToolGraph> {
     let mut g = fg.clone();
     let name = g.graph.tensors[t as usize].name.clone();
     let shape = g.shape(t);
@@ -166,7 +173,7 @@ fn fake_quant(fg: &ToolGraph, t: u32, scales: &[f32], zp: i32) -> Result<ToolGra
         Some(vec![shape.clone()]),
     )?[0];
     let tq = &mut g.graph.tensors[q as usize];
-    tq.dtype = DType::I8;
+    tq.dtype = dtype;
     tq.quant = Some(tern::ir::QParams {
         scale: vec![if per_channel { 1.0 } else { scales[0] }],
         zero_point: vec![zp],
@@ -254,7 +261,7 @@ pub fn main(a: Args) -> Result<()> {
         }
         for &o in &n.outputs {
             let t = &g.tensors[o as usize];
-            if let (DType::I8, Some(q)) = (t.dtype, &t.quant) {
+            if let (DType::I8 | DType::I16, Some(q)) = (t.dtype, &t.quant) {
                 layer_of.insert(o, layers.len());
                 layers.push(Layer {
                     node: n.name.clone(),
@@ -262,6 +269,7 @@ pub fn main(a: Args) -> Result<()> {
                     tensor: t.name.clone(),
                     scales: q.scale.clone(),
                     zp: q.zero_point[0],
+                    dtype: t.dtype,
                     npix: t.shape.iter().skip(2).product::<u32>().max(1) as usize,
                     sig: 0.0,
                     noise: 0.0,
@@ -320,15 +328,19 @@ pub fn main(a: Args) -> Result<()> {
             .collect();
         let ins: Vec<&[f32]> = x.iter().map(|v| v.as_slice()).collect();
         let layer_pass = si < a.layer_samples && fsess.is_some();
-        let mut kept: HashMap<u32, Vec<i8>> = HashMap::new();
+        // each layer's integers (int8 or int16), widened
+        let mut kept: HashMap<u32, Vec<i32>> = HashMap::new();
         {
             let mut o: Vec<&mut [f32]> = to.iter_mut().map(|v| v.as_mut_slice()).collect();
             let mut f = |_: usize, t: u32, v: Values| {
-                if let (true, Values::I8(q)) = (layer_pass, v) {
-                    if layer_of.contains_key(&t) {
-                        kept.insert(t, q.to_vec());
-                    }
+                if !layer_pass || !layer_of.contains_key(&t) {
+                    return;
                 }
+                match v {
+                    Values::I8(q) => kept.insert(t, q.iter().map(|&v| v as i32).collect()),
+                    Values::I16(q) => kept.insert(t, q.iter().map(|&v| v as i32).collect()),
+                    _ => None,
+                };
             };
             sess.run_observed(&ins, &mut o, Some(&mut f))?;
         }
@@ -371,7 +383,7 @@ pub fn main(a: Args) -> Result<()> {
                 let c = l.scales.len();
                 for (i, (&r, &qv)) in fv.iter().zip(q).enumerate() {
                     let s = l.scales[if c > 1 { (i / l.npix) % c } else { 0 }];
-                    let d = tern::ir::quant::dequantize_i8(qv, s, l.zp) as f64;
+                    let d = ((qv - l.zp) as f32 * s) as f64;
                     l.sig += (r as f64) * (r as f64);
                     l.noise += (d - r as f64) * (d - r as f64);
                 }
@@ -387,7 +399,7 @@ pub fn main(a: Args) -> Result<()> {
             let Some(&t) = by_name.get(l.tensor.as_str()) else {
                 continue;
             };
-            let outs = quant::outputs(&fake_quant(fg, t, &l.scales, l.zp)?, ls)?;
+            let outs = quant::outputs(&fake_quant(fg, t, (&l.scales, l.zp, l.dtype))?, ls)?;
             l.share_err = outs
                 .iter()
                 .zip(&base)

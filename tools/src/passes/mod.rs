@@ -658,10 +658,12 @@ impl Pass for FuseQuantizeOut {
                 continue;
             }
             let (x, y) = (node.inputs[0], node.outputs[0]);
-            let per_tensor = g.graph.tensors[y as usize]
-                .quant
-                .as_ref()
-                .is_some_and(|q| q.axis.is_none() && q.scale.len() == 1);
+            // (an int16 output stays a Quantize: format 9's fused form writes int8)
+            let per_tensor = g.graph.tensors[y as usize].dtype == tern::ir::DType::I8
+                && g.graph.tensors[y as usize]
+                    .quant
+                    .as_ref()
+                    .is_some_and(|q| q.axis.is_none() && q.scale.len() == 1);
             if sole_consumer(g, &cons, x) != Some(i) || !per_tensor {
                 continue;
             }

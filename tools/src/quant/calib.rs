@@ -267,6 +267,22 @@ impl Observer {
     }
 }
 
+/// int16 parameters for the observed range `[lo, hi]` widened by `headroom`: symmetric (zero point 0),
+/// `scale = headroom·max(|lo|, |hi|) / 32767` (1 for an all-zero range).
+pub fn symmetric_i16(lo: f32, hi: f32, headroom: f32) -> QParams {
+    let amax = (lo.abs().max(hi.abs()) as f64) * headroom as f64;
+    let scale = if amax > 0.0 && amax.is_finite() {
+        amax / 32767.0
+    } else {
+        1.0
+    };
+    QParams {
+        scale: vec![scale as f32],
+        zero_point: vec![0],
+        axis: None,
+    }
+}
+
 /// Asymmetric int8 parameters for a range that contains 0: `real = scale·(q − zp)`, q in [−128, 127],
 /// with 0 exactly representable.
 pub fn asymmetric_i8(lo: f32, hi: f32) -> QParams {

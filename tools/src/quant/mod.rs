@@ -116,6 +116,19 @@ pub struct Int8Options {
     /// Store the weights uncompressed (`--plain-weights`: read in place from flash or a mapped file)
     /// rather than deflated.
     pub plain_weights: bool,
+    /// 16-bit activations (`--activations int16`): the integer layers read and write symmetric int16
+    /// tensors (ranges [`pass::ACT16_HEADROOM`] times the calibrated ones) with int8 weights rounded by
+    /// GPTQ under `auto`, on the runtime's 16-bit engine (format 10).
+    pub act16: bool,
+}
+
+/// `--activations`: the integer layers' activation precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Activations {
+    /// 8-bit activations, asymmetric per tensor.
+    Int8,
+    /// 16-bit activations, symmetric per tensor, with int8 weights.
+    Int16,
 }
 
 /// `--weight-rounding`: how weights are rounded to their int8 grid.
@@ -170,6 +183,7 @@ impl Default for Int8Options {
             float_weights_int8: false,
             weights_only: false,
             plain_weights: false,
+            act16: false,
         }
     }
 }
@@ -435,12 +449,12 @@ pub fn input_stage(fg: &ToolGraph) -> Vec<bool> {
 }
 
 /// The output error (as [`sample_error`], against `want`) of the float model `fg` run on `samples` with
-/// each graph input rounded to its int8 grid (the range `method` gives it from `obs`): what quantizing the
-/// input alone costs.
+/// each graph input rounded to its int8 grid (the range `method` gives it from `obs`; with `act16` its
+/// int16 grid): what quantizing the input alone costs.
 fn input_error(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
-    method: calib::Method,
+    (method, act16): (calib::Method, bool),
     samples: &[Vec<Vec<f32>>],
     want: &[Vec<Vec<f32>>],
 ) -> Result<f64> {
@@ -453,6 +467,18 @@ fn input_error(
                     |(x, &t)| match obs.get(t as usize).and_then(|o| o.as_ref()) {
                         Some(o) if o.count() > 0 => {
                             let (lo, hi) = o.range(method);
+                            if act16 {
+                                let s = calib::symmetric_i16(lo, hi, pass::ACT16_HEADROOM).scale[0];
+                                return x
+                                    .iter()
+                                    .map(|&v| {
+                                        tern::ir::quant::dequantize_i16(
+                                            tern::ir::quant::quantize_f32_i16(v, s),
+                                            s,
+                                        )
+                                    })
+                                    .collect();
+                            }
                             let q = calib::asymmetric_i8(lo, hi);
                             let (sc, z) = (q.scale[0], q.zero_point[0]);
                             x.iter()
@@ -716,7 +742,7 @@ fn decide_input_layers(
                 Some(e) => e,
                 None => error_with(&keep)?,
             };
-            let e_in = input_error(fg, obs, opts.method, sub, want)?;
+            let e_in = input_error(fg, obs, (opts.method, opts.act16), sub, want)?;
             let share = e_in >= INPUT_SHARE * e_q;
             // where rounding the input is not a dominant error on its own, measure the stage in float
             let e_f = if share {
@@ -769,6 +795,7 @@ pub fn quantize_graph(
             float_int8: opts.float_weights_int8,
             rounded_integer: opts.rounding == Rounding::Gptq,
         },
+        opts.act16,
     )?;
     passes::run_all(&mut qg, &after_quantize())?;
     Ok((qg, report))
@@ -807,6 +834,25 @@ pub fn compress_int8(
     let mut fg = compile_for_quant(onnx, shapes)?;
     user_float(&fg, &c.opts)?; // a misspelt --keep-float fails before calibration
     let weights_only = c.opts.weights_only;
+    if c.opts.act16 && weights_only {
+        bail!("--activations int16 quantizes activations, --weights-only none: choose one");
+    }
+    // 16-bit activations: GPTQ rounding for every integer layer under `auto` (their inputs are close to
+    // float, the case GPTQ's compensation assumes), one scale per tensor, minmax ranges under `auto` (with
+    // the headroom, int16 has no use for clipping outliers)
+    let c = &{
+        let mut c = c.clone();
+        if c.opts.act16 {
+            c.opts.channel_scales = false;
+            if c.opts.rounding == Rounding::Auto {
+                c.opts.rounding = Rounding::Gptq;
+            }
+            if c.opts.method == calib::Method::Auto {
+                c.opts.method = calib::Method::MinMax;
+            }
+        }
+        c
+    };
     if weights_only && (c.opts.max_error.is_some() || c.opts.max_drop.is_some()) {
         bail!("--weights-only keeps every layer in float: --max-error and --max-drop have nothing left to choose");
     }
@@ -823,6 +869,9 @@ pub fn compress_int8(
         .filter(|t| t.dtype == tern::ir::DType::F32 && t.quant.is_some())
         .count();
     if fixed > 0 {
+        if c.opts.act16 {
+            bail!("{} is quantized already ({fixed} tensor(s) with their own int8 parameters): --activations int16 needs a float model", onnx.display());
+        }
         log::info!("the model is quantized already: its parameters for {fixed} tensor(s) are kept");
     }
     let samples = match c.calib {
@@ -990,6 +1039,8 @@ pub fn compress_int8(
             "quant.scheme".to_string(),
             if weights_only {
                 "int8 weights only: symmetric per output channel, computed in float on the widened weights".to_string()
+            } else if c.opts.act16 {
+                format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, Q31 fixed-point requantization, {}-entry interpolated function tables", pass::ACT16_HEADROOM, tern::ir::quant::LUT16_LEN)
             } else {
                 "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()
             },

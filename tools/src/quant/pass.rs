@@ -8,11 +8,14 @@
 //! at scale s_x·s_w, Relu/Clip fused into the producer's clamp, other element-wise functions as 256-entry
 //! tables (one per channel of a channel-scaled input or output). Data movement and max pooling keep their
 //! input's parameters (they only move values); Concat and average pooling rescale to their own.
-use super::calib::{asymmetric_i8, Method, Observer};
+use super::calib::{asymmetric_i8, symmetric_i16, Method, Observer};
 use crate::graph::ToolGraph;
 use anyhow::{anyhow, Result};
 use tern::cpu::qconv::quantize_weights;
-use tern::ir::quant::{dequantize_i8, quantize_bias, quantize_f32, FixedMultiplier, QParams};
+use tern::ir::quant::{
+    dequantize_i8, quantize_bias, quantize_f32, quantize_f32_i16, FixedMultiplier, QParams,
+    LUT16_LEN, LUT16_SHIFT,
+};
 use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, ResizeMode, Unary};
 
 /// What the pass produced besides the graph.
@@ -121,6 +124,42 @@ fn is_depthwise(g: &ToolGraph, n: &tern::ir::Node, c: usize) -> bool {
     ws.len() == 4 && ws[1] == 1 && geom.groups as usize == c
 }
 
+/// The 16-bit clamp of a fused activation in an output's integers (zero point 0).
+fn clamp16_of(act: Option<Unary>, q: &QParams) -> (i16, i16) {
+    let s = q.scale[0];
+    match act {
+        Some(Unary::Relu) => (0, i16::MAX),
+        Some(Unary::Clip { min, max }) => (quantize_f32_i16(min, s), quantize_f32_i16(max, s)),
+        _ => (i16::MIN, i16::MAX),
+    }
+}
+
+/// An integer op with an output clamp.
+enum Clamped {
+    Conv(Conv2d),
+    MatMul,
+    Binary(BinOp),
+}
+
+/// The integer op `kind` on 8-bit or (`act16`) 16-bit activations, clamped by the fused activation `act`
+/// in the output's parameters `q`.
+fn clamped(act16: bool, kind: Clamped, act: Option<Unary>, q: &QParams) -> Op {
+    if act16 {
+        let (lo, hi) = clamp16_of(act, q);
+        return match kind {
+            Clamped::Conv(geom) => Op::Q16Conv { geom, lo, hi },
+            Clamped::MatMul => Op::Q16MatMul { lo, hi },
+            Clamped::Binary(op) => Op::Q16Binary { op, lo, hi },
+        };
+    }
+    let (lo, hi) = clamp_of(act, q);
+    match kind {
+        Clamped::Conv(geom) => Op::QConv { geom, lo, hi },
+        Clamped::MatMul => Op::QMatMul { lo, hi },
+        Clamped::Binary(op) => Op::QBinary { op, lo, hi },
+    }
+}
+
 /// The integer clamp of a fused activation in an output's integers.
 fn clamp_of(act: Option<Unary>, q: &QParams) -> (i8, i8) {
     let (s, z) = (q.scale[0], q.zero_point[0]);
@@ -215,6 +254,8 @@ struct Builder<'a> {
     /// Activation parameters per float-graph tensor (calibrated, or inherited by data movement).
     params: Vec<Option<QParams>>,
     conversions: usize,
+    /// 16-bit activations (symmetric int16) instead of int8.
+    act16: bool,
 }
 
 impl Builder<'_> {
@@ -228,12 +269,22 @@ impl Builder<'_> {
         let out = self
             .qg
             .emit(name, op, inputs, &[self.name(t)], Some(vec![shape]))?[0];
+        let dtype = self.act_dtype();
         let tt = &mut self.qg.graph.tensors[out as usize];
-        tt.dtype = DType::I8;
+        tt.dtype = dtype;
         tt.quant = Some(q.clone());
         self.qmap[t as usize] = Some(out);
         self.params[t as usize] = Some(q);
         Ok(out)
+    }
+
+    /// The activations' element type.
+    fn act_dtype(&self) -> DType {
+        if self.act16 {
+            DType::I16
+        } else {
+            DType::I8
+        }
     }
 
     fn param(&self, t: u32) -> Result<QParams> {
@@ -254,6 +305,20 @@ impl Builder<'_> {
             let (lo, hi) = c
                 .iter()
                 .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            if self.act16 {
+                // a constant's own range, no headroom: it is all there is
+                let q = symmetric_i16(lo, hi, 1.0);
+                let bytes: Vec<u8> = c
+                    .iter()
+                    .flat_map(|&v| quantize_f32_i16(v, q.scale[0]).to_le_bytes())
+                    .collect();
+                let shape = self.fg.shape(t);
+                let id = self
+                    .qg
+                    .add_int_const(&self.name(t), &shape, DType::I16, Some(q), bytes);
+                self.qmap[t as usize] = Some(id);
+                return Ok(id);
+            }
             let q = asymmetric_i8(lo, hi);
             let data: Vec<i8> = c
                 .iter()
@@ -506,6 +571,7 @@ pub fn quantize(
     keep_float: &[bool],
     channel_scales: bool,
     storage: WeightStorage,
+    act16: bool,
 ) -> Result<(ToolGraph, Report)> {
     let float_weights_int8 = storage.float_int8;
     let int8_weight = |t: u32| {
@@ -533,11 +599,16 @@ pub fn quantize(
                     .filter(|o| o.count() > 0)
                     .map(|o| {
                         let (lo, hi) = o.range(method);
-                        asymmetric_i8(lo, hi)
+                        if act16 {
+                            symmetric_i16(lo, hi, ACT16_HEADROOM)
+                        } else {
+                            asymmetric_i8(lo, hi)
+                        }
                     })
             })
             .collect(),
         conversions: 0,
+        act16,
     };
     for &i in &fg.graph.inputs {
         let t = &fg.graph.tensors[i as usize];
@@ -549,7 +620,12 @@ pub fn quantize(
     let mut is_int: Vec<bool> = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| !keep_float.get(i).copied().unwrap_or(false) && has_int_kernel(fg, n))
+        .map(|(i, n)| {
+            !keep_float.get(i).copied().unwrap_or(false)
+                && has_int_kernel(fg, n)
+                // (the 16-bit engine has no transposed conv)
+                && !(act16 && matches!(n.op, Op::ConvTranspose { .. }))
+        })
         .collect();
     float_fed_elementwise(fg, &mut is_int);
     // Relu/Clip right after an integer producer becomes that producer's clamp
@@ -676,6 +752,26 @@ pub fn quantize(
                 for &o in &n.outputs {
                     b.params[o as usize].get_or_insert_with(|| q.clone());
                 }
+            }
+        }
+    }
+    if act16 {
+        // a 16-bit layer whose rows could overflow their i32 sums stays float (what the loader checks)
+        for (i, n) in nodes.iter().enumerate() {
+            if !is_int[i] || absorbed[i] || acc16_ok(&b, n, &int8_weight)? {
+                continue;
+            }
+            log::info!(
+                "quantize: \"{}\" stays float: its 16-bit sums could overflow i32",
+                n.name
+            );
+            is_int[i] = false;
+            if let Some(a) = fused_act[i].take() {
+                absorbed[a] = false;
+                let ax = nodes[a].inputs[0];
+                let ready = b.params[ax as usize].is_some()
+                    && b.params[nodes[a].outputs[0] as usize].is_some();
+                is_int[a] = is_int[a] && ready;
             }
         }
     }
@@ -841,14 +937,9 @@ pub fn quantize(
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
                 let (wid, bid) = b.weights(&n.name, w, &ws, false, bias, &sx, &q.scale);
-                let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                let op = Op::QConv {
-                    geom: geom.clone(),
-                    lo,
-                    hi,
-                };
+                let op = clamped(act16, Clamped::Conv(geom.clone()), act, &q);
                 b.emit_q(&n.name, op, ins, out, q)?;
             }
             Op::ConvTranspose { geom, .. } => {
@@ -926,11 +1017,11 @@ pub fn quantize(
                     &[sx],
                     &q.scale,
                 );
-                let (lo, hi) = clamp_of(act, &q);
                 let geom = Conv2d::pointwise(c as u32);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                b.emit_q(&n.name, Op::QConv { geom, lo, hi }, ins, out, q)?;
+                let op = clamped(act16, Clamped::Conv(geom), act, &q);
+                b.emit_q(&n.name, op, ins, out, q)?;
             }
             Op::MatMul { .. } => {
                 let x = b.get_q(n.inputs[0])?;
@@ -940,22 +1031,16 @@ pub fn quantize(
                 let q = b.param(out)?;
                 let ws = fg.shape(n.inputs[1]);
                 let (wid, bid) = b.weights(&n.name, w, &ws, true, bias, &[sx], &q.scale);
-                let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                b.emit_q(&n.name, Op::QMatMul { lo, hi }, ins, out, q)?;
+                let op = clamped(act16, Clamped::MatMul, act, &q);
+                b.emit_q(&n.name, op, ins, out, q)?;
             }
             Op::Binary { op, .. } => {
                 let (xa, xb) = (b.get_q(n.inputs[0])?, b.get_q(n.inputs[1])?);
                 let q = b.param(out)?;
-                let (lo, hi) = clamp_of(act, &q);
-                b.emit_q(
-                    &n.name,
-                    Op::QBinary { op: *op, lo, hi },
-                    vec![xa, xb],
-                    out,
-                    q,
-                )?;
+                let op = clamped(act16, Clamped::Binary(*op), act, &q);
+                b.emit_q(&n.name, op, vec![xa, xb], out, q)?;
             }
             Op::Unary(f) => {
                 let x = b.get_q(n.inputs[0])?;
@@ -973,6 +1058,33 @@ pub fn quantize(
                     Op::Unary(g) => Some((1.0, 0.0, Some(*g))),
                     _ => None,
                 });
+                let apply = |v: f32| {
+                    let mut r = f.apply(v);
+                    if let Some((a, s, act)) = affine {
+                        r = r * a + s;
+                        r = act.map_or(r, |u| u.apply(r));
+                    }
+                    r
+                };
+                if act16 {
+                    // the function at every 256th input, the last one past the range (see lut16)
+                    let (si, so) = (qi.scale[0], q.scale[0]);
+                    let table: Vec<u8> = (0..LUT16_LEN as i32)
+                        .flat_map(|j| {
+                            let x = (-32768 + (j << LUT16_SHIFT)) as f32 * si;
+                            quantize_f32_i16(apply(x), so).to_le_bytes()
+                        })
+                        .collect();
+                    let tid = b.qg.add_int_const(
+                        &format!("{}/table16", n.name),
+                        &[LUT16_LEN],
+                        DType::I16,
+                        None,
+                        table,
+                    );
+                    b.emit_q(&n.name, Op::Q16Lut, vec![x, tid], out, q)?;
+                    continue;
+                }
                 // one table, or one per channel of a channel-scaled input or output
                 let (zi, zo) = (qi.zero_point[0], q.zero_point[0]);
                 let tables = qi.scale.len().max(q.scale.len());
@@ -981,12 +1093,7 @@ pub fn quantize(
                     .flat_map(|c| {
                         let (si, so) = (pick(&qi.scale, c), pick(&q.scale, c));
                         (-128i32..128).map(move |v| {
-                            let mut r = f.apply(dequantize_i8(v as i8, si, zi));
-                            if let Some((a, s, act)) = affine {
-                                r = r * a + s;
-                                r = act.map_or(r, |u| u.apply(r));
-                            }
-                            quantize_f32(r, so, zo)
+                            quantize_f32(apply(dequantize_i8(v as i8, si, zi)), so, zo)
                         })
                     })
                     .collect();
@@ -1049,9 +1156,10 @@ pub fn quantize(
                     .collect();
                 let outs =
                     b.qg.emit(&n.name, n.op.clone(), vec![x], &names, Some(shapes))?;
+                let dtype = b.act_dtype();
                 for ((&t, &o), f) in n.outputs.iter().zip(&outs).zip(fixed) {
                     let tt = &mut b.qg.graph.tensors[o as usize];
-                    tt.dtype = DType::I8;
+                    tt.dtype = dtype;
                     tt.quant = Some(q.clone());
                     b.qmap[t as usize] = Some(o);
                     b.params[t as usize] = Some(q.clone());
@@ -1087,6 +1195,59 @@ pub fn quantize(
     }
     report.conversions = b.conversions;
     Ok((b.qg, report))
+}
+
+/// Headroom of a 16-bit activation's range over the calibrated one: int16 has steps to spare, and ranges
+/// calibrated on a few samples clip unseen inputs (PP-OCR cls, ONNX Runtime's 16-bit simulation on tern's
+/// weights, `benches/ort_a16.py`: top-1 agreement 0.985 at the calibrated ranges, 0.996 at 2x and 4x).
+pub const ACT16_HEADROOM: f32 = 2.0;
+
+/// Whether a 16-bit conv or matmul node keeps every output row's `2^15·Σ|w| + |bias|` within i32 with the
+/// weights and bias the pass will write (`tern::ir::quant::acc16_fits`); `true` for other ops.
+fn acc16_ok<'w>(
+    b: &Builder,
+    n: &tern::ir::Node,
+    int8_weight: &dyn Fn(u32) -> Option<&'w [f32]>,
+) -> Result<bool> {
+    let fg = b.fg;
+    let (w, ws, per_column) = match &n.op {
+        Op::Conv { .. } | Op::MatMul { .. } => (
+            int8_weight(n.inputs[1]).unwrap_or_default().to_vec(),
+            fg.shape(n.inputs[1]),
+            matches!(n.op, Op::MatMul { .. }),
+        ),
+        Op::ChannelAffine { .. } => {
+            let c = fg.shape(n.inputs[0])[1];
+            (
+                fg.konst(n.inputs[1]).unwrap_or_default().to_vec(),
+                vec![c, 1, 1, 1],
+                false,
+            )
+        }
+        _ => return Ok(true),
+    };
+    let m = if per_column { ws[1] } else { ws[0] };
+    let rows: Vec<Vec<f32>> = if per_column {
+        let k = ws[0];
+        (0..m)
+            .map(|j| (0..k).map(|p| w[p * m + j]).collect())
+            .collect()
+    } else {
+        w.chunks(w.len() / m.max(1)).map(<[f32]>::to_vec).collect()
+    };
+    let bias = match &n.op {
+        Op::ChannelAffine { .. } => fg.konst(n.inputs[2]),
+        _ => n.inputs.get(2).and_then(|&t| fg.konst(t)),
+    };
+    let sx = b.param(n.inputs[0])?.scale[0] as f64;
+    for (j, row) in rows.iter().enumerate() {
+        let (q, s) = quantize_rows(row, 1);
+        let bq = bias.map_or(0, |bb| quantize_bias(bb[j], sx * s[0] as f64));
+        if !tern::ir::quant::acc16_fits(&q, bq) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Element-wise ops (Add/Sub/Mul, functions) and data movement whose activation inputs all arrive in

@@ -226,6 +226,20 @@ impl RowRq {
         }
     }
 
+    /// 8 accumulators to 8 int16 outputs (the 16-bit engine: its clamp is an int16 range, zero point 0).
+    #[inline(always)]
+    fn halves(&self, v: [int32x4_t; 2]) -> int16x8_t {
+        // SAFETY: plain register arithmetic.
+        unsafe {
+            let half = |h: usize| {
+                let x = vqaddq_s32(v[h], self.bias[h]);
+                vqmovn_s32(fm_apply4_lanes(x, self.mult[h], self.sh[h]))
+            };
+            let w = vcombine_s16(half(0), half(1));
+            vaddq_s16(vminq_s16(vmaxq_s16(w, self.lo), self.hi), self.z)
+        }
+    }
+
     /// [`RowRq::bytes`] stored: `n` ≤ 8 bytes at `dst`.
     ///
     /// # Safety
@@ -629,6 +643,99 @@ pub unsafe fn qgemm_8x8_sdot(
             dot!(t[7][1], b1, a1, "3");
         }
         store_tile(&t, rq, c, ldc, m, n);
+    }
+}
+
+/// [`Requant::value`] over a row into int16 with the NEON epilogue, 8 values at a time; returns how many
+/// leading values it wrote (0 where the row's multiplier has no vector form: the caller finishes).
+///
+/// # Safety
+/// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
+pub unsafe fn requant_row16_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i16]) -> usize {
+    let n = acc.len().min(out.len());
+    let mut i = 0;
+    if let Some(q) = RowRq::new(rq, r) {
+        while i + 8 <= n {
+            // SAFETY: 8 values in bounds of both slices.
+            unsafe {
+                let v = [
+                    vld1q_s32(acc.as_ptr().add(i)),
+                    vld1q_s32(acc.as_ptr().add(i + 4)),
+                ];
+                vst1q_s16(out.as_mut_ptr().add(i), q.halves(v));
+            }
+            i += 8;
+        }
+    }
+    i
+}
+
+/// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
+/// `b` (row-major, stride `ldb`), requantized into `rows` rows of `c` (stride `ldc`): per k, each row's
+/// weight from its lane multiplies the 16 values of b's row with `smlal`/`smlal2` (16 accumulators).
+///
+/// # Safety
+/// `a` holds `k.div_ceil(2)·8` values; `b` is valid for `k` rows of 16 values at stride `ldb`, `c` for
+/// `rows` (≤ 4) rows of 16 at stride `ldc`; `rq` has 4 rows or `rows` of them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q16_tile_neon(
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    rows: usize,
+    rq: &Requant,
+) {
+    let kp = k.div_ceil(2);
+    assert!(a.len() >= kp * 8 && rows <= 4);
+    macro_rules! row {
+        ($t:expr, $b0:expr, $b1:expr, $w:expr, $lane:literal) => {
+            $t[0] = vmlal_laneq_s16::<$lane>($t[0], vget_low_s16($b0), $w);
+            $t[1] = vmlal_high_laneq_s16::<$lane>($t[1], $b0, $w);
+            $t[2] = vmlal_laneq_s16::<$lane>($t[2], vget_low_s16($b1), $w);
+            $t[3] = vmlal_high_laneq_s16::<$lane>($t[3], $b1, $w);
+        };
+    }
+    // SAFETY (whole fn): the bounds above and the caller's contract.
+    unsafe {
+        let mut t = [[vdupq_n_s32(0); 4]; 4];
+        for q in 0..kp {
+            let w = vld1q_s16(a.as_ptr().add(q * 8));
+            let p = b.add(2 * q * ldb);
+            let (b0, b1) = (vld1q_s16(p), vld1q_s16(p.add(8)));
+            row!(t[0], b0, b1, w, 0);
+            row!(t[1], b0, b1, w, 2);
+            row!(t[2], b0, b1, w, 4);
+            row!(t[3], b0, b1, w, 6);
+            if 2 * q + 1 < k {
+                let p = b.add((2 * q + 1) * ldb);
+                let (b0, b1) = (vld1q_s16(p), vld1q_s16(p.add(8)));
+                row!(t[0], b0, b1, w, 1);
+                row!(t[1], b0, b1, w, 3);
+                row!(t[2], b0, b1, w, 5);
+                row!(t[3], b0, b1, w, 7);
+            }
+        }
+        for (r, v) in t.iter().enumerate().take(rows) {
+            let dst = c.add(r * ldc);
+            match RowRq::new(rq, r) {
+                Some(q) => {
+                    vst1q_s16(dst, q.halves([v[0], v[1]]));
+                    vst1q_s16(dst.add(8), q.halves([v[2], v[3]]));
+                }
+                None => {
+                    let mut wide = [0i32; 16];
+                    for (h, x) in v.iter().enumerate() {
+                        vst1q_s32(wide.as_mut_ptr().add(4 * h), *x);
+                    }
+                    for (j, &x) in wide.iter().enumerate() {
+                        *dst.add(j) = rq.value(r, x) as i16;
+                    }
+                }
+            }
+        }
     }
 }
 

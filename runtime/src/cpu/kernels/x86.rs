@@ -388,6 +388,96 @@ pub unsafe fn qgemm_6x16_vnni(
     unsafe { tile_rows!(m, vnni_tile, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq)) }
 }
 
+/// [`Requant::value`] over a row into int16 with the AVX2 epilogue, 16 values at a time; returns how many
+/// leading values it wrote (0 where the row's multiplier has no vector form: the caller finishes).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn requant_row16_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut [i16]) -> usize {
+    let n = acc.len().min(out.len());
+    let mut i = 0;
+    if vec_ok(rq.mult[r]) {
+        let p = row_rq(rq, r);
+        while i + 16 <= n {
+            // SAFETY: 16 values in bounds of both slices.
+            unsafe {
+                let a = acc.as_ptr().add(i) as *const __m256i;
+                let v0 = requant8(_mm256_loadu_si256(a), &p);
+                let v1 = requant8(_mm256_loadu_si256(a.add(1)), &p);
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, w);
+            }
+            i += 16;
+        }
+    }
+    i
+}
+
+/// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
+/// `b` (row-major, stride `ldb`), requantized into `rows` rows of `c` (stride `ldc`). Per k-pair the two
+/// rows of b are interleaved (`vpunpck*wd`: column pairs within 128-bit lanes) and each weight pair,
+/// broadcast as one dword, multiplies them with `vpmaddwd`: exact, since |w·x| ≤ 2^22 and the loader
+/// bounds every sum below 2^31.
+///
+/// # Safety
+/// AVX2; `a` holds `k.div_ceil(2)·8` values; `b` is valid for `k` rows of 16 values at stride `ldb`, `c`
+/// for `rows` (≤ 4) rows of 16 at stride `ldc`; `rq` has 4 rows or `rows` of them.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q16_tile_avx2(
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    rows: usize,
+    rq: &Requant,
+) {
+    let kp = k.div_ceil(2);
+    assert!(a.len() >= kp * 8 && rows <= 4);
+    let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+    // SAFETY (whole fn): the bounds above and the caller's contract.
+    unsafe {
+        for q in 0..kp {
+            let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
+            let r1 = if 2 * q + 1 < k {
+                _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            // columns 0-3 | 8-11 and 4-7 | 12-15, each as (row 2q, row 2q+1) pairs
+            let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
+            let ap = a.as_ptr().add(q * 8) as *const i32;
+            for (r, t) in acc.iter_mut().enumerate() {
+                let w = _mm256_set1_epi32(ap.add(r).read_unaligned());
+                t[0] = _mm256_add_epi32(t[0], _mm256_madd_epi16(lo, w));
+                t[1] = _mm256_add_epi32(t[1], _mm256_madd_epi16(hi, w));
+            }
+        }
+        for (r, t) in acc.iter().enumerate().take(rows) {
+            // back to column order: 0-7 and 8-15
+            let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
+            let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
+            let dst = c.add(r * ldc);
+            if vec_ok(rq.mult[r]) {
+                let p = row_rq(rq, r);
+                let (v0, v1) = (requant8(c0, &p), requant8(c1, &p));
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+                _mm256_storeu_si256(dst as *mut __m256i, w);
+            } else {
+                let mut wide = [0i32; 16];
+                _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
+                _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
+                for (j, &v) in wide.iter().enumerate() {
+                    *dst.add(j) = rq.value(r, v) as i16;
+                }
+            }
+        }
+    }
+}
+
 /// [`Requant::row`] with the AVX2 epilogue, 8 values at a time (scalar tail and fallback rows).
 ///
 /// # Safety

@@ -70,6 +70,8 @@ pub enum Prepared {
     Linear(resize::Taps),
     /// An integer node (or a float/int8 boundary).
     Quant(quant::QPrep),
+    /// A node of the 16-bit activation engine (or a float/int16 boundary).
+    Q16(crate::cpu::q16::Q16Prep),
     /// LSTM / GRU / RNN weights packed, biases summed.
     Rnn(rnn::RnnPrep),
 }

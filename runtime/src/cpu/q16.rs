@@ -1,0 +1,1291 @@
+//! The 16-bit activation engine (format 10): int16 activations (symmetric per tensor, zero point 0) with
+//! int8 weights and i32 sums, the "16x8" scheme. Its ops are `Op::Q16*`, plus Quantize/Dequantize, pooling
+//! and data movement on int16 tensors. Every result is an exact integer rule (`crate::ir::quant`), so the
+//! scalar loops here are the oracle and the vector tiles equal them bit for bit.
+//!
+//! Convolution and matmul accumulate `w·x` products (|w| ≤ 128, |x| ≤ 2^15) in i32: the loader proves
+//! every output row's `2^15·Σ|w| + |bias|` below 2^31 (`crate::ir::quant::acc16_fits`), so no partial sum
+//! in any order overflows. The GEMM reads its right operand (activations, im2col rows) row-major in place
+//! and its left one (weights widened to i16) packed once in 4-row panels of k-pairs: AVX2 multiplies a
+//! pair of rows with `vpmaddwd` (16 MACs an instruction), NEON a row with `smlal` by lane.
+use super::caps::Isa;
+use super::ops::layout::{self, GatherMaps};
+use super::ops::{broadcast_strides, pool, split_into, View, ViewMut};
+use super::qgemm::Requant;
+use super::{share, Par, SyncPtr};
+use crate::ir::quant::{
+    add16_params, dequantize_i16, lut16, quantize_f32_i16, shift_round, FixedMultiplier,
+};
+use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
+use crate::model::Model;
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Rows of a packed weight panel.
+pub const MR: usize = 4;
+/// Columns of a vector tile.
+pub const NR: usize = 16;
+
+/// Outputs below this many elements run on one thread (waking the pool costs more).
+const PAR_MIN: usize = 1 << 14;
+
+/// Whether node `n` runs on this engine: a `Q16*` op, a Quantize to or Dequantize from int16, or pooling
+/// and data movement on int16 tensors.
+pub fn is_q16(model: &Model, n: &Node) -> bool {
+    let dt = |t: u32| model.graph.tensors[t as usize].dtype;
+    match n.op {
+        Op::Q16Conv { .. } | Op::Q16MatMul { .. } | Op::Q16Binary { .. } | Op::Q16Lut => true,
+        Op::Quantize => dt(n.outputs[0]) == DType::I16,
+        Op::Dequantize => dt(n.inputs[0]) == DType::I16,
+        _ => n.outputs.first().is_some_and(|&y| dt(y) == DType::I16),
+    }
+}
+
+/// An int16 tensor's scale (the loader proved it one scale, zero point 0).
+fn scale(model: &Model, t: u32) -> f32 {
+    model.graph.tensors[t as usize]
+        .quant
+        .as_ref()
+        .map_or(1.0, |q| q.scale[0])
+}
+
+fn mult(real: f64) -> FixedMultiplier {
+    // the loader proved every multiplier of a valid model encodable
+    FixedMultiplier::from_real(real).unwrap_or(FixedMultiplier { mult: 0, shift: 0 })
+}
+
+fn i32s(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn i16s(bytes: &[u8]) -> Vec<i16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// The requantization of a conv's or matmul's rows: bias, multiplier, clamp (zero point 0).
+pub struct Rows {
+    /// Bias per output row (zeros without one).
+    pub bias: Vec<i32>,
+    /// Multiplier per output row.
+    pub mult: Vec<FixedMultiplier>,
+    /// Clamp.
+    pub lo: i32,
+    /// Upper clamp.
+    pub hi: i32,
+}
+
+impl Rows {
+    /// The epilogue view from row `r0` on.
+    pub fn requant(&self, r0: usize) -> Requant<'_> {
+        Requant {
+            bias: &self.bias[r0.min(self.bias.len())..],
+            mult: &self.mult[r0.min(self.mult.len())..],
+            zp_out: 0,
+            lo: self.lo,
+            hi: self.hi,
+        }
+    }
+}
+
+/// How a conv is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvKind {
+    /// 1×1, stride 1, no padding, one group: the GEMM reads the input planes in place.
+    Pointwise,
+    /// One input and one output channel per group: a direct stencil per plane.
+    Depthwise,
+    /// Anything else: im2col rows per image and group, then the GEMM.
+    Im2col,
+}
+
+/// A 16-bit integer convolution prepared once.
+pub struct Conv16 {
+    isa: Isa,
+    geom: Conv2d,
+    kind: ConvKind,
+    /// Output channels, and per group.
+    m: usize,
+    mg: usize,
+    /// Input channels per group, kernel.
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    /// Weights packed per group (GEMM kinds; [`pack_a`]) or raw per channel (depthwise, widened).
+    a: Vec<i16>,
+    rows: Rows,
+}
+
+/// A 16-bit integer matmul prepared once: W^T row-major, widened.
+pub struct Mat16 {
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+    isa: Isa,
+    wt: Vec<i16>,
+    k: usize,
+    n: usize,
+    rows: Rows,
+}
+
+/// A 16-bit Add/Sub/Mul.
+#[derive(Clone, Copy, Debug)]
+pub struct Bin16 {
+    op: BinOp,
+    /// Add/Sub: the integer multipliers and shift ([`add16_params`]).
+    add: (i64, i64, u32),
+    /// Mul: `s_a·s_b / s_y`.
+    mul: FixedMultiplier,
+    lo: i32,
+    hi: i32,
+}
+
+impl Bin16 {
+    /// The integer rule on one pair.
+    #[inline(always)]
+    pub fn apply(&self, a: i16, b: i16) -> i16 {
+        let (a, b) = (a as i64, b as i64);
+        let v = match self.op {
+            BinOp::Mul => self.mul.apply((a * b) as i32),
+            BinOp::Sub => shift_round(a * self.add.0 - b * self.add.1, self.add.2),
+            _ => shift_round(a * self.add.0 + b * self.add.1, self.add.2),
+        };
+        v.clamp(self.lo, self.hi) as i16
+    }
+}
+
+/// Per-node state of the 16-bit engine.
+pub enum Q16Prep {
+    /// f32 → int16 with the output's scale.
+    Quantize(f32),
+    /// int16 → f32 with the input's scale.
+    Dequantize(f32),
+    /// Convolution.
+    Conv(Box<Conv16>),
+    /// Matmul.
+    MatMul(Box<Mat16>),
+    /// Add/Sub/Mul and the path, with each constant operand's values (copied: the blob may sit at an odd
+    /// address).
+    Binary((Bin16, Isa), [Option<Vec<i16>>; 2]),
+    /// A [`crate::ir::quant::LUT16_LEN`]-entry table, and the path.
+    Lut(Vec<i16>, Isa),
+    /// Per input: the rescale to the output's scale (`None`: the same scale).
+    Concat(Vec<Option<FixedMultiplier>>),
+    /// Average pooling: the multiplier `s_x / (s_y·d)` for every divisor `d` up to the window's.
+    Avg(Vec<FixedMultiplier>),
+    /// Slice, Pad, nearest Resize: index maps and the fill value.
+    Gather(GatherMaps, i16),
+    /// Max pooling, Reshape, Transpose, Split: values move unchanged.
+    Move,
+}
+
+/// Packs weights `w(row, k)` (`m×k`) as [`MR`]-row panels of k-pairs: panel `p`, pair `q`, row `r` holds
+/// `w(4p + r, 2q)` then `w(4p + r, 2q + 1)` (zero past `m` and `k`).
+pub fn pack_a(m: usize, k: usize, w: impl Fn(usize, usize) -> i16) -> Vec<i16> {
+    let kp = k.div_ceil(2);
+    let mut a = vec![0i16; m.div_ceil(MR) * kp * 2 * MR];
+    for (i, v) in a.iter_mut().enumerate() {
+        let (p, rest) = (i / (kp * 2 * MR), i % (kp * 2 * MR));
+        let (q, r, h) = (rest / (2 * MR), (rest / 2) % MR, rest % 2);
+        let (row, kk) = (p * MR + r, 2 * q + h);
+        if row < m && kk < k {
+            *v = w(row, kk);
+        }
+    }
+    a
+}
+
+/// One tile: rows `0..rows` (≤ [`MR`]) of panel `a` times columns `0..cols` (≤ [`NR`]) of `b` (row
+/// stride `ldb`, `k` rows), requantized by `rq` into `c` (row stride `ldc`). The scalar path, and every
+/// path's column tail.
+///
+/// # Safety
+/// `b` valid for `k` rows of `cols` values at stride `ldb`; `c` for `rows` rows of `cols` at stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_scalar(
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    (rows, cols): (usize, usize),
+    rq: &Requant,
+) {
+    for r in 0..rows {
+        let mut acc = [0i32; NR];
+        for kk in 0..k {
+            let w = a[(kk / 2) * 2 * MR + 2 * r + kk % 2] as i32;
+            // SAFETY: row kk of b holds cols values (the caller's contract).
+            let row = unsafe { core::slice::from_raw_parts(b.add(kk * ldb), cols) };
+            for (s, &x) in acc.iter_mut().zip(row) {
+                *s += w * x as i32;
+            }
+        }
+        for (j, &s) in acc.iter().enumerate().take(cols) {
+            // SAFETY: the caller's contract.
+            unsafe { *c.add(r * ldc + j) = rq.value(r, s) as i16 };
+        }
+    }
+}
+
+/// `c = rq(A·B)` for row panels `panels` of packed `a` ([`pack_a`] of `m×k`) and `b` (`k×n`, row stride
+/// `ldb`), into `c` (row stride `ldc`); `rq` from row 0 of `a`.
+///
+/// # Safety
+/// `b` valid for `k` rows of `n` values at stride `ldb`; `c` valid for the panels' rows (< `m`) of `n`
+/// values at stride `ldc`, written by no one else meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm16(
+    isa: Isa,
+    (m, n, k): (usize, usize, usize),
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    rq: &Requant,
+    panels: core::ops::Range<usize>,
+) {
+    let kp = k.div_ceil(2);
+    let plen = kp * 2 * MR;
+    for p in panels {
+        let ap = &a[p * plen..(p + 1) * plen];
+        let r0 = p * MR;
+        let nrows = (m - r0).min(MR);
+        let rq = rq.from_row(r0);
+        let mut j = 0;
+        // SAFETY (the tiles): the caller's contract; full tiles read NR columns of every row of b and
+        // write NR columns of nrows rows of c.
+        unsafe {
+            let cp = c.add(r0 * ldc);
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+                while j + NR <= n {
+                    super::kernels::x86::q16_tile_avx2(
+                        k,
+                        ap,
+                        b.add(j),
+                        ldb,
+                        cp.add(j),
+                        ldc,
+                        nrows,
+                        &rq,
+                    );
+                    j += NR;
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            if matches!(isa, Isa::Neon | Isa::Dotprod) {
+                while j + NR <= n {
+                    super::kernels::neon::q16_tile_neon(
+                        k,
+                        ap,
+                        b.add(j),
+                        ldb,
+                        cp.add(j),
+                        ldc,
+                        nrows,
+                        &rq,
+                    );
+                    j += NR;
+                }
+            }
+            while j < n {
+                let cols = (n - j).min(NR);
+                tile_scalar(k, ap, b.add(j), ldb, cp.add(j), ldc, (nrows, cols), &rq);
+                j += cols;
+            }
+        }
+    }
+    let _ = isa;
+}
+
+/// `out[i] = rq(r, acc[i])` for one row, on the path's vector epilogue where it has one.
+pub fn requant_row16(isa: Isa, rq: &Requant, r: usize, acc: &[i32], out: &mut [i16]) {
+    #[allow(unused_mut)]
+    let mut i = 0;
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        i = unsafe { super::kernels::x86::requant_row16_avx2(rq, r, acc, out) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::Dotprod) {
+        // SAFETY: NEON is part of aarch64.
+        i = unsafe { super::kernels::neon::requant_row16_neon(rq, r, acc, out) };
+    }
+    let _ = isa;
+    for (o, &a) in out[i..].iter_mut().zip(&acc[i..]) {
+        *o = rq.value(r, a) as i16;
+    }
+}
+
+impl Conv16 {
+    /// The conv's kind, packed weights and requantization; `None` if a multiplier cannot be encoded (not
+    /// in a valid model).
+    fn new(isa: Isa, model: &Model, n: &Node, geom: &Conv2d, lo: i16, hi: i16) -> Option<Conv16> {
+        let g = &model.graph;
+        let wt = &g.tensors[n.inputs[1] as usize];
+        let ws: Vec<usize> = wt.dims();
+        let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+        let wsc = wt.quant.as_ref().map_or(&[][..], |q| &q.scale[..]);
+        let (sx, sy) = (scale(model, n.inputs[0]), scale(model, n.outputs[0]));
+        let mut mults = Vec::with_capacity(ws[0]);
+        for r in 0..ws[0] {
+            let sw = *wsc.get(if wsc.len() == 1 { 0 } else { r })?;
+            mults.push(FixedMultiplier::from_real(
+                sx as f64 * sw as f64 / sy as f64,
+            )?);
+        }
+        let bias = match n.inputs.get(2) {
+            Some(&b) => i32s(model.const_bytes(b as usize)),
+            None => vec![0; ws[0]],
+        };
+        Some(Conv16::from_parts(
+            isa,
+            geom,
+            (w, [ws[0], ws[1], ws[2], ws[3]]),
+            Rows {
+                bias,
+                mult: mults,
+                lo: lo as i32,
+                hi: hi as i32,
+            },
+        ))
+    }
+
+    /// A conv of weights `w` (`[M, C/groups, kh, kw]`) requantized by `rows`, on path `isa`.
+    pub fn from_parts(isa: Isa, geom: &Conv2d, (w, ws): (&[i8], [usize; 4]), rows: Rows) -> Conv16 {
+        let [m, cg, kh, kw] = ws;
+        let groups = (geom.groups as usize).max(1);
+        let mg = m / groups;
+        let k = cg * kh * kw;
+        let pointwise =
+            kh == 1 && kw == 1 && geom.strides == [1, 1] && geom.pads == [0; 4] && groups == 1;
+        let kind = if pointwise {
+            ConvKind::Pointwise
+        } else if cg == 1 && mg == 1 {
+            ConvKind::Depthwise
+        } else {
+            ConvKind::Im2col
+        };
+        let a = if kind == ConvKind::Depthwise {
+            w.iter().map(|&v| v as i16).collect()
+        } else {
+            (0..groups)
+                .flat_map(|gi| pack_a(mg, k, |r, kk| w[(gi * mg + r) * k + kk] as i16))
+                .collect()
+        };
+        Conv16 {
+            isa,
+            geom: geom.clone(),
+            kind,
+            m,
+            mg,
+            cg,
+            kh,
+            kw,
+            a,
+            rows,
+        }
+    }
+
+    /// Scratch bytes for output `ys` with `threads` threads.
+    pub fn scratch_bytes(&self, ys: &[usize], threads: usize) -> usize {
+        match self.kind {
+            ConvKind::Pointwise => 0,
+            ConvKind::Depthwise => threads * ys[3] * 4,
+            ConvKind::Im2col => self.cg * self.kh * self.kw * ys[2] * ys[3] * 2,
+        }
+    }
+
+    /// Runs the conv on `x` into `y` (`scratch`: [`Conv16::scratch_bytes`], 4-byte aligned).
+    pub fn run(&self, par: &Par, x: View<i16>, y: ViewMut<i16>, scratch: &mut [u8]) {
+        let (nb, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+        let (oh, ow) = (y.shape[2], y.shape[3]);
+        let npix = oh * ow;
+        let groups = (self.geom.groups as usize).max(1);
+        if npix == 0 || self.m == 0 {
+            return;
+        }
+        let threads = if y.data.len() >= PAR_MIN {
+            par.threads()
+        } else {
+            1
+        };
+        let yp = SyncPtr(y.data.as_mut_ptr());
+        match self.kind {
+            ConvKind::Depthwise => {
+                let planes = nb * self.m;
+                // SAFETY: the scratch holds threads·ow i32 (scratch_bytes), 4-aligned (f32 scratch).
+                let accs = unsafe {
+                    core::slice::from_raw_parts_mut(scratch.as_mut_ptr() as *mut i32, threads * ow)
+                };
+                let ap = SyncPtr(accs.as_mut_ptr());
+                par.run_on(threads, &|t| {
+                    // SAFETY: thread t owns its ow accumulators and its planes of y.
+                    let acc = unsafe { core::slice::from_raw_parts_mut(ap.get().add(t * ow), ow) };
+                    for p in share(planes, t, threads) {
+                        let ch = p % self.m;
+                        let src = &x.data[p * h * w..(p + 1) * h * w];
+                        let dst = unsafe {
+                            core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix)
+                        };
+                        self.depthwise_plane(ch, src, (h, w), acc, dst);
+                    }
+                });
+            }
+            ConvKind::Pointwise => {
+                let k = c;
+                let panels = self.m.div_ceil(MR);
+                for b in 0..nb {
+                    let xb = &x.data[b * c * h * w..(b + 1) * c * h * w];
+                    let bp = SyncPtr(xb.as_ptr() as *mut i16);
+                    par.run_on(threads.min(panels), &|t| {
+                        // SAFETY: the image's planes are k rows of npix; thread t writes its panels' rows.
+                        unsafe {
+                            gemm16(
+                                self.isa,
+                                (self.m, npix, k),
+                                &self.a,
+                                bp.get(),
+                                npix,
+                                yp.get().add(b * self.m * npix),
+                                npix,
+                                &self.rows.requant(0),
+                                share(panels, t, threads.min(panels)),
+                            )
+                        }
+                    });
+                }
+            }
+            ConvKind::Im2col => {
+                let k = self.cg * self.kh * self.kw;
+                // SAFETY: the scratch holds k·npix i16 (scratch_bytes), 4-aligned.
+                let cols = unsafe {
+                    core::slice::from_raw_parts_mut(scratch.as_mut_ptr() as *mut i16, k * npix)
+                };
+                let panels = self.mg.div_ceil(MR);
+                let plen = panels * k.div_ceil(2) * 2 * MR;
+                for b in 0..nb {
+                    for gi in 0..groups {
+                        let c0 = gi * self.cg;
+                        let xb = &x.data[(b * c + c0) * h * w..(b * c + c0 + self.cg) * h * w];
+                        self.im2col(xb, (h, w), (oh, ow), cols);
+                        let bp = SyncPtr(cols.as_ptr() as *mut i16);
+                        let rq = self.rows.requant(gi * self.mg);
+                        let a = &self.a[gi * plen..(gi + 1) * plen];
+                        par.run_on(threads.min(panels), &|t| {
+                            // SAFETY: cols holds k rows of npix; thread t writes its panels' rows of this
+                            // group's output channels.
+                            unsafe {
+                                gemm16(
+                                    self.isa,
+                                    (self.mg, npix, k),
+                                    a,
+                                    bp.get(),
+                                    npix,
+                                    yp.get().add((b * self.m + gi * self.mg) * npix),
+                                    npix,
+                                    &rq,
+                                    share(panels, t, threads.min(panels)),
+                                )
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Conv16::plane`] compiled for AVX2 where the path has it (the tap loops vectorize).
+    fn depthwise_plane(
+        &self,
+        ch: usize,
+        src: &[i16],
+        hw: (usize, usize),
+        acc: &mut [i32],
+        dst: &mut [i16],
+    ) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if matches!(self.isa, Isa::Avx2 | Isa::AvxVnni) {
+            #[target_feature(enable = "avx2")]
+            fn avx2(
+                c: &Conv16,
+                ch: usize,
+                src: &[i16],
+                hw: (usize, usize),
+                acc: &mut [i32],
+                dst: &mut [i16],
+            ) {
+                c.plane(ch, src, hw, acc, dst)
+            }
+            // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+            unsafe { avx2(self, ch, src, hw, acc, dst) };
+            return;
+        }
+        self.plane(ch, src, hw, acc, dst)
+    }
+
+    /// One depthwise output plane: taps inside the input summed in i32 row by row, then requantized.
+    #[inline(always)]
+    fn plane(
+        &self,
+        ch: usize,
+        src: &[i16],
+        (h, w): (usize, usize),
+        acc: &mut [i32],
+        dst: &mut [i16],
+    ) {
+        let g = &self.geom;
+        let ow = acc.len();
+        let (sy, sx) = (g.strides[0] as isize, g.strides[1] as isize);
+        let (dy, dx) = (
+            g.dilations[0].max(1) as isize,
+            g.dilations[1].max(1) as isize,
+        );
+        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+        let taps = &self.a[ch * self.kh * self.kw..(ch + 1) * self.kh * self.kw];
+        let rq = self.rows.requant(0);
+        for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+            acc.fill(0);
+            for ky in 0..self.kh {
+                let iy = oy as isize * sy + ky as isize * dy - pt;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                for kx in 0..self.kw {
+                    let wv = taps[ky * self.kw + kx] as i32;
+                    let off = kx as isize * dx - pl;
+                    let (lo, hi) = valid_range(off, sx, w, ow);
+                    if sx == 1 {
+                        let start = (lo as isize + off) as usize;
+                        for (a, &v) in acc[lo..hi].iter_mut().zip(&row[start..]) {
+                            *a += wv * v as i32;
+                        }
+                    } else {
+                        for (ox, a) in acc.iter_mut().enumerate().take(hi).skip(lo) {
+                            *a += wv * row[(ox as isize * sx + off) as usize] as i32;
+                        }
+                    }
+                }
+            }
+            requant_row16(self.isa, &rq, ch, acc, out);
+        }
+    }
+
+    /// The im2col rows `(channel, ky, kx)` of one image's group `x` (`cg` planes of `h×w`) for an
+    /// `oh×ow` output, zero where a tap falls in the padding.
+    fn im2col(
+        &self,
+        x: &[i16],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        cols: &mut [i16],
+    ) {
+        let g = &self.geom;
+        let (sy, sx) = (g.strides[0] as isize, g.strides[1] as isize);
+        let (dy, dx) = (
+            g.dilations[0].max(1) as isize,
+            g.dilations[1].max(1) as isize,
+        );
+        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+        let npix = oh * ow;
+        for ci in 0..self.cg {
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let r = (ci * self.kh + ky) * self.kw + kx;
+                    let dst = &mut cols[r * npix..(r + 1) * npix];
+                    let off = kx as isize * dx - pl;
+                    let (lo, hi) = valid_range(off, sx, w, ow);
+                    for (oy, o) in dst.chunks_exact_mut(ow).enumerate() {
+                        let iy = oy as isize * sy + ky as isize * dy - pt;
+                        if iy < 0 || iy >= h as isize {
+                            o.fill(0);
+                            continue;
+                        }
+                        let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        o[..lo].fill(0);
+                        o[hi..].fill(0);
+                        if sx == 1 {
+                            let start = (lo as isize + off) as usize;
+                            o[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
+                        } else {
+                            for (ox, v) in o.iter_mut().enumerate().take(hi).skip(lo) {
+                                *v = row[(ox as isize * sx + off) as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The outputs `ox` in `lo..hi` whose tap `ox·s + off` lies in `0..w` (at most `ow` outputs).
+fn valid_range(off: isize, s: isize, w: usize, ow: usize) -> (usize, usize) {
+    let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+    let last = w as isize - 1 - off;
+    let hi = if last < 0 { 0 } else { last / s + 1 };
+    let hi = (hi as usize).min(ow);
+    let lo = (lo as usize).min(hi);
+    (lo, hi)
+}
+
+/// Prepares a node of this engine (the loader validated types, parameters and bounds).
+pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16Prep {
+    let (x, y) = (n.inputs[0], n.outputs[0]);
+    let shape = |t: u32| shapes[t as usize].as_slice();
+    match &n.op {
+        Op::Quantize => Q16Prep::Quantize(scale(model, y)),
+        Op::Dequantize => Q16Prep::Dequantize(scale(model, x)),
+        Op::Q16Conv { geom, lo, hi } => match Conv16::new(isa, model, n, geom, *lo, *hi) {
+            Some(c) => Q16Prep::Conv(Box::new(c)),
+            None => Q16Prep::Move, // unreachable for a validated model
+        },
+        Op::Q16MatMul { lo, hi } => {
+            let wt = &model.graph.tensors[n.inputs[1] as usize];
+            let (k, nn) = (wt.shape[0] as usize, wt.shape[1] as usize);
+            let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+            let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale[..]);
+            let (sx, sy) = (scale(model, x), scale(model, y));
+            let mult = (0..nn)
+                .map(|j| {
+                    let sw = ws
+                        .get(if ws.len() == 1 { 0 } else { j })
+                        .copied()
+                        .unwrap_or(1.0);
+                    self::mult(sx as f64 * sw as f64 / sy as f64)
+                })
+                .collect();
+            let bias = match n.inputs.get(2) {
+                Some(&b) => i32s(model.const_bytes(b as usize)),
+                None => vec![0; nn],
+            };
+            Q16Prep::MatMul(Box::new(Mat16 {
+                isa,
+                wt: (0..nn * k)
+                    .map(|i| w[(i % k) * nn + i / k] as i16)
+                    .collect(),
+                k,
+                n: nn,
+                rows: Rows {
+                    bias,
+                    mult,
+                    lo: *lo as i32,
+                    hi: *hi as i32,
+                },
+            }))
+        }
+        Op::Q16Binary { op, lo, hi } => {
+            let (sa, sb, sy) = (
+                scale(model, n.inputs[0]) as f64,
+                scale(model, n.inputs[1]) as f64,
+                scale(model, y) as f64,
+            );
+            let konst = |k: usize| {
+                let t = n.inputs[k];
+                model.graph.tensors[t as usize]
+                    .is_const()
+                    .then(|| i16s(model.const_bytes(t as usize)))
+            };
+            Q16Prep::Binary(
+                (
+                    Bin16 {
+                        op: *op,
+                        add: add16_params(sa / sy, sb / sy).unwrap_or((0, 0, 0)),
+                        mul: mult(sa * sb / sy),
+                        lo: *lo as i32,
+                        hi: *hi as i32,
+                    },
+                    isa,
+                ),
+                [konst(0), konst(1)],
+            )
+        }
+        Op::Q16Lut => Q16Prep::Lut(i16s(model.const_bytes(n.inputs[1] as usize)), isa),
+        Op::Concat { .. } => {
+            let sy = scale(model, y);
+            Q16Prep::Concat(
+                n.inputs
+                    .iter()
+                    .map(|&i| {
+                        let sx = scale(model, i);
+                        (sx != sy).then(|| mult(sx as f64 / sy as f64))
+                    })
+                    .collect(),
+            )
+        }
+        Op::Pool(p) if matches!(p.kind, PoolKind::Avg { .. }) => {
+            avg(model, x, y, (p.kernel[0] * p.kernel[1]) as usize)
+        }
+        Op::GlobalPool(PoolKind::Avg { .. }) => avg(model, x, y, shape(x)[2..].iter().product()),
+        Op::Slice { starts, steps } => {
+            Q16Prep::Gather(layout::slice_maps(shape(x), shape(y), starts, steps), 0)
+        }
+        Op::Pad { pads, mode } => {
+            let fill = match mode {
+                PadMode::Constant(c) => quantize_f32_i16(*c, scale(model, x)),
+                _ => 0,
+            };
+            Q16Prep::Gather(layout::pad_maps(shape(x), shape(y), pads, *mode), fill)
+        }
+        Op::Resize {
+            mode: ResizeMode::Nearest(nm),
+            coord,
+            scales,
+        } => Q16Prep::Gather(
+            layout::nearest_maps(shape(x), shape(y), scales, *coord, *nm),
+            0,
+        ),
+        _ => Q16Prep::Move,
+    }
+}
+
+/// Average pooling's multipliers for every divisor up to `max_div` (`d = 0` as 1).
+fn avg(model: &Model, x: u32, y: u32, max_div: usize) -> Q16Prep {
+    let (sx, sy) = (scale(model, x) as f64, scale(model, y) as f64);
+    Q16Prep::Avg(
+        (0..=max_div)
+            .map(|d| mult(sx / (sy * d.max(1) as f64)))
+            .collect(),
+    )
+}
+
+/// Scratch bytes a node needs with `threads` threads.
+pub fn scratch_bytes(prep: &Q16Prep, ys: &[usize], threads: usize) -> usize {
+    match prep {
+        Q16Prep::Conv(c) => c.scratch_bytes(ys, threads),
+        _ => 0,
+    }
+}
+
+/// Runs a node of this engine. `fins`/`hins` hold the f32 and int16 views of the inputs (each input is in
+/// the one its type selects; the other is empty), likewise the outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn exec(
+    par: &Par,
+    op: &Op,
+    prep: &Q16Prep,
+    fins: &[View],
+    hins: &[View<i16>],
+    fouts: &mut [ViewMut],
+    houts: &mut [ViewMut<i16>],
+    scratch: &mut [u8],
+) {
+    match prep {
+        Q16Prep::Quantize(s) => {
+            for (o, &v) in houts[0].data.iter_mut().zip(fins[0].data) {
+                *o = quantize_f32_i16(v, *s);
+            }
+        }
+        Q16Prep::Dequantize(s) => {
+            for (o, &q) in fouts[0].data.iter_mut().zip(hins[0].data) {
+                *o = dequantize_i16(q, *s);
+            }
+        }
+        Q16Prep::Conv(c) => c.run(par, hins[0], reborrow(&mut houts[0]), scratch),
+        Q16Prep::MatMul(m) => matmul(m, hins[0], reborrow(&mut houts[0])),
+        Q16Prep::Binary(b, consts) => {
+            let operand = |k: usize| match &consts[k] {
+                Some(c) => View {
+                    data: c.as_slice(),
+                    shape: hins[k].shape,
+                },
+                None => hins[k],
+            };
+            binary(b.1, &b.0, operand(0), operand(1), reborrow(&mut houts[0]))
+        }
+        Q16Prep::Lut(t, isa) => lut_slice(*isa, t, hins[0].data, houts[0].data),
+        Q16Prep::Concat(r) => {
+            let Op::Concat { axis } = op else { return };
+            layout::concat(
+                *axis as usize,
+                hins,
+                reborrow(&mut houts[0]),
+                |k, s, d| match r.get(k).copied().flatten() {
+                    None => d.copy_from_slice(s),
+                    Some(m) => {
+                        for (o, &v) in d.iter_mut().zip(s) {
+                            *o = m.apply(v as i32).clamp(-32768, 32767) as i16;
+                        }
+                    }
+                },
+            );
+        }
+        Q16Prep::Avg(mults) => {
+            let (x, y) = (hins[0], reborrow(&mut houts[0]));
+            let out = |sum: i32, div: usize| {
+                mults[div.min(mults.len() - 1)]
+                    .apply(sum)
+                    .clamp(-32768, 32767) as i16
+            };
+            match op {
+                Op::Pool(p) => {
+                    let incl = matches!(
+                        p.kind,
+                        PoolKind::Avg {
+                            count_include_pad: true
+                        }
+                    );
+                    pool::windows(
+                        p,
+                        x,
+                        y,
+                        0i64,
+                        |a, v| a + v as i64,
+                        |a, (count, padded)| {
+                            let div = if incl { count + padded } else { count };
+                            if div == 0 {
+                                0
+                            } else {
+                                out(a.clamp(i32::MIN as i64, i32::MAX as i64) as i32, div)
+                            }
+                        },
+                    )
+                }
+                _ => {
+                    let inner: usize = x.shape[2..].iter().product::<usize>().max(1);
+                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner)) {
+                        let sum: i64 = src.iter().map(|&v| v as i64).sum();
+                        *o = out(sum.clamp(i32::MIN as i64, i32::MAX as i64) as i32, inner);
+                    }
+                }
+            }
+        }
+        Q16Prep::Gather(m, fill) => layout::gather(par, m, *fill, hins[0], reborrow(&mut houts[0])),
+        Q16Prep::Move => {
+            let (first, rest) = houts.split_at_mut(1);
+            let (x, y) = (hins[0], reborrow(&mut first[0]));
+            match op {
+                Op::Pool(p) => pool::max_pool(p, x, y, i16::MIN, |a: i16, v| a.max(v)),
+                Op::GlobalPool(_) => {
+                    let inner: usize = x.shape[2..].iter().product();
+                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
+                        *o = src.iter().copied().max().unwrap_or(i16::MIN);
+                    }
+                }
+                Op::Transpose { perm } => layout::transpose(perm, x, y),
+                Op::Split { axis } => split_into(*axis as usize, x, y, rest),
+                _ => y.data.copy_from_slice(x.data),
+            }
+        }
+    }
+}
+
+/// `y[i] = lut16(t, x[i])`, compiled for AVX2 where the path has it.
+fn lut_slice(isa: Isa, t: &[i16], x: &[i16], y: &mut [i16]) {
+    #[inline(always)]
+    fn body(t: &[i16], x: &[i16], y: &mut [i16]) {
+        if t.len() < crate::ir::quant::LUT16_LEN {
+            return; // the loader checked the table's length
+        }
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = lut16(t, v);
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(t: &[i16], x: &[i16], y: &mut [i16]) {
+            body(t, x, y)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        unsafe { avx2(t, x, y) };
+        return;
+    }
+    let _ = isa;
+    body(t, x, y)
+}
+
+fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
+    ViewMut {
+        data: &mut *v.data,
+        shape: v.shape,
+    }
+}
+
+/// `y = rq(x·W)` row by row: each output one i16 dot product over W^T's row (the loop vectorizes to
+/// `vpmaddwd` / `smlal` where the path is compiled for it).
+fn matmul(m: &Mat16, x: View<i16>, y: ViewMut<i16>) {
+    #[inline(always)]
+    fn body(m: &Mat16, x: &[i16], y: &mut [i16]) {
+        let rq = m.rows.requant(0);
+        if m.k == 0 {
+            for row in y.chunks_exact_mut(m.n.max(1)) {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = rq.value(j, 0) as i16;
+                }
+            }
+            return;
+        }
+        for (xr, yr) in x.chunks_exact(m.k).zip(y.chunks_exact_mut(m.n.max(1))) {
+            for (j, (wr, o)) in m.wt.chunks_exact(m.k).zip(yr.iter_mut()).enumerate() {
+                let dot: i32 = wr.iter().zip(xr).map(|(&a, &b)| a as i32 * b as i32).sum();
+                *o = rq.value(j, dot) as i16;
+            }
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(m.isa, Isa::Avx2 | Isa::AvxVnni) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(m: &Mat16, x: &[i16], y: &mut [i16]) {
+            body(m, x, y)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        unsafe { avx2(m, x.data, y.data) };
+        return;
+    }
+    body(m, x.data, y.data)
+}
+
+/// `out[i] = b.apply(a[i], q)` for a row times one value: a Mul's products (|a·q| ≤ 2^30) requantized
+/// by the row epilogue in chunks on the stack (the vector one where the path has it).
+fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
+    if b.op != BinOp::Mul {
+        for (o, &p) in out.iter_mut().zip(a) {
+            *o = b.apply(p, q);
+        }
+        return;
+    }
+    let rq = Requant {
+        bias: &[0],
+        mult: core::slice::from_ref(&b.mul),
+        zp_out: 0,
+        lo: b.lo,
+        hi: b.hi,
+    };
+    let mut acc = [0i32; 64];
+    for (ac, oc) in a.chunks(64).zip(out.chunks_mut(64)) {
+        for (s, &p) in acc.iter_mut().zip(ac) {
+            *s = p as i32 * q as i32;
+        }
+        requant_row16(isa, &rq, 0, &acc[..ac.len()], oc);
+    }
+}
+
+/// Element-wise Add/Sub/Mul with numpy broadcasting: the output's rows (last axis) walked with each
+/// input's broadcast strides; a row times one value (an SE gate) through [`mul_row`].
+fn binary(isa: Isa, b: &Bin16, xa: View<i16>, xb: View<i16>, y: ViewMut<i16>) {
+    if xa.data.len() == y.data.len() && xb.data.len() == y.data.len() {
+        for ((o, &p), &q) in y.data.iter_mut().zip(xa.data).zip(xb.data) {
+            *o = b.apply(p, q);
+        }
+        return;
+    }
+    let r = y.shape.len();
+    if r == 0 || r > 8 {
+        return; // the loader bounds ranks; a scalar output has equal lengths above
+    }
+    let (mut sa, mut sb) = ([0usize; 8], [0usize; 8]);
+    broadcast_strides(xa.shape, y.shape, 1, &mut sa);
+    broadcast_strides(xb.shape, y.shape, 1, &mut sb);
+    let inner = y.shape[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    if inner == 0 {
+        return;
+    }
+    for (row, out) in y.data.chunks_exact_mut(inner).enumerate() {
+        // the row's offsets in a and b
+        let (mut oa, mut ob, mut rest) = (0usize, 0usize, row);
+        for d in (0..r - 1).rev() {
+            let i = rest % y.shape[d];
+            rest /= y.shape[d];
+            oa += i * sa[d];
+            ob += i * sb[d];
+        }
+        match (ia, ib) {
+            (1, 1) => {
+                for ((o, &p), &q) in out.iter_mut().zip(&xa.data[oa..]).zip(&xb.data[ob..]) {
+                    *o = b.apply(p, q);
+                }
+            }
+            (1, _) => mul_row(isa, b, &xa.data[oa..oa + inner], xb.data[ob], out),
+            // (Mul commutes; Add/Sub keep their order in `apply`)
+            (_, 1) if b.op == BinOp::Mul => {
+                mul_row(isa, b, &xb.data[ob..ob + inner], xa.data[oa], out)
+            }
+            (_, 1) => {
+                let p = xa.data[oa];
+                for (o, &q) in out.iter_mut().zip(&xb.data[ob..]) {
+                    *o = b.apply(p, q);
+                }
+            }
+            _ => out.fill(b.apply(xa.data[oa], xb.data[ob])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    /// Every GEMM path equals the plain i64 sum of products, requantized by the scalar rule, over shapes
+    /// with row and column tails and odd depths, extreme inputs included.
+    #[test]
+    fn every_gemm16_path_equals_the_definition() {
+        let mut seed = 7u64;
+        let isas = [Isa::Scalar, super::super::caps::detect()];
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (4, 16, 2),
+            (5, 17, 3),
+            (8, 32, 64),
+            (3, 40, 9),
+            (13, 35, 27),
+            (16, 48, 288),
+            (7, 15, 1),
+        ] {
+            let w: Vec<i8> = (0..m * k).map(|_| lcg(&mut seed) as i8).collect();
+            let x: Vec<i16> = (0..k * n)
+                .map(|i| match i % 11 {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => lcg(&mut seed) as i16,
+                })
+                .collect();
+            let rows = Rows {
+                bias: (0..m).map(|_| (lcg(&mut seed) as i32) >> 8).collect(),
+                mult: (0..m)
+                    .map(|i| FixedMultiplier::from_real(1.0 / (300.0 + 97.0 * i as f64)).unwrap())
+                    .collect(),
+                lo: -30000,
+                hi: 32767,
+            };
+            let want: Vec<i16> = (0..m * n)
+                .map(|i| {
+                    let (r, j) = (i / n, i % n);
+                    let acc: i64 = (0..k)
+                        .map(|p| w[r * k + p] as i64 * x[p * n + j] as i64)
+                        .sum();
+                    rows.requant(0).value(r, acc as i32) as i16
+                })
+                .collect();
+            let a = pack_a(m, k, |r, p| w[r * k + p] as i16);
+            for &isa in &isas {
+                let mut c = vec![0i16; m * n];
+                // SAFETY: x holds k rows of n, c m rows of n.
+                unsafe {
+                    gemm16(
+                        isa,
+                        (m, n, k),
+                        &a,
+                        x.as_ptr(),
+                        n,
+                        c.as_mut_ptr(),
+                        n,
+                        &rows.requant(0),
+                        0..m.div_ceil(MR),
+                    )
+                };
+                assert_eq!(c, want, "{isa:?} m {m} n {n} k {k}");
+                let mut out = vec![0i16; n];
+                let acc: Vec<i32> = (0..n).map(|j| (j as i32 - 7) * 99_991).collect();
+                requant_row16(isa, &rows.requant(0), 0, &acc, &mut out);
+                let scalar: Vec<i16> = acc
+                    .iter()
+                    .map(|&v| rows.requant(0).value(0, v) as i16)
+                    .collect();
+                assert_eq!(out, scalar, "{isa:?} row epilogue");
+            }
+        }
+    }
+
+    /// The definition: every output the i64 sum of the taps inside the input, requantized.
+    fn conv_reference(
+        geom: &Conv2d,
+        x: &[i16],
+        xs: [usize; 4],
+        w: &[i8],
+        ws: [usize; 4],
+        rows: &Rows,
+        (oh, ow): (usize, usize),
+    ) -> Vec<i16> {
+        let [nb, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let mg = m / geom.groups as usize;
+        let mut out = vec![0i16; nb * m * oh * ow];
+        for b in 0..nb {
+            for o in 0..m {
+                let gi = o / mg;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0i64;
+                        for ci in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * geom.strides[0] as usize
+                                        + ky * geom.dilations[0] as usize)
+                                        as isize
+                                        - geom.pads[0] as isize;
+                                    let ix = (ox * geom.strides[1] as usize
+                                        + kx * geom.dilations[1] as usize)
+                                        as isize
+                                        - geom.pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((b * c + gi * cg + ci) * h + iy as usize) * wd
+                                        + ix as usize];
+                                    acc +=
+                                        w[((o * cg + ci) * kh + ky) * kw + kx] as i64 * xv as i64;
+                                }
+                            }
+                        }
+                        out[((b * m + o) * oh + oy) * ow + ox] =
+                            rows.requant(0).value(o, acc as i32) as i16;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Pointwise, depthwise (strides, dilation, padding, narrow maps) and im2col convs (grouped, strided)
+    /// equal the definition on every path and thread count, bit for bit.
+    #[test]
+    fn every_conv16_kind_equals_the_definition() {
+        #[cfg(feature = "std")]
+        let pool = super::super::pool::Pool::new(3).unwrap();
+        let pars = [
+            Par::single(),
+            #[cfg(feature = "std")]
+            Par { pool: Some(&pool) },
+        ];
+        let mut seed = 11u64;
+        // (n, c, h, w), m, kernel, strides, dilations, pads, groups
+        type Case = (
+            [usize; 4],
+            usize,
+            [u32; 2],
+            [u32; 2],
+            [u32; 2],
+            [u32; 4],
+            u32,
+        );
+        let cases: &[Case] = &[
+            ([1, 24, 5, 37], 40, [1, 1], [1, 1], [1, 1], [0; 4], 1),
+            ([2, 7, 3, 16], 9, [1, 1], [1, 1], [1, 1], [0; 4], 1),
+            ([1, 16, 9, 35], 16, [3, 3], [1, 1], [1, 1], [1; 4], 16),
+            ([1, 12, 8, 33], 12, [5, 5], [2, 2], [1, 1], [2; 4], 12),
+            ([1, 8, 2, 96], 8, [5, 5], [1, 1], [1, 1], [2; 4], 8),
+            ([1, 6, 7, 9], 6, [3, 3], [1, 2], [2, 1], [2, 1, 2, 1], 6),
+            ([1, 3, 12, 40], 8, [3, 3], [2, 2], [1, 1], [1; 4], 1),
+            ([1, 8, 6, 19], 12, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], 4),
+            ([1, 4, 4, 4], 2, [2, 2], [1, 1], [1, 1], [0; 4], 2),
+        ];
+        for &(xs, m, kernel, strides, dilations, pads, groups) in cases {
+            let geom = Conv2d {
+                kernel,
+                strides,
+                dilations,
+                pads,
+                groups,
+                output_padding: [0, 0],
+            };
+            let cg = xs[1] / groups as usize;
+            let ws = [m, cg, kernel[0] as usize, kernel[1] as usize];
+            let w: Vec<i8> = (0..ws.iter().product::<usize>())
+                .map(|_| ((lcg(&mut seed) % 255) as i32 - 127) as i8)
+                .collect();
+            let x: Vec<i16> = (0..xs.iter().product::<usize>())
+                .map(|i| {
+                    if i % 13 == 0 {
+                        i16::MIN
+                    } else {
+                        lcg(&mut seed) as i16
+                    }
+                })
+                .collect();
+            let rows = Rows {
+                bias: (0..m).map(|_| (lcg(&mut seed) as i32) >> 12).collect(),
+                mult: (0..m)
+                    .map(|i| FixedMultiplier::from_real(1.0 / (90.0 + 31.0 * i as f64)).unwrap())
+                    .collect(),
+                lo: -32768,
+                hi: 20000,
+            };
+            let out = |a: usize| {
+                let (k, s, d) = (
+                    kernel[a] as usize,
+                    strides[a] as usize,
+                    dilations[a] as usize,
+                );
+                (xs[2 + a] + pads[a] as usize + pads[a + 2] as usize - d * (k - 1) - 1) / s + 1
+            };
+            let (oh, ow) = (out(0), out(1));
+            let want = conv_reference(&geom, &x, xs, &w, ws, &rows, (oh, ow));
+            for isa in [Isa::Scalar, super::super::caps::detect()] {
+                let rq = Rows {
+                    bias: rows.bias.clone(),
+                    mult: rows.mult.clone(),
+                    lo: rows.lo,
+                    hi: rows.hi,
+                };
+                let conv = Conv16::from_parts(isa, &geom, (&w, ws), rq);
+                let ys = [xs[0], m, oh, ow];
+                for par in &pars {
+                    let mut scratch =
+                        vec![0u32; conv.scratch_bytes(&ys, par.threads()).div_ceil(4)];
+                    // SAFETY: u32 as bytes.
+                    let bytes = unsafe {
+                        core::slice::from_raw_parts_mut(
+                            scratch.as_mut_ptr() as *mut u8,
+                            scratch.len() * 4,
+                        )
+                    };
+                    let mut y = vec![0i16; ys.iter().product()];
+                    conv.run(
+                        par,
+                        View {
+                            data: &x,
+                            shape: &xs,
+                        },
+                        ViewMut {
+                            data: &mut y,
+                            shape: &ys,
+                        },
+                        bytes,
+                    );
+                    assert_eq!(y, want, "{isa:?} {:?} threads {}", conv.kind, par.threads());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn valid_range_covers_exactly_the_taps_inside() {
+        for off in -4isize..4 {
+            for s in 1isize..4 {
+                for w in 0usize..9 {
+                    for ow in 0usize..9 {
+                        let (lo, hi) = valid_range(off, s, w, ow);
+                        for ox in 0..ow {
+                            let t = ox as isize * s + off;
+                            let inside = t >= 0 && t < w as isize;
+                            assert_eq!(
+                                inside,
+                                (lo..hi).contains(&ox),
+                                "off {off} s {s} w {w} ox {ox}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
