@@ -185,8 +185,12 @@ impl<'m> Session<'m> {
             let conv_q = quant::float_conv_to_int8(model, n);
             if crate::cpu::q16::is_q16(model, n) {
                 let p = crate::cpu::q16::prepare(isa, model, n, &shapes);
-                let ys = &shapes[n.outputs[0] as usize];
-                scratch = scratch.max(crate::cpu::q16::scratch_bytes(&p, ys, threads).div_ceil(4));
+                let (xs, ys) = (
+                    &shapes[n.inputs[0] as usize],
+                    &shapes[n.outputs[0] as usize],
+                );
+                scratch =
+                    scratch.max(crate::cpu::q16::scratch_bytes(&p, xs, ys, threads).div_ceil(4));
                 prepared.push(Prepared::Q16(p));
                 continue;
             }

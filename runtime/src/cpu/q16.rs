@@ -27,6 +27,9 @@ pub const MR: usize = 4;
 /// Columns of a vector tile.
 pub const NR: usize = 16;
 
+/// Kernel rows the padded depthwise path takes (more go the row-by-row way).
+const MAX_DW_ROWS: usize = 16;
+
 /// Outputs below this many elements run on one thread (waking the pool costs more).
 const PAR_MIN: usize = 1 << 14;
 
@@ -119,6 +122,11 @@ pub struct Conv16 {
     kw: usize,
     /// Weights packed per group (GEMM kinds; [`pack_a`]) or raw per channel (depthwise, widened).
     a: Vec<i16>,
+    /// Pointwise over a 1×1 map: the weights row-major (`m×c`, widened) for [`gemv16`]; else empty.
+    rowmajor: Vec<i16>,
+    /// Depthwise: per channel and kernel row, the taps in pairs `(w[2q], w[2q+1])` as one i32 (low half
+    /// first; a zero pads an odd row), what `vpmaddwd` multiplies.
+    pairs: Vec<i32>,
     rows: Rows,
 }
 
@@ -253,35 +261,29 @@ pub unsafe fn gemm16(
 ) {
     let kp = k.div_ceil(2);
     let plen = kp * 2 * MR;
-    for p in panels {
-        let ap = &a[p * plen..(p + 1) * plen];
-        let r0 = p * MR;
-        let nrows = (m - r0).min(MR);
-        let rq = rq.from_row(r0);
-        let mut j = 0;
-        // SAFETY (the tiles): the caller's contract; full tiles read NR columns of every row of b and
-        // write NR columns of nrows rows of c.
-        unsafe {
-            let cp = c.add(r0 * ldc);
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
-                while j + NR <= n {
-                    super::kernels::x86::q16_tile_avx2(
-                        k,
-                        ap,
-                        b.add(j),
-                        ldb,
-                        cp.add(j),
-                        ldc,
-                        nrows,
-                        &rq,
-                    );
-                    j += NR;
-                }
-            }
-            #[cfg(target_arch = "aarch64")]
-            if matches!(isa, Isa::Neon | Isa::Dotprod) {
-                while j + NR <= n {
+    // (panel by panel, each across the columns: measured as fast as columns outer on PP-OCR cls, and the
+    // rows' requantization constants are set up once per panel)
+    let vector = match isa {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::AvxVnni => true,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::Dotprod => true,
+        _ => false,
+    };
+    let full = if vector { n / NR * NR } else { 0 };
+    if full > 0 {
+        for p in panels.clone() {
+            let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
+            let nrows = (m - r0).min(MR);
+            let rq = rq.from_row(r0);
+            // SAFETY: the caller's contract; the tiles read `full` columns of every row of b and write
+            // them in nrows rows of c.
+            unsafe {
+                let cp = c.add(r0 * ldc);
+                #[cfg(all(feature = "std", target_arch = "x86_64"))]
+                super::kernels::x86::q16_panel_avx2(k, ap, b, ldb, cp, ldc, (nrows, full), &rq);
+                #[cfg(target_arch = "aarch64")]
+                for j in (0..full).step_by(NR) {
                     super::kernels::neon::q16_tile_neon(
                         k,
                         ap,
@@ -292,17 +294,38 @@ pub unsafe fn gemm16(
                         nrows,
                         &rq,
                     );
-                    j += NR;
                 }
-            }
-            while j < n {
-                let cols = (n - j).min(NR);
-                tile_scalar(k, ap, b.add(j), ldb, cp.add(j), ldc, (nrows, cols), &rq);
-                j += cols;
+                #[cfg(not(any(
+                    all(feature = "std", target_arch = "x86_64"),
+                    target_arch = "aarch64"
+                )))]
+                let _ = (ap, cp, nrows, &rq);
             }
         }
     }
-    let _ = isa;
+    for p in panels {
+        let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
+        let nrows = (m - r0).min(MR);
+        let rq = rq.from_row(r0);
+        let mut j = full;
+        while j < n {
+            let cols = (n - j).min(NR);
+            // SAFETY: the caller's contract.
+            unsafe {
+                tile_scalar(
+                    k,
+                    ap,
+                    b.add(j),
+                    ldb,
+                    c.add(r0 * ldc + j),
+                    ldc,
+                    (nrows, cols),
+                    &rq,
+                )
+            };
+            j += cols;
+        }
+    }
 }
 
 /// `out[i] = rq(r, acc[i])` for one row, on the path's vector epilogue where it has one.
@@ -381,10 +404,30 @@ impl Conv16 {
                 .flat_map(|gi| pack_a(mg, k, |r, kk| w[(gi * mg + r) * k + kk] as i16))
                 .collect()
         };
+        let kwp = kw.div_ceil(2);
+        let pairs = if kind == ConvKind::Depthwise {
+            (0..m * kh * kwp)
+                .map(|i| {
+                    let (row, q) = (i / kwp, i % kwp);
+                    let at = |kx: usize| {
+                        if kx < kw {
+                            w[row * kw + kx] as i16 as u16 as i32
+                        } else {
+                            0
+                        }
+                    };
+                    at(2 * q) | (at(2 * q + 1) << 16)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Conv16 {
             isa,
             geom: geom.clone(),
             kind,
+            rowmajor: Vec::new(),
+            pairs,
             m,
             mg,
             cg,
@@ -395,13 +438,24 @@ impl Conv16 {
         }
     }
 
-    /// Scratch bytes for output `ys` with `threads` threads.
-    pub fn scratch_bytes(&self, ys: &[usize], threads: usize) -> usize {
+    /// Scratch bytes for input `xs` and output `ys` with `threads` threads.
+    pub fn scratch_bytes(&self, xs: &[usize], ys: &[usize], threads: usize) -> usize {
         match self.kind {
             ConvKind::Pointwise => 0,
-            ConvKind::Depthwise => threads * ys[3] * 4,
+            ConvKind::Depthwise => threads * self.dw_region((xs[2], xs[3]), ys[3]).0,
             ConvKind::Im2col => self.cg * self.kh * self.kw * ys[2] * ys[3] * 2,
         }
+    }
+
+    /// A depthwise thread's scratch: (bytes, padded plane width). It holds the row's accumulators
+    /// (`ow` rounded up to [`NR`]) and, for the vector path, the input plane zero-padded to the width its
+    /// 16-column blocks read.
+    fn dw_region(&self, (h, w): (usize, usize), ow: usize) -> (usize, usize) {
+        // the last block reads up to column ow16 − 1 + (2·⌈kw/2⌉ − 1)·dx (an odd row's zero tap included)
+        let ow16 = ow.div_ceil(NR) * NR;
+        let reach = ow16 + (2 * self.kw.div_ceil(2) - 1) * self.geom.dilations[1].max(1) as usize;
+        let wp = (self.geom.pads[1] as usize + w).max(reach);
+        ((ow16 * 4 + h * wp * 2).next_multiple_of(4), wp)
     }
 
     /// Runs the conv on `x` into `y` (`scratch`: [`Conv16::scratch_bytes`], 4-byte aligned).
@@ -422,23 +476,35 @@ impl Conv16 {
         match self.kind {
             ConvKind::Depthwise => {
                 let planes = nb * self.m;
-                // SAFETY: the scratch holds threads·ow i32 (scratch_bytes), 4-aligned (f32 scratch).
-                let accs = unsafe {
-                    core::slice::from_raw_parts_mut(scratch.as_mut_ptr() as *mut i32, threads * ow)
-                };
-                let ap = SyncPtr(accs.as_mut_ptr());
+                let (region, wp) = self.dw_region((h, w), ow);
+                let ow16 = ow.div_ceil(NR) * NR;
+                let sp = SyncPtr(scratch.as_mut_ptr());
                 par.run_on(threads, &|t| {
-                    // SAFETY: thread t owns its ow accumulators and its planes of y.
-                    let acc = unsafe { core::slice::from_raw_parts_mut(ap.get().add(t * ow), ow) };
+                    // SAFETY: thread t owns its region of the scratch (scratch_bytes: threads regions, each
+                    // 4-byte aligned: ow16 i32 then h·wp i16) and its planes of y.
+                    let (acc, padded) = unsafe {
+                        let base = sp.get().add(t * region);
+                        (
+                            core::slice::from_raw_parts_mut(base as *mut i32, ow16),
+                            core::slice::from_raw_parts_mut(base.add(ow16 * 4) as *mut i16, h * wp),
+                        )
+                    };
                     for p in share(planes, t, threads) {
                         let ch = p % self.m;
                         let src = &x.data[p * h * w..(p + 1) * h * w];
                         let dst = unsafe {
                             core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix)
                         };
-                        self.depthwise_plane(ch, src, (h, w), acc, dst);
+                        self.depthwise_plane(ch, src, (h, w), ow, (acc, padded, wp), dst);
                     }
                 });
+            }
+            ConvKind::Pointwise if npix == 1 && c > 0 && self.rowmajor.len() == self.m * c => {
+                // one pixel (a squeeze-excitation FC): a dot product per output channel
+                let rq = self.rows.requant(0);
+                for (xb, yb) in x.data.chunks_exact(c).zip(y.data.chunks_exact_mut(self.m)) {
+                    gemv16(self.isa, &self.rowmajor, xb, &rq, yb);
+                }
             }
             ConvKind::Pointwise => {
                 let k = c;
@@ -503,15 +569,30 @@ impl Conv16 {
         }
     }
 
-    /// [`Conv16::plane`] compiled for AVX2 where the path has it (the tap loops vectorize).
+    /// One depthwise output plane: on AVX2 at column stride 1, 16 outputs at a time over the zero-padded
+    /// plane (`x86::dw16_block_avx2`: tap pairs by `vpmaddwd`); otherwise [`Conv16::plane`], compiled for
+    /// AVX2 where the path has it (its tap loops vectorize).
     fn depthwise_plane(
         &self,
         ch: usize,
         src: &[i16],
         hw: (usize, usize),
-        acc: &mut [i32],
+        ow: usize,
+        (acc, padded, wp): (&mut [i32], &mut [i16], usize),
         dst: &mut [i16],
     ) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if matches!(self.isa, Isa::Avx2 | Isa::AvxVnni)
+            && self.geom.strides[1] == 1
+            && self.kh <= MAX_DW_ROWS
+        {
+            // SAFETY: the session only selects an AVX2 path on a CPU that has it; the scratch sizes are
+            // dw_region's.
+            unsafe { self.plane_padded(ch, src, (hw.0, hw.1, ow), (acc, padded, wp), dst) };
+            return;
+        }
+        let _ = (&padded, wp);
+        let acc = &mut acc[..ow];
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(self.isa, Isa::Avx2 | Isa::AvxVnni) {
             #[target_feature(enable = "avx2")]
@@ -530,6 +611,68 @@ impl Conv16 {
             return;
         }
         self.plane(ch, src, hw, acc, dst)
+    }
+
+    /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1: the plane copied into `padded` (`wp`
+    /// wide, zeros around: the left padding, and past the right edge as far as the last 16-column block
+    /// reads), then per output row the rows `ky` inside the input, 16 outputs at a time
+    /// (`x86::dw16_block_avx2`), requantized by the row epilogue.
+    ///
+    /// # Safety
+    /// AVX2; `acc` holds `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
+    /// [`Conv16::dw_region`]; `dst` is `oh` rows of `ow`.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plane_padded(
+        &self,
+        ch: usize,
+        src: &[i16],
+        (h, w, ow): (usize, usize, usize),
+        (acc, padded, wp): (&mut [i32], &mut [i16], usize),
+        dst: &mut [i16],
+    ) {
+        let g = &self.geom;
+        let (sy, dy, dx) = (
+            g.strides[0] as isize,
+            g.dilations[0].max(1) as isize,
+            g.dilations[1].max(1) as usize,
+        );
+        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as usize);
+        padded.fill(0);
+        for (iy, row) in src.chunks_exact(w.max(1)).enumerate().take(h) {
+            padded[iy * wp + pl..iy * wp + pl + w].copy_from_slice(row);
+        }
+        let kwp = self.kw.div_ceil(2);
+        let pairs = &self.pairs[ch * self.kh * kwp..(ch + 1) * self.kh * kwp];
+        let rq = self.rows.requant(0);
+        for (oy, out) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+            let mut rows = [core::ptr::null::<i16>(); MAX_DW_ROWS];
+            let mut taps: [&[i32]; MAX_DW_ROWS] = [&[]; MAX_DW_ROWS];
+            let mut n = 0;
+            for ky in 0..self.kh {
+                let iy = oy as isize * sy + ky as isize * dy - pt;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                rows[n] = padded[iy as usize * wp..].as_ptr();
+                taps[n] = &pairs[ky * kwp..(ky + 1) * kwp];
+                n += 1;
+            }
+            for o in (0..ow).step_by(NR) {
+                // SAFETY: every block reads columns o..o + 16 + (kw − 1)·dx < wp of its rows (dw_region)
+                // and writes acc[o..o + 16] (acc holds ow rounded up to 16).
+                unsafe {
+                    super::kernels::x86::dw16_block_avx2(
+                        &rows[..n],
+                        &taps[..n],
+                        o,
+                        dx,
+                        acc.as_mut_ptr().add(o),
+                    )
+                };
+            }
+            requant_row16(self.isa, &rq, ch, &acc[..ow], out);
+        }
     }
 
     /// One depthwise output plane: taps inside the input summed in i32 row by row, then requantized.
@@ -647,7 +790,13 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
         Op::Quantize => Q16Prep::Quantize(scale(model, y)),
         Op::Dequantize => Q16Prep::Dequantize(scale(model, x)),
         Op::Q16Conv { geom, lo, hi } => match Conv16::new(isa, model, n, geom, *lo, *hi) {
-            Some(c) => Q16Prep::Conv(Box::new(c)),
+            Some(mut c) => {
+                if c.kind == ConvKind::Pointwise && shape(x)[2..].iter().product::<usize>() == 1 {
+                    let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+                    c.rowmajor = w.iter().map(|&v| v as i16).collect();
+                }
+                Q16Prep::Conv(Box::new(c))
+            }
             None => Q16Prep::Move, // unreachable for a validated model
         },
         Op::Q16MatMul { lo, hi } => {
@@ -760,9 +909,9 @@ fn avg(model: &Model, x: u32, y: u32, max_div: usize) -> Q16Prep {
 }
 
 /// Scratch bytes a node needs with `threads` threads.
-pub fn scratch_bytes(prep: &Q16Prep, ys: &[usize], threads: usize) -> usize {
+pub fn scratch_bytes(prep: &Q16Prep, xs: &[usize], ys: &[usize], threads: usize) -> usize {
     match prep {
-        Q16Prep::Conv(c) => c.scratch_bytes(ys, threads),
+        Q16Prep::Conv(c) => c.scratch_bytes(xs, ys, threads),
         _ => 0,
     }
 }
@@ -912,38 +1061,52 @@ fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
     }
 }
 
-/// `y = rq(x·W)` row by row: each output one i16 dot product over W^T's row (the loop vectorizes to
-/// `vpmaddwd` / `smlal` where the path is compiled for it).
+/// `y = rq(x·W)` row by row ([`gemv16`] per activation row).
 fn matmul(m: &Mat16, x: View<i16>, y: ViewMut<i16>) {
-    #[inline(always)]
-    fn body(m: &Mat16, x: &[i16], y: &mut [i16]) {
-        let rq = m.rows.requant(0);
-        if m.k == 0 {
-            for row in y.chunks_exact_mut(m.n.max(1)) {
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = rq.value(j, 0) as i16;
-                }
-            }
-            return;
-        }
-        for (xr, yr) in x.chunks_exact(m.k).zip(y.chunks_exact_mut(m.n.max(1))) {
-            for (j, (wr, o)) in m.wt.chunks_exact(m.k).zip(yr.iter_mut()).enumerate() {
-                let dot: i32 = wr.iter().zip(xr).map(|(&a, &b)| a as i32 * b as i32).sum();
-                *o = rq.value(j, dot) as i16;
+    let rq = m.rows.requant(0);
+    if m.k == 0 {
+        for row in y.data.chunks_exact_mut(m.n.max(1)) {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = rq.value(j, 0) as i16;
             }
         }
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if matches!(m.isa, Isa::Avx2 | Isa::AvxVnni) {
-        #[target_feature(enable = "avx2")]
-        fn avx2(m: &Mat16, x: &[i16], y: &mut [i16]) {
-            body(m, x, y)
-        }
-        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        unsafe { avx2(m, x.data, y.data) };
         return;
     }
-    body(m, x.data, y.data)
+    for (xr, yr) in x
+        .data
+        .chunks_exact(m.k)
+        .zip(y.data.chunks_exact_mut(m.n.max(1)))
+    {
+        gemv16(m.isa, &m.wt, xr, &rq, yr);
+    }
+}
+
+/// `out[j] = rq(j, Σ_p w[j][p]·x[p])` for `w` row-major (`out.len()` rows of `x.len()`): one i16 dot
+/// product per output (the loop vectorizes to `vpmaddwd` / `smlal`; compiled for AVX2 where the path has
+/// it). A conv over a 1×1 map (squeeze-excitation) and a matmul's rows.
+fn gemv16(isa: Isa, w: &[i16], x: &[i16], rq: &Requant, out: &mut [i16]) {
+    #[inline(always)]
+    fn body(w: &[i16], x: &[i16], rq: &Requant, out: &mut [i16]) {
+        for (j, (wr, o)) in w.chunks_exact(x.len()).zip(out.iter_mut()).enumerate() {
+            let dot: i32 = wr.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum();
+            *o = rq.value(j, dot) as i16;
+        }
+    }
+    if x.is_empty() {
+        return;
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(w: &[i16], x: &[i16], rq: &Requant, out: &mut [i16]) {
+            body(w, x, rq, out)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        unsafe { avx2(w, x, rq, out) };
+        return;
+    }
+    let _ = isa;
+    body(w, x, rq, out)
 }
 
 /// `out[i] = b.apply(a[i], q)` for a row times one value: a Mul's products (|a·q| ≤ 2^30) requantized
@@ -1180,6 +1343,7 @@ mod tests {
         let cases: &[Case] = &[
             ([1, 24, 5, 37], 40, [1, 1], [1, 1], [1, 1], [0; 4], 1),
             ([2, 7, 3, 16], 9, [1, 1], [1, 1], [1, 1], [0; 4], 1),
+            ([2, 40, 1, 1], 24, [1, 1], [1, 1], [1, 1], [0; 4], 1),
             ([1, 16, 9, 35], 16, [3, 3], [1, 1], [1, 1], [1; 4], 16),
             ([1, 12, 8, 33], 12, [5, 5], [2, 2], [1, 1], [2; 4], 12),
             ([1, 8, 2, 96], 8, [5, 5], [1, 1], [1, 1], [2; 4], 8),
@@ -1187,6 +1351,8 @@ mod tests {
             ([1, 3, 12, 40], 8, [3, 3], [2, 2], [1, 1], [1; 4], 1),
             ([1, 8, 6, 19], 12, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], 4),
             ([1, 4, 4, 4], 2, [2, 2], [1, 1], [1, 1], [0; 4], 2),
+            ([1, 10, 6, 21], 10, [3, 5], [2, 1], [1, 2], [1, 4, 2, 4], 10),
+            ([1, 5, 3, 40], 5, [4, 2], [1, 1], [2, 3], [3, 0, 1, 2], 5),
         ];
         for &(xs, m, kernel, strides, dilations, pads, groups) in cases {
             let geom = Conv2d {
@@ -1236,11 +1402,15 @@ mod tests {
                     lo: rows.lo,
                     hi: rows.hi,
                 };
-                let conv = Conv16::from_parts(isa, &geom, (&w, ws), rq);
+                let mut conv = Conv16::from_parts(isa, &geom, (&w, ws), rq);
+                if xs[2] * xs[3] == 1 && conv.kind == ConvKind::Pointwise {
+                    // (what prepare adds for a conv over a 1×1 map)
+                    conv.rowmajor = w.iter().map(|&v| v as i16).collect();
+                }
                 let ys = [xs[0], m, oh, ow];
                 for par in &pars {
                     let mut scratch =
-                        vec![0u32; conv.scratch_bytes(&ys, par.threads()).div_ceil(4)];
+                        vec![0u32; conv.scratch_bytes(&xs, &ys, par.threads()).div_ceil(4)];
                     // SAFETY: u32 as bytes.
                     let bytes = unsafe {
                         core::slice::from_raw_parts_mut(

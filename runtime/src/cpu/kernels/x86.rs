@@ -414,6 +414,47 @@ pub unsafe fn requant_row16_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut 
     i
 }
 
+/// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`, column stride 1): for each input row
+/// `rows[r]` (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])` as one
+/// dword), `acc[j] = Σ w[kx]·row[o + j + kx·dx]`: the two columns of a pair interleaved
+/// (`vpunpck*wd` of the loads at `2q·dx` and `(2q+1)·dx`) and multiplied by `vpmaddwd` (exact: the loader
+/// bounds every sum below 2^31). Stores the 16 sums at `acc`.
+///
+/// # Safety
+/// AVX2; each row valid for columns `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc` for 16 values.
+#[target_feature(enable = "avx2")]
+pub unsafe fn dw16_block_avx2(
+    rows: &[*const i16],
+    taps: &[&[i32]],
+    o: usize,
+    dx: usize,
+    acc: *mut i32,
+) {
+    // SAFETY (whole fn): the caller's contract.
+    unsafe {
+        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for (&row, w) in rows.iter().zip(taps) {
+            let p = row.add(o);
+            for (q, &wq) in w.iter().enumerate() {
+                let x0 = _mm256_loadu_si256(p.add(2 * q * dx) as *const __m256i);
+                let x1 = _mm256_loadu_si256(p.add((2 * q + 1) * dx) as *const __m256i);
+                let wv = _mm256_set1_epi32(wq);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wv));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wv));
+            }
+        }
+        // lanes hold columns 0-3 | 8-11 and 4-7 | 12-15: back to order
+        _mm256_storeu_si256(
+            acc as *mut __m256i,
+            _mm256_permute2x128_si256::<0x20>(a0, a1),
+        );
+        _mm256_storeu_si256(
+            acc.add(8) as *mut __m256i,
+            _mm256_permute2x128_si256::<0x31>(a0, a1),
+        );
+    }
+}
+
 /// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
 /// `b` (row-major, stride `ldb`), requantized into `rows` rows of `c` (stride `ldc`). Per k-pair the two
 /// rows of b are interleaved (`vpunpck*wd`: column pairs within 128-bit lanes) and each weight pair,
@@ -435,8 +476,56 @@ pub unsafe fn q16_tile_avx2(
     rows: usize,
     rq: &Requant,
 ) {
+    // SAFETY: forwarded (one tile).
+    unsafe { q16_panel_avx2(k, a, b, ldb, c, ldc, (rows, 16), rq) }
+}
+
+/// [`q16_tile_avx2`] along a panel: the first `n` (a multiple of 16) columns of b and c, each row's
+/// requantization constants broadcast once for all its tiles.
+///
+/// # Safety
+/// As [`q16_tile_avx2`], for `n` columns.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q16_panel_avx2(
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    (rows, n): (usize, usize),
+    rq: &Requant,
+) {
     let kp = k.div_ceil(2);
-    assert!(a.len() >= kp * 8 && rows <= 4);
+    assert!(a.len() >= kp * 8 && rows <= 4 && n % 16 == 0);
+    let consts: [Option<RowRq>; 4] =
+        core::array::from_fn(|r| (r < rows && vec_ok(rq.mult[r])).then(|| row_rq(rq, r)));
+    for j in (0..n).step_by(16) {
+        // SAFETY: forwarded, at column j.
+        unsafe { q16_tile_at(kp, k, a, b.add(j), ldb, c.add(j), ldc, rows, rq, &consts) };
+    }
+}
+
+/// One tile of [`q16_panel_avx2`].
+///
+/// # Safety
+/// As [`q16_tile_avx2`].
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q16_tile_at(
+    kp: usize,
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    rows: usize,
+    rq: &Requant,
+    consts: &[Option<RowRq>; 4],
+) {
     let mut acc = [[_mm256_setzero_si256(); 2]; 4];
     // SAFETY (whole fn): the bounds above and the caller's contract.
     unsafe {
@@ -461,9 +550,8 @@ pub unsafe fn q16_tile_avx2(
             let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
             let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
             let dst = c.add(r * ldc);
-            if vec_ok(rq.mult[r]) {
-                let p = row_rq(rq, r);
-                let (v0, v1) = (requant8(c0, &p), requant8(c1, &p));
+            if let Some(p) = &consts[r] {
+                let (v0, v1) = (requant8(c0, p), requant8(c1, p));
                 let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
                 _mm256_storeu_si256(dst as *mut __m256i, w);
             } else {
