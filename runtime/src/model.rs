@@ -316,8 +316,8 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             | Op::QConv { .. }
             | Op::QMatMul { .. }
             | Op::QConvTranspose { .. }
-            | Op::Q16Conv { .. }
             | Op::Q16MatMul { .. } => &[1, 2],
+            Op::Q16Conv { .. } => &[1, 2, 3],
             Op::QLut | Op::Q16Lut => &[1],
             Op::Lstm { .. } => &[1, 2, 3, 6],
             Op::Gru { .. } | Op::Rnn { .. } => &[1, 2, 3],
@@ -454,7 +454,11 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             per_tensor16(g, x.unwrap_or(y)).map(|_| ())
         }
         Op::Q16Conv { lo, hi, .. } | Op::Q16MatMul { lo, hi } => {
-            let (sx, sy) = (per_tensor16(g, n.inputs[0])?, per_tensor16(g, y)?);
+            let (sx, mut sy) = (per_tensor16(g, n.inputs[0])?, per_tensor16(g, y)?);
+            if let (Op::Q16Conv { .. }, Some(&t)) = (&n.op, n.inputs.get(3)) {
+                // a fused function's table: int16, with the scale of the codes it reads
+                sy = per_tensor16(g, t)?;
+            }
             let conv = matches!(n.op, Op::Q16Conv { .. });
             let w = &g.tensors[n.inputs[1] as usize];
             let axis = if conv { 0 } else { 1 };

@@ -128,7 +128,8 @@ fn int16_artifact_is_bit_identical_on_every_path() {
         return;
     }
     for (d, tensors) in &digests {
-        assert!(*tensors > 100);
+        // (functions fused into their convs write no tensor of their own)
+        assert!(*tensors > 60);
         assert_eq!(
             d,
             INT16_DIGEST.trim(),

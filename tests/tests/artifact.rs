@@ -487,14 +487,15 @@ fn bad_16bit_parameters_name_the_node() {
         .iter()
         .position(|n| matches!(n.op, Op::Q16Conv { .. }) && n.inputs.len() == 3)
         .unwrap();
+    // a conv with a fused function: its table is input 3 and carries the scale it reads
     let lut = g
         .nodes
         .iter()
-        .position(|n| matches!(n.op, Op::Q16Lut))
+        .position(|n| matches!(n.op, Op::Q16Conv { .. }) && n.inputs.len() == 4)
         .unwrap();
     let (y, table) = (
         g.nodes[conv].outputs[0] as usize,
-        g.nodes[lut].inputs[1] as usize,
+        g.nodes[lut].inputs[3] as usize,
     );
     type Mutate = Box<dyn Fn(&mut ArtifactMeta)>;
     let cases: Vec<(Mutate, &str, usize)> = vec![
@@ -520,6 +521,11 @@ fn bad_16bit_parameters_name_the_node() {
             lut,
         ),
         (
+            Box::new(move |m| m.graph.tensors[table].quant = None),
+            "int16 with one positive scale",
+            lut,
+        ),
+        (
             Box::new(move |m| {
                 if let Op::Q16Conv { lo, hi, .. } = &mut m.graph.nodes[conv].op {
                     (*lo, *hi) = (5, 4);
@@ -533,7 +539,9 @@ fn bad_16bit_parameters_name_the_node() {
         let e = Model::from_bytes(&reencode(&b, f)).unwrap_err().to_string();
         assert!(e.contains(want), "expected \"{want}\" in: {e}");
         assert!(
-            e.contains(&g.nodes[node].name) || e.contains(&g.tensors[y].name),
+            e.contains(&g.nodes[node].name)
+                || e.contains(&g.tensors[y].name)
+                || e.contains(&g.tensors[table].name),
             "names the node or tensor: {e}"
         );
     }

@@ -28,6 +28,7 @@ pub const MR: usize = 4;
 pub const NR: usize = 16;
 
 /// Kernel rows the padded depthwise path takes (more go the row-by-row way).
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
 const MAX_DW_ROWS: usize = 16;
 
 /// Outputs below this many elements run on one thread (waking the pool costs more).
@@ -122,10 +123,13 @@ pub struct Conv16 {
     kw: usize,
     /// Weights packed per group (GEMM kinds; [`pack_a`]) or raw per channel (depthwise, widened).
     a: Vec<i16>,
+    /// A fused function's table ([`lut16`]), empty without one.
+    table: Vec<i16>,
     /// Pointwise over a 1×1 map: the weights row-major (`m×c`, widened) for [`gemv16`]; else empty.
     rowmajor: Vec<i16>,
     /// Depthwise: per channel and kernel row, the taps in pairs `(w[2q], w[2q+1])` as one i32 (low half
     /// first; a zero pads an odd row), what `vpmaddwd` multiplies.
+    #[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
     pairs: Vec<i32>,
     rows: Rows,
 }
@@ -242,7 +246,8 @@ unsafe fn tile_scalar(
 }
 
 /// `c = rq(A·B)` for row panels `panels` of packed `a` ([`pack_a`] of `m×k`) and `b` (`k×n`, row stride
-/// `ldb`), into `c` (row stride `ldc`); `rq` from row 0 of `a`.
+/// `ldb`), into `c` (row stride `ldc`); `rq` from row 0 of `a`; then `table` ([`lut16`]) over the
+/// outputs, if given (a function fused into the conv).
 ///
 /// # Safety
 /// `b` valid for `k` rows of `n` values at stride `ldb`; `c` valid for the panels' rows (< `m`) of `n`
@@ -258,6 +263,7 @@ pub unsafe fn gemm16(
     ldc: usize,
     rq: &Requant,
     panels: core::ops::Range<usize>,
+    table: Option<&[i16]>,
 ) {
     let kp = k.div_ceil(2);
     let plen = kp * 2 * MR;
@@ -271,15 +277,15 @@ pub unsafe fn gemm16(
         _ => false,
     };
     let full = if vector { n / NR * NR } else { 0 };
-    if full > 0 {
-        for p in panels.clone() {
-            let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
-            let nrows = (m - r0).min(MR);
-            let rq = rq.from_row(r0);
-            // SAFETY: the caller's contract; the tiles read `full` columns of every row of b and write
-            // them in nrows rows of c.
-            unsafe {
-                let cp = c.add(r0 * ldc);
+    for p in panels {
+        let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
+        let nrows = (m - r0).min(MR);
+        let rq = rq.from_row(r0);
+        // SAFETY: the caller's contract; the vector tiles read `full` columns of every row of b and write
+        // them in nrows rows of c, the scalar ones the rest.
+        unsafe {
+            let cp = c.add(r0 * ldc);
+            if full > 0 {
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
                 super::kernels::x86::q16_panel_avx2(k, ap, b, ldb, cp, ldc, (nrows, full), &rq);
                 #[cfg(target_arch = "aarch64")]
@@ -295,37 +301,22 @@ pub unsafe fn gemm16(
                         &rq,
                     );
                 }
-                #[cfg(not(any(
-                    all(feature = "std", target_arch = "x86_64"),
-                    target_arch = "aarch64"
-                )))]
-                let _ = (ap, cp, nrows, &rq);
+            }
+            let mut j = full;
+            while j < n {
+                let cols = (n - j).min(NR);
+                tile_scalar(k, ap, b.add(j), ldb, cp.add(j), ldc, (nrows, cols), &rq);
+                j += cols;
+            }
+            // a fused function: over the panel's rows while they are in L1
+            if let Some(t) = table {
+                for r in 0..nrows {
+                    lut_inplace(isa, t, core::slice::from_raw_parts_mut(cp.add(r * ldc), n));
+                }
             }
         }
     }
-    for p in panels {
-        let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
-        let nrows = (m - r0).min(MR);
-        let rq = rq.from_row(r0);
-        let mut j = full;
-        while j < n {
-            let cols = (n - j).min(NR);
-            // SAFETY: the caller's contract.
-            unsafe {
-                tile_scalar(
-                    k,
-                    ap,
-                    b.add(j),
-                    ldb,
-                    c.add(r0 * ldc + j),
-                    ldc,
-                    (nrows, cols),
-                    &rq,
-                )
-            };
-            j += cols;
-        }
-    }
+    let _ = vector;
 }
 
 /// `out[i] = rq(r, acc[i])` for one row, on the path's vector epilogue where it has one.
@@ -357,7 +348,9 @@ impl Conv16 {
         let ws: Vec<usize> = wt.dims();
         let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
         let wsc = wt.quant.as_ref().map_or(&[][..], |q| &q.scale[..]);
-        let (sx, sy) = (scale(model, n.inputs[0]), scale(model, n.outputs[0]));
+        // (a fused function's table carries the scale the conv requantizes to)
+        let target = n.inputs.get(3).copied().unwrap_or(n.outputs[0]);
+        let (sx, sy) = (scale(model, n.inputs[0]), scale(model, target));
         let mut mults = Vec::with_capacity(ws[0]);
         for r in 0..ws[0] {
             let sw = *wsc.get(if wsc.len() == 1 { 0 } else { r })?;
@@ -427,6 +420,7 @@ impl Conv16 {
             geom: geom.clone(),
             kind,
             rowmajor: Vec::new(),
+            table: Vec::new(),
             pairs,
             m,
             mg,
@@ -436,6 +430,11 @@ impl Conv16 {
             a,
             rows,
         }
+    }
+
+    /// The fused function's table, if any.
+    fn table(&self) -> Option<&[i16]> {
+        (self.table.len() == crate::ir::quant::LUT16_LEN).then_some(&self.table[..])
     }
 
     /// Scratch bytes for input `xs` and output `ys` with `threads` threads.
@@ -504,6 +503,9 @@ impl Conv16 {
                 let rq = self.rows.requant(0);
                 for (xb, yb) in x.data.chunks_exact(c).zip(y.data.chunks_exact_mut(self.m)) {
                     gemv16(self.isa, &self.rowmajor, xb, &rq, yb);
+                    if let Some(t) = self.table() {
+                        lut_inplace(self.isa, t, yb);
+                    }
                 }
             }
             ConvKind::Pointwise => {
@@ -525,6 +527,7 @@ impl Conv16 {
                                 npix,
                                 &self.rows.requant(0),
                                 share(panels, t, threads.min(panels)),
+                                self.table(),
                             )
                         }
                     });
@@ -560,6 +563,7 @@ impl Conv16 {
                                     npix,
                                     &rq,
                                     share(panels, t, threads.min(panels)),
+                                    self.table(),
                                 )
                             }
                         });
@@ -672,6 +676,9 @@ impl Conv16 {
                 };
             }
             requant_row16(self.isa, &rq, ch, &acc[..ow], out);
+            if let Some(t) = self.table() {
+                lut_inplace(self.isa, t, out);
+            }
         }
     }
 
@@ -720,6 +727,9 @@ impl Conv16 {
                 }
             }
             requant_row16(self.isa, &rq, ch, acc, out);
+            if let Some(t) = self.table() {
+                lut_inplace(self.isa, t, out);
+            }
         }
     }
 
@@ -791,6 +801,9 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
         Op::Dequantize => Q16Prep::Dequantize(scale(model, x)),
         Op::Q16Conv { geom, lo, hi } => match Conv16::new(isa, model, n, geom, *lo, *hi) {
             Some(mut c) => {
+                if let Some(&t) = n.inputs.get(3) {
+                    c.table = i16s(model.const_bytes(t as usize));
+                }
                 if c.kind == ConvKind::Pointwise && shape(x)[2..].iter().product::<usize>() == 1 {
                     let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
                     c.rowmajor = w.iter().map(|&v| v as i16).collect();
@@ -1054,6 +1067,31 @@ fn lut_slice(isa: Isa, t: &[i16], x: &[i16], y: &mut [i16]) {
     body(t, x, y)
 }
 
+/// `v = lut16(t, v)` over `data`, compiled for AVX2 where the path has it.
+fn lut_inplace(isa: Isa, t: &[i16], data: &mut [i16]) {
+    #[inline(always)]
+    fn body(t: &[i16], data: &mut [i16]) {
+        if t.len() < crate::ir::quant::LUT16_LEN {
+            return; // the loader checked the table's length
+        }
+        for v in data.iter_mut() {
+            *v = lut16(t, *v);
+        }
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        #[target_feature(enable = "avx2")]
+        fn avx2(t: &[i16], data: &mut [i16]) {
+            body(t, data)
+        }
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        unsafe { avx2(t, data) };
+        return;
+    }
+    let _ = isa;
+    body(t, data)
+}
+
 fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
     ViewMut {
         data: &mut *v.data,
@@ -1253,6 +1291,7 @@ mod tests {
                         n,
                         &rows.requant(0),
                         0..m.div_ceil(MR),
+                        None,
                     )
                 };
                 assert_eq!(c, want, "{isa:?} m {m} n {n} k {k}");
@@ -1407,6 +1446,18 @@ mod tests {
                     // (what prepare adds for a conv over a 1×1 map)
                     conv.rowmajor = w.iter().map(|&v| v as i16).collect();
                 }
+                // every other case with a fused function (a bumpy one: every entry matters)
+                let fused = m % 2 == 0;
+                if fused {
+                    conv.table = (0..crate::ir::quant::LUT16_LEN)
+                        .map(|j| ((j * j * 37) % 65536) as u16 as i16)
+                        .collect();
+                }
+                let want: Vec<i16> = if fused {
+                    want.iter().map(|&v| lut16(&conv.table, v)).collect()
+                } else {
+                    want.clone()
+                };
                 let ys = [xs[0], m, oh, ow];
                 for par in &pars {
                     let mut scratch =

@@ -679,7 +679,10 @@ pub enum Op {
     /// 0), weight `[M, C/groups, kh, kw]` int8 symmetric per output channel, optional bias `[M]` int32 at
     /// scale `s_x·s_w[m]`; `acc = Σ w·x` in i32 (the loader proves every row's `2^15·Σ|w| + |bias|` below
     /// 2^31, so no order of summation can overflow), the output int16 symmetric per tensor
-    /// `clamp(m_c.apply(acc + bias_c), lo, hi)`.
+    /// `clamp(m_c.apply(acc + bias_c), lo, hi)`. A fourth input (the bias then required) is a
+    /// [`Op::Q16Lut`] table applied to that (an element-wise function fused into the conv's epilogue):
+    /// the table's own parameters then hold the scale of the codes it reads, which the multipliers
+    /// `s_x·s_w[m] / s_table` target (the output's scale is the function's).
     Q16Conv {
         /// Geometry.
         geom: Conv2d,

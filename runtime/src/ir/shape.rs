@@ -109,7 +109,17 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                     inputs.len()
                 ));
             }
-            if !matches!(op, Op::Conv { .. }) {
+            if matches!(op, Op::Q16Conv { .. }) {
+                want_inputs(inputs, 2, 4)?;
+                if let Some(t) = inputs.get(3) {
+                    if *t != [crate::ir::quant::LUT16_LEN] {
+                        return Err(format!(
+                            "16-bit lookup table shape {t:?}, expected [{}]",
+                            crate::ir::quant::LUT16_LEN
+                        ));
+                    }
+                }
+            } else if !matches!(op, Op::Conv { .. }) {
                 want_inputs(inputs, 2, 3)?;
             }
             let (x, w) = (inputs[0], inputs[1]);
@@ -147,8 +157,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
                     return Err(format!("bias shape {b:?}, expected [{m}]"));
                 }
             }
+            // (a Q16Conv's input 3 is its function table, checked above)
+            let affine = if matches!(op, Op::Conv { .. }) { 3 } else { 5 };
             for (k, what) in [(3, "post-activation scale"), (4, "post-activation shift")] {
-                if let Some(v) = inputs.get(k) {
+                if let Some(v) = inputs.get(k).filter(|_| k >= affine) {
                     if *v != [m] {
                         return Err(format!("{what} shape {v:?}, expected [{m}]"));
                     }

@@ -807,6 +807,7 @@ fn after_quantize() -> Vec<Box<dyn passes::Pass>> {
         Box::new(passes::FuseAct),
         Box::new(passes::FusePostAffine),
         Box::new(passes::FuseQuantizeOut),
+        Box::new(passes::FuseTable16),
         Box::new(passes::Prune),
     ]
 }
