@@ -14,7 +14,7 @@ use super::ops::{broadcast_strides, pool, split_into, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
-    add16_params, dequantize_i16, lut16, quantize_f32_i16, shift_round, FixedMultiplier,
+    add16, add16_params, dequantize_i16, lut16, quantize_f32_i16, FixedMultiplier,
 };
 use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
 use crate::model::Model;
@@ -148,8 +148,8 @@ pub struct Mat16 {
 #[derive(Clone, Copy, Debug)]
 pub struct Bin16 {
     op: BinOp,
-    /// Add/Sub: the integer multipliers and shift ([`add16_params`]).
-    add: (i64, i64, u32),
+    /// Add/Sub: the integer multipliers and shift ([`add16_params`]; Sub's second one negated).
+    add: (i32, i32, u32),
     /// Mul: `s_a·s_b / s_y`.
     mul: FixedMultiplier,
     lo: i32,
@@ -160,11 +160,9 @@ impl Bin16 {
     /// The integer rule on one pair.
     #[inline(always)]
     pub fn apply(&self, a: i16, b: i16) -> i16 {
-        let (a, b) = (a as i64, b as i64);
         let v = match self.op {
-            BinOp::Mul => self.mul.apply((a * b) as i32),
-            BinOp::Sub => shift_round(a * self.add.0 - b * self.add.1, self.add.2),
-            _ => shift_round(a * self.add.0 + b * self.add.1, self.add.2),
+            BinOp::Mul => self.mul.apply(a as i32 * b as i32),
+            _ => add16(a, b, self.add),
         };
         v.clamp(self.lo, self.hi) as i16
     }
@@ -441,20 +439,20 @@ impl Conv16 {
     pub fn scratch_bytes(&self, xs: &[usize], ys: &[usize], threads: usize) -> usize {
         match self.kind {
             ConvKind::Pointwise => 0,
-            ConvKind::Depthwise => threads * self.dw_region((xs[2], xs[3]), ys[3]).0,
+            ConvKind::Depthwise => threads * self.dw_region((xs[2], xs[3]), (ys[2], ys[3])).0,
             ConvKind::Im2col => self.cg * self.kh * self.kw * ys[2] * ys[3] * 2,
         }
     }
 
-    /// A depthwise thread's scratch: (bytes, padded plane width). It holds the row's accumulators
-    /// (`ow` rounded up to [`NR`]) and, for the vector path, the input plane zero-padded to the width its
-    /// 16-column blocks read.
-    fn dw_region(&self, (h, w): (usize, usize), ow: usize) -> (usize, usize) {
+    /// A depthwise thread's scratch: (bytes, padded plane width). It holds the plane's accumulators
+    /// (`oh` rows of `ow` rounded up to [`NR`]) and, for the vector path, the input plane zero-padded to
+    /// the width its 16-column blocks read.
+    fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize) {
         // the last block reads up to column ow16 − 1 + (2·⌈kw/2⌉ − 1)·dx (an odd row's zero tap included)
         let ow16 = ow.div_ceil(NR) * NR;
         let reach = ow16 + (2 * self.kw.div_ceil(2) - 1) * self.geom.dilations[1].max(1) as usize;
         let wp = (self.geom.pads[1] as usize + w).max(reach);
-        ((ow16 * 4 + h * wp * 2).next_multiple_of(4), wp)
+        ((oh * ow16 * 4 + h * wp * 2).next_multiple_of(4), wp)
     }
 
     /// Runs the conv on `x` into `y` (`scratch`: [`Conv16::scratch_bytes`], 4-byte aligned).
@@ -475,17 +473,20 @@ impl Conv16 {
         match self.kind {
             ConvKind::Depthwise => {
                 let planes = nb * self.m;
-                let (region, wp) = self.dw_region((h, w), ow);
-                let ow16 = ow.div_ceil(NR) * NR;
+                let (region, wp) = self.dw_region((h, w), (oh, ow));
+                let acc_len = oh * ow.div_ceil(NR) * NR;
                 let sp = SyncPtr(scratch.as_mut_ptr());
                 par.run_on(threads, &|t| {
                     // SAFETY: thread t owns its region of the scratch (scratch_bytes: threads regions, each
-                    // 4-byte aligned: ow16 i32 then h·wp i16) and its planes of y.
+                    // 4-byte aligned: acc_len i32 then h·wp i16) and its planes of y.
                     let (acc, padded) = unsafe {
                         let base = sp.get().add(t * region);
                         (
-                            core::slice::from_raw_parts_mut(base as *mut i32, ow16),
-                            core::slice::from_raw_parts_mut(base.add(ow16 * 4) as *mut i16, h * wp),
+                            core::slice::from_raw_parts_mut(base as *mut i32, acc_len),
+                            core::slice::from_raw_parts_mut(
+                                base.add(acc_len * 4) as *mut i16,
+                                h * wp,
+                            ),
                         )
                     };
                     for p in share(planes, t, threads) {
@@ -623,7 +624,7 @@ impl Conv16 {
     /// (`x86::dw16_block_avx2`), requantized by the row epilogue.
     ///
     /// # Safety
-    /// AVX2; `acc` holds `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
+    /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
     /// [`Conv16::dw_region`]; `dst` is `oh` rows of `ow`.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
@@ -649,7 +650,9 @@ impl Conv16 {
         let kwp = self.kw.div_ceil(2);
         let pairs = &self.pairs[ch * self.kh * kwp..(ch + 1) * self.kh * kwp];
         let rq = self.rows.requant(0);
-        for (oy, out) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+        let ow16 = ow.div_ceil(NR) * NR;
+        let oh = dst.len() / ow.max(1);
+        for oy in 0..oh {
             let mut rows = [core::ptr::null::<i16>(); MAX_DW_ROWS];
             let mut taps: [&[i32]; MAX_DW_ROWS] = [&[]; MAX_DW_ROWS];
             let mut n = 0;
@@ -664,21 +667,29 @@ impl Conv16 {
             }
             for o in (0..ow).step_by(NR) {
                 // SAFETY: every block reads columns o..o + 16 + (kw − 1)·dx < wp of its rows (dw_region)
-                // and writes acc[o..o + 16] (acc holds ow rounded up to 16).
+                // and writes acc[oy·ow16 + o..][..16] (acc holds oh rows of ow16).
                 unsafe {
                     super::kernels::x86::dw16_block_avx2(
                         &rows[..n],
                         &taps[..n],
                         o,
                         dx,
-                        acc.as_mut_ptr().add(o),
+                        acc.as_mut_ptr().add(oy * ow16 + o),
                     )
                 };
             }
-            requant_row16(self.isa, &rq, ch, &acc[..ow], out);
-            if let Some(t) = self.table() {
-                lut_inplace(self.isa, t, out);
+        }
+        // the plane's epilogue in one pass where its rows are contiguous (ow a multiple of 16: the small
+        // maps of a classifier run one call per plane, not per row)
+        if ow == ow16 {
+            requant_row16(self.isa, &rq, ch, &acc[..oh * ow], dst);
+        } else {
+            for (oy, out) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+                requant_row16(self.isa, &rq, ch, &acc[oy * ow16..oy * ow16 + ow], out);
             }
+        }
+        if let Some(t) = self.table() {
+            lut_inplace(self.isa, t, dst);
         }
     }
 
@@ -862,7 +873,11 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                 (
                     Bin16 {
                         op: *op,
-                        add: add16_params(sa / sy, sb / sy).unwrap_or((0, 0, 0)),
+                        add: match add16_params(sa / sy, sb / sy) {
+                            Some((ma, mb, sh)) if *op == BinOp::Sub => (ma, -mb, sh),
+                            Some(p) => p,
+                            None => (0, 0, 0), // unreachable for a validated model
+                        },
                         mul: mult(sa * sb / sy),
                         lo: *lo as i32,
                         hi: *hi as i32,
@@ -1042,29 +1057,11 @@ pub fn exec(
     }
 }
 
-/// `y[i] = lut16(t, x[i])`, compiled for AVX2 where the path has it.
+/// `y[i] = lut16(t, x[i])`: the values copied, then looked up in place.
 fn lut_slice(isa: Isa, t: &[i16], x: &[i16], y: &mut [i16]) {
-    #[inline(always)]
-    fn body(t: &[i16], x: &[i16], y: &mut [i16]) {
-        if t.len() < crate::ir::quant::LUT16_LEN {
-            return; // the loader checked the table's length
-        }
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = lut16(t, v);
-        }
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
-        #[target_feature(enable = "avx2")]
-        fn avx2(t: &[i16], x: &[i16], y: &mut [i16]) {
-            body(t, x, y)
-        }
-        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        unsafe { avx2(t, x, y) };
-        return;
-    }
-    let _ = isa;
-    body(t, x, y)
+    let n = x.len().min(y.len());
+    y[..n].copy_from_slice(&x[..n]);
+    lut_inplace(isa, t, &mut y[..n]);
 }
 
 /// `v = lut16(t, v)` over `data`, compiled for AVX2 where the path has it.
@@ -1078,6 +1075,7 @@ fn lut_inplace(isa: Isa, t: &[i16], data: &mut [i16]) {
             *v = lut16(t, *v);
         }
     }
+    // (compiled for AVX2 LLVM vectorizes the lookups; explicit vpgatherdd measured no faster on Zen 4)
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
         #[target_feature(enable = "avx2")]
@@ -1172,14 +1170,29 @@ fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
     }
 }
 
-/// Element-wise Add/Sub/Mul with numpy broadcasting: the output's rows (last axis) walked with each
-/// input's broadcast strides; a row times one value (an SE gate) through [`mul_row`].
+/// `out[i] = b.apply(x[i], y[i])` for two runs of equal length: Add/Sub 16 at a time on AVX2
+/// (`x86::add16_avx2`), the rest (and Mul: a product requantized per element) one by one.
+fn pair_row(isa: Isa, b: &Bin16, x: &[i16], y: &[i16], out: &mut [i16]) {
+    #[allow(unused_mut)]
+    let mut i = 0;
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && b.op != BinOp::Mul {
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        i = unsafe { super::kernels::x86::add16_avx2(x, y, b.add, (b.lo, b.hi), out) };
+    }
+    let _ = isa;
+    for ((o, &p), &q) in out[i..].iter_mut().zip(&x[i..]).zip(&y[i..]) {
+        *o = b.apply(p, q);
+    }
+}
+
+/// Element-wise Add/Sub/Mul with numpy broadcasting: the output's trailing axes merged while both
+/// inputs walk them contiguously or one broadcasts all of them (an SE gate's `[1, C, 1, 1]` over
+/// `[1, C, H, W]`: rows of H·W), then row by row with each input's broadcast strides; a row times one
+/// value through [`mul_row`], two full rows through [`pair_row`].
 fn binary(isa: Isa, b: &Bin16, xa: View<i16>, xb: View<i16>, y: ViewMut<i16>) {
     if xa.data.len() == y.data.len() && xb.data.len() == y.data.len() {
-        for ((o, &p), &q) in y.data.iter_mut().zip(xa.data).zip(xb.data) {
-            *o = b.apply(p, q);
-        }
-        return;
+        return pair_row(isa, b, xa.data, xb.data, y.data);
     }
     let r = y.shape.len();
     if r == 0 || r > 8 {
@@ -1188,7 +1201,17 @@ fn binary(isa: Isa, b: &Bin16, xa: View<i16>, xb: View<i16>, y: ViewMut<i16>) {
     let (mut sa, mut sb) = ([0usize; 8], [0usize; 8]);
     broadcast_strides(xa.shape, y.shape, 1, &mut sa);
     broadcast_strides(xb.shape, y.shape, 1, &mut sb);
-    let inner = y.shape[r - 1];
+    // merge axis first−1 into the innermost run while each input either steps contiguously across it
+    // (its stride there is the run's length, at unit inner stride) or broadcasts it and the run
+    let mut first = r - 1;
+    let mut inner = y.shape[r - 1];
+    let fits = |s: &[usize; 8], d: usize, run: usize| {
+        (s[r - 1] == 1 && s[d] == run) || (s[r - 1] == 0 && s[d] == 0)
+    };
+    while first > 0 && fits(&sa, first - 1, inner) && fits(&sb, first - 1, inner) {
+        first -= 1;
+        inner *= y.shape[first];
+    }
     let (ia, ib) = (sa[r - 1], sb[r - 1]);
     if inner == 0 {
         return;
@@ -1196,18 +1219,20 @@ fn binary(isa: Isa, b: &Bin16, xa: View<i16>, xb: View<i16>, y: ViewMut<i16>) {
     for (row, out) in y.data.chunks_exact_mut(inner).enumerate() {
         // the row's offsets in a and b
         let (mut oa, mut ob, mut rest) = (0usize, 0usize, row);
-        for d in (0..r - 1).rev() {
+        for d in (0..first).rev() {
             let i = rest % y.shape[d];
             rest /= y.shape[d];
             oa += i * sa[d];
             ob += i * sb[d];
         }
         match (ia, ib) {
-            (1, 1) => {
-                for ((o, &p), &q) in out.iter_mut().zip(&xa.data[oa..]).zip(&xb.data[ob..]) {
-                    *o = b.apply(p, q);
-                }
-            }
+            (1, 1) => pair_row(
+                isa,
+                b,
+                &xa.data[oa..oa + inner],
+                &xb.data[ob..ob + inner],
+                out,
+            ),
             (1, _) => mul_row(isa, b, &xa.data[oa..oa + inner], xb.data[ob], out),
             // (Mul commutes; Add/Sub keep their order in `apply`)
             (_, 1) if b.op == BinOp::Mul => {
@@ -1483,6 +1508,112 @@ mod tests {
                         bytes,
                     );
                     assert_eq!(y, want, "{isa:?} {:?} threads {}", conv.kind, par.threads());
+                }
+            }
+        }
+    }
+
+    /// The table lookup on every path equals `lut16` over every int16 input.
+    #[test]
+    fn lut16_paths_equal_the_rule() {
+        let mut seed = 3u64;
+        let t: Vec<i16> = (0..crate::ir::quant::LUT16_LEN)
+            .map(|_| lcg(&mut seed) as i16)
+            .collect();
+        let x: Vec<i16> = (i16::MIN..=i16::MAX).chain([5, -7, 300]).collect();
+        let want: Vec<i16> = x.iter().map(|&v| lut16(&t, v)).collect();
+        for isa in [Isa::Scalar, super::super::caps::detect()] {
+            let mut y = vec![0i16; x.len()];
+            lut_slice(isa, &t, &x, &mut y);
+            assert_eq!(y, want, "{isa:?}");
+        }
+    }
+
+    /// Add, Sub and Mul over broadcast patterns (equal shapes, an SE gate either side, a row, a scalar)
+    /// equal `Bin16::apply` at each output's broadcast inputs, on every path, extremes included.
+    #[test]
+    fn binary16_broadcasts_equal_apply() {
+        let mut seed = 5u64;
+        let shapes: &[(&[usize], &[usize])] = &[
+            (&[1, 6, 3, 37], &[1, 6, 3, 37]),
+            (&[1, 6, 3, 37], &[1, 6, 1, 1]),
+            (&[1, 6, 1, 1], &[1, 6, 3, 37]),
+            (&[2, 5, 4, 19], &[1, 1, 1, 19]),
+            (&[2, 5, 4, 19], &[1]),
+            (&[3, 1, 33], &[3, 7, 1]),
+        ];
+        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul] {
+            for &(ash, bsh) in shapes {
+                let ysh: Vec<usize> = {
+                    let r = ash.len().max(bsh.len());
+                    (0..r)
+                        .map(|i| {
+                            let g = |s: &[usize]| s.len().checked_sub(r - i).map_or(1, |k| s[k]);
+                            g(ash).max(g(bsh))
+                        })
+                        .collect()
+                };
+                let gen = |n: usize, seed: &mut u64| -> Vec<i16> {
+                    (0..n)
+                        .map(|i| match i % 9 {
+                            0 => i16::MIN,
+                            1 => i16::MAX,
+                            _ => lcg(seed) as i16,
+                        })
+                        .collect()
+                };
+                let a = gen(ash.iter().product(), &mut seed);
+                let bv = gen(bsh.iter().product(), &mut seed);
+                let (sa, sb, sy) = (0.013f64, 0.021f64, 0.02f64);
+                let add = add16_params(sa / sy, sb / sy).unwrap();
+                let b = Bin16 {
+                    op,
+                    add: if op == BinOp::Sub {
+                        (add.0, -add.1, add.2)
+                    } else {
+                        add
+                    },
+                    mul: FixedMultiplier::from_real(sa * sb / sy * 1e-3).unwrap(),
+                    lo: -30000,
+                    hi: 32767,
+                };
+                let at = |sh: &[usize], idx: &[usize]| {
+                    let off = idx.len() - sh.len();
+                    sh.iter().enumerate().fold(0, |acc, (d, &n)| {
+                        acc * n + if n == 1 { 0 } else { idx[off + d] }
+                    })
+                };
+                let n: usize = ysh.iter().product();
+                let want: Vec<i16> = (0..n)
+                    .map(|i| {
+                        let mut idx = vec![0; ysh.len()];
+                        let mut rest = i;
+                        for d in (0..ysh.len()).rev() {
+                            idx[d] = rest % ysh[d];
+                            rest /= ysh[d];
+                        }
+                        b.apply(a[at(ash, &idx)], bv[at(bsh, &idx)])
+                    })
+                    .collect();
+                for isa in [Isa::Scalar, super::super::caps::detect()] {
+                    let mut y = vec![0i16; n];
+                    binary(
+                        isa,
+                        &b,
+                        View {
+                            data: &a,
+                            shape: ash,
+                        },
+                        View {
+                            data: &bv,
+                            shape: bsh,
+                        },
+                        ViewMut {
+                            data: &mut y,
+                            shape: &ysh,
+                        },
+                    );
+                    assert_eq!(y, want, "{op:?} {ash:?} {bsh:?} {isa:?}");
                 }
             }
         }

@@ -414,6 +414,54 @@ pub unsafe fn requant_row16_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut 
     i
 }
 
+/// A 16-bit Add/Sub (`crate::ir::quant::add16`) 16 elements at a time: `(a, b)` interleaved and
+/// multiplied by the int16 pair `(A, B)` with `vpmaddwd` (|a·A + b·B| ≤ 2^30), rounded half away from
+/// zero by adding `2^(S−1)` and the sign, shifted, clamped to `[lo, hi]`; `packssdw` of the two halves
+/// restores the element order. Returns how many leading elements it wrote.
+///
+/// # Safety
+/// The CPU must support AVX2; `|A|, |B| < 2^14` (`add16_params`).
+#[target_feature(enable = "avx2")]
+pub unsafe fn add16_avx2(
+    a: &[i16],
+    b: &[i16],
+    (ma, mb, s): (i32, i32, u32),
+    (lo, hi): (i32, i32),
+    out: &mut [i16],
+) -> usize {
+    let n = a.len().min(b.len()).min(out.len());
+    let w = _mm256_set1_epi32((ma as u16 as i32) | ((mb as u16 as i32) << 16));
+    let half = _mm256_set1_epi32(if s == 0 { 0 } else { 1 << (s - 1) });
+    let sh = _mm_cvtsi32_si128(s as i32);
+    let (vlo, vhi) = (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
+    let round = |v: __m256i| {
+        // v + half − [v < 0] (zero when S is 0: the sum is exact), arithmetic shift, clamp
+        let r = if s == 0 {
+            v
+        } else {
+            let t = _mm256_add_epi32(_mm256_add_epi32(v, half), _mm256_srai_epi32::<31>(v));
+            _mm256_sra_epi32(t, sh)
+        };
+        _mm256_min_epi32(_mm256_max_epi32(r, vlo), vhi)
+    };
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: 16 values in bounds of all three slices.
+        unsafe {
+            let x = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
+            let y = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
+            let v0 = round(_mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), w));
+            let v1 = round(_mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), w));
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i) as *mut __m256i,
+                _mm256_packs_epi32(v0, v1),
+            );
+        }
+        i += 16;
+    }
+    i
+}
+
 /// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`, column stride 1): for each input row
 /// `rows[r]` (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])` as one
 /// dword), `acc[j] = Σ w[kx]·row[o + j + kx·dx]`: the two columns of a pair interleaved
