@@ -739,3 +739,41 @@ fn cpu_fallback_weights_stay_off_the_gpu() {
     cpu.run_into(&[&xs], &mut [&mut c]).unwrap();
     assert_eq!(a, c);
 }
+
+/// A 16-bit artifact (format 10) on the GPU backend: its int16 nodes have no GPU kernels and run on the
+/// CPU fallback, their int16 tensors moved between the two, the float head on the GPU: the outputs are the
+/// CPU's within the float head's 1e-5.
+#[test]
+fn int16_nodes_run_on_the_cpu_fallback() {
+    let Some(gpu) = tern_tests::gpu() else {
+        return;
+    };
+    let bytes =
+        std::fs::read(tern_tests::root().join("runtime/tests/data/cls_int16.tern")).unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut cpu = Session::new(&model, SessionOptions { threads: 1 }).unwrap();
+    let mut g = GpuSession::new(&model, gpu).unwrap();
+    let q16 = model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| tern::cpu::q16::is_q16(&model, n))
+        .count();
+    assert_eq!(
+        g.fallback().0.len(),
+        q16,
+        "every 16-bit node on the CPU, no other"
+    );
+    let x: ArrayD<f32> = read_npy(tern_tests::model("data/out/cls_eval.npy")).unwrap();
+    for x in x.axis_iter(Axis(0)).take(3) {
+        let x: Vec<f32> = x.iter().copied().collect();
+        let (mut a, mut b) = (vec![0f32; 2], vec![0f32; 2]);
+        cpu.run_into(&[&x], &mut [&mut a]).unwrap();
+        g.run_into(&[&x], &mut [&mut b]).unwrap();
+        println!("cls int16: CPU {a:?}, GPU with fallback {b:?}");
+        assert!(
+            b.iter().zip(&a).all(|(g, c)| tern_tests::gpu_close(*g, *c)),
+            "{a:?} vs {b:?}"
+        );
+    }
+}
