@@ -444,6 +444,21 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
         }
     };
     let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
+    // an int16 constant is a 16-bit Add/Sub/Mul operand or a table; the engine reads no other (its
+    // activations live in the arena)
+    for (k, &t) in n.inputs.iter().enumerate() {
+        let tt = &g.tensors[t as usize];
+        let operand = matches!(
+            (&n.op, k),
+            (Op::Q16Binary { .. }, 0 | 1) | (Op::Q16Lut, 1) | (Op::Q16Conv { .. }, 3)
+        );
+        if tt.dtype == DType::I16 && tt.is_const() && !operand {
+            return Some(Err(alloc::format!(
+                "int16 constant \"{}\" as input {k}: only a 16-bit Add/Sub/Mul operand or a table may be one",
+                tt.name
+            )));
+        }
+    }
     let r = (|| match &n.op {
         Op::Quantize if dt(y) == DType::I16 => {
             all_of(&[x], DType::F32, g)?;
@@ -545,30 +560,7 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             mode: ResizeMode::Nearest(_),
             ..
         } if dt(y) == DType::I16 => {
-            let sy = per_tensor16(g, y)?;
-            for &o in &n.outputs[1..] {
-                per_tensor16(g, o)?;
-            }
-            let rescales = matches!(
-                n.op,
-                Op::Concat { .. }
-                    | Op::Pool(Pool2d {
-                        kind: PoolKind::Avg { .. },
-                        ..
-                    })
-                    | Op::GlobalPool(PoolKind::Avg { .. })
-            );
-            for &i in &n.inputs {
-                let sx = per_tensor16(g, i)?;
-                if rescales {
-                    mult(sx as f64 / sy as f64, "rescale")?;
-                } else if n.outputs.iter().any(|&o| per_tensor16(g, o) != Ok(sx)) {
-                    return Err(alloc::format!(
-                        "int16 output must keep the input's scale {sx}"
-                    ));
-                }
-            }
-            Ok(())
+            moves_or_rescales(n, "int16", &|t| per_tensor16(g, t).map(|s| (s, 0)))
         }
         _ => Err(String::new()),
     })();
@@ -597,6 +589,45 @@ fn channel_scaled(g: &Graph, t: u32) -> core::result::Result<(&[f32], i32), Stri
             tt.name, tt.dtype, tt.quant
         )),
     }
+}
+
+/// Data movement and pooling on an integer type (`what`, with `params` its per-tensor parameters): every
+/// output keeps the input's scale and zero point, except where the kernel rescales (Concat, average
+/// pooling: then the rescale must be encodable).
+fn moves_or_rescales(
+    n: &crate::ir::Node,
+    what: &str,
+    params: &dyn Fn(u32) -> core::result::Result<(f32, i32), String>,
+) -> core::result::Result<(), String> {
+    let (sy, _) = params(n.outputs[0])?;
+    for &o in &n.outputs[1..] {
+        params(o)?;
+    }
+    let rescales = matches!(
+        n.op,
+        Op::Concat { .. }
+            | Op::Pool(Pool2d {
+                kind: PoolKind::Avg { .. },
+                ..
+            })
+            | Op::GlobalPool(PoolKind::Avg { .. })
+    );
+    for &i in &n.inputs {
+        let (sx, zx) = params(i)?;
+        if rescales {
+            let real = sx as f64 / sy as f64;
+            if crate::ir::quant::FixedMultiplier::from_real(real).is_none() {
+                return Err(alloc::format!(
+                    "rescale multiplier {real:e} cannot be encoded in 32-bit fixed point"
+                ));
+            }
+        } else if n.outputs.iter().any(|&o| params(o) != Ok((sx, zx))) {
+            return Err(alloc::format!(
+                "{what} output must keep the input's scale and zero point ({sx}, {zx})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Which element types and quantization parameters each op accepts. Integer ops also need their
@@ -767,32 +798,7 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
         | Op::Resize {
             mode: ResizeMode::Nearest(_),
             ..
-        } if dt(y) == DType::I8 => {
-            let (sy, _) = per_tensor(g, y)?;
-            for &o in &n.outputs[1..] {
-                per_tensor(g, o)?;
-            }
-            let rescales = matches!(
-                n.op,
-                Op::Concat { .. }
-                    | Op::Pool(Pool2d {
-                        kind: PoolKind::Avg { .. },
-                        ..
-                    })
-                    | Op::GlobalPool(PoolKind::Avg { .. })
-            );
-            for &i in &n.inputs {
-                let (sx, zx) = per_tensor(g, i)?;
-                if rescales {
-                    mult(sx as f64 / sy as f64, "rescale")?;
-                } else if n.outputs.iter().any(|&o| per_tensor(g, o) != Ok((sx, zx))) {
-                    return Err(alloc::format!(
-                        "int8 output must keep the input's scale and zero point ({sx}, {zx})"
-                    ));
-                }
-            }
-            Ok(())
-        }
+        } if dt(y) == DType::I8 => moves_or_rescales(n, "int8", &|t| per_tensor(g, t)),
         // format 9: a pointwise float conv may write int8 (quantized band by band, see
         // `conv::run_pointwise_q`)
         Op::Conv { geom, .. } if dt(y) == DType::I8 => {

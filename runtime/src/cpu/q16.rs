@@ -10,7 +10,8 @@
 //! pair of rows with `vpmaddwd` (16 MACs an instruction), NEON a row with `smlal` by lane.
 use super::caps::Isa;
 use super::ops::layout::{self, GatherMaps};
-use super::ops::{broadcast_strides, pool, split_into, View, ViewMut};
+use super::ops::quant::reborrow;
+use super::ops::{broadcast_strides, pool, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
@@ -28,7 +29,6 @@ pub const MR: usize = 4;
 pub const NR: usize = 16;
 
 /// Kernel rows the padded depthwise path takes (more go the row-by-row way).
-#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
 const MAX_DW_ROWS: usize = 16;
 
 /// Outputs below this many elements run on one thread (waking the pool costs more).
@@ -444,15 +444,31 @@ impl Conv16 {
         }
     }
 
-    /// A depthwise thread's scratch: (bytes, padded plane width). It holds the plane's accumulators
-    /// (`oh` rows of `ow` rounded up to [`NR`]) and, for the vector path, the input plane zero-padded to
-    /// the width its 16-column blocks read.
-    fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize) {
-        // the last block reads up to column ow16 − 1 + (2·⌈kw/2⌉ − 1)·dx (an odd row's zero tap included)
+    /// A depthwise thread's scratch: (bytes, accumulators, padded plane width; 0 where the padded path
+    /// does not apply). The padded path (AVX2, column stride 1, at most [`MAX_DW_ROWS`] kernel rows, a
+    /// padded width within 4x the input's) holds the plane's accumulators (`oh` rows of `ow` rounded up to
+    /// [`NR`]) and the input plane zero-padded to the width its 16-column blocks read; the row-by-row path
+    /// one row's accumulators.
+    fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize, usize) {
         let ow16 = ow.div_ceil(NR) * NR;
-        let reach = ow16 + (2 * self.kw.div_ceil(2) - 1) * self.geom.dilations[1].max(1) as usize;
-        let wp = (self.geom.pads[1] as usize + w).max(reach);
-        ((oh * ow16 * 4 + h * wp * 2).next_multiple_of(4), wp)
+        // the last block reads up to column ow16 − 1 + (2·⌈kw/2⌉ − 1)·dx (an odd row's zero tap included)
+        let reach =
+            (2 * self.kw.div_ceil(2) - 1).saturating_mul(self.geom.dilations[1].max(1) as usize);
+        let wp = (self.geom.pads[1] as usize + w).max(ow16.saturating_add(reach));
+        let padded = matches!(self.isa, Isa::Avx2 | Isa::AvxVnni)
+            && cfg!(all(feature = "std", target_arch = "x86_64"))
+            && self.geom.strides[1] == 1
+            && self.kh <= MAX_DW_ROWS
+            && wp <= 4 * (w + NR);
+        if padded {
+            (
+                (oh * ow16 * 4 + h * wp * 2).next_multiple_of(4),
+                oh * ow16,
+                wp,
+            )
+        } else {
+            (ow16 * 4, ow16, 0)
+        }
     }
 
     /// Runs the conv on `x` into `y` (`scratch`: [`Conv16::scratch_bytes`], 4-byte aligned).
@@ -473,8 +489,7 @@ impl Conv16 {
         match self.kind {
             ConvKind::Depthwise => {
                 let planes = nb * self.m;
-                let (region, wp) = self.dw_region((h, w), (oh, ow));
-                let acc_len = oh * ow.div_ceil(NR) * NR;
+                let (region, acc_len, wp) = self.dw_region((h, w), (oh, ow));
                 let sp = SyncPtr(scratch.as_mut_ptr());
                 par.run_on(threads, &|t| {
                     // SAFETY: thread t owns its region of the scratch (scratch_bytes: threads regions, each
@@ -587,12 +602,9 @@ impl Conv16 {
         dst: &mut [i16],
     ) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if matches!(self.isa, Isa::Avx2 | Isa::AvxVnni)
-            && self.geom.strides[1] == 1
-            && self.kh <= MAX_DW_ROWS
-        {
-            // SAFETY: the session only selects an AVX2 path on a CPU that has it; the scratch sizes are
-            // dw_region's.
+        if wp > 0 {
+            // SAFETY: dw_region chose the padded path (an AVX2 path, which the session only selects on
+            // a CPU that has it) and sized the scratch for it.
             unsafe { self.plane_padded(ch, src, (hw.0, hw.1, ow), (acc, padded, wp), dst) };
             return;
         }
@@ -725,6 +737,9 @@ impl Conv16 {
                     let wv = taps[ky * self.kw + kx] as i32;
                     let off = kx as isize * dx - pl;
                     let (lo, hi) = valid_range(off, sx, w, ow);
+                    if lo == hi {
+                        continue; // (the tap lies in the padding for every output)
+                    }
                     if sx == 1 {
                         let start = (lo as isize + off) as usize;
                         for (a, &v) in acc[lo..hi].iter_mut().zip(&row[start..]) {
@@ -778,6 +793,9 @@ impl Conv16 {
                         let row = &plane[iy as usize * w..(iy as usize + 1) * w];
                         o[..lo].fill(0);
                         o[hi..].fill(0);
+                        if lo == hi {
+                            continue; // (the tap lies in the padding for every output)
+                        }
                         if sx == 1 {
                             let start = (lo as isize + off) as usize;
                             o[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
@@ -999,9 +1017,10 @@ pub fn exec(
         }
         Q16Prep::Avg(mults) => {
             let (x, y) = (hins[0], reborrow(&mut houts[0]));
-            let out = |sum: i32, div: usize| {
+            // (the sum in i64: a global pool over more than 2^16 values can pass i32)
+            let out = |sum: i64, div: usize| {
                 mults[div.min(mults.len() - 1)]
-                    .apply(sum)
+                    .apply_wide(sum)
                     .clamp(-32768, 32767) as i16
             };
             match op {
@@ -1023,7 +1042,7 @@ pub fn exec(
                             if div == 0 {
                                 0
                             } else {
-                                out(a.clamp(i32::MIN as i64, i32::MAX as i64) as i32, div)
+                                out(a, div)
                             }
                         },
                     )
@@ -1032,28 +1051,13 @@ pub fn exec(
                     let inner: usize = x.shape[2..].iter().product::<usize>().max(1);
                     for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner)) {
                         let sum: i64 = src.iter().map(|&v| v as i64).sum();
-                        *o = out(sum.clamp(i32::MIN as i64, i32::MAX as i64) as i32, inner);
+                        *o = out(sum, inner);
                     }
                 }
             }
         }
         Q16Prep::Gather(m, fill) => layout::gather(par, m, *fill, hins[0], reborrow(&mut houts[0])),
-        Q16Prep::Move => {
-            let (first, rest) = houts.split_at_mut(1);
-            let (x, y) = (hins[0], reborrow(&mut first[0]));
-            match op {
-                Op::Pool(p) => pool::max_pool(p, x, y, i16::MIN, |a: i16, v| a.max(v)),
-                Op::GlobalPool(_) => {
-                    let inner: usize = x.shape[2..].iter().product();
-                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
-                        *o = src.iter().copied().max().unwrap_or(i16::MIN);
-                    }
-                }
-                Op::Transpose { perm } => layout::transpose(perm, x, y),
-                Op::Split { axis } => split_into(*axis as usize, x, y, rest),
-                _ => y.data.copy_from_slice(x.data),
-            }
-        }
+        Q16Prep::Move => super::ops::quant::move_values(op, i16::MIN, hins[0], houts),
     }
 }
 
@@ -1088,13 +1092,6 @@ fn lut_inplace(isa: Isa, t: &[i16], data: &mut [i16]) {
     }
     let _ = isa;
     body(t, data)
-}
-
-fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
-    ViewMut {
-        data: &mut *v.data,
-        shape: v.shape,
-    }
 }
 
 /// `y = rq(x·W)` row by row ([`gemv16`] per activation row).
@@ -1416,6 +1413,10 @@ mod tests {
             ([1, 8, 6, 19], 12, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], 4),
             ([1, 4, 4, 4], 2, [2, 2], [1, 1], [1, 1], [0; 4], 2),
             ([1, 10, 6, 21], 10, [3, 5], [2, 1], [1, 2], [1, 4, 2, 4], 10),
+            // padding wider than the map: taps wholly in the padding
+            ([1, 4, 3, 1], 4, [5, 5], [1, 1], [1, 1], [2; 4], 4),
+            ([1, 3, 2, 2], 5, [7, 7], [1, 1], [1, 1], [3; 4], 1),
+            ([1, 2, 20, 2], 2, [3, 7], [1, 1], [1, 1], [1, 3, 1, 3], 2),
             ([1, 5, 3, 40], 5, [4, 2], [1, 1], [2, 3], [3, 0, 1, 2], 5),
         ];
         for &(xs, m, kernel, strides, dilations, pads, groups) in cases {

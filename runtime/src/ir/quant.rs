@@ -86,6 +86,21 @@ impl FixedMultiplier {
         };
         r.clamp(i32::MIN as i64, i32::MAX as i64) as i32
     }
+
+    /// [`FixedMultiplier::apply`] of a 64-bit value (a sum of many int16 values), exactly in i128,
+    /// saturated to i32.
+    pub fn apply_wide(self, acc: i64) -> i32 {
+        let prod = acc as i128 * self.mult as i128;
+        let total = 31 + self.shift;
+        let r = if total <= 0 {
+            prod << (-total).min(64)
+        } else if total >= 127 {
+            0
+        } else {
+            (prod + (1i128 << (total - 1)) - (prod < 0) as i128) >> total
+        };
+        r.clamp(i32::MIN as i128, i32::MAX as i128) as i32
+    }
 }
 
 /// A float bias in accumulator units `s_x·s_w` (int32, rounded half away from zero, saturated to ±2^30,
@@ -273,6 +288,27 @@ mod tests {
             shift: 62,
         };
         assert_eq!(tiny.apply(i32::MAX), 0);
+    }
+
+    #[test]
+    fn apply_wide_equals_apply_on_i32_and_extends_it() {
+        let mut seed = 0x2545_f491u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..20_000 {
+            let real = (next() as f64 / u32::MAX as f64) * 0.999 + 1e-9;
+            let fm = FixedMultiplier::from_real(real).unwrap();
+            let acc = (next() as i32) >> (next() % 20);
+            assert_eq!(fm.apply_wide(acc as i64), fm.apply(acc), "{acc} {real}");
+        }
+        // beyond i32: a mean of 2^20 values of 30000
+        let fm = FixedMultiplier::from_real(1.0 / (1u64 << 20) as f64).unwrap();
+        assert_eq!(fm.apply_wide(30000 << 20), 30000);
+        assert_eq!(fm.apply_wide(-30000 << 20), -30000);
     }
 
     #[test]

@@ -1257,6 +1257,89 @@ mod tests {
     /// An element-wise chain on float inputs (an STFT magnitude `sqrt(re·re + im·im)`, as silero VAD
     /// computes it) stays float up to the conv that reads it: the conv runs on integers, its input is
     /// rounded once, after the square root, not the squares before the Add.
+    /// With 16-bit activations, what the 16-bit engine cannot take stays float and the rest is integer:
+    /// an Add whose operand was zero on every sample (its rescale has no 14-bit form) and a Concat with a
+    /// constant; the convs around them become Q16Conv, the function after one is fused into it, and the
+    /// artifact loads.
+    #[test]
+    fn int16_keeps_what_its_engine_cannot_take_in_float() {
+        use tern::ir::{BinOp, Unary};
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 4, 4]);
+        g.graph.inputs.push(x);
+        let conv = |g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>| {
+            let w = g.add_const(&format!("{name}_w"), &[2, w.len() / 2, 1, 1], w);
+            let op = Op::Conv {
+                geom: Conv2d::pointwise(1),
+                act: None,
+            };
+            g.emit(name, op, vec![x, w], &[format!("{name}_y")], None)
+                .unwrap()[0]
+        };
+        let a = conv(&mut g, "a", x, vec![0.5, -0.2, 0.3, 0.7]);
+        let h = g
+            .emit(
+                "hs",
+                Op::Unary(Unary::HardSwish),
+                vec![a],
+                &["hs_y".into()],
+                None,
+            )
+            .unwrap()[0];
+        // a conv whose output is zero on every sample (zero weights), added to the hard-swish
+        let z = conv(&mut g, "z", x, vec![0.0; 4]);
+        let add = Op::Binary {
+            op: BinOp::Add,
+            act: None,
+        };
+        let s = g
+            .emit("add", add, vec![h, z], &["add_y".into()], None)
+            .unwrap()[0];
+        let k = g.add_const("k", &[1, 1, 4, 4], vec![0.25; 16]);
+        let c = g
+            .emit(
+                "cat",
+                Op::Concat { axis: 1 },
+                vec![s, k],
+                &["cat_y".into()],
+                None,
+            )
+            .unwrap()[0];
+        let y = conv(&mut g, "b", c, vec![0.1; 6]);
+        let _ = y;
+        g.graph
+            .outputs
+            .push(g.graph.nodes.last().unwrap().outputs[0]);
+        let samples: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|s| {
+                vec![(0..32)
+                    .map(|i| ((i * 5 + s * 3) % 13) as f32 / 6.0 - 1.0)
+                    .collect()]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let opts = Int8Options {
+            act16: true,
+            channel_scales: false,
+            ..Int8Options::default()
+        };
+        let (qg, report) = quantize_graph(&g, &obs, &opts, &[false; 6]).unwrap();
+        let ops: Vec<(&str, &str)> = qg
+            .graph
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.op.name()))
+            .collect();
+        assert!(report.float_nodes.contains(&"add".to_string()), "{ops:?}");
+        assert!(report.float_nodes.contains(&"cat".to_string()), "{ops:?}");
+        let q16 = |name: &str| ops.iter().any(|&(n, o)| n == name && o.starts_with("Q16"));
+        assert!(q16("a") && q16("z") && q16("b"), "{ops:?}");
+        // the hard-swish rides in conv a's epilogue
+        assert!(!ops.iter().any(|&(n, _)| n == "hs"), "{ops:?}");
+        let bytes = crate::export::to_bytes(&qg, vec![]).unwrap();
+        tern::Model::from_bytes(&bytes).unwrap();
+    }
+
     #[test]
     fn elementwise_ops_on_float_inputs_stay_float() {
         use tern::ir::{BinOp, Unary};

@@ -756,15 +756,24 @@ pub fn quantize(
         }
     }
     if act16 {
-        // a 16-bit layer whose rows could overflow their i32 sums stays float (what the loader checks)
+        // what the 16-bit engine cannot take stays float (what the loader checks): a conv or matmul whose
+        // rows could overflow their i32 sums, an Add/Sub/Mul whose rescale has no integer form (an operand
+        // observed all zero), a Concat of a constant (the engine reads int16 constants only as operands)
         for (i, n) in nodes.iter().enumerate() {
-            if !is_int[i] || absorbed[i] || acc16_ok(&b, n, &int8_weight)? {
+            let why = if !is_int[i] || absorbed[i] {
                 continue;
-            }
-            log::info!(
-                "quantize: \"{}\" stays float: its 16-bit sums could overflow i32",
-                n.name
-            );
+            } else if !acc16_ok(&b, n, &int8_weight)? {
+                "its 16-bit sums could overflow i32"
+            } else if !binary16_ok(&b, n, fused_act[i].map(|a| nodes[a].outputs[0]))? {
+                "its 16-bit rescale has no integer form"
+            } else if matches!(n.op, Op::Concat { .. })
+                && n.inputs.iter().any(|&t| fg.konst(t).is_some())
+            {
+                "a constant input"
+            } else {
+                continue;
+            };
+            log::info!("quantize: \"{}\" stays float: {why}", n.name);
             is_int[i] = false;
             if let Some(a) = fused_act[i].take() {
                 absorbed[a] = false;
@@ -1201,6 +1210,33 @@ pub fn quantize(
 /// calibrated on a few samples clip unseen inputs (PP-OCR cls, ONNX Runtime's 16-bit simulation on tern's
 /// weights, `benches/ort_a16.py`: top-1 agreement 0.985 at the calibrated ranges, 0.996 at 2x and 4x).
 pub const ACT16_HEADROOM: f32 = 2.0;
+
+/// Whether a 16-bit Add/Sub/Mul node's rescales have their integer forms (`add16_params`, or the
+/// product's fixed-point multiplier) with the parameters the pass will give it (`out`: the tensor it
+/// finally writes); `true` for other ops.
+fn binary16_ok(b: &Builder, n: &tern::ir::Node, out: Option<u32>) -> Result<bool> {
+    let Op::Binary { op, .. } = &n.op else {
+        return Ok(true);
+    };
+    let scale = |t: u32| -> Result<f64> {
+        Ok(match b.fg.konst(t) {
+            // a constant gets its own range's scale (`Builder::get_q`)
+            Some(c) => {
+                let (lo, hi) = c
+                    .iter()
+                    .fold((0f32, 0f32), |(a, z), &v| (a.min(v), z.max(v)));
+                symmetric_i16(lo, hi, 1.0).scale[0] as f64
+            }
+            None => b.param(t)?.scale[0] as f64,
+        })
+    };
+    let (sa, sb) = (scale(n.inputs[0])?, scale(n.inputs[1])?);
+    let sy = b.param(out.unwrap_or(n.outputs[0]))?.scale[0] as f64;
+    Ok(match op {
+        BinOp::Mul => FixedMultiplier::from_real(sa * sb / sy).is_some(),
+        _ => tern::ir::quant::add16_params(sa / sy, sb / sy).is_some(),
+    })
+}
 
 /// Whether a 16-bit conv or matmul node keeps every output row's `2^15·Σ|w| + |bias|` within i32 with the
 /// weights and bias the pass will write (`tern::ir::quant::acc16_fits`); `true` for other ops.

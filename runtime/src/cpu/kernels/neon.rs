@@ -646,6 +646,36 @@ pub unsafe fn qgemm_8x8_sdot(
     }
 }
 
+/// Row `r`'s vector epilogue over the first `n` accumulators, 8 at a time: `store(i, q, v)` for each group
+/// of 8 at `i`; returns how many it covered (0 where the row's multiplier has no vector form).
+///
+/// # Safety
+/// `acc` holds `n` values.
+#[inline(always)]
+unsafe fn requant_groups(
+    rq: &Requant,
+    r: usize,
+    acc: &[i32],
+    n: usize,
+    mut store: impl FnMut(usize, &RowRq, [int32x4_t; 2]),
+) -> usize {
+    let mut i = 0;
+    if let Some(q) = RowRq::new(rq, r) {
+        while i + 8 <= n {
+            // SAFETY: 8 values in bounds (the caller's n).
+            let v = unsafe {
+                [
+                    vld1q_s32(acc.as_ptr().add(i)),
+                    vld1q_s32(acc.as_ptr().add(i + 4)),
+                ]
+            };
+            store(i, &q, v);
+            i += 8;
+        }
+    }
+    i
+}
+
 /// [`Requant::value`] over a row into int16 with the NEON epilogue, 8 values at a time; returns how many
 /// leading values it wrote (0 where the row's multiplier has no vector form: the caller finishes).
 ///
@@ -653,21 +683,12 @@ pub unsafe fn qgemm_8x8_sdot(
 /// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
 pub unsafe fn requant_row16_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i16]) -> usize {
     let n = acc.len().min(out.len());
-    let mut i = 0;
-    if let Some(q) = RowRq::new(rq, r) {
-        while i + 8 <= n {
-            // SAFETY: 8 values in bounds of both slices.
-            unsafe {
-                let v = [
-                    vld1q_s32(acc.as_ptr().add(i)),
-                    vld1q_s32(acc.as_ptr().add(i + 4)),
-                ];
-                vst1q_s16(out.as_mut_ptr().add(i), q.halves(v));
-            }
-            i += 8;
-        }
+    // SAFETY: n values in both slices; 8 stored at i < n − 7.
+    unsafe {
+        requant_groups(rq, r, acc, n, |i, q, v| {
+            vst1q_s16(out.as_mut_ptr().add(i), q.halves(v))
+        })
     }
-    i
 }
 
 /// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
@@ -745,20 +766,12 @@ pub unsafe fn q16_tile_neon(
 /// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
 pub unsafe fn requant_row_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut [i8]) {
     let n = acc.len().min(out.len());
-    let mut i = 0;
-    if let Some(q) = RowRq::new(rq, r) {
-        while i + 8 <= n {
-            // SAFETY: 8 values in bounds of both slices.
-            unsafe {
-                let v = [
-                    vld1q_s32(acc.as_ptr().add(i)),
-                    vld1q_s32(acc.as_ptr().add(i + 4)),
-                ];
-                vst1_s8(out.as_mut_ptr().add(i), q.bytes(v));
-            }
-            i += 8;
-        }
-    }
+    // SAFETY: n values in both slices; 8 stored at i < n − 7.
+    let i = unsafe {
+        requant_groups(rq, r, acc, n, |i, q, v| {
+            vst1_s8(out.as_mut_ptr().add(i), q.bytes(v))
+        })
+    };
     rq.row(r, &acc[i..n], &mut out[i..n]);
 }
 

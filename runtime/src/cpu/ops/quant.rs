@@ -942,26 +942,36 @@ pub fn exec(
             }
         }
         QPrep::Gather(m, fill) => layout::gather(par, m, *fill, qins[0], reborrow(&mut qouts[0])),
-        QPrep::Move => {
-            let (first, rest) = qouts.split_at_mut(1);
-            let (x, y) = (qins[0], reborrow(&mut first[0]));
-            match op {
-                Op::Pool(p) => pool::max_pool(p, x, y, i8::MIN, |a: i8, v| a.max(v)),
-                Op::GlobalPool(_) => {
-                    let inner: usize = x.shape[2..].iter().product();
-                    for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
-                        *o = src.iter().copied().max().unwrap_or(i8::MIN);
-                    }
-                }
-                Op::Transpose { perm } => layout::transpose(perm, x, y),
-                Op::Split { axis } => split_into(*axis as usize, x, y, rest),
-                _ => y.data.copy_from_slice(x.data),
-            }
-        }
+        QPrep::Move => move_values(op, i8::MIN, qins[0], qouts),
     }
 }
 
-fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
+/// Ops whose integer values move unchanged, on any integer type (int8, int16): max pooling (windows and
+/// global, `min` the empty maximum), Transpose, Split (into `outs`), and Reshape-like copies.
+pub(crate) fn move_values<T: Copy + Ord + Send + Sync>(
+    op: &Op,
+    min: T,
+    x: View<T>,
+    outs: &mut [ViewMut<T>],
+) {
+    let (first, rest) = outs.split_at_mut(1);
+    let y = reborrow(&mut first[0]);
+    match op {
+        Op::Pool(p) => pool::max_pool(p, x, y, min, |a: T, v| a.max(v)),
+        Op::GlobalPool(_) => {
+            let inner: usize = x.shape[2..].iter().product();
+            for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner.max(1))) {
+                *o = src.iter().copied().max().unwrap_or(min);
+            }
+        }
+        Op::Transpose { perm } => layout::transpose(perm, x, y),
+        Op::Split { axis } => split_into(*axis as usize, x, y, rest),
+        _ => y.data.copy_from_slice(x.data),
+    }
+}
+
+/// A shorter-lived view of the same data.
+pub(crate) fn reborrow<'a, T>(v: &'a mut ViewMut<'_, T>) -> ViewMut<'a, T> {
     ViewMut {
         data: &mut *v.data,
         shape: v.shape,
