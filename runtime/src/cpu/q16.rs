@@ -275,6 +275,8 @@ pub unsafe fn gemm16(
         _ => false,
     };
     let full = if vector { n / NR * NR } else { 0 };
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let mac = super::kernels::x86::mac16(isa);
     for p in panels {
         let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
         let nrows = (m - r0).min(MR);
@@ -285,7 +287,7 @@ pub unsafe fn gemm16(
             let cp = c.add(r0 * ldc);
             if full > 0 {
                 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-                super::kernels::x86::q16_panel_avx2(k, ap, b, ldb, cp, ldc, (nrows, full), &rq);
+                super::kernels::x86::q16_panel(mac, k, ap, b, ldb, cp, ldc, (nrows, full), &rq);
                 #[cfg(target_arch = "aarch64")]
                 for j in (0..full).step_by(NR) {
                     super::kernels::neon::q16_tile_neon(
@@ -590,7 +592,7 @@ impl Conv16 {
     }
 
     /// One depthwise output plane: on AVX2 at column stride 1, 16 outputs at a time over the zero-padded
-    /// plane (`x86::dw16_block_avx2`: tap pairs by `vpmaddwd`); otherwise [`Conv16::plane`], compiled for
+    /// plane (`x86::dw16_block`: tap pairs by `vpmaddwd` or `vpdpwssd`); otherwise [`Conv16::plane`], compiled for
     /// AVX2 where the path has it (its tap loops vectorize).
     fn depthwise_plane(
         &self,
@@ -633,7 +635,7 @@ impl Conv16 {
     /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1: the plane copied into `padded` (`wp`
     /// wide, zeros around: the left padding, and past the right edge as far as the last 16-column block
     /// reads), then per output row the rows `ky` inside the input, 16 outputs at a time
-    /// (`x86::dw16_block_avx2`), requantized by the row epilogue.
+    /// (`x86::dw16_block`), requantized by the row epilogue.
     ///
     /// # Safety
     /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
@@ -664,6 +666,7 @@ impl Conv16 {
         let rq = self.rows.requant(0);
         let ow16 = ow.div_ceil(NR) * NR;
         let oh = dst.len() / ow.max(1);
+        let mac = super::kernels::x86::mac16(self.isa);
         for oy in 0..oh {
             let mut rows = [core::ptr::null::<i16>(); MAX_DW_ROWS];
             let mut taps: [&[i32]; MAX_DW_ROWS] = [&[]; MAX_DW_ROWS];
@@ -681,7 +684,8 @@ impl Conv16 {
                 // SAFETY: every block reads columns o..o + 16 + (kw − 1)·dx < wp of its rows (dw_region)
                 // and writes acc[oy·ow16 + o..][..16] (acc holds oh rows of ow16).
                 unsafe {
-                    super::kernels::x86::dw16_block_avx2(
+                    super::kernels::x86::dw16_block(
+                        mac,
                         &rows[..n],
                         &taps[..n],
                         o,

@@ -462,154 +462,236 @@ pub unsafe fn add16_avx2(
     i
 }
 
-/// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`, column stride 1): for each input row
-/// `rows[r]` (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])` as one
-/// dword), `acc[j] = Σ w[kx]·row[o + j + kx·dx]`: the two columns of a pair interleaved
-/// (`vpunpck*wd` of the loads at `2q·dx` and `(2q+1)·dx`) and multiplied by `vpmaddwd` (exact: the loader
-/// bounds every sum below 2^31). Stores the 16 sums at `acc`.
+/// How the 16-bit kernels multiply-accumulate int16 pairs into i32 lanes: `vpmaddwd` then `vpaddd` (AVX2),
+/// or one `vpdpwssd` (AVX-VNNI's VEX form, or AVX512-VNNI's EVEX form on 256-bit registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mac16 {
+    /// `vpmaddwd` + `vpaddd`.
+    Avx2,
+    /// AVX-VNNI `vpdpwssd`.
+    Vex,
+    /// AVX512-VNNI (with VL) `vpdpwssd`.
+    Evex,
+}
+
+/// The 16-bit kernels' form on path `isa` of this CPU: `vpdpwssd` on the AVX-VNNI path (VEX where the CPU
+/// has AVX-VNNI, else EVEX), `vpmaddwd` + `vpaddd` on the AVX2 path (what `TERN_CPU=avx2` tests).
+pub fn mac16(isa: crate::cpu::caps::Isa) -> Mac16 {
+    if isa != crate::cpu::caps::Isa::AvxVnni {
+        Mac16::Avx2
+    } else if std::is_x86_feature_detected!("avxvnni") {
+        Mac16::Vex
+    } else if has_avx512vnni() {
+        Mac16::Evex
+    } else {
+        Mac16::Avx2
+    }
+}
+
+/// `t + Σ pairs x·w` by `vpmaddwd` and `vpaddd` (the AVX2 form of `vpdpwssd`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn madd_acc(t: __m256i, x: __m256i, w: __m256i) -> __m256i {
+    _mm256_add_epi32(t, _mm256_madd_epi16(x, w))
+}
+
+/// The 16-bit engine's GEMM panel and depthwise block for one multiply-accumulate form: one body, one
+/// function per encoding, each carrying only its own CPU features.
+macro_rules! q16_kernels {
+    ($panel:ident, $tile:ident, $dw:ident, $features:literal, $mac:ident) => {
+        /// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`, column stride 1): for each input row
+        /// `rows[r]` (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])`
+        /// as one dword), `acc[j] = Σ w[kx]·row[o + j + kx·dx]`: the two columns of a pair interleaved
+        /// (`vpunpck*wd` of the loads at `2q·dx` and `(2q+1)·dx`) and multiply-accumulated as int16
+        /// pairs (exact: the loader bounds every sum below 2^31). Stores the 16 sums at `acc`.
+        ///
+        /// # Safety
+        /// The CPU features named in `target_feature`; each row valid for columns
+        /// `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc` for 16 values.
+        #[target_feature(enable = $features)]
+        unsafe fn $dw(rows: &[*const i16], taps: &[&[i32]], o: usize, dx: usize, acc: *mut i32) {
+            // SAFETY (whole fn): the caller's contract.
+            unsafe {
+                let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for (&row, w) in rows.iter().zip(taps) {
+                    let p = row.add(o);
+                    for (q, &wq) in w.iter().enumerate() {
+                        let x0 = _mm256_loadu_si256(p.add(2 * q * dx) as *const __m256i);
+                        let x1 = _mm256_loadu_si256(p.add((2 * q + 1) * dx) as *const __m256i);
+                        let wv = _mm256_set1_epi32(wq);
+                        a0 = $mac(a0, _mm256_unpacklo_epi16(x0, x1), wv);
+                        a1 = $mac(a1, _mm256_unpackhi_epi16(x0, x1), wv);
+                    }
+                }
+                // lanes hold columns 0-3 | 8-11 and 4-7 | 12-15: back to order
+                _mm256_storeu_si256(
+                    acc as *mut __m256i,
+                    _mm256_permute2x128_si256::<0x20>(a0, a1),
+                );
+                _mm256_storeu_si256(
+                    acc.add(8) as *mut __m256i,
+                    _mm256_permute2x128_si256::<0x31>(a0, a1),
+                );
+            }
+        }
+
+        /// A 16-bit GEMM panel (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times the
+        /// first `n` (a multiple of 16) columns of `b` (row-major, stride `ldb`), requantized into `rows`
+        /// rows of `c` (stride `ldc`), 16 columns a tile, each row's requantization constants set up once.
+        ///
+        /// # Safety
+        /// The CPU features named in `target_feature`; `a` holds `k.div_ceil(2)·8` values; `b` is valid
+        /// for `k` rows of `n` values at stride `ldb`, `c` for `rows` (≤ 4) rows of `n` at stride `ldc`;
+        /// `rq` has `rows` rows.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $panel(
+            k: usize,
+            a: &[i16],
+            b: *const i16,
+            ldb: usize,
+            c: *mut i16,
+            ldc: usize,
+            (rows, n): (usize, usize),
+            rq: &Requant,
+        ) {
+            let kp = k.div_ceil(2);
+            assert!(a.len() >= kp * 8 && rows <= 4 && n % 16 == 0);
+            let consts: [Option<RowRq>; 4] =
+                core::array::from_fn(|r| (r < rows && vec_ok(rq.mult[r])).then(|| row_rq(rq, r)));
+            for j in (0..n).step_by(16) {
+                // SAFETY: forwarded, at column j.
+                unsafe { $tile(kp, k, a, b.add(j), ldb, c.add(j), ldc, rows, rq, &consts) };
+            }
+        }
+
+        /// One tile of the panel: per k-pair the two rows of b are interleaved (`vpunpck*wd`: column
+        /// pairs within 128-bit lanes) and each weight pair, broadcast as one dword, multiply-accumulated
+        /// with them: exact, since |w·x| ≤ 2^22 and the loader bounds every sum below 2^31.
+        ///
+        /// # Safety
+        /// As the panel's, for 16 columns.
+        #[inline]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $tile(
+            kp: usize,
+            k: usize,
+            a: &[i16],
+            b: *const i16,
+            ldb: usize,
+            c: *mut i16,
+            ldc: usize,
+            rows: usize,
+            rq: &Requant,
+            consts: &[Option<RowRq>; 4],
+        ) {
+            let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+            // SAFETY (whole fn): the bounds above and the caller's contract.
+            unsafe {
+                for q in 0..kp {
+                    let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
+                    let r1 = if 2 * q + 1 < k {
+                        _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    // columns 0-3 | 8-11 and 4-7 | 12-15, each as (row 2q, row 2q+1) pairs
+                    let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
+                    let ap = a.as_ptr().add(q * 8) as *const i32;
+                    for (r, t) in acc.iter_mut().enumerate() {
+                        let w = _mm256_set1_epi32(ap.add(r).read_unaligned());
+                        t[0] = $mac(t[0], lo, w);
+                        t[1] = $mac(t[1], hi, w);
+                    }
+                }
+                for (r, t) in acc.iter().enumerate().take(rows) {
+                    // back to column order: 0-7 and 8-15
+                    let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
+                    let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
+                    let dst = c.add(r * ldc);
+                    if let Some(p) = &consts[r] {
+                        let (v0, v1) = (requant8(c0, p), requant8(c1, p));
+                        let w =
+                            _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+                        _mm256_storeu_si256(dst as *mut __m256i, w);
+                    } else {
+                        let mut wide = [0i32; 16];
+                        _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
+                        _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
+                        for (j, &v) in wide.iter().enumerate() {
+                            *dst.add(j) = rq.value(r, v) as i16;
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+q16_kernels!(q16_panel_madd, q16_tile_madd, dw16_madd, "avx2", madd_acc);
+q16_kernels!(
+    q16_panel_vex,
+    q16_tile_vex,
+    dw16_vex,
+    "avx2,avxvnni",
+    _mm256_dpwssd_avx_epi32
+);
+q16_kernels!(
+    q16_panel_evex,
+    q16_tile_evex,
+    dw16_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpwssd_epi32
+);
+
+/// The 16-bit GEMM panel in form `mac` (see the `q16_kernels` bodies).
 ///
 /// # Safety
-/// AVX2; each row valid for columns `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc` for 16 values.
-#[target_feature(enable = "avx2")]
-pub unsafe fn dw16_block_avx2(
+/// The CPU has `mac`'s features ([`mac16`]); `a` holds `k.div_ceil(2)·8` values; `b` is valid for `k`
+/// rows of `n` (a multiple of 16) values at stride `ldb`, `c` for `rows` (≤ 4) rows of `n` at stride
+/// `ldc`; `rq` has `rows` rows.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q16_panel(
+    mac: Mac16,
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    rn: (usize, usize),
+    rq: &Requant,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match mac {
+            Mac16::Avx2 => q16_panel_madd(k, a, b, ldb, c, ldc, rn, rq),
+            Mac16::Vex => q16_panel_vex(k, a, b, ldb, c, ldc, rn, rq),
+            Mac16::Evex => q16_panel_evex(k, a, b, ldb, c, ldc, rn, rq),
+        }
+    }
+}
+
+/// 16 outputs of a 16-bit depthwise row in form `mac` (see the `q16_kernels` bodies).
+///
+/// # Safety
+/// The CPU has `mac`'s features; each row valid for columns `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc`
+/// for 16 values.
+pub unsafe fn dw16_block(
+    mac: Mac16,
     rows: &[*const i16],
     taps: &[&[i32]],
     o: usize,
     dx: usize,
     acc: *mut i32,
 ) {
-    // SAFETY (whole fn): the caller's contract.
+    // SAFETY: forwarded.
     unsafe {
-        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        for (&row, w) in rows.iter().zip(taps) {
-            let p = row.add(o);
-            for (q, &wq) in w.iter().enumerate() {
-                let x0 = _mm256_loadu_si256(p.add(2 * q * dx) as *const __m256i);
-                let x1 = _mm256_loadu_si256(p.add((2 * q + 1) * dx) as *const __m256i);
-                let wv = _mm256_set1_epi32(wq);
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wv));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wv));
-            }
-        }
-        // lanes hold columns 0-3 | 8-11 and 4-7 | 12-15: back to order
-        _mm256_storeu_si256(
-            acc as *mut __m256i,
-            _mm256_permute2x128_si256::<0x20>(a0, a1),
-        );
-        _mm256_storeu_si256(
-            acc.add(8) as *mut __m256i,
-            _mm256_permute2x128_si256::<0x31>(a0, a1),
-        );
-    }
-}
-
-/// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
-/// `b` (row-major, stride `ldb`), requantized into `rows` rows of `c` (stride `ldc`). Per k-pair the two
-/// rows of b are interleaved (`vpunpck*wd`: column pairs within 128-bit lanes) and each weight pair,
-/// broadcast as one dword, multiplies them with `vpmaddwd`: exact, since |w·x| ≤ 2^22 and the loader
-/// bounds every sum below 2^31.
-///
-/// # Safety
-/// AVX2; `a` holds `k.div_ceil(2)·8` values; `b` is valid for `k` rows of 16 values at stride `ldb`, `c`
-/// for `rows` (≤ 4) rows of 16 at stride `ldc`; `rq` has 4 rows or `rows` of them.
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn q16_tile_avx2(
-    k: usize,
-    a: &[i16],
-    b: *const i16,
-    ldb: usize,
-    c: *mut i16,
-    ldc: usize,
-    rows: usize,
-    rq: &Requant,
-) {
-    // SAFETY: forwarded (one tile).
-    unsafe { q16_panel_avx2(k, a, b, ldb, c, ldc, (rows, 16), rq) }
-}
-
-/// [`q16_tile_avx2`] along a panel: the first `n` (a multiple of 16) columns of b and c, each row's
-/// requantization constants broadcast once for all its tiles.
-///
-/// # Safety
-/// As [`q16_tile_avx2`], for `n` columns.
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn q16_panel_avx2(
-    k: usize,
-    a: &[i16],
-    b: *const i16,
-    ldb: usize,
-    c: *mut i16,
-    ldc: usize,
-    (rows, n): (usize, usize),
-    rq: &Requant,
-) {
-    let kp = k.div_ceil(2);
-    assert!(a.len() >= kp * 8 && rows <= 4 && n % 16 == 0);
-    let consts: [Option<RowRq>; 4] =
-        core::array::from_fn(|r| (r < rows && vec_ok(rq.mult[r])).then(|| row_rq(rq, r)));
-    for j in (0..n).step_by(16) {
-        // SAFETY: forwarded, at column j.
-        unsafe { q16_tile_at(kp, k, a, b.add(j), ldb, c.add(j), ldc, rows, rq, &consts) };
-    }
-}
-
-/// One tile of [`q16_panel_avx2`].
-///
-/// # Safety
-/// As [`q16_tile_avx2`].
-#[inline]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn q16_tile_at(
-    kp: usize,
-    k: usize,
-    a: &[i16],
-    b: *const i16,
-    ldb: usize,
-    c: *mut i16,
-    ldc: usize,
-    rows: usize,
-    rq: &Requant,
-    consts: &[Option<RowRq>; 4],
-) {
-    let mut acc = [[_mm256_setzero_si256(); 2]; 4];
-    // SAFETY (whole fn): the bounds above and the caller's contract.
-    unsafe {
-        for q in 0..kp {
-            let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
-            let r1 = if 2 * q + 1 < k {
-                _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
-            } else {
-                _mm256_setzero_si256()
-            };
-            // columns 0-3 | 8-11 and 4-7 | 12-15, each as (row 2q, row 2q+1) pairs
-            let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
-            let ap = a.as_ptr().add(q * 8) as *const i32;
-            for (r, t) in acc.iter_mut().enumerate() {
-                let w = _mm256_set1_epi32(ap.add(r).read_unaligned());
-                t[0] = _mm256_add_epi32(t[0], _mm256_madd_epi16(lo, w));
-                t[1] = _mm256_add_epi32(t[1], _mm256_madd_epi16(hi, w));
-            }
-        }
-        for (r, t) in acc.iter().enumerate().take(rows) {
-            // back to column order: 0-7 and 8-15
-            let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
-            let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
-            let dst = c.add(r * ldc);
-            if let Some(p) = &consts[r] {
-                let (v0, v1) = (requant8(c0, p), requant8(c1, p));
-                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
-                _mm256_storeu_si256(dst as *mut __m256i, w);
-            } else {
-                let mut wide = [0i32; 16];
-                _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
-                _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
-                for (j, &v) in wide.iter().enumerate() {
-                    *dst.add(j) = rq.value(r, v) as i16;
-                }
-            }
+        match mac {
+            Mac16::Avx2 => dw16_madd(rows, taps, o, dx, acc),
+            Mac16::Vex => dw16_vex(rows, taps, o, dx, acc),
+            Mac16::Evex => dw16_evex(rows, taps, o, dx, acc),
         }
     }
 }
