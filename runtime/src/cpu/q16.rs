@@ -1054,7 +1054,12 @@ pub fn exec(
                 _ => {
                     let inner: usize = x.shape[2..].iter().product::<usize>().max(1);
                     for (o, src) in y.data.iter_mut().zip(x.data.chunks_exact(inner)) {
-                        let sum: i64 = src.iter().map(|&v| v as i64).sum();
+                        // (up to 2^16 values an i32 sum is exact, and it vectorizes)
+                        let sum: i64 = if inner <= 1 << 16 {
+                            src.iter().map(|&v| v as i32).sum::<i32>() as i64
+                        } else {
+                            src.iter().map(|&v| v as i64).sum()
+                        };
                         *o = out(sum, inner);
                     }
                 }
@@ -1162,8 +1167,9 @@ fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
         lo: b.lo,
         hi: b.hi,
     };
-    let mut acc = [0i32; 64];
-    for (ac, oc) in a.chunks(64).zip(out.chunks_mut(64)) {
+    // (chunks of 256: the row's vector constants are set up once per chunk)
+    let mut acc = [0i32; 256];
+    for (ac, oc) in a.chunks(256).zip(out.chunks_mut(256)) {
         for (s, &p) in acc.iter_mut().zip(ac) {
             *s = p as i32 * q as i32;
         }
