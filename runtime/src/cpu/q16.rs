@@ -15,7 +15,8 @@ use super::ops::{broadcast_strides, pool, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
-    add16, add16_params, dequantize_i16, lut16, quantize_f32_i16, FixedMultiplier,
+    add16, add16_params, dequantize_i16, lut16, quantize_f32_i16, FixedMultiplier, LUT16_MAX_SHIFT,
+    LUT16_MIN_SHIFT,
 };
 use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
 use crate::model::Model;
@@ -63,6 +64,32 @@ fn i32s(bytes: &[u8]) -> Vec<i32> {
     bytes
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A 16-bit function table from its stored form: the first entry, then each entry's difference from the
+/// one before (wrapping int16 arithmetic; `crate::ir::Op::Q16Lut`), summed back.
+pub fn table_values(bytes: &[u8]) -> Vec<i16> {
+    let mut acc = 0i16;
+    i16s(bytes)
+        .into_iter()
+        .map(|d| {
+            acc = acc.wrapping_add(d);
+            acc
+        })
+        .collect()
+}
+
+/// A table's stored form ([`table_values`] inverted).
+pub fn table_deltas(values: &[i16]) -> Vec<i16> {
+    let mut prev = 0i16;
+    values
+        .iter()
+        .map(|&v| {
+            let d = v.wrapping_sub(prev);
+            prev = v;
+            d
+        })
         .collect()
 }
 
@@ -123,8 +150,9 @@ pub struct Conv16 {
     kw: usize,
     /// Weights packed per group (GEMM kinds; [`pack_a`]) or raw per channel (depthwise, widened).
     a: Vec<i16>,
-    /// A fused function's table ([`lut16`]), empty without one.
+    /// A fused function's table ([`lut16`]) and its shift, empty without one.
     table: Vec<i16>,
+    table_shift: u32,
     /// Pointwise over a 1×1 map: the weights row-major (`m×c`, widened) for [`gemv16`]; else empty.
     rowmajor: Vec<i16>,
     /// Depthwise: per channel and kernel row, the taps in pairs `(w[2q], w[2q+1])` as one i32 (low half
@@ -181,8 +209,8 @@ pub enum Q16Prep {
     /// Add/Sub/Mul and the path, with each constant operand's values (copied: the blob may sit at an odd
     /// address).
     Binary((Bin16, Isa), [Option<Vec<i16>>; 2]),
-    /// A [`crate::ir::quant::LUT16_LEN`]-entry table, and the path.
-    Lut(Vec<i16>, Isa),
+    /// A table ([`lut16`]), its shift and the path.
+    Lut(Vec<i16>, u32, Isa),
     /// Per input: the rescale to the output's scale (`None`: the same scale).
     Concat(Vec<Option<FixedMultiplier>>),
     /// Average pooling: the multiplier `s_x / (s_y·d)` for every divisor `d` up to the window's.
@@ -261,7 +289,7 @@ pub unsafe fn gemm16(
     ldc: usize,
     rq: &Requant,
     panels: core::ops::Range<usize>,
-    table: Option<&[i16]>,
+    table: Option<(&[i16], u32)>,
 ) {
     let kp = k.div_ceil(2);
     let plen = kp * 2 * MR;
@@ -421,6 +449,7 @@ impl Conv16 {
             kind,
             rowmajor: Vec::new(),
             table: Vec::new(),
+            table_shift: LUT16_MAX_SHIFT,
             pairs,
             m,
             mg,
@@ -432,9 +461,10 @@ impl Conv16 {
         }
     }
 
-    /// The fused function's table, if any.
-    fn table(&self) -> Option<&[i16]> {
-        (self.table.len() == crate::ir::quant::LUT16_LEN).then_some(&self.table[..])
+    /// The fused function's table and shift, if any.
+    fn table(&self) -> Option<(&[i16], u32)> {
+        (self.table.len() == crate::ir::quant::lut16_len(self.table_shift))
+            .then_some((&self.table[..], self.table_shift))
     }
 
     /// Scratch bytes for input `xs` and output `ys` with `threads` threads.
@@ -835,7 +865,10 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
         Op::Q16Conv { geom, lo, hi } => match Conv16::new(isa, model, n, geom, *lo, *hi) {
             Some(mut c) => {
                 if let Some(&t) = n.inputs.get(3) {
-                    c.table = i16s(model.const_bytes(t as usize));
+                    c.table = table_values(model.const_bytes(t as usize));
+                    // (the loader checked the length)
+                    c.table_shift =
+                        crate::ir::quant::lut16_shift(c.table.len()).unwrap_or(LUT16_MAX_SHIFT);
                 }
                 if c.kind == ConvKind::Pointwise && shape(x)[2..].iter().product::<usize>() == 1 {
                     let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
@@ -909,7 +942,11 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                 [konst(0), konst(1)],
             )
         }
-        Op::Q16Lut => Q16Prep::Lut(i16s(model.const_bytes(n.inputs[1] as usize)), isa),
+        Op::Q16Lut => {
+            let t = table_values(model.const_bytes(n.inputs[1] as usize));
+            let shift = crate::ir::quant::lut16_shift(t.len()).unwrap_or(LUT16_MAX_SHIFT);
+            Q16Prep::Lut(t, shift, isa)
+        }
         Op::Concat { .. } => {
             let sy = scale(model, y);
             Q16Prep::Concat(
@@ -1002,7 +1039,7 @@ pub fn exec(
             };
             binary(b.1, &b.0, operand(0), operand(1), reborrow(&mut houts[0]))
         }
-        Q16Prep::Lut(t, isa) => lut_slice(*isa, t, hins[0].data, houts[0].data),
+        Q16Prep::Lut(t, shift, isa) => lut_slice(*isa, (t, *shift), hins[0].data, houts[0].data),
         Q16Prep::Concat(r) => {
             let Op::Concat { axis } = op else { return };
             layout::concat(
@@ -1070,37 +1107,39 @@ pub fn exec(
     }
 }
 
-/// `y[i] = lut16(t, x[i])`: the values copied, then looked up in place.
-fn lut_slice(isa: Isa, t: &[i16], x: &[i16], y: &mut [i16]) {
+/// `y[i] = lut16(t, x[i], shift)`: the values copied, then looked up in place.
+fn lut_slice(isa: Isa, t: (&[i16], u32), x: &[i16], y: &mut [i16]) {
     let n = x.len().min(y.len());
     y[..n].copy_from_slice(&x[..n]);
     lut_inplace(isa, t, &mut y[..n]);
 }
 
-/// `v = lut16(t, v)` over `data`, compiled for AVX2 where the path has it.
-fn lut_inplace(isa: Isa, t: &[i16], data: &mut [i16]) {
+/// `v = lut16(t, v, shift)` over `data`, compiled for AVX2 where the path has it.
+fn lut_inplace(isa: Isa, (t, shift): (&[i16], u32), data: &mut [i16]) {
     #[inline(always)]
-    fn body(t: &[i16], data: &mut [i16]) {
-        if t.len() < crate::ir::quant::LUT16_LEN {
+    fn body(t: &[i16], shift: u32, data: &mut [i16]) {
+        if !(LUT16_MIN_SHIFT..=LUT16_MAX_SHIFT).contains(&shift)
+            || t.len() < crate::ir::quant::lut16_len(shift)
+        {
             return; // the loader checked the table's length
         }
         for v in data.iter_mut() {
-            *v = lut16(t, *v);
+            *v = lut16(t, *v, shift);
         }
     }
     // (compiled for AVX2 LLVM vectorizes the lookups; explicit vpgatherdd measured no faster on Zen 4)
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
         #[target_feature(enable = "avx2")]
-        fn avx2(t: &[i16], data: &mut [i16]) {
-            body(t, data)
+        fn avx2(t: &[i16], shift: u32, data: &mut [i16]) {
+            body(t, shift, data)
         }
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        unsafe { avx2(t, data) };
+        unsafe { avx2(t, shift, data) };
         return;
     }
     let _ = isa;
-    body(t, data)
+    body(t, shift, data)
 }
 
 /// `y = rq(x·W)` row by row ([`gemv16`] per activation row).
@@ -1485,12 +1524,16 @@ mod tests {
                 // every other case with a fused function (a bumpy one: every entry matters)
                 let fused = m % 2 == 0;
                 if fused {
-                    conv.table = (0..crate::ir::quant::LUT16_LEN)
+                    // (a finer table on every other fused case)
+                    conv.table_shift = if m % 4 == 0 { 6 } else { LUT16_MAX_SHIFT };
+                    conv.table = (0..crate::ir::quant::lut16_len(conv.table_shift))
                         .map(|j| ((j * j * 37) % 65536) as u16 as i16)
                         .collect();
                 }
                 let want: Vec<i16> = if fused {
-                    want.iter().map(|&v| lut16(&conv.table, v)).collect()
+                    want.iter()
+                        .map(|&v| lut16(&conv.table, v, conv.table_shift))
+                        .collect()
                 } else {
                     want.clone()
                 };
@@ -1528,15 +1571,17 @@ mod tests {
     #[test]
     fn lut16_paths_equal_the_rule() {
         let mut seed = 3u64;
-        let t: Vec<i16> = (0..crate::ir::quant::LUT16_LEN)
-            .map(|_| lcg(&mut seed) as i16)
-            .collect();
-        let x: Vec<i16> = (i16::MIN..=i16::MAX).chain([5, -7, 300]).collect();
-        let want: Vec<i16> = x.iter().map(|&v| lut16(&t, v)).collect();
-        for isa in [Isa::Scalar, super::super::caps::detect()] {
-            let mut y = vec![0i16; x.len()];
-            lut_slice(isa, &t, &x, &mut y);
-            assert_eq!(y, want, "{isa:?}");
+        for shift in LUT16_MIN_SHIFT..=LUT16_MAX_SHIFT {
+            let t: Vec<i16> = (0..crate::ir::quant::lut16_len(shift))
+                .map(|_| lcg(&mut seed) as i16)
+                .collect();
+            let x: Vec<i16> = (i16::MIN..=i16::MAX).chain([5, -7, 300]).collect();
+            let want: Vec<i16> = x.iter().map(|&v| lut16(&t, v, shift)).collect();
+            for isa in [Isa::Scalar, super::super::caps::detect()] {
+                let mut y = vec![0i16; x.len()];
+                lut_slice(isa, (&t, shift), &x, &mut y);
+                assert_eq!(y, want, "{isa:?} shift {shift}");
+            }
         }
     }
 

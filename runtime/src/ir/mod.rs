@@ -712,8 +712,11 @@ pub enum Op {
         hi: i16,
     },
     /// Element-wise function on 16-bit activations by an interpolated table (format 10): inputs x (int16)
-    /// and a [`quant::LUT16_LEN`]-entry int16 table (constant) of the function at every 256th input, read
-    /// as [`quant::lut16`] (exact integers).
+    /// and an int16 table (constant) of the function at every `2^shift`-th input, `shift` 4 to 8 given
+    /// by its length ([`quant::lut16_len`]: 257 to 4097 entries), read as [`quant::lut16`] (exact
+    /// integers). Stored as its first entry, then each entry minus the one before (wrapping int16): a
+    /// smooth function's differences are small and a piecewise-linear one's repeat, so the artifact's
+    /// deflate keeps a table in a fraction of its bytes.
     Q16Lut,
 }
 

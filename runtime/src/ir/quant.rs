@@ -126,23 +126,37 @@ pub fn dequantize_i8(q: i8, scale: f32, zp: i32) -> f32 {
     (q as i32 - zp) as f32 * scale
 }
 
-/// Input steps between two entries of a 16-bit function table, as a shift: 2^8.
-pub const LUT16_SHIFT: u32 = 8;
+/// The coarsest 16-bit function table: an entry every 2^8 inputs ([`lut16_len`] 257, 514 bytes).
+pub const LUT16_MAX_SHIFT: u32 = 8;
+/// The finest: an entry every 2^4 inputs (4097 entries), for a function curved across a wide input range
+/// (SiLU on a pre-activation spanning ±100).
+pub const LUT16_MIN_SHIFT: u32 = 4;
+/// The coarsest table's length (most functions of a classifier need no finer one).
+pub const LUT16_LEN: usize = lut16_len(LUT16_MAX_SHIFT);
 
-/// Entries of a 16-bit function table ([`crate::ir::Op::Q16Lut`]): the function at inputs
-/// `-32768 + 256·j` for `j` in `0..=256` (the last one past the int16 range, so every input has two).
-/// 514 bytes: a model's tables stay within a few percent of its int8 weights (PP-OCR cls: 27 of them).
-pub const LUT16_LEN: usize = (65536 >> LUT16_SHIFT) + 1;
+/// Entries of a 16-bit function table ([`crate::ir::Op::Q16Lut`]) with an entry every `2^shift` inputs:
+/// the function at `-32768 + 2^shift·j` for `j` in `0..=2^(16 − shift)` (the last one past the int16
+/// range, so every input has two).
+pub const fn lut16_len(shift: u32) -> usize {
+    (65536 >> shift) + 1
+}
 
-/// A 16-bit table lookup: the two entries around `x` interpolated linearly by its low 8 bits,
-/// `t[j] + ((t[j+1] − t[j])·f + 128) >> 8` (arithmetic shift: round half up), exactly in i32. The
-/// result lies between the two entries, so it is an int16. `t` must hold [`LUT16_LEN`] entries.
+/// The shift of a table of `len` entries, if that is a valid length ([`LUT16_MIN_SHIFT`] to
+/// [`LUT16_MAX_SHIFT`]).
+pub fn lut16_shift(len: usize) -> Option<u32> {
+    (LUT16_MIN_SHIFT..=LUT16_MAX_SHIFT).find(|&s| lut16_len(s) == len)
+}
+
+/// A 16-bit table lookup in a table with an entry every `2^shift` inputs: the two entries around `x`
+/// interpolated linearly by its low `shift` bits, `t[j] + ((t[j+1] − t[j])·f + 2^(shift−1)) >> shift`
+/// (arithmetic shift: round half up), exactly in i32 (`|t[j+1] − t[j]| < 2^16`, `f < 2^8`). The result lies
+/// between the two entries, so it is an int16. `t` must hold [`lut16_len`]`(shift)` entries.
 #[inline(always)]
-pub fn lut16(t: &[i16], x: i16) -> i16 {
+pub fn lut16(t: &[i16], x: i16, shift: u32) -> i16 {
     let u = (x as i32 + 32768) as usize;
-    let (j, f) = (u >> LUT16_SHIFT, (u & ((1 << LUT16_SHIFT) - 1)) as i32);
+    let (j, f) = (u >> shift, (u & ((1 << shift) - 1)) as i32);
     let (a, b) = (t[j] as i32, t[j + 1] as i32);
-    (a + (((b - a) * f + (1 << (LUT16_SHIFT - 1))) >> LUT16_SHIFT)) as i16
+    (a + (((b - a) * f + (1 << (shift - 1))) >> shift)) as i16
 }
 
 /// The largest `2^15·Σ_k |w_k| + |bias|` a 16-bit integer conv or matmul row may have: below it the i32
@@ -314,7 +328,7 @@ mod tests {
     #[test]
     fn lut16_interpolates_exactly() {
         // a table of the identity reproduces every input; a table of x/2 halves it (rounded half up)
-        let step = 1i32 << LUT16_SHIFT;
+        let step = 1i32 << LUT16_MAX_SHIFT;
         let id: Vec<i16> = (0..LUT16_LEN as i32)
             .map(|j| (-32768 + step * j).min(32767) as i16)
             .collect();
@@ -325,7 +339,7 @@ mod tests {
                 Some(x as i16)
             };
             if let Some(w) = want {
-                assert_eq!(lut16(&id, x as i16), w, "{x}");
+                assert_eq!(lut16(&id, x as i16, LUT16_MAX_SHIFT), w, "{x}");
             }
         }
         let half: Vec<i16> = (0..LUT16_LEN as i32)
@@ -333,8 +347,25 @@ mod tests {
             .collect();
         for x in -32768i32..=32767 {
             let want = libm::floor(x as f64 / 2.0 + 0.5) as i16;
-            assert_eq!(lut16(&half, x as i16), want, "{x}");
+            assert_eq!(lut16(&half, x as i16, LUT16_MAX_SHIFT), want, "{x}");
         }
+    }
+
+    #[test]
+    fn every_table_length_interpolates_exactly() {
+        // the identity at every shift: each input comes back (past the last entry's clamp aside)
+        for shift in LUT16_MIN_SHIFT..=LUT16_MAX_SHIFT {
+            let len = lut16_len(shift);
+            assert_eq!(lut16_shift(len), Some(shift));
+            let id: Vec<i16> = (0..len as i32)
+                .map(|j| (-32768 + (j << shift)).min(32767) as i16)
+                .collect();
+            for x in -32768..=(32767 - (1 << shift)) {
+                assert_eq!(lut16(&id, x as i16, shift), x as i16, "shift {shift} x {x}");
+            }
+        }
+        assert_eq!(lut16_shift(258), None);
+        assert_eq!(lut16_shift(lut16_len(3)), None);
     }
 
     #[test]

@@ -11,6 +11,18 @@ pub const MAX_ELEMS: usize = 1 << 31;
 
 type R<T> = core::result::Result<T, String>;
 
+/// A 16-bit function table's shape: one axis of a valid length (`quant::lut16_shift`).
+fn table16_shape(t: &[usize]) -> R<()> {
+    match t {
+        [n] if crate::ir::quant::lut16_shift(*n).is_some() => Ok(()),
+        _ => Err(format!(
+            "16-bit lookup table shape {t:?}, expected [2^k + 1] entries for k in {}..={}",
+            16 - crate::ir::quant::LUT16_MAX_SHIFT,
+            16 - crate::ir::quant::LUT16_MIN_SHIFT
+        )),
+    }
+}
+
 fn want_inputs(inputs: &[&[usize]], lo: usize, hi: usize) -> R<()> {
     if inputs.len() < lo || inputs.len() > hi {
         return Err(format!("takes {lo}..={hi} inputs, has {}", inputs.len()));
@@ -112,12 +124,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             if matches!(op, Op::Q16Conv { .. }) {
                 want_inputs(inputs, 2, 4)?;
                 if let Some(t) = inputs.get(3) {
-                    if *t != [crate::ir::quant::LUT16_LEN] {
-                        return Err(format!(
-                            "16-bit lookup table shape {t:?}, expected [{}]",
-                            crate::ir::quant::LUT16_LEN
-                        ));
-                    }
+                    table16_shape(t)?;
                 }
             } else if !matches!(op, Op::Conv { .. }) {
                 want_inputs(inputs, 2, 3)?;
@@ -227,13 +234,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         }
         Op::Q16Lut => {
             want_inputs(inputs, 2, 2)?;
-            if inputs[1] != [crate::ir::quant::LUT16_LEN] {
-                return Err(format!(
-                    "16-bit lookup table shape {:?}, expected [{}]",
-                    inputs[1],
-                    crate::ir::quant::LUT16_LEN
-                ));
-            }
+            table16_shape(inputs[1])?;
             one(inputs[0].to_vec())
         }
         Op::QLut => {

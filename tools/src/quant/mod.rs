@@ -1041,7 +1041,7 @@ pub fn compress_int8(
             if weights_only {
                 "int8 weights only: symmetric per output channel, computed in float on the widened weights".to_string()
             } else if c.opts.act16 {
-                format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, Q31 fixed-point requantization, {}-entry interpolated function tables", pass::ACT16_HEADROOM, tern::ir::quant::LUT16_LEN)
+                format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, Q31 fixed-point requantization, interpolated function tables of 257 to 4097 entries (within {} step RMS of the function)", pass::ACT16_HEADROOM, pass::TABLE16_RMS_STEPS)
             } else {
                 "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()
             },
