@@ -71,7 +71,7 @@ pub struct Args {
     /// Activation precision of the integer layers (with --int8): int8 (the default), or int16: 16-bit
     /// activations (symmetric, ranges twice the calibrated ones) with int8 weights (GPTQ-rounded) and i32
     /// sums, on the CPU's 16-bit engine: still about 4x smaller, close to float where int8 activations
-    /// lose too much (PP-OCR cls top-1 agreement with float 0.948 -> 0.994, 3.86x), at about twice the
+    /// lose too much (PP-OCR cls top-1 agreement with float 0.948 -> 0.996, 3.90x), at about twice the
     /// int8 engine's time.
     #[arg(
         long,

@@ -1214,7 +1214,7 @@ pub const TABLE16_RMS_STEPS: f64 = 0.5;
 /// else the finest (4097). A function curved across a wide input range needs close knots (YOLOX's SiLU of
 /// pre-activations spanning ±100: with 257 entries the captcha detector's output was 0.123 rel-L2 off
 /// float, with fine tables 0.012), a piecewise-linear one misses only at its kinks, which the mean
-/// forgives (hard-swish: PP-OCR cls keeps 257, 3.86x; a worst-case bound of one step made it 2.56x).
+/// forgives (hard-swish: PP-OCR cls at 3.90x; a worst-case bound of one step made it 2.56x raw).
 fn table16(f: &dyn Fn(f32) -> f32, si: f32, so: f32) -> Vec<i16> {
     use tern::ir::quant::{lut16, lut16_len, LUT16_MAX_SHIFT, LUT16_MIN_SHIFT};
     let reach = (32767.0 / ACT16_HEADROOM) as i32;
