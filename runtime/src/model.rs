@@ -548,18 +548,7 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             }
             Ok(())
         }
-        Op::Pool(_)
-        | Op::GlobalPool(_)
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice { .. }
-        | Op::Pad { .. }
-        | Op::Reshape
-        | Op::Transpose { .. }
-        | Op::Resize {
-            mode: ResizeMode::Nearest(_),
-            ..
-        } if dt(y) == DType::I16 => {
+        op if moves_integers(op) && dt(y) == DType::I16 => {
             moves_or_rescales(n, "int16", &|t| per_tensor16(g, t).map(|s| (s, 0)))
         }
         _ => Err(String::new()),
@@ -589,6 +578,25 @@ fn channel_scaled(g: &Graph, t: u32) -> core::result::Result<(&[f32], i32), Stri
             tt.name, tt.dtype, tt.quant
         )),
     }
+}
+
+/// Ops that run on integer tensors (int8 or int16) as they are: data movement and pooling.
+fn moves_integers(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Reshape
+            | Op::Transpose { .. }
+            | Op::Resize {
+                mode: ResizeMode::Nearest(_),
+                ..
+            }
+    )
 }
 
 /// Data movement and pooling on an integer type (`what`, with `params` its per-tensor parameters): every
@@ -787,18 +795,9 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
         }
         // data movement and pooling run on either type; on int8 the output keeps the input's
         // parameters, except where the kernel rescales (Concat, average pooling)
-        Op::Pool(_)
-        | Op::GlobalPool(_)
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice { .. }
-        | Op::Pad { .. }
-        | Op::Reshape
-        | Op::Transpose { .. }
-        | Op::Resize {
-            mode: ResizeMode::Nearest(_),
-            ..
-        } if dt(y) == DType::I8 => moves_or_rescales(n, "int8", &|t| per_tensor(g, t)),
+        op if moves_integers(op) && dt(y) == DType::I8 => {
+            moves_or_rescales(n, "int8", &|t| per_tensor(g, t))
+        }
         // format 9: a pointwise float conv may write int8 (quantized band by band, see
         // `conv::run_pointwise_q`)
         Op::Conv { geom, .. } if dt(y) == DType::I8 => {

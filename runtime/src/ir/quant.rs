@@ -88,7 +88,8 @@ impl FixedMultiplier {
     }
 
     /// [`FixedMultiplier::apply`] of a 64-bit value (a sum of many int16 values), exactly in i128,
-    /// saturated to i32.
+    /// saturated to i32. (The same rule; `apply` keeps to i64 because it runs per output in the
+    /// kernels' scalar paths, this once per pooled plane.)
     pub fn apply_wide(self, acc: i64) -> i32 {
         let prod = acc as i128 * self.mult as i128;
         let total = 31 + self.shift;

@@ -710,6 +710,8 @@ pub unsafe fn q16_tile_neon(
     rq: &Requant,
 ) {
     let kp = k.div_ceil(2);
+    // (never fails from q16::gemm16: `pack_a` panels hold kp·8 values, rows ≤ MR = 4; it guards this
+    // function's own reads)
     assert!(a.len() >= kp * 8 && rows <= 4);
     macro_rules! row {
         ($t:expr, $b0:expr, $b1:expr, $w:expr, $lane:literal) => {
