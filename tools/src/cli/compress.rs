@@ -72,12 +72,13 @@ pub struct Args {
     /// activations (symmetric, ranges twice the calibrated ones) with int8 weights (GPTQ-rounded) and i32
     /// sums, on the CPU's 16-bit engine: still about 4x smaller, close to float where int8 activations
     /// lose too much (PP-OCR cls top-1 agreement with float 0.948 -> 0.996, 3.90x), at about twice the
-    /// int8 engine's time.
+    /// int8 engine's time. Or mixed: int8 activations, and 16-bit ones on the layers that the search of
+    /// --max-error / --max-drop finds most sensitive (which it would otherwise keep in float).
     #[arg(
         long,
         value_enum,
         default_value = "int8",
-        value_name = "int8|int16",
+        value_name = "int8|int16|mixed",
         requires = "int8"
     )]
     pub activations: crate::quant::Activations,
@@ -138,6 +139,7 @@ pub fn main(a: Args, quiet: bool) -> Result<()> {
                     float_weights_int8: a.float_weights == FloatWeights::Int8,
                     weights_only: a.weights_only,
                     act16: a.activations == crate::quant::Activations::Int16,
+                    mixed16: a.activations == crate::quant::Activations::Mixed,
                     plain_weights: a.plain_weights,
                     max_error: a.max_error,
                     max_drop: a.max_drop,

@@ -120,6 +120,9 @@ pub struct Int8Options {
     /// tensors (ranges [`pass::ACT16_HEADROOM`] times the calibrated ones) with int8 weights rounded by
     /// GPTQ under `auto`, on the runtime's 16-bit engine (format 10).
     pub act16: bool,
+    /// Mixed activation precision (`--activations mixed`): int8 activations, and where the search of
+    /// `max_error` / `max_drop` needs precision it gives layers 16-bit activations instead of float.
+    pub mixed16: bool,
 }
 
 /// `--activations`: the integer layers' activation precision.
@@ -129,6 +132,9 @@ pub enum Activations {
     Int8,
     /// 16-bit activations, symmetric per tensor, with int8 weights.
     Int16,
+    /// int8 activations, and 16-bit ones on the layers the mixed-precision search (`--max-error`,
+    /// `--max-drop`) finds most sensitive (instead of keeping them in float).
+    Mixed,
 }
 
 /// `--weight-rounding`: how weights are rounded to their int8 grid.
@@ -184,6 +190,7 @@ impl Default for Int8Options {
             weights_only: false,
             plain_weights: false,
             act16: false,
+            mixed16: false,
         }
     }
 }
@@ -303,6 +310,33 @@ pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
         };
     }
     keep
+}
+
+/// `fg` with the tensors its float head ([`float_head`]) reads as the outputs instead (the same nodes, so
+/// masks still apply; the head is pruned away when quantized), or `fg` itself if it has no such head.
+fn head_inputs_out(fg: &ToolGraph) -> ToolGraph {
+    let g = &fg.graph;
+    let head = float_head(fg);
+    let made: Vec<u32> = g
+        .nodes
+        .iter()
+        .zip(&head)
+        .filter(|(_, &h)| h)
+        .flat_map(|(n, _)| n.outputs.iter().copied())
+        .collect();
+    let mut outs: Vec<u32> = Vec::new();
+    for (n, _) in g.nodes.iter().zip(&head).filter(|(_, &h)| h) {
+        for &t in &n.inputs {
+            if fg.konst(t).is_none() && !made.contains(&t) && !outs.contains(&t) {
+                outs.push(t);
+            }
+        }
+    }
+    let mut rg = fg.clone();
+    if !outs.is_empty() {
+        rg.graph.outputs = outs;
+    }
+    rg
 }
 
 /// The tensors that hold the model's answer: the graph outputs and, back through the ops `through`
@@ -528,6 +562,8 @@ pub fn user_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
 /// Mixed precision: measures each integer node's sensitivity (the output error when only it is quantized),
 /// then keeps the most sensitive ones in float — the shortest such prefix that meets `max_error`, found by
 /// bisection, against the float outputs `want` of `samples`. Returns the float mask and the error reached.
+/// With `opts.mixed16` the chosen nodes compute on 16-bit activations instead (a node's sensitivity is
+/// then the error with it alone on int8, the rest on 16 bits), and the mask returned marks them.
 pub fn search_float_nodes(
     fg: &ToolGraph,
     obs: &[Option<Observer>],
@@ -646,34 +682,54 @@ fn search_with(
     metric: &dyn Fn(&PerSample) -> f64,
 ) -> Result<(Vec<bool>, f64)> {
     let nn = fg.graph.nodes.len();
-    let err_with = |keep: &[bool]| -> Result<f64> {
-        let (qg, _) = quantize_graph(fg, obs, opts, keep)?;
-        Ok(metric(&outputs(&qg, samples)?))
-    };
     // the nodes the user keeps in float stay so in every measurement
     let base = user_float(fg, opts)?;
-    let e0 = err_with(&base)?;
+    // a mask of the search: the nodes kept in float or, mixed, the nodes on 16-bit activations
+    let mixed = opts.mixed16;
+    let quantize = |mask: &[bool]| {
+        if mixed {
+            quantize_graph_mixed(fg, obs, opts, &base, mask)
+        } else {
+            quantize_graph(fg, obs, opts, mask)
+        }
+    };
+    let err_with = |mask: &[bool]| -> Result<f64> {
+        let (qg, _) = quantize(mask)?;
+        Ok(metric(&outputs(&qg, samples)?))
+    };
+    let start = if mixed { vec![false; nn] } else { base.clone() };
+    let e0 = err_with(&start)?;
     if e0 <= target {
-        return Ok((base, e0));
+        return Ok((start, e0));
     }
     let candidates: Vec<usize> = (0..nn)
         .filter(|&i| !base[i] && pass::has_int_kernel(fg, &fg.graph.nodes[i]))
         .collect();
-    // the ranking runs the (mostly float) graph once per candidate: on a few samples, by the outputs'
-    // relative L2 error (smooth, unlike an accuracy count); the bisection below checks the real target on
-    // every sample
+    // the ranking runs the (mostly float) graph once per candidate: on a few samples, by the relative L2
+    // error of what the float head reads (smooth, unlike an accuracy count, and denser than the answer:
+    // a classifier's two saturated probabilities ranked PP-OCR cls's worst int8 layer near the last);
+    // the bisection below checks the real target on every sample
     let rank = &samples[..samples.len().min(RANK_SAMPLES)];
-    let want = outputs(fg, rank)?;
+    let rg = head_inputs_out(fg);
+    let want = outputs(&rg, rank)?;
     let mut sens = Vec::new();
     for &i in &candidates {
+        // every other node in float (mixed: on 16 bits), this one on int8
         let mut keep = vec![true; nn];
         keep[i] = false;
-        let (qg, _) = quantize_graph(fg, obs, opts, &keep)?;
+        let (qg, _) = if mixed {
+            quantize_graph_mixed(&rg, obs, opts, &base, &keep)?
+        } else {
+            quantize_graph(&rg, obs, opts, &keep)?
+        };
         sens.push((output_error(&outputs(&qg, rank)?, &want), i));
     }
     sens.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (e, i) in &sens {
+        log::debug!("sensitivity {}: {e:.3e}", fg.graph.nodes[*i].name);
+    }
     let mask = |k: usize| {
-        let mut keep = base.clone();
+        let mut keep = start.clone();
         sens.iter().take(k).for_each(|&(_, i)| keep[i] = true);
         keep
     };
@@ -685,7 +741,8 @@ fn search_with(
         let mid = (lo + hi) / 2;
         let e = err_with(&mask(mid))?;
         log::info!(
-            "mixed precision: {mid} most sensitive node(s) in float -> {what} measure {e:.3e}"
+            "mixed precision: {mid} most sensitive node(s) {} -> {what} measure {e:.3e}",
+            if mixed { "on 16 bits" } else { "in float" }
         );
         if e <= target {
             best = (mask(mid), e);
@@ -696,7 +753,8 @@ fn search_with(
     }
     if best.1 > target {
         log::warn!(
-            "{what} {target}: even with every sensitive node in float the measure is {:.3e}",
+            "{what} {target}: even with every sensitive node {} the measure is {:.3e}",
+            if mixed { "on 16 bits" } else { "in float" },
             best.1
         );
     }
@@ -784,6 +842,18 @@ pub fn quantize_graph(
     opts: &Int8Options,
     keep_float: &[bool],
 ) -> Result<(ToolGraph, pass::Report)> {
+    quantize_graph_mixed(fg, obs, opts, keep_float, &[])
+}
+
+/// [`quantize_graph`] with the nodes `wide` marks (by `fg`'s node index) on 16-bit activations, the
+/// rest on int8 (with `opts.act16` every node is on 16 bits and `wide` is not read).
+pub fn quantize_graph_mixed(
+    fg: &ToolGraph,
+    obs: &[Option<Observer>],
+    opts: &Int8Options,
+    keep_float: &[bool],
+    wide: &[bool],
+) -> Result<(ToolGraph, pass::Report)> {
     let channel = opts.channel_scales;
     let (mut qg, report) = pass::quantize(
         fg,
@@ -795,7 +865,13 @@ pub fn quantize_graph(
             float_int8: opts.float_weights_int8,
             rounded_integer: opts.rounding == Rounding::Gptq,
         },
-        opts.act16,
+        if opts.act16 {
+            pass::Wide::All
+        } else if wide.contains(&true) {
+            pass::Wide::Nodes(wide)
+        } else {
+            pass::Wide::None
+        },
     )?;
     passes::run_all(&mut qg, &after_quantize())?;
     Ok((qg, report))
@@ -835,8 +911,13 @@ pub fn compress_int8(
     let mut fg = compile_for_quant(onnx, shapes)?;
     user_float(&fg, &c.opts)?; // a misspelt --keep-float fails before calibration
     let weights_only = c.opts.weights_only;
-    if c.opts.act16 && weights_only {
-        bail!("--activations int16 quantizes activations, --weights-only none: choose one");
+    if (c.opts.act16 || c.opts.mixed16) && weights_only {
+        bail!(
+            "--activations int16 and mixed quantize activations, --weights-only none: choose one"
+        );
+    }
+    if c.opts.mixed16 && c.opts.max_error.is_none() && c.opts.max_drop.is_none() {
+        bail!("--activations mixed puts the layers a mixed-precision search finds sensitive on 16 bits: give its target, --max-error or --max-drop");
     }
     // 16-bit activations: GPTQ rounding for every integer layer under `auto` (their inputs are close to
     // float, the case GPTQ's compensation assumes), one scale per tensor, minmax ranges under `auto` (with
@@ -870,8 +951,8 @@ pub fn compress_int8(
         .filter(|t| t.dtype == tern::ir::DType::F32 && t.quant.is_some())
         .count();
     if fixed > 0 {
-        if c.opts.act16 {
-            bail!("{} is quantized already ({fixed} tensor(s) with their own int8 parameters): --activations int16 needs a float model", onnx.display());
+        if c.opts.act16 || c.opts.mixed16 {
+            bail!("{} is quantized already ({fixed} tensor(s) with their own int8 parameters): --activations int16 and mixed need a float model", onnx.display());
         }
         log::info!("the model is quantized already: its parameters for {fixed} tensor(s) are kept");
     }
@@ -909,7 +990,8 @@ pub fn compress_int8(
     bar.finish_and_clear();
     let gptq_used = match c.opts.rounding {
         Rounding::Gptq => true,
-        Rounding::Auto => c.opts.float_weights_int8 || weights_only,
+        // (mixed: for the layers on 16 bits)
+        Rounding::Auto => c.opts.float_weights_int8 || weights_only || c.opts.mixed16,
         Rounding::Nearest => false,
     };
     if fixed == 0 && gptq_used {
@@ -973,12 +1055,20 @@ pub fn compress_int8(
         opts,
         progress: c.progress,
     };
+    // the searches' masks: nodes kept in float, or (mixed) nodes on 16 bits
+    let mixed = c.opts.mixed16;
+    let mut wide = vec![false; fg.graph.nodes.len()];
     let (mut keep, reached) = match c.opts.max_error {
         Some(me) => {
             // the search runs on at most 16 samples: each step is a full quantize-and-run
             let n = sub.len().min(16);
             let (k, e) = search_float_nodes(&fg, &obs, &c.opts, (&sub[..n], &want[..n]), me)?;
-            (k, Some(e))
+            if mixed {
+                wide = k;
+                (user_float(&fg, &c.opts)?, Some(e))
+            } else {
+                (k, Some(e))
+            }
         }
         None if weights_only => (vec![true; fg.graph.nodes.len()], None),
         None => (user_float(&fg, &c.opts)?, None),
@@ -999,7 +1089,7 @@ pub fn compress_int8(
         let n = samples.len().min(256);
         let (k, d) =
             search_float_nodes_for_drop(&fg, &obs, &c.opts, &samples[..n], &labels[..n], md)?;
-        for (a, b) in keep.iter_mut().zip(k) {
+        for (a, b) in if mixed { &mut wide } else { &mut keep }.iter_mut().zip(k) {
             *a |= b;
         }
         drop_reached = Some(d);
@@ -1010,10 +1100,11 @@ pub fn compress_int8(
             *k |= h;
         }
     }
-    let (qg, report) = quantize_graph(&fg, &obs, &c.opts, &keep)?;
+    let (qg, report) = quantize_graph_mixed(&fg, &obs, &c.opts, &keep, &wide)?;
     log::info!(
-        "quantize: {} integer node(s), {} float node(s), {} conversion(s)",
+        "quantize: {} integer node(s) ({} on 16 bits), {} float node(s), {} conversion(s)",
         report.int_nodes,
+        report.wide_nodes.len(),
         report.float_nodes.len(),
         report.conversions
     );
@@ -1042,6 +1133,8 @@ pub fn compress_int8(
                 "int8 weights only: symmetric per output channel, computed in float on the widened weights".to_string()
             } else if c.opts.act16 {
                 format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, Q31 fixed-point requantization, interpolated function tables of 257 to 4097 entries (within {} step RMS of the function)", pass::ACT16_HEADROOM, pass::TABLE16_RMS_STEPS)
+            } else if mixed {
+                format!("int8 and (on quant.wide_nodes) int16 activations: int8 weights symmetric per channel, int8 activations asymmetric per tensor, int16 ones symmetric per tensor (ranges {}x the calibrated ones), int32 bias, Q31 fixed-point requantization, integer rescales between the two", pass::ACT16_HEADROOM)
             } else {
                 "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()
             },
@@ -1103,6 +1196,9 @@ pub fn compress_int8(
             report.float_nodes.join(","),
         ),
     ];
+    if mixed {
+        meta.push(("quant.wide_nodes".to_string(), report.wide_nodes.join(",")));
+    }
     if let Some(errs) = auto_errors {
         meta.push(("quant.method_choice".to_string(), errs));
     }
@@ -1117,8 +1213,17 @@ pub fn compress_int8(
         meta.push(("quant.max_error".to_string(), me.to_string()));
         meta.push(("quant.error_on_calibration".to_string(), format!("{e:.4e}")));
         meta.push((
-            "quant.kept_float_by_search".to_string(),
-            keep.iter().filter(|&&k| k).count().to_string(),
+            if mixed {
+                "quant.wide_by_search"
+            } else {
+                "quant.kept_float_by_search"
+            }
+            .to_string(),
+            if mixed { &wide } else { &keep }
+                .iter()
+                .filter(|&&k| k)
+                .count()
+                .to_string(),
         ));
     }
     // int8 weights are repacked at session creation anyway, so reading them in place saves nothing:
@@ -1338,6 +1443,75 @@ mod tests {
         assert!(!ops.iter().any(|&(n, _)| n == "hs"), "{ops:?}");
         let bytes = crate::export::to_bytes(&qg, vec![]).unwrap();
         tern::Model::from_bytes(&bytes).unwrap();
+    }
+
+    #[test]
+    fn mixed_widths_convert_where_they_meet() {
+        use tern::ir::{DType, Unary};
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 2, 4, 4]);
+        g.graph.inputs.push(x);
+        let conv = |g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>| {
+            let w = g.add_const(&format!("{name}_w"), &[2, 2, 1, 1], w);
+            let op = Op::Conv {
+                geom: Conv2d::pointwise(1),
+                act: None,
+            };
+            g.emit(name, op, vec![x, w], &[format!("{name}_y")], None)
+                .unwrap()[0]
+        };
+        // a (int8) -> hard-swish, b (int16) -> c (int8)
+        let a = conv(&mut g, "a", x, vec![0.5, -0.2, 0.3, 0.7]);
+        let h = g
+            .emit(
+                "hs",
+                Op::Unary(Unary::HardSwish),
+                vec![a],
+                &["hs_y".into()],
+                None,
+            )
+            .unwrap()[0];
+        let b = conv(&mut g, "b", h, vec![0.9, 0.1, -0.4, 0.6]);
+        let y = conv(&mut g, "c", b, vec![0.2, 0.8, 0.5, -0.3]);
+        g.graph.outputs.push(y);
+        let samples: Vec<Vec<Vec<f32>>> = (0..8)
+            .map(|s| {
+                vec![(0..32)
+                    .map(|i| ((i * 7 + s * 3) % 17) as f32 / 4.0 - 2.0)
+                    .collect()]
+            })
+            .collect();
+        let obs = calibrate(&g, &samples, false, || {}).unwrap();
+        let opts = Int8Options {
+            channel_scales: false,
+            ..Int8Options::default()
+        };
+        let wide = [false, true, true, false];
+        let (qg, report) = quantize_graph_mixed(&g, &obs, &opts, &[false; 4], &wide).unwrap();
+        assert_eq!(report.wide_nodes, ["hs", "b"]);
+        let ops: Vec<(&str, &str, DType)> = qg
+            .graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let t = &qg.graph.tensors[n.outputs[0] as usize];
+                (n.name.as_str(), n.op.name(), t.dtype)
+            })
+            .collect();
+        let op_of = |name: &str| ops.iter().find(|o| o.0 == name).map(|o| (o.1, o.2));
+        assert_eq!(op_of("a"), Some(("QConv", DType::I8)), "{ops:?}");
+        assert_eq!(op_of("hs"), Some(("Q16Lut", DType::I16)), "{ops:?}");
+        assert_eq!(op_of("b"), Some(("Q16Conv", DType::I16)), "{ops:?}");
+        assert_eq!(op_of("c"), Some(("QConv", DType::I8)), "{ops:?}");
+        // a's int8 output becomes int16 for the table, b's int16 output int8 for c: one conversion each
+        // way (through f32), besides the input's and the output's
+        let count = |op: &str| ops.iter().filter(|o| o.1 == op).count();
+        assert_eq!((count("Quantize"), count("Dequantize")), (3, 3), "{ops:?}");
+        // and the integers still compute the model: within the int8 steps of the float outputs
+        let want = outputs(&g, &samples).unwrap();
+        let got = outputs(&qg, &samples).unwrap();
+        let e = output_error(&got, &want);
+        assert!(e < 0.03, "rel-L2 {e}");
     }
 
     #[test]

@@ -17,6 +17,18 @@ use tern::ir::quant::{
 };
 use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, ResizeMode, Unary};
 
+/// Which nodes compute on 16-bit activations (the rest on int8).
+#[derive(Clone, Copy, Debug)]
+pub enum Wide<'a> {
+    /// None: int8 activations.
+    None,
+    /// Every node (`--activations int16`); what the 16-bit engine cannot take stays float.
+    All,
+    /// The nodes marked, by float-graph node index (mixed precision; what the 16-bit engine cannot take
+    /// of them stays float too). A tensor written in one width and read in the other is converted once.
+    Nodes(&'a [bool]),
+}
+
 /// What the pass produced besides the graph.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -24,6 +36,8 @@ pub struct Report {
     pub int_nodes: usize,
     /// Names of nodes that stay in float, because they have no integer kernel or were kept by request.
     pub float_nodes: Vec<String>,
+    /// Names of nodes that run on 16-bit activations.
+    pub wide_nodes: Vec<String>,
     /// Dequantize/Quantize nodes inserted at island borders.
     pub conversions: usize,
     /// Tensors stored channel-scaled (one scale per channel).
@@ -140,10 +154,10 @@ enum Clamped {
     Binary(BinOp),
 }
 
-/// The integer op `kind` on 8-bit or (`act16`) 16-bit activations, clamped by the fused activation `act`
+/// The integer op `kind` on 8-bit or (`w16`) 16-bit activations, clamped by the fused activation `act`
 /// in the output's parameters `q`.
-fn clamped(act16: bool, kind: Clamped, act: Option<Unary>, q: &QParams) -> Op {
-    if act16 {
+fn clamped(w16: bool, kind: Clamped, act: Option<Unary>, q: &QParams) -> Op {
+    if w16 {
         let (lo, hi) = clamp16_of(act, q);
         return match kind {
             Clamped::Conv(geom) => Op::Q16Conv { geom, lo, hi },
@@ -247,14 +261,23 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 struct Builder<'a> {
     fg: &'a ToolGraph,
     qg: ToolGraph,
-    /// Per float-graph tensor: its f32 and its int8 tensor in the new graph, once made.
+    /// Per float-graph tensor: its f32 form in the new graph, and its integer forms (`[int8, int16]`),
+    /// once made.
     fmap: Vec<Option<u32>>,
-    qmap: Vec<Option<u32>>,
-    /// Activation parameters per float-graph tensor (calibrated, or inherited by data movement).
-    params: Vec<Option<QParams>>,
+    qmap: [Vec<Option<u32>>; 2],
+    /// Activation parameters per float-graph tensor (calibrated, or inherited by data movement), for
+    /// int8 and for int16.
+    params: [Vec<Option<QParams>>; 2],
     conversions: usize,
-    /// 16-bit activations (symmetric int16) instead of int8.
-    act16: bool,
+}
+
+/// The activations' element type: int16 (`w16`) or int8.
+fn act_dtype(w16: bool) -> DType {
+    if w16 {
+        DType::I16
+    } else {
+        DType::I8
+    }
 }
 
 impl Builder<'_> {
@@ -262,49 +285,50 @@ impl Builder<'_> {
         self.fg.graph.tensors[t as usize].name.clone()
     }
 
-    /// Emits a node whose single output is int8 with `q`.
-    fn emit_q(&mut self, name: &str, op: Op, inputs: Vec<u32>, t: u32, q: QParams) -> Result<u32> {
+    /// Emits a node whose single output is int8 (int16 with `w16`) with `q`.
+    fn emit_q(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<u32>,
+        (t, w16): (u32, bool),
+        q: QParams,
+    ) -> Result<u32> {
         let shape = self.fg.shape(t);
         let out = self
             .qg
             .emit(name, op, inputs, &[self.name(t)], Some(vec![shape]))?[0];
-        let dtype = self.act_dtype();
         let tt = &mut self.qg.graph.tensors[out as usize];
-        tt.dtype = dtype;
+        tt.dtype = act_dtype(w16);
         tt.quant = Some(q.clone());
-        self.qmap[t as usize] = Some(out);
-        self.params[t as usize] = Some(q);
+        self.qmap[w16 as usize][t as usize] = Some(out);
+        self.params[w16 as usize][t as usize] = Some(q);
         Ok(out)
     }
 
-    /// The activations' element type.
-    fn act_dtype(&self) -> DType {
-        if self.act16 {
-            DType::I16
-        } else {
-            DType::I8
-        }
+    fn param(&self, t: u32, w16: bool) -> Result<QParams> {
+        self.params[w16 as usize][t as usize]
+            .clone()
+            .ok_or_else(|| {
+                anyhow!(
+                    "tensor \"{}\" was never observed during calibration",
+                    self.name(t)
+                )
+            })
     }
 
-    fn param(&self, t: u32) -> Result<QParams> {
-        self.params[t as usize].clone().ok_or_else(|| {
-            anyhow!(
-                "tensor \"{}\" was never observed during calibration",
-                self.name(t)
-            )
-        })
-    }
-
-    /// The int8 form of float-graph tensor `t`, quantizing it if it only exists in f32.
-    fn get_q(&mut self, t: u32) -> Result<u32> {
-        if let Some(q) = self.qmap[t as usize] {
+    /// The int8 (int16 with `w16`) form of float-graph tensor `t`, quantizing it if it only exists in
+    /// f32 (or in the other width: a conversion through f32, which the FuseRequantize pass makes one
+    /// integer rescale).
+    fn get_q(&mut self, t: u32, w16: bool) -> Result<u32> {
+        if let Some(q) = self.qmap[w16 as usize][t as usize] {
             return Ok(q);
         }
         if let Some(c) = self.fg.konst(t) {
             let (lo, hi) = c
                 .iter()
                 .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
-            if self.act16 {
+            if w16 {
                 // a constant's own range, no headroom: it is all there is
                 let q = symmetric_i16(lo, hi, 1.0);
                 let bytes: Vec<u8> = c
@@ -315,7 +339,7 @@ impl Builder<'_> {
                 let id = self
                     .qg
                     .add_int_const(&self.name(t), &shape, DType::I16, Some(q), bytes);
-                self.qmap[t as usize] = Some(id);
+                self.qmap[1][t as usize] = Some(id);
                 return Ok(id);
             }
             let q = asymmetric_i8(lo, hi);
@@ -327,17 +351,17 @@ impl Builder<'_> {
             let id =
                 self.qg
                     .add_int_const(&self.name(t), &shape, DType::I8, Some(q), i8_bytes(&data));
-            self.qmap[t as usize] = Some(id);
+            self.qmap[0][t as usize] = Some(id);
             return Ok(id);
         }
         let f = self.get_f(t)?;
-        let q = self.param(t)?;
+        let q = self.param(t, w16)?;
         self.conversions += 1;
         let name = format!("{}/quantize", self.name(t));
-        self.emit_q(&name, Op::Quantize, vec![f], t, q)
+        self.emit_q(&name, Op::Quantize, vec![f], (t, w16), q)
     }
 
-    /// The f32 form of float-graph tensor `t`, dequantizing it if it only exists in int8.
+    /// The f32 form of float-graph tensor `t`, dequantizing it if it only exists in int8 or int16.
     fn get_f(&mut self, t: u32) -> Result<u32> {
         if let Some(f) = self.fmap[t as usize] {
             return Ok(f);
@@ -349,12 +373,14 @@ impl Builder<'_> {
             self.fmap[t as usize] = Some(id);
             return Ok(id);
         }
-        let q = self.qmap[t as usize].ok_or_else(|| {
-            anyhow!(
-                "internal error: tensor \"{}\" used before it is computed",
-                self.name(t)
-            )
-        })?;
+        let q = self.qmap[0][t as usize]
+            .or(self.qmap[1][t as usize])
+            .ok_or_else(|| {
+                anyhow!(
+                    "internal error: tensor \"{}\" used before it is computed",
+                    self.name(t)
+                )
+            })?;
         self.conversions += 1;
         let shape = self.fg.shape(t);
         let name = format!("{}/dequantize", self.name(t));
@@ -570,44 +596,58 @@ pub fn quantize(
     keep_float: &[bool],
     channel_scales: bool,
     storage: WeightStorage,
-    act16: bool,
+    wide16: Wide,
 ) -> Result<(ToolGraph, Report)> {
     let float_weights_int8 = storage.float_int8;
-    let int8_weight = |t: u32| {
-        if storage.rounded_integer {
+    // a 16-bit layer's weights are GPTQ-rounded wherever the graph has them (its inputs are close to
+    // float, the case GPTQ's compensation assumes)
+    let int8_weight = |t: u32, w16: bool| {
+        if storage.rounded_integer || w16 {
             fg.weight_for_int8(t)
         } else {
             fg.konst(t)
         }
     };
+    let all16 = matches!(wide16, Wide::All);
     let nt = fg.graph.tensors.len();
+    let observed = |i: usize, f: &dyn Fn(&Observer) -> QParams| {
+        obs.get(i)
+            .and_then(|o| o.as_ref())
+            .filter(|o| o.count() > 0)
+            .map(f)
+    };
     let mut b = Builder {
         fg,
         qg: ToolGraph::default(),
         fmap: vec![None; nt],
-        qmap: vec![None; nt],
-        // parameters an imported quantized model fixed (on its float tensors) win over calibration
-        params: (0..nt)
-            .map(|i| {
-                let t = &fg.graph.tensors[i];
-                if t.dtype == DType::F32 && t.quant.is_some() {
-                    return t.quant.clone();
-                }
-                obs.get(i)
-                    .and_then(|o| o.as_ref())
-                    .filter(|o| o.count() > 0)
-                    .map(|o| {
+        qmap: [vec![None; nt], vec![None; nt]],
+        params: [
+            (0..nt)
+                .map(|i| {
+                    // parameters an imported quantized model fixed (on its float tensors) win over
+                    // calibration
+                    let t = &fg.graph.tensors[i];
+                    if t.dtype == DType::F32 && t.quant.is_some() {
+                        return t.quant.clone();
+                    }
+                    observed(i, &|o| {
                         let (lo, hi) = o.range(method);
-                        if act16 {
-                            symmetric_i16(lo, hi, ACT16_HEADROOM)
-                        } else {
-                            asymmetric_i8(lo, hi)
-                        }
+                        asymmetric_i8(lo, hi)
                     })
-            })
-            .collect(),
+                })
+                .collect(),
+            (0..nt)
+                .map(|i| {
+                    // (mixed with int8, the int8 tensors take `method`; int16 has no use for clipping
+                    // outliers)
+                    observed(i, &|o| {
+                        let (lo, hi) = o.range(if all16 { method } else { Method::MinMax });
+                        symmetric_i16(lo, hi, ACT16_HEADROOM)
+                    })
+                })
+                .collect(),
+        ],
         conversions: 0,
-        act16,
     };
     for &i in &fg.graph.inputs {
         let t = &fg.graph.tensors[i as usize];
@@ -616,14 +656,22 @@ pub fn quantize(
         b.fmap[i as usize] = Some(id);
     }
     let nodes = &fg.graph.nodes;
+    // (the 16-bit engine has no transposed conv)
+    let transposed = |n: &tern::ir::Node| matches!(n.op, Op::ConvTranspose { .. });
+    let wide: Vec<bool> = (0..nodes.len())
+        .map(|i| match wide16 {
+            Wide::None => false,
+            Wide::All => true,
+            Wide::Nodes(m) => m.get(i).copied().unwrap_or(false),
+        })
+        .collect();
     let mut is_int: Vec<bool> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
             !keep_float.get(i).copied().unwrap_or(false)
                 && has_int_kernel(fg, n)
-                // (the 16-bit engine has no transposed conv)
-                && !(act16 && matches!(n.op, Op::ConvTranspose { .. }))
+                && !(wide[i] && transposed(n))
         })
         .collect();
     float_fed_elementwise(fg, &mut is_int);
@@ -709,7 +757,8 @@ pub fn quantize(
         if absorbed[i] || !is_int[i] {
             continue;
         }
-        let has = |b: &Builder, t: u32| b.params[t as usize].is_some();
+        let w = usize::from(wide[i]);
+        let has = |b: &Builder, t: u32| b.params[w][t as usize].is_some();
         let act_ins: Vec<u32> = if moves(&n.op) {
             vec![n.inputs[0]]
         } else {
@@ -722,8 +771,10 @@ pub fn quantize(
         if let Some(a) = fused_act[i] {
             // a fused Relu/Clip whose output the model left unquantized clamps in its producer's parameters
             let (own, fused) = (n.outputs[0], nodes[a].outputs[0]);
-            if !has(&b, fused) && has(&b, own) {
-                b.params[fused as usize] = b.params[own as usize].clone();
+            for p in &mut b.params {
+                if p[fused as usize].is_none() && p[own as usize].is_some() {
+                    p[fused as usize] = p[own as usize].clone();
+                }
             }
         }
         let out = fused_act[i].map_or(n.outputs[0], |a| nodes[a].outputs[0]);
@@ -742,26 +793,31 @@ pub fn quantize(
             if let Some(a) = fused_act[i].take() {
                 absorbed[a] = false;
                 let ax = nodes[a].inputs[0];
-                is_int[a] = is_int[a] && has(&b, ax) && has(&b, nodes[a].outputs[0]);
+                let wa = usize::from(wide[a]);
+                is_int[a] = is_int[a]
+                    && b.params[wa][ax as usize].is_some()
+                    && b.params[wa][nodes[a].outputs[0] as usize].is_some();
             }
             continue;
         }
         if moves(&n.op) {
-            if let Some(q) = b.params[n.inputs[0] as usize].clone() {
-                for &o in &n.outputs {
-                    b.params[o as usize].get_or_insert_with(|| q.clone());
+            for p in &mut b.params {
+                if let Some(q) = p[n.inputs[0] as usize].clone() {
+                    for &o in &n.outputs {
+                        p[o as usize].get_or_insert_with(|| q.clone());
+                    }
                 }
             }
         }
     }
-    if act16 {
-        // what the 16-bit engine cannot take stays float (what the loader checks): a conv or matmul whose
-        // rows could overflow their i32 sums, an Add/Sub/Mul whose rescale has no integer form (an operand
-        // observed all zero), a Concat of a constant (the engine reads int16 constants only as operands)
+    {
+        // what the 16-bit engine cannot take (what the loader checks) stays float: a conv or matmul whose rows could overflow their i32 sums, an
+        // Add/Sub/Mul whose rescale has no integer form (an operand observed all zero), a Concat of a
+        // constant (the engine reads int16 constants only as operands)
         for (i, n) in nodes.iter().enumerate() {
-            let why = if !is_int[i] || absorbed[i] {
+            let why = if !is_int[i] || absorbed[i] || !wide[i] {
                 continue;
-            } else if !acc16_ok(&b, n, &int8_weight)? {
+            } else if !acc16_ok(&b, n, &|t| int8_weight(t, true))? {
                 "its 16-bit sums could overflow i32"
             } else if !binary16_ok(&b, n, fused_act[i].map(|a| nodes[a].outputs[0]))? {
                 "its 16-bit rescale has no integer form"
@@ -777,8 +833,9 @@ pub fn quantize(
             if let Some(a) = fused_act[i].take() {
                 absorbed[a] = false;
                 let ax = nodes[a].inputs[0];
-                let ready = b.params[ax as usize].is_some()
-                    && b.params[nodes[a].outputs[0] as usize].is_some();
+                let wa = usize::from(wide[a]);
+                let ready = b.params[wa][ax as usize].is_some()
+                    && b.params[wa][nodes[a].outputs[0] as usize].is_some();
                 is_int[a] = is_int[a] && ready;
             }
         }
@@ -806,9 +863,13 @@ pub fn quantize(
             && is_int[ni]
             && !absorbed[ni]
             && fused_act[ni].is_none()
+            && !wide[ni]
             && fg.graph.tensors[y].quant.is_none()
-            && cons[y].iter().all(|&(j, _)| is_int[j] && !absorbed[j]);
-        let (Some(o), Some(q)) = (obs.get(y).and_then(|o| o.as_ref()), b.params[y].as_ref()) else {
+            && cons[y]
+                .iter()
+                .all(|&(j, _)| is_int[j] && !absorbed[j] && !wide[j]);
+        let (Some(o), Some(q)) = (obs.get(y).and_then(|o| o.as_ref()), b.params[0][y].as_ref())
+        else {
             continue;
         };
         if eligible && !o.channels.is_empty() {
@@ -851,7 +912,7 @@ pub fn quantize(
             b.name(y as u32),
             pc.scale.len()
         );
-        b.params[y] = Some(pc);
+        b.params[0][y] = Some(pc);
         channel_scaled.push(b.name(y as u32));
     }
     let mut report = Report {
@@ -926,6 +987,10 @@ pub fn quantize(
             continue;
         }
         report.int_nodes += 1;
+        let w16 = wide[ni];
+        if w16 {
+            report.wide_nodes.push(n.name.clone());
+        }
         // the tensor this node finally writes (the fused activation's output if there is one)
         let (out, act) = match fused_act[ni] {
             Some(a) => (nodes[a].outputs[0], Some(&nodes[a].op)),
@@ -937,22 +1002,22 @@ pub fn quantize(
         };
         match &n.op {
             Op::Conv { geom, .. } => {
-                let x = b.get_q(n.inputs[0])?;
+                let x = b.get_q(n.inputs[0], w16)?;
                 // one scale, or one per channel of a channel-scaled depthwise input
-                let sx = b.param(n.inputs[0])?.scale;
-                let w = int8_weight(n.inputs[1]).unwrap_or_default();
+                let sx = b.param(n.inputs[0], w16)?.scale;
+                let w = int8_weight(n.inputs[1], w16).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
-                let q = b.param(out)?;
+                let q = b.param(out, w16)?;
                 let ws = fg.shape(n.inputs[1]);
                 let (wid, bid) = b.weights(&n.name, w, &ws, false, bias, &sx, &q.scale);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                let op = clamped(act16, Clamped::Conv(geom.clone()), act, &q);
-                b.emit_q(&n.name, op, ins, out, q)?;
+                let op = clamped(w16, Clamped::Conv(geom.clone()), act, &q);
+                b.emit_q(&n.name, op, ins, (out, w16), q)?;
             }
             Op::ConvTranspose { geom, .. } => {
-                let x = b.get_q(n.inputs[0])?;
-                let sx = b.param(n.inputs[0])?.scale[0];
+                let x = b.get_q(n.inputs[0], w16)?;
+                let sx = b.param(n.inputs[0], w16)?.scale[0];
                 let w = fg.konst(n.inputs[1]).unwrap_or_default();
                 let ws = fg.shape(n.inputs[1]);
                 let (c, m, kk) = (ws[0], ws[1], ws[2] * ws[3]);
@@ -965,7 +1030,7 @@ pub fn quantize(
                     })
                     .collect();
                 let (mut qt, mut scales) = quantize_rows(&wt, m);
-                let sy = b.param(out)?.scale;
+                let sy = b.param(out, w16)?.scale;
                 settle_negligible(&mut qt, &mut scales, &[sx], &sy, |j| j / (c * kk).max(1));
                 let mut q = vec![0i8; w.len()];
                 for (i, &v) in qt.iter().enumerate() {
@@ -997,7 +1062,7 @@ pub fn quantize(
                         i32_bytes(&bq),
                     )
                 });
-                let q = b.param(out)?;
+                let q = b.param(out, w16)?;
                 let (lo, hi) = clamp_of(act, &q);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
@@ -1006,16 +1071,16 @@ pub fn quantize(
                     lo,
                     hi,
                 };
-                b.emit_q(&n.name, op, ins, out, q)?;
+                b.emit_q(&n.name, op, ins, (out, w16), q)?;
             }
             Op::ChannelAffine { .. } => {
                 // x·scale[c] + shift[c] is a 1×1 depthwise convolution
                 let c = fg.shape(n.inputs[0])[1];
-                let x = b.get_q(n.inputs[0])?;
-                let sx = b.param(n.inputs[0])?.scale[0];
+                let x = b.get_q(n.inputs[0], w16)?;
+                let sx = b.param(n.inputs[0], w16)?.scale[0];
                 let scale = fg.konst(n.inputs[1]).unwrap_or_default().to_vec();
                 let shift = fg.konst(n.inputs[2]).unwrap_or_default().to_vec();
-                let q = b.param(out)?;
+                let q = b.param(out, w16)?;
                 let (wid, bid) = b.weights(
                     &n.name,
                     &scale,
@@ -1028,32 +1093,32 @@ pub fn quantize(
                 let geom = Conv2d::pointwise(c as u32);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                let op = clamped(act16, Clamped::Conv(geom), act, &q);
-                b.emit_q(&n.name, op, ins, out, q)?;
+                let op = clamped(w16, Clamped::Conv(geom), act, &q);
+                b.emit_q(&n.name, op, ins, (out, w16), q)?;
             }
             Op::MatMul { .. } => {
-                let x = b.get_q(n.inputs[0])?;
-                let sx = b.param(n.inputs[0])?.scale[0];
-                let w = int8_weight(n.inputs[1]).unwrap_or_default();
+                let x = b.get_q(n.inputs[0], w16)?;
+                let sx = b.param(n.inputs[0], w16)?.scale[0];
+                let w = int8_weight(n.inputs[1], w16).unwrap_or_default();
                 let bias = n.inputs.get(2).and_then(|&t| fg.konst(t));
-                let q = b.param(out)?;
+                let q = b.param(out, w16)?;
                 let ws = fg.shape(n.inputs[1]);
                 let (wid, bid) = b.weights(&n.name, w, &ws, true, bias, &[sx], &q.scale);
                 let mut ins = vec![x, wid];
                 ins.extend(bid);
-                let op = clamped(act16, Clamped::MatMul, act, &q);
-                b.emit_q(&n.name, op, ins, out, q)?;
+                let op = clamped(w16, Clamped::MatMul, act, &q);
+                b.emit_q(&n.name, op, ins, (out, w16), q)?;
             }
             Op::Binary { op, .. } => {
-                let (xa, xb) = (b.get_q(n.inputs[0])?, b.get_q(n.inputs[1])?);
-                let q = b.param(out)?;
-                let op = clamped(act16, Clamped::Binary(*op), act, &q);
-                b.emit_q(&n.name, op, vec![xa, xb], out, q)?;
+                let (xa, xb) = (b.get_q(n.inputs[0], w16)?, b.get_q(n.inputs[1], w16)?);
+                let q = b.param(out, w16)?;
+                let op = clamped(w16, Clamped::Binary(*op), act, &q);
+                b.emit_q(&n.name, op, vec![xa, xb], (out, w16), q)?;
             }
             Op::Unary(f) => {
-                let x = b.get_q(n.inputs[0])?;
-                let qi = b.param(n.inputs[0])?;
-                let q = b.param(out)?;
+                let x = b.get_q(n.inputs[0], w16)?;
+                let qi = b.param(n.inputs[0], w16)?;
+                let q = b.param(out, w16)?;
                 // a uniform affine absorbed into the table (see above), with its own activation, or a
                 // function after this one (as the identity affine: r·1 + 0 is r, up to a zero's sign,
                 // which rounding drops)
@@ -1074,7 +1139,7 @@ pub fn quantize(
                     }
                     r
                 };
-                if act16 {
+                if w16 {
                     let table = table16(&apply, qi.scale[0], q.scale[0]);
                     let len = table.len();
                     // (stored as differences: see Op::Q16Lut)
@@ -1089,7 +1154,7 @@ pub fn quantize(
                         None,
                         bytes,
                     );
-                    b.emit_q(&n.name, Op::Q16Lut, vec![x, tid], out, q)?;
+                    b.emit_q(&n.name, Op::Q16Lut, vec![x, tid], (out, w16), q)?;
                     continue;
                 }
                 // one table, or one per channel of a channel-scaled input or output
@@ -1116,7 +1181,7 @@ pub fn quantize(
                     None,
                     i8_bytes(&table),
                 );
-                b.emit_q(&n.name, Op::QLut, vec![x, tid], out, q)?;
+                b.emit_q(&n.name, Op::QLut, vec![x, tid], (out, w16), q)?;
             }
             Op::Concat { .. }
             | Op::Pool(tern::ir::Pool2d {
@@ -1127,15 +1192,15 @@ pub fn quantize(
                 let ins = n
                     .inputs
                     .iter()
-                    .map(|&t| b.get_q(t))
+                    .map(|&t| b.get_q(t, w16))
                     .collect::<Result<Vec<_>>>()?;
-                let q = b.param(out)?;
-                b.emit_q(&n.name, n.op.clone(), ins, out, q)?;
+                let q = b.param(out, w16)?;
+                b.emit_q(&n.name, n.op.clone(), ins, (out, w16), q)?;
             }
             _ => {
                 // data movement and max pooling: the outputs keep the input's parameters
-                let x = b.get_q(n.inputs[0])?;
-                let q = b.param(n.inputs[0])?;
+                let x = b.get_q(n.inputs[0], w16)?;
+                let q = b.param(n.inputs[0], w16)?;
                 let names: Vec<String> = n.outputs.iter().map(|&t| b.name(t)).collect();
                 let shapes = n.outputs.iter().map(|&t| fg.shape(t)).collect();
                 // where the model quantizes a moved tensor with its own parameters, the moved values are
@@ -1163,13 +1228,13 @@ pub fn quantize(
                     .collect();
                 let outs =
                     b.qg.emit(&n.name, n.op.clone(), vec![x], &names, Some(shapes))?;
-                let dtype = b.act_dtype();
+                let dtype = act_dtype(w16);
                 for ((&t, &o), f) in n.outputs.iter().zip(&outs).zip(fixed) {
                     let tt = &mut b.qg.graph.tensors[o as usize];
                     tt.dtype = dtype;
                     tt.quant = Some(q.clone());
-                    b.qmap[t as usize] = Some(o);
-                    b.params[t as usize] = Some(q.clone());
+                    b.qmap[usize::from(w16)][t as usize] = Some(o);
+                    b.params[usize::from(w16)][t as usize] = Some(q.clone());
                     if let Some(f) = f {
                         let table: Vec<i8> = (-128i32..128)
                             .map(|v| {
@@ -1188,7 +1253,7 @@ pub fn quantize(
                             &format!("{}/requantize", n.name),
                             Op::QLut,
                             vec![o, tid],
-                            t,
+                            (t, false),
                             f,
                         )?;
                     }
@@ -1259,11 +1324,11 @@ fn binary16_ok(b: &Builder, n: &tern::ir::Node, out: Option<u32>) -> Result<bool
                     .fold((0f32, 0f32), |(a, z), &v| (a.min(v), z.max(v)));
                 symmetric_i16(lo, hi, 1.0).scale[0] as f64
             }
-            None => b.param(t)?.scale[0] as f64,
+            None => b.param(t, true)?.scale[0] as f64,
         })
     };
     let (sa, sb) = (scale(n.inputs[0])?, scale(n.inputs[1])?);
-    let sy = b.param(out.unwrap_or(n.outputs[0]))?.scale[0] as f64;
+    let sy = b.param(out.unwrap_or(n.outputs[0]), true)?.scale[0] as f64;
     Ok(match op {
         BinOp::Mul => FixedMultiplier::from_real(sa * sb / sy).is_some(),
         _ => tern::ir::quant::add16_params(sa / sy, sb / sy).is_some(),
@@ -1307,7 +1372,7 @@ fn acc16_ok<'w>(
         Op::ChannelAffine { .. } => fg.konst(n.inputs[2]),
         _ => n.inputs.get(2).and_then(|&t| fg.konst(t)),
     };
-    let sx = b.param(n.inputs[0])?.scale[0] as f64;
+    let sx = b.param(n.inputs[0], true)?.scale[0] as f64;
     for (j, row) in rows.iter().enumerate() {
         let (q, s) = quantize_rows(row, 1);
         let bq = bias.map_or(0, |bb| quantize_bias(bb[j], sx * s[0] as f64));
