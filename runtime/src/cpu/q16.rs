@@ -1127,15 +1127,15 @@ fn lut_inplace(isa: Isa, (t, shift): (&[i16], u32), data: &mut [i16]) {
             *v = lut16(t, *v, shift);
         }
     }
-    // (compiled for AVX2 LLVM vectorizes the lookups; explicit vpgatherdd measured no faster on Zen 4)
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
-        #[target_feature(enable = "avx2")]
-        fn avx2(t: &[i16], shift: u32, data: &mut [i16]) {
-            body(t, shift, data)
-        }
-        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        unsafe { avx2(t, shift, data) };
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni)
+        && (LUT16_MIN_SHIFT..=LUT16_MAX_SHIFT).contains(&shift)
+        && t.len() >= crate::ir::quant::lut16_len(shift)
+    {
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it; the table and shift
+        // were checked just above.
+        let done = unsafe { super::kernels::x86::lut16_avx2(t, shift, data) };
+        body(t, shift, &mut data[done..]);
         return;
     }
     let _ = isa;
