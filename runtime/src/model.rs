@@ -537,6 +537,16 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             }
             clamp(*lo, *hi)
         }
+        Op::Requantize => {
+            // either side int8 or int16, each per tensor
+            let side = |t: u32| match dt(t) {
+                DType::I16 => per_tensor16(g, t).map(|s| (s, 0)),
+                _ => per_tensor(g, t),
+            };
+            let (sx, _) = side(x.unwrap_or(y))?;
+            let (sy, _) = side(y)?;
+            mult(sx as f64 / sy as f64, "rescale")
+        }
         Op::Q16Lut => {
             per_tensor16(g, n.inputs[0])?;
             per_tensor16(g, y)?;

@@ -622,9 +622,9 @@ impl<'m> Session<'m> {
                         &par,
                         &n.op,
                         qp,
-                        &ins[..],
-                        &hins[..],
+                        (&ins[..], &qins[..], &hins[..]),
                         &mut outs[..],
+                        &mut qouts[..],
                         &mut houts[..],
                         bytes,
                     )

@@ -1243,3 +1243,57 @@ fn an_int8_constant_shared_by_float_and_integer_ops_is_refused() {
         .to_string();
     assert!(e.contains("\"also_int\"") && e.contains("\"w8\""), "{e}");
 }
+
+/// x f32 → int8 (0.1, zero point 3) → Requantize → int16 (0.001) → Requantize → int8 (0.05, −2) → f32:
+/// the two rescales (×100, then ÷50) are exact, so y is x on the 0.1 grid within the int8s' ranges; a
+/// Requantize of an f32 tensor
+/// and one whose multiplier cannot be encoded are refused by name.
+#[test]
+fn requantize_between_widths() {
+    use tern::ir::{DType, QParams};
+    let build = |s16: f32, float_in: bool| -> Result<Vec<f32>, String> {
+        let mut g = ToolGraph::default();
+        let x = g.add_tensor("x", &[1, 6]);
+        g.graph.inputs.push(x);
+        let q = |s: f32, z: i32| QParams {
+            scale: vec![s],
+            zero_point: vec![z],
+            axis: None,
+        };
+        let step = |g: &mut ToolGraph, name: &str, op: Op, x: u32, dt: DType, p: QParams| {
+            let t = g
+                .emit(name, op, vec![x], &[format!("{name}_y")], None)
+                .unwrap()[0];
+            g.graph.tensors[t as usize].dtype = dt;
+            g.graph.tensors[t as usize].quant = Some(p);
+            t
+        };
+        let a = step(&mut g, "q8", Op::Quantize, x, DType::I8, q(0.1, 3));
+        let from = if float_in { x } else { a };
+        let b = step(&mut g, "up", Op::Requantize, from, DType::I16, q(s16, 0));
+        let c = step(&mut g, "down", Op::Requantize, b, DType::I8, q(0.05, -2));
+        let y = g
+            .emit("dq", Op::Dequantize, vec![c], &["y".into()], None)
+            .unwrap()[0];
+        g.graph.outputs.push(y);
+        let bytes = tern_tools::export::to_bytes(&g, vec![]).map_err(|e| e.to_string())?;
+        let m = Model::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let mut s = tern::Session::new(&m, Default::default()).map_err(|e| e.to_string())?;
+        let xs = [0.04f32, -1.26, 3.0, -12.0, 6.33, 20.0];
+        let mut ys = vec![0f32; 6];
+        s.run_into(&[&xs], &mut [&mut ys])
+            .map_err(|e| e.to_string())?;
+        Ok(ys)
+    };
+    let y = build(0.001, false).unwrap();
+    // 0.1·(clamp(round(x / 0.1) + 3, −128, 127) − 3), then the last int8's range [−6.3, 6.45] (20 clips
+    // at 12.4 first)
+    let want = [0.0f32, -1.3, 3.0, -6.3, 6.3, 6.45];
+    for (a, b) in y.iter().zip(want) {
+        assert!((a - b).abs() < 1e-5, "{y:?} vs {want:?}");
+    }
+    let e = build(0.001, true).unwrap_err();
+    assert!(e.contains("up") && e.contains("int8"), "{e}");
+    let e = build(1e30, false).unwrap_err();
+    assert!(e.contains("up") && e.contains("rescale multiplier"), "{e}");
+}

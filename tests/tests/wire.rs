@@ -94,7 +94,8 @@ fn pinned(op: &Op) -> bool {
         | Op::Q16Conv { .. }
         | Op::Q16MatMul { .. }
         | Op::Q16Binary { .. }
-        | Op::Q16Lut => true,
+        | Op::Q16Lut
+        | Op::Requantize => true,
     }
 }
 
@@ -402,6 +403,40 @@ fn format_10_reads_as_written() {
     assert!(
         d.meta == want,
         "format 10 no longer reads as written: an enum variant moved or a field changed"
+    );
+    assert_eq!(d.weights.len(), 192);
+}
+
+/// The format-11 graph: format 10's, plus `Op::Requantize`.
+fn graph_v11() -> ArtifactMeta {
+    let mut m = graph_v10();
+    assert!(pinned(&Op::Requantize));
+    let base = m.graph.nodes.len();
+    m.graph.nodes.push(Node {
+        name: format!("rescale node {base}"),
+        op: Op::Requantize,
+        inputs: vec![6],
+        outputs: vec![1],
+    });
+    m
+}
+
+#[test]
+fn format_11_reads_as_written() {
+    let path = tern_tests::root().join("runtime/tests/data/wire_v11.tern");
+    let want = graph_v11();
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok()
+        && !path.exists()
+        && artifact::FORMAT_VERSION == 11
+    {
+        std::fs::write(&path, artifact::encode(&want, &[0u8; 192]).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).expect("the pinned format-11 artifact");
+    let d = artifact::decode(&bytes).unwrap();
+    assert_eq!(d.version, 11);
+    assert!(
+        d.meta == want,
+        "format 11 no longer reads as written: an enum variant moved or a field changed"
     );
     assert_eq!(d.weights.len(), 192);
 }

@@ -40,7 +40,11 @@ const PAR_MIN: usize = 1 << 14;
 pub fn is_q16(model: &Model, n: &Node) -> bool {
     let dt = |t: u32| model.graph.tensors[t as usize].dtype;
     match n.op {
-        Op::Q16Conv { .. } | Op::Q16MatMul { .. } | Op::Q16Binary { .. } | Op::Q16Lut => true,
+        Op::Q16Conv { .. }
+        | Op::Q16MatMul { .. }
+        | Op::Q16Binary { .. }
+        | Op::Q16Lut
+        | Op::Requantize => true,
         Op::Quantize => dt(n.outputs[0]) == DType::I16,
         Op::Dequantize => dt(n.inputs[0]) == DType::I16,
         _ => n.outputs.first().is_some_and(|&y| dt(y) == DType::I16),
@@ -219,6 +223,54 @@ pub enum Q16Prep {
     Gather(GatherMaps, i16),
     /// Max pooling, Reshape, Transpose, Split: values move unchanged.
     Move,
+    /// A rescale between widths ([`Op::Requantize`]).
+    Requantize(Box<Rescale>, Isa),
+}
+
+/// [`Op::Requantize`]'s rule as a one-row [`Requant`] (bias `−z_x`), with its output width; from int8, the
+/// 256 results in a table.
+pub struct Rescale {
+    bias: i32,
+    mult: FixedMultiplier,
+    zp_out: i32,
+    lo: i32,
+    hi: i32,
+    out16: bool,
+    table: Vec<i32>,
+}
+
+impl Rescale {
+    /// From x's and y's `(scale, zero point, int16?)`.
+    fn new((sx, zx, x16): (f32, i32, bool), (sy, zy, out16): (f32, i32, bool)) -> Rescale {
+        let (lo, hi) = if out16 {
+            (i16::MIN as i32, i16::MAX as i32)
+        } else {
+            (-128, 127)
+        };
+        let mut r = Rescale {
+            bias: -zx,
+            mult: mult(sx as f64 / sy as f64),
+            zp_out: zy,
+            lo,
+            hi,
+            out16,
+            table: Vec::new(),
+        };
+        if !x16 {
+            r.table = (-128..128).map(|v| r.requant().value(0, v)).collect();
+        }
+        r
+    }
+
+    fn requant(&self) -> Requant<'_> {
+        Requant {
+            bias: core::slice::from_ref(&self.bias),
+            mult: core::slice::from_ref(&self.mult),
+            zp_out: self.zp_out,
+            lo: self.lo,
+            hi: self.hi,
+        }
+    }
 }
 
 /// Packs weights `w(row, k)` (`m×k`) as [`MR`]-row panels of k-pairs: panel `p`, pair `q`, row `r` holds
@@ -942,6 +994,19 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                 [konst(0), konst(1)],
             )
         }
+        Op::Requantize => {
+            let g = &model.graph;
+            let sz = |t: u32| {
+                g.tensors[t as usize]
+                    .quant
+                    .as_ref()
+                    .map_or((1.0, 0), |q| (q.scale[0], q.zero_point[0]))
+            };
+            let ((sx, zx), (sy, zy)) = (sz(x), sz(y));
+            let w = |t: u32| g.tensors[t as usize].dtype == DType::I16;
+            let r = Rescale::new((sx, zx, w(x)), (sy, zy, w(y)));
+            Q16Prep::Requantize(Box::new(r), isa)
+        }
         Op::Q16Lut => {
             let t = table_values(model.const_bytes(n.inputs[1] as usize));
             let shift = crate::ir::quant::lut16_shift(t.len()).unwrap_or(LUT16_MAX_SHIFT);
@@ -1003,20 +1068,21 @@ pub fn scratch_bytes(prep: &Q16Prep, xs: &[usize], ys: &[usize], threads: usize)
     }
 }
 
-/// Runs a node of this engine. `fins`/`hins` hold the f32 and int16 views of the inputs (each input is in
-/// the one its type selects; the other is empty), likewise the outputs.
+/// Runs a node of this engine. `fins`/`qins`/`hins` hold the f32, int8 and int16 views of the inputs
+/// (each input is in the one its type selects; the others are empty), likewise the outputs.
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
     par: &Par,
     op: &Op,
     prep: &Q16Prep,
-    fins: &[View],
-    hins: &[View<i16>],
+    (fins, qins, hins): (&[View], &[View<i8>], &[View<i16>]),
     fouts: &mut [ViewMut],
+    qouts: &mut [ViewMut<i8>],
     houts: &mut [ViewMut<i16>],
     scratch: &mut [u8],
 ) {
     match prep {
+        Q16Prep::Requantize(r, isa) => rescale(*isa, r, (qins[0].data, hins[0].data), qouts, houts),
         Q16Prep::Quantize(s) => {
             for (o, &v) in houts[0].data.iter_mut().zip(fins[0].data) {
                 *o = quantize_f32_i16(v, *s);
@@ -1104,6 +1170,43 @@ pub fn exec(
         }
         Q16Prep::Gather(m, fill) => layout::gather(par, m, *fill, hins[0], reborrow(&mut houts[0])),
         Q16Prep::Move => super::ops::quant::move_values(op, i16::MIN, hins[0], houts),
+    }
+}
+
+/// [`Op::Requantize`]: from int8 through the table, from int16 by the row epilogue (in chunks of i32
+/// sums), into whichever output view its width selects.
+fn rescale(
+    isa: Isa,
+    r: &Rescale,
+    (x8, x16): (&[i8], &[i16]),
+    qouts: &mut [ViewMut<i8>],
+    houts: &mut [ViewMut<i16>],
+) {
+    let (y8, y16) = (&mut qouts[0].data, &mut houts[0].data);
+    if !r.table.is_empty() {
+        let t = |v: i8| r.table[(v as i32 + 128) as usize];
+        if r.out16 {
+            y16.iter_mut().zip(x8).for_each(|(o, &v)| *o = t(v) as i16);
+        } else {
+            y8.iter_mut().zip(x8).for_each(|(o, &v)| *o = t(v) as i8);
+        }
+        return;
+    }
+    let rq = r.requant();
+    let mut acc = [0i32; 256];
+    for (i, xc) in x16.chunks(256).enumerate() {
+        for (a, &v) in acc.iter_mut().zip(xc) {
+            *a = v as i32;
+        }
+        let acc = &acc[..xc.len()];
+        let at = i * 256..i * 256 + xc.len();
+        if r.out16 {
+            if let Some(o) = y16.get_mut(at) {
+                requant_row16(isa, &rq, 0, acc, o);
+            }
+        } else if let Some(o) = y8.get_mut(at) {
+            crate::cpu::qgemm::requant_row(isa, &rq, 0, acc, o);
+        }
     }
 }
 
@@ -1568,6 +1671,61 @@ mod tests {
     }
 
     /// The table lookup on every path equals `lut16` over every int16 input.
+    /// Requantize between every pair of widths (up and down by large and small factors, zero points both
+    /// ways) equals `clamp(z_y + m.apply(x − z_x))` on every int8 input and every int16 input, on every
+    /// path.
+    #[test]
+    fn rescale_paths_equal_the_rule() {
+        let cases = [
+            ((0.05f32, 3, false), (0.0004f32, 0, true)),
+            ((0.0004, 0, true), (0.05, -7, false)),
+            ((0.002, 0, true), (0.0007, 0, true)),
+            ((0.1, -128, false), (0.03, 127, false)),
+            ((0.001, 0, true), (3.0, 0, true)),
+        ];
+        let x8: Vec<i8> = (-128..=127).collect();
+        let x16: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        for ((sx, zx, a16), (sy, zy, b16)) in cases {
+            let r = Rescale::new((sx, zx, a16), (sy, zy, b16));
+            let m = FixedMultiplier::from_real(sx as f64 / sy as f64).unwrap();
+            let (lo, hi) = if b16 { (-32768, 32767) } else { (-128, 127) };
+            let xs: Vec<i32> = if a16 {
+                x16.iter().map(|&v| v as i32).collect()
+            } else {
+                x8.iter().map(|&v| v as i32).collect()
+            };
+            let want: Vec<i32> = xs
+                .iter()
+                .map(|&v| (zy + m.apply(v - zx)).clamp(lo, hi))
+                .collect();
+            for isa in [Isa::Scalar, super::super::caps::detect()] {
+                let n = xs.len();
+                let (mut y8, mut y16) = (vec![0i8; n], vec![0i16; n]);
+                let shape = [n];
+                let mut q = [ViewMut {
+                    data: if b16 { &mut [][..] } else { &mut y8[..] },
+                    shape: &shape,
+                }];
+                let mut h = [ViewMut {
+                    data: if b16 { &mut y16[..] } else { &mut [][..] },
+                    shape: &shape,
+                }];
+                let ins = if a16 {
+                    (&[][..], &x16[..])
+                } else {
+                    (&x8[..], &[][..])
+                };
+                rescale(isa, &r, ins, &mut q, &mut h);
+                let got: Vec<i32> = if b16 {
+                    y16.iter().map(|&v| v as i32).collect()
+                } else {
+                    y8.iter().map(|&v| v as i32).collect()
+                };
+                assert_eq!(got, want, "{isa:?} {sx}/{zx} -> {sy}/{zy}");
+            }
+        }
+    }
+
     #[test]
     fn lut16_paths_equal_the_rule() {
         let mut seed = 3u64;

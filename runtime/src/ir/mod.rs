@@ -718,6 +718,11 @@ pub enum Op {
     /// smooth function's differences are small and a piecewise-linear one's repeat, so the artifact's
     /// deflate keeps a table in a fraction of its bytes.
     Q16Lut,
+    /// An integer tensor rescaled to another's parameters and width (format 11), where int8 and int16
+    /// layers meet: x and y each int8 (one scale, a zero point) or int16 (one scale, zero point 0),
+    /// `y = clamp(z_y + m.apply(x − z_x))` with the fixed-point multiplier `m = s_x / s_y`, clamped to
+    /// y's type.
+    Requantize,
 }
 
 impl Op {
@@ -795,6 +800,7 @@ impl Op {
                 _ => "Q16Binary",
             },
             Op::Q16Lut => "Q16Lut",
+            Op::Requantize => "Requantize",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",
             Op::Rnn { .. } => "RNN",

@@ -40,6 +40,11 @@ pub struct FuseQuantizeOut;
 /// is in cache, and the pre-function tensor is never written (PP-OCR cls: 27 passes over the activations
 /// fewer). The same integers. Runs on quantized graphs.
 pub struct FuseTable16;
+/// Replaces a Dequantize → Quantize pair between an int8 and an int16 tensor (where layers of the two
+/// widths meet) by one integer rescale, [`Op::Requantize`] (format 11): no f32 pass over the tensor.
+/// Within one rounding of the pair (the rescale rounds half away from zero once, the pair half to even
+/// after an f32 product). Runs on quantized graphs; int8-only pairs keep their form.
+pub struct FuseRequantize;
 /// Recognizes hard-swish written out element by element — `x·clip(x+3, 0, 6)/6` (PaddlePaddle, PyTorch
 /// exports) or `x·HardSigmoid(x; 1/6, 1/2)` — and replaces it by one HardSwish, which `FuseAct` then folds
 /// into the producer: four passes over the tensor become none.
@@ -754,6 +759,70 @@ impl Pass for FuseTable16 {
         }
         // the conv keeps its place: the table's consumers all come after it
         g.compact(&dead);
+        Ok(changes)
+    }
+}
+
+impl Pass for FuseRequantize {
+    fn name(&self) -> &'static str {
+        "fuse_requantize"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        use tern::ir::DType;
+        let dtype = |g: &ToolGraph, t: u32| g.graph.tensors[t as usize].dtype;
+        let mut changes = 0;
+        for i in 0..g.graph.nodes.len() {
+            let node = &g.graph.nodes[i];
+            if !matches!(node.op, Op::Quantize) {
+                continue;
+            }
+            let (f, y) = (node.inputs[0], node.outputs[0]);
+            let Some(d) = g.graph.nodes[..i]
+                .iter()
+                .position(|n| n.outputs.contains(&f))
+            else {
+                continue;
+            };
+            let dn = &g.graph.nodes[d];
+            let x = dn.inputs[0];
+            let ints = |t: DType| matches!(t, DType::I8 | DType::I16);
+            let wide = dtype(g, x) == DType::I16 || dtype(g, y) == DType::I16;
+            let per_tensor = |t: u32| {
+                g.graph.tensors[t as usize]
+                    .quant
+                    .as_ref()
+                    .is_some_and(|q| q.axis.is_none() && q.scale.len() == 1)
+            };
+            let scales = (
+                g.graph.tensors[x as usize].quant.as_ref(),
+                g.graph.tensors[y as usize].quant.as_ref(),
+            );
+            let encodable = match scales {
+                (Some(a), Some(b)) => tern::ir::quant::FixedMultiplier::from_real(
+                    a.scale[0] as f64 / b.scale[0] as f64,
+                )
+                .is_some(),
+                _ => false,
+            };
+            if !matches!(dn.op, Op::Dequantize)
+                || !wide
+                || !ints(dtype(g, x))
+                || !per_tensor(x)
+                || !per_tensor(y)
+                || !encodable
+            {
+                continue;
+            }
+            log::debug!(
+                "fuse_requantize: \"{}\" rescales \"{}\"",
+                g.graph.nodes[i].name,
+                g.graph.tensors[x as usize].name
+            );
+            g.graph.nodes[i].op = Op::Requantize;
+            g.graph.nodes[i].inputs = vec![x];
+            changes += 1;
+        }
+        // (a Dequantize left without readers goes with Prune)
         Ok(changes)
     }
 }

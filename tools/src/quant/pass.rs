@@ -658,7 +658,7 @@ pub fn quantize(
     let nodes = &fg.graph.nodes;
     // (the 16-bit engine has no transposed conv)
     let transposed = |n: &tern::ir::Node| matches!(n.op, Op::ConvTranspose { .. });
-    let wide: Vec<bool> = (0..nodes.len())
+    let mut wide: Vec<bool> = (0..nodes.len())
         .map(|i| match wide16 {
             Wide::None => false,
             Wide::All => true,
@@ -675,6 +675,23 @@ pub fn quantize(
         })
         .collect();
     float_fed_elementwise(fg, &mut is_int);
+    if let Wide::Nodes(_) = wide16 {
+        // mixed: an element-wise function takes its integer producer's width, so that it stays a table
+        // in that producer's epilogue (fuse_table16) instead of a conversion and a pass of its own
+        for (i, n) in nodes.iter().enumerate() {
+            if !matches!(n.op, Op::Unary(_)) {
+                continue;
+            }
+            if let Some(p) = nodes[..i]
+                .iter()
+                .position(|p| p.outputs.contains(&n.inputs[0]))
+            {
+                if is_int[p] && is_int[i] {
+                    wide[i] = wide[p];
+                }
+            }
+        }
+    }
     // Relu/Clip right after an integer producer becomes that producer's clamp
     let cons = fg.consumers();
     let mut fused_act: Vec<Option<usize>> = vec![None; nodes.len()];
