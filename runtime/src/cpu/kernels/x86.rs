@@ -388,6 +388,40 @@ pub unsafe fn qgemm_6x16_vnni(
     unsafe { tile_rows!(m, vnni_tile, [1, 2, 3, 4, 5; 6], (kb, a, b, c, ldc, n, rq)) }
 }
 
+/// `y[i] = quantize_f32_i16(x[i], s)` ([`crate::ir::quant::quantize_f32_i16`]) over the leading multiple
+/// of 16 values; returns how many it did. The rule's own steps, 8 lanes at a time: the quotient clamped
+/// to ±65536, rounded by the magic number (exact below 2^22), clamped to int16, converted (integral, so
+/// exact) and packed.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize16_avx2(x: &[f32], s: f32, y: &mut [i16]) -> usize {
+    let n = x.len().min(y.len()) / 16 * 16;
+    // SAFETY (whole fn): 16 values at i < n of both slices.
+    unsafe {
+        let sv = _mm256_set1_ps(s);
+        let (lo, hi) = (_mm256_set1_ps(-65536.0), _mm256_set1_ps(65536.0));
+        let (lo16, hi16) = (_mm256_set1_ps(-32768.0), _mm256_set1_ps(32767.0));
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let q = |p: *const f32| {
+            let v = _mm256_div_ps(_mm256_loadu_ps(p), sv);
+            // (a NaN quotient is 0, as the rule's saturating cast gives)
+            let num = _mm256_cmp_ps::<_CMP_ORD_Q>(v, v);
+            let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+            let r = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(r, lo16), hi16), num);
+            _mm256_cvtps_epi32(r)
+        };
+        for i in (0..n).step_by(16) {
+            let (a, b) = (q(x.as_ptr().add(i)), q(x.as_ptr().add(i + 8)));
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+            _mm256_storeu_si256(y.as_mut_ptr().add(i) as *mut __m256i, v);
+        }
+    }
+    n
+}
+
 /// `v = lut16(t, v, shift)` ([`crate::ir::quant::lut16`]) over the leading multiple of 16 values of
 /// `data`; returns how many it did. Each lane's two entries `t[j]`, `t[j+1]` come in one dword gather at
 /// byte offset `2j` (the low half `t[j]`, the high `t[j+1]`), then the interpolation in i32 lanes, as the
