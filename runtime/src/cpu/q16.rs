@@ -882,12 +882,14 @@ impl Conv16 {
                         if lo == hi {
                             continue; // (the tap lies in the padding for every output)
                         }
+                        // (valid_range: every tap of lo..hi lies in the row)
+                        let start = (lo as isize * sx + off) as usize;
                         if sx == 1 {
-                            let start = (lo as isize + off) as usize;
                             o[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
                         } else {
-                            for (ox, v) in o.iter_mut().enumerate().take(hi).skip(lo) {
-                                *v = row[(ox as isize * sx + off) as usize];
+                            let taps = row[start..].iter().step_by(sx as usize);
+                            for (v, &r) in o[lo..hi].iter_mut().zip(taps) {
+                                *v = r;
                             }
                         }
                     }
