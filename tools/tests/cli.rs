@@ -753,3 +753,37 @@ fn weights_only_and_int8_float_weights() {
     let (f16, i8) = (size("f16"), size("int8"));
     assert!(i8 < f16, "int8 {i8} vs f16 {f16} bytes");
 }
+
+/// `--activations mixed`: the search's layers on 16 bits (Q16 ops, listed in `quant.wide_nodes`), the
+/// rest int8, an artifact of format 11 that runs; without a search target it is an error naming the
+/// flags it needs.
+#[test]
+fn mixed_activations() {
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("m.tern");
+    let calib = digits_data("X_train.npy");
+    let mut c = compress_digits(&art);
+    c.args(["--int8", "--activations", "mixed", "--calib"])
+        .arg(&calib);
+    let e = fails(&mut c);
+    assert!(e.contains("--max-error") && e.contains("--max-drop"), "{e}");
+    assert!(!art.exists(), "no output written on failure");
+    // a target int8 cannot meet: the search takes 16 bits
+    ok(c.args(["--max-error", "1e-7"]));
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(tern().arg("inspect").arg(&art).arg("--json"))).unwrap();
+    let meta = &j["metadata"];
+    let wide = meta["quant.wide_nodes"].as_str().unwrap();
+    assert!(!wide.is_empty(), "{meta}");
+    assert!(j["ops"].get("Q16MatMul").is_some(), "{}", j["ops"]);
+    assert!(meta["quant.wide_by_search"].as_str().is_some(), "{meta}");
+    let x = d.path().join("x.npy");
+    write_npy(&x, &[1, 64], vec![0.5; 64]);
+    ok(tern()
+        .arg("run")
+        .arg(&art)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output-dir")
+        .arg(d.path()));
+}
