@@ -1158,6 +1158,7 @@ pub fn quantize(
                 };
                 if w16 {
                     let table = table16(&apply, qi.scale[0], q.scale[0]);
+                    log::debug!("quantize: \"{}\" table of {} entries", n.name, table.len());
                     let len = table.len();
                     // (stored as differences: see Op::Q16Lut)
                     let bytes: Vec<u8> = tern::cpu::q16::table_deltas(&table)
