@@ -716,16 +716,7 @@ fn weights_only_and_int8_float_weights() {
             std::fs::metadata(digits()).unwrap().len(),
         );
         assert!(a * 7 < o * 2, "{a} bytes vs ONNX {o}");
-        // it runs
-        let x = d.path().join("x.npy");
-        write_npy(&x, &[1, 64], vec![0.5; 64]);
-        ok(tern()
-            .arg("run")
-            .arg(&art)
-            .arg("--input")
-            .arg(&x)
-            .arg("--output-dir")
-            .arg(d.path()));
+        runs_on_digits_input(&art, d.path());
     }
     let e = fails(&mut compress(&[
         "--int8",
@@ -777,13 +768,18 @@ fn mixed_activations() {
     assert!(!wide.is_empty(), "{meta}");
     assert!(j["ops"].get("Q16MatMul").is_some(), "{}", j["ops"]);
     assert!(meta["quant.wide_by_search"].as_str().is_some(), "{meta}");
-    let x = d.path().join("x.npy");
+    runs_on_digits_input(&art, d.path());
+}
+
+/// `tern run` of a digits artifact on one input of 0.5s succeeds (outputs into `dir`).
+fn runs_on_digits_input(art: &std::path::Path, dir: &std::path::Path) {
+    let x = dir.join("x.npy");
     write_npy(&x, &[1, 64], vec![0.5; 64]);
     ok(tern()
         .arg("run")
-        .arg(&art)
+        .arg(art)
         .arg("--input")
         .arg(&x)
         .arg("--output-dir")
-        .arg(d.path()));
+        .arg(dir));
 }

@@ -1367,31 +1367,40 @@ mod tests {
     /// an Add whose operand was zero on every sample (its rescale has no 14-bit form) and a Concat with a
     /// constant; the convs around them become Q16Conv, the function after one is fused into it, and the
     /// artifact loads.
-    #[test]
-    fn int16_keeps_what_its_engine_cannot_take_in_float() {
-        use tern::ir::{BinOp, Unary};
+    /// A pointwise conv of `w.len() / 2` input channels to 2 output channels, named `name`.
+    fn pointwise2(g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>) -> u32 {
+        let w = g.add_const(&format!("{name}_w"), &[2, w.len() / 2, 1, 1], w);
+        let op = Op::Conv {
+            geom: Conv2d::pointwise(1),
+            act: None,
+        };
+        g.emit(name, op, vec![x, w], &[format!("{name}_y")], None)
+            .unwrap()[0]
+    }
+
+    /// x `[1, 2, 4, 4]` → pointwise conv "a" → hard-swish "hs": the graph, x and hs's output.
+    fn conv_hswish() -> (ToolGraph, u32, u32) {
         let mut g = ToolGraph::default();
         let x = g.add_tensor("x", &[1, 2, 4, 4]);
         g.graph.inputs.push(x);
-        let conv = |g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>| {
-            let w = g.add_const(&format!("{name}_w"), &[2, w.len() / 2, 1, 1], w);
-            let op = Op::Conv {
-                geom: Conv2d::pointwise(1),
-                act: None,
-            };
-            g.emit(name, op, vec![x, w], &[format!("{name}_y")], None)
-                .unwrap()[0]
-        };
-        let a = conv(&mut g, "a", x, vec![0.5, -0.2, 0.3, 0.7]);
+        let a = pointwise2(&mut g, "a", x, vec![0.5, -0.2, 0.3, 0.7]);
         let h = g
             .emit(
                 "hs",
-                Op::Unary(Unary::HardSwish),
+                Op::Unary(tern::ir::Unary::HardSwish),
                 vec![a],
                 &["hs_y".into()],
                 None,
             )
             .unwrap()[0];
+        (g, x, h)
+    }
+
+    #[test]
+    fn int16_keeps_what_its_engine_cannot_take_in_float() {
+        use tern::ir::BinOp;
+        let (mut g, x, h) = conv_hswish();
+        let conv = pointwise2;
         // a conv whose output is zero on every sample (zero weights), added to the hard-swish
         let z = conv(&mut g, "z", x, vec![0.0; 4]);
         let add = Op::Binary {
@@ -1448,32 +1457,11 @@ mod tests {
 
     #[test]
     fn mixed_widths_convert_where_they_meet() {
-        use tern::ir::{DType, Unary};
-        let mut g = ToolGraph::default();
-        let x = g.add_tensor("x", &[1, 2, 4, 4]);
-        g.graph.inputs.push(x);
-        let conv = |g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>| {
-            let w = g.add_const(&format!("{name}_w"), &[2, 2, 1, 1], w);
-            let op = Op::Conv {
-                geom: Conv2d::pointwise(1),
-                act: None,
-            };
-            g.emit(name, op, vec![x, w], &[format!("{name}_y")], None)
-                .unwrap()[0]
-        };
+        use tern::ir::DType;
         // a (int8) -> hard-swish (int8) -> b (int16) -> c (int8)
-        let a = conv(&mut g, "a", x, vec![0.5, -0.2, 0.3, 0.7]);
-        let h = g
-            .emit(
-                "hs",
-                Op::Unary(Unary::HardSwish),
-                vec![a],
-                &["hs_y".into()],
-                None,
-            )
-            .unwrap()[0];
-        let b = conv(&mut g, "b", h, vec![0.9, 0.1, -0.4, 0.6]);
-        let y = conv(&mut g, "c", b, vec![0.2, 0.8, 0.5, -0.3]);
+        let (mut g, _, h) = conv_hswish();
+        let b = pointwise2(&mut g, "b", h, vec![0.9, 0.1, -0.4, 0.6]);
+        let y = pointwise2(&mut g, "c", b, vec![0.2, 0.8, 0.5, -0.3]);
         g.graph.outputs.push(y);
         let samples: Vec<Vec<Vec<f32>>> = (0..8)
             .map(|s| {
