@@ -538,13 +538,22 @@ impl Conv16 {
     /// one row's accumulators.
     fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize, usize) {
         let ow16 = ow.div_ceil(NR) * NR;
-        // the last block reads up to column ow16 − 1 + (2·⌈kw/2⌉ − 1)·dx (an odd row's zero tap included)
-        let reach =
-            (2 * self.kw.div_ceil(2) - 1).saturating_mul(self.geom.dilations[1].max(1) as usize);
-        let wp = (self.geom.pads[1] as usize + w).max(ow16.saturating_add(reach));
+        let (sx, dx) = (self.geom.strides[1], self.geom.dilations[1].max(1) as usize);
+        let pl = self.geom.pads[1] as usize;
+        let kwp = self.kw.div_ceil(2);
+        let wp = if sx == 2 && dx == 1 {
+            // (column stride 2: each row as its even columns, then its odd ones, `half` each; a block
+            // reads up to column ow16 − 1 + kwp − 1 of either half)
+            2 * ow16.saturating_add(kwp).max((pl + w).div_ceil(2))
+        } else {
+            // the last block reads up to column ow16 − 1 + (2·kwp − 1)·dx (an odd row's zero tap
+            // included)
+            let reach = (2 * kwp - 1).saturating_mul(dx);
+            (pl + w).max(ow16.saturating_add(reach))
+        };
         let padded = matches!(self.isa, Isa::Avx2 | Isa::AvxVnni)
             && cfg!(all(feature = "std", target_arch = "x86_64"))
-            && self.geom.strides[1] == 1
+            && (sx == 1 || (sx == 2 && dx == 1))
             && self.kh <= MAX_DW_ROWS
             && wp <= 4 * (w + NR);
         if padded {
@@ -682,7 +691,7 @@ impl Conv16 {
         }
     }
 
-    /// One depthwise output plane: on AVX2 at column stride 1, 16 outputs at a time over the zero-padded
+    /// One depthwise output plane: on AVX2 at column stride 1 (or 2 undilated), 16 outputs at a time over the zero-padded
     /// plane (`x86::dw16_block`: tap pairs by `vpmaddwd` or `vpdpwssd`); otherwise [`Conv16::plane`], compiled for
     /// AVX2 where the path has it (its tap loops vectorize).
     fn depthwise_plane(
@@ -723,10 +732,11 @@ impl Conv16 {
         self.plane(ch, src, hw, acc, dst)
     }
 
-    /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1: the plane copied into `padded` (`wp`
-    /// wide, zeros around: the left padding, and past the right edge as far as the last 16-column block
-    /// reads), then per output row the rows `ky` inside the input, 16 outputs at a time
-    /// (`x86::dw16_block`), requantized by the row epilogue.
+    /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1, or 2 without dilation: the plane copied
+    /// into `padded` (`wp` wide, zeros around: the left padding, and past the right edge as far as the
+    /// last 16-column block reads; at stride 2 each row split into its even and odd columns, so that a
+    /// tap pair reads both halves at one offset), then per output row the rows `ky` inside the input, 16
+    /// outputs at a time (`x86::dw16_block`), requantized by the row epilogue.
     ///
     /// # Safety
     /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
@@ -749,9 +759,22 @@ impl Conv16 {
         );
         let (pt, pl) = (g.pads[0] as isize, g.pads[1] as usize);
         padded.fill(0);
+        // column stride 2: a row's padded column pc goes to half pc % 2 at pc / 2, and output ox's tap
+        // pair q reads both halves at ox + q (dw_region sized them)
+        let split = g.strides[1] == 2;
+        let half = wp / 2;
         for (iy, row) in src.chunks_exact(w.max(1)).enumerate().take(h) {
-            padded[iy * wp + pl..iy * wp + pl + w].copy_from_slice(row);
+            let dst = &mut padded[iy * wp..(iy + 1) * wp];
+            if split {
+                for (ic, &v) in row.iter().enumerate() {
+                    let pc = ic + pl;
+                    dst[(pc % 2) * half + pc / 2] = v;
+                }
+            } else {
+                dst[pl..pl + w].copy_from_slice(row);
+            }
         }
+        let offsets = if split { (1, half) } else { (2 * dx, dx) };
         let kwp = self.kw.div_ceil(2);
         let pairs = &self.pairs[ch * self.kh * kwp..(ch + 1) * self.kh * kwp];
         let rq = self.rows.requant(0);
@@ -772,15 +795,15 @@ impl Conv16 {
                 n += 1;
             }
             for o in (0..ow).step_by(NR) {
-                // SAFETY: every block reads columns o..o + 16 + (kw − 1)·dx < wp of its rows (dw_region)
-                // and writes acc[oy·ow16 + o..][..16] (acc holds oh rows of ow16).
+                // SAFETY: every block reads columns o..o + 16 + (kwp − 1)·step + second < wp of its rows
+                // (dw_region) and writes acc[oy·ow16 + o..][..16] (acc holds oh rows of ow16).
                 unsafe {
                     super::kernels::x86::dw16_block(
                         mac,
                         &rows[..n],
                         &taps[..n],
                         o,
-                        dx,
+                        offsets,
                         acc.as_mut_ptr().add(oy * ow16 + o),
                     )
                 };
@@ -1678,7 +1701,8 @@ mod tests {
             };
             let (oh, ow) = (out(0), out(1));
             let want = conv_reference(&geom, &x, xs, &w, ws, &rows, (oh, ow));
-            for isa in [Isa::Scalar, super::super::caps::detect()] {
+            // (every path this CPU has: the AVX2 and VNNI forms of the tap blocks)
+            for isa in crate::cpu::caps::available() {
                 let rq = Rows {
                     bias: rows.bias.clone(),
                     mult: rows.mult.clone(),

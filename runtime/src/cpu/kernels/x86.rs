@@ -575,25 +575,33 @@ fn madd_acc(t: __m256i, x: __m256i, w: __m256i) -> __m256i {
 /// function per encoding, each carrying only its own CPU features.
 macro_rules! q16_kernels {
     ($panel:ident, $tile:ident, $dw:ident, $features:literal, $mac:ident) => {
-        /// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`, column stride 1): for each input row
-        /// `rows[r]` (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])`
-        /// as one dword), `acc[j] = Σ w[kx]·row[o + j + kx·dx]`: the two columns of a pair interleaved
-        /// (`vpunpck*wd` of the loads at `2q·dx` and `(2q+1)·dx`) and multiply-accumulated as int16
-        /// pairs (exact: the loader bounds every sum below 2^31). Stores the 16 sums at `acc`.
+        /// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`): for each input row `rows[r]`
+        /// (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])` as one
+        /// dword), `acc[j] = Σ_q w[2q]·row[o + j + q·step] + w[2q+1]·row[o + j + q·step + second]`
+        /// (column stride 1: `step = 2·dx`, `second = dx`; stride 2 over a row split into its even and
+        /// odd columns: `step = 1`, `second` the odd half's start): the two columns of a pair
+        /// interleaved (`vpunpck*wd`) and multiply-accumulated as int16 pairs (exact: the loader bounds
+        /// every sum below 2^31). Stores the 16 sums at `acc`.
         ///
         /// # Safety
         /// The CPU features named in `target_feature`; each row valid for columns
-        /// `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc` for 16 values.
+        /// `o..o + 16 + (taps[r].len() − 1)·step + second`; `acc` for 16 values.
         #[target_feature(enable = $features)]
-        unsafe fn $dw(rows: &[*const i16], taps: &[&[i32]], o: usize, dx: usize, acc: *mut i32) {
+        unsafe fn $dw(
+            rows: &[*const i16],
+            taps: &[&[i32]],
+            o: usize,
+            (step, second): (usize, usize),
+            acc: *mut i32,
+        ) {
             // SAFETY (whole fn): the caller's contract.
             unsafe {
                 let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for (&row, w) in rows.iter().zip(taps) {
                     let p = row.add(o);
                     for (q, &wq) in w.iter().enumerate() {
-                        let x0 = _mm256_loadu_si256(p.add(2 * q * dx) as *const __m256i);
-                        let x1 = _mm256_loadu_si256(p.add((2 * q + 1) * dx) as *const __m256i);
+                        let x0 = _mm256_loadu_si256(p.add(q * step) as *const __m256i);
+                        let x1 = _mm256_loadu_si256(p.add(q * step + second) as *const __m256i);
                         let wv = _mm256_set1_epi32(wq);
                         a0 = $mac(a0, _mm256_unpacklo_epi16(x0, x1), wv);
                         a1 = $mac(a1, _mm256_unpackhi_epi16(x0, x1), wv);
@@ -754,22 +762,22 @@ pub unsafe fn q16_panel(
 /// 16 outputs of a 16-bit depthwise row in form `mac` (see the `q16_kernels` bodies).
 ///
 /// # Safety
-/// The CPU has `mac`'s features; each row valid for columns `o..o + 16 + (2·taps[r].len() − 1)·dx`; `acc`
-/// for 16 values.
+/// The CPU has `mac`'s features; each row valid for columns `o..o + 16 + (taps[r].len() − 1)·step +
+/// second` (`(step, second)` as the bodies read them); `acc` for 16 values.
 pub unsafe fn dw16_block(
     mac: Mac16,
     rows: &[*const i16],
     taps: &[&[i32]],
     o: usize,
-    dx: usize,
+    offsets: (usize, usize),
     acc: *mut i32,
 ) {
     // SAFETY: forwarded.
     unsafe {
         match mac {
-            Mac16::Avx2 => dw16_madd(rows, taps, o, dx, acc),
-            Mac16::Vex => dw16_vex(rows, taps, o, dx, acc),
-            Mac16::Evex => dw16_evex(rows, taps, o, dx, acc),
+            Mac16::Avx2 => dw16_madd(rows, taps, o, offsets, acc),
+            Mac16::Vex => dw16_vex(rows, taps, o, offsets, acc),
+            Mac16::Evex => dw16_evex(rows, taps, o, offsets, acc),
         }
     }
 }
