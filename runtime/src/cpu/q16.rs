@@ -383,6 +383,7 @@ pub unsafe fn gemm16(
                 }
             }
             let mut j = full;
+            #[cfg(any(all(feature = "std", target_arch = "x86_64"), target_arch = "aarch64"))]
             if full > 0 && n > full {
                 // the column tail as one more vector tile over the last 16 columns, overlapping the
                 // one before: those columns get the same integers again (det's 10x10 maps: n = 100,
