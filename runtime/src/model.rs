@@ -590,8 +590,9 @@ fn channel_scaled(g: &Graph, t: u32) -> core::result::Result<(&[f32], i32), Stri
     }
 }
 
-/// Ops that run on integer tensors (int8 or int16) as they are: data movement and pooling.
-fn moves_integers(op: &Op) -> bool {
+/// Ops that run on integer tensors (int8 or int16) as they are: data movement and pooling. (The tool's
+/// quantize pass gives these an integer form: one list.)
+pub fn moves_integers(op: &Op) -> bool {
     matches!(
         op,
         Op::Pool(_)

@@ -361,8 +361,8 @@ pub unsafe fn gemm16(
         let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
         let nrows = (m - r0).min(MR);
         let rq = rq.from_row(r0);
-        // SAFETY: the caller's contract; the vector tiles read `full` columns of every row of b and write
-        // them in nrows rows of c, the scalar ones the rest.
+        // SAFETY: the caller's contract; the vector tiles read `full` columns of every row of b (and,
+        // past them, the last 16 columns) and write them in nrows rows of c, the scalar ones the rest.
         unsafe {
             let cp = c.add(r0 * ldc);
             if full > 0 {
@@ -563,10 +563,10 @@ impl Conv16 {
     }
 
     /// A depthwise thread's scratch: (bytes, accumulators, padded plane width; 0 where the padded path
-    /// does not apply). The padded path (AVX2, column stride 1, at most [`MAX_DW_ROWS`] kernel rows, a
-    /// padded width within 4x the input's) holds the plane's accumulators (`oh` rows of `ow` rounded up to
-    /// [`NR`]) and the input plane zero-padded to the width its 16-column blocks read; the row-by-row path
-    /// one row's accumulators.
+    /// does not apply). The padded path (AVX2, column stride 1 or 2 undilated, at most [`MAX_DW_ROWS`]
+    /// kernel rows, a padded width at most 4x the input's plus 16) holds the plane's accumulators (`oh`
+    /// rows of `ow` rounded up to [`NR`]) and the input plane zero-padded to the width its 16-column blocks
+    /// read (at stride 2 as even then odd columns); the row-by-row path one row's accumulators.
     fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize, usize) {
         let ow16 = ow.div_ceil(NR) * NR;
         let (sx, dx) = (self.geom.strides[1], self.geom.dilations[1].max(1) as usize);
@@ -1791,7 +1791,6 @@ mod tests {
         }
     }
 
-    /// The table lookup on every path equals `lut16` over every int16 input.
     /// Requantize between every pair of widths (up and down by large and small factors, zero points both
     /// ways) equals `clamp(z_y + m.apply(x − z_x))` on every int8 input and every int16 input, on every
     /// path.
@@ -1883,6 +1882,7 @@ mod tests {
         }
     }
 
+    /// The table lookup on every path equals `lut16` over every int16 input.
     #[test]
     fn lut16_paths_equal_the_rule() {
         let mut seed = 3u64;

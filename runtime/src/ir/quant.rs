@@ -89,7 +89,7 @@ impl FixedMultiplier {
 
     /// [`FixedMultiplier::apply`] of a 64-bit value (a sum of many int16 values), exactly in i128,
     /// saturated to i32. (The same rule; `apply` keeps to i64 because it runs per output in the
-    /// kernels' scalar paths, this once per pooled plane.)
+    /// kernels' scalar paths; this serves the 16-bit average pooling, whose window sums may pass i32.)
     pub fn apply_wide(self, acc: i64) -> i32 {
         let prod = acc as i128 * self.mult as i128;
         let total = 31 + self.shift;
@@ -232,18 +232,22 @@ pub fn dequantize_i16(q: i16, scale: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// A xorshift32 sequence from `seed`.
+    fn xorshift(mut seed: u32) -> impl FnMut() -> u32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        }
+    }
+
     #[test]
     fn fixed_multiplier_matches_f64_rounding() {
         // Independent reference: the f64 product rounded half away from zero. With a Q31 mantissa the
         // encoded multiplier differs from the real one by < 2^-31 relative, so results agree whenever
         // the exact product is not within that margin of a .5 boundary; those cases are skipped.
-        let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678);
         for _ in 0..20_000 {
             let real = (next() as f64 / u32::MAX as f64) * 0.999 + 1e-6;
             let fm = FixedMultiplier::from_real(real).unwrap();
@@ -307,13 +311,7 @@ mod tests {
 
     #[test]
     fn apply_wide_equals_apply_on_i32_and_extends_it() {
-        let mut seed = 0x2545_f491u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491);
         for _ in 0..20_000 {
             let real = (next() as f64 / u32::MAX as f64) * 0.999 + 1e-9;
             let fm = FixedMultiplier::from_real(real).unwrap();

@@ -312,30 +312,37 @@ pub fn float_head(fg: &ToolGraph) -> Vec<bool> {
     keep
 }
 
-/// `fg` with the tensors its float head ([`float_head`]) reads as the outputs instead (the same nodes, so
-/// masks still apply; the head is pruned away when quantized), or `fg` itself if it has no such head.
+/// `fg` with the tensors its float head ([`float_head`]) reads as outputs in place of the outputs the head
+/// computes (the same nodes, so masks still apply; the head is pruned away when quantized); outputs no
+/// head node leads to stay. `fg` itself if it has no such head.
 fn head_inputs_out(fg: &ToolGraph) -> ToolGraph {
     let g = &fg.graph;
     let head = float_head(fg);
-    let made: Vec<u32> = g
-        .nodes
-        .iter()
-        .zip(&head)
-        .filter(|(_, &h)| h)
-        .flat_map(|(n, _)| n.outputs.iter().copied())
-        .collect();
+    // the tensors downstream of a head node (nodes are in order)
+    let mut after = vec![false; g.tensors.len()];
+    for (n, &h) in g.nodes.iter().zip(&head) {
+        if h || n.inputs.iter().any(|&t| after[t as usize]) {
+            n.outputs.iter().for_each(|&t| after[t as usize] = true);
+        }
+    }
     let mut outs: Vec<u32> = Vec::new();
     for (n, _) in g.nodes.iter().zip(&head).filter(|(_, &h)| h) {
         for &t in &n.inputs {
-            if fg.konst(t).is_none() && !made.contains(&t) && !outs.contains(&t) {
+            if fg.konst(t).is_none() && !after[t as usize] && !outs.contains(&t) {
                 outs.push(t);
             }
         }
     }
-    let mut rg = fg.clone();
-    if !outs.is_empty() {
-        rg.graph.outputs = outs;
+    if outs.is_empty() {
+        return fg.clone();
     }
+    for &o in &g.outputs {
+        if !after[o as usize] && !outs.contains(&o) {
+            outs.push(o);
+        }
+    }
+    let mut rg = fg.clone();
+    rg.graph.outputs = outs;
     rg
 }
 
@@ -559,7 +566,8 @@ pub fn user_float(fg: &ToolGraph, opts: &Int8Options) -> Result<Vec<bool>> {
     Ok(keep)
 }
 
-/// Mixed precision: measures each integer node's sensitivity (the output error when only it is quantized),
+/// Mixed precision: measures each integer node's sensitivity (with only it quantized, the error of what
+/// the float head reads, see [`float_head`]),
 /// then keeps the most sensitive ones in float — the shortest such prefix that meets `max_error`, found by
 /// bisection, against the float outputs `want` of `samples`. Returns the float mask and the error reached.
 /// With `opts.mixed16` the chosen nodes compute on 16-bit activations instead (a node's sensitivity is
@@ -702,8 +710,18 @@ fn search_with(
     if e0 <= target {
         return Ok((start, e0));
     }
+    // (mixed: an element-wise function after an integer-capable node takes that node's width in the
+    // pass, so its own mark would change nothing)
+    let g = &fg.graph;
+    let follows = |i: usize| {
+        let n = &g.nodes[i];
+        matches!(n.op, tern::ir::Op::Unary(_))
+            && g.nodes[..i]
+                .iter()
+                .any(|p| p.outputs.contains(&n.inputs[0]) && pass::has_int_kernel(fg, p))
+    };
     let candidates: Vec<usize> = (0..nn)
-        .filter(|&i| !base[i] && pass::has_int_kernel(fg, &fg.graph.nodes[i]))
+        .filter(|&i| !base[i] && pass::has_int_kernel(fg, &g.nodes[i]) && !(mixed && follows(i)))
         .collect();
     // the ranking runs the (mostly float) graph once per candidate: on a few samples, by the relative L2
     // error of what the float head reads (smooth, unlike an accuracy count, and denser than the answer:
@@ -1360,13 +1378,13 @@ mod tests {
         assert!(e.contains("no node named \"conv2d\""), "{e}");
     }
 
-    /// An element-wise chain on float inputs (an STFT magnitude `sqrt(re·re + im·im)`, as silero VAD
-    /// computes it) stays float up to the conv that reads it: the conv runs on integers, its input is
-    /// rounded once, after the square root, not the squares before the Add.
-    /// With 16-bit activations, what the 16-bit engine cannot take stays float and the rest is integer:
-    /// an Add whose operand was zero on every sample (its rescale has no 14-bit form) and a Concat with a
-    /// constant; the convs around them become Q16Conv, the function after one is fused into it, and the
-    /// artifact loads.
+    /// `n` samples of one 32-value input, value `i` of sample `s` from `f(s, i)`.
+    fn samples32(n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<Vec<Vec<f32>>> {
+        (0..n)
+            .map(|s| vec![(0..32).map(|i| f(s, i)).collect()])
+            .collect()
+    }
+
     /// A pointwise conv of `w.len() / 2` input channels to 2 output channels, named `name`.
     fn pointwise2(g: &mut ToolGraph, name: &str, x: u32, w: Vec<f32>) -> u32 {
         let w = g.add_const(&format!("{name}_w"), &[2, w.len() / 2, 1, 1], w);
@@ -1396,6 +1414,10 @@ mod tests {
         (g, x, h)
     }
 
+    /// With 16-bit activations, what the 16-bit engine cannot take stays float and the rest is integer:
+    /// an Add whose operand was zero on every sample (its rescale has no 14-bit form) and a Concat with a
+    /// constant; the convs around them become Q16Conv, the function after one is fused into it, and the
+    /// artifact loads.
     #[test]
     fn int16_keeps_what_its_engine_cannot_take_in_float() {
         use tern::ir::BinOp;
@@ -1425,13 +1447,7 @@ mod tests {
         g.graph
             .outputs
             .push(g.graph.nodes.last().unwrap().outputs[0]);
-        let samples: Vec<Vec<Vec<f32>>> = (0..4)
-            .map(|s| {
-                vec![(0..32)
-                    .map(|i| ((i * 5 + s * 3) % 13) as f32 / 6.0 - 1.0)
-                    .collect()]
-            })
-            .collect();
+        let samples = samples32(4, |s, i| ((i * 5 + s * 3) % 13) as f32 / 6.0 - 1.0);
         let obs = calibrate(&g, &samples, false, || {}).unwrap();
         let opts = Int8Options {
             act16: true,
@@ -1463,13 +1479,7 @@ mod tests {
         let b = pointwise2(&mut g, "b", h, vec![0.9, 0.1, -0.4, 0.6]);
         let y = pointwise2(&mut g, "c", b, vec![0.2, 0.8, 0.5, -0.3]);
         g.graph.outputs.push(y);
-        let samples: Vec<Vec<Vec<f32>>> = (0..8)
-            .map(|s| {
-                vec![(0..32)
-                    .map(|i| ((i * 7 + s * 3) % 17) as f32 / 4.0 - 2.0)
-                    .collect()]
-            })
-            .collect();
+        let samples = samples32(8, |s, i| ((i * 7 + s * 3) % 17) as f32 / 4.0 - 2.0);
         let obs = calibrate(&g, &samples, false, || {}).unwrap();
         let opts = Int8Options {
             channel_scales: false,
@@ -1505,6 +1515,9 @@ mod tests {
         assert!(e < 0.03, "rel-L2 {e}");
     }
 
+    /// An element-wise chain on float inputs (an STFT magnitude `sqrt(re·re + im·im)`, as silero VAD
+    /// computes it) stays float up to the conv that reads it: the conv runs on integers, its input is
+    /// rounded once, after the square root, not the squares before the Add.
     #[test]
     fn elementwise_ops_on_float_inputs_stay_float() {
         use tern::ir::{BinOp, Unary};
@@ -1723,13 +1736,7 @@ mod tests {
             )
             .unwrap()[0];
         g.graph.outputs.push(y);
-        let samples: Vec<Vec<Vec<f32>>> = (0..4)
-            .map(|s| {
-                vec![(0..32)
-                    .map(|i| ((i * 7 + s * 3) % 11) as f32 / 5.0 - 1.0)
-                    .collect()]
-            })
-            .collect();
+        let samples = samples32(4, |s, i| ((i * 7 + s * 3) % 11) as f32 / 5.0 - 1.0);
         let obs = calibrate(&g, &samples, false, || {}).unwrap();
         let opts = Int8Options {
             method: calib::Method::MinMax,

@@ -15,7 +15,7 @@ use tern::cpu::qconv::quantize_weights;
 use tern::ir::quant::{
     dequantize_i8, quantize_bias, quantize_f32, quantize_f32_i16, FixedMultiplier, QParams,
 };
-use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, ResizeMode, Unary};
+use tern::ir::{BinOp, Conv2d, DType, Op, PoolKind, Unary};
 
 /// Which nodes compute on 16-bit activations (the rest on int8).
 #[derive(Clone, Copy, Debug)]
@@ -79,19 +79,8 @@ pub fn has_int_kernel(g: &ToolGraph, n: &tern::ir::Node) -> bool {
                 && clamp(act)
                 && !(konst(0) && konst(1))
         }
-        Op::Unary(_)
-        | Op::Pool(_)
-        | Op::GlobalPool(_)
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice { .. }
-        | Op::Pad { .. }
-        | Op::Reshape
-        | Op::Transpose { .. }
-        | Op::Resize {
-            mode: ResizeMode::Nearest(_),
-            ..
-        } => !konst(0),
+        // tables, and what the runtime moves or pools on integers
+        op if matches!(op, Op::Unary(_)) || tern::model::moves_integers(op) => !konst(0),
         _ => false,
     }
 }
@@ -271,6 +260,14 @@ struct Builder<'a> {
     conversions: usize,
 }
 
+/// A constant operand's int16 parameters: its own range, no headroom (it is all there is).
+fn const16_params(c: &[f32]) -> QParams {
+    let (lo, hi) = c
+        .iter()
+        .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    symmetric_i16(lo, hi, 1.0)
+}
+
 /// The activations' element type: int16 (`w16`) or int8.
 fn act_dtype(w16: bool) -> DType {
     if w16 {
@@ -329,8 +326,7 @@ impl Builder<'_> {
                 .iter()
                 .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
             if w16 {
-                // a constant's own range, no headroom: it is all there is
-                let q = symmetric_i16(lo, hi, 1.0);
+                let q = const16_params(c);
                 let bytes: Vec<u8> = c
                     .iter()
                     .flat_map(|&v| quantize_f32_i16(v, q.scale[0]).to_le_bytes())
@@ -610,6 +606,9 @@ pub fn quantize(
     };
     let all16 = matches!(wide16, Wide::All);
     let nt = fg.graph.tensors.len();
+    // (each width's parameters only where some node may take that width: a range by mse or entropy is
+    // a search over the histogram, and the mixed search quantizes many times)
+    let (need8, need16) = (!all16, !matches!(wide16, Wide::None));
     let observed = |i: usize, f: &dyn Fn(&Observer) -> QParams| {
         obs.get(i)
             .and_then(|o| o.as_ref())
@@ -630,6 +629,9 @@ pub fn quantize(
                     if t.dtype == DType::F32 && t.quant.is_some() {
                         return t.quant.clone();
                     }
+                    if !need8 {
+                        return None;
+                    }
                     observed(i, &|o| {
                         let (lo, hi) = o.range(method);
                         asymmetric_i8(lo, hi)
@@ -640,6 +642,9 @@ pub fn quantize(
                 .map(|i| {
                     // (mixed with int8, the int8 tensors take `method`; int16 has no use for clipping
                     // outliers)
+                    if !need16 {
+                        return None;
+                    }
                     observed(i, &|o| {
                         let (lo, hi) = o.range(if all16 { method } else { Method::MinMax });
                         symmetric_i16(lo, hi, ACT16_HEADROOM)
@@ -1336,12 +1341,7 @@ fn binary16_ok(b: &Builder, n: &tern::ir::Node, out: Option<u32>) -> Result<bool
     let scale = |t: u32| -> Result<f64> {
         Ok(match b.fg.konst(t) {
             // a constant gets its own range's scale (`Builder::get_q`)
-            Some(c) => {
-                let (lo, hi) = c
-                    .iter()
-                    .fold((0f32, 0f32), |(a, z), &v| (a.min(v), z.max(v)));
-                symmetric_i16(lo, hi, 1.0).scale[0] as f64
-            }
+            Some(c) => const16_params(c).scale[0] as f64,
             None => b.param(t, true)?.scale[0] as f64,
         })
     };
