@@ -2,7 +2,8 @@
 //! computed by tract on the host) must give the same outputs on every target — run here under qemu for
 //! aarch64 too. It also pins format v1: this runtime must keep reading it. The int8 artifact must give
 //! the same integers, to the bit, on every kernel path (scalar, AVX2, NEON, SDOT) and thread count; so
-//! must the 16-bit one (int16 activations, format 10).
+//! must the 16-bit one (int16 activations, format 10: Q31 requantization), and the same graph stamped
+//! format 12 (f32 requantization).
 use tern::session::Values;
 use tern::{Model, Session, SessionOptions};
 
@@ -13,6 +14,10 @@ static INT8_DIGEST: &str = include_str!("data/cls_int8.digest");
 static INT16: &[u8] = include_bytes!("data/cls_int16.tern");
 /// The same digest over every int16 tensor of the 16-bit artifact (format 10).
 static INT16_DIGEST: &str = include_str!("data/cls_int16.digest");
+
+/// The digest of the same 16-bit graph re-stamped with this runtime's format (12 on: its convs, matmul
+/// and Muls requantize in f32).
+static INT16_F32_DIGEST: &str = include_str!("data/cls_int16_f32.digest");
 
 static ARTIFACT: &[u8] = include_bytes!("data/cls.tern");
 static INPUT: &[u8] = include_bytes!("data/cls_input.f32");
@@ -134,6 +139,36 @@ fn int16_artifact_is_bit_identical_on_every_path() {
             d,
             INT16_DIGEST.trim(),
             "int16 results differ from the host's"
+        );
+    }
+}
+
+/// The 16-bit graph under the f32 requantization (format 12 on): the same bytes re-stamped by this
+/// writer give other integers than format 10's Q31 rule, and the same ones on every path.
+#[test]
+fn int16_f32_requant_is_bit_identical_on_every_path() {
+    let d = tern::artifact::decode(INT16).unwrap();
+    assert!(d.version < tern::ir::quant::REQUANT_F32_FORMAT);
+    let restamped = tern::artifact::encode(&d.meta, &d.weights).unwrap();
+    let digests = digests(&restamped, |v| match v {
+        Values::I16(q) => Some(q.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        _ => None,
+    });
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cls_int16_f32.digest"
+        );
+        std::fs::write(p, &digests[0].0).unwrap();
+        return;
+    }
+    for (d, tensors) in &digests {
+        assert!(*tensors > 60);
+        assert_ne!(d, INT16_DIGEST.trim(), "the f32 rule changed no integer");
+        assert_eq!(
+            d,
+            INT16_F32_DIGEST.trim(),
+            "int16 results (f32 requantization) differ from the host's"
         );
     }
 }

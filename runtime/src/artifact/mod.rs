@@ -28,13 +28,14 @@ use serde::{Deserialize, Serialize};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"TERN";
-/// The format version this runtime writes (11: `Op::Requantize` between int8 and int16 layers; 10: 16-bit activations, `DType::I16` and the `Q16*` ops;
+/// The format version this runtime writes (12: 16-bit Conv, MatMul and Mul requantize in f32,
+/// [`crate::ir::quant::requant_f32`], the same bytes as 11 read with that rule; 11: `Op::Requantize` between int8 and int16 layers; 10: 16-bit activations, `DType::I16` and the `Q16*` ops;
 /// 9: a pointwise float `Conv` may write int8, quantized band by
 /// band; 8 added `Op::Gru` and `Op::Rnn`; 7 `Op::Lstm`; 6 added a float `Conv`'s post-activation per-channel affine,
 /// inputs 3 and 4; 5 `Unary::Silu`, and channel-scaled tensors written by `QLut` and read by depthwise
 /// `QConv`; 4 deflated sections; 3 `QConvTranspose`; 2 the integer ops and int8/int32 tensors; 1 is f32
 /// only).
-pub const FORMAT_VERSION: u32 = 11;
+pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format version this runtime reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Section kind: the postcard-encoded [`ArtifactMeta`].

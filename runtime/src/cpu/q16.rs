@@ -15,8 +15,8 @@ use super::ops::{broadcast_strides, pool, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
-    add16, add16_params, dequantize_i16, lut16, quantize_f32_i16, FixedMultiplier, LUT16_MAX_SHIFT,
-    LUT16_MIN_SHIFT,
+    add16, add16_params, dequantize_i16, f32_scale, lut16, quantize_f32_i16, requant_f32,
+    FixedMultiplier, LUT16_MAX_SHIFT, LUT16_MIN_SHIFT,
 };
 use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
 use crate::model::Model;
@@ -57,6 +57,11 @@ fn scale(model: &Model, t: u32) -> f32 {
         .quant
         .as_ref()
         .map_or(1.0, |q| q.scale[0])
+}
+
+/// Whether the model's 16-bit Conv, MatMul and Mul requantize in f32 (format 12 on).
+fn f32_requant(model: &Model) -> bool {
+    model.format_version >= crate::ir::quant::REQUANT_F32_FORMAT
 }
 
 fn mult(real: f64) -> FixedMultiplier {
@@ -110,6 +115,9 @@ pub struct Rows {
     pub bias: Vec<i32>,
     /// Multiplier per output row.
     pub mult: Vec<FixedMultiplier>,
+    /// Format 12 on: the f32 multiplier per output row ([`crate::ir::quant::requant_f32`], used instead
+    /// of `mult`); empty before.
+    pub fscale: Vec<f32>,
     /// Clamp.
     pub lo: i32,
     /// Upper clamp.
@@ -125,6 +133,7 @@ impl Rows {
             zp_out: 0,
             lo: self.lo,
             hi: self.hi,
+            fscale: self.fscale.get(r0..).unwrap_or(&[]),
         }
     }
 }
@@ -184,6 +193,8 @@ pub struct Bin16 {
     add: (i32, i32, u32),
     /// Mul: `s_a·s_b / s_y`.
     mul: FixedMultiplier,
+    /// Mul, format 12 on: the same in f32 ([`crate::ir::quant::requant_f32`], used instead of `mul`).
+    fmul: Option<f32>,
     lo: i32,
     hi: i32,
 }
@@ -192,8 +203,9 @@ impl Bin16 {
     /// The integer rule on one pair.
     #[inline(always)]
     pub fn apply(&self, a: i16, b: i16) -> i16 {
-        let v = match self.op {
-            BinOp::Mul => self.mul.apply(a as i32 * b as i32),
+        let v = match (self.op, self.fmul) {
+            (BinOp::Mul, Some(f)) => requant_f32(a as i32 * b as i32, f, self.lo, self.hi),
+            (BinOp::Mul, None) => self.mul.apply(a as i32 * b as i32),
             _ => add16(a, b, self.add),
         };
         v.clamp(self.lo, self.hi) as i16
@@ -269,6 +281,7 @@ impl Rescale {
             zp_out: self.zp_out,
             lo: self.lo,
             hi: self.hi,
+            fscale: &[],
         }
     }
 }
@@ -463,11 +476,14 @@ impl Conv16 {
         let target = n.inputs.get(3).copied().unwrap_or(n.outputs[0]);
         let (sx, sy) = (scale(model, n.inputs[0]), scale(model, target));
         let mut mults = Vec::with_capacity(ws[0]);
+        let mut fscale = Vec::new();
         for r in 0..ws[0] {
             let sw = *wsc.get(if wsc.len() == 1 { 0 } else { r })?;
-            mults.push(FixedMultiplier::from_real(
-                sx as f64 * sw as f64 / sy as f64,
-            )?);
+            let real = sx as f64 * sw as f64 / sy as f64;
+            mults.push(FixedMultiplier::from_real(real)?);
+            if f32_requant(model) {
+                fscale.push(f32_scale(real));
+            }
         }
         let bias = match n.inputs.get(2) {
             Some(&b) => i32s(model.const_bytes(b as usize)),
@@ -480,6 +496,7 @@ impl Conv16 {
             Rows {
                 bias,
                 mult: mults,
+                fscale,
                 lo: lo as i32,
                 hi: hi as i32,
             },
@@ -1024,15 +1041,18 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
             let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
             let ws = wt.quant.as_ref().map_or(&[][..], |q| &q.scale[..]);
             let (sx, sy) = (scale(model, x), scale(model, y));
-            let mult = (0..nn)
-                .map(|j| {
-                    let sw = ws
-                        .get(if ws.len() == 1 { 0 } else { j })
-                        .copied()
-                        .unwrap_or(1.0);
-                    self::mult(sx as f64 * sw as f64 / sy as f64)
-                })
-                .collect();
+            let real = |j: usize| {
+                let sw = ws
+                    .get(if ws.len() == 1 { 0 } else { j })
+                    .copied()
+                    .unwrap_or(1.0);
+                sx as f64 * sw as f64 / sy as f64
+            };
+            let mult = (0..nn).map(|j| self::mult(real(j))).collect();
+            let fscale = match f32_requant(model) {
+                true => (0..nn).map(|j| f32_scale(real(j))).collect(),
+                false => Vec::new(),
+            };
             let bias = match n.inputs.get(2) {
                 Some(&b) => i32s(model.const_bytes(b as usize)),
                 None => vec![0; nn],
@@ -1047,6 +1067,7 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                 rows: Rows {
                     bias,
                     mult,
+                    fscale,
                     lo: *lo as i32,
                     hi: *hi as i32,
                 },
@@ -1074,6 +1095,7 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                             None => (0, 0, 0), // unreachable for a validated model
                         },
                         mul: mult(sa * sb / sy),
+                        fmul: f32_requant(model).then(|| f32_scale(sa * sb / sy)),
                         lo: *lo as i32,
                         hi: *hi as i32,
                     },
@@ -1424,6 +1446,7 @@ fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
         zp_out: 0,
         lo: b.lo,
         hi: b.hi,
+        fscale: b.fmul.as_slice(),
     };
     // (chunks of 256: the row's vector constants are set up once per chunk)
     let mut acc = [0i32; 256];
@@ -1549,50 +1572,59 @@ mod tests {
                     _ => lcg(&mut seed) as i16,
                 })
                 .collect();
-            let rows = Rows {
-                bias: (0..m).map(|_| (lcg(&mut seed) as i32) >> 8).collect(),
-                mult: (0..m)
-                    .map(|i| FixedMultiplier::from_real(1.0 / (300.0 + 97.0 * i as f64)).unwrap())
-                    .collect(),
-                lo: -30000,
-                hi: 32767,
-            };
-            let want: Vec<i16> = (0..m * n)
-                .map(|i| {
-                    let (r, j) = (i / n, i % n);
-                    let acc: i64 = (0..k)
-                        .map(|p| w[r * k + p] as i64 * x[p * n + j] as i64)
-                        .sum();
-                    rows.requant(0).value(r, acc as i32) as i16
-                })
-                .collect();
-            let a = pack_a(m, k, |r, p| w[r * k + p] as i16);
-            for &isa in &isas {
-                let mut c = vec![0i16; m * n];
-                // SAFETY: x holds k rows of n, c m rows of n.
-                unsafe {
-                    gemm16(
-                        isa,
-                        (m, n, k),
-                        &a,
-                        x.as_ptr(),
-                        n,
-                        c.as_mut_ptr(),
-                        n,
-                        &rows.requant(0),
-                        0..m.div_ceil(MR),
-                        None,
-                    )
+            let bias: Vec<i32> = (0..m).map(|_| (lcg(&mut seed) as i32) >> 8).collect();
+            let real = |i: usize| 1.0 / (300.0 + 97.0 * i as f64);
+            // the Q31 epilogue (formats 10, 11) and the f32 one (12 on)
+            for f32rq in [false, true] {
+                let rows = Rows {
+                    bias: bias.clone(),
+                    mult: (0..m)
+                        .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
+                        .collect(),
+                    fscale: match f32rq {
+                        true => (0..m).map(|i| f32_scale(real(i))).collect(),
+                        false => Vec::new(),
+                    },
+                    lo: -30000,
+                    hi: 32767,
                 };
-                assert_eq!(c, want, "{isa:?} m {m} n {n} k {k}");
-                let mut out = vec![0i16; n];
-                let acc: Vec<i32> = (0..n).map(|j| (j as i32 - 7) * 99_991).collect();
-                requant_row16(isa, &rows.requant(0), 0, &acc, &mut out);
-                let scalar: Vec<i16> = acc
-                    .iter()
-                    .map(|&v| rows.requant(0).value(0, v) as i16)
+                let want: Vec<i16> = (0..m * n)
+                    .map(|i| {
+                        let (r, j) = (i / n, i % n);
+                        let acc: i64 = (0..k)
+                            .map(|p| w[r * k + p] as i64 * x[p * n + j] as i64)
+                            .sum();
+                        rows.requant(0).value(r, acc as i32) as i16
+                    })
                     .collect();
-                assert_eq!(out, scalar, "{isa:?} row epilogue");
+                let a = pack_a(m, k, |r, p| w[r * k + p] as i16);
+                for &isa in &isas {
+                    let mut c = vec![0i16; m * n];
+                    // SAFETY: x holds k rows of n, c m rows of n.
+                    unsafe {
+                        gemm16(
+                            isa,
+                            (m, n, k),
+                            &a,
+                            x.as_ptr(),
+                            n,
+                            c.as_mut_ptr(),
+                            n,
+                            &rows.requant(0),
+                            0..m.div_ceil(MR),
+                            None,
+                        )
+                    };
+                    assert_eq!(c, want, "{isa:?} m {m} n {n} k {k} f32 {f32rq}");
+                    let mut out = vec![0i16; n];
+                    let acc: Vec<i32> = (0..n).map(|j| (j as i32 - 7) * 99_991).collect();
+                    requant_row16(isa, &rows.requant(0), 0, &acc, &mut out);
+                    let scalar: Vec<i16> = acc
+                        .iter()
+                        .map(|&v| rows.requant(0).value(0, v) as i16)
+                        .collect();
+                    assert_eq!(out, scalar, "{isa:?} row epilogue f32 {f32rq}");
+                }
             }
         }
     }
@@ -1714,78 +1746,94 @@ mod tests {
                     }
                 })
                 .collect();
-            let rows = Rows {
-                bias: (0..m).map(|_| (lcg(&mut seed) as i32) >> 12).collect(),
-                mult: (0..m)
-                    .map(|i| FixedMultiplier::from_real(1.0 / (90.0 + 31.0 * i as f64)).unwrap())
-                    .collect(),
-                lo: -32768,
-                hi: 20000,
-            };
-            let out = |a: usize| {
-                let (k, s, d) = (
-                    kernel[a] as usize,
-                    strides[a] as usize,
-                    dilations[a] as usize,
-                );
-                (xs[2 + a] + pads[a] as usize + pads[a + 2] as usize - d * (k - 1) - 1) / s + 1
-            };
-            let (oh, ow) = (out(0), out(1));
-            let want = conv_reference(&geom, &x, xs, &w, ws, &rows, (oh, ow));
-            // (every path this CPU has: the AVX2 and VNNI forms of the tap blocks)
-            for isa in crate::cpu::caps::available() {
-                let rq = Rows {
-                    bias: rows.bias.clone(),
-                    mult: rows.mult.clone(),
-                    lo: rows.lo,
-                    hi: rows.hi,
+            let bias: Vec<i32> = (0..m).map(|_| (lcg(&mut seed) as i32) >> 12).collect();
+            let real = |i: usize| 1.0 / (90.0 + 31.0 * i as f64);
+            // the Q31 epilogue (formats 10, 11) and the f32 one (12 on)
+            for f32rq in [false, true] {
+                let rows = Rows {
+                    bias: bias.clone(),
+                    mult: (0..m)
+                        .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
+                        .collect(),
+                    fscale: match f32rq {
+                        true => (0..m).map(|i| f32_scale(real(i))).collect(),
+                        false => Vec::new(),
+                    },
+                    lo: -32768,
+                    hi: 20000,
                 };
-                let mut conv = Conv16::from_parts(isa, &geom, (&w, ws), rq);
-                if xs[2] * xs[3] == 1 && conv.kind == ConvKind::Pointwise {
-                    // (what prepare adds for a conv over a 1×1 map)
-                    conv.rowmajor = w.iter().map(|&v| v as i16).collect();
-                }
-                // every other case with a fused function (a bumpy one: every entry matters)
-                let fused = m % 2 == 0;
-                if fused {
-                    // (a finer table on every other fused case)
-                    conv.table_shift = if m % 4 == 0 { 6 } else { LUT16_MAX_SHIFT };
-                    conv.table = (0..crate::ir::quant::lut16_len(conv.table_shift))
-                        .map(|j| ((j * j * 37) % 65536) as u16 as i16)
-                        .collect();
-                }
-                let want: Vec<i16> = if fused {
-                    want.iter()
-                        .map(|&v| lut16(&conv.table, v, conv.table_shift))
-                        .collect()
-                } else {
-                    want.clone()
-                };
-                let ys = [xs[0], m, oh, ow];
-                for par in &pars {
-                    let mut scratch =
-                        vec![0u32; conv.scratch_bytes(&xs, &ys, par.threads()).div_ceil(4)];
-                    // SAFETY: u32 as bytes.
-                    let bytes = unsafe {
-                        core::slice::from_raw_parts_mut(
-                            scratch.as_mut_ptr() as *mut u8,
-                            scratch.len() * 4,
-                        )
-                    };
-                    let mut y = vec![0i16; ys.iter().product()];
-                    conv.run(
-                        par,
-                        View {
-                            data: &x,
-                            shape: &xs,
-                        },
-                        ViewMut {
-                            data: &mut y,
-                            shape: &ys,
-                        },
-                        bytes,
+                let out = |a: usize| {
+                    let (k, s, d) = (
+                        kernel[a] as usize,
+                        strides[a] as usize,
+                        dilations[a] as usize,
                     );
-                    assert_eq!(y, want, "{isa:?} {:?} threads {}", conv.kind, par.threads());
+                    (xs[2 + a] + pads[a] as usize + pads[a + 2] as usize - d * (k - 1) - 1) / s + 1
+                };
+                let (oh, ow) = (out(0), out(1));
+                let want = conv_reference(&geom, &x, xs, &w, ws, &rows, (oh, ow));
+                // (every path this CPU has: the AVX2 and VNNI forms of the tap blocks)
+                for isa in crate::cpu::caps::available() {
+                    let rq = Rows {
+                        bias: rows.bias.clone(),
+                        mult: rows.mult.clone(),
+                        fscale: rows.fscale.clone(),
+                        lo: rows.lo,
+                        hi: rows.hi,
+                    };
+                    let mut conv = Conv16::from_parts(isa, &geom, (&w, ws), rq);
+                    if xs[2] * xs[3] == 1 && conv.kind == ConvKind::Pointwise {
+                        // (what prepare adds for a conv over a 1×1 map)
+                        conv.rowmajor = w.iter().map(|&v| v as i16).collect();
+                    }
+                    // every other case with a fused function (a bumpy one: every entry matters)
+                    let fused = m % 2 == 0;
+                    if fused {
+                        // (a finer table on every other fused case)
+                        conv.table_shift = if m % 4 == 0 { 6 } else { LUT16_MAX_SHIFT };
+                        conv.table = (0..crate::ir::quant::lut16_len(conv.table_shift))
+                            .map(|j| ((j * j * 37) % 65536) as u16 as i16)
+                            .collect();
+                    }
+                    let want: Vec<i16> = if fused {
+                        want.iter()
+                            .map(|&v| lut16(&conv.table, v, conv.table_shift))
+                            .collect()
+                    } else {
+                        want.clone()
+                    };
+                    let ys = [xs[0], m, oh, ow];
+                    for par in &pars {
+                        let mut scratch =
+                            vec![0u32; conv.scratch_bytes(&xs, &ys, par.threads()).div_ceil(4)];
+                        // SAFETY: u32 as bytes.
+                        let bytes = unsafe {
+                            core::slice::from_raw_parts_mut(
+                                scratch.as_mut_ptr() as *mut u8,
+                                scratch.len() * 4,
+                            )
+                        };
+                        let mut y = vec![0i16; ys.iter().product()];
+                        conv.run(
+                            par,
+                            View {
+                                data: &x,
+                                shape: &xs,
+                            },
+                            ViewMut {
+                                data: &mut y,
+                                shape: &ys,
+                            },
+                            bytes,
+                        );
+                        assert_eq!(
+                            y,
+                            want,
+                            "{isa:?} {:?} threads {} f32 {f32rq}",
+                            conv.kind,
+                            par.threads()
+                        );
+                    }
                 }
             }
         }
@@ -1913,7 +1961,13 @@ mod tests {
             (&[2, 5, 4, 19], &[1]),
             (&[3, 1, 33], &[3, 7, 1]),
         ];
-        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul] {
+        // (Mul in the Q31 form and the f32 one, format 12 on)
+        for (op, f32rq) in [
+            (BinOp::Add, false),
+            (BinOp::Sub, false),
+            (BinOp::Mul, false),
+            (BinOp::Mul, true),
+        ] {
             for &(ash, bsh) in shapes {
                 let ysh: Vec<usize> = {
                     let r = ash.len().max(bsh.len());
@@ -1945,6 +1999,7 @@ mod tests {
                         add
                     },
                     mul: FixedMultiplier::from_real(sa * sb / sy * 1e-3).unwrap(),
+                    fmul: f32rq.then(|| f32_scale(sa * sb / sy * 1e-3)),
                     lo: -30000,
                     hi: 32767,
                 };
@@ -1984,7 +2039,7 @@ mod tests {
                             shape: &ysh,
                         },
                     );
-                    assert_eq!(y, want, "{op:?} {ash:?} {bsh:?} {isa:?}");
+                    assert_eq!(y, want, "{op:?} {ash:?} {bsh:?} {isa:?} f32 {f32rq}");
                 }
             }
         }

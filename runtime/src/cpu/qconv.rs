@@ -152,6 +152,7 @@ impl QConv {
             zp_out: self.zp_out,
             lo,
             hi,
+            fscale: &[],
         };
         (a, rq)
     }
@@ -612,6 +613,7 @@ impl QConv {
             zp_out: self.zp_out,
             lo,
             hi,
+            fscale: &[],
         };
         let (dw, zp) = (&self.dw, self.zp_in);
         let t = dw
@@ -674,6 +676,7 @@ impl QConv {
             zp_out: self.zp_out,
             lo,
             hi,
+            fscale: &[],
         };
         // the taps' offsets are the same for every plane: built once here, not per plane
         let taps = DwTaps::new(&gm);
@@ -1334,6 +1337,7 @@ mod tests {
                             zp_out: 5,
                             lo: -128,
                             hi: 127,
+                            fscale: &[],
                         };
                         let (pairs, taps) = (pair_weights(&wts, kw), DwTaps::new(&gm));
                         let run = |isa| {

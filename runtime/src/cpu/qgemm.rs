@@ -328,6 +328,10 @@ pub struct Requant<'a> {
     pub lo: i32,
     /// Upper clamp, within −128..=127 (16-bit: −32768..=32767).
     pub hi: i32,
+    /// Per output row, the f32 multiplier of the 16-bit engine's f32 requantization
+    /// ([`crate::ir::quant::requant_f32`], format 12 on; zero point 0), used instead of `mult` where
+    /// given; empty for the int8 engine and older 16-bit artifacts.
+    pub fscale: &'a [f32],
 }
 
 impl<'a> Requant<'a> {
@@ -338,9 +342,14 @@ impl<'a> Requant<'a> {
     }
 
     /// [`Requant::apply`] before the narrowing: `clamp(m_r.apply(acc + bias_r) + zp_out, lo, hi)` (the 16-bit
-    /// engine's epilogue, whose clamp is an int16 range).
+    /// engine's epilogue, whose clamp is an int16 range; with `fscale`, its f32 form
+    /// [`crate::ir::quant::requant_f32`]).
     #[inline]
     pub fn value(&self, r: usize, acc: i32) -> i32 {
+        if let Some(&f) = self.fscale.get(r) {
+            let (z, s) = (self.zp_out, acc.saturating_add(self.bias[r]));
+            return crate::ir::quant::requant_f32(s, f, self.lo - z, self.hi - z) + z;
+        }
         let v = self.mult[r]
             .apply(acc.saturating_add(self.bias[r]))
             .saturating_add(self.zp_out);
@@ -364,6 +373,7 @@ impl<'a> Requant<'a> {
         Requant {
             bias: &self.bias[r0..],
             mult: &self.mult[r0..],
+            fscale: self.fscale.get(r0..).unwrap_or(&[]),
             ..*self
         }
     }
@@ -563,6 +573,7 @@ mod tests {
                     zp_out: -5,
                     lo: -128,
                     hi: 127,
+                    fscale: &[],
                 };
                 let mut want = vec![0i8; m * n];
                 for i in 0..m {
@@ -677,6 +688,7 @@ mod tests {
             zp_out: 7,
             lo: -120,
             hi: 125,
+            fscale: &[],
         };
         let want: Vec<i8> = (0..m)
             .map(|j| {
@@ -708,6 +720,7 @@ mod tests {
                 zp_out: 0,
                 lo: -128,
                 hi: 127,
+                fscale: &[],
             };
             let want: Vec<i8> = acc
                 .iter()
@@ -778,6 +791,7 @@ mod tests {
                         zp_out,
                         lo,
                         hi,
+                        fscale: &[],
                     };
                     let want: Vec<i8> = acc.iter().map(|&a| rq.apply(r, a)).collect();
                     for isa in caps::available() {

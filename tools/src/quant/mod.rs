@@ -1151,9 +1151,9 @@ pub fn compress_int8(
             if weights_only {
                 "int8 weights only: symmetric per output channel, computed in float on the widened weights".to_string()
             } else if c.opts.act16 {
-                format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, Q31 fixed-point requantization, interpolated function tables of 257 to 4097 entries (within {} step RMS of the function)", pass::ACT16_HEADROOM, pass::TABLE16_RMS_STEPS)
+                format!("int16 activations (symmetric per tensor, ranges {}x the calibrated ones) with int8 weights symmetric per channel, int32 bias, i32 sums, f32 requantization of conv, matmul and Mul results (Q31 fixed point elsewhere), interpolated function tables of 257 to 4097 entries (within {} step RMS of the function)", pass::ACT16_HEADROOM, pass::TABLE16_RMS_STEPS)
             } else if mixed {
-                format!("int8 and (on quant.wide_nodes) int16 activations: int8 weights symmetric per channel, int8 activations asymmetric per tensor, int16 ones symmetric per tensor (ranges {}x the calibrated ones), int32 bias, Q31 fixed-point requantization, integer rescales between the two", pass::ACT16_HEADROOM)
+                format!("int8 and (on quant.wide_nodes) int16 activations: int8 weights symmetric per channel, int8 activations asymmetric per tensor, int16 ones symmetric per tensor (ranges {}x the calibrated ones), int32 bias, Q31 fixed-point requantization (f32 for the int16 conv, matmul and Mul results), integer rescales between the two", pass::ACT16_HEADROOM)
             } else {
                 "int8: weights symmetric per channel, activations asymmetric per tensor (channel-scaled where quant.channel_scaled says), int32 bias, Q31 fixed-point requantization".to_string()
             },

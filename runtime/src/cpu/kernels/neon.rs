@@ -141,21 +141,27 @@ struct RowRq {
     lo: int16x8_t,
     hi: int16x8_t,
     z: int16x8_t,
+    /// The 16-bit engine's f32 requantization (`crate::ir::quant::requant_f32`, format 12 on): its
+    /// multiplier and the clamp as floats, used by [`RowRq::halves`] where `float` is set.
+    fscale: float32x4_t,
+    flo: float32x4_t,
+    fhi: float32x4_t,
+    float: bool,
 }
 
 impl RowRq {
     /// `None` where row `r`'s shift has no vector form.
     #[inline(always)]
     fn new(rq: &Requant, r: usize) -> Option<RowRq> {
-        (0..=31)
-            .contains(&rq.mult[r].shift)
+        (rq.fscale.get(r).is_some() || (0..=31).contains(&rq.mult[r].shift))
             .then(|| RowRq::any(rq, r))
     }
 
-    /// [`RowRq::new`] without the shift check: only for rows whose shift is in 0..=31.
+    /// [`RowRq::new`] without the shift check: only for rows whose shift is in 0..=31 (or f32 rows).
     #[inline(always)]
     fn any(rq: &Requant, r: usize) -> RowRq {
         let fm = rq.mult[r];
+        let float = rq.fscale.get(r).copied();
         // SAFETY: NEON is part of aarch64 (register set-up only).
         let (bias, mult, sh) = unsafe {
             (
@@ -164,7 +170,13 @@ impl RowRq {
                 vdupq_n_s64(-(31 + fm.shift as i64)),
             )
         };
-        RowRq::with(rq, [bias; 2], [mult; 2], [[sh; 2]; 2])
+        let mut q = RowRq::with(rq, [bias; 2], [mult; 2], [[sh; 2]; 2]);
+        if let Some(f) = float {
+            // SAFETY: NEON is part of aarch64 (register set-up only).
+            q.fscale = unsafe { vdupq_n_f32(f) };
+            q.float = true;
+        }
+        q
     }
 
     /// The constants of rows `j..j + 8`, one per lane; `None` past `rq`'s rows or where a row's shift
@@ -208,6 +220,10 @@ impl RowRq {
                 lo: vdupq_n_s16((rq.lo - z) as i16),
                 hi: vdupq_n_s16((rq.hi - z) as i16),
                 z: vdupq_n_s16(z as i16),
+                fscale: vdupq_n_f32(0.0),
+                flo: vdupq_n_f32((rq.lo - z) as f32),
+                fhi: vdupq_n_f32((rq.hi - z) as f32),
+                float: false,
             }
         }
     }
@@ -231,6 +247,16 @@ impl RowRq {
     fn halves(&self, v: [int32x4_t; 2]) -> int16x8_t {
         // SAFETY: plain register arithmetic.
         unsafe {
+            if self.float {
+                // `requant_f32`: scvtf and fcvtns round to nearest even (FPCR's default), the product
+                // is one IEEE multiply, the clamp exact (inside int16, so the narrow keeps it)
+                let half = |h: usize| {
+                    let x = vcvtq_f32_s32(vqaddq_s32(v[h], self.bias[h]));
+                    let f = vminq_f32(vmaxq_f32(vmulq_f32(x, self.fscale), self.flo), self.fhi);
+                    vqmovn_s32(vcvtnq_s32_f32(f))
+                };
+                return vaddq_s16(vcombine_s16(half(0), half(1)), self.z);
+            }
             let half = |h: usize| {
                 let x = vqaddq_s32(v[h], self.bias[h]);
                 vqmovn_s32(fm_apply4_lanes(x, self.mult[h], self.sh[h]))

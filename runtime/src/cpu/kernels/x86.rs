@@ -153,6 +153,12 @@ struct RowRq {
     lo: __m256i,
     hi: __m256i,
     zp: __m256i,
+    /// The 16-bit engine's f32 requantization (`crate::ir::quant::requant_f32`): its multiplier, and
+    /// the clamp as floats; `float` selects it over the Q31 one.
+    fscale: __m256,
+    flo: __m256,
+    fhi: __m256,
+    float: bool,
 }
 
 /// The vector epilogue covers shifts 0..=31 (total right shift 31..=62: every multiplier below 1 down to
@@ -162,11 +168,19 @@ fn vec_ok(fm: FixedMultiplier) -> bool {
     (0..=31).contains(&fm.shift)
 }
 
+/// [`vec_ok`] for a 16-bit row, which the f32 form covers whatever its multiplier.
+#[inline(always)]
+fn vec_ok16(rq: &Requant, r: usize) -> bool {
+    rq.fscale.get(r).is_some() || vec_ok(rq.mult[r])
+}
+
 #[inline]
 #[target_feature(enable = "avx2")]
 fn row_rq(rq: &Requant, r: usize) -> RowRq {
     let (fm, z) = (rq.mult[r], rq.zp_out);
-    let total = 31 + fm.shift;
+    let float = rq.fscale.get(r).copied();
+    // (an f32 row's Q31 constants go unused: any shift in range keeps them well-defined)
+    let total = 31 + if float.is_some() { 0 } else { fm.shift };
     let b = rq.bias[r];
     // acc + b stays in i32 exactly when acc ∈ [MIN − b, MAX − b] (one side is vacuous for each sign of b)
     let (sat_lo, sat_hi) = if b >= 0 {
@@ -185,6 +199,10 @@ fn row_rq(rq: &Requant, r: usize) -> RowRq {
         lo: _mm256_set1_epi32(rq.lo - z),
         hi: _mm256_set1_epi32(rq.hi - z),
         zp: _mm256_set1_epi32(z),
+        fscale: _mm256_set1_ps(float.unwrap_or(0.0)),
+        flo: _mm256_set1_ps((rq.lo - z) as f32),
+        fhi: _mm256_set1_ps((rq.hi - z) as f32),
+        float: float.is_some(),
     }
 }
 
@@ -192,7 +210,8 @@ fn row_rq(rq: &Requant, r: usize) -> RowRq {
 /// accumulator to the range where the sum cannot wrap), the 32×32→64
 /// product in even/odd lanes, round half away from zero (add half, subtract 1 for negatives), then the
 /// arithmetic shift as "high dword of (q << left)" followed by a 32-bit shift by `right` (AVX2 has no
-/// 64-bit arithmetic shift), clamp, zero point.
+/// 64-bit arithmetic shift), clamp, zero point. An f32 row (the 16-bit engine, format 12 on) takes
+/// `requant_f32` after the bias instead.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn requant8(acc: __m256i, p: &RowRq) -> __m256i {
@@ -200,6 +219,13 @@ fn requant8(acc: __m256i, p: &RowRq) -> __m256i {
         _mm256_min_epi32(_mm256_max_epi32(acc, p.sat_lo), p.sat_hi),
         p.bias,
     );
+    if p.float {
+        // `requant_f32`: cvtdq2ps and cvtps2dq round to nearest even (MXCSR's default, which Rust
+        // keeps), the product is one IEEE multiply, the clamp exact
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), p.fscale);
+        let f = _mm256_min_ps(_mm256_max_ps(f, p.flo), p.fhi);
+        return _mm256_add_epi32(_mm256_cvtps_epi32(f), p.zp);
+    }
     let zero = _mm256_setzero_si256();
     let pe = _mm256_mul_epi32(s, p.mult);
     let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(s), p.mult);
@@ -473,7 +499,7 @@ pub unsafe fn lut16_avx2(t: &[i16], shift: u32, data: &mut [i16]) -> usize {
 pub unsafe fn requant_row16_avx2(rq: &Requant, r: usize, acc: &[i32], out: &mut [i16]) -> usize {
     let n = acc.len().min(out.len());
     let mut i = 0;
-    if vec_ok(rq.mult[r]) {
+    if vec_ok16(rq, r) {
         let p = row_rq(rq, r);
         while i + 16 <= n {
             // SAFETY: 16 values in bounds of both slices.
@@ -648,7 +674,7 @@ macro_rules! q16_kernels {
                 return;
             }
             let consts: [Option<RowRq>; 4] =
-                core::array::from_fn(|r| (r < rows && vec_ok(rq.mult[r])).then(|| row_rq(rq, r)));
+                core::array::from_fn(|r| (r < rows && vec_ok16(rq, r)).then(|| row_rq(rq, r)));
             for j in (0..n).step_by(16) {
                 // SAFETY: forwarded, at column j.
                 unsafe { $tile(kp, k, a, b.add(j), ldb, c.add(j), ldc, rows, rq, &consts) };

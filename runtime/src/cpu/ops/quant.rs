@@ -205,6 +205,7 @@ impl QBin {
             zp_out: self.zy,
             lo: self.lo,
             hi: self.hi,
+            fscale: &[],
         }
     }
 
@@ -1018,6 +1019,7 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         zp_out: m.zy,
         lo: m.lo,
         hi: m.hi,
+        fscale: &[],
     };
     if k == 0 || m.n == 0 {
         // an empty reduction: every output is its bias requantized (nothing at all for n = 0)
@@ -1032,6 +1034,7 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         zp_out: m.zy,
         lo: m.lo,
         hi: m.hi,
+        fscale: &[],
     };
     if rows < m.g.mr {
         // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing of
