@@ -547,6 +547,12 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             let (sy, _) = side(y)?;
             mult(sx as f64 / sy as f64, "rescale")
         }
+        Op::Q16Unary(f) => {
+            let (sx, sy) = (per_tensor16(g, n.inputs[0])?, per_tensor16(g, y)?);
+            crate::ir::quant::unary16_params(f, sx, sy)
+                .map(|_| ())
+                .ok_or_else(|| alloc::format!("{f:?} has no 16-bit f32 form (HardSwish has)"))
+        }
         Op::Q16Lut => {
             per_tensor16(g, n.inputs[0])?;
             per_tensor16(g, y)?;
@@ -666,9 +672,11 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
     }
     let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
     match &n.op {
-        Op::Q16Conv { .. } | Op::Q16MatMul { .. } | Op::Q16Binary { .. } | Op::Q16Lut => {
-            Err("a 16-bit integer op must read and write int16 tensors".into())
-        }
+        Op::Q16Conv { .. }
+        | Op::Q16MatMul { .. }
+        | Op::Q16Binary { .. }
+        | Op::Q16Lut
+        | Op::Q16Unary(_) => Err("a 16-bit integer op must read and write int16 tensors".into()),
         Op::Quantize => {
             all_of(&[x], DType::F32, g)?;
             per_tensor(g, y).map(|_| ())

@@ -96,6 +96,7 @@ fn pinned(op: &Op) -> bool {
         | Op::Q16Binary { .. }
         | Op::Q16Lut
         | Op::Requantize => true,
+        Op::Q16Unary(u) => unary(u),
     }
 }
 
@@ -437,6 +438,42 @@ fn format_11_reads_as_written() {
     assert!(
         d.meta == want,
         "format 11 no longer reads as written: an enum variant moved or a field changed"
+    );
+    assert_eq!(d.weights.len(), 192);
+}
+
+/// The format-12 graph: format 11's, plus `Op::Q16Unary` (12 also reads the 16-bit Conv, MatMul and Mul
+/// with the f32 requantization: the same bytes, another rule, pinned by `runtime/tests/host_artifact.rs`).
+fn graph_v12() -> ArtifactMeta {
+    let mut m = graph_v11();
+    let op = Op::Q16Unary(Unary::HardSwish);
+    assert!(pinned(&op));
+    let base = m.graph.nodes.len();
+    m.graph.nodes.push(Node {
+        name: format!("q16 function node {base}"),
+        op,
+        inputs: vec![6],
+        outputs: vec![6],
+    });
+    m
+}
+
+#[test]
+fn format_12_reads_as_written() {
+    let path = tern_tests::root().join("runtime/tests/data/wire_v12.tern");
+    let want = graph_v12();
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok()
+        && !path.exists()
+        && artifact::FORMAT_VERSION == 12
+    {
+        std::fs::write(&path, artifact::encode(&want, &[0u8; 192]).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).expect("the pinned format-12 artifact");
+    let d = artifact::decode(&bytes).unwrap();
+    assert_eq!(d.version, 12);
+    assert!(
+        d.meta == want,
+        "format 12 no longer reads as written: an enum variant moved or a field changed"
     );
     assert_eq!(d.weights.len(), 192);
 }

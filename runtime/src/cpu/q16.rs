@@ -15,8 +15,8 @@ use super::ops::{broadcast_strides, pool, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
-    add16, add16_params, dequantize_i16, f32_scale, lut16, quantize_f32_i16, requant_f32,
-    FixedMultiplier, LUT16_MAX_SHIFT, LUT16_MIN_SHIFT,
+    add16, add16_params, dequantize_i16, f32_scale, lut16, quantize_f32_i16, requant_f32, unary16,
+    unary16_params, FixedMultiplier, LUT16_MAX_SHIFT, LUT16_MIN_SHIFT,
 };
 use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
 use crate::model::Model;
@@ -44,6 +44,7 @@ pub fn is_q16(model: &Model, n: &Node) -> bool {
         | Op::Q16MatMul { .. }
         | Op::Q16Binary { .. }
         | Op::Q16Lut
+        | Op::Q16Unary(_)
         | Op::Requantize => true,
         Op::Quantize => dt(n.outputs[0]) == DType::I16,
         Op::Dequantize => dt(n.inputs[0]) == DType::I16,
@@ -227,6 +228,8 @@ pub enum Q16Prep {
     Binary((Bin16, Isa), [Option<Vec<i16>>; 2]),
     /// A table ([`lut16`]), its shift and the path.
     Lut(Vec<i16>, u32, Isa),
+    /// A function in f32 ([`unary16`]): its constants and the path.
+    Unary((f32, f32), Isa),
     /// Per input: the rescale to the output's scale (`None`: the same scale).
     Concat(Vec<Option<FixedMultiplier>>),
     /// Average pooling: the multiplier `s_x / (s_y·d)` for every divisor `d` up to the window's.
@@ -1117,6 +1120,11 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
             let r = Rescale::new((sx, zx, w(x)), (sy, zy, w(y)));
             Q16Prep::Requantize(Box::new(r), isa)
         }
+        Op::Q16Unary(f) => {
+            // (the loader checked the function and scales)
+            let p = unary16_params(f, scale(model, x), scale(model, y)).unwrap_or((1.0, 1.0));
+            Q16Prep::Unary(p, isa)
+        }
         Op::Q16Lut => {
             let t = table_values(model.const_bytes(n.inputs[1] as usize));
             let shift = crate::ir::quant::lut16_shift(t.len()).unwrap_or(LUT16_MAX_SHIFT);
@@ -1212,6 +1220,7 @@ pub fn exec(
             binary(b.1, &b.0, operand(0), operand(1), reborrow(&mut houts[0]))
         }
         Q16Prep::Lut(t, shift, isa) => lut_slice(*isa, (t, *shift), hins[0].data, houts[0].data),
+        Q16Prep::Unary(p, isa) => unary_slice(*isa, *p, hins[0].data, houts[0].data),
         Q16Prep::Concat(r) => {
             let Op::Concat { axis } = op else { return };
             layout::concat(
@@ -1340,6 +1349,27 @@ fn lut_slice(isa: Isa, t: (&[i16], u32), x: &[i16], y: &mut [i16]) {
     let n = x.len().min(y.len());
     y[..n].copy_from_slice(&x[..n]);
     lut_inplace(isa, t, &mut y[..n]);
+}
+
+/// `y[i] = unary16(x[i], p)` (HardSwish in f32), 16 at a time on AVX2 and 8 on NEON.
+fn unary_slice(isa: Isa, p: (f32, f32), x: &[i16], y: &mut [i16]) {
+    let n = x.len().min(y.len());
+    #[allow(unused_mut)]
+    let mut i = 0;
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        i = unsafe { super::kernels::x86::hard_swish16_avx2(p, &x[..n], &mut y[..n]) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::Dotprod) {
+        // SAFETY: NEON is part of aarch64.
+        i = unsafe { super::kernels::neon::hard_swish16_neon(p, &x[..n], &mut y[..n]) };
+    }
+    let _ = isa;
+    for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+        *o = unary16(v, p);
+    }
 }
 
 /// `v = lut16(t, v, shift)` over `data`, compiled for AVX2 where the path has it.
@@ -1944,6 +1974,23 @@ mod tests {
                 let mut y = vec![0i16; x.len()];
                 lut_slice(isa, (&t, shift), &x, &mut y);
                 assert_eq!(y, want, "{isa:?} shift {shift}");
+            }
+        }
+    }
+
+    /// HardSwish in f32 on every path equals `unary16` on every int16 input, at scales that put the kink
+    /// mid-range and the output near saturation.
+    #[test]
+    fn unary16_paths_equal_the_rule() {
+        let x: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        for (sx, sy) in [(6e-4f32, 4e-4f32), (1e-4, 1.1e-4), (0.01, 0.002)] {
+            let p = unary16_params(&crate::ir::Unary::HardSwish, sx, sy).unwrap();
+            let want: Vec<i16> = x.iter().map(|&v| unary16(v, p)).collect();
+            for isa in crate::cpu::caps::available() {
+                // (an odd length: the vector paths' tails)
+                let mut y = vec![0i16; x.len() - 3];
+                unary_slice(isa, p, &x[3..], &mut y);
+                assert_eq!(y, want[3..], "{isa:?} scales {sx} {sy}");
             }
         }
     }

@@ -723,6 +723,12 @@ pub enum Op {
     /// `y = clamp(z_y + m.apply(x − z_x))` with the fixed-point multiplier `m = s_x / s_y`, clamped to
     /// y's type.
     Requantize,
+    /// An element-wise function on 16-bit activations computed in f32 (format 12): x and y int16 (one
+    /// scale each, zero point 0), `y = rint(clamp(f(f32(x)·s_x)·k))` by
+    /// [`quant::unary16`], every step one IEEE single-precision operation, so every path gives the same
+    /// integers. Only functions built from such steps: `HardSwish` (a few vector instructions per 8
+    /// values where an interpolated table takes a gather).
+    Q16Unary(Unary),
 }
 
 impl Op {
@@ -801,6 +807,7 @@ impl Op {
             },
             Op::Q16Lut => "Q16Lut",
             Op::Requantize => "Requantize",
+            Op::Q16Unary(_) => "Q16Unary",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",
             Op::Rnn { .. } => "RNN",

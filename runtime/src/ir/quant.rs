@@ -233,10 +233,40 @@ pub fn f32_scale(real: f64) -> f32 {
 /// int16 clamp). Within half a step of the exact rescale plus 2^-24 relative: as close as the Q31 form.
 #[inline(always)]
 pub fn requant_f32(s: i32, scale: f32, lo: i32, hi: i32) -> i32 {
+    rint_clamp(s as f32 * scale, lo, hi)
+}
+
+/// `rint(clamp(v, lo, hi))`, ties to even, for `lo`/`hi` within ±2^22.
+#[inline(always)]
+fn rint_clamp(v: f32, lo: i32, hi: i32) -> i32 {
     // the magic-number rint as in `quantize_f32`: exact for |v| < 2^22, which the clamp guarantees
     const MAGIC: f32 = 12_582_912.0;
-    let v = (s as f32 * scale).max(lo as f32).min(hi as f32);
+    let v = v.max(lo as f32).min(hi as f32);
     ((v + MAGIC) - MAGIC) as i32
+}
+
+/// The constants of [`unary16`] for a function from int16 at scale `sx` to int16 at scale `sy`:
+/// `(s_x, k)`, with `k = 1/(6·s_y)` for HardSwish (its 1/6 folded in); `None` for a function without an
+/// f32 form here or a scale that is not finite and positive.
+pub fn unary16_params(f: &crate::ir::Unary, sx: f32, sy: f32) -> Option<(f32, f32)> {
+    let ok = |s: f32| s.is_finite() && s > 0.0;
+    if !(ok(sx) && ok(sy)) {
+        return None;
+    }
+    match f {
+        crate::ir::Unary::HardSwish => Some((sx, f32_scale(1.0 / (6.0 * sy as f64)))),
+        _ => None,
+    }
+}
+
+/// [`crate::ir::Op::Q16Unary`] on one value, with `(s_x, k)` from [`unary16_params`]. HardSwish:
+/// `v = f32(x)·s_x`, `g = min(max(v + 3, 0), 6)`, `y = rint(clamp((v·g)·k))` to int16: in that order, each
+/// step one single-precision operation (no fused multiply-add), which the vector forms repeat.
+#[inline(always)]
+pub fn unary16(x: i16, (sx, k): (f32, f32)) -> i16 {
+    let v = x as f32 * sx;
+    let g = (v + 3.0).clamp(0.0, 6.0);
+    rint_clamp(v * g * k, i16::MIN as i32, i16::MAX as i32) as i16
 }
 
 /// `round_half_even(x / scale)`, saturated to int16: ONNX QuantizeLinear to int16 with zero point 0.
@@ -322,6 +352,33 @@ mod tests {
             ties += (d == 0.5) as u32;
         }
         assert!(ties > 1000, "{ties} ties exercised");
+    }
+
+    #[test]
+    fn unary16_hard_swish_is_within_half_a_step_of_f64() {
+        // Independent reference: x·clamp(x + 3, 0, 6)/6 in f64 at the real input, divided by s_y; the
+        // f32 steps add four roundings of 2^-24 relative (< 0.01 at 2^15), so every output is the nearest
+        // integer unless the exact value lies within 0.01 of a half (skipped) or past the int16 range
+        // (saturated).
+        let f = crate::ir::Unary::HardSwish;
+        assert!(unary16_params(&crate::ir::Unary::Sigmoid, 1e-3, 1e-3).is_none());
+        assert!(unary16_params(&f, 0.0, 1e-3).is_none());
+        for (sx, sy) in [(6e-4f32, 4e-4f32), (1e-4, 1.1e-4), (0.01, 0.002)] {
+            let p = unary16_params(&f, sx, sy).unwrap();
+            for x in i16::MIN..=i16::MAX {
+                let v = x as f64 * sx as f64;
+                let want = v * (v + 3.0).clamp(0.0, 6.0) / 6.0 / sy as f64;
+                let got = unary16(x, p) as f64;
+                if want > 32767.5 {
+                    assert_eq!(got, 32767.0);
+                    continue;
+                }
+                if ((want - want.floor()) - 0.5).abs() < 0.01 {
+                    continue;
+                }
+                assert_eq!(got, want.round(), "x {x} scales {sx} {sy}");
+            }
+        }
     }
 
     #[test]

@@ -228,7 +228,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
             want_inputs(inputs, 2, 2)?;
             one(broadcast(inputs[0], inputs[1])?)
         }
-        Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Requantize => {
+        Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Requantize | Op::Q16Unary(_) => {
             want_inputs(inputs, 1, 1)?;
             one(inputs[0].to_vec())
         }

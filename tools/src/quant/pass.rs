@@ -1161,6 +1161,15 @@ pub fn quantize(
                     }
                     r
                 };
+                // a function with an f32 form on int16 (HardSwish): computed, not looked up (a few
+                // vector instructions where a table takes a gather; format 12)
+                if w16
+                    && affine.is_none()
+                    && tern::ir::quant::unary16_params(f, qi.scale[0], q.scale[0]).is_some()
+                {
+                    b.emit_q(&n.name, Op::Q16Unary(*f), vec![x], (out, w16), q)?;
+                    continue;
+                }
                 if w16 {
                     let table = table16(&apply, qi.scale[0], q.scale[0]);
                     log::debug!("quantize: \"{}\" table of {} entries", n.name, table.len());

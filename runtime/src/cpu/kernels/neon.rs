@@ -717,6 +717,35 @@ pub unsafe fn requant_row16_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut 
     }
 }
 
+/// `crate::ir::quant::unary16` (HardSwish in f32) over `x` into `y`, 8 values at a time, the scalar rule's
+/// operations in its order (`scvtf` exact on int16, `fmul`, `fadd`, `fmax`, `fmin`, `fcvtns` rounding to
+/// nearest even; no fused multiply-add); returns how many leading values it wrote.
+///
+/// # Safety
+/// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
+pub unsafe fn hard_swish16_neon((sx, k): (f32, f32), x: &[i16], y: &mut [i16]) -> usize {
+    let n = x.len().min(y.len()) / 8 * 8;
+    // SAFETY: 8 values in bounds of both slices per step; the rest is register arithmetic.
+    unsafe {
+        let (vsx, vk) = (vdupq_n_f32(sx), vdupq_n_f32(k));
+        let (three, zero, six) = (vdupq_n_f32(3.0), vdupq_n_f32(0.0), vdupq_n_f32(6.0));
+        let (lo, hi) = (vdupq_n_f32(-32768.0), vdupq_n_f32(32767.0));
+        let f = |q: int32x4_t| {
+            let v = vmulq_f32(vcvtq_f32_s32(q), vsx);
+            let g = vminq_f32(vmaxq_f32(vaddq_f32(v, three), zero), six);
+            let r = vmulq_f32(vmulq_f32(v, g), vk);
+            vqmovn_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(r, lo), hi)))
+        };
+        for i in (0..n).step_by(8) {
+            let q = vld1q_s16(x.as_ptr().add(i));
+            let a = f(vmovl_s16(vget_low_s16(q)));
+            let b = f(vmovl_high_s16(q));
+            vst1q_s16(y.as_mut_ptr().add(i), vcombine_s16(a, b));
+        }
+    }
+    n
+}
+
 /// One 16-bit GEMM tile (`crate::cpu::q16`): 4 rows of the packed panel `a` (k-pairs) times 16 columns of
 /// `b` (row-major, stride `ldb`), requantized into `rows` rows of `c` (stride `ldc`): per k, each row's
 /// weight from its lane multiplies the 16 values of b's row with `smlal`/`smlal2` (16 accumulators).
