@@ -29,8 +29,23 @@ pub const MR: usize = 4;
 /// Columns of a vector tile.
 pub const NR: usize = 16;
 
-/// Kernel rows the padded depthwise path takes (more go the row-by-row way).
-const MAX_DW_ROWS: usize = 16;
+/// Taps (kernel rows inside the input × tap pairs) the padded depthwise path takes per output row (more
+/// go the row-by-row way).
+const MAX_DW_TAPS: usize = 64;
+
+/// One output row's depthwise taps on the padded path: where each tap pair's column pairs start, and its
+/// two weights as one dword.
+type DwTaps = [(*const i32, i32); MAX_DW_TAPS];
+
+/// A thread's depthwise scratch: the sums, the column pairs and the padded plane (`wp` wide; the last
+/// two empty off the padded path), and the taps of the row at hand.
+type DwScratch<'a> = (
+    &'a mut [i32],
+    &'a mut [i32],
+    &'a mut [i16],
+    usize,
+    &'a mut DwTaps,
+);
 
 /// Outputs below this many elements run on one thread (waking the pool costs more).
 const PAR_MIN: usize = 1 << 14;
@@ -583,7 +598,7 @@ impl Conv16 {
     }
 
     /// A depthwise thread's scratch: (bytes, accumulators, padded plane width; 0 where the padded path
-    /// does not apply). The padded path (AVX2, column stride 1 or 2 undilated, at most [`MAX_DW_ROWS`]
+    /// does not apply). The padded path (AVX2, column stride 1 or 2 undilated, at most [`MAX_DW_TAPS`]
     /// kernel rows, a padded width at most 4x the input's plus 16) holds the plane's accumulators (`oh`
     /// rows of `ow` rounded up to [`NR`]) and the input plane zero-padded to the width its 16-column blocks
     /// read (at stride 2 as even then odd columns); the row-by-row path one row's accumulators.
@@ -605,11 +620,12 @@ impl Conv16 {
         let padded = matches!(self.isa, Isa::Avx2 | Isa::AvxVnni)
             && cfg!(all(feature = "std", target_arch = "x86_64"))
             && (sx == 1 || (sx == 2 && dx == 1))
-            && self.kh <= MAX_DW_ROWS
+            && self.kh * kwp <= MAX_DW_TAPS
             && wp <= 4 * (w + NR);
         if padded {
+            // the sums, the plane's column pairs (i32), the zero-padded plane (i16)
             (
-                (oh * ow16 * 4 + h * wp * 2).next_multiple_of(4),
+                (oh * ow16 * 4 + h * wp * 6).next_multiple_of(4),
                 oh * ow16,
                 wp,
             )
@@ -640,24 +656,37 @@ impl Conv16 {
                 let sp = SyncPtr(scratch.as_mut_ptr());
                 par.run_on(threads, &|t| {
                     // SAFETY: thread t owns its region of the scratch (scratch_bytes: threads regions, each
-                    // 4-byte aligned: acc_len i32 then h·wp i16) and its planes of y.
-                    let (acc, padded) = unsafe {
+                    // 4-byte aligned: acc_len i32, h·wp i32, then h·wp i16) and its planes of y.
+                    let (acc, pairs, padded) = unsafe {
                         let base = sp.get().add(t * region);
                         (
                             core::slice::from_raw_parts_mut(base as *mut i32, acc_len),
                             core::slice::from_raw_parts_mut(
-                                base.add(acc_len * 4) as *mut i16,
+                                base.add(acc_len * 4) as *mut i32,
+                                h * wp,
+                            ),
+                            core::slice::from_raw_parts_mut(
+                                base.add((acc_len + h * wp) * 4) as *mut i16,
                                 h * wp,
                             ),
                         )
                     };
+                    // (set up once per thread: each output row overwrites the taps it takes)
+                    let mut taps: DwTaps = [(core::ptr::null(), 0); MAX_DW_TAPS];
                     for p in share(planes, t, threads) {
                         let ch = p % self.m;
                         let src = &x.data[p * h * w..(p + 1) * h * w];
                         let dst = unsafe {
                             core::slice::from_raw_parts_mut(yp.get().add(p * npix), npix)
                         };
-                        self.depthwise_plane(ch, src, (h, w), ow, (acc, padded, wp), dst);
+                        self.depthwise_plane(
+                            ch,
+                            src,
+                            (h, w),
+                            ow,
+                            (acc, pairs, padded, wp, &mut taps),
+                            dst,
+                        );
                     }
                 });
             }
@@ -751,17 +780,25 @@ impl Conv16 {
         src: &[i16],
         hw: (usize, usize),
         ow: usize,
-        (acc, padded, wp): (&mut [i32], &mut [i16], usize),
+        (acc, pairs, padded, wp, taps): DwScratch,
         dst: &mut [i16],
     ) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if wp > 0 {
             // SAFETY: dw_region chose the padded path (an AVX2 path, which the session only selects on
             // a CPU that has it) and sized the scratch for it.
-            unsafe { self.plane_padded(ch, src, (hw.0, hw.1, ow), (acc, padded, wp), dst) };
+            unsafe {
+                self.plane_padded(
+                    ch,
+                    src,
+                    (hw.0, hw.1, ow),
+                    (acc, pairs, padded, wp, taps),
+                    dst,
+                )
+            };
             return;
         }
-        let _ = (&padded, wp);
+        let _ = (&pairs, &padded, wp, &taps);
         let acc = &mut acc[..ow];
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if matches!(self.isa, Isa::Avx2 | Isa::AvxVnni) {
@@ -786,12 +823,14 @@ impl Conv16 {
     /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1, or 2 without dilation: the plane copied
     /// into `padded` (`wp` wide, zeros around: the left padding, and past the right edge as far as the
     /// last 16-column block reads; at stride 2 each row split into its even and odd columns, so that a
-    /// tap pair reads both halves at one offset), then per output row the rows `ky` inside the input, 16
-    /// outputs at a time (`x86::dw16_block`), requantized by the row epilogue.
+    /// tap pair reads both halves at one offset), each column paired with the one its tap pair's second
+    /// tap reads (`pairs`: the int16 pair a multiply-accumulate takes, built once per plane rather than
+    /// interleaved again by every output row that reads it), then per output row the rows `ky` inside
+    /// the input, 16 outputs at a time (`x86::dw16_block`), requantized by the row epilogue.
     ///
     /// # Safety
-    /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16 and `padded` `h·wp` values with `wp` from
-    /// [`Conv16::dw_region`]; `dst` is `oh` rows of `ow`.
+    /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16, `pairs` and `padded` `h·wp` values with `wp`
+    /// from [`Conv16::dw_region`]; `dst` is `oh` rows of `ow`.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn plane_padded(
@@ -799,7 +838,7 @@ impl Conv16 {
         ch: usize,
         src: &[i16],
         (h, w, ow): (usize, usize, usize),
-        (acc, padded, wp): (&mut [i32], &mut [i16], usize),
+        (acc, pairs, padded, wp, taps): DwScratch,
         dst: &mut [i16],
     ) {
         let g = &self.geom;
@@ -825,40 +864,51 @@ impl Conv16 {
                 dst[pl..pl + w].copy_from_slice(row);
             }
         }
-        let offsets = if split { (1, half) } else { (2 * dx, dx) };
+        let (step, second) = if split { (1, half) } else { (2 * dx, dx) };
+        // column c with column c + second (a multiply-accumulate's int16 pair; past the row's end the
+        // second is zero, which no block reads)
+        let paired = wp - second.min(wp);
+        for (prow, row) in pairs.chunks_exact_mut(wp).zip(padded.chunks_exact(wp)) {
+            for (p, (&lo, &hi)) in prow[..paired]
+                .iter_mut()
+                .zip(row.iter().zip(&row[wp - paired..]))
+            {
+                *p = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+            }
+            for (p, &lo) in prow[paired..].iter_mut().zip(&row[paired..]) {
+                *p = lo as u16 as i32;
+            }
+        }
         let kwp = self.kw.div_ceil(2);
-        let pairs = &self.pairs[ch * self.kh * kwp..(ch + 1) * self.kh * kwp];
+        let taps_all = &self.pairs[ch * self.kh * kwp..(ch + 1) * self.kh * kwp];
         let rq = self.rows.requant(0);
         let ow16 = ow.div_ceil(NR) * NR;
         let oh = dst.len() / ow.max(1);
         let mac = super::kernels::x86::mac16(self.isa);
         for oy in 0..oh {
-            let mut rows = [core::ptr::null::<i16>(); MAX_DW_ROWS];
-            let mut taps: [&[i32]; MAX_DW_ROWS] = [&[]; MAX_DW_ROWS];
+            // every tap pair this output row takes: where its pairs start, and its weights
             let mut n = 0;
             for ky in 0..self.kh {
                 let iy = oy as isize * sy + ky as isize * dy - pt;
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
-                rows[n] = padded[iy as usize * wp..].as_ptr();
-                taps[n] = &pairs[ky * kwp..(ky + 1) * kwp];
-                n += 1;
+                let row = &pairs[iy as usize * wp..(iy as usize + 1) * wp];
+                for (q, &w) in taps_all[ky * kwp..(ky + 1) * kwp].iter().enumerate() {
+                    taps[n] = (row[q * step..].as_ptr(), w);
+                    n += 1;
+                }
             }
-            for o in (0..ow).step_by(NR) {
-                // SAFETY: every block reads columns o..o + 16 + (kwp − 1)·step + second < wp of its rows
-                // (dw_region) and writes acc[oy·ow16 + o..][..16] (acc holds oh rows of ow16).
-                unsafe {
-                    super::kernels::x86::dw16_block(
-                        mac,
-                        &rows[..n],
-                        &taps[..n],
-                        o,
-                        offsets,
-                        acc.as_mut_ptr().add(oy * ow16 + o),
-                    )
-                };
-            }
+            // SAFETY: every block o reads pairs o..o + 16 past each tap's start, inside its row (below
+            // wp − second: dw_region), and writes acc[oy·ow16..][..ow16] (acc holds oh rows of ow16).
+            unsafe {
+                super::kernels::x86::dw16_row(
+                    mac,
+                    &taps[..n],
+                    ow16 / NR,
+                    acc.as_mut_ptr().add(oy * ow16),
+                )
+            };
         }
         // the plane's epilogue in one pass where its rows are contiguous (ow a multiple of 16: the small
         // maps of a classifier run one call per plane, not per row)
@@ -1462,10 +1512,20 @@ fn gemv16(isa: Isa, w: &[i16], x: &[i16], rq: &Requant, out: &mut [i16]) {
 }
 
 /// `out[i] = b.apply(a[i], q)` for a row times one value: a Mul's products (|a·q| ≤ 2^30) requantized
-/// by the row epilogue in chunks on the stack (the vector one where the path has it).
+/// in registers (the f32 form on AVX2), else by the row epilogue in chunks on the stack (the vector one
+/// where the path has it).
 fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
     if b.op != BinOp::Mul {
         for (o, &p) in out.iter_mut().zip(a) {
+            *o = b.apply(p, q);
+        }
+        return;
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let (Some(f), Isa::Avx2 | Isa::AvxVnni) = (b.fmul, isa) {
+        // SAFETY: the session only selects an AVX2 path on a CPU that has it.
+        let i = unsafe { super::kernels::x86::mul16_f32_avx2(a, q, (f, b.lo, b.hi), out) };
+        for (o, &p) in out[i..].iter_mut().zip(&a[i..]) {
             *o = b.apply(p, q);
         }
         return;

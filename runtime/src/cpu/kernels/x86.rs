@@ -599,6 +599,47 @@ pub unsafe fn add16_avx2(
     i
 }
 
+/// A 16-bit Mul of a row by one value in the f32 form (`crate::ir::quant::requant_f32` of `a[i]·q`, exact
+/// in i32: |a·q| ≤ 2^30), 16 at a time: `(a, 0)` pairs by `(q, q)` in one `vpmaddwd`, then the f32
+/// epilogue; the in-lane unpacks and `packssdw` keep the element order. Returns how many leading elements
+/// it wrote.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn mul16_f32_avx2(
+    a: &[i16],
+    q: i16,
+    (f, lo, hi): (f32, i32, i32),
+    out: &mut [i16],
+) -> usize {
+    let n = a.len().min(out.len()) / 16 * 16;
+    let w = _mm256_set1_epi16(q);
+    let (vf, vlo, vhi) = (
+        _mm256_set1_ps(f),
+        _mm256_set1_ps(lo as f32),
+        _mm256_set1_ps(hi as f32),
+    );
+    let rq = |p: __m256i| {
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), vf);
+        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, vlo), vhi))
+    };
+    let zero = _mm256_setzero_si256();
+    for i in (0..n).step_by(16) {
+        // SAFETY: 16 values in bounds of both slices.
+        unsafe {
+            let x = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
+            let v0 = rq(_mm256_madd_epi16(_mm256_unpacklo_epi16(x, zero), w));
+            let v1 = rq(_mm256_madd_epi16(_mm256_unpackhi_epi16(x, zero), w));
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i) as *mut __m256i,
+                _mm256_packs_epi32(v0, v1),
+            );
+        }
+    }
+    n
+}
+
 /// How the 16-bit kernels multiply-accumulate int16 pairs into i32 lanes: `vpmaddwd` then `vpaddd` (AVX2),
 /// or one `vpdpwssd` (AVX-VNNI's VEX form, or AVX512-VNNI's EVEX form on 256-bit registers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -636,47 +677,55 @@ fn madd_acc(t: __m256i, x: __m256i, w: __m256i) -> __m256i {
 /// function per encoding, each carrying only its own CPU features.
 macro_rules! q16_kernels {
     ($panel:ident, $tile:ident, $dw:ident, $features:literal, $mac:ident) => {
-        /// 16 outputs of a 16-bit depthwise row (`crate::cpu::q16`): for each input row `rows[r]`
-        /// (zero-padded, read from column `o`) and its tap pairs `taps[r]` (`(w[2q], w[2q+1])` as one
-        /// dword), `acc[j] = Σ_q w[2q]·row[o + j + q·step] + w[2q+1]·row[o + j + q·step + second]`
-        /// (column stride 1: `step = 2·dx`, `second = dx`; stride 2 over a row split into its even and
-        /// odd columns: `step = 1`, `second` the odd half's start): the two columns of a pair
-        /// interleaved (`vpunpck*wd`) and multiply-accumulated as int16 pairs (exact: the loader bounds
-        /// every sum below 2^31). Stores the 16 sums at `acc`.
+        /// A 16-bit depthwise output row (`crate::cpu::q16`), `blocks` blocks of 16 outputs: for each
+        /// tap pair `(p, w)` (`p` its input row's column pairs `(x[c], x[c + second])` as dwords, from a
+        /// zero-padded row, advanced to the pair's first column; `w` its weights `(w[2q], w[2q+1])` as
+        /// one dword), `acc[j] = Σ w·p[j]` as int16-pair multiply-accumulates (exact: the loader bounds
+        /// every sum below 2^31, so any order gives the same sums). Two blocks at a time, the taps
+        /// alternating between two sets of accumulators (8 independent chains: the multiply-accumulate's
+        /// latency, not its issue rate, bounded one chain per 8 outputs).
         ///
         /// # Safety
-        /// The CPU features named in `target_feature`; each row valid for columns
-        /// `o..o + 16 + (taps[r].len() − 1)·step + second`; `acc` for 16 values.
+        /// The CPU features named in `target_feature`; each `p` valid for `16·blocks` pairs; `acc` for
+        /// `16·blocks` values.
         #[target_feature(enable = $features)]
-        unsafe fn $dw(
-            rows: &[*const i16],
-            taps: &[&[i32]],
-            o: usize,
-            (step, second): (usize, usize),
-            acc: *mut i32,
-        ) {
+        unsafe fn $dw(taps: &[(*const i32, i32)], blocks: usize, acc: *mut i32) {
             // SAFETY (whole fn): the caller's contract.
             unsafe {
-                let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for (&row, w) in rows.iter().zip(taps) {
-                    let p = row.add(o);
-                    for (q, &wq) in w.iter().enumerate() {
-                        let x0 = _mm256_loadu_si256(p.add(q * step) as *const __m256i);
-                        let x1 = _mm256_loadu_si256(p.add(q * step + second) as *const __m256i);
-                        let wv = _mm256_set1_epi32(wq);
-                        a0 = $mac(a0, _mm256_unpacklo_epi16(x0, x1), wv);
-                        a1 = $mac(a1, _mm256_unpackhi_epi16(x0, x1), wv);
+                let ld = |p: *const i32, j: usize| _mm256_loadu_si256(p.add(j) as *const __m256i);
+                let mut b = 0;
+                while b < blocks {
+                    let o = 16 * b;
+                    let two = b + 2 <= blocks;
+                    let z = _mm256_setzero_si256();
+                    let (mut a, mut c) = ([z; 4], [z; 4]);
+                    for pair in taps.chunks(2) {
+                        let (p, w) = pair[0];
+                        let (p, wv) = (p.add(o), _mm256_set1_epi32(w));
+                        a[0] = $mac(a[0], ld(p, 0), wv);
+                        a[1] = $mac(a[1], ld(p, 8), wv);
+                        if two {
+                            a[2] = $mac(a[2], ld(p, 16), wv);
+                            a[3] = $mac(a[3], ld(p, 24), wv);
+                        }
+                        if let Some(&(p, w)) = pair.get(1) {
+                            let (p, wv) = (p.add(o), _mm256_set1_epi32(w));
+                            c[0] = $mac(c[0], ld(p, 0), wv);
+                            c[1] = $mac(c[1], ld(p, 8), wv);
+                            if two {
+                                c[2] = $mac(c[2], ld(p, 16), wv);
+                                c[3] = $mac(c[3], ld(p, 24), wv);
+                            }
+                        }
                     }
+                    for (v, (x, y)) in a.iter().zip(&c).enumerate().take(if two { 4 } else { 2 }) {
+                        _mm256_storeu_si256(
+                            acc.add(o + 8 * v) as *mut __m256i,
+                            _mm256_add_epi32(*x, *y),
+                        );
+                    }
+                    b += if two { 2 } else { 1 };
                 }
-                // lanes hold columns 0-3 | 8-11 and 4-7 | 12-15: back to order
-                _mm256_storeu_si256(
-                    acc as *mut __m256i,
-                    _mm256_permute2x128_si256::<0x20>(a0, a1),
-                );
-                _mm256_storeu_si256(
-                    acc.add(8) as *mut __m256i,
-                    _mm256_permute2x128_si256::<0x31>(a0, a1),
-                );
             }
         }
 
@@ -757,16 +806,16 @@ macro_rules! q16_kernels {
                     }
                 }
                 for (r, t) in acc.iter().enumerate().take(rows) {
-                    // back to column order: 0-7 and 8-15
-                    let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
-                    let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
                     let dst = c.add(r * ldc);
                     if let Some(p) = &consts[r] {
-                        let (v0, v1) = (requant8(c0, p), requant8(c1, p));
-                        let w =
-                            _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
-                        _mm256_storeu_si256(dst as *mut __m256i, w);
+                        // (the epilogue is lane-wise: t[0] holds columns 0-3 | 8-11, t[1] 4-7 | 12-15,
+                        // and packssdw's in-lane halves put them back in order)
+                        let (v0, v1) = (requant8(t[0], p), requant8(t[1], p));
+                        _mm256_storeu_si256(dst as *mut __m256i, _mm256_packs_epi32(v0, v1));
                     } else {
+                        // back to column order: 0-7 and 8-15
+                        let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
+                        let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
                         let mut wide = [0i32; 16];
                         _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
                         _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
@@ -824,25 +873,17 @@ pub unsafe fn q16_panel(
     }
 }
 
-/// 16 outputs of a 16-bit depthwise row in form `mac` (see the `q16_kernels` bodies).
+/// A 16-bit depthwise output row in form `mac` (see the `q16_kernels` bodies).
 ///
 /// # Safety
-/// The CPU has `mac`'s features; each row valid for columns `o..o + 16 + (taps[r].len() − 1)·step +
-/// second` (`(step, second)` as the bodies read them); `acc` for 16 values.
-pub unsafe fn dw16_block(
-    mac: Mac16,
-    rows: &[*const i16],
-    taps: &[&[i32]],
-    o: usize,
-    offsets: (usize, usize),
-    acc: *mut i32,
-) {
+/// The CPU has `mac`'s features; each tap's pairs valid for `16·blocks` values; `acc` for `16·blocks`.
+pub unsafe fn dw16_row(mac: Mac16, taps: &[(*const i32, i32)], blocks: usize, acc: *mut i32) {
     // SAFETY: forwarded.
     unsafe {
         match mac {
-            Mac16::Avx2 => dw16_madd(rows, taps, o, offsets, acc),
-            Mac16::Vex => dw16_vex(rows, taps, o, offsets, acc),
-            Mac16::Evex => dw16_evex(rows, taps, o, offsets, acc),
+            Mac16::Avx2 => dw16_madd(taps, blocks, acc),
+            Mac16::Vex => dw16_vex(taps, blocks, acc),
+            Mac16::Evex => dw16_evex(taps, blocks, acc),
         }
     }
 }
