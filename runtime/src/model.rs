@@ -53,6 +53,7 @@ impl<'a> Model<'a> {
                     | Op::QMatMul { .. }
                     | Op::QConvTranspose { .. }
                     | Op::Q16Conv { .. }
+                    | Op::Q16ConvAct { .. }
                     | Op::Q16MatMul { .. }
             ) {
                 continue;
@@ -80,7 +81,7 @@ impl<'a> Model<'a> {
     fn check_acc16(&self) -> Result<()> {
         for n in &self.graph.nodes {
             let conv = match n.op {
-                Op::Q16Conv { .. } => true,
+                Op::Q16Conv { .. } | Op::Q16ConvAct { .. } => true,
                 Op::Q16MatMul { .. } => false,
                 _ => continue,
             };
@@ -316,7 +317,8 @@ pub fn validate(g: &Graph, weight_len: usize) -> Result<()> {
             | Op::QConv { .. }
             | Op::QMatMul { .. }
             | Op::QConvTranspose { .. }
-            | Op::Q16MatMul { .. } => &[1, 2],
+            | Op::Q16MatMul { .. }
+            | Op::Q16ConvAct { .. } => &[1, 2],
             Op::Q16Conv { .. } => &[1, 2, 3],
             Op::QLut | Op::Q16Lut => &[1],
             Op::Lstm { .. } => &[1, 2, 3, 6],
@@ -468,13 +470,13 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             all_of(&[Some(y)], DType::F32, g)?;
             per_tensor16(g, x.unwrap_or(y)).map(|_| ())
         }
-        Op::Q16Conv { lo, hi, .. } | Op::Q16MatMul { lo, hi } => {
+        Op::Q16Conv { lo, hi, .. } | Op::Q16MatMul { lo, hi } | Op::Q16ConvAct { lo, hi, .. } => {
             let (sx, mut sy) = (per_tensor16(g, n.inputs[0])?, per_tensor16(g, y)?);
             if let (Op::Q16Conv { .. }, Some(&t)) = (&n.op, n.inputs.get(3)) {
                 // a fused function's table: int16, with the scale of the codes it reads
                 sy = per_tensor16(g, t)?;
             }
-            let conv = matches!(n.op, Op::Q16Conv { .. });
+            let conv = !matches!(n.op, Op::Q16MatMul { .. });
             let w = &g.tensors[n.inputs[1] as usize];
             let axis = if conv { 0 } else { 1 };
             let q = w.quant.as_ref().filter(|q| {
@@ -513,7 +515,20 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
             };
             for k in 0..ch {
                 let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
-                mult(sx as f64 * sw as f64 / sy as f64, "output")?;
+                if let Op::Q16ConvAct { act, .. } = &n.op {
+                    // the sums' real values in f32, then the function's constants
+                    let s = crate::ir::quant::f32_scale(sx as f64 * sw as f64);
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(alloc::format!("sum scale {s:e} is not a positive f32"));
+                    }
+                    if crate::ir::quant::unary16_params(act, sx, sy).is_none() {
+                        return Err(alloc::format!(
+                            "{act:?} has no 16-bit f32 form (HardSwish has)"
+                        ));
+                    }
+                } else {
+                    mult(sx as f64 * sw as f64 / sy as f64, "output")?;
+                }
             }
             let _ = bias; // (its values: `Model::check_acc16`)
             clamp(*lo, *hi)
@@ -673,6 +688,7 @@ fn check_types(g: &Graph, n: &crate::ir::Node) -> core::result::Result<(), Strin
     let (x, y) = (n.inputs.first().copied(), n.outputs[0]);
     match &n.op {
         Op::Q16Conv { .. }
+        | Op::Q16ConvAct { .. }
         | Op::Q16MatMul { .. }
         | Op::Q16Binary { .. }
         | Op::Q16Lut

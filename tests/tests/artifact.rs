@@ -520,6 +520,17 @@ fn bad_16bit_parameters_name_the_node() {
             "clamp",
             conv,
         ),
+        (
+            // (format 12: a fused f32 function must have an f32 form)
+            Box::new(move |m| {
+                if let Op::Q16Conv { geom, lo, hi } = m.graph.nodes[conv].op.clone() {
+                    let act = tern::ir::Unary::Sigmoid;
+                    m.graph.nodes[conv].op = Op::Q16ConvAct { geom, act, lo, hi };
+                }
+            }),
+            "Sigmoid has no 16-bit f32 form",
+            conv,
+        ),
     ];
     for (f, want, node) in cases {
         let e = Model::from_bytes(&reencode(&b, f)).unwrap_err().to_string();

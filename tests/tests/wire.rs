@@ -96,7 +96,7 @@ fn pinned(op: &Op) -> bool {
         | Op::Q16Binary { .. }
         | Op::Q16Lut
         | Op::Requantize => true,
-        Op::Q16Unary(u) => unary(u),
+        Op::Q16Unary(u) | Op::Q16ConvAct { act: u, .. } => unary(u),
     }
 }
 
@@ -442,19 +442,38 @@ fn format_11_reads_as_written() {
     assert_eq!(d.weights.len(), 192);
 }
 
-/// The format-12 graph: format 11's, plus `Op::Q16Unary` (12 also reads the 16-bit Conv, MatMul and Mul
-/// with the f32 requantization: the same bytes, another rule, pinned by `runtime/tests/host_artifact.rs`).
+/// The format-12 graph: format 11's, plus `Op::Q16Unary` and `Op::Q16ConvAct` (12 also reads the 16-bit
+/// Conv, MatMul and Mul with the f32 requantization: the same bytes, another rule, pinned by
+/// `runtime/tests/host_artifact.rs`).
 fn graph_v12() -> ArtifactMeta {
     let mut m = graph_v11();
-    let op = Op::Q16Unary(Unary::HardSwish);
-    assert!(pinned(&op));
+    let geom = Conv2d {
+        kernel: [5, 3],
+        strides: [2, 1],
+        dilations: [1, 2],
+        pads: [2, 1, 2, 1],
+        groups: 8,
+        output_padding: [0, 0],
+    };
+    let ops = [
+        Op::Q16Unary(Unary::HardSwish),
+        Op::Q16ConvAct {
+            geom,
+            act: Unary::HardSwish,
+            lo: -32000,
+            hi: 31000,
+        },
+    ];
+    assert!(ops.iter().all(pinned));
     let base = m.graph.nodes.len();
-    m.graph.nodes.push(Node {
-        name: format!("q16 function node {base}"),
-        op,
-        inputs: vec![6],
-        outputs: vec![6],
-    });
+    m.graph
+        .nodes
+        .extend(ops.into_iter().enumerate().map(|(i, op)| Node {
+            name: format!("q16 f32 node {}", base + i),
+            op,
+            inputs: vec![6, 1],
+            outputs: vec![6],
+        }));
     m
 }
 

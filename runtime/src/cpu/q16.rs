@@ -56,6 +56,7 @@ pub fn is_q16(model: &Model, n: &Node) -> bool {
     let dt = |t: u32| model.graph.tensors[t as usize].dtype;
     match n.op {
         Op::Q16Conv { .. }
+        | Op::Q16ConvAct { .. }
         | Op::Q16MatMul { .. }
         | Op::Q16Binary { .. }
         | Op::Q16Lut
@@ -134,6 +135,8 @@ pub struct Rows {
     /// Format 12 on: the f32 multiplier per output row ([`crate::ir::quant::requant_f32`], used instead
     /// of `mult`); empty before.
     pub fscale: Vec<f32>,
+    /// A fused HardSwish's constant ([`Op::Q16ConvAct`]; `fscale` then scales the sums to real values).
+    pub hswish: Option<f32>,
     /// Clamp.
     pub lo: i32,
     /// Upper clamp.
@@ -150,6 +153,7 @@ impl Rows {
             lo: self.lo,
             hi: self.hi,
             fscale: self.fscale.get(r0..).unwrap_or(&[]),
+            hswish: self.hswish,
         }
     }
 }
@@ -300,6 +304,7 @@ impl Rescale {
             lo: self.lo,
             hi: self.hi,
             fscale: &[],
+            hswish: None,
         }
     }
 }
@@ -388,9 +393,17 @@ pub unsafe fn gemm16(
     let full = if vector { n / NR * NR } else { 0 };
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     let mac = super::kernels::x86::mac16(isa);
-    for p in panels {
-        let (ap, r0) = (&a[p * plen..(p + 1) * plen], p * MR);
-        let nrows = (m - r0).min(MR);
+    // (panels at a time: two on AVX512-VNNI, whose registers hold 8 rows' accumulators)
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let group = super::kernels::x86::panels16(mac);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    let group = 1;
+    let mut p = panels.start;
+    while p < panels.end {
+        let np = group.min(panels.end - p);
+        let (ap, r0) = (&a[p * plen..(p + np) * plen], p * MR);
+        let nrows = (m - r0).min(MR * np);
+        p += np;
         let rq = rq.from_row(r0);
         // SAFETY: the caller's contract; the vector tiles read `full` columns of every row of b (and,
         // past them, the last 16 columns) and write them in nrows rows of c, the scalar ones the rest.
@@ -447,7 +460,11 @@ pub unsafe fn gemm16(
             }
             while j < n {
                 let cols = (n - j).min(NR);
-                tile_scalar(k, ap, b.add(j), ldb, cp.add(j), ldc, (nrows, cols), &rq);
+                for (g, r) in (0..nrows).step_by(MR).enumerate() {
+                    let (ag, rows) = (&ap[g * plen..], (nrows - r).min(MR));
+                    let (cg, rqg) = (cp.add(r * ldc + j), rq.from_row(r));
+                    tile_scalar(k, ag, b.add(j), ldb, cg, ldc, (rows, cols), &rqg);
+                }
                 j += cols;
             }
             // a fused function: over the panel's rows while they are in L1
@@ -493,10 +510,21 @@ impl Conv16 {
         // (a fused function's table carries the scale the conv requantizes to)
         let target = n.inputs.get(3).copied().unwrap_or(n.outputs[0]);
         let (sx, sy) = (scale(model, n.inputs[0]), scale(model, target));
+        // a fused f32 function: the sums scaled to real values, then the function's constant
+        let hswish = match &n.op {
+            Op::Q16ConvAct { act, .. } => Some(unary16_params(act, sx, sy)?.1),
+            _ => None,
+        };
         let mut mults = Vec::with_capacity(ws[0]);
         let mut fscale = Vec::new();
         for r in 0..ws[0] {
             let sw = *wsc.get(if wsc.len() == 1 { 0 } else { r })?;
+            if hswish.is_some() {
+                // (the Q31 multipliers go unused: the f32 rows' vector epilogue needs none)
+                mults.push(FixedMultiplier { mult: 0, shift: 0 });
+                fscale.push(f32_scale(sx as f64 * sw as f64));
+                continue;
+            }
             let real = sx as f64 * sw as f64 / sy as f64;
             mults.push(FixedMultiplier::from_real(real)?);
             if f32_requant(model) {
@@ -515,6 +543,7 @@ impl Conv16 {
                 bias,
                 mult: mults,
                 fscale,
+                hswish,
                 lo: lo as i32,
                 hi: hi as i32,
             },
@@ -1072,22 +1101,25 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
     match &n.op {
         Op::Quantize => Q16Prep::Quantize(scale(model, y), isa),
         Op::Dequantize => Q16Prep::Dequantize(scale(model, x)),
-        Op::Q16Conv { geom, lo, hi } => match Conv16::new(isa, model, n, geom, *lo, *hi) {
-            Some(mut c) => {
-                if let Some(&t) = n.inputs.get(3) {
-                    c.table = table_values(model.const_bytes(t as usize));
-                    // (the loader checked the length)
-                    c.table_shift =
-                        crate::ir::quant::lut16_shift(c.table.len()).unwrap_or(LUT16_MAX_SHIFT);
+        Op::Q16Conv { geom, lo, hi } | Op::Q16ConvAct { geom, lo, hi, .. } => {
+            match Conv16::new(isa, model, n, geom, *lo, *hi) {
+                Some(mut c) => {
+                    if let Some(&t) = n.inputs.get(3) {
+                        c.table = table_values(model.const_bytes(t as usize));
+                        // (the loader checked the length)
+                        c.table_shift =
+                            crate::ir::quant::lut16_shift(c.table.len()).unwrap_or(LUT16_MAX_SHIFT);
+                    }
+                    if c.kind == ConvKind::Pointwise && shape(x)[2..].iter().product::<usize>() == 1
+                    {
+                        let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
+                        c.rowmajor = w.iter().map(|&v| v as i16).collect();
+                    }
+                    Q16Prep::Conv(Box::new(c))
                 }
-                if c.kind == ConvKind::Pointwise && shape(x)[2..].iter().product::<usize>() == 1 {
-                    let w = super::ops::quant::i8s(model.const_bytes(n.inputs[1] as usize));
-                    c.rowmajor = w.iter().map(|&v| v as i16).collect();
-                }
-                Q16Prep::Conv(Box::new(c))
+                None => Q16Prep::Move, // unreachable for a validated model
             }
-            None => Q16Prep::Move, // unreachable for a validated model
-        },
+        }
         Op::Q16MatMul { lo, hi } => {
             let wt = &model.graph.tensors[n.inputs[1] as usize];
             let (k, nn) = (wt.shape[0] as usize, wt.shape[1] as usize);
@@ -1121,6 +1153,7 @@ pub fn prepare(isa: Isa, model: &Model, n: &Node, shapes: &[Vec<usize>]) -> Q16P
                     bias,
                     mult,
                     fscale,
+                    hswish: None,
                     lo: *lo as i32,
                     hi: *hi as i32,
                 },
@@ -1537,6 +1570,7 @@ fn mul_row(isa: Isa, b: &Bin16, a: &[i16], q: i16, out: &mut [i16]) {
         lo: b.lo,
         hi: b.hi,
         fscale: b.fmul.as_slice(),
+        hswish: None,
     };
     // (chunks of 256: the row's vector constants are set up once per chunk)
     let mut acc = [0i32; 256];
@@ -1664,17 +1698,20 @@ mod tests {
                 .collect();
             let bias: Vec<i32> = (0..m).map(|_| (lcg(&mut seed) as i32) >> 8).collect();
             let real = |i: usize| 1.0 / (300.0 + 97.0 * i as f64);
-            // the Q31 epilogue (formats 10, 11) and the f32 one (12 on)
-            for f32rq in [false, true] {
+            // the Q31 epilogue (formats 10, 11), the f32 one (12 on), and the f32 one with a fused
+            // HardSwish (Q16ConvAct: the sums scaled to reals across the kinks)
+            for (f32rq, act) in [(false, false), (true, false), (true, true)] {
                 let rows = Rows {
                     bias: bias.clone(),
                     mult: (0..m)
                         .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
                         .collect(),
-                    fscale: match f32rq {
-                        true => (0..m).map(|i| f32_scale(real(i))).collect(),
-                        false => Vec::new(),
+                    fscale: match (f32rq, act) {
+                        (true, false) => (0..m).map(|i| f32_scale(real(i))).collect(),
+                        (true, true) => (0..m).map(|i| f32_scale(real(i) / 1e4)).collect(),
+                        _ => Vec::new(),
                     },
+                    hswish: act.then_some(1.0 / (6.0 * 1e-3)),
                     lo: -30000,
                     hi: 32767,
                 };
@@ -1705,7 +1742,7 @@ mod tests {
                             None,
                         )
                     };
-                    assert_eq!(c, want, "{isa:?} m {m} n {n} k {k} f32 {f32rq}");
+                    assert_eq!(c, want, "{isa:?} m {m} n {n} k {k} f32 {f32rq} act {act}");
                     let mut out = vec![0i16; n];
                     let acc: Vec<i32> = (0..n).map(|j| (j as i32 - 7) * 99_991).collect();
                     requant_row16(isa, &rows.requant(0), 0, &acc, &mut out);
@@ -1713,7 +1750,7 @@ mod tests {
                         .iter()
                         .map(|&v| rows.requant(0).value(0, v) as i16)
                         .collect();
-                    assert_eq!(out, scalar, "{isa:?} row epilogue f32 {f32rq}");
+                    assert_eq!(out, scalar, "{isa:?} row epilogue f32 {f32rq} act {act}");
                 }
             }
         }
@@ -1838,17 +1875,21 @@ mod tests {
                 .collect();
             let bias: Vec<i32> = (0..m).map(|_| (lcg(&mut seed) as i32) >> 12).collect();
             let real = |i: usize| 1.0 / (90.0 + 31.0 * i as f64);
-            // the Q31 epilogue (formats 10, 11) and the f32 one (12 on)
+            // the Q31 epilogue (formats 10, 11) and the f32 one (12 on), with a fused HardSwish
+            // (Q16ConvAct) where no table is (odd m): its sums scaled to reals across the kinks
             for f32rq in [false, true] {
+                let act = f32rq && m % 2 == 1;
                 let rows = Rows {
                     bias: bias.clone(),
                     mult: (0..m)
                         .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
                         .collect(),
-                    fscale: match f32rq {
-                        true => (0..m).map(|i| f32_scale(real(i))).collect(),
-                        false => Vec::new(),
+                    fscale: match (f32rq, act) {
+                        (true, false) => (0..m).map(|i| f32_scale(real(i))).collect(),
+                        (true, true) => (0..m).map(|i| f32_scale(real(i) / 3e3)).collect(),
+                        _ => Vec::new(),
                     },
+                    hswish: act.then_some(1.0 / (6.0 * 1e-3)),
                     lo: -32768,
                     hi: 20000,
                 };
@@ -1868,6 +1909,7 @@ mod tests {
                         bias: rows.bias.clone(),
                         mult: rows.mult.clone(),
                         fscale: rows.fscale.clone(),
+                        hswish: rows.hswish,
                         lo: rows.lo,
                         hi: rows.hi,
                     };

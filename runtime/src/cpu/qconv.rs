@@ -153,6 +153,7 @@ impl QConv {
             lo,
             hi,
             fscale: &[],
+            hswish: None,
         };
         (a, rq)
     }
@@ -614,6 +615,7 @@ impl QConv {
             lo,
             hi,
             fscale: &[],
+            hswish: None,
         };
         let (dw, zp) = (&self.dw, self.zp_in);
         let t = dw
@@ -677,6 +679,7 @@ impl QConv {
             lo,
             hi,
             fscale: &[],
+            hswish: None,
         };
         // the taps' offsets are the same for every plane: built once here, not per plane
         let taps = DwTaps::new(&gm);
@@ -1338,6 +1341,7 @@ mod tests {
                             lo: -128,
                             hi: 127,
                             fscale: &[],
+                            hswish: None,
                         };
                         let (pairs, taps) = (pair_weights(&wts, kw), DwTaps::new(&gm));
                         let run = |isa| {

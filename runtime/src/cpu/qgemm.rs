@@ -332,6 +332,9 @@ pub struct Requant<'a> {
     /// ([`crate::ir::quant::requant_f32`], format 12 on; zero point 0), used instead of `mult` where
     /// given; empty for the int8 engine and older 16-bit artifacts.
     pub fscale: &'a [f32],
+    /// With `fscale` (the real sums' scale then): the HardSwish constant `k` of
+    /// [`crate::ir::Op::Q16ConvAct`], whose epilogue is [`crate::ir::quant::hard_swish_f32`].
+    pub hswish: Option<f32>,
 }
 
 impl<'a> Requant<'a> {
@@ -348,7 +351,11 @@ impl<'a> Requant<'a> {
     pub fn value(&self, r: usize, acc: i32) -> i32 {
         if let Some(&f) = self.fscale.get(r) {
             let (z, s) = (self.zp_out, acc.saturating_add(self.bias[r]));
-            return crate::ir::quant::requant_f32(s, f, self.lo - z, self.hi - z) + z;
+            let (lo, hi) = (self.lo - z, self.hi - z);
+            return z + match self.hswish {
+                Some(k) => crate::ir::quant::hard_swish_f32(s as f32 * f, k, lo, hi),
+                None => crate::ir::quant::requant_f32(s, f, lo, hi),
+            };
         }
         let v = self.mult[r]
             .apply(acc.saturating_add(self.bias[r]))
@@ -574,6 +581,7 @@ mod tests {
                     lo: -128,
                     hi: 127,
                     fscale: &[],
+                    hswish: None,
                 };
                 let mut want = vec![0i8; m * n];
                 for i in 0..m {
@@ -689,6 +697,7 @@ mod tests {
             lo: -120,
             hi: 125,
             fscale: &[],
+            hswish: None,
         };
         let want: Vec<i8> = (0..m)
             .map(|j| {
@@ -721,6 +730,7 @@ mod tests {
                 lo: -128,
                 hi: 127,
                 fscale: &[],
+                hswish: None,
             };
             let want: Vec<i8> = acc
                 .iter()
@@ -792,6 +802,7 @@ mod tests {
                         lo,
                         hi,
                         fscale: &[],
+                        hswish: None,
                     };
                     let want: Vec<i8> = acc.iter().map(|&a| rq.apply(r, a)).collect();
                     for isa in caps::available() {

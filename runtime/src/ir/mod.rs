@@ -729,6 +729,22 @@ pub enum Op {
     /// integers. Only functions built from such steps: `HardSwish` (a few vector instructions per 8
     /// values where an interpolated table takes a gather).
     Q16Unary(Unary),
+    /// A 16-bit convolution with an element-wise function applied in its epilogue, in f32 (format 12):
+    /// inputs as [`Op::Q16Conv`] (x, weight, optional bias); the sums' real values
+    /// `v = f32(acc + bias_c)·f32(s_x·s_w[c])`, then `y = clamp(rint(f(v)·k), lo, hi)` with `f` and `k`
+    /// as [`Op::Q16Unary`]'s ([`quant::unary16`]; HardSwish only), each step one IEEE single-precision
+    /// operation. The conv's own output is never rounded to int16 (the tool fuses a Q16Unary into the
+    /// Q16Conv that alone feeds it).
+    Q16ConvAct {
+        /// Geometry.
+        geom: Conv2d,
+        /// The function.
+        act: Unary,
+        /// Lowest output integer.
+        lo: i16,
+        /// Highest output integer.
+        hi: i16,
+    },
 }
 
 impl Op {
@@ -808,6 +824,8 @@ impl Op {
             Op::Q16Lut => "Q16Lut",
             Op::Requantize => "Requantize",
             Op::Q16Unary(_) => "Q16Unary",
+            Op::Q16ConvAct { geom, .. } if geom.groups > 1 => "Q16ConvActGrouped",
+            Op::Q16ConvAct { .. } => "Q16ConvAct",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",
             Op::Rnn { .. } => "RNN",
@@ -848,7 +866,7 @@ impl Graph {
         };
         match &n.op {
             // every output element takes (C/groups)·kh·kw MACs = weight numel / M
-            Op::Conv { .. } | Op::QConv { .. } | Op::Q16Conv { .. } => {
+            Op::Conv { .. } | Op::QConv { .. } | Op::Q16Conv { .. } | Op::Q16ConvAct { .. } => {
                 y.numel() as u64
                     * (w.numel() as u64 / w.shape.first().copied().unwrap_or(1).max(1) as u64)
             }

@@ -264,9 +264,16 @@ pub fn unary16_params(f: &crate::ir::Unary, sx: f32, sy: f32) -> Option<(f32, f3
 /// step one single-precision operation (no fused multiply-add), which the vector forms repeat.
 #[inline(always)]
 pub fn unary16(x: i16, (sx, k): (f32, f32)) -> i16 {
-    let v = x as f32 * sx;
+    hard_swish_f32(x as f32 * sx, k, i16::MIN as i32, i16::MAX as i32) as i16
+}
+
+/// HardSwish of a real value `v` to the integer `rint(clamp((v·min(max(v + 3, 0), 6))·k, lo, hi))`, each
+/// step one single-precision operation ([`unary16`]; [`crate::ir::Op::Q16ConvAct`]'s epilogue after
+/// `v = f32(acc + bias)·f32(s_x·s_w)`).
+#[inline(always)]
+pub fn hard_swish_f32(v: f32, k: f32, lo: i32, hi: i32) -> i32 {
     let g = (v + 3.0).clamp(0.0, 6.0);
-    rint_clamp(v * g * k, i16::MIN as i32, i16::MAX as i32) as i16
+    rint_clamp(v * g * k, lo, hi)
 }
 
 /// `round_half_even(x / scale)`, saturated to int16: ONNX QuantizeLinear to int16 with zero point 0.

@@ -113,7 +113,8 @@ pub fn infer(op: &Op, inputs: &[&[usize]], declared: &[&[usize]]) -> R<Vec<Vec<u
         | Op::ConvTranspose { geom: g, .. }
         | Op::QConvTranspose { geom: g, .. }
         | Op::QConv { geom: g, .. }
-        | Op::Q16Conv { geom: g, .. } => {
+        | Op::Q16Conv { geom: g, .. }
+        | Op::Q16ConvAct { geom: g, .. } => {
             // a float Conv may carry its post-activation affine as inputs 3 and 4 (bias then required)
             if matches!(op, Op::Conv { .. }) && ![2, 3, 5].contains(&inputs.len()) {
                 return Err(format!(

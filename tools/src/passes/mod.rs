@@ -40,6 +40,11 @@ pub struct FuseQuantizeOut;
 /// is in cache, and the pre-function tensor is never written (PP-OCR cls: 27 passes over the activations
 /// fewer). The same integers. Runs on quantized graphs.
 pub struct FuseTable16;
+/// Fuses a 16-bit f32 function ([`Op::Q16Unary`]) into the 16-bit conv that alone feeds it and clamps
+/// nothing (format 12's [`Op::Q16ConvAct`]): the function reads the sums' real values in the conv's
+/// epilogue, so the pre-function tensor is neither rounded to int16 nor written (PP-OCR cls: 18 passes
+/// over the activations fewer). Runs on quantized graphs.
+pub struct FuseConvAct16;
 /// Replaces a Dequantize → Quantize pair between an int8 and an int16 tensor (where layers of the two
 /// widths meet) by one integer rescale, [`Op::Requantize`] (format 11): no f32 pass over the tensor.
 /// Within one rounding of the pair (the rescale rounds half away from zero once, the pair half to even
@@ -708,6 +713,54 @@ impl Pass for FuseQuantizeOut {
             changes += 1;
         }
         // the conv keeps its place: the Quantize's consumers all come after it
+        g.compact(&dead);
+        Ok(changes)
+    }
+}
+
+impl Pass for FuseConvAct16 {
+    fn name(&self) -> &'static str {
+        "fuse_conv_act16"
+    }
+    fn run(&self, g: &mut ToolGraph) -> Result<usize> {
+        let mut dead = vec![false; g.graph.nodes.len()];
+        let mut changes = 0;
+        let cons = g.consumers();
+        for (i, d) in dead.iter_mut().enumerate() {
+            let Op::Q16Unary(act) = g.graph.nodes[i].op else {
+                continue;
+            };
+            let (x, y) = (g.graph.nodes[i].inputs[0], g.graph.nodes[i].outputs[0]);
+            let Some(p) = g.graph.nodes.iter().position(|n| n.outputs.contains(&x)) else {
+                continue;
+            };
+            let pn = &g.graph.nodes[p];
+            let Op::Q16Conv { geom, lo, hi } = &pn.op else {
+                continue;
+            };
+            // (a clamp between the conv and the function has no place in the fused form)
+            if pn.inputs.len() > 3
+                || (*lo, *hi) != (i16::MIN, i16::MAX)
+                || sole_consumer(g, &cons, x) != Some(i)
+            {
+                continue;
+            }
+            log::debug!(
+                "fuse_conv_act16: \"{}\" applies \"{}\" to its sums",
+                pn.name,
+                g.graph.nodes[i].name
+            );
+            g.graph.nodes[p].op = Op::Q16ConvAct {
+                geom: geom.clone(),
+                act,
+                lo: i16::MIN,
+                hi: i16::MAX,
+            };
+            g.graph.nodes[p].outputs = vec![y];
+            *d = true;
+            changes += 1;
+        }
+        // the conv keeps its place: the function's consumers all come after it
         g.compact(&dead);
         Ok(changes)
     }

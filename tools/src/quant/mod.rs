@@ -902,6 +902,7 @@ fn after_quantize() -> Vec<Box<dyn passes::Pass>> {
         Box::new(passes::FusePostAffine),
         Box::new(passes::FuseQuantizeOut),
         Box::new(passes::FuseTable16),
+        Box::new(passes::FuseConvAct16),
         Box::new(passes::FuseRequantize),
         Box::new(passes::Prune),
     ]
@@ -1416,8 +1417,8 @@ mod tests {
 
     /// With 16-bit activations, what the 16-bit engine cannot take stays float and the rest is integer:
     /// an Add whose operand was zero on every sample (its rescale has no 14-bit form) and a Concat with a
-    /// constant; the convs around them become Q16Conv, the hard-swish after one a Q16Unary, and the
-    /// artifact loads.
+    /// constant; the convs around them become Q16Conv, the one before the hard-swish a Q16ConvAct computing
+    /// it, and the artifact loads.
     #[test]
     fn int16_keeps_what_its_engine_cannot_take_in_float() {
         use tern::ir::BinOp;
@@ -1465,8 +1466,9 @@ mod tests {
         assert!(report.float_nodes.contains(&"cat".to_string()), "{ops:?}");
         let q16 = |name: &str| ops.iter().any(|&(n, o)| n == name && o.starts_with("Q16"));
         assert!(q16("a") && q16("z") && q16("b"), "{ops:?}");
-        // the hard-swish is computed in f32 on int16 (format 12), not looked up
-        assert!(ops.contains(&("hs", "Q16Unary")), "{ops:?}");
+        // the hard-swish is computed in f32 in conv a's epilogue (format 12), not looked up
+        assert!(ops.contains(&("a", "Q16ConvAct")), "{ops:?}");
+        assert!(!ops.iter().any(|&(n, _)| n == "hs"), "{ops:?}");
         let bytes = crate::export::to_bytes(&qg, vec![]).unwrap();
         tern::Model::from_bytes(&bytes).unwrap();
     }

@@ -147,6 +147,8 @@ struct RowRq {
     flo: float32x4_t,
     fhi: float32x4_t,
     float: bool,
+    /// A fused HardSwish's constant (`crate::ir::quant::hard_swish_f32`), with `float`.
+    hswish: Option<float32x4_t>,
 }
 
 impl RowRq {
@@ -173,7 +175,10 @@ impl RowRq {
         let mut q = RowRq::with(rq, [bias; 2], [mult; 2], [[sh; 2]; 2]);
         if let Some(f) = float {
             // SAFETY: NEON is part of aarch64 (register set-up only).
-            q.fscale = unsafe { vdupq_n_f32(f) };
+            unsafe {
+                q.fscale = vdupq_n_f32(f);
+                q.hswish = rq.hswish.map(|k| vdupq_n_f32(k));
+            }
             q.float = true;
         }
         q
@@ -224,6 +229,7 @@ impl RowRq {
                 flo: vdupq_n_f32((rq.lo - z) as f32),
                 fhi: vdupq_n_f32((rq.hi - z) as f32),
                 float: false,
+                hswish: None,
             }
         }
     }
@@ -252,7 +258,14 @@ impl RowRq {
                 // is one IEEE multiply, the clamp exact (inside int16, so the narrow keeps it)
                 let half = |h: usize| {
                     let x = vcvtq_f32_s32(vqaddq_s32(v[h], self.bias[h]));
-                    let f = vminq_f32(vmaxq_f32(vmulq_f32(x, self.fscale), self.flo), self.fhi);
+                    let mut f = vmulq_f32(x, self.fscale);
+                    if let Some(k) = self.hswish {
+                        // `hard_swish_f32` on the real sums, its steps in order (no fused multiply-add)
+                        let g = vaddq_f32(f, vdupq_n_f32(3.0));
+                        let g = vminq_f32(vmaxq_f32(g, vdupq_n_f32(0.0)), vdupq_n_f32(6.0));
+                        f = vmulq_f32(vmulq_f32(f, g), k);
+                    }
+                    let f = vminq_f32(vmaxq_f32(f, self.flo), self.fhi);
                     vqmovn_s32(vcvtnq_s32_f32(f))
                 };
                 return vaddq_s16(vcombine_s16(half(0), half(1)), self.z);

@@ -159,6 +159,8 @@ struct RowRq {
     flo: __m256,
     fhi: __m256,
     float: bool,
+    /// A fused HardSwish's constant (`crate::ir::quant::hard_swish_f32`), with `float`.
+    hswish: Option<__m256>,
 }
 
 /// The vector epilogue covers shifts 0..=31 (total right shift 31..=62: every multiplier below 1 down to
@@ -203,6 +205,10 @@ fn row_rq(rq: &Requant, r: usize) -> RowRq {
         flo: _mm256_set1_ps((rq.lo - z) as f32),
         fhi: _mm256_set1_ps((rq.hi - z) as f32),
         float: float.is_some(),
+        hswish: rq
+            .hswish
+            .filter(|_| float.is_some())
+            .map(|k| _mm256_set1_ps(k)),
     }
 }
 
@@ -222,7 +228,13 @@ fn requant8(acc: __m256i, p: &RowRq) -> __m256i {
     if p.float {
         // `requant_f32`: cvtdq2ps and cvtps2dq round to nearest even (MXCSR's default, which Rust
         // keeps), the product is one IEEE multiply, the clamp exact
-        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), p.fscale);
+        let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), p.fscale);
+        if let Some(k) = p.hswish {
+            // `hard_swish_f32` on the real sums, its steps in order
+            let g = _mm256_add_ps(f, _mm256_set1_ps(3.0));
+            let g = _mm256_min_ps(_mm256_max_ps(g, _mm256_setzero_ps()), _mm256_set1_ps(6.0));
+            f = _mm256_mul_ps(_mm256_mul_ps(f, g), k);
+        }
         let f = _mm256_min_ps(_mm256_max_ps(f, p.flo), p.fhi);
         return _mm256_add_epi32(_mm256_cvtps_epi32(f), p.zp);
     }
@@ -652,6 +664,14 @@ pub enum Mac16 {
     Evex,
 }
 
+/// How many 4-row panels the 16-bit GEMM in form `mac` takes at once ([`q16_panel`]).
+pub fn panels16(mac: Mac16) -> usize {
+    match mac {
+        Mac16::Evex => 2,
+        _ => 1,
+    }
+}
+
 /// The 16-bit kernels' form on path `isa` of this CPU: `vpdpwssd` on the AVX-VNNI path (VEX where the CPU
 /// has AVX-VNNI, else EVEX), `vpmaddwd` + `vpaddd` on the AVX2 path (what `TERN_CPU=avx2` tests).
 pub fn mac16(isa: crate::cpu::caps::Isa) -> Mac16 {
@@ -845,12 +865,13 @@ q16_kernels!(
     _mm256_dpwssd_epi32
 );
 
-/// The 16-bit GEMM panel in form `mac` (see the `q16_kernels` bodies).
+/// The 16-bit GEMM panel in form `mac` (see the `q16_kernels` bodies); in the EVEX form more than 4 rows
+/// are two panels at once ([`q16_panel8_evex`], what [`panels16`] asks of the caller).
 ///
 /// # Safety
-/// The CPU has `mac`'s features ([`mac16`]); `a` holds `k.div_ceil(2)·8` values; `b` is valid for `k`
-/// rows of `n` (a multiple of 16) values at stride `ldb`, `c` for `rows` (≤ 4) rows of `n` at stride
-/// `ldc`; `rq` has `rows` rows.
+/// The CPU has `mac`'s features ([`mac16`]); `a` holds `k.div_ceil(2)·8` values per 4 rows; `b` is valid
+/// for `k` rows of `n` (a multiple of 16) values at stride `ldb`, `c` for `rows` (≤ 4, or ≤ 8 in the EVEX
+/// form) rows of `n` at stride `ldc`; `rq` has `rows` rows.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn q16_panel(
     mac: Mac16,
@@ -868,7 +889,79 @@ pub unsafe fn q16_panel(
         match mac {
             Mac16::Avx2 => q16_panel_madd(k, a, b, ldb, c, ldc, rn, rq),
             Mac16::Vex => q16_panel_vex(k, a, b, ldb, c, ldc, rn, rq),
+            Mac16::Evex if rn.0 > 4 => q16_panel8_evex(k, a, b, ldb, c, ldc, rn, rq),
             Mac16::Evex => q16_panel_evex(k, a, b, ldb, c, ldc, rn, rq),
+        }
+    }
+}
+
+/// Two consecutive 16-bit GEMM panels at once (8 rows; AVX512-VNNI, whose 32 vector registers hold the 16
+/// accumulators): as the 4-row panel of the `q16_kernels` bodies, with each k-pair's interleaved columns
+/// of b loaded once for 8 rows and 16 independent accumulation chains (4 rows' 8 chains left the
+/// multiply-accumulate's latency exposed on short depths).
+///
+/// # Safety
+/// AVX2, AVX512F/VL and AVX512-VNNI; `a` holds two panels (`2·k.div_ceil(2)·8` values); `b` is valid for
+/// `k` rows of `n` (a multiple of 16) values at stride `ldb`, `c` for `rows` (≤ 8) rows of `n` at stride
+/// `ldc`; `rq` has `rows` rows.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q16_panel8_evex(
+    k: usize,
+    a: &[i16],
+    b: *const i16,
+    ldb: usize,
+    c: *mut i16,
+    ldc: usize,
+    (rows, n): (usize, usize),
+    rq: &Requant,
+) {
+    let kp = k.div_ceil(2);
+    // (always true from q16::gemm16, as in the 4-row panel; a skipped panel would leave its outputs
+    // unwritten, which the kernel tests see)
+    if a.len() < 2 * kp * 8 || rows > 8 || n % 16 != 0 {
+        return;
+    }
+    let consts: [Option<RowRq>; 8] =
+        core::array::from_fn(|r| (r < rows && vec_ok16(rq, r)).then(|| row_rq(rq, r)));
+    let (a0, a1) = (a.as_ptr() as *const i32, a[kp * 8..].as_ptr() as *const i32);
+    for j in (0..n).step_by(16) {
+        // SAFETY (loop body): the bounds above and the caller's contract, at column j.
+        unsafe {
+            let b = b.add(j);
+            let mut acc = [[_mm256_setzero_si256(); 2]; 8];
+            for q in 0..kp {
+                let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
+                let r1 = if 2 * q + 1 < k {
+                    _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
+                for (r, t) in acc.iter_mut().enumerate() {
+                    let ap = if r < 4 { a0 } else { a1 };
+                    let w = _mm256_set1_epi32(ap.add(q * 4 + r % 4).read_unaligned());
+                    t[0] = _mm256_dpwssd_epi32(t[0], lo, w);
+                    t[1] = _mm256_dpwssd_epi32(t[1], hi, w);
+                }
+            }
+            for (r, t) in acc.iter().enumerate().take(rows) {
+                let dst = c.add(j + r * ldc);
+                if let Some(p) = &consts[r] {
+                    // (lane-wise epilogue; packssdw's in-lane halves restore the column order)
+                    let (v0, v1) = (requant8(t[0], p), requant8(t[1], p));
+                    _mm256_storeu_si256(dst as *mut __m256i, _mm256_packs_epi32(v0, v1));
+                } else {
+                    let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
+                    let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
+                    let mut wide = [0i32; 16];
+                    _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
+                    _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
+                    for (jj, &v) in wide.iter().enumerate() {
+                        *dst.add(jj) = rq.value(r, v) as i16;
+                    }
+                }
+            }
         }
     }
 }

@@ -206,6 +206,7 @@ impl QBin {
             lo: self.lo,
             hi: self.hi,
             fscale: &[],
+            hswish: None,
         }
     }
 
@@ -1020,6 +1021,7 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         lo: m.lo,
         hi: m.hi,
         fscale: &[],
+        hswish: None,
     };
     if k == 0 || m.n == 0 {
         // an empty reduction: every output is its bias requantized (nothing at all for n = 0)
@@ -1035,6 +1037,7 @@ fn qmatmul(m: &QMat, x: View<i8>, y: &mut ViewMut<i8>, scratch: &mut [i8]) {
         lo: m.lo,
         hi: m.hi,
         fscale: &[],
+        hswish: None,
     };
     if rows < m.g.mr {
         // a few activation rows (batch-1 dense layers): one pass over the weights per row, no packing of
