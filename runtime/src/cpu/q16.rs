@@ -637,8 +637,8 @@ impl Conv16 {
         let pl = self.geom.pads[1] as usize;
         let kwp = self.kw.div_ceil(2);
         let wp = if sx == 2 && dx == 1 {
-            // (column stride 2: each row as its even columns, then its odd ones, `half` each; a block
-            // reads up to column ow16 − 1 + kwp − 1 of either half)
+            // (column stride 2: a block reads the dwords at columns 2·(ow16 − 1 + kwp − 1) and the
+            // one after; even, so each row's dwords start 4-byte apart from the plane's)
             2 * ow16.saturating_add(kwp).max((pl + w).div_ceil(2))
         } else {
             // the last block reads up to column ow16 − 1 + (2·kwp − 1)·dx (an odd row's zero tap
@@ -851,11 +851,11 @@ impl Conv16 {
 
     /// [`Conv16::depthwise_plane`]'s AVX2 form at column stride 1, or 2 without dilation: the plane copied
     /// into `padded` (`wp` wide, zeros around: the left padding, and past the right edge as far as the
-    /// last 16-column block reads; at stride 2 each row split into its even and odd columns, so that a
-    /// tap pair reads both halves at one offset), each column paired with the one its tap pair's second
+    /// last 16-column block reads); at stride 1 each column paired with the one its tap pair's second
     /// tap reads (`pairs`: the int16 pair a multiply-accumulate takes, built once per plane rather than
-    /// interleaved again by every output row that reads it), then per output row the rows `ky` inside
-    /// the input, 16 outputs at a time (`x86::dw16_block`), requantized by the row epilogue.
+    /// interleaved again by every output row that reads it; at stride 2 the padded row's own dwords are
+    /// those pairs); then per output row its taps inside the input, 16 outputs at a time
+    /// (`x86::dw16_row`), requantized by the row epilogue.
     ///
     /// # Safety
     /// AVX2; `acc` holds `oh` rows of `ow` rounded up to 16, `pairs` and `padded` `h·wp` values with `wp`
@@ -878,34 +878,24 @@ impl Conv16 {
         );
         let (pt, pl) = (g.pads[0] as isize, g.pads[1] as usize);
         padded.fill(0);
-        // column stride 2: a row's padded column pc goes to half pc % 2 at pc / 2, and output ox's tap
-        // pair q reads both halves at ox + q (dw_region sized them)
-        let split = g.strides[1] == 2;
-        let half = wp / 2;
         for (iy, row) in src.chunks_exact(w.max(1)).enumerate().take(h) {
-            let dst = &mut padded[iy * wp..(iy + 1) * wp];
-            if split {
-                for (ic, &v) in row.iter().enumerate() {
-                    let pc = ic + pl;
-                    dst[(pc % 2) * half + pc / 2] = v;
-                }
-            } else {
-                dst[pl..pl + w].copy_from_slice(row);
-            }
+            padded[iy * wp + pl..iy * wp + pl + w].copy_from_slice(row);
         }
-        let (step, second) = if split { (1, half) } else { (2 * dx, dx) };
-        // column c with column c + second (a multiply-accumulate's int16 pair; past the row's end the
-        // second is zero, which no block reads)
-        let paired = wp - second.min(wp);
-        for (prow, row) in pairs.chunks_exact_mut(wp).zip(padded.chunks_exact(wp)) {
-            for (p, (&lo, &hi)) in prow[..paired]
-                .iter_mut()
-                .zip(row.iter().zip(&row[wp - paired..]))
-            {
-                *p = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
-            }
-            for (p, &lo) in prow[paired..].iter_mut().zip(&row[paired..]) {
-                *p = lo as u16 as i32;
+        // column stride 2 (undilated): output ox's tap pair q reads padded columns 2·ox + 2q and the
+        // next, a dword of the padded row itself, and the outputs' dwords lie 4 bytes apart: the row
+        // read as i32 from column 2q (wp even: dw_region). Stride 1: column c with column c + dx, for
+        // the columns that have one (no block reads past them: dw_region).
+        let split = g.strides[1] == 2;
+        let (step, second) = if split { (1, 0) } else { (2 * dx, dx) };
+        if !split {
+            let paired = wp - second.min(wp);
+            for (prow, row) in pairs.chunks_exact_mut(wp).zip(padded.chunks_exact(wp)) {
+                for (p, (&lo, &hi)) in prow[..paired]
+                    .iter_mut()
+                    .zip(row.iter().zip(&row[wp - paired..]))
+                {
+                    *p = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+                }
             }
         }
         let kwp = self.kw.div_ceil(2);
@@ -922,9 +912,15 @@ impl Conv16 {
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
-                let row = &pairs[iy as usize * wp..(iy as usize + 1) * wp];
+                let at = iy as usize * wp;
                 for (q, &w) in taps_all[ky * kwp..(ky + 1) * kwp].iter().enumerate() {
-                    taps[n] = (row[q * step..].as_ptr(), w);
+                    let p = if split {
+                        // (a raw pointer read by unaligned loads only)
+                        padded[at + 2 * q..].as_ptr() as *const i32
+                    } else {
+                        pairs[at + q * step..].as_ptr()
+                    };
+                    taps[n] = (p, w);
                     n += 1;
                 }
             }
@@ -1059,6 +1055,18 @@ impl Conv16 {
                         let o = &mut o[vl - xa..vh - xa];
                         if sx == 1 {
                             o.copy_from_slice(&row[start..start + (vh - vl)]);
+                        } else if sx == 2 {
+                            // (pairs of the row, whose first values are the taps: a loop that
+                            // vectorizes, where step_by copied one value at a time; a stem's 3x3
+                            // stride-2 conv spent 7% of PP-OCR cls int16 here)
+                            let n = o.len();
+                            let full = n.min((row.len() - start) / 2);
+                            for (v, p) in o[..full].iter_mut().zip(row[start..].chunks_exact(2)) {
+                                *v = p[0];
+                            }
+                            if full < n {
+                                o[full] = row[start + 2 * full];
+                            }
                         } else {
                             let taps = row[start..].iter().step_by(sx as usize);
                             for (v, &r) in o.iter_mut().zip(taps) {
