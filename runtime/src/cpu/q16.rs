@@ -877,9 +877,11 @@ impl Conv16 {
             g.dilations[1].max(1) as usize,
         );
         let (pt, pl) = (g.pads[0] as isize, g.pads[1] as usize);
-        padded.fill(0);
-        for (iy, row) in src.chunks_exact(w.max(1)).enumerate().take(h) {
-            padded[iy * wp + pl..iy * wp + pl + w].copy_from_slice(row);
+        // (each row: zeros, the input row, zeros; only the margins are written as zeros)
+        for (prow, row) in padded.chunks_exact_mut(wp).zip(src.chunks_exact(w.max(1))) {
+            prow[..pl].fill(0);
+            prow[pl..pl + w].copy_from_slice(row);
+            prow[pl + w..].fill(0);
         }
         // column stride 2 (undilated): output ox's tap pair q reads padded columns 2·ox + 2q and the
         // next, a dword of the padded row itself, and the outputs' dwords lie 4 bytes apart: the row
