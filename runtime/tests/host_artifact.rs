@@ -19,6 +19,11 @@ static INT16_DIGEST: &str = include_str!("data/cls_int16.digest");
 /// and Muls requantize in f32).
 static INT16_F32_DIGEST: &str = include_str!("data/cls_int16_f32.digest");
 
+/// The 16-bit artifact as the tool writes it from format 12 (f32 requantization, hard-swish computed in
+/// f32 in the convs' epilogues: `Q16ConvAct`), and its digest.
+static INT16_V12: &[u8] = include_bytes!("data/cls_int16_v12.tern");
+static INT16_V12_DIGEST: &str = include_str!("data/cls_int16_v12.digest");
+
 static ARTIFACT: &[u8] = include_bytes!("data/cls.tern");
 static INPUT: &[u8] = include_bytes!("data/cls_input.f32");
 static EXPECTED: &[u8] = include_bytes!("data/cls_expected.f32");
@@ -169,6 +174,37 @@ fn int16_f32_requant_is_bit_identical_on_every_path() {
             d,
             INT16_F32_DIGEST.trim(),
             "int16 results (f32 requantization) differ from the host's"
+        );
+    }
+}
+
+/// The format-12 16-bit artifact (its convs with a fused hard-swish in f32) gives the same integers on
+/// every path.
+#[test]
+fn int16_v12_artifact_is_bit_identical_on_every_path() {
+    let d = tern::artifact::decode(INT16_V12).unwrap();
+    assert_eq!(d.version, 12);
+    let fused = d.meta.graph.nodes.iter();
+    let fused = fused.filter(|n| matches!(n.op, tern::ir::Op::Q16ConvAct { .. }));
+    assert!(fused.count() >= 10, "the hard-swish convs are fused");
+    let digests = digests(INT16_V12, |v| match v {
+        Values::I16(q) => Some(q.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        _ => None,
+    });
+    if std::env::var("TERN_REGEN_FIXTURES").is_ok() {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cls_int16_v12.digest"
+        );
+        std::fs::write(p, &digests[0].0).unwrap();
+        return;
+    }
+    for (d, tensors) in &digests {
+        assert!(*tensors > 40);
+        assert_eq!(
+            d,
+            INT16_V12_DIGEST.trim(),
+            "int16 results (format 12) differ from the host's"
         );
     }
 }

@@ -40,10 +40,15 @@ fn host_artifact_fixture() {
         )
         .unwrap();
     }
-    // the 16-bit artifact (format 10) that runtime/tests/host_artifact.rs checks the same way; written when
-    // missing (the files above pin older formats: regenerating them is a separate decision)
-    let int16 = dir.join("cls_int16.tern");
-    if !int16.exists() {
+    // the 16-bit artifacts that runtime/tests/host_artifact.rs checks the same way: format 10 (Q31
+    // requantization, function tables) and format 12 (f32 requantization, hard-swish in f32 fused into
+    // the convs); each written when missing (the files above pin older formats: regenerating them is a
+    // separate decision)
+    for (file, version) in [("cls_int16.tern", 10), ("cls_int16_v12.tern", 12)] {
+        let path = dir.join(file);
+        if path.exists() || tern::artifact::FORMAT_VERSION != version {
+            continue;
+        }
         let c = tern_tools::quant::CompressInt8 {
             calib: Some(&root().join("models/data/out/cls_calib.npy")),
             samples: None,
@@ -56,7 +61,7 @@ fn host_artifact_fixture() {
         let (art16, _) =
             tern_tools::quant::compress_int8(&onnx, &["x=1x3x48x192".parse().unwrap()], &c)
                 .unwrap();
-        std::fs::write(&int16, art16).unwrap();
+        std::fs::write(&path, art16).unwrap();
     }
     let input = std::fs::read(dir.join("cls_input.f32")).unwrap();
     assert_eq!(
