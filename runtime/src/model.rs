@@ -513,17 +513,23 @@ fn check_q16(g: &Graph, n: &crate::ir::Node) -> Option<core::result::Result<(), 
                 Some(&b) => Some(b),
                 None => None,
             };
+            if let Op::Q16ConvAct { act, .. } = &n.op {
+                // (checked whatever the channel count: the kernels need the function's constants)
+                if crate::ir::quant::unary16_params(act, sx, sy).is_none() {
+                    return Err(alloc::format!(
+                        "{act:?} has no 16-bit f32 form with scales {sx:e} -> {sy:e} (HardSwish has)"
+                    ));
+                }
+            }
             for k in 0..ch {
                 let sw = q.scale[if q.scale.len() == 1 { 0 } else { k }];
-                if let Op::Q16ConvAct { act, .. } = &n.op {
-                    // the sums' real values in f32, then the function's constants
+                if let Op::Q16ConvAct { .. } = &n.op {
+                    // the sums' real values in f32, finite for every i32 sum (an infinite one times
+                    // the function's zero would be NaN)
                     let s = crate::ir::quant::f32_scale(sx as f64 * sw as f64);
-                    if !(s.is_finite() && s > 0.0) {
-                        return Err(alloc::format!("sum scale {s:e} is not a positive f32"));
-                    }
-                    if crate::ir::quant::unary16_params(act, sx, sy).is_none() {
+                    if !(s.is_finite() && s > 0.0 && (s * 2147483648.0).is_finite()) {
                         return Err(alloc::format!(
-                            "{act:?} has no 16-bit f32 form (HardSwish has)"
+                            "sum scale {s:e} is not a positive f32 whose sums stay finite"
                         ));
                     }
                 } else {

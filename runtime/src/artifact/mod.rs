@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"TERN";
 /// The format version this runtime writes (12: 16-bit Conv, MatMul and Mul requantize in f32,
-/// [`crate::ir::quant::requant_f32`], the same bytes as 11 read with that rule; 11: `Op::Requantize` between int8 and int16 layers; 10: 16-bit activations, `DType::I16` and the `Q16*` ops;
+/// [`crate::ir::quant::requant_f32`] (the same encoding as 11, read with that rule), and `Op::Q16Unary`
+/// and `Op::Q16ConvAct` (hard-swish on int16 in f32); 11: `Op::Requantize` between int8 and int16 layers; 10: 16-bit activations, `DType::I16` and the `Q16*` ops;
 /// 9: a pointwise float `Conv` may write int8, quantized band by
 /// band; 8 added `Op::Gru` and `Op::Rnn`; 7 `Op::Lstm`; 6 added a float `Conv`'s post-activation per-channel affine,
 /// inputs 3 and 4; 5 `Unary::Silu`, and channel-scaled tensors written by `QLut` and read by depthwise

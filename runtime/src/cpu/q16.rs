@@ -628,9 +628,10 @@ impl Conv16 {
 
     /// A depthwise thread's scratch: (bytes, accumulators, padded plane width; 0 where the padded path
     /// does not apply). The padded path (AVX2, column stride 1 or 2 undilated, at most [`MAX_DW_TAPS`]
-    /// kernel rows, a padded width at most 4x the input's plus 16) holds the plane's accumulators (`oh`
-    /// rows of `ow` rounded up to [`NR`]) and the input plane zero-padded to the width its 16-column blocks
-    /// read (at stride 2 as even then odd columns); the row-by-row path one row's accumulators.
+    /// taps per output row, a non-empty input row, a padded width at most 4·(the input's + 16)) holds the
+    /// plane's accumulators (`oh` rows of `ow` rounded up to [`NR`]), its column pairs (stride 1) and the
+    /// input plane zero-padded to the width its 16-column blocks read; the row-by-row path one row's
+    /// accumulators.
     fn dw_region(&self, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> (usize, usize, usize) {
         let ow16 = ow.div_ceil(NR) * NR;
         let (sx, dx) = (self.geom.strides[1], self.geom.dilations[1].max(1) as usize);
@@ -650,6 +651,7 @@ impl Conv16 {
             && cfg!(all(feature = "std", target_arch = "x86_64"))
             && (sx == 1 || (sx == 2 && dx == 1))
             && self.kh * kwp <= MAX_DW_TAPS
+            && w > 0
             && wp <= 4 * (w + NR);
         if padded {
             // the sums, the plane's column pairs (i32), the zero-padded plane (i16)
@@ -801,7 +803,7 @@ impl Conv16 {
     }
 
     /// One depthwise output plane: on AVX2 at column stride 1 (or 2 undilated), 16 outputs at a time over the zero-padded
-    /// plane (`x86::dw16_block`: tap pairs by `vpmaddwd` or `vpdpwssd`); otherwise [`Conv16::plane`], compiled for
+    /// plane (`x86::dw16_row`: tap pairs by `vpmaddwd` or `vpdpwssd`); otherwise [`Conv16::plane`], compiled for
     /// AVX2 where the path has it (its tap loops vectorize).
     fn depthwise_plane(
         &self,
@@ -1850,8 +1852,10 @@ mod tests {
             ([1, 8, 6, 19], 12, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], 4),
             ([1, 4, 4, 4], 2, [2, 2], [1, 1], [1, 1], [0; 4], 2),
             ([1, 10, 6, 21], 10, [3, 5], [2, 1], [1, 2], [1, 4, 2, 4], 10),
-            // padding wider than the map: taps wholly in the padding
+            // padding wider than the map: taps wholly in the padding (an empty input row too: every
+            // output the bias alone)
             ([1, 4, 3, 1], 4, [5, 5], [1, 1], [1, 1], [2; 4], 4),
+            ([1, 4, 3, 0], 4, [3, 3], [1, 1], [1, 1], [1, 2, 1, 1], 4),
             ([1, 3, 2, 2], 5, [7, 7], [1, 1], [1, 1], [3; 4], 1),
             ([1, 2, 20, 2], 2, [3, 7], [1, 1], [1, 1], [1, 3, 1, 3], 2),
             ([1, 5, 3, 40], 5, [4, 2], [1, 1], [2, 3], [3, 0, 1, 2], 5),

@@ -247,14 +247,19 @@ fn rint_clamp(v: f32, lo: i32, hi: i32) -> i32 {
 
 /// The constants of [`unary16`] for a function from int16 at scale `sx` to int16 at scale `sy`:
 /// `(s_x, k)`, with `k = 1/(6·s_y)` for HardSwish (its 1/6 folded in); `None` for a function without an
-/// f32 form here or a scale that is not finite and positive.
+/// f32 form here, or scales that are not finite and positive or would make `v` (up to 2^15·s_x) or `k`
+/// infinite: an infinite `v` or `k` times a zero is NaN, which the vector clamps of x86 and NEON treat
+/// differently, so no valid artifact may produce one.
 pub fn unary16_params(f: &crate::ir::Unary, sx: f32, sy: f32) -> Option<(f32, f32)> {
     let ok = |s: f32| s.is_finite() && s > 0.0;
-    if !(ok(sx) && ok(sy)) {
+    if !(ok(sx) && ok(sy) && ok(sx * 32768.0)) {
         return None;
     }
     match f {
-        crate::ir::Unary::HardSwish => Some((sx, f32_scale(1.0 / (6.0 * sy as f64)))),
+        crate::ir::Unary::HardSwish => {
+            let k = f32_scale(1.0 / (6.0 * sy as f64));
+            ok(k).then_some((sx, k))
+        }
         _ => None,
     }
 }
@@ -370,6 +375,9 @@ mod tests {
         let f = crate::ir::Unary::HardSwish;
         assert!(unary16_params(&crate::ir::Unary::Sigmoid, 1e-3, 1e-3).is_none());
         assert!(unary16_params(&f, 0.0, 1e-3).is_none());
+        // (an infinite k or v times a zero would be NaN, which x86 and NEON clamp differently)
+        assert!(unary16_params(&f, 1e-3, 1e-45).is_none());
+        assert!(unary16_params(&f, 1e36, 1.0).is_none());
         for (sx, sy) in [(6e-4f32, 4e-4f32), (1e-4, 1.1e-4), (0.01, 0.002)] {
             let p = unary16_params(&f, sx, sy).unwrap();
             for x in i16::MIN..=i16::MAX {
