@@ -1684,6 +1684,32 @@ mod tests {
         (*seed >> 33) as u32
     }
 
+    /// Rows with `bias` and the rescales `real(i)`: Q31 multipliers, and with `f32` their f32 form; with
+    /// `act = Some(d)` a fused HardSwish (k for s_y = 1e-3) on the sums scaled by `real(i) / d`.
+    fn test_rows(
+        bias: &[i32],
+        real: impl Fn(usize) -> f64,
+        (f32, act): (bool, Option<f64>),
+        (lo, hi): (i32, i32),
+    ) -> Rows {
+        let m = bias.len();
+        Rows {
+            bias: bias.to_vec(),
+            mult: (0..m)
+                .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
+                .collect(),
+            fscale: match f32 {
+                true => (0..m)
+                    .map(|i| f32_scale(real(i) / act.unwrap_or(1.0)))
+                    .collect(),
+                false => Vec::new(),
+            },
+            hswish: act.map(|_| 1.0 / (6.0 * 1e-3)),
+            lo,
+            hi,
+        }
+    }
+
     /// Every GEMM path equals the plain i64 sum of products, requantized by the scalar rule, over shapes
     /// with row and column tails and odd depths, extreme inputs included.
     #[test]
@@ -1713,20 +1739,8 @@ mod tests {
             // the Q31 epilogue (formats 10, 11), the f32 one (12 on), and the f32 one with a fused
             // HardSwish (Q16ConvAct: the sums scaled to reals across the kinks)
             for (f32rq, act) in [(false, false), (true, false), (true, true)] {
-                let rows = Rows {
-                    bias: bias.clone(),
-                    mult: (0..m)
-                        .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
-                        .collect(),
-                    fscale: match (f32rq, act) {
-                        (true, false) => (0..m).map(|i| f32_scale(real(i))).collect(),
-                        (true, true) => (0..m).map(|i| f32_scale(real(i) / 1e4)).collect(),
-                        _ => Vec::new(),
-                    },
-                    hswish: act.then_some(1.0 / (6.0 * 1e-3)),
-                    lo: -30000,
-                    hi: 32767,
-                };
+                let form = (f32rq, act.then_some(1e4));
+                let rows = test_rows(&bias, real, form, (-30000, 32767));
                 let want: Vec<i16> = (0..m * n)
                     .map(|i| {
                         let (r, j) = (i / n, i % n);
@@ -1893,20 +1907,7 @@ mod tests {
             // (Q16ConvAct) where no table is (odd m): its sums scaled to reals across the kinks
             for f32rq in [false, true] {
                 let act = f32rq && m % 2 == 1;
-                let rows = Rows {
-                    bias: bias.clone(),
-                    mult: (0..m)
-                        .map(|i| FixedMultiplier::from_real(real(i)).unwrap())
-                        .collect(),
-                    fscale: match (f32rq, act) {
-                        (true, false) => (0..m).map(|i| f32_scale(real(i))).collect(),
-                        (true, true) => (0..m).map(|i| f32_scale(real(i) / 3e3)).collect(),
-                        _ => Vec::new(),
-                    },
-                    hswish: act.then_some(1.0 / (6.0 * 1e-3)),
-                    lo: -32768,
-                    hi: 20000,
-                };
+                let rows = test_rows(&bias, real, (f32rq, act.then_some(3e3)), (-32768, 20000));
                 let out = |a: usize| {
                     let (k, s, d) = (
                         kernel[a] as usize,

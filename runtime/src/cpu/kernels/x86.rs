@@ -693,6 +693,48 @@ fn madd_acc(t: __m256i, x: __m256i, w: __m256i) -> __m256i {
     _mm256_add_epi32(t, _mm256_madd_epi16(x, w))
 }
 
+/// Rows `2q` and `2q + 1` of a 16-bit GEMM's b (16 columns; zeros past row `k`), interleaved as the
+/// int16 pairs a multiply-accumulate takes: columns 0-3 | 8-11 and 4-7 | 12-15 (within 128-bit lanes).
+/// A macro so that it inlines into each kernel with that kernel's features. Use in `unsafe`, with `b`
+/// valid for `k` rows of 16 values at stride `ldb` and `2q < k`.
+macro_rules! k_pair16 {
+    ($b:expr, $ldb:expr, $k:expr, $q:expr) => {{
+        let (b, ldb, k, q): (*const i16, usize, usize, usize) = ($b, $ldb, $k, $q);
+        let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
+        let r1 = if 2 * q + 1 < k {
+            _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
+        } else {
+            _mm256_setzero_si256()
+        };
+        (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1))
+    }};
+}
+
+/// Row `r` of a 16-bit GEMM tile (its sums as [`k_pair16`] orders them) requantized into 16 int16 at
+/// `dst`: by the row's constants in registers (lane-wise, and `packssdw`'s in-lane halves put the
+/// columns back in order), else (a multiplier without a vector form) by the scalar rule. A macro, as
+/// [`k_pair16`]; use in `unsafe`, with `dst` valid for 16 values.
+macro_rules! store_row16 {
+    ($t:expr, $p:expr, $rq:expr, $r:expr, $dst:expr) => {{
+        let (t, p, rq, r, dst): (&[__m256i; 2], Option<&RowRq>, &Requant, usize, *mut i16) =
+            ($t, $p, $rq, $r, $dst);
+        if let Some(p) = p {
+            let (v0, v1) = (requant8(t[0], p), requant8(t[1], p));
+            _mm256_storeu_si256(dst as *mut __m256i, _mm256_packs_epi32(v0, v1));
+        } else {
+            // back to column order: 0-7 and 8-15
+            let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
+            let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
+            let mut wide = [0i32; 16];
+            _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
+            _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
+            for (j, &v) in wide.iter().enumerate() {
+                *dst.add(j) = rq.value(r, v) as i16;
+            }
+        }
+    }};
+}
+
 /// The 16-bit engine's GEMM panel and depthwise block for one multiply-accumulate form: one body, one
 /// function per encoding, each carrying only its own CPU features.
 macro_rules! q16_kernels {
@@ -810,14 +852,7 @@ macro_rules! q16_kernels {
             // SAFETY (whole fn): the bounds above and the caller's contract.
             unsafe {
                 for q in 0..kp {
-                    let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
-                    let r1 = if 2 * q + 1 < k {
-                        _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
-                    } else {
-                        _mm256_setzero_si256()
-                    };
-                    // columns 0-3 | 8-11 and 4-7 | 12-15, each as (row 2q, row 2q+1) pairs
-                    let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
+                    let (lo, hi) = k_pair16!(b, ldb, k, q);
                     let ap = a.as_ptr().add(q * 8) as *const i32;
                     for (r, t) in acc.iter_mut().enumerate() {
                         let w = _mm256_set1_epi32(ap.add(r).read_unaligned());
@@ -826,23 +861,7 @@ macro_rules! q16_kernels {
                     }
                 }
                 for (r, t) in acc.iter().enumerate().take(rows) {
-                    let dst = c.add(r * ldc);
-                    if let Some(p) = &consts[r] {
-                        // (the epilogue is lane-wise: t[0] holds columns 0-3 | 8-11, t[1] 4-7 | 12-15,
-                        // and packssdw's in-lane halves put them back in order)
-                        let (v0, v1) = (requant8(t[0], p), requant8(t[1], p));
-                        _mm256_storeu_si256(dst as *mut __m256i, _mm256_packs_epi32(v0, v1));
-                    } else {
-                        // back to column order: 0-7 and 8-15
-                        let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
-                        let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
-                        let mut wide = [0i32; 16];
-                        _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
-                        _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
-                        for (j, &v) in wide.iter().enumerate() {
-                            *dst.add(j) = rq.value(r, v) as i16;
-                        }
-                    }
+                    store_row16!(t, consts[r].as_ref(), rq, r, c.add(r * ldc));
                 }
             }
         }
@@ -931,13 +950,7 @@ pub unsafe fn q16_panel8_evex(
             let b = b.add(j);
             let mut acc = [[_mm256_setzero_si256(); 2]; 8];
             for q in 0..kp {
-                let r0 = _mm256_loadu_si256(b.add(2 * q * ldb) as *const __m256i);
-                let r1 = if 2 * q + 1 < k {
-                    _mm256_loadu_si256(b.add((2 * q + 1) * ldb) as *const __m256i)
-                } else {
-                    _mm256_setzero_si256()
-                };
-                let (lo, hi) = (_mm256_unpacklo_epi16(r0, r1), _mm256_unpackhi_epi16(r0, r1));
+                let (lo, hi) = k_pair16!(b, ldb, k, q);
                 for (r, t) in acc.iter_mut().enumerate() {
                     let ap = if r < 4 { a0 } else { a1 };
                     let w = _mm256_set1_epi32(ap.add(q * 4 + r % 4).read_unaligned());
@@ -946,21 +959,7 @@ pub unsafe fn q16_panel8_evex(
                 }
             }
             for (r, t) in acc.iter().enumerate().take(rows) {
-                let dst = c.add(j + r * ldc);
-                if let Some(p) = &consts[r] {
-                    // (lane-wise epilogue; packssdw's in-lane halves restore the column order)
-                    let (v0, v1) = (requant8(t[0], p), requant8(t[1], p));
-                    _mm256_storeu_si256(dst as *mut __m256i, _mm256_packs_epi32(v0, v1));
-                } else {
-                    let c0 = _mm256_permute2x128_si256::<0x20>(t[0], t[1]);
-                    let c1 = _mm256_permute2x128_si256::<0x31>(t[0], t[1]);
-                    let mut wide = [0i32; 16];
-                    _mm256_storeu_si256(wide.as_mut_ptr() as *mut __m256i, c0);
-                    _mm256_storeu_si256(wide.as_mut_ptr().add(8) as *mut __m256i, c1);
-                    for (jj, &v) in wide.iter().enumerate() {
-                        *dst.add(jj) = rq.value(r, v) as i16;
-                    }
-                }
+                store_row16!(t, consts[r].as_ref(), rq, r, c.add(j + r * ldc));
             }
         }
     }
