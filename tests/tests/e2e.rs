@@ -171,10 +171,20 @@ fn int8_default(path: &std::path::Path, spec: &str, calib: &str) -> (Vec<u8>, f6
 
 /// [`int8_default`] calibrated on `calib`, any `--calib` argument (a .npy or a directory).
 fn int8_from(path: &std::path::Path, spec: &str, calib: &std::path::Path) -> (Vec<u8>, f64) {
+    int8_with(path, spec, calib, tern_tools::quant::Int8Options::default())
+}
+
+/// [`int8_from`] with options `opts` (`--activations int16`: `act16`).
+fn int8_with(
+    path: &std::path::Path,
+    spec: &str,
+    calib: &std::path::Path,
+    opts: tern_tools::quant::Int8Options,
+) -> (Vec<u8>, f64) {
     let c = tern_tools::quant::CompressInt8 {
         calib: Some(calib),
         samples: None,
-        opts: tern_tools::quant::Int8Options::default(),
+        opts,
         progress: false,
     };
     let (bytes, _) = tern_tools::quant::compress_int8(path, &[spec.parse().unwrap()], &c).unwrap();
@@ -261,20 +271,13 @@ fn pp_ocr_cls_weights_only_gptq_halves_the_weight_error() {
 /// requantization, hard-swish fused into the convs in f32; 3.90x with format 10's tables).
 #[test]
 fn pp_ocr_cls_int16_activations_agree_with_float() {
-    use tern_tools::quant::{compress_int8, CompressInt8, Int8Options};
     let path = model("cache/ch_ppocr_mobile_v2.0_cls_infer.onnx");
     let calib = tern_tests::root().join("models/data/out/cls_calib.npy");
-    let c = CompressInt8 {
-        calib: Some(&calib),
-        samples: None,
-        opts: Int8Options {
-            act16: true,
-            ..Int8Options::default()
-        },
-        progress: false,
+    let opts = tern_tools::quant::Int8Options {
+        act16: true,
+        ..Default::default()
     };
-    let (bytes, _) = compress_int8(&path, &["x=1x3x48x192".parse().unwrap()], &c).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let (bytes, size) = int8_with(&path, "x=1x3x48x192", &calib, opts);
     let m = Model::from_bytes(&bytes).unwrap();
     let q16 = m
         .graph
@@ -318,18 +321,11 @@ fn pp_ocr_cls_int16_activations_agree_with_float() {
 fn pp_ocr_det_int16_activations_keep_the_text_map() {
     let path = model("cache/ch_PP-OCRv4_det_infer.onnx");
     let calib = tern_tests::root().join("models/data/out/det320_calib.npy");
-    let c = tern_tools::quant::CompressInt8 {
-        calib: Some(&calib),
-        samples: None,
-        opts: tern_tools::quant::Int8Options {
-            act16: true,
-            ..Default::default()
-        },
-        progress: false,
+    let opts = tern_tools::quant::Int8Options {
+        act16: true,
+        ..Default::default()
     };
-    let shape = ["x=1x3x320x320".parse().unwrap()];
-    let (bytes, _) = tern_tools::quant::compress_int8(&path, &shape, &c).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len() as f64 / bytes.len() as f64;
+    let (bytes, size) = int8_with(&path, "x=1x3x320x320", &calib, opts);
     let m = Model::from_bytes(&bytes).unwrap();
     let q16 = m
         .graph

@@ -15,7 +15,7 @@ use super::ops::{broadcast_strides, pool, View, ViewMut};
 use super::qgemm::Requant;
 use super::{share, Par, SyncPtr};
 use crate::ir::quant::{
-    add16, add16_params, dequantize_i16, f32_scale, lut16, quantize_f32_i16, requant_f32, unary16,
+    add16, add16_params, dequantize_i16, f32_scale, lut16, quantize_f32_i16, requant_f32,
     unary16_params, FixedMultiplier, LUT16_MAX_SHIFT, LUT16_MIN_SHIFT,
 };
 use crate::ir::{BinOp, Conv2d, DType, Node, Op, PadMode, PoolKind, ResizeMode};
@@ -247,7 +247,7 @@ pub enum Q16Prep {
     Binary((Bin16, Isa), [Option<Vec<i16>>; 2]),
     /// A table ([`lut16`]), its shift and the path.
     Lut(Vec<i16>, u32, Isa),
-    /// A function in f32 ([`unary16`]): its constants and the path.
+    /// A function in f32 ([`crate::ir::quant::unary16`]): its constants and the path.
     Unary((f32, f32), Isa),
     /// Per input: the rescale to the output's scale (`None`: the same scale).
     Concat(Vec<Option<FixedMultiplier>>),
@@ -1446,24 +1446,36 @@ fn lut_slice(isa: Isa, t: (&[i16], u32), x: &[i16], y: &mut [i16]) {
     lut_inplace(isa, t, &mut y[..n]);
 }
 
-/// `y[i] = unary16(x[i], p)` (HardSwish in f32), 16 at a time on AVX2 and 8 on NEON.
-fn unary_slice(isa: Isa, p: (f32, f32), x: &[i16], y: &mut [i16]) {
+/// `y[i] = unary16(x[i], p)` (HardSwish in f32): the same rule as the row epilogue of a Q16ConvAct with
+/// the sums `x` at scale `s_x` (`hard_swish_f32` of `f32(x)·s_x`), so that epilogue's vector forms
+/// serve, 16 at a time on AVX2 and 8 on NEON.
+fn unary_slice(isa: Isa, (sx, k): (f32, f32), x: &[i16], y: &mut [i16]) {
     let n = x.len().min(y.len());
+    let rq = Requant {
+        bias: &[0],
+        // (unused: the f32 row takes no Q31 multiplier)
+        mult: &[FixedMultiplier { mult: 0, shift: 0 }],
+        zp_out: 0,
+        lo: i16::MIN as i32,
+        hi: i16::MAX as i32,
+        fscale: &[sx],
+        hswish: Some(k),
+    };
     #[allow(unused_mut)]
     let mut i = 0;
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
         // SAFETY: the session only selects an AVX2 path on a CPU that has it.
-        i = unsafe { super::kernels::x86::hard_swish16_avx2(p, &x[..n], &mut y[..n]) };
+        i = unsafe { super::kernels::x86::requant_i16_avx2(&rq, &x[..n], &mut y[..n]) };
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(isa, Isa::Neon | Isa::Dotprod) {
         // SAFETY: NEON is part of aarch64.
-        i = unsafe { super::kernels::neon::hard_swish16_neon(p, &x[..n], &mut y[..n]) };
+        i = unsafe { super::kernels::neon::requant_i16_neon(&rq, &x[..n], &mut y[..n]) };
     }
     let _ = isa;
     for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
-        *o = unary16(v, p);
+        *o = rq.value(0, v as i32) as i16;
     }
 }
 
@@ -1676,6 +1688,7 @@ fn binary(isa: Isa, b: &Bin16, xa: View<i16>, xb: View<i16>, y: ViewMut<i16>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::quant::unary16;
 
     fn lcg(seed: &mut u64) -> u32 {
         *seed = seed

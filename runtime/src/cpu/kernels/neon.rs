@@ -730,30 +730,23 @@ pub unsafe fn requant_row16_neon(rq: &Requant, r: usize, acc: &[i32], out: &mut 
     }
 }
 
-/// `crate::ir::quant::unary16` (HardSwish in f32) over `x` into `y`, 8 values at a time, the scalar rule's
-/// operations in its order (`scvtf` exact on int16, `fmul`, `fadd`, `fmax`, `fmin`, `fcvtns` rounding to
-/// nearest even; no fused multiply-add); returns how many leading values it wrote.
+/// [`Requant::value`] of row 0 over int16 inputs `x` (widened, as sums) into `y`, 8 values at a time by
+/// the row epilogue in registers (a Q16Unary: its f32 function is the epilogue's); returns how many
+/// leading values it wrote (0 where the row has no vector form: the caller finishes).
 ///
 /// # Safety
 /// None beyond aarch64 (NEON is baseline); unsafe for symmetry with the other paths.
-pub unsafe fn hard_swish16_neon((sx, k): (f32, f32), x: &[i16], y: &mut [i16]) -> usize {
+pub unsafe fn requant_i16_neon(rq: &Requant, x: &[i16], y: &mut [i16]) -> usize {
+    let Some(q) = RowRq::new(rq, 0) else {
+        return 0;
+    };
     let n = x.len().min(y.len()) / 8 * 8;
     // SAFETY: 8 values in bounds of both slices per step; the rest is register arithmetic.
     unsafe {
-        let (vsx, vk) = (vdupq_n_f32(sx), vdupq_n_f32(k));
-        let (three, zero, six) = (vdupq_n_f32(3.0), vdupq_n_f32(0.0), vdupq_n_f32(6.0));
-        let (lo, hi) = (vdupq_n_f32(-32768.0), vdupq_n_f32(32767.0));
-        let f = |q: int32x4_t| {
-            let v = vmulq_f32(vcvtq_f32_s32(q), vsx);
-            let g = vminq_f32(vmaxq_f32(vaddq_f32(v, three), zero), six);
-            let r = vmulq_f32(vmulq_f32(v, g), vk);
-            vqmovn_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(r, lo), hi)))
-        };
         for i in (0..n).step_by(8) {
-            let q = vld1q_s16(x.as_ptr().add(i));
-            let a = f(vmovl_s16(vget_low_s16(q)));
-            let b = f(vmovl_high_s16(q));
-            vst1q_s16(y.as_mut_ptr().add(i), vcombine_s16(a, b));
+            let v = vld1q_s16(x.as_ptr().add(i));
+            let w = q.halves([vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v)]);
+            vst1q_s16(y.as_mut_ptr().add(i), w);
         }
     }
     n

@@ -502,34 +502,25 @@ pub unsafe fn lut16_avx2(t: &[i16], shift: u32, data: &mut [i16]) -> usize {
     n
 }
 
-/// `crate::ir::quant::unary16` (HardSwish in f32) over `x` into `y`, 16 values at a time, the scalar rule's
-/// operations in its order (`cvtdq2ps` exact on int16, `mulps`, `addps`, `maxps`, `minps`, `cvtps2dq`
-/// rounding to nearest even); returns how many leading values it wrote.
+/// [`Requant::value`] of row 0 over int16 inputs `x` (widened, as sums) into `y`, 16 values at a time by
+/// the row epilogue in registers (a Q16Unary: its f32 function is the epilogue's); returns how many
+/// leading values it wrote (0 where the row has no vector form: the caller finishes).
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn hard_swish16_avx2((sx, k): (f32, f32), x: &[i16], y: &mut [i16]) -> usize {
+pub unsafe fn requant_i16_avx2(rq: &Requant, x: &[i16], y: &mut [i16]) -> usize {
+    if !vec_ok16(rq, 0) {
+        return 0;
+    }
     let n = x.len().min(y.len()) / 16 * 16;
-    let (vsx, vk) = (_mm256_set1_ps(sx), _mm256_set1_ps(k));
-    let (three, zero, six) = (
-        _mm256_set1_ps(3.0),
-        _mm256_setzero_ps(),
-        _mm256_set1_ps(6.0),
-    );
-    let (lo, hi) = (_mm256_set1_ps(-32768.0), _mm256_set1_ps(32767.0));
-    let f = |q: __m256i| {
-        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), vsx);
-        let g = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, three), zero), six);
-        let r = _mm256_mul_ps(_mm256_mul_ps(v, g), vk);
-        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
-    };
+    let p = row_rq(rq, 0);
     for i in (0..n).step_by(16) {
         // SAFETY: 16 values in bounds of both slices.
         unsafe {
             let q = _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i);
-            let a = f(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(q)));
-            let b = f(_mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(q)));
+            let a = requant8(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(q)), &p);
+            let b = requant8(_mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(q)), &p);
             let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
             _mm256_storeu_si256(y.as_mut_ptr().add(i) as *mut __m256i, w);
         }
